@@ -1,0 +1,561 @@
+//! The accept path's policy, free of I/O: bounded bursts, the errno policy, EMFILE recovery
+//! with a reserved descriptor, and rate-limited logging (Twisted's `_accept`,
+//! `_IFileDescriptorReservation`, `_BuffersLogs` and `_ACCEPT_ERRORS`).
+//!
+//! The shard's port drives it with a real listener; the tests below drive it with scripted
+//! errnos.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Something that accepts one connection per call without blocking.
+pub(crate) trait AcceptSource {
+    /// An accepted connection; dropping it closes it.
+    type Conn;
+    /// Accepts one pending connection, or fails with `WouldBlock` when none is queued.
+    fn accept(&mut self) -> io::Result<(Self::Conn, SocketAddr)>;
+}
+
+/// An emergency slot in the process's descriptor table (Twisted's
+/// `_IFileDescriptorReservation`): released on EMFILE so that one more `accept` can succeed.
+pub trait Reservation {
+    /// True while the slot is held.
+    fn available(&self) -> bool;
+    /// Frees the slot. Does nothing if it is not held.
+    fn release(&mut self);
+    /// Takes the slot again. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the slot cannot be taken (another thread took the descriptor).
+    fn reserve(&mut self) -> io::Result<()>;
+}
+
+/// A reservation that never holds anything (Twisted's `_NullFileDescriptorReservation`), for
+/// engines configured without one.
+#[derive(Debug, Default)]
+pub struct NullReservation;
+
+impl Reservation for NullReservation {
+    fn available(&self) -> bool {
+        false
+    }
+    fn release(&mut self) {}
+    fn reserve(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the port does about an accept error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorAction {
+    /// A per-connection failure (ECONNABORTED, EPERM from a firewall): skip it and go on.
+    Skip,
+    /// Out of descriptors: free the reservation and drain the queue, if it is held.
+    Emfile,
+    /// A resource shortage (ENFILE, ENOBUFS, ENOMEM): pause accepting briefly, never stop.
+    Backoff,
+    /// Anything else: the listener is broken, stop this port.
+    Fatal,
+}
+
+/// Classifies an accept error by errno.
+pub(crate) fn classify(err: &io::Error) -> ErrorAction {
+    match err.raw_os_error() {
+        Some(libc::ECONNABORTED | libc::EPERM | libc::EINTR | libc::EPROTO) => ErrorAction::Skip,
+        Some(libc::EMFILE) => ErrorAction::Emfile,
+        Some(libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => ErrorAction::Backoff,
+        _ => ErrorAction::Fatal,
+    }
+}
+
+/// Something that happened during a burst, logged after it (nothing on the accept path may
+/// open a descriptor, and a log sink might).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AcceptEvent {
+    /// An accept failed with this errno.
+    Error(i32),
+    /// EMFILE: the reservation was released and this many queued connections were closed.
+    EmfileRecovered(usize),
+    /// The reservation could not be taken again (errno).
+    ReserveFailed(i32),
+}
+
+/// The result of one burst.
+#[derive(Debug, Default)]
+pub(crate) struct Burst {
+    /// Connections handed on.
+    pub(crate) accepted: usize,
+    /// Connections accepted and closed during EMFILE recovery.
+    pub(crate) recovered: usize,
+    /// Pause before the next accept.
+    pub(crate) backoff: bool,
+    /// The listener failed for good.
+    pub(crate) fatal: Option<io::Error>,
+    /// Events to log and count once the burst is over.
+    pub(crate) events: Vec<AcceptEvent>,
+}
+
+/// Accepts up to `limit` connections, handing each to `on_conn`. `first` is an accept result
+/// already in hand (from the reactor's wake-up); it counts as the first attempt.
+pub(crate) fn accept_burst<S: AcceptSource>(
+    src: &mut S,
+    reservation: &mut dyn Reservation,
+    first: Option<io::Result<(S::Conn, SocketAddr)>>,
+    limit: usize,
+    mut on_conn: impl FnMut(S::Conn, SocketAddr),
+) -> Burst {
+    let mut burst = Burst::default();
+    if !reservation.available() {
+        // Best effort: a descriptor may have been freed since the last failure.
+        let _ = reservation.reserve();
+    }
+    let mut next = first;
+    for _ in 0..limit.max(1) {
+        let err = match next.take().unwrap_or_else(|| src.accept()) {
+            Ok((conn, peer)) => {
+                burst.accepted += 1;
+                on_conn(conn, peer);
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => e,
+        };
+        let errno = err.raw_os_error().unwrap_or(0);
+        match classify(&err) {
+            ErrorAction::Skip => burst.events.push(AcceptEvent::Error(errno)),
+            ErrorAction::Emfile if reservation.available() => {
+                burst.events.push(AcceptEvent::Error(errno));
+                recover_from_emfile(src, reservation, limit, &mut burst);
+                break;
+            }
+            ErrorAction::Emfile | ErrorAction::Backoff => {
+                burst.events.push(AcceptEvent::Error(errno));
+                burst.backoff = true;
+                break;
+            }
+            ErrorAction::Fatal => {
+                burst.fatal = Some(err);
+                break;
+            }
+        }
+    }
+    burst
+}
+
+/// Frees the reserved slot, accepts and closes what is queued, and takes the slot again.
+fn recover_from_emfile<S: AcceptSource>(
+    src: &mut S,
+    reservation: &mut dyn Reservation,
+    limit: usize,
+    burst: &mut Burst,
+) {
+    reservation.release();
+    let mut closed = 0;
+    for _ in 0..limit.max(1) {
+        match src.accept() {
+            Ok((conn, _)) => {
+                drop(conn);
+                closed += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                // EMFILE again: another shard took the freed slot. Back off, never spin.
+                burst
+                    .events
+                    .push(AcceptEvent::Error(e.raw_os_error().unwrap_or(0)));
+                burst.backoff = true;
+                break;
+            }
+        }
+    }
+    burst.recovered += closed;
+    burst.events.push(AcceptEvent::EmfileRecovered(closed));
+    if let Err(e) = reservation.reserve() {
+        burst
+            .events
+            .push(AcceptEvent::ReserveFailed(e.raw_os_error().unwrap_or(0)));
+        burst.backoff = true;
+    }
+}
+
+/// Twisted's adaptive `numberAccepts`: the burst grows by 20 while bursts fill up and shrinks
+/// to what was accepted otherwise, so that an accept storm cannot starve live connections.
+#[derive(Debug, Clone)]
+pub(crate) struct BurstSizer {
+    current: usize,
+    max: usize,
+}
+
+impl BurstSizer {
+    /// Starts at `initial`, never above `max`.
+    pub(crate) fn new(initial: usize, max: usize) -> Self {
+        let max = max.max(1);
+        Self {
+            current: initial.clamp(1, max),
+            max,
+        }
+    }
+
+    /// The limit for the next burst.
+    pub(crate) fn limit(&self) -> usize {
+        self.current
+    }
+
+    /// Adapts after a burst that accepted `accepted` connections.
+    pub(crate) fn record(&mut self, accepted: usize) {
+        self.current = if accepted >= self.current {
+            (self.current + 20).min(self.max)
+        } else {
+            accepted.max(1)
+        };
+    }
+}
+
+/// Prints an errno by its name (`EMFILE`), as operators search for it.
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EMFILE => "EMFILE",
+        libc::ENFILE => "ENFILE",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ENOMEM => "ENOMEM",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::EPERM => "EPERM",
+        libc::EINTR => "EINTR",
+        libc::EPROTO => "EPROTO",
+        libc::EBADF => "EBADF",
+        libc::EINVAL => "EINVAL",
+        libc::ENOTSOCK => "ENOTSOCK",
+        _ => return format!("errno {errno}"),
+    };
+    name.to_owned()
+}
+
+/// Rate-limits repeated log lines: one line per kind per interval, with the count of the
+/// lines it held back.
+#[derive(Debug)]
+pub(crate) struct LogLimiter {
+    interval: Duration,
+    seen: Vec<(AcceptEventKind, Instant, u64)>,
+}
+
+/// The kind an event is rate-limited under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AcceptEventKind {
+    Error(i32),
+    EmfileRecovered,
+    ReserveFailed,
+}
+
+impl AcceptEvent {
+    fn kind(&self) -> AcceptEventKind {
+        match *self {
+            Self::Error(e) => AcceptEventKind::Error(e),
+            Self::EmfileRecovered(_) => AcceptEventKind::EmfileRecovered,
+            Self::ReserveFailed(_) => AcceptEventKind::ReserveFailed,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match *self {
+            Self::Error(e) => format!("could not accept a new connection ({})", errno_name(e)),
+            Self::EmfileRecovered(n) => {
+                format!(
+                    "out of file descriptors: closed {n} queued connection(s) with the reserved descriptor"
+                )
+            }
+            Self::ReserveFailed(e) => {
+                format!(
+                    "could not re-take the reserved descriptor ({}); backing off",
+                    errno_name(e)
+                )
+            }
+        }
+    }
+}
+
+impl LogLimiter {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Returns the line to log for `event` at `now`, or `None` if it is held back.
+    pub(crate) fn admit(&mut self, event: &AcceptEvent, now: Instant) -> Option<String> {
+        let kind = event.kind();
+        match self.seen.iter_mut().find(|(k, _, _)| *k == kind) {
+            Some((_, last, held)) if now.duration_since(*last) < self.interval => {
+                *held += 1;
+                None
+            }
+            Some((_, last, held)) => {
+                let line = match *held {
+                    0 => event.describe(),
+                    n => format!(
+                        "{} (and {n} more like it since the last report)",
+                        event.describe()
+                    ),
+                };
+                *last = now;
+                *held = 0;
+                Some(line)
+            }
+            None => {
+                self.seen.push((kind, now, 0));
+                Some(event.describe())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A listener that replays a script: `Ok(n)` yields connection n, `Err(errno)` fails;
+    /// after the script it reports `WouldBlock`.
+    struct Scripted {
+        script: VecDeque<Result<u32, i32>>,
+        calls: usize,
+    }
+
+    impl Scripted {
+        fn new(script: &[Result<u32, i32>]) -> Self {
+            Self {
+                script: script.iter().copied().collect(),
+                calls: 0,
+            }
+        }
+    }
+
+    impl AcceptSource for Scripted {
+        type Conn = u32;
+        fn accept(&mut self) -> io::Result<(u32, SocketAddr)> {
+            self.calls += 1;
+            match self.script.pop_front() {
+                Some(Ok(n)) => Ok((n, "127.0.0.1:1".parse().unwrap())),
+                Some(Err(errno)) => Err(io::Error::from_raw_os_error(errno)),
+                None => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
+    /// A reservation that records its calls and can be told to fail its re-take.
+    #[derive(Default)]
+    struct FakeReservation {
+        held: bool,
+        fail_reserve: bool,
+        log: Vec<&'static str>,
+    }
+
+    impl Reservation for FakeReservation {
+        fn available(&self) -> bool {
+            self.held
+        }
+        fn release(&mut self) {
+            self.log.push("release");
+            self.held = false;
+        }
+        fn reserve(&mut self) -> io::Result<()> {
+            self.log.push("reserve");
+            if self.fail_reserve {
+                return Err(io::Error::from_raw_os_error(libc::EMFILE));
+            }
+            self.held = true;
+            Ok(())
+        }
+    }
+
+    fn held() -> FakeReservation {
+        FakeReservation {
+            held: true,
+            ..Default::default()
+        }
+    }
+
+    fn run(script: &[Result<u32, i32>], res: &mut FakeReservation, limit: usize) -> (Burst, Vec<u32>) {
+        let mut src = Scripted::new(script);
+        let mut got = Vec::new();
+        let burst = accept_burst(&mut src, res, None, limit, |c, _| got.push(c));
+        (burst, got)
+    }
+
+    #[test]
+    fn accepts_until_would_block() {
+        let (b, got) = run(&[Ok(1), Ok(2), Ok(3)], &mut held(), 100);
+        assert_eq!(got, vec![1, 2, 3]);
+        assert_eq!(b.accepted, 3);
+        assert!(!b.backoff && b.fatal.is_none() && b.events.is_empty());
+    }
+
+    #[test]
+    fn burst_is_bounded() {
+        let script: Vec<_> = (0..50).map(Ok).collect();
+        let (b, got) = run(&script, &mut held(), 10);
+        assert_eq!(got.len(), 10);
+        assert_eq!(b.accepted, 10);
+    }
+
+    #[test]
+    fn first_result_counts_as_an_attempt() {
+        let mut src = Scripted::new(&[Ok(2), Ok(3)]);
+        let mut got = Vec::new();
+        let first = Some(Ok((1, "127.0.0.1:1".parse().unwrap())));
+        let b = accept_burst(&mut src, &mut held(), first, 2, |c, _| got.push(c));
+        assert_eq!(got, vec![1, 2]);
+        assert_eq!(b.accepted, 2);
+    }
+
+    #[test]
+    fn skips_per_connection_errors() {
+        for errno in [libc::ECONNABORTED, libc::EPERM] {
+            let (b, got) = run(&[Err(errno), Ok(1), Err(errno), Ok(2)], &mut held(), 100);
+            assert_eq!(got, vec![1, 2], "{}", errno_name(errno));
+            assert!(!b.backoff);
+            assert_eq!(b.events, vec![AcceptEvent::Error(errno); 2]);
+        }
+    }
+
+    #[test]
+    fn eperm_uses_up_slots() {
+        let (b, got) = run(&[Err(libc::EPERM); 10], &mut held(), 5);
+        assert!(got.is_empty());
+        assert_eq!(b.events.len(), 5);
+    }
+
+    #[test]
+    fn shortages_back_off_and_never_stop() {
+        for errno in [libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            let mut res = held();
+            let (b, got) = run(&[Ok(1), Err(errno), Ok(2)], &mut res, 100);
+            assert_eq!(got, vec![1], "{}", errno_name(errno));
+            assert!(b.backoff && b.fatal.is_none());
+            assert_eq!(b.events, vec![AcceptEvent::Error(errno)]);
+            assert!(
+                res.log.is_empty(),
+                "a shortage other than EMFILE leaves the reservation alone"
+            );
+        }
+    }
+
+    #[test]
+    fn emfile_with_reservation_drains_and_closes() {
+        let mut res = held();
+        let (b, got) = run(&[Err(libc::EMFILE), Ok(7), Ok(8)], &mut res, 100);
+        assert!(
+            got.is_empty(),
+            "connections accepted during recovery are closed, not served"
+        );
+        assert_eq!(b.recovered, 2);
+        assert!(!b.backoff);
+        assert_eq!(res.log, vec!["release", "reserve"]);
+        assert!(res.held);
+        assert_eq!(
+            b.events,
+            vec![AcceptEvent::Error(libc::EMFILE), AcceptEvent::EmfileRecovered(2)]
+        );
+    }
+
+    #[test]
+    fn emfile_without_reservation_backs_off() {
+        let mut res = FakeReservation {
+            fail_reserve: true,
+            ..Default::default()
+        };
+        let (b, got) = run(&[Err(libc::EMFILE), Ok(1)], &mut res, 100);
+        assert!(got.is_empty());
+        assert!(b.backoff);
+        assert_eq!(b.recovered, 0);
+        // Only the best-effort re-take at the start of the burst.
+        assert_eq!(res.log, vec!["reserve"]);
+    }
+
+    #[test]
+    fn null_reservation_backs_off_on_emfile() {
+        let mut src = Scripted::new(&[Err(libc::EMFILE), Ok(1)]);
+        let b = accept_burst(&mut src, &mut NullReservation, None, 100, |_, _| {});
+        assert!(b.backoff);
+        assert_eq!(src.calls, 1);
+        let mut n = NullReservation;
+        assert!(!n.available());
+        n.release();
+        assert!(n.reserve().is_ok() && !n.available());
+    }
+
+    #[test]
+    fn second_emfile_during_recovery_backs_off() {
+        let mut res = held();
+        let (b, _) = run(&[Err(libc::EMFILE), Ok(1), Err(libc::EMFILE)], &mut res, 100);
+        assert_eq!(b.recovered, 1);
+        assert!(b.backoff);
+        assert!(res.held, "the slot is taken again after the recovery");
+    }
+
+    #[test]
+    fn failed_retake_backs_off() {
+        let mut res = held();
+        res.fail_reserve = true;
+        let (b, _) = run(&[Err(libc::EMFILE), Ok(1)], &mut res, 100);
+        assert!(b.backoff);
+        assert!(!res.held);
+        assert!(b.events.contains(&AcceptEvent::ReserveFailed(libc::EMFILE)));
+    }
+
+    #[test]
+    fn unknown_errors_are_fatal() {
+        let (b, got) = run(&[Ok(1), Err(libc::EBADF), Ok(2)], &mut held(), 100);
+        assert_eq!(got, vec![1]);
+        assert_eq!(b.fatal.and_then(|e| e.raw_os_error()), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn classification_table() {
+        let c = |e| classify(&io::Error::from_raw_os_error(e));
+        assert_eq!(c(libc::EMFILE), ErrorAction::Emfile);
+        for e in [libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert_eq!(c(e), ErrorAction::Backoff);
+        }
+        for e in [libc::ECONNABORTED, libc::EPERM] {
+            assert_eq!(c(e), ErrorAction::Skip);
+        }
+        assert_eq!(c(libc::EBADF), ErrorAction::Fatal);
+    }
+
+    #[test]
+    fn burst_size_adapts_like_twisted() {
+        // Twisted's test_acceptScaling: starting at 1, a full burst grows it to 21, a short
+        // one shrinks it to what was accepted (never below 1).
+        let mut s = BurstSizer::new(1, 1000);
+        s.record(1);
+        assert_eq!(s.limit(), 21);
+        s.record(1);
+        assert_eq!(s.limit(), 1);
+        s.record(0);
+        assert_eq!(s.limit(), 1);
+        let mut capped = BurstSizer::new(100, 110);
+        capped.record(100);
+        assert_eq!(capped.limit(), 110);
+        capped.record(110);
+        assert_eq!(capped.limit(), 110);
+    }
+
+    #[test]
+    fn log_limiter_holds_back_repeats() {
+        let mut l = LogLimiter::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let e = AcceptEvent::Error(libc::EMFILE);
+        assert!(l.admit(&e, t0).unwrap().contains("EMFILE"));
+        assert!(l.admit(&e, t0 + Duration::from_secs(1)).is_none());
+        assert!(l.admit(&e, t0 + Duration::from_secs(2)).is_none());
+        assert!(
+            l.admit(&AcceptEvent::Error(libc::ENOBUFS), t0).is_some(),
+            "kinds are separate"
+        );
+        let later = l.admit(&e, t0 + Duration::from_secs(11)).unwrap();
+        assert!(later.contains("2 more"), "{later}");
+    }
+}

@@ -1,0 +1,97 @@
+//! Command-line parsing and dispatch. Every user error is one line and an exit status:
+//! 2 for bad arguments, 1 for a failure at run time; never a panic backtrace.
+
+mod demo;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for bad arguments.
+pub(crate) const EXIT_USAGE: i32 = 2;
+/// Exit status for a failure at run time.
+pub(crate) const EXIT_FAILURE: i32 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "A thread-per-core, sharded TCP server engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a reference protocol on every selected core.
+    Serve(serve::ServeArgs),
+    /// Start an echo server on a free loopback port, load it for a few seconds, print results.
+    Demo(demo::DemoArgs),
+}
+
+/// Parses the command line and runs it; returns the exit status.
+pub(crate) fn run() -> i32 {
+    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("weft: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Help and version print in full; any other parse error prints its first line only.
+fn usage_error(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            EXIT_USAGE
+        } else {
+            0
+        };
+    }
+    let text = e.render().to_string();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    eprintln!("weft: {line} (see weft --help)");
+    EXIT_USAGE
+}
+
+fn init_logging() {
+    let level = match std::env::var("WEFT_LOG").as_deref() {
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("error") => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .init();
+}
+
+/// clap value parser for durations (`10s`, `500ms`).
+pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
+    weft::config::parse_duration(s).map_err(|e| e.to_string())
+}

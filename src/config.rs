@@ -1,0 +1,280 @@
+//! Engine configuration: every field documents its default.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Which CPU cores run shards.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Cores {
+    /// One shard on every core this process may run on (its affinity mask). The default.
+    #[default]
+    All,
+    /// One shard on each of the first N allowed cores.
+    Count(usize),
+    /// One shard on each listed core id.
+    List(Vec<usize>),
+}
+
+/// Why a core selection or duration string did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(String);
+
+impl FromStr for Cores {
+    type Err = ParseError;
+
+    /// Parses `all`, a count (`2`), or a list of ids and ranges (`0,2-3`). A list is told from
+    /// a count by its comma or dash; a single core id is written `3,`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s == "all" {
+            return Ok(Self::All);
+        }
+        let bad = || {
+            ParseError(format!(
+                "invalid cores {s:?}: expected all, a count (2) or a list (0,2-3)"
+            ))
+        };
+        if !s.contains([',', '-']) {
+            let n: usize = s.parse().map_err(|_| bad())?;
+            if n == 0 {
+                return Err(ParseError(
+                    "invalid cores \"0\": at least one core is needed".into(),
+                ));
+            }
+            return Ok(Self::Count(n));
+        }
+        let mut ids = Vec::new();
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b): (usize, usize) =
+                        (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                    if a > b || b - a > 4096 {
+                        return Err(bad());
+                    }
+                    ids.extend(a..=b);
+                }
+                None => ids.push(part.parse().map_err(|_| bad())?),
+            }
+        }
+        if ids.is_empty() {
+            return Err(bad());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(Self::List(ids))
+    }
+}
+
+impl Cores {
+    /// Resolves the selection against the cores this process may run on.
+    ///
+    /// # Errors
+    ///
+    /// A count above the allowed cores, or a listed core the process may not run on.
+    pub fn resolve(&self, allowed: &[usize]) -> Result<Vec<usize>, String> {
+        if allowed.is_empty() {
+            return Err("no CPU core is available to this process".into());
+        }
+        match self {
+            Self::All => Ok(allowed.to_vec()),
+            Self::Count(n) if *n <= allowed.len() => Ok(allowed[..*n].to_vec()),
+            Self::Count(n) => Err(format!(
+                "{n} cores requested but only {} are available ({allowed:?})",
+                allowed.len()
+            )),
+            Self::List(ids) => match ids.iter().find(|id| !allowed.contains(id)) {
+                Some(id) => Err(format!(
+                    "core {id} is not available to this process (allowed: {allowed:?})"
+                )),
+                None => Ok(ids.clone()),
+            },
+        }
+    }
+}
+
+/// Parses a duration such as `10s`, `500ms`, `2m`, `1h` or `250us`. A bare number is seconds.
+///
+/// # Errors
+///
+/// Anything else, with a message naming the accepted forms.
+pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        ParseError(format!(
+            "invalid duration {s:?}: expected e.g. 10s, 500ms, 2m, 1h"
+        ))
+    };
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "ns" => value / 1e9,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Options applied to every connection a shard serves.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// TCP_NODELAY on every connection. Default: on.
+    pub nodelay: bool,
+    /// Bytes per read, and the size of the one read buffer each shard shares among its
+    /// connections. Default: 64 KiB (Twisted's `bufferSize`).
+    pub read_size: usize,
+    /// Reads one connection may do per wake-up before yielding to others. Default: 16.
+    pub reads_per_wakeup: usize,
+    /// How long an orderly close waits for the peer's EOF after our FIN (a lingering close,
+    /// so that the peer reads our last bytes instead of a reset). Default: 2 s.
+    pub linger: Duration,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            nodelay: true,
+            read_size: 64 * 1024,
+            reads_per_wakeup: 16,
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The accept path's knobs (see `tuning.md`).
+#[derive(Debug, Clone)]
+pub struct AcceptConfig {
+    /// Listen backlog per shard and address. Default: 1024 (the kernel caps it at somaxconn).
+    pub backlog: u32,
+    /// Most connections a shard accepts in one burst before it serves established ones.
+    /// The burst adapts below this bound (Twisted's `numberAccepts`). Default: 100.
+    pub max_burst: usize,
+    /// Connections per shard above which new ones are accepted and closed at once.
+    /// Default: none.
+    pub max_conns_per_shard: Option<usize>,
+    /// Pause after an accept error that freeing the reserved descriptor did not cure (EMFILE
+    /// again, ENFILE, ENOBUFS, ENOMEM), so that the shard never spins. Default: 50 ms.
+    pub error_backoff: Duration,
+    /// Hold one reserved descriptor per shard for EMFILE recovery. Default: on.
+    pub reserve_fd: bool,
+}
+
+impl Default for AcceptConfig {
+    fn default() -> Self {
+        Self {
+            backlog: 1024,
+            max_burst: 100,
+            max_conns_per_shard: None,
+            error_backoff: Duration::from_millis(50),
+            reserve_fd: true,
+        }
+    }
+}
+
+/// glommio reactor knobs for each shard.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// io_uring submission queue depth. Default: 256.
+    pub ring_depth: usize,
+    /// Registered DMA memory per shard; sockets do not use it. Default: 256 KiB.
+    pub io_memory: usize,
+    /// Busy-poll this long before the reactor sleeps. Default: none.
+    pub spin_before_park: Option<Duration>,
+    /// How long one task may run before the reactor checks for I/O. Default: 100 ms.
+    pub preempt_timer: Duration,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        Self {
+            ring_depth: 256,
+            io_memory: 256 * 1024,
+            spin_before_park: None,
+            preempt_timer: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Everything an [`Engine`](crate::Engine) needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Addresses every shard listens on (one SO_REUSEPORT socket per shard and address).
+    pub listen: Vec<SocketAddr>,
+    /// Which cores run shards. Default: all allowed cores.
+    pub cores: Cores,
+    /// Pin each shard's thread to its core. Default: on.
+    pub pin: bool,
+    /// On shutdown, how long open connections may finish before they are aborted.
+    /// Default: 10 s.
+    pub drain_timeout: Duration,
+    /// Per-connection options.
+    pub connection: ConnectionConfig,
+    /// Accept-path options.
+    pub accept: AcceptConfig,
+    /// Reactor options.
+    pub reactor: ReactorConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            cores: Cores::All,
+            pin: true,
+            drain_timeout: Duration::from_secs(10),
+            connection: ConnectionConfig::default(),
+            accept: AcceptConfig::default(),
+            reactor: ReactorConfig::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cores_parse() {
+        assert_eq!("all".parse::<Cores>().unwrap(), Cores::All);
+        assert_eq!("2".parse::<Cores>().unwrap(), Cores::Count(2));
+        assert_eq!("0,2-3".parse::<Cores>().unwrap(), Cores::List(vec![0, 2, 3]));
+        assert_eq!("1,".parse::<Cores>().unwrap(), Cores::List(vec![1]));
+        for bad in ["0", "x", "3-1", "", ",", "1-a"] {
+            assert!(bad.parse::<Cores>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cores_resolve() {
+        let allowed = [0, 1];
+        assert_eq!(Cores::All.resolve(&allowed).unwrap(), vec![0, 1]);
+        assert_eq!(Cores::Count(1).resolve(&allowed).unwrap(), vec![0]);
+        assert!(Cores::Count(3).resolve(&allowed).is_err());
+        assert!(Cores::List(vec![5]).resolve(&allowed).is_err());
+        assert!(Cores::All.resolve(&[]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
+        for bad in ["", "s", "10x", "-1s", "1e999s", "ms10"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

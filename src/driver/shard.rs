@@ -1,0 +1,137 @@
+//! One shard: its ports, its connections, its factory, and its part of the shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncReadExt;
+use glommio::net::{TcpListener, UnixStream};
+use slab::Slab;
+use socket2::Socket;
+
+use super::port::Port;
+use super::reservation::FdReservation;
+use crate::accept::{NullReservation, Reservation};
+use crate::config::{ConnectionConfig, EngineConfig};
+use crate::stats::{ShardStats, StatsSnapshot};
+use crate::{CloseReason, Factory, ShardInfo, Transport};
+
+/// Control bytes the engine handle sends to a shard.
+pub(crate) const DRAIN: u8 = b'D';
+/// Abort every connection now.
+pub(crate) const ABORT: u8 = b'A';
+
+/// How often a draining shard checks whether its connections are gone.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// How long aborted connections get to run their `connection_lost`.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// State shared by everything on one shard. Never leaves its thread.
+pub(crate) struct ShardCtx {
+    pub(crate) info: ShardInfo,
+    pub(crate) config: ConnectionConfig,
+    /// The one read buffer of the shard: a connection reads into it and hands the bytes to
+    /// its protocol before any other connection runs, so idle connections hold none.
+    pub(crate) read_buf: RefCell<Box<[u8]>>,
+    pub(crate) stats: ShardStats,
+    /// Live connections.
+    pub(crate) conns: RefCell<Slab<Transport>>,
+    pub(crate) draining: Cell<bool>,
+}
+
+/// What a shard thread starts from.
+pub(crate) struct ShardBoot {
+    pub(crate) info: ShardInfo,
+    pub(crate) sockets: Vec<(Socket, std::net::SocketAddr)>,
+    pub(crate) control: StdUnixStream,
+    pub(crate) config: Arc<EngineConfig>,
+}
+
+/// Runs a shard until the engine shuts it down; returns its final counters.
+pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapshot {
+    let config = boot.config;
+    let shard = Rc::new(ShardCtx {
+        info: boot.info.clone(),
+        config: config.connection.clone(),
+        read_buf: RefCell::new(vec![0u8; config.connection.read_size.max(1)].into_boxed_slice()),
+        stats: ShardStats::default(),
+        conns: RefCell::new(Slab::new()),
+        draining: Cell::new(false),
+    });
+    let factory = Rc::new(RefCell::new(factory));
+    factory.borrow_mut().start(&boot.info);
+    let reservation: Rc<RefCell<dyn Reservation>> = if config.accept.reserve_fd {
+        Rc::new(RefCell::new(FdReservation::new()))
+    } else {
+        Rc::new(RefCell::new(NullReservation))
+    };
+
+    let mut listener_fds = Vec::new();
+    let mut ports = Vec::new();
+    for (sock, local) in boot.sockets {
+        let fd = sock.into_raw_fd();
+        listener_fds.push(fd);
+        // SAFETY: `fd` is a bound, listening, non-blocking socket whose ownership moves here;
+        // glommio needs it adopted inside this executor.
+        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+        let port = Port {
+            listener,
+            fd,
+            local,
+            shard: shard.clone(),
+            factory: factory.clone(),
+            reservation: reservation.clone(),
+            config: config.accept.clone(),
+        };
+        ports.push(glommio::spawn_local(port.run()));
+    }
+
+    // SAFETY: the control socket's descriptor moves into glommio's stream.
+    let mut control = unsafe { UnixStream::from_raw_fd(boot.control.into_raw_fd()) };
+    let mut cmd = [0u8; 1];
+    // EOF (the handle is gone) or any byte starts the drain.
+    let first = control.read(&mut cmd).await.unwrap_or(0);
+
+    // 1. Stop listening at once: new connects are refused from here on.
+    for fd in listener_fds {
+        // SAFETY: plain syscall on our own listening descriptor; shutdown(2) on a listener
+        // makes the kernel refuse new connections even while an io_uring accept holds it.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+    drop(ports);
+
+    // 2. Let open connections finish, up to the drain timeout (or an abort command).
+    if first == 1 && cmd[0] != ABORT {
+        shard.draining.set(true);
+        for (_, t) in shard.conns.borrow().iter() {
+            t.notify();
+        }
+        let deadline = Instant::now() + config.drain_timeout;
+        let mut abort = Box::pin(control.read(&mut cmd));
+        while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
+            let tick = async {
+                glommio::timer::sleep(DRAIN_POLL).await;
+                false
+            };
+            let aborted = async { (&mut abort).await.is_ok() };
+            if futures_lite::future::or(aborted, tick).await {
+                break;
+            }
+        }
+    }
+
+    // 3. Abort whatever is left, and let each report its loss.
+    let left: Vec<Transport> = shard.conns.borrow().iter().map(|(_, t)| t.clone()).collect();
+    for t in &left {
+        t.force_close(CloseReason::Shutdown);
+    }
+    let deadline = Instant::now() + ABORT_GRACE;
+    while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+    factory.borrow_mut().stop();
+    shard.stats.snapshot()
+}

@@ -1,0 +1,65 @@
+//! # weft
+//!
+//! A thread-per-core, sharded TCP server engine: Twisted's `twisted.internet.tcp` model
+//! (Port, Server, Protocol/Factory/Transport, the reserved descriptor for EMFILE, bounded
+//! accept bursts) run the way the fastest servers run, with one glommio (io_uring) reactor
+//! pinned to each core.
+//!
+//! ```text
+//!   core 0                                core N
+//!   ┌──────────────────────────────┐      ┌─────────────────────┐
+//!   │ Port (SO_REUSEPORT listener) │      │ Port                │
+//!   │   │ accept burst (bounded)   │      │   ...               │
+//!   │   ▼                          │      │                     │
+//!   │ Factory ──build──▶ Protocol  │      │ Factory, Protocols  │
+//!   │                    ▲    │    │      │                     │
+//!   │   data_received    │    ▼    │      │                     │
+//!   │   Connection ◀── Transport   │      │                     │
+//!   │ (driver: read→callback→flush)│      │                     │
+//!   └──────────────────────────────┘      └─────────────────────┘
+//! ```
+//!
+//! Each shard owns its listening sockets, its reserved descriptor, its factory and every
+//! connection it accepts: nothing on the connection path crosses threads. Protocols are
+//! plain Rust values driven by callbacks and never see a socket; they write through a
+//! [`Transport`], which only queues bytes and commands for the driver.
+//!
+//! ```no_run
+//! use weft::{Engine, EngineConfig, Protocol, Transport, factory_fn};
+//!
+//! /// Answers every chunk with its length.
+//! struct Count;
+//!
+//! impl Protocol for Count {
+//!     fn data_received(&mut self, data: &[u8], t: &Transport) {
+//!         t.write(format!("{}\n", data.len()).as_bytes());
+//!     }
+//! }
+//!
+//! let config = EngineConfig { listen: vec!["127.0.0.1:7000".parse()?], ..Default::default() };
+//! let engine = Engine::serve(config, |_shard| factory_fn(|_peer| Some(Count)))?;
+//! engine.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs, missing_debug_implementations)]
+
+pub mod accept;
+mod addr;
+pub mod config;
+mod driver;
+mod error;
+mod outbuf;
+mod protocol;
+pub mod protocols;
+mod stats;
+mod transport;
+
+pub use addr::{Address, AddressError};
+pub use config::{Cores, EngineConfig};
+pub use driver::engine::{Engine, EngineReport, ShutdownHandle};
+pub use driver::reservation::FdReservation;
+pub use error::{CloseReason, EngineError};
+pub use protocol::{Factory, FnFactory, Protocol, ShardInfo, factory_fn};
+pub use stats::{CLOSE_LABELS, StatsSnapshot};
+pub use transport::Transport;

@@ -1,0 +1,113 @@
+//! The Protocol and Factory traits: what a weft service implements.
+
+use crate::{Address, CloseReason, Transport};
+
+/// One connection's behaviour: Twisted's `IProtocol`, in Rust idiom.
+///
+/// A protocol instance lives on the shard that accepted its connection and is never sent to
+/// another thread. The engine calls, in order: [`connection_made`](Self::connection_made)
+/// once; [`data_received`](Self::data_received) for every chunk read (chunk boundaries are
+/// arbitrary); [`read_connection_lost`](Self::read_connection_lost) at most once when the peer
+/// shuts down its write side; and [`connection_lost`](Self::connection_lost) exactly once at
+/// the very end, whatever the path (EOF, local close, reset, abort, error, engine shutdown).
+///
+/// Callbacks never run re-entrantly: a close or abort requested inside a callback takes effect
+/// after it returns.
+pub trait Protocol: 'static {
+    /// The connection is open and `transport` is ready for writes.
+    fn connection_made(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
+    /// Bytes arrived from the peer.
+    fn data_received(&mut self, data: &[u8], transport: &Transport);
+
+    /// The peer shut down its write side (EOF). The default closes the connection once all
+    /// queued output is flushed, so nothing is lost. A half-close aware protocol overrides
+    /// this, keeps writing, and calls `lose_connection` itself when done.
+    fn read_connection_lost(&mut self, transport: &Transport) {
+        transport.lose_connection();
+    }
+
+    /// A `lose_write_connection` finished: everything was flushed and our FIN was sent.
+    fn write_connection_lost(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
+    /// The engine is draining for shutdown. The default does nothing, so that the connection
+    /// may finish its work within the drain timeout; a protocol with idle keep-alive
+    /// connections closes them here.
+    fn drain_requested(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
+    /// The connection is gone; called exactly once, after the socket is closed.
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        let _ = reason;
+    }
+}
+
+/// What a factory is told about the shard it serves.
+#[derive(Debug, Clone)]
+pub struct ShardInfo {
+    /// Shard index, from 0.
+    pub index: usize,
+    /// The CPU core the shard runs on.
+    pub core: usize,
+    /// How many shards the engine runs.
+    pub shards: usize,
+}
+
+/// Builds protocol instances for one shard: Twisted's `IProtocolFactory`.
+///
+/// The engine builds one factory per shard (from the closure given to
+/// [`Engine::serve`](crate::Engine::serve)) on that shard's thread, so a factory need not be
+/// `Send` and may keep shard-local state without locks.
+pub trait Factory: 'static {
+    /// The protocol this factory builds.
+    type Protocol: Protocol;
+
+    /// The shard started listening. Called once per shard before any connection.
+    fn start(&mut self, shard: &ShardInfo) {
+        let _ = shard;
+    }
+
+    /// The shard stopped: its listeners are closed and every connection is gone.
+    fn stop(&mut self) {}
+
+    /// Builds the protocol for a new connection from `peer`, or refuses it with `None`, in
+    /// which case the connection is closed at once.
+    fn build_protocol(&mut self, peer: &Address) -> Option<Self::Protocol>;
+}
+
+/// A [`Factory`] made from a closure that builds each protocol; see [`factory_fn`].
+pub struct FnFactory<B> {
+    build: B,
+}
+
+impl<B> std::fmt::Debug for FnFactory<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnFactory")
+    }
+}
+
+/// Makes a factory from a closure: `factory_fn(|_peer| Some(MyProtocol::default()))`.
+pub fn factory_fn<P, B>(build: B) -> FnFactory<B>
+where
+    P: Protocol,
+    B: FnMut(&Address) -> Option<P> + 'static,
+{
+    FnFactory { build }
+}
+
+impl<P, B> Factory for FnFactory<B>
+where
+    P: Protocol,
+    B: FnMut(&Address) -> Option<P> + 'static,
+{
+    type Protocol = P;
+
+    fn build_protocol(&mut self, peer: &Address) -> Option<P> {
+        (self.build)(peer)
+    }
+}

@@ -1,0 +1,19 @@
+//! Discard: reads and drops everything.
+
+use crate::protocol::{FnFactory, factory_fn};
+use crate::{Address, Protocol, Transport};
+
+/// Reads and drops every byte; closes after the peer's EOF.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Discard;
+
+impl Discard {
+    /// A factory that serves every peer with `Discard`.
+    pub fn factory() -> FnFactory<impl FnMut(&Address) -> Option<Discard>> {
+        factory_fn(|_| Some(Discard))
+    }
+}
+
+impl Protocol for Discard {
+    fn data_received(&mut self, _data: &[u8], _transport: &Transport) {}
+}

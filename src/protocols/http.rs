@@ -1,0 +1,423 @@
+//! A minimal HTTP/1.1 server: the TechEmpower plaintext response.
+//!
+//! `GET /` (or `HEAD /`) answers `200 Hello, World!` with Content-Length, Content-Type, Date
+//! and Server headers; other paths get 404, other methods 405. Keep-alive and pipelining
+//! (responses in request order) are supported; HTTP/1.0 closes after the response unless the
+//! client asked for keep-alive. Bad input is answered and the connection closed: a malformed
+//! request gets 400, a header block over [`MAX_HEAD`] 431, an unknown HTTP version 505, a
+//! chunked request body 501. Buffered input is bounded by [`MAX_HEAD`], so a flood without
+//! CRLF cannot grow memory.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::protocol::{FnFactory, factory_fn};
+use crate::{Address, Protocol, Transport};
+
+/// Largest request head (request line and headers) accepted, in bytes.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Most headers in one request.
+const MAX_HEADERS: usize = 64;
+/// Capacity an emptied input buffer may keep.
+const RETAIN: usize = 4096;
+const BODY: &[u8] = b"Hello, World!";
+
+/// The HTTP reference protocol. One instance per connection.
+#[derive(Debug, Default)]
+pub struct Http {
+    /// Bytes of an incomplete request head.
+    pending: Vec<u8>,
+    /// Request-body bytes still to skip.
+    body_left: u64,
+    /// A response that closes the connection was sent; ignore further input.
+    done: bool,
+    /// The engine is draining: close after the current request.
+    draining: bool,
+}
+
+impl Http {
+    /// A factory that serves every peer with `Http`.
+    pub fn factory() -> FnFactory<impl FnMut(&Address) -> Option<Http>> {
+        factory_fn(|_| Some(Http::default()))
+    }
+
+    /// Parses and answers every complete request in `input`; returns the bytes consumed.
+    fn process(&mut self, input: &[u8], t: &Transport) -> usize {
+        let mut pos = 0;
+        while !self.done {
+            if self.body_left > 0 {
+                let n = self.body_left.min((input.len() - pos) as u64);
+                pos += n as usize;
+                self.body_left -= n;
+                if self.body_left > 0 {
+                    break;
+                }
+            }
+            if pos == input.len() {
+                break;
+            }
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&input[pos..]) {
+                Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => self.fail(t, Status::HeadTooLarge),
+                Ok(httparse::Status::Complete(len)) => {
+                    pos += len;
+                    self.respond(&req, t);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if input.len() - pos > MAX_HEAD {
+                        self.fail(t, Status::HeadTooLarge);
+                    }
+                    break;
+                }
+                Err(httparse::Error::Version) => self.fail(t, Status::VersionNotSupported),
+                Err(httparse::Error::TooManyHeaders) => self.fail(t, Status::HeadTooLarge),
+                Err(_) => self.fail(t, Status::BadRequest),
+            }
+        }
+        if self.done { input.len() } else { pos }
+    }
+
+    fn respond(&mut self, req: &httparse::Request<'_, '_>, t: &Transport) {
+        let http10 = req.version == Some(0);
+        let mut keep_alive = !http10;
+        let mut length: Option<u64> = None;
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive = true;
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                let parsed = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                match (parsed, length) {
+                    (Some(n), None) => length = Some(n),
+                    (Some(n), Some(m)) if n == m => {}
+                    _ => return self.fail(t, Status::BadRequest),
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                return self.fail(t, Status::NotImplemented);
+            }
+        }
+        self.body_left = length.unwrap_or(0);
+        let keep_alive = keep_alive && !self.draining;
+        let method = req.method.unwrap_or("");
+        let path = req.path.unwrap_or("");
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        let status = match (method, path) {
+            ("GET" | "HEAD", "/") => Status::Ok,
+            ("GET" | "HEAD", _) => Status::NotFound,
+            _ => Status::MethodNotAllowed,
+        };
+        write_response(t, status, method != "HEAD", keep_alive, http10);
+        if !keep_alive {
+            self.close(t);
+        }
+    }
+
+    /// Answers bad input with `status` and closes.
+    fn fail(&mut self, t: &Transport, status: Status) {
+        write_response(t, status, true, false, false);
+        self.close(t);
+    }
+
+    fn close(&mut self, t: &Transport) {
+        self.done = true;
+        self.pending = Vec::new();
+        t.lose_connection();
+    }
+
+    /// True between requests: nothing half-read.
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.body_left == 0
+    }
+}
+
+impl Protocol for Http {
+    fn data_received(&mut self, data: &[u8], t: &Transport) {
+        if self.done {
+            return;
+        }
+        if self.pending.is_empty() {
+            let used = self.process(data, t);
+            if !self.done {
+                self.pending.extend_from_slice(&data[used..]);
+            }
+        } else {
+            let mut input = std::mem::take(&mut self.pending);
+            input.extend_from_slice(data);
+            let used = self.process(&input, t);
+            if !self.done {
+                input.drain(..used);
+                if input.is_empty() && input.capacity() > RETAIN {
+                    input = Vec::new();
+                }
+                self.pending = input;
+            }
+        }
+    }
+
+    fn drain_requested(&mut self, t: &Transport) {
+        self.draining = true;
+        if self.idle() {
+            self.close(t);
+        }
+    }
+}
+
+/// The statuses this server sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    HeadTooLarge,
+    NotImplemented,
+    VersionNotSupported,
+}
+
+impl Status {
+    fn line(self) -> &'static str {
+        match self {
+            Self::Ok => "200 OK",
+            Self::BadRequest => "400 Bad Request",
+            Self::NotFound => "404 Not Found",
+            Self::MethodNotAllowed => "405 Method Not Allowed",
+            Self::HeadTooLarge => "431 Request Header Fields Too Large",
+            Self::NotImplemented => "501 Not Implemented",
+            Self::VersionNotSupported => "505 HTTP Version Not Supported",
+        }
+    }
+
+    fn body(self) -> &'static [u8] {
+        match self {
+            Self::Ok => BODY,
+            other => other.line().as_bytes(),
+        }
+    }
+}
+
+fn write_response(t: &Transport, status: Status, with_body: bool, keep_alive: bool, http10: bool) {
+    let body = status.body();
+    let connection = match (keep_alive, http10) {
+        (false, _) => "Connection: close\r\n",
+        (true, true) => "Connection: keep-alive\r\n",
+        (true, false) => "",
+    };
+    let allow = if status == Status::MethodNotAllowed {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
+    let head = DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        format!(
+            "HTTP/1.1 {}\r\nServer: weft\r\nDate: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{connection}{allow}\r\n",
+            status.line(),
+            d.now(),
+            body.len(),
+        )
+    });
+    if with_body {
+        t.write_vectored(&[head.as_bytes(), body]);
+    } else {
+        t.write(head.as_bytes());
+    }
+}
+
+thread_local! {
+    /// Each shard formats the Date header at most once a second.
+    static DATE: RefCell<DateCache> = RefCell::new(DateCache::default());
+}
+
+#[derive(Debug, Default)]
+struct DateCache {
+    secs: u64,
+    text: String,
+}
+
+impl DateCache {
+    fn now(&mut self) -> &str {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if secs != self.secs || self.text.is_empty() {
+            self.secs = secs;
+            self.text = http_date(secs);
+        }
+        &self.text
+    }
+}
+
+/// Formats Unix seconds as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil-from-days (proleptic Gregorian), with days counted from 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]]) -> (String, Transport) {
+        let t = Transport::detached();
+        let mut h = Http::default();
+        for c in chunks {
+            h.data_received(c, &t);
+        }
+        let out = String::from_utf8_lossy(t.out().chunk()).into_owned();
+        (out, t)
+    }
+
+    fn statuses(out: &str) -> Vec<&str> {
+        out.match_indices("HTTP/1.1 ")
+            .map(|(i, _)| &out[i + 9..i + 12])
+            .collect()
+    }
+
+    #[test]
+    fn date_format() {
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+    }
+
+    #[test]
+    fn hello_world_with_headers() {
+        let (out, t) = run(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]);
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        for h in [
+            "Server: weft",
+            "Date: ",
+            "Content-Type: text/plain",
+            "Content-Length: 13",
+        ] {
+            assert!(out.contains(h), "missing {h}: {out}");
+        }
+        assert!(out.ends_with("\r\n\r\nHello, World!"));
+        assert!(t.is_connected(), "HTTP/1.1 keeps the connection alive");
+    }
+
+    #[test]
+    fn pipelined_in_order_across_splits() {
+        let mut reqs = Vec::new();
+        for i in 0..64 {
+            let path = if i % 2 == 0 { "/" } else { "/missing" };
+            reqs.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        }
+        let chunks: Vec<&[u8]> = reqs.chunks(7).collect();
+        let (out, _) = run(&chunks);
+        let got = statuses(&out);
+        assert_eq!(got.len(), 64);
+        for (i, s) in got.iter().enumerate() {
+            assert_eq!(*s, if i % 2 == 0 { "200" } else { "404" });
+        }
+    }
+
+    #[test]
+    fn http10_closes_unless_keep_alive() {
+        let (out, t) = run(&[b"GET / HTTP/1.0\r\n\r\n"]);
+        assert!(out.contains("Connection: close"));
+        assert!(!t.is_connected());
+        let (out, t) = run(&[b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"]);
+        assert!(out.contains("Connection: keep-alive"));
+        assert!(t.is_connected());
+        let (_, t) = run(&[b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"]);
+        assert!(!t.is_connected());
+    }
+
+    #[test]
+    fn bad_input_statuses() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"GARBAGE\r\n\r\n", "400"),
+            (b"GET / HTTP/2.0\r\n\r\n", "505"),
+            (b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", "405"),
+            (b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", "400"),
+            (
+                b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                "400",
+            ),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "501"),
+        ];
+        for (input, want) in cases {
+            let (out, _) = run(&[input]);
+            assert_eq!(statuses(&out)[0], want, "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn oversized_head_is_431_and_bounded() {
+        let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
+        let (out, t) = run(&[&big]);
+        assert_eq!(statuses(&out), vec!["431"]);
+        assert!(!t.is_connected());
+        // A flood with no CRLF, fed in small pieces, never buffers past the bound.
+        let t = Transport::detached();
+        let mut h = Http::default();
+        for _ in 0..100 {
+            h.data_received(&[b'x'; 1000], &t);
+            assert!(h.pending.len() <= MAX_HEAD + 1000);
+        }
+        assert_eq!(statuses(&String::from_utf8_lossy(t.out().chunk())), vec!["431"]);
+    }
+
+    #[test]
+    fn body_is_skipped_and_head_has_no_body() {
+        let (out, _) = run(&[
+            b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nab",
+            b"cdeGET / HTTP/1.1\r\n\r\n",
+        ]);
+        assert_eq!(statuses(&out), vec!["405", "200"]);
+        let (out, _) = run(&[b"HEAD / HTTP/1.1\r\n\r\n"]);
+        assert!(out.contains("Content-Length: 13") && !out.contains("Hello"));
+    }
+
+    #[test]
+    fn drain_closes_idle_and_finishes_in_flight() {
+        let t = Transport::detached();
+        let mut h = Http::default();
+        h.drain_requested(&t);
+        assert!(!t.is_connected(), "idle keep-alive connection closes at once");
+        let t = Transport::detached();
+        let mut h = Http::default();
+        h.data_received(b"GET / HTTP/1.1\r\n", &t);
+        h.drain_requested(&t);
+        assert!(t.is_connected());
+        h.data_received(b"\r\n", &t);
+        let out = String::from_utf8_lossy(t.out().chunk()).into_owned();
+        assert!(out.contains("200 OK") && out.contains("Connection: close"));
+        assert!(!t.is_connected());
+    }
+}

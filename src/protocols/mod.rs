@@ -1,0 +1,9 @@
+//! Reference protocols, used by the CLI, the tests and the benchmarks.
+
+mod discard;
+mod echo;
+pub mod http;
+
+pub use discard::Discard;
+pub use echo::Echo;
+pub use http::Http;

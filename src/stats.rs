@@ -1,0 +1,150 @@
+//! Per-shard counters: plain `Cell`s, touched only by their own shard (no atomics, no locks).
+
+use std::cell::{Cell, RefCell};
+
+use crate::CloseReason;
+
+/// Close-reason labels in the order [`StatsSnapshot::closed`] reports them.
+pub const CLOSE_LABELS: [&str; 6] = ["eof", "local", "aborted", "reset", "io_error", "shutdown"];
+
+fn close_index(reason: &CloseReason) -> usize {
+    CLOSE_LABELS
+        .iter()
+        .position(|l| *l == reason.label())
+        .unwrap_or(CLOSE_LABELS.len() - 1)
+}
+
+/// The live counters of one shard.
+#[derive(Debug, Default)]
+pub(crate) struct ShardStats {
+    pub(crate) accepted: Cell<u64>,
+    pub(crate) refused: Cell<u64>,
+    pub(crate) shed: Cell<u64>,
+    pub(crate) active: Cell<u64>,
+    pub(crate) bytes_in: Cell<u64>,
+    pub(crate) bytes_out: Cell<u64>,
+    pub(crate) emfile_recoveries: Cell<u64>,
+    closed: [Cell<u64>; CLOSE_LABELS.len()],
+    accept_errors: RefCell<Vec<(i32, u64)>>,
+}
+
+impl ShardStats {
+    pub(crate) fn add(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get().wrapping_add(n));
+    }
+
+    pub(crate) fn opened(&self) {
+        Self::add(&self.accepted, 1);
+        Self::add(&self.active, 1);
+    }
+
+    pub(crate) fn closed(&self, reason: &CloseReason) {
+        self.active.set(self.active.get().saturating_sub(1));
+        Self::add(&self.closed[close_index(reason)], 1);
+    }
+
+    pub(crate) fn accept_error(&self, errno: i32) {
+        let mut errors = self.accept_errors.borrow_mut();
+        match errors.iter_mut().find(|(e, _)| *e == errno) {
+            Some((_, n)) => *n += 1,
+            None => errors.push((errno, 1)),
+        }
+    }
+
+    /// A copy of every counter.
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            accepted: self.accepted.get(),
+            refused: self.refused.get(),
+            shed: self.shed.get(),
+            active: self.active.get(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            emfile_recoveries: self.emfile_recoveries.get(),
+            closed: std::array::from_fn(|i| self.closed[i].get()),
+            accept_errors: self.accept_errors.borrow().clone(),
+        }
+    }
+}
+
+/// One shard's counters at one moment (or their sum over shards).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Connections accepted and handed to a protocol.
+    pub accepted: u64,
+    /// Connections the factory refused (`build_protocol` returned `None`).
+    pub refused: u64,
+    /// Connections accepted and closed at once because the shard was at its cap.
+    pub shed: u64,
+    /// Connections open now.
+    pub active: u64,
+    /// Bytes read from peers.
+    pub bytes_in: u64,
+    /// Bytes written to peers.
+    pub bytes_out: u64,
+    /// Times the shard released its reserved descriptor to drain the queue on EMFILE.
+    pub emfile_recoveries: u64,
+    /// Connections closed, by reason, in the order of [`CLOSE_LABELS`].
+    pub closed: [u64; CLOSE_LABELS.len()],
+    /// Accept errors by errno.
+    pub accept_errors: Vec<(i32, u64)>,
+}
+
+impl StatsSnapshot {
+    /// Adds `other` into `self` (merging shards).
+    pub fn merge(&mut self, other: &Self) {
+        self.accepted += other.accepted;
+        self.refused += other.refused;
+        self.shed += other.shed;
+        self.active += other.active;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.emfile_recoveries += other.emfile_recoveries;
+        for (a, b) in self.closed.iter_mut().zip(other.closed) {
+            *a += b;
+        }
+        for &(errno, n) in &other.accept_errors {
+            match self.accept_errors.iter_mut().find(|(e, _)| *e == errno) {
+                Some((_, m)) => *m += n,
+                None => self.accept_errors.push((errno, n)),
+            }
+        }
+    }
+
+    /// Connections closed for `label` (one of [`CLOSE_LABELS`]).
+    pub fn closed_for(&self, label: &str) -> u64 {
+        CLOSE_LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.closed[i])
+    }
+
+    /// Total connections closed, every reason.
+    pub fn closed_total(&self) -> u64 {
+        self.closed.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_merges() {
+        let s = ShardStats::default();
+        s.opened();
+        s.opened();
+        s.closed(&CloseReason::Reset);
+        s.accept_error(libc::EMFILE);
+        s.accept_error(libc::EMFILE);
+        let a = s.snapshot();
+        assert_eq!((a.accepted, a.active), (2, 1));
+        assert_eq!(a.closed_for("reset"), 1);
+        assert_eq!(a.accept_errors, vec![(libc::EMFILE, 2)]);
+        let mut total = a.clone();
+        total.merge(&a);
+        assert_eq!(total.accepted, 4);
+        assert_eq!(total.closed_total(), 2);
+        assert_eq!(total.accept_errors, vec![(libc::EMFILE, 4)]);
+    }
+}
