@@ -95,6 +95,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), EngineError> {
 
 fn new_histogram() -> Histogram<u64> {
     // 1 µs to 60 s at 3 significant digits: constant bounds that hdrhistogram accepts.
+    #[allow(clippy::expect_used)]
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid constant histogram bounds")
 }
 

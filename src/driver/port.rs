@@ -83,7 +83,7 @@ impl AcceptSource for SyncAccept {
 
     fn accept(&mut self) -> io::Result<(Accepted, SocketAddr)> {
         let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: `storage` is large enough for any address and `len` says so.
         let fd = unsafe {
             libc::accept4(
