@@ -70,7 +70,9 @@ impl Http {
                     }
                     break;
                 }
-                Err(httparse::Error::Version) => self.fail(t, Status::VersionNotSupported),
+                Err(httparse::Error::Version) if names_http_version(&input[pos..]) => {
+                    self.fail(t, Status::VersionNotSupported)
+                }
                 Err(httparse::Error::TooManyHeaders) => self.fail(t, Status::HeadTooLarge),
                 Err(_) => self.fail(t, Status::BadRequest),
             }
@@ -168,6 +170,19 @@ impl Protocol for Http {
         if self.idle() {
             self.close(t);
         }
+    }
+}
+
+/// True when the request line ends in a well-formed `HTTP/x.y` this server does not speak
+/// (505), as opposed to garbage (400).
+fn names_http_version(input: &[u8]) -> bool {
+    let line = input.split(|&b| b == b'\n').next().unwrap_or(input);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    match line.split(|&b| b == b' ').nth(2) {
+        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]) => {
+            major.is_ascii_digit() && minor.is_ascii_digit()
+        }
+        _ => false,
     }
 }
 
@@ -359,8 +374,9 @@ mod tests {
 
     #[test]
     fn bad_input_statuses() {
-        let cases: [(&[u8], &str); 6] = [
+        let cases: [(&[u8], &str); 7] = [
             (b"GARBAGE\r\n\r\n", "400"),
+            (b"NOT HTTP AT ALL\r\n\r\n", "400"),
             (b"GET / HTTP/2.0\r\n\r\n", "505"),
             (b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", "405"),
             (b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", "400"),

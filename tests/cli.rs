@@ -1,0 +1,117 @@
+//! The `weft` binary: argument errors, bind errors, and the SIGTERM drain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use util::{free_port, wait_exit, wait_listening, weft};
+
+fn stderr_of(child: std::process::Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_arguments_are_one_line_and_exit_two() {
+    for args in [
+        vec!["serve", "--listen", "nonsense"],
+        vec!["serve", "--listen", "127.0.0.1:1", "--proto", "gopher"],
+        vec!["serve", "--listen", "127.0.0.1:1", "--drain-timeout", "ten"],
+        vec!["serve", "--listen", "127.0.0.1:1", "--cores", "0"],
+        vec!["serve"],
+        vec!["frobnicate"],
+    ] {
+        let (code, err) = stderr_of(weft(&args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn address_in_use_names_the_address_and_exits_one() {
+    // A listener without SO_REUSEPORT makes the port unavailable to weft.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, err) = stderr_of(weft(&["serve", "--listen", &addr, "--cores", "1"]));
+    assert_eq!(code, 1, "{err}");
+    let line = err.trim_end();
+    assert_eq!(line.lines().count(), 1, "{err}");
+    assert!(line.contains(&addr) && line.contains("in use"), "{line}");
+}
+
+#[test]
+fn sigterm_closes_listeners_at_once_and_drains_mid_stream_connections() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = weft(&[
+        "serve",
+        "--proto",
+        "echo",
+        "--listen",
+        &addr.to_string(),
+        "--cores",
+        "1",
+    ]);
+    wait_listening(addr, &mut server);
+
+    const CLIENTS: usize = 20;
+    const HALF: usize = 512 * 1024;
+    let barrier = Arc::new(Barrier::new(CLIENTS + 1));
+    let resume = Arc::new(Barrier::new(CLIENTS + 1));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (barrier, resume) = (barrier.clone(), resume.clone());
+            std::thread::spawn(move || {
+                let data: Vec<u8> = (0..2 * HALF).map(|j| (i * 31 + j % 253) as u8).collect();
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+                let mut r = s.try_clone().unwrap();
+                let reader = std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    r.read_to_end(&mut got).map(|_| got)
+                });
+                s.write_all(&data[..HALF]).unwrap();
+                barrier.wait();
+                resume.wait();
+                s.write_all(&data[HALF..]).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                let got = reader.join().unwrap().expect("no reset during the drain");
+                assert!(
+                    got == data,
+                    "client {i} got {} of {} bytes",
+                    got.len(),
+                    data.len()
+                );
+            })
+        })
+        .collect();
+    barrier.wait();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    // Listeners close at once: a new connect is refused, it does not hang.
+    let t0 = Instant::now();
+    let refused = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => break true,
+            Err(_) => break false,
+            Ok(_) if t0.elapsed() > Duration::from_secs(1) => break false,
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    assert!(refused, "new connects must be refused once SIGTERM arrives");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    resume.wait();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let status = wait_exit(&mut server, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+}

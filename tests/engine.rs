@@ -1,0 +1,469 @@
+//! End-to-end behaviour of the engine core over loopback: echo, half-close, abort, flushing
+//! close, exactly-once connection loss, sharding, IPv6, scale.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
+
+use util::{Log, Rng, connect, engine, engine_with, read_to_end, write_in_pieces};
+use weft::protocols::Echo;
+use weft::{Address, CloseReason, Protocol, Transport, factory_fn};
+
+#[test]
+fn hundred_connections_echo_random_payloads_byte_exact() {
+    let (engine, addr) = engine(2, |_| Echo::factory());
+    let clients: Vec<_> = (0..100u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(i + 1);
+                let len = 1 + rng.below(256 * 1024) as usize;
+                let payload = rng.bytes(len);
+                let mut s = connect(addr);
+                let mut reader = s.try_clone().unwrap();
+                let expect = payload.clone();
+                let r = std::thread::spawn(move || {
+                    let mut got = vec![0u8; expect.len()];
+                    reader.read_exact(&mut got).unwrap();
+                    assert!(got == expect, "client {i}: echo differs");
+                });
+                write_in_pieces(&mut s, &payload, &mut rng, 16 * 1024);
+                r.join().unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                assert!(read_to_end(&mut s).unwrap().is_empty());
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    engine.shutdown();
+    let total = engine.join().unwrap().total();
+    assert_eq!(total.accepted, 100);
+    assert_eq!(total.closed_for("eof"), 100);
+    assert_eq!(total.bytes_in, total.bytes_out);
+}
+
+#[test]
+fn half_close_four_mib_then_eof() {
+    let (_engine, addr) = engine(1, |_| Echo::factory());
+    let data = Rng::new(7).bytes(4 << 20);
+    let mut s = connect(addr);
+    let mut reader = s.try_clone().unwrap();
+    let r = std::thread::spawn(move || read_to_end(&mut reader).unwrap());
+    s.write_all(&data).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let got = r.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data);
+}
+
+/// Every callback a recording protocol saw, with the connection's id.
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    Made(u64, Address),
+    Lost(u64, CloseReason),
+}
+
+/// What the recording protocol does on its first data.
+#[derive(Clone, Copy)]
+enum Action {
+    Echo,
+    Abort,
+    AbortTwiceThenLose,
+}
+
+struct Recorder {
+    id: u64,
+    log: Log<Event>,
+    action: Action,
+}
+
+impl Protocol for Recorder {
+    fn connection_made(&mut self, t: &Transport) {
+        self.log.push(Event::Made(self.id, t.peer_addr()));
+    }
+    fn data_received(&mut self, data: &[u8], t: &Transport) {
+        match self.action {
+            Action::Echo => t.write(data),
+            Action::Abort => {
+                t.write(b"dropped by the abort");
+                t.abort_connection();
+            }
+            Action::AbortTwiceThenLose => {
+                t.abort_connection();
+                t.abort_connection();
+                t.lose_connection();
+                t.write(b"after abort");
+            }
+        }
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.log.push(Event::Lost(self.id, reason.clone()));
+    }
+}
+
+fn recording_engine(
+    shards: usize,
+    action: Action,
+    drain: Duration,
+) -> (weft::Engine, SocketAddr, Log<Event>) {
+    let log = Log::<Event>::default();
+    let l = log.clone();
+    let (engine, addr) = engine_with(
+        shards,
+        |c| c.drain_timeout = drain,
+        move |shard| {
+            let log = l.clone();
+            let mut n = 0u64;
+            let base = shard.index as u64 * 1_000_000;
+            factory_fn(move |_| {
+                n += 1;
+                Some(Recorder {
+                    id: base + n,
+                    log: log.clone(),
+                    action,
+                })
+            })
+        },
+    );
+    (engine, addr, log)
+}
+
+fn lost_reasons(log: &Log<Event>) -> Vec<CloseReason> {
+    log.items()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Lost(_, r) => Some(r),
+            Event::Made(..) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn abort_resets_the_peer_and_reports_once() {
+    for action in [Action::Abort, Action::AbortTwiceThenLose] {
+        let (_engine, addr, log) = recording_engine(1, action, Duration::from_secs(1));
+        let mut s = connect(addr);
+        s.write_all(b"go").unwrap();
+        let mut buf = [0u8; 64];
+        let err = s
+            .read(&mut buf)
+            .expect_err("the peer sees a reset, not data or EOF");
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+        log.wait_until("connection_lost", |e| {
+            e.iter().any(|e| matches!(e, Event::Lost(..)))
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(lost_reasons(&log), vec![CloseReason::Aborted]);
+    }
+}
+
+#[test]
+fn lost_exactly_once_on_eof_reset_and_shutdown() {
+    let (engine, addr, log) = recording_engine(1, Action::Echo, Duration::from_millis(200));
+    // Clean EOF.
+    let mut a = connect(addr);
+    a.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    a.read_exact(&mut one).unwrap();
+    a.shutdown(Shutdown::Write).unwrap();
+    assert!(read_to_end(&mut a).unwrap().is_empty());
+    // Reset by the peer.
+    let mut b = connect(addr);
+    b.write_all(b"x").unwrap();
+    b.read_exact(&mut one).unwrap();
+    socket2::SockRef::from(&b)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(b);
+    log.wait_until("eof and reset", |e| {
+        e.iter().filter(|e| matches!(e, Event::Lost(..))).count() == 2
+    });
+    // Still open at shutdown: aborted when the drain timeout runs out.
+    let mut c = connect(addr);
+    c.write_all(b"y").unwrap();
+    c.read_exact(&mut one).unwrap();
+    engine.shutdown();
+    let report = engine.join().unwrap();
+    let mut reasons = lost_reasons(&log);
+    reasons.sort_by_key(|r| r.label());
+    assert_eq!(
+        reasons,
+        vec![CloseReason::PeerEof, CloseReason::Reset, CloseReason::Shutdown]
+    );
+    let made = log
+        .items()
+        .iter()
+        .filter(|e| matches!(e, Event::Made(..)))
+        .count();
+    assert_eq!(made, 3);
+    assert_eq!(report.total().closed_total(), 3);
+    assert_eq!(report.total().active, 0);
+    let mut b = [0u8; 1];
+    let end = c.read(&mut b);
+    assert!(
+        matches!(end, Ok(0)) || end.is_err(),
+        "the aborted client sees EOF or a reset"
+    );
+}
+
+/// Writes 8 MiB on connect and closes: everything must reach a slow reader before EOF.
+struct Blast;
+
+impl Protocol for Blast {
+    fn connection_made(&mut self, t: &Transport) {
+        let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        t.write(&data);
+        t.lose_connection();
+    }
+    fn data_received(&mut self, _: &[u8], _: &Transport) {}
+}
+
+#[test]
+fn lose_connection_flushes_eight_mib_to_a_slow_reader() {
+    let (_engine, addr) = engine(1, |_| factory_fn(|_| Some(Blast)));
+    let mut s = connect(addr);
+    let mut got = Vec::with_capacity(8 << 20);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(got.len(), 8 << 20);
+    assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+}
+
+/// Half-close aware: after the peer's EOF it writes a trailer, then closes itself.
+struct Trailer;
+
+impl Protocol for Trailer {
+    fn data_received(&mut self, data: &[u8], t: &Transport) {
+        t.write(data);
+    }
+    fn read_connection_lost(&mut self, t: &Transport) {
+        t.write(b"-- bye");
+        t.lose_connection();
+    }
+}
+
+#[test]
+fn half_close_aware_protocol_keeps_writing_after_eof() {
+    let (_engine, addr) = engine(1, |_| factory_fn(|_| Some(Trailer)));
+    let mut s = connect(addr);
+    s.write_all(b"hello ").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut s).unwrap(), b"hello -- bye");
+}
+
+/// Closes its write side after one reply; reading goes on.
+struct WriteCloser {
+    log: Log<&'static str>,
+}
+
+impl Protocol for WriteCloser {
+    fn data_received(&mut self, data: &[u8], t: &Transport) {
+        t.write(data);
+        t.lose_write_connection();
+        t.write(b"dropped: the write side is closing");
+    }
+    fn write_connection_lost(&mut self, _: &Transport) {
+        self.log.push("write_lost");
+    }
+    fn read_connection_lost(&mut self, t: &Transport) {
+        self.log.push("read_lost");
+        t.lose_connection();
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        assert_eq!(*reason, CloseReason::PeerEof);
+        self.log.push("lost");
+    }
+}
+
+#[test]
+fn lose_write_connection_sends_fin_and_keeps_reading() {
+    let log = Log::default();
+    let l = log.clone();
+    let (_engine, addr) = engine(1, move |_| {
+        let l = l.clone();
+        factory_fn(move |_| Some(WriteCloser { log: l.clone() }))
+    });
+    let mut s = connect(addr);
+    s.write_all(b"ping").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"ping", "EOF follows the reply; later writes are dropped");
+    s.write_all(b"still read").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    log.wait_until("lost", |e| e.contains(&"lost"));
+    assert_eq!(log.items(), vec!["write_lost", "read_lost", "lost"]);
+}
+
+#[test]
+fn two_shards_each_serve_their_own_connections() {
+    let seen = Log::<(usize, String)>::default();
+    let s2 = seen.clone();
+    let (engine, addr) = engine(2, move |shard| {
+        let seen = s2.clone();
+        let index = shard.index;
+        factory_fn(move |_| {
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            seen.push((index, thread));
+            Some(Echo)
+        })
+    });
+    assert_eq!(engine.cores().len(), 2);
+    let conns: Vec<_> = (0..64)
+        .map(|_| {
+            let mut s = connect(addr);
+            s.write_all(b"z").unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            s
+        })
+        .collect();
+    let seen = seen.items();
+    assert_eq!(seen.len(), 64);
+    for shard in 0..2 {
+        let mine: Vec<_> = seen.iter().filter(|(i, _)| *i == shard).collect();
+        assert!(!mine.is_empty(), "shard {shard} got no connection");
+        for (_, thread) in mine {
+            assert!(
+                thread.starts_with(&format!("weft-shard-{shard}")),
+                "{thread} built for shard {shard}"
+            );
+        }
+    }
+    drop(conns);
+    engine.shutdown();
+    let report = engine.join().unwrap();
+    assert_eq!(report.shards.len(), 2);
+    assert!(report.shards.iter().all(|s| s.accepted > 0));
+}
+
+#[test]
+fn ipv6_loopback_and_addresses() {
+    let log = Log::<(Address, Address)>::default();
+    let l = log.clone();
+    let (_engine, addr) = engine_with(
+        1,
+        |c| c.listen = vec!["[::1]:0".parse().unwrap()],
+        move |_| {
+            let l = l.clone();
+            factory_fn(move |_| Some(AddrEcho { log: l.clone() }))
+        },
+    );
+    assert!(addr.is_ipv6());
+    let mut s = connect(addr);
+    s.write_all(b"v6").unwrap();
+    let mut b = [0u8; 2];
+    s.read_exact(&mut b).unwrap();
+    let (local, peer) = log.items()[0];
+    assert_eq!(local.to_string(), format!("[::1]:{}", addr.port()));
+    assert_eq!(
+        peer.to_string(),
+        format!("[::1]:{}", s.local_addr().unwrap().port())
+    );
+    // A scoped address prints its interface name.
+    let scoped: Address = "[fe80::1%lo]:7000".parse().unwrap();
+    assert_eq!(scoped.to_string(), "[fe80::1%lo]:7000");
+    assert!(scoped.scope_id() > 0);
+}
+
+struct AddrEcho {
+    log: Log<(Address, Address)>,
+}
+
+impl Protocol for AddrEcho {
+    fn connection_made(&mut self, t: &Transport) {
+        self.log.push((t.local_addr(), t.peer_addr()));
+        assert!(t.nodelay().unwrap(), "TCP_NODELAY is on by default");
+        t.set_keepalive(Some(Duration::from_secs(30))).unwrap();
+        assert!(t.keepalive().unwrap());
+    }
+    fn data_received(&mut self, data: &[u8], t: &Transport) {
+        t.write(data);
+    }
+}
+
+#[test]
+fn refused_by_factory_is_closed_at_once() {
+    let (engine, addr) = engine(1, |_| factory_fn(|_| None::<Echo>));
+    let mut s = connect(addr);
+    assert!(read_to_end(&mut s).unwrap_or_default().is_empty());
+    engine.shutdown();
+    let total = engine.join().unwrap().total();
+    assert_eq!(total.refused, 1);
+    assert_eq!(total.accepted, 0);
+}
+
+#[test]
+fn three_thousand_idle_connections_on_one_shard_all_answer() {
+    let (engine, addr) = engine(1, |_| Echo::factory());
+    let mut conns: Vec<_> = (0..3000).map(|_| connect(addr)).collect();
+    for (i, s) in conns.iter_mut().enumerate() {
+        s.write_all(&(i as u32).to_le_bytes()).unwrap();
+    }
+    for (i, s) in conns.iter_mut().enumerate() {
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(u32::from_le_bytes(b), i as u32);
+    }
+    drop(conns);
+    engine.shutdown();
+    assert_eq!(engine.join().unwrap().total().accepted, 3000);
+}
+
+#[test]
+fn writes_after_the_connection_is_gone_are_dropped() {
+    let done = Log::<bool>::default();
+    let d = done.clone();
+    let (_engine, addr) = engine(1, move |_| {
+        let d = d.clone();
+        factory_fn(move |_| {
+            Some(LateWriter {
+                transport: None,
+                done: d.clone(),
+            })
+        })
+    });
+    let mut s = connect(addr);
+    s.write_all(b"hi").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let _ = read_to_end(&mut s);
+    done.wait_until("late write", |d| !d.is_empty());
+    assert_eq!(done.items(), vec![true]);
+}
+
+struct LateWriter {
+    transport: Option<Transport>,
+    done: Log<bool>,
+}
+
+impl Protocol for LateWriter {
+    fn connection_made(&mut self, t: &Transport) {
+        self.transport = Some(t.clone());
+    }
+    fn data_received(&mut self, _: &[u8], _: &Transport) {}
+    fn connection_lost(&mut self, _: &CloseReason) {
+        let t = self.transport.take().unwrap();
+        t.write(b"too late");
+        t.lose_connection();
+        t.abort_connection();
+        let gone = !t.is_connected() && t.buffered() == 0 && t.nodelay().is_err();
+        self.done.push(gone);
+    }
+}

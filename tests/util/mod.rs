@@ -1,0 +1,174 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use weft::{Cores, Engine, EngineConfig, Factory, ShardInfo};
+
+/// A deterministic xorshift generator: reproducible "random" payloads without a crate.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Starts an engine on 127.0.0.1:0 with `shards` shards.
+pub fn engine<F, M>(shards: usize, make: M) -> (Engine, SocketAddr)
+where
+    F: Factory,
+    M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
+{
+    engine_with(shards, |_| {}, make)
+}
+
+/// Like [`engine`], with a hook to adjust the configuration.
+pub fn engine_with<F, M>(
+    shards: usize,
+    tweak: impl FnOnce(&mut EngineConfig),
+    make: M,
+) -> (Engine, SocketAddr)
+where
+    F: Factory,
+    M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
+{
+    let mut config = EngineConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        cores: Cores::Count(shards),
+        ..Default::default()
+    };
+    tweak(&mut config);
+    let engine = Engine::serve(config, make).expect("engine starts");
+    let addr = engine.local_addrs()[0];
+    (engine, addr)
+}
+
+/// Connects with a read timeout so that no test can hang on a read.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads until EOF (or an error, returned as such).
+pub fn read_to_end(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// A free loopback port (bound and released; fine for tests that start a child on it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts on `addr`.
+pub fn wait_listening(addr: SocketAddr, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("server never listened on {addr}");
+}
+
+/// Starts the `weft` binary with `args`, stdout/stderr captured.
+pub fn weft(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weft")
+}
+
+/// Waits for a child with a bound; kills it and panics on timeout.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("child did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A shared, thread-safe event log for protocols built on shard threads.
+pub struct Log<T>(pub Arc<Mutex<Vec<T>>>);
+
+impl<T> Default for Log<T> {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(Vec::new())))
+    }
+}
+
+impl<T> Clone for Log<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T: Clone + std::fmt::Debug> Log<T> {
+    pub fn push(&self, v: T) {
+        self.0.lock().unwrap().push(v);
+    }
+    pub fn items(&self) -> Vec<T> {
+        self.0.lock().unwrap().clone()
+    }
+    /// Waits (bounded) until `pred` holds over the items.
+    pub fn wait_until(&self, what: &str, pred: impl Fn(&[T]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if pred(&self.0.lock().unwrap()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("timed out waiting for {what}: {:?}", self.0.lock().unwrap());
+    }
+}
+
+/// Writes `data` in chunks of random sizes.
+pub fn write_in_pieces(s: &mut TcpStream, data: &[u8], rng: &mut Rng, max_piece: usize) {
+    let mut pos = 0;
+    while pos < data.len() {
+        let n = (1 + rng.below(max_piece as u64) as usize).min(data.len() - pos);
+        s.write_all(&data[pos..pos + n]).unwrap();
+        pos += n;
+    }
+}
