@@ -171,7 +171,14 @@ fn recover_from_emfile<S: AcceptSource>(
         }
     }
     burst.recovered += closed;
-    burst.events.push(AcceptEvent::EmfileRecovered(closed));
+    if closed > 0 {
+        burst.events.push(AcceptEvent::EmfileRecovered(closed));
+    } else {
+        // Linux allocates the descriptor before it looks at the queue, so a full table fails
+        // every accept with EMFILE, queued connection or not. Nothing was queued: wait a
+        // little instead of asking again at once.
+        burst.backoff = true;
+    }
     if let Err(e) = reservation.reserve() {
         burst
             .events
@@ -458,6 +465,19 @@ mod tests {
             b.events,
             vec![AcceptEvent::Error(libc::EMFILE), AcceptEvent::EmfileRecovered(2)]
         );
+    }
+
+    #[test]
+    fn emfile_with_an_empty_queue_backs_off() {
+        let mut res = held();
+        let (b, got) = run(&[Err(libc::EMFILE)], &mut res, 100);
+        assert!(got.is_empty());
+        assert_eq!(b.recovered, 0);
+        assert!(
+            b.backoff,
+            "a full table fails accept even with nothing queued: never spin"
+        );
+        assert!(res.held);
     }
 
     #[test]

@@ -165,7 +165,8 @@ pub struct AcceptConfig {
     /// Default: none.
     pub max_conns_per_shard: Option<usize>,
     /// Pause after an accept error that freeing the reserved descriptor did not cure (EMFILE
-    /// again, ENFILE, ENOBUFS, ENOMEM), so that the shard never spins. Default: 50 ms.
+    /// again, ENFILE, ENOBUFS, ENOMEM, or a full table with nothing queued), so that the
+    /// shard never spins. Default: 20 ms.
     pub error_backoff: Duration,
     /// Hold one reserved descriptor per shard for EMFILE recovery. Default: on.
     pub reserve_fd: bool,
@@ -177,7 +178,7 @@ impl Default for AcceptConfig {
             backlog: 1024,
             max_burst: 100,
             max_conns_per_shard: None,
-            error_backoff: Duration::from_millis(50),
+            error_backoff: Duration::from_millis(20),
             reserve_fd: true,
         }
     }

@@ -1,0 +1,287 @@
+//! The accept path under overload: EMFILE with the reserved descriptor, accept storms,
+//! per-shard caps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use util::{connect, engine, engine_with, free_port, wait_exit, wait_listening};
+use weft::protocols::Echo;
+use weft::{CloseReason, Protocol, Transport, factory_fn};
+
+/// What one client saw within its deadline.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Served,
+    Closed,
+    Hung,
+}
+
+/// Connects, pings, and classifies the answer; keeps the socket if served.
+fn ping(addr: SocketAddr, limit: Duration) -> (Outcome, Option<TcpStream>) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, limit) else {
+        return (Outcome::Closed, None);
+    };
+    s.set_read_timeout(Some(limit)).unwrap();
+    if s.write_all(b"p").is_err() {
+        return (Outcome::Closed, None);
+    }
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(1) => (Outcome::Served, Some(s)),
+        Ok(_) => (Outcome::Closed, None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            (Outcome::Hung, None)
+        }
+        Err(_) => (Outcome::Closed, None),
+    }
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// User plus system CPU seconds of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[test]
+fn emfile_clients_are_closed_fast_without_spinning_and_fds_return_to_baseline() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.args([
+        "serve",
+        "--proto",
+        "echo",
+        "--listen",
+        &addr.to_string(),
+        "--cores",
+        "1",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; the closure runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = cmd.spawn().unwrap();
+    let pid = server.id();
+    wait_listening(addr, &mut server);
+    std::thread::sleep(Duration::from_millis(100));
+    let baseline = open_fds(pid);
+
+    let cpu0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    let limit = Duration::from_millis(1500);
+    let mut held = Vec::new();
+    let mut outcomes = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let (outcome, sock) = ping(addr, limit);
+        assert!(
+            started.elapsed() <= limit + Duration::from_millis(200),
+            "a client waited too long"
+        );
+        outcomes.push(outcome);
+        held.extend(sock);
+    }
+    // Hold the table full for a moment: a spinning accept loop would burn CPU now.
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
+    let served = outcomes.iter().filter(|o| **o == Outcome::Served).count();
+    let closed = outcomes.iter().filter(|o| **o == Outcome::Closed).count();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == Outcome::Hung).count(),
+        0,
+        "no client may hang"
+    );
+    assert!(served > 0 && closed > 0, "served {served}, closed {closed}");
+    assert!(
+        busy < 0.10,
+        "server used {:.1}% of a core while saturated",
+        busy * 100.0
+    );
+
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while open_fds(pid) != baseline && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(open_fds(pid), baseline, "descriptors leaked");
+    for _ in 0..20 {
+        assert_eq!(
+            ping(addr, limit).0,
+            Outcome::Served,
+            "new clients are served again"
+        );
+    }
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert_eq!(wait_exit(&mut server, Duration::from_secs(15)).code(), Some(0));
+    let mut log = String::new();
+    server.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(
+        log.contains("EMFILE"),
+        "the EMFILE recovery is logged by errno name: {log}"
+    );
+    assert!(
+        log.lines().filter(|l| l.contains("EMFILE")).count() <= 4,
+        "rate-limited: {log}"
+    );
+}
+
+#[test]
+fn accept_storm_keeps_established_clients_fast() {
+    let (engine, addr) = engine(1, |_| Echo::factory());
+    let stop = Arc::new(AtomicUsize::new(0));
+    let pingers: Vec<_> = (0..50)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut s = connect(addr);
+                let mut lat = Vec::new();
+                let mut b = [0u8; 1];
+                while stop.load(Ordering::Relaxed) == 0 && lat.len() < 5000 {
+                    let t = Instant::now();
+                    s.write_all(b"x").unwrap();
+                    s.read_exact(&mut b).unwrap();
+                    lat.push(t.elapsed());
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let outcomes = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let t0 = Instant::now();
+    let stormers: Vec<_> = (0..10)
+        .map(|_| {
+            let outcomes = outcomes.clone();
+            std::thread::spawn(move || {
+                for _ in 0..500 {
+                    let i = match ping(addr, Duration::from_secs(2)).0 {
+                        Outcome::Served => 0,
+                        Outcome::Closed => 1,
+                        Outcome::Hung => 2,
+                    };
+                    outcomes[i].fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for s in stormers {
+        s.join().unwrap();
+    }
+    let storm = t0.elapsed();
+    stop.store(1, Ordering::Relaxed);
+    let mut lat: Vec<Duration> = pingers.into_iter().flat_map(|p| p.join().unwrap()).collect();
+    lat.sort();
+    let p99 = lat[lat.len() * 99 / 100];
+    let [served, closed, hung] = [0, 1, 2].map(|i| outcomes[i].load(Ordering::Relaxed));
+    assert_eq!(
+        served + closed,
+        5000,
+        "every storm connection is served or closed"
+    );
+    assert_eq!(hung, 0);
+    assert!(
+        p99 < Duration::from_millis(50),
+        "established p99 {p99:?} during a {storm:?} storm"
+    );
+    engine.shutdown();
+    let total = engine.join().unwrap().total();
+    assert_eq!(total.accepted, 5050);
+}
+
+/// Counts live connections per shard and remembers the highest count.
+struct Counted {
+    live: Arc<[AtomicUsize; 2]>,
+    peak: Arc<[AtomicUsize; 2]>,
+    shard: usize,
+}
+
+impl Protocol for Counted {
+    fn connection_made(&mut self, _: &Transport) {
+        let now = self.live[self.shard].fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak[self.shard].fetch_max(now, Ordering::SeqCst);
+    }
+    fn data_received(&mut self, data: &[u8], t: &Transport) {
+        t.write(data);
+    }
+    fn connection_lost(&mut self, _: &CloseReason) {
+        self.live[self.shard].fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn per_shard_cap_is_never_exceeded() {
+    let live = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let peak = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let (l, p) = (live.clone(), peak.clone());
+    let (engine, addr) = engine_with(
+        2,
+        |c| c.accept.max_conns_per_shard = Some(100),
+        move |shard| {
+            let (live, peak, shard) = (l.clone(), p.clone(), shard.index);
+            factory_fn(move |_| {
+                Some(Counted {
+                    live: live.clone(),
+                    peak: peak.clone(),
+                    shard,
+                })
+            })
+        },
+    );
+    let mut held = Vec::new();
+    let mut shed = 0;
+    for _ in 0..400 {
+        match ping(addr, Duration::from_secs(1)) {
+            (Outcome::Served, Some(s)) => held.push(s),
+            (Outcome::Hung, _) => panic!("a client over the cap must be closed, not left hanging"),
+            _ => shed += 1,
+        }
+    }
+    assert!(held.len() <= 200);
+    assert_eq!(held.len() + shed, 400);
+    for shard in 0..2 {
+        assert!(
+            peak[shard].load(Ordering::SeqCst) <= 100,
+            "shard {shard} went over its cap"
+        );
+    }
+    drop(held);
+    engine.shutdown();
+    let total = engine.join().unwrap().total();
+    assert_eq!(total.shed, shed as u64);
+}
