@@ -127,6 +127,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parses a byte size such as `65536`, `64KiB`, `4MiB`, `1GiB` (also `k`, `KB`, `M`, `MB`).
+///
+/// # Errors
+///
+/// Anything else, with a message naming the accepted forms.
+pub fn parse_size(s: &str) -> Result<usize, ParseError> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || ParseError(format!("invalid size {s:?}: expected e.g. 65536, 64KiB, 4MiB"));
+    let n: usize = num.parse().map_err(|_| bad())?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "KB" | "KiB" => 1 << 10,
+        "m" | "M" | "MB" | "MiB" => 1 << 20,
+        "g" | "G" | "GB" | "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
 /// Options applied to every connection a shard serves.
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
@@ -140,6 +161,56 @@ pub struct ConnectionConfig {
     /// How long an orderly close waits for the peer's EOF after our FIN (a lingering close,
     /// so that the peer reads our last bytes instead of a reset). Default: 2 s.
     pub linger: Duration,
+    /// Output watermarks and cap.
+    pub flow: FlowConfig,
+    /// Close a connection with nothing read or written for this long. Default: none.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose queued output made no progress for this long. Default: 30 s.
+    pub write_stall_timeout: Option<Duration>,
+    /// TCP keepalive probes. Default: off.
+    pub keepalive: Option<Keepalive>,
+    /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the kernel drops
+    /// the connection. Default: the kernel's (off).
+    pub user_timeout: Option<Duration>,
+    /// SO_SNDBUF for each connection. Default: the kernel's autotuning.
+    pub send_buffer: Option<usize>,
+    /// SO_RCVBUF for each connection. Default: the kernel's autotuning.
+    pub recv_buffer: Option<usize>,
+}
+
+/// Output flow control: where a connection's producer is paused and resumed, and where the
+/// connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// Queued output above which the producer is paused (by default: this connection's own
+    /// reading). Default: 64 KiB.
+    pub high_water: usize,
+    /// Queued output at or below which a paused producer resumes. Default: 16 KiB.
+    pub low_water: usize,
+    /// Queued output above which the connection is closed with
+    /// [`CloseReason::OutputLimit`](crate::CloseReason::OutputLimit). Default: 4 MiB.
+    pub max_output: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            high_water: 64 * 1024,
+            low_water: 16 * 1024,
+            max_output: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// TCP keepalive settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped.
+    pub count: u32,
 }
 
 impl Default for ConnectionConfig {
@@ -149,6 +220,13 @@ impl Default for ConnectionConfig {
             read_size: 64 * 1024,
             reads_per_wakeup: 16,
             linger: Duration::from_secs(2),
+            flow: FlowConfig::default(),
+            idle_timeout: None,
+            write_stall_timeout: Some(Duration::from_secs(30)),
+            keepalive: None,
+            user_timeout: None,
+            send_buffer: None,
+            recv_buffer: None,
         }
     }
 }
@@ -265,6 +343,17 @@ mod tests {
         assert!(Cores::Count(3).resolve(&allowed).is_err());
         assert!(Cores::List(vec![5]).resolve(&allowed).is_err());
         assert!(Cores::All.resolve(&[]).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536").unwrap(), 65536);
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        for bad in ["", "x", "4 TiB", "-1", "99999999999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -22,6 +22,16 @@ pub enum CloseReason {
     Io(Arc<io::Error>),
     /// The engine shut down and its drain timeout ran out before the connection finished.
     Shutdown,
+    /// Queued output passed the transport's hard cap (`ConnectionConfig::max_output`): the
+    /// peer reads far slower than the protocol writes.
+    OutputLimit,
+    /// Output was queued but the peer accepted none of it for the write-stall timeout.
+    WriteStall,
+    /// Nothing was read or written for the idle timeout.
+    IdleTimeout,
+    /// The protocol's deadline ([`Transport::set_deadline`](crate::Transport::set_deadline))
+    /// passed.
+    DeadlineExpired,
 }
 
 impl CloseReason {
@@ -47,6 +57,10 @@ impl CloseReason {
             Self::Reset => "reset",
             Self::Io(_) => "io_error",
             Self::Shutdown => "shutdown",
+            Self::OutputLimit => "output_limit",
+            Self::WriteStall => "write_stall",
+            Self::IdleTimeout => "idle_timeout",
+            Self::DeadlineExpired => "deadline",
         }
     }
 }
@@ -71,6 +85,10 @@ impl std::fmt::Display for CloseReason {
             Self::Reset => f.write_str("reset by peer"),
             Self::Io(e) => write!(f, "I/O error: {e}"),
             Self::Shutdown => f.write_str("the engine shut down"),
+            Self::OutputLimit => f.write_str("queued output passed the hard cap"),
+            Self::WriteStall => f.write_str("the peer stopped reading (write stall timeout)"),
+            Self::IdleTimeout => f.write_str("idle timeout"),
+            Self::DeadlineExpired => f.write_str("the protocol's deadline passed"),
         }
     }
 }

@@ -56,10 +56,10 @@ mod stats;
 mod transport;
 
 pub use addr::{Address, AddressError};
-pub use config::{Cores, EngineConfig};
+pub use config::{Cores, EngineConfig, FlowConfig, Keepalive};
 pub use driver::engine::{Engine, EngineReport, ShutdownHandle};
 pub use driver::reservation::FdReservation;
 pub use error::{CloseReason, EngineError};
 pub use protocol::{Factory, FnFactory, Protocol, ShardInfo, factory_fn};
 pub use stats::{CLOSE_LABELS, StatsSnapshot};
-pub use transport::Transport;
+pub use transport::{Producer, Transport};

@@ -41,6 +41,13 @@ pub trait Protocol: 'static {
         let _ = transport;
     }
 
+    /// The deadline armed with [`Transport::set_deadline`] passed. The protocol may write a
+    /// last answer (an HTTP 408, say); the connection then closes after flushing, with
+    /// [`CloseReason::DeadlineExpired`].
+    fn deadline_expired(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
     /// The connection is gone; called exactly once, after the socket is closed.
     fn connection_lost(&mut self, reason: &CloseReason) {
         let _ = reason;

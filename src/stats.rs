@@ -5,7 +5,18 @@ use std::cell::{Cell, RefCell};
 use crate::CloseReason;
 
 /// Close-reason labels in the order [`StatsSnapshot::closed`] reports them.
-pub const CLOSE_LABELS: [&str; 6] = ["eof", "local", "aborted", "reset", "io_error", "shutdown"];
+pub const CLOSE_LABELS: [&str; 10] = [
+    "eof",
+    "local",
+    "aborted",
+    "reset",
+    "io_error",
+    "shutdown",
+    "output_limit",
+    "write_stall",
+    "idle_timeout",
+    "deadline",
+];
 
 fn close_index(reason: &CloseReason) -> usize {
     CLOSE_LABELS

@@ -5,10 +5,27 @@ use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::config::{FlowConfig, Keepalive};
 use crate::outbuf::OutBuf;
 use crate::{Address, CloseReason};
+
+/// A source of data that a consumer can slow down: Twisted's `IPushProducer`.
+///
+/// Register one on the transport it writes into with
+/// [`Transport::register_producer`]: when that transport's queued output passes the high-water
+/// mark the producer is paused, and it resumes at the low-water mark. A [`Transport`] is
+/// itself a producer (pausing it pauses its reading), which is how a relay propagates
+/// back-pressure from a slow reader to a fast writer.
+pub trait Producer {
+    /// Stop producing until [`resume_producing`](Self::resume_producing).
+    fn pause_producing(&mut self);
+    /// Produce again.
+    fn resume_producing(&mut self);
+    /// The consumer is gone: stop for good.
+    fn stop_producing(&mut self) {}
+}
 
 /// A connection's handle for writing, closing and socket options.
 ///
@@ -28,8 +45,10 @@ struct Flags {
     closing: bool,
     /// `lose_write_connection` was called: flush, then shutdown(SHUT_WR).
     write_closing: bool,
-    /// Reading is paused.
+    /// Reading is paused by the protocol.
     paused: bool,
+    /// Output passed the high-water mark and the producer is paused.
+    flow_paused: bool,
     /// The socket is closed.
     disconnected: bool,
     /// The driver is inside its poll, so it will see any change without a wake-up.
@@ -42,6 +61,12 @@ struct Inner {
     /// A close forced on the connection (abort, engine shutdown): the reason it will end with.
     forced: RefCell<Option<CloseReason>>,
     waker: RefCell<Option<Waker>>,
+    /// The producer paused and resumed by this transport's output watermarks; none means
+    /// this connection's own reading.
+    producer: RefCell<Option<Box<dyn Producer>>>,
+    flow: FlowConfig,
+    /// The protocol's deadline.
+    deadline: Cell<Option<Instant>>,
     /// The socket while it is open; -1 after.
     fd: Cell<RawFd>,
     local: Address,
@@ -60,13 +85,16 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    pub(crate) fn new(fd: RawFd, local: Address, peer: Address) -> Self {
+    pub(crate) fn new(fd: RawFd, local: Address, peer: Address, flow: FlowConfig) -> Self {
         Self {
             inner: Rc::new(Inner {
                 out: RefCell::new(OutBuf::default()),
                 flags: Cell::new(Flags::default()),
                 forced: RefCell::new(None),
                 waker: RefCell::new(None),
+                producer: RefCell::new(None),
+                flow,
+                deadline: Cell::new(None),
                 fd: Cell::new(fd),
                 local,
                 peer,
@@ -78,7 +106,7 @@ impl Transport {
     #[cfg(test)]
     pub(crate) fn detached() -> Self {
         let addr = Address::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        Self::new(-1, addr, addr)
+        Self::new(-1, addr, addr, FlowConfig::default())
     }
 
     /// Queues `data` for the peer. Dropped if the connection is closing for good (aborted,
@@ -88,7 +116,7 @@ impl Transport {
             return;
         }
         self.inner.out.borrow_mut().push(data);
-        self.wake();
+        self.after_write();
     }
 
     /// Queues several buffers, in order, as one write.
@@ -102,7 +130,80 @@ impl Transport {
                 out.push(b);
             }
         }
+        self.after_write();
+    }
+
+    /// Applies the output limits after bytes were queued, then wakes the driver.
+    fn after_write(&self) {
+        let queued = self.inner.out.borrow().len();
+        if queued > self.inner.flow.max_output {
+            self.force_close(CloseReason::OutputLimit);
+            return;
+        }
+        if queued > self.inner.flow.high_water && !self.inner.flags.get().flow_paused {
+            let mut f = self.inner.flags.get();
+            f.flow_paused = true;
+            self.inner.flags.set(f);
+            self.with_producer(|p| p.pause_producing());
+        }
         self.wake();
+    }
+
+    /// Runs `f` on the registered producer, if any, without holding a borrow across the call
+    /// (a producer may write to this very transport).
+    fn with_producer(&self, f: impl FnOnce(&mut dyn Producer)) -> bool {
+        let taken = self.inner.producer.borrow_mut().take();
+        match taken {
+            Some(mut p) => {
+                f(&mut *p);
+                let mut slot = self.inner.producer.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(p);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Registers the producer that this transport's output watermarks pause and resume,
+    /// replacing this connection's own reading as the thing paused. If the output is already
+    /// above the high-water mark it is paused at once. On a closed transport it is stopped.
+    pub fn register_producer(&self, mut producer: Box<dyn Producer>) {
+        if self.inner.flags.get().disconnected {
+            producer.stop_producing();
+            return;
+        }
+        if self.inner.flags.get().flow_paused {
+            producer.pause_producing();
+        }
+        *self.inner.producer.borrow_mut() = Some(producer);
+        self.wake();
+    }
+
+    /// Removes the registered producer; the watermarks pause this connection's reading again.
+    pub fn unregister_producer(&self) -> Option<Box<dyn Producer>> {
+        let p = self.inner.producer.borrow_mut().take();
+        self.wake();
+        p
+    }
+
+    /// Arms (or re-arms) the protocol's deadline: if it is not cleared within `after`, the
+    /// protocol's [`deadline_expired`](crate::Protocol::deadline_expired) runs and the
+    /// connection closes with [`CloseReason::DeadlineExpired`].
+    pub fn set_deadline(&self, after: Duration) {
+        self.inner.deadline.set(Some(Instant::now() + after));
+        self.wake();
+    }
+
+    /// Clears the protocol's deadline.
+    pub fn clear_deadline(&self) {
+        self.inner.deadline.set(None);
+    }
+
+    /// True while the protocol's deadline is armed.
+    pub fn has_deadline(&self) -> bool {
+        self.inner.deadline.get().is_some()
     }
 
     /// Flushes everything queued, then closes the connection. The protocol's
@@ -195,6 +296,39 @@ impl Transport {
         })
     }
 
+    /// Sets every keepalive knob: idle time, probe interval and probe count.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_nodelay`](Self::set_nodelay).
+    pub fn set_keepalive_params(&self, k: Keepalive) -> io::Result<()> {
+        self.with_socket(|s| {
+            let params = socket2::TcpKeepalive::new()
+                .with_time(k.idle)
+                .with_interval(k.interval)
+                .with_retries(k.count);
+            s.set_tcp_keepalive(&params)
+        })
+    }
+
+    /// Sets TCP_USER_TIMEOUT (how long sent data may stay unacknowledged), or clears it.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_nodelay`](Self::set_nodelay).
+    pub fn set_user_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.with_socket(|s| s.set_tcp_user_timeout(timeout))
+    }
+
+    /// Reads TCP_USER_TIMEOUT.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_nodelay`](Self::set_nodelay).
+    pub fn user_timeout(&self) -> io::Result<Option<Duration>> {
+        self.with_socket(|s| s.tcp_user_timeout())
+    }
+
     /// Reads SO_KEEPALIVE.
     ///
     /// # Errors
@@ -261,6 +395,29 @@ impl Transport {
         self.inner.forced.borrow().clone()
     }
 
+    /// True when the driver may read: not paused by the protocol, nor by output flow control
+    /// while no other producer is registered.
+    pub(crate) fn may_read(&self) -> bool {
+        let f = self.inner.flags.get();
+        !f.paused && !(f.flow_paused && self.inner.producer.borrow().is_none())
+    }
+
+    /// After a flush: resumes the producer once output is down to the low-water mark.
+    pub(crate) fn output_drained(&self) {
+        let f = self.inner.flags.get();
+        if f.flow_paused && self.inner.out.borrow().len() <= self.inner.flow.low_water {
+            let mut f = f;
+            f.flow_paused = false;
+            self.inner.flags.set(f);
+            self.with_producer(|p| p.resume_producing());
+        }
+    }
+
+    /// The protocol's deadline, if armed.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline.get()
+    }
+
     pub(crate) fn closing(&self) -> bool {
         self.inner.flags.get().closing
     }
@@ -295,10 +452,117 @@ impl Transport {
         self.inner.fd.set(-1);
         self.inner.out.borrow_mut().clear();
         self.inner.waker.borrow_mut().take();
+        self.inner.deadline.set(None);
+        if let Some(mut p) = self.inner.producer.borrow_mut().take() {
+            p.stop_producing();
+        }
     }
 
     /// Wakes the driver from outside its poll (engine shutdown, timers).
     pub(crate) fn notify(&self) {
         self.wake();
+    }
+}
+
+impl Producer for Transport {
+    fn pause_producing(&mut self) {
+        self.pause_reading();
+    }
+
+    fn resume_producing(&mut self) {
+        self.resume_reading();
+    }
+
+    fn stop_producing(&mut self) {
+        self.lose_connection();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the calls a producer gets.
+    struct Probe(Rc<RefCell<Vec<&'static str>>>);
+
+    impl Producer for Probe {
+        fn pause_producing(&mut self) {
+            self.0.borrow_mut().push("pause");
+        }
+        fn resume_producing(&mut self) {
+            self.0.borrow_mut().push("resume");
+        }
+        fn stop_producing(&mut self) {
+            self.0.borrow_mut().push("stop");
+        }
+    }
+
+    #[test]
+    fn own_reading_pauses_above_high_water_and_resumes_at_low() {
+        let t = Transport::detached();
+        assert!(t.may_read());
+        t.write(&[0; 64 * 1024]);
+        assert!(t.may_read(), "at the mark, not above it");
+        t.write(&[0; 1]);
+        assert!(!t.may_read());
+        t.out().consume(40 * 1024);
+        t.output_drained();
+        assert!(!t.may_read(), "above the low-water mark still");
+        t.out().consume(9 * 1024);
+        t.output_drained();
+        assert!(t.may_read());
+    }
+
+    #[test]
+    fn registered_producer_is_paused_resumed_and_stopped() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let t = Transport::detached();
+        t.register_producer(Box::new(Probe(log.clone())));
+        t.write(&[0; 70 * 1024]);
+        t.write(&[0; 1]);
+        assert!(t.may_read(), "the producer is paused instead of our reading");
+        t.out().consume(70 * 1024);
+        t.output_drained();
+        t.mark_disconnected();
+        assert_eq!(*log.borrow(), vec!["pause", "resume", "stop"]);
+        let late = Rc::new(RefCell::new(Vec::new()));
+        t.register_producer(Box::new(Probe(late.clone())));
+        assert_eq!(
+            *late.borrow(),
+            vec!["stop"],
+            "a closed transport stops a new producer at once"
+        );
+    }
+
+    #[test]
+    fn hard_cap_forces_a_close_and_drops_output() {
+        let t = Transport::detached();
+        for _ in 0..65 {
+            t.write(&[0; 64 * 1024]);
+        }
+        assert_eq!(t.forced(), Some(CloseReason::OutputLimit));
+        assert_eq!(t.buffered(), 0);
+        t.write(b"more");
+        assert_eq!(t.buffered(), 0, "writes after a forced close are dropped");
+    }
+
+    #[test]
+    fn transports_relay_back_pressure() {
+        let upstream = Transport::detached();
+        let client = Transport::detached();
+        upstream.register_producer(Box::new(client.clone()));
+        upstream.write(&[0; 100 * 1024]);
+        assert!(
+            client.is_reading_paused(),
+            "a slow upstream pauses the client's reading"
+        );
+        upstream.out().consume(100 * 1024);
+        upstream.output_drained();
+        assert!(!client.is_reading_paused());
+        upstream.mark_disconnected();
+        assert!(
+            client.closing(),
+            "losing the consumer closes the producer connection"
+        );
     }
 }

@@ -95,3 +95,8 @@ fn init_logging() {
 pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
     weft::config::parse_duration(s).map_err(|e| e.to_string())
 }
+
+/// clap value parser for byte sizes (`64KiB`, `4MiB`).
+pub(crate) fn size(s: &str) -> Result<usize, String> {
+    weft::config::parse_size(s).map_err(|e| e.to_string())
+}

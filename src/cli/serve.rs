@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use weft::protocols::{Discard, Echo, Http};
-use weft::{Address, Cores, Engine, EngineConfig, EngineError, Factory, ShardInfo};
+use weft::{Address, Cores, Engine, EngineConfig, EngineError, Factory, FlowConfig, Keepalive, ShardInfo};
 
 /// The reference protocols.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -40,6 +40,36 @@ pub(crate) struct ServeArgs {
     /// Connections per shard above which new ones are accepted and closed at once.
     #[arg(long)]
     max_conns_per_core: Option<usize>,
+    /// Close connections with nothing read or written for this long (default: never).
+    #[arg(long, value_parser = super::duration)]
+    idle_timeout: Option<Duration>,
+    /// Close connections whose queued output makes no progress for this long.
+    #[arg(long, default_value = "30s", value_parser = super::duration)]
+    write_stall_timeout: Duration,
+    /// Queued output above which reading pauses (back-pressure).
+    #[arg(long, default_value = "64KiB", value_parser = super::size)]
+    high_water: usize,
+    /// Queued output at which reading resumes.
+    #[arg(long, default_value = "16KiB", value_parser = super::size)]
+    low_water: usize,
+    /// Queued output above which the connection is closed.
+    #[arg(long, default_value = "4MiB", value_parser = super::size)]
+    max_output: usize,
+    /// TCP keepalive: idle time before the first probe (turns keepalive on).
+    #[arg(long, value_parser = super::duration)]
+    keepalive_idle: Option<Duration>,
+    /// TCP keepalive: time between probes.
+    #[arg(long, default_value = "10s", value_parser = super::duration)]
+    keepalive_interval: Duration,
+    /// TCP keepalive: unanswered probes before the connection is dropped.
+    #[arg(long, default_value_t = 3)]
+    keepalive_count: u32,
+    /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged.
+    #[arg(long, value_parser = super::duration)]
+    tcp_user_timeout: Option<Duration>,
+    /// http: time a request head may take to arrive, from its first byte (then 408).
+    #[arg(long, default_value = "10s", value_parser = super::duration)]
+    header_timeout: Duration,
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -57,10 +87,25 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), EngineError> {
     };
     config.accept.backlog = args.backlog;
     config.accept.max_conns_per_shard = args.max_conns_per_core;
+    let c = &mut config.connection;
+    c.idle_timeout = args.idle_timeout;
+    c.write_stall_timeout = Some(args.write_stall_timeout).filter(|d| !d.is_zero());
+    c.flow = FlowConfig {
+        high_water: args.high_water,
+        low_water: args.low_water.min(args.high_water),
+        max_output: args.max_output.max(args.high_water),
+    };
+    c.keepalive = args.keepalive_idle.map(|idle| Keepalive {
+        idle,
+        interval: args.keepalive_interval,
+        count: args.keepalive_count,
+    });
+    c.user_timeout = args.tcp_user_timeout;
+    let header_timeout = args.header_timeout;
     match args.proto {
         Proto::Echo => serve(config, "echo", |_| Echo::factory()),
         Proto::Discard => serve(config, "discard", |_| Discard::factory()),
-        Proto::Http => serve(config, "http", |_| Http::factory()),
+        Proto::Http => serve(config, "http", move |_| Http::factory_with(header_timeout)),
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::Shutdown;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
@@ -27,10 +28,48 @@ pub(crate) struct Connection<P: Protocol> {
     read_eof: bool,
     write_shut: bool,
     drain_seen: bool,
+    /// The reason to report for an orderly close the driver itself started.
+    close_reason: Option<CloseReason>,
+    timeouts: Timeouts,
     /// Running while an orderly close waits for the peer's EOF.
     linger: Option<Timer>,
     /// `connection_lost` has run.
     finished: bool,
+}
+
+/// The idle, write-stall and protocol deadlines, served by one lazily re-armed timer: the
+/// timer fires at the earliest deadline known when it was armed, and the deadlines are
+/// checked again then, so traffic costs a clock read per wake-up and no timer operations.
+struct Timeouts {
+    idle: Option<Duration>,
+    stall: Option<Duration>,
+    /// When a byte was last read or written.
+    last_io: Instant,
+    /// When queued output last made progress (or was empty).
+    last_progress: Instant,
+    timer: Option<(Timer, Instant)>,
+}
+
+/// What a passed deadline means.
+enum Expired {
+    Idle,
+    Stall,
+    Protocol,
+}
+
+impl Timeouts {
+    fn earliest(&self, output_pending: bool, protocol: Option<Instant>) -> Option<(Instant, Expired)> {
+        let idle = self.idle.map(|d| (self.last_io + d, Expired::Idle));
+        let stall = self
+            .stall
+            .filter(|_| output_pending)
+            .map(|d| (self.last_progress + d, Expired::Stall));
+        let proto = protocol.map(|at| (at, Expired::Protocol));
+        [idle, stall, proto]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+    }
 }
 
 impl<P: Protocol> Connection<P> {
@@ -41,6 +80,14 @@ impl<P: Protocol> Connection<P> {
         shard: Rc<ShardCtx>,
         key: usize,
     ) -> Self {
+        let now = Instant::now();
+        let timeouts = Timeouts {
+            idle: shard.config.idle_timeout,
+            stall: shard.config.write_stall_timeout,
+            last_io: now,
+            last_progress: now,
+            timer: None,
+        };
         Self {
             stream: Some(stream),
             protocol,
@@ -50,6 +97,8 @@ impl<P: Protocol> Connection<P> {
             read_eof: false,
             write_shut: false,
             drain_seen: false,
+            close_reason: None,
+            timeouts,
             linger: None,
             finished: false,
         }
@@ -64,42 +113,60 @@ impl<P: Protocol> Connection<P> {
 
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         self.transport.set_polling(true, Some(cx.waker()));
-        let r = self.poll_inner(cx);
+        let r = loop {
+            match self.poll_once(cx) {
+                Poll::Ready(reason) => break Poll::Ready(reason),
+                Poll::Pending => match self.poll_timeouts(cx) {
+                    Poll::Ready(Some(reason)) => break Poll::Ready(reason),
+                    // A deadline was handled or the timer fired: look again.
+                    Poll::Ready(None) => continue,
+                    Poll::Pending => break Poll::Pending,
+                },
+            }
+        };
         self.transport.set_polling(false, None);
         r
     }
 
-    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+    /// Moves bytes until nothing more can happen without waiting.
+    fn poll_once(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         let Some(stream) = self.stream.as_mut() else {
             return Poll::Ready(CloseReason::Shutdown);
         };
         let budget = self.shard.config.reads_per_wakeup;
         let mut reads = 0;
-        loop {
+        let mut moved = false;
+        let result = loop {
             if let Some(reason) = self.transport.forced() {
-                return Poll::Ready(reason);
+                break Poll::Ready(reason);
             }
             if !self.drain_seen && self.shard.draining.get() {
                 self.drain_seen = true;
                 self.protocol.drain_requested(&self.transport);
                 continue;
             }
-            if let Err(reason) = flush(stream, &self.transport, &self.shard.stats, cx) {
-                return Poll::Ready(reason);
+            match flush(stream, &self.transport, &self.shard.stats, cx) {
+                Ok(0) => {}
+                Ok(_) => {
+                    moved = true;
+                    self.timeouts.last_progress = Instant::now();
+                }
+                Err(reason) => break Poll::Ready(reason),
             }
+            self.transport.output_drained();
             if self.transport.out().is_empty() {
                 if self.transport.write_closing() && !self.write_shut {
                     self.write_shut = true;
                     shutdown_write(stream);
                     self.protocol.write_connection_lost(&self.transport);
                     if self.read_eof {
-                        return Poll::Ready(CloseReason::PeerEof);
+                        break Poll::Ready(CloseReason::PeerEof);
                     }
                     continue;
                 }
                 if self.transport.closing() {
                     if self.read_eof {
-                        return Poll::Ready(CloseReason::PeerEof);
+                        break Poll::Ready(CloseReason::PeerEof);
                     }
                     if !self.write_shut {
                         self.write_shut = true;
@@ -107,16 +174,16 @@ impl<P: Protocol> Connection<P> {
                     }
                     let linger = self.shard.config.linger;
                     let timer = self.linger.get_or_insert_with(|| Timer::new(linger));
-                    return poll_linger(stream, timer, &self.shard, cx).map(|()| CloseReason::LocalClose);
+                    break poll_linger(stream, timer, &self.shard, cx).map(|()| CloseReason::LocalClose);
                 }
             }
-            if self.transport.closing() || self.read_eof || self.transport.is_reading_paused() {
-                return Poll::Pending;
+            if self.transport.closing() || self.read_eof || !self.transport.may_read() {
+                break Poll::Pending;
             }
             if reads == budget {
                 // Fairness: let the shard's other connections run, then come back.
                 cx.waker().wake_by_ref();
-                return Poll::Pending;
+                break Poll::Pending;
             }
             let mut buf = self.shard.read_buf.borrow_mut();
             match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {
@@ -125,17 +192,71 @@ impl<P: Protocol> Connection<P> {
                     self.read_eof = true;
                     self.protocol.read_connection_lost(&self.transport);
                     if self.write_shut && self.transport.out().is_empty() {
-                        return Poll::Ready(CloseReason::PeerEof);
+                        break Poll::Ready(CloseReason::PeerEof);
                     }
                 }
                 Poll::Ready(Ok(n)) => {
                     reads += 1;
+                    moved = true;
                     ShardStats::add(&self.shard.stats.bytes_in, n as u64);
                     self.protocol.data_received(&buf[..n], &self.transport);
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::from_io(e)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => break Poll::Ready(CloseReason::from_io(e)),
+                Poll::Pending => break Poll::Pending,
             }
+        };
+        if moved {
+            self.timeouts.last_io = Instant::now();
+        }
+        // An orderly close the driver started reports its own reason.
+        result.map(|reason| match (&self.close_reason, reason) {
+            (Some(own), CloseReason::PeerEof | CloseReason::LocalClose) => own.clone(),
+            (_, reason) => reason,
+        })
+    }
+
+    /// Checks the deadlines: `Ready(Some)` ends the connection, `Ready(None)` means state
+    /// changed and the connection must be polled again, `Pending` means the timer is armed.
+    fn poll_timeouts(&mut self, cx: &mut Context<'_>) -> Poll<Option<CloseReason>> {
+        if self.linger.is_some() {
+            return Poll::Pending;
+        }
+        let now = Instant::now();
+        let pending = !self.transport.out().is_empty();
+        if !pending {
+            self.timeouts.last_progress = now;
+        }
+        let Some((at, what)) = self.timeouts.earliest(pending, self.transport.deadline()) else {
+            self.timeouts.timer = None;
+            return Poll::Pending;
+        };
+        if at <= now {
+            self.timeouts.timer = None;
+            return Poll::Ready(match what {
+                Expired::Idle => Some(CloseReason::IdleTimeout),
+                Expired::Stall => Some(CloseReason::WriteStall),
+                Expired::Protocol => {
+                    self.transport.clear_deadline();
+                    self.close_reason = Some(CloseReason::DeadlineExpired);
+                    self.protocol.deadline_expired(&self.transport);
+                    self.transport.lose_connection();
+                    None
+                }
+            });
+        }
+        if self.timeouts.timer.as_ref().is_none_or(|(_, armed)| *armed > at) {
+            let wait = at.saturating_duration_since(now);
+            self.timeouts.timer = Some((Timer::new(wait), at));
+        }
+        match self.timeouts.timer.as_mut() {
+            Some((timer, _)) => match Pin::new(timer).poll(cx) {
+                Poll::Ready(_) => {
+                    self.timeouts.timer = None;
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            None => Poll::Pending,
         }
     }
 
@@ -146,10 +267,15 @@ impl<P: Protocol> Connection<P> {
         }
         self.finished = true;
         if let Some(stream) = self.stream.take() {
-            if matches!(reason, CloseReason::Aborted | CloseReason::Shutdown) {
+            if matches!(
+                reason,
+                CloseReason::Aborted
+                    | CloseReason::Shutdown
+                    | CloseReason::OutputLimit
+                    | CloseReason::WriteStall
+            ) {
                 // SO_LINGER 0: the close sends a reset and drops anything unsent.
-                let _ = socket2::SockRef::from(&super::borrow_fd(&stream))
-                    .set_linger(Some(std::time::Duration::ZERO));
+                let _ = socket2::SockRef::from(&super::borrow_fd(&stream)).set_linger(Some(Duration::ZERO));
             }
             self.transport.mark_disconnected();
             drop(stream);
@@ -167,26 +293,28 @@ impl<P: Protocol> Drop for Connection<P> {
     }
 }
 
-/// Sends queued bytes until the queue is empty or the socket is full.
+/// Sends queued bytes until the queue is empty or the socket is full; returns the bytes sent.
 fn flush(
     stream: &mut TcpStream,
     transport: &Transport,
     stats: &ShardStats,
     cx: &mut Context<'_>,
-) -> Result<(), CloseReason> {
+) -> Result<usize, CloseReason> {
     let mut out = transport.out();
+    let mut sent = 0;
     while !out.is_empty() {
         match Pin::new(&mut *stream).poll_write(cx, out.chunk()) {
             Poll::Ready(Ok(0)) => return Err(CloseReason::from_io(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => {
                 out.consume(n);
-                ShardStats::add(&stats.bytes_out, n as u64);
+                sent += n;
             }
             Poll::Ready(Err(e)) => return Err(CloseReason::from_io(e)),
             Poll::Pending => break,
         }
     }
-    Ok(())
+    ShardStats::add(&stats.bytes_out, sent as u64);
+    Ok(sent)
 }
 
 fn shutdown_write(stream: &TcpStream) {

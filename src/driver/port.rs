@@ -197,15 +197,28 @@ impl<F: Factory> Port<F> {
         };
         let fd = super::borrow_fd(&stream);
         let sock = socket2::SockRef::from(&fd);
-        if shard.config.nodelay {
+        let config = &shard.config;
+        if config.nodelay {
             let _ = sock.set_nodelay(true);
+        }
+        if let Some(n) = config.send_buffer {
+            let _ = sock.set_send_buffer_size(n);
+        }
+        if let Some(n) = config.recv_buffer {
+            let _ = sock.set_recv_buffer_size(n);
         }
         let local = sock
             .local_addr()
             .ok()
             .and_then(|a| a.as_socket())
             .unwrap_or(self.local);
-        let transport = Transport::new(stream.as_raw_fd(), local.into(), peer);
+        let transport = Transport::new(stream.as_raw_fd(), local.into(), peer, config.flow);
+        if let Some(k) = config.keepalive {
+            let _ = transport.set_keepalive_params(k);
+        }
+        if config.user_timeout.is_some() {
+            let _ = transport.set_user_timeout(config.user_timeout);
+        }
         let key = shard.conns.borrow_mut().insert(transport.clone());
         shard.stats.opened();
         glommio::spawn_local(Connection::new(stream, protocol, transport, shard.clone(), key).run()).detach();

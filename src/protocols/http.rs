@@ -6,10 +6,12 @@
 //! client asked for keep-alive. Bad input is answered and the connection closed: a malformed
 //! request gets 400, a header block over [`MAX_HEAD`] 431, an unknown HTTP version 505, a
 //! chunked request body 501. Buffered input is bounded by [`MAX_HEAD`], so a flood without
-//! CRLF cannot grow memory.
+//! CRLF cannot grow memory. A request head must arrive whole within the header timeout
+//! (default [`HEADER_TIMEOUT`]) of its first byte, or the client gets 408 and is closed: a
+//! slowloris client cannot hold a connection by trickling bytes.
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::protocol::{FnFactory, factory_fn};
 use crate::{Address, Protocol, Transport};
@@ -21,10 +23,13 @@ const MAX_HEADERS: usize = 64;
 /// Capacity an emptied input buffer may keep.
 const RETAIN: usize = 4096;
 const BODY: &[u8] = b"Hello, World!";
+/// Default time a request head may take to arrive, from its first byte.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP reference protocol. One instance per connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Http {
+    header_timeout: Duration,
     /// Bytes of an incomplete request head.
     pending: Vec<u8>,
     /// Request-body bytes still to skip.
@@ -35,10 +40,41 @@ pub struct Http {
     draining: bool,
 }
 
+impl Default for Http {
+    fn default() -> Self {
+        Self::with_header_timeout(HEADER_TIMEOUT)
+    }
+}
+
 impl Http {
-    /// A factory that serves every peer with `Http`.
+    /// A protocol instance whose request heads must arrive within `header_timeout`.
+    pub fn with_header_timeout(header_timeout: Duration) -> Self {
+        Self {
+            header_timeout,
+            pending: Vec::new(),
+            body_left: 0,
+            done: false,
+            draining: false,
+        }
+    }
+
+    /// A factory that serves every peer with `Http` and the default header timeout.
     pub fn factory() -> FnFactory<impl FnMut(&Address) -> Option<Http>> {
-        factory_fn(|_| Some(Http::default()))
+        Self::factory_with(HEADER_TIMEOUT)
+    }
+
+    /// A factory whose protocols use `header_timeout`.
+    pub fn factory_with(header_timeout: Duration) -> FnFactory<impl FnMut(&Address) -> Option<Http>> {
+        factory_fn(move |_| Some(Http::with_header_timeout(header_timeout)))
+    }
+
+    /// Arms the header deadline while a request head is incomplete, clears it otherwise.
+    fn watch_head(&self, t: &Transport) {
+        if self.done || self.pending.is_empty() {
+            t.clear_deadline();
+        } else if !t.has_deadline() {
+            t.set_deadline(self.header_timeout);
+        }
     }
 
     /// Parses and answers every complete request in `input`; returns the bytes consumed.
@@ -163,6 +199,13 @@ impl Protocol for Http {
                 self.pending = input;
             }
         }
+        self.watch_head(t);
+    }
+
+    fn deadline_expired(&mut self, t: &Transport) {
+        if !self.done {
+            self.fail(t, Status::RequestTimeout);
+        }
     }
 
     fn drain_requested(&mut self, t: &Transport) {
@@ -191,6 +234,7 @@ fn names_http_version(input: &[u8]) -> bool {
 enum Status {
     Ok,
     BadRequest,
+    RequestTimeout,
     NotFound,
     MethodNotAllowed,
     HeadTooLarge,
@@ -203,6 +247,7 @@ impl Status {
         match self {
             Self::Ok => "200 OK",
             Self::BadRequest => "400 Bad Request",
+            Self::RequestTimeout => "408 Request Timeout",
             Self::NotFound => "404 Not Found",
             Self::MethodNotAllowed => "405 Method Not Allowed",
             Self::HeadTooLarge => "431 Request Header Fields Too Large",
@@ -418,6 +463,22 @@ mod tests {
         assert_eq!(statuses(&out), vec!["405", "200"]);
         let (out, _) = run(&[b"HEAD / HTTP/1.1\r\n\r\n"]);
         assert!(out.contains("Content-Length: 13") && !out.contains("Hello"));
+    }
+
+    #[test]
+    fn header_deadline_is_armed_while_a_head_is_incomplete() {
+        let t = Transport::detached();
+        let mut h = Http::default();
+        h.data_received(b"GET / HT", &t);
+        assert!(t.has_deadline());
+        h.data_received(b"TP/1.1\r\n\r\n", &t);
+        assert!(!t.has_deadline(), "a complete head clears it");
+        h.data_received(b"G", &t);
+        assert!(t.has_deadline());
+        h.deadline_expired(&t);
+        let out = String::from_utf8_lossy(t.out().chunk()).into_owned();
+        assert_eq!(statuses(&out), vec!["200", "408"]);
+        assert!(!t.is_connected());
     }
 
     #[test]

@@ -159,7 +159,8 @@ impl<T: Clone + std::fmt::Debug> Log<T> {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        panic!("timed out waiting for {what}: {:?}", self.0.lock().unwrap());
+        let items = self.items();
+        panic!("timed out waiting for {what}: {items:?}");
     }
 }
 

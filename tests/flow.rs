@@ -1,0 +1,247 @@
+//! Flow control, timeouts and bounded memory per connection.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use util::{Log, connect, engine_with, free_port, wait_exit, wait_listening, weft};
+use weft::protocols::{Echo, Http};
+use weft::{CloseReason, Protocol, Transport, factory_fn};
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_grow_server_memory_or_slow_others() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = weft(&[
+        "serve",
+        "--proto",
+        "echo",
+        "--listen",
+        &addr.to_string(),
+        "--cores",
+        "1",
+    ]);
+    wait_listening(addr, &mut server);
+    let pid = server.id();
+    std::thread::sleep(Duration::from_millis(100));
+    let rss0 = rss_kib(pid);
+
+    let writer = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+        let chunk = vec![b'f'; 1 << 20];
+        let mut written = 0usize;
+        let mut stuck_since: Option<Instant> = None;
+        let started = Instant::now();
+        while written < 256 << 20 && started.elapsed() < Duration::from_secs(20) {
+            match s.write(&chunk) {
+                Ok(n) => {
+                    written += n;
+                    stuck_since = None;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    let since = *stuck_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(2) {
+                        break;
+                    }
+                }
+                Err(e) => panic!("writer failed: {e}"),
+            }
+        }
+        (written, s)
+    });
+    // Meanwhile another client's echo stays fast.
+    let mut other = connect(addr);
+    let mut lat = Vec::new();
+    let mut b = [0u8; 8];
+    for _ in 0..200 {
+        let t = Instant::now();
+        other.write_all(b"pingpong").unwrap();
+        other.read_exact(&mut b).unwrap();
+        lat.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (written, _held) = writer.join().unwrap();
+    let growth_mib = rss_kib(pid).saturating_sub(rss0) as f64 / 1024.0;
+    lat.sort();
+    let p99 = lat[lat.len() * 99 / 100];
+    assert!(
+        written < 256 << 20,
+        "back-pressure must stop the writer; it wrote all 256 MiB"
+    );
+    assert!(
+        growth_mib < 16.0,
+        "server RSS grew {growth_mib:.1} MiB while a client wrote {written} B"
+    );
+    assert!(p99 < Duration::from_millis(50), "other client's p99 {p99:?}");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = wait_exit(&mut server, Duration::from_secs(15));
+}
+
+/// Echo that records why each connection ended.
+struct Recorded {
+    log: Log<CloseReason>,
+}
+
+impl Protocol for Recorded {
+    fn data_received(&mut self, data: &[u8], t: &Transport) {
+        t.write(data);
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.log.push(reason.clone());
+    }
+}
+
+#[test]
+fn never_reading_clients_are_closed_by_the_write_stall_timeout() {
+    let log = Log::<CloseReason>::default();
+    let l = log.clone();
+    let (_engine, addr) = engine_with(
+        1,
+        |c| {
+            c.connection.write_stall_timeout = Some(Duration::from_secs(1));
+            // Small kernel buffers, so that output queues up in the engine quickly.
+            c.connection.send_buffer = Some(16 * 1024);
+            c.connection.recv_buffer = Some(16 * 1024);
+        },
+        move |_| {
+            let l = l.clone();
+            factory_fn(move |_| Some(Recorded { log: l.clone() }))
+        },
+    );
+    let chunk = vec![b's'; 64 * 1024];
+    let clients: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            let sock = socket2::SockRef::from(&s);
+            sock.set_recv_buffer_size(4096).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    // Each writes until its socket is full, and never reads.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for mut s in &clients {
+        let mut sent = 0;
+        while sent < 1 << 20 && Instant::now() < deadline {
+            match s.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    let t0 = Instant::now();
+    log.wait_until("200 write stalls", |r| r.len() == 200);
+    assert!(
+        log.items().iter().all(|r| *r == CloseReason::WriteStall),
+        "{:?}",
+        log.items()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn slowloris_clients_get_408_at_the_header_deadline_while_good_clients_are_served() {
+    let (_engine, addr) = engine_with(1, |_| {}, |_| Http::factory());
+    const SLOW: usize = 1000;
+    let head = b"GET / HTTP/1.1\r\nHost: slow\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut slow: Vec<(TcpStream, Instant, Option<Duration>, Vec<u8>)> = (0..SLOW)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            (s, Instant::now(), None, Vec::new())
+        })
+        .collect();
+    let good = std::thread::spawn(move || {
+        let mut served = 0;
+        let mut conns: Vec<TcpStream> = (0..10).map(|_| connect(addr)).collect();
+        for _round in 0..20 {
+            for c in conns.iter_mut() {
+                c.write_all(b"GET / HTTP/1.1\r\nHost: good\r\n\r\n").unwrap();
+                let mut buf = [0u8; 512];
+                let n = c.read(&mut buf).unwrap();
+                assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+                served += 1;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        served
+    });
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut next_byte = start;
+    while slow.iter().any(|c| c.2.is_none()) && start.elapsed() < Duration::from_secs(14) {
+        if Instant::now() >= next_byte && sent < head.len() {
+            for c in slow.iter_mut().filter(|c| c.2.is_none()) {
+                if sent == 0 {
+                    c.1 = Instant::now();
+                }
+                let _ = c.0.write(&head[sent..sent + 1]);
+            }
+            sent += 1;
+            next_byte += Duration::from_secs(2);
+        }
+        for c in slow.iter_mut().filter(|c| c.2.is_none()) {
+            let mut buf = [0u8; 512];
+            match c.0.read(&mut buf) {
+                Ok(0) => c.2 = Some(c.1.elapsed()),
+                Ok(n) => c.3.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => c.2 = Some(c.1.elapsed()),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(good.join().unwrap(), 200, "every good request is served");
+    for (i, c) in slow.iter().enumerate() {
+        let took =
+            c.2.unwrap_or_else(|| panic!("slow client {i} still open after {:?}", start.elapsed()));
+        assert!(
+            took <= Duration::from_secs(11),
+            "slow client {i} closed after {took:?}"
+        );
+        assert!(
+            took >= Duration::from_secs(9),
+            "slow client {i} closed early, after {took:?}"
+        );
+        assert!(
+            c.3.starts_with(b"HTTP/1.1 408"),
+            "slow client {i} got {:?}",
+            String::from_utf8_lossy(&c.3)
+        );
+    }
+}
+
+#[test]
+fn idle_timeout_closes_idle_connections_but_not_trickling_ones() {
+    let (_engine, addr) = engine_with(
+        1,
+        |c| c.connection.idle_timeout = Some(Duration::from_millis(300)),
+        |_| Echo::factory(),
+    );
+    let mut idle = connect(addr);
+    let mut trickle = connect(addr);
+    let t0 = Instant::now();
+    let mut b = [0u8; 1];
+    for _ in 0..15 {
+        trickle.write_all(b"t").unwrap();
+        trickle.read_exact(&mut b).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(t0.elapsed() > Duration::from_millis(1400));
+    assert_eq!(idle.read(&mut b).unwrap(), 0, "the idle connection was closed");
+    trickle.write_all(b"u").unwrap();
+    trickle.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"u", "the trickling connection is still served");
+}
