@@ -399,7 +399,8 @@ impl Transport {
     /// while no other producer is registered.
     pub(crate) fn may_read(&self) -> bool {
         let f = self.inner.flags.get();
-        !f.paused && !(f.flow_paused && self.inner.producer.borrow().is_none())
+        let flow_stopped = f.flow_paused && self.inner.producer.borrow().is_none();
+        !f.paused && !flow_stopped
     }
 
     /// After a flush: resumes the producer once output is down to the low-water mark.
