@@ -111,6 +111,11 @@ impl Transport {
 
     /// Queues `data` for the peer. Dropped if the connection is closing for good (aborted,
     /// write side shut, or gone). Writes made after `lose_connection` are still sent.
+    ///
+    /// Queued output above the high-water mark pauses the producer (by default this
+    /// connection's reading); above the hard cap (`FlowConfig::max_output`, 4 MiB by
+    /// default) the connection is closed with [`CloseReason::OutputLimit`]. A protocol that
+    /// streams more than that registers a [`Producer`] and writes as it is resumed.
     pub fn write(&self, data: &[u8]) {
         if data.is_empty() || !self.writable() {
             return;

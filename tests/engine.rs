@@ -224,7 +224,12 @@ impl Protocol for Blast {
 
 #[test]
 fn lose_connection_flushes_eight_mib_to_a_slow_reader() {
-    let (_engine, addr) = engine(1, |_| factory_fn(|_| Some(Blast)));
+    // One 8 MiB write is over the default 4 MiB output cap: raise it for this protocol.
+    let (_engine, addr) = engine_with(
+        1,
+        |c| c.connection.flow.max_output = 16 << 20,
+        |_| factory_fn(|_| Some(Blast)),
+    );
     let mut s = connect(addr);
     let mut got = Vec::with_capacity(8 << 20);
     let mut buf = vec![0u8; 256 * 1024];

@@ -45,9 +45,24 @@ struct Timeouts {
     stall: Option<Duration>,
     /// When a byte was last read or written.
     last_io: Instant,
-    /// When queued output last made progress (or was empty).
+    /// When queued output last made progress, or became pending.
     last_progress: Instant,
+    /// Output was pending at the end of the last poll.
+    was_pending: bool,
+    /// Output moved during the current poll.
+    progressed: bool,
     timer: Option<(Timer, Instant)>,
+}
+
+/// The clock, read at most once per poll and only when a deadline needs it: the common
+/// path (no idle timeout, output drained at once, no protocol deadline) reads it never.
+#[derive(Default)]
+struct LazyNow(Option<Instant>);
+
+impl LazyNow {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
 }
 
 /// What a passed deadline means.
@@ -86,6 +101,8 @@ impl<P: Protocol> Connection<P> {
             stall: shard.config.write_stall_timeout,
             last_io: now,
             last_progress: now,
+            was_pending: false,
+            progressed: false,
             timer: None,
         };
         Self {
@@ -114,9 +131,10 @@ impl<P: Protocol> Connection<P> {
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         self.transport.set_polling(true, Some(cx.waker()));
         let r = loop {
-            match self.poll_once(cx) {
+            let mut now = LazyNow::default();
+            match self.poll_once(cx, &mut now) {
                 Poll::Ready(reason) => break Poll::Ready(reason),
-                Poll::Pending => match self.poll_timeouts(cx) {
+                Poll::Pending => match self.poll_timeouts(cx, &mut now) {
                     Poll::Ready(Some(reason)) => break Poll::Ready(reason),
                     // A deadline was handled or the timer fired: look again.
                     Poll::Ready(None) => continue,
@@ -129,7 +147,7 @@ impl<P: Protocol> Connection<P> {
     }
 
     /// Moves bytes until nothing more can happen without waiting.
-    fn poll_once(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+    fn poll_once(&mut self, cx: &mut Context<'_>, now: &mut LazyNow) -> Poll<CloseReason> {
         let Some(stream) = self.stream.as_mut() else {
             return Poll::Ready(CloseReason::Shutdown);
         };
@@ -149,7 +167,7 @@ impl<P: Protocol> Connection<P> {
                 Ok(0) => {}
                 Ok(_) => {
                     moved = true;
-                    self.timeouts.last_progress = Instant::now();
+                    self.timeouts.progressed = true;
                 }
                 Err(reason) => break Poll::Ready(reason),
             }
@@ -205,8 +223,8 @@ impl<P: Protocol> Connection<P> {
                 Poll::Pending => break Poll::Pending,
             }
         };
-        if moved {
-            self.timeouts.last_io = Instant::now();
+        if moved && self.timeouts.idle.is_some() {
+            self.timeouts.last_io = now.get();
         }
         // An orderly close the driver started reports its own reason.
         result.map(|reason| match (&self.close_reason, reason) {
@@ -217,19 +235,22 @@ impl<P: Protocol> Connection<P> {
 
     /// Checks the deadlines: `Ready(Some)` ends the connection, `Ready(None)` means state
     /// changed and the connection must be polled again, `Pending` means the timer is armed.
-    fn poll_timeouts(&mut self, cx: &mut Context<'_>) -> Poll<Option<CloseReason>> {
+    fn poll_timeouts(&mut self, cx: &mut Context<'_>, now: &mut LazyNow) -> Poll<Option<CloseReason>> {
         if self.linger.is_some() {
             return Poll::Pending;
         }
-        let now = Instant::now();
+        let t = &mut self.timeouts;
         let pending = !self.transport.out().is_empty();
-        if !pending {
-            self.timeouts.last_progress = now;
+        if pending && t.stall.is_some() && (!t.was_pending || t.progressed) {
+            t.last_progress = now.get();
         }
-        let Some((at, what)) = self.timeouts.earliest(pending, self.transport.deadline()) else {
-            self.timeouts.timer = None;
+        t.was_pending = pending;
+        t.progressed = false;
+        let Some((at, what)) = t.earliest(pending, self.transport.deadline()) else {
+            t.timer = None;
             return Poll::Pending;
         };
+        let now = now.get();
         if at <= now {
             self.timeouts.timer = None;
             return Poll::Ready(match what {
