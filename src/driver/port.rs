@@ -207,11 +207,13 @@ impl<F: Factory> Port<F> {
         if let Some(n) = config.recv_buffer {
             let _ = sock.set_recv_buffer_size(n);
         }
-        let local = sock
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(self.local);
+        // A listener bound to one address gives every connection that local address; only a
+        // wildcard listener needs to ask the kernel which one the peer reached.
+        let local = if self.local.ip().is_unspecified() {
+            sock.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(self.local)
+        } else {
+            self.local
+        };
         let transport = Transport::new(stream.as_raw_fd(), local.into(), peer, config.flow);
         if let Some(k) = config.keepalive {
             let _ = transport.set_keepalive_params(k);
