@@ -4,11 +4,11 @@
 mod util;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use util::{free_port, wait_exit, wait_listening, weft};
+use util::{echo_server_command, spawn_listening, wait_exit, weft};
 
 fn stderr_of(child: std::process::Child) -> (i32, String) {
     let out = child.wait_with_output().unwrap();
@@ -49,18 +49,8 @@ fn address_in_use_names_the_address_and_exits_one() {
 
 #[test]
 fn sigterm_closes_listeners_at_once_and_drains_mid_stream_connections() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut server = weft(&[
-        "serve",
-        "--proto",
-        "echo",
-        "--listen",
-        &addr.to_string(),
-        "--cores",
-        "1",
-    ]);
-    wait_listening(addr, &mut server);
+    let (cmd, addr) = echo_server_command();
+    let mut server = spawn_listening(cmd, addr);
 
     const CLIENTS: usize = 20;
     const HALF: usize = 512 * 1024;

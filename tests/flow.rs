@@ -4,10 +4,10 @@
 mod util;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use util::{Log, connect, engine_with, free_port, wait_exit, wait_listening, weft};
+use util::{Log, connect, echo_server_command, engine_with, spawn_listening, wait_exit};
 use weft::protocols::{Echo, Http};
 use weft::{CloseReason, Protocol, Transport, factory_fn};
 
@@ -19,18 +19,8 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_client_that_never_reads_cannot_grow_server_memory_or_slow_others() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut server = weft(&[
-        "serve",
-        "--proto",
-        "echo",
-        "--listen",
-        &addr.to_string(),
-        "--cores",
-        "1",
-    ]);
-    wait_listening(addr, &mut server);
+    let (cmd, addr) = echo_server_command();
+    let mut server = spawn_listening(cmd, addr);
     let pid = server.id();
     std::thread::sleep(Duration::from_millis(100));
     let rss0 = rss_kib(pid);

@@ -7,12 +7,12 @@ mod util;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use util::{connect, engine, engine_with, free_port, wait_exit, wait_listening};
+use util::{connect, echo_server_command, engine, engine_with, spawn_listening, wait_exit};
 use weft::protocols::Echo;
 use weft::{CloseReason, Protocol, Transport, factory_fn};
 
@@ -65,21 +65,8 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 #[test]
 fn emfile_clients_are_closed_fast_without_spinning_and_fds_return_to_baseline() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-    cmd.args([
-        "serve",
-        "--proto",
-        "echo",
-        "--listen",
-        &addr.to_string(),
-        "--cores",
-        "1",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    let (mut cmd, addr) = echo_server_command();
+    cmd.stdout(Stdio::null());
     // SAFETY: setrlimit is async-signal-safe; the closure runs in the child before exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -93,9 +80,8 @@ fn emfile_clients_are_closed_fast_without_spinning_and_fds_return_to_baseline() 
             Ok(())
         });
     }
-    let mut server = cmd.spawn().unwrap();
+    let mut server = spawn_listening(cmd, addr);
     let pid = server.id();
-    wait_listening(addr, &mut server);
     std::thread::sleep(Duration::from_millis(100));
     let baseline = open_fds(pid);
 

@@ -210,7 +210,10 @@ impl<F: Factory> Port<F> {
         // A listener bound to one address gives every connection that local address; only a
         // wildcard listener needs to ask the kernel which one the peer reached.
         let local = if self.local.ip().is_unspecified() {
-            sock.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(self.local)
+            sock.local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .unwrap_or(self.local)
         } else {
             self.local
         };

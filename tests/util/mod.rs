@@ -102,15 +102,41 @@ pub fn wait_listening(addr: SocketAddr, child: &mut Child) {
     panic!("server never listened on {addr}");
 }
 
-/// Starts the `weft` binary with `args`, stdout/stderr captured.
-pub fn weft(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
+/// The `weft` binary with `args`, stdout/stderr captured.
+pub fn weft_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn weft")
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Starts the `weft` binary with `args`, stdout/stderr captured.
+pub fn weft(args: &[&str]) -> Child {
+    weft_command(args).spawn().expect("spawn weft")
+}
+
+/// `weft serve --proto echo --cores 1` on a free loopback port: the command, and the address.
+pub fn echo_server_command() -> (Command, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cmd = weft_command(&[
+        "serve",
+        "--proto",
+        "echo",
+        "--listen",
+        &addr.to_string(),
+        "--cores",
+        "1",
+    ]);
+    (cmd, addr)
+}
+
+/// Spawns a server command and waits until it listens on `addr`.
+pub fn spawn_listening(mut cmd: Command, addr: SocketAddr) -> Child {
+    let mut child = cmd.spawn().expect("spawn weft");
+    wait_listening(addr, &mut child);
+    child
 }
 
 /// Waits for a child with a bound; kills it and panics on timeout.
