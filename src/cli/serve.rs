@@ -67,6 +67,9 @@ pub(crate) struct ServeArgs {
     /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged.
     #[arg(long, value_parser = super::duration)]
     tcp_user_timeout: Option<Duration>,
+    /// Busy-poll this long before a shard's reactor sleeps (trades idle CPU for latency).
+    #[arg(long, value_parser = super::duration)]
+    spin_before_park: Option<Duration>,
     /// http: time a request head may take to arrive, from its first byte (then 408).
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     header_timeout: Duration,
@@ -87,6 +90,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), EngineError> {
     };
     config.accept.backlog = args.backlog;
     config.accept.max_conns_per_shard = args.max_conns_per_core;
+    config.reactor.spin_before_park = args.spin_before_park;
     let c = &mut config.connection;
     c.idle_timeout = args.idle_timeout;
     c.write_stall_timeout = Some(args.write_stall_timeout).filter(|d| !d.is_zero());
