@@ -24,6 +24,11 @@
 //! plain Rust values driven by callbacks and never see a socket; they write through a
 //! [`Transport`], which only queues bytes and commands for the driver.
 //!
+//! The client side is the same machinery pointed outwards: [`connect_tcp`] resolves a
+//! [`Destination`], connects, and serves the new socket with the same driver and
+//! [`Transport`]; its [`Connector`] reports to a [`ClientFactory`] and can reconnect with a
+//! [`ReconnectPolicy`]. It runs inside an engine shard or on any bare glommio executor.
+//!
 //! ```no_run
 //! use weft::{Engine, EngineConfig, Protocol, Transport, factory_fn};
 //!
@@ -46,20 +51,28 @@
 
 pub mod accept;
 mod addr;
+mod client;
 pub mod config;
 mod driver;
 mod error;
 mod outbuf;
 mod protocol;
 pub mod protocols;
+mod reconnect;
 mod stats;
 mod transport;
 
 pub use addr::{Address, AddressError};
+pub use client::{
+    ClientFactory, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination,
+    DestinationError,
+};
 pub use config::{Cores, EngineConfig, FlowConfig, Keepalive};
+pub use driver::connector::{Connector, connect_tcp, resolve};
 pub use driver::engine::{Engine, EngineReport, ShutdownHandle};
 pub use driver::reservation::FdReservation;
 pub use error::{CloseReason, EngineError};
 pub use protocol::{Factory, FnFactory, Protocol, ShardInfo, factory_fn};
+pub use reconnect::ReconnectPolicy;
 pub use stats::{CLOSE_LABELS, StatsSnapshot};
 pub use transport::{Producer, Transport};

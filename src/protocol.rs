@@ -74,12 +74,14 @@ pub trait Factory: 'static {
     /// The protocol this factory builds.
     type Protocol: Protocol;
 
-    /// The shard started listening. Called once per shard before any connection.
+    /// The shard started listening. Called once per shard before any connection. (A client
+    /// factory is started by its connector; see [`ClientFactory`](crate::ClientFactory).)
     fn start(&mut self, shard: &ShardInfo) {
         let _ = shard;
     }
 
-    /// The shard stopped: its listeners are closed and every connection is gone.
+    /// The shard stopped: its listeners are closed and every connection is gone. (A client
+    /// factory: its connector stopped trying.)
     fn stop(&mut self) {}
 
     /// Builds the protocol for a new connection from `peer`, or refuses it with `None`, in

@@ -121,11 +121,12 @@ impl<P: Protocol> Connection<P> {
         }
     }
 
-    /// Serves the connection to its end.
-    pub(crate) async fn run(mut self) {
+    /// Serves the connection to its end; returns why it ended.
+    pub(crate) async fn run(mut self) -> CloseReason {
         self.protocol.connection_made(&self.transport);
         let reason = poll_fn(|cx| self.poll_io(cx)).await;
-        self.finish(reason);
+        self.finish(reason.clone());
+        reason
     }
 
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {

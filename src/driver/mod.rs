@@ -1,6 +1,7 @@
 //! The only layer that touches glommio, sockets and the clock.
 
 pub(crate) mod connection;
+pub(crate) mod connector;
 pub(crate) mod engine;
 pub(crate) mod port;
 pub(crate) mod reservation;

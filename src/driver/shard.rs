@@ -42,6 +42,48 @@ pub(crate) struct ShardCtx {
     pub(crate) draining: Cell<bool>,
 }
 
+thread_local! {
+    /// The shard context of the executor on this thread: installed by [`run`] for an engine
+    /// shard, or made on first use by client code on a bare executor.
+    static CURRENT: RefCell<Option<Rc<ShardCtx>>> = const { RefCell::new(None) };
+}
+
+impl ShardCtx {
+    fn new(info: ShardInfo, config: ConnectionConfig) -> Self {
+        Self {
+            info,
+            read_buf: RefCell::new(vec![0u8; config.read_size.max(1)].into_boxed_slice()),
+            config,
+            stats: ShardStats::default(),
+            conns: RefCell::new(Slab::new()),
+            draining: Cell::new(false),
+        }
+    }
+
+    /// The context of this thread's executor: its engine shard's, or, on an executor that
+    /// no engine runs, one made now with the default [`ConnectionConfig`] (shard 0 of 1).
+    pub(crate) fn current() -> Rc<Self> {
+        CURRENT.with(|c| {
+            c.borrow_mut()
+                .get_or_insert_with(|| {
+                    // SAFETY: plain syscall without arguments.
+                    let cpu = unsafe { libc::sched_getcpu() };
+                    let info = ShardInfo {
+                        index: 0,
+                        core: usize::try_from(cpu).unwrap_or(0),
+                        shards: 1,
+                    };
+                    Rc::new(Self::new(info, ConnectionConfig::default()))
+                })
+                .clone()
+        })
+    }
+
+    fn install(ctx: Option<Rc<Self>>) {
+        CURRENT.with(|c| *c.borrow_mut() = ctx);
+    }
+}
+
 /// What a shard thread starts from.
 pub(crate) struct ShardBoot {
     pub(crate) info: ShardInfo,
@@ -53,14 +95,10 @@ pub(crate) struct ShardBoot {
 /// Runs a shard until the engine shuts it down; returns its final counters.
 pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapshot {
     let config = boot.config;
-    let shard = Rc::new(ShardCtx {
-        info: boot.info.clone(),
-        config: config.connection.clone(),
-        read_buf: RefCell::new(vec![0u8; config.connection.read_size.max(1)].into_boxed_slice()),
-        stats: ShardStats::default(),
-        conns: RefCell::new(Slab::new()),
-        draining: Cell::new(false),
-    });
+    let shard = Rc::new(ShardCtx::new(boot.info.clone(), config.connection.clone()));
+    // Client connections made on this shard (from `Factory::start` on) join its registry,
+    // so they drain and abort with it.
+    ShardCtx::install(Some(shard.clone()));
     let factory = Rc::new(RefCell::new(factory));
     factory.borrow_mut().start(&boot.info);
     let reservation: Rc<RefCell<dyn Reservation>> = if config.accept.reserve_fd {
@@ -133,5 +171,6 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
         glommio::timer::sleep(DRAIN_POLL).await;
     }
     factory.borrow_mut().stop();
+    ShardCtx::install(None);
     shard.stats.snapshot()
 }

@@ -1,0 +1,576 @@
+//! Outgoing connections on a glommio executor: resolve, connect under a timeout, then serve
+//! the socket with the same `Connection` driver and `Transport` as an accepted connection.
+//!
+//! # How an attempt waits for its connect
+//!
+//! glommio 0.9's `TcpStream::connect` and `connect_timeout` create their own socket (an
+//! io_uring `IORING_OP_CONNECT` on it), so they can neither bind it to a chosen address nor
+//! set options before the SYN. An attempt therefore makes its own socket with socket2
+//! (non-blocking, close-on-exec), sets its options, binds it if asked, and calls
+//! `connect(2)`, which answers `EINPROGRESS`. The descriptor is then adopted by a glommio
+//! `TcpStream`, and the attempt writes zero bytes to it: glommio first tries a
+//! `send(MSG_DONTWAIT)`, which fails with `EAGAIN` while the handshake is in progress, so it
+//! arms an io_uring poll for `POLLOUT` and parks the task. That poll fires when the handshake
+//! ends either way (`POLLOUT` when established, `POLLERR`/`POLLHUP` on failure); the retried
+//! empty send then returns `Ok(0)` once the connection is established, or hands over the
+//! socket's pending error (`ECONNREFUSED`, `ENETUNREACH`, ...). `SO_ERROR` is checked too.
+//! No thread blocks and no timer polls. The connect timeout and `stop_connecting` race that
+//! wait; the loser's socket is dropped, which cancels glommio's poll and closes the
+//! descriptor, so the kernel abandons the handshake.
+//!
+//! Host names resolve with `getaddrinfo` (both families) on glommio's blocking-thread pool,
+//! never on the reactor thread; numeric hosts never reach the resolver.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::ToSocketAddrs;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncWrite;
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+use socket2::{Domain, Protocol as SockProtocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
+
+use super::connection::Connection;
+use super::shard::ShardCtx;
+use crate::client::{AfterEnd, Machine};
+use crate::reconnect::{Backoff, Jitter};
+use crate::stats::ShardStats;
+use crate::{
+    Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError,
+    Destination, Transport,
+};
+
+/// Longest timer armed (a larger timeout or delay waits "forever"): `Instant + Duration`
+/// must not overflow.
+const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Connects to `destination` from the executor this runs on, and keeps the connection's
+/// protocol, built by `factory`, served there: Twisted's `reactor.connectTCP`.
+///
+/// The first attempt starts at once; the returned [`Connector`] follows it (its state, its
+/// transport) and can stop it, disconnect, or connect again. Every outcome reaches the
+/// factory's [`ClientFactory`] callbacks on a later turn of the executor, never inside this
+/// call. The connection uses the same [`Transport`] and driver as an accepted one: write
+/// buffering, half-close, abort and flow control behave the same.
+///
+/// Call it on any glommio executor thread:
+///
+/// - **inside an engine shard** (from [`Factory::start`](crate::Factory::start), a
+///   protocol callback, or a task spawned there): the connection joins the shard's
+///   registry, its read buffer and its counters, and drains and aborts with the engine
+///   (it gets `drain_requested`, then [`CloseReason::Shutdown`]). Do not call it from the
+///   closure given to [`Engine::serve`](crate::Engine::serve), which runs before the shard
+///   exists;
+/// - **on a bare [`glommio::LocalExecutor`]** (a load generator runs one per core): the
+///   first call makes that thread's context, with the default connection settings.
+///
+/// # Panics
+///
+/// Outside a glommio executor (glommio's `spawn_local` panics there).
+///
+/// # Examples
+///
+/// An echo round trip from a bare executor:
+///
+/// ```
+/// use std::cell::{Cell, RefCell};
+/// use std::rc::Rc;
+/// use std::time::Duration;
+/// use weft::protocols::Echo;
+/// use weft::{
+///     Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, Connector, Cores, Engine,
+///     EngineConfig, Factory, Protocol, Transport, connect_tcp,
+/// };
+///
+/// /// Sends a line, keeps the answer, closes.
+/// struct Hello(Rc<RefCell<Vec<u8>>>);
+///
+/// impl Protocol for Hello {
+///     fn connection_made(&mut self, t: &Transport) {
+///         t.write(b"hello\n");
+///     }
+///     fn data_received(&mut self, data: &[u8], t: &Transport) {
+///         self.0.borrow_mut().extend_from_slice(data);
+///         if data.ends_with(b"\n") {
+///             t.lose_connection();
+///         }
+///     }
+/// }
+///
+/// /// Builds `Hello`s and notes when the attempt is over.
+/// struct Client {
+///     answer: Rc<RefCell<Vec<u8>>>,
+///     done: Rc<Cell<bool>>,
+/// }
+///
+/// impl Factory for Client {
+///     type Protocol = Hello;
+///     fn build_protocol(&mut self, _peer: &Address) -> Option<Hello> {
+///         Some(Hello(self.answer.clone()))
+///     }
+/// }
+///
+/// impl ClientFactory for Client {
+///     fn client_connection_failed(&mut self, _c: &Connector, reason: &ConnectError) {
+///         eprintln!("connect failed: {reason}");
+///         self.done.set(true);
+///     }
+///     fn client_connection_lost(&mut self, _c: &Connector, _reason: &CloseReason) {
+///         self.done.set(true);
+///     }
+/// }
+///
+/// let config = EngineConfig {
+///     listen: vec!["127.0.0.1:0".parse()?],
+///     cores: Cores::Count(1),
+///     ..Default::default()
+/// };
+/// let server = Engine::serve(config, |_shard| Echo::factory())?;
+/// let addr = server.local_addrs()[0];
+///
+/// let answer = glommio::LocalExecutor::default().run(async move {
+///     let (answer, done) = (Rc::default(), Rc::new(Cell::new(false)));
+///     let factory = Client { answer: Rc::clone(&answer), done: Rc::clone(&done) };
+///     let options = ConnectOptions { timeout: Duration::from_secs(5), ..Default::default() };
+///     let _connector = connect_tcp(addr, factory, options);
+///     // The connection runs in its own task; this one just waits for the outcome.
+///     while !done.get() {
+///         glommio::timer::sleep(Duration::from_millis(1)).await;
+///     }
+///     answer.take()
+/// });
+/// assert_eq!(answer, b"hello\n");
+/// server.shutdown();
+/// server.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn connect_tcp<F: ClientFactory>(
+    destination: impl Into<Destination>,
+    factory: F,
+    options: ConnectOptions,
+) -> Connector {
+    let factory = Rc::new(RefCell::new(factory));
+    let connector = Connector {
+        inner: Rc::new(Inner {
+            destination: destination.into(),
+            shard: ShardCtx::current(),
+            machine: RefCell::new(Machine::new()),
+            attempt_waker: RefCell::new(None),
+            retry_waker: RefCell::new(None),
+            transport: RefCell::new(None),
+            backoff: RefCell::new(options.reconnect.clone().map(Backoff::new)),
+            jitter: RefCell::new(Jitter::from_entropy()),
+            options,
+            launch: Box::new(move |c: &Connector, attempt| {
+                glommio::spawn_local(run_attempt(c.clone(), factory.clone(), attempt)).detach();
+            }),
+        }),
+    };
+    // A new connector is disconnected, so this first connect is always allowed.
+    let _ = connector.connect();
+    connector
+}
+
+/// Resolves a destination to the addresses an attempt tries, in order: the address itself
+/// for a numeric host (no lookup), else every IPv4 and IPv6 address of the name, looked up
+/// on glommio's blocking-thread pool so that a slow resolver never stalls the executor.
+///
+/// Call it on a glommio executor.
+///
+/// # Errors
+///
+/// [`ConnectError::Resolution`] when the name does not resolve.
+pub async fn resolve(destination: &Destination) -> Result<Vec<Address>, ConnectError> {
+    if let Some(addr) = destination.address() {
+        return Ok(vec![addr]);
+    }
+    let host = destination.host().to_owned();
+    let (name, port) = (host.clone(), destination.port());
+    // A detached task owns the blocking call, so that an attempt that times out or is
+    // cancelled simply stops waiting while the lookup finishes in the background.
+    let lookup = glommio::spawn_local(glommio::executor().spawn_blocking(move || lookup(&name, port))).detach();
+    lookup
+        .await
+        .unwrap_or_else(|| Err(io::Error::other("the lookup was cancelled")))
+        .map_err(|e| ConnectError::Resolution {
+            host,
+            detail: e.to_string(),
+        })
+}
+
+/// `getaddrinfo` for both families, without duplicates, in the resolver's order.
+fn lookup(host: &str, port: u16) -> io::Result<Vec<Address>> {
+    let mut out: Vec<Address> = Vec::new();
+    for addr in (host, port).to_socket_addrs()? {
+        let addr = Address::from(addr);
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    if out.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "the name has no address"));
+    }
+    Ok(out)
+}
+
+/// A handle on outgoing connections to one destination: Twisted's `Connector`.
+///
+/// Cheap to clone (an `Rc`); used on the executor that made it. Its state moves
+/// disconnected → connecting → connected → disconnected; [`connect`](Self::connect) starts
+/// again from disconnected. Callbacks of its factory receive it, so that they can connect
+/// again or stop.
+#[derive(Clone)]
+pub struct Connector {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    destination: Destination,
+    options: ConnectOptions,
+    shard: Rc<ShardCtx>,
+    machine: RefCell<Machine>,
+    /// Wakes the attempt in progress, so that it sees a `stop_connecting`.
+    attempt_waker: RefCell<Option<Waker>>,
+    /// Wakes the pending retry, so that it sees a `connect` or `stop_trying`.
+    retry_waker: RefCell<Option<Waker>>,
+    /// The open connection's transport.
+    transport: RefCell<Option<Transport>>,
+    backoff: RefCell<Option<Backoff>>,
+    jitter: RefCell<Jitter>,
+    /// Spawns an attempt with the factory (whose type this erases).
+    launch: Box<dyn Fn(&Connector, u64)>,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("destination", &self.inner.destination)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Connector {
+    /// Starts a new attempt; the factory hears `started_connecting` on a later turn. Also
+    /// resumes retrying after [`stop_trying`](Self::stop_trying), and replaces a pending
+    /// retry.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectorStateError`] unless the connector is disconnected.
+    pub fn connect(&self) -> Result<(), ConnectorStateError> {
+        let attempt = {
+            let mut machine = self.inner.machine.borrow_mut();
+            let attempt = machine.connect()?;
+            machine.resume_trying();
+            attempt
+        };
+        wake(&self.inner.retry_waker);
+        (self.inner.launch)(self, attempt);
+        Ok(())
+    }
+
+    /// Cancels the attempt in progress: the factory hears `client_connection_failed` with
+    /// [`ConnectError::Cancelled`] on a later turn, and nothing else about this attempt. A
+    /// reconnect policy does not retry it.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectorStateError`] unless the connector is connecting.
+    pub fn stop_connecting(&self) -> Result<(), ConnectorStateError> {
+        self.inner.machine.borrow_mut().stop_connecting()?;
+        wake(&self.inner.attempt_waker);
+        Ok(())
+    }
+
+    /// Ends the reconnect policy's retries: a pending retry is cancelled, an attempt in
+    /// progress is stopped, and a later loss is not retried. [`connect`](Self::connect)
+    /// resumes them.
+    pub fn stop_trying(&self) {
+        self.inner.machine.borrow_mut().stop_trying();
+        wake(&self.inner.retry_waker);
+        // Only an attempt in progress can be stopped; otherwise there is nothing to stop.
+        let _ = self.stop_connecting();
+    }
+
+    /// Stops trying, then closes: an attempt in progress is cancelled, an open connection
+    /// flushes and closes ([`Transport::lose_connection`]).
+    pub fn disconnect(&self) {
+        self.stop_trying();
+        if let Some(t) = self.transport() {
+            t.lose_connection();
+        }
+    }
+
+    /// Where the connector stands.
+    pub fn state(&self) -> ConnectorState {
+        self.inner.machine.borrow().state()
+    }
+
+    /// The destination, as given.
+    pub fn destination(&self) -> &Destination {
+        &self.inner.destination
+    }
+
+    /// The open connection's transport, while connected.
+    pub fn transport(&self) -> Option<Transport> {
+        self.inner.transport.borrow().clone()
+    }
+}
+
+fn wake(slot: &RefCell<Option<Waker>>) {
+    let waker = slot.borrow_mut().take();
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+/// A connected socket and its two ends.
+struct Established {
+    stream: TcpStream,
+    local: Address,
+    peer: Address,
+}
+
+/// One attempt, from `started_connecting` to its failure or its connection's loss.
+async fn run_attempt<F: ClientFactory>(c: Connector, factory: Rc<RefCell<F>>, attempt: u64) {
+    let inner = &c.inner;
+    let start = inner.machine.borrow_mut().start_factory();
+    {
+        let mut f = factory.borrow_mut();
+        if start {
+            f.start(&inner.shard.info);
+        }
+        f.started_connecting(&c);
+    }
+    let outcome = match establish(&c, attempt).await {
+        Ok(est) if inner.machine.borrow_mut().connected(attempt) => Ok(est),
+        Ok(_) => Err(ConnectError::Cancelled),
+        Err(e) => Err(e),
+    };
+    let retryable = match outcome {
+        Err(reason) => {
+            inner.machine.borrow_mut().ended(attempt);
+            tracing::debug!(destination = %inner.destination, "connect failed: {reason}");
+            factory.borrow_mut().client_connection_failed(&c, &reason);
+            reason.is_retryable()
+        }
+        Ok(est) => {
+            let reason = serve(&c, &factory, est).await;
+            inner.machine.borrow_mut().ended(attempt);
+            factory.borrow_mut().client_connection_lost(&c, &reason);
+            reason != CloseReason::Shutdown
+        }
+    };
+    after_end(&c, &factory, retryable && !inner.shard.draining.get());
+}
+
+/// Resolves and connects, until the connection is made, the timeout runs out, or the
+/// attempt is cancelled.
+async fn establish(c: &Connector, attempt: u64) -> Result<Established, ConnectError> {
+    let inner = &c.inner;
+    let started = Instant::now();
+    let mut work = pin!(connect_any(&inner.destination, &inner.options));
+    let mut timer = Timer::new(inner.options.timeout.min(LONGEST_WAIT));
+    poll_fn(|cx| {
+        if !inner.machine.borrow().is_connecting(attempt) {
+            return Poll::Ready(Err(ConnectError::Cancelled));
+        }
+        if let Poll::Ready(result) = work.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if Pin::new(&mut timer).poll(cx).is_ready() {
+            return Poll::Ready(Err(ConnectError::TimedOut {
+                after: started.elapsed(),
+            }));
+        }
+        *inner.attempt_waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+/// Tries each address of the destination in turn; the last failure is the attempt's.
+async fn connect_any(dest: &Destination, options: &ConnectOptions) -> Result<Established, ConnectError> {
+    let mut addrs = resolve(dest).await?;
+    if let Some(bind) = options.bind {
+        addrs.retain(|a| a.ip().is_ipv4() == bind.ip().is_ipv4());
+        if addrs.is_empty() {
+            return Err(ConnectError::Bind {
+                addr: Some(bind),
+                source: Arc::new(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the destination has no address of the bind address's family",
+                )),
+            });
+        }
+    }
+    let mut last = None;
+    for addr in addrs {
+        match connect_one(addr, options).await {
+            Ok(est) => return Ok(est),
+            Err(e @ ConnectError::Bind { .. }) => return Err(e),
+            Err(e) => {
+                tracing::debug!(%addr, "connect failed: {e}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ConnectError::Resolution {
+        host: dest.host().to_owned(),
+        detail: "no address to try".into(),
+    }))
+}
+
+/// One socket, one address (see the module docs for how the wait works).
+async fn connect_one(addr: Address, options: &ConnectOptions) -> Result<Established, ConnectError> {
+    let started = Instant::now();
+    let failed = |e: io::Error| ConnectError::from_io(addr, e, started.elapsed());
+    let bind_failed = |e: io::Error| ConnectError::Bind {
+        addr: options.bind,
+        source: Arc::new(e),
+    };
+    let target = SockAddr::from(addr.socket_addr());
+    let sock = Socket::new(
+        Domain::for_address(addr.socket_addr()),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(SockProtocol::TCP),
+    )
+    .map_err(bind_failed)?;
+    sock.set_nodelay(options.nodelay).map_err(failed)?;
+    if let Some(idle) = options.keepalive {
+        sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))
+            .map_err(failed)?;
+    }
+    if let Some(bind) = options.bind {
+        sock.bind(&SockAddr::from(bind.socket_addr())).map_err(bind_failed)?;
+    }
+    match sock.connect(&target) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(failed(e)),
+    }
+    // SAFETY: the descriptor is our own TCP socket, open and non-blocking; its ownership moves
+    // into glommio's stream, which closes it.
+    let mut stream = unsafe { TcpStream::from_raw_fd(sock.into_raw_fd()) };
+    poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, &[]))
+        .await
+        .map_err(failed)?;
+    let fd = super::borrow_fd(&stream);
+    let sock = SockRef::from(&fd);
+    if let Some(e) = sock.take_error().map_err(failed)? {
+        return Err(failed(e));
+    }
+    let local = sock
+        .local_addr()
+        .map_err(failed)?
+        .as_socket()
+        .ok_or_else(|| failed(io::Error::other("the socket has no IP address")))?;
+    Ok(Established {
+        stream,
+        local: local.into(),
+        peer: addr,
+    })
+}
+
+/// Builds the protocol and serves the connection with the shard's `Connection` driver;
+/// returns why it ended.
+async fn serve<F: ClientFactory>(c: &Connector, factory: &RefCell<F>, est: Established) -> CloseReason {
+    let inner = &c.inner;
+    if let Some(b) = inner.backoff.borrow_mut().as_mut() {
+        b.reset();
+    }
+    let Some(protocol) = factory.borrow_mut().build_protocol(&est.peer) else {
+        // As in Twisted: no protocol, so the connection closes cleanly at once.
+        return CloseReason::LocalClose;
+    };
+    let shard = &inner.shard;
+    let transport = Transport::new(est.stream.as_raw_fd(), est.local, est.peer);
+    let key = shard.conns.borrow_mut().insert(transport.clone());
+    ShardStats::add(&shard.stats.active, 1);
+    *inner.transport.borrow_mut() = Some(transport.clone());
+    let reason = Connection::new(est.stream, protocol, transport, shard.clone(), key)
+        .run()
+        .await;
+    inner.transport.borrow_mut().take();
+    reason
+}
+
+/// After the factory heard how an attempt ended: retry later, stop, or nothing (the factory
+/// already connected again).
+fn after_end<F: ClientFactory>(c: &Connector, factory: &Rc<RefCell<F>>, retryable: bool) {
+    let inner = &c.inner;
+    let has_policy = inner.backoff.borrow().is_some();
+    let next = inner.machine.borrow().after_end(retryable && has_policy);
+    match next {
+        AfterEnd::Idle => return,
+        AfterEnd::Retry => {
+            let normal = inner.jitter.borrow_mut().normal();
+            let delay = inner
+                .backoff
+                .borrow_mut()
+                .as_mut()
+                .and_then(|b| b.next_delay(normal));
+            if let Some(delay) = delay {
+                let id = inner.machine.borrow_mut().schedule_retry();
+                tracing::debug!(destination = %inner.destination, "reconnecting in {delay:?}");
+                glommio::spawn_local(retry_later(c.clone(), factory.clone(), id, delay)).detach();
+                return;
+            }
+            tracing::debug!(destination = %inner.destination, "giving up: no retries left");
+        }
+        AfterEnd::GiveUp => {}
+    }
+    stop_factory(c, factory);
+}
+
+/// Waits out a retry's delay, then connects, unless `connect` or `stop_trying` came first.
+async fn retry_later<F: ClientFactory>(c: Connector, factory: Rc<RefCell<F>>, id: u64, delay: Duration) {
+    let inner = &c.inner;
+    let mut timer = Timer::new(delay.min(LONGEST_WAIT));
+    poll_fn(|cx| {
+        if !inner.machine.borrow().retry_pending(id) || Pin::new(&mut timer).poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        *inner.retry_waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await;
+    let attempt = inner.machine.borrow_mut().retry_now(id);
+    match attempt {
+        Some(attempt) => (inner.launch)(&c, attempt),
+        None => stop_factory(&c, &factory),
+    }
+}
+
+fn stop_factory<F: ClientFactory>(c: &Connector, factory: &RefCell<F>) {
+    let stop = c.inner.machine.borrow_mut().stop_factory();
+    if stop {
+        factory.borrow_mut().stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_asks_for_both_families() {
+        // getaddrinfo with AF_UNSPEC: an IPv6 literal comes back as IPv6 (Twisted's resolver
+        // would refuse it), an IPv4 one as IPv4.
+        let v6 = lookup("::1", 80).unwrap();
+        assert_eq!(v6, vec!["[::1]:80".parse::<Address>().unwrap()]);
+        let v4 = lookup("127.0.0.1", 81).unwrap();
+        assert_eq!(v4, vec!["127.0.0.1:81".parse::<Address>().unwrap()]);
+        let local = lookup("localhost", 82).unwrap();
+        assert!(local.iter().all(|a| a.ip().is_loopback() && a.port() == 82), "{local:?}");
+    }
+}
