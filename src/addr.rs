@@ -141,20 +141,24 @@ impl FromStr for Address {
     type Err = AddressError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(rest) = s.strip_prefix('[') {
-            let (host, port) = rest
-                .split_once("]:")
-                .ok_or_else(|| AddressError::new(s, "an IPv6 address needs the form [ip]:port"))?;
-            return Self::from_host_port(host, port);
-        }
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| AddressError::new(s, "missing ':port'"))?;
-        if host.contains(':') {
-            return Err(AddressError::new(s, "an IPv6 address needs brackets: [ip]:port"));
-        }
+        let (host, port) = split_host_port(s).map_err(|reason| AddressError::new(s, reason))?;
         Self::from_host_port(host, port)
     }
+}
+
+/// Splits `host:port` or `[host]:port` into host (without brackets) and port, checking
+/// neither.
+pub(crate) fn split_host_port(s: &str) -> Result<(&str, &str), &'static str> {
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest
+            .split_once("]:")
+            .ok_or("an IPv6 address needs the form [ip]:port");
+    }
+    let (host, port) = s.rsplit_once(':').ok_or("missing ':port'")?;
+    if host.contains(':') {
+        return Err("an IPv6 address needs brackets: [ip]:port");
+    }
+    Ok((host, port))
 }
 
 impl fmt::Display for Address {

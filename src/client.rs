@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::addr::split_host_port;
 use crate::protocol::FnFactory;
 use crate::reconnect::ReconnectPolicy;
 use crate::{Address, AddressError, CloseReason, Connector, Factory};
@@ -264,13 +265,21 @@ impl Destination {
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
-        let looks_numeric =
-            bare.contains([':', '%']) || (bare.split('.').count() == 4 && bare.parse::<std::net::Ipv4Addr>().is_ok());
+        let looks_numeric = bare.contains([':', '%'])
+            || (bare.split('.').count() == 4 && bare.parse::<std::net::Ipv4Addr>().is_ok());
         let numeric = if looks_numeric {
-            Some(Address::from_host_port(bare, port)?)
+            // Bracketed, so that an error quotes an IPv6 host as it was written.
+            let literal = if bare.contains(':') {
+                format!("[{bare}]")
+            } else {
+                bare.to_owned()
+            };
+            Some(Address::from_host_port(&literal, port)?)
         } else {
             if !is_host_name(bare) {
-                return Err(invalid("the host is neither a numeric address nor a valid host name"));
+                return Err(invalid(
+                    "the host is neither a numeric address nor a valid host name",
+                ));
             }
             None
         };
@@ -317,7 +326,9 @@ fn is_host_name(host: &str) -> bool {
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -326,20 +337,10 @@ impl FromStr for Destination {
 
     /// Parses `host:port`, `[ipv6]:port` or `[ipv6%scope]:port`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason| DestinationError::Invalid {
+        let (host, port) = split_host_port(s).map_err(|reason| DestinationError::Invalid {
             input: s.to_owned(),
             reason,
-        };
-        if let Some(rest) = s.strip_prefix('[') {
-            let (host, port) = rest
-                .split_once("]:")
-                .ok_or_else(|| invalid("an IPv6 address needs the form [ip]:port"))?;
-            return Self::parse_parts(host, port, s);
-        }
-        let (host, port) = s.rsplit_once(':').ok_or_else(|| invalid("missing ':port'"))?;
-        if host.contains(':') {
-            return Err(invalid("an IPv6 address needs brackets: [ip]:port"));
-        }
+        })?;
         Self::parse_parts(host, port, s)
     }
 }
@@ -397,7 +398,7 @@ impl fmt::Display for ConnectorState {
 /// A [`Connector`] method called in a state that does not allow it (Twisted's
 /// `RuntimeError` from `connect` and `NotConnectingError` from `stopConnecting`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("cannot {op} while the connector is {state}: {}", hint(*.op, *.state))]
+#[error("cannot {op} while the connector is {state}: {}", hint(op, *.state))]
 pub struct ConnectorStateError {
     op: &'static str,
     state: ConnectorState,
@@ -412,7 +413,9 @@ impl ConnectorStateError {
 
 fn hint(op: &str, state: ConnectorState) -> &'static str {
     match (op, state) {
-        ("connect", ConnectorState::Connecting) => "wait for the attempt to end, or call stop_connecting first",
+        ("connect", ConnectorState::Connecting) => {
+            "wait for the attempt to end, or call stop_connecting first"
+        }
         ("connect", _) => "call disconnect first",
         _ => "only an attempt in progress can be stopped",
     }
@@ -584,7 +587,10 @@ mod tests {
         assert_eq!((v6.host(), v6.port()), ("::1", 80));
         assert_eq!(v6.to_string(), "[::1]:80");
         let name: Destination = "db-1.example.com:5432".parse().unwrap();
-        assert_eq!((name.host(), name.port(), name.address()), ("db-1.example.com", 5432, None));
+        assert_eq!(
+            (name.host(), name.port(), name.address()),
+            ("db-1.example.com", 5432, None)
+        );
         assert_eq!(name.to_string(), "db-1.example.com:5432");
         assert_eq!(Destination::new("[::1]", 9).unwrap(), "[::1]:9".parse().unwrap());
         assert_eq!(Destination::new("localhost", 9).unwrap().address(), None);
@@ -663,7 +669,10 @@ mod tests {
         assert_eq!(m.state(), ConnectorState::Disconnected);
         let e = m.stop_connecting().unwrap_err();
         assert_eq!(e.state(), ConnectorState::Disconnected);
-        assert!(e.to_string().contains("stop connecting while the connector is disconnected"));
+        assert!(
+            e.to_string()
+                .contains("stop connecting while the connector is disconnected")
+        );
         let a1 = m.connect().unwrap();
         assert!(m.is_connecting(a1));
         assert!(m.connect().unwrap_err().to_string().contains("stop_connecting"));

@@ -163,7 +163,7 @@ mod tests {
         let p = ReconnectPolicy::default();
         assert_eq!(p.initial_delay, Duration::from_secs(1));
         assert_eq!(p.max_delay, Duration::from_secs(3600));
-        assert!((p.factor - 2.718_281_828_459_045).abs() < 1e-12);
+        assert_eq!(p.factor, std::f64::consts::E);
         assert!((p.jitter - 0.119_626_565_582).abs() < 1e-12);
         assert_eq!(p.max_retries, None);
         let mut b = Backoff::new(p);
@@ -182,7 +182,10 @@ mod tests {
         };
         let mut b = Backoff::new(policy.clone());
         assert!((secs(b.next_delay(1.0)) - 1.5).abs() < 1e-9, "one sigma up");
-        assert!((secs(b.next_delay(-1.0)) - 1.0).abs() < 1e-9, "one sigma down from 2");
+        assert!(
+            (secs(b.next_delay(-1.0)) - 1.0).abs() < 1e-9,
+            "one sigma down from 2"
+        );
         assert_eq!(secs(b.next_delay(10.0)), 4.0, "never above max_delay");
         assert_eq!(secs(b.next_delay(-10.0)), 0.0, "never negative");
         let mut nan = Backoff::new(ReconnectPolicy {

@@ -196,7 +196,8 @@ pub async fn resolve(destination: &Destination) -> Result<Vec<Address>, ConnectE
     let (name, port) = (host.clone(), destination.port());
     // A detached task owns the blocking call, so that an attempt that times out or is
     // cancelled simply stops waiting while the lookup finishes in the background.
-    let lookup = glommio::spawn_local(glommio::executor().spawn_blocking(move || lookup(&name, port))).detach();
+    let lookup =
+        glommio::spawn_local(glommio::executor().spawn_blocking(move || lookup(&name, port))).detach();
     lookup
         .await
         .unwrap_or_else(|| Err(io::Error::other("the lookup was cancelled")))
@@ -232,6 +233,9 @@ pub struct Connector {
     inner: Rc<Inner>,
 }
 
+/// Starts attempt number `u64` of a connector.
+type Launch = dyn Fn(&Connector, u64);
+
 struct Inner {
     destination: Destination,
     options: ConnectOptions,
@@ -246,7 +250,7 @@ struct Inner {
     backoff: RefCell<Option<Backoff>>,
     jitter: RefCell<Jitter>,
     /// Spawns an attempt with the factory (whose type this erases).
-    launch: Box<dyn Fn(&Connector, u64)>,
+    launch: Box<Launch>,
 }
 
 impl fmt::Debug for Connector {
@@ -342,6 +346,10 @@ struct Established {
 
 /// One attempt, from `started_connecting` to its failure or its connection's loss.
 async fn run_attempt<F: ClientFactory>(c: Connector, factory: Rc<RefCell<F>>, attempt: u64) {
+    // glommio's `spawn_local` polls a new task at once, inside the caller; yielding first puts
+    // every callback of this attempt on a later turn, outside `connect` (which a factory
+    // callback may be running).
+    futures_lite::future::yield_now().await;
     let inner = &c.inner;
     let start = inner.machine.borrow_mut().start_factory();
     {
@@ -451,7 +459,8 @@ async fn connect_one(addr: Address, options: &ConnectOptions) -> Result<Establis
             .map_err(failed)?;
     }
     if let Some(bind) = options.bind {
-        sock.bind(&SockAddr::from(bind.socket_addr())).map_err(bind_failed)?;
+        sock.bind(&SockAddr::from(bind.socket_addr()))
+            .map_err(bind_failed)?;
     }
     match sock.connect(&target) {
         Ok(()) => {}
@@ -571,6 +580,9 @@ mod tests {
         let v4 = lookup("127.0.0.1", 81).unwrap();
         assert_eq!(v4, vec!["127.0.0.1:81".parse::<Address>().unwrap()]);
         let local = lookup("localhost", 82).unwrap();
-        assert!(local.iter().all(|a| a.ip().is_loopback() && a.port() == 82), "{local:?}");
+        assert!(
+            local.iter().all(|a| a.ip().is_loopback() && a.port() == 82),
+            "{local:?}"
+        );
     }
 }

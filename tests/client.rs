@@ -1,0 +1,882 @@
+//! The client side over real loopback sockets: connect failures and their reasons, the
+//! connect timeout, stop_connecting, reconnecting with back-off, IPv6 and scoped literals,
+//! bind addresses, clients inside an engine shard, and interop with Twisted peers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use socket2::{Domain, Socket, Type};
+use weft::protocols::Echo;
+use weft::{
+    Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, Connector, ConnectorState, Cores,
+    Destination, Engine, EngineConfig, Factory, Protocol, ReconnectPolicy, ShardInfo, Transport, connect_tcp,
+    resolve,
+};
+
+/// What the recording factory and protocol saw.
+#[derive(Debug, Clone, PartialEq)]
+enum Ev {
+    FactoryStart,
+    Started,
+    Failed(&'static str),
+    Built,
+    Made,
+    Data,
+    Drain,
+    ProtoLost(&'static str),
+    Lost(&'static str),
+    FactoryStop,
+}
+
+/// A shared event log, readable from any thread.
+#[derive(Clone, Default)]
+struct Log {
+    events: Arc<Mutex<Vec<(Instant, Ev)>>>,
+    received: Arc<Mutex<Vec<u8>>>,
+    errors: Arc<Mutex<Vec<ConnectError>>>,
+    ends: Arc<Mutex<Vec<(Address, Address)>>>,
+}
+
+impl Log {
+    fn push(&self, ev: Ev) {
+        self.events.lock().unwrap().push((Instant::now(), ev));
+    }
+
+    fn events(&self) -> Vec<Ev> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    fn timed(&self) -> Vec<(Instant, Ev)> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn count(&self, ev: &Ev) -> usize {
+        self.events().iter().filter(|e| *e == ev).count()
+    }
+
+    fn received(&self) -> Vec<u8> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn last_error(&self) -> ConnectError {
+        self.errors
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a connect error")
+    }
+
+    /// Blocks the calling (non-executor) thread until `pred` holds, or `limit` passes.
+    fn wait(&self, limit: Duration, pred: impl Fn(&Log) -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if pred(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        pred(self)
+    }
+
+    /// The same, from inside an executor.
+    async fn until(&self, limit: Duration, pred: impl Fn(&Log) -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if pred(self) {
+                return true;
+            }
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+        pred(self)
+    }
+}
+
+/// A client factory that records everything and, optionally, connects again from its
+/// failure callback (Twisted's test_reconnect).
+struct Rec {
+    log: Log,
+    greeting: Vec<u8>,
+    /// Close once this many bytes came back.
+    expect: usize,
+    reconnects_left: usize,
+}
+
+impl Rec {
+    fn new(log: &Log) -> Self {
+        Self {
+            log: log.clone(),
+            greeting: Vec::new(),
+            expect: usize::MAX,
+            reconnects_left: 0,
+        }
+    }
+
+    fn sending(mut self, data: Vec<u8>, close_after: usize) -> Self {
+        self.greeting = data;
+        self.expect = close_after;
+        self
+    }
+}
+
+impl Factory for Rec {
+    type Protocol = RecProto;
+
+    fn start(&mut self, _shard: &ShardInfo) {
+        self.log.push(Ev::FactoryStart);
+    }
+
+    fn stop(&mut self) {
+        self.log.push(Ev::FactoryStop);
+    }
+
+    fn build_protocol(&mut self, _peer: &Address) -> Option<RecProto> {
+        self.log.push(Ev::Built);
+        Some(RecProto {
+            log: self.log.clone(),
+            greeting: self.greeting.clone(),
+            expect: self.expect,
+            got: 0,
+        })
+    }
+}
+
+impl ClientFactory for Rec {
+    fn started_connecting(&mut self, connector: &Connector) {
+        // Disconnected when the attempt was stopped in the turn that started it.
+        assert_ne!(connector.state(), ConnectorState::Connected);
+        self.log.push(Ev::Started);
+    }
+
+    fn client_connection_failed(&mut self, connector: &Connector, reason: &ConnectError) {
+        self.log.push(Ev::Failed(reason.label()));
+        self.log.errors.lock().unwrap().push(reason.clone());
+        assert_eq!(connector.state(), ConnectorState::Disconnected);
+        if self.reconnects_left > 0 {
+            self.reconnects_left -= 1;
+            connector.connect().unwrap();
+        }
+    }
+
+    fn client_connection_lost(&mut self, connector: &Connector, reason: &CloseReason) {
+        assert_eq!(connector.state(), ConnectorState::Disconnected);
+        self.log.push(Ev::Lost(reason.label()));
+    }
+}
+
+struct RecProto {
+    log: Log,
+    greeting: Vec<u8>,
+    expect: usize,
+    got: usize,
+}
+
+impl Protocol for RecProto {
+    fn connection_made(&mut self, t: &Transport) {
+        self.log.push(Ev::Made);
+        self.log
+            .ends
+            .lock()
+            .unwrap()
+            .push((t.local_addr(), t.peer_addr()));
+        t.write(&self.greeting);
+    }
+
+    fn data_received(&mut self, data: &[u8], t: &Transport) {
+        self.log.push(Ev::Data);
+        self.log.received.lock().unwrap().extend_from_slice(data);
+        self.got += data.len();
+        if self.got >= self.expect {
+            t.lose_connection();
+        }
+    }
+
+    fn drain_requested(&mut self, _t: &Transport) {
+        self.log.push(Ev::Drain);
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.log.push(Ev::ProtoLost(reason.label()));
+    }
+}
+
+/// Runs `f` on a fresh glommio executor thread (no engine) and returns its result.
+fn on_executor<T, Fut>(f: impl FnOnce() -> Fut + Send + 'static) -> T
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+async fn sleep_ms(ms: u64) {
+    glommio::timer::sleep(Duration::from_millis(ms)).await;
+}
+
+/// A loopback port on which nothing listens.
+fn closed_port() -> SocketAddr {
+    let l = StdListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A listener whose accept queue is full, so that the kernel drops new SYNs and connects
+/// hang: backlog 0 holds one connection, which the returned stream keeps.
+fn full_backlog() -> (Socket, StdStream, SocketAddr) {
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    l.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    let held = StdStream::connect(addr).unwrap();
+    let probe = StdStream::connect_timeout(&addr, Duration::from_millis(200));
+    assert!(
+        probe.is_err(),
+        "precondition: a connect to a full accept queue should hang on this kernel"
+    );
+    (l, held, addr)
+}
+
+fn echo_engine(listen: SocketAddr) -> Engine {
+    let config = EngineConfig {
+        listen: vec![listen],
+        cores: Cores::Count(1),
+        drain_timeout: Duration::from_millis(50),
+        ..Default::default()
+    };
+    Engine::serve(config, |_| Echo::factory()).unwrap()
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i * 31 + 7) % 251) as u8).collect()
+}
+
+#[test]
+fn refused_is_reported_once_per_attempt_on_a_later_turn() {
+    let addr = closed_port();
+    let log = Log::default();
+    let l = log.clone();
+    on_executor(move || async move {
+        let mut rec = Rec::new(&l);
+        rec.reconnects_left = 2;
+        let c = connect_tcp(addr, rec, ConnectOptions::default());
+        // Nothing is reported inside the call.
+        assert!(l.events().is_empty());
+        assert_eq!(c.state(), ConnectorState::Connecting);
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::Failed("refused")) == 3)
+                .await
+        );
+        sleep_ms(100).await;
+        assert_eq!(c.state(), ConnectorState::Disconnected);
+        assert_eq!(c.destination(), &Destination::from(addr));
+    });
+    assert_eq!(
+        log.events(),
+        [
+            Ev::FactoryStart,
+            Ev::Started,
+            Ev::Failed("refused"),
+            Ev::Started,
+            Ev::Failed("refused"),
+            Ev::Started,
+            Ev::Failed("refused"),
+            Ev::FactoryStop,
+        ]
+    );
+    let e = log.last_error();
+    assert_eq!(e.os_error(), Some(libc::ECONNREFUSED));
+    assert!(e.to_string().contains(&addr.to_string()), "{e}");
+}
+
+#[test]
+fn connect_timeout_against_a_full_backlog() {
+    let (_listener, _held, addr) = full_backlog();
+    let log = Log::default();
+    let l = log.clone();
+    let timeout = Duration::from_millis(300);
+    let elapsed = on_executor(move || async move {
+        let start = Instant::now();
+        let options = ConnectOptions {
+            timeout,
+            ..Default::default()
+        };
+        let _c = connect_tcp(addr, Rec::new(&l), options);
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::Failed("timed_out")) == 1)
+                .await
+        );
+        let (at, _) = l
+            .timed()
+            .into_iter()
+            .find(|(_, e)| *e == Ev::Failed("timed_out"))
+            .unwrap();
+        at - start
+    });
+    assert!(
+        elapsed >= timeout && elapsed <= timeout + Duration::from_millis(100),
+        "timed out after {elapsed:?}"
+    );
+    match log.last_error() {
+        ConnectError::TimedOut { after } => assert!(after >= timeout, "{after:?}"),
+        other => panic!("expected a timeout, got {other}"),
+    }
+    assert_eq!(
+        log.events(),
+        [
+            Ev::FactoryStart,
+            Ev::Started,
+            Ev::Failed("timed_out"),
+            Ev::FactoryStop
+        ]
+    );
+}
+
+#[test]
+fn stop_connecting_gives_cancelled_and_nothing_else() {
+    let (_listener, _held, addr) = full_backlog();
+    let log = Log::default();
+    let l = log.clone();
+    on_executor(move || async move {
+        let options = ConnectOptions {
+            timeout: Duration::from_secs(10),
+            reconnect: Some(ReconnectPolicy {
+                initial_delay: Duration::from_millis(10),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = connect_tcp(addr, Rec::new(&l), options);
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::Started) == 1)
+                .await
+        );
+        sleep_ms(50).await;
+        c.stop_connecting().unwrap();
+        assert_eq!(c.state(), ConnectorState::Disconnected);
+        let again = c.stop_connecting().unwrap_err();
+        assert_eq!(again.state(), ConnectorState::Disconnected);
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::Failed("cancelled")) == 1)
+                .await
+        );
+        // Nothing else comes: no timeout, no retry, no connection.
+        sleep_ms(300).await;
+    });
+    assert_eq!(
+        log.events(),
+        [
+            Ev::FactoryStart,
+            Ev::Started,
+            Ev::Failed("cancelled"),
+            Ev::FactoryStop
+        ]
+    );
+}
+
+#[test]
+fn stop_in_the_same_turn_then_connect_again_then_disconnect() {
+    // A listener that never accepts still completes handshakes into its queue.
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Log::default();
+    let l = log.clone();
+    on_executor(move || async move {
+        let c = connect_tcp(addr, Rec::new(&l), ConnectOptions::default());
+        c.stop_connecting().unwrap();
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::FactoryStop) == 1)
+                .await
+        );
+        sleep_ms(50).await;
+        assert_eq!(
+            l.events(),
+            [
+                Ev::FactoryStart,
+                Ev::Started,
+                Ev::Failed("cancelled"),
+                Ev::FactoryStop
+            ]
+        );
+        // The same connector connects again, and this time the connection is made.
+        c.connect().unwrap();
+        assert!(c.connect().is_err(), "already connecting");
+        assert!(l.until(Duration::from_secs(5), |l| l.count(&Ev::Made) == 1).await);
+        assert_eq!(c.state(), ConnectorState::Connected);
+        assert!(c.transport().unwrap().is_connected());
+        assert!(c.stop_connecting().is_err(), "connected, not connecting");
+        c.disconnect();
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::FactoryStop) == 2)
+                .await
+        );
+        assert_eq!(c.state(), ConnectorState::Disconnected);
+        assert!(c.transport().is_none());
+    });
+    drop(listener);
+    // The protocol hears of the loss before the factory (Twisted's test_loseOrder).
+    assert_eq!(
+        log.events()[4..],
+        [
+            Ev::FactoryStart,
+            Ev::Started,
+            Ev::Built,
+            Ev::Made,
+            Ev::ProtoLost("local"),
+            Ev::Lost("local"),
+            Ev::FactoryStop,
+        ]
+    );
+}
+
+#[test]
+fn reconnects_with_backoff_after_the_server_restarts() {
+    let engine = echo_engine("127.0.0.1:0".parse().unwrap());
+    let addr = engine.local_addrs()[0];
+    let log = Log::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let delays = [100u64, 200, 400, 800];
+    let client = {
+        let (l, stop) = (log.clone(), stop.clone());
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move {
+                let options = ConnectOptions {
+                    reconnect: Some(ReconnectPolicy {
+                        initial_delay: Duration::from_millis(100),
+                        factor: 2.0,
+                        max_delay: Duration::from_millis(800),
+                        jitter: 0.0,
+                        max_retries: Some(50),
+                    }),
+                    ..Default::default()
+                };
+                let c = connect_tcp(addr, Rec::new(&l).sending(b"ping".to_vec(), usize::MAX), options);
+                let end = Instant::now() + Duration::from_secs(20);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    sleep_ms(5).await;
+                }
+                c.disconnect();
+                l.until(Duration::from_secs(2), |l| l.count(&Ev::FactoryStop) == 1)
+                    .await
+            })
+            .unwrap()
+    };
+    assert!(log.wait(Duration::from_secs(5), |l| l.count(&Ev::Data) >= 1));
+
+    // The server goes away: the connection is lost, then retries are refused.
+    engine.shutdown();
+    engine.join().unwrap();
+    assert!(log.wait(Duration::from_secs(5), |l| l.count(&Ev::Failed("refused")) >= 3));
+
+    // It comes back on the same address: the client reconnects and resumes.
+    let engine = echo_engine(addr);
+    assert!(log.wait(Duration::from_secs(5), |l| l.count(&Ev::Made) == 2
+        && l.count(&Ev::Data) >= 2));
+    assert_eq!(log.received(), b"pingping");
+    stop.store(true, Ordering::Relaxed);
+    assert!(client.join().unwrap(), "the factory stops after disconnect");
+    engine.shutdown();
+    engine.join().unwrap();
+
+    // Each retry waited its back-off: 100, 200, 400, 800 ms (no jitter), measured from the
+    // end of the previous attempt.
+    let timed = log.timed();
+    let lost_at = timed.iter().position(|(_, e)| matches!(e, Ev::Lost(_))).unwrap();
+    let mut ends = Vec::new();
+    let mut starts = Vec::new();
+    for (at, e) in &timed[lost_at..] {
+        match e {
+            Ev::Lost(_) | Ev::Failed(_) => ends.push(*at),
+            Ev::Started => starts.push(*at),
+            _ => {}
+        }
+    }
+    assert!(starts.len() >= 4, "{:?}", log.events());
+    for (k, (end, start)) in ends.iter().zip(&starts).enumerate() {
+        let want = Duration::from_millis(delays[k.min(delays.len() - 1)]);
+        let waited = *start - *end;
+        assert!(waited >= want, "retry {} waited {waited:?}, want {want:?}", k + 1);
+    }
+    let events = log.events();
+    assert_eq!(events.iter().filter(|e| **e == Ev::FactoryStart).count(), 1);
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, Ev::Failed(r) if *r != "refused")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn ipv6_loopback_and_scoped_link_local_literals() {
+    let engine = echo_engine("[::1]:0".parse().unwrap());
+    let addr = engine.local_addrs()[0];
+    let log = Log::default();
+    let l = log.clone();
+    on_executor(move || async move {
+        let dest: Destination = format!("[::1]:{}", addr.port()).parse().unwrap();
+        assert_eq!(resolve(&dest).await.unwrap(), vec![Address::from(addr)]);
+        let _c = connect_tcp(
+            dest,
+            Rec::new(&l).sending(b"six".to_vec(), 3),
+            ConnectOptions::default(),
+        );
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::Lost("local")) == 1)
+                .await
+        );
+
+        // A scoped link-local literal resolves numerically: no lookup, scope id from the name.
+        let scoped: Destination = "[fe80::1%lo]:7000".parse().unwrap();
+        let got = resolve(&scoped).await.unwrap();
+        // SAFETY: a NUL-terminated string, as the call needs.
+        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].ip(), "fe80::1".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(
+            (got[0].port(), got[0].flowinfo(), got[0].scope_id()),
+            (7000, 0, lo)
+        );
+        assert_eq!(got[0].to_string(), "[fe80::1%lo]:7000");
+        assert_eq!(scoped.to_string(), "[fe80::1%lo]:7000");
+
+        // A name resolves off the reactor thread, to loopback addresses here.
+        let local = resolve(&"localhost:7000".parse().unwrap()).await.unwrap();
+        assert!(
+            !local.is_empty() && local.iter().all(|a| a.ip().is_loopback()),
+            "{local:?}"
+        );
+    });
+    engine.shutdown();
+    engine.join().unwrap();
+    assert_eq!(log.received(), b"six");
+    let (local, peer) = log.ends.lock().unwrap()[0];
+    assert_eq!(peer, Address::from(addr));
+    assert_eq!(local.ip(), "::1".parse::<std::net::IpAddr>().unwrap());
+    for bad in ["[fe80::1%lo]:http", "[fe80::zz%lo]:7000", "fe80::1%lo:7000"] {
+        let e = bad.parse::<Destination>().unwrap_err().to_string();
+        assert!(e.contains(bad), "{e}");
+    }
+}
+
+#[test]
+fn a_name_that_does_not_resolve_fails_with_resolution() {
+    let log = Log::default();
+    let l = log.clone();
+    on_executor(move || async move {
+        let dest: Destination = "no-such-host.invalid:80".parse().unwrap();
+        let options = ConnectOptions {
+            timeout: Duration::from_secs(20),
+            ..Default::default()
+        };
+        let _c = connect_tcp(dest, Rec::new(&l), options);
+        assert!(
+            l.until(Duration::from_secs(25), |l| l.count(&Ev::FactoryStop) == 1)
+                .await
+        );
+    });
+    assert_eq!(
+        log.events(),
+        [
+            Ev::FactoryStart,
+            Ev::Started,
+            Ev::Failed("resolution"),
+            Ev::FactoryStop
+        ]
+    );
+    let e = log.last_error().to_string();
+    assert!(e.contains("no-such-host.invalid"), "{e}");
+}
+
+#[test]
+fn bind_address_and_bind_errors() {
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Log::default();
+    let l = log.clone();
+    on_executor(move || async move {
+        // Bound to another loopback address, the connection comes from it.
+        let bound = ConnectOptions {
+            bind: Some("127.0.0.2:0".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = connect_tcp(addr, Rec::new(&l), bound);
+        assert!(l.until(Duration::from_secs(5), |l| l.count(&Ev::Made) == 1).await);
+        c.disconnect();
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::FactoryStop) == 1)
+                .await
+        );
+
+        // The listener's own address is in use: a bind error, not a connect error.
+        let busy = ConnectOptions {
+            bind: Some(addr.into()),
+            ..Default::default()
+        };
+        let _c = connect_tcp(addr, Rec::new(&l), busy);
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::Failed("bind")) == 1)
+                .await
+        );
+        let e = l.last_error();
+        assert_eq!(e.os_error(), Some(libc::EADDRINUSE));
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+
+        // A bind address of the other family cannot reach the destination.
+        let v6 = ConnectOptions {
+            bind: Some("[::1]:0".parse().unwrap()),
+            ..Default::default()
+        };
+        let _c = connect_tcp(addr, Rec::new(&l), v6);
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::Failed("bind")) == 2)
+                .await
+        );
+    });
+    drop(listener);
+    let (local, peer) = log.ends.lock().unwrap()[0];
+    assert_eq!(local.ip(), "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(peer, Address::from(addr));
+}
+
+/// An engine whose shard dials out from `Factory::start`.
+struct Dialer {
+    target: SocketAddr,
+    log: Log,
+    connector: Option<Connector>,
+}
+
+impl Factory for Dialer {
+    type Protocol = Echo;
+
+    fn start(&mut self, _shard: &ShardInfo) {
+        let options = ConnectOptions {
+            reconnect: Some(ReconnectPolicy {
+                initial_delay: Duration::from_millis(10),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.connector = Some(connect_tcp(self.target, Rec::new(&self.log), options));
+    }
+
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Echo> {
+        Some(Echo)
+    }
+}
+
+#[test]
+fn a_client_inside_a_shard_drains_and_aborts_with_the_engine() {
+    let upstream = echo_engine("127.0.0.1:0".parse().unwrap());
+    let target = upstream.local_addrs()[0];
+    let log = Log::default();
+    let l = log.clone();
+    let config = EngineConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        cores: Cores::Count(1),
+        drain_timeout: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let dialer = Engine::serve(config, move |_| Dialer {
+        target,
+        log: l.clone(),
+        connector: None,
+    })
+    .unwrap();
+    assert!(log.wait(Duration::from_secs(5), |l| l.count(&Ev::Made) == 1));
+    dialer.shutdown();
+    let report = dialer.join().unwrap();
+    upstream.shutdown();
+    upstream.join().unwrap();
+    // The client connection was the shard's: asked to drain, then aborted at the timeout,
+    // and not retried after the engine's shutdown.
+    assert_eq!(report.total().closed_for("shutdown"), 1);
+    assert_eq!(
+        log.events(),
+        [
+            Ev::FactoryStart,
+            Ev::Started,
+            Ev::Built,
+            Ev::Made,
+            Ev::Drain,
+            Ev::ProtoLost("shutdown"),
+            Ev::Lost("shutdown"),
+            Ev::FactoryStop,
+        ]
+    );
+}
+
+// ---- interop with Twisted ----
+
+/// A child process killed when the test ends, however it ends.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn python_with_twisted() -> &'static str {
+    let ok = Command::new("python3")
+        .args(["-c", "import twisted"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "these tests need python3 with Twisted: run .ci/install-deps");
+    "python3"
+}
+
+fn interop_script(name: &str) -> String {
+    format!("{}/tests/interop/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn weft_client_against_a_twisted_echo_server() {
+    let mut server = Reaped(
+        Command::new(python_with_twisted())
+            .arg(interop_script("twisted_echo_server.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("the server prints its port");
+    let payload = pattern(300_000);
+    let log = Log::default();
+    let (l, p) = (log.clone(), payload.clone());
+    on_executor(move || async move {
+        let n = p.len();
+        let dest = Destination::new("127.0.0.1", port).unwrap();
+        let _c = connect_tcp(dest, Rec::new(&l).sending(p, n), ConnectOptions::default());
+        assert!(
+            l.until(Duration::from_secs(20), |l| l.count(&Ev::FactoryStop) == 1)
+                .await
+        );
+    });
+    // Closing its standard input stops the server.
+    drop(server.0.stdin.take());
+    assert!(
+        log.received() == payload,
+        "the echo differs ({} bytes back)",
+        log.received().len()
+    );
+    let events = log.events();
+    assert_eq!(events.last(), Some(&Ev::FactoryStop));
+    assert!(
+        events.contains(&Ev::ProtoLost("local")) && events.contains(&Ev::Lost("local")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn twisted_client_against_weft_serve() {
+    let python = python_with_twisted();
+    let mut server = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args([
+                "serve",
+                "--proto",
+                "echo",
+                "--listen",
+                "127.0.0.1:0",
+                "--cores",
+                "1",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
+    let mut port = None;
+    for _ in 0..20 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(rest) = line.split("serving echo on ").nth(1) {
+            let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            port = Some(addr.port());
+            break;
+        }
+    }
+    let port = port.expect("weft serve logs its address");
+    let size = 300_000;
+    let mut client = Reaped(
+        Command::new(python)
+            .args([
+                interop_script("twisted_echo_client.py"),
+                port.to_string(),
+                size.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut echoed = Vec::new();
+    client.0.stdout.take().unwrap().read_to_end(&mut echoed).unwrap();
+    let status = client.0.wait().unwrap();
+    let mut err = String::new();
+    client.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "twisted client failed: {err}");
+    assert!(
+        echoed == pattern(size),
+        "the echo differs ({} bytes back)",
+        echoed.len()
+    );
+    // The server is still serving after the client left.
+    let mut s = StdStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"x");
+}
+
+#[test]
+fn refused_connector_state_errors_read_well() {
+    // The rules for calls in the wrong state, as a program sees them.
+    let addr = closed_port();
+    let log = Log::default();
+    let l = log.clone();
+    let messages = on_executor(move || async move {
+        let c = connect_tcp(addr, Rec::new(&l), ConnectOptions::default());
+        let connecting = c.connect().unwrap_err().to_string();
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::FactoryStop) == 1)
+                .await
+        );
+        let stopped = c.stop_connecting().unwrap_err().to_string();
+        (connecting, stopped)
+    });
+    assert_eq!(
+        messages.0,
+        "cannot connect while the connector is connecting: wait for the attempt to end, or call \
+         stop_connecting first"
+    );
+    assert_eq!(
+        messages.1,
+        "cannot stop connecting while the connector is disconnected: only an attempt in progress can \
+         be stopped"
+    );
+}
