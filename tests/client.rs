@@ -31,6 +31,8 @@ enum Ev {
     Made,
     Data,
     Drain,
+    WriteLost,
+    ReadLost,
     ProtoLost(&'static str),
     Lost(&'static str),
     FactoryStop,
@@ -43,6 +45,8 @@ struct Log {
     received: Arc<Mutex<Vec<u8>>>,
     errors: Arc<Mutex<Vec<ConnectError>>>,
     ends: Arc<Mutex<Vec<(Address, Address)>>>,
+    /// TCP_NODELAY and SO_KEEPALIVE of each connection.
+    options: Arc<Mutex<Vec<(bool, bool)>>>,
 }
 
 impl Log {
@@ -192,6 +196,8 @@ impl Protocol for RecProto {
             .lock()
             .unwrap()
             .push((t.local_addr(), t.peer_addr()));
+        let options = (t.nodelay().unwrap(), t.keepalive().unwrap());
+        self.log.options.lock().unwrap().push(options);
         t.write(&self.greeting);
     }
 
@@ -555,6 +561,15 @@ fn ipv6_loopback_and_scoped_link_local_literals() {
         );
         assert_eq!(got[0].to_string(), "[fe80::1%lo]:7000");
         assert_eq!(scoped.to_string(), "[fe80::1%lo]:7000");
+        // Connecting uses the scope: nothing has that address on lo, so the kernel answers
+        // "unreachable" (without the scope it would be an invalid-argument error).
+        let _c = connect_tcp(scoped, Rec::new(&l), ConnectOptions::default());
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::FactoryStop) == 2)
+                .await
+        );
+        let label = l.last_error().label();
+        assert!(["unreachable", "refused"].contains(&label), "{}", l.last_error());
 
         // A name resolves off the reactor thread, to loopback addresses here.
         let local = resolve(&"localhost:7000".parse().unwrap()).await.unwrap();
@@ -566,6 +581,11 @@ fn ipv6_loopback_and_scoped_link_local_literals() {
     engine.shutdown();
     engine.join().unwrap();
     assert_eq!(log.received(), b"six");
+    assert_eq!(
+        log.options.lock().unwrap()[0],
+        (true, false),
+        "defaults: nodelay on, keepalive off"
+    );
     let (local, peer) = log.ends.lock().unwrap()[0];
     assert_eq!(peer, Address::from(addr));
     assert_eq!(local.ip(), "::1".parse::<std::net::IpAddr>().unwrap());
@@ -614,6 +634,8 @@ fn bind_address_and_bind_errors() {
         // Bound to another loopback address, the connection comes from it.
         let bound = ConnectOptions {
             bind: Some("127.0.0.2:0".parse().unwrap()),
+            nodelay: false,
+            keepalive: Some(Duration::from_secs(30)),
             ..Default::default()
         };
         let c = connect_tcp(addr, Rec::new(&l), bound);
@@ -651,8 +673,100 @@ fn bind_address_and_bind_errors() {
     });
     drop(listener);
     let (local, peer) = log.ends.lock().unwrap()[0];
+    assert_eq!(
+        log.options.lock().unwrap()[0],
+        (false, true),
+        "nodelay off, keepalive on"
+    );
     assert_eq!(local.ip(), "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
     assert_eq!(peer, Address::from(addr));
+}
+
+/// Sends its payload and half-closes (or aborts at once), through the client transport.
+struct HalfClose {
+    log: Log,
+    payload: Vec<u8>,
+    abort: bool,
+}
+
+impl Protocol for HalfClose {
+    fn connection_made(&mut self, t: &Transport) {
+        t.write(&self.payload);
+        if self.abort {
+            t.abort_connection();
+            return;
+        }
+        t.lose_write_connection();
+        t.write(b"dropped: the write side is shut");
+    }
+
+    fn data_received(&mut self, data: &[u8], _t: &Transport) {
+        self.log.received.lock().unwrap().extend_from_slice(data);
+    }
+
+    fn write_connection_lost(&mut self, _t: &Transport) {
+        self.log.push(Ev::WriteLost);
+    }
+
+    fn read_connection_lost(&mut self, t: &Transport) {
+        self.log.push(Ev::ReadLost);
+        t.lose_connection();
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.log.push(Ev::ProtoLost(reason.label()));
+    }
+}
+
+#[test]
+fn the_client_transport_half_closes_and_aborts_like_the_servers() {
+    let engine = echo_engine("127.0.0.1:0".parse().unwrap());
+    let addr = engine.local_addrs()[0];
+    let payload = pattern(200_000);
+    let log = Log::default();
+    let (l, p) = (log.clone(), payload.clone());
+    on_executor(move || async move {
+        // Any `factory_fn` factory is a client factory.
+        let half = (l.clone(), p);
+        let factory = weft::factory_fn(move |_| {
+            Some(HalfClose {
+                log: half.0.clone(),
+                payload: half.1.clone(),
+                abort: false,
+            })
+        });
+        let _c = connect_tcp(addr, factory, ConnectOptions::default());
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::ProtoLost("eof")) == 1)
+                .await
+        );
+        let aborting = l.clone();
+        let factory = weft::factory_fn(move |_| {
+            Some(HalfClose {
+                log: aborting.clone(),
+                payload: b"x".to_vec(),
+                abort: true,
+            })
+        });
+        let _c = connect_tcp(addr, factory, ConnectOptions::default());
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::ProtoLost("aborted"))
+                == 1)
+                .await
+        );
+    });
+    engine.shutdown();
+    engine.join().unwrap();
+    assert!(log.received() == payload, "{} bytes echoed", log.received().len());
+    assert_eq!(
+        log.events(),
+        [
+            Ev::WriteLost,
+            Ev::ReadLost,
+            Ev::ProtoLost("eof"),
+            Ev::ProtoLost("aborted")
+        ]
+    );
 }
 
 /// An engine whose shard dials out from `Factory::start`.

@@ -66,9 +66,10 @@ const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// - **inside an engine shard** (from [`Factory::start`](crate::Factory::start), a
 ///   protocol callback, or a task spawned there): the connection joins the shard's
 ///   registry, its read buffer and its counters, and drains and aborts with the engine
-///   (it gets `drain_requested`, then [`CloseReason::Shutdown`]). Do not call it from the
-///   closure given to [`Engine::serve`](crate::Engine::serve), which runs before the shard
-///   exists;
+///   (it gets `drain_requested`, then [`CloseReason::Shutdown`], and is not retried). An
+///   attempt still in progress when the shard stops is dropped without a callback. Do not
+///   call it from the closure given to [`Engine::serve`](crate::Engine::serve), which runs
+///   before the shard exists;
 /// - **on a bare [`glommio::LocalExecutor`]** (a load generator runs one per core): the
 ///   first call makes that thread's context, with the default connection settings.
 ///
@@ -388,7 +389,7 @@ async fn establish(c: &Connector, attempt: u64) -> Result<Established, ConnectEr
     let started = Instant::now();
     let mut work = pin!(connect_any(&inner.destination, &inner.options));
     let mut timer = Timer::new(inner.options.timeout.min(LONGEST_WAIT));
-    poll_fn(|cx| {
+    let result = poll_fn(|cx| {
         if !inner.machine.borrow().is_connecting(attempt) {
             return Poll::Ready(Err(ConnectError::Cancelled));
         }
@@ -403,7 +404,9 @@ async fn establish(c: &Connector, attempt: u64) -> Result<Established, ConnectEr
         *inner.attempt_waker.borrow_mut() = Some(cx.waker().clone());
         Poll::Pending
     })
-    .await
+    .await;
+    inner.attempt_waker.borrow_mut().take();
+    result
 }
 
 /// Tries each address of the destination in turn; the last failure is the attempt's.
