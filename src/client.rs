@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::addr::split_host_port;
 use crate::protocol::FnFactory;
 use crate::reconnect::ReconnectPolicy;
-use crate::{Address, AddressError, CloseReason, Connector, Factory};
+use crate::{Address, AddressError, CloseReason, Connector, Factory, Keepalive};
 
 /// A [`Factory`] that also hears about its outgoing connections: Twisted's `ClientFactory`.
 ///
@@ -181,8 +181,8 @@ pub struct ConnectOptions {
     pub bind: Option<Address>,
     /// TCP_NODELAY on the connection. Default: on, as on the server side.
     pub nodelay: bool,
-    /// TCP keepalive with this idle time before the first probe. Default: off.
-    pub keepalive: Option<Duration>,
+    /// TCP keepalive probes, as on the server side. Default: off.
+    pub keepalive: Option<Keepalive>,
     /// Retry failed attempts and lost connections with exponential back-off. Default: none.
     pub reconnect: Option<ReconnectPolicy>,
 }

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod util;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
@@ -17,8 +19,8 @@ use socket2::{Domain, Socket, Type};
 use weft::protocols::Echo;
 use weft::{
     Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, Connector, ConnectorState, Cores,
-    Destination, Engine, EngineConfig, Factory, Protocol, ReconnectPolicy, ShardInfo, Transport, connect_tcp,
-    resolve,
+    Destination, Engine, EngineConfig, Factory, Keepalive, Protocol, ReconnectPolicy, ShardInfo, Transport,
+    connect_tcp, resolve,
 };
 
 /// What the recording factory and protocol saw.
@@ -41,7 +43,7 @@ enum Ev {
 /// A shared event log, readable from any thread.
 #[derive(Clone, Default)]
 struct Log {
-    events: Arc<Mutex<Vec<(Instant, Ev)>>>,
+    events: util::Log<(Instant, Ev)>,
     received: Arc<Mutex<Vec<u8>>>,
     errors: Arc<Mutex<Vec<ConnectError>>>,
     ends: Arc<Mutex<Vec<(Address, Address)>>>,
@@ -51,24 +53,19 @@ struct Log {
 
 impl Log {
     fn push(&self, ev: Ev) {
-        self.events.lock().unwrap().push((Instant::now(), ev));
+        self.events.push((Instant::now(), ev));
     }
 
     fn events(&self) -> Vec<Ev> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, e)| e.clone())
-            .collect()
+        self.timed().into_iter().map(|(_, e)| e).collect()
     }
 
     fn timed(&self) -> Vec<(Instant, Ev)> {
-        self.events.lock().unwrap().clone()
+        self.events.items()
     }
 
     fn count(&self, ev: &Ev) -> usize {
-        self.events().iter().filter(|e| *e == ev).count()
+        count(&self.timed(), ev)
     }
 
     fn received(&self) -> Vec<u8> {
@@ -76,27 +73,12 @@ impl Log {
     }
 
     fn last_error(&self) -> ConnectError {
-        self.errors
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("a connect error")
+        let errors = self.errors.lock().unwrap();
+        errors.last().cloned().expect("a connect error")
     }
 
-    /// Blocks the calling (non-executor) thread until `pred` holds, or `limit` passes.
-    fn wait(&self, limit: Duration, pred: impl Fn(&Log) -> bool) -> bool {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if pred(self) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        pred(self)
-    }
-
-    /// The same, from inside an executor.
+    /// Waits (bounded) until `pred` holds, from inside an executor (where the blocking
+    /// `util::Log::wait_until` would stall the reactor).
     async fn until(&self, limit: Duration, pred: impl Fn(&Log) -> bool) -> bool {
         let end = Instant::now() + limit;
         while Instant::now() < end {
@@ -107,6 +89,11 @@ impl Log {
         }
         pred(self)
     }
+}
+
+/// How many times `ev` was logged.
+fn count(items: &[(Instant, Ev)], ev: &Ev) -> usize {
+    items.iter().filter(|(_, e)| e == ev).count()
 }
 
 /// A client factory that records everything and, optionally, connects again from its
@@ -260,13 +247,11 @@ fn full_backlog() -> (Socket, StdStream, SocketAddr) {
 }
 
 fn echo_engine(listen: SocketAddr) -> Engine {
-    let config = EngineConfig {
-        listen: vec![listen],
-        cores: Cores::Count(1),
-        drain_timeout: Duration::from_millis(50),
-        ..Default::default()
+    let tweak = |c: &mut EngineConfig| {
+        c.listen = vec![listen];
+        c.drain_timeout = Duration::from_millis(50);
     };
-    Engine::serve(config, |_| Echo::factory()).unwrap()
+    util::engine_with(1, tweak, |_| Echo::factory()).0
 }
 
 fn pattern(n: usize) -> Vec<u8> {
@@ -483,17 +468,20 @@ fn reconnects_with_backoff_after_the_server_restarts() {
             })
             .unwrap()
     };
-    assert!(log.wait(Duration::from_secs(5), |l| l.count(&Ev::Data) >= 1));
+    log.events
+        .wait_until("the first echo", |e| count(e, &Ev::Data) >= 1);
 
     // The server goes away: the connection is lost, then retries are refused.
     engine.shutdown();
     engine.join().unwrap();
-    assert!(log.wait(Duration::from_secs(5), |l| l.count(&Ev::Failed("refused")) >= 3));
+    log.events
+        .wait_until("three refusals", |e| count(e, &Ev::Failed("refused")) >= 3);
 
     // It comes back on the same address: the client reconnects and resumes.
     let engine = echo_engine(addr);
-    assert!(log.wait(Duration::from_secs(5), |l| l.count(&Ev::Made) == 2
-        && l.count(&Ev::Data) >= 2));
+    log.events.wait_until("the second echo", |e| {
+        count(e, &Ev::Made) == 2 && count(e, &Ev::Data) >= 2
+    });
     assert_eq!(log.received(), b"pingping");
     stop.store(true, Ordering::Relaxed);
     assert!(client.join().unwrap(), "the factory stops after disconnect");
@@ -635,7 +623,11 @@ fn bind_address_and_bind_errors() {
         let bound = ConnectOptions {
             bind: Some("127.0.0.2:0".parse().unwrap()),
             nodelay: false,
-            keepalive: Some(Duration::from_secs(30)),
+            keepalive: Some(Keepalive {
+                idle: Duration::from_secs(30),
+                interval: Duration::from_secs(5),
+                count: 3,
+            }),
             ..Default::default()
         };
         let c = connect_tcp(addr, Rec::new(&l), bound);
@@ -813,7 +805,8 @@ fn a_client_inside_a_shard_drains_and_aborts_with_the_engine() {
         connector: None,
     })
     .unwrap();
-    assert!(log.wait(Duration::from_secs(5), |l| l.count(&Ev::Made) == 1));
+    log.events
+        .wait_until("the connection", |e| count(e, &Ev::Made) == 1);
     dialer.shutdown();
     let report = dialer.join().unwrap();
     upstream.shutdown();
@@ -906,35 +899,9 @@ fn weft_client_against_a_twisted_echo_server() {
 #[test]
 fn twisted_client_against_weft_serve() {
     let python = python_with_twisted();
-    let mut server = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args([
-                "serve",
-                "--proto",
-                "echo",
-                "--listen",
-                "127.0.0.1:0",
-                "--cores",
-                "1",
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
-    let mut port = None;
-    for _ in 0..20 {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(rest) = line.split("serving echo on ").nth(1) {
-            let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            port = Some(addr.port());
-            break;
-        }
-    }
-    let port = port.expect("weft serve logs its address");
+    let (command, addr) = util::echo_server_command();
+    let _server = Reaped(util::spawn_listening(command, addr));
+    let port = addr.port();
     let size = 300_000;
     let mut client = Reaped(
         Command::new(python)
@@ -960,7 +927,7 @@ fn twisted_client_against_weft_serve() {
         echoed.len()
     );
     // The server is still serving after the client left.
-    let mut s = StdStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = util::connect(addr);
     s.write_all(b"x").unwrap();
     let mut b = [0u8; 1];
     s.read_exact(&mut b).unwrap();

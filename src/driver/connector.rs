@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use futures_lite::AsyncWrite;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
-use socket2::{Domain, Protocol as SockProtocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
+use socket2::{Domain, Protocol as SockProtocol, SockAddr, SockRef, Socket, Type};
 
 use super::connection::Connection;
 use super::shard::ShardCtx;
@@ -457,10 +457,6 @@ async fn connect_one(addr: Address, options: &ConnectOptions) -> Result<Establis
     )
     .map_err(bind_failed)?;
     sock.set_nodelay(options.nodelay).map_err(failed)?;
-    if let Some(idle) = options.keepalive {
-        sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))
-            .map_err(failed)?;
-    }
     if let Some(bind) = options.bind {
         sock.bind(&SockAddr::from(bind.socket_addr()))
             .map_err(bind_failed)?;
@@ -505,7 +501,12 @@ async fn serve<F: ClientFactory>(c: &Connector, factory: &RefCell<F>, est: Estab
         return CloseReason::LocalClose;
     };
     let shard = &inner.shard;
-    let transport = Transport::new(est.stream.as_raw_fd(), est.local, est.peer);
+    let transport = Transport::new(est.stream.as_raw_fd(), est.local, est.peer, shard.config.flow);
+    if let Some(k) = inner.options.keepalive {
+        // As on accepted connections: a socket option that cannot be set is no reason to
+        // drop a connection that works.
+        let _ = transport.set_keepalive_params(k);
+    }
     let key = shard.conns.borrow_mut().insert(transport.clone());
     ShardStats::add(&shard.stats.active, 1);
     *inner.transport.borrow_mut() = Some(transport.clone());
