@@ -184,11 +184,13 @@ pub fn connect_tcp<F: ClientFactory>(
 /// for a numeric host (no lookup), else every IPv4 and IPv6 address of the name, looked up
 /// on glommio's blocking-thread pool so that a slow resolver never stalls the executor.
 ///
-/// Call it on a glommio executor.
-///
 /// # Errors
 ///
 /// [`ConnectError::Resolution`] when the name does not resolve.
+///
+/// # Panics
+///
+/// Outside a glommio executor, for a host name (glommio's `spawn_local` panics there).
 pub async fn resolve(destination: &Destination) -> Result<Vec<Address>, ConnectError> {
     if let Some(addr) = destination.address() {
         return Ok(vec![addr]);
