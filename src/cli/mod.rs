@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve a reference protocol on every selected core.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Start an echo server on a free loopback port, load it for a few seconds, print results.
     Demo(demo::DemoArgs),
 }
@@ -38,7 +38,7 @@ pub(crate) fn run() -> i32 {
         Err(e) => return usage_error(&e),
     };
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

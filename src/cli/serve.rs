@@ -6,8 +6,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use weft::protocols::{Discard, Echo, Http};
-use weft::{Address, Cores, Engine, EngineConfig, EngineError, Factory, FlowConfig, Keepalive, ShardInfo};
+use weft::protocols::{Discard, Echo, Http, Relay};
+use weft::{
+    Address, Cores, Destination, Engine, EngineConfig, EngineError, Factory, FlowConfig, Keepalive, ShardInfo,
+};
 
 /// The reference protocols.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -18,6 +20,8 @@ pub(crate) enum Proto {
     Discard,
     /// HTTP/1.1 plaintext `Hello, World!`.
     Http,
+    /// A TCP proxy to --upstream, with back-pressure both ways.
+    Relay,
 }
 
 #[derive(Debug, Args)]
@@ -28,6 +32,9 @@ pub(crate) struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:7000 or [::1]:7000 (repeatable).
     #[arg(long = "listen", required = true, value_parser = parse_addr)]
     listen: Vec<SocketAddr>,
+    /// Where `--proto relay` forwards each connection (host:port).
+    #[arg(long, required_if_eq("proto", "relay"))]
+    upstream: Option<Destination>,
     /// Cores to run shards on: all, a count (2) or a list (0,2-3).
     #[arg(long, default_value = "all")]
     cores: Cores,
@@ -110,6 +117,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), EngineError> {
         Proto::Echo => serve(config, "echo", |_| Echo::factory()),
         Proto::Discard => serve(config, "discard", |_| Discard::factory()),
         Proto::Http => serve(config, "http", move |_| Http::factory_with(header_timeout)),
+        Proto::Relay => {
+            let upstream = args.upstream.ok_or_else(|| EngineError::Shard {
+                shard: 0,
+                detail: "--proto relay needs --upstream HOST:PORT".into(),
+            })?;
+            serve(config, "relay", move |_| Relay::factory(upstream.clone()))
+        }
     }
 }
 

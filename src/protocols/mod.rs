@@ -3,7 +3,9 @@
 mod discard;
 mod echo;
 pub mod http;
+mod relay;
 
 pub use discard::Discard;
 pub use echo::Echo;
 pub use http::Http;
+pub use relay::Relay;
