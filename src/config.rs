@@ -1,8 +1,13 @@
 //! Engine configuration: every field documents its default.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use crate::proxy::ProxyConfig;
 
 /// Which CPU cores run shards.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -304,6 +309,56 @@ pub struct EngineConfig {
     pub accept: AcceptConfig,
     /// Reactor options.
     pub reactor: ReactorConfig,
+    /// Listeners that require a PROXY protocol header (v1 or v2) before a connection reaches
+    /// its protocol, keyed by their address in [`listen`](Self::listen) as configured.
+    /// Default: none (no listener expects one; it is never detected).
+    pub proxy_protocol: HashMap<SocketAddr, ProxyConfig>,
+    /// Listening sockets handed over by a predecessor process: the engine accepts on these
+    /// instead of binding new ones for the addresses they are bound to. Default: none.
+    pub inherited: InheritedListeners,
+}
+
+/// Listening sockets an engine adopts instead of binding (a zero-downtime restart: see
+/// [`crate::handoff`]). Adopting a socket keeps its accept queue, so no queued client is lost.
+///
+/// For each listen address, the sockets bound to it are spread over the shards; a shard left
+/// without one binds a new SO_REUSEPORT socket beside them. Shared by clones of the config
+/// and taken by the first engine that starts from it.
+#[derive(Debug, Clone, Default)]
+pub struct InheritedListeners {
+    fds: Arc<Mutex<Vec<OwnedFd>>>,
+}
+
+impl InheritedListeners {
+    /// Wraps listening TCP sockets (bound, listening, any blocking mode).
+    pub fn new(fds: Vec<OwnedFd>) -> Self {
+        Self {
+            fds: Arc::new(Mutex::new(fds)),
+        }
+    }
+
+    /// The distinct local addresses of the sockets, in order (unreadable ones left out).
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        let fds = self.fds.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut addrs = Vec::new();
+        for fd in fds.iter() {
+            let local = socket2::SockRef::from(fd)
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket());
+            if let Some(a) = local
+                && !addrs.contains(&a)
+            {
+                addrs.push(a);
+            }
+        }
+        addrs
+    }
+
+    /// Takes the sockets out, leaving none.
+    pub(crate) fn take(&self) -> Vec<OwnedFd> {
+        std::mem::take(&mut *self.fds.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 impl Default for EngineConfig {
@@ -316,6 +371,8 @@ impl Default for EngineConfig {
             connection: ConnectionConfig::default(),
             accept: AcceptConfig::default(),
             reactor: ReactorConfig::default(),
+            proxy_protocol: HashMap::new(),
+            inherited: InheritedListeners::default(),
         }
     }
 }

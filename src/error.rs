@@ -136,6 +136,12 @@ pub enum EngineError {
         /// What the reactor reported.
         detail: String,
     },
+    /// Listening sockets handed over by another process could not be adopted.
+    #[error("cannot adopt the inherited listening sockets: {0}")]
+    Inherited(String),
+    /// The configuration contradicts itself.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// A shard thread could not be created or failed.
     #[error("shard {shard} failed: {detail}")]
     Shard {

@@ -55,9 +55,12 @@ mod client;
 pub mod config;
 mod driver;
 mod error;
+pub mod handoff;
+pub mod health;
 mod outbuf;
 mod protocol;
 pub mod protocols;
+pub mod proxy;
 mod reconnect;
 mod stats;
 mod transport;
@@ -67,7 +70,7 @@ pub use client::{
     ClientFactory, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination,
     DestinationError,
 };
-pub use config::{Cores, EngineConfig, FlowConfig, Keepalive};
+pub use config::{Cores, EngineConfig, FlowConfig, InheritedListeners, Keepalive};
 pub use driver::connector::{Connector, connect_tcp, resolve};
 pub use driver::engine::{Engine, EngineReport, ShutdownHandle};
 pub use driver::reservation::FdReservation;

@@ -35,6 +35,9 @@ pub(crate) struct ShardStats {
     pub(crate) bytes_in: Cell<u64>,
     pub(crate) bytes_out: Cell<u64>,
     pub(crate) emfile_recoveries: Cell<u64>,
+    pub(crate) proxy_untrusted: Cell<u64>,
+    pub(crate) proxy_invalid: Cell<u64>,
+    pub(crate) proxy_timeouts: Cell<u64>,
     closed: [Cell<u64>; CLOSE_LABELS.len()],
     accept_errors: RefCell<Vec<(i32, u64)>>,
 }
@@ -72,6 +75,9 @@ impl ShardStats {
             bytes_in: self.bytes_in.get(),
             bytes_out: self.bytes_out.get(),
             emfile_recoveries: self.emfile_recoveries.get(),
+            proxy_untrusted: self.proxy_untrusted.get(),
+            proxy_invalid: self.proxy_invalid.get(),
+            proxy_timeouts: self.proxy_timeouts.get(),
             closed: std::array::from_fn(|i| self.closed[i].get()),
             accept_errors: self.accept_errors.borrow().clone(),
         }
@@ -95,6 +101,13 @@ pub struct StatsSnapshot {
     pub bytes_out: u64,
     /// Times the shard released its reserved descriptor to drain the queue on EMFILE.
     pub emfile_recoveries: u64,
+    /// Connections to a PROXY-protocol listener closed unread: the peer is not trusted.
+    pub proxy_untrusted: u64,
+    /// Connections to a PROXY-protocol listener closed because the header was malformed or
+    /// too long, or the peer closed or failed before finishing it.
+    pub proxy_invalid: u64,
+    /// Connections to a PROXY-protocol listener closed at the header deadline.
+    pub proxy_timeouts: u64,
     /// Connections closed, by reason, in the order of [`CLOSE_LABELS`].
     pub closed: [u64; CLOSE_LABELS.len()],
     /// Accept errors by errno.
@@ -111,6 +124,9 @@ impl StatsSnapshot {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.emfile_recoveries += other.emfile_recoveries;
+        self.proxy_untrusted += other.proxy_untrusted;
+        self.proxy_invalid += other.proxy_invalid;
+        self.proxy_timeouts += other.proxy_timeouts;
         for (a, b) in self.closed.iter_mut().zip(other.closed) {
             *a += b;
         }

@@ -71,6 +71,8 @@ struct Inner {
     fd: Cell<RawFd>,
     local: Address,
     peer: Address,
+    /// The socket's actual peer (differs from `peer` behind a PROXY-protocol balancer).
+    real_peer: Address,
 }
 
 impl std::fmt::Debug for Transport {
@@ -86,6 +88,18 @@ impl std::fmt::Debug for Transport {
 
 impl Transport {
     pub(crate) fn new(fd: RawFd, local: Address, peer: Address, flow: FlowConfig) -> Self {
+        Self::proxied(fd, local, peer, peer, flow)
+    }
+
+    /// A transport whose protocol sees `peer`, the client a PROXY header named, while the
+    /// socket's actual peer is `real_peer`.
+    pub(crate) fn proxied(
+        fd: RawFd,
+        local: Address,
+        peer: Address,
+        real_peer: Address,
+        flow: FlowConfig,
+    ) -> Self {
         Self {
             inner: Rc::new(Inner {
                 out: RefCell::new(OutBuf::default()),
@@ -98,6 +112,7 @@ impl Transport {
                 fd: Cell::new(fd),
                 local,
                 peer,
+                real_peer,
             }),
         }
     }
@@ -255,9 +270,15 @@ impl Transport {
         self.inner.local
     }
 
-    /// The peer's address.
+    /// The peer's address: on a PROXY-protocol listener, the client the balancer named.
     pub fn peer_addr(&self) -> Address {
         self.inner.peer
+    }
+
+    /// The address of the socket's actual peer: the balancer on a PROXY-protocol listener
+    /// whose header named a client, otherwise the same as [`peer_addr`](Self::peer_addr).
+    pub fn real_peer_addr(&self) -> Address {
+        self.inner.real_peer
     }
 
     /// Bytes queued and not yet accepted by the kernel.

@@ -38,8 +38,8 @@ pub(crate) fn run() -> i32 {
         Err(e) => return usage_error(&e),
     };
     let result = match cli.command {
-        Command::Serve(args) => serve::run(*args),
-        Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => serve::run(*args).map_err(|e| e.to_string()),
+        Command::Demo(args) => demo::run(args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => 0,

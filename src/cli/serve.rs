@@ -1,14 +1,21 @@
-//! `weft serve`: a reference protocol on every selected core until SIGINT or SIGTERM.
+//! `weft serve`: a reference protocol on every selected core until SIGINT or SIGTERM, or until
+//! a successor takes over its listeners.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use weft::protocols::{Discard, Echo, Http, Relay};
+use weft::handoff::{HandoffError, HandoffServer, Takeover};
+use weft::health::HealthCheck;
+use weft::protocols::{Discard, Echo, Http, Relay, Whoami};
+use weft::proxy::{Cidr, ProxyConfig};
 use weft::{
-    Address, Cores, Destination, Engine, EngineConfig, EngineError, Factory, FlowConfig, Keepalive, ShardInfo,
+    Address, Cores, Destination, Engine, EngineConfig, EngineError, Factory, FlowConfig, InheritedListeners,
+    Keepalive, ShardInfo,
 };
 
 /// The reference protocols.
@@ -22,6 +29,8 @@ pub(crate) enum Proto {
     Http,
     /// A TCP proxy to --upstream, with back-pressure both ways.
     Relay,
+    /// Write the peer's address and a newline, then close.
+    Whoami,
 }
 
 #[derive(Debug, Args)]
@@ -29,8 +38,9 @@ pub(crate) struct ServeArgs {
     /// Protocol to serve.
     #[arg(long, value_enum, default_value = "echo")]
     proto: Proto,
-    /// Address to listen on, e.g. 127.0.0.1:7000 or [::1]:7000 (repeatable).
-    #[arg(long = "listen", required = true, value_parser = parse_addr)]
+    /// Address to listen on, e.g. 127.0.0.1:7000 or [::1]:7000 (repeatable). With --takeover,
+    /// defaults to the addresses taken over.
+    #[arg(long = "listen", required_unless_present = "takeover", value_parser = parse_addr)]
     listen: Vec<SocketAddr>,
     /// Where `--proto relay` forwards each connection (host:port).
     #[arg(long, required_if_eq("proto", "relay"))]
@@ -80,6 +90,28 @@ pub(crate) struct ServeArgs {
     /// http: time a request head may take to arrive, from its first byte (then 408).
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     header_timeout: Duration,
+    /// Require a PROXY protocol header (v1 or v2) on every listener (never auto-detected).
+    #[arg(long, requires = "proxy_trusted")]
+    proxy_protocol: bool,
+    /// Peers allowed to send a PROXY header, e.g. 10.0.0.0/8,::1; others are closed unread.
+    #[arg(long, value_name = "CIDR[,CIDR...]", requires = "proxy_protocol", value_parser = parse_cidrs)]
+    proxy_trusted: Option<Trusted>,
+    /// Time from accept to a complete PROXY header.
+    #[arg(long, default_value = "3s", value_parser = super::duration)]
+    proxy_header_timeout: Duration,
+    /// Largest PROXY v2 header accepted, TLVs included, in bytes.
+    #[arg(long, default_value_t = weft::proxy::DEFAULT_MAX_HEADER)]
+    proxy_max_header: usize,
+    /// Answer HTTP health probes here: 200 while serving, 503 while draining.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    health: Option<SocketAddr>,
+    /// Serve handoffs to a successor on this Unix socket (zero-downtime restart).
+    #[arg(long, value_name = "PATH")]
+    handoff_socket: Option<PathBuf>,
+    /// Take over the listening sockets of the weft serving handoffs at PATH, then tell it to
+    /// drain and exit.
+    #[arg(long, value_name = "PATH")]
+    takeover: Option<PathBuf>,
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -88,7 +120,40 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|e| e.to_string())
 }
 
-pub(crate) fn run(args: ServeArgs) -> Result<(), EngineError> {
+/// The value of `--proxy-trusted`: one list (a plain `Vec` would read as repeated values).
+#[derive(Debug, Clone)]
+struct Trusted(Vec<Cidr>);
+
+fn parse_cidrs(s: &str) -> Result<Trusted, String> {
+    match Cidr::parse_list(s) {
+        Ok(list) if list.is_empty() => Err("an empty trusted list would close every connection".into()),
+        Ok(list) => Ok(Trusted(list)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Why `weft serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Handoff(#[from] HandoffError),
+    #[error("cannot serve the health check on {addr}: {source}")]
+    Health { addr: Address, source: std::io::Error },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Everything `serve` starts besides the engine.
+struct Extras {
+    health: Option<SocketAddr>,
+    inherited_health: Option<TcpListener>,
+    handoff_socket: Option<PathBuf>,
+    takeover: Option<Takeover>,
+}
+
+pub(crate) fn run(args: ServeArgs) -> Result<(), ServeError> {
     let mut config = EngineConfig {
         listen: args.listen,
         cores: args.cores,
@@ -113,31 +178,57 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), EngineError> {
     });
     c.user_timeout = args.tcp_user_timeout;
     let header_timeout = args.header_timeout;
+    let mut takeover = args.takeover.as_ref().map(Takeover::connect).transpose()?;
+    let mut inherited_health = None;
+    if let Some(t) = takeover.as_mut() {
+        config.inherited = InheritedListeners::new(t.take_listeners());
+        if config.listen.is_empty() {
+            config.listen = config.inherited.addresses();
+        }
+        inherited_health = t.take_health().map(TcpListener::from);
+    }
+    if let Some(Trusted(trusted)) = args.proxy_trusted {
+        let proxy = ProxyConfig {
+            trusted,
+            header_timeout: args.proxy_header_timeout,
+            max_header: args.proxy_max_header,
+        };
+        for addr in &config.listen {
+            config.proxy_protocol.insert(*addr, proxy.clone());
+        }
+    }
+    let extras = Extras {
+        health: args.health,
+        inherited_health,
+        handoff_socket: args.handoff_socket,
+        takeover,
+    };
     match args.proto {
-        Proto::Echo => serve(config, "echo", |_| Echo::factory()),
-        Proto::Discard => serve(config, "discard", |_| Discard::factory()),
-        Proto::Http => serve(config, "http", move |_| Http::factory_with(header_timeout)),
+        Proto::Echo => serve(config, extras, "echo", |_| Echo::factory()),
+        Proto::Discard => serve(config, extras, "discard", |_| Discard::factory()),
+        Proto::Http => serve(config, extras, "http", move |_| {
+            Http::factory_with(header_timeout)
+        }),
+        Proto::Whoami => serve(config, extras, "whoami", |_| Whoami::factory()),
         Proto::Relay => {
             let upstream = args.upstream.ok_or_else(|| EngineError::Shard {
                 shard: 0,
                 detail: "--proto relay needs --upstream HOST:PORT".into(),
             })?;
-            serve(config, "relay", move |_| Relay::factory(upstream.clone()))
+            serve(config, extras, "relay", move |_| Relay::factory(upstream.clone()))
         }
     }
 }
 
-fn serve<F, M>(config: EngineConfig, name: &str, make: M) -> Result<(), EngineError>
+fn serve<F, M>(config: EngineConfig, extras: Extras, name: &str, make: M) -> Result<(), ServeError>
 where
     F: Factory,
     M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
 {
     let drain = config.drain_timeout;
+    let proxied = !config.proxy_protocol.is_empty();
     // Signals are taken before any shard runs, so none is missed.
-    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| EngineError::Shard {
-        shard: 0,
-        detail: format!("cannot install signal handlers: {e}"),
-    })?;
+    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(ServeError::Signals)?;
     let engine = Engine::serve(config, make)?;
     let addrs: Vec<String> = engine
         .local_addrs()
@@ -145,26 +236,61 @@ where
         .map(|a| Address::from(*a).to_string())
         .collect();
     tracing::info!(
-        "serving {name} on {} ({} shards on cores {:?}); SIGINT/SIGTERM drains for up to {drain:?}",
+        "serving {name}{} on {} ({} shards on cores {:?}); SIGINT/SIGTERM drains for up to {drain:?}",
+        if proxied { " behind the PROXY protocol" } else { "" },
         addrs.join(", "),
         engine.cores().len(),
         engine.cores()
     );
     let handle = engine.shutdown_handle();
+    let health = match extras.health {
+        None => None,
+        Some(addr) => {
+            let health_err = |source| ServeError::Health {
+                addr: addr.into(),
+                source,
+            };
+            let listener = match extras.inherited_health {
+                Some(l) if l.local_addr().is_ok_and(|a| a == addr) => l,
+                _ => TcpListener::bind(addr).map_err(health_err)?,
+            };
+            let check = HealthCheck::start(listener, handle.clone()).map_err(health_err)?;
+            let at = check.local_addr().map_or(addr, |a| a);
+            tracing::info!("health check on {}", Address::from(at));
+            Some(Arc::new(check))
+        }
+    };
+    let handoffs = match extras.handoff_socket {
+        None => None,
+        Some(path) => {
+            let server = HandoffServer::start(path, handle.clone(), health.clone())?;
+            tracing::info!("handoffs to a successor on {}", server.path().display());
+            Some(server)
+        }
+    };
+    if let Some(t) = extras.takeover {
+        match t.finish() {
+            Ok(()) => tracing::info!("took over the listeners; the previous weft is draining"),
+            Err(e) => tracing::warn!("took over the listeners, but {e}"),
+        }
+    }
     std::thread::spawn(move || {
         let mut seen = 0;
         for sig in signals.forever() {
             seen += 1;
+            // Log after acting, so that whoever reads the line sees the new state.
             if seen == 1 {
-                tracing::info!("signal {sig}: listeners closed, draining open connections");
                 handle.shutdown();
+                tracing::info!("signal {sig}: listeners closed, draining open connections");
             } else {
-                tracing::info!("signal {sig} again: aborting open connections");
                 handle.abort();
+                tracing::info!("signal {sig} again: aborting open connections");
             }
         }
     });
     let report = engine.join()?;
+    drop(handoffs);
+    drop(health);
     let total = report.total();
     tracing::info!(
         "stopped: {} connections served, {} B in, {} B out, {} aborted at shutdown",

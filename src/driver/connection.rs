@@ -35,6 +35,8 @@ pub(crate) struct Connection<P: Protocol> {
     linger: Option<Timer>,
     /// `connection_lost` has run.
     finished: bool,
+    /// Bytes read before the protocol existed (after a PROXY header), delivered first.
+    early: Vec<u8>,
 }
 
 /// The idle, write-stall and protocol deadlines, served by one lazily re-armed timer: the
@@ -118,7 +120,14 @@ impl<P: Protocol> Connection<P> {
             timeouts,
             linger: None,
             finished: false,
+            early: Vec::new(),
         }
+    }
+
+    /// Delivers `early` to the protocol as its first read.
+    pub(crate) fn with_input(mut self, early: Vec<u8>) -> Self {
+        self.early = early;
+        self
     }
 
     /// Serves the connection to its end; returns why it ended.
@@ -203,6 +212,12 @@ impl<P: Protocol> Connection<P> {
                 // Fairness: let the shard's other connections run, then come back.
                 cx.waker().wake_by_ref();
                 break Poll::Pending;
+            }
+            if !self.early.is_empty() {
+                let early = std::mem::take(&mut self.early);
+                reads += 1;
+                self.protocol.data_received(&early, &self.transport);
+                continue;
             }
             let mut buf = self.shard.read_buf.borrow_mut();
             match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {

@@ -2,14 +2,15 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use glommio::{GlommioError, LocalExecutorBuilder, Placement};
 
 use super::port::bind_listeners;
-use super::shard::{self, ABORT, DRAIN, ShardBoot};
+use super::shard::{self, ABORT, DRAIN, HANDOFF, ShardBoot};
 use crate::config::EngineConfig;
 use crate::stats::StatsSnapshot;
 use crate::{EngineError, Factory, ShardInfo};
@@ -40,25 +41,83 @@ pub struct Engine {
     cores: Vec<usize>,
 }
 
-/// Starts an engine's shutdown from any thread (a signal handler thread, say).
+/// Starts an engine's shutdown from any thread (a signal handler thread, say), and lends its
+/// listening sockets to a successor process while it still accepts on them.
 #[derive(Debug, Clone, Default)]
 pub struct ShutdownHandle {
-    controls: Arc<Vec<StdUnixStream>>,
+    inner: Arc<Control>,
+}
+
+#[derive(Debug, Default)]
+struct Control {
+    shards: Vec<StdUnixStream>,
+    /// Every shard's listening descriptors, in shard order. They stay open while `serving`.
+    listeners: Vec<RawFd>,
+    /// True until a shutdown, abort or handoff starts; held while the listeners are lent.
+    serving: Mutex<bool>,
 }
 
 impl ShutdownHandle {
     /// See [`Engine::shutdown`].
     pub fn shutdown(&self) {
-        self.send(DRAIN);
+        self.stop(DRAIN);
     }
 
     /// See [`Engine::abort`].
     pub fn abort(&self) {
-        self.send(ABORT);
+        self.stop(ABORT);
     }
 
-    fn send(&self, cmd: u8) {
-        for mut c in self.controls.iter() {
+    /// Stops accepting without closing the listening sockets, for a successor process that
+    /// now accepts on them (same accept queues: no client is refused), then drains like
+    /// [`shutdown`](Self::shutdown). Each shard stops after the accept it has in flight, whose
+    /// connection it serves.
+    pub fn hand_off(&self) {
+        self.stop(HANDOFF);
+    }
+
+    /// True until a shutdown, abort or handoff starts: what a health check reports.
+    pub fn is_serving(&self) -> bool {
+        *self.lock()
+    }
+
+    /// Runs `f` with every shard's listening sockets (shard by shard, each shard's in
+    /// configuration order), which stay open until `f` returns: to pass them to a successor
+    /// process. `None`, without calling `f`, once the engine is stopping.
+    pub fn with_listeners<R>(&self, f: impl FnOnce(&[BorrowedFd<'_>]) -> R) -> Option<R> {
+        let serving = self.lock();
+        if !*serving {
+            return None;
+        }
+        // SAFETY: the shards close their listeners only after a stop command, which waits for
+        // the lock held here.
+        let fds: Vec<BorrowedFd<'_>> = self
+            .inner
+            .listeners
+            .iter()
+            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+            .collect();
+        Some(f(&fds))
+    }
+
+    fn new(shards: Vec<StdUnixStream>, listeners: Vec<RawFd>) -> Self {
+        Self {
+            inner: Arc::new(Control {
+                shards,
+                listeners,
+                serving: Mutex::new(true),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        self.inner.serving.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stop(&self, cmd: u8) {
+        let mut serving = self.lock();
+        *serving = false;
+        for mut c in self.inner.shards.iter() {
             // A shard that already stopped has closed its end; nothing to tell it.
             let _ = c.write_all(&[cmd]);
         }
@@ -102,16 +161,30 @@ impl Engine {
         if config.listen.is_empty() {
             return Err(EngineError::NoListenAddress);
         }
+        if let Some(addr) = config.proxy_protocol.keys().find(|a| !config.listen.contains(a)) {
+            return Err(EngineError::Config(format!(
+                "PROXY protocol is configured for {}, which is not a listen address",
+                crate::Address::from(*addr)
+            )));
+        }
         let cores = config
             .cores
             .resolve(&allowed_cores())
             .map_err(EngineError::Cores)?;
         raise_limits()?;
-        let sockets = bind_listeners(&config.listen, cores.len(), config.accept.backlog)?;
-        let addrs = sockets
-            .first()
-            .map(|s| s.iter().map(|(_, a)| *a).collect())
-            .unwrap_or_default();
+        let bound = bind_listeners(
+            &config.listen,
+            cores.len(),
+            config.accept.backlog,
+            config.inherited.take(),
+        )?;
+        let listeners: Vec<RawFd> = bound
+            .per_shard
+            .iter()
+            .flatten()
+            .map(|l| l.socket.as_raw_fd())
+            .collect();
+        let (addrs, sockets) = (bound.addrs, bound.per_shard);
         let config = Arc::new(config);
         let make_factory = Arc::new(make_factory);
         let (ready_tx, ready_rx) = mpsc::channel::<usize>();
@@ -147,16 +220,12 @@ impl Engine {
                 Ok(handle) => engine.shards.push(handle),
                 Err(e) => {
                     // Dropping `engine` stops the shards already running.
-                    engine.control = ShutdownHandle {
-                        controls: Arc::new(controls),
-                    };
+                    engine.control = ShutdownHandle::new(controls, listeners);
                     return Err(reactor_error(index, e));
                 }
             }
         }
-        engine.control = ShutdownHandle {
-            controls: Arc::new(controls),
-        };
+        engine.control = ShutdownHandle::new(controls, listeners);
         drop(ready_tx);
         for _ in 0..count {
             if ready_rx.recv().is_err() {

@@ -3,14 +3,32 @@
 pub(crate) mod connection;
 pub(crate) mod connector;
 pub(crate) mod engine;
+pub(crate) mod handshake;
 pub(crate) mod port;
 pub(crate) mod reservation;
 pub(crate) mod shard;
 
+use std::cell::Cell;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Borrows a glommio socket's descriptor, for socket2's option calls.
 pub(crate) fn borrow_fd<S: AsRawFd>(socket: &S) -> BorrowedFd<'_> {
     // SAFETY: the descriptor is open for as long as `socket` is borrowed.
     unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) }
+}
+
+/// Counts a task in a shard counter for as long as the guard lives.
+pub(crate) struct Counted<'a>(&'a Cell<usize>);
+
+impl<'a> Counted<'a> {
+    pub(crate) fn new(count: &'a Cell<usize>) -> Self {
+        count.set(count.get() + 1);
+        Self(count)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }

@@ -12,12 +12,15 @@ use glommio::GlommioError;
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
+use super::Counted;
 use super::connection::Connection;
+use super::handshake;
 use super::shard::ShardCtx;
 use crate::accept::{
     AcceptEvent, AcceptSource, BurstSizer, LogLimiter, Reservation, accept_burst, errno_name,
 };
 use crate::config::AcceptConfig;
+use crate::proxy::ProxyConfig;
 use crate::stats::ShardStats;
 use crate::{Address, EngineError, Factory, Transport};
 
@@ -26,28 +29,113 @@ const INITIAL_BURST: usize = 100;
 /// One log line per accept-error kind per this interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Creates one listening socket per shard for every configured address, all in one
-/// SO_REUSEPORT group per address. A port 0 is resolved by the first socket and reused by the
-/// others. Returns, per shard, `(socket, bound address)` pairs.
+/// A listening socket of one shard.
+pub(crate) struct Listener {
+    pub(crate) socket: Socket,
+    /// Its bound address (a port 0 resolved).
+    pub(crate) local: SocketAddr,
+    /// The index of its address in the configuration's `listen`.
+    pub(crate) index: usize,
+}
+
+/// The listening sockets of every shard.
+pub(crate) struct Bound {
+    /// The bound addresses, in configuration order.
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// Each shard's listeners, by shard index.
+    pub(crate) per_shard: Vec<Vec<Listener>>,
+}
+
+/// Gives every shard a listening socket for every configured address, all in one
+/// SO_REUSEPORT group per address. Inherited sockets bound to an address are spread over the
+/// shards first; a shard left without one binds a new socket. A port 0 is resolved by the
+/// first socket and reused by the others.
 pub(crate) fn bind_listeners(
     addrs: &[SocketAddr],
     shards: usize,
     backlog: u32,
-) -> Result<Vec<Vec<(Socket, SocketAddr)>>, EngineError> {
-    let mut per_shard: Vec<Vec<(Socket, SocketAddr)>> = (0..shards).map(|_| Vec::new()).collect();
-    for &addr in addrs {
+    inherited: Vec<OwnedFd>,
+) -> Result<Bound, EngineError> {
+    let mut adopted = inherited.into_iter().map(adopt).collect::<Result<Vec<_>, _>>()?;
+    let mut per_shard: Vec<Vec<Listener>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut bound_addrs = Vec::with_capacity(addrs.len());
+    for (index, &addr) in addrs.iter().enumerate() {
+        let (mine, rest): (Vec<_>, Vec<_>) = adopted
+            .into_iter()
+            .partition(|(local, _)| addr.port() != 0 && *local == addr);
+        adopted = rest;
+        for (i, (local, socket)) in mine.into_iter().enumerate() {
+            per_shard[i % shards.max(1)].push(Listener { socket, local, index });
+        }
         let mut bound = addr;
         for sockets in per_shard.iter_mut() {
-            let sock = listen_socket(bound, backlog).map_err(|e| EngineError::cannot_listen(addr, e))?;
+            if sockets.iter().any(|l| l.index == index) {
+                continue;
+            }
+            let socket = listen_socket(bound, backlog).map_err(|e| EngineError::cannot_listen(addr, e))?;
             if bound.port() == 0 {
-                let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+                let local = socket.local_addr().ok().and_then(|a| a.as_socket());
                 bound = local
                     .ok_or_else(|| EngineError::cannot_listen(addr, io::Error::other("no local address")))?;
             }
-            sockets.push((sock, bound));
+            sockets.push(Listener {
+                socket,
+                local: bound,
+                index,
+            });
         }
+        bound_addrs.push(bound);
     }
-    Ok(per_shard)
+    if let Some((local, _)) = adopted.first() {
+        return Err(EngineError::Inherited(format!(
+            "the inherited listener on {} matches no listen address (listen on it too, or leave it \
+             to the old process)",
+            Address::from(*local)
+        )));
+    }
+    Ok(Bound {
+        addrs: bound_addrs,
+        per_shard,
+    })
+}
+
+/// Checks that an inherited descriptor is a listening TCP socket and makes it non-blocking.
+fn adopt(fd: OwnedFd) -> Result<(SocketAddr, Socket), EngineError> {
+    let bad = |what: String| EngineError::Inherited(format!("descriptor {}: {what}", fd.as_raw_fd()));
+    let sock = socket2::SockRef::from(&fd);
+    let listening = sock
+        .r#type()
+        .map_err(|e| bad(format!("not a socket ({e})")))
+        .map(|t| t == Type::STREAM)?
+        && accepting(&fd);
+    if !listening {
+        return Err(bad("not a listening TCP socket".into()));
+    }
+    let local = sock
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| bad("not bound to an IP address".into()))?;
+    sock.set_nonblocking(true)
+        .map_err(|e| bad(format!("cannot make it non-blocking ({e})")))?;
+    Ok((local, Socket::from(fd)))
+}
+
+/// SO_ACCEPTCONN: the socket is listening.
+fn accepting(fd: &OwnedFd) -> bool {
+    let mut on: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `on` and `len` are valid for the option's size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut on as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && on != 0
 }
 
 fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
@@ -116,11 +204,14 @@ pub(crate) struct Port<F: Factory> {
     pub(crate) factory: Rc<RefCell<F>>,
     pub(crate) reservation: Rc<RefCell<dyn Reservation>>,
     pub(crate) config: AcceptConfig,
+    /// Set on a listener that requires a PROXY protocol header.
+    pub(crate) proxy: Option<Rc<ProxyConfig>>,
 }
 
 impl<F: Factory> Port<F> {
     /// Accepts until the listener fails for good (or the task is dropped at shutdown).
     pub(crate) async fn run(self) {
+        let _accepting = Counted::new(&self.shard.accepting);
         let mut sizer = BurstSizer::new(INITIAL_BURST, self.config.max_burst);
         let mut limiter = LogLimiter::new(LOG_INTERVAL);
         loop {
@@ -136,6 +227,15 @@ impl<F: Factory> Port<F> {
                 Err(GlommioError::IoError(e)) => Some(Err(e)),
                 Err(e) => Some(Err(io::Error::other(e.to_string()))),
             };
+            if self.shard.draining.get() {
+                // The listener was handed to a successor, which accepts on it now: serve what
+                // this accept brought and stop, without cancelling an accept in flight (its
+                // connection would be lost).
+                if let Some(Ok((conn, peer))) = first {
+                    self.admit(conn, peer);
+                }
+                return;
+            }
             let mut src = SyncAccept { fd: self.fd };
             let burst = {
                 let mut reservation = self.reservation.borrow_mut();
@@ -176,56 +276,105 @@ impl<F: Factory> Port<F> {
         }
     }
 
-    /// Hands a new connection to a protocol, or closes it (shard at its cap, factory refused).
+    /// Hands a new connection to a protocol, or closes it (shard at its cap, factory refused,
+    /// untrusted peer on a PROXY-protocol listener).
     fn admit(&self, conn: Accepted, peer: SocketAddr) {
         let shard = &self.shard;
         if let Some(cap) = self.config.max_conns_per_shard
-            && shard.conns.borrow().len() >= cap
+            && shard.conns.borrow().len() + shard.handshakes.get() >= cap
         {
             ShardStats::add(&shard.stats.shed, 1);
             return;
         }
-        let peer = Address::from(peer);
-        let Some(protocol) = self.factory.borrow_mut().build_protocol(&peer) else {
-            ShardStats::add(&shard.stats.refused, 1);
+        if let Some(proxy) = &self.proxy
+            && !proxy.trusts(peer.ip())
+        {
+            // Closed before anything is read: only the balancers may speak first.
+            ShardStats::add(&shard.stats.proxy_untrusted, 1);
             return;
-        };
+        }
         let stream = match conn {
             Accepted::Stream(s) => s,
             // SAFETY: the descriptor is an accepted TCP socket we own; ownership moves on.
             Accepted::Fd(fd) => unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) },
         };
-        let fd = super::borrow_fd(&stream);
-        let sock = socket2::SockRef::from(&fd);
-        let config = &shard.config;
-        if config.nodelay {
-            let _ = sock.set_nodelay(true);
+        match &self.proxy {
+            Some(proxy) => {
+                let start = Start {
+                    shard: shard.clone(),
+                    factory: self.factory.clone(),
+                    stream,
+                    listener: self.local,
+                    real_peer: peer,
+                };
+                glommio::spawn_local(handshake::serve(start, proxy.clone())).detach();
+            }
+            None => {
+                if let Some(conn) =
+                    establish(shard, &self.factory, stream, self.local, peer.into(), peer.into())
+                {
+                    glommio::spawn_local(conn.run()).detach();
+                }
+            }
         }
-        if let Some(n) = config.send_buffer {
-            let _ = sock.set_send_buffer_size(n);
-        }
-        if let Some(n) = config.recv_buffer {
-            let _ = sock.set_recv_buffer_size(n);
-        }
-        // A listener bound to one address gives every connection that local address; only a
-        // wildcard listener needs to ask the kernel which one the peer reached.
-        let local = if self.local.ip().is_unspecified() {
-            sock.local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .unwrap_or(self.local)
-        } else {
-            self.local
-        };
-        let transport = Transport::new(stream.as_raw_fd(), local.into(), peer, config.flow);
-        if let Some(k) = config.keepalive {
-            let _ = transport.set_keepalive_params(k);
-        }
-        if config.user_timeout.is_some() {
-            let _ = transport.set_user_timeout(config.user_timeout);
-        }
-        let key = shard.conns.borrow_mut().insert(transport.clone());
-        shard.stats.opened();
-        glommio::spawn_local(Connection::new(stream, protocol, transport, shard.clone(), key).run()).detach();
     }
+}
+
+/// An accepted connection on its way to a protocol.
+pub(crate) struct Start<F: Factory> {
+    pub(crate) shard: Rc<ShardCtx>,
+    pub(crate) factory: Rc<RefCell<F>>,
+    pub(crate) stream: TcpStream,
+    /// The listener's address (the connection's local one unless it is a wildcard).
+    pub(crate) listener: SocketAddr,
+    pub(crate) real_peer: SocketAddr,
+}
+
+/// Builds the protocol for a connection whose peer is `peer` (the socket's, or the client a
+/// PROXY header named) and registers it with the shard; `None` if the factory refused it, in
+/// which case dropping the stream closes it.
+pub(crate) fn establish<F: Factory>(
+    shard: &Rc<ShardCtx>,
+    factory: &RefCell<F>,
+    stream: TcpStream,
+    listener: SocketAddr,
+    peer: Address,
+    real_peer: Address,
+) -> Option<Connection<F::Protocol>> {
+    let Some(protocol) = factory.borrow_mut().build_protocol(&peer) else {
+        ShardStats::add(&shard.stats.refused, 1);
+        return None;
+    };
+    let fd = super::borrow_fd(&stream);
+    let sock = socket2::SockRef::from(&fd);
+    let config = &shard.config;
+    if config.nodelay {
+        let _ = sock.set_nodelay(true);
+    }
+    if let Some(n) = config.send_buffer {
+        let _ = sock.set_send_buffer_size(n);
+    }
+    if let Some(n) = config.recv_buffer {
+        let _ = sock.set_recv_buffer_size(n);
+    }
+    // A listener bound to one address gives every connection that local address; only a
+    // wildcard listener needs to ask the kernel which one the peer reached.
+    let local = if listener.ip().is_unspecified() {
+        sock.local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(listener)
+    } else {
+        listener
+    };
+    let transport = Transport::proxied(stream.as_raw_fd(), local.into(), peer, real_peer, config.flow);
+    if let Some(k) = config.keepalive {
+        let _ = transport.set_keepalive_params(k);
+    }
+    if config.user_timeout.is_some() {
+        let _ = transport.set_user_timeout(config.user_timeout);
+    }
+    let key = shard.conns.borrow_mut().insert(transport.clone());
+    shard.stats.opened();
+    Some(Connection::new(stream, protocol, transport, shard.clone(), key))
 }

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, UnixStream};
 use slab::Slab;
-use socket2::Socket;
 
-use super::port::Port;
+use super::port::{Listener, Port};
 use super::reservation::FdReservation;
 use crate::accept::{NullReservation, Reservation};
 use crate::config::{ConnectionConfig, EngineConfig};
@@ -23,6 +22,9 @@ use crate::{CloseReason, Factory, ShardInfo, Transport};
 pub(crate) const DRAIN: u8 = b'D';
 /// Abort every connection now.
 pub(crate) const ABORT: u8 = b'A';
+/// A successor process accepts on the listeners now: stop accepting without closing them,
+/// then drain.
+pub(crate) const HANDOFF: u8 = b'H';
 
 /// How often a draining shard checks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
@@ -39,6 +41,10 @@ pub(crate) struct ShardCtx {
     pub(crate) stats: ShardStats,
     /// Live connections.
     pub(crate) conns: RefCell<Slab<Transport>>,
+    /// Accepted connections still reading their PROXY header (not yet in `conns`).
+    pub(crate) handshakes: Cell<usize>,
+    /// Ports still accepting; after a handoff, each stops once its accept in flight is done.
+    pub(crate) accepting: Cell<usize>,
     pub(crate) draining: Cell<bool>,
 }
 
@@ -56,6 +62,8 @@ impl ShardCtx {
             config,
             stats: ShardStats::default(),
             conns: RefCell::new(Slab::new()),
+            handshakes: Cell::new(0),
+            accepting: Cell::new(0),
             draining: Cell::new(false),
         }
     }
@@ -87,7 +95,7 @@ impl ShardCtx {
 /// What a shard thread starts from.
 pub(crate) struct ShardBoot {
     pub(crate) info: ShardInfo,
-    pub(crate) sockets: Vec<(Socket, std::net::SocketAddr)>,
+    pub(crate) sockets: Vec<Listener>,
     pub(crate) control: StdUnixStream,
     pub(crate) config: Arc<EngineConfig>,
 }
@@ -109,8 +117,13 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
 
     let mut listener_fds = Vec::new();
     let mut ports = Vec::new();
-    for (sock, local) in boot.sockets {
-        let fd = sock.into_raw_fd();
+    for Listener { socket, local, index } in boot.sockets {
+        let proxy = config
+            .listen
+            .get(index)
+            .and_then(|addr| config.proxy_protocol.get(addr))
+            .map(|p| Rc::new(p.clone()));
+        let fd = socket.into_raw_fd();
         listener_fds.push(fd);
         // SAFETY: `fd` is a bound, listening, non-blocking socket whose ownership moves here;
         // glommio needs it adopted inside this executor.
@@ -123,6 +136,7 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
             factory: factory.clone(),
             reservation: reservation.clone(),
             config: config.accept.clone(),
+            proxy,
         };
         ports.push(glommio::spawn_local(port.run()));
     }
@@ -133,13 +147,21 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
     // EOF (the handle is gone) or any byte starts the drain.
     let first = control.read(&mut cmd).await.unwrap_or(0);
 
-    // 1. Stop listening at once: new connects are refused from here on.
-    for fd in listener_fds {
-        // SAFETY: plain syscall on our own listening descriptor; shutdown(2) on a listener
-        // makes the kernel refuse new connections even while an io_uring accept holds it.
-        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    let handoff = first == 1 && cmd[0] == HANDOFF;
+    if handoff {
+        // 1. A successor accepts on these very sockets (same accept queues): closing them
+        // would refuse its clients. Each port stops after the accept it has in flight, which
+        // the drain below waits for: cancelling it could lose the connection it takes.
+        shard.draining.set(true);
+    } else {
+        // 1. Stop listening at once: new connects are refused from here on.
+        for fd in listener_fds {
+            // SAFETY: plain syscall on our own listening descriptor; shutdown(2) on a listener
+            // makes the kernel refuse new connections even while an io_uring accept holds it.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+        drop(ports);
     }
-    drop(ports);
 
     // 2. Let open connections finish, up to the drain timeout (or an abort command).
     if first == 1 && cmd[0] != ABORT {
@@ -149,7 +171,9 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
         }
         let deadline = Instant::now() + config.drain_timeout;
         let mut abort = Box::pin(control.read(&mut cmd));
-        while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
+        let busy =
+            || !shard.conns.borrow().is_empty() || shard.handshakes.get() > 0 || shard.accepting.get() > 0;
+        while busy() && Instant::now() < deadline {
             let tick = async {
                 glommio::timer::sleep(DRAIN_POLL).await;
                 false

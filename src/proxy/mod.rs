@@ -1,0 +1,325 @@
+//! The PROXY protocol, versions 1 and 2 (HAProxy's `doc/proxy-protocol.txt`), free of I/O.
+//!
+//! A load balancer in TCP mode (HAProxy `send-proxy`/`send-proxy-v2`, Envoy, the cloud
+//! balancers) opens each connection with a header naming the client it relays. A listener
+//! configured for it ([`ProxyConfig`]) never guesses: the header is required, only peers in
+//! the trusted list may send one, it must be complete within a deadline, and it may not exceed
+//! a size cap.
+//!
+//! [`ProxyDecoder`] takes the bytes as they arrive, split anywhere, and consumes exactly the
+//! header: it says how many bytes of the last chunk were header, so that everything after it
+//! reaches the protocol untouched. Every malformed form is a typed [`ProxyError`].
+//!
+//! ```
+//! use weft::proxy::{ProxyDecoder, DEFAULT_MAX_HEADER};
+//!
+//! let mut decoder = ProxyDecoder::new(DEFAULT_MAX_HEADER);
+//! assert!(decoder.feed(b"PROXY TCP4 192.0.2.1 ").unwrap().is_none());
+//! let chunk = b"198.51.100.2 56324 443\r\nGET / HTTP/1.1\r\n";
+//! let done = decoder.feed(chunk).unwrap().unwrap();
+//! let addrs = done.header.addresses.unwrap();
+//! assert_eq!(addrs.source.to_string(), "192.0.2.1:56324");
+//! assert_eq!(&chunk[done.consumed..], b"GET / HTTP/1.1\r\n");
+//! ```
+
+mod cidr;
+mod v1;
+mod v2;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub use cidr::{Cidr, CidrError};
+pub use v2::SIGNATURE as V2_SIGNATURE;
+
+use crate::Address;
+
+/// Longest v1 header, CRLF included (the specification's limit).
+pub const V1_MAX_LEN: usize = 107;
+/// Default cap on a v2 header, in bytes: the 16-byte preamble plus room for the longest
+/// address block (216 bytes for Unix paths) and about 300 bytes of TLVs.
+pub const DEFAULT_MAX_HEADER: usize = 536;
+/// Default time a peer has to send the whole header after the connection is accepted.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Which version of the protocol a header used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text form: `PROXY TCP4 src dst sport dport\r\n`.
+    V1,
+    /// The binary form, starting with [`V2_SIGNATURE`].
+    V2,
+}
+
+/// The client and the address it connected to, as the balancer claims them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxiedAddresses {
+    /// The client's address.
+    pub source: Address,
+    /// The address the client connected to (the balancer's frontend).
+    pub destination: Address,
+}
+
+/// A complete, valid header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyHeader {
+    /// The protocol version used.
+    pub version: ProxyVersion,
+    /// The relayed addresses, or `None` when the connection's real addresses stand: a v1
+    /// `UNKNOWN`, a v2 `LOCAL` (the balancer's own health check), a v2 `UNSPEC` family, or a
+    /// v2 Unix-socket family (not an IP endpoint).
+    pub addresses: Option<ProxiedAddresses>,
+}
+
+/// Why a header was rejected. The connection is closed without reaching a protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The first bytes are neither `PROXY ` nor the v2 signature.
+    #[error(
+        "not a PROXY protocol header: the peer must send a v1 or v2 header first (HAProxy: \
+         send-proxy or send-proxy-v2), or this listener must not require one"
+    )]
+    BadSignature,
+    /// A v1 line had no CRLF within its 107 bytes.
+    #[error("PROXY v1 header without CRLF within {V1_MAX_LEN} bytes")]
+    V1NoCrlf,
+    /// A v1 line held a CR not followed by LF, or an LF not preceded by CR.
+    #[error("PROXY v1 header with a bare CR or LF")]
+    V1BareCrLf,
+    /// A v1 line was not `PROXY TCP4|TCP6|UNKNOWN src dst sport dport`.
+    #[error("malformed PROXY v1 header: {0}")]
+    V1Malformed(&'static str),
+    /// The v2 version nibble was not 2.
+    #[error("PROXY v2 header with version {0} (only 2 exists)")]
+    V2BadVersion(u8),
+    /// The v2 command was neither LOCAL (0) nor PROXY (1).
+    #[error("PROXY v2 header with unknown command {0}")]
+    V2BadCommand(u8),
+    /// The v2 address family and transport byte is not one this stream listener accepts
+    /// (UNSPEC 0x00, TCP over IPv4 0x11, TCP over IPv6 0x21, Unix stream 0x31).
+    #[error("PROXY v2 header with unsupported address family/transport byte {0:#04x}")]
+    V2BadFamily(u8),
+    /// The v2 header is longer than the listener's cap.
+    #[error(
+        "PROXY v2 header of {len} bytes exceeds the cap of {max} bytes (raise the listener's \
+         max_header if the balancer sends large TLVs)"
+    )]
+    TooLong {
+        /// The header's length as announced.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The v2 length is too short for the addresses of its family.
+    #[error("PROXY v2 header of family {family:#04x} has {len} address bytes, needs {need}")]
+    V2ShortAddresses {
+        /// The family and transport byte.
+        family: u8,
+        /// Bytes after the 16-byte preamble.
+        len: usize,
+        /// Bytes the family's addresses need.
+        need: usize,
+    },
+    /// A v2 TLV runs past the end of the header, or the CRC32C TLV is not 4 bytes long.
+    #[error("PROXY v2 header with a malformed TLV at offset {0}")]
+    V2BadTlv(usize),
+    /// The v2 CRC32C TLV does not match the header.
+    #[error("PROXY v2 header fails its CRC32C checksum")]
+    V2BadChecksum,
+}
+
+/// The outcome of parsing a buffer that starts at the first byte of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// Valid so far; more bytes are needed.
+    Incomplete,
+    /// A complete header of `len` bytes.
+    Complete {
+        /// The header.
+        header: ProxyHeader,
+        /// Its exact length in bytes; what follows belongs to the protocol.
+        len: usize,
+    },
+}
+
+/// Parses the start of a connection's bytes. `max_header` caps a v2 header (a v1 line is
+/// capped at [`V1_MAX_LEN`] by the specification). Rejects as early as the bytes allow: a
+/// wrong first byte is an error at once, not after a deadline.
+///
+/// # Errors
+///
+/// The first rule the bytes break.
+pub fn parse(buf: &[u8], max_header: usize) -> Result<Parsed, ProxyError> {
+    match buf.first() {
+        None => Ok(Parsed::Incomplete),
+        Some(b'P') => v1::parse(buf),
+        Some(&b) if b == V2_SIGNATURE[0] => v2::parse(buf, max_header),
+        Some(_) => Err(ProxyError::BadSignature),
+    }
+}
+
+/// A complete header out of [`ProxyDecoder::feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    /// The header.
+    pub header: ProxyHeader,
+    /// How many bytes of the chunk just fed were header; the rest of it belongs to the
+    /// protocol.
+    pub consumed: usize,
+}
+
+/// Assembles a header from chunks split anywhere, holding at most the header itself.
+#[derive(Debug, Clone)]
+pub struct ProxyDecoder {
+    buf: Vec<u8>,
+    max_header: usize,
+}
+
+impl ProxyDecoder {
+    /// A decoder that rejects v2 headers over `max_header` bytes.
+    pub fn new(max_header: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            max_header,
+        }
+    }
+
+    /// Most bytes the decoder may hold before the header must be complete.
+    fn limit(&self) -> usize {
+        self.max_header.max(V1_MAX_LEN)
+    }
+
+    /// Feeds the next chunk. `Ok(None)`: the whole chunk was header and more is needed.
+    ///
+    /// # Errors
+    ///
+    /// The header is malformed or too long; the connection must be closed.
+    pub fn feed(&mut self, data: &[u8]) -> Result<Option<Decoded>, ProxyError> {
+        let held = self.buf.len();
+        let take = data.len().min(self.limit().saturating_sub(held));
+        self.buf.extend_from_slice(&data[..take]);
+        match parse(&self.buf, self.max_header)? {
+            Parsed::Complete { header, len } => Ok(Some(Decoded {
+                header,
+                consumed: len.saturating_sub(held),
+            })),
+            // The parsers reject any header that cannot fit the limit, so a partial one
+            // always left room for the whole chunk.
+            Parsed::Incomplete if take == data.len() => Ok(None),
+            Parsed::Incomplete => Err(ProxyError::TooLong {
+                len: held + data.len(),
+                max: self.limit(),
+            }),
+        }
+    }
+}
+
+/// The PROXY protocol settings of one listener.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Peers allowed to send a header: every other peer is closed before anything is read.
+    /// Default: empty, which trusts no one (list the balancers, or `0.0.0.0/0` and `::/0`
+    /// deliberately).
+    pub trusted: Vec<Cidr>,
+    /// Time from accept to a complete header; a peer still sending then is closed.
+    /// Default: 3 s ([`DEFAULT_HEADER_TIMEOUT`]).
+    pub header_timeout: Duration,
+    /// Largest v2 header accepted, TLVs included. Default: 536 bytes ([`DEFAULT_MAX_HEADER`]).
+    pub max_header: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            trusted: Vec::new(),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_header: DEFAULT_MAX_HEADER,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// The default settings, trusting `trusted`.
+    pub fn trusting(trusted: Vec<Cidr>) -> Self {
+        Self {
+            trusted,
+            ..Self::default()
+        }
+    }
+
+    /// True if a connection from `ip` may send a header.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `step` bytes; returns the header and what followed it.
+    fn feed_split(input: &[u8], step: usize) -> Result<(ProxyHeader, Vec<u8>), ProxyError> {
+        let mut d = ProxyDecoder::new(DEFAULT_MAX_HEADER);
+        let mut pos = 0;
+        while pos < input.len() {
+            let end = (pos + step).min(input.len());
+            let chunk = &input[pos..end];
+            if let Some(done) = d.feed(chunk)? {
+                let mut rest = chunk[done.consumed..].to_vec();
+                rest.extend_from_slice(&input[end..]);
+                return Ok((done.header, rest));
+            }
+            pos = end;
+        }
+        panic!("incomplete after {} bytes", input.len());
+    }
+
+    #[test]
+    fn every_split_gives_the_same_header_and_tail() {
+        let mut input = b"PROXY TCP6 2001:db8::1 2001:db8::2 65535 0\r\n".to_vec();
+        input.extend_from_slice(b"payload\r\n\x00tail");
+        for step in 1..=input.len() {
+            let (h, rest) = feed_split(&input, step).unwrap();
+            let a = h.addresses.unwrap();
+            assert_eq!(a.source.to_string(), "[2001:db8::1]:65535");
+            assert_eq!(a.destination.to_string(), "[2001:db8::2]:0");
+            assert_eq!(rest, b"payload\r\n\x00tail", "step {step}");
+        }
+    }
+
+    #[test]
+    fn first_byte_decides() {
+        assert_eq!(parse(b"", 536), Ok(Parsed::Incomplete));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n", 536), Err(ProxyError::BadSignature));
+        assert_eq!(parse(b"\x16\x03\x01", 536), Err(ProxyError::BadSignature));
+        assert_eq!(parse(b"PR", 536), Ok(Parsed::Incomplete));
+        assert_eq!(parse(b"PRoXY", 536), Err(ProxyError::BadSignature));
+        assert_eq!(parse(b"\r\n\r\n\x00\r\nQ", 536), Ok(Parsed::Incomplete));
+        assert_eq!(parse(b"\r\n\r\n\x01", 536), Err(ProxyError::BadSignature));
+    }
+
+    #[test]
+    fn decoder_never_holds_more_than_its_limit() {
+        let mut d = ProxyDecoder::new(16);
+        // A v2 header whose announced length exceeds the cap fails at byte 16.
+        let mut h = V2_SIGNATURE.to_vec();
+        h.extend_from_slice(&[0x21, 0x11, 0x00, 0x0c]);
+        let err = d.feed(&h).unwrap_err();
+        assert_eq!(err, ProxyError::TooLong { len: 28, max: 16 });
+        // A v1 line stops at 107 bytes whatever the cap.
+        let mut d = ProxyDecoder::new(4096);
+        let long = [b"PROXY UNKNOWN ".as_slice(), &[b'x'; 200]].concat();
+        assert_eq!(d.feed(&long), Err(ProxyError::V1NoCrlf));
+    }
+
+    #[test]
+    fn trust_list() {
+        let c = ProxyConfig::trusting(Cidr::parse_list("127.0.0.0/8,::1").unwrap());
+        assert!(c.trusts("127.1.2.3".parse().unwrap()));
+        assert!(c.trusts("::1".parse().unwrap()));
+        assert!(c.trusts("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!c.trusts("10.0.0.1".parse().unwrap()));
+        assert!(!ProxyConfig::default().trusts("127.0.0.1".parse().unwrap()));
+    }
+}
