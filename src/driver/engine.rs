@@ -207,12 +207,11 @@ impl Engine {
                 sockets,
                 control: theirs,
                 config: config.clone(),
+                ready: ready_tx.clone(),
             };
             let make_factory = make_factory.clone();
-            let ready = ready_tx.clone();
             let spawned = executor_builder(&config, index, core).spawn(move || async move {
                 let factory = make_factory(&boot.info);
-                let _ = ready.send(index);
                 shard::run(boot, factory).await
             });
             controls.push(ours);

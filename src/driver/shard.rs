@@ -98,6 +98,8 @@ pub(crate) struct ShardBoot {
     pub(crate) sockets: Vec<Listener>,
     pub(crate) control: StdUnixStream,
     pub(crate) config: Arc<EngineConfig>,
+    /// Told the shard's index once its ports accept and its reserved descriptor is held.
+    pub(crate) ready: std::sync::mpsc::Sender<usize>,
 }
 
 /// Runs a shard until the engine shuts it down; returns its final counters.
@@ -140,6 +142,7 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
         };
         ports.push(glommio::spawn_local(port.run()));
     }
+    let _ = boot.ready.send(boot.info.index);
 
     // SAFETY: the control socket's descriptor moves into glommio's stream.
     let mut control = unsafe { UnixStream::from_raw_fd(boot.control.into_raw_fd()) };
