@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# weft against its peers: every scenario, one command, one results file.
+#
+#   bench/run.sh                      # build (release), run every scenario, write bench/RESULTS.md
+#   bench/run.sh echo-d1 idle         # only these scenarios (BENCH_ONLY=echo-d1,idle works too)
+#   BENCH_DURATION=10 bench/run.sh    # seconds measured per run (default 5)
+#   bench/run.sh --list               # the scenarios
+#
+# Every server runs pinned to one core (BENCH_SERVER_CORE, default 0) and every load
+# generator to another (BENCH_LOAD_CORE, default 1), with taskset, one after another, so
+# that all peers see the same machine and the same load. RESULTS.md is rewritten from scratch
+# with the machine, kernel, rustc, commit and the exact commands; raw outputs go to
+# target/bench-raw/. Run it on a quiet machine: anything else running skews the numbers.
+#
+# Other knobs: BENCH_WARMUP (s, default 1), BENCH_IDLE_CONNS (default 10000),
+# BENCH_STORM_RATE (new connections/s, default 5000), BENCH_PORT (first port, default 19100),
+# BENCH_OUT (default bench/RESULTS.md), BENCH_INSTALL=0 (never apt-get nginx/wrk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+SCENARIOS=(echo-d1 echo-d16 http-wrk http-load churn idle storm)
+declare -A ABOUT=(
+  [echo-d1]="echo, 64 B messages, 50 connections, one request in flight each (weft load)"
+  [echo-d16]="echo, 64 B messages, 50 connections, 16 pipelined requests each (weft load)"
+  [http-wrk]="HTTP/1.1 plaintext keep-alive, wrk -t1 -c50"
+  [http-load]="HTTP/1.1 plaintext keep-alive, weft load --proto http, 50 connections"
+  [churn]="a new connection per 64 B echo request, 50 in flight"
+  [idle]="server RSS growth per idle connection over BENCH_IDLE_CONNS connections"
+  [storm]="accept storm of BENCH_STORM_RATE connections/s while 50 established clients ping"
+)
+if [[ ${1:-} == --list || ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  echo
+  for s in "${SCENARIOS[@]}"; do printf '  %-10s %s\n' "$s" "${ABOUT[$s]}"; done
+  exit 0
+fi
+
+D=${BENCH_DURATION:-5}
+WARMUP=${BENCH_WARMUP:-1}
+SERVER_CORE=${BENCH_SERVER_CORE:-0}
+LOAD_CORE=${BENCH_LOAD_CORE:-1}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+STORM_RATE=${BENCH_STORM_RATE:-5000}
+PORT=${BENCH_PORT:-19100}
+OUT=${BENCH_OUT:-bench/RESULTS.md}
+if [[ $# -gt 0 ]]; then ONLY=$(IFS=,; echo "$*"); else ONLY=${BENCH_ONLY:-all}; fi
+for s in ${ONLY//,/ }; do
+  [[ $s == all || -n ${ABOUT[$s]:-} ]] || { echo "run.sh: unknown scenario $s (see --list)" >&2; exit 2; }
+done
+wanted() { [[ $ONLY == all || ,$ONLY, == *,$1,* ]]; }
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# --- tools -----------------------------------------------------------------------------------
+if [[ ${BENCH_INSTALL:-1} != 0 ]] && { ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; } \
+   && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  log "installing nginx and wrk (BENCH_INSTALL=0 skips this)"
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx wrk; } >/dev/null 2>&1 \
+    || log "apt-get failed: the nginx and wrk rows will be skipped"
+fi
+command -v nginx >/dev/null && NGINX=nginx || NGINX=""
+command -v wrk >/dev/null && WRK=wrk || WRK=""
+command -v python3 >/dev/null && PY=python3 || PY=""
+TWISTED=""
+[[ -n $PY ]] && "$PY" -c 'import twisted' 2>/dev/null && TWISTED=yes
+
+log "building (release)"
+cargo build --release --quiet --bin weft
+cargo build --release --quiet -p weft-bench
+# Paths relative to the repository root, so that the commands in RESULTS.md can be rerun as
+# they stand.
+T=target/release
+WEFT=$T/weft
+HAVE_LOAD=""
+"$WEFT" load --help >/dev/null 2>&1 && HAVE_LOAD=yes
+
+RAW=target/bench-raw
+rm -rf "$RAW"
+mkdir -p "$RAW"
+TSV=$RAW/results.tsv
+: >"$TSV"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [[ $(nproc) -lt 2 ]]; then
+  log "only one core: server and load share core 0 (numbers are not comparable to 2-core runs)"
+  LOAD_CORE=$SERVER_CORE
+fi
+ON_SERVER=(taskset -c "$SERVER_CORE")
+ON_LOAD=(taskset -c "$LOAD_CORE")
+
+# --- servers ---------------------------------------------------------------------------------
+SERVER_PID=""
+SERVER_CMD=""
+WARM=() # a load command run (and discarded) before the measured one
+stop_server() {
+  [[ -n $SERVER_PID ]] || return 0
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+trap stop_server EXIT
+trap 'exit 130' INT TERM
+
+port_busy() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
+
+nginx_conf() { # dir port
+  mkdir -p "$1/logs"
+  cat >"$1/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    server {
+        listen 127.0.0.1:$2 backlog=1024;
+        location / { default_type text/plain; return 200 "Hello, World!"; }
+    }
+}
+EOF
+}
+
+# start_server NAME: starts a peer on the server core; sets SERVER_PID, SERVER_CMD, ADDR.
+start_server() {
+  PORT=$((PORT + 1))
+  while port_busy "$PORT"; do PORT=$((PORT + 1)); done
+  ADDR=127.0.0.1:$PORT
+  local cmd
+  case $1 in
+    weft-echo)    cmd=("$WEFT" serve --proto echo --listen "$ADDR" --cores 1 --drain-timeout 1s) ;;
+    weft-http)    cmd=("$WEFT" serve --proto http --listen "$ADDR" --cores 1 --drain-timeout 1s) ;;
+    tokio-echo)   cmd=("$T/tokio-echo" --listen "$ADDR" --cores 1) ;;
+    tokio-http)   cmd=("$T/tokio-http" --listen "$ADDR" --cores 1) ;;
+    glommio-echo) cmd=("$T/glommio-echo" --listen "$ADDR" --cores 1) ;;
+    twisted-echo) cmd=("$PY" bench/twisted_echo.py 127.0.0.1 "$PORT") ;;
+    nginx)        nginx_conf "$ROOT/$RAW/nginx" "$PORT"
+                  cmd=("$NGINX" -p "$ROOT/$RAW/nginx" -c "$ROOT/$RAW/nginx/nginx.conf") ;;
+  esac
+  SERVER_CMD="${ON_SERVER[*]} ${cmd[*]}"
+  "${ON_SERVER[@]}" "${cmd[@]}" >"$RAW/$1.$PORT.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then sleep 0.2; return 0; fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "$1 did not start: $(tail -n 3 "$RAW/$1.$PORT.log" | tr '\n' ' ')"
+  stop_server
+  return 1
+}
+
+# record SCENARIO SERVER KIND STATUS FILE NOTE LOADCMD: one row for report.py.
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$SERVER_CMD" "$7" >>"$TSV"; }
+
+# measure SCENARIO SERVER KIND LOAD-COMMAND...: starts SERVER, runs the load on the load core,
+# stops the server and records the outcome. "{ADDR}", "{PID}" and "{OUT}" in the command are
+# replaced by the server address, its pid and the output file.
+measure() {
+  local scenario=$1 server=$2 kind=$3; shift 3
+  local out=$RAW/$scenario.$server.out
+  SERVER_CMD=""
+  if ! start_server "$server"; then
+    record "$scenario" "$server" "$kind" failed "" "server did not start" ""; return 0
+  fi
+  local args=() warm=() a
+  for a in "$@"; do a=${a//\{ADDR\}/$ADDR}; a=${a//\{PID\}/$SERVER_PID}; args+=("${a//\{OUT\}/$out}"); done
+  for a in "${WARM[@]}"; do warm+=("${a//\{ADDR\}/$ADDR}"); done
+  local cmd="${ON_LOAD[*]} ${args[*]}"
+  [[ ${#warm[@]} -gt 0 ]] && cmd="${ON_LOAD[*]} ${warm[*]} (warm-up, discarded), then $cmd"
+  log "$scenario / $server: $cmd"
+  if { [[ ${#warm[@]} -eq 0 ]] || "${ON_LOAD[@]}" "${warm[@]}" >/dev/null 2>&1; } \
+     && "${ON_LOAD[@]}" "${args[@]}" >"$out.log" 2>&1; then
+    [[ $kind == wrk ]] && cp "$out.log" "$out"
+    record "$scenario" "$server" "$kind" ok "$out" "" "$cmd"
+  else
+    record "$scenario" "$server" "$kind" failed "" "$(tail -n 2 "$out.log" | tr '\t\n' '  ')" "$cmd"
+  fi
+  stop_server
+}
+
+skip() { SERVER_CMD=""; record "$1" "$2" "$3" skipped "" "$4" ""; }
+
+echo_servers=(weft-echo tokio-echo glommio-echo)
+[[ -n $TWISTED ]] && echo_servers+=(twisted-echo)
+http_servers=(weft-http tokio-http)
+[[ -n $NGINX ]] && http_servers+=(nginx)
+
+weft_load() { # scenario server proto pipeline
+  if [[ -z $HAVE_LOAD ]]; then skip "$1" "$2" load "weft load is not built yet (issue 7)"; return; fi
+  measure "$1" "$2" load "$WEFT" load --target "{ADDR}" --proto "$3" --conns 50 --cores 1 \
+    --duration "${D}s" --warmup "${WARMUP}s" --pipeline "$4" --size 64 --json "{OUT}"
+}
+
+# --- scenarios -------------------------------------------------------------------------------
+log "scenarios: $ONLY; ${D}s measured after ${WARMUP}s warm-up; server core $SERVER_CORE, load core $LOAD_CORE"
+if wanted echo-d1; then for s in "${echo_servers[@]}"; do weft_load echo-d1 "$s" echo 1; done; fi
+if wanted echo-d16; then for s in "${echo_servers[@]}"; do weft_load echo-d16 "$s" echo 16; done; fi
+if wanted http-wrk; then
+  for s in "${http_servers[@]}"; do
+    if [[ -z $WRK ]]; then skip http-wrk "$s" wrk "wrk is not installed"; continue; fi
+    # wrk has no warm-up option: a first short run warms up, the second is measured.
+    WARM=("$WRK" -t1 -c50 "-d${WARMUP}s" "http://{ADDR}/")
+    measure http-wrk "$s" wrk "$WRK" -t1 -c50 "-d${D}s" --latency "http://{ADDR}/"
+  done
+  WARM=()
+fi
+if wanted http-load; then for s in "${http_servers[@]}"; do weft_load http-load "$s" http 1; done; fi
+if wanted churn; then
+  for s in "${echo_servers[@]}"; do
+    measure churn "$s" json "$T/churn" --target "{ADDR}" --cores 1 --conns 50 --duration "${D}s" \
+      --warmup "${WARMUP}s" --size 64 --json "{OUT}"
+  done
+fi
+if wanted idle; then
+  for s in "${echo_servers[@]}"; do
+    measure idle "$s" json "$T/idle" --target "{ADDR}" --pid "{PID}" --conns "$IDLE_CONNS" --settle 1s --json "{OUT}"
+  done
+fi
+if wanted storm; then
+  for s in "${echo_servers[@]}"; do
+    measure storm "$s" json "$T/storm" --target "{ADDR}" --cores 1 --established 50 --ping-rate 100 \
+      --storm-rate "$STORM_RATE" --duration "${D}s" --size 64 --json "{OUT}"
+  done
+fi
+
+# --- report ----------------------------------------------------------------------------------
+[[ -n $PY ]] || { echo "run.sh: python3 is needed to write $OUT; raw results are in $RAW" >&2; exit 1; }
+BENCH_DURATION=$D BENCH_WARMUP=$WARMUP BENCH_SERVER_CORE=$SERVER_CORE BENCH_LOAD_CORE=$LOAD_CORE \
+  BENCH_IDLE_CONNS=$IDLE_CONNS BENCH_STORM_RATE=$STORM_RATE BENCH_ONLY=$ONLY \
+  "$PY" bench/report.py "$TSV" "$OUT"
+log "wrote $OUT (raw outputs in $RAW)"
