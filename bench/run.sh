@@ -14,7 +14,9 @@
 #
 # Other knobs: BENCH_WARMUP (s, default 1), BENCH_IDLE_CONNS (default 10000),
 # BENCH_STORM_RATE (new connections/s, default 5000), BENCH_PORT (first port, default 19100),
-# BENCH_OUT (default bench/RESULTS.md), BENCH_INSTALL=0 (never apt-get nginx/wrk).
+# BENCH_OUT (default bench/RESULTS.md), BENCH_INSTALL=0 (never apt-get nginx/wrk),
+# BENCH_LOAD_BIN (the binary whose `load` subcommand drives echo and http-load; default the
+# weft just built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -30,7 +32,7 @@ declare -A ABOUT=(
   [storm]="accept storm of BENCH_STORM_RATE connections/s while 50 established clients ping"
 )
 if [[ ${1:-} == --list || ${1:-} == -h || ${1:-} == --help ]]; then
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
   echo
   for s in "${SCENARIOS[@]}"; do printf '  %-10s %s\n' "$s" "${ABOUT[$s]}"; done
   exit 0
@@ -49,8 +51,7 @@ for s in ${ONLY//,/ }; do
   [[ $s == all || -n ${ABOUT[$s]:-} ]] || { echo "run.sh: unknown scenario $s (see --list)" >&2; exit 2; }
 done
 wanted() { [[ $ONLY == all || ,$ONLY, == *,$1,* ]]; }
-
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+source bench/lib.sh
 
 # --- tools -----------------------------------------------------------------------------------
 if [[ ${BENCH_INSTALL:-1} != 0 ]] && { ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; } \
@@ -73,8 +74,11 @@ cargo build --release --quiet -p weft-bench
 # they stand.
 T=target/release
 WEFT=$T/weft
+# The binary whose `weft load` drives echo and http-load (by default the weft just built; a
+# fixed one keeps the load generator the same while comparing engine builds).
+LOAD_BIN=${BENCH_LOAD_BIN:-$WEFT}
 HAVE_LOAD=""
-"$WEFT" load --help >/dev/null 2>&1 && HAVE_LOAD=yes
+"$LOAD_BIN" load --help >/dev/null 2>&1 && HAVE_LOAD=yes
 
 RAW=target/bench-raw
 rm -rf "$RAW"
@@ -90,21 +94,7 @@ ON_SERVER=(taskset -c "$SERVER_CORE")
 ON_LOAD=(taskset -c "$LOAD_CORE")
 
 # --- servers ---------------------------------------------------------------------------------
-SERVER_PID=""
-SERVER_CMD=""
 WARM=() # a load command run (and discarded) before the measured one
-stop_server() {
-  [[ -n $SERVER_PID ]] || return 0
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
-}
-trap stop_server EXIT
-trap 'exit 130' INT TERM
-
-port_busy() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
 
 nginx_conf() { # dir port
   mkdir -p "$1/logs"
@@ -128,9 +118,7 @@ EOF
 
 # start_server NAME: starts a peer on the server core; sets SERVER_PID, SERVER_CMD, ADDR.
 start_server() {
-  PORT=$((PORT + 1))
-  while port_busy "$PORT"; do PORT=$((PORT + 1)); done
-  ADDR=127.0.0.1:$PORT
+  next_port
   local cmd
   case $1 in
     weft-echo)    cmd=("$WEFT" serve --proto echo --listen "$ADDR" --cores 1 --drain-timeout 1s) ;;
@@ -142,17 +130,7 @@ start_server() {
     nginx)        nginx_conf "$ROOT/$RAW/nginx" "$PORT"
                   cmd=("$NGINX" -p "$ROOT/$RAW/nginx" -c "$ROOT/$RAW/nginx/nginx.conf") ;;
   esac
-  SERVER_CMD="${ON_SERVER[*]} ${cmd[*]}"
-  "${ON_SERVER[@]}" "${cmd[@]}" >"$RAW/$1.$PORT.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then sleep 0.2; return 0; fi
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  log "$1 did not start: $(tail -n 3 "$RAW/$1.$PORT.log" | tr '\n' ' ')"
-  stop_server
-  return 1
+  launch "$RAW/$1.$PORT.log" "${ON_SERVER[@]}" "${cmd[@]}"
 }
 
 # record SCENARIO SERVER KIND STATUS FILE NOTE LOADCMD: one row for report.py.
@@ -192,8 +170,8 @@ http_servers=(weft-http tokio-http)
 [[ -n $NGINX ]] && http_servers+=(nginx)
 
 weft_load() { # scenario server proto pipeline
-  if [[ -z $HAVE_LOAD ]]; then skip "$1" "$2" load "weft load is not built yet (issue 7)"; return; fi
-  measure "$1" "$2" load "$WEFT" load --target "{ADDR}" --proto "$3" --conns 50 --cores 1 \
+  if [[ -z $HAVE_LOAD ]]; then skip "$1" "$2" load "$LOAD_BIN has no load subcommand yet (issue 7)"; return; fi
+  measure "$1" "$2" load "$LOAD_BIN" load --target "{ADDR}" --proto "$3" --conns 50 --cores 1 \
     --duration "${D}s" --warmup "${WARMUP}s" --pipeline "$4" --size 64 --json "{OUT}"
 }
 
