@@ -18,6 +18,14 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
+# raise_limits: descriptors for thousands of connections, locked memory for io_uring (as root
+# the hard limits can be raised too; otherwise the soft ones go up to them).
+raise_limits() {
+  ulimit -Hn 1048576 2>/dev/null || true
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -Hl)" 2>/dev/null || true
+}
+
 # next_port: sets PORT to the next port nobody listens on, and ADDR to 127.0.0.1:PORT. A fresh
 # port per server keeps a lingering server from joining the next one's SO_REUSEPORT group.
 next_port() {

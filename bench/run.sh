@@ -85,7 +85,7 @@ rm -rf "$RAW"
 mkdir -p "$RAW"
 TSV=$RAW/results.tsv
 : >"$TSV"
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+raise_limits
 if [[ $(nproc) -lt 2 ]]; then
   log "only one core: server and load share core 0 (numbers are not comparable to 2-core runs)"
   LOAD_CORE=$SERVER_CORE

@@ -55,7 +55,7 @@ if ! "$LOAD_BIN" load --help >/dev/null 2>&1; then
   echo "scaling.sh: $LOAD_BIN has no \`load\` subcommand yet (issue 7); nothing measured." >&2
   exit 1
 fi
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+raise_limits
 RAW=target/bench-raw/scaling
 rm -rf "$RAW"
 mkdir -p "$RAW" "$(dirname "$OUT")"
