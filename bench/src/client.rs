@@ -57,6 +57,16 @@ pub async fn exchange(stream: &mut TcpStream, request: &[u8], reply: &mut [u8]) 
     }
 }
 
+/// One request on a new connection: connect, exchange, close.
+///
+/// # Errors
+///
+/// The connect or the exchange failed.
+pub async fn one_shot(target: SocketAddr, request: &[u8], reply: &mut [u8]) -> Result<(), Failure> {
+    let mut stream = connect(target).await?;
+    exchange(&mut stream, request, reply).await
+}
+
 /// Why an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -99,15 +109,6 @@ impl Errors {
     /// All failures.
     pub fn total(&self) -> u64 {
         self.connect + self.io + self.timeout
-    }
-
-    /// The tally as summary extras.
-    pub fn extras(&self) -> [(&'static str, f64); 3] {
-        [
-            ("errors_connect", self.connect as f64),
-            ("errors_io", self.io as f64),
-            ("errors_timeout", self.timeout as f64),
-        ]
     }
 }
 

@@ -7,6 +7,7 @@ use std::io;
 use std::path::Path;
 
 use crate::Latency;
+use crate::client::Errors;
 
 /// Totals, latency and extra figures of one run.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +29,13 @@ impl Summary {
     pub fn with(mut self, name: &str, value: f64) -> Self {
         self.extra.push((name.to_string(), value));
         self
+    }
+
+    /// Adds the failures by kind (`errors_connect`, `errors_io`, `errors_timeout`).
+    pub fn with_errors(self, e: &Errors) -> Self {
+        self.with("errors_connect", e.connect as f64)
+            .with("errors_io", e.io as f64)
+            .with("errors_timeout", e.timeout as f64)
     }
 
     /// The latency percentiles in microseconds, as `(key, value)` in the `weft load` layout.

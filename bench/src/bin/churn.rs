@@ -49,16 +49,14 @@ fn main() -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let mut total = Tally::default();
     tallies.iter().for_each(|t| total.merge(t));
-    let mut summary = Summary {
+    let summary = Summary {
         requests: total.requests,
         rps: total.requests as f64 / args.duration.as_secs_f64(),
         errors: total.errors.total(),
         latency: Some(total.latency),
         extra: Vec::new(),
-    };
-    for (name, value) in total.errors.extras() {
-        summary = summary.with(name, value);
     }
+    .with_errors(&total.errors);
     summary.emit(args.load.json.as_deref()).map_err(|e| e.to_string())
 }
 
@@ -71,10 +69,7 @@ async fn worker(target: SocketAddr, size: usize, measure_from: Instant, deadline
         if start >= deadline {
             return tally;
         }
-        let result = match client::connect(target).await {
-            Ok(mut stream) => client::exchange(&mut stream, &request, &mut reply).await,
-            Err(f) => Err(f),
-        };
+        let result = client::one_shot(target, &request, &mut reply).await;
         let end = Instant::now();
         let measured = start >= measure_from && end <= deadline;
         match result {

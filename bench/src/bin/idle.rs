@@ -69,7 +69,7 @@ fn main() -> Result<(), String> {
     let alive = held.iter().filter(|s| still_open(s)).count();
     let n = held.len().max(1) as f64;
     let growth = |f: fn(&Rss) -> u64| (f(&after) as f64 - f(&before) as f64) / n;
-    let mut summary = Summary {
+    let summary = Summary {
         requests: held.len() as u64,
         rps: held.len() as f64 / opened.as_secs_f64().max(1e-9),
         errors: errors.total(),
@@ -80,10 +80,8 @@ fn main() -> Result<(), String> {
     .with("anon_per_conn_bytes", growth(|r| r.anon))
     .with("rss_before_bytes", before.total as f64)
     .with("rss_after_bytes", after.total as f64)
-    .with("alive", alive as f64);
-    for (name, value) in errors.extras() {
-        summary = summary.with(name, value);
-    }
+    .with("alive", alive as f64)
+    .with_errors(&errors);
     summary.emit(args.json.as_deref()).map_err(|e| e.to_string())
 }
 

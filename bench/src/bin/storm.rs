@@ -102,7 +102,7 @@ fn main() -> Result<(), String> {
         total.conns.merge(&r.conns);
         total.skipped += r.skipped;
     }
-    let mut summary = Summary {
+    let summary = Summary {
         requests: total.conns.requests,
         rps: total.conns.requests as f64 / args.duration.as_secs_f64(),
         errors: total.conns.errors.total() + total.quiet.errors.total() + total.storm.errors.total(),
@@ -118,10 +118,8 @@ fn main() -> Result<(), String> {
         (total.quiet.errors.total() + total.storm.errors.total()) as f64,
     )
     .with("storm_conn_p99_us", total.conns.latency.quantile_us(0.99))
-    .with("storm_skipped", total.skipped as f64);
-    for (name, value) in total.conns.errors.extras() {
-        summary = summary.with(name, value);
-    }
+    .with("storm_skipped", total.skipped as f64)
+    .with_errors(&total.conns.errors);
     summary.emit(args.load.json.as_deref()).map_err(|e| e.to_string())
 }
 
@@ -196,10 +194,7 @@ async fn storm(target: SocketAddr, size: usize, rate: f64, cap: usize, plan: Pla
             tasks.push(tokio::spawn(async move {
                 let start = Instant::now();
                 let mut reply = vec![0u8; request.len()];
-                let r = match client::connect(target).await {
-                    Ok(mut s) => client::exchange(&mut s, &request, &mut reply).await,
-                    Err(f) => Err(f),
-                };
+                let r = client::one_shot(target, &request, &mut reply).await;
                 inflight.fetch_sub(1, Ordering::Relaxed);
                 r.map(|()| start.elapsed())
             }));
