@@ -26,6 +26,49 @@ raise_limits() {
   ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -Hl)" 2>/dev/null || true
 }
 
+# tree_pids PID: the process and its descendants (nginx's master and its worker).
+tree_pids() {
+  echo "$1"
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null); do tree_pids "$c"; done
+}
+
+# proc_ticks PID: CPU time (user + system, in clock ticks) of the process and its descendants.
+proc_ticks() {
+  local total=0 p f
+  for p in $(tree_pids "$1"); do
+    read -r -a f <"/proc/$p/stat" 2>/dev/null || continue
+    total=$((total + f[13] + f[14]))
+  done
+  echo "$total"
+}
+
+# core_ticks CORE: "busy total" clock ticks of one core since boot (/proc/stat; busy is all but
+# idle and iowait, so softirq work done on that core counts).
+core_ticks() {
+  awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# Usage sampling around a load: usage_start, then usage_end prints
+# "server-process-CPU% server-core-busy% load-core-busy%" since usage_start.
+usage_start() {
+  U_T0=$(date +%s%N)
+  U_P0=$(proc_ticks "$SERVER_PID")
+  read -r U_S0 U_ST0 < <(core_ticks "$SERVER_CORE")
+  read -r U_L0 U_LT0 < <(core_ticks "$LOAD_CORE")
+}
+usage_end() {
+  local t1 p1 s1 st1 l1 lt1 hz
+  t1=$(date +%s%N)
+  p1=$(proc_ticks "$SERVER_PID")
+  read -r s1 st1 < <(core_ticks "$SERVER_CORE")
+  read -r l1 lt1 < <(core_ticks "$LOAD_CORE")
+  hz=$(getconf CLK_TCK)
+  awk -v p=$((p1 - U_P0)) -v hz="$hz" -v ns=$((t1 - U_T0)) -v s=$((s1 - U_S0)) -v st=$((st1 - U_ST0)) \
+      -v l=$((l1 - U_L0)) -v lt=$((lt1 - U_LT0)) \
+      'BEGIN { printf "%.0f %.0f %.0f\n", 100 * p / hz / (ns / 1e9), (st ? 100 * s / st : 0), (lt ? 100 * l / lt : 0) }'
+}
+
 # next_port: sets PORT to the next port nobody listens on, and ADDR to 127.0.0.1:PORT. A fresh
 # port per server keeps a lingering server from joining the next one's SO_REUSEPORT group.
 next_port() {

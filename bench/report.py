@@ -3,7 +3,8 @@
 Usage: python3 bench/report.py RESULTS.TSV OUT.md
 
 Each TSV row: scenario, server, kind (load | json | wrk), status (ok | failed | skipped),
-output file, note, server command, load command. `load` and `json` outputs are JSON objects
+output file, note, server command, load command, and usage during the load: the server
+process's CPU %, the server core's and the load core's busy %. `load` and `json` outputs are JSON objects
 in the layout of `weft load --json` (rps, errors, latency_us.p50/p99, extras); `wrk` outputs
 are wrk's text with --latency. The file is rewritten whole on every run.
 """
@@ -102,8 +103,10 @@ def load_rows(path):
             if len(parts) < 8:
                 continue
             scenario, server, kind, status, out, note, server_cmd, load_cmd = parts[:8]
+            usage = [float(x) for x in parts[8].split()] if len(parts) > 8 and parts[8].strip() else []
             row = {"scenario": scenario, "server": server, "peer": peer(server), "status": status,
-                   "note": note, "server_cmd": server_cmd, "load_cmd": load_cmd, "m": None}
+                   "note": note, "server_cmd": server_cmd, "load_cmd": load_cmd, "m": None,
+                   "usage": usage if len(usage) == 3 else None}
             if status == "ok":
                 try:
                     with open(out) as o:
@@ -122,6 +125,17 @@ def value(row, metric):
     if metric in ("rps", "p50", "p99"):
         return m.get(metric)
     return m["extra"].get(metric)
+
+
+def usage_cells(row, rps):
+    """Server CPU %, server and load core busy %, requests per server CPU-second."""
+    u = row["usage"]
+    if not u:
+        return ["-", "-", "-", "-"]
+    server_cpu, server_core, load_core = u
+    per_cpu = fmt(rps / (server_cpu / 100)) if rps and server_cpu > 0 else "-"
+    bound = " (load-bound)" if load_core >= 95 and server_core < 90 else ""
+    return ["%.0f%%" % server_cpu, "%.0f%%" % server_core, "%.0f%%%s" % (load_core, bound), per_cpu]
 
 
 def fmt(v, digits=0):
@@ -189,11 +203,12 @@ def scenario_table(scenario, rows):
                   "| errors | vs tokio (lower is better) |", "|---|---:|---:|---:|---:|---:|"]
     elif scenario == "storm":
         lines += ["| server | ping p50 quiet (us) | ping p99 quiet (us) | ping p50 storm (us) "
-                  "| ping p99 storm (us) | storm connections/s | errors | p99 storm vs tokio "
-                  "(lower is better) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| ping p99 storm (us) | storm connections/s | errors | server CPU "
+                  "| p99 storm vs tokio (lower is better) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     else:
-        lines += ["| server | requests/s | p50 (us) | p99 (us) | errors | vs tokio |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += ["| server | requests/s | p50 (us) | p99 (us) | errors | server CPU | server core busy "
+                  "| load core busy | requests per server CPU-second | vs tokio |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r["status"] != "ok":
             lines.append("| %s | %s: %s |" % (r["server"], r["status"], r["note"] or "-"))
@@ -208,12 +223,13 @@ def scenario_table(scenario, rows):
                 fmt(x.get("alive")), fmt(m["errors"]), rs))
         elif scenario == "storm":
             x = m["extra"]
-            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 r["server"], fmt(x.get("quiet_p50_us")), fmt(x.get("quiet_p99_us")), fmt(m["p50"]),
-                fmt(m["p99"]), fmt(m["rps"]), fmt(m["errors"]), rs))
+                fmt(m["p99"]), fmt(m["rps"]), fmt(m["errors"]), usage_cells(r, None)[0], rs))
         else:
-            lines.append("| %s | %s | %s | %s | %s | %s |" % (
-                r["server"], fmt(m["rps"]), fmt(m["p50"]), fmt(m["p99"]), fmt(m["errors"]), rs))
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % tuple(
+                [r["server"], fmt(m["rps"]), fmt(m["p50"]), fmt(m["p99"]), fmt(m["errors"])]
+                + usage_cells(r, m["rps"]) + [rs]))
     lines.append("")
     return lines
 
@@ -251,7 +267,13 @@ def main():
              % os.environ.get("BENCH_ONLY", "all"), "",
              "| | |", "|---|---|"]
     lines += ["| %s | %s |" % kv for kv in machine()]
-    lines.append("")
+    lines += ["",
+              "Server CPU: the server's CPU time (all its threads and processes) over the load "
+              "run's wall time, 100% being one core. Server and load core busy: each core's busy "
+              "share (/proc/stat, softirq included); a server core much busier than the server's "
+              "CPU means something else ran there (or loopback softirq work). *load-bound* marks a run whose load core was "
+              "saturated while the server core was not: its rate is the client's limit, not the "
+              "server's, and requests per server CPU-second compare the servers instead.", ""]
     lines += targets_table(by_scenario)
     for scenario in SCENARIOS:
         if scenario in by_scenario:

@@ -133,8 +133,10 @@ start_server() {
   launch "$RAW/$1.$PORT.log" "${ON_SERVER[@]}" "${cmd[@]}"
 }
 
-# record SCENARIO SERVER KIND STATUS FILE NOTE LOADCMD: one row for report.py.
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$SERVER_CMD" "$7" >>"$TSV"; }
+# record SCENARIO SERVER KIND STATUS FILE NOTE LOADCMD [USAGE]: one row for report.py.
+record() {
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$SERVER_CMD" "$7" "${8:-}" >>"$TSV"
+}
 
 # measure SCENARIO SERVER KIND LOAD-COMMAND...: starts SERVER, runs the load on the load core,
 # stops the server and records the outcome. "{ADDR}", "{PID}" and "{OUT}" in the command are
@@ -152,10 +154,15 @@ measure() {
   local cmd="${ON_LOAD[*]} ${args[*]}"
   [[ ${#warm[@]} -gt 0 ]] && cmd="${ON_LOAD[*]} ${warm[*]} (warm-up, discarded), then $cmd"
   log "$scenario / $server: $cmd"
-  if { [[ ${#warm[@]} -eq 0 ]] || "${ON_LOAD[@]}" "${warm[@]}" >/dev/null 2>&1; } \
-     && "${ON_LOAD[@]}" "${args[@]}" >"$out.log" 2>&1; then
+  local ok="" usage
+  if [[ ${#warm[@]} -eq 0 ]] || "${ON_LOAD[@]}" "${warm[@]}" >/dev/null 2>&1; then
+    usage_start
+    "${ON_LOAD[@]}" "${args[@]}" >"$out.log" 2>&1 && ok=yes
+    usage=$(usage_end)
+  fi
+  if [[ -n $ok ]]; then
     [[ $kind == wrk ]] && cp "$out.log" "$out"
-    record "$scenario" "$server" "$kind" ok "$out" "" "$cmd"
+    record "$scenario" "$server" "$kind" ok "$out" "" "$cmd" "$usage"
   else
     record "$scenario" "$server" "$kind" failed "" "$(tail -n 2 "$out.log" | tr '\t\n' '  ')" "$cmd"
   fi
