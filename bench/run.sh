@@ -32,7 +32,7 @@ declare -A ABOUT=(
   [storm]="accept storm of BENCH_STORM_RATE connections/s while 50 established clients ping"
 )
 if [[ ${1:-} == --list || ${1:-} == -h || ${1:-} == --help ]]; then
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
   echo
   for s in "${SCENARIOS[@]}"; do printf '  %-10s %s\n' "$s" "${ABOUT[$s]}"; done
   exit 0

@@ -30,7 +30,7 @@ OUT=${SCALE_OUT:-target/bench-raw/scaling.md}
 T=target/release
 NPROC=$(nproc)
 
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 if (( NPROC < 2 )); then
   echo "scaling.sh: this machine has $NPROC core; the server and the load need one each at least." >&2
   exit 0
