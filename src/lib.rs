@@ -56,6 +56,7 @@ pub mod config;
 mod driver;
 mod error;
 pub mod handoff;
+pub mod hdr;
 pub mod health;
 mod outbuf;
 mod protocol;
