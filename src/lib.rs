@@ -58,6 +58,7 @@ mod error;
 pub mod handoff;
 pub mod hdr;
 pub mod health;
+pub mod load;
 mod outbuf;
 mod protocol;
 pub mod protocols;

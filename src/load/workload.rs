@@ -1,0 +1,213 @@
+//! What a load connection sends and how it knows a response has ended.
+
+use super::exchange::Reader;
+use super::matcher::{Framing, Matcher};
+use super::response::ResponseReader;
+
+/// How responses are recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// HTTP/1.1 responses (status line, headers, Content-Length or chunked body).
+    Http,
+    /// Raw responses of a fixed length or ending with a delimiter.
+    Raw(Framing),
+}
+
+/// Why a workload cannot be built from the options given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WorkloadError(String);
+
+/// The request every connection sends, over and over, and what answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// The request's bytes.
+    pub request: Vec<u8>,
+    /// How its response ends.
+    pub expect: Expect,
+}
+
+impl Workload {
+    /// Echo: `size` bytes (at least 1) that come back unchanged.
+    pub fn echo(size: usize) -> Self {
+        let size = size.max(1);
+        let request = (0..size).map(|i| b"weft-load-"[i % 10]).collect();
+        Self {
+            request,
+            expect: Expect::Raw(Framing::Length(size)),
+        }
+    }
+
+    /// A keep-alive `GET path` to `host` with extra `headers` (`Name: value`).
+    ///
+    /// # Errors
+    ///
+    /// A path that does not start with `/`, or a header without a colon; a line break in
+    /// either.
+    pub fn http_get(host: &str, path: &str, headers: &[String]) -> Result<Self, WorkloadError> {
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            return Err(WorkloadError(format!(
+                "invalid path {path:?}: it starts with / and has no spaces"
+            )));
+        }
+        let mut request = format!("GET {path} HTTP/1.1\r\n");
+        let has = |name: &str| {
+            headers.iter().any(|h| {
+                h.split_once(':')
+                    .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            })
+        };
+        if !has("host") {
+            request.push_str(&format!("Host: {host}\r\n"));
+        }
+        for h in headers {
+            let valid = h.split_once(':').is_some_and(|(n, _)| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+            });
+            if !valid || h.contains(['\r', '\n']) {
+                return Err(WorkloadError(format!(
+                    "invalid header {h:?}: expected \"Name: value\" on one line"
+                )));
+            }
+            request.push_str(h.trim());
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        Ok(Self {
+            request: request.into_bytes(),
+            expect: Expect::Http,
+        })
+    }
+
+    /// An HTTP request given whole (from a file).
+    ///
+    /// # Errors
+    ///
+    /// The bytes are not one complete HTTP/1.x request head.
+    pub fn http_request(request: Vec<u8>) -> Result<Self, WorkloadError> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        match httparse::Request::new(&mut headers).parse(&request) {
+            Ok(httparse::Status::Complete(_)) => Ok(Self {
+                request,
+                expect: Expect::Http,
+            }),
+            Ok(httparse::Status::Partial) => Err(WorkloadError(
+                "the request file is not a complete HTTP request (it needs a blank line after the headers)"
+                    .into(),
+            )),
+            Err(e) => Err(WorkloadError(format!("the request file is not an HTTP request: {e}"))),
+        }
+    }
+
+    /// Raw bytes answered by a response framed by `framing`.
+    ///
+    /// # Errors
+    ///
+    /// An empty request.
+    pub fn raw(request: Vec<u8>, framing: Framing) -> Result<Self, WorkloadError> {
+        if request.is_empty() {
+            return Err(WorkloadError("the request file is empty".into()));
+        }
+        Ok(Self {
+            request,
+            expect: Expect::Raw(framing),
+        })
+    }
+
+    /// A fresh response reader for one connection.
+    pub fn reader(&self) -> Reader {
+        match &self.expect {
+            Expect::Http => Reader::Http(ResponseReader::new()),
+            Expect::Raw(f) => Reader::Raw(Matcher::new(f.clone())),
+        }
+    }
+
+    /// The request repeated `k` times: any prefix of `n` requests is one write.
+    pub fn batch(&self, k: usize) -> Vec<u8> {
+        self.request.repeat(k.max(1))
+    }
+}
+
+/// Parses a delimiter given on the command line, with `\r`, `\n`, `\t`, `\0`, `\\` and
+/// `\xHH` escapes.
+///
+/// # Errors
+///
+/// An unknown escape or an empty result.
+pub fn parse_delimiter(s: &str) -> Result<Vec<u8>, WorkloadError> {
+    let bad = || WorkloadError(format!("invalid delimiter {s:?}: use text with \\r \\n \\t \\0 \\\\ or \\xHH"));
+    let mut out = Vec::new();
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        out.push(match bytes.next().ok_or_else(bad)? {
+            b'r' => b'\r',
+            b'n' => b'\n',
+            b't' => b'\t',
+            b'0' => 0,
+            b'\\' => b'\\',
+            b'x' => {
+                let hex = [bytes.next().ok_or_else(bad)?, bytes.next().ok_or_else(bad)?];
+                let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
+                u8::from_str_radix(hex, 16).map_err(|_| bad())?
+            }
+            _ => return Err(bad()),
+        });
+    }
+    if out.is_empty() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_get_request() {
+        let w = Workload::http_get("127.0.0.1:8080", "/x?y=1", &["Accept: */*".into()]).unwrap();
+        assert_eq!(
+            w.request,
+            b"GET /x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\n\r\n"
+        );
+        let custom_host = Workload::http_get("a", "/", &["host: b".into()]).unwrap();
+        assert_eq!(custom_host.request, b"GET / HTTP/1.1\r\nhost: b\r\n\r\n");
+        assert!(Workload::http_get("a", "x", &[]).is_err());
+        assert!(Workload::http_get("a", "/a b", &[]).is_err());
+        assert!(Workload::http_get("a", "/", &["NoColon".into()]).is_err());
+        assert!(Workload::http_get("a", "/", &["X: a\r\nY: b".into()]).is_err());
+        assert!(Workload::http_get("a", "/", &[": empty".into()]).is_err());
+    }
+
+    #[test]
+    fn request_file_forms() {
+        assert!(Workload::http_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()).is_ok());
+        assert!(Workload::http_request(b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec()).is_err());
+        assert!(Workload::http_request(b"\x00\x01".to_vec()).is_err());
+        assert!(Workload::raw(Vec::new(), Framing::Length(1)).is_err());
+        let w = Workload::raw(b"PING\r\n".to_vec(), Framing::Delimiter(b"\r\n".to_vec())).unwrap();
+        assert_eq!(w.batch(2), b"PING\r\nPING\r\n");
+    }
+
+    #[test]
+    fn echo_expects_its_own_length() {
+        let w = Workload::echo(25);
+        assert_eq!(w.request.len(), 25);
+        assert_eq!(w.expect, Expect::Raw(Framing::Length(25)));
+        assert_eq!(Workload::echo(0).request.len(), 1);
+    }
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(parse_delimiter("\\r\\n").unwrap(), b"\r\n");
+        assert_eq!(parse_delimiter("END\\x00").unwrap(), b"END\0");
+        assert_eq!(parse_delimiter("a\\\\b\\t").unwrap(), b"a\\b\t");
+        for bad in ["", "\\q", "\\x1", "\\xzz", "\\"] {
+            assert!(parse_delimiter(bad).is_err(), "{bad}");
+        }
+    }
+}
