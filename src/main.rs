@@ -1,4 +1,4 @@
-//! The `weft` command: `serve`, `demo`.
+//! The `weft` command: `serve`, `demo`, `load`, `hist`.
 
 mod cli;
 

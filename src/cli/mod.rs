@@ -2,6 +2,8 @@
 //! 2 for bad arguments, 1 for a failure at run time; never a panic backtrace.
 
 mod demo;
+mod hist;
+mod load;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +30,25 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Start an echo server on a free loopback port, load it for a few seconds, print results.
     Demo(demo::DemoArgs),
+    /// Drive a TCP or HTTP service and report throughput, errors and latency percentiles.
+    Load(Box<load::LoadArgs>),
+    /// Read, merge and plot HdrHistogram interval logs (from `weft load --hdr-log`).
+    Hist(hist::HistArgs),
+}
+
+/// A subcommand's failure.
+#[derive(Debug)]
+pub(crate) enum CliError {
+    /// Bad arguments: exit status 2.
+    Usage(String),
+    /// A failure at run time: exit status 1.
+    Failure(String),
+}
+
+impl From<weft::EngineError> for CliError {
+    fn from(e: weft::EngineError) -> Self {
+        Self::Failure(e.to_string())
+    }
 }
 
 /// Parses the command line and runs it; returns the exit status.
@@ -38,12 +59,18 @@ pub(crate) fn run() -> i32 {
         Err(e) => return usage_error(&e),
     };
     let result = match cli.command {
-        Command::Serve(args) => serve::run(*args).map_err(|e| e.to_string()),
-        Command::Demo(args) => demo::run(args).map_err(|e| e.to_string()),
+        Command::Serve(args) => serve::run(*args).map_err(|e| CliError::Failure(e.to_string())),
+        Command::Demo(args) => demo::run(args),
+        Command::Load(args) => load::run(*args),
+        Command::Hist(args) => hist::run(args),
     };
     match result {
         Ok(()) => 0,
-        Err(e) => {
+        Err(CliError::Usage(e)) => {
+            eprintln!("weft: {e} (see weft --help)");
+            EXIT_USAGE
+        }
+        Err(CliError::Failure(e)) => {
             eprintln!("weft: {e}");
             EXIT_FAILURE
         }

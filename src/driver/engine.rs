@@ -11,7 +11,7 @@ use glommio::{GlommioError, LocalExecutorBuilder, Placement};
 
 use super::port::bind_listeners;
 use super::shard::{self, ABORT, DRAIN, HANDOFF, ShardBoot};
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, ReactorConfig};
 use crate::stats::StatsSnapshot;
 use crate::{EngineError, Factory, ShardInfo};
 
@@ -210,10 +210,12 @@ impl Engine {
                 ready: ready_tx.clone(),
             };
             let make_factory = make_factory.clone();
-            let spawned = executor_builder(&config, index, core).spawn(move || async move {
-                let factory = make_factory(&boot.info);
-                shard::run(boot, factory).await
-            });
+            let name = format!("weft-shard-{index}");
+            let spawned =
+                executor_builder(&config.reactor, config.pin, &name, core).spawn(move || async move {
+                    let factory = make_factory(&boot.info);
+                    shard::run(boot, factory).await
+                });
             controls.push(ours);
             match spawned {
                 Ok(handle) => engine.shards.push(handle),
@@ -309,15 +311,21 @@ impl Drop for Engine {
     }
 }
 
-fn executor_builder(config: &EngineConfig, index: usize, core: usize) -> LocalExecutorBuilder {
-    let placement = if config.pin {
+/// A reactor thread named `name` on `core` (pinned to it when `pin`); the engine's shards and
+/// the load generator's cores start the same way.
+pub(crate) fn executor_builder(
+    r: &ReactorConfig,
+    pin: bool,
+    name: &str,
+    core: usize,
+) -> LocalExecutorBuilder {
+    let placement = if pin {
         Placement::Fixed(core)
     } else {
         Placement::Unbound
     };
-    let r = &config.reactor;
     let mut b = LocalExecutorBuilder::new(placement)
-        .name(&format!("weft-shard-{index}"))
+        .name(name)
         .ring_depth(r.ring_depth)
         .io_memory(r.io_memory.max(64 * 1024))
         .preempt_timer(r.preempt_timer);
@@ -340,7 +348,7 @@ pub(crate) fn allowed_cores() -> Vec<usize> {
 
 /// Raises the soft RLIMIT_MEMLOCK (io_uring) and RLIMIT_NOFILE (connections) to their hard
 /// limits, which needs no privilege.
-fn raise_limits() -> Result<(), EngineError> {
+pub(crate) fn raise_limits() -> Result<(), EngineError> {
     let (soft, hard) = raise_soft_limit(libc::RLIMIT_MEMLOCK);
     if soft < MEMLOCK_NEEDED {
         return Err(EngineError::MemLock {
@@ -384,7 +392,7 @@ fn shard_error(shard: usize, e: impl std::fmt::Display) -> EngineError {
     }
 }
 
-fn reactor_error(shard: usize, e: GlommioError<()>) -> EngineError {
+pub(crate) fn reactor_error(shard: usize, e: GlommioError<()>) -> EngineError {
     match e {
         GlommioError::ReactorError(kind) => {
             let detail = kind.to_string();

@@ -219,8 +219,11 @@ mod tests {
         let t0 = Instant::now();
         let mut x = Exchange::new(2, Pacing::Closed, Reader::Http(ResponseReader::new()));
         x.claim(t0);
-        x.receive(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\nHTTP/1", |_, _| ())
-            .unwrap();
+        x.receive(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\nHTTP/1",
+            |_, _| (),
+        )
+        .unwrap();
         assert!(x.closing());
         assert_eq!(x.claim(t0), 0);
         x.reset();
@@ -234,11 +237,16 @@ mod tests {
         let mut x = Exchange::new(1, Pacing::Closed, Reader::Http(ResponseReader::new()));
         assert_eq!(x.receive(OK, |_, _| ()), Err(ExchangeError::Unsolicited));
         x.reset();
-        assert!(matches!(x.receive(b"nonsense\r\n\r\n", |_, _| ()), Err(ExchangeError::Response(_))));
+        assert!(matches!(
+            x.receive(b"nonsense\r\n\r\n", |_, _| ()),
+            Err(ExchangeError::Response(_))
+        ));
         x.reset();
         x.claim(t0);
-        x.receive(b"HTTP/1.1 503 Busy\r\n\r\npartial body", |_, _| panic!("runs to EOF"))
-            .unwrap();
+        x.receive(b"HTTP/1.1 503 Busy\r\n\r\npartial body", |_, _| {
+            panic!("runs to EOF")
+        })
+        .unwrap();
         let mut status = None;
         x.finish(|_, ok| status = Some(ok));
         assert_eq!(status, Some(false));

@@ -135,7 +135,11 @@ mod tests {
     fn delimiter_across_reads() {
         let input = b"+OK\r\n-ERR x\r\r\n+PONG\r\n";
         for step in 1..input.len() {
-            assert_eq!(count_split(Framing::Delimiter(b"\r\n".to_vec()), input, step), 3, "step {step}");
+            assert_eq!(
+                count_split(Framing::Delimiter(b"\r\n".to_vec()), input, step),
+                3,
+                "step {step}"
+            );
         }
         let mut m = Matcher::new(Framing::Delimiter(b"\n".to_vec()));
         m.feed(b"+OK");
@@ -148,7 +152,10 @@ mod tests {
     fn self_overlapping_delimiter() {
         // "aab" inside "aaab": a naive restart after the mismatch would miss it.
         for step in 1..6 {
-            assert_eq!(count_split(Framing::Delimiter(b"aab".to_vec()), b"aaabxaab", step), 2);
+            assert_eq!(
+                count_split(Framing::Delimiter(b"aab".to_vec()), b"aaabxaab", step),
+                2
+            );
         }
         assert_eq!(failure_function(b"abab"), [0, 0, 1, 2]);
         assert_eq!(count_split(Framing::Delimiter(Vec::new()), b"xy", 1), 2);

@@ -7,10 +7,14 @@
 //! The glommio side: `runner` (one pinned reactor per core, the main thread's loop) and
 //! `connect` (opening a connection and driving it with the engine's connection driver).
 
+pub mod aggregate;
+mod conn;
+mod connect;
 pub mod exchange;
 pub mod matcher;
 pub mod recorder;
+pub mod report;
 pub mod response;
+pub mod runner;
 pub mod schedule;
-pub mod aggregate;
 pub mod workload;

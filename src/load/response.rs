@@ -42,29 +42,48 @@ pub enum ResponseError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// Reading the hex size; `seen` says whether any digit came yet.
-    Size { size: u64, seen: bool },
+    Size {
+        size: u64,
+        seen: bool,
+    },
     /// Skipping a chunk extension up to the line end.
-    Extension { size: u64 },
+    Extension {
+        size: u64,
+    },
     /// After the size line's CR, expecting LF.
-    SizeLf { size: u64 },
+    SizeLf {
+        size: u64,
+    },
     /// Chunk data left.
     Data(u64),
     /// CR then LF after chunk data.
     DataCr,
     DataLf,
     /// Trailer lines; `len` bytes seen on the current line (0 at a line start).
-    Trailer { len: usize },
+    Trailer {
+        len: usize,
+    },
     /// After a trailer line's CR.
-    TrailerLf { len: usize },
+    TrailerLf {
+        len: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Head,
-    Body { left: u64, response: Response },
-    Chunked { chunk: Chunk, response: Response },
+    Body {
+        left: u64,
+        response: Response,
+    },
+    Chunked {
+        chunk: Chunk,
+        response: Response,
+    },
     /// No length: the body runs to the connection's end.
-    UntilClose { response: Response },
+    UntilClose {
+        response: Response,
+    },
 }
 
 /// Reads a stream of responses.
@@ -106,7 +125,11 @@ impl ResponseReader {
     /// # Errors
     ///
     /// The stream is not HTTP/1.1; the reader is then unusable until [`reset`](Self::reset).
-    pub fn feed(&mut self, mut data: &[u8], mut on_response: impl FnMut(Response)) -> Result<(), ResponseError> {
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        mut on_response: impl FnMut(Response),
+    ) -> Result<(), ResponseError> {
         while !data.is_empty() {
             let used = match self.state {
                 State::Head => self.read_head(data)?,
@@ -253,7 +276,11 @@ fn read_chunked(mut chunk: Chunk, data: &[u8]) -> Result<(usize, Option<Chunk>),
                 let n = usize::try_from(left).unwrap_or(usize::MAX).min(data.len() - i);
                 i += n;
                 let left = left - n as u64;
-                chunk = if left == 0 { Chunk::DataCr } else { Chunk::Data(left) };
+                chunk = if left == 0 {
+                    Chunk::DataCr
+                } else {
+                    Chunk::Data(left)
+                };
                 continue;
             }
             Chunk::Size { size, seen } => match (b as char).to_digit(16) {
@@ -356,13 +383,25 @@ mod tests {
     fn body_until_close_and_close_flags() {
         let input = b"HTTP/1.0 200 OK\r\n\r\nsome body bytes";
         let got = read_split(input, 4).unwrap();
-        assert_eq!(got, [Response { status: 200, close: true }]);
+        assert_eq!(
+            got,
+            [Response {
+                status: 200,
+                close: true
+            }]
+        );
         let mut r = ResponseReader::new();
         let mut seen = Vec::new();
-        r.feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", |x| seen.push(x))
-            .unwrap();
-        r.feed(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", |x| seen.push(x))
-            .unwrap();
+        r.feed(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            |x| seen.push(x),
+        )
+        .unwrap();
+        r.feed(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            |x| seen.push(x),
+        )
+        .unwrap();
         assert_eq!(seen.iter().map(|r| r.close).collect::<Vec<_>>(), [true, false]);
         assert!(!seen[0].is_success() || seen[0].status == 200);
     }
@@ -390,7 +429,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF\r\n",
         ] {
-            assert!(read_split(bad, bad.len()).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                read_split(bad, bad.len()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
             assert!(read_split(bad, 1).is_err());
         }
         let mut r = ResponseReader::new();

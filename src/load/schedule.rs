@@ -109,7 +109,10 @@ mod tests {
         let (c, u) = sent.latencies(t0 + Duration::from_millis(1000));
         assert_eq!(c, 1_000_000_000);
         assert_eq!(u, 100_000_000);
-        assert_eq!(Sent::now(t0).latencies(t0 + Duration::from_micros(5)), (5_000, 5_000));
+        assert_eq!(
+            Sent::now(t0).latencies(t0 + Duration::from_micros(5)),
+            (5_000, 5_000)
+        );
         // A clock that reads earlier than the send gives 0, not a wrap.
         assert_eq!(Sent::now(t0 + Duration::from_secs(1)).latencies(t0), (0, 0));
     }

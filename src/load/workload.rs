@@ -61,9 +61,9 @@ impl Workload {
             request.push_str(&format!("Host: {host}\r\n"));
         }
         for h in headers {
-            let valid = h.split_once(':').is_some_and(|(n, _)| {
-                !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':')
-            });
+            let valid = h
+                .split_once(':')
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':'));
             if !valid || h.contains(['\r', '\n']) {
                 return Err(WorkloadError(format!(
                     "invalid header {h:?}: expected \"Name: value\" on one line"
@@ -95,7 +95,9 @@ impl Workload {
                 "the request file is not a complete HTTP request (it needs a blank line after the headers)"
                     .into(),
             )),
-            Err(e) => Err(WorkloadError(format!("the request file is not an HTTP request: {e}"))),
+            Err(e) => Err(WorkloadError(format!(
+                "the request file is not an HTTP request: {e}"
+            ))),
         }
     }
 
@@ -135,7 +137,11 @@ impl Workload {
 ///
 /// An unknown escape or an empty result.
 pub fn parse_delimiter(s: &str) -> Result<Vec<u8>, WorkloadError> {
-    let bad = || WorkloadError(format!("invalid delimiter {s:?}: use text with \\r \\n \\t \\0 \\\\ or \\xHH"));
+    let bad = || {
+        WorkloadError(format!(
+            "invalid delimiter {s:?}: use text with \\r \\n \\t \\0 \\\\ or \\xHH"
+        ))
+    };
     let mut out = Vec::new();
     let mut bytes = s.bytes();
     while let Some(b) = bytes.next() {

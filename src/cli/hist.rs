@@ -1,0 +1,180 @@
+//! `weft hist`: read HdrHistogram interval logs (from one or several load machines), merge
+//! them, print the summary and the percentile table, and plot them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::Args;
+use weft::hdr::log::Log;
+use weft::hdr::svg::{self, TimeSeries};
+use weft::hdr::{Latency, Summary, format_ns, merge, new_merge_target};
+use weft::load::report::latency_table;
+
+use super::CliError;
+
+#[derive(Debug, Args)]
+pub(crate) struct HistArgs {
+    /// Interval logs to read and merge.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Write an SVG plot: the percentile spectrum, one series per file (with --over-time:
+    /// p99 and max over time).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Also print p50, p99 and max per interval.
+    #[arg(long)]
+    over_time: bool,
+    /// Read the intervals with this tag (default: the untagged ones; `weft load` writes
+    /// the uncorrected latency under `uncorrected`).
+    #[arg(long)]
+    tag: Option<String>,
+}
+
+/// One input file, read.
+struct Input {
+    name: String,
+    log: Log,
+}
+
+pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
+    let tag = args.tag.as_deref();
+    let mut inputs = Vec::new();
+    for path in &args.files {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| CliError::Failure(format!("cannot read {name}: {e}")))?;
+        let log = Log::read(&bytes).map_err(|e| CliError::Failure(format!("{name}: {e}")))?;
+        inputs.push(Input { name, log });
+    }
+    let selected: usize = inputs.iter().map(|i| i.log.tagged(tag).count()).sum();
+    if selected == 0 {
+        return Err(CliError::Failure(no_intervals(&inputs, tag)));
+    }
+    let mut merged = new_merge_target();
+    let per_file: Vec<Latency> = inputs.iter().map(|i| i.log.merged(tag)).collect();
+    for h in &per_file {
+        merge(&mut merged, h);
+    }
+    let t0 = inputs
+        .iter()
+        .flat_map(|i| i.log.tagged(tag).map(|iv| iv.start))
+        .fold(f64::INFINITY, f64::min);
+
+    let mut out = String::new();
+    let files: Vec<String> = inputs
+        .iter()
+        .map(|i| format!("{} ({} intervals)", i.name, i.log.tagged(tag).count()))
+        .collect();
+    let _ = writeln!(out, "files       {}", files.join(", "));
+    let _ = writeln!(
+        out,
+        "tag         {}",
+        tag.map_or(
+            "none (corrected latency in weft load logs)".to_owned(),
+            str::to_owned
+        )
+    );
+    let span = inputs
+        .iter()
+        .flat_map(|i| i.log.tagged(tag).map(|iv| iv.start + iv.length))
+        .fold(t0, f64::max)
+        - t0;
+    let _ = writeln!(out, "count       {} values over {span:.2} s", merged.len());
+    out.push('\n');
+    out.push_str(&latency_table(&merged, None));
+    if args.over_time {
+        out.push('\n');
+        out.push_str(&over_time_table(&inputs, tag, t0));
+    }
+    print!("{out}");
+
+    if let Some(path) = &args.plot {
+        let title = format!("latency{}", tag.map(|t| format!(" ({t})")).unwrap_or_default());
+        let doc = if args.over_time {
+            let series: Vec<TimeSeries> = inputs
+                .iter()
+                .map(|i| TimeSeries {
+                    name: i.name.clone(),
+                    points: i
+                        .log
+                        .tagged(tag)
+                        .map(|iv| {
+                            let s = Summary::of(&iv.histogram);
+                            (iv.start + iv.length - t0, s.levels[2], s.max)
+                        })
+                        .collect(),
+                })
+                .collect();
+            svg::over_time(&format!("{title} over time"), &series)
+        } else {
+            let series: Vec<(String, &Latency)> = inputs
+                .iter()
+                .map(|i| i.name.clone())
+                .zip(per_file.iter())
+                .collect();
+            svg::spectrum(&format!("{title} by percentile"), &series)
+        };
+        std::fs::write(path, doc)
+            .map_err(|e| CliError::Failure(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// The error for a selection that matched nothing, naming the tags that exist.
+fn no_intervals(inputs: &[Input], tag: Option<&str>) -> String {
+    let mut tags: Vec<String> = inputs
+        .iter()
+        .flat_map(|i| {
+            i.log
+                .intervals
+                .iter()
+                .map(|iv| iv.tag.clone().unwrap_or_else(|| "(none)".into()))
+        })
+        .collect();
+    tags.sort();
+    tags.dedup();
+    let wanted = tag.unwrap_or("(none)");
+    if tags.is_empty() {
+        "the input has no intervals".into()
+    } else {
+        format!(
+            "no intervals with tag {wanted} (tags present: {})",
+            tags.join(", ")
+        )
+    }
+}
+
+/// p50, p99 and max per interval, the files' intervals merged by time: the buckets are the
+/// shortest interval long, counted from the earliest start.
+fn over_time_table(inputs: &[Input], tag: Option<&str>, t0: f64) -> String {
+    let width = inputs
+        .iter()
+        .flat_map(|i| i.log.tagged(tag).map(|iv| iv.length))
+        .filter(|l| *l > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let width = if width.is_finite() { width } else { 1.0 };
+    let mut buckets: BTreeMap<u64, Latency> = BTreeMap::new();
+    for iv in inputs.iter().flat_map(|i| i.log.tagged(tag)) {
+        let k = ((iv.start - t0) / width + 1e-6).floor().max(0.0) as u64;
+        merge(buckets.entry(k).or_insert_with(new_merge_target), &iv.histogram);
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>10} {:>10} {:>12} {:>12} {:>12}",
+        "time", "count", "p50", "p99", "max"
+    );
+    for (k, h) in &buckets {
+        let s = Summary::of(h);
+        let _ = writeln!(
+            out,
+            "{:>8.1} s {:>10} {:>12} {:>12} {:>12}",
+            *k as f64 * width,
+            s.count,
+            format_ns(s.levels[0] as f64),
+            format_ns(s.levels[2] as f64),
+            format_ns(s.max as f64)
+        );
+    }
+    out
+}

@@ -1,0 +1,384 @@
+//! `weft load`: drive a TCP or HTTP service and report throughput, errors and honest latency.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use weft::hdr::{self, hgrm, log};
+use weft::load::aggregate::Interval;
+use weft::load::matcher::Framing;
+use weft::load::report::{self, IntervalRow};
+use weft::load::runner::{Load, LoadConfig, LoadError, LoadOutcome};
+use weft::load::workload::{Workload, parse_delimiter};
+use weft::{Address, Cores};
+
+use super::CliError;
+
+/// What the target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LoadProto {
+    /// Keep-alive HTTP/1.1 GETs; responses parsed (status, Content-Length, chunked).
+    Http,
+    /// `--size` bytes that come back unchanged.
+    Echo,
+    /// The bytes of `--request-file`, answered by `--response-size` bytes or up to
+    /// `--response-delimiter`.
+    Raw,
+}
+
+impl LoadProto {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Echo => "echo",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// Target: 127.0.0.1:8080, [::1]:8080, host:port, or http://host:port/path.
+    #[arg(long)]
+    target: String,
+    /// What the target speaks.
+    #[arg(long, value_enum, default_value = "http")]
+    proto: LoadProto,
+    /// Connections, spread over the cores.
+    #[arg(long, default_value_t = 16)]
+    conns: usize,
+    /// Cores generating load: a count (2) or a list (1, or 0,2-3).
+    #[arg(long, default_value = "1")]
+    cores: Cores,
+    /// How long to measure.
+    #[arg(long, default_value = "10s", value_parser = super::duration)]
+    duration: Duration,
+    /// How long to run before measuring.
+    #[arg(long, default_value = "0s", value_parser = super::duration)]
+    warmup: Duration,
+    /// Open loop: this many requests per second in total, latency measured from each
+    /// request's intended send time. Without it: closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Echo message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Send this file's bytes as the request (http: a whole HTTP request; raw: required).
+    #[arg(long)]
+    request_file: Option<PathBuf>,
+    /// raw: every response is this many bytes.
+    #[arg(long)]
+    response_size: Option<usize>,
+    /// raw: a response ends with this text (escapes: \r \n \t \0 \\ \xHH).
+    #[arg(long)]
+    response_delimiter: Option<String>,
+    /// http: the request path (also taken from an http:// target).
+    #[arg(long)]
+    path: Option<String>,
+    /// http: an extra request header, "Name: value" (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// A request unanswered for this long is a timeout (its connection is reopened).
+    #[arg(long, default_value = "10s", value_parser = super::duration)]
+    timeout: Duration,
+    /// Write an HdrHistogram interval log (corrected untagged, Tag=uncorrected).
+    #[arg(long)]
+    hdr_log: Option<PathBuf>,
+    /// Write the corrected percentile distribution in HdrHistogram's .hgrm layout (ms).
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+    /// Write the configuration, totals, errors and latencies (µs) as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
+    let (target, url_path) = parse_target(&args.target).map_err(CliError::Usage)?;
+    let workload = workload(&args, target, url_path.as_deref())?;
+    let mut config = LoadConfig::new(target, workload);
+    config.conns = args.conns;
+    config.cores = args.cores.clone();
+    config.duration = args.duration;
+    config.warmup = args.warmup;
+    config.rate = args.rate;
+    config.pipeline = args.pipeline;
+    config.timeout = args.timeout;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // A first Ctrl-C stops the run and prints what was measured; a second one exits.
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let installed = signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .and_then(|_| signal_hook::flag::register(sig, stop.clone()));
+        if let Err(e) = installed {
+            return Err(CliError::Failure(format!("cannot install signal handlers: {e}")));
+        }
+    }
+    let outputs = Outputs::create(&args)?;
+    let proto = args.proto.name();
+    let load = Load::start(&config, &stop).map_err(load_error)?;
+    eprintln!(
+        "weft load: {} ({proto}), {} connections on cores {:?}, {}{}",
+        Address::from(target),
+        config.conns,
+        load.cores(),
+        config.duration.as_secs_f64(),
+        if config.warmup.is_zero() {
+            " s".to_owned()
+        } else {
+            format!(" s after {} s of warm-up", config.warmup.as_secs_f64())
+        }
+    );
+    let outcome = drive(load, &config, proto, outputs)?;
+    print!("{}", report::summary(&config, proto, &outcome));
+    Ok(())
+}
+
+/// Parses a target: a numeric address, `host:port` (resolved here, on the main thread), or
+/// `http://host:port/path`. Returns the address and the URL's path, if any.
+fn parse_target(s: &str) -> Result<(SocketAddr, Option<String>), String> {
+    let (hostport, path) = match s.strip_prefix("http://") {
+        Some(rest) => match rest.find('/') {
+            Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
+            None => (rest, None),
+        },
+        None => (s, None),
+    };
+    let hostport = if s.starts_with("http://") && !hostport.contains(':') {
+        format!("{hostport}:80")
+    } else {
+        hostport.to_owned()
+    };
+    if let Ok(a) = hostport.parse::<Address>() {
+        return Ok((a.socket_addr(), path));
+    }
+    let bad = |why: String| format!("invalid target {s:?}: {why}");
+    let mut addrs = hostport
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("{e} (expected e.g. 127.0.0.1:8080 or host:port)")))?;
+    addrs
+        .next()
+        .map(|a| (a, path))
+        .ok_or_else(|| bad("no address found".into()))
+}
+
+fn workload(args: &LoadArgs, target: SocketAddr, url_path: Option<&str>) -> Result<Workload, CliError> {
+    let usage = |e: weft::load::workload::WorkloadError| CliError::Usage(e.to_string());
+    let request = match &args.request_file {
+        Some(p) => {
+            Some(std::fs::read(p).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))?)
+        }
+        None => None,
+    };
+    if args.proto != LoadProto::Raw && (args.response_size.is_some() || args.response_delimiter.is_some()) {
+        return Err(CliError::Usage(
+            "--response-size and --response-delimiter are for --proto raw".into(),
+        ));
+    }
+    match args.proto {
+        LoadProto::Http => match request {
+            Some(r) => Workload::http_request(r).map_err(usage),
+            None => {
+                let path = args.path.as_deref().or(url_path).unwrap_or("/");
+                Workload::http_get(&Address::from(target).to_string(), path, &args.headers).map_err(usage)
+            }
+        },
+        LoadProto::Echo => Ok(match request {
+            Some(r) if !r.is_empty() => {
+                let len = r.len();
+                Workload::raw(r, Framing::Length(len)).map_err(usage)?
+            }
+            _ => Workload::echo(args.size),
+        }),
+        LoadProto::Raw => {
+            let Some(request) = request else {
+                return Err(CliError::Usage("--proto raw needs --request-file".into()));
+            };
+            let framing = match (args.response_size, &args.response_delimiter) {
+                (Some(n), None) if n > 0 => Framing::Length(n),
+                (None, Some(d)) => Framing::Delimiter(parse_delimiter(d).map_err(usage)?),
+                _ => {
+                    return Err(CliError::Usage(
+                        "--proto raw needs one of --response-size N (N > 0) or --response-delimiter TEXT"
+                            .into(),
+                    ));
+                }
+            };
+            Workload::raw(request, framing).map_err(usage)
+        }
+    }
+}
+
+fn load_error(e: LoadError) -> CliError {
+    if e.is_usage() {
+        CliError::Usage(e.to_string())
+    } else {
+        CliError::Failure(e.to_string())
+    }
+}
+
+/// The output files, opened before the run so that a bad path fails at once.
+struct Outputs {
+    hdr_log: Option<(PathBuf, BufWriter<File>)>,
+    hgrm: Option<(PathBuf, File)>,
+    json: Option<(PathBuf, File)>,
+}
+
+impl Outputs {
+    fn create(args: &LoadArgs) -> Result<Self, CliError> {
+        fn open(p: &Option<PathBuf>) -> Result<Option<(PathBuf, File)>, CliError> {
+            p.as_ref()
+                .map(|p| {
+                    File::create(p)
+                        .map(|f| (p.clone(), f))
+                        .map_err(|e| CliError::Failure(format!("cannot create {}: {e}", p.display())))
+                })
+                .transpose()
+        }
+        Ok(Self {
+            hdr_log: open(&args.hdr_log)?.map(|(p, f)| (p, BufWriter::new(f))),
+            hgrm: open(&args.hgrm)?,
+            json: open(&args.json)?,
+        })
+    }
+}
+
+fn write_failed(path: &Path, e: impl std::fmt::Display) -> CliError {
+    CliError::Failure(format!("cannot write {}: {e}", path.display()))
+}
+
+/// Waits for the run, printing progress and streaming the interval log; then writes the
+/// .hgrm and JSON files.
+fn drive(load: Load, config: &LoadConfig, proto: &str, outputs: Outputs) -> Result<LoadOutcome, CliError> {
+    let Outputs { hdr_log, hgrm, json } = outputs;
+    let (log_path, mut log_file) = match hdr_log {
+        Some((p, f)) => (Some(p), Some(f)),
+        None => (None, None),
+    };
+    let mut serializer = V2DeflateSerializer::new();
+    let comment = format!(
+        "weft load {} ({proto}), {} connections; untagged: latency from intended send time, \
+         Tag={}: from actual send time; values in ns",
+        Address::from(config.target),
+        config.conns,
+        log::UNCORRECTED_TAG
+    );
+    let measured_from = load.measured_from();
+    let mut log = match (&log_path, log_file.as_mut()) {
+        (Some(p), Some(f)) => {
+            Some(log::begin(f, &mut serializer, measured_from, &comment).map_err(|e| write_failed(p, e))?)
+        }
+        _ => None,
+    };
+    let mut log_error = None;
+    let mut rows = Vec::new();
+    let mut progress = Progress::new(config.duration);
+    let outcome = load
+        .wait(|interval| {
+            progress.update(interval);
+            rows.push(IntervalRow::of(interval));
+            if let Some(log) = log.as_mut()
+                && log_error.is_none()
+            {
+                log_error = write_interval(log, interval).err();
+            }
+        })
+        .map_err(load_error)?;
+    progress.finish();
+    drop(log);
+    if let (Some(p), Some(f)) = (&log_path, log_file.as_mut()) {
+        if let Some(e) = log_error {
+            return Err(write_failed(p, e));
+        }
+        f.flush().map_err(|e| write_failed(p, e))?;
+    }
+    if let Some((p, mut f)) = hgrm {
+        hgrm::write(&outcome.total.sample.corrected, hgrm::NS_PER_MS, &mut f)
+            .map_err(|e| write_failed(&p, e))?;
+    }
+    if let Some((p, f)) = json {
+        let doc = report::json(config, proto, &outcome, &rows);
+        serde_json::to_writer_pretty(BufWriter::new(f), &doc).map_err(|e| write_failed(&p, e))?;
+    }
+    Ok(outcome)
+}
+
+fn write_interval<W: Write>(log: &mut log::Writer<'_, W>, interval: &Interval) -> Result<(), log::LogError> {
+    let (start, length) = (interval.start, interval.length());
+    log::write_interval(log, &interval.sample.corrected, start, length, None)?;
+    log::write_interval(
+        log,
+        &interval.sample.uncorrected,
+        start,
+        length,
+        Some(log::UNCORRECTED_TAG),
+    )
+}
+
+/// The live display on stderr: a progress bar redrawn in place on a terminal, otherwise
+/// one line per interval.
+struct Progress {
+    tty: bool,
+    duration: Duration,
+    total: Interval,
+}
+
+impl Progress {
+    fn new(duration: Duration) -> Self {
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            duration,
+            total: Interval::default(),
+        }
+    }
+
+    fn update(&mut self, interval: &Interval) {
+        let _ = hdr::merge(&mut self.total.sample.corrected, &interval.sample.corrected);
+        let line = report::live_line(interval, &self.total);
+        if self.tty {
+            const WIDTH: usize = 20;
+            let done = (interval.end.as_secs_f64() / self.duration.as_secs_f64()).clamp(0.0, 1.0);
+            let filled = (done * WIDTH as f64).round() as usize;
+            eprint!(
+                "\r\x1b[2K[{}{}] {line}",
+                "#".repeat(filled),
+                ".".repeat(WIDTH - filled)
+            );
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let (a, p) = parse_target("127.0.0.1:8080").unwrap();
+        assert_eq!((a.port(), p), (8080, None));
+        let (a, p) = parse_target("http://[::1]:81/x/y?z").unwrap();
+        assert_eq!((a.port(), p.as_deref()), (81, Some("/x/y?z")));
+        let (a, _) = parse_target("http://127.0.0.1").unwrap();
+        assert_eq!(a.port(), 80);
+        assert!(parse_target("localhost:7000").is_ok());
+        for bad in ["", "127.0.0.1", "nonsense", "1.2.3.4:99999"] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
+}

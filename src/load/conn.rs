@@ -1,0 +1,267 @@
+//! A load connection as a weft [`Protocol`]: it writes requests through its [`Transport`],
+//! reads responses in `data_received`, and records each latency on its core. A *slot* is
+//! one of the run's `--conns` connections; it outlives reconnections, so an open-loop
+//! schedule carries on across them. The glommio side (the pacer task, the supervisor that
+//! reconnects) lives here too.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::connect::{ClientShard, run_connection};
+use super::exchange::Exchange;
+use super::recorder::{ErrorKind, Recorder};
+use crate::{CloseReason, Protocol, Transport};
+
+/// First pause before reconnecting after a failed connect or a connection that answered
+/// nothing; it doubles up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// What every connection of one core shares.
+pub(crate) struct Core {
+    /// The request repeated `pipeline` times: `n` requests are its first `n * len` bytes.
+    batch: Vec<u8>,
+    request_len: usize,
+    pub(crate) recorder: RefCell<Recorder>,
+    /// The run is over: count nothing more, reconnect no more.
+    pub(crate) stopping: Cell<bool>,
+}
+
+impl Core {
+    pub(crate) fn new(request: &[u8], pipeline: usize) -> Self {
+        Self {
+            batch: request.repeat(pipeline.max(1)),
+            request_len: request.len(),
+            recorder: RefCell::new(Recorder::default()),
+            stopping: Cell::new(false),
+        }
+    }
+}
+
+/// One of the run's connections, across reconnections.
+pub(crate) struct Slot {
+    exchange: Exchange,
+    transport: Option<Transport>,
+    /// The pacer, parked until the connection opens, its window frees, or it ends.
+    pacer: Option<Waker>,
+    woken: bool,
+    /// Why the current connection is being torn down, when this side decided it (the
+    /// error is already counted).
+    dropped: bool,
+    /// Responses on the current connection.
+    answered: u64,
+}
+
+impl Slot {
+    pub(crate) fn new(exchange: Exchange) -> Rc<RefCell<Self>> {
+        Rc::new(RefCell::new(Self {
+            exchange,
+            transport: None,
+            pacer: None,
+            woken: false,
+            dropped: false,
+            answered: 0,
+        }))
+    }
+
+    fn wake_pacer(&mut self) {
+        self.woken = true;
+        if let Some(w) = self.pacer.take() {
+            w.wake();
+        }
+    }
+
+    /// Sends what may go out at `now` as one write.
+    fn send(&mut self, core: &Core, now: Instant) {
+        let Some(t) = &self.transport else { return };
+        let n = self.exchange.claim(now);
+        if n > 0 {
+            t.write(&core.batch[..n * core.request_len]);
+        }
+    }
+
+    /// The core's timeout check: aborts the connection if its oldest request has waited
+    /// longer than `timeout` since it was written; returns true if it did.
+    pub(crate) fn check_timeout(&mut self, now: Instant, timeout: Duration) -> bool {
+        let expired = self
+            .exchange
+            .oldest()
+            .is_some_and(|s| now.saturating_duration_since(s.sent) > timeout);
+        match &self.transport {
+            Some(t) if expired && !self.dropped => {
+                self.dropped = true;
+                t.abort_connection();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends the current connection at once (the run is over).
+    pub(crate) fn abort(&mut self) {
+        if let Some(t) = &self.transport {
+            t.abort_connection();
+        }
+        self.wake_pacer();
+    }
+}
+
+/// The protocol of one load connection.
+struct LoadProtocol {
+    slot: Rc<RefCell<Slot>>,
+    core: Rc<Core>,
+}
+
+impl Protocol for LoadProtocol {
+    fn connection_made(&mut self, transport: &Transport) {
+        let mut slot = self.slot.borrow_mut();
+        slot.exchange.reset();
+        slot.transport = Some(transport.clone());
+        slot.dropped = false;
+        slot.answered = 0;
+        slot.send(&self.core, Instant::now());
+        slot.wake_pacer();
+    }
+
+    fn data_received(&mut self, data: &[u8], transport: &Transport) {
+        let now = Instant::now();
+        let mut slot = self.slot.borrow_mut();
+        let slot = &mut *slot;
+        if slot.dropped {
+            return;
+        }
+        let was_full = slot.exchange.window_full();
+        let mut recorder = self.core.recorder.borrow_mut();
+        let mut answered = 0;
+        let result = slot.exchange.receive(data, |sent, success| {
+            recorder.response(sent, now, success);
+            answered += 1;
+        });
+        slot.answered += answered;
+        if result.is_err() {
+            recorder.error(ErrorKind::Protocol);
+            slot.dropped = true;
+            transport.abort_connection();
+            return;
+        }
+        drop(recorder);
+        if slot.exchange.closing() {
+            if !slot.exchange.outstanding() {
+                transport.lose_connection();
+            }
+            return;
+        }
+        slot.send(&self.core, now);
+        if answered > 0 && was_full {
+            // The pacer parked on a full window: let it wait for the next due time.
+            slot.wake_pacer();
+        }
+    }
+
+    fn read_connection_lost(&mut self, transport: &Transport) {
+        let now = Instant::now();
+        let mut slot = self.slot.borrow_mut();
+        let mut recorder = self.core.recorder.borrow_mut();
+        slot.exchange
+            .finish(|sent, success| recorder.response(sent, now, success));
+        transport.lose_connection();
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        let mut slot = self.slot.borrow_mut();
+        slot.transport = None;
+        slot.wake_pacer();
+        if self.core.stopping.get() || slot.dropped {
+            return;
+        }
+        let kind = match reason {
+            CloseReason::Reset => Some(ErrorKind::Reset),
+            CloseReason::Io(_) => Some(ErrorKind::Io),
+            _ if slot.exchange.outstanding() => Some(ErrorKind::ShortRead),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.core.recorder.borrow_mut().error(kind);
+        }
+    }
+}
+
+/// Keeps slot `slot` connected to `target` until the run stops: connects, runs the
+/// connection to its end, and connects again (after a growing pause when the connect
+/// failed or the connection answered nothing).
+pub(crate) async fn supervise(
+    shard: Rc<ClientShard>,
+    core: Rc<Core>,
+    slot: Rc<RefCell<Slot>>,
+    target: SocketAddr,
+    connect_timeout: Duration,
+) {
+    let mut pause = RETRY_MIN;
+    while !core.stopping.get() {
+        let protocol = LoadProtocol {
+            slot: slot.clone(),
+            core: core.clone(),
+        };
+        let healthy = match run_connection(&shard, target, connect_timeout, protocol).await {
+            Ok(()) => slot.borrow().answered > 0,
+            Err(e) => {
+                core.recorder.borrow_mut().error(e.kind());
+                false
+            }
+        };
+        if healthy {
+            pause = RETRY_MIN;
+        } else if !core.stopping.get() {
+            glommio::timer::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// Sends slot `slot`'s open-loop requests when they fall due (responses send the ones that
+/// were waiting for room in the window). Returns when the run stops.
+pub(crate) async fn pace(core: Rc<Core>, slot: Rc<RefCell<Slot>>) {
+    loop {
+        if core.stopping.get() {
+            return;
+        }
+        let due = {
+            let s = slot.borrow();
+            if s.transport.is_some() {
+                s.exchange.next_due()
+            } else {
+                None
+            }
+        };
+        match due {
+            None => park(&slot).await,
+            Some(at) => {
+                let now = Instant::now();
+                if at > now {
+                    glommio::timer::sleep(at - now).await;
+                } else {
+                    slot.borrow_mut().send(&core, now);
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the slot wakes its pacer.
+async fn park(slot: &RefCell<Slot>) {
+    poll_fn(|cx| {
+        let mut s = slot.borrow_mut();
+        if s.woken {
+            s.woken = false;
+            Poll::Ready(())
+        } else {
+            s.pacer = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await;
+}

@@ -1,0 +1,261 @@
+//! What a run prints: the live line, the final summary with its latency table, and the
+//! JSON document. I/O-free: everything returns strings or values.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::aggregate::Interval;
+use super::runner::{LoadConfig, LoadOutcome};
+use crate::Address;
+use crate::hdr::{Latency, Summary, format_ns};
+
+/// One interval, as the JSON document lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IntervalRow {
+    /// Start, in seconds after the warm-up.
+    pub start_s: f64,
+    /// Length, in seconds.
+    pub length_s: f64,
+    /// Responses.
+    pub requests: u64,
+    /// Responses per second.
+    pub rps: f64,
+    /// Errors of every kind.
+    pub errors: u64,
+    /// Corrected median latency, µs.
+    pub p50_us: f64,
+    /// Corrected p99 latency, µs.
+    pub p99_us: f64,
+    /// Corrected maximum latency, µs.
+    pub max_us: f64,
+}
+
+impl IntervalRow {
+    /// The row of `interval`.
+    pub fn of(interval: &Interval) -> Self {
+        let s = Summary::of(&interval.sample.corrected);
+        Self {
+            start_s: interval.start.as_secs_f64(),
+            length_s: interval.length().as_secs_f64(),
+            requests: interval.sample.requests,
+            rps: interval.rate(),
+            errors: interval.sample.errors.total(),
+            p50_us: us(s.levels[0]),
+            p99_us: us(s.levels[2]),
+            max_us: us(s.max),
+        }
+    }
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
+/// The live line of one interval: time, rate, errors, p99 so far.
+pub fn live_line(interval: &Interval, total: &Interval) -> String {
+    let p99 = total.sample.corrected.value_at_quantile(0.99);
+    format!(
+        "{:>6.1}s  {:>10.0} req/s  {:>6} errors  p99 {} (so far {})",
+        interval.end.as_secs_f64(),
+        interval.rate(),
+        interval.sample.errors.total(),
+        format_ns(interval.sample.corrected.value_at_quantile(0.99) as f64),
+        format_ns(p99 as f64),
+    )
+}
+
+/// The loop's name: `closed loop`, or `open loop at R req/s`.
+fn loop_name(config: &LoadConfig) -> String {
+    match config.rate {
+        None => "closed loop".into(),
+        Some(r) => format!("open loop at {r} req/s"),
+    }
+}
+
+/// The final summary: what ran, totals, errors by kind, and the latency table.
+pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> String {
+    let t = &outcome.total;
+    let secs = t.length().as_secs_f64();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "target      {} ({proto}), {} connections on cores {:?}, {}, pipeline {}",
+        Address::from(config.target),
+        config.conns,
+        outcome.cores,
+        loop_name(config),
+        config.pipeline
+    );
+    let warmup = if config.warmup.is_zero() {
+        String::new()
+    } else {
+        format!(" after {:.2} s of warm-up", config.warmup.as_secs_f64())
+    };
+    let stopped = if outcome.interrupted { ", interrupted" } else { "" };
+    let _ = writeln!(out, "duration    {secs:.2} s measured{warmup}{stopped}");
+    let _ = writeln!(out, "requests    {} = {:.0} req/s", t.sample.requests, t.rate());
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let _ = writeln!(
+        out,
+        "transfer    {:.2} MiB sent, {:.2} MiB received",
+        mib(t.bytes.sent),
+        mib(t.bytes.received)
+    );
+    let errors = &t.sample.errors;
+    if errors.total() == 0 {
+        let _ = writeln!(out, "errors      none");
+    } else {
+        let kinds: Vec<String> = errors
+            .nonzero()
+            .map(|(k, n)| format!("{} {n}", k.label()))
+            .collect();
+        let _ = writeln!(out, "errors      {}: {}", errors.total(), kinds.join(", "));
+    }
+    let open = config.rate.is_some();
+    out.push('\n');
+    out.push_str(&latency_table(
+        &t.sample.corrected,
+        open.then_some(&t.sample.uncorrected),
+    ));
+    out
+}
+
+/// The latency table of `corrected`, with an `uncorrected` column beside it when given.
+pub fn latency_table(corrected: &Latency, uncorrected: Option<&Latency>) -> String {
+    let c = Summary::of(corrected);
+    let u = uncorrected.map(Summary::of);
+    let mut out = String::new();
+    match u {
+        Some(_) => {
+            let _ = writeln!(out, "latency     {:>12}  {:>12}", "corrected", "uncorrected");
+        }
+        None => {
+            let _ = writeln!(out, "latency");
+        }
+    }
+    for (i, (label, v)) in c.rows().enumerate() {
+        let _ = write!(out, "  {label:<9} {:>12}", format_ns(v as f64));
+        if let Some(u) = &u {
+            let uv = u.rows().nth(i).map_or(0, |(_, v)| v);
+            let _ = write!(out, "  {:>12}", format_ns(uv as f64));
+        }
+        out.push('\n');
+    }
+    let _ = write!(out, "  {:<9} {:>12}", "mean", format_ns(c.mean));
+    if let Some(u) = &u {
+        let _ = write!(out, "  {:>12}", format_ns(u.mean));
+    }
+    out.push('\n');
+    out
+}
+
+/// Percentiles in µs under the JSON keys p50, p90, p99, p999, p9999, max, and the mean.
+fn latency_json(h: &Latency) -> Value {
+    let s = Summary::of(h);
+    let mut map = serde_json::Map::new();
+    for (label, v) in s.rows() {
+        map.insert(label.replace('.', ""), json!(us(v)));
+    }
+    map.insert("mean".into(), json!(s.mean / 1e3));
+    Value::Object(map)
+}
+
+/// The JSON document: configuration, totals, errors, latencies (µs) and the intervals.
+pub fn json(config: &LoadConfig, proto: &str, outcome: &LoadOutcome, intervals: &[IntervalRow]) -> Value {
+    let t = &outcome.total;
+    json!({
+        "config": {
+            "target": Address::from(config.target).to_string(),
+            "proto": proto,
+            "conns": config.conns,
+            "cores": outcome.cores,
+            "duration_s": config.duration.as_secs_f64(),
+            "warmup_s": config.warmup.as_secs_f64(),
+            "rate": config.rate,
+            "pipeline": config.pipeline,
+            "timeout_s": config.timeout.as_secs_f64(),
+            "request_bytes": config.workload.request.len(),
+        },
+        "requests": t.sample.requests,
+        "rps": t.rate(),
+        "duration_s": t.length().as_secs_f64(),
+        "interrupted": outcome.interrupted,
+        "bytes_sent": t.bytes.sent,
+        "bytes_received": t.bytes.received,
+        "errors": t.sample.errors,
+        "latency_us": latency_json(&t.sample.corrected),
+        "latency_uncorrected_us": latency_json(&t.sample.uncorrected),
+        "intervals": intervals,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::load::recorder::ErrorKind;
+    use crate::load::workload::Workload;
+
+    fn outcome() -> LoadOutcome {
+        let mut total = Interval {
+            end: Duration::from_secs(2),
+            ..Interval::default()
+        };
+        for v in 1..=1000u64 {
+            total.sample.corrected.record(v * 1_000).unwrap();
+            total.sample.uncorrected.record(v * 100).unwrap();
+        }
+        total.sample.requests = 1000;
+        total.sample.errors.add(ErrorKind::Reset);
+        total.sample.errors.add(ErrorKind::BadStatus);
+        LoadOutcome {
+            total,
+            cores: vec![1],
+            measured_from: SystemTime::UNIX_EPOCH,
+            interrupted: false,
+        }
+    }
+
+    fn config(rate: Option<f64>) -> LoadConfig {
+        let mut c = LoadConfig::new("127.0.0.1:8080".parse().unwrap(), Workload::echo(8));
+        c.rate = rate;
+        c
+    }
+
+    #[test]
+    fn json_has_the_documented_keys() {
+        let o = outcome();
+        let rows = vec![IntervalRow::of(&o.total)];
+        let v = json(&config(Some(500.0)), "echo", &o, &rows);
+        assert_eq!(v["requests"], 1000);
+        assert_eq!(v["rps"], 500.0);
+        for key in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(v["latency_us"][key].as_f64().unwrap() > 0.0, "{key}");
+            assert!(v["latency_uncorrected_us"][key].as_f64().unwrap() > 0.0, "{key}");
+        }
+        let p99 = v["latency_us"]["p99"].as_f64().unwrap();
+        assert!((p99 - 990.0).abs() < 1.0, "{p99}");
+        assert_eq!(v["errors"]["reset"], 1);
+        assert_eq!(v["errors"]["total"], 2);
+        assert_eq!(v["config"]["rate"], 500.0);
+        assert_eq!(v["intervals"][0]["requests"], 1000);
+    }
+
+    #[test]
+    fn summary_shows_errors_and_both_columns_in_open_loop() {
+        let o = outcome();
+        let open = summary(&config(Some(500.0)), "echo", &o);
+        assert!(open.contains("requests    1000 = 500 req/s"), "{open}");
+        assert!(open.contains("errors      2: reset 1, bad status 1"), "{open}");
+        assert!(open.contains("uncorrected"));
+        assert!(open.contains("p99.99"));
+        let closed = summary(&config(None), "echo", &o);
+        assert!(!closed.contains("uncorrected"));
+        assert!(closed.contains("closed loop"));
+        let line = live_line(&o.total, &o.total);
+        assert!(line.contains("500 req/s") && line.contains("p99 990"), "{line}");
+    }
+}

@@ -1,0 +1,447 @@
+//! Runs a load: one pinned glommio reactor per load core with the connections spread over
+//! them; each core sends the main thread its sample every interval over a channel, and the
+//! main thread merges them.
+//!
+//! ```text
+//!   core A: slots 0, 2, 4 ...  ──┐ Interval every second (histograms, counts, bytes)
+//!   core B: slots 1, 3, 5 ...  ──┼──────────────────────────────▶ main: Aggregator ─▶ on_interval
+//!                                 └ Stopped at the end (or when a core dies)
+//! ```
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+
+use super::aggregate::{Aggregator, Bytes, Interval};
+use super::conn::{self, Core, Slot};
+use super::connect::ClientShard;
+use super::exchange::Exchange;
+use super::schedule::{Pacing, Schedule};
+use super::workload::Workload;
+use crate::config::{Cores, ReactorConfig};
+use crate::driver::engine::{allowed_cores, executor_builder, raise_limits, reactor_error};
+use crate::{Address, EngineError};
+
+/// How often a core checks for the end of the run, Ctrl-C and timed-out requests.
+const TICK: Duration = Duration::from_millis(20);
+/// Time given to the cores to start and connect before the schedule begins.
+const STARTUP: Duration = Duration::from_millis(100);
+/// How long a stopping core waits for its connections to close.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Where to connect.
+    pub target: SocketAddr,
+    /// What to send and how responses end.
+    pub workload: Workload,
+    /// Connections, spread over the cores. Default: 16.
+    pub conns: usize,
+    /// Cores generating load (never more than there are connections). Default: 1.
+    pub cores: Cores,
+    /// How long to measure, after the warm-up. Default: 10 s.
+    pub duration: Duration,
+    /// How long to run before measuring. Default: none.
+    pub warmup: Duration,
+    /// Open loop at this many requests per second in total; `None`: closed loop. Default:
+    /// closed loop.
+    pub rate: Option<f64>,
+    /// Requests in flight per connection. Default: 1.
+    pub pipeline: usize,
+    /// A request without a response for this long counts as a timeout, and its connection
+    /// is reopened. Default: 10 s.
+    pub timeout: Duration,
+    /// Connect timeout. Default: 5 s.
+    pub connect_timeout: Duration,
+    /// Reporting interval. Default: 1 s.
+    pub interval: Duration,
+}
+
+impl LoadConfig {
+    /// The defaults, against `target` with `workload`.
+    pub fn new(target: SocketAddr, workload: Workload) -> Self {
+        Self {
+            target,
+            workload,
+            conns: 16,
+            cores: Cores::Count(1),
+            duration: Duration::from_secs(10),
+            warmup: Duration::ZERO,
+            rate: None,
+            pipeline: 1,
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            interval: Duration::from_secs(1),
+        }
+    }
+
+    fn validate(&self) -> Result<(), LoadError> {
+        let bad = |what: &str| Err(LoadError::Config(what.to_owned()));
+        if self.conns == 0 {
+            return bad("--conns must be at least 1");
+        }
+        if self.pipeline == 0 {
+            return bad("--pipeline must be at least 1");
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return bad("--rate must be a positive number of requests per second");
+        }
+        if self.duration.is_zero() {
+            return bad("--duration must be more than 0");
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() || self.interval.is_zero() {
+            return bad("timeouts and the interval must be more than 0");
+        }
+        Ok(())
+    }
+}
+
+/// Why a load could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The settings do not make sense (a usage error).
+    #[error("{0}")]
+    Config(String),
+    /// The target did not accept a first connection.
+    #[error("cannot connect to {target}: {source} (is the server running?)")]
+    Unreachable {
+        /// The target.
+        target: Address,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The load cores could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl LoadError {
+    /// True for errors in the settings, which the command line reports as usage errors.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::Config(_))
+    }
+}
+
+/// What a finished (or interrupted) run measured.
+#[derive(Debug, Clone)]
+pub struct LoadOutcome {
+    /// Everything measured after the warm-up, merged.
+    pub total: Interval,
+    /// The CPU cores that generated load.
+    pub cores: Vec<usize>,
+    /// When measuring began (the end of the warm-up), for interval logs.
+    pub measured_from: SystemTime,
+    /// The run was stopped early (Ctrl-C).
+    pub interrupted: bool,
+}
+
+/// A running load (see [`Load::start`]).
+#[derive(Debug)]
+pub struct Load {
+    rx: crossbeam_channel::Receiver<CoreMsg>,
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    cpus: Vec<usize>,
+    measured_from: SystemTime,
+    stop: Arc<AtomicBool>,
+}
+
+impl Load {
+    /// Starts the load described by `config`: checks the target with one connection, then
+    /// starts one pinned reactor per load core. It runs until its duration is over or
+    /// `stop` is set; [`wait`](Self::wait) collects the results.
+    ///
+    /// # Errors
+    ///
+    /// Bad settings, an unreachable target, or reactors that cannot start.
+    pub fn start(config: &LoadConfig, stop: &Arc<AtomicBool>) -> Result<Self, LoadError> {
+        config.validate()?;
+        let cpus = config
+            .cores
+            .resolve(&allowed_cores())
+            .map_err(LoadError::Config)?;
+        let cpus: Vec<usize> = cpus.into_iter().take(config.conns).collect();
+        std::net::TcpStream::connect_timeout(&config.target, config.connect_timeout).map_err(|source| {
+            LoadError::Unreachable {
+                target: config.target.into(),
+                source,
+            }
+        })?;
+        raise_limits()?;
+
+        let start = Instant::now() + STARTUP;
+        let measure_start = start + config.warmup;
+        let plan = Arc::new(Plan {
+            target: config.target,
+            request: config.workload.request.clone(),
+            workload: config.workload.clone(),
+            conns: config.conns,
+            pipeline: config.pipeline,
+            rate: config.rate,
+            start,
+            measure_start,
+            end: measure_start + config.duration,
+            interval: config.interval,
+            timeout: config.timeout,
+            connect_timeout: config.connect_timeout,
+            stop: stop.clone(),
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut load = Self {
+            rx,
+            handles: Vec::new(),
+            cpus: cpus.clone(),
+            measured_from: SystemTime::now() + STARTUP + config.warmup,
+            stop: stop.clone(),
+        };
+        let reactor = ReactorConfig::default();
+        for (index, &cpu) in cpus.iter().enumerate() {
+            let plan = plan.clone();
+            let tx = tx.clone();
+            let cores = cpus.len();
+            let name = format!("weft-load-{index}");
+            let spawned = executor_builder(&reactor, true, &name, cpu)
+                .spawn(move || async move { core_main(plan, index, cpu, cores, tx).await });
+            match spawned {
+                Ok(h) => load.handles.push(h),
+                // Dropping `load` stops and joins the cores already started.
+                Err(e) => return Err(reactor_error(index, e).into()),
+            }
+        }
+        Ok(load)
+    }
+
+    /// The CPU cores generating load.
+    pub fn cores(&self) -> &[usize] {
+        &self.cpus
+    }
+
+    /// When measuring begins (the end of the warm-up): the time base of the intervals.
+    pub fn measured_from(&self) -> SystemTime {
+        self.measured_from
+    }
+
+    /// Waits for the run to end, calling `on_interval` with each completed interval (all
+    /// cores merged) as it arrives.
+    ///
+    /// # Errors
+    ///
+    /// A load core that failed.
+    pub fn wait(mut self, mut on_interval: impl FnMut(&Interval)) -> Result<LoadOutcome, LoadError> {
+        let cores = self.cpus.len();
+        let mut aggregator = Aggregator::new(cores);
+        let mut stopped = 0;
+        while stopped < cores {
+            let ready = match self.rx.recv_timeout(TICK * 5) {
+                Ok(CoreMsg::Interval(core, interval)) => aggregator.add(core, *interval),
+                Ok(CoreMsg::Stopped(core)) => {
+                    stopped += 1;
+                    aggregator.stop(core)
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            ready.iter().for_each(&mut on_interval);
+        }
+        aggregator.flush().iter().for_each(&mut on_interval);
+        let mut failure = None;
+        for (index, h) in std::mem::take(&mut self.handles).into_iter().enumerate() {
+            if let Err(e) = h.join() {
+                failure.get_or_insert(reactor_error(index, e));
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        Ok(LoadOutcome {
+            total: aggregator.total().clone(),
+            cores: std::mem::take(&mut self.cpus),
+            measured_from: self.measured_from,
+            interrupted: self.stop.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl Drop for Load {
+    /// A load dropped before [`wait`](Load::wait) stops its cores and joins them.
+    fn drop(&mut self) {
+        if self.handles.is_empty() {
+            return;
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for h in std::mem::take(&mut self.handles) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Runs a load to its end: [`Load::start`], then [`Load::wait`].
+///
+/// # Errors
+///
+/// As those two.
+pub fn run(
+    config: &LoadConfig,
+    stop: &Arc<AtomicBool>,
+    on_interval: impl FnMut(&Interval),
+) -> Result<LoadOutcome, LoadError> {
+    Load::start(config, stop)?.wait(on_interval)
+}
+
+/// Everything the cores share, fixed for the run.
+struct Plan {
+    target: SocketAddr,
+    request: Vec<u8>,
+    workload: Workload,
+    conns: usize,
+    pipeline: usize,
+    rate: Option<f64>,
+    /// The open-loop schedule's time zero.
+    start: Instant,
+    measure_start: Instant,
+    end: Instant,
+    interval: Duration,
+    timeout: Duration,
+    connect_timeout: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+impl Plan {
+    /// Pacing of connection `j`: its share of the rate, offset so that the connections'
+    /// requests interleave evenly.
+    fn pacing(&self, j: usize) -> Pacing {
+        match self.rate {
+            None => Pacing::Closed,
+            Some(rate) => {
+                let offset = Duration::from_secs_f64(j as f64 / rate);
+                Pacing::Open(Schedule::new(self.start + offset, rate / self.conns as f64))
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum CoreMsg {
+    Interval(usize, Box<Interval>),
+    Stopped(usize),
+}
+
+/// Tells the main thread a core is done, however it ends (a panic included).
+struct StopGuard {
+    tx: Sender<CoreMsg>,
+    core: usize,
+}
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        let _ = self.tx.send(CoreMsg::Stopped(self.core));
+    }
+}
+
+async fn core_main(plan: Arc<Plan>, index: usize, cpu: usize, cores: usize, tx: Sender<CoreMsg>) {
+    let guard = StopGuard { tx, core: index };
+    let shard = Rc::new(ClientShard::new(index, cpu, cores));
+    let core = Rc::new(Core::new(&plan.request, plan.pipeline));
+    let mut slots: Vec<Rc<RefCell<Slot>>> = Vec::new();
+    let mut tasks = Vec::new();
+    for j in (index..plan.conns).step_by(cores) {
+        let pacing = plan.pacing(j);
+        let open = matches!(pacing, Pacing::Open(_));
+        let slot = Slot::new(Exchange::new(plan.pipeline, pacing, plan.workload.reader()));
+        let supervise = conn::supervise(
+            shard.clone(),
+            core.clone(),
+            slot.clone(),
+            plan.target,
+            plan.connect_timeout,
+        );
+        let task = if open {
+            let pace = conn::pace(core.clone(), slot.clone());
+            glommio::spawn_local(async move {
+                futures_lite::future::zip(supervise, pace).await;
+            })
+        } else {
+            glommio::spawn_local(supervise)
+        };
+        tasks.push(task);
+        slots.push(slot);
+    }
+
+    let mut active = false;
+    let mut k: u64 = 0;
+    let mut interval_start = plan.measure_start;
+    let mut bytes_base = Bytes::default();
+    loop {
+        let now = Instant::now();
+        let stopping = plan.stop.load(Ordering::Relaxed) || now >= plan.end;
+        if !active && now >= plan.measure_start {
+            // The warm-up is over: forget it.
+            let mut recorder = core.recorder.borrow_mut();
+            let _ = recorder.take();
+            recorder.set_active(true);
+            bytes_base = shard.bytes();
+            active = true;
+        }
+        let boundary = plan.measure_start
+            + plan
+                .interval
+                .saturating_mul(u32::try_from(k + 1).unwrap_or(u32::MAX));
+        if active && (stopping || now >= boundary) {
+            let end = if stopping { now.min(plan.end) } else { boundary };
+            let bytes = shard.bytes();
+            let report = Interval {
+                index: k,
+                start: interval_start - plan.measure_start,
+                end: end.saturating_duration_since(plan.measure_start),
+                sample: core.recorder.borrow_mut().take(),
+                bytes: Bytes {
+                    sent: bytes.sent - bytes_base.sent,
+                    received: bytes.received - bytes_base.received,
+                },
+            };
+            bytes_base = bytes;
+            let _ = guard.tx.send(CoreMsg::Interval(index, Box::new(report)));
+            k += 1;
+            interval_start = end;
+            if stopping {
+                break;
+            }
+            continue;
+        }
+        if stopping {
+            break;
+        }
+        for slot in &slots {
+            if slot.borrow_mut().check_timeout(now, plan.timeout) {
+                core.recorder
+                    .borrow_mut()
+                    .error(super::recorder::ErrorKind::Timeout);
+            }
+        }
+        let wake = [boundary, plan.end, plan.measure_start.max(now), now + TICK]
+            .into_iter()
+            .filter(|t| *t > now)
+            .min()
+            .unwrap_or(now + TICK);
+        glommio::timer::sleep(wake - now).await;
+    }
+
+    // The run is over: count nothing more, close every connection, let the tasks finish.
+    core.stopping.set(true);
+    core.recorder.borrow_mut().set_active(false);
+    for slot in &slots {
+        slot.borrow_mut().abort();
+    }
+    let finished = async {
+        for t in tasks {
+            t.await;
+        }
+    };
+    futures_lite::future::or(finished, glommio::timer::sleep(STOP_GRACE)).await;
+    drop(guard);
+}
