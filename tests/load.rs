@@ -1,0 +1,272 @@
+//! `weft load` end to end, against `weft serve` child processes on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli_support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cli_support::{Server, latency_rows, run_weft, server_and_load_cores, wait_output, weft};
+use serde_json::Value;
+
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("weft-load-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Open loop at 2,000 req/s for 5 s against a server frozen (SIGSTOP) for 1 s: the
+/// corrected p99 shows the stall, the uncorrected one hides it.
+#[test]
+fn honest_tails_under_a_frozen_server() {
+    let (server_core, load_core) = server_and_load_cores();
+    let server = Server::start("http", &server_core);
+    let dir = temp_dir("tails");
+    let json = dir.join("run.json");
+    let target = server.addr.to_string();
+    let load = weft()
+        .args([
+            "load",
+            "--target",
+            &target,
+            "--proto",
+            "http",
+            "--rate",
+            "2000",
+            "--duration",
+            "5s",
+        ])
+        .args(["--conns", "16", "--cores", &load_core, "--json"])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    server.signal(libc::SIGCONT);
+    let frozen_for = frozen.elapsed();
+    let out = wait_output(load, Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = read_json(&json);
+    let corrected = v["latency_us"]["p99"].as_f64().unwrap();
+    let uncorrected = v["latency_uncorrected_us"]["p99"].as_f64().unwrap();
+    eprintln!("frozen {frozen_for:?}: p99 corrected {corrected} µs, uncorrected {uncorrected} µs\n{stdout}");
+    assert!(corrected >= 400_000.0, "corrected p99 {corrected} µs");
+    assert!(uncorrected * 4.0 < corrected, "uncorrected p99 {uncorrected} µs");
+    // The schedule is kept: about 2,000 req/s over 5 s despite the stall.
+    let requests = v["requests"].as_u64().unwrap();
+    assert!((8_000..=10_500).contains(&requests), "{requests} requests");
+    assert_eq!(v["errors"]["total"], 0);
+    // The summary prints both columns.
+    assert!(
+        stdout.contains("uncorrected") && stdout.contains("p99.99"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A closed-loop echo run writes every artefact: JSON with the documented keys, the .hgrm
+/// in HdrHistogram's layout, and an interval log.
+#[test]
+fn closed_loop_echo_writes_json_hgrm_and_log() {
+    let (server_core, load_core) = server_and_load_cores();
+    let server = Server::start("echo", &server_core);
+    let dir = temp_dir("echo");
+    let (json, hgrm, hlog) = (dir.join("r.json"), dir.join("r.hgrm"), dir.join("r.hlog"));
+    let target = server.addr.to_string();
+    let args = [
+        "load",
+        "--target",
+        &target,
+        "--proto",
+        "echo",
+        "--size",
+        "100",
+        "--duration",
+        "2s",
+        "--conns",
+        "8",
+        "--pipeline",
+        "4",
+        "--cores",
+        &load_core,
+        "--warmup",
+        "500ms",
+    ];
+    let out = weft()
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--hgrm")
+        .arg(&hgrm)
+        .arg("--hdr-log")
+        .arg(&hlog)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // One live line per second.
+    assert!(
+        stderr.lines().filter(|l| l.contains("req/s")).count() >= 2,
+        "{stderr}"
+    );
+
+    let v = read_json(&json);
+    let requests = v["requests"].as_u64().unwrap();
+    assert!(requests > 100, "{requests}");
+    assert!(v["rps"].as_f64().unwrap() > 0.0);
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        let c = v["latency_us"][key].as_f64().unwrap();
+        let u = v["latency_uncorrected_us"][key].as_f64().unwrap();
+        assert!(
+            c > 0.0 && c == u,
+            "{key}: closed loop has one latency ({c} vs {u})"
+        );
+    }
+    assert_eq!(v["config"]["pipeline"], 4);
+    assert_eq!(v["errors"]["total"], 0);
+    assert_eq!(v["bytes_sent"], v["bytes_received"]);
+    // The printed table agrees with the JSON (4 significant digits).
+    let rows = latency_rows(&stdout);
+    let p50 = rows.iter().find(|(l, _)| l == "p50").unwrap().1;
+    let json_p50 = v["latency_us"]["p50"].as_f64().unwrap() * 1e3;
+    assert!(
+        (p50 - json_p50).abs() <= json_p50 * 5e-4 + 0.5,
+        "{p50} vs {json_p50}"
+    );
+
+    let text = std::fs::read_to_string(&hgrm).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "       Value     Percentile TotalCount 1/(1-Percentile)"
+    );
+    assert_eq!(lines.next().unwrap(), "");
+    let rows: Vec<&str> = text.lines().skip(2).filter(|l| !l.starts_with('#')).collect();
+    let (last, body) = rows.split_last().unwrap();
+    assert!(body.iter().all(|r| r.split_whitespace().count() == 4));
+    assert_eq!(last.split_whitespace().nth(2).unwrap(), requests.to_string());
+    assert!(text.contains(&format!("Total count    = {requests:>12}]")));
+
+    let log = std::fs::read_to_string(&hlog).unwrap();
+    assert!(log.contains("#[Histogram log format version 1.3]"));
+    assert!(log.lines().filter(|l| l.starts_with("Tag=uncorrected,")).count() >= 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// HTTP against a path the server does not have: every response is a 404, counted as a bad
+/// status, and the latencies are still recorded.
+#[test]
+fn http_non_2xx_is_counted() {
+    let (server_core, load_core) = server_and_load_cores();
+    let server = Server::start("http", &server_core);
+    let dir = temp_dir("404");
+    let json = dir.join("r.json");
+    let target = format!("http://{}/missing", server.addr);
+    let out = weft()
+        .args([
+            "load",
+            "--target",
+            &target,
+            "--duration",
+            "1s",
+            "--conns",
+            "2",
+            "--cores",
+            &load_core,
+        ])
+        .args(["--header", "X-Test: 1", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = read_json(&json);
+    let requests = v["requests"].as_u64().unwrap();
+    assert!(requests > 0);
+    assert_eq!(v["errors"]["bad_status"].as_u64().unwrap(), requests);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bad status"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Ctrl-C stops the run and still prints the results so far.
+#[test]
+fn ctrl_c_prints_results_so_far() {
+    let (server_core, load_core) = server_and_load_cores();
+    let server = Server::start("echo", &server_core);
+    let target = server.addr.to_string();
+    let load = weft()
+        .args([
+            "load",
+            "--target",
+            &target,
+            "--proto",
+            "echo",
+            "--duration",
+            "60s",
+            "--conns",
+            "4",
+        ])
+        .args(["--cores", &load_core])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(load.id() as i32, libc::SIGINT) };
+    let out = wait_output(load, Duration::from_secs(10));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    assert!(stdout.contains("requests") && stdout.contains("p99"), "{stdout}");
+}
+
+/// Bad input is one clear line: exit 2 for usage, 1 at run time, never a panic.
+#[test]
+fn bad_input_is_one_line_and_an_exit_status() {
+    // A port nothing listens on: bind one, then close it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let cases: [(&[&str], i32); 9] = [
+        (&["load", "--target", &closed, "--duration", "1s"], 1),
+        (&["load", "--target", "not an address"], 2),
+        (&["load", "--target", "127.0.0.1:1", "--duration", "soon"], 2),
+        (&["load", "--target", "127.0.0.1:1", "--conns", "0"], 2),
+        (&["load", "--target", "127.0.0.1:1", "--rate", "-5"], 2),
+        (&["load", "--target", "127.0.0.1:1", "--proto", "raw"], 2),
+        (&["load", "--target", "127.0.0.1:1", "--cores", "999,"], 2),
+        (&["load", "--target", "127.0.0.1:1", "--response-size", "4"], 2),
+        (&["hist", "/nonexistent/weft.hlog"], 1),
+    ];
+    for (args, code) in cases {
+        let out = run_weft(args, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("weft: ") && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
