@@ -123,7 +123,7 @@ pub(crate) async fn run_connection<P: Protocol>(
     let ctx = &shard.ctx;
     let _ = stream.set_nodelay(ctx.config.nodelay);
     let local = stream.local_addr().map_err(|e| ConnectError::Failed(e.into()))?;
-    let transport = Transport::new(stream.as_raw_fd(), local.into(), target.into());
+    let transport = Transport::new(stream.as_raw_fd(), local.into(), target.into(), ctx.config.flow);
     let key = ctx.conns.borrow_mut().insert(transport.clone());
     ctx.stats.opened();
     Connection::new(stream, protocol, transport, ctx.clone(), key)
