@@ -3,14 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cli_support;
+mod util;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use cli_support::{Server, latency_rows, run_weft, server_and_load_cores};
 use hdrhistogram::serialization::V2DeflateSerializer;
+use util::{ServeChild, latency_rows, run_weft, server_and_load_cores};
 use weft::hdr::log::{begin, write_interval};
 use weft::hdr::{Latency, Summary, format_ns, new_histogram};
 
@@ -202,7 +202,7 @@ fn python_percentiles(log: &Path, tag: Option<&str>) -> Vec<f64> {
 #[test]
 fn python_hdrhistogram_reads_the_same_percentiles() {
     let (server_core, load_core) = server_and_load_cores();
-    let server = Server::start("http", &server_core);
+    let server = ServeChild::start("http", &server_core);
     let dir = temp_dir("python");
     let log = dir.join("run.hlog");
     let target = server.addr.to_string();

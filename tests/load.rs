@@ -2,13 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cli_support;
+mod util;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use cli_support::{Server, latency_rows, run_weft, server_and_load_cores, wait_output, weft};
 use serde_json::Value;
+use util::{ServeChild, latency_rows, output_within, run_weft, server_and_load_cores, weft_command};
 
 fn read_json(path: &std::path::Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -25,11 +24,11 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 #[test]
 fn honest_tails_under_a_frozen_server() {
     let (server_core, load_core) = server_and_load_cores();
-    let server = Server::start("http", &server_core);
+    let server = ServeChild::start("http", &server_core);
     let dir = temp_dir("tails");
     let json = dir.join("run.json");
     let target = server.addr.to_string();
-    let load = weft()
+    let load = weft_command(&[])
         .args([
             "load",
             "--target",
@@ -43,8 +42,6 @@ fn honest_tails_under_a_frozen_server() {
         ])
         .args(["--conns", "16", "--cores", &load_core, "--json"])
         .arg(&json)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -53,7 +50,7 @@ fn honest_tails_under_a_frozen_server() {
     std::thread::sleep(Duration::from_secs(1));
     server.signal(libc::SIGCONT);
     let frozen_for = frozen.elapsed();
-    let out = wait_output(load, Duration::from_secs(30));
+    let out = output_within(load, Duration::from_secs(30));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -83,7 +80,7 @@ fn honest_tails_under_a_frozen_server() {
 #[test]
 fn closed_loop_echo_writes_json_hgrm_and_log() {
     let (server_core, load_core) = server_and_load_cores();
-    let server = Server::start("echo", &server_core);
+    let server = ServeChild::start("echo", &server_core);
     let dir = temp_dir("echo");
     let (json, hgrm, hlog) = (dir.join("r.json"), dir.join("r.hgrm"), dir.join("r.hlog"));
     let target = server.addr.to_string();
@@ -106,7 +103,7 @@ fn closed_loop_echo_writes_json_hgrm_and_log() {
         "--warmup",
         "500ms",
     ];
-    let out = weft()
+    let out = weft_command(&[])
         .args(args)
         .arg("--json")
         .arg(&json)
@@ -173,11 +170,11 @@ fn closed_loop_echo_writes_json_hgrm_and_log() {
 #[test]
 fn http_non_2xx_is_counted() {
     let (server_core, load_core) = server_and_load_cores();
-    let server = Server::start("http", &server_core);
+    let server = ServeChild::start("http", &server_core);
     let dir = temp_dir("404");
     let json = dir.join("r.json");
     let target = format!("http://{}/missing", server.addr);
-    let out = weft()
+    let out = weft_command(&[])
         .args([
             "load",
             "--target",
@@ -206,9 +203,9 @@ fn http_non_2xx_is_counted() {
 #[test]
 fn ctrl_c_prints_results_so_far() {
     let (server_core, load_core) = server_and_load_cores();
-    let server = Server::start("echo", &server_core);
+    let server = ServeChild::start("echo", &server_core);
     let target = server.addr.to_string();
-    let load = weft()
+    let load = weft_command(&[])
         .args([
             "load",
             "--target",
@@ -221,14 +218,12 @@ fn ctrl_c_prints_results_so_far() {
             "4",
         ])
         .args(["--cores", &load_core])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(load.id() as i32, libc::SIGINT) };
-    let out = wait_output(load, Duration::from_secs(10));
+    let out = output_within(load, Duration::from_secs(10));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -199,3 +199,100 @@ pub fn write_in_pieces(s: &mut TcpStream, data: &[u8], rng: &mut Rng, max_piece:
         pos += n;
     }
 }
+
+/// Waits (bounded) for a child started with [`weft`] and collects its output.
+pub fn output_within(mut child: Child, limit: Duration) -> std::process::Output {
+    let status = wait_exit(&mut child, limit);
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_end(&mut stdout).unwrap();
+    }
+    if let Some(mut s) = child.stderr.take() {
+        s.read_to_end(&mut stderr).unwrap();
+    }
+    std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Core lists for a server and a load generator: two different cores when this process may
+/// use two, else the same one.
+pub fn server_and_load_cores() -> (String, String) {
+    let ids: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    match ids.as_slice() {
+        [a, b, ..] => (format!("{a},"), format!("{b},")),
+        [a] => (format!("{a},"), format!("{a},")),
+        [] => ("1".into(), "1".into()),
+    }
+}
+
+/// A `weft serve` child on a free loopback port; on drop it is continued (in case a test
+/// stopped it) and killed.
+pub struct ServeChild {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServeChild {
+    /// `weft serve --proto PROTO --cores CORES`, listening.
+    pub fn start(proto: &str, cores: &str) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = weft_command(&[
+            "serve",
+            "--proto",
+            proto,
+            "--listen",
+            &addr.to_string(),
+            "--cores",
+            cores,
+        ]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        Self {
+            child: spawn_listening(cmd, addr),
+            addr,
+        }
+    }
+
+    /// Sends `sig` to the server.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The rows of a latency table as `weft load` and `weft hist` print them, as
+/// `(label, nanoseconds)`: `p50`, ..., `max`, `mean`.
+pub fn latency_rows(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let label = f.next()?;
+            if !(label.starts_with('p') || label == "max" || label == "mean") {
+                return None;
+            }
+            let value = weft::hdr::parse_ns(&format!("{} {}", f.next()?, f.next()?))?;
+            Some((label.to_owned(), value))
+        })
+        .collect()
+}
+
+/// Runs `weft ARGS` to its end (bounded) and collects its output.
+pub fn run_weft(args: &[&str], limit: Duration) -> std::process::Output {
+    output_within(weft(args), limit)
+}
