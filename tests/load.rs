@@ -265,3 +265,19 @@ fn bad_input_is_one_line_and_an_exit_status() {
         );
     }
 }
+
+/// `weft demo` runs through `weft load`'s machinery and prints its summary.
+#[test]
+fn demo_prints_a_load_summary() {
+    let out = run_weft(&["demo", "--duration", "1s", "--conns", "4"], Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for part in ["(echo)", "closed loop", "requests", "errors      none", "p99.9", "server "] {
+        assert!(stdout.contains(part), "{part}: {stdout}");
+    }
+    let requests: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("requests")?.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(requests > 0, "{stdout}");
+}
