@@ -269,15 +269,146 @@ fn bad_input_is_one_line_and_an_exit_status() {
 /// `weft demo` runs through `weft load`'s machinery and prints its summary.
 #[test]
 fn demo_prints_a_load_summary() {
-    let out = run_weft(&["demo", "--duration", "1s", "--conns", "4"], Duration::from_secs(30));
+    let out = run_weft(
+        &["demo", "--duration", "1s", "--conns", "4"],
+        Duration::from_secs(30),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for part in ["(echo)", "closed loop", "requests", "errors      none", "p99.9", "server "] {
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for part in [
+        "(echo)",
+        "closed loop",
+        "requests",
+        "errors      none",
+        "p99.9",
+        "server ",
+    ] {
         assert!(stdout.contains(part), "{part}: {stdout}");
     }
     let requests: u64 = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("requests")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("requests")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap();
     assert!(requests > 0, "{stdout}");
+}
+
+/// A one-shot loopback "server" on a thread: accepts for `for_how_long`, reads a request on
+/// each connection and answers with `reply`, then closes (with a reset when `reset`).
+fn misbehaving_server(reply: &'static [u8], reset: bool, for_how_long: Duration) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + for_how_long;
+        while Instant::now() < deadline {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut buf = [0u8; 1024];
+            if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                let _ = s.write_all(reply);
+            }
+            if reset {
+                socket2::SockRef::from(&s)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            }
+        }
+    });
+    addr
+}
+
+/// Responses cut short, resets and timeouts are counted by kind; the run goes on.
+#[test]
+fn short_reads_resets_and_timeouts_are_counted() {
+    let dir = temp_dir("kinds");
+    let cases: [(&'static [u8], bool, &str); 2] = [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+            false,
+            "short_read",
+        ),
+        (b"", true, "reset"),
+    ];
+    for (reply, reset, kind) in cases {
+        let addr = misbehaving_server(reply, reset, Duration::from_secs(4));
+        let json = dir.join(format!("{kind}.json"));
+        let out = run_weft(
+            &[
+                "load",
+                "--target",
+                &addr.to_string(),
+                "--duration",
+                "1s",
+                "--conns",
+                "2",
+                "--json",
+                json.to_str().unwrap(),
+            ],
+            Duration::from_secs(20),
+        );
+        assert!(
+            out.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = read_json(&json);
+        assert!(
+            v["errors"][kind].as_u64().unwrap() >= 2,
+            "{kind}: {}",
+            v["errors"]
+        );
+        assert_eq!(v["requests"], 0, "{kind}");
+    }
+
+    // A server frozen longer than --timeout: its requests time out, and once it is back
+    // the reopened connections are answered again.
+    let (server_core, load_core) = server_and_load_cores();
+    let server = ServeChild::start("http", &server_core);
+    let json = dir.join("timeout.json");
+    let load = weft_command(&[
+        "load",
+        "--target",
+        &server.addr.to_string(),
+        "--duration",
+        "3s",
+        "--conns",
+        "2",
+        "--cores",
+        &load_core,
+        "--timeout",
+        "300ms",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    server.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(1000));
+    server.signal(libc::SIGCONT);
+    let out = output_within(load, Duration::from_secs(20));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = read_json(&json);
+    assert!(v["errors"]["timeout"].as_u64().unwrap() >= 2, "{}", v["errors"]);
+    let last = v["intervals"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["requests"].as_u64().unwrap() > 0,
+        "answered again after the stall: {last}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
