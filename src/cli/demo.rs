@@ -48,7 +48,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), CliError> {
     load.cores = Cores::All;
     load.duration = args.duration;
     let stop = Arc::new(AtomicBool::new(false));
-    let outcome = run_load(&load, &stop, |_| ()).map_err(|e| CliError::Failure(e.to_string()))?;
+    let outcome = run_load(&load, &stop, |_, _| ()).map_err(|e| CliError::Failure(e.to_string()))?;
     engine.shutdown();
     let server = engine.join()?.total();
     print!("{}", report::summary(&load, "echo", &outcome));

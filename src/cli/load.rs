@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::serialization::V2DeflateSerializer;
-use weft::hdr::{self, hgrm, log};
+use weft::hdr::{hgrm, log};
 use weft::load::aggregate::Interval;
 use weft::load::matcher::Framing;
 use weft::load::report::{self, IntervalRow};
@@ -282,8 +282,8 @@ fn drive(load: Load, config: &LoadConfig, proto: &str, outputs: Outputs) -> Resu
     let mut rows = Vec::new();
     let mut progress = Progress::new(config.duration);
     let outcome = load
-        .wait(|interval| {
-            progress.update(interval);
+        .wait(|interval, total| {
+            progress.update(interval, total);
             rows.push(IntervalRow::of(interval));
             if let Some(log) = log.as_mut()
                 && log_error.is_none()
@@ -328,7 +328,6 @@ fn write_interval<W: Write>(log: &mut log::Writer<'_, W>, interval: &Interval) -
 struct Progress {
     tty: bool,
     duration: Duration,
-    total: Interval,
 }
 
 impl Progress {
@@ -336,13 +335,11 @@ impl Progress {
         Self {
             tty: std::io::stderr().is_terminal(),
             duration,
-            total: Interval::default(),
         }
     }
 
-    fn update(&mut self, interval: &Interval) {
-        let _ = hdr::merge(&mut self.total.sample.corrected, &interval.sample.corrected);
-        let line = report::live_line(interval, &self.total);
+    fn update(&mut self, interval: &Interval, total: &Interval) {
+        let line = report::live_line(interval, total);
         if self.tty {
             const WIDTH: usize = 20;
             let done = (interval.end.as_secs_f64() / self.duration.as_secs_f64()).clamp(0.0, 1.0);

@@ -227,12 +227,12 @@ impl Load {
     }
 
     /// Waits for the run to end, calling `on_interval` with each completed interval (all
-    /// cores merged) as it arrives.
+    /// cores merged) as it arrives, and the total so far (that interval included).
     ///
     /// # Errors
     ///
     /// A load core that failed.
-    pub fn wait(mut self, mut on_interval: impl FnMut(&Interval)) -> Result<LoadOutcome, LoadError> {
+    pub fn wait(mut self, mut on_interval: impl FnMut(&Interval, &Interval)) -> Result<LoadOutcome, LoadError> {
         let cores = self.cpus.len();
         let mut aggregator = Aggregator::new(cores);
         let mut stopped = 0;
@@ -246,9 +246,13 @@ impl Load {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            ready.iter().for_each(&mut on_interval);
+            for interval in &ready {
+                on_interval(interval, aggregator.total());
+            }
         }
-        aggregator.flush().iter().for_each(&mut on_interval);
+        for interval in &aggregator.flush() {
+            on_interval(interval, aggregator.total());
+        }
         let mut failure = None;
         for (index, h) in std::mem::take(&mut self.handles).into_iter().enumerate() {
             if let Err(e) = h.join() {
@@ -288,7 +292,7 @@ impl Drop for Load {
 pub fn run(
     config: &LoadConfig,
     stop: &Arc<AtomicBool>,
-    on_interval: impl FnMut(&Interval),
+    on_interval: impl FnMut(&Interval, &Interval),
 ) -> Result<LoadOutcome, LoadError> {
     Load::start(config, stop)?.wait(on_interval)
 }
