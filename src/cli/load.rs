@@ -102,9 +102,9 @@ pub(crate) struct LoadArgs {
 }
 
 pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
-    let (target, url_path) = parse_target(&args.target).map_err(CliError::Usage)?;
-    let workload = workload(&args, target, url_path.as_deref())?;
-    let mut config = LoadConfig::new(target, workload);
+    let target = parse_target(&args.target).map_err(CliError::Usage)?;
+    let workload = workload(&args, &target)?;
+    let mut config = LoadConfig::new(target.addr, workload);
     config.conns = args.conns;
     config.cores = args.cores.clone();
     config.duration = args.duration;
@@ -127,7 +127,7 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
     let load = Load::start(&config, &stop).map_err(load_error)?;
     eprintln!(
         "weft load: {} ({proto}), {} connections on cores {:?}, {}{}",
-        Address::from(target),
+        Address::from(target.addr),
         config.conns,
         load.cores(),
         config.duration.as_secs_f64(),
@@ -142,9 +142,19 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Where `--target` points.
+#[derive(Debug)]
+struct Target {
+    addr: SocketAddr,
+    /// The path of an `http://` target.
+    path: Option<String>,
+    /// What the HTTP `Host` header says: the name as given, or the numeric address.
+    host: String,
+}
+
 /// Parses a target: a numeric address, `host:port` (resolved here, on the main thread), or
-/// `http://host:port/path`. Returns the address and the URL's path, if any.
-fn parse_target(s: &str) -> Result<(SocketAddr, Option<String>), String> {
+/// `http://host[:port]/path`.
+fn parse_target(s: &str) -> Result<Target, String> {
     let (hostport, path) = match s.strip_prefix("http://") {
         Some(rest) => match rest.find('/') {
             Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
@@ -158,19 +168,25 @@ fn parse_target(s: &str) -> Result<(SocketAddr, Option<String>), String> {
         hostport.to_owned()
     };
     if let Ok(a) = hostport.parse::<Address>() {
-        return Ok((a.socket_addr(), path));
+        return Ok(Target {
+            addr: a.socket_addr(),
+            path,
+            host: a.to_string(),
+        });
     }
     let bad = |why: String| format!("invalid target {s:?}: {why}");
     let mut addrs = hostport
         .to_socket_addrs()
         .map_err(|e| bad(format!("{e} (expected e.g. 127.0.0.1:8080 or host:port)")))?;
-    addrs
-        .next()
-        .map(|a| (a, path))
-        .ok_or_else(|| bad("no address found".into()))
+    let addr = addrs.next().ok_or_else(|| bad("no address found".into()))?;
+    Ok(Target {
+        addr,
+        path,
+        host: hostport,
+    })
 }
 
-fn workload(args: &LoadArgs, target: SocketAddr, url_path: Option<&str>) -> Result<Workload, CliError> {
+fn workload(args: &LoadArgs, target: &Target) -> Result<Workload, CliError> {
     let usage = |e: weft::load::workload::WorkloadError| CliError::Usage(e.to_string());
     let request = match &args.request_file {
         Some(p) => {
@@ -187,8 +203,8 @@ fn workload(args: &LoadArgs, target: SocketAddr, url_path: Option<&str>) -> Resu
         LoadProto::Http => match request {
             Some(r) => Workload::http_request(r).map_err(usage),
             None => {
-                let path = args.path.as_deref().or(url_path).unwrap_or("/");
-                Workload::http_get(&Address::from(target).to_string(), path, &args.headers).map_err(usage)
+                let path = args.path.as_deref().or(target.path.as_deref()).unwrap_or("/");
+                Workload::http_get(&target.host, path, &args.headers).map_err(usage)
             }
         },
         LoadProto::Echo => Ok(match request {
@@ -367,13 +383,17 @@ mod tests {
 
     #[test]
     fn targets() {
-        let (a, p) = parse_target("127.0.0.1:8080").unwrap();
-        assert_eq!((a.port(), p), (8080, None));
-        let (a, p) = parse_target("http://[::1]:81/x/y?z").unwrap();
-        assert_eq!((a.port(), p.as_deref()), (81, Some("/x/y?z")));
-        let (a, _) = parse_target("http://127.0.0.1").unwrap();
-        assert_eq!(a.port(), 80);
-        assert!(parse_target("localhost:7000").is_ok());
+        let t = parse_target("127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (t.addr.port(), t.path, t.host.as_str()),
+            (8080, None, "127.0.0.1:8080")
+        );
+        let t = parse_target("http://[::1]:81/x/y?z").unwrap();
+        assert_eq!((t.addr.port(), t.path.as_deref()), (81, Some("/x/y?z")));
+        assert_eq!(t.host, "[::1]:81");
+        assert_eq!(parse_target("http://127.0.0.1").unwrap().addr.port(), 80);
+        let t = parse_target("localhost:7000").unwrap();
+        assert_eq!((t.addr.port(), t.host.as_str()), (7000, "localhost:7000"));
         for bad in ["", "127.0.0.1", "nonsense", "1.2.3.4:99999"] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }

@@ -101,10 +101,11 @@ impl Slot {
         }
     }
 
-    /// Ends the current connection at once (the run is over).
-    pub(crate) fn abort(&mut self) {
+    /// Closes the current connection (the run is over): queued requests are flushed and the
+    /// peer sees an orderly end; responses still coming are read and dropped.
+    pub(crate) fn close(&mut self) {
         if let Some(t) = &self.transport {
-            t.abort_connection();
+            t.lose_connection();
         }
         self.wake_pacer();
     }

@@ -232,7 +232,10 @@ impl Load {
     /// # Errors
     ///
     /// A load core that failed.
-    pub fn wait(mut self, mut on_interval: impl FnMut(&Interval, &Interval)) -> Result<LoadOutcome, LoadError> {
+    pub fn wait(
+        mut self,
+        mut on_interval: impl FnMut(&Interval, &Interval),
+    ) -> Result<LoadOutcome, LoadError> {
         let cores = self.cpus.len();
         let mut aggregator = Aggregator::new(cores);
         let mut stopped = 0;
@@ -435,11 +438,12 @@ async fn core_main(plan: Arc<Plan>, index: usize, cpu: usize, cores: usize, tx: 
         glommio::timer::sleep(wake - now).await;
     }
 
-    // The run is over: count nothing more, close every connection, let the tasks finish.
+    // The run is over: count nothing more, close every connection, let the tasks finish
+    // (those still running after the grace period are dropped, which resets their sockets).
     core.stopping.set(true);
     core.recorder.borrow_mut().set_active(false);
     for slot in &slots {
-        slot.borrow_mut().abort();
+        slot.borrow_mut().close();
     }
     let finished = async {
         for t in tasks {
