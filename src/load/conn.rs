@@ -1,8 +1,10 @@
-//! A load connection as a weft [`Protocol`]: it writes requests through its [`Transport`],
-//! reads responses in `data_received`, and records each latency on its core. A *slot* is
-//! one of the run's `--conns` connections; it outlives reconnections, so an open-loop
-//! schedule carries on across them. The glommio side (the pacer task, the supervisor that
-//! reconnects) lives here too.
+//! A load connection as a weft [`Protocol`], opened with weft's client ([`connect_tcp`]): it
+//! writes requests through its [`Transport`], reads responses in `data_received`, and
+//! records each latency on its core. A *slot* is one of the run's `--conns` connections; it
+//! outlives reconnections, so an open-loop schedule carries on across them. Its
+//! [`ClientFactory`] counts failed connects and reconnects (at once after a connection that
+//! answered, else with the back-off of a [`ReconnectPolicy`]). The pacer task of an
+//! open-loop slot lives here too.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -11,15 +13,24 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::connect::{ClientShard, run_connection};
 use super::exchange::Exchange;
 use super::recorder::{ErrorKind, Recorder};
-use crate::{CloseReason, Protocol, Transport};
+use crate::{
+    Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, Connector, Factory, Protocol,
+    ReconnectPolicy, Transport, connect_tcp,
+};
 
-/// First pause before reconnecting after a failed connect or a connection that answered
-/// nothing; it doubles up to [`RETRY_MAX`].
-const RETRY_MIN: Duration = Duration::from_millis(10);
-const RETRY_MAX: Duration = Duration::from_secs(1);
+/// Reconnecting after a failed connect, or after a connection that answered nothing: 10 ms,
+/// doubling up to 1 s.
+fn retry_policy() -> ReconnectPolicy {
+    ReconnectPolicy {
+        initial_delay: Duration::from_millis(10),
+        factor: 2.0,
+        max_delay: Duration::from_secs(1),
+        jitter: 0.1,
+        max_retries: None,
+    }
+}
 
 /// What every connection of one core shares.
 pub(crate) struct Core {
@@ -49,8 +60,8 @@ pub(crate) struct Slot {
     /// The pacer, parked until the connection opens, its window frees, or it ends.
     pacer: Option<Waker>,
     woken: bool,
-    /// Why the current connection is being torn down, when this side decided it (the
-    /// error is already counted).
+    /// This side is tearing the current connection down (a timeout or a protocol error,
+    /// already counted).
     dropped: bool,
     /// Responses on the current connection.
     answered: u64,
@@ -68,7 +79,8 @@ impl Slot {
         }))
     }
 
-    fn wake_pacer(&mut self) {
+    /// Wakes the pacer (to see a new connection, room in the window, or the end of the run).
+    pub(crate) fn wake_pacer(&mut self) {
         self.woken = true;
         if let Some(w) = self.pacer.take() {
             w.wake();
@@ -99,15 +111,6 @@ impl Slot {
             }
             _ => false,
         }
-    }
-
-    /// Closes the current connection (the run is over): queued requests are flushed and the
-    /// peer sees an orderly end; responses still coming are read and dropped.
-    pub(crate) fn close(&mut self) {
-        if let Some(t) = &self.transport {
-            t.lose_connection();
-        }
-        self.wake_pacer();
     }
 }
 
@@ -191,34 +194,58 @@ impl Protocol for LoadProtocol {
     }
 }
 
-/// Keeps slot `slot` connected to `target` until the run stops: connects, runs the
-/// connection to its end, and connects again (after a growing pause when the connect
-/// failed or the connection answered nothing).
-pub(crate) async fn supervise(
-    shard: Rc<ClientShard>,
+/// Opens slot `slot`'s connection to `target` with weft's client; the connector keeps it
+/// open (reconnecting) until [`Connector::disconnect`].
+pub(crate) fn open(
     core: Rc<Core>,
     slot: Rc<RefCell<Slot>>,
     target: SocketAddr,
     connect_timeout: Duration,
-) {
-    let mut pause = RETRY_MIN;
-    while !core.stopping.get() {
-        let protocol = LoadProtocol {
-            slot: slot.clone(),
-            core: core.clone(),
+) -> Connector {
+    let options = ConnectOptions {
+        timeout: connect_timeout,
+        reconnect: Some(retry_policy()),
+        ..ConnectOptions::default()
+    };
+    connect_tcp(target, SlotFactory { core, slot }, options)
+}
+
+/// Builds the protocol of each of a slot's connections, and hears how they end.
+struct SlotFactory {
+    core: Rc<Core>,
+    slot: Rc<RefCell<Slot>>,
+}
+
+impl Factory for SlotFactory {
+    type Protocol = LoadProtocol;
+
+    fn build_protocol(&mut self, _peer: &Address) -> Option<LoadProtocol> {
+        Some(LoadProtocol {
+            slot: self.slot.clone(),
+            core: self.core.clone(),
+        })
+    }
+}
+
+impl ClientFactory for SlotFactory {
+    fn client_connection_failed(&mut self, _connector: &Connector, reason: &ConnectError) {
+        if self.core.stopping.get() {
+            return;
+        }
+        let kind = match reason {
+            ConnectError::Cancelled => return,
+            ConnectError::Refused { .. } => ErrorKind::ConnectRefused,
+            ConnectError::TimedOut { .. } => ErrorKind::ConnectTimeout,
+            _ => ErrorKind::ConnectFailed,
         };
-        let healthy = match run_connection(&shard, target, connect_timeout, protocol).await {
-            Ok(()) => slot.borrow().answered > 0,
-            Err(e) => {
-                core.recorder.borrow_mut().error(e.kind());
-                false
-            }
-        };
-        if healthy {
-            pause = RETRY_MIN;
-        } else if !core.stopping.get() {
-            glommio::timer::sleep(pause).await;
-            pause = (pause * 2).min(RETRY_MAX);
+        self.core.recorder.borrow_mut().error(kind);
+    }
+
+    fn client_connection_lost(&mut self, connector: &Connector, _reason: &CloseReason) {
+        // A connection that answered is replaced at once; one that did not is retried with
+        // the policy's back-off, so that a server that accepts and drops is not hammered.
+        if !self.core.stopping.get() && self.slot.borrow().answered > 0 {
+            let _ = connector.connect();
         }
     }
 }

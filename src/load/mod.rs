@@ -5,11 +5,11 @@
 //! latencies), [`exchange`] (one connection's requests in flight), [`recorder`] (per-core
 //! counts), [`aggregate`] (merging the cores' intervals) and [`report`] (summary, JSON).
 //! The glommio side: `runner` (one pinned reactor per core, the main thread's loop) and
-//! `connect` (opening a connection and driving it with the engine's connection driver).
+//! `conn` (each connection as a weft [`Protocol`](crate::Protocol) opened with weft's client,
+//! [`connect_tcp`](crate::connect_tcp)).
 
 pub mod aggregate;
 mod conn;
-mod connect;
 pub mod exchange;
 pub mod matcher;
 pub mod recorder;

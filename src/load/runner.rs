@@ -19,20 +19,21 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use super::aggregate::{Aggregator, Bytes, Interval};
 use super::conn::{self, Core, Slot};
-use super::connect::ClientShard;
 use super::exchange::Exchange;
 use super::schedule::{Pacing, Schedule};
 use super::workload::Workload;
 use crate::config::{Cores, ReactorConfig};
 use crate::driver::engine::{allowed_cores, executor_builder, raise_limits, reactor_error};
-use crate::{Address, EngineError};
+use crate::driver::shard::ShardCtx;
+use crate::{Address, ConnectorState, EngineError};
 
 /// How often a core checks for the end of the run, Ctrl-C and timed-out requests.
 const TICK: Duration = Duration::from_millis(20);
 /// Time given to the cores to start and connect before the schedule begins.
 const STARTUP: Duration = Duration::from_millis(100);
-/// How long a stopping core waits for its connections to close.
+/// How long a stopping core waits for its connections to close, and how often it looks.
 const STOP_GRACE: Duration = Duration::from_millis(500);
+const STOP_POLL: Duration = Duration::from_millis(5);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -206,7 +207,7 @@ impl Load {
             let cores = cpus.len();
             let name = format!("weft-load-{index}");
             let spawned = executor_builder(&reactor, true, &name, cpu)
-                .spawn(move || async move { core_main(plan, index, cpu, cores, tx).await });
+                .spawn(move || async move { core_main(plan, index, cores, tx).await });
             match spawned {
                 Ok(h) => load.handles.push(h),
                 // Dropping `load` stops and joins the cores already started.
@@ -350,32 +351,34 @@ impl Drop for StopGuard {
     }
 }
 
-async fn core_main(plan: Arc<Plan>, index: usize, cpu: usize, cores: usize, tx: Sender<CoreMsg>) {
+/// Bytes written and read by every connection of this thread's executor so far.
+fn bytes() -> Bytes {
+    let shard = ShardCtx::current();
+    Bytes {
+        sent: shard.stats.bytes_out.get(),
+        received: shard.stats.bytes_in.get(),
+    }
+}
+
+async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreMsg>) {
     let guard = StopGuard { tx, core: index };
-    let shard = Rc::new(ClientShard::new(index, cpu, cores));
     let core = Rc::new(Core::new(&plan.request, plan.pipeline));
     let mut slots: Vec<Rc<RefCell<Slot>>> = Vec::new();
-    let mut tasks = Vec::new();
+    let mut connectors = Vec::new();
+    let mut pacers = Vec::new();
     for j in (index..plan.conns).step_by(cores) {
         let pacing = plan.pacing(j);
         let open = matches!(pacing, Pacing::Open(_));
         let slot = Slot::new(Exchange::new(plan.pipeline, pacing, plan.workload.reader()));
-        let supervise = conn::supervise(
-            shard.clone(),
+        connectors.push(conn::open(
             core.clone(),
             slot.clone(),
             plan.target,
             plan.connect_timeout,
-        );
-        let task = if open {
-            let pace = conn::pace(core.clone(), slot.clone());
-            glommio::spawn_local(async move {
-                futures_lite::future::zip(supervise, pace).await;
-            })
-        } else {
-            glommio::spawn_local(supervise)
-        };
-        tasks.push(task);
+        ));
+        if open {
+            pacers.push(glommio::spawn_local(conn::pace(core.clone(), slot.clone())));
+        }
         slots.push(slot);
     }
 
@@ -391,7 +394,7 @@ async fn core_main(plan: Arc<Plan>, index: usize, cpu: usize, cores: usize, tx: 
             let mut recorder = core.recorder.borrow_mut();
             let _ = recorder.take();
             recorder.set_active(true);
-            bytes_base = shard.bytes();
+            bytes_base = bytes();
             active = true;
         }
         let boundary = plan.measure_start
@@ -400,7 +403,7 @@ async fn core_main(plan: Arc<Plan>, index: usize, cpu: usize, cores: usize, tx: 
                 .saturating_mul(u32::try_from(k + 1).unwrap_or(u32::MAX));
         if active && (stopping || now >= boundary) {
             let end = if stopping { now.min(plan.end) } else { boundary };
-            let bytes = shard.bytes();
+            let bytes = bytes();
             let report = Interval {
                 index: k,
                 start: interval_start - plan.measure_start,
@@ -438,18 +441,22 @@ async fn core_main(plan: Arc<Plan>, index: usize, cpu: usize, cores: usize, tx: 
         glommio::timer::sleep(wake - now).await;
     }
 
-    // The run is over: count nothing more, close every connection, let the tasks finish
-    // (those still running after the grace period are dropped, which resets their sockets).
+    // The run is over: count nothing more, close every connection (orderly), and give them
+    // a moment; those still open when the executor ends are dropped, which resets them.
     core.stopping.set(true);
     core.recorder.borrow_mut().set_active(false);
-    for slot in &slots {
-        slot.borrow_mut().close();
+    for (connector, slot) in connectors.iter().zip(&slots) {
+        connector.disconnect();
+        slot.borrow_mut().wake_pacer();
     }
-    let finished = async {
-        for t in tasks {
-            t.await;
-        }
-    };
-    futures_lite::future::or(finished, glommio::timer::sleep(STOP_GRACE)).await;
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline
+        && connectors
+            .iter()
+            .any(|c| c.state() != ConnectorState::Disconnected)
+    {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    drop(pacers);
     drop(guard);
 }
