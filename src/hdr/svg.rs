@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::hgrm::TICKS_PER_HALF;
-use super::{Latency, format_ns};
+use super::Latency;
 
 const WIDTH: f64 = 900.0;
 const HEIGHT: f64 = 560.0;
@@ -124,6 +124,25 @@ fn nice_step(span: f64) -> f64 {
         .unwrap_or(10.0 * mag)
 }
 
+/// The unit of a latency axis that reaches `max_ns`: `(ns per unit, name)`.
+fn axis_unit(max_ns: f64) -> (f64, &'static str) {
+    if max_ns >= 1e9 {
+        (1e9, "s")
+    } else if max_ns >= 1e6 {
+        (1e6, "ms")
+    } else if max_ns >= 1e3 {
+        (1e3, "µs")
+    } else {
+        (1.0, "ns")
+    }
+}
+
+/// A tick value without trailing zeros (ticks are 1, 2 or 5 × 10^n, so 3 decimals do).
+fn tick_label(v: f64) -> String {
+    let text = format!("{v:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 /// Escapes text for XML content and attribute values.
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -174,6 +193,7 @@ impl Plot {
             t = escape(title),
             cx = WIDTH / 2.0,
         );
+        let (scale, unit) = axis_unit(y_max);
         let mut v = 0.0;
         while v <= y_max + y_step * 1e-9 {
             let y = plot.py(v);
@@ -184,14 +204,14 @@ impl Plot {
                 WIDTH - RIGHT,
                 LEFT - 6.0,
                 y + 4.0,
-                escape(&format_ns(v))
+                tick_label(v / scale)
             );
             v += y_step;
         }
         let _ = writeln!(
             plot.svg,
             "<text transform=\"translate(18 {:.1}) rotate(-90)\" text-anchor=\"middle\" \
-             stroke=\"none\">latency</text>",
+             stroke=\"none\">latency ({unit})</text>",
             TOP + plot.plot_height() / 2.0
         );
         plot
@@ -335,5 +355,11 @@ mod tests {
         let points = spectrum_points(&hist(1000));
         assert!(points.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
         assert_eq!(escape("a\"b'"), "a&quot;b&apos;");
+        assert_eq!(axis_unit(35e6), (1e6, "ms"));
+        assert_eq!(axis_unit(500.0), (1.0, "ns"));
+        assert_eq!(tick_label(2.5), "2.5");
+        assert_eq!(tick_label(10.0), "10");
+        assert_eq!(tick_label(0.0), "0");
+        assert_eq!(tick_label(0.02), "0.02");
     }
 }
