@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::hgrm::TICKS_PER_HALF;
 use super::Latency;
+use super::hgrm::TICKS_PER_HALF;
 
 const WIDTH: f64 = 900.0;
 const HEIGHT: f64 = 560.0;
