@@ -10,15 +10,9 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::serialization::V2DeflateSerializer;
-use util::{ServeChild, latency_rows, run_weft, server_and_load_cores};
+use util::{Scratch, ServeChild, latency_rows, run_weft, server_and_load_cores};
 use weft::hdr::log::{begin, write_interval};
 use weft::hdr::{Latency, Summary, format_ns, new_histogram};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weft-hist-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Writes a log of one-second intervals starting at `start`.
 fn write_log(path: &Path, start: SystemTime, intervals: &[Latency]) {
@@ -61,7 +55,8 @@ fn hist_output(args: &[&str]) -> String {
 /// same percentile table.
 #[test]
 fn merging_two_logs_equals_both_runs_together() {
-    let dir = temp_dir("merge");
+    let scratch = Scratch::new("hist-merge");
+    let dir = &scratch.0;
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     // Run A: 1..1000 µs over three intervals; run B: slower, 1..3000 µs over two.
     let a: Vec<Latency> = (0..3u64)
@@ -103,13 +98,13 @@ fn merging_two_logs_equals_both_runs_together() {
         rows[0].contains(" 2500 "),
         "interval 0 holds A's 1000 and B's 1500 values: {text}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The SVG parses, and has one series per input file, in both plots.
 #[test]
 fn svg_plots_are_well_formed_with_one_series_per_input() {
-    let dir = temp_dir("svg");
+    let scratch = Scratch::new("hist-svg");
+    let dir = &scratch.0;
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let files: Vec<PathBuf> = (1..=3u64)
         .map(|k| {
@@ -144,7 +139,6 @@ fn svg_plots_are_well_formed_with_one_series_per_input() {
             assert!(node.children().any(|c| c.has_tag_name("polyline")));
         }
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Decodes the log with the Python `hdrhistogram` package (`hdrh`, installed by
@@ -203,7 +197,8 @@ fn python_percentiles(log: &Path, tag: Option<&str>) -> Vec<f64> {
 fn python_hdrhistogram_reads_the_same_percentiles() {
     let (server_core, load_core) = server_and_load_cores();
     let server = ServeChild::start("http", &server_core);
-    let dir = temp_dir("python");
+    let scratch = Scratch::new("hist-python");
+    let dir = &scratch.0;
     let log = dir.join("run.hlog");
     let target = server.addr.to_string();
     let out = run_weft(
@@ -248,5 +243,4 @@ fn python_hdrhistogram_reads_the_same_percentiles() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -4,59 +4,82 @@
 
 mod util;
 
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use util::{ServeChild, latency_rows, output_within, run_weft, server_and_load_cores, weft_command};
+use util::{
+    Scratch, ServeChild, latency_rows, output_within, read_json, run_weft, server_and_load_cores, weft,
+};
 
-fn read_json(path: &std::path::Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+/// A `weft serve` child on one core, the core left for the load, and a scratch folder.
+struct Rig {
+    server: ServeChild,
+    load_core: String,
+    dir: Scratch,
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("weft-load-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+impl Rig {
+    fn new(proto: &str, name: &str) -> Self {
+        let (server_core, load_core) = server_and_load_cores();
+        Self {
+            server: ServeChild::start(proto, &server_core),
+            load_core,
+            dir: Scratch::new(&format!("load-{name}")),
+        }
+    }
+
+    /// Starts `weft load --target SERVER --cores LOAD_CORE ARGS`.
+    fn spawn_load(&self, args: &[&str]) -> Child {
+        self.spawn_load_at(&self.server.addr.to_string(), args)
+    }
+
+    /// Starts `weft load --target TARGET --cores LOAD_CORE ARGS`.
+    fn spawn_load_at(&self, target: &str, args: &[&str]) -> Child {
+        let mut all = vec!["load", "--target", target, "--cores", &self.load_core];
+        all.extend_from_slice(args);
+        weft(&all)
+    }
+
+    /// Runs `weft load` against the server to its end (bounded) and checks that it succeeded.
+    fn load(&self, args: &[&str]) -> Output {
+        succeeded(output_within(self.spawn_load(args), Duration::from_secs(30)))
+    }
 }
 
-/// Open loop at 2,000 req/s for 5 s against a server frozen (SIGSTOP) for 1 s: the
-/// corrected p99 shows the stall, the uncorrected one hides it.
-#[test]
-fn honest_tails_under_a_frozen_server() {
-    let (server_core, load_core) = server_and_load_cores();
-    let server = ServeChild::start("http", &server_core);
-    let dir = temp_dir("tails");
-    let json = dir.join("run.json");
-    let target = server.addr.to_string();
-    let load = weft_command(&[])
-        .args([
-            "load",
-            "--target",
-            &target,
-            "--proto",
-            "http",
-            "--rate",
-            "2000",
-            "--duration",
-            "5s",
-        ])
-        .args(["--conns", "16", "--cores", &load_core, "--json"])
-        .arg(&json)
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    server.signal(libc::SIGSTOP);
-    let frozen = Instant::now();
-    std::thread::sleep(Duration::from_secs(1));
-    server.signal(libc::SIGCONT);
-    let frozen_for = frozen.elapsed();
-    let out = output_within(load, Duration::from_secs(30));
+fn succeeded(out: Output) -> Output {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Open loop at 2,000 req/s for 5 s against a server frozen (SIGSTOP) for 1 s: the
+/// corrected p99 shows the stall, the uncorrected one hides it.
+#[test]
+fn honest_tails_under_a_frozen_server() {
+    let rig = Rig::new("http", "tails");
+    let json = rig.dir.file("run.json");
+    let load = rig.spawn_load(&[
+        "--rate",
+        "2000",
+        "--duration",
+        "5s",
+        "--conns",
+        "16",
+        "--json",
+        &json,
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    rig.server.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    rig.server.signal(libc::SIGCONT);
+    let frozen_for = frozen.elapsed();
+    let out = succeeded(output_within(load, Duration::from_secs(30)));
+    let stdout = String::from_utf8_lossy(&out.stdout);
     let v = read_json(&json);
     let corrected = v["latency_us"]["p99"].as_f64().unwrap();
     let uncorrected = v["latency_uncorrected_us"]["p99"].as_f64().unwrap();
@@ -72,22 +95,19 @@ fn honest_tails_under_a_frozen_server() {
         stdout.contains("uncorrected") && stdout.contains("p99.99"),
         "{stdout}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A closed-loop echo run writes every artefact: JSON with the documented keys, the .hgrm
 /// in HdrHistogram's layout, and an interval log.
 #[test]
 fn closed_loop_echo_writes_json_hgrm_and_log() {
-    let (server_core, load_core) = server_and_load_cores();
-    let server = ServeChild::start("echo", &server_core);
-    let dir = temp_dir("echo");
-    let (json, hgrm, hlog) = (dir.join("r.json"), dir.join("r.hgrm"), dir.join("r.hlog"));
-    let target = server.addr.to_string();
-    let args = [
-        "load",
-        "--target",
-        &target,
+    let rig = Rig::new("echo", "echo");
+    let (json, hgrm, hlog) = (
+        rig.dir.file("r.json"),
+        rig.dir.file("r.hgrm"),
+        rig.dir.file("r.hlog"),
+    );
+    let out = rig.load(&[
         "--proto",
         "echo",
         "--size",
@@ -98,24 +118,17 @@ fn closed_loop_echo_writes_json_hgrm_and_log() {
         "8",
         "--pipeline",
         "4",
-        "--cores",
-        &load_core,
         "--warmup",
         "500ms",
-    ];
-    let out = weft_command(&[])
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .arg("--hgrm")
-        .arg(&hgrm)
-        .arg("--hdr-log")
-        .arg(&hlog)
-        .output()
-        .unwrap();
+        "--json",
+        &json,
+        "--hgrm",
+        &hgrm,
+        "--hdr-log",
+        &hlog,
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
     // One live line per second.
     assert!(
         stderr.lines().filter(|l| l.contains("req/s")).count() >= 2,
@@ -147,8 +160,11 @@ fn closed_loop_echo_writes_json_hgrm_and_log() {
         "{sent} vs {received}"
     );
     // The printed table agrees with the JSON (4 significant digits).
-    let rows = latency_rows(&stdout);
-    let p50 = rows.iter().find(|(l, _)| l == "p50").unwrap().1;
+    let p50 = latency_rows(&stdout)
+        .into_iter()
+        .find(|(l, _)| l == "p50")
+        .unwrap()
+        .1;
     let json_p50 = v["latency_us"]["p50"].as_f64().unwrap() * 1e3;
     assert!(
         (p50 - json_p50).abs() <= json_p50 * 5e-4 + 0.5,
@@ -171,74 +187,46 @@ fn closed_loop_echo_writes_json_hgrm_and_log() {
     let log = std::fs::read_to_string(&hlog).unwrap();
     assert!(log.contains("#[Histogram log format version 1.3]"));
     assert!(log.lines().filter(|l| l.starts_with("Tag=uncorrected,")).count() >= 2);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// HTTP against a path the server does not have: every response is a 404, counted as a bad
 /// status, and the latencies are still recorded.
 #[test]
 fn http_non_2xx_is_counted() {
-    let (server_core, load_core) = server_and_load_cores();
-    let server = ServeChild::start("http", &server_core);
-    let dir = temp_dir("404");
-    let json = dir.join("r.json");
-    let target = format!("http://{}/missing", server.addr);
-    let out = weft_command(&[])
-        .args([
-            "load",
-            "--target",
-            &target,
-            "--duration",
-            "1s",
-            "--conns",
-            "2",
-            "--cores",
-            &load_core,
-        ])
-        .args(["--header", "X-Test: 1", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rig = Rig::new("http", "404");
+    let json = rig.dir.file("r.json");
+    let target = format!("http://{}/missing", rig.server.addr);
+    let args = [
+        "--duration",
+        "1s",
+        "--conns",
+        "2",
+        "--header",
+        "X-Test: 1",
+        "--json",
+        &json,
+    ];
+    let out = succeeded(output_within(
+        rig.spawn_load_at(&target, &args),
+        Duration::from_secs(30),
+    ));
     let v = read_json(&json);
     let requests = v["requests"].as_u64().unwrap();
     assert!(requests > 0);
     assert_eq!(v["errors"]["bad_status"].as_u64().unwrap(), requests);
     assert!(String::from_utf8_lossy(&out.stdout).contains("bad status"));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Ctrl-C stops the run and still prints the results so far.
 #[test]
 fn ctrl_c_prints_results_so_far() {
-    let (server_core, load_core) = server_and_load_cores();
-    let server = ServeChild::start("echo", &server_core);
-    let target = server.addr.to_string();
-    let load = weft_command(&[])
-        .args([
-            "load",
-            "--target",
-            &target,
-            "--proto",
-            "echo",
-            "--duration",
-            "60s",
-            "--conns",
-            "4",
-        ])
-        .args(["--cores", &load_core])
-        .spawn()
-        .unwrap();
+    let rig = Rig::new("echo", "ctrl-c");
+    let load = rig.spawn_load(&["--proto", "echo", "--duration", "60s", "--conns", "4"]);
     std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(load.id() as i32, libc::SIGINT) };
-    let out = output_within(load, Duration::from_secs(10));
+    let out = succeeded(output_within(load, Duration::from_secs(10)));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(stdout.contains("interrupted"), "{stdout}");
     assert!(stdout.contains("requests") && stdout.contains("p99"), "{stdout}");
 }
@@ -278,16 +266,11 @@ fn bad_input_is_one_line_and_an_exit_status() {
 /// `weft demo` runs through `weft load`'s machinery and prints its summary.
 #[test]
 fn demo_prints_a_load_summary() {
-    let out = run_weft(
+    let out = succeeded(run_weft(
         &["demo", "--duration", "1s", "--conns", "4"],
         Duration::from_secs(30),
-    );
+    ));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     for part in [
         "(echo)",
         "closed loop",
@@ -311,8 +294,8 @@ fn demo_prints_a_load_summary() {
     assert!(requests > 0, "{stdout}");
 }
 
-/// A one-shot loopback "server" on a thread: accepts for `for_how_long`, reads a request on
-/// each connection and answers with `reply`, then closes (with a reset when `reset`).
+/// A loopback "server" on a thread for `for_how_long`: it reads a request on each
+/// connection, answers with `reply`, then closes (with a reset when `reset`).
 fn misbehaving_server(reply: &'static [u8], reset: bool, for_how_long: Duration) -> std::net::SocketAddr {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -344,7 +327,7 @@ fn misbehaving_server(reply: &'static [u8], reset: bool, for_how_long: Duration)
 /// Responses cut short, resets and timeouts are counted by kind; the run goes on.
 #[test]
 fn short_reads_resets_and_timeouts_are_counted() {
-    let dir = temp_dir("kinds");
+    let dir = Scratch::new("load-kinds");
     let cases: [(&'static [u8], bool, &str); 2] = [
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
@@ -354,27 +337,20 @@ fn short_reads_resets_and_timeouts_are_counted() {
         (b"", true, "reset"),
     ];
     for (reply, reset, kind) in cases {
-        let addr = misbehaving_server(reply, reset, Duration::from_secs(4));
-        let json = dir.join(format!("{kind}.json"));
-        let out = run_weft(
-            &[
-                "load",
-                "--target",
-                &addr.to_string(),
-                "--duration",
-                "1s",
-                "--conns",
-                "2",
-                "--json",
-                json.to_str().unwrap(),
-            ],
-            Duration::from_secs(20),
-        );
-        assert!(
-            out.status.success(),
-            "{kind}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let addr = misbehaving_server(reply, reset, Duration::from_secs(4)).to_string();
+        let json = dir.file(&format!("{kind}.json"));
+        let args = [
+            "load",
+            "--target",
+            &addr,
+            "--duration",
+            "1s",
+            "--conns",
+            "2",
+            "--json",
+            &json,
+        ];
+        succeeded(run_weft(&args, Duration::from_secs(20)));
         let v = read_json(&json);
         assert!(
             v["errors"][kind].as_u64().unwrap() >= 2,
@@ -386,32 +362,23 @@ fn short_reads_resets_and_timeouts_are_counted() {
 
     // A server frozen longer than --timeout: its requests time out, and once it is back
     // the reopened connections are answered again.
-    let (server_core, load_core) = server_and_load_cores();
-    let server = ServeChild::start("http", &server_core);
-    let json = dir.join("timeout.json");
-    let load = weft_command(&[
-        "load",
-        "--target",
-        &server.addr.to_string(),
+    let rig = Rig::new("http", "timeout");
+    let json = rig.dir.file("timeout.json");
+    let load = rig.spawn_load(&[
         "--duration",
         "3s",
         "--conns",
         "2",
-        "--cores",
-        &load_core,
         "--timeout",
         "300ms",
         "--json",
-        json.to_str().unwrap(),
-    ])
-    .spawn()
-    .unwrap();
+        &json,
+    ]);
     std::thread::sleep(Duration::from_millis(800));
-    server.signal(libc::SIGSTOP);
+    rig.server.signal(libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(1000));
-    server.signal(libc::SIGCONT);
-    let out = output_within(load, Duration::from_secs(20));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    rig.server.signal(libc::SIGCONT);
+    succeeded(output_within(load, Duration::from_secs(20)));
     let v = read_json(&json);
     assert!(v["errors"]["timeout"].as_u64().unwrap() >= 2, "{}", v["errors"]);
     let last = v["intervals"].as_array().unwrap().last().unwrap().clone();
@@ -419,5 +386,4 @@ fn short_reads_resets_and_timeouts_are_counted() {
         last["requests"].as_u64().unwrap() > 0,
         "answered again after the stall: {last}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -296,3 +296,32 @@ pub fn latency_rows(text: &str) -> Vec<(String, f64)> {
 pub fn run_weft(args: &[&str], limit: Duration) -> std::process::Output {
     output_within(weft(args), limit)
 }
+
+/// A scratch folder under the system's temporary one, removed on drop.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    /// A fresh folder named after `name` and this process.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("weft-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// The path of `file` in the folder, as a string (for command lines).
+    pub fn file(&self, file: &str) -> String {
+        self.0.join(file).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Reads a JSON file.
+pub fn read_json(path: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
