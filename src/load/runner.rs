@@ -20,6 +20,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use super::aggregate::{Aggregator, Bytes, Interval};
 use super::conn::{self, Core, Slot};
 use super::exchange::Exchange;
+use super::recorder::ErrorKind;
 use super::schedule::{Pacing, Schedule};
 use super::workload::Workload;
 use crate::config::{Cores, ReactorConfig};
@@ -179,7 +180,6 @@ impl Load {
         let measure_start = start + config.warmup;
         let plan = Arc::new(Plan {
             target: config.target,
-            request: config.workload.request.clone(),
             workload: config.workload.clone(),
             conns: config.conns,
             pipeline: config.pipeline,
@@ -304,7 +304,6 @@ pub fn run(
 /// Everything the cores share, fixed for the run.
 struct Plan {
     target: SocketAddr,
-    request: Vec<u8>,
     workload: Workload,
     conns: usize,
     pipeline: usize,
@@ -362,7 +361,7 @@ fn bytes() -> Bytes {
 
 async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreMsg>) {
     let guard = StopGuard { tx, core: index };
-    let core = Rc::new(Core::new(&plan.request, plan.pipeline));
+    let core = Rc::new(Core::new(&plan.workload.request, plan.pipeline));
     let mut slots: Vec<Rc<RefCell<Slot>>> = Vec::new();
     let mut connectors = Vec::new();
     let mut pacers = Vec::new();
@@ -428,9 +427,7 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
         }
         for slot in &slots {
             if slot.borrow_mut().check_timeout(now, plan.timeout) {
-                core.recorder
-                    .borrow_mut()
-                    .error(super::recorder::ErrorKind::Timeout);
+                core.recorder.borrow_mut().error(ErrorKind::Timeout);
             }
         }
         let wake = [boundary, plan.end, plan.measure_start.max(now), now + TICK]
