@@ -69,14 +69,14 @@ pub(crate) struct LoadArgs {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
-    /// Echo message size in bytes.
-    #[arg(long, default_value_t = 64)]
+    /// Echo message size (64, 4KiB).
+    #[arg(long, default_value = "64", value_parser = super::size)]
     size: usize,
     /// Send this file's bytes as the request (http: a whole HTTP request; raw: required).
     #[arg(long)]
     request_file: Option<PathBuf>,
-    /// raw: every response is this many bytes.
-    #[arg(long)]
+    /// raw: every response is this many bytes (64, 4KiB).
+    #[arg(long, value_parser = super::size)]
     response_size: Option<usize>,
     /// raw: a response ends with this text (escapes: \r \n \t \0 \\ \xHH).
     #[arg(long)]

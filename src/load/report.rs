@@ -96,12 +96,11 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
     let stopped = if outcome.interrupted { ", interrupted" } else { "" };
     let _ = writeln!(out, "duration    {secs:.2} s measured{warmup}{stopped}");
     let _ = writeln!(out, "requests    {} = {:.0} req/s", t.sample.requests, t.rate());
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let _ = writeln!(
         out,
-        "transfer    {:.2} MiB sent, {:.2} MiB received",
-        mib(t.bytes.sent),
-        mib(t.bytes.received)
+        "transfer    {} sent, {} received",
+        format_bytes(t.bytes.sent),
+        format_bytes(t.bytes.received)
     );
     let errors = &t.sample.errors;
     if errors.total() == 0 {
@@ -120,6 +119,22 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
         open.then_some(&t.sample.uncorrected),
     ));
     out
+}
+
+/// Bytes in B, KiB, MiB or GiB with 2 decimals.
+fn format_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < units.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.2} {}", units[unit])
+    }
 }
 
 /// The latency table of `corrected`, with an `uncorrected` column beside it when given.
@@ -255,6 +270,8 @@ mod tests {
         let closed = summary(&config(None), "echo", &o);
         assert!(!closed.contains("uncorrected"));
         assert!(closed.contains("closed loop"));
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(5 * 1024 * 1024 / 2), "2.50 MiB");
         let line = live_line(&o.total, &o.total);
         assert!(line.contains("500 req/s") && line.contains("p99 990"), "{line}");
     }
