@@ -1,0 +1,217 @@
+//! One compact line of what changed between two snapshots (`weft serve --stats-interval`).
+//! I/O-free.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::REACTOR_LAG;
+use super::collector::MetricsSnapshot;
+
+/// Describes the interval from `prev` to `cur`: connections (total and per shard), accept and
+/// close rates, bytes per second each way, reactor lag and stalls, each latency metric's rate
+/// and percentiles over the interval, and dropped reports.
+///
+/// Rates are over the time between the shards' reports the two snapshots come from (their
+/// mean over shards that reported since `prev`), or over `wall`, the time between the
+/// snapshots, when that is unknown.
+///
+/// ```text
+/// conns 37 [18 19] +120/s -98/s | in 1.2 MB/s out 1.2 MB/s | lag p99 80.0 µs max 410.0 µs, 0 stalls | http_request_duration 3402/s p50 21.0 µs p99 80.0 µs | dropped 0
+/// ```
+pub fn stats_line(prev: &MetricsSnapshot, cur: &MetricsSnapshot, wall: Duration) -> String {
+    let secs = report_span(prev, cur).unwrap_or(wall).as_secs_f64().max(1e-9);
+    let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / secs;
+    let (p, c) = (prev.total(), cur.total());
+    let per_shard: Vec<String> = cur.shards.iter().map(|s| s.stats.active.to_string()).collect();
+    let mut line = format!(
+        "conns {} [{}] +{:.0}/s -{:.0}/s | in {} out {}",
+        c.active,
+        per_shard.join(" "),
+        rate(c.accepted, p.accepted),
+        rate(c.closed_total(), p.closed_total()),
+        bytes_rate(rate(c.bytes_in, p.bytes_in)),
+        bytes_rate(rate(c.bytes_out, p.bytes_out)),
+    );
+    let stalls = cur.stalls().saturating_sub(prev.stalls());
+    match interval(prev, cur, REACTOR_LAG.name()) {
+        Some(lag) if !lag.is_empty() => {
+            let _ = write!(
+                line,
+                " | lag p99 {} max {}, {stalls} stalls",
+                nanos(lag.value_at_quantile(0.99)),
+                nanos(lag.max())
+            );
+        }
+        _ => {
+            let _ = write!(line, " | {stalls} stalls");
+        }
+    }
+    for name in cur
+        .latency_names()
+        .into_iter()
+        .filter(|n| *n != REACTOR_LAG.name())
+    {
+        if let Some(h) = interval(prev, cur, name) {
+            let _ = write!(line, " | {name} {:.0}/s", h.len() as f64 / secs);
+            if !h.is_empty() {
+                let _ = write!(
+                    line,
+                    " p50 {} p99 {}",
+                    nanos(h.value_at_quantile(0.5)),
+                    nanos(h.value_at_quantile(0.99))
+                );
+            }
+        }
+    }
+    let _ = write!(
+        line,
+        " | dropped {}",
+        cur.dropped().saturating_sub(prev.dropped())
+    );
+    line
+}
+
+/// The mean time between the reports of `prev` and `cur`, over the shards that reported.
+fn report_span(prev: &MetricsSnapshot, cur: &MetricsSnapshot) -> Option<Duration> {
+    let spans: Vec<Duration> = prev
+        .shards
+        .iter()
+        .zip(&cur.shards)
+        .filter_map(|(p, c)| Some(c.made?.saturating_duration_since(p.made?)))
+        .filter(|d| !d.is_zero())
+        .collect();
+    let n = u32::try_from(spans.len()).ok().filter(|n| *n > 0)?;
+    Some(spans.iter().sum::<Duration>() / n)
+}
+
+/// The values of metric `name` recorded between the two snapshots.
+fn interval(prev: &MetricsSnapshot, cur: &MetricsSnapshot, name: &str) -> Option<Histogram<u64>> {
+    let now = cur.latency(name)?.histogram;
+    let Some(before) = prev.latency(name) else {
+        return Some(now);
+    };
+    let mut delta = now.clone();
+    // The collector's histograms only grow, so `before` fits in `now`; if that ever fails,
+    // show everything rather than a half-subtracted histogram.
+    Some(if delta.subtract(&before.histogram).is_ok() {
+        delta
+    } else {
+        now
+    })
+}
+
+fn nanos(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns} ns"),
+        1_000..1_000_000 => format!("{:.1} µs", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
+}
+
+fn bytes_rate(per_sec: f64) -> String {
+    match per_sec {
+        r if r < 1e3 => format!("{r:.0} B/s"),
+        r if r < 1e6 => format!("{:.1} kB/s", r / 1e3),
+        r if r < 1e9 => format!("{:.1} MB/s", r / 1e6),
+        r => format!("{:.2} GB/s", r / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::StatsSnapshot;
+    use crate::metrics::recorder::new_histogram;
+    use crate::metrics::{LatencySeries, ShardMetrics};
+
+    fn series(name: &'static str, values: &[u64]) -> LatencySeries {
+        let mut histogram = new_histogram();
+        for &v in values {
+            histogram.record(v).unwrap();
+        }
+        LatencySeries {
+            name,
+            help: "h",
+            histogram,
+            sum_ns: values.iter().sum(),
+        }
+    }
+
+    fn snap(
+        accepted: [u64; 2],
+        bytes: u64,
+        latency: [&[u64]; 2],
+        stalls: u64,
+        made: Option<Instant>,
+    ) -> MetricsSnapshot {
+        let shards = (0..2)
+            .map(|i| ShardMetrics {
+                shard: i,
+                core: i,
+                stats: StatsSnapshot {
+                    accepted: accepted[i],
+                    active: accepted[i],
+                    bytes_in: bytes,
+                    bytes_out: bytes * 2,
+                    ..Default::default()
+                },
+                stalls,
+                latency: vec![series("reactor_lag", latency[0]), series("svc", latency[1])],
+                reports: 1,
+                dropped: 0,
+                made,
+                age: None,
+            })
+            .collect();
+        MetricsSnapshot { shards }
+    }
+
+    #[test]
+    fn describes_the_interval_only() {
+        let t0 = Instant::now();
+        let prev = snap([1, 1], 0, [&[5_000_000], &[2_000]], 1, Some(t0));
+        let cur = snap(
+            [11, 21],
+            500_000,
+            [&[5_000_000, 40_000, 40_000], &[2_000, 30_000, 30_000, 1_000_000]],
+            3,
+            Some(t0 + Duration::from_secs(2)),
+        );
+        // The reports are 2 s apart, whatever the time between the snapshots.
+        let line = stats_line(&prev, &cur, Duration::from_secs(7));
+        assert!(
+            line.starts_with("conns 32 [11 21] +15/s -0/s | in 500.0 kB/s out 1.0 MB/s"),
+            "{line}"
+        );
+        // The 5 ms lag was before the interval: p99 and max come from the 40 µs wake-ups.
+        assert!(line.contains("lag p99 40.0 µs max 40.0 µs, 4 stalls"), "{line}");
+        assert!(line.contains("svc 3/s p50 30.0 µs p99 1.0 ms"), "{line}");
+        assert!(line.ends_with("| dropped 0"), "{line}");
+    }
+
+    #[test]
+    fn empty_snapshots_and_units() {
+        let empty = MetricsSnapshot::default();
+        let line = stats_line(&empty, &empty, Duration::ZERO);
+        assert_eq!(
+            line,
+            "conns 0 [] +0/s -0/s | in 0 B/s out 0 B/s | 0 stalls | dropped 0"
+        );
+        // Before the first report the time between the snapshots is used.
+        let first = snap([10, 10], 4_000, [&[], &[]], 0, Some(Instant::now()));
+        let none = snap([0, 0], 0, [&[], &[]], 0, None);
+        let line = stats_line(&none, &first, Duration::from_secs(4));
+        assert!(
+            line.starts_with("conns 20 [10 10] +5/s -0/s | in 2.0 kB/s"),
+            "{line}"
+        );
+        assert_eq!(nanos(999), "999 ns");
+        assert_eq!(nanos(2_500_000_000), "2.50 s");
+        assert_eq!(bytes_rate(3.2e9), "3.20 GB/s");
+    }
+}
