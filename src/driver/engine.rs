@@ -139,11 +139,7 @@ pub struct EngineReport {
 impl EngineReport {
     /// The counters of all shards added up.
     pub fn total(&self) -> StatsSnapshot {
-        let mut total = StatsSnapshot::default();
-        for s in &self.shards {
-            total.merge(s);
-        }
-        total
+        StatsSnapshot::sum(&self.shards)
     }
 }
 

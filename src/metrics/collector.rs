@@ -46,11 +46,7 @@ pub struct MetricsSnapshot {
 impl MetricsSnapshot {
     /// The counters of all shards added up.
     pub fn total(&self) -> StatsSnapshot {
-        let mut total = StatsSnapshot::default();
-        for s in &self.shards {
-            total.merge(&s.stats);
-        }
-        total
+        StatsSnapshot::sum(self.shards.iter().map(|s| &s.stats))
     }
 
     /// The latency metric `name` merged over all shards, if any shard recorded it.
@@ -235,20 +231,7 @@ fn collect(rx: &Receiver<ShardReport>, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::recorder::new_histogram;
-
-    fn series(name: &'static str, values: &[u64]) -> LatencySeries {
-        let mut histogram = new_histogram();
-        for &v in values {
-            histogram.record(v).unwrap();
-        }
-        LatencySeries {
-            name,
-            help: "h",
-            histogram,
-            sum_ns: values.iter().sum(),
-        }
-    }
+    use crate::metrics::recorder::series;
 
     fn report(shard: usize, accepted: u64, latency: Vec<LatencySeries>, at: Instant) -> ShardReport {
         ShardReport {

@@ -2,7 +2,7 @@
 //! one request per connection, with bounded input and time.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -16,6 +16,10 @@ use crate::EngineError;
 const MAX_REQUEST: usize = 8 * 1024;
 /// How long one scrape connection may take to send its request and read the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// After answering, how long and how much of what the client still sends is read and
+/// dropped, so that the close sends a FIN rather than a reset that could destroy the answer.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
 /// Pause after a failed accept (out of descriptors, say), so that the thread never spins.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -121,7 +125,22 @@ fn answer(mut stream: TcpStream, metrics: &MetricsHandle) -> io::Result<()> {
         }
     }
     let response = respond(&head, || prometheus::render(&metrics.snapshot()));
-    stream.write_all(&response)
+    stream.write_all(&response)?;
+    stream.shutdown(Shutdown::Write)?;
+    let deadline = Instant::now() + LINGER;
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf)? {
+            0 => break,
+            n => drained += n,
+        }
+    }
+    Ok(())
 }
 
 /// The complete response to the request head `head` (which may be cut at the size bound).

@@ -215,8 +215,7 @@ mod tests {
 
     use super::*;
     use crate::StatsSnapshot;
-    use crate::metrics::LatencySeries;
-    use crate::metrics::recorder::new_histogram;
+    use crate::metrics::recorder::series;
 
     fn shard(index: usize, accepted: u64) -> ShardMetrics {
         ShardMetrics {
@@ -273,17 +272,11 @@ mod tests {
 
     #[test]
     fn latency_is_a_cumulative_histogram_in_seconds() {
-        let mut h = new_histogram();
-        for ns in [500, 3_000, 3_000, 2_000_000, 20_000_000_000] {
-            h.record(ns).unwrap();
-        }
         let mut s = shard(0, 1);
-        s.latency.push(LatencySeries {
-            name: "http-request",
-            help: "Service time.",
-            histogram: h,
-            sum_ns: 20_002_006_500,
-        });
+        s.latency.push(series(
+            "http-request",
+            &[500, 3_000, 3_000, 2_000_000, 20_000_000_000],
+        ));
         let text = render(&MetricsSnapshot { shards: vec![s] });
         assert!(text.contains("# TYPE weft_http_request_seconds histogram\n"));
         assert!(text.contains("weft_http_request_seconds_bucket{shard=\"0\",le=\"0.000001\"} 1\n"));

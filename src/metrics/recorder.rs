@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 const SIGFIG: u8 = 3;
 
 /// A new, empty, auto-resizing histogram of nanoseconds.
-pub(crate) fn new_histogram() -> Histogram<u64> {
+fn new_histogram() -> Histogram<u64> {
     // Three significant digits is in the range hdrhistogram accepts (0 to 5).
     #[allow(clippy::expect_used)]
     Histogram::new(SIGFIG).expect("constant histogram precision is valid")
@@ -204,6 +204,17 @@ pub(crate) fn restore(series: &[LatencySeries]) {
             }
         }
     });
+}
+
+/// A series of `values` (for tests).
+#[cfg(test)]
+pub(crate) fn series(name: &'static str, values: &[u64]) -> LatencySeries {
+    let mut s = LatencySeries::new(name, "h");
+    for &v in values {
+        s.histogram.record(v).unwrap();
+        s.sum_ns += v;
+    }
+    s
 }
 
 #[cfg(test)]

@@ -126,21 +126,8 @@ mod tests {
 
     use super::*;
     use crate::StatsSnapshot;
-    use crate::metrics::recorder::new_histogram;
-    use crate::metrics::{LatencySeries, ShardMetrics};
-
-    fn series(name: &'static str, values: &[u64]) -> LatencySeries {
-        let mut histogram = new_histogram();
-        for &v in values {
-            histogram.record(v).unwrap();
-        }
-        LatencySeries {
-            name,
-            help: "h",
-            histogram,
-            sum_ns: values.iter().sum(),
-        }
-    }
+    use crate::metrics::ShardMetrics;
+    use crate::metrics::recorder::series;
 
     fn snap(
         accepted: [u64; 2],
