@@ -10,6 +10,8 @@ use crate::metrics::{REACTOR_LAG, ShardLink, StallLog};
 
 /// One stall log line per shard at most this often.
 const STALL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a stopped shard waits for room for its final report.
+const LAST_REPORT_WAIT: Duration = Duration::from_secs(1);
 /// The shortest lag-probe tick.
 const MIN_TICK: Duration = Duration::from_millis(1);
 
@@ -56,8 +58,16 @@ impl Monitor {
     }
 
     /// Sends the shard's counters and the latencies recorded since the last report.
-    pub(crate) fn report(&self, now: Instant) {
+    fn report(&self, now: Instant) {
         let stalls = self.stalls.borrow().stalls();
         self.link.send(self.shard.stats.snapshot(), stalls, now);
+    }
+
+    /// Sends the final report of a shard that stopped serving, waiting a little for room.
+    pub(crate) fn report_last(&self) {
+        let stalls = self.stalls.borrow().stalls();
+        let stats = self.shard.stats.snapshot();
+        self.link
+            .send_last(stats, stalls, Instant::now(), LAST_REPORT_WAIT);
     }
 }

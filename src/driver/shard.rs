@@ -210,8 +210,7 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
     ShardCtx::install(None);
     drop(monitor_task);
     if let Some(m) = monitor {
-        // The final counters, best effort like every report.
-        m.report(Instant::now());
+        m.report_last();
         metrics::uninstall_recorder();
     }
     shard.stats.snapshot()

@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
+use hdrhistogram::Histogram;
 
 use super::recorder::{LatencySeries, merge_into};
 use super::report::{ShardLink, ShardReport};
@@ -64,6 +65,23 @@ impl MetricsSnapshot {
             }
         }
         merged
+    }
+
+    /// The values of latency metric `name` recorded between `earlier` and this snapshot,
+    /// merged over all shards (for interval logs and per-interval percentiles).
+    pub fn latency_since(&self, earlier: &Self, name: &str) -> Option<Histogram<u64>> {
+        let now = self.latency(name)?.histogram;
+        let Some(before) = earlier.latency(name) else {
+            return Some(now);
+        };
+        let mut delta = now.clone();
+        // The collector's histograms only grow, so `before` fits in `now`; if that ever
+        // fails, give everything rather than a half-subtracted histogram.
+        Some(if delta.subtract(&before.histogram).is_ok() {
+            delta
+        } else {
+            now
+        })
     }
 
     /// The names of every latency metric any shard recorded, in first-seen order.

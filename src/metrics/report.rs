@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 
 use super::collector::Shared;
 use super::recorder::{self, LatencySeries};
@@ -42,23 +42,37 @@ impl ShardLink {
     /// latency values go back to the shard's histograms for the next report: a slow collector
     /// costs freshness, never data, and never makes the shard wait.
     pub(crate) fn send(&self, stats: StatsSnapshot, stalls: u64, at: Instant) {
-        let report = ShardReport {
+        match self.tx.try_send(self.report(stats, stalls, at)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(report)) => self.dropped(&report),
+            // The collector is gone (the engine is being torn down): nothing to report to.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Sends the shard's last report, once it stopped serving: waits up to `wait` for room in
+    /// the queue, so that the collector ends with the final counters.
+    pub(crate) fn send_last(&self, stats: StatsSnapshot, stalls: u64, at: Instant, wait: Duration) {
+        match self.tx.send_timeout(self.report(stats, stalls, at), wait) {
+            Ok(()) | Err(SendTimeoutError::Disconnected(_)) => {}
+            Err(SendTimeoutError::Timeout(report)) => self.dropped(&report),
+        }
+    }
+
+    fn report(&self, stats: StatsSnapshot, stalls: u64, at: Instant) -> ShardReport {
+        ShardReport {
             shard: self.shard,
             at,
             stats,
             stalls,
             latency: recorder::take_interval(),
-        };
-        match self.tx.try_send(report) {
-            Ok(()) => {}
-            Err(TrySendError::Full(report)) => {
-                recorder::restore(&report.latency);
-                if let Some(n) = self.shared.dropped.get(self.shard) {
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            // The collector is gone (the engine is being torn down): nothing to report to.
-            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn dropped(&self, report: &ShardReport) {
+        recorder::restore(&report.latency);
+        if let Some(n) = self.shared.dropped.get(self.shard) {
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -96,11 +110,19 @@ mod tests {
             (2, 500),
             "the dropped report's values travel with the next one"
         );
+        link.send(StatsSnapshot::default(), 0, Instant::now());
+        let wait = Duration::from_millis(20);
+        link.send_last(StatsSnapshot::default(), 0, Instant::now(), wait);
+        assert_eq!(
+            shared.dropped[0].load(Ordering::Relaxed),
+            2,
+            "the last report waits, then drops"
+        );
         drop(rx);
         link.send(StatsSnapshot::default(), 0, Instant::now());
         assert_eq!(
             shared.dropped[0].load(Ordering::Relaxed),
-            1,
+            2,
             "a closed channel is no drop"
         );
         recorder::uninstall();

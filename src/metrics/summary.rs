@@ -4,8 +4,6 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
 use super::REACTOR_LAG;
 use super::collector::MetricsSnapshot;
 
@@ -35,7 +33,7 @@ pub fn stats_line(prev: &MetricsSnapshot, cur: &MetricsSnapshot, wall: Duration)
         bytes_rate(rate(c.bytes_out, p.bytes_out)),
     );
     let stalls = cur.stalls().saturating_sub(prev.stalls());
-    match interval(prev, cur, REACTOR_LAG.name()) {
+    match cur.latency_since(prev, REACTOR_LAG.name()) {
         Some(lag) if !lag.is_empty() => {
             let _ = write!(
                 line,
@@ -53,7 +51,7 @@ pub fn stats_line(prev: &MetricsSnapshot, cur: &MetricsSnapshot, wall: Duration)
         .into_iter()
         .filter(|n| *n != REACTOR_LAG.name())
     {
-        if let Some(h) = interval(prev, cur, name) {
+        if let Some(h) = cur.latency_since(prev, name) {
             let _ = write!(line, " | {name} {:.0}/s", h.len() as f64 / secs);
             if !h.is_empty() {
                 let _ = write!(
@@ -84,22 +82,6 @@ fn report_span(prev: &MetricsSnapshot, cur: &MetricsSnapshot) -> Option<Duration
         .collect();
     let n = u32::try_from(spans.len()).ok().filter(|n| *n > 0)?;
     Some(spans.iter().sum::<Duration>() / n)
-}
-
-/// The values of metric `name` recorded between the two snapshots.
-fn interval(prev: &MetricsSnapshot, cur: &MetricsSnapshot, name: &str) -> Option<Histogram<u64>> {
-    let now = cur.latency(name)?.histogram;
-    let Some(before) = prev.latency(name) else {
-        return Some(now);
-    };
-    let mut delta = now.clone();
-    // The collector's histograms only grow, so `before` fits in `now`; if that ever fails,
-    // show everything rather than a half-subtracted histogram.
-    Some(if delta.subtract(&before.histogram).is_ok() {
-        delta
-    } else {
-        now
-    })
 }
 
 fn nanos(ns: u64) -> String {
