@@ -218,18 +218,20 @@ mod tests {
     use crate::metrics::recorder::series;
 
     fn shard(index: usize, accepted: u64) -> ShardMetrics {
+        let mut stats = StatsSnapshot {
+            accepted,
+            active: 1,
+            bytes_in: 100,
+            bytes_out: 90,
+            accept_errors: vec![(libc::EMFILE, 3)],
+            ..Default::default()
+        };
+        stats.closed[0] = 1; // eof
+        stats.closed[3] = 2; // reset
         ShardMetrics {
             shard: index,
             core: index + 2,
-            stats: StatsSnapshot {
-                accepted,
-                active: 1,
-                bytes_in: 100,
-                bytes_out: 90,
-                closed: [1, 0, 0, 2, 0, 0],
-                accept_errors: vec![(libc::EMFILE, 3)],
-                ..Default::default()
-            },
+            stats,
             stalls: 0,
             latency: Vec::new(),
             reports: 4,
