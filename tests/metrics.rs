@@ -2,29 +2,37 @@
 //! promtool accepts, a stalled collector, and the CLI's `--metrics` and `--stats-interval`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod util;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
+use util::connect;
 use weft::metrics::{MetricsHandle, MetricsSnapshot, PrometheusExporter, REACTOR_LAG};
 use weft::protocols::{Echo, Http, http::REQUEST_DURATION};
-use weft::{Cores, Engine, EngineConfig, StatsSnapshot};
+use weft::{Engine, EngineConfig, Factory, ShardInfo, StatsSnapshot};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn config(interval: Duration) -> EngineConfig {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-    let mut c = EngineConfig {
-        listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-        cores: Cores::Count(cores),
-        drain_timeout: Duration::from_secs(2),
-        ..Default::default()
-    };
-    c.metrics.interval = interval;
-    c
+/// An engine on up to two shards whose shards report every `interval`.
+fn engine<F, M>(interval: Duration, tweak: impl FnOnce(&mut EngineConfig), make: M) -> (Engine, SocketAddr)
+where
+    F: Factory,
+    M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
+{
+    let shards = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    util::engine_with(
+        shards,
+        |c| {
+            c.metrics.interval = interval;
+            tweak(c);
+        },
+        make,
+    )
 }
 
 /// Polls `metrics` until `done` holds (or the bound runs out); returns the last snapshot.
@@ -37,12 +45,6 @@ fn wait_for(metrics: &MetricsHandle, done: impl Fn(&MetricsSnapshot) -> bool) ->
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
 }
 
 /// Every field of the shards' counters added up by hand.
@@ -63,8 +65,7 @@ fn sum_by_hand(snap: &MetricsSnapshot) -> StatsSnapshot {
 #[test]
 fn scripted_session_counts_exactly() {
     const N: usize = 24;
-    let engine = Engine::serve(config(Duration::from_millis(20)), |_| Echo::factory()).unwrap();
-    let addr = engine.local_addrs()[0];
+    let (engine, addr) = engine(Duration::from_millis(20), |_| {}, |_| Echo::factory());
     let metrics = engine.metrics().unwrap();
     let mut bytes = 0u64;
     let mut resets = 0u64;
@@ -165,11 +166,11 @@ fn scrape(addr: SocketAddr) -> String {
 #[test]
 fn prometheus_text_passes_promtool_and_bad_requests_are_answered() {
     const REQUESTS: u64 = 40;
-    let engine = Engine::serve(config(Duration::from_millis(20)), |_| Http::factory()).unwrap();
+    let (engine, addr) = engine(Duration::from_millis(20), |_| {}, |_| Http::factory());
     let metrics = engine.metrics().unwrap();
     let exporter = PrometheusExporter::start(SocketAddr::from(([127, 0, 0, 1], 0)), metrics.clone()).unwrap();
     let at = exporter.local_addr();
-    http_requests(engine.local_addrs()[0], 4, 10);
+    http_requests(addr, 4, 10);
     let snap = wait_for(&metrics, |s| {
         s.latency(REQUEST_DURATION.name())
             .is_some_and(|l| l.histogram.len() == REQUESTS)
@@ -228,15 +229,16 @@ fn prometheus_text_passes_promtool_and_bad_requests_are_answered() {
 
 #[test]
 fn stalled_collector_never_blocks_a_shard() {
-    let mut c = config(Duration::from_millis(5));
-    c.metrics.queue_per_shard = 1;
-    c.metrics.lag_tick = Duration::from_millis(1);
-    let engine = Engine::serve(c, |_| Echo::factory()).unwrap();
+    let tweak = |c: &mut EngineConfig| {
+        c.metrics.queue_per_shard = 1;
+        c.metrics.lag_tick = Duration::from_millis(1);
+    };
+    let (engine, addr) = engine(Duration::from_millis(5), tweak, |_| Echo::factory());
     let metrics = engine.metrics().unwrap();
     let stall = metrics.stall_collector();
 
     // Far more report intervals pass than the queue holds; every round trip still completes.
-    let mut s = connect(engine.local_addrs()[0]);
+    let mut s = connect(addr);
     let started = Instant::now();
     let mut trips = 0u64;
     let mut buf = [0u8; 64];
@@ -274,22 +276,19 @@ impl Drop for Reap {
 
 #[test]
 fn cli_serves_metrics_and_prints_stats_lines() {
-    let child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args([
-            "serve",
-            "--proto",
-            "echo",
-            "--listen",
-            "127.0.0.1:0",
-            "--cores",
-            "1",
-        ])
-        .args(["--metrics", "127.0.0.1:0", "--stats-interval", "100ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Reap(child);
+    let mut child = Reap(util::weft(&[
+        "serve",
+        "--proto",
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--cores",
+        "1",
+        "--metrics",
+        "127.0.0.1:0",
+        "--stats-interval",
+        "100ms",
+    ]));
     let child = &mut child.0;
     let (tx, rx) = mpsc::channel::<String>();
     for pipe in [
@@ -344,13 +343,6 @@ fn cli_serves_metrics_and_prints_stats_lines() {
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     drop(s);
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "weft did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = util::wait_exit(child, WAIT);
     assert!(status.success(), "{status}");
 }
