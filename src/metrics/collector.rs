@@ -15,6 +15,7 @@ use crate::stats::StatsSnapshot;
 
 /// One shard's latest view, as the collector last heard it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ShardMetrics {
     /// Shard index.
     pub shard: usize,
@@ -39,6 +40,7 @@ pub struct ShardMetrics {
 
 /// The merged metrics of every shard at one moment.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// Per-shard views, by shard index.
     pub shards: Vec<ShardMetrics>,
