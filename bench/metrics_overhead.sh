@@ -3,6 +3,7 @@
 #
 #   bench/metrics_overhead.sh                 # 3 rounds x 5 s per mode
 #   ROUNDS=5 SECONDS_PER_RUN=10 bench/metrics_overhead.sh
+#   NO_BUILD=1 SERVER_CORE=2 LOAD_CORE=4 bench/metrics_overhead.sh
 #
 # The server (one shard, and every other thread of its process) is pinned to SERVER_CORE, the
 # load (examples/echo_load.rs) to LOAD_CORE. "on" is `weft serve --metrics ADDR` (collector,
@@ -21,7 +22,8 @@ WINDOW=${WINDOW:-256}
 SERVER_CORE=${SERVER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 
-cargo build --release -q --bin weft --example echo_load
+# NO_BUILD=1 uses the binaries already in target/release (a machine without cargo).
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q --bin weft --example echo_load
 WEFT=target/release/weft
 LOAD=target/release/examples/echo_load
 TICKS=$(getconf CLK_TCK)
