@@ -277,7 +277,8 @@ where
     let exporter = match (extras.prometheus, engine.metrics()) {
         (Some(addr), Some(metrics)) => {
             let exporter = PrometheusExporter::start(addr, metrics)?;
-            tracing::info!("metrics at http://{}/metrics", Address::from(exporter.local_addr()));
+            let url = Address::from(exporter.local_addr());
+            tracing::info!("metrics at http://{url}/metrics");
             Some(exporter)
         }
         _ => None,
