@@ -65,6 +65,7 @@ mod protocol;
 pub mod protocols;
 pub mod proxy;
 mod reconnect;
+mod responder;
 mod stats;
 mod transport;
 

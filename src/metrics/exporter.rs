@@ -1,38 +1,30 @@
-//! A minimal blocking HTTP responder for Prometheus scrapes: `GET /metrics` on one thread,
-//! one request per connection, with bounded input and time.
+//! Prometheus scrapes: `GET /metrics` answered by a side-listener [`Responder`] thread, one
+//! request per connection, with bounded input and time.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::MetricsHandle;
 use super::prometheus::{self, CONTENT_TYPE};
 use crate::EngineError;
+use crate::responder::{Limits, Responder};
 
-/// Largest request head read, in bytes.
-const MAX_REQUEST: usize = 8 * 1024;
-/// How long one scrape connection may take to send its request and read the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
-/// After answering, how long and how much of what the client still sends is read and
-/// dropped, so that the close sends a FIN rather than a reset that could destroy the answer.
-const LINGER: Duration = Duration::from_secs(1);
-const LINGER_BYTES: usize = 1024 * 1024;
-/// Pause after a failed accept (out of descriptors, say), so that the thread never spins.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// What one scrape connection may cost: a request head of 8 KiB at most, sent within 2 s.
+const LIMITS: Limits = Limits {
+    max_head: 8 * 1024,
+    timeout: Duration::from_secs(2),
+};
 
 /// Serves the Prometheus text format of an engine's metrics at `/metrics`.
 ///
 /// One thread answers one connection at a time: a scraper is expected, not a crowd. Each
-/// connection gets 2 s to send a request head of at most 8 KiB; anything else is
-/// answered with an error status and closed. Dropping the exporter stops its thread.
+/// connection gets 2 s to send a request head of at most 8 KiB; anything else is answered
+/// with an error status and closed. Dropping the exporter stops its thread.
 #[derive(Debug)]
 pub struct PrometheusExporter {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Answers until dropped.
+    _responder: Responder,
 }
 
 impl PrometheusExporter {
@@ -43,23 +35,20 @@ impl PrometheusExporter {
     /// [`EngineError::CannotListen`] naming the address, or [`EngineError::Shard`] if the
     /// thread cannot start.
     pub fn start(addr: SocketAddr, metrics: MetricsHandle) -> Result<Self, EngineError> {
-        let listener = TcpListener::bind(addr).map_err(|e| EngineError::cannot_listen(addr, e))?;
-        let addr = listener
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| EngineError::cannot_listen(addr, e))?;
+        let bound = listener
             .local_addr()
             .map_err(|e| EngineError::cannot_listen(addr, e))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("weft-prometheus".into())
-            .spawn(move || serve(&listener, &metrics, &stopping))
-            .map_err(|e| EngineError::Shard {
+        let answer = Box::new(move |head: &[u8]| respond(head, || prometheus::render(&metrics.snapshot())));
+        let responder = Responder::start(listener, "weft-prometheus", LIMITS, answer).map_err(|e| {
+            EngineError::Shard {
                 shard: 0,
                 detail: format!("cannot start the metrics exporter thread: {e}"),
-            })?;
+            }
+        })?;
         Ok(Self {
-            addr,
-            stop,
-            thread: Some(thread),
+            addr: bound,
+            _responder: responder,
         })
     }
 
@@ -69,82 +58,9 @@ impl PrometheusExporter {
     }
 }
 
-impl Drop for PrometheusExporter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the blocked accept with a connection of our own; if that fails the thread is
-        // left to end with the process.
-        let wake = match self.addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => {
-                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), self.addr.port())
-            }
-            IpAddr::V6(ip) if ip.is_unspecified() => {
-                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), self.addr.port())
-            }
-            _ => self.addr,
-        };
-        if TcpStream::connect_timeout(&wake, IO_TIMEOUT).is_ok()
-            && let Some(thread) = self.thread.take()
-        {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn serve(listener: &TcpListener, metrics: &MetricsHandle, stop: &AtomicBool) {
-    loop {
-        let accepted = listener.accept();
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        match accepted {
-            // A scraper that misbehaves only loses its own answer.
-            Ok((stream, _)) => {
-                let _ = answer(stream, metrics);
-            }
-            Err(_) => std::thread::sleep(ACCEPT_BACKOFF),
-        }
-    }
-}
-
-/// Reads one request head (bounded in size and time) and writes the answer.
-fn answer(mut stream: TcpStream, metrics: &MetricsHandle) -> io::Result<()> {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() <= MAX_REQUEST {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf)? {
-            0 => return Ok(()),
-            n => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let response = respond(&head, || prometheus::render(&metrics.snapshot()));
-    stream.write_all(&response)?;
-    stream.shutdown(Shutdown::Write)?;
-    let deadline = Instant::now() + LINGER;
-    let mut drained = 0;
-    while drained < LINGER_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf)? {
-            0 => break,
-            n => drained += n,
-        }
-    }
-    Ok(())
-}
-
-/// The complete response to the request head `head` (which may be cut at the size bound).
-/// `render` makes the metrics text, only when it is asked for.
+/// The complete response to the request head `head` (which may be cut at the size bound, or
+/// short when the client stopped sending). `render` makes the metrics text, only when it is
+/// asked for.
 fn respond(head: &[u8], render: impl FnOnce() -> String) -> Vec<u8> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
@@ -163,12 +79,12 @@ fn respond(head: &[u8], render: impl FnOnce() -> String) -> Vec<u8> {
                 _ => ("405 Method Not Allowed", "method not allowed\n".into(), true),
             }
         }
-        Ok(httparse::Status::Partial) => (
+        Ok(httparse::Status::Partial) if head.len() >= LIMITS.max_head => (
             "431 Request Header Fields Too Large",
             "request too large\n".into(),
             true,
         ),
-        Err(_) => ("400 Bad Request", "bad request\n".into(), true),
+        Ok(httparse::Status::Partial) | Err(_) => ("400 Bad Request", "bad request\n".into(), true),
     };
     let content_type = if status.starts_with("200") {
         CONTENT_TYPE
@@ -217,10 +133,13 @@ mod tests {
         let post = answer_to(b"POST /metrics HTTP/1.1\r\n\r\n");
         assert!(post.starts_with("HTTP/1.1 405") && post.contains("Allow: GET, HEAD"));
         assert!(answer_to(b"\x00\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
-        let big = [b'a'; MAX_REQUEST + 1];
         let mut cut = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
-        cut.extend_from_slice(&big);
+        cut.resize(LIMITS.max_head, b'a');
         assert!(answer_to(&cut).starts_with("HTTP/1.1 431"));
+        assert!(
+            answer_to(b"GET /metrics HTTP/1.1\r\n").starts_with("HTTP/1.1 400"),
+            "cut short"
+        );
     }
 
     #[test]
