@@ -1,87 +1,80 @@
 #!/usr/bin/env bash
 # Echo throughput with metrics on vs off, in the same run, alternating off/on each round.
 #
-#   bench/metrics_overhead.sh                 # 3 rounds x 5 s per mode
-#   ROUNDS=5 SECONDS_PER_RUN=10 bench/metrics_overhead.sh
+#   bench/metrics_overhead.sh                 # 6 rounds x 4 s per mode
+#   ROUNDS=10 SECONDS_PER_RUN=10 bench/metrics_overhead.sh
 #   NO_BUILD=1 SERVER_CORE=2 LOAD_CORE=4 bench/metrics_overhead.sh
 #
 # The server (one shard, and every other thread of its process) is pinned to SERVER_CORE, the
-# load (examples/echo_load.rs) to LOAD_CORE. "on" is `weft serve --metrics ADDR` (collector,
+# load (src/bin/echo-window.rs) to LOAD_CORE. "on" is `weft serve --metrics ADDR` (collector,
 # lag probe, per-shard reports every second) with /metrics scraped every second during the
 # load; "off" is plain `weft serve`, which keeps only the per-shard Cell counters.
 # Prints each run's echoed bytes/s and the server's CPU use, then the on/off ratio of the
-# medians, of throughput and of throughput per server CPU second.
+# medians, of throughput and of throughput per server CPU second (the steadier of the two on
+# a shared machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
-ROUNDS=${ROUNDS:-3}
-SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
+ROUNDS=${ROUNDS:-6}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-4}
 WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-32}
 WINDOW=${WINDOW:-256}
 SERVER_CORE=${SERVER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
+PORT=${PORT:-18400}
 
 # NO_BUILD=1 uses the binaries already in target/release (a machine without cargo).
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q --bin weft --example echo_load
+if [ -z "${NO_BUILD:-}" ]; then
+  cargo build --release -q -p weft --bin weft
+  cargo build --release -q -p weft-bench --bin echo-window
+fi
 WEFT=target/release/weft
-LOAD=target/release/examples/echo_load
-TICKS=$(getconf CLK_TCK)
+LOAD=target/release/echo-window
+HZ=$(getconf CLK_TCK)
+RAW=$(mktemp -d)
+raise_limits
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+SCRAPER=""
+stop_scraper() {
+  [ -n "$SCRAPER" ] || return 0
+  kill "$SCRAPER" 2>/dev/null || true
+  wait "$SCRAPER" 2>/dev/null || true
+  SCRAPER=""
 }
+trap 'stop_scraper; stop_server; rm -rf "$RAW"' EXIT
 
-# utime + stime of a process, in clock ticks.
-cpu_ticks() {
-  awk '{print $14 + $15}' "/proc/$1/stat"
-}
-
-server=""
-scraper=""
-cleanup() {
-  [ -n "$scraper" ] && kill "$scraper" 2>/dev/null || true
-  [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
-}
-trap cleanup EXIT
-
-# Runs one measurement; sets BPS (echoed bytes/s) and CPU (server cores used).
+# run MODE: one measurement; sets BPS (echoed bytes/s) and CPU (server cores used).
 run() {
-  local mode=$1 port mport extra=()
-  port=$(free_port)
-  if [ "$mode" = on ]; then
-    mport=$(free_port)
+  local extra=() mport=""
+  if [ "$1" = on ]; then
+    next_port
+    mport=$PORT
     extra=(--metrics "127.0.0.1:$mport")
   fi
-  WEFT_LOG=warn taskset -c "$SERVER_CORE" "$WEFT" serve --proto echo --cores 1 \
-    --listen "127.0.0.1:$port" "${extra[@]}" >/dev/null 2>&1 &
-  server=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.05
-  done
-  if [ "$mode" = on ]; then
+  next_port
+  launch "$RAW/weft.$PORT.log" env WEFT_LOG=warn taskset -c "$SERVER_CORE" "$WEFT" serve --proto echo \
+    --cores 1 --listen "$ADDR" --drain-timeout 1s "${extra[@]}"
+  if [ -n "$mport" ]; then
     ( while sleep 1; do
         exec 3<>"/dev/tcp/127.0.0.1/$mport" || exit 0
         printf 'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n' >&3
         cat <&3 >/dev/null
         exec 3>&-
       done ) &
-    scraper=$!
+    SCRAPER=$!
   fi
   local before after out
-  before=$(cpu_ticks "$server")
-  out=$(taskset -c "$LOAD_CORE" "$LOAD" "127.0.0.1:$port" "$CONNS" "$WINDOW" \
-    "$SECONDS_PER_RUN" "$WARMUP")
-  after=$(cpu_ticks "$server")
-  [ -n "$scraper" ] && { kill "$scraper" 2>/dev/null || true; wait "$scraper" 2>/dev/null || true; }
-  scraper=""
-  kill "$server"
-  wait "$server" 2>/dev/null || true
-  server=""
+  before=$(proc_ticks "$SERVER_PID")
+  out=$(taskset -c "$LOAD_CORE" "$LOAD" --target "$ADDR" --conns "$CONNS" --window "$WINDOW" \
+    --duration "${SECONDS_PER_RUN}s" --warmup "${WARMUP}s")
+  after=$(proc_ticks "$SERVER_PID")
+  stop_scraper
+  stop_server
   BPS=${out##* }
-  CPU=$(awk -v a="$after" -v b="$before" -v t="$TICKS" -v s="$SECONDS_PER_RUN" -v w="$WARMUP" \
-    'BEGIN { printf "%.3f", (a - b) / t / (s + w) }')
+  CPU=$(awk -v t=$((after - before)) -v hz="$HZ" -v s="$((SECONDS_PER_RUN + WARMUP))" \
+    'BEGIN { printf "%.3f", t / hz / s }')
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
