@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-/// Significant digits of every latency histogram (0.1 % resolution).
-const SIGFIG: u8 = 3;
+use crate::hdr::SIGFIG;
 
-/// A new, empty, auto-resizing histogram of nanoseconds.
+/// A new, empty histogram of nanoseconds at [`SIGFIG`] digits that starts small and grows
+/// with the largest value recorded (most metrics never need the memory of an hour's range).
 fn new_histogram() -> Histogram<u64> {
     // Three significant digits is in the range hdrhistogram accepts (0 to 5).
     #[allow(clippy::expect_used)]

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::REACTOR_LAG;
 use super::collector::MetricsSnapshot;
+use crate::hdr::format_ns;
+use crate::load::report::format_bytes;
 
 /// Describes the interval from `prev` to `cur`: connections (total and per shard), accept and
 /// close rates, bytes per second each way, reactor lag and stalls, each latency metric's rate
@@ -16,7 +18,7 @@ use super::collector::MetricsSnapshot;
 /// snapshots, when that is unknown.
 ///
 /// ```text
-/// conns 37 [18 19] +120/s -98/s | in 1.2 MB/s out 1.2 MB/s | lag p99 80.0 µs max 410.0 µs, 0 stalls | http_request_duration 3402/s p50 21.0 µs p99 80.0 µs | dropped 0
+/// conns 37 [18 19] +120/s -98/s | in 1.17 MiB/s out 1.17 MiB/s | lag p99 80.13 µs max 410.4 µs, 0 stalls | http_request_duration 3402/s p50 21.02 µs p99 80.13 µs | dropped 0
 /// ```
 pub fn stats_line(prev: &MetricsSnapshot, cur: &MetricsSnapshot, wall: Duration) -> String {
     let secs = report_span(prev, cur).unwrap_or(wall).as_secs_f64().max(1e-9);
@@ -24,13 +26,13 @@ pub fn stats_line(prev: &MetricsSnapshot, cur: &MetricsSnapshot, wall: Duration)
     let (p, c) = (prev.total(), cur.total());
     let per_shard: Vec<String> = cur.shards.iter().map(|s| s.stats.active.to_string()).collect();
     let mut line = format!(
-        "conns {} [{}] +{:.0}/s -{:.0}/s | in {} out {}",
+        "conns {} [{}] +{:.0}/s -{:.0}/s | in {}/s out {}/s",
         c.active,
         per_shard.join(" "),
         rate(c.accepted, p.accepted),
         rate(c.closed_total(), p.closed_total()),
-        bytes_rate(rate(c.bytes_in, p.bytes_in)),
-        bytes_rate(rate(c.bytes_out, p.bytes_out)),
+        format_bytes(rate(c.bytes_in, p.bytes_in) as u64),
+        format_bytes(rate(c.bytes_out, p.bytes_out) as u64),
     );
     let stalls = cur.stalls().saturating_sub(prev.stalls());
     match cur.latency_since(prev, REACTOR_LAG.name()) {
@@ -38,8 +40,8 @@ pub fn stats_line(prev: &MetricsSnapshot, cur: &MetricsSnapshot, wall: Duration)
             let _ = write!(
                 line,
                 " | lag p99 {} max {}, {stalls} stalls",
-                nanos(lag.value_at_quantile(0.99)),
-                nanos(lag.max())
+                format_ns(lag.value_at_quantile(0.99) as f64),
+                format_ns(lag.max() as f64)
             );
         }
         _ => {
@@ -57,8 +59,8 @@ pub fn stats_line(prev: &MetricsSnapshot, cur: &MetricsSnapshot, wall: Duration)
                 let _ = write!(
                     line,
                     " p50 {} p99 {}",
-                    nanos(h.value_at_quantile(0.5)),
-                    nanos(h.value_at_quantile(0.99))
+                    format_ns(h.value_at_quantile(0.5) as f64),
+                    format_ns(h.value_at_quantile(0.99) as f64)
                 );
             }
         }
@@ -82,24 +84,6 @@ fn report_span(prev: &MetricsSnapshot, cur: &MetricsSnapshot) -> Option<Duration
         .collect();
     let n = u32::try_from(spans.len()).ok().filter(|n| *n > 0)?;
     Some(spans.iter().sum::<Duration>() / n)
-}
-
-fn nanos(ns: u64) -> String {
-    match ns {
-        0..1_000 => format!("{ns} ns"),
-        1_000..1_000_000 => format!("{:.1} µs", ns as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
-        _ => format!("{:.2} s", ns as f64 / 1e9),
-    }
-}
-
-fn bytes_rate(per_sec: f64) -> String {
-    match per_sec {
-        r if r < 1e3 => format!("{r:.0} B/s"),
-        r if r < 1e6 => format!("{:.1} kB/s", r / 1e3),
-        r if r < 1e9 => format!("{:.1} MB/s", r / 1e6),
-        r => format!("{:.2} GB/s", r / 1e9),
-    }
 }
 
 #[cfg(test)]
@@ -154,17 +138,17 @@ mod tests {
         // The reports are 2 s apart, whatever the time between the snapshots.
         let line = stats_line(&prev, &cur, Duration::from_secs(7));
         assert!(
-            line.starts_with("conns 32 [11 21] +15/s -0/s | in 500.0 kB/s out 1.0 MB/s"),
+            line.starts_with("conns 32 [11 21] +15/s -0/s | in 488.28 KiB/s out 976.56 KiB/s"),
             "{line}"
         );
         // The 5 ms lag was before the interval: p99 and max come from the 40 µs wake-ups.
-        assert!(line.contains("lag p99 40.0 µs max 40.0 µs, 4 stalls"), "{line}");
-        assert!(line.contains("svc 3/s p50 30.0 µs p99 1.0 ms"), "{line}");
+        assert!(line.contains("lag p99 40.03 µs max 40.03 µs, 4 stalls"), "{line}");
+        assert!(line.contains("svc 3/s p50 30.02 µs p99 1.000 ms"), "{line}");
         assert!(line.ends_with("| dropped 0"), "{line}");
     }
 
     #[test]
-    fn empty_snapshots_and_units() {
+    fn empty_snapshots_and_the_first_report() {
         let empty = MetricsSnapshot::default();
         let line = stats_line(&empty, &empty, Duration::ZERO);
         assert_eq!(
@@ -176,11 +160,8 @@ mod tests {
         let none = snap([0, 0], 0, [&[], &[]], 0, None);
         let line = stats_line(&none, &first, Duration::from_secs(4));
         assert!(
-            line.starts_with("conns 20 [10 10] +5/s -0/s | in 2.0 kB/s"),
+            line.starts_with("conns 20 [10 10] +5/s -0/s | in 1.95 KiB/s"),
             "{line}"
         );
-        assert_eq!(nanos(999), "999 ns");
-        assert_eq!(nanos(2_500_000_000), "2.50 s");
-        assert_eq!(bytes_rate(3.2e9), "3.20 GB/s");
     }
 }
