@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// After answering, at most this much of what the client still sends is read and dropped,
 /// for at most this long (a client that read its answer closes at once).
-const LINGER_BYTES: usize = 64 * 1024;
+const LINGER_BYTES: usize = 1024 * 1024;
 const LINGER_TIME: Duration = Duration::from_millis(500);
 
 /// What one connection may cost the responder thread.
