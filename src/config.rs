@@ -291,6 +291,40 @@ impl Default for ReactorConfig {
     }
 }
 
+/// How shards report their metrics (see [`crate::metrics`]).
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Run the collector thread, the per-shard reports and the reactor-lag probe. Off, the
+    /// engine keeps only its plain per-shard counters (reported by
+    /// [`Engine::join`](crate::Engine::join)) and [`Engine::metrics`](crate::Engine::metrics)
+    /// is `None`. Default: on.
+    pub enabled: bool,
+    /// How often each shard sends its counters and histogram deltas to the collector.
+    /// Default: 1 s.
+    pub interval: Duration,
+    /// Reports each shard may have queued for the collector; a shard that finds the queue
+    /// full drops its report and counts it, and never waits. Default: 4.
+    pub queue_per_shard: usize,
+    /// How often each shard's lag probe wakes to measure how late its reactor runs it.
+    /// Default: 10 ms.
+    pub lag_tick: Duration,
+    /// A wake-up later than this is a reactor stall: counted and logged with the shard and
+    /// its duration (at most one line per shard every 10 s). Default: 25 ms.
+    pub stall_threshold: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(1),
+            queue_per_shard: 4,
+            lag_tick: Duration::from_millis(10),
+            stall_threshold: Duration::from_millis(25),
+        }
+    }
+}
+
 /// Everything an [`Engine`](crate::Engine) needs to start.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -316,6 +350,8 @@ pub struct EngineConfig {
     /// Listening sockets handed over by a predecessor process: the engine accepts on these
     /// instead of binding new ones for the addresses they are bound to. Default: none.
     pub inherited: InheritedListeners,
+    /// Metrics collection.
+    pub metrics: MetricsConfig,
 }
 
 /// Listening sockets an engine adopts instead of binding (a zero-downtime restart: see
@@ -373,6 +409,7 @@ impl Default for EngineConfig {
             reactor: ReactorConfig::default(),
             proxy_protocol: HashMap::new(),
             inherited: InheritedListeners::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -7,22 +7,19 @@
 //! `httpGet` readiness probe. Probes are answered one at a time on a thread of its own, with
 //! a 1 s limit to read a request, so the engine's cores never see them.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use crate::ShutdownHandle;
+use crate::responder::{Limits, Responder};
 
-/// Longest request head read from a probe.
-const MAX_REQUEST: usize = 1024;
-/// How long a probe may take to send its request (and to read the answer).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Pause after an accept error other than "nothing queued" (EMFILE and the like).
-const ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// What a probe may cost: a request head of 1 KiB at most, sent within 1 s.
+const LIMITS: Limits = Limits {
+    max_head: 1024,
+    timeout: Duration::from_secs(1),
+};
 
 /// The answer to a probe.
 pub(crate) fn response(serving: bool) -> &'static [u8] {
@@ -34,18 +31,10 @@ pub(crate) fn response(serving: bool) -> &'static [u8] {
     }
 }
 
-/// True once `buf` holds a whole request head.
-fn head_complete(buf: &[u8]) -> bool {
-    buf.windows(4).any(|w| w == b"\r\n\r\n")
-}
-
 /// A running health-check listener. Dropping it stops the answering thread.
 #[derive(Debug)]
 pub struct HealthCheck {
-    listener: Arc<TcpListener>,
-    /// Dropping this end wakes the thread, which then exits.
-    stop: Mutex<Option<UnixStream>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    responder: Responder,
 }
 
 impl HealthCheck {
@@ -55,18 +44,9 @@ impl HealthCheck {
     ///
     /// The listener cannot be made non-blocking, or the thread cannot start.
     pub fn start(listener: TcpListener, engine: ShutdownHandle) -> io::Result<Self> {
-        // Non-blocking: a successor sharing the socket may take a probe first.
-        listener.set_nonblocking(true)?;
-        let listener = Arc::new(listener);
-        let (stop, stopped) = UnixStream::pair()?;
-        let l = listener.clone();
-        let thread = std::thread::Builder::new()
-            .name("weft-health".into())
-            .spawn(move || run(&l, &stopped, &engine))?;
+        let answer = Box::new(move |_: &[u8]| response(engine.is_serving()).to_vec());
         Ok(Self {
-            listener,
-            stop: Mutex::new(Some(stop)),
-            thread: Mutex::new(Some(thread)),
+            responder: Responder::start(listener, "weft-health", LIMITS, answer)?,
         })
     }
 
@@ -76,83 +56,19 @@ impl HealthCheck {
     ///
     /// The OS error.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.responder.local_addr()
     }
 
     /// The listening socket, to hand to a successor process.
     pub fn listener(&self) -> BorrowedFd<'_> {
-        self.listener.as_fd()
+        self.responder.listener()
     }
 
     /// Stops answering and waits for the thread. The socket stays open until this value is
     /// dropped, and is never shut down: a successor may be answering on it.
     pub fn stop(&self) {
-        self.stop.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(t) = thread {
-            let _ = t.join();
-        }
+        self.responder.stop();
     }
-}
-
-impl Drop for HealthCheck {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn run(listener: &TcpListener, stopped: &UnixStream, engine: &ShutdownHandle) {
-    loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stopped.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if rc < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            tracing::error!(
-                "health check stopped: poll failed: {}",
-                io::Error::last_os_error()
-            );
-            return;
-        }
-        if fds[1].revents != 0 {
-            return;
-        }
-        match listener.accept() {
-            Ok((probe, _)) => answer(probe, engine.is_serving()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => std::thread::sleep(ERROR_BACKOFF),
-        }
-    }
-}
-
-/// Reads the probe's request (if any) and answers it.
-fn answer(mut probe: TcpStream, serving: bool) {
-    let _ = probe.set_nonblocking(false);
-    let _ = probe.set_read_timeout(Some(PROBE_TIMEOUT));
-    let _ = probe.set_write_timeout(Some(PROBE_TIMEOUT));
-    let mut head = Vec::new();
-    let mut buf = [0u8; 256];
-    while head.len() < MAX_REQUEST && !head_complete(&head) {
-        match probe.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    // A vanished probe is nothing to report.
-    let _ = probe.write_all(response(serving));
 }
 
 #[cfg(test)]
@@ -173,12 +89,5 @@ mod tests {
             assert_eq!(len, body.len(), "{r}");
             assert_eq!(head.starts_with("HTTP/1.1 200 "), serving);
         }
-    }
-
-    #[test]
-    fn heads() {
-        assert!(head_complete(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
-        assert!(!head_complete(b"GET /health HTTP/1.1\r\n"));
-        assert!(!head_complete(b""));
     }
 }

@@ -59,11 +59,13 @@ pub mod handoff;
 pub mod hdr;
 pub mod health;
 pub mod load;
+pub mod metrics;
 mod outbuf;
 mod protocol;
 pub mod protocols;
 pub mod proxy;
 mod reconnect;
+mod responder;
 mod stats;
 mod transport;
 
@@ -72,7 +74,7 @@ pub use client::{
     ClientFactory, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination,
     DestinationError,
 };
-pub use config::{Cores, EngineConfig, FlowConfig, InheritedListeners, Keepalive};
+pub use config::{Cores, EngineConfig, FlowConfig, InheritedListeners, Keepalive, MetricsConfig};
 pub use driver::connector::{Connector, connect_tcp, resolve};
 pub use driver::engine::{Engine, EngineReport, ShutdownHandle};
 pub use driver::reservation::FdReservation;

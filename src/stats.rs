@@ -138,6 +138,15 @@ impl StatsSnapshot {
         }
     }
 
+    /// The sum of `snapshots` (merging shards).
+    pub fn sum<'a>(snapshots: impl IntoIterator<Item = &'a Self>) -> Self {
+        let mut total = Self::default();
+        for s in snapshots {
+            total.merge(s);
+        }
+        total
+    }
+
     /// Connections closed for `label` (one of [`CLOSE_LABELS`]).
     pub fn closed_for(&self, label: &str) -> u64 {
         CLOSE_LABELS

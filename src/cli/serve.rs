@@ -1,16 +1,19 @@
 //! `weft serve`: a reference protocol on every selected core until SIGINT or SIGTERM, or until
 //! a successor takes over its listeners.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use weft::handoff::{HandoffError, HandoffServer, Takeover};
 use weft::health::HealthCheck;
+use weft::metrics::{MetricsHandle, PrometheusExporter, stats_line};
 use weft::protocols::{Discard, Echo, Http, Relay, Whoami};
 use weft::proxy::{Cidr, ProxyConfig};
 use weft::{
@@ -112,6 +115,25 @@ pub(crate) struct ServeArgs {
     /// drain and exit.
     #[arg(long, value_name = "PATH")]
     takeover: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    metrics: Option<SocketAddr>,
+    /// Print one line of stats to stdout every interval (e.g. 1s).
+    #[arg(long, value_name = "DURATION", value_parser = stats_interval)]
+    stats_interval: Option<Duration>,
+}
+
+/// The shortest `--stats-interval`.
+const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);
+/// Shards report at least this often.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+fn stats_interval(s: &str) -> Result<Duration, String> {
+    let d = super::duration(s)?;
+    if d < MIN_STATS_INTERVAL {
+        return Err(format!("invalid stats interval {s:?}: at least 10ms"));
+    }
+    Ok(d)
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -151,6 +173,9 @@ struct Extras {
     inherited_health: Option<TcpListener>,
     handoff_socket: Option<PathBuf>,
     takeover: Option<Takeover>,
+    /// Where Prometheus scrapes `/metrics`.
+    prometheus: Option<SocketAddr>,
+    stats_interval: Option<Duration>,
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), ServeError> {
@@ -178,6 +203,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServeError> {
     });
     c.user_timeout = args.tcp_user_timeout;
     let header_timeout = args.header_timeout;
+    // Metrics cost a collector thread and a timer per shard: only when they are shown.
+    config.metrics.enabled = args.metrics.is_some() || args.stats_interval.is_some();
+    if let Some(every) = args.stats_interval {
+        config.metrics.interval = every.min(REPORT_INTERVAL);
+    }
     let mut takeover = args.takeover.as_ref().map(Takeover::connect).transpose()?;
     let mut inherited_health = None;
     if let Some(t) = takeover.as_mut() {
@@ -202,6 +232,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServeError> {
         inherited_health,
         handoff_socket: args.handoff_socket,
         takeover,
+        prometheus: args.metrics,
+        stats_interval: args.stats_interval,
     };
     match args.proto {
         Proto::Echo => serve(config, extras, "echo", |_| Echo::factory()),
@@ -242,6 +274,20 @@ where
         engine.cores().len(),
         engine.cores()
     );
+    let exporter = match (extras.prometheus, engine.metrics()) {
+        (Some(addr), Some(metrics)) => {
+            let exporter = PrometheusExporter::start(addr, metrics)?;
+            let url = Address::from(exporter.local_addr());
+            tracing::info!("metrics at http://{url}/metrics");
+            Some(exporter)
+        }
+        _ => None,
+    };
+    // Dropping `stop` ends the stats printer.
+    let (stop, stopped) = mpsc::channel::<()>();
+    if let (Some(every), Some(metrics)) = (extras.stats_interval, engine.metrics()) {
+        std::thread::spawn(move || print_stats(every, &metrics, &stopped));
+    }
     let handle = engine.shutdown_handle();
     let health = match extras.health {
         None => None,
@@ -291,6 +337,8 @@ where
     let report = engine.join()?;
     drop(handoffs);
     drop(health);
+    drop(stop);
+    drop(exporter);
     let total = report.total();
     tracing::info!(
         "stopped: {} connections served, {} B in, {} B out, {} aborted at shutdown",
@@ -300,4 +348,20 @@ where
         total.closed_for("shutdown")
     );
     Ok(())
+}
+
+/// Prints one [`stats_line`] every `every` until `stop` is dropped.
+fn print_stats(every: Duration, metrics: &MetricsHandle, stop: &mpsc::Receiver<()>) {
+    let mut prev = metrics.snapshot();
+    let mut at = Instant::now();
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        let cur = metrics.snapshot();
+        let now = Instant::now();
+        let line = stats_line(&prev, &cur, now.duration_since(at));
+        // A closed stdout ends the printing, not the server.
+        if writeln!(std::io::stdout(), "{line}").is_err() {
+            return;
+        }
+        (prev, at) = (cur, now);
+    }
 }

@@ -6,12 +6,14 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 
 use glommio::{GlommioError, LocalExecutorBuilder, Placement};
 
 use super::port::bind_listeners;
 use super::shard::{self, ABORT, DRAIN, HANDOFF, ShardBoot};
 use crate::config::{EngineConfig, ReactorConfig};
+use crate::metrics::{self, MetricsHandle};
 use crate::stats::StatsSnapshot;
 use crate::{EngineError, Factory, ShardInfo};
 
@@ -39,6 +41,9 @@ pub struct Engine {
     control: ShutdownHandle,
     shards: Vec<glommio::ExecutorJoinHandle<StatsSnapshot>>,
     cores: Vec<usize>,
+    metrics: Option<MetricsHandle>,
+    /// The metrics collector thread; it ends after the last shard.
+    collector: Option<JoinHandle<()>>,
 }
 
 /// Starts an engine's shutdown from any thread (a signal handler thread, say), and lends its
@@ -134,11 +139,7 @@ pub struct EngineReport {
 impl EngineReport {
     /// The counters of all shards added up.
     pub fn total(&self) -> StatsSnapshot {
-        let mut total = StatsSnapshot::default();
-        for s in &self.shards {
-            total.merge(s);
-        }
-        total
+        StatsSnapshot::sum(&self.shards)
     }
 }
 
@@ -185,6 +186,15 @@ impl Engine {
             .map(|l| l.socket.as_raw_fd())
             .collect();
         let (addrs, sockets) = (bound.addrs, bound.per_shard);
+        let shard_cores: Vec<(usize, usize)> = cores.iter().copied().enumerate().collect();
+        let (metrics, collector, links) = if config.metrics.enabled {
+            let c = metrics::start_collector(&shard_cores, config.metrics.queue_per_shard)
+                .map_err(|e| shard_error(0, format!("cannot start the metrics collector thread: {e}")))?;
+            (Some(c.handle), Some(c.thread), c.links)
+        } else {
+            (None, None, Vec::new())
+        };
+        let mut links = links.into_iter();
         let config = Arc::new(config);
         let make_factory = Arc::new(make_factory);
         let (ready_tx, ready_rx) = mpsc::channel::<usize>();
@@ -194,6 +204,8 @@ impl Engine {
             control: ShutdownHandle::default(),
             shards: Vec::new(),
             cores: cores.clone(),
+            metrics,
+            collector,
         };
         let count = cores.len();
         for (index, (core, sockets)) in cores.iter().copied().zip(sockets).enumerate() {
@@ -208,6 +220,7 @@ impl Engine {
                 control: theirs,
                 config: config.clone(),
                 ready: ready_tx.clone(),
+                metrics: links.next(),
             };
             let make_factory = make_factory.clone();
             let name = format!("weft-shard-{index}");
@@ -264,8 +277,17 @@ impl Engine {
         self.control.clone()
     }
 
+    /// A handle that reads the merged metrics of every shard from any thread, also after the
+    /// engine stopped; `None` when [`MetricsConfig::enabled`](crate::MetricsConfig::enabled)
+    /// is off.
+    pub fn metrics(&self) -> Option<MetricsHandle> {
+        self.metrics.clone()
+    }
+
     /// Waits for every shard to stop (after [`shutdown`](Self::shutdown)) and returns their
-    /// counters.
+    /// counters. With metrics on, it also waits until the collector has taken the shards'
+    /// final reports, so that [`metrics`](Self::metrics) shows the final counters unless a
+    /// final report was dropped.
     ///
     /// # Errors
     ///
@@ -280,6 +302,10 @@ impl Engine {
                     failure.get_or_insert(reactor_error(index, e));
                 }
             }
+        }
+        if let Some(collector) = self.collector.take() {
+            // The collector ends once the last shard dropped its link; it cannot panic.
+            let _ = collector.join();
         }
         failure.map_or(Ok(report), Err)
     }

@@ -11,10 +11,12 @@ use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, UnixStream};
 use slab::Slab;
 
+use super::monitor::Monitor;
 use super::port::{Listener, Port};
 use super::reservation::FdReservation;
 use crate::accept::{NullReservation, Reservation};
 use crate::config::{ConnectionConfig, EngineConfig};
+use crate::metrics::{self, ShardLink};
 use crate::stats::{ShardStats, StatsSnapshot};
 use crate::{CloseReason, Factory, ShardInfo, Transport};
 
@@ -100,6 +102,8 @@ pub(crate) struct ShardBoot {
     pub(crate) config: Arc<EngineConfig>,
     /// Told the shard's index once its ports accept and its reserved descriptor is held.
     pub(crate) ready: std::sync::mpsc::Sender<usize>,
+    /// The link to the metrics collector, when metrics are on.
+    pub(crate) metrics: Option<ShardLink>,
 }
 
 /// Runs a shard until the engine shuts it down; returns its final counters.
@@ -109,6 +113,11 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
     // Client connections made on this shard (from `Factory::start` on) join its registry,
     // so they drain and abort with it.
     ShardCtx::install(Some(shard.clone()));
+    let monitor = boot.metrics.map(|link| {
+        metrics::install_recorder();
+        Monitor::new(shard.clone(), link, &config.metrics)
+    });
+    let monitor_task = monitor.clone().map(|m| glommio::spawn_local(m.run()));
     let factory = Rc::new(RefCell::new(factory));
     factory.borrow_mut().start(&boot.info);
     let reservation: Rc<RefCell<dyn Reservation>> = if config.accept.reserve_fd {
@@ -199,5 +208,10 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
     }
     factory.borrow_mut().stop();
     ShardCtx::install(None);
+    drop(monitor_task);
+    if let Some(m) = monitor {
+        m.report_last();
+        metrics::uninstall_recorder();
+    }
     shard.stats.snapshot()
 }

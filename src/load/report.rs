@@ -122,7 +122,7 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
 }
 
 /// Bytes in B, KiB, MiB or GiB with 2 decimals.
-fn format_bytes(b: u64) -> String {
+pub(crate) fn format_bytes(b: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB"];
     let mut v = b as f64;
     let mut unit = 0;

@@ -9,10 +9,13 @@
 //! CRLF cannot grow memory. A request head must arrive whole within the header timeout
 //! (default [`HEADER_TIMEOUT`]) of its first byte, or the client gets 408 and is closed: a
 //! slowloris client cannot hold a connection by trickling bytes.
+//!
+//! Every response's service time goes to the [`REQUEST_DURATION`] latency metric.
 
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::metrics::{LatencyMetric, Stopwatch};
 use crate::protocol::{FnFactory, factory_fn};
 use crate::{Address, Protocol, Transport};
 
@@ -26,6 +29,13 @@ const BODY: &[u8] = b"Hello, World!";
 /// Default time a request head may take to arrive, from its first byte.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Service time of each request: from the start of the read that completed it to its
+/// response being queued (`weft_http_request_duration_seconds`).
+pub static REQUEST_DURATION: LatencyMetric = LatencyMetric::new(
+    "http_request_duration",
+    "HTTP service time: from the read that completed a request to its response being queued.",
+);
+
 /// The HTTP reference protocol. One instance per connection.
 #[derive(Debug)]
 pub struct Http {
@@ -38,6 +48,8 @@ pub struct Http {
     done: bool,
     /// The engine is draining: close after the current request.
     draining: bool,
+    /// Started when the current read arrived.
+    watch: Stopwatch,
 }
 
 impl Default for Http {
@@ -55,6 +67,7 @@ impl Http {
             body_left: 0,
             done: false,
             draining: false,
+            watch: Stopwatch::default(),
         }
     }
 
@@ -154,6 +167,7 @@ impl Http {
             _ => Status::MethodNotAllowed,
         };
         write_response(t, status, method != "HEAD", keep_alive, http10);
+        REQUEST_DURATION.record_since(self.watch);
         if !keep_alive {
             self.close(t);
         }
@@ -162,6 +176,7 @@ impl Http {
     /// Answers bad input with `status` and closes.
     fn fail(&mut self, t: &Transport, status: Status) {
         write_response(t, status, true, false, false);
+        REQUEST_DURATION.record_since(self.watch);
         self.close(t);
     }
 
@@ -182,6 +197,7 @@ impl Protocol for Http {
         if self.done {
             return;
         }
+        self.watch = Stopwatch::start();
         if self.pending.is_empty() {
             let used = self.process(data, t);
             if !self.done {
@@ -204,6 +220,8 @@ impl Protocol for Http {
 
     fn deadline_expired(&mut self, t: &Transport) {
         if !self.done {
+            // A head that never arrived is not a request served: its 408 is not timed.
+            self.watch = Stopwatch::default();
             self.fail(t, Status::RequestTimeout);
         }
     }
@@ -496,5 +514,16 @@ mod tests {
         let out = String::from_utf8_lossy(t.out().chunk()).into_owned();
         assert!(out.contains("200 OK") && out.contains("Connection: close"));
         assert!(!t.is_connected());
+    }
+
+    #[test]
+    fn records_service_time_per_response() {
+        crate::metrics::install_recorder();
+        run(&[b"GET / HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\n", b"\r\nBAD\r\n\r\n"]);
+        let taken = crate::metrics::take_interval();
+        crate::metrics::uninstall_recorder();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].name, "http_request_duration");
+        assert_eq!(taken[0].histogram.len(), 3, "200, 404 and 400 are each timed");
     }
 }

@@ -1,0 +1,305 @@
+//! The Prometheus text exposition format (version 0.0.4) of a [`MetricsSnapshot`]. I/O-free.
+
+use std::fmt::Write;
+
+use super::collector::{MetricsSnapshot, ShardMetrics};
+use crate::accept::errno_name;
+use crate::stats::CLOSE_LABELS;
+
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the latency histogram buckets, in seconds (1 µs to 10 s).
+const BUCKETS: [f64; 22] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One per-shard counter or gauge family: name, type, help, value.
+type Family = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> u64);
+
+const FAMILIES: [Family; 11] = [
+    (
+        "weft_connections_accepted_total",
+        "counter",
+        "Connections accepted and handed to a protocol.",
+        |s| s.stats.accepted,
+    ),
+    (
+        "weft_connections_active",
+        "gauge",
+        "Connections open now (the SO_REUSEPORT balance across shards).",
+        |s| s.stats.active,
+    ),
+    (
+        "weft_connections_refused_total",
+        "counter",
+        "Connections the factory refused.",
+        |s| s.stats.refused,
+    ),
+    (
+        "weft_connections_shed_total",
+        "counter",
+        "Connections accepted and closed at once because the shard was at its cap.",
+        |s| s.stats.shed,
+    ),
+    (
+        "weft_bytes_received_total",
+        "counter",
+        "Bytes read from peers.",
+        |s| s.stats.bytes_in,
+    ),
+    (
+        "weft_bytes_sent_total",
+        "counter",
+        "Bytes written to peers.",
+        |s| s.stats.bytes_out,
+    ),
+    (
+        "weft_emfile_recoveries_total",
+        "counter",
+        "Times the shard released its reserved descriptor to drain the queue on EMFILE.",
+        |s| s.stats.emfile_recoveries,
+    ),
+    (
+        "weft_reactor_stalls_total",
+        "counter",
+        "Wake-ups of the reactor lag probe later than the stall threshold.",
+        |s| s.stalls,
+    ),
+    (
+        "weft_metrics_reports_total",
+        "counter",
+        "Metrics reports the collector received from the shard.",
+        |s| s.reports,
+    ),
+    (
+        "weft_metrics_reports_dropped_total",
+        "counter",
+        "Metrics reports the shard dropped because the collector's queue was full.",
+        |s| s.dropped,
+    ),
+    (
+        "weft_shard_core",
+        "gauge",
+        "The CPU core the shard runs on.",
+        |s| s.core as u64,
+    ),
+];
+
+/// Renders every metric of `snapshot`; per-shard series carry a `shard` label.
+pub fn render(snapshot: &MetricsSnapshot) -> String {
+    let mut out = String::with_capacity(4096);
+    header(
+        &mut out,
+        "weft_shards",
+        "gauge",
+        "Shards: one reactor thread per core.",
+    );
+    line(&mut out, "weft_shards", &[], snapshot.shards.len());
+    for (name, kind, help, value) in FAMILIES {
+        header(&mut out, name, kind, help);
+        for s in &snapshot.shards {
+            line(&mut out, name, &[("shard", &s.shard.to_string())], value(s));
+        }
+    }
+    let name = "weft_connections_closed_total";
+    header(&mut out, name, "counter", "Connections closed, by reason.");
+    for s in &snapshot.shards {
+        for (reason, n) in CLOSE_LABELS.iter().zip(s.stats.closed) {
+            line(
+                &mut out,
+                name,
+                &[("shard", &s.shard.to_string()), ("reason", reason)],
+                n,
+            );
+        }
+    }
+    let name = "weft_accept_errors_total";
+    header(&mut out, name, "counter", "Failed accepts, by errno.");
+    for s in &snapshot.shards {
+        let shard = s.shard.to_string();
+        for &(errno, n) in &s.stats.accept_errors {
+            line(
+                &mut out,
+                name,
+                &[("shard", &shard), ("errno", &errno_name(errno))],
+                n,
+            );
+        }
+    }
+    let name = "weft_metrics_report_age_seconds";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "Time since the shard made the report its metrics come from.",
+    );
+    for s in &snapshot.shards {
+        if let Some(age) = s.age {
+            line(
+                &mut out,
+                name,
+                &[("shard", &s.shard.to_string())],
+                age.as_secs_f64(),
+            );
+        }
+    }
+    for metric in snapshot.latency_names() {
+        histogram(&mut out, snapshot, metric);
+    }
+    out
+}
+
+/// One latency metric as a Prometheus histogram in seconds, one series per shard.
+fn histogram(out: &mut String, snapshot: &MetricsSnapshot, metric: &str) {
+    let base = format!("weft_{}_seconds", sanitize(metric));
+    let mut headed = false;
+    for s in &snapshot.shards {
+        let Some(series) = s.latency.iter().find(|l| l.name == metric) else {
+            continue;
+        };
+        if !headed {
+            header(out, &base, "histogram", series.help);
+            headed = true;
+        }
+        let shard = s.shard.to_string();
+        let h = &series.histogram;
+        let bucket = format!("{base}_bucket");
+        for le in BUCKETS {
+            let n = h.count_between(0, (le * 1e9).round() as u64);
+            line(out, &bucket, &[("shard", &shard), ("le", &le.to_string())], n);
+        }
+        line(out, &bucket, &[("shard", &shard), ("le", "+Inf")], h.len());
+        line(
+            out,
+            &format!("{base}_sum"),
+            &[("shard", &shard)],
+            series.sum_ns as f64 / 1e9,
+        );
+        line(out, &format!("{base}_count"), &[("shard", &shard)], h.len());
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn line(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let _ = write!(out, "{k}=\"{v}\"");
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+/// A metric name part made of `[a-zA-Z0-9_]` only.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::StatsSnapshot;
+    use crate::metrics::recorder::series;
+
+    fn shard(index: usize, accepted: u64) -> ShardMetrics {
+        let mut stats = StatsSnapshot {
+            accepted,
+            active: 1,
+            bytes_in: 100,
+            bytes_out: 90,
+            accept_errors: vec![(libc::EMFILE, 3)],
+            ..Default::default()
+        };
+        stats.closed[0] = 1; // eof
+        stats.closed[3] = 2; // reset
+        ShardMetrics {
+            shard: index,
+            core: index + 2,
+            stats,
+            stalls: 0,
+            latency: Vec::new(),
+            reports: 4,
+            dropped: 1,
+            made: None,
+            age: Some(Duration::from_millis(250)),
+        }
+    }
+
+    fn values<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next())
+            .collect()
+    }
+
+    #[test]
+    fn counters_carry_the_shard_label() {
+        let snap = MetricsSnapshot {
+            shards: vec![shard(0, 5), shard(1, 7)],
+        };
+        let text = render(&snap);
+        assert!(text.contains("# TYPE weft_connections_accepted_total counter\n"));
+        assert!(text.contains("weft_connections_accepted_total{shard=\"0\"} 5\n"));
+        assert!(text.contains("weft_connections_accepted_total{shard=\"1\"} 7\n"));
+        assert!(text.contains("weft_connections_active{shard=\"1\"} 1\n"));
+        assert!(text.contains("weft_bytes_received_total{shard=\"0\"} 100\n"));
+        assert!(text.contains("weft_bytes_sent_total{shard=\"0\"} 90\n"));
+        assert!(text.contains("weft_connections_closed_total{shard=\"1\",reason=\"reset\"} 2\n"));
+        assert!(text.contains("weft_accept_errors_total{shard=\"0\",errno=\"EMFILE\"} 3\n"));
+        assert!(text.contains("weft_metrics_report_age_seconds{shard=\"0\"} 0.25\n"));
+        assert!(text.contains("weft_shard_core{shard=\"1\"} 3\n"));
+        assert!(text.contains("weft_shards 2\n"));
+        // Every sample line is `name{labels} value`, every family has HELP and TYPE.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            assert_eq!(l.split(' ').count(), 2, "{l}");
+        }
+        assert_eq!(text.matches("# HELP").count(), text.matches("# TYPE").count());
+    }
+
+    #[test]
+    fn latency_is_a_cumulative_histogram_in_seconds() {
+        let mut s = shard(0, 1);
+        s.latency.push(series(
+            "http-request",
+            &[500, 3_000, 3_000, 2_000_000, 20_000_000_000],
+        ));
+        let text = render(&MetricsSnapshot { shards: vec![s] });
+        assert!(text.contains("# TYPE weft_http_request_seconds histogram\n"));
+        assert!(text.contains("weft_http_request_seconds_bucket{shard=\"0\",le=\"0.000001\"} 1\n"));
+        assert!(text.contains("weft_http_request_seconds_bucket{shard=\"0\",le=\"0.000005\"} 3\n"));
+        assert!(text.contains("weft_http_request_seconds_bucket{shard=\"0\",le=\"10\"} 4\n"));
+        assert!(text.contains("weft_http_request_seconds_bucket{shard=\"0\",le=\"+Inf\"} 5\n"));
+        assert!(text.contains("weft_http_request_seconds_sum{shard=\"0\"} 20.0020065\n"));
+        assert!(text.contains("weft_http_request_seconds_count{shard=\"0\"} 5\n"));
+        let counts: Vec<u64> = values(&text, "weft_http_request_seconds_bucket")
+            .iter()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(counts.len(), BUCKETS.len() + 1);
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "buckets are cumulative");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        line(&mut out, "m", &[("a", "x\"y\\z\nw")], 1);
+        assert_eq!(out, "m{a=\"x\\\"y\\\\z\\nw\"} 1\n");
+        assert_eq!(sanitize("a.b-c_9"), "a_b_c_9");
+    }
+}

@@ -1,0 +1,349 @@
+//! Metrics end to end: exact counters after a scripted session, Prometheus text that
+//! promtool accepts, a stalled collector, and the CLI's `--metrics` and `--stats-interval`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+use util::connect;
+use weft::metrics::{MetricsHandle, MetricsSnapshot, PrometheusExporter, REACTOR_LAG};
+use weft::protocols::{Echo, Http, http::REQUEST_DURATION};
+use weft::{Engine, EngineConfig, Factory, ShardInfo, StatsSnapshot};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// An engine on up to two shards whose shards report every `interval`.
+fn engine<F, M>(interval: Duration, tweak: impl FnOnce(&mut EngineConfig), make: M) -> (Engine, SocketAddr)
+where
+    F: Factory,
+    M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
+{
+    let shards = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    util::engine_with(
+        shards,
+        |c| {
+            c.metrics.interval = interval;
+            tweak(c);
+        },
+        make,
+    )
+}
+
+/// Polls `metrics` until `done` holds (or the bound runs out); returns the last snapshot.
+fn wait_for(metrics: &MetricsHandle, done: impl Fn(&MetricsSnapshot) -> bool) -> MetricsSnapshot {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let snap = metrics.snapshot();
+        if done(&snap) || Instant::now() > deadline {
+            return snap;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Every field of the shards' counters added up by hand.
+fn sum_by_hand(snap: &MetricsSnapshot) -> StatsSnapshot {
+    let mut sum = StatsSnapshot::default();
+    for s in &snap.shards {
+        sum.accepted += s.stats.accepted;
+        sum.active += s.stats.active;
+        sum.bytes_in += s.stats.bytes_in;
+        sum.bytes_out += s.stats.bytes_out;
+        for (a, b) in sum.closed.iter_mut().zip(s.stats.closed) {
+            *a += b;
+        }
+    }
+    sum
+}
+
+#[test]
+fn scripted_session_counts_exactly() {
+    const N: usize = 24;
+    let (engine, addr) = engine(Duration::from_millis(20), |_| {}, |_| Echo::factory());
+    let metrics = engine.metrics().unwrap();
+    let mut bytes = 0u64;
+    let mut resets = 0u64;
+    for i in 0..N {
+        let mut s = connect(addr);
+        let msg = vec![b'a' + (i % 26) as u8; 1000 + 37 * i];
+        s.write_all(&msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+        bytes += msg.len() as u64;
+        if i % 6 == 0 {
+            // SO_LINGER 0: the close sends a reset.
+            SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+            resets += 1;
+        } else {
+            s.shutdown(Shutdown::Write).unwrap();
+            assert_eq!(s.read(&mut [0u8; 16]).unwrap(), 0, "echo closes after our EOF");
+        }
+    }
+    let n = N as u64;
+    let snap = wait_for(&metrics, |s| s.total().closed_total() == n);
+    let total = snap.total();
+    assert_eq!(total.accepted, n);
+    assert_eq!(total.active, 0);
+    assert_eq!((total.bytes_in, total.bytes_out), (bytes, bytes));
+    assert_eq!(total.closed_for("reset"), resets);
+    assert_eq!(total.closed_for("eof"), n - resets);
+    assert_eq!(total.closed_total(), n);
+    let by_hand = sum_by_hand(&snap);
+    assert_eq!(
+        (
+            by_hand.accepted,
+            by_hand.active,
+            by_hand.bytes_in,
+            by_hand.bytes_out,
+            by_hand.closed
+        ),
+        (
+            total.accepted,
+            total.active,
+            total.bytes_in,
+            total.bytes_out,
+            total.closed
+        ),
+        "the per-shard values sum to the totals"
+    );
+    assert!(snap.shards.iter().all(|s| s.reports > 0 && s.age.is_some()));
+    let lag = snap
+        .latency(REACTOR_LAG.name())
+        .expect("every shard probes its reactor lag");
+    assert!(!lag.histogram.is_empty());
+
+    engine.shutdown();
+    let report = engine.join().unwrap();
+    let after = metrics.snapshot();
+    for (final_stats, view) in report.shards.iter().zip(&after.shards) {
+        assert_eq!(
+            *final_stats, view.stats,
+            "the collector's view is the shard's final count"
+        );
+    }
+}
+
+/// Sends `per_conn` pipelined `GET /` on each of `conns` connections and reads the answers.
+fn http_requests(addr: SocketAddr, conns: usize, per_conn: usize) {
+    for _ in 0..conns {
+        let mut s = connect(addr);
+        s.write_all(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(per_conn))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.windows(13).filter(|w| w == b"Hello, World!").count() < per_conn {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the server closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+/// Sends `request` raw to `addr` and reads until the server closes.
+fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = connect(addr);
+    s.write_all(request).unwrap();
+    // The server may have answered and closed already.
+    let _ = s.shutdown(Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let text = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Content-Type: text/plain; version=0.0.4"));
+    text.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+#[test]
+fn prometheus_text_passes_promtool_and_bad_requests_are_answered() {
+    const REQUESTS: u64 = 40;
+    let (engine, addr) = engine(Duration::from_millis(20), |_| {}, |_| Http::factory());
+    let metrics = engine.metrics().unwrap();
+    let exporter = PrometheusExporter::start(SocketAddr::from(([127, 0, 0, 1], 0)), metrics.clone()).unwrap();
+    let at = exporter.local_addr();
+    http_requests(addr, 4, 10);
+    let snap = wait_for(&metrics, |s| {
+        s.latency(REQUEST_DURATION.name())
+            .is_some_and(|l| l.histogram.len() == REQUESTS)
+    });
+    let served = snap.latency(REQUEST_DURATION.name()).unwrap();
+    assert_eq!(served.histogram.len(), REQUESTS, "one service time per request");
+
+    // Misbehaving scrapers get an answer or a timeout, and the exporter goes on.
+    assert!(exchange(at, b"\x16\x03\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    assert!(exchange(at, &vec![b'x'; 100 * 1024]).starts_with("HTTP/1.1 431"));
+    assert!(exchange(at, b"DELETE /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(exchange(at, b"GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    let _silent = connect(at);
+
+    let body = scrape(at);
+    for name in [
+        "weft_connections_accepted_total",
+        "weft_connections_active",
+        "weft_bytes_received_total",
+        "weft_bytes_sent_total",
+    ] {
+        assert!(
+            body.contains(&format!("{name}{{shard=\"0\"}} ")),
+            "{name} missing:\n{body}"
+        );
+    }
+    assert!(
+        body.contains("weft_http_request_duration_seconds_count{shard=\"0\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("weft_reactor_lag_seconds_bucket{shard=\"0\",le=\"+Inf\"}"),
+        "{body}"
+    );
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool not found: run .ci/install-deps (Debian package prometheus)");
+    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{body}"
+    );
+    drop(exporter);
+}
+
+#[test]
+fn stalled_collector_never_blocks_a_shard() {
+    let tweak = |c: &mut EngineConfig| {
+        c.metrics.queue_per_shard = 1;
+        c.metrics.lag_tick = Duration::from_millis(1);
+    };
+    let (engine, addr) = engine(Duration::from_millis(5), tweak, |_| Echo::factory());
+    let metrics = engine.metrics().unwrap();
+    let stall = metrics.stall_collector();
+
+    // Far more report intervals pass than the queue holds; every round trip still completes.
+    let mut s = connect(addr);
+    let started = Instant::now();
+    let mut trips = 0u64;
+    let mut buf = [0u8; 64];
+    while started.elapsed() < Duration::from_millis(400) && trips < 100_000 {
+        s.write_all(&[7u8; 64]).unwrap();
+        s.read_exact(&mut buf).unwrap();
+        trips += 1;
+    }
+    let stalled = wait_for(&metrics, |s| s.dropped() > 0);
+    assert!(
+        stalled.dropped() > 0,
+        "dropped reports are counted while the collector is stalled"
+    );
+    drop(stall);
+
+    let bytes = trips * 64;
+    let snap = wait_for(&metrics, |s| s.total().bytes_out == bytes);
+    assert_eq!((snap.total().bytes_in, snap.total().bytes_out), (bytes, bytes));
+    assert!(snap.dropped() >= stalled.dropped());
+    assert!(snap.shards.iter().all(|s| s.reports > 0));
+    drop(s);
+    engine.shutdown();
+    engine.join().unwrap();
+}
+
+/// Kills the child if the test fails before it stopped.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn cli_serves_metrics_and_prints_stats_lines() {
+    let mut child = Reap(util::weft(&[
+        "serve",
+        "--proto",
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--cores",
+        "1",
+        "--metrics",
+        "127.0.0.1:0",
+        "--stats-interval",
+        "100ms",
+    ]));
+    let child = &mut child.0;
+    let (tx, rx) = mpsc::channel::<String>();
+    for pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let next_line = |want: &str| -> String {
+        let deadline = Instant::now() + WAIT;
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if line.contains(want) {
+                return line;
+            }
+        }
+        panic!("no line with {want:?}");
+    };
+    let addr_after = |line: &str, marker: &str| -> SocketAddr {
+        let rest = &line[line.find(marker).unwrap() + marker.len()..];
+        let end = rest.find([' ', '/']).unwrap_or(rest.len());
+        rest[..end].parse().unwrap()
+    };
+    let serving = next_line("serving echo on ");
+    let echo = addr_after(&serving, "serving echo on ");
+    let metrics_at = addr_after(&next_line("metrics at http://"), "metrics at http://");
+
+    let mut s = connect(echo);
+    s.write_all(b"hello").unwrap();
+    s.read_exact(&mut [0u8; 5]).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut body = scrape(metrics_at);
+    while !body.contains("weft_bytes_sent_total{shard=\"0\"} 5\n") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        body = scrape(metrics_at);
+    }
+    assert!(
+        body.contains("weft_connections_accepted_total{shard=\"0\"} 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("weft_connections_active{shard=\"0\"} 1\n"),
+        "{body}"
+    );
+    let stats = next_line("conns 1 [1]");
+    assert!(stats.contains("| dropped 0"), "{stats}");
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    drop(s);
+    let status = util::wait_exit(child, WAIT);
+    assert!(status.success(), "{status}");
+}
