@@ -19,6 +19,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_client_that_never_reads_cannot_grow_server_memory_or_slow_others() {
+    let _serial = util::serial();
     let (cmd, addr) = echo_server_command();
     let mut server = spawn_listening(cmd, addr);
     let pid = server.id();
@@ -94,6 +95,7 @@ impl Protocol for Recorded {
 
 #[test]
 fn never_reading_clients_are_closed_by_the_write_stall_timeout() {
+    let _serial = util::serial();
     let log = Log::<CloseReason>::default();
     let l = log.clone();
     let (_engine, addr) = engine_with(
@@ -143,6 +145,7 @@ fn never_reading_clients_are_closed_by_the_write_stall_timeout() {
 
 #[test]
 fn slowloris_clients_get_408_at_the_header_deadline_while_good_clients_are_served() {
+    let _serial = util::serial();
     let (_engine, addr) = engine_with(1, |_| {}, |_| Http::factory());
     const SLOW: usize = 1000;
     let head = b"GET / HTTP/1.1\r\nHost: slow\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaa\r\n";
@@ -215,6 +218,7 @@ fn slowloris_clients_get_408_at_the_header_deadline_while_good_clients_are_serve
 
 #[test]
 fn idle_timeout_closes_idle_connections_but_not_trickling_ones() {
+    let _serial = util::serial();
     let (_engine, addr) = engine_with(
         1,
         |c| c.connection.idle_timeout = Some(Duration::from_millis(300)),

@@ -65,6 +65,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 #[test]
 fn emfile_clients_are_closed_fast_without_spinning_and_fds_return_to_baseline() {
+    let _serial = util::serial();
     let (mut cmd, addr) = echo_server_command();
     cmd.stdout(Stdio::null());
     // SAFETY: setrlimit is async-signal-safe; the closure runs in the child before exec.
@@ -148,6 +149,7 @@ fn emfile_clients_are_closed_fast_without_spinning_and_fds_return_to_baseline() 
 
 #[test]
 fn accept_storm_keeps_established_clients_fast() {
+    let _serial = util::serial();
     let (engine, addr) = engine(1, |_| Echo::factory());
     let stop = Arc::new(AtomicUsize::new(0));
     let pingers: Vec<_> = (0..50)
@@ -232,6 +234,7 @@ impl Protocol for Counted {
 
 #[test]
 fn per_shard_cap_is_never_exceeded() {
+    let _serial = util::serial();
     let live = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let peak = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let (l, p) = (live.clone(), peak.clone());

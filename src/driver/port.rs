@@ -209,8 +209,22 @@ pub(crate) struct Port<F: Factory> {
 }
 
 impl<F: Factory> Port<F> {
-    /// Accepts until the listener fails for good (or the task is dropped at shutdown).
-    pub(crate) async fn run(self) {
+    /// Accepts and serves every connection already queued on the listener, without waiting.
+    /// At shutdown, before the listener closes: these clients connected while it was open,
+    /// so they are served (and drained) rather than reset with the queue.
+    pub(crate) fn accept_queued(&self) {
+        let mut src = SyncAccept { fd: self.fd };
+        // The queue holds at most about `backlog` connections.
+        for _ in 0..self.config.backlog as usize + 16 {
+            match src.accept() {
+                Ok((conn, peer)) => self.admit(conn, peer),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Accepts until the listener fails for good or the shard drains.
+    pub(crate) async fn run(self: Rc<Self>) {
         let _accepting = Counted::new(&self.shard.accepting);
         let mut sizer = BurstSizer::new(INITIAL_BURST, self.config.max_burst);
         let mut limiter = LogLimiter::new(LOG_INTERVAL);
@@ -228,9 +242,9 @@ impl<F: Factory> Port<F> {
                 Err(e) => Some(Err(io::Error::other(e.to_string()))),
             };
             if self.shard.draining.get() {
-                // The listener was handed to a successor, which accepts on it now: serve what
-                // this accept brought and stop, without cancelling an accept in flight (its
-                // connection would be lost).
+                // The shard is draining: its listener is closed, or handed to a successor that
+                // accepts on it now. Serve what this accept brought and stop; an accept in
+                // flight is never cancelled, since its connection would be lost.
                 if let Some(Ok((conn, peer))) = first {
                     self.admit(conn, peer);
                 }

@@ -30,6 +30,8 @@ pub(crate) const HANDOFF: u8 = b'H';
 
 /// How often a draining shard checks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// How long a closed port's accept in flight gets to report back before it is cancelled.
+const PORT_GRACE: Duration = Duration::from_millis(200);
 /// How long aborted connections get to run their `connection_lost`.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
 
@@ -128,6 +130,7 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
 
     let mut listener_fds = Vec::new();
     let mut ports = Vec::new();
+    let mut port_tasks = Vec::new();
     for Listener { socket, local, index } in boot.sockets {
         let proxy = config
             .listen
@@ -139,7 +142,7 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
         // SAFETY: `fd` is a bound, listening, non-blocking socket whose ownership moves here;
         // glommio needs it adopted inside this executor.
         let listener = unsafe { TcpListener::from_raw_fd(fd) };
-        let port = Port {
+        let port = Rc::new(Port {
             listener,
             fd,
             local,
@@ -148,8 +151,9 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
             reservation: reservation.clone(),
             config: config.accept.clone(),
             proxy,
-        };
-        ports.push(glommio::spawn_local(port.run()));
+        });
+        port_tasks.push(glommio::spawn_local(port.clone().run()));
+        ports.push(port);
     }
     let _ = boot.ready.send(boot.info.index);
 
@@ -160,20 +164,28 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
     let first = control.read(&mut cmd).await.unwrap_or(0);
 
     let handoff = first == 1 && cmd[0] == HANDOFF;
-    if handoff {
-        // 1. A successor accepts on these very sockets (same accept queues): closing them
-        // would refuse its clients. Each port stops after the accept it has in flight, which
-        // the drain below waits for: cancelling it could lose the connection it takes.
-        shard.draining.set(true);
-    } else {
-        // 1. Stop listening at once: new connects are refused from here on.
+    // From here each port serves what its accept in flight brings, then stops.
+    shard.draining.set(true);
+    if !handoff {
+        // 1. Stop listening at once: serve the clients already queued (they connected while
+        // the listener was open), then close, so that new connects are refused.
+        for port in &ports {
+            port.accept_queued();
+        }
         for fd in listener_fds {
             // SAFETY: plain syscall on our own listening descriptor; shutdown(2) on a listener
-            // makes the kernel refuse new connections even while an io_uring accept holds it.
+            // makes the kernel refuse new connections and fails the accept in flight.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         }
-        drop(ports);
+        let deadline = Instant::now() + PORT_GRACE;
+        while shard.accepting.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(DRAIN_POLL).await;
+        }
+        port_tasks.clear();
     }
+    // With a handoff, a successor accepts on these very sockets (same accept queues): they
+    // stay open, and each port stops after its accept in flight, which the drain waits for.
+    drop(ports);
 
     // 2. Let open connections finish, up to the drain timeout (or an abort command).
     if first == 1 && cmd[0] != ABORT {

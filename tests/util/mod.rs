@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 
 use weft::{Cores, Engine, EngineConfig, Factory, ShardInfo};
 
+/// Serializes the tests of one binary that measure latency or load the machine, so that
+/// they do not disturb each other's figures (cargo runs a binary's tests in parallel).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A deterministic xorshift generator: reproducible "random" payloads without a crate.
 pub struct Rng(u64);
 
