@@ -347,3 +347,47 @@ fn cli_serves_metrics_and_prints_stats_lines() {
     let status = util::wait_exit(child, WAIT);
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn serve_hdr_log_records_every_http_request_for_weft_hist() {
+    let dir = util::Scratch::new("serve-hdr-log");
+    let log = dir.0.join("server.hlog");
+    let addr: SocketAddr = format!("127.0.0.1:{}", util::free_port()).parse().unwrap();
+    let mut cmd = util::weft_command(&[
+        "serve",
+        "--proto",
+        "http",
+        "--listen",
+        &addr.to_string(),
+        "--cores",
+        "1",
+        "--hdr-log",
+        log.to_str().unwrap(),
+    ]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut server = util::spawn_listening(cmd, addr);
+    http_requests(addr, 5, 20);
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert_eq!(util::wait_exit(&mut server, WAIT).code(), Some(0));
+    let out = util::run_weft(
+        &["hist", log.to_str().unwrap(), "--tag", "http_request_duration"],
+        WAIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("count       100 values"),
+        "100 requests were logged: {text}"
+    );
+    let untagged = util::run_weft(&["hist", log.to_str().unwrap()], WAIT);
+    let err = String::from_utf8_lossy(&untagged.stderr);
+    assert!(
+        err.contains("http_request_duration") && err.contains("reactor_lag"),
+        "{err}"
+    );
+}

@@ -13,7 +13,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use weft::handoff::{HandoffError, HandoffServer, Takeover};
 use weft::health::HealthCheck;
-use weft::metrics::{MetricsHandle, PrometheusExporter, stats_line};
+use weft::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, stats_line};
 use weft::protocols::{Discard, Echo, Http, Relay, Whoami};
 use weft::proxy::{Cidr, ProxyConfig};
 use weft::{
@@ -121,6 +121,10 @@ pub(crate) struct ServeArgs {
     /// Print one line of stats to stdout every interval (e.g. 1s).
     #[arg(long, value_name = "DURATION", value_parser = stats_interval)]
     stats_interval: Option<Duration>,
+    /// Write an HdrHistogram interval log of the latency metrics (one interval per second
+    /// and metric, tagged with its name), readable by `weft hist FILE --tag NAME`.
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<PathBuf>,
 }
 
 /// The shortest `--stats-interval`.
@@ -165,6 +169,8 @@ pub(crate) enum ServeError {
     Health { addr: Address, source: std::io::Error },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot write the latency log {}: {source}", path.display())]
+    HdrLog { path: PathBuf, source: std::io::Error },
 }
 
 /// Everything `serve` starts besides the engine.
@@ -176,6 +182,7 @@ struct Extras {
     /// Where Prometheus scrapes `/metrics`.
     prometheus: Option<SocketAddr>,
     stats_interval: Option<Duration>,
+    hdr_log: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), ServeError> {
@@ -204,7 +211,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServeError> {
     c.user_timeout = args.tcp_user_timeout;
     let header_timeout = args.header_timeout;
     // Metrics cost a collector thread and a timer per shard: only when they are shown.
-    config.metrics.enabled = args.metrics.is_some() || args.stats_interval.is_some();
+    config.metrics.enabled =
+        args.metrics.is_some() || args.stats_interval.is_some() || args.hdr_log.is_some();
     if let Some(every) = args.stats_interval {
         config.metrics.interval = every.min(REPORT_INTERVAL);
     }
@@ -234,6 +242,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServeError> {
         takeover,
         prometheus: args.metrics,
         stats_interval: args.stats_interval,
+        hdr_log: args.hdr_log,
     };
     match args.proto {
         Proto::Echo => serve(config, extras, "echo", |_| Echo::factory()),
@@ -288,6 +297,21 @@ where
     if let (Some(every), Some(metrics)) = (extras.stats_interval, engine.metrics()) {
         std::thread::spawn(move || print_stats(every, &metrics, &stopped));
     }
+    let hdr_log = match (extras.hdr_log, engine.metrics()) {
+        (Some(path), Some(metrics)) => {
+            let log =
+                LatencyLog::start(&path, metrics, REPORT_INTERVAL).map_err(|source| ServeError::HdrLog {
+                    path: path.clone(),
+                    source,
+                })?;
+            tracing::info!(
+                "latency interval log in {} (tags: the metric names)",
+                log.path().display()
+            );
+            Some(log)
+        }
+        _ => None,
+    };
     let handle = engine.shutdown_handle();
     let health = match extras.health {
         None => None,
@@ -339,6 +363,7 @@ where
     drop(health);
     drop(stop);
     drop(exporter);
+    drop(hdr_log);
     let total = report.total();
     tracing::info!(
         "stopped: {} connections served, {} B in, {} B out, {} aborted at shutdown",

@@ -44,6 +44,7 @@
 
 mod collector;
 mod exporter;
+mod hdr_log;
 mod prometheus;
 mod recorder;
 mod report;
@@ -52,6 +53,7 @@ mod summary;
 
 pub use collector::{CollectorStall, MetricsHandle, MetricsSnapshot, ShardMetrics};
 pub use exporter::PrometheusExporter;
+pub use hdr_log::LatencyLog;
 pub use prometheus::{CONTENT_TYPE, render as render_prometheus};
 pub use recorder::{LatencyMetric, LatencySeries, Stopwatch, recording};
 pub use summary::stats_line;
