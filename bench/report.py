@@ -275,6 +275,10 @@ def main():
               "saturated while the server core was not: its rate is the client's limit, not the "
               "server's, and requests per server CPU-second compare the servers instead.", ""]
     lines += targets_table(by_scenario)
+    analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ANALYSIS.md")
+    if os.path.exists(analysis):
+        with open(analysis) as f:
+            lines += [f.read().rstrip("\n"), ""]
     for scenario in SCENARIOS:
         if scenario in by_scenario:
             lines += scenario_table(scenario, by_scenario[scenario])
