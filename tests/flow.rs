@@ -11,12 +11,6 @@ use util::{Log, connect, echo_server_command, engine_with, spawn_listening, wait
 use weft::protocols::{Echo, Http};
 use weft::{CloseReason, Protocol, Transport, factory_fn};
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn a_client_that_never_reads_cannot_grow_server_memory_or_slow_others() {
     let _serial = util::serial();
@@ -24,7 +18,7 @@ fn a_client_that_never_reads_cannot_grow_server_memory_or_slow_others() {
     let mut server = spawn_listening(cmd, addr);
     let pid = server.id();
     std::thread::sleep(Duration::from_millis(100));
-    let rss0 = rss_kib(pid);
+    let rss0 = util::rss_kib(pid);
 
     let writer = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -62,7 +56,7 @@ fn a_client_that_never_reads_cannot_grow_server_memory_or_slow_others() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let (written, _held) = writer.join().unwrap();
-    let growth_mib = rss_kib(pid).saturating_sub(rss0) as f64 / 1024.0;
+    let growth_mib = util::rss_kib(pid).saturating_sub(rss0) as f64 / 1024.0;
     lat.sort();
     let p99 = lat[lat.len() * 99 / 100];
     assert!(

@@ -9,22 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use util::{Rng, connect, engine, free_port, read_to_end, spawn_listening, wait_exit, weft_command};
+use util::{Rng, connect, engine, free_port, read_to_end, serve_command, spawn_listening, wait_exit};
 use weft::protocols::Echo;
 
 fn relay_to(upstream: SocketAddr) -> (std::process::Child, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cmd = weft_command(&[
-        "serve",
-        "--proto",
-        "relay",
-        "--upstream",
-        &upstream.to_string(),
-        "--listen",
-        &addr.to_string(),
-        "--cores",
-        "1",
-    ]);
+    let upstream = upstream.to_string();
+    let (cmd, addr) = serve_command("1", &["--proto", "relay", "--upstream", &upstream]);
     (spawn_listening(cmd, addr), addr)
 }
 
@@ -64,12 +54,6 @@ fn unreachable_upstream_closes_the_client() {
     stop(relay);
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn sixty_four_mib_to_a_slow_reader_keeps_relay_memory_bounded() {
     const TOTAL: usize = 64 << 20;
@@ -92,14 +76,14 @@ fn sixty_four_mib_to_a_slow_reader_keeps_relay_memory_bounded() {
     });
     let (relay, addr) = relay_to(source_addr);
     let pid = relay.id();
-    let rss0 = rss_kib(pid);
+    let rss0 = util::rss_kib(pid);
     let peak = Arc::new(AtomicU64::new(rss0));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (peak, done) = (peak.clone(), done.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                peak.fetch_max(util::rss_kib(pid), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(10));
             }
         })

@@ -85,6 +85,13 @@ pub fn read_to_end(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Resident set size of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// A free loopback port (bound and released; fine for tests that start a child on it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -124,19 +131,19 @@ pub fn weft(args: &[&str]) -> Child {
     weft_command(args).spawn().expect("spawn weft")
 }
 
+/// `weft serve --listen ADDR --cores CORES ARGS...` on a free loopback port: the command
+/// (output captured), and the address.
+pub fn serve_command(cores: &str, args: &[&str]) -> (Command, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = addr.to_string();
+    let mut all = vec!["serve", "--listen", &listen, "--cores", cores];
+    all.extend_from_slice(args);
+    (weft_command(&all), addr)
+}
+
 /// `weft serve --proto echo --cores 1` on a free loopback port: the command, and the address.
 pub fn echo_server_command() -> (Command, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cmd = weft_command(&[
-        "serve",
-        "--proto",
-        "echo",
-        "--listen",
-        &addr.to_string(),
-        "--cores",
-        "1",
-    ]);
-    (cmd, addr)
+    serve_command("1", &["--proto", "echo"])
 }
 
 /// Spawns a server command and waits until it listens on `addr`.
@@ -251,16 +258,7 @@ pub struct ServeChild {
 impl ServeChild {
     /// `weft serve --proto PROTO --cores CORES`, listening.
     pub fn start(proto: &str, cores: &str) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = weft_command(&[
-            "serve",
-            "--proto",
-            proto,
-            "--listen",
-            &addr.to_string(),
-            "--cores",
-            cores,
-        ]);
+        let (mut cmd, addr) = serve_command(cores, &["--proto", proto]);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         Self {
             child: spawn_listening(cmd, addr),
