@@ -372,9 +372,59 @@ pub(crate) fn allowed_cores() -> Vec<usize> {
     ids
 }
 
-/// Raises the soft RLIMIT_MEMLOCK (io_uring) and RLIMIT_NOFILE (connections) to their hard
-/// limits, which needs no privilege.
+/// The oldest kernel glommio's reactor runs on.
+const KERNEL_NEEDED: (u32, u32) = (5, 8);
+
+/// Fails with a clear message where glommio would panic: a kernel without io_uring, older
+/// than 5.8, or with io_uring disabled for this process (sysctl, seccomp).
+fn check_io_uring() -> Result<(), EngineError> {
+    let fail = |detail: String| EngineError::IoUring { shard: 0, detail };
+    let release = kernel_release();
+    if !kernel_at_least(&release, KERNEL_NEEDED) {
+        return Err(fail(format!("kernel {release} is older than 5.8")));
+    }
+    // struct io_uring_params is 120 bytes; the kernel fills it in.
+    let mut params = [0u64; 15];
+    // SAFETY: io_uring_setup(2) with 1 entry writes only into `params`.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(fail(match e.raw_os_error() {
+            Some(libc::ENOSYS) => "this kernel was built without io_uring".into(),
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                format!("io_uring is disabled for this process ({e})")
+            }
+            _ => format!("io_uring_setup failed: {e}"),
+        }));
+    }
+    // SAFETY: `fd` is the ring descriptor just created and owned here.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
+/// The running kernel's release string (`6.1.0-18-amd64`).
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// True when `release` (`6.1.0-18-amd64`) is at least `major.minor`; an unreadable release
+/// passes, and the io_uring probe decides.
+fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => true,
+    }
+}
+
+/// Checks that io_uring can run here, then raises the soft RLIMIT_MEMLOCK (io_uring) and
+/// RLIMIT_NOFILE (connections) to their hard limits, which needs no privilege.
 pub(crate) fn raise_limits() -> Result<(), EngineError> {
+    check_io_uring()?;
     let (soft, hard) = raise_soft_limit(libc::RLIMIT_MEMLOCK);
     if soft < MEMLOCK_NEEDED {
         return Err(EngineError::MemLock {
@@ -438,5 +488,24 @@ pub(crate) fn reactor_error(shard: usize, e: GlommioError<()>) -> EngineError {
             detail: io.to_string(),
         },
         other => shard_error(shard, other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert!(kernel_at_least("6.18.44-fc-v657", (5, 8)));
+        assert!(kernel_at_least("5.8.0", (5, 8)));
+        assert!(!kernel_at_least("5.4.0-150-generic", (5, 8)));
+        assert!(!kernel_at_least("4.19.0", (5, 8)));
+        assert!(kernel_at_least("", (5, 8)), "unknown: let the probe decide");
+    }
+
+    #[test]
+    fn io_uring_is_available_here() {
+        check_io_uring().expect("the test machines run io_uring");
     }
 }
