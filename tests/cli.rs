@@ -105,3 +105,30 @@ fn sigterm_closes_listeners_at_once_and_drains_mid_stream_connections() {
     let status = wait_exit(&mut server, Duration::from_secs(15));
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_locked_memory_limit_too_low_for_io_uring_is_one_clear_line() {
+    use std::os::unix::process::CommandExt;
+    let (mut cmd, _addr) = echo_server_command();
+    // SAFETY: setrlimit is async-signal-safe; the closure runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 64 * 1024,
+                rlim_max: 64 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (code, err) = stderr_of(cmd.spawn().unwrap());
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("locked-memory limit") && err.contains("ulimit -l"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
