@@ -198,8 +198,9 @@ fn prometheus_text_passes_promtool_and_bad_requests_are_answered() {
             "{name} missing:\n{body}"
         );
     }
+    // SO_REUSEPORT may put all four client connections on one shard: any shard will do.
     assert!(
-        body.contains("weft_http_request_duration_seconds_count{shard=\"0\"}"),
+        body.contains("weft_http_request_duration_seconds_count{shard=\""),
         "{body}"
     );
     assert!(

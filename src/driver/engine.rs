@@ -383,19 +383,32 @@ fn check_io_uring() -> Result<(), EngineError> {
     if !kernel_at_least(&release, KERNEL_NEEDED) {
         return Err(fail(format!("kernel {release} is older than 5.8")));
     }
+    // The probe runs on a thread of its own: tearing a ring down queues kernel task work on
+    // the thread that made it, which would interrupt that thread's next blocking system call
+    // (EINTR) if it were the caller's.
+    let probe = std::thread::Builder::new()
+        .name("weft-io-uring-probe".into())
+        .spawn(probe_io_uring)
+        .map_err(|e| fail(format!("cannot start the io_uring probe thread: {e}")))?;
+    match probe.join() {
+        Ok(result) => result.map_err(fail),
+        Err(_) => Err(fail("the io_uring probe failed".into())),
+    }
+}
+
+/// Creates and closes a one-entry ring.
+fn probe_io_uring() -> Result<(), String> {
     // struct io_uring_params is 120 bytes; the kernel fills it in.
     let mut params = [0u64; 15];
     // SAFETY: io_uring_setup(2) with 1 entry writes only into `params`.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
     if fd < 0 {
         let e = std::io::Error::last_os_error();
-        return Err(fail(match e.raw_os_error() {
+        return Err(match e.raw_os_error() {
             Some(libc::ENOSYS) => "this kernel was built without io_uring".into(),
-            Some(libc::EPERM) | Some(libc::EACCES) => {
-                format!("io_uring is disabled for this process ({e})")
-            }
+            Some(libc::EPERM) | Some(libc::EACCES) => format!("io_uring is disabled for this process ({e})"),
             _ => format!("io_uring_setup failed: {e}"),
-        }));
+        });
     }
     // SAFETY: `fd` is the ring descriptor just created and owned here.
     unsafe { libc::close(fd as libc::c_int) };

@@ -138,7 +138,9 @@ fn accepting(fd: &OwnedFd) -> bool {
     rc == 0 && on != 0
 }
 
-fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
+/// A non-blocking listening socket on `addr` with SO_REUSEADDR and SO_REUSEPORT (and
+/// IPV6_V6ONLY for IPv6): what every shard, and a successor process, binds.
+pub(crate) fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
     let domain = Domain::for_address(addr);
     let sock = Socket::new(
         domain,

@@ -27,6 +27,9 @@ pub struct PrometheusExporter {
     _responder: Responder,
 }
 
+/// Listen backlog of the scrape listener: scrapers are few.
+const SCRAPE_BACKLOG: u32 = 64;
+
 impl PrometheusExporter {
     /// Binds `addr` and starts answering scrapes of `metrics`.
     ///
@@ -35,7 +38,11 @@ impl PrometheusExporter {
     /// [`EngineError::CannotListen`] naming the address, or [`EngineError::Shard`] if the
     /// thread cannot start.
     pub fn start(addr: SocketAddr, metrics: MetricsHandle) -> Result<Self, EngineError> {
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| EngineError::cannot_listen(addr, e))?;
+        // SO_REUSEPORT, like the service's own ports: a successor taking over with
+        // `--takeover` binds the same address while this process drains.
+        let listener = crate::driver::port::listen_socket(addr, SCRAPE_BACKLOG)
+            .and_then(|s| s.set_nonblocking(false).map(|()| std::net::TcpListener::from(s)))
+            .map_err(|e| EngineError::cannot_listen(addr, e))?;
         let bound = listener
             .local_addr()
             .map_err(|e| EngineError::cannot_listen(addr, e))?;
