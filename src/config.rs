@@ -242,7 +242,8 @@ pub struct AcceptConfig {
     /// Listen backlog per shard and address. Default: 1024 (the kernel caps it at somaxconn).
     pub backlog: u32,
     /// Most connections a shard accepts in one burst before it serves established ones.
-    /// The burst adapts below this bound (Twisted's `numberAccepts`). Default: 100.
+    /// The burst starts at 100 and adapts below this bound (Twisted's `numberAccepts`):
+    /// +20 while bursts fill up, down to what was accepted otherwise. Default: 1000.
     pub max_burst: usize,
     /// Connections per shard above which new ones are accepted and closed at once.
     /// Default: none.
@@ -259,7 +260,7 @@ impl Default for AcceptConfig {
     fn default() -> Self {
         Self {
             backlog: 1024,
-            max_burst: 100,
+            max_burst: 1000,
             max_conns_per_shard: None,
             error_backoff: Duration::from_millis(20),
             reserve_fd: true,
