@@ -283,7 +283,25 @@ impl Status {
 }
 
 fn write_response(t: &Transport, status: Status, with_body: bool, keep_alive: bool, http10: bool) {
-    let body = status.body();
+    RESPONSES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        cache.refresh();
+        if status == Status::Ok && with_body && keep_alive && !http10 {
+            // The common case: bytes formatted at most once a second.
+            t.write(&cache.hello);
+            return;
+        }
+        let head = format_head(status, &cache.date, keep_alive, http10);
+        if with_body {
+            t.write_vectored(&[head.as_bytes(), status.body()]);
+        } else {
+            t.write(head.as_bytes());
+        }
+    });
+}
+
+/// The status line and headers of a response, with its blank line.
+fn format_head(status: Status, date: &str, keep_alive: bool, http10: bool) -> String {
     let connection = match (keep_alive, http10) {
         (false, _) => "Connection: close\r\n",
         (true, true) => "Connection: keep-alive\r\n",
@@ -294,43 +312,38 @@ fn write_response(t: &Transport, status: Status, with_body: bool, keep_alive: bo
     } else {
         ""
     };
-    let head = DATE.with(|d| {
-        let mut d = d.borrow_mut();
-        format!(
-            "HTTP/1.1 {}\r\nServer: weft\r\nDate: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{connection}{allow}\r\n",
-            status.line(),
-            d.now(),
-            body.len(),
-        )
-    });
-    if with_body {
-        t.write_vectored(&[head.as_bytes(), body]);
-    } else {
-        t.write(head.as_bytes());
-    }
+    format!(
+        "HTTP/1.1 {}\r\nServer: weft\r\nDate: {date}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{connection}{allow}\r\n",
+        status.line(),
+        status.body().len(),
+    )
 }
 
 thread_local! {
-    /// Each shard formats the Date header at most once a second.
-    static DATE: RefCell<DateCache> = RefCell::new(DateCache::default());
+    /// Each shard formats the Date header, and its whole keep-alive `200`, once a second.
+    static RESPONSES: RefCell<ResponseCache> = RefCell::new(ResponseCache::default());
 }
 
 #[derive(Debug, Default)]
-struct DateCache {
+struct ResponseCache {
     secs: u64,
-    text: String,
+    date: String,
+    /// The complete HTTP/1.1 keep-alive `200 Hello, World!` response.
+    hello: Vec<u8>,
 }
 
-impl DateCache {
-    fn now(&mut self) -> &str {
+impl ResponseCache {
+    fn refresh(&mut self) {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if secs != self.secs || self.text.is_empty() {
+        if secs != self.secs || self.date.is_empty() {
             self.secs = secs;
-            self.text = http_date(secs);
+            self.date = http_date(secs);
+            let mut hello = format_head(Status::Ok, &self.date, true, false).into_bytes();
+            hello.extend_from_slice(BODY);
+            self.hello = hello;
         }
-        &self.text
     }
 }
 
