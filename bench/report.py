@@ -118,6 +118,26 @@ def load_rows(path):
     return rows
 
 
+def median_rows(rows):
+    """Keeps one row per scenario and server: the median run by the scenario's metric (the
+    other runs are named in its note)."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["scenario"], r["server"]), []).append(r)
+    kept = []
+    for (scenario, _), rs in groups.items():
+        metric = SCENARIOS.get(scenario, ("", "rps"))[1]
+        ok = [r for r in rs if r["status"] == "ok" and value(r, metric) is not None]
+        if len(ok) < 2:
+            kept.append(ok[0] if ok else rs[0])
+            continue
+        ok.sort(key=lambda r: value(r, metric))
+        mid = ok[len(ok) // 2]
+        mid["note"] = "median of %d runs: %s" % (len(ok), ", ".join(fmt(value(r, metric)) for r in ok))
+        kept.append(mid)
+    return kept
+
+
 def value(row, metric):
     m = row["m"]
     if m is None:
@@ -188,8 +208,10 @@ def machine():
         ("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         ("pinning", "every server on core %s, every load generator on core %s (taskset), one at a time"
          % (os.environ.get("BENCH_SERVER_CORE", "0"), os.environ.get("BENCH_LOAD_CORE", "1"))),
-        ("length", "%s s measured after a %s s warm-up per run" % (
-            os.environ.get("BENCH_DURATION", "5"), os.environ.get("BENCH_WARMUP", "1"))),
+        ("length", "%s s measured after a %s s warm-up per run; throughput rows: the median of "
+         "%s runs, servers alternating" % (
+            os.environ.get("BENCH_DURATION", "5"), os.environ.get("BENCH_WARMUP", "1"),
+            os.environ.get("BENCH_ROUNDS", "1"))),
         ("peers", ", ".join(peers)),
     ]
 
@@ -231,6 +253,10 @@ def scenario_table(scenario, rows):
                 [r["server"], fmt(m["rps"]), fmt(m["p50"]), fmt(m["p99"]), fmt(m["errors"])]
                 + usage_cells(r, m["rps"]) + [rs]))
     lines.append("")
+    runs = ["- %s: %s" % (r["server"], r["note"]) for r in rows if r["status"] == "ok" and r["note"]]
+    if runs:
+        lines += ["Each row is the server's median run; all runs, in %s:" % (
+            "requests/s" if metric == "rps" else metric), ""] + runs + [""]
     return lines
 
 
@@ -255,7 +281,7 @@ def targets_table(by_scenario):
 
 def main():
     tsv, out = sys.argv[1], sys.argv[2]
-    rows = load_rows(tsv)
+    rows = median_rows(load_rows(tsv))
     by_scenario = {}
     for r in rows:
         by_scenario.setdefault(r["scenario"], []).append(r)

@@ -12,7 +12,8 @@
 # with the machine, kernel, rustc, commit and the exact commands; raw outputs go to
 # target/bench-raw/. Run it on a quiet machine: anything else running skews the numbers.
 #
-# Other knobs: BENCH_WARMUP (s, default 1), BENCH_IDLE_CONNS (default 10000),
+# Other knobs: BENCH_ROUNDS (runs of each throughput row, alternating servers; the median is
+# reported; default 3), BENCH_WARMUP (s, default 1), BENCH_IDLE_CONNS (default 10000),
 # BENCH_STORM_RATE (new connections/s, default 5000), BENCH_PORT (first port, default 19100),
 # BENCH_OUT (default bench/RESULTS.md), BENCH_INSTALL=0 (never apt-get nginx/wrk),
 # BENCH_LOAD_BIN (the binary whose `load` subcommand drives echo and http-load; default the
@@ -40,6 +41,7 @@ fi
 
 D=${BENCH_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
 SERVER_CORE=${BENCH_SERVER_CORE:-0}
 LOAD_CORE=${BENCH_LOAD_CORE:-1}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
@@ -143,7 +145,7 @@ record() {
 # replaced by the server address, its pid and the output file.
 measure() {
   local scenario=$1 server=$2 kind=$3; shift 3
-  local out=$RAW/$scenario.$server.out
+  local out=$RAW/$scenario.$server${ROUND:+.r$ROUND}.out
   SERVER_CMD=""
   if ! start_server "$server"; then
     record "$scenario" "$server" "$kind" failed "" "server did not start" ""; return 0
@@ -184,18 +186,23 @@ weft_load() { # scenario server proto pipeline
 
 # --- scenarios -------------------------------------------------------------------------------
 log "scenarios: $ONLY; ${D}s measured after ${WARMUP}s warm-up; server core $SERVER_CORE, load core $LOAD_CORE"
-if wanted echo-d1; then for s in "${echo_servers[@]}"; do weft_load echo-d1 "$s" echo 1; done; fi
-if wanted echo-d16; then for s in "${echo_servers[@]}"; do weft_load echo-d16 "$s" echo 16; done; fi
-if wanted http-wrk; then
-  for s in "${http_servers[@]}"; do
-    if [[ -z $WRK ]]; then skip http-wrk "$s" wrk "wrk is not installed"; continue; fi
-    # wrk has no warm-up option: a first short run warms up, the second is measured.
-    WARM=("$WRK" -t1 -c50 "-d${WARMUP}s" "http://{ADDR}/")
-    measure http-wrk "$s" wrk "$WRK" -t1 -c50 "-d${D}s" --latency "http://{ADDR}/"
-  done
-  WARM=()
-fi
-if wanted http-load; then for s in "${http_servers[@]}"; do weft_load http-load "$s" http 1; done; fi
+# Throughput rows alternate the servers, BENCH_ROUNDS times; RESULTS.md shows each server's
+# median run (this VM's runs vary by up to 10% from one to the next).
+for ROUND in $(seq "$ROUNDS"); do
+  if wanted echo-d1; then for s in "${echo_servers[@]}"; do weft_load echo-d1 "$s" echo 1; done; fi
+  if wanted echo-d16; then for s in "${echo_servers[@]}"; do weft_load echo-d16 "$s" echo 16; done; fi
+  if wanted http-wrk; then
+    for s in "${http_servers[@]}"; do
+      if [[ -z $WRK ]]; then skip http-wrk "$s" wrk "wrk is not installed"; continue; fi
+      # wrk has no warm-up option: a first short run warms up, the second is measured.
+      WARM=("$WRK" -t1 -c50 "-d${WARMUP}s" "http://{ADDR}/")
+      measure http-wrk "$s" wrk "$WRK" -t1 -c50 "-d${D}s" --latency "http://{ADDR}/"
+    done
+    WARM=()
+  fi
+  if wanted http-load; then for s in "${http_servers[@]}"; do weft_load http-load "$s" http 1; done; fi
+done
+ROUND=""
 if wanted churn; then
   for s in "${echo_servers[@]}"; do
     measure churn "$s" json "$T/churn" --target "{ADDR}" --cores 1 --conns 50 --duration "${D}s" \
@@ -216,7 +223,7 @@ fi
 
 # --- report ----------------------------------------------------------------------------------
 [[ -n $PY ]] || { echo "run.sh: python3 is needed to write $OUT; raw results are in $RAW" >&2; exit 1; }
-BENCH_DURATION=$D BENCH_WARMUP=$WARMUP BENCH_SERVER_CORE=$SERVER_CORE BENCH_LOAD_CORE=$LOAD_CORE \
+BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$D BENCH_WARMUP=$WARMUP BENCH_SERVER_CORE=$SERVER_CORE BENCH_LOAD_CORE=$LOAD_CORE \
   BENCH_IDLE_CONNS=$IDLE_CONNS BENCH_STORM_RATE=$STORM_RATE BENCH_ONLY=$ONLY \
   "$PY" bench/report.py "$TSV" "$OUT"
 log "wrote $OUT (raw outputs in $RAW)"
