@@ -472,3 +472,24 @@ impl Protocol for LateWriter {
         self.done.push(gone);
     }
 }
+
+#[test]
+fn a_wildcard_listener_reports_the_address_the_peer_reached() {
+    let log = Log::<(Address, Address)>::default();
+    let l = log.clone();
+    let (_engine, addr) = engine_with(
+        1,
+        |c| c.listen = vec!["0.0.0.0:0".parse().unwrap()],
+        move |_| {
+            let l = l.clone();
+            factory_fn(move |_| Some(AddrEcho { log: l.clone() }))
+        },
+    );
+    let target = SocketAddr::from(([127, 0, 0, 1], addr.port()));
+    let mut s = connect(target);
+    s.write_all(b"w").unwrap();
+    s.read_exact(&mut [0u8; 1]).unwrap();
+    let (local, peer) = log.items()[0];
+    assert_eq!(local.socket_addr(), target, "getsockname, not the wildcard");
+    assert_eq!(peer.socket_addr(), s.local_addr().unwrap());
+}
