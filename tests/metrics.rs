@@ -392,3 +392,15 @@ fn serve_hdr_log_records_every_http_request_for_weft_hist() {
         "{err}"
     );
 }
+
+#[test]
+fn a_successor_can_bind_the_metrics_address_while_the_old_exporter_serves() {
+    let (engine, _addr) = engine(Duration::from_millis(50), |_| {}, |_| Echo::factory());
+    let metrics = engine.metrics().unwrap();
+    let old = PrometheusExporter::start(SocketAddr::from(([127, 0, 0, 1], 0)), metrics.clone()).unwrap();
+    // What a `--takeover` successor does with the same `--metrics ADDR` while `old` drains.
+    let new = PrometheusExporter::start(old.local_addr(), metrics).unwrap();
+    assert_eq!(new.local_addr(), old.local_addr());
+    drop(old);
+    assert!(scrape(new.local_addr()).contains("weft_connections_active"));
+}
