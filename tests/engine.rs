@@ -493,3 +493,52 @@ fn a_wildcard_listener_reports_the_address_the_peer_reached() {
     assert_eq!(local.socket_addr(), target, "getsockname, not the wildcard");
     assert_eq!(peer.socket_addr(), s.local_addr().unwrap());
 }
+
+/// Pauses its reading on connect and resumes it from a timer task on the same shard.
+struct Paused {
+    log: Log<(u128, usize)>,
+    started: std::time::Instant,
+}
+
+impl Protocol for Paused {
+    fn connection_made(&mut self, t: &Transport) {
+        t.pause_reading();
+        let t = t.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            t.resume_reading();
+        })
+        .detach();
+    }
+    fn data_received(&mut self, data: &[u8], t: &Transport) {
+        self.log.push((self.started.elapsed().as_millis(), data.len()));
+        t.write(data);
+    }
+}
+
+#[test]
+fn paused_reading_holds_data_in_the_kernel_until_resumed() {
+    let log = Log::<(u128, usize)>::default();
+    let l = log.clone();
+    let (_engine, addr) = engine(1, move |_| {
+        let l = l.clone();
+        factory_fn(move |_| {
+            Some(Paused {
+                log: l.clone(),
+                started: std::time::Instant::now(),
+            })
+        })
+    });
+    let data = Rng::new(11).bytes(16 * 1024);
+    let mut s = connect(addr);
+    s.write_all(&data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    s.read_exact(&mut back).unwrap();
+    assert!(back == data, "16 KiB intact across the pause");
+    let seen = log.items();
+    assert!(
+        seen.iter().all(|(ms, _)| *ms >= 190),
+        "no data while paused: {seen:?}"
+    );
+    assert_eq!(seen.iter().map(|(_, n)| n).sum::<usize>(), data.len());
+}
