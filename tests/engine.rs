@@ -542,3 +542,61 @@ fn paused_reading_holds_data_in_the_kernel_until_resumed() {
     );
     assert_eq!(seen.iter().map(|(_, n)| n).sum::<usize>(), data.len());
 }
+
+/// Records its start and stop hooks, with the shard index.
+struct Hooks {
+    log: Log<String>,
+}
+
+impl weft::Factory for Hooks {
+    type Protocol = Echo;
+    fn start(&mut self, shard: &weft::ShardInfo) {
+        self.log.push(format!("start {}", shard.index));
+    }
+    fn stop(&mut self) {
+        self.log.push("stop".into());
+    }
+    fn build_protocol(&mut self, _peer: &Address) -> Option<Echo> {
+        self.log.push("build".into());
+        Some(Echo)
+    }
+}
+
+#[test]
+fn each_shard_factory_starts_once_before_serving_and_stops_once_after() {
+    let log = Log::<String>::default();
+    let l = log.clone();
+    let (engine, addr) = engine_with(
+        2,
+        |c| c.listen.push("[::1]:0".parse().unwrap()),
+        move |_| Hooks { log: l.clone() },
+    );
+    let mut s = connect(addr);
+    s.write_all(b"h").unwrap();
+    s.read_exact(&mut [0u8; 1]).unwrap();
+    drop(s);
+    engine.shutdown();
+    engine.join().unwrap();
+    let events = log.items();
+    let mut starts: Vec<_> = events
+        .iter()
+        .filter(|e| e.starts_with("start"))
+        .cloned()
+        .collect();
+    starts.sort();
+    assert_eq!(
+        starts,
+        vec!["start 0", "start 1"],
+        "once per shard, whatever the listener count"
+    );
+    assert_eq!(events.iter().filter(|e| *e == "stop").count(), 2);
+    let first_build = events.iter().position(|e| e == "build").unwrap();
+    assert!(
+        events[..first_build]
+            .iter()
+            .filter(|e| e.starts_with("start"))
+            .count()
+            >= 1
+    );
+    assert_eq!(events.last().map(String::as_str), Some("stop"));
+}
