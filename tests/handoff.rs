@@ -184,3 +184,42 @@ fn usage_and_takeover_errors_are_one_line() {
     assert!(text.contains("cannot reach a running weft at"), "{text}");
     assert_eq!(text.trim_end().lines().count(), 1, "{text}");
 }
+
+#[test]
+fn drain_delay_fails_the_health_check_while_the_service_still_accepts() {
+    let mut w = Weft::serve(&[
+        "--proto",
+        "echo",
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--health",
+        "127.0.0.1:0",
+        "--drain-delay",
+        "1s",
+        "--drain-timeout",
+        "5s",
+    ]);
+    let addr = w.ready();
+    let health = w.health_addr();
+    assert!(probe(health).starts_with("HTTP/1.1 200 OK\r\n"));
+    w.signal(libc::SIGTERM);
+    w.wait_for("health check failing", Duration::from_secs(5));
+    assert!(probe(health).starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+    // Still accepting and serving during the delay.
+    let mut client = TcpStream::connect(addr).expect("accepts during the drain delay");
+    client.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    client.write_all(b"late").unwrap();
+    let mut buf = [0u8; 4];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"late");
+    drop(client);
+    // Then the listeners close, and the process exits cleanly.
+    let refused = (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        TcpStream::connect(addr).is_err()
+    });
+    assert!(refused, "the listeners close after the delay");
+    assert!(w.wait(Duration::from_secs(10)).success());
+}

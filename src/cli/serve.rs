@@ -54,6 +54,10 @@ pub(crate) struct ServeArgs {
     /// Listen backlog per shard.
     #[arg(long, default_value_t = 1024)]
     backlog: u32,
+    /// On SIGINT/SIGTERM, how long the health check fails while the service still accepts,
+    /// before the listeners close (lets a balancer take the instance out first).
+    #[arg(long, default_value = "0s", value_parser = super::duration)]
+    drain_delay: Duration,
     /// On SIGINT/SIGTERM, how long open connections may finish before they are aborted.
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     drain_timeout: Duration,
@@ -183,6 +187,7 @@ struct Extras {
     prometheus: Option<SocketAddr>,
     stats_interval: Option<Duration>,
     hdr_log: Option<PathBuf>,
+    drain_delay: Duration,
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), ServeError> {
@@ -243,6 +248,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServeError> {
         prometheus: args.metrics,
         stats_interval: args.stats_interval,
         hdr_log: args.hdr_log,
+        drain_delay: args.drain_delay,
     };
     match args.proto {
         Proto::Echo => serve(config, extras, "echo", |_| Echo::factory()),
@@ -344,12 +350,22 @@ where
             Err(e) => tracing::warn!("took over the listeners, but {e}"),
         }
     }
+    let delay = extras.drain_delay;
     std::thread::spawn(move || {
         let mut seen = 0;
         for sig in signals.forever() {
             seen += 1;
             // Log after acting, so that whoever reads the line sees the new state.
-            if seen == 1 {
+            if seen == 1 && !delay.is_zero() {
+                handle.fail_health();
+                tracing::info!("signal {sig}: health check failing; listeners close in {delay:?}");
+                let handle = handle.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    handle.shutdown();
+                    tracing::info!("listeners closed, draining open connections");
+                });
+            } else if seen == 1 {
                 handle.shutdown();
                 tracing::info!("signal {sig}: listeners closed, draining open connections");
             } else {

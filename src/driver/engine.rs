@@ -60,6 +60,9 @@ struct Control {
     listeners: Vec<RawFd>,
     /// True until a shutdown, abort or handoff starts; held while the listeners are lent.
     serving: Mutex<bool>,
+    /// Set by [`ShutdownHandle::fail_health`]: health checks fail while the engine still
+    /// serves, so that balancers stop sending before the listeners close.
+    unhealthy: std::sync::atomic::AtomicBool,
 }
 
 impl ShutdownHandle {
@@ -81,9 +84,19 @@ impl ShutdownHandle {
         self.stop(HANDOFF);
     }
 
-    /// True until a shutdown, abort or handoff starts: what a health check reports.
+    /// True until a shutdown, abort or handoff starts, or [`fail_health`](Self::fail_health):
+    /// what a health check reports.
     pub fn is_serving(&self) -> bool {
-        *self.lock()
+        *self.lock() && !self.inner.unhealthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes health checks fail from now on while the engine goes on serving: the first step
+    /// of a graceful stop behind a balancer, which then stops sending new connections before
+    /// [`shutdown`](Self::shutdown) closes the listeners.
+    pub fn fail_health(&self) {
+        self.inner
+            .unhealthy
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Runs `f` with every shard's listening sockets (shard by shard, each shard's in
@@ -111,6 +124,7 @@ impl ShutdownHandle {
                 shards,
                 listeners,
                 serving: Mutex::new(true),
+                unhealthy: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
