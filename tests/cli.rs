@@ -132,3 +132,38 @@ fn a_locked_memory_limit_too_low_for_io_uring_is_one_clear_line() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn proxy_listen_requires_the_header_on_its_own_port_only() {
+    let plain: std::net::SocketAddr = format!("127.0.0.1:{}", util::free_port()).parse().unwrap();
+    let proxied: std::net::SocketAddr = format!("127.0.0.1:{}", util::free_port()).parse().unwrap();
+    let cmd = util::weft_command(&[
+        "serve",
+        "--proto",
+        "whoami",
+        "--cores",
+        "1",
+        "--listen",
+        &plain.to_string(),
+        "--proxy-listen",
+        &proxied.to_string(),
+        "--proxy-trusted",
+        "127.0.0.0/8",
+    ]);
+    let mut server = spawn_listening(cmd, plain);
+    let mut direct = TcpStream::connect(plain).unwrap();
+    let mut seen = String::new();
+    direct.read_to_string(&mut seen).unwrap();
+    assert_eq!(seen, format!("{}\n", direct.local_addr().unwrap()));
+    let mut balanced = TcpStream::connect(proxied).unwrap();
+    balanced
+        .write_all(b"PROXY TCP4 192.0.2.7 192.0.2.1 5555 80\r\n")
+        .unwrap();
+    let mut claimed = String::new();
+    balanced.read_to_string(&mut claimed).unwrap();
+    assert_eq!(claimed, "192.0.2.7:5555\n");
+    drop((direct, balanced));
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert_eq!(wait_exit(&mut server, Duration::from_secs(15)).code(), Some(0));
+}

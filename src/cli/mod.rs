@@ -94,13 +94,22 @@ fn usage_error(e: &clap::Error) -> i32 {
         };
     }
     let text = e.render().to_string();
-    let line = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments");
-    let line = line.strip_prefix("error: ").unwrap_or(line);
+    let line = first_line(&text);
     eprintln!("weft: {line} (see weft --help)");
     EXIT_USAGE
+}
+
+/// The message of a rendered clap error as one line: its first line, joined with the lines
+/// it introduces when it ends with a colon ("required arguments were not provided:").
+fn first_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    if line.ends_with(':') {
+        let listed: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
+        line = format!("{} {}", line, listed.join(", "));
+    }
+    line
 }
 
 fn init_logging() {
@@ -126,4 +135,22 @@ pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
 /// clap value parser for byte sizes (`64KiB`, `4MiB`).
 pub(crate) fn size(s: &str) -> Result<usize, String> {
     weft::config::parse_size(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_line;
+
+    #[test]
+    fn usage_errors_fit_one_line() {
+        let missing = "error: the following required arguments were not provided:\n  --listen <LISTEN>\n  --x\n\nUsage: weft serve --listen <LISTEN>\n";
+        assert_eq!(
+            first_line(missing),
+            "the following required arguments were not provided: --listen <LISTEN>, --x"
+        );
+        assert_eq!(
+            first_line("error: invalid value 'x' for '--cores'\n\nUsage: ..."),
+            "invalid value 'x' for '--cores'"
+        );
+    }
 }

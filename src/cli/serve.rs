@@ -37,13 +37,14 @@ pub(crate) enum Proto {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("proxy_mode").args(["proxy_protocol", "proxy_listen"]).multiple(true)))]
 pub(crate) struct ServeArgs {
     /// Protocol to serve.
     #[arg(long, value_enum, default_value = "echo")]
     proto: Proto,
     /// Address to listen on, e.g. 127.0.0.1:7000 or [::1]:7000 (repeatable). With --takeover,
     /// defaults to the addresses taken over.
-    #[arg(long = "listen", required_unless_present = "takeover", value_parser = parse_addr)]
+    #[arg(long = "listen", required_unless_present_any = ["takeover", "proxy_listen"], value_parser = parse_addr)]
     listen: Vec<SocketAddr>,
     /// Where `--proto relay` forwards each connection (host:port).
     #[arg(long, required_if_eq("proto", "relay"))]
@@ -97,11 +98,16 @@ pub(crate) struct ServeArgs {
     /// http: time a request head may take to arrive, from its first byte (then 408).
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     header_timeout: Duration,
-    /// Require a PROXY protocol header (v1 or v2) on every listener (never auto-detected).
+    /// Require a PROXY protocol header (v1 or v2) on every --listen address (never
+    /// auto-detected).
     #[arg(long, requires = "proxy_trusted")]
     proxy_protocol: bool,
+    /// Also listen on ADDR, requiring a PROXY header there only (repeatable): a port for the
+    /// balancer beside plain --listen ports.
+    #[arg(long, value_name = "ADDR", requires = "proxy_trusted", value_parser = parse_addr)]
+    proxy_listen: Vec<SocketAddr>,
     /// Peers allowed to send a PROXY header, e.g. 10.0.0.0/8,::1; others are closed unread.
-    #[arg(long, value_name = "CIDR[,CIDR...]", requires = "proxy_protocol", value_parser = parse_cidrs)]
+    #[arg(long, value_name = "CIDR[,CIDR...]", requires = "proxy_mode", value_parser = parse_cidrs)]
     proxy_trusted: Option<Trusted>,
     /// Time from accept to a complete PROXY header.
     #[arg(long, default_value = "3s", value_parser = super::duration)]
@@ -236,8 +242,18 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServeError> {
             header_timeout: args.proxy_header_timeout,
             max_header: args.proxy_max_header,
         };
-        for addr in &config.listen {
-            config.proxy_protocol.insert(*addr, proxy.clone());
+        let proxied: Vec<SocketAddr> = if args.proxy_protocol {
+            config.listen.iter().chain(&args.proxy_listen).copied().collect()
+        } else {
+            args.proxy_listen.clone()
+        };
+        for addr in &args.proxy_listen {
+            if !config.listen.contains(addr) {
+                config.listen.push(*addr);
+            }
+        }
+        for addr in proxied {
+            config.proxy_protocol.insert(addr, proxy.clone());
         }
     }
     let extras = Extras {
