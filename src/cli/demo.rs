@@ -1,5 +1,5 @@
-//! `weft demo`: an echo server on every core, a few seconds of `weft load` against it, and
-//! the results.
+//! `weft demo`: an echo server and a few seconds of `weft load` against it, each on its own
+//! half of the cores (as the benchmarks pin them), and the results.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ pub(crate) struct DemoArgs {
     /// How long to drive load.
     #[arg(long, default_value = "3s", value_parser = super::duration)]
     duration: Duration,
-    /// Client connections, spread over every core.
+    /// Client connections, spread over the load generator's cores.
     #[arg(long, default_value_t = 16)]
     conns: usize,
     /// Message size in bytes.
@@ -29,23 +29,25 @@ pub(crate) struct DemoArgs {
 }
 
 pub(crate) fn run(args: DemoArgs) -> Result<(), CliError> {
+    let (server_cores, load_cores) = split_cores();
     let config = EngineConfig {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        cores: server_cores,
         ..Default::default()
     };
     let engine = Engine::serve(config, |_| Echo::factory())?;
     let target = engine.local_addrs()[0];
     println!(
-        "weft demo: echo server on {target} ({} shards on cores {:?}); weft load: {} connections x {} B for {:?}",
-        engine.cores().len(),
+        "weft demo: echo server on {target}, one shard on each of cores {:?}; weft load on cores {}: {} connections x {} B for {:?}",
         engine.cores(),
+        load_cores_list(&load_cores),
         args.conns,
         args.size,
         args.duration
     );
     let mut load = LoadConfig::new(target, Workload::echo(args.size));
     load.conns = args.conns;
-    load.cores = Cores::All;
+    load.cores = load_cores;
     load.duration = args.duration;
     let stop = Arc::new(AtomicBool::new(false));
     let outcome = run_load(&load, &stop, |_, _| ()).map_err(|e| CliError::Failure(e.to_string()))?;
@@ -57,4 +59,26 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), CliError> {
         server.accepted, server.bytes_in, server.bytes_out
     );
     Ok(())
+}
+
+/// The first half of the allowed cores serve, the rest load (one core: both share it).
+fn split_cores() -> (Cores, Cores) {
+    let mut ids: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort_unstable();
+    if ids.len() < 2 {
+        return (Cores::All, Cores::All);
+    }
+    let load = ids.split_off(ids.len() / 2);
+    (Cores::List(ids), Cores::List(load))
+}
+
+fn load_cores_list(cores: &Cores) -> String {
+    match cores {
+        Cores::List(ids) => format!("{ids:?}"),
+        other => format!("{other:?}"),
+    }
 }
