@@ -74,6 +74,18 @@ impl FromStr for Cores {
 }
 
 impl Cores {
+    /// The cores this process may run on (its affinity mask, as `taskset` restricts it), in
+    /// ascending order.
+    pub fn allowed() -> Vec<usize> {
+        let mut ids: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Resolves the selection against the cores this process may run on.
     ///
     /// # Errors

@@ -101,6 +101,27 @@ fn naive_stop_and_start_refuses_connections() {
     assert!(new.wait(Duration::from_secs(10)).success());
 }
 
+/// `weft serve --proto echo` on one core with a health check and a 5 s drain, plus `extra`;
+/// returns it once serving, with its service and health addresses.
+fn echo_with_health(extra: &[&str]) -> (Weft, SocketAddr, SocketAddr) {
+    let base = [
+        "--proto",
+        "echo",
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--health",
+        "127.0.0.1:0",
+        "--drain-timeout",
+        "5s",
+    ];
+    let mut w = Weft::serve(&[&base[..], extra].concat());
+    let addr = w.ready();
+    let health = w.health_addr();
+    (w, addr, health)
+}
+
 fn probe(health: SocketAddr) -> String {
     let mut s = TcpStream::connect(health).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -113,20 +134,7 @@ fn probe(health: SocketAddr) -> String {
 
 #[test]
 fn health_check_says_serving_then_draining() {
-    let mut w = Weft::serve(&[
-        "--proto",
-        "echo",
-        "--cores",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--health",
-        "127.0.0.1:0",
-        "--drain-timeout",
-        "5s",
-    ]);
-    let addr = w.ready();
-    let health = w.health_addr();
+    let (mut w, addr, health) = echo_with_health(&[]);
     assert!(probe(health).starts_with("HTTP/1.1 200 OK\r\n"));
     // A bare TCP check (connect, close) is harmless.
     drop(TcpStream::connect(health).unwrap());
@@ -187,22 +195,7 @@ fn usage_and_takeover_errors_are_one_line() {
 
 #[test]
 fn drain_delay_fails_the_health_check_while_the_service_still_accepts() {
-    let mut w = Weft::serve(&[
-        "--proto",
-        "echo",
-        "--cores",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--health",
-        "127.0.0.1:0",
-        "--drain-delay",
-        "1s",
-        "--drain-timeout",
-        "5s",
-    ]);
-    let addr = w.ready();
-    let health = w.health_addr();
+    let (mut w, addr, health) = echo_with_health(&["--drain-delay", "1s"]);
     assert!(probe(health).starts_with("HTTP/1.1 200 OK\r\n"));
     w.signal(libc::SIGTERM);
     w.wait_for("health check failing", Duration::from_secs(5));

@@ -15,13 +15,7 @@ pub fn resolve_cores(spec: &str) -> Result<Vec<usize>, String> {
     let cores: weft::Cores = spec
         .parse()
         .map_err(|e: weft::config::ParseError| e.to_string())?;
-    let mut allowed: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    allowed.sort_unstable();
-    cores.resolve(&allowed)
+    cores.resolve(&weft::Cores::allowed())
 }
 
 /// Pins the calling thread to `core`; false when the OS refused.

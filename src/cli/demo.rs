@@ -63,12 +63,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), CliError> {
 
 /// The first half of the allowed cores serve, the rest load (one core: both share it).
 fn split_cores() -> (Cores, Cores) {
-    let mut ids: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    ids.sort_unstable();
+    let mut ids = Cores::allowed();
     if ids.len() < 2 {
         return (Cores::All, Cores::All);
     }

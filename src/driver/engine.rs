@@ -12,7 +12,7 @@ use glommio::{GlommioError, LocalExecutorBuilder, Placement};
 
 use super::port::bind_listeners;
 use super::shard::{self, ABORT, DRAIN, HANDOFF, ShardBoot};
-use crate::config::{EngineConfig, ReactorConfig};
+use crate::config::{Cores, EngineConfig, ReactorConfig};
 use crate::metrics::{self, MetricsHandle};
 use crate::stats::StatsSnapshot;
 use crate::{EngineError, Factory, ShardInfo};
@@ -184,7 +184,7 @@ impl Engine {
         }
         let cores = config
             .cores
-            .resolve(&allowed_cores())
+            .resolve(&Cores::allowed())
             .map_err(EngineError::Cores)?;
         raise_limits()?;
         let bound = bind_listeners(
@@ -373,17 +373,6 @@ pub(crate) fn executor_builder(
         b = b.spin_before_park(spin);
     }
     b
-}
-
-/// The cores this process may run on (its affinity mask).
-pub(crate) fn allowed_cores() -> Vec<usize> {
-    let mut ids: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    ids.sort_unstable();
-    ids
 }
 
 /// The oldest kernel glommio's reactor runs on.

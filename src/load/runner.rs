@@ -24,7 +24,7 @@ use super::recorder::ErrorKind;
 use super::schedule::{Pacing, Schedule};
 use super::workload::Workload;
 use crate::config::{Cores, ReactorConfig};
-use crate::driver::engine::{allowed_cores, executor_builder, raise_limits, reactor_error};
+use crate::driver::engine::{executor_builder, raise_limits, reactor_error};
 use crate::driver::shard::ShardCtx;
 use crate::{Address, ConnectorState, EngineError};
 
@@ -165,7 +165,7 @@ impl Load {
         config.validate()?;
         let cpus = config
             .cores
-            .resolve(&allowed_cores())
+            .resolve(&Cores::allowed())
             .map_err(LoadError::Config)?;
         let cpus: Vec<usize> = cpus.into_iter().take(config.conns).collect();
         std::net::TcpStream::connect_timeout(&config.target, config.connect_timeout).map_err(|source| {
