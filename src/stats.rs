@@ -31,7 +31,6 @@ pub(crate) struct ShardStats {
     pub(crate) accepted: Cell<u64>,
     pub(crate) refused: Cell<u64>,
     pub(crate) shed: Cell<u64>,
-    pub(crate) active: Cell<u64>,
     pub(crate) bytes_in: Cell<u64>,
     pub(crate) bytes_out: Cell<u64>,
     pub(crate) emfile_recoveries: Cell<u64>,
@@ -47,13 +46,7 @@ impl ShardStats {
         cell.set(cell.get().wrapping_add(n));
     }
 
-    pub(crate) fn opened(&self) {
-        Self::add(&self.accepted, 1);
-        Self::add(&self.active, 1);
-    }
-
     pub(crate) fn closed(&self, reason: &CloseReason) {
-        self.active.set(self.active.get().saturating_sub(1));
         Self::add(&self.closed[close_index(reason)], 1);
     }
 
@@ -65,13 +58,14 @@ impl ShardStats {
         }
     }
 
-    /// A copy of every counter.
-    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+    /// A copy of every counter; `active` is the shard's count of live connections (the size
+    /// of its registry, not a counter kept beside it).
+    pub(crate) fn snapshot(&self, active: usize) -> StatsSnapshot {
         StatsSnapshot {
             accepted: self.accepted.get(),
             refused: self.refused.get(),
             shed: self.shed.get(),
-            active: self.active.get(),
+            active: active as u64,
             bytes_in: self.bytes_in.get(),
             bytes_out: self.bytes_out.get(),
             emfile_recoveries: self.emfile_recoveries.get(),
@@ -168,12 +162,11 @@ mod tests {
     #[test]
     fn counts_and_merges() {
         let s = ShardStats::default();
-        s.opened();
-        s.opened();
+        ShardStats::add(&s.accepted, 2);
         s.closed(&CloseReason::Reset);
         s.accept_error(libc::EMFILE);
         s.accept_error(libc::EMFILE);
-        let a = s.snapshot();
+        let a = s.snapshot(1);
         assert_eq!((a.accepted, a.active), (2, 1));
         assert_eq!(a.closed_for("reset"), 1);
         assert_eq!(a.accept_errors, vec![(libc::EMFILE, 2)]);

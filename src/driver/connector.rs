@@ -42,7 +42,6 @@ use super::connection::Connection;
 use super::shard::ShardCtx;
 use crate::client::{AfterEnd, Machine};
 use crate::reconnect::{Backoff, Jitter};
-use crate::stats::ShardStats;
 use crate::{
     Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError,
     Destination, Transport,
@@ -510,7 +509,6 @@ async fn serve<F: ClientFactory>(c: &Connector, factory: &RefCell<F>, est: Estab
         let _ = transport.set_keepalive_params(k);
     }
     let key = shard.conns.borrow_mut().insert(transport.clone());
-    ShardStats::add(&shard.stats.active, 1);
     *inner.transport.borrow_mut() = Some(transport.clone());
     let reason = Connection::new(est.stream, protocol, transport, shard.clone(), key)
         .run()

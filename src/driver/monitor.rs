@@ -60,13 +60,13 @@ impl Monitor {
     /// Sends the shard's counters and the latencies recorded since the last report.
     fn report(&self, now: Instant) {
         let stalls = self.stalls.borrow().stalls();
-        self.link.send(self.shard.stats.snapshot(), stalls, now);
+        self.link.send(self.shard.snapshot(), stalls, now);
     }
 
     /// Sends the final report of a shard that stopped serving, waiting a little for room.
     pub(crate) fn report_last(&self) {
         let stalls = self.stalls.borrow().stalls();
-        let stats = self.shard.stats.snapshot();
+        let stats = self.shard.snapshot();
         self.link
             .send_last(stats, stalls, Instant::now(), LAST_REPORT_WAIT);
     }

@@ -391,6 +391,6 @@ pub(crate) fn establish<F: Factory>(
         let _ = transport.set_user_timeout(config.user_timeout);
     }
     let key = shard.conns.borrow_mut().insert(transport.clone());
-    shard.stats.opened();
+    ShardStats::add(&shard.stats.accepted, 1);
     Some(Connection::new(stream, protocol, transport, shard.clone(), key))
 }

@@ -59,6 +59,11 @@ thread_local! {
 }
 
 impl ShardCtx {
+    /// The shard's counters now, with its live connections.
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        self.stats.snapshot(self.conns.borrow().len())
+    }
+
     fn new(info: ShardInfo, config: ConnectionConfig) -> Self {
         Self {
             info,
@@ -225,5 +230,5 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
         m.report_last();
         metrics::uninstall_recorder();
     }
-    shard.stats.snapshot()
+    shard.snapshot()
 }
