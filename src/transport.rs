@@ -390,7 +390,8 @@ impl Transport {
         self.wake();
     }
 
-    fn wake(&self) {
+    /// Wakes the connection's driver, unless it is polling now and will see the change.
+    pub(crate) fn wake(&self) {
         if self.inner.flags.get().polling {
             return;
         }
@@ -483,11 +484,6 @@ impl Transport {
         if let Some(mut p) = self.inner.producer.borrow_mut().take() {
             p.stop_producing();
         }
-    }
-
-    /// Wakes the driver from outside its poll (engine shutdown, timers).
-    pub(crate) fn notify(&self) {
-        self.wake();
     }
 }
 

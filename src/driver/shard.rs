@@ -196,7 +196,7 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
     if first == 1 && cmd[0] != ABORT {
         shard.draining.set(true);
         for (_, t) in shard.conns.borrow().iter() {
-            t.notify();
+            t.wake();
         }
         let deadline = Instant::now() + config.drain_timeout;
         let mut abort = Box::pin(control.read(&mut cmd));
