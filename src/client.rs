@@ -170,8 +170,10 @@ impl ConnectError {
     }
 }
 
-/// Options of [`connect_tcp`](crate::connect_tcp); every field documents its default.
+/// Options of [`connect_tcp`](crate::connect_tcp); every field documents its default. Start
+/// from [`ConnectOptions::default()`] and set what matters (the type is `#[non_exhaustive]`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectOptions {
     /// How long an attempt may take, resolution included, before it fails with
     /// [`ConnectError::TimedOut`]. Default: 30 s (Twisted's).
@@ -185,6 +187,43 @@ pub struct ConnectOptions {
     pub keepalive: Option<Keepalive>,
     /// Retry failed attempts and lost connections with exponential back-off. Default: none.
     pub reconnect: Option<ReconnectPolicy>,
+}
+
+impl ConnectOptions {
+    /// Sets [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`bind`](Self::bind).
+    #[must_use]
+    pub fn with_bind(mut self, bind: Option<Address>) -> Self {
+        self.bind = bind;
+        self
+    }
+
+    /// Sets [`nodelay`](Self::nodelay).
+    #[must_use]
+    pub fn with_nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// Sets [`keepalive`](Self::keepalive).
+    #[must_use]
+    pub fn with_keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// Sets [`reconnect`](Self::reconnect).
+    #[must_use]
+    pub fn with_reconnect(mut self, reconnect: Option<ReconnectPolicy>) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
 }
 
 impl Default for ConnectOptions {

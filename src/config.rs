@@ -1,6 +1,5 @@
 //! Engine configuration: every field documents its default.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::str::FromStr;
@@ -91,25 +90,51 @@ impl Cores {
     /// # Errors
     ///
     /// A count above the allowed cores, or a listed core the process may not run on.
-    pub fn resolve(&self, allowed: &[usize]) -> Result<Vec<usize>, String> {
+    pub fn resolve(&self, allowed: &[usize]) -> Result<Vec<usize>, CoresError> {
         if allowed.is_empty() {
-            return Err("no CPU core is available to this process".into());
+            return Err(CoresError::NoneAvailable);
         }
         match self {
             Self::All => Ok(allowed.to_vec()),
             Self::Count(n) if *n <= allowed.len() => Ok(allowed[..*n].to_vec()),
-            Self::Count(n) => Err(format!(
-                "{n} cores requested but only {} are available ({allowed:?})",
-                allowed.len()
-            )),
+            Self::Count(n) => Err(CoresError::TooMany {
+                requested: *n,
+                allowed: allowed.to_vec(),
+            }),
             Self::List(ids) => match ids.iter().find(|id| !allowed.contains(id)) {
-                Some(id) => Err(format!(
-                    "core {id} is not available to this process (allowed: {allowed:?})"
-                )),
+                Some(&core) => Err(CoresError::NotAllowed {
+                    core,
+                    allowed: allowed.to_vec(),
+                }),
                 None => Ok(ids.clone()),
             },
         }
     }
+}
+
+/// Why a core selection does not fit the CPUs this process may run on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoresError {
+    /// The affinity mask is empty or could not be read.
+    #[error("no CPU core is available to this process")]
+    NoneAvailable,
+    /// More cores were asked for than the process may use.
+    #[error("{requested} cores requested but only {} are available ({allowed:?})", allowed.len())]
+    TooMany {
+        /// How many were asked for.
+        requested: usize,
+        /// The cores the process may run on.
+        allowed: Vec<usize>,
+    },
+    /// A listed core is outside the process's affinity mask.
+    #[error("core {core} is not available to this process (allowed: {allowed:?})")]
+    NotAllowed {
+        /// The core that was asked for.
+        core: usize,
+        /// The cores the process may run on.
+        allowed: Vec<usize>,
+    },
 }
 
 /// Parses a duration such as `10s`, `500ms`, `2m`, `1h` or `250us`. A bare number is seconds.
@@ -167,6 +192,7 @@ pub fn parse_size(s: &str) -> Result<usize, ParseError> {
 
 /// Options applied to every connection a shard serves.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectionConfig {
     /// TCP_NODELAY on every connection. Default: on.
     pub nodelay: bool,
@@ -198,6 +224,7 @@ pub struct ConnectionConfig {
 /// Output flow control: where a connection's producer is paused and resumed, and where the
 /// connection is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FlowConfig {
     /// Queued output above which the producer is paused (by default: this connection's own
     /// reading). Default: 64 KiB.
@@ -207,6 +234,18 @@ pub struct FlowConfig {
     /// Queued output above which the connection is closed with
     /// [`CloseReason::OutputLimit`](crate::CloseReason::OutputLimit). Default: 4 MiB.
     pub max_output: usize,
+}
+
+impl FlowConfig {
+    /// Watermarks and cap, made consistent: the low-water mark is at most the high one, and
+    /// the cap at least the high one.
+    pub fn new(high_water: usize, low_water: usize, max_output: usize) -> Self {
+        Self {
+            high_water,
+            low_water: low_water.min(high_water),
+            max_output: max_output.max(high_water),
+        }
+    }
 }
 
 impl Default for FlowConfig {
@@ -221,6 +260,7 @@ impl Default for FlowConfig {
 
 /// TCP keepalive settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Keepalive {
     /// Idle time before the first probe.
     pub idle: Duration,
@@ -228,6 +268,17 @@ pub struct Keepalive {
     pub interval: Duration,
     /// Unanswered probes before the connection is dropped.
     pub count: u32,
+}
+
+impl Keepalive {
+    /// Probes after `idle` without traffic, every `interval`, `count` times.
+    pub fn new(idle: Duration, interval: Duration, count: u32) -> Self {
+        Self {
+            idle,
+            interval,
+            count,
+        }
+    }
 }
 
 impl Default for ConnectionConfig {
@@ -250,6 +301,7 @@ impl Default for ConnectionConfig {
 
 /// The accept path's knobs (see `tuning.md`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AcceptConfig {
     /// Listen backlog per shard and address. Default: 1024 (the kernel caps it at somaxconn).
     pub backlog: u32,
@@ -282,6 +334,7 @@ impl Default for AcceptConfig {
 
 /// glommio reactor knobs for each shard.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ReactorConfig {
     /// io_uring submission queue depth. Default: 256.
     pub ring_depth: usize,
@@ -306,6 +359,7 @@ impl Default for ReactorConfig {
 
 /// How shards report their metrics (see [`crate::metrics`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct MetricsConfig {
     /// Run the collector thread, the per-shard reports and the reactor-lag probe. Off, the
     /// engine keeps only its plain per-shard counters (reported by
@@ -338,11 +392,15 @@ impl Default for MetricsConfig {
     }
 }
 
-/// Everything an [`Engine`](crate::Engine) needs to start.
+/// How an [`Engine`](crate::Engine) runs its shards: everything but its listeners, which
+/// [`EngineBuilder::listen`](crate::EngineBuilder::listen) adds one by one, each with its own
+/// factory.
+///
+/// Start from [`EngineConfig::default()`] and set the fields that matter; the type is
+/// `#[non_exhaustive]`, so new knobs are not breaking changes.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EngineConfig {
-    /// Addresses every shard listens on (one SO_REUSEPORT socket per shard and address).
-    pub listen: Vec<SocketAddr>,
     /// Which cores run shards. Default: all allowed cores.
     pub cores: Cores,
     /// Pin each shard's thread to its core. Default: on.
@@ -356,15 +414,55 @@ pub struct EngineConfig {
     pub accept: AcceptConfig,
     /// Reactor options.
     pub reactor: ReactorConfig,
-    /// Listeners that require a PROXY protocol header (v1 or v2) before a connection reaches
-    /// its protocol, keyed by their address in [`listen`](Self::listen) as configured.
-    /// Default: none (no listener expects one; it is never detected).
-    pub proxy_protocol: HashMap<SocketAddr, ProxyConfig>,
     /// Listening sockets handed over by a predecessor process: the engine accepts on these
     /// instead of binding new ones for the addresses they are bound to. Default: none.
     pub inherited: InheritedListeners,
     /// Metrics collection.
     pub metrics: MetricsConfig,
+}
+
+/// One listening address and how its connections are received, before they reach their
+/// protocol. Build it with [`ListenerConfig::new`] (or from a `SocketAddr`) and the methods
+/// that add options.
+///
+/// ```
+/// use weft::ListenerConfig;
+/// use weft::proxy::{Cidr, ProxyConfig};
+///
+/// let balancer = Cidr::parse_list("10.0.0.0/8")?;
+/// let l = ListenerConfig::new("0.0.0.0:8443".parse()?).proxy(ProxyConfig::trusting(balancer));
+/// assert!(l.proxy.is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ListenerConfig {
+    /// The address every shard listens on (one SO_REUSEPORT socket per shard). Port 0 picks
+    /// a free port, the same for every shard.
+    pub addr: SocketAddr,
+    /// Require a PROXY protocol header (v1 or v2) from trusted balancers before a connection
+    /// reaches its protocol. Default: none (a header is never expected nor detected).
+    pub proxy: Option<ProxyConfig>,
+}
+
+impl ListenerConfig {
+    /// A plain listener on `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, proxy: None }
+    }
+
+    /// Requires a PROXY protocol header on this listener, with these settings.
+    #[must_use]
+    pub fn proxy(mut self, proxy: ProxyConfig) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+}
+
+impl From<SocketAddr> for ListenerConfig {
+    fn from(addr: SocketAddr) -> Self {
+        Self::new(addr)
+    }
 }
 
 /// Listening sockets an engine adopts instead of binding (a zero-downtime restart: see
@@ -384,6 +482,14 @@ impl InheritedListeners {
         Self {
             fds: Arc::new(Mutex::new(fds)),
         }
+    }
+
+    /// Adds more sockets to adopt.
+    pub fn add(&self, fds: Vec<OwnedFd>) {
+        self.fds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(fds);
     }
 
     /// The distinct local addresses of the sockets, in order (unreadable ones left out).
@@ -413,14 +519,12 @@ impl InheritedListeners {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            listen: Vec::new(),
             cores: Cores::All,
             pin: true,
             drain_timeout: Duration::from_secs(10),
             connection: ConnectionConfig::default(),
             accept: AcceptConfig::default(),
             reactor: ReactorConfig::default(),
-            proxy_protocol: HashMap::new(),
             inherited: InheritedListeners::default(),
             metrics: MetricsConfig::default(),
         }

@@ -4,6 +4,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::addr::Address;
+use crate::config::CoresError;
+
 /// Why a connection ended. Delivered exactly once to [`Protocol::connection_lost`].
 ///
 /// [`Protocol::connection_lost`]: crate::Protocol::connection_lost
@@ -48,22 +51,44 @@ impl CloseReason {
         }
     }
 
-    /// A short stable label, used in logs and metrics (`eof`, `local`, `aborted`, ...).
+    /// A short stable label, used in logs and metrics (`eof`, `local`, `aborted`, ...): one of
+    /// [`CLOSE_LABELS`].
     pub fn label(&self) -> &'static str {
+        CLOSE_LABELS[self.index()]
+    }
+
+    /// The reason's place in [`CLOSE_LABELS`]. The match names every variant, so a new
+    /// reason does not compile until it has a label of its own.
+    pub(crate) fn index(&self) -> usize {
         match self {
-            Self::PeerEof => "eof",
-            Self::LocalClose => "local",
-            Self::Aborted => "aborted",
-            Self::Reset => "reset",
-            Self::Io(_) => "io_error",
-            Self::Shutdown => "shutdown",
-            Self::OutputLimit => "output_limit",
-            Self::WriteStall => "write_stall",
-            Self::IdleTimeout => "idle_timeout",
-            Self::DeadlineExpired => "deadline",
+            Self::PeerEof => 0,
+            Self::LocalClose => 1,
+            Self::Aborted => 2,
+            Self::Reset => 3,
+            Self::Io(_) => 4,
+            Self::Shutdown => 5,
+            Self::OutputLimit => 6,
+            Self::WriteStall => 7,
+            Self::IdleTimeout => 8,
+            Self::DeadlineExpired => 9,
         }
     }
 }
+
+/// The label of every [`CloseReason`], in the order of [`CloseReason::label`]'s indices, which
+/// is the order [`StatsSnapshot::closed`](crate::StatsSnapshot) reports them.
+pub const CLOSE_LABELS: [&str; 10] = [
+    "eof",
+    "local",
+    "aborted",
+    "reset",
+    "io_error",
+    "shutdown",
+    "output_limit",
+    "write_stall",
+    "idle_timeout",
+    "deadline",
+];
 
 impl PartialEq for CloseReason {
     fn eq(&self, other: &Self) -> bool {
@@ -101,17 +126,21 @@ pub enum EngineError {
     #[error("cannot listen on {addr}: {source}")]
     CannotListen {
         /// The address that could not be bound.
-        addr: crate::Address,
+        addr: Address,
         /// The OS error.
         #[source]
         source: io::Error,
     },
-    /// No listen address was configured.
+    /// Neither a listener nor a shard task was configured: the engine would have nothing
+    /// to do.
     #[error("no listen address given: add at least one (e.g. --listen 127.0.0.1:7000)")]
     NoListenAddress,
+    /// Two listeners name the same address: which factory serves it would be ambiguous.
+    #[error("{0} is configured twice: give each listener its own address")]
+    DuplicateListener(Address),
     /// The core selection does not fit the CPUs this process may run on.
-    #[error("{0}")]
-    Cores(String),
+    #[error(transparent)]
+    Cores(#[from] CoresError),
     /// RLIMIT_MEMLOCK is too low for io_uring and could not be raised.
     #[error(
         "locked-memory limit too low for io_uring: soft {soft} B, hard {hard} B, need {need} B; \
@@ -125,31 +154,114 @@ pub enum EngineError {
         /// What glommio needs per executor.
         need: u64,
     },
-    /// io_uring could not be set up (kernel too old, disabled by sysctl, or blocked by seccomp).
+    /// io_uring cannot run here (kernel too old, disabled by sysctl, or blocked by seccomp),
+    /// or a shard's ring could not be set up.
     #[error(
-        "cannot start an io_uring reactor on shard {shard}: {detail} (weft needs Linux >= 5.8 with \
-         io_uring enabled: check kernel.io_uring_disabled and any container seccomp profile)"
+        "cannot start an io_uring reactor: {0} (weft needs Linux >= 5.8 with io_uring enabled: \
+         check kernel.io_uring_disabled and any container seccomp profile)"
     )]
-    IoUring {
-        /// Shard index.
-        shard: usize,
-        /// What the reactor reported.
-        detail: String,
-    },
+    IoUring(#[source] IoUringError),
     /// Listening sockets handed over by another process could not be adopted.
     #[error("cannot adopt the inherited listening sockets: {0}")]
-    Inherited(String),
-    /// The configuration contradicts itself.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// A shard thread could not be created or failed.
-    #[error("shard {shard} failed: {detail}")]
+    Inherited(#[source] InheritedError),
+    /// A shard thread could not be created, or it failed.
+    #[error("shard {shard} failed: {source}")]
     Shard {
         /// Shard index.
         shard: usize,
         /// What went wrong.
-        detail: String,
+        #[source]
+        source: ShardError,
     },
+    /// The metrics collector thread could not be started.
+    #[error("cannot start the metrics collector thread: {0}")]
+    Metrics(#[source] io::Error),
+}
+
+/// Why io_uring is not available (see [`EngineError::IoUring`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IoUringError {
+    /// The running kernel predates the io_uring features glommio uses.
+    #[error("kernel {release} is older than 5.8")]
+    KernelTooOld {
+        /// The kernel release, as `uname -r` prints it.
+        release: String,
+    },
+    /// The kernel was built without io_uring (`ENOSYS`).
+    #[error("this kernel was built without io_uring")]
+    Unsupported,
+    /// io_uring is refused to this process (`EPERM`/`EACCES`: the `kernel.io_uring_disabled`
+    /// sysctl or a seccomp profile).
+    #[error("io_uring is disabled for this process ({0})")]
+    Disabled(#[source] io::Error),
+    /// Setting up a ring failed for another reason.
+    #[error("io_uring setup failed on shard {shard}: {source}")]
+    Setup {
+        /// The shard whose ring failed (0 for the probe before any shard starts).
+        shard: usize,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why an inherited listening socket could not be adopted (see
+/// [`EngineError::Inherited`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InheritedError {
+    /// The descriptor is not a socket, or cannot be queried.
+    #[error("descriptor {fd} is not a socket ({source})")]
+    NotASocket {
+        /// The descriptor number.
+        fd: i32,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The descriptor is a socket, but not a listening TCP one bound to an IP address.
+    #[error("descriptor {fd} is not a listening TCP socket bound to an IP address")]
+    NotListening {
+        /// The descriptor number.
+        fd: i32,
+    },
+    /// The socket cannot be made non-blocking.
+    #[error("descriptor {fd} cannot be made non-blocking ({source})")]
+    Blocking {
+        /// The descriptor number.
+        fd: i32,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// An inherited socket is bound to an address no listener names.
+    #[error(
+        "the inherited listener on {0} matches no listen address (listen on it too, or leave it \
+         to the old process)"
+    )]
+    Unmatched(Address),
+}
+
+/// Why a shard failed (see [`EngineError::Shard`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// The shard's thread or its control socket could not be created.
+    #[error("cannot start the shard: {0}")]
+    Start(#[source] io::Error),
+    /// The shard's thread panicked or its reactor failed while running.
+    #[error("the shard's reactor stopped with an error: {0}")]
+    Failed(String),
+    /// The shard ended before it reported ready, without an error of its own.
+    #[error("the shard stopped before it was ready")]
+    StoppedEarly,
+}
+
+impl From<InheritedError> for EngineError {
+    fn from(e: InheritedError) -> Self {
+        Self::Inherited(e)
+    }
 }
 
 impl EngineError {

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use crate::ShutdownHandle;
+use crate::driver::engine::EngineControl;
 use crate::responder::{Limits, Responder};
 
 /// What a probe may cost: a request head of 1 KiB at most, sent within 1 s.
@@ -43,7 +43,7 @@ impl HealthCheck {
     /// # Errors
     ///
     /// The listener cannot be made non-blocking, or the thread cannot start.
-    pub fn start(listener: TcpListener, engine: ShutdownHandle) -> io::Result<Self> {
+    pub fn start(listener: TcpListener, engine: EngineControl) -> io::Result<Self> {
         let answer = Box::new(move |_: &[u8]| response(engine.is_serving()).to_vec());
         Ok(Self {
             responder: Responder::start(listener, "weft-health", LIMITS, answer)?,

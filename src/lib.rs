@@ -41,15 +41,16 @@
 //!     }
 //! }
 //!
-//! let config = EngineConfig { listen: vec!["127.0.0.1:7000".parse()?], ..Default::default() };
-//! let engine = Engine::serve(config, |_shard| factory_fn(|_peer| Some(Count)))?;
+//! let engine = Engine::builder(EngineConfig::default())
+//!     .listen("127.0.0.1:7000".parse()?, |_shard| factory_fn(|_peer| Some(Count)))
+//!     .start()?;
 //! engine.join()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![deny(missing_docs, missing_debug_implementations)]
 
-pub mod accept;
+mod accept;
 mod addr;
 mod client;
 pub mod config;
@@ -66,6 +67,7 @@ pub mod protocols;
 pub mod proxy;
 mod reconnect;
 mod responder;
+mod service;
 mod stats;
 mod transport;
 
@@ -74,12 +76,21 @@ pub use client::{
     ClientFactory, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination,
     DestinationError,
 };
-pub use config::{Cores, EngineConfig, FlowConfig, InheritedListeners, Keepalive, MetricsConfig};
+pub use config::{
+    AcceptConfig, ConnectionConfig, Cores, CoresError, EngineConfig, FlowConfig, InheritedListeners,
+    Keepalive, ListenerConfig, MetricsConfig, ReactorConfig,
+};
 pub use driver::connector::{Connector, connect_tcp, resolve};
-pub use driver::engine::{Engine, EngineReport, ShutdownHandle};
-pub use driver::reservation::FdReservation;
-pub use error::{CloseReason, EngineError};
+pub use driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
+pub use error::{CLOSE_LABELS, CloseReason, EngineError, InheritedError, IoUringError, ShardError};
 pub use protocol::{Factory, FnFactory, Protocol, ShardInfo, factory_fn};
 pub use reconnect::ReconnectPolicy;
-pub use stats::{CLOSE_LABELS, StatsSnapshot};
+pub use service::{MIN_STATS_INTERVAL, RunningService, Service, ServiceError};
+pub use stats::StatsSnapshot;
+
+/// The shard the calling code runs on: which one it is, its counters, and tasks and timers
+/// that run on it without blocking it.
+pub mod shard {
+    pub use crate::driver::tasks::{counters, current, sleep, spawn, yield_now};
+}
 pub use transport::{Producer, Transport};

@@ -68,7 +68,7 @@ pub struct ShardInfo {
 /// Builds protocol instances for one shard: Twisted's `IProtocolFactory`.
 ///
 /// The engine builds one factory per shard (from the closure given to
-/// [`Engine::serve`](crate::Engine::serve)) on that shard's thread, so a factory need not be
+/// [`EngineBuilder::listen`](crate::EngineBuilder::listen)) on that shard's thread, so a factory need not be
 /// `Send` and may keep shard-local state without locks.
 pub trait Factory: 'static {
     /// The protocol this factory builds.

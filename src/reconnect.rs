@@ -18,6 +18,7 @@ use std::time::Duration;
 /// (Twisted waits `initial_delay × factor`, 2.7 s), and `max_delay` is a ceiling that jitter
 /// does not cross.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ReconnectPolicy {
     /// Delay before the first retry. Default: 1 s.
     pub initial_delay: Duration,
@@ -31,6 +32,43 @@ pub struct ReconnectPolicy {
     /// Retries after which the connector gives up; the count starts again after each
     /// successful connection. Default: none (retry forever).
     pub max_retries: Option<u32>,
+}
+
+impl ReconnectPolicy {
+    /// Sets [`initial_delay`](Self::initial_delay).
+    #[must_use]
+    pub fn with_initial_delay(mut self, initial_delay: Duration) -> Self {
+        self.initial_delay = initial_delay;
+        self
+    }
+
+    /// Sets [`factor`](Self::factor).
+    #[must_use]
+    pub fn with_factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// Sets [`max_delay`](Self::max_delay).
+    #[must_use]
+    pub fn with_max_delay(mut self, max_delay: Duration) -> Self {
+        self.max_delay = max_delay;
+        self
+    }
+
+    /// Sets [`jitter`](Self::jitter).
+    #[must_use]
+    pub fn with_jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets [`max_retries`](Self::max_retries).
+    #[must_use]
+    pub fn with_max_retries(mut self, max_retries: Option<u32>) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
 }
 
 impl Default for ReconnectPolicy {

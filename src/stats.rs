@@ -2,28 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use crate::CloseReason;
-
-/// Close-reason labels in the order [`StatsSnapshot::closed`] reports them.
-pub const CLOSE_LABELS: [&str; 10] = [
-    "eof",
-    "local",
-    "aborted",
-    "reset",
-    "io_error",
-    "shutdown",
-    "output_limit",
-    "write_stall",
-    "idle_timeout",
-    "deadline",
-];
-
-fn close_index(reason: &CloseReason) -> usize {
-    CLOSE_LABELS
-        .iter()
-        .position(|l| *l == reason.label())
-        .unwrap_or(CLOSE_LABELS.len() - 1)
-}
+use crate::error::{CLOSE_LABELS, CloseReason};
 
 /// The live counters of one shard.
 #[derive(Debug, Default)]
@@ -47,7 +26,7 @@ impl ShardStats {
     }
 
     pub(crate) fn closed(&self, reason: &CloseReason) {
-        Self::add(&self.closed[close_index(reason)], 1);
+        Self::add(&self.closed[reason.index()], 1);
     }
 
     pub(crate) fn accept_error(&self, errno: i32) {

@@ -247,11 +247,8 @@ fn full_backlog() -> (Socket, StdStream, SocketAddr) {
 }
 
 fn echo_engine(listen: SocketAddr) -> Engine {
-    let tweak = |c: &mut EngineConfig| {
-        c.listen = vec![listen];
-        c.drain_timeout = Duration::from_millis(50);
-    };
-    util::engine_with(1, tweak, |_| Echo::factory()).0
+    let tweak = |c: &mut EngineConfig| c.drain_timeout = Duration::from_millis(50);
+    util::engine_at(1, listen, tweak, |_| Echo::factory()).0
 }
 
 fn pattern(n: usize) -> Vec<u8> {
@@ -304,10 +301,7 @@ fn connect_timeout_against_a_full_backlog() {
     let timeout = Duration::from_millis(300);
     let elapsed = on_executor(move || async move {
         let start = Instant::now();
-        let options = ConnectOptions {
-            timeout,
-            ..Default::default()
-        };
+        let options = ConnectOptions::default().with_timeout(timeout);
         let _c = connect_tcp(addr, Rec::new(&l), options);
         assert!(
             l.until(Duration::from_secs(5), |l| l.count(&Ev::Failed("timed_out")) == 1)
@@ -345,14 +339,11 @@ fn stop_connecting_gives_cancelled_and_nothing_else() {
     let log = Log::default();
     let l = log.clone();
     on_executor(move || async move {
-        let options = ConnectOptions {
-            timeout: Duration::from_secs(10),
-            reconnect: Some(ReconnectPolicy {
-                initial_delay: Duration::from_millis(10),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let options = ConnectOptions::default()
+            .with_timeout(Duration::from_secs(10))
+            .with_reconnect(Some(
+                ReconnectPolicy::default().with_initial_delay(Duration::from_millis(10)),
+            ));
         let c = connect_tcp(addr, Rec::new(&l), options);
         assert!(
             l.until(Duration::from_secs(5), |l| l.count(&Ev::Started) == 1)
@@ -447,16 +438,13 @@ fn reconnects_with_backoff_after_the_server_restarts() {
         let (l, stop) = (log.clone(), stop.clone());
         LocalExecutorBuilder::new(Placement::Unbound)
             .spawn(move || async move {
-                let options = ConnectOptions {
-                    reconnect: Some(ReconnectPolicy {
-                        initial_delay: Duration::from_millis(100),
-                        factor: 2.0,
-                        max_delay: Duration::from_millis(800),
-                        jitter: 0.0,
-                        max_retries: Some(50),
-                    }),
-                    ..Default::default()
-                };
+                let policy = ReconnectPolicy::default()
+                    .with_initial_delay(Duration::from_millis(100))
+                    .with_factor(2.0)
+                    .with_max_delay(Duration::from_millis(800))
+                    .with_jitter(0.0)
+                    .with_max_retries(Some(50));
+                let options = ConnectOptions::default().with_reconnect(Some(policy));
                 let c = connect_tcp(addr, Rec::new(&l).sending(b"ping".to_vec(), usize::MAX), options);
                 let end = Instant::now() + Duration::from_secs(20);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < end {
@@ -589,10 +577,7 @@ fn a_name_that_does_not_resolve_fails_with_resolution() {
     let l = log.clone();
     on_executor(move || async move {
         let dest: Destination = "no-such-host.invalid:80".parse().unwrap();
-        let options = ConnectOptions {
-            timeout: Duration::from_secs(20),
-            ..Default::default()
-        };
+        let options = ConnectOptions::default().with_timeout(Duration::from_secs(20));
         let _c = connect_tcp(dest, Rec::new(&l), options);
         assert!(
             l.until(Duration::from_secs(25), |l| l.count(&Ev::FactoryStop) == 1)
@@ -620,16 +605,14 @@ fn bind_address_and_bind_errors() {
     let l = log.clone();
     on_executor(move || async move {
         // Bound to another loopback address, the connection comes from it.
-        let bound = ConnectOptions {
-            bind: Some("127.0.0.2:0".parse().unwrap()),
-            nodelay: false,
-            keepalive: Some(Keepalive {
-                idle: Duration::from_secs(30),
-                interval: Duration::from_secs(5),
-                count: 3,
-            }),
-            ..Default::default()
-        };
+        let bound = ConnectOptions::default()
+            .with_bind(Some("127.0.0.2:0".parse().unwrap()))
+            .with_nodelay(false)
+            .with_keepalive(Some(Keepalive::new(
+                Duration::from_secs(30),
+                Duration::from_secs(5),
+                3,
+            )));
         let c = connect_tcp(addr, Rec::new(&l), bound);
         assert!(l.until(Duration::from_secs(5), |l| l.count(&Ev::Made) == 1).await);
         c.disconnect();
@@ -639,10 +622,7 @@ fn bind_address_and_bind_errors() {
         );
 
         // The listener's own address is in use: a bind error, not a connect error.
-        let busy = ConnectOptions {
-            bind: Some(addr.into()),
-            ..Default::default()
-        };
+        let busy = ConnectOptions::default().with_bind(Some(addr.into()));
         let _c = connect_tcp(addr, Rec::new(&l), busy);
         assert!(
             l.until(Duration::from_secs(5), |l| l.count(&Ev::Failed("bind")) == 1)
@@ -653,10 +633,7 @@ fn bind_address_and_bind_errors() {
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
 
         // A bind address of the other family cannot reach the destination.
-        let v6 = ConnectOptions {
-            bind: Some("[::1]:0".parse().unwrap()),
-            ..Default::default()
-        };
+        let v6 = ConnectOptions::default().with_bind(Some("[::1]:0".parse().unwrap()));
         let _c = connect_tcp(addr, Rec::new(&l), v6);
         assert!(
             l.until(Duration::from_secs(5), |l| l.count(&Ev::Failed("bind")) == 2)
@@ -772,13 +749,9 @@ impl Factory for Dialer {
     type Protocol = Echo;
 
     fn start(&mut self, _shard: &ShardInfo) {
-        let options = ConnectOptions {
-            reconnect: Some(ReconnectPolicy {
-                initial_delay: Duration::from_millis(10),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let options = ConnectOptions::default().with_reconnect(Some(
+            ReconnectPolicy::default().with_initial_delay(Duration::from_millis(10)),
+        ));
         self.connector = Some(connect_tcp(self.target, Rec::new(&self.log), options));
     }
 
@@ -793,18 +766,17 @@ fn a_client_inside_a_shard_drains_and_aborts_with_the_engine() {
     let target = upstream.local_addrs()[0];
     let log = Log::default();
     let l = log.clone();
-    let config = EngineConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        cores: Cores::Count(1),
-        drain_timeout: Duration::from_millis(100),
-        ..Default::default()
-    };
-    let dialer = Engine::serve(config, move |_| Dialer {
-        target,
-        log: l.clone(),
-        connector: None,
-    })
-    .unwrap();
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(1);
+    config.drain_timeout = Duration::from_millis(100);
+    let dialer = Engine::builder(config)
+        .listen("127.0.0.1:0".parse::<SocketAddr>().unwrap(), move |_| Dialer {
+            target,
+            log: l.clone(),
+            connector: None,
+        })
+        .start()
+        .unwrap();
     log.events
         .wait_until("the connection", |e| count(e, &Ev::Made) == 1);
     dialer.shutdown();

@@ -8,9 +8,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
-use util::{Log, Rng, connect, engine, engine_with, read_to_end, write_in_pieces};
+use util::{Log, Rng, connect, engine, engine_at, engine_with, read_to_end, write_in_pieces};
 use weft::protocols::Echo;
-use weft::{Address, CloseReason, Protocol, Transport, factory_fn};
+use weft::{Address, CloseReason, Cores, Engine, EngineConfig, Protocol, Transport, factory_fn};
 
 #[test]
 fn hundred_connections_echo_random_payloads_byte_exact() {
@@ -105,11 +105,7 @@ impl Protocol for Recorder {
     }
 }
 
-fn recording_engine(
-    shards: usize,
-    action: Action,
-    drain: Duration,
-) -> (weft::Engine, SocketAddr, Log<Event>) {
+fn recording_engine(shards: usize, action: Action, drain: Duration) -> (Engine, SocketAddr, Log<Event>) {
     let log = Log::<Event>::default();
     let l = log.clone();
     let (engine, addr) = engine_with(
@@ -363,9 +359,11 @@ fn two_shards_each_serve_their_own_connections() {
 fn ipv6_loopback_and_addresses() {
     let log = Log::<(Address, Address)>::default();
     let l = log.clone();
-    let (_engine, addr) = engine_with(
+    let v6: SocketAddr = "[::1]:0".parse().unwrap();
+    let (_engine, addr) = engine_at(
         1,
-        |c| c.listen = vec!["[::1]:0".parse().unwrap()],
+        v6,
+        |_| {},
         move |_| {
             let l = l.clone();
             factory_fn(move |_| Some(AddrEcho { log: l.clone() }))
@@ -477,9 +475,11 @@ impl Protocol for LateWriter {
 fn a_wildcard_listener_reports_the_address_the_peer_reached() {
     let log = Log::<(Address, Address)>::default();
     let l = log.clone();
-    let (_engine, addr) = engine_with(
+    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let (_engine, addr) = engine_at(
         1,
-        |c| c.listen = vec!["0.0.0.0:0".parse().unwrap()],
+        any,
+        |_| {},
         move |_| {
             let l = l.clone();
             factory_fn(move |_| Some(AddrEcho { log: l.clone() }))
@@ -565,12 +565,19 @@ impl weft::Factory for Hooks {
 #[test]
 fn each_shard_factory_starts_once_before_serving_and_stops_once_after() {
     let log = Log::<String>::default();
-    let l = log.clone();
-    let (engine, addr) = engine_with(
-        2,
-        |c| c.listen.push("[::1]:0".parse().unwrap()),
-        move |_| Hooks { log: l.clone() },
-    );
+    let (l1, l2) = (log.clone(), log.clone());
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(2);
+    let engine = Engine::builder(config)
+        .listen("127.0.0.1:0".parse::<SocketAddr>().unwrap(), move |_| Hooks {
+            log: l1.clone(),
+        })
+        .listen("[::1]:0".parse::<SocketAddr>().unwrap(), move |_| Hooks {
+            log: l2.clone(),
+        })
+        .start()
+        .unwrap();
+    let addr = engine.local_addrs()[0];
     let mut s = connect(addr);
     s.write_all(b"h").unwrap();
     s.read_exact(&mut [0u8; 1]).unwrap();
@@ -586,10 +593,10 @@ fn each_shard_factory_starts_once_before_serving_and_stops_once_after() {
     starts.sort();
     assert_eq!(
         starts,
-        vec!["start 0", "start 1"],
-        "once per shard, whatever the listener count"
+        vec!["start 0", "start 0", "start 1", "start 1"],
+        "each listener's factory once per shard"
     );
-    assert_eq!(events.iter().filter(|e| *e == "stop").count(), 2);
+    assert_eq!(events.iter().filter(|e| *e == "stop").count(), 4);
     let first_build = events.iter().position(|e| e == "build").unwrap();
     assert!(
         events[..first_build]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use util::connect;
 use weft::proxy::{Cidr, ProxyConfig, V2_SIGNATURE};
-use weft::{Engine, EngineConfig, Protocol, Transport, factory_fn};
+use weft::{Engine, EngineConfig, ListenerConfig, Protocol, Transport, factory_fn};
 
 mod util;
 
@@ -46,9 +46,9 @@ fn start(trusted: &str, header_timeout: Duration) -> Server {
     let tweak = |config: &mut EngineConfig| {
         config.pin = false;
         config.drain_timeout = Duration::from_millis(200);
-        config.proxy_protocol.insert(config.listen[0], proxy);
     };
-    let (engine, addr) = util::engine_with(1, tweak, move |_| {
+    let listener = ListenerConfig::new("127.0.0.1:0".parse().unwrap()).proxy(proxy);
+    let (engine, addr) = util::engine_at(1, listener, tweak, move |_| {
         let counter = counter.clone();
         factory_fn(move |_| {
             counter.fetch_add(1, Ordering::SeqCst);

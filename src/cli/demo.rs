@@ -30,12 +30,11 @@ pub(crate) struct DemoArgs {
 
 pub(crate) fn run(args: DemoArgs) -> Result<(), CliError> {
     let (server_cores, load_cores) = split_cores();
-    let config = EngineConfig {
-        listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-        cores: server_cores,
-        ..Default::default()
-    };
-    let engine = Engine::serve(config, |_| Echo::factory())?;
+    let mut config = EngineConfig::default();
+    config.cores = server_cores;
+    let engine = Engine::builder(config)
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)), |_| Echo::factory())
+        .start()?;
     let target = engine.local_addrs()[0];
     println!(
         "weft demo: echo server on {target}, one shard on each of cores {:?}; weft load on cores {}: {} connections x {} B for {:?}",

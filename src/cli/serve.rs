@@ -1,28 +1,20 @@
 //! `weft serve`: a reference protocol on every selected core until SIGINT or SIGTERM, or until
 //! a successor takes over its listeners.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
-use weft::handoff::{HandoffError, HandoffServer, Takeover};
-use weft::health::HealthCheck;
-use weft::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, stats_line};
 use weft::protocols::{Discard, Echo, Http, Relay, Whoami};
 use weft::proxy::{Cidr, ProxyConfig};
 use weft::{
-    Address, Cores, Destination, Engine, EngineConfig, EngineError, Factory, FlowConfig, InheritedListeners,
-    Keepalive, ShardInfo,
+    Address, Cores, Destination, EngineConfig, FlowConfig, Keepalive, ListenerConfig, MIN_STATS_INTERVAL,
+    Service, ServiceError,
 };
 
 /// The reference protocols.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Proto {
     /// Echo every byte back.
     Echo,
@@ -34,6 +26,18 @@ pub(crate) enum Proto {
     Relay,
     /// Write the peer's address and a newline, then close.
     Whoami,
+}
+
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Discard => "discard",
+            Self::Http => "http",
+            Self::Relay => "relay",
+            Self::Whoami => "whoami",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -137,11 +141,6 @@ pub(crate) struct ServeArgs {
     hdr_log: Option<PathBuf>,
 }
 
-/// The shortest `--stats-interval`.
-const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);
-/// Shards report at least this often.
-const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-
 fn stats_interval(s: &str) -> Result<Duration, String> {
     let d = super::duration(s)?;
     if d < MIN_STATS_INTERVAL {
@@ -168,257 +167,92 @@ fn parse_cidrs(s: &str) -> Result<Trusted, String> {
     }
 }
 
-/// Why `weft serve` stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ServeError {
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error(transparent)]
-    Handoff(#[from] HandoffError),
-    #[error("cannot serve the health check on {addr}: {source}")]
-    Health { addr: Address, source: std::io::Error },
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
-    #[error("cannot write the latency log {}: {source}", path.display())]
-    HdrLog { path: PathBuf, source: std::io::Error },
-}
-
-/// Everything `serve` starts besides the engine.
-struct Extras {
-    health: Option<SocketAddr>,
-    inherited_health: Option<TcpListener>,
-    handoff_socket: Option<PathBuf>,
-    takeover: Option<Takeover>,
-    /// Where Prometheus scrapes `/metrics`.
-    prometheus: Option<SocketAddr>,
-    stats_interval: Option<Duration>,
-    hdr_log: Option<PathBuf>,
-    drain_delay: Duration,
-}
-
-pub(crate) fn run(args: ServeArgs) -> Result<(), ServeError> {
-    let mut config = EngineConfig {
-        listen: args.listen,
-        cores: args.cores,
-        drain_timeout: args.drain_timeout,
-        ..Default::default()
-    };
+/// Serves the chosen protocol through the library's [`Service`] until a signal and its drain.
+pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
+    let mut config = EngineConfig::default();
+    config.cores = args.cores;
+    config.drain_timeout = args.drain_timeout;
     config.accept.backlog = args.backlog;
     config.accept.max_conns_per_shard = args.max_conns_per_core;
     config.reactor.spin_before_park = args.spin_before_park;
+    // Metrics run only when the exporter, the stats line or the latency log reads them.
+    config.metrics.enabled = false;
     let c = &mut config.connection;
     c.idle_timeout = args.idle_timeout;
     c.write_stall_timeout = Some(args.write_stall_timeout).filter(|d| !d.is_zero());
-    c.flow = FlowConfig {
-        high_water: args.high_water,
-        low_water: args.low_water.min(args.high_water),
-        max_output: args.max_output.max(args.high_water),
-    };
-    c.keepalive = args.keepalive_idle.map(|idle| Keepalive {
-        idle,
-        interval: args.keepalive_interval,
-        count: args.keepalive_count,
-    });
+    c.flow = FlowConfig::new(args.high_water, args.low_water, args.max_output);
+    c.keepalive = args
+        .keepalive_idle
+        .map(|idle| Keepalive::new(idle, args.keepalive_interval, args.keepalive_count));
     c.user_timeout = args.tcp_user_timeout;
-    let header_timeout = args.header_timeout;
-    // Metrics cost a collector thread and a timer per shard: only when they are shown.
-    config.metrics.enabled =
-        args.metrics.is_some() || args.stats_interval.is_some() || args.hdr_log.is_some();
-    if let Some(every) = args.stats_interval {
-        config.metrics.interval = every.min(REPORT_INTERVAL);
-    }
-    let mut takeover = args.takeover.as_ref().map(Takeover::connect).transpose()?;
-    let mut inherited_health = None;
-    if let Some(t) = takeover.as_mut() {
-        config.inherited = InheritedListeners::new(t.take_listeners());
-        if config.listen.is_empty() {
-            config.listen = config.inherited.addresses();
-        }
-        inherited_health = t.take_health().map(TcpListener::from);
-    }
-    if let Some(Trusted(trusted)) = args.proxy_trusted {
-        let proxy = ProxyConfig {
-            trusted,
-            header_timeout: args.proxy_header_timeout,
-            max_header: args.proxy_max_header,
-        };
-        let proxied: Vec<SocketAddr> = if args.proxy_protocol {
-            config.listen.iter().chain(&args.proxy_listen).copied().collect()
-        } else {
-            args.proxy_listen.clone()
-        };
-        for addr in &args.proxy_listen {
-            if !config.listen.contains(addr) {
-                config.listen.push(*addr);
-            }
-        }
-        for addr in proxied {
-            config.proxy_protocol.insert(addr, proxy.clone());
-        }
-    }
-    let extras = Extras {
-        health: args.health,
-        inherited_health,
-        handoff_socket: args.handoff_socket,
-        takeover,
-        prometheus: args.metrics,
-        stats_interval: args.stats_interval,
-        hdr_log: args.hdr_log,
-        drain_delay: args.drain_delay,
-    };
-    match args.proto {
-        Proto::Echo => serve(config, extras, "echo", |_| Echo::factory()),
-        Proto::Discard => serve(config, extras, "discard", |_| Discard::factory()),
-        Proto::Http => serve(config, extras, "http", move |_| {
-            Http::factory_with(header_timeout)
-        }),
-        Proto::Whoami => serve(config, extras, "whoami", |_| Whoami::factory()),
-        Proto::Relay => {
-            let upstream = args.upstream.ok_or_else(|| EngineError::Shard {
-                shard: 0,
-                detail: "--proto relay needs --upstream HOST:PORT".into(),
-            })?;
-            serve(config, extras, "relay", move |_| Relay::factory(upstream.clone()))
-        }
-    }
-}
 
-fn serve<F, M>(config: EngineConfig, extras: Extras, name: &str, make: M) -> Result<(), ServeError>
-where
-    F: Factory,
-    M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
-{
-    let drain = config.drain_timeout;
-    let proxied = !config.proxy_protocol.is_empty();
-    // Signals are taken before any shard runs, so none is missed.
-    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(ServeError::Signals)?;
-    let engine = Engine::serve(config, make)?;
-    let addrs: Vec<String> = engine
-        .local_addrs()
-        .iter()
-        .map(|a| Address::from(*a).to_string())
-        .collect();
-    tracing::info!(
-        "serving {name}{} on {} ({} shards on cores {:?}); SIGINT/SIGTERM drains for up to {drain:?}",
-        if proxied { " behind the PROXY protocol" } else { "" },
-        addrs.join(", "),
-        engine.cores().len(),
-        engine.cores()
-    );
-    let exporter = match (extras.prometheus, engine.metrics()) {
-        (Some(addr), Some(metrics)) => {
-            let exporter = PrometheusExporter::start(addr, metrics)?;
-            let url = Address::from(exporter.local_addr());
-            tracing::info!("metrics at http://{url}/metrics");
-            Some(exporter)
-        }
-        _ => None,
-    };
-    // Dropping `stop` ends the stats printer.
-    let (stop, stopped) = mpsc::channel::<()>();
-    if let (Some(every), Some(metrics)) = (extras.stats_interval, engine.metrics()) {
-        std::thread::spawn(move || print_stats(every, &metrics, &stopped));
+    let mut service = Service::new(config).drain_delay(args.drain_delay);
+    if let Some(path) = &args.takeover {
+        service = service.takeover(path)?;
     }
-    let hdr_log = match (extras.hdr_log, engine.metrics()) {
-        (Some(path), Some(metrics)) => {
-            let log =
-                LatencyLog::start(&path, metrics, REPORT_INTERVAL).map_err(|source| ServeError::HdrLog {
-                    path: path.clone(),
-                    source,
-                })?;
-            tracing::info!(
-                "latency interval log in {} (tags: the metric names)",
-                log.path().display()
-            );
-            Some(log)
-        }
-        _ => None,
-    };
-    let handle = engine.shutdown_handle();
-    let health = match extras.health {
-        None => None,
-        Some(addr) => {
-            let health_err = |source| ServeError::Health {
-                addr: addr.into(),
-                source,
-            };
-            let listener = match extras.inherited_health {
-                Some(l) if l.local_addr().is_ok_and(|a| a == addr) => l,
-                _ => TcpListener::bind(addr).map_err(health_err)?,
-            };
-            let check = HealthCheck::start(listener, handle.clone()).map_err(health_err)?;
-            let at = check.local_addr().map_or(addr, |a| a);
-            tracing::info!("health check on {}", Address::from(at));
-            Some(Arc::new(check))
-        }
-    };
-    let handoffs = match extras.handoff_socket {
-        None => None,
-        Some(path) => {
-            let server = HandoffServer::start(path, handle.clone(), health.clone())?;
-            tracing::info!("handoffs to a successor on {}", server.path().display());
-            Some(server)
-        }
-    };
-    if let Some(t) = extras.takeover {
-        match t.finish() {
-            Ok(()) => tracing::info!("took over the listeners; the previous weft is draining"),
-            Err(e) => tracing::warn!("took over the listeners, but {e}"),
-        }
+    let mut plain = args.listen;
+    if plain.is_empty() {
+        // Taking over without --listen: serve every inherited address not named by
+        // --proxy-listen.
+        plain = service.inherited_addrs();
+        plain.retain(|a| !args.proxy_listen.contains(a));
     }
-    let delay = extras.drain_delay;
-    std::thread::spawn(move || {
-        let mut seen = 0;
-        for sig in signals.forever() {
-            seen += 1;
-            // Log after acting, so that whoever reads the line sees the new state.
-            if seen == 1 && !delay.is_zero() {
-                handle.fail_health();
-                tracing::info!("signal {sig}: health check failing; listeners close in {delay:?}");
-                let handle = handle.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(delay);
-                    handle.shutdown();
-                    tracing::info!("listeners closed, draining open connections");
-                });
-            } else if seen == 1 {
-                handle.shutdown();
-                tracing::info!("signal {sig}: listeners closed, draining open connections");
-            } else {
-                handle.abort();
-                tracing::info!("signal {sig} again: aborting open connections");
-            }
-        }
+    let proxy = args.proxy_trusted.map(|Trusted(trusted)| {
+        let mut p = ProxyConfig::trusting(trusted);
+        p.header_timeout = args.proxy_header_timeout;
+        p.max_header = args.proxy_max_header;
+        p
     });
-    let report = engine.join()?;
-    drop(handoffs);
-    drop(health);
-    drop(stop);
-    drop(exporter);
-    drop(hdr_log);
-    let total = report.total();
-    tracing::info!(
-        "stopped: {} connections served, {} B in, {} B out, {} aborted at shutdown",
-        total.accepted,
-        total.bytes_in,
-        total.bytes_out,
-        total.closed_for("shutdown")
-    );
-    Ok(())
-}
-
-/// Prints one [`stats_line`] every `every` until `stop` is dropped.
-fn print_stats(every: Duration, metrics: &MetricsHandle, stop: &mpsc::Receiver<()>) {
-    let mut prev = metrics.snapshot();
-    let mut at = Instant::now();
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
-        let cur = metrics.snapshot();
-        let now = Instant::now();
-        let line = stats_line(&prev, &cur, now.duration_since(at));
-        // A closed stdout ends the printing, not the server.
-        if writeln!(std::io::stdout(), "{line}").is_err() {
-            return;
-        }
-        (prev, at) = (cur, now);
+    let mut listeners = Vec::new();
+    for addr in plain {
+        let l = ListenerConfig::new(addr);
+        listeners.push(match (&proxy, args.proxy_protocol) {
+            (Some(p), true) => l.proxy(p.clone()),
+            _ => l,
+        });
     }
+    for addr in args.proxy_listen {
+        if let Some(p) = &proxy {
+            listeners.push(ListenerConfig::new(addr).proxy(p.clone()));
+        }
+    }
+    let behind_proxy = listeners.iter().any(|l| l.proxy.is_some());
+    let name = format!(
+        "{}{}",
+        args.proto.name(),
+        if behind_proxy {
+            " behind the PROXY protocol"
+        } else {
+            ""
+        }
+    );
+    let header_timeout = args.header_timeout;
+    for l in listeners {
+        service = match (args.proto, args.upstream.clone()) {
+            (Proto::Echo, _) => service.listen(l, |_| Echo::factory()),
+            (Proto::Discard, _) => service.listen(l, |_| Discard::factory()),
+            (Proto::Http, _) => service.listen(l, move |_| Http::factory_with(header_timeout)),
+            (Proto::Whoami, _) => service.listen(l, |_| Whoami::factory()),
+            // clap requires --upstream with --proto relay.
+            (Proto::Relay, Some(up)) => service.listen(l, move |_| Relay::factory(up.clone())),
+            (Proto::Relay, None) => service,
+        };
+    }
+    if let Some(addr) = args.health {
+        service = service.health_check(addr);
+    }
+    if let Some(path) = args.handoff_socket {
+        service = service.handoff_socket(path);
+    }
+    if let Some(addr) = args.metrics {
+        service = service.prometheus(addr);
+    }
+    if let Some(every) = args.stats_interval {
+        service = service.stats_interval(every);
+    }
+    if let Some(path) = args.hdr_log {
+        service = service.hdr_log(path);
+    }
+    service.name(name).run()?;
+    Ok(())
 }

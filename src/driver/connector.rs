@@ -66,11 +66,12 @@ const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 ///   protocol callback, or a task spawned there): the connection joins the shard's
 ///   registry, its read buffer and its counters, and drains and aborts with the engine
 ///   (it gets `drain_requested`, then [`CloseReason::Shutdown`], and is not retried). An
-///   attempt still in progress when the shard stops is dropped without a callback. Do not
-///   call it from the closure given to [`Engine::serve`](crate::Engine::serve), which runs
-///   before the shard exists;
-/// - **on a bare [`glommio::LocalExecutor`]** (a load generator runs one per core): the
-///   first call makes that thread's context, with the default connection settings.
+///   attempt still in progress when the shard stops is dropped without a callback. The
+///   closures given to [`EngineBuilder::listen`](crate::EngineBuilder::listen) and
+///   [`on_each_shard`](crate::EngineBuilder::on_each_shard) run on the shard, so they
+///   may call it too;
+/// - **on a bare glommio `LocalExecutor`**: the first call makes that thread's context, with
+///   the default connection settings (shard 0 of 1, drained by no engine).
 ///
 /// # Panics
 ///
@@ -128,25 +129,39 @@ const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 ///     }
 /// }
 ///
-/// let config = EngineConfig {
-///     listen: vec!["127.0.0.1:0".parse()?],
-///     cores: Cores::Count(1),
-///     ..Default::default()
-/// };
-/// let server = Engine::serve(config, |_shard| Echo::factory())?;
+/// let mut config = EngineConfig::default();
+/// config.cores = Cores::Count(1);
+/// let server = Engine::builder(config)
+///     .listen("127.0.0.1:0".parse::<std::net::SocketAddr>()?, |_shard| Echo::factory())
+///     .start()?;
 /// let addr = server.local_addrs()[0];
 ///
-/// let answer = glommio::LocalExecutor::default().run(async move {
-///     let (answer, done) = (Rc::default(), Rc::new(Cell::new(false)));
-///     let factory = Client { answer: Rc::clone(&answer), done: Rc::clone(&done) };
-///     let options = ConnectOptions { timeout: Duration::from_secs(5), ..Default::default() };
-///     let _connector = connect_tcp(addr, factory, options);
-///     // The connection runs in its own task; this one just waits for the outcome.
-///     while !done.get() {
-///         glommio::timer::sleep(Duration::from_millis(1)).await;
-///     }
-///     answer.take()
-/// });
+/// // A client engine: no listener, one task per shard; it stops when its task is done.
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let client = Engine::builder(config_for_one_core())
+///     .on_each_shard(move |_shard| {
+///         let tx = tx.clone();
+///         async move {
+///             let (answer, done) = (Rc::default(), Rc::new(Cell::new(false)));
+///             let factory = Client { answer: Rc::clone(&answer), done: Rc::clone(&done) };
+///             let mut options = ConnectOptions::default();
+///             options.timeout = Duration::from_secs(5);
+///             let _connector = connect_tcp(addr, factory, options);
+///             // The connection runs in its own task; this one just waits for the outcome.
+///             while !done.get() {
+///                 weft::shard::sleep(Duration::from_millis(1)).await;
+///             }
+///             let _ = tx.send(answer.take());
+///         }
+///     })
+///     .start()?;
+/// client.join()?;
+/// let answer = rx.recv()?;
+/// # fn config_for_one_core() -> EngineConfig {
+/// #     let mut c = EngineConfig::default();
+/// #     c.cores = Cores::Count(1);
+/// #     c
+/// # }
 /// assert_eq!(answer, b"hello\n");
 /// server.shutdown();
 /// server.join()?;

@@ -1,34 +1,40 @@
 //! The engine: starts one pinned glommio reactor per shard and stops them together.
 
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use glommio::{GlommioError, LocalExecutorBuilder, Placement};
+use glommio::{GlommioError, LocalExecutorBuilder, Placement, ReactorErrorKind};
 
 use super::port::bind_listeners;
-use super::shard::{self, ABORT, DRAIN, HANDOFF, ShardBoot};
-use crate::config::{Cores, EngineConfig, ReactorConfig};
+use super::shard::{self, ABORT, DRAIN, HANDOFF, ListenerSpec, ShardBoot, StartTask, TaskFn};
+use crate::config::{Cores, EngineConfig, ListenerConfig, ReactorConfig};
+use crate::error::{EngineError, IoUringError, ShardError};
 use crate::metrics::{self, MetricsHandle};
+use crate::protocol::{Factory, ShardInfo};
 use crate::stats::StatsSnapshot;
-use crate::{EngineError, Factory, ShardInfo};
 
 /// glommio refuses to start a reactor below this RLIMIT_MEMLOCK soft limit.
 const MEMLOCK_NEEDED: u64 = 512 * 1024;
 
-/// Entry point: serves a [`Factory`] on every configured core.
+/// A running engine: one pinned glommio reactor per shard, each serving every listener with
+/// that listener's own factory. Build one with [`Engine::builder`].
 ///
 /// # Examples
 ///
 /// ```no_run
 /// use weft::{Engine, EngineConfig, protocols::Echo};
 ///
-/// let config = EngineConfig { listen: vec!["127.0.0.1:7000".parse()?], ..Default::default() };
-/// let engine = Engine::serve(config, |_shard| Echo::factory())?;
+/// let engine = Engine::builder(EngineConfig::default())
+///     .listen("127.0.0.1:7000".parse()?, |_shard| Echo::factory())
+///     .start()?;
 /// println!("echo on {:?}", engine.local_addrs());
 /// engine.shutdown();
 /// let report = engine.join()?;
@@ -38,7 +44,8 @@ const MEMLOCK_NEEDED: u64 = 512 * 1024;
 #[derive(Debug)]
 pub struct Engine {
     addrs: Vec<SocketAddr>,
-    control: ShutdownHandle,
+    drain_timeout: Duration,
+    control: EngineControl,
     shards: Vec<glommio::ExecutorJoinHandle<StatsSnapshot>>,
     cores: Vec<usize>,
     metrics: Option<MetricsHandle>,
@@ -46,26 +53,195 @@ pub struct Engine {
     collector: Option<JoinHandle<()>>,
 }
 
-/// Starts an engine's shutdown from any thread (a signal handler thread, say), and lends its
-/// listening sockets to a successor process while it still accepts on them.
-#[derive(Debug, Clone, Default)]
-pub struct ShutdownHandle {
+/// Sets up an [`Engine`]: its listeners, each with the factory that serves it, and the tasks
+/// every shard runs. Made by [`Engine::builder`].
+pub struct EngineBuilder {
+    config: EngineConfig,
+    listeners: Vec<ListenerSpec>,
+    tasks: Vec<Arc<dyn StartTask>>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("config", &self.config)
+            .field("listeners", &self.listeners)
+            .field("tasks", &self.tasks.len())
+            .finish()
+    }
+}
+
+impl EngineBuilder {
+    /// Adds a listener: every shard listens on `listener`'s address (a `SocketAddr`, or a
+    /// [`ListenerConfig`] with options such as the PROXY protocol) and serves its connections
+    /// with the factory `make_factory` builds for that shard.
+    ///
+    /// `make_factory` runs once on each shard's own thread, after the shard is set up (so a
+    /// factory may open client connections with [`connect_tcp`](crate::connect_tcp)): the
+    /// factory need not be `Send`. Listeners may serve different protocol types.
+    #[must_use]
+    pub fn listen<F, M>(mut self, listener: impl Into<ListenerConfig>, make_factory: M) -> Self
+    where
+        F: Factory,
+        M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
+    {
+        self.listeners
+            .push(ListenerSpec::new(listener.into(), make_factory));
+        self
+    }
+
+    /// Runs `task` on every shard once it is listening: `make_task` builds the task's future
+    /// on the shard's own thread (it need not be `Send`) and may use [`shard`](crate::shard)'s
+    /// functions and open client connections. A shard's shutdown waits for its task up to
+    /// the drain timeout, then drops it. An engine with tasks and no listener stops by itself
+    /// once every shard's task has ended and its connections have closed.
+    #[must_use]
+    pub fn on_each_shard<T, M>(mut self, make_task: M) -> Self
+    where
+        T: Future<Output = ()> + 'static,
+        M: Fn(&ShardInfo) -> T + Send + Sync + 'static,
+    {
+        self.tasks.push(Arc::new(TaskFn(make_task)));
+        self
+    }
+
+    /// Changes the configuration the engine will start with.
+    pub(crate) fn update_config(&mut self, change: impl FnOnce(&mut EngineConfig)) {
+        change(&mut self.config);
+    }
+
+    /// Binds every listener on every selected core and starts serving. Returns once every
+    /// shard is listening.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::CannotListen`] naming the address, [`EngineError::NoListenAddress`]
+    /// without listeners or tasks, [`EngineError::DuplicateListener`],
+    /// [`EngineError::Cores`] for a core selection that does not fit,
+    /// [`EngineError::MemLock`] or [`EngineError::IoUring`] when the reactor cannot start.
+    pub fn start(self) -> Result<Engine, EngineError> {
+        let Self {
+            config,
+            listeners,
+            tasks,
+        } = self;
+        if listeners.is_empty() && tasks.is_empty() {
+            return Err(EngineError::NoListenAddress);
+        }
+        for (i, l) in listeners.iter().enumerate() {
+            let addr = l.config.addr;
+            if addr.port() != 0 && listeners[..i].iter().any(|o| o.config.addr == addr) {
+                return Err(EngineError::DuplicateListener(addr.into()));
+            }
+        }
+        let cores = config.cores.resolve(&Cores::allowed())?;
+        raise_limits()?;
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.config.addr).collect();
+        let bound = bind_listeners(
+            &addrs,
+            cores.len(),
+            config.accept.backlog,
+            config.inherited.take(),
+        )?;
+        let listener_fds: Vec<RawFd> = bound
+            .per_shard
+            .iter()
+            .flatten()
+            .map(|l| l.socket.as_raw_fd())
+            .collect();
+        let shard_cores: Vec<(usize, usize)> = cores.iter().copied().enumerate().collect();
+        let (metrics, collector, links) = if config.metrics.enabled {
+            let c = metrics::start_collector(&shard_cores, config.metrics.queue_per_shard)
+                .map_err(EngineError::Metrics)?;
+            (Some(c.handle), Some(c.thread), c.links)
+        } else {
+            (None, None, Vec::new())
+        };
+        let mut links = links.into_iter();
+        let mut ours = Vec::with_capacity(cores.len());
+        let mut theirs = Vec::with_capacity(cores.len());
+        for index in 0..cores.len() {
+            let (a, b) = StdUnixStream::pair().map_err(|e| EngineError::Shard {
+                shard: index,
+                source: ShardError::Start(e),
+            })?;
+            ours.push(a);
+            theirs.push(b);
+        }
+        let control = EngineControl::new(ours, listener_fds);
+        let config = Arc::new(config);
+        let listeners: Arc<[ListenerSpec]> = listeners.into();
+        let tasks: Arc<[Arc<dyn StartTask>]> = tasks.into();
+        let (ready_tx, ready_rx) = mpsc::channel::<usize>();
+        let mut engine = Engine {
+            addrs: bound.addrs,
+            drain_timeout: config.drain_timeout,
+            control,
+            shards: Vec::new(),
+            cores: cores.clone(),
+            metrics,
+            collector,
+        };
+        let count = cores.len();
+        for ((index, (core, sockets)), control) in
+            cores.iter().copied().zip(bound.per_shard).enumerate().zip(theirs)
+        {
+            let boot = ShardBoot {
+                info: ShardInfo {
+                    index,
+                    core,
+                    shards: count,
+                },
+                sockets,
+                listeners: listeners.clone(),
+                tasks: tasks.clone(),
+                control,
+                config: config.clone(),
+                ready: ready_tx.clone(),
+                metrics: links.next(),
+            };
+            let name = format!("weft-shard-{index}");
+            let spawned =
+                executor_builder(&config.reactor, config.pin, &name, core).spawn(move || shard::run(boot));
+            match spawned {
+                Ok(handle) => engine.shards.push(handle),
+                // Dropping `engine` stops the shards already running.
+                Err(e) => return Err(reactor_error(index, e)),
+            }
+        }
+        drop(ready_tx);
+        for _ in 0..count {
+            if ready_rx.recv().is_err() {
+                // A shard died before it was ready: report the first failure.
+                engine.shutdown();
+                return Err(engine.first_failure());
+            }
+        }
+        Ok(engine)
+    }
+}
+
+/// Controls a running engine from any thread (a signal-handling thread, say): starts its
+/// shutdown or abort, hands its listeners to a successor process, lends them while it still
+/// accepts, and fails its health checks ahead of a shutdown. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EngineControl {
     inner: Arc<Control>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Control {
     shards: Vec<StdUnixStream>,
     /// Every shard's listening descriptors, in shard order. They stay open while `serving`.
     listeners: Vec<RawFd>,
     /// True until a shutdown, abort or handoff starts; held while the listeners are lent.
     serving: Mutex<bool>,
-    /// Set by [`ShutdownHandle::fail_health`]: health checks fail while the engine still
+    /// Set by [`EngineControl::fail_health`]: health checks fail while the engine still
     /// serves, so that balancers stop sending before the listeners close.
-    unhealthy: std::sync::atomic::AtomicBool,
+    unhealthy: AtomicBool,
 }
 
-impl ShutdownHandle {
+impl EngineControl {
     /// See [`Engine::shutdown`].
     pub fn shutdown(&self) {
         self.stop(DRAIN);
@@ -87,20 +263,18 @@ impl ShutdownHandle {
     /// True until a shutdown, abort or handoff starts, or [`fail_health`](Self::fail_health):
     /// what a health check reports.
     pub fn is_serving(&self) -> bool {
-        *self.lock() && !self.inner.unhealthy.load(std::sync::atomic::Ordering::Relaxed)
+        *self.lock() && !self.inner.unhealthy.load(Ordering::Relaxed)
     }
 
     /// Makes health checks fail from now on while the engine goes on serving: the first step
     /// of a graceful stop behind a balancer, which then stops sending new connections before
     /// [`shutdown`](Self::shutdown) closes the listeners.
     pub fn fail_health(&self) {
-        self.inner
-            .unhealthy
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner.unhealthy.store(true, Ordering::Relaxed);
     }
 
     /// Runs `f` with every shard's listening sockets (shard by shard, each shard's in
-    /// configuration order), which stay open until `f` returns: to pass them to a successor
+    /// listener order), which stay open until `f` returns: to pass them to a successor
     /// process. `None`, without calling `f`, once the engine is stopping.
     pub fn with_listeners<R>(&self, f: impl FnOnce(&[BorrowedFd<'_>]) -> R) -> Option<R> {
         let serving = self.lock();
@@ -124,7 +298,7 @@ impl ShutdownHandle {
                 shards,
                 listeners,
                 serving: Mutex::new(true),
-                unhealthy: std::sync::atomic::AtomicBool::new(false),
+                unhealthy: AtomicBool::new(false),
             }),
         }
     }
@@ -145,6 +319,7 @@ impl ShutdownHandle {
 
 /// What an engine reports when it has stopped.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct EngineReport {
     /// Final counters of each shard, by shard index.
     pub shards: Vec<StatsSnapshot>,
@@ -158,116 +333,24 @@ impl EngineReport {
 }
 
 impl Engine {
-    /// Binds every listen address on every selected core and starts serving.
-    ///
-    /// `make_factory` runs once on each shard's own thread, so the factory it returns need
-    /// not be `Send`. Returns once every shard is listening.
-    ///
-    /// # Errors
-    ///
-    /// [`EngineError::CannotListen`] naming the address, [`EngineError::Cores`] for a core
-    /// selection that does not fit, [`EngineError::MemLock`] or [`EngineError::IoUring`] when
-    /// the reactor cannot start.
-    pub fn serve<F, M>(config: EngineConfig, make_factory: M) -> Result<Self, EngineError>
-    where
-        F: Factory,
-        M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
-    {
-        if config.listen.is_empty() {
-            return Err(EngineError::NoListenAddress);
+    /// Starts setting up an engine that runs with `config`; add listeners (and tasks) to the
+    /// builder, then [`start`](EngineBuilder::start) it.
+    pub fn builder(config: EngineConfig) -> EngineBuilder {
+        EngineBuilder {
+            config,
+            listeners: Vec::new(),
+            tasks: Vec::new(),
         }
-        if let Some(addr) = config.proxy_protocol.keys().find(|a| !config.listen.contains(a)) {
-            return Err(EngineError::Config(format!(
-                "PROXY protocol is configured for {}, which is not a listen address",
-                crate::Address::from(*addr)
-            )));
-        }
-        let cores = config
-            .cores
-            .resolve(&Cores::allowed())
-            .map_err(EngineError::Cores)?;
-        raise_limits()?;
-        let bound = bind_listeners(
-            &config.listen,
-            cores.len(),
-            config.accept.backlog,
-            config.inherited.take(),
-        )?;
-        let listeners: Vec<RawFd> = bound
-            .per_shard
-            .iter()
-            .flatten()
-            .map(|l| l.socket.as_raw_fd())
-            .collect();
-        let (addrs, sockets) = (bound.addrs, bound.per_shard);
-        let shard_cores: Vec<(usize, usize)> = cores.iter().copied().enumerate().collect();
-        let (metrics, collector, links) = if config.metrics.enabled {
-            let c = metrics::start_collector(&shard_cores, config.metrics.queue_per_shard)
-                .map_err(|e| shard_error(0, format!("cannot start the metrics collector thread: {e}")))?;
-            (Some(c.handle), Some(c.thread), c.links)
-        } else {
-            (None, None, Vec::new())
-        };
-        let mut links = links.into_iter();
-        let config = Arc::new(config);
-        let make_factory = Arc::new(make_factory);
-        let (ready_tx, ready_rx) = mpsc::channel::<usize>();
-        let mut controls = Vec::new();
-        let mut engine = Self {
-            addrs,
-            control: ShutdownHandle::default(),
-            shards: Vec::new(),
-            cores: cores.clone(),
-            metrics,
-            collector,
-        };
-        let count = cores.len();
-        for (index, (core, sockets)) in cores.iter().copied().zip(sockets).enumerate() {
-            let (ours, theirs) = StdUnixStream::pair().map_err(|e| shard_error(index, e))?;
-            let boot = ShardBoot {
-                info: ShardInfo {
-                    index,
-                    core,
-                    shards: count,
-                },
-                sockets,
-                control: theirs,
-                config: config.clone(),
-                ready: ready_tx.clone(),
-                metrics: links.next(),
-            };
-            let make_factory = make_factory.clone();
-            let name = format!("weft-shard-{index}");
-            let spawned =
-                executor_builder(&config.reactor, config.pin, &name, core).spawn(move || async move {
-                    let factory = make_factory(&boot.info);
-                    shard::run(boot, factory).await
-                });
-            controls.push(ours);
-            match spawned {
-                Ok(handle) => engine.shards.push(handle),
-                Err(e) => {
-                    // Dropping `engine` stops the shards already running.
-                    engine.control = ShutdownHandle::new(controls, listeners);
-                    return Err(reactor_error(index, e));
-                }
-            }
-        }
-        engine.control = ShutdownHandle::new(controls, listeners);
-        drop(ready_tx);
-        for _ in 0..count {
-            if ready_rx.recv().is_err() {
-                // A shard died before it was ready: report the first failure.
-                engine.shutdown();
-                return Err(engine.first_failure());
-            }
-        }
-        Ok(engine)
     }
 
-    /// The bound listen addresses, in configuration order, with port 0 resolved.
+    /// The bound listen addresses, in listener order, with port 0 resolved.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// How long a shutdown lets open connections finish.
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
     }
 
     /// The cores the shards run on, by shard index.
@@ -286,8 +369,8 @@ impl Engine {
         self.control.abort();
     }
 
-    /// A handle that can start the shutdown from another thread.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
+    /// A handle that controls the engine from another thread.
+    pub fn control(&self) -> EngineControl {
         self.control.clone()
     }
 
@@ -298,10 +381,10 @@ impl Engine {
         self.metrics.clone()
     }
 
-    /// Waits for every shard to stop (after [`shutdown`](Self::shutdown)) and returns their
-    /// counters. With metrics on, it also waits until the collector has taken the shards'
-    /// final reports, so that [`metrics`](Self::metrics) shows the final counters unless a
-    /// final report was dropped.
+    /// Waits for every shard to stop (after [`shutdown`](Self::shutdown), or by itself for an
+    /// engine of tasks only) and returns their counters. With metrics on, it also waits until
+    /// the collector has taken the shards' final reports, so that [`metrics`](Self::metrics)
+    /// shows the final counters unless a final report was dropped.
     ///
     /// # Errors
     ///
@@ -331,9 +414,9 @@ impl Engine {
                 first.get_or_insert(reactor_error(index, e));
             }
         }
-        first.unwrap_or_else(|| EngineError::Shard {
+        first.unwrap_or(EngineError::Shard {
             shard: 0,
-            detail: "a shard stopped before it was ready".into(),
+            source: ShardError::StoppedEarly,
         })
     }
 }
@@ -380,38 +463,38 @@ const KERNEL_NEEDED: (u32, u32) = (5, 8);
 
 /// Fails with a clear message where glommio would panic: a kernel without io_uring, older
 /// than 5.8, or with io_uring disabled for this process (sysctl, seccomp).
-fn check_io_uring() -> Result<(), EngineError> {
-    let fail = |detail: String| EngineError::IoUring { shard: 0, detail };
+fn check_io_uring() -> Result<(), IoUringError> {
     let release = kernel_release();
     if !kernel_at_least(&release, KERNEL_NEEDED) {
-        return Err(fail(format!("kernel {release} is older than 5.8")));
+        return Err(IoUringError::KernelTooOld { release });
     }
     // The probe runs on a thread of its own: tearing a ring down queues kernel task work on
     // the thread that made it, which would interrupt that thread's next blocking system call
     // (EINTR) if it were the caller's.
+    let setup = |source| IoUringError::Setup { shard: 0, source };
     let probe = std::thread::Builder::new()
         .name("weft-io-uring-probe".into())
         .spawn(probe_io_uring)
-        .map_err(|e| fail(format!("cannot start the io_uring probe thread: {e}")))?;
+        .map_err(setup)?;
     match probe.join() {
-        Ok(result) => result.map_err(fail),
-        Err(_) => Err(fail("the io_uring probe failed".into())),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(match e.raw_os_error() {
+            Some(libc::ENOSYS) => IoUringError::Unsupported,
+            Some(libc::EPERM | libc::EACCES) => IoUringError::Disabled(e),
+            _ => setup(e),
+        }),
+        Err(_) => Err(setup(std::io::Error::other("the io_uring probe thread panicked"))),
     }
 }
 
 /// Creates and closes a one-entry ring.
-fn probe_io_uring() -> Result<(), String> {
+fn probe_io_uring() -> std::io::Result<()> {
     // struct io_uring_params is 120 bytes; the kernel fills it in.
     let mut params = [0u64; 15];
     // SAFETY: io_uring_setup(2) with 1 entry writes only into `params`.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
     if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::ENOSYS) => "this kernel was built without io_uring".into(),
-            Some(libc::EPERM) | Some(libc::EACCES) => format!("io_uring is disabled for this process ({e})"),
-            _ => format!("io_uring_setup failed: {e}"),
-        });
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `fd` is the ring descriptor just created and owned here.
     unsafe { libc::close(fd as libc::c_int) };
@@ -440,7 +523,7 @@ fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
 /// Checks that io_uring can run here, then raises the soft RLIMIT_MEMLOCK (io_uring) and
 /// RLIMIT_NOFILE (connections) to their hard limits, which needs no privilege.
 pub(crate) fn raise_limits() -> Result<(), EngineError> {
-    check_io_uring()?;
+    check_io_uring().map_err(EngineError::IoUring)?;
     let (soft, hard) = raise_soft_limit(libc::RLIMIT_MEMLOCK);
     if soft < MEMLOCK_NEEDED {
         return Err(EngineError::MemLock {
@@ -477,33 +560,23 @@ pub(crate) fn raise_soft_limit(resource: libc::__rlimit_resource_t) -> (u64, u64
     (lim.rlim_cur, lim.rlim_max)
 }
 
-fn shard_error(shard: usize, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Shard {
-        shard,
-        detail: e.to_string(),
-    }
-}
-
+/// Classifies a glommio executor failure by its kind: too little locked memory, a ring
+/// that could not be set up, or a shard that failed otherwise.
 pub(crate) fn reactor_error(shard: usize, e: GlommioError<()>) -> EngineError {
     match e {
-        GlommioError::ReactorError(kind) => {
-            let detail = kind.to_string();
-            if detail.contains("MemLock") || detail.to_ascii_lowercase().contains("memlock") {
-                let (soft, hard) = raise_soft_limit(libc::RLIMIT_MEMLOCK);
-                EngineError::MemLock {
-                    soft,
-                    hard,
-                    need: MEMLOCK_NEEDED,
-                }
-            } else {
-                EngineError::IoUring { shard, detail }
+        GlommioError::ReactorError(ReactorErrorKind::MemLockLimit(..)) => {
+            let (soft, hard) = raise_soft_limit(libc::RLIMIT_MEMLOCK);
+            EngineError::MemLock {
+                soft,
+                hard,
+                need: MEMLOCK_NEEDED,
             }
         }
-        GlommioError::IoError(io) => EngineError::IoUring {
+        GlommioError::IoError(source) => EngineError::IoUring(IoUringError::Setup { shard, source }),
+        other => EngineError::Shard {
             shard,
-            detail: io.to_string(),
+            source: ShardError::Failed(other.to_string()),
         },
-        other => shard_error(shard, other),
     }
 }
 

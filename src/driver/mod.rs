@@ -8,6 +8,7 @@ pub(crate) mod monitor;
 pub(crate) mod port;
 pub(crate) mod reservation;
 pub(crate) mod shard;
+pub(crate) mod tasks;
 
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, BorrowedFd};

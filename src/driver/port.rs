@@ -19,10 +19,13 @@ use super::shard::ShardCtx;
 use crate::accept::{
     AcceptEvent, AcceptSource, BurstSizer, LogLimiter, Reservation, accept_burst, errno_name,
 };
+use crate::addr::Address;
 use crate::config::AcceptConfig;
+use crate::error::{EngineError, InheritedError};
+use crate::protocol::Factory;
 use crate::proxy::ProxyConfig;
 use crate::stats::ShardStats;
-use crate::{Address, EngineError, Factory, Transport};
+use crate::transport::Transport;
 
 /// First burst size (Twisted's `numberAccepts` starts at 100).
 const INITIAL_BURST: usize = 100;
@@ -87,11 +90,7 @@ pub(crate) fn bind_listeners(
         bound_addrs.push(bound);
     }
     if let Some((local, _)) = adopted.first() {
-        return Err(EngineError::Inherited(format!(
-            "the inherited listener on {} matches no listen address (listen on it too, or leave it \
-             to the old process)",
-            Address::from(*local)
-        )));
+        return Err(EngineError::Inherited(InheritedError::Unmatched((*local).into())));
     }
     Ok(Bound {
         addrs: bound_addrs,
@@ -101,23 +100,19 @@ pub(crate) fn bind_listeners(
 
 /// Checks that an inherited descriptor is a listening TCP socket and makes it non-blocking.
 fn adopt(fd: OwnedFd) -> Result<(SocketAddr, Socket), EngineError> {
-    let bad = |what: String| EngineError::Inherited(format!("descriptor {}: {what}", fd.as_raw_fd()));
+    let raw = fd.as_raw_fd();
     let sock = socket2::SockRef::from(&fd);
-    let listening = sock
+    let stream = sock
         .r#type()
-        .map_err(|e| bad(format!("not a socket ({e})")))
-        .map(|t| t == Type::STREAM)?
-        && accepting(&fd);
-    if !listening {
-        return Err(bad("not a listening TCP socket".into()));
-    }
-    let local = sock
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .ok_or_else(|| bad("not bound to an IP address".into()))?;
+        .map_err(|source| InheritedError::NotASocket { fd: raw, source })?
+        == Type::STREAM;
+    let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+    let local = match local {
+        Some(local) if stream && accepting(&fd) => local,
+        _ => return Err(InheritedError::NotListening { fd: raw }.into()),
+    };
     sock.set_nonblocking(true)
-        .map_err(|e| bad(format!("cannot make it non-blocking ({e})")))?;
+        .map_err(|source| InheritedError::Blocking { fd: raw, source })?;
     Ok((local, Socket::from(fd)))
 }
 

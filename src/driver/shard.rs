@@ -1,8 +1,10 @@
 //! One shard: its ports, its connections, its factory, and its part of the shutdown.
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::future::Future;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +16,15 @@ use slab::Slab;
 use super::monitor::Monitor;
 use super::port::{Listener, Port};
 use super::reservation::FdReservation;
+use super::tasks::Tasks;
 use crate::accept::{NullReservation, Reservation};
-use crate::config::{ConnectionConfig, EngineConfig};
+use crate::config::{AcceptConfig, ConnectionConfig, EngineConfig, ListenerConfig};
+use crate::error::CloseReason;
 use crate::metrics::{self, ShardLink};
+use crate::protocol::{Factory, ShardInfo};
+use crate::proxy::ProxyConfig;
 use crate::stats::{ShardStats, StatsSnapshot};
-use crate::{CloseReason, Factory, ShardInfo, Transport};
+use crate::transport::Transport;
 
 /// Control bytes the engine handle sends to a shard.
 pub(crate) const DRAIN: u8 = b'D';
@@ -50,6 +56,10 @@ pub(crate) struct ShardCtx {
     /// Ports still accepting; after a handoff, each stops once its accept in flight is done.
     pub(crate) accepting: Cell<usize>,
     pub(crate) draining: Cell<bool>,
+    /// Tasks spawned on the shard, which its drain waits for.
+    pub(crate) tasks: Rc<Tasks>,
+    /// An engine's shard, not the context of a bare executor's client connections.
+    engine: bool,
 }
 
 thread_local! {
@@ -74,6 +84,8 @@ impl ShardCtx {
             handshakes: Cell::new(0),
             accepting: Cell::new(0),
             draining: Cell::new(false),
+            tasks: Rc::new(Tasks::default()),
+            engine: false,
         }
     }
 
@@ -96,15 +108,155 @@ impl ShardCtx {
         })
     }
 
+    /// The context of this thread's engine shard, if it runs one.
+    pub(crate) fn installed() -> Option<Rc<Self>> {
+        CURRENT.with(|c| c.borrow().clone()).filter(|s| s.engine)
+    }
+
     fn install(ctx: Option<Rc<Self>>) {
         CURRENT.with(|c| *c.borrow_mut() = ctx);
+    }
+}
+
+/// One listener of the engine: its options, and how each shard builds the factory that
+/// serves it and starts its ports (erased over the factory's type).
+pub(crate) struct ListenerSpec {
+    pub(crate) config: ListenerConfig,
+    open: Box<dyn OpenPorts>,
+}
+
+impl std::fmt::Debug for ListenerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerSpec")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerSpec {
+    pub(crate) fn new<F, M>(config: ListenerConfig, make_factory: M) -> Self
+    where
+        F: Factory,
+        M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
+    {
+        Self {
+            config,
+            open: Box::new(MakeFactory(make_factory)),
+        }
+    }
+}
+
+/// Builds a listener's factory on a shard and starts its ports there.
+trait OpenPorts: Send + Sync {
+    fn open(&self, boot: PortBoot) -> Box<dyn ShardPorts>;
+}
+
+/// A closure that builds a factory for each shard.
+struct MakeFactory<M>(M);
+
+impl<F, M> OpenPorts for MakeFactory<M>
+where
+    F: Factory,
+    M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
+{
+    fn open(&self, boot: PortBoot) -> Box<dyn ShardPorts> {
+        let mut factory = (self.0)(&boot.shard.info);
+        factory.start(&boot.shard.info);
+        let factory = Rc::new(RefCell::new(factory));
+        let mut ports = Vec::new();
+        for Listener { socket, local, .. } in boot.sockets {
+            let fd = socket.into_raw_fd();
+            // SAFETY: `fd` is a bound, listening, non-blocking socket whose ownership moves
+            // here; glommio needs it adopted inside this executor.
+            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            let port = Rc::new(Port {
+                listener,
+                fd,
+                local,
+                shard: boot.shard.clone(),
+                factory: factory.clone(),
+                reservation: boot.reservation.clone(),
+                config: boot.accept.clone(),
+                proxy: boot.proxy.clone(),
+            });
+            let task = glommio::spawn_local(port.clone().run());
+            ports.push((port, task));
+        }
+        Box::new(FactoryPorts { factory, ports })
+    }
+}
+
+/// What a shard hands a listener to start its ports with.
+struct PortBoot {
+    shard: Rc<ShardCtx>,
+    sockets: Vec<Listener>,
+    reservation: Rc<RefCell<dyn Reservation>>,
+    accept: AcceptConfig,
+    proxy: Option<Rc<ProxyConfig>>,
+}
+
+/// One listener's ports on one shard, whatever its factory type.
+trait ShardPorts {
+    /// Serves the connections already queued on the listening sockets, without waiting.
+    fn accept_queued(&self);
+    /// The listening descriptors.
+    fn fds(&self) -> Vec<RawFd>;
+    /// Drops the accept loops (after their grace period).
+    fn cancel(&mut self);
+    /// Tells the factory the shard stopped.
+    fn stop(&self);
+}
+
+struct FactoryPorts<F: Factory> {
+    factory: Rc<RefCell<F>>,
+    ports: Vec<(Rc<Port<F>>, glommio::Task<()>)>,
+}
+
+impl<F: Factory> ShardPorts for FactoryPorts<F> {
+    fn accept_queued(&self) {
+        for (port, _) in &self.ports {
+            port.accept_queued();
+        }
+    }
+
+    fn fds(&self) -> Vec<RawFd> {
+        self.ports.iter().map(|(port, _)| port.fd).collect()
+    }
+
+    fn cancel(&mut self) {
+        self.ports.clear();
+    }
+
+    fn stop(&self) {
+        self.factory.borrow_mut().stop();
+    }
+}
+
+/// A task every shard runs (see [`EngineBuilder::on_each_shard`](crate::EngineBuilder)).
+pub(crate) trait StartTask: Send + Sync {
+    fn start(&self, info: &ShardInfo) -> Pin<Box<dyn Future<Output = ()>>>;
+}
+
+/// A closure that builds a shard's task.
+pub(crate) struct TaskFn<M>(pub(crate) M);
+
+impl<T, M> StartTask for TaskFn<M>
+where
+    T: Future<Output = ()> + 'static,
+    M: Fn(&ShardInfo) -> T + Send + Sync + 'static,
+{
+    fn start(&self, info: &ShardInfo) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin((self.0)(info))
     }
 }
 
 /// What a shard thread starts from.
 pub(crate) struct ShardBoot {
     pub(crate) info: ShardInfo,
+    /// This shard's listening sockets; each names its listener by index.
     pub(crate) sockets: Vec<Listener>,
+    pub(crate) listeners: Arc<[ListenerSpec]>,
+    pub(crate) tasks: Arc<[Arc<dyn StartTask>]>,
     pub(crate) control: StdUnixStream,
     pub(crate) config: Arc<EngineConfig>,
     /// Told the shard's index once its ports accept and its reserved descriptor is held.
@@ -113,71 +265,74 @@ pub(crate) struct ShardBoot {
     pub(crate) metrics: Option<ShardLink>,
 }
 
-/// Runs a shard until the engine shuts it down; returns its final counters.
-pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapshot {
+/// Runs a shard until the engine shuts it down (or, without listeners, until its tasks are
+/// done); returns its final counters.
+pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     let config = boot.config;
-    let shard = Rc::new(ShardCtx::new(boot.info.clone(), config.connection.clone()));
-    // Client connections made on this shard (from `Factory::start` on) join its registry,
-    // so they drain and abort with it.
+    let mut shard = ShardCtx::new(boot.info.clone(), config.connection.clone());
+    shard.engine = true;
+    let shard = Rc::new(shard);
+    // Client connections made on this shard (from the factories' construction on) join its
+    // registry, so they drain and abort with it.
     ShardCtx::install(Some(shard.clone()));
     let monitor = boot.metrics.map(|link| {
         metrics::install_recorder();
         Monitor::new(shard.clone(), link, &config.metrics)
     });
     let monitor_task = monitor.clone().map(|m| glommio::spawn_local(m.run()));
-    let factory = Rc::new(RefCell::new(factory));
-    factory.borrow_mut().start(&boot.info);
     let reservation: Rc<RefCell<dyn Reservation>> = if config.accept.reserve_fd {
         Rc::new(RefCell::new(FdReservation::new()))
     } else {
         Rc::new(RefCell::new(NullReservation))
     };
 
-    let mut listener_fds = Vec::new();
-    let mut ports = Vec::new();
-    let mut port_tasks = Vec::new();
-    for Listener { socket, local, index } in boot.sockets {
-        let proxy = config
-            .listen
-            .get(index)
-            .and_then(|addr| config.proxy_protocol.get(addr))
-            .map(|p| Rc::new(p.clone()));
-        let fd = socket.into_raw_fd();
-        listener_fds.push(fd);
-        // SAFETY: `fd` is a bound, listening, non-blocking socket whose ownership moves here;
-        // glommio needs it adopted inside this executor.
-        let listener = unsafe { TcpListener::from_raw_fd(fd) };
-        let port = Rc::new(Port {
-            listener,
-            fd,
-            local,
+    let mut sockets = boot.sockets;
+    let mut listeners: Vec<Box<dyn ShardPorts>> = Vec::with_capacity(boot.listeners.len());
+    for (index, spec) in boot.listeners.iter().enumerate() {
+        let (mine, rest) = sockets.into_iter().partition(|l| l.index == index);
+        sockets = rest;
+        listeners.push(spec.open.open(PortBoot {
             shard: shard.clone(),
-            factory: factory.clone(),
+            sockets: mine,
             reservation: reservation.clone(),
-            config: config.accept.clone(),
-            proxy,
-        });
-        port_tasks.push(glommio::spawn_local(port.clone().run()));
-        ports.push(port);
+            accept: config.accept.clone(),
+            proxy: spec.config.proxy.clone().map(Rc::new),
+        }));
+    }
+    for task in boot.tasks.iter() {
+        shard.tasks.spawn(task.start(&boot.info));
     }
     let _ = boot.ready.send(boot.info.index);
 
     // SAFETY: the control socket's descriptor moves into glommio's stream.
     let mut control = unsafe { UnixStream::from_raw_fd(boot.control.into_raw_fd()) };
     let mut cmd = [0u8; 1];
-    // EOF (the handle is gone) or any byte starts the drain.
-    let first = control.read(&mut cmd).await.unwrap_or(0);
+    // Any byte starts the drain, EOF (the handle is gone) ends the shard at once; a shard of
+    // tasks only also drains once its tasks are done.
+    let stop = if listeners.is_empty() {
+        let done = async {
+            shard.tasks.idle().await;
+            Ok(usize::MAX)
+        };
+        futures_lite::future::or(control.read(&mut cmd), done).await
+    } else {
+        control.read(&mut cmd).await
+    };
+    let stop = match stop {
+        Ok(1) => cmd[0],
+        Ok(usize::MAX) => DRAIN,
+        _ => ABORT,
+    };
 
-    let handoff = first == 1 && cmd[0] == HANDOFF;
     // From here each port serves what its accept in flight brings, then stops.
     shard.draining.set(true);
-    if !handoff {
+    if stop != HANDOFF {
         // 1. Stop listening at once: serve the clients already queued (they connected while
         // the listener was open), then close, so that new connects are refused.
-        for port in &ports {
-            port.accept_queued();
+        for ports in &listeners {
+            ports.accept_queued();
         }
-        for fd in listener_fds {
+        for fd in listeners.iter().flat_map(|p| p.fds()) {
             // SAFETY: plain syscall on our own listening descriptor; shutdown(2) on a listener
             // makes the kernel refuse new connections and fails the accept in flight.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
@@ -186,22 +341,26 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
         while shard.accepting.get() > 0 && Instant::now() < deadline {
             glommio::timer::sleep(DRAIN_POLL).await;
         }
-        port_tasks.clear();
+        for ports in &mut listeners {
+            ports.cancel();
+        }
     }
     // With a handoff, a successor accepts on these very sockets (same accept queues): they
     // stay open, and each port stops after its accept in flight, which the drain waits for.
-    drop(ports);
 
-    // 2. Let open connections finish, up to the drain timeout (or an abort command).
-    if first == 1 && cmd[0] != ABORT {
-        shard.draining.set(true);
+    // 2. Let open connections and tasks finish, up to the drain timeout (or an abort).
+    if stop != ABORT {
         for (_, t) in shard.conns.borrow().iter() {
             t.wake();
         }
         let deadline = Instant::now() + config.drain_timeout;
         let mut abort = Box::pin(control.read(&mut cmd));
-        let busy =
-            || !shard.conns.borrow().is_empty() || shard.handshakes.get() > 0 || shard.accepting.get() > 0;
+        let busy = || {
+            !shard.conns.borrow().is_empty()
+                || shard.handshakes.get() > 0
+                || shard.accepting.get() > 0
+                || shard.tasks.running() > 0
+        };
         while busy() && Instant::now() < deadline {
             let tick = async {
                 glommio::timer::sleep(DRAIN_POLL).await;
@@ -215,6 +374,7 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
     }
 
     // 3. Abort whatever is left, and let each report its loss.
+    shard.tasks.cancel();
     let left: Vec<Transport> = shard.conns.borrow().iter().map(|(_, t)| t.clone()).collect();
     for t in &left {
         t.force_close(CloseReason::Shutdown);
@@ -223,7 +383,10 @@ pub(crate) async fn run<F: Factory>(boot: ShardBoot, factory: F) -> StatsSnapsho
     while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
         glommio::timer::sleep(DRAIN_POLL).await;
     }
-    factory.borrow_mut().stop();
+    for ports in &listeners {
+        ports.stop();
+    }
+    drop(listeners);
     ShardCtx::install(None);
     drop(monitor_task);
     if let Some(m) = monitor {

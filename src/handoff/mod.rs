@@ -39,7 +39,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 pub use wire::Role;
 use wire::{MAX_FDS, MAX_LEN, Message, VERSION};
 
-use crate::ShutdownHandle;
+use crate::driver::engine::EngineControl;
 use crate::health::HealthCheck;
 
 /// How long either side waits for the other's next message during the exchange.
@@ -119,14 +119,14 @@ impl HandoffServer {
     /// Creates the socket at `path` (atomically replacing a stale one, or a predecessor's), and
     /// lends `engine`'s listening sockets, and `health`'s, to the first successor that asks.
     /// When the successor says `DRAIN`, the health check stops answering and the engine
-    /// hands off ([`ShutdownHandle::hand_off`]).
+    /// hands off ([`EngineControl::hand_off`]).
     ///
     /// # Errors
     ///
     /// [`HandoffError::Bind`] if the socket cannot be created.
     pub fn start(
         path: impl Into<PathBuf>,
-        engine: ShutdownHandle,
+        engine: EngineControl,
         health: Option<Arc<HealthCheck>>,
     ) -> Result<Self, HandoffError> {
         let path = path.into();
@@ -186,7 +186,7 @@ impl Drop for HandoffServer {
 }
 
 /// Accepts successors until one takes over or the server stops.
-fn serve(listener: &Socket, stopped: &UnixStream, engine: &ShutdownHandle, health: Option<&HealthCheck>) {
+fn serve(listener: &Socket, stopped: &UnixStream, engine: &EngineControl, health: Option<&HealthCheck>) {
     loop {
         let mut fds = [listener.as_raw_fd(), stopped.as_raw_fd()].map(|fd| libc::pollfd {
             fd,
@@ -251,7 +251,7 @@ fn same_user(conn: &Socket) -> bool {
 }
 
 /// One conversation with a successor; `Ok(true)` once it serves and this engine hands off.
-fn lend(conn: &Socket, engine: &ShutdownHandle, health: Option<&HealthCheck>) -> Result<bool, HandoffError> {
+fn lend(conn: &Socket, engine: &EngineControl, health: Option<&HealthCheck>) -> Result<bool, HandoffError> {
     conn.set_read_timeout(Some(EXCHANGE_TIMEOUT))?;
     conn.set_write_timeout(Some(EXCHANGE_TIMEOUT))?;
     match recv(conn)? {

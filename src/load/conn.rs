@@ -202,11 +202,9 @@ pub(crate) fn open(
     target: SocketAddr,
     connect_timeout: Duration,
 ) -> Connector {
-    let options = ConnectOptions {
-        timeout: connect_timeout,
-        reconnect: Some(retry_policy()),
-        ..ConnectOptions::default()
-    };
+    let options = ConnectOptions::default()
+        .with_timeout(connect_timeout)
+        .with_reconnect(Some(retry_policy()));
     connect_tcp(target, SlotFactory { core, slot }, options)
 }
 

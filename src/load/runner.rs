@@ -166,7 +166,7 @@ impl Load {
         let cpus = config
             .cores
             .resolve(&Cores::allowed())
-            .map_err(LoadError::Config)?;
+            .map_err(|e| LoadError::Config(e.to_string()))?;
         let cpus: Vec<usize> = cpus.into_iter().take(config.conns).collect();
         std::net::TcpStream::connect_timeout(&config.target, config.connect_timeout).map_err(|source| {
             LoadError::Unreachable {

@@ -35,7 +35,7 @@ impl PrometheusExporter {
     ///
     /// # Errors
     ///
-    /// [`EngineError::CannotListen`] naming the address, or [`EngineError::Shard`] if the
+    /// [`EngineError::CannotListen`] naming the address, or [`EngineError::Metrics`] if the
     /// thread cannot start.
     pub fn start(addr: SocketAddr, metrics: MetricsHandle) -> Result<Self, EngineError> {
         // SO_REUSEPORT, like the service's own ports: a successor taking over with
@@ -47,12 +47,8 @@ impl PrometheusExporter {
             .local_addr()
             .map_err(|e| EngineError::cannot_listen(addr, e))?;
         let answer = Box::new(move |head: &[u8]| respond(head, || prometheus::render(&metrics.snapshot())));
-        let responder = Responder::start(listener, "weft-prometheus", LIMITS, answer).map_err(|e| {
-            EngineError::Shard {
-                shard: 0,
-                detail: format!("cannot start the metrics exporter thread: {e}"),
-            }
-        })?;
+        let responder =
+            Responder::start(listener, "weft-prometheus", LIMITS, answer).map_err(EngineError::Metrics)?;
         Ok(Self {
             addr: bound,
             _responder: responder,

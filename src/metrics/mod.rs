@@ -34,8 +34,9 @@
 //! ```no_run
 //! use weft::{Engine, EngineConfig, protocols::Echo};
 //!
-//! let config = EngineConfig { listen: vec!["127.0.0.1:7000".parse()?], ..Default::default() };
-//! let engine = Engine::serve(config, |_shard| Echo::factory())?;
+//! let engine = Engine::builder(EngineConfig::default())
+//!     .listen("127.0.0.1:7000".parse()?, |_shard| Echo::factory())
+//!     .start()?;
 //! let metrics = engine.metrics().expect("metrics are on by default");
 //! let total = metrics.snapshot().total();
 //! println!("{} connections open", total.active);

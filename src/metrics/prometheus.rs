@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::collector::{MetricsSnapshot, ShardMetrics};
 use crate::accept::errno_name;
-use crate::stats::CLOSE_LABELS;
+use crate::error::CLOSE_LABELS;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

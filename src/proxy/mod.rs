@@ -217,6 +217,7 @@ impl ProxyDecoder {
 
 /// The PROXY protocol settings of one listener.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ProxyConfig {
     /// Peers allowed to send a header: every other peer is closed before anything is read.
     /// Default: empty, which trusts no one (list the balancers, or `0.0.0.0/0` and `::/0`

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use weft::{Cores, Engine, EngineConfig, Factory, ShardInfo};
+use weft::{Cores, Engine, EngineConfig, Factory, ListenerConfig, ShardInfo};
 
 /// Serializes the tests of one binary that measure latency or load the machine, so that
 /// they do not disturb each other's figures (cargo runs a binary's tests in parallel).
@@ -58,13 +58,27 @@ where
     F: Factory,
     M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
 {
-    let mut config = EngineConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        cores: Cores::Count(shards),
-        ..Default::default()
-    };
+    engine_at(shards, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), tweak, make)
+}
+
+/// Like [`engine_with`], listening on `listener` (a plain address, or one with options).
+pub fn engine_at<F, M>(
+    shards: usize,
+    listener: impl Into<ListenerConfig>,
+    tweak: impl FnOnce(&mut EngineConfig),
+    make: M,
+) -> (Engine, SocketAddr)
+where
+    F: Factory,
+    M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
+{
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(shards);
     tweak(&mut config);
-    let engine = Engine::serve(config, make).expect("engine starts");
+    let engine = Engine::builder(config)
+        .listen(listener, make)
+        .start()
+        .expect("engine starts");
     let addr = engine.local_addrs()[0];
     (engine, addr)
 }

@@ -1,0 +1,154 @@
+//! Tasks a shard runs beside its connections, which its drain waits for and then cancels.
+
+use std::cell::{Cell, RefCell};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use slab::Slab;
+
+use super::shard::ShardCtx;
+use crate::protocol::ShardInfo;
+use crate::stats::StatsSnapshot;
+
+/// The tasks of one shard: how many run, and a way to cancel them all.
+#[derive(Default)]
+pub(crate) struct Tasks {
+    /// Each running task's latest waker, so that a cancel can wake it.
+    running: RefCell<Slab<Option<Waker>>>,
+    cancelled: Cell<bool>,
+    /// Woken when the last task ends.
+    idle: RefCell<Option<Waker>>,
+}
+
+impl Tasks {
+    /// Runs `future` on this thread's executor as one of these tasks. After [`cancel`]
+    /// (Self::cancel) a new task is dropped unpolled.
+    pub(crate) fn spawn(self: &Rc<Self>, future: Pin<Box<dyn Future<Output = ()>>>) {
+        if self.cancelled.get() {
+            return;
+        }
+        let key = self.running.borrow_mut().insert(None);
+        let tracked = Tracked {
+            future,
+            tasks: self.clone(),
+            key,
+        };
+        glommio::spawn_local(tracked).detach();
+    }
+
+    /// How many tasks have not ended yet.
+    pub(crate) fn running(&self) -> usize {
+        self.running.borrow().len()
+    }
+
+    /// Resolves once no task runs.
+    pub(crate) async fn idle(&self) {
+        poll_fn(|cx| {
+            if self.running() == 0 {
+                Poll::Ready(())
+            } else {
+                *self.idle.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// Ends every task at its next poll (it is woken now) and refuses new ones.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.set(true);
+        let wakers: Vec<Waker> = self
+            .running
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, w)| w.take())
+            .collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// A task's future, counted in its shard's [`Tasks`] until it ends or is dropped.
+struct Tracked {
+    future: Pin<Box<dyn Future<Output = ()>>>,
+    tasks: Rc<Tasks>,
+    key: usize,
+}
+
+impl Future for Tracked {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.tasks.cancelled.get() {
+            return Poll::Ready(());
+        }
+        if let Some(slot) = self.tasks.running.borrow_mut().get_mut(self.key)
+            && !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            *slot = Some(cx.waker().clone());
+        }
+        self.future.as_mut().poll(cx)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let mut running = self.tasks.running.borrow_mut();
+        running.try_remove(self.key);
+        if running.is_empty()
+            && let Some(w) = self.tasks.idle.borrow_mut().take()
+        {
+            w.wake();
+        }
+    }
+}
+
+/// The shard the calling code runs on, or `None` outside an engine's shard (on a bare glommio
+/// executor, or on a thread with no executor).
+pub fn current() -> Option<ShardInfo> {
+    ShardCtx::installed().map(|s| s.info.clone())
+}
+
+/// Runs `future` as a task on the current shard, beside its connections. The shard's drain
+/// waits for it up to the drain timeout, then drops it (at its next poll). During a drain it
+/// still starts; once the shard has cancelled its tasks it is dropped unpolled.
+///
+/// # Panics
+///
+/// Outside a glommio executor (an engine shard, or a bare `LocalExecutor`).
+pub fn spawn(future: impl Future<Output = ()> + 'static) {
+    ShardCtx::current().tasks.spawn(Box::pin(future));
+}
+
+/// Waits `duration` without blocking the shard: other connections and tasks run meanwhile.
+///
+/// # Panics
+///
+/// Outside a glommio executor.
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await;
+}
+
+/// Lets the shard's other connections and tasks run if this task has run for long, then
+/// continues: call it in long loops.
+///
+/// # Panics
+///
+/// Outside a glommio executor.
+pub async fn yield_now() {
+    glommio::executor().yield_if_needed().await;
+}
+
+/// The counters of the current shard (or of this executor's client connections, on a bare
+/// executor) now.
+///
+/// # Panics
+///
+/// Outside a glommio executor.
+pub fn counters() -> StatsSnapshot {
+    ShardCtx::current().snapshot()
+}

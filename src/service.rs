@@ -1,0 +1,566 @@
+//! A service's whole production lifecycle around an [`Engine`]: signals, a health check that
+//! fails before the listeners close, the drain, a second signal that aborts, zero-downtime
+//! handoff to a successor, the Prometheus exporter, the stats line and the latency log.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use weft::{EngineConfig, Service, protocols::Echo};
+//!
+//! let report = Service::new(EngineConfig::default())
+//!     .listen("127.0.0.1:7000".parse()?, |_shard| Echo::factory())
+//!     .health_check("127.0.0.1:7001".parse()?)
+//!     .drain_delay(Duration::from_secs(5))
+//!     .prometheus("127.0.0.1:9100".parse()?)
+//!     .run()?; // until SIGINT or SIGTERM, and the drain that follows
+//! println!("served {} connections", report.total().accepted);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! On the first SIGINT or SIGTERM the health check fails at once; after the
+//! [drain delay](Service::drain_delay) every listener closes and open connections get the
+//! engine's drain timeout to finish; the rest are aborted. A second signal aborts at once.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::{Handle as SignalsHandle, Signals};
+
+use crate::addr::Address;
+use crate::config::{EngineConfig, InheritedListeners, ListenerConfig};
+use crate::driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
+use crate::error::EngineError;
+use crate::handoff::{HandoffError, HandoffServer, Takeover};
+use crate::health::HealthCheck;
+use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, stats_line};
+use crate::protocol::{Factory, ShardInfo};
+
+/// The shortest [`Service::stats_interval`].
+pub const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);
+/// Shards report at least this often while an exporter, stats line or latency log reads
+/// their metrics; it is also the latency log's interval.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a [`Service`] could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The engine could not start, or a shard failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Taking over from a predecessor, or serving handoffs, failed.
+    #[error(transparent)]
+    Handoff(#[from] HandoffError),
+    /// The health-check listener could not be bound or started.
+    #[error("cannot serve the health check on {addr}: {source}")]
+    Health {
+        /// The address asked for.
+        addr: Address,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SIGINT and SIGTERM handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The latency interval log could not be created.
+    #[error("cannot write the latency log {}: {source}", path.display())]
+    HdrLog {
+        /// The log's path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A lifecycle thread (stats printer, signal handler) could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// The thread's name.
+        name: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stats interval shorter than [`MIN_STATS_INTERVAL`].
+    #[error("stats interval {0:?} is too short: at least 10ms")]
+    StatsInterval(Duration),
+}
+
+/// Builds a service: an engine's listeners and shard tasks, plus the lifecycle pieces to run
+/// with it. [`run`](Self::run) serves until a signal and the drain that follows;
+/// [`start`](Self::start) returns a [`RunningService`] instead.
+pub struct Service {
+    name: String,
+    engine: EngineBuilder,
+    health: Option<SocketAddr>,
+    drain_delay: Duration,
+    prometheus: Option<SocketAddr>,
+    stats_interval: Option<Duration>,
+    hdr_log: Option<PathBuf>,
+    handoff_socket: Option<PathBuf>,
+    takeover: Option<Takeover>,
+    inherited: InheritedListeners,
+    signals: bool,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .field("engine", &self.engine)
+            .field("health", &self.health)
+            .field("drain_delay", &self.drain_delay)
+            .field("prometheus", &self.prometheus)
+            .field("stats_interval", &self.stats_interval)
+            .field("hdr_log", &self.hdr_log)
+            .field("handoff_socket", &self.handoff_socket)
+            .field("signals", &self.signals)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service whose engine runs with `config`; add listeners before starting it.
+    pub fn new(mut config: EngineConfig) -> Self {
+        let inherited = config.inherited.clone();
+        // Metrics cost a collector thread and a timer per shard: on only when something
+        // reads them (see `prometheus`, `stats_interval`, `hdr_log`) or the caller kept them.
+        config.metrics.interval = config.metrics.interval.min(REPORT_INTERVAL);
+        Self {
+            name: "service".into(),
+            engine: Engine::builder(config),
+            health: None,
+            drain_delay: Duration::ZERO,
+            prometheus: None,
+            stats_interval: None,
+            hdr_log: None,
+            handoff_socket: None,
+            takeover: None,
+            inherited,
+            signals: true,
+        }
+    }
+
+    /// The name the service logs itself under (`serving NAME on ADDR ...`). Default:
+    /// `service`.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Adds a listener served by the factory `make_factory` builds on each shard (see
+    /// [`EngineBuilder::listen`]).
+    #[must_use]
+    pub fn listen<F, M>(mut self, listener: impl Into<ListenerConfig>, make_factory: M) -> Self
+    where
+        F: Factory,
+        M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
+    {
+        self.engine = self.engine.listen(listener, make_factory);
+        self
+    }
+
+    /// Runs a task on every shard (see [`EngineBuilder::on_each_shard`]).
+    #[must_use]
+    pub fn on_each_shard<T, M>(mut self, make_task: M) -> Self
+    where
+        T: Future<Output = ()> + 'static,
+        M: Fn(&ShardInfo) -> T + Send + Sync + 'static,
+    {
+        self.engine = self.engine.on_each_shard(make_task);
+        self
+    }
+
+    /// Answers HTTP health probes on `addr`: 200 while serving, 503 from the first signal on
+    /// (see [`HealthCheck`]). Default: none.
+    #[must_use]
+    pub fn health_check(mut self, addr: SocketAddr) -> Self {
+        self.health = Some(addr);
+        self
+    }
+
+    /// On the first signal, how long the health check fails while the listeners still
+    /// accept, before they close: time for a balancer to take the instance out. Default: 0.
+    #[must_use]
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
+        self
+    }
+
+    /// Serves Prometheus metrics at `http://ADDR/metrics` (turns metrics on). Default: none.
+    #[must_use]
+    pub fn prometheus(mut self, addr: SocketAddr) -> Self {
+        self.prometheus = Some(addr);
+        self
+    }
+
+    /// Prints one [`stats_line`] to stdout every `every` (turns metrics on; at least
+    /// [`MIN_STATS_INTERVAL`]). Default: none.
+    #[must_use]
+    pub fn stats_interval(mut self, every: Duration) -> Self {
+        self.stats_interval = Some(every);
+        self
+    }
+
+    /// Writes an HdrHistogram interval log of the latency metrics to `path`: one interval per
+    /// second and metric, tagged with its name (turns metrics on). Default: none.
+    #[must_use]
+    pub fn hdr_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.hdr_log = Some(path.into());
+        self
+    }
+
+    /// Serves handoffs to a successor on the Unix socket `path` (see [`crate::handoff`]).
+    /// Default: none.
+    #[must_use]
+    pub fn handoff_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.handoff_socket = Some(path.into());
+        self
+    }
+
+    /// Takes over the listening sockets (and health-check socket) of the weft serving
+    /// handoffs at `path`, now: the engine adopts them when it starts, and the predecessor
+    /// is told to drain once this service serves. [`inherited_addrs`](Self::inherited_addrs)
+    /// then lists what was taken, to listen on the same addresses.
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::Handoff`] if no weft serves handoffs there or it refuses.
+    pub fn takeover(mut self, path: impl AsRef<Path>) -> Result<Self, ServiceError> {
+        let mut takeover = Takeover::connect(path)?;
+        self.inherited.add(takeover.take_listeners());
+        self.takeover = Some(takeover);
+        Ok(self)
+    }
+
+    /// The addresses of the listening sockets taken over (see [`takeover`](Self::takeover)),
+    /// in order.
+    pub fn inherited_addrs(&self) -> Vec<SocketAddr> {
+        self.inherited.addresses()
+    }
+
+    /// Whether the service handles SIGINT and SIGTERM itself. Off, stop it with
+    /// [`RunningService::control`]. Default: on.
+    #[must_use]
+    pub fn handle_signals(mut self, on: bool) -> Self {
+        self.signals = on;
+        self
+    }
+
+    /// Starts the engine and every lifecycle piece; returns once the service serves.
+    ///
+    /// # Errors
+    ///
+    /// Whatever failed to start; nothing is left running then.
+    pub fn start(self) -> Result<RunningService, ServiceError> {
+        if let Some(every) = self.stats_interval
+            && every < MIN_STATS_INTERVAL
+        {
+            return Err(ServiceError::StatsInterval(every));
+        }
+        let mut engine = self.engine;
+        let wants_metrics =
+            self.prometheus.is_some() || self.stats_interval.is_some() || self.hdr_log.is_some();
+        engine.update_config(|c| {
+            c.metrics.enabled |= wants_metrics;
+            if let Some(every) = self.stats_interval {
+                c.metrics.interval = c.metrics.interval.min(every);
+            }
+        });
+        let mut takeover = self.takeover;
+        let inherited_health = takeover
+            .as_mut()
+            .and_then(Takeover::take_health)
+            .map(TcpListener::from);
+        // Signals are taken before any shard runs, so none is missed.
+        let signals = if self.signals {
+            Some(Signals::new([SIGINT, SIGTERM]).map_err(ServiceError::Signals)?)
+        } else {
+            None
+        };
+        let engine = engine.start()?;
+        let control = engine.control();
+        let addrs: Vec<String> = engine
+            .local_addrs()
+            .iter()
+            .map(|a| Address::from(*a).to_string())
+            .collect();
+        tracing::info!(
+            "serving {} on {} ({} shards on cores {:?}); a signal drains for up to {:?}",
+            self.name,
+            addrs.join(", "),
+            engine.cores().len(),
+            engine.cores(),
+            engine.drain_timeout(),
+        );
+        let mut running = RunningService {
+            engine: Some(engine),
+            control: control.clone(),
+            exporter: None,
+            hdr_log: None,
+            stats: None,
+            health: None,
+            handoffs: None,
+            signals: None,
+        };
+        let metrics = running.metrics();
+        if let (Some(addr), Some(metrics)) = (self.prometheus, metrics.clone()) {
+            let exporter = PrometheusExporter::start(addr, metrics)?;
+            tracing::info!(
+                "metrics at http://{}/metrics",
+                Address::from(exporter.local_addr())
+            );
+            running.exporter = Some(exporter);
+        }
+        if let (Some(every), Some(metrics)) = (self.stats_interval, metrics.clone()) {
+            running.stats = Some(StatsPrinter::start(every, metrics)?);
+        }
+        if let (Some(path), Some(metrics)) = (self.hdr_log, metrics) {
+            let log = LatencyLog::start(&path, metrics, REPORT_INTERVAL)
+                .map_err(|source| ServiceError::HdrLog { path, source })?;
+            tracing::info!(
+                "latency interval log in {} (tags: the metric names)",
+                log.path().display()
+            );
+            running.hdr_log = Some(log);
+        }
+        if let Some(addr) = self.health {
+            let health_err = |source| ServiceError::Health {
+                addr: addr.into(),
+                source,
+            };
+            let listener = match inherited_health {
+                Some(l) if l.local_addr().is_ok_and(|a| a == addr) => l,
+                _ => TcpListener::bind(addr).map_err(health_err)?,
+            };
+            let check = HealthCheck::start(listener, control.clone()).map_err(health_err)?;
+            let at = check.local_addr().map_or(addr, |a| a);
+            tracing::info!("health check on {}", Address::from(at));
+            running.health = Some(Arc::new(check));
+        }
+        if let Some(path) = self.handoff_socket {
+            let server = HandoffServer::start(path, control.clone(), running.health.clone())?;
+            tracing::info!("handoffs to a successor on {}", server.path().display());
+            running.handoffs = Some(server);
+        }
+        if let Some(t) = takeover {
+            match t.finish() {
+                Ok(()) => tracing::info!("took over the listeners; the previous weft is draining"),
+                Err(e) => tracing::warn!("took over the listeners, but {e}"),
+            }
+        }
+        if let Some(signals) = signals {
+            running.signals = Some(SignalThread::start(signals, control, self.drain_delay)?);
+        }
+        Ok(running)
+    }
+
+    /// Starts the service and serves until it stops: after a signal and its drain (or a
+    /// handoff to a successor), and returns the engine's final counters.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start) and [`RunningService::wait`].
+    pub fn run(self) -> Result<EngineReport, ServiceError> {
+        self.start()?.wait()
+    }
+}
+
+/// A started [`Service`]. Dropping it shuts the service down and waits for it.
+#[derive(Debug)]
+pub struct RunningService {
+    engine: Option<Engine>,
+    control: EngineControl,
+    exporter: Option<PrometheusExporter>,
+    hdr_log: Option<LatencyLog>,
+    stats: Option<StatsPrinter>,
+    health: Option<Arc<HealthCheck>>,
+    handoffs: Option<HandoffServer>,
+    signals: Option<SignalThread>,
+}
+
+impl RunningService {
+    /// The bound listen addresses, in listener order, with port 0 resolved.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        self.engine.as_ref().map_or(&[], |e| e.local_addrs())
+    }
+
+    /// Where the health check answers, if it runs.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health.as_ref().and_then(|h| h.local_addr().ok())
+    }
+
+    /// Where Prometheus scrapes, if the exporter runs.
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.exporter.as_ref().map(PrometheusExporter::local_addr)
+    }
+
+    /// Controls the engine from any thread: shut down, abort, hand off, fail health checks.
+    pub fn control(&self) -> EngineControl {
+        self.control.clone()
+    }
+
+    /// The merged metrics of every shard, when metrics are on.
+    pub fn metrics(&self) -> Option<MetricsHandle> {
+        self.engine.as_ref().and_then(Engine::metrics)
+    }
+
+    /// Waits until the engine stops (after a signal, [`control`](Self::control)'s shutdown,
+    /// or a handoff), then stops every lifecycle piece and returns the final counters.
+    ///
+    /// # Errors
+    ///
+    /// The first shard that failed.
+    pub fn wait(mut self) -> Result<EngineReport, ServiceError> {
+        let Some(engine) = self.engine.take() else {
+            return Ok(EngineReport::default());
+        };
+        let report = engine.join();
+        self.stop_pieces();
+        let report = report?;
+        let total = report.total();
+        tracing::info!(
+            "stopped: {} connections served, {} B in, {} B out, {} aborted at shutdown",
+            total.accepted,
+            total.bytes_in,
+            total.bytes_out,
+            total.closed_for("shutdown")
+        );
+        Ok(report)
+    }
+
+    /// Stops the lifecycle threads, in the reverse order of their start.
+    fn stop_pieces(&mut self) {
+        self.signals.take();
+        self.handoffs.take();
+        self.health.take();
+        self.stats.take();
+        self.exporter.take();
+        self.hdr_log.take();
+    }
+}
+
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.shutdown();
+            let _ = engine.join();
+        }
+        self.stop_pieces();
+    }
+}
+
+/// Prints one [`stats_line`] every interval until dropped.
+#[derive(Debug)]
+struct StatsPrinter {
+    /// Dropping this ends the thread.
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StatsPrinter {
+    fn start(every: Duration, metrics: MetricsHandle) -> Result<Self, ServiceError> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("weft-stats".into())
+            .spawn(move || print_stats(every, &metrics, &stopped))
+            .map_err(|source| ServiceError::Thread {
+                name: "stats",
+                source,
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for StatsPrinter {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Prints one [`stats_line`] every `every` until `stop` is dropped.
+fn print_stats(every: Duration, metrics: &MetricsHandle, stop: &mpsc::Receiver<()>) {
+    let mut prev = metrics.snapshot();
+    let mut at = Instant::now();
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        let cur = metrics.snapshot();
+        let now = Instant::now();
+        let line = stats_line(&prev, &cur, now.duration_since(at));
+        // A closed stdout ends the printing, not the server.
+        if writeln!(std::io::stdout(), "{line}").is_err() {
+            return;
+        }
+        (prev, at) = (cur, now);
+    }
+}
+
+/// Turns SIGINT and SIGTERM into the engine's lifecycle until dropped: the first fails the
+/// health check and, after the drain delay, shuts the engine down; the next aborts.
+#[derive(Debug)]
+struct SignalThread {
+    handle: SignalsHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SignalThread {
+    fn start(mut signals: Signals, control: EngineControl, delay: Duration) -> Result<Self, ServiceError> {
+        let handle = signals.handle();
+        let thread = std::thread::Builder::new()
+            .name("weft-signals".into())
+            .spawn(move || {
+                let mut seen = 0;
+                for sig in signals.forever() {
+                    seen += 1;
+                    // Log after acting, so that whoever reads the line sees the new state.
+                    if seen > 1 {
+                        control.abort();
+                        tracing::info!("signal {sig} again: aborting open connections");
+                    } else if delay.is_zero() {
+                        control.fail_health();
+                        control.shutdown();
+                        tracing::info!("signal {sig}: listeners closed, draining open connections");
+                    } else {
+                        control.fail_health();
+                        tracing::info!("signal {sig}: health check failing; listeners close in {delay:?}");
+                        let control = control.clone();
+                        std::thread::spawn(move || {
+                            std::thread::sleep(delay);
+                            control.shutdown();
+                            tracing::info!("listeners closed, draining open connections");
+                        });
+                    }
+                }
+            })
+            .map_err(|source| ServiceError::Thread {
+                name: "signal handler",
+                source,
+            })?;
+        Ok(Self {
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for SignalThread {
+    /// Unregisters the handlers and ends the thread.
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

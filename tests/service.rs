@@ -1,0 +1,132 @@
+//! The library's lifecycle and listeners: one engine serving two protocols on two ports (one
+//! behind the PROXY protocol), and an example service stopped by SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use util::{connect, free_port, read_to_end, wait_exit, wait_listening};
+use weft::protocols::{Echo, Whoami};
+use weft::proxy::{Cidr, ProxyConfig};
+use weft::{Cores, Engine, EngineConfig, EngineError, ListenerConfig};
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+#[test]
+fn each_listener_speaks_its_own_protocol() {
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(2);
+    config.drain_timeout = Duration::from_millis(200);
+    let balancer = ProxyConfig::trusting(Cidr::parse_list("127.0.0.1/32").unwrap());
+    let engine = Engine::builder(config)
+        .listen(loopback(), |_| Echo::factory())
+        .listen(ListenerConfig::new(loopback()).proxy(balancer), |_| {
+            Whoami::factory()
+        })
+        .start()
+        .unwrap();
+    let (echo, whoami) = (engine.local_addrs()[0], engine.local_addrs()[1]);
+    assert_ne!(echo.port(), whoami.port());
+
+    // The echo port expects no header: a PROXY line is just data, echoed back.
+    let header = b"PROXY TCP4 192.0.2.7 192.0.2.1 4242 80\r\n";
+    let mut s = connect(echo);
+    s.write_all(header).unwrap();
+    let mut back = vec![0u8; header.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, header);
+
+    // The whoami port requires the header and answers with the client it names.
+    let mut s = connect(whoami);
+    s.write_all(header).unwrap();
+    assert_eq!(read_to_end(&mut s).unwrap(), b"192.0.2.7:4242\n");
+
+    // Without a header, the whoami port closes the connection unanswered.
+    let mut s = connect(whoami);
+    s.write_all(b"hello\r\n").unwrap();
+    assert!(read_to_end(&mut s).map_or(true, |b| b.is_empty()));
+
+    engine.shutdown();
+    let report = engine.join().unwrap();
+    assert_eq!(
+        report.total().accepted,
+        2,
+        "the header-less connection never reached a protocol"
+    );
+}
+
+#[test]
+fn the_same_address_twice_is_refused() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let err = Engine::builder(EngineConfig::default())
+        .listen(addr, |_| Echo::factory())
+        .listen(addr, |_| Whoami::factory())
+        .start()
+        .unwrap_err();
+    assert!(matches!(err, EngineError::DuplicateListener(_)), "{err}");
+}
+
+#[test]
+fn an_engine_of_tasks_stops_when_its_tasks_are_done() {
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let engine = Engine::builder(config)
+        .on_each_shard(move |shard| {
+            let (tx, index) = (tx.clone(), shard.index);
+            async move {
+                assert_eq!(weft::shard::current().map(|s| s.index), Some(index));
+                weft::shard::sleep(Duration::from_millis(20)).await;
+                tx.send(index).unwrap();
+            }
+        })
+        .start()
+        .unwrap();
+    engine.join().unwrap();
+    let mut done: Vec<usize> = rx.try_iter().collect();
+    done.sort();
+    assert_eq!(done, vec![0, 1]);
+}
+
+/// The example `service` binary, built by `cargo test` beside the test binaries.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    dir.join("examples").join(name)
+}
+
+#[test]
+fn the_example_service_drains_on_sigterm_and_exits_0() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = Command::new(example("service"))
+        .args([addr.to_string(), health.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the example is built by cargo test (cargo build --examples)");
+    wait_listening(addr, &mut child);
+    let mut s = connect(addr);
+    s.write_all(b"abc\n").unwrap();
+    let mut line = [0u8; 4];
+    s.read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"ABC\n");
+
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // The open connection is asked to drain; the protocol closes it.
+    assert_eq!(read_to_end(&mut s).unwrap(), b"");
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(out.contains("served 1 connections"), "{out}");
+}
