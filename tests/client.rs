@@ -813,23 +813,15 @@ impl Drop for Reaped {
     }
 }
 
-fn python_with_twisted() -> &'static str {
-    let ok = Command::new("python3")
-        .args(["-c", "import twisted"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "these tests need python3 with Twisted: run .ci/install-deps");
-    "python3"
-}
-
 fn interop_script(name: &str) -> String {
     format!("{}/tests/interop/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
 fn weft_client_against_a_twisted_echo_server() {
+    util::require_peer(util::Peer::Python("twisted"));
     let mut server = Reaped(
-        Command::new(python_with_twisted())
+        Command::new("python3")
             .arg(interop_script("twisted_echo_server.py"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -870,13 +862,13 @@ fn weft_client_against_a_twisted_echo_server() {
 
 #[test]
 fn twisted_client_against_weft_serve() {
-    let python = python_with_twisted();
+    util::require_peer(util::Peer::Python("twisted"));
     let (command, addr) = util::echo_server_command();
     let _server = Reaped(util::spawn_listening(command, addr));
     let port = addr.port();
     let size = 300_000;
     let mut client = Reaped(
-        Command::new(python)
+        Command::new("python3")
             .args([
                 interop_script("twisted_echo_client.py"),
                 port.to_string(),

@@ -93,13 +93,7 @@ fn requests(target: SocketAddr, n: usize) -> LoadResult {
 #[test]
 fn haproxy_send_proxy_v2_in_front_of_two_instances() {
     let haproxy = std::env::var("HAPROXY").unwrap_or_else(|_| "haproxy".into());
-    assert!(
-        Command::new(&haproxy)
-            .arg("-v")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "haproxy not found: run `bash .ci/install-deps` (Debian package haproxy)"
-    );
+    util::require_peer(util::Peer::Program(&haproxy));
     let (mut w1, a1, h1) = weft_instance();
     let (w2, a2, h2) = weft_instance();
     let dir = std::env::temp_dir().join(format!("weft-haproxy-{}", std::process::id()));

@@ -344,3 +344,48 @@ impl Drop for Scratch {
 pub fn read_json(path: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
+
+/// An external peer that an interop test talks to; `.ci/install-deps` installs them all.
+#[derive(Clone, Copy, Debug)]
+pub enum Peer<'a> {
+    /// A program, looked up on PATH (or a path to it).
+    Program(&'a str),
+    /// A Python package, imported by `python3`.
+    Python(&'a str),
+}
+
+/// Fails the calling test with one line if `peer` is missing: call it first in an interop
+/// test, before any server starts. A missing peer is a failure, not a skip (CI installs them).
+#[track_caller]
+pub fn require_peer(peer: Peer) {
+    let missing = match peer {
+        Peer::Program(name) if !on_path(name) => format!("{name} (not on PATH)"),
+        Peer::Python(_) if !on_path("python3") => "python3 (not on PATH)".to_owned(),
+        Peer::Python(module)
+            if !Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()) =>
+        {
+            format!("Python module {module} (python3 cannot import it)")
+        }
+        _ => return,
+    };
+    panic!("missing test peer: {missing}; install the test peers with: bash .ci/install-deps");
+}
+
+/// Whether `name` is an executable file on PATH (or, if it names a path, at that path).
+fn on_path(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        return executable(std::path::Path::new(name));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(name))))
+}
