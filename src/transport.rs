@@ -189,6 +189,16 @@ impl Transport {
     /// Registers the producer that this transport's output watermarks pause and resume,
     /// replacing this connection's own reading as the thing paused. If the output is already
     /// above the high-water mark it is paused at once. On a closed transport it is stopped.
+    ///
+    /// # When the producer runs
+    ///
+    /// Synchronously, on this shard, from inside other calls: `pause_producing` from inside the
+    /// [`write`](Self::write) (or [`register_producer`](Self::register_producer)) that crosses
+    /// the high-water mark, so within the writer's own callback; `resume_producing` from the
+    /// driver after a flush brings the output down to the low-water mark; `stop_producing` when
+    /// this connection closes. The transport holds no borrow while it calls the producer, so a
+    /// producer may write to this very transport, but it must not expect the write that paused
+    /// it to have returned.
     pub fn register_producer(&self, mut producer: Box<dyn Producer>) {
         if self.inner.flags.get().disconnected {
             producer.stop_producing();

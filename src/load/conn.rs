@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::exchange::Exchange;
 use super::recorder::{ErrorKind, Recorder};
+use crate::driver::tasks::sleep;
 use crate::{
     Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, Connector, Factory, Protocol,
     ReconnectPolicy, Transport, connect_tcp,
@@ -268,7 +269,7 @@ pub(crate) async fn pace(core: Rc<Core>, slot: Rc<RefCell<Slot>>) {
             Some(at) => {
                 let now = Instant::now();
                 if at > now {
-                    glommio::timer::sleep(at - now).await;
+                    sleep(at - now).await;
                 } else {
                     slot.borrow_mut().send(&core, now);
                 }

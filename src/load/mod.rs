@@ -4,9 +4,10 @@
 //! response reader), [`matcher`] (raw framing), [`schedule`] (open-loop timing and the two
 //! latencies), [`exchange`] (one connection's requests in flight), [`recorder`] (per-core
 //! counts), [`aggregate`] (merging the cores' intervals) and [`report`] (summary, JSON).
-//! The glommio side: `runner` (one pinned reactor per core, the main thread's loop) and
-//! `conn` (each connection as a weft [`Protocol`](crate::Protocol) opened with weft's client,
-//! [`connect_tcp`](crate::connect_tcp)).
+//! The side that runs: `runner` (an engine of tasks, one shard per load core, and the main
+//! thread's loop) and `conn` (each connection as a weft [`Protocol`](crate::Protocol) opened
+//! with weft's client, [`connect_tcp`](crate::connect_tcp)); both reach the reactor only
+//! through the engine's shard API, as any program built on weft does.
 
 pub mod aggregate;
 mod conn;

@@ -1,6 +1,7 @@
-//! Runs a load: one pinned glommio reactor per load core with the connections spread over
-//! them; each core sends the main thread its sample every interval over a channel, and the
-//! main thread merges them.
+//! Runs a load: an engine of tasks, one shard per load core, with the connections spread
+//! over them; each core sends the main thread its sample every interval over a channel, and
+//! the main thread merges them. It reaches the reactor only through the engine's shard API
+//! ([`EngineBuilder::on_each_shard`](crate::EngineBuilder::on_each_shard), [`crate::shard`]).
 //!
 //! ```text
 //!   core A: slots 0, 2, 4 ...  ──┐ Interval every second (histograms, counts, bytes)
@@ -23,10 +24,12 @@ use super::exchange::Exchange;
 use super::recorder::ErrorKind;
 use super::schedule::{Pacing, Schedule};
 use super::workload::Workload;
-use crate::config::{Cores, ReactorConfig};
-use crate::driver::engine::{executor_builder, raise_limits, reactor_error};
-use crate::driver::shard::ShardCtx;
-use crate::{Address, ConnectorState, EngineError};
+use crate::addr::Address;
+use crate::client::ConnectorState;
+use crate::config::{Cores, EngineConfig};
+use crate::driver::engine::Engine;
+use crate::driver::tasks::{counters, sleep, spawn};
+use crate::error::EngineError;
 
 /// How often a core checks for the end of the run, Ctrl-C and timed-out requests.
 const TICK: Duration = Duration::from_millis(20);
@@ -36,8 +39,10 @@ const STARTUP: Duration = Duration::from_millis(100);
 const STOP_GRACE: Duration = Duration::from_millis(500);
 const STOP_POLL: Duration = Duration::from_millis(5);
 
-/// What to run.
+/// What to run. Start from [`LoadConfig::new`] and set what matters (the type is
+/// `#[non_exhaustive]`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LoadConfig {
     /// Where to connect.
     pub target: SocketAddr,
@@ -147,7 +152,8 @@ pub struct LoadOutcome {
 #[derive(Debug)]
 pub struct Load {
     rx: crossbeam_channel::Receiver<CoreMsg>,
-    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// The engine whose shards generate the load; taken by [`wait`](Self::wait).
+    engine: Option<Engine>,
     cpus: Vec<usize>,
     measured_from: SystemTime,
     stop: Arc<AtomicBool>,
@@ -174,8 +180,6 @@ impl Load {
                 source,
             }
         })?;
-        raise_limits()?;
-
         let start = Instant::now() + STARTUP;
         let measure_start = start + config.warmup;
         let plan = Arc::new(Plan {
@@ -193,28 +197,21 @@ impl Load {
             stop: stop.clone(),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut load = Self {
+        let mut engine = EngineConfig::default();
+        engine.cores = Cores::List(cpus.clone());
+        engine.metrics.enabled = false;
+        // Each core closes its connections itself; the drain only catches stragglers.
+        engine.drain_timeout = STOP_GRACE;
+        let engine = Engine::builder(engine)
+            .on_each_shard(move |shard| core_main(plan.clone(), shard.index, shard.shards, tx.clone()))
+            .start()?;
+        Ok(Self {
             rx,
-            handles: Vec::new(),
-            cpus: cpus.clone(),
+            engine: Some(engine),
+            cpus,
             measured_from: SystemTime::now() + STARTUP + config.warmup,
             stop: stop.clone(),
-        };
-        let reactor = ReactorConfig::default();
-        for (index, &cpu) in cpus.iter().enumerate() {
-            let plan = plan.clone();
-            let tx = tx.clone();
-            let cores = cpus.len();
-            let name = format!("weft-load-{index}");
-            let spawned = executor_builder(&reactor, true, &name, cpu)
-                .spawn(move || async move { core_main(plan, index, cores, tx).await });
-            match spawned {
-                Ok(h) => load.handles.push(h),
-                // Dropping `load` stops and joins the cores already started.
-                Err(e) => return Err(reactor_error(index, e).into()),
-            }
-        }
-        Ok(load)
+        })
     }
 
     /// The CPU cores generating load.
@@ -257,14 +254,8 @@ impl Load {
         for interval in &aggregator.flush() {
             on_interval(interval, aggregator.total());
         }
-        let mut failure = None;
-        for (index, h) in std::mem::take(&mut self.handles).into_iter().enumerate() {
-            if let Err(e) = h.join() {
-                failure.get_or_insert(reactor_error(index, e));
-            }
-        }
-        if let Some(e) = failure {
-            return Err(e.into());
+        if let Some(engine) = self.engine.take() {
+            engine.join()?;
         }
         Ok(LoadOutcome {
             total: aggregator.total().clone(),
@@ -278,12 +269,9 @@ impl Load {
 impl Drop for Load {
     /// A load dropped before [`wait`](Load::wait) stops its cores and joins them.
     fn drop(&mut self) {
-        if self.handles.is_empty() {
-            return;
-        }
-        self.stop.store(true, Ordering::Relaxed);
-        for h in std::mem::take(&mut self.handles) {
-            let _ = h.join();
+        if let Some(engine) = self.engine.take() {
+            self.stop.store(true, Ordering::Relaxed);
+            let _ = engine.join();
         }
     }
 }
@@ -352,10 +340,10 @@ impl Drop for StopGuard {
 
 /// Bytes written and read by every connection of this thread's executor so far.
 fn bytes() -> Bytes {
-    let shard = ShardCtx::current();
+    let shard = counters();
     Bytes {
-        sent: shard.stats.bytes_out.get(),
-        received: shard.stats.bytes_in.get(),
+        sent: shard.bytes_out,
+        received: shard.bytes_in,
     }
 }
 
@@ -364,7 +352,6 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
     let core = Rc::new(Core::new(&plan.workload.request, plan.pipeline));
     let mut slots: Vec<Rc<RefCell<Slot>>> = Vec::new();
     let mut connectors = Vec::new();
-    let mut pacers = Vec::new();
     for j in (index..plan.conns).step_by(cores) {
         let pacing = plan.pacing(j);
         let open = matches!(pacing, Pacing::Open(_));
@@ -376,7 +363,7 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
             plan.connect_timeout,
         ));
         if open {
-            pacers.push(glommio::spawn_local(conn::pace(core.clone(), slot.clone())));
+            spawn(conn::pace(core.clone(), slot.clone()));
         }
         slots.push(slot);
     }
@@ -435,7 +422,7 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
             .filter(|t| *t > now)
             .min()
             .unwrap_or(now + TICK);
-        glommio::timer::sleep(wake - now).await;
+        sleep(wake - now).await;
     }
 
     // The run is over: count nothing more, close every connection (orderly), and give them
@@ -452,8 +439,7 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
             .iter()
             .any(|c| c.state() != ConnectorState::Disconnected)
     {
-        glommio::timer::sleep(STOP_POLL).await;
+        sleep(STOP_POLL).await;
     }
-    drop(pacers);
     drop(guard);
 }
