@@ -197,11 +197,13 @@ impl Load {
             stop: stop.clone(),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut engine = EngineConfig::default();
-        engine.cores = Cores::List(cpus.clone());
+        let mut engine = EngineConfig {
+            cores: Cores::List(cpus.clone()),
+            // Each core closes its connections itself; the drain only catches stragglers.
+            drain_timeout: STOP_GRACE,
+            ..EngineConfig::default()
+        };
         engine.metrics.enabled = false;
-        // Each core closes its connections itself; the drain only catches stragglers.
-        engine.drain_timeout = STOP_GRACE;
         let engine = Engine::builder(engine)
             .on_each_shard(move |shard| core_main(plan.clone(), shard.index, shard.shards, tx.clone()))
             .start()?;
