@@ -291,6 +291,26 @@ mod tests {
     }
 
     #[test]
+    fn every_close_reason_has_its_own_label() {
+        let all = [
+            CloseReason::PeerEof,
+            CloseReason::LocalClose,
+            CloseReason::Aborted,
+            CloseReason::Reset,
+            CloseReason::Io(Arc::new(io::Error::other("x"))),
+            CloseReason::Shutdown,
+            CloseReason::OutputLimit,
+            CloseReason::WriteStall,
+            CloseReason::IdleTimeout,
+            CloseReason::DeadlineExpired,
+        ];
+        let mut seen: Vec<usize> = all.iter().map(CloseReason::index).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..CLOSE_LABELS.len()).collect::<Vec<_>>());
+        assert_eq!(CloseReason::WriteStall.label(), "write_stall");
+    }
+
+    #[test]
     fn cannot_listen_names_the_address() {
         let e = EngineError::cannot_listen(
             "127.0.0.1:80".parse().unwrap(),
