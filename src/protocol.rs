@@ -56,6 +56,7 @@ pub trait Protocol: 'static {
 
 /// What a factory is told about the shard it serves.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ShardInfo {
     /// Shard index, from 0.
     pub index: usize,

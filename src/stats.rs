@@ -59,6 +59,7 @@ impl ShardStats {
 
 /// One shard's counters at one moment (or their sum over shards).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StatsSnapshot {
     /// Connections accepted and handed to a protocol.
     pub accepted: u64,

@@ -132,3 +132,44 @@ fn the_example_service_drains_on_sigterm_and_exits_0() {
     // The readiness probe of `wait_listening` was served too.
     assert!(out.contains("served 2 connections"), "{out}");
 }
+
+#[test]
+fn a_drain_waits_for_shard_tasks_then_cancels_them() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(1);
+    config.drain_timeout = Duration::from_millis(300);
+    let finished = Arc::new(AtomicUsize::new(0));
+    let f = finished.clone();
+    let engine = Engine::builder(config)
+        .listen(loopback(), |_| Echo::factory())
+        .on_each_shard(move |_| {
+            let f = f.clone();
+            async move {
+                // A short task the drain waits for, and one that never ends by itself.
+                let quick = f.clone();
+                weft::shard::spawn(async move {
+                    weft::shard::sleep(Duration::from_millis(100)).await;
+                    quick.fetch_add(1, Ordering::SeqCst);
+                });
+                weft::shard::sleep(Duration::from_secs(3600)).await;
+                f.fetch_add(100, Ordering::SeqCst);
+            }
+        })
+        .start()
+        .unwrap();
+    let started = std::time::Instant::now();
+    engine.shutdown();
+    engine.join().unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the quick task ran, the endless one was dropped"
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
