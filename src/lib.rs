@@ -53,6 +53,7 @@ pub mod accept;
 mod addr;
 mod client;
 pub mod config;
+mod conn_state;
 mod driver;
 mod error;
 pub mod handoff;
