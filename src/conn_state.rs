@@ -29,9 +29,9 @@
 //!      read, else a new pass;
 //!    - a `lose_connection`: `Close(PeerEof)` if the peer's EOF was read; otherwise
 //!      [`Action::ShutdownWrite`] (once) and the lingering close: [`Action::Linger`] reads
-//!      (read and discard, so that the peer reads our last bytes instead of a reset) until
-//!      the peer's EOF or a read error (`Close(LocalClose)`), the budget
-//!      ([`Action::Yield`]), or a read that would block (the round settles).
+//!      and discards (closing a socket with unread input sends a reset, and the peer would
+//!      lose our last bytes) until the peer's EOF or a read error (`Close(LocalClose)`), the
+//!      budget ([`Action::Yield`]), or a read that would block (the round settles).
 //! 6. Reading: none while closing, after the peer's EOF or while the transport may not read
 //!    (paused by the protocol or by output flow control); past the round's read budget,
 //!    [`Action::Yield`]; otherwise [`Action::Read`]. Data starts a new pass; the peer's EOF
@@ -480,3 +480,953 @@ impl ConnState {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// What one read of the socket finds.
+    #[derive(Debug, Clone, Copy)]
+    enum In {
+        Data(usize),
+        Eof,
+        Reset,
+    }
+
+    /// One step of a case; the driver then runs the machine until it waits or closes (but
+    /// for [`Do::Sleep`]).
+    #[derive(Clone, Copy)]
+    enum Do {
+        /// Nothing new: a wake-up (the connection's first poll, or a spurious one).
+        Wake,
+        /// The peer sent: the socket's next reads find these, then it would block.
+        Input(&'static [In]),
+        /// Something outside a callback used the transport (a timer task, a relayed peer).
+        Call(fn(&Transport)),
+        /// The socket has room for this many more bytes; `None`: for everything.
+        Room(Option<usize>),
+        /// Flushes fail with a reset from now on.
+        BrokenPipe,
+        /// The protocol arms its deadline this far from now (on the fake clock).
+        Deadline(Duration),
+        /// The shard starts draining.
+        Drain,
+        /// Time passes; nothing runs.
+        Sleep(Duration),
+        /// Time passes and the timer fires.
+        Fire(Duration),
+    }
+
+    /// The protocol's callbacks, as plain functions.
+    #[derive(Clone, Copy)]
+    struct Proto {
+        data: fn(&Transport, usize),
+        eof: fn(&Transport),
+        drain: fn(&Transport),
+        deadline: fn(&Transport),
+    }
+
+    fn nothing(_: &Transport) {}
+
+    fn ignore(_: &Transport, _: usize) {}
+
+    fn close(t: &Transport) {
+        t.lose_connection();
+    }
+
+    fn echo(t: &Transport, n: usize) {
+        t.write(&vec![b'x'; n]);
+    }
+
+    /// The trait's defaults: `read_connection_lost` closes, the rest do nothing.
+    const DEFAULT: Proto = Proto {
+        data: ignore,
+        eof: close,
+        drain: nothing,
+        deadline: nothing,
+    };
+
+    const ECHO: Proto = Proto {
+        data: echo,
+        ..DEFAULT
+    };
+
+    /// Keeps its side open after the peer's EOF.
+    const HALF_CLOSE: Proto = Proto {
+        eof: nothing,
+        ..DEFAULT
+    };
+
+    /// A case: the configuration, the protocol, and each step with the log it must produce.
+    struct Case<'a> {
+        name: &'a str,
+        config: fn(&mut ConnectionConfig),
+        proto: Proto,
+        steps: &'a [(Do, &'a [&'a str])],
+    }
+
+    fn defaults(_: &mut ConnectionConfig) {}
+
+    const fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    const fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    /// A driver over a scripted socket and a fake clock, logging what it does.
+    struct World {
+        state: ConnState,
+        t: Transport,
+        proto: Proto,
+        /// The fake clock.
+        now: Instant,
+        input: VecDeque<In>,
+        /// Room in the socket's send buffer; `None`: unlimited.
+        room: Option<usize>,
+        broken: bool,
+        log: Vec<String>,
+    }
+
+    impl World {
+        fn new(config: fn(&mut ConnectionConfig), proto: Proto) -> Self {
+            let mut c = ConnectionConfig::default();
+            config(&mut c);
+            let now = Instant::now();
+            Self {
+                state: ConnState::new(&c, now),
+                t: Transport::detached(),
+                proto,
+                now,
+                input: VecDeque::new(),
+                room: None,
+                broken: false,
+                log: Vec::new(),
+            }
+        }
+
+        fn step(&mut self, what: Do) {
+            match what {
+                Do::Wake => {}
+                Do::Input(reads) => self.input.extend(reads),
+                Do::Call(f) => f(&self.t),
+                Do::Room(room) => self.room = room,
+                Do::BrokenPipe => self.broken = true,
+                Do::Deadline(d) => self.t.set_deadline_at(self.now + d),
+                Do::Drain => self.state.handle_drain(),
+                Do::Sleep(d) => {
+                    self.now += d;
+                    return;
+                }
+                Do::Fire(d) => {
+                    self.now += d;
+                    self.log.push("timer".into());
+                    self.state.handle_timeout(self.now);
+                }
+            }
+            self.run();
+        }
+
+        /// Carries out actions until the machine waits or closes, as the glommio driver does,
+        /// logging one line per action: `flush N` (a flush that sent nothing is not logged),
+        /// `read N|eof|reset|blocked`, `linger ...` likewise, `shutdown`, the callbacks by
+        /// name, `clock`, `yield`, `wait [TIME]` with the timer's wait, `close LABEL`.
+        fn run(&mut self) {
+            for _ in 0..100 {
+                let action = self.state.poll(&self.t);
+                let line = match action {
+                    Action::Flush => {
+                        if self.broken && self.t.buffered() > 0 {
+                            self.state.handle_write_error(CloseReason::Reset);
+                            continue;
+                        }
+                        let n = self.t.buffered().min(self.room.unwrap_or(usize::MAX));
+                        self.t.out().consume(n);
+                        self.room = self.room.map(|r| r - n);
+                        self.t.output_drained();
+                        self.state.handle_flushed(n);
+                        if n == 0 {
+                            continue;
+                        }
+                        format!("flush {n}")
+                    }
+                    Action::Read | Action::Linger => {
+                        let kind = if action == Action::Read { "read" } else { "linger" };
+                        match self.input.pop_front() {
+                            Some(In::Data(n)) => {
+                                self.state.handle_read(n);
+                                if action == Action::Read {
+                                    (self.proto.data)(&self.t, n);
+                                }
+                                format!("{kind} {n}")
+                            }
+                            Some(In::Eof) => {
+                                self.state.handle_read_eof();
+                                format!("{kind} eof")
+                            }
+                            Some(In::Reset) => {
+                                self.state.handle_read_error(CloseReason::Reset);
+                                format!("{kind} reset")
+                            }
+                            None => {
+                                self.state.handle_read_blocked();
+                                format!("{kind} blocked")
+                            }
+                        }
+                    }
+                    Action::ShutdownWrite => "shutdown".into(),
+                    Action::CallDrainRequested => {
+                        (self.proto.drain)(&self.t);
+                        "drain_requested".into()
+                    }
+                    Action::CallReadConnectionLost => {
+                        (self.proto.eof)(&self.t);
+                        "read_connection_lost".into()
+                    }
+                    Action::CallWriteConnectionLost => "write_connection_lost".into(),
+                    Action::CallDeadlineExpired => {
+                        (self.proto.deadline)(&self.t);
+                        "deadline_expired".into()
+                    }
+                    Action::ReadClock => {
+                        self.state.handle_now(self.now);
+                        "clock".into()
+                    }
+                    Action::Yield => "yield".into(),
+                    Action::Wait => {
+                        let line = match self.state.poll_timeout() {
+                            Some(at) => format!("wait {}", span(at.saturating_duration_since(self.now))),
+                            None => "wait".into(),
+                        };
+                        self.log.push(line);
+                        return;
+                    }
+                    Action::Close(reason) => {
+                        self.log.push(format!("close {}", reason.label()));
+                        return;
+                    }
+                };
+                self.log.push(line);
+            }
+            panic!("no Wait or Close after 100 actions: {:?}", self.log);
+        }
+    }
+
+    /// A timer's wait, as the logs show it: `2s`, `1500ms`.
+    fn span(d: Duration) -> String {
+        let ms = d.as_millis();
+        if ms.is_multiple_of(1000) {
+            format!("{}s", ms / 1000)
+        } else {
+            format!("{ms}ms")
+        }
+    }
+
+    fn check(cases: &[Case<'_>]) {
+        for case in cases {
+            let mut w = World::new(case.config, case.proto);
+            for (i, (what, expect)) in case.steps.iter().enumerate() {
+                w.log.clear();
+                w.step(*what);
+                assert_eq!(w.log, *expect, "{}: step {i}", case.name);
+            }
+        }
+    }
+
+    /// The first poll of an idle connection: try to read, then wait.
+    const START: (Do, &[&str]) = (Do::Wake, &["read blocked", "wait"]);
+
+    #[test]
+    fn reads_and_echoes_without_the_clock() {
+        check(&[
+            Case {
+                name: "echo: no clock read, no timer",
+                config: defaults,
+                proto: ECHO,
+                steps: &[
+                    START,
+                    (
+                        Do::Input(&[In::Data(5), In::Data(3)]),
+                        &["read 5", "flush 5", "read 3", "flush 3", "read blocked", "wait"],
+                    ),
+                ],
+            },
+            Case {
+                name: "the read budget yields, and the next round reads on",
+                config: |c| c.reads_per_wakeup = 2,
+                proto: DEFAULT,
+                steps: &[
+                    (
+                        Do::Input(&[In::Data(1), In::Data(1), In::Data(1)]),
+                        &["read 1", "read 1", "yield", "wait"],
+                    ),
+                    (Do::Wake, &["read 1", "read blocked", "wait"]),
+                ],
+            },
+            Case {
+                name: "paused reading reads nothing until resumed",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Call(|t| t.pause_reading()), &["wait"]),
+                    (Do::Input(&[In::Data(3)]), &["wait"]),
+                    (
+                        Do::Call(|t| t.resume_reading()),
+                        &["read 3", "read blocked", "wait"],
+                    ),
+                ],
+            },
+            Case {
+                name: "output above the high-water mark stops reading until it drains",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Room(Some(0)), &["read blocked", "wait"]),
+                    (Do::Call(|t| t.write(&[0; 70 * 1024])), &["clock", "wait 30s"]),
+                    (Do::Input(&[In::Data(3)]), &["clock", "wait 30s"]),
+                    (
+                        Do::Room(Some(60 * 1024)),
+                        &["flush 61440", "read 3", "read blocked", "clock", "wait 30s"],
+                    ),
+                ],
+            },
+            Case {
+                name: "a read error ends the connection",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[START, (Do::Input(&[In::Reset]), &["read reset", "close reset"])],
+            },
+            Case {
+                name: "a write error ends the connection",
+                config: defaults,
+                proto: ECHO,
+                steps: &[
+                    (Do::BrokenPipe, &["read blocked", "wait"]),
+                    (Do::Input(&[In::Data(2)]), &["read 2", "close reset"]),
+                ],
+            },
+        ]);
+    }
+
+    #[test]
+    fn peer_eof_and_half_close() {
+        check(&[
+            Case {
+                name: "EOF with nothing queued: the default closes at once",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    START,
+                    (
+                        Do::Input(&[In::Eof]),
+                        &["read eof", "read_connection_lost", "close eof"],
+                    ),
+                ],
+            },
+            Case {
+                name: "EOF with output queued: flushed first, then closed as PeerEof",
+                config: defaults,
+                proto: ECHO,
+                steps: &[
+                    (Do::Room(Some(2)), &["read blocked", "wait"]),
+                    (
+                        Do::Input(&[In::Data(5), In::Eof]),
+                        &[
+                            "read 5",
+                            "flush 2",
+                            "read eof",
+                            "read_connection_lost",
+                            "clock",
+                            "wait 30s",
+                        ],
+                    ),
+                    (Do::Room(Some(1)), &["flush 1", "clock", "wait 30s"]),
+                    (Do::Room(None), &["flush 2", "close eof"]),
+                ],
+            },
+            Case {
+                name: "half-close: our FIN first, then the peer's EOF",
+                config: defaults,
+                proto: HALF_CLOSE,
+                steps: &[
+                    (
+                        Do::Call(|t| {
+                            t.write(b"last");
+                            t.lose_write_connection();
+                        }),
+                        &[
+                            "flush 4",
+                            "shutdown",
+                            "write_connection_lost",
+                            "read blocked",
+                            "wait",
+                        ],
+                    ),
+                    (Do::Call(|t| t.write(b"dropped")), &["read blocked", "wait"]),
+                    (
+                        Do::Input(&[In::Data(3), In::Eof]),
+                        &["read 3", "read eof", "read_connection_lost", "close eof"],
+                    ),
+                ],
+            },
+            Case {
+                name: "half-close: the peer's EOF first, then our FIN",
+                config: defaults,
+                proto: HALF_CLOSE,
+                steps: &[
+                    (
+                        Do::Input(&[In::Eof]),
+                        &["read eof", "read_connection_lost", "wait"],
+                    ),
+                    (Do::Call(|t| t.write(b"more")), &["flush 4", "wait"]),
+                    (
+                        Do::Call(|t| t.lose_write_connection()),
+                        &["shutdown", "write_connection_lost", "close eof"],
+                    ),
+                ],
+            },
+            Case {
+                name: "half-close waits for its output before the FIN",
+                config: defaults,
+                proto: HALF_CLOSE,
+                steps: &[
+                    (Do::Room(Some(0)), &["read blocked", "wait"]),
+                    (
+                        Do::Call(|t| {
+                            t.write(b"abc");
+                            t.lose_write_connection();
+                        }),
+                        &["read blocked", "clock", "wait 30s"],
+                    ),
+                    (
+                        Do::Room(None),
+                        &[
+                            "flush 3",
+                            "shutdown",
+                            "write_connection_lost",
+                            "read blocked",
+                            "wait",
+                        ],
+                    ),
+                ],
+            },
+            Case {
+                name: "a close after the peer's EOF is a PeerEof, without linger",
+                config: defaults,
+                proto: HALF_CLOSE,
+                steps: &[
+                    (
+                        Do::Input(&[In::Eof]),
+                        &["read eof", "read_connection_lost", "wait"],
+                    ),
+                    (
+                        Do::Call(|t| {
+                            t.write(b"bye");
+                            t.lose_connection();
+                        }),
+                        &["flush 3", "close eof"],
+                    ),
+                ],
+            },
+        ]);
+    }
+
+    #[test]
+    fn orderly_close_lingers() {
+        const BYE: Do = Do::Call(|t| {
+            t.write(b"bye");
+            t.lose_connection();
+        });
+        const LINGER: (Do, &[&str]) = (
+            BYE,
+            &["flush 3", "shutdown", "clock", "linger blocked", "wait 2s"],
+        );
+        check(&[
+            Case {
+                name: "FIN, then discard until the peer's EOF",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    START,
+                    LINGER,
+                    (
+                        Do::Input(&[In::Data(7), In::Data(1), In::Eof]),
+                        &["linger 7", "linger 1", "linger eof", "close local"],
+                    ),
+                ],
+            },
+            Case {
+                name: "FIN, then the linger time runs out",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    LINGER,
+                    (Do::Fire(ms(500)), &["timer", "linger blocked", "wait 1500ms"]),
+                    (
+                        Do::Input(&[In::Data(1)]),
+                        &["linger 1", "linger blocked", "clock", "wait 1500ms"],
+                    ),
+                    (Do::Fire(ms(1500)), &["timer", "linger blocked", "close local"]),
+                ],
+            },
+            Case {
+                name: "a read error while lingering is still a local close",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    LINGER,
+                    (Do::Input(&[In::Reset]), &["linger reset", "close local"]),
+                ],
+            },
+            Case {
+                name: "lingering reads are budgeted",
+                config: |c| c.reads_per_wakeup = 1,
+                proto: DEFAULT,
+                steps: &[
+                    (
+                        BYE,
+                        &["flush 3", "shutdown", "clock", "linger blocked", "wait 2s"],
+                    ),
+                    (
+                        Do::Input(&[In::Data(1), In::Data(1)]),
+                        &["linger 1", "yield", "clock", "wait 2s"],
+                    ),
+                    (Do::Wake, &["linger 1", "yield", "clock", "wait 2s"]),
+                    (Do::Wake, &["linger blocked", "clock", "wait 2s"]),
+                ],
+            },
+            Case {
+                name: "while lingering only the linger time counts",
+                config: |c| c.idle_timeout = Some(Duration::from_secs(1)),
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Wake, &["read blocked", "clock", "wait 1s"]),
+                    (Do::Deadline(ms(100)), &["read blocked", "clock", "wait 100ms"]),
+                    (
+                        Do::Call(|t| t.lose_connection()),
+                        &["shutdown", "clock", "linger blocked", "wait 2s"],
+                    ),
+                    (Do::Fire(secs(1)), &["timer", "linger blocked", "wait 1s"]),
+                    (Do::Fire(secs(1)), &["timer", "linger blocked", "close local"]),
+                ],
+            },
+        ]);
+    }
+
+    #[test]
+    fn forced_close_wins() {
+        check(&[
+            Case {
+                name: "abort drops the output and closes at once",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    START,
+                    (
+                        Do::Call(|t| {
+                            t.write(b"lost");
+                            t.abort_connection();
+                        }),
+                        &["close aborted"],
+                    ),
+                ],
+            },
+            Case {
+                name: "abort wins over input not read yet",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    (
+                        Do::Call(|t| {
+                            t.lose_connection();
+                            t.abort_connection();
+                        }),
+                        &["close aborted"],
+                    ),
+                    (Do::Input(&[In::Eof]), &["close aborted"]),
+                ],
+            },
+            Case {
+                name: "abort from data_received wins over the EOF read after it",
+                config: defaults,
+                proto: Proto {
+                    data: |t, _| t.abort_connection(),
+                    ..DEFAULT
+                },
+                steps: &[(Do::Input(&[In::Data(1), In::Eof]), &["read 1", "close aborted"])],
+            },
+            Case {
+                name: "abort while lingering",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    (
+                        Do::Call(|t| t.lose_connection()),
+                        &["shutdown", "clock", "linger blocked", "wait 2s"],
+                    ),
+                    (Do::Call(|t| t.abort_connection()), &["close aborted"]),
+                ],
+            },
+            Case {
+                name: "the output cap",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Room(Some(0)), &["read blocked", "wait"]),
+                    (Do::Call(|t| t.write(&[0; 5 << 20])), &["close output_limit"]),
+                ],
+            },
+            Case {
+                name: "an engine shutdown during a stall",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Room(Some(0)), &["read blocked", "wait"]),
+                    (
+                        Do::Call(|t| t.write(b"x")),
+                        &["read blocked", "clock", "wait 30s"],
+                    ),
+                    (
+                        Do::Call(|t| t.force_close(CloseReason::Shutdown)),
+                        &["close shutdown"],
+                    ),
+                    (Do::Fire(secs(30)), &["timer", "close shutdown"]),
+                ],
+            },
+            Case {
+                name: "abort from deadline_expired is not a deadline close",
+                config: defaults,
+                proto: Proto {
+                    deadline: |t| t.abort_connection(),
+                    ..DEFAULT
+                },
+                steps: &[(
+                    Do::Deadline(Duration::ZERO),
+                    &["read blocked", "clock", "deadline_expired", "close aborted"],
+                )],
+            },
+        ]);
+    }
+
+    #[test]
+    fn idle_and_write_stall_timeouts() {
+        check(&[
+            Case {
+                name: "idle: reset by traffic, then expires",
+                config: |c| c.idle_timeout = Some(Duration::from_secs(10)),
+                proto: ECHO,
+                steps: &[
+                    (Do::Wake, &["read blocked", "clock", "wait 10s"]),
+                    (Do::Sleep(secs(4)), &[]),
+                    (
+                        Do::Input(&[In::Data(1)]),
+                        &["read 1", "flush 1", "read blocked", "clock", "wait 10s"],
+                    ),
+                    (Do::Fire(secs(6)), &["timer", "read blocked", "wait 4s"]),
+                    (
+                        Do::Fire(secs(4)),
+                        &["timer", "read blocked", "close idle_timeout"],
+                    ),
+                ],
+            },
+            Case {
+                name: "no idle timeout configured: no clock, no timer",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    START,
+                    (Do::Sleep(secs(3600)), &[]),
+                    (Do::Wake, &["read blocked", "wait"]),
+                ],
+            },
+            Case {
+                name: "write stall: watched only while output is pending, reset by progress",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Room(Some(0)), &["read blocked", "wait"]),
+                    (
+                        Do::Call(|t| t.write(b"12345")),
+                        &["read blocked", "clock", "wait 30s"],
+                    ),
+                    (Do::Sleep(secs(20)), &[]),
+                    (
+                        Do::Room(Some(2)),
+                        &["flush 2", "read blocked", "clock", "wait 30s"],
+                    ),
+                    (Do::Fire(secs(25)), &["timer", "read blocked", "wait 5s"]),
+                    (Do::Fire(secs(5)), &["timer", "read blocked", "close write_stall"]),
+                ],
+            },
+            Case {
+                name: "write stall: output drained in time stops the watch",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Room(Some(0)), &["read blocked", "wait"]),
+                    (
+                        Do::Call(|t| t.write(b"12345")),
+                        &["read blocked", "clock", "wait 30s"],
+                    ),
+                    (Do::Room(None), &["flush 5", "read blocked", "wait"]),
+                    (Do::Fire(secs(30)), &["timer", "read blocked", "wait"]),
+                ],
+            },
+            Case {
+                name: "write stall off: pending output is not watched",
+                config: |c| c.write_stall_timeout = None,
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Room(Some(0)), &["read blocked", "wait"]),
+                    (Do::Call(|t| t.write(b"12345")), &["read blocked", "wait"]),
+                ],
+            },
+            Case {
+                name: "idle and stall: the earlier fires",
+                config: |c| {
+                    c.idle_timeout = Some(Duration::from_secs(10));
+                    c.write_stall_timeout = Some(Duration::from_secs(5));
+                },
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Room(Some(0)), &["read blocked", "clock", "wait 10s"]),
+                    (Do::Call(|t| t.write(b"x")), &["read blocked", "clock", "wait 5s"]),
+                    (Do::Fire(secs(5)), &["timer", "read blocked", "close write_stall"]),
+                ],
+            },
+        ]);
+    }
+
+    #[test]
+    fn protocol_deadline() {
+        check(&[
+            Case {
+                name: "deadline_expired, a last answer, then a close reported as DeadlineExpired",
+                config: defaults,
+                proto: Proto {
+                    deadline: |t| t.write(b"408"),
+                    ..DEFAULT
+                },
+                steps: &[
+                    (Do::Deadline(secs(5)), &["read blocked", "clock", "wait 5s"]),
+                    (
+                        Do::Fire(secs(5)),
+                        &[
+                            "timer",
+                            "read blocked",
+                            "deadline_expired",
+                            "flush 3",
+                            "shutdown",
+                            "linger blocked",
+                            "wait 2s",
+                        ],
+                    ),
+                    (Do::Input(&[In::Eof]), &["linger eof", "close deadline"]),
+                ],
+            },
+            Case {
+                name: "the deadline's close reports DeadlineExpired over the peer's EOF",
+                config: defaults,
+                proto: HALF_CLOSE,
+                steps: &[
+                    (
+                        Do::Input(&[In::Eof]),
+                        &["read eof", "read_connection_lost", "wait"],
+                    ),
+                    (
+                        Do::Deadline(Duration::ZERO),
+                        &["clock", "deadline_expired", "close deadline"],
+                    ),
+                ],
+            },
+            Case {
+                name: "a cleared deadline is not watched",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Deadline(secs(5)), &["read blocked", "clock", "wait 5s"]),
+                    (Do::Call(|t| t.clear_deadline()), &["read blocked", "wait"]),
+                    (Do::Fire(secs(5)), &["timer", "read blocked", "wait"]),
+                ],
+            },
+            Case {
+                name: "a close of our own is a plain LocalClose",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    (
+                        Do::Call(|t| t.lose_connection()),
+                        &["shutdown", "clock", "linger blocked", "wait 2s"],
+                    ),
+                    (Do::Input(&[In::Eof]), &["linger eof", "close local"]),
+                ],
+            },
+        ]);
+    }
+
+    #[test]
+    fn drain() {
+        check(&[
+            Case {
+                name: "drain_requested exactly once",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    START,
+                    (Do::Drain, &["drain_requested", "read blocked", "wait"]),
+                    (Do::Drain, &["read blocked", "wait"]),
+                    (Do::Input(&[In::Data(1)]), &["read 1", "read blocked", "wait"]),
+                ],
+            },
+            Case {
+                name: "a protocol that closes on drain",
+                config: defaults,
+                proto: Proto {
+                    drain: close,
+                    ..DEFAULT
+                },
+                steps: &[(
+                    Do::Drain,
+                    &[
+                        "drain_requested",
+                        "shutdown",
+                        "clock",
+                        "linger blocked",
+                        "wait 2s",
+                    ],
+                )],
+            },
+            Case {
+                name: "a forced close comes before the drain",
+                config: defaults,
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Call(|t| t.abort_connection()), &["close aborted"]),
+                    (Do::Drain, &["close aborted"]),
+                ],
+            },
+        ]);
+    }
+
+    /// A state to put the machine in: its name, its configuration and the steps there.
+    struct State<'a> {
+        name: &'a str,
+        config: fn(&mut ConnectionConfig),
+        steps: &'a [Do],
+    }
+
+    /// A timer that fires before any deadline does what a plain wake-up does (a new round
+    /// that finds nothing to do), and leaves the deadline as it was.
+    #[test]
+    fn spurious_timers_change_nothing() {
+        let states = [
+            State {
+                name: "idle, no deadline",
+                config: defaults,
+                steps: &[Do::Wake],
+            },
+            State {
+                name: "idle timeout",
+                config: |c| c.idle_timeout = Some(Duration::from_secs(10)),
+                steps: &[Do::Wake],
+            },
+            State {
+                name: "stalled output",
+                config: defaults,
+                steps: &[Do::Room(Some(0)), Do::Call(|t| t.write(b"x"))],
+            },
+            State {
+                name: "protocol deadline",
+                config: defaults,
+                steps: &[Do::Deadline(secs(10))],
+            },
+            State {
+                name: "lingering",
+                config: defaults,
+                steps: &[Do::Call(|t| t.lose_connection())],
+            },
+            State {
+                name: "half-closed",
+                config: defaults,
+                steps: &[Do::Call(|t| t.lose_write_connection())],
+            },
+        ];
+        for state in &states {
+            let mut fired = World::new(state.config, DEFAULT);
+            let mut woken = World::new(state.config, DEFAULT);
+            woken.now = fired.now;
+            for s in state.steps {
+                fired.step(*s);
+                woken.step(*s);
+            }
+            let deadline = fired.state.poll_timeout();
+            for _ in 0..5 {
+                fired.log.clear();
+                woken.log.clear();
+                fired.step(Do::Fire(ms(100)));
+                woken.step(Do::Sleep(ms(100)));
+                woken.step(Do::Wake);
+                // The timer brings the time with it; a wake-up reads it if it needs it.
+                let mut expect = vec!["timer".to_owned()];
+                expect.extend(woken.log.iter().filter(|l| *l != "clock").cloned());
+                assert_eq!(fired.log, expect, "{}", state.name);
+                assert!(
+                    fired.log.last().is_some_and(|l| l.starts_with("wait")),
+                    "{}",
+                    state.name
+                );
+                assert_eq!(fired.state.poll_timeout(), deadline, "{}", state.name);
+            }
+        }
+    }
+
+    /// An action whose report is missing is handed out again, and a timer in mid-round
+    /// changes nothing.
+    #[test]
+    fn unreported_actions_are_handed_out_again() {
+        let t = Transport::detached();
+        let now = Instant::now();
+        let mut s = ConnState::new(&ConnectionConfig::default(), now);
+        assert_eq!(s.poll(&t), Action::Flush);
+        s.handle_timeout(now);
+        assert_eq!(s.poll(&t), Action::Flush);
+        s.handle_read(3);
+        s.handle_flushed(0);
+        assert_eq!(s.poll(&t), Action::Read);
+        s.handle_timeout(now);
+        s.handle_flushed(3);
+        assert_eq!(s.poll(&t), Action::Read);
+        s.handle_read_blocked();
+        assert_eq!(s.poll(&t), Action::Wait);
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.poll(&t), Action::Flush, "a poll after Wait begins a new round");
+    }
+
+    #[test]
+    fn facts_after_the_close_change_nothing() {
+        let t = Transport::detached();
+        let now = Instant::now();
+        let mut s = ConnState::new(&ConnectionConfig::default(), now);
+        assert_eq!(s.poll(&t), Action::Flush);
+        s.handle_write_error(CloseReason::Reset);
+        assert_eq!(s.poll(&t), Action::Close(CloseReason::Reset));
+        s.handle_flushed(3);
+        s.handle_read(1);
+        s.handle_read_eof();
+        s.handle_read_error(CloseReason::Aborted);
+        s.handle_read_blocked();
+        s.handle_write_error(CloseReason::Aborted);
+        s.handle_drain();
+        s.handle_now(now);
+        s.handle_timeout(now + Duration::from_secs(60));
+        t.abort_connection();
+        assert_eq!(
+            s.poll(&t),
+            Action::Close(CloseReason::Reset),
+            "the first reason stays"
+        );
+        assert_eq!(s.poll_timeout(), None);
+    }
+}
