@@ -21,7 +21,8 @@
 //!    `Close(reason)`.
 //! 3. The shard's drain, not yet passed on: [`Action::CallDrainRequested`], then the pass
 //!    starts over.
-//! 4. [`Action::Flush`], answered with [`handle_flushed`](ConnState::handle_flushed) or
+//! 4. [`Action::Flush`] if anything is queued, answered with
+//!    [`handle_flushed`](ConnState::handle_flushed) or
 //!    [`handle_write_error`](ConnState::handle_write_error).
 //! 5. With nothing left queued:
 //!    - a `lose_write_connection` not carried out yet: [`Action::ShutdownWrite`],
@@ -220,6 +221,10 @@ impl ConnState {
                         self.drain_seen = true;
                         return Action::CallDrainRequested;
                     }
+                    if transport.buffered() == 0 {
+                        self.step = Step::Flushed;
+                        continue;
+                    }
                     self.step = Step::Flush;
                     return Action::Flush;
                 }
@@ -291,16 +296,19 @@ impl ConnState {
 
     /// The instant the driver's timer should fire at, once [`Action::Wait`] was handed out:
     /// the earliest deadline being watched. `None` when there is none.
+    #[inline]
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.timeout
     }
 
     /// The shard began draining: `drain_requested` is handed out once, at the next pass.
+    #[inline]
     pub(crate) fn handle_drain(&mut self) {
         self.draining = true;
     }
 
     /// The time, read for [`Action::ReadClock`]; it stands for the rest of the round.
+    #[inline]
     pub(crate) fn handle_now(&mut self, now: Instant) {
         self.now = Some(now);
     }
@@ -315,6 +323,7 @@ impl ConnState {
     }
 
     /// [`Action::Flush`] sent `sent` bytes; what it left is still queued on the transport.
+    #[inline]
     pub(crate) fn handle_flushed(&mut self, sent: usize) {
         if self.step != Step::Flush {
             return;
@@ -334,6 +343,7 @@ impl ConnState {
     }
 
     /// [`Action::Read`] or [`Action::Linger`] read `n` bytes (`n > 0`).
+    #[inline]
     pub(crate) fn handle_read(&mut self, n: usize) {
         match self.step {
             Step::Read => {
@@ -375,6 +385,7 @@ impl ConnState {
     }
 
     /// [`Action::Read`] or [`Action::Linger`] would block: the round settles.
+    #[inline]
     pub(crate) fn handle_read_blocked(&mut self) {
         if matches!(self.step, Step::Read | Step::Linger) {
             self.step = Step::Settle;
@@ -638,7 +649,7 @@ mod tests {
                 let action = self.state.poll(&self.t);
                 let line = match action {
                     Action::Flush => {
-                        if self.broken && self.t.buffered() > 0 {
+                        if self.broken {
                             self.state.handle_write_error(CloseReason::Reset);
                             continue;
                         }
@@ -1389,11 +1400,13 @@ mod tests {
         let t = Transport::detached();
         let now = Instant::now();
         let mut s = ConnState::new(&ConnectionConfig::default(), now);
+        t.write(b"abc");
         assert_eq!(s.poll(&t), Action::Flush);
         s.handle_timeout(now);
         assert_eq!(s.poll(&t), Action::Flush);
         s.handle_read(3);
-        s.handle_flushed(0);
+        t.out().consume(3);
+        s.handle_flushed(3);
         assert_eq!(s.poll(&t), Action::Read);
         s.handle_timeout(now);
         s.handle_flushed(3);
@@ -1401,7 +1414,7 @@ mod tests {
         s.handle_read_blocked();
         assert_eq!(s.poll(&t), Action::Wait);
         assert_eq!(s.poll_timeout(), None);
-        assert_eq!(s.poll(&t), Action::Flush, "a poll after Wait begins a new round");
+        assert_eq!(s.poll(&t), Action::Read, "a poll after Wait begins a new round");
     }
 
     #[test]
@@ -1409,6 +1422,7 @@ mod tests {
         let t = Transport::detached();
         let now = Instant::now();
         let mut s = ConnState::new(&ConnectionConfig::default(), now);
+        t.write(b"abc");
         assert_eq!(s.poll(&t), Action::Flush);
         s.handle_write_error(CloseReason::Reset);
         assert_eq!(s.poll(&t), Action::Close(CloseReason::Reset));
