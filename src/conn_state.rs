@@ -47,9 +47,11 @@
 //! # Which close reason wins
 //!
 //! The first reason decided is final. A forced close is seen at the start of every pass, so
-//! it wins over anything that comes after the callback that forced it. An orderly close the
-//! machine started for an expired protocol deadline reports
-//! [`CloseReason::DeadlineExpired`] instead of `PeerEof` or `LocalClose`.
+//! it wins over what later passes would decide; but a `read_connection_lost` after our FIN,
+//! or a `write_connection_lost` after the peer's EOF, ends the connection as `PeerEof` when
+//! it returns (both directions are closed), whatever it did. An orderly close the machine
+//! started for an expired protocol deadline reports [`CloseReason::DeadlineExpired`]
+//! instead of `PeerEof` or `LocalClose`.
 
 #![forbid(unsafe_code)]
 
@@ -1067,6 +1069,24 @@ mod tests {
                     ..DEFAULT
                 },
                 steps: &[(Do::Input(&[In::Data(1), In::Eof]), &["read 1", "close aborted"])],
+            },
+            Case {
+                name: "but both directions closed is a PeerEof, even if the callback aborts",
+                config: defaults,
+                proto: Proto {
+                    eof: |t| t.abort_connection(),
+                    ..DEFAULT
+                },
+                steps: &[
+                    (
+                        Do::Call(|t| t.lose_write_connection()),
+                        &["shutdown", "write_connection_lost", "read blocked", "wait"],
+                    ),
+                    (
+                        Do::Input(&[In::Eof]),
+                        &["read eof", "read_connection_lost", "close eof"],
+                    ),
+                ],
             },
             Case {
                 name: "abort while lingering",
