@@ -54,6 +54,7 @@ mod accept;
 mod addr;
 mod client;
 pub mod config;
+mod conn_state;
 mod driver;
 mod error;
 pub mod handoff;

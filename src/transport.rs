@@ -124,6 +124,12 @@ impl Transport {
         Self::new(-1, addr, addr, FlowConfig::default())
     }
 
+    /// Arms the protocol's deadline at `at`, for tests that keep a clock of their own.
+    #[cfg(test)]
+    pub(crate) fn set_deadline_at(&self, at: Instant) {
+        self.inner.deadline.set(Some(at));
+    }
+
     /// Queues `data` for the peer. Dropped if the connection is closing for good (aborted,
     /// write side shut, or gone). Writes made after `lose_connection` are still sent.
     ///

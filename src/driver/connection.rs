@@ -1,4 +1,5 @@
-//! Drives one connection: read → protocol → flush, until it ends, then `connection_lost`.
+//! Drives one connection: carries out what its [`ConnState`] decides (read → protocol →
+//! flush, shutdowns, callbacks, the timer) until it ends, then `connection_lost`.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -13,10 +14,14 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use super::shard::ShardCtx;
+use crate::conn_state::{Action, ConnState};
 use crate::stats::ShardStats;
 use crate::{CloseReason, Protocol, Transport};
 
 /// One live connection and the protocol instance that serves it.
+///
+/// A thin driver: [`ConnState`] decides what happens (reads, flushes, shutdowns, callbacks,
+/// deadlines, the close reason) and this carries its actions out on the socket.
 pub(crate) struct Connection<P: Protocol> {
     /// The socket; taken (and so closed) when the connection finishes.
     stream: Option<TcpStream>,
@@ -25,68 +30,15 @@ pub(crate) struct Connection<P: Protocol> {
     shard: Rc<ShardCtx>,
     /// The connection's slot in the shard's registry.
     key: usize,
-    read_eof: bool,
-    write_shut: bool,
-    drain_seen: bool,
-    /// The reason to report for an orderly close the driver itself started.
-    close_reason: Option<CloseReason>,
-    timeouts: Timeouts,
-    /// Running while an orderly close waits for the peer's EOF.
-    linger: Option<Timer>,
+    /// The connection's life: what to do next, and when.
+    state: ConnState,
+    /// The one timer for every deadline, with the instant it was armed for. Re-armed only
+    /// for an earlier deadline: one armed late fires early, and the machine ignores it.
+    timer: Option<(Timer, Instant)>,
     /// `connection_lost` has run.
     finished: bool,
     /// Bytes read before the protocol existed (after a PROXY header), delivered first.
     early: Vec<u8>,
-}
-
-/// The idle, write-stall and protocol deadlines, served by one lazily re-armed timer: the
-/// timer fires at the earliest deadline known when it was armed, and the deadlines are
-/// checked again then, so traffic costs a clock read per wake-up and no timer operations.
-struct Timeouts {
-    idle: Option<Duration>,
-    stall: Option<Duration>,
-    /// When a byte was last read or written.
-    last_io: Instant,
-    /// When queued output last made progress, or became pending.
-    last_progress: Instant,
-    /// Output was pending at the end of the last poll.
-    was_pending: bool,
-    /// Output moved during the current poll.
-    progressed: bool,
-    timer: Option<(Timer, Instant)>,
-}
-
-/// The clock, read at most once per poll and only when a deadline needs it: the common
-/// path (no idle timeout, output drained at once, no protocol deadline) reads it never.
-#[derive(Default)]
-struct LazyNow(Option<Instant>);
-
-impl LazyNow {
-    fn get(&mut self) -> Instant {
-        *self.0.get_or_insert_with(Instant::now)
-    }
-}
-
-/// What a passed deadline means.
-enum Expired {
-    Idle,
-    Stall,
-    Protocol,
-}
-
-impl Timeouts {
-    fn earliest(&self, output_pending: bool, protocol: Option<Instant>) -> Option<(Instant, Expired)> {
-        let idle = self.idle.map(|d| (self.last_io + d, Expired::Idle));
-        let stall = self
-            .stall
-            .filter(|_| output_pending)
-            .map(|d| (self.last_progress + d, Expired::Stall));
-        let proto = protocol.map(|at| (at, Expired::Protocol));
-        [idle, stall, proto]
-            .into_iter()
-            .flatten()
-            .min_by_key(|(at, _)| *at)
-    }
 }
 
 impl<P: Protocol> Connection<P> {
@@ -97,28 +49,15 @@ impl<P: Protocol> Connection<P> {
         shard: Rc<ShardCtx>,
         key: usize,
     ) -> Self {
-        let now = Instant::now();
-        let timeouts = Timeouts {
-            idle: shard.config.idle_timeout,
-            stall: shard.config.write_stall_timeout,
-            last_io: now,
-            last_progress: now,
-            was_pending: false,
-            progressed: false,
-            timer: None,
-        };
+        let state = ConnState::new(&shard.config, Instant::now());
         Self {
             stream: Some(stream),
             protocol,
             transport,
             shard,
             key,
-            read_eof: false,
-            write_shut: false,
-            drain_seen: false,
-            close_reason: None,
-            timeouts,
-            linger: None,
+            state,
+            timer: None,
             finished: false,
             early: Vec::new(),
         }
@@ -138,162 +77,77 @@ impl<P: Protocol> Connection<P> {
         reason
     }
 
+    /// One wake-up of the connection's task.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         self.transport.set_polling(true, Some(cx.waker()));
-        let r = loop {
-            let mut now = LazyNow::default();
-            match self.poll_once(cx, &mut now) {
-                Poll::Ready(reason) => break Poll::Ready(reason),
-                Poll::Pending => match self.poll_timeouts(cx, &mut now) {
-                    Poll::Ready(Some(reason)) => break Poll::Ready(reason),
-                    // A deadline was handled or the timer fired: look again.
-                    Poll::Ready(None) => continue,
-                    Poll::Pending => break Poll::Pending,
-                },
-            }
-        };
+        if self.shard.draining.get() {
+            self.state.handle_drain();
+        }
+        let r = self.drive(cx);
         self.transport.set_polling(false, None);
         r
     }
 
-    /// Moves bytes until nothing more can happen without waiting.
-    fn poll_once(&mut self, cx: &mut Context<'_>, now: &mut LazyNow) -> Poll<CloseReason> {
+    /// Carries out the machine's actions until it waits or the connection ends. The clock is
+    /// read only when the machine asks for it (or the timer fires), at most once a round.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         let Some(stream) = self.stream.as_mut() else {
             return Poll::Ready(CloseReason::Shutdown);
         };
-        let budget = self.shard.config.reads_per_wakeup;
-        let mut reads = 0;
-        let mut moved = false;
-        let result = loop {
-            if let Some(reason) = self.transport.forced() {
-                break Poll::Ready(reason);
-            }
-            if !self.drain_seen && self.shard.draining.get() {
-                self.drain_seen = true;
-                self.protocol.drain_requested(&self.transport);
-                continue;
-            }
-            match flush(stream, &self.transport, &self.shard.stats, cx) {
-                Ok(0) => {}
-                Ok(_) => {
-                    moved = true;
-                    self.timeouts.progressed = true;
-                }
-                Err(reason) => break Poll::Ready(reason),
-            }
-            self.transport.output_drained();
-            if self.transport.out().is_empty() {
-                if self.transport.write_closing() && !self.write_shut {
-                    self.write_shut = true;
-                    shutdown_write(stream);
-                    self.protocol.write_connection_lost(&self.transport);
-                    if self.read_eof {
-                        break Poll::Ready(CloseReason::PeerEof);
+        // The round's time, once read.
+        let mut now = None;
+        loop {
+            match self.state.poll(&self.transport) {
+                Action::Flush => match flush(stream, &self.transport, &self.shard.stats, cx) {
+                    Ok(sent) => {
+                        self.transport.output_drained();
+                        self.state.handle_flushed(sent);
                     }
-                    continue;
+                    Err(reason) => self.state.handle_write_error(reason),
+                },
+                Action::Read if !self.early.is_empty() => {
+                    let early = std::mem::take(&mut self.early);
+                    self.state.handle_read(early.len());
+                    self.protocol.data_received(&early, &self.transport);
                 }
-                if self.transport.closing() {
-                    if self.read_eof {
-                        break Poll::Ready(CloseReason::PeerEof);
+                action @ (Action::Read | Action::Linger) => {
+                    let mut buf = self.shard.read_buf.borrow_mut();
+                    match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {
+                        Poll::Ready(Ok(0)) => self.state.handle_read_eof(),
+                        Poll::Ready(Ok(n)) => {
+                            ShardStats::add(&self.shard.stats.bytes_in, n as u64);
+                            self.state.handle_read(n);
+                            // A lingering close discards what it reads.
+                            if action == Action::Read {
+                                self.protocol.data_received(&buf[..n], &self.transport);
+                            }
+                        }
+                        Poll::Ready(Err(e)) => self.state.handle_read_error(CloseReason::from_io(e)),
+                        Poll::Pending => self.state.handle_read_blocked(),
                     }
-                    if !self.write_shut {
-                        self.write_shut = true;
-                        shutdown_write(stream);
-                    }
-                    let linger = self.shard.config.linger;
-                    let timer = self.linger.get_or_insert_with(|| Timer::new(linger));
-                    break poll_linger(stream, timer, &self.shard, cx).map(|()| CloseReason::LocalClose);
                 }
-            }
-            if self.transport.closing() || self.read_eof || !self.transport.may_read() {
-                break Poll::Pending;
-            }
-            if reads == budget {
+                Action::ShutdownWrite => shutdown_write(stream),
+                Action::CallDrainRequested => self.protocol.drain_requested(&self.transport),
+                Action::CallReadConnectionLost => self.protocol.read_connection_lost(&self.transport),
+                Action::CallWriteConnectionLost => self.protocol.write_connection_lost(&self.transport),
+                Action::CallDeadlineExpired => self.protocol.deadline_expired(&self.transport),
+                Action::ReadClock => {
+                    let t = Instant::now();
+                    now = Some(t);
+                    self.state.handle_now(t);
+                }
                 // Fairness: let the shard's other connections run, then come back.
-                cx.waker().wake_by_ref();
-                break Poll::Pending;
-            }
-            if !self.early.is_empty() {
-                let early = std::mem::take(&mut self.early);
-                reads += 1;
-                self.protocol.data_received(&early, &self.transport);
-                continue;
-            }
-            let mut buf = self.shard.read_buf.borrow_mut();
-            match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {
-                Poll::Ready(Ok(0)) => {
-                    drop(buf);
-                    self.read_eof = true;
-                    self.protocol.read_connection_lost(&self.transport);
-                    if self.write_shut && self.transport.out().is_empty() {
-                        break Poll::Ready(CloseReason::PeerEof);
+                Action::Yield => cx.waker().wake_by_ref(),
+                Action::Wait => match poll_timer(&mut self.timer, self.state.poll_timeout(), now, cx) {
+                    Poll::Ready(()) => {
+                        let t = Instant::now();
+                        now = Some(t);
+                        self.state.handle_timeout(t);
                     }
-                }
-                Poll::Ready(Ok(n)) => {
-                    reads += 1;
-                    moved = true;
-                    ShardStats::add(&self.shard.stats.bytes_in, n as u64);
-                    self.protocol.data_received(&buf[..n], &self.transport);
-                }
-                Poll::Ready(Err(e)) => break Poll::Ready(CloseReason::from_io(e)),
-                Poll::Pending => break Poll::Pending,
+                    Poll::Pending => return Poll::Pending,
+                },
+                Action::Close(reason) => return Poll::Ready(reason),
             }
-        };
-        if moved && self.timeouts.idle.is_some() {
-            self.timeouts.last_io = now.get();
-        }
-        // An orderly close the driver started reports its own reason.
-        result.map(|reason| match (&self.close_reason, reason) {
-            (Some(own), CloseReason::PeerEof | CloseReason::LocalClose) => own.clone(),
-            (_, reason) => reason,
-        })
-    }
-
-    /// Checks the deadlines: `Ready(Some)` ends the connection, `Ready(None)` means state
-    /// changed and the connection must be polled again, `Pending` means the timer is armed.
-    fn poll_timeouts(&mut self, cx: &mut Context<'_>, now: &mut LazyNow) -> Poll<Option<CloseReason>> {
-        if self.linger.is_some() {
-            return Poll::Pending;
-        }
-        let t = &mut self.timeouts;
-        let pending = !self.transport.out().is_empty();
-        if pending && t.stall.is_some() && (!t.was_pending || t.progressed) {
-            t.last_progress = now.get();
-        }
-        t.was_pending = pending;
-        t.progressed = false;
-        let Some((at, what)) = t.earliest(pending, self.transport.deadline()) else {
-            t.timer = None;
-            return Poll::Pending;
-        };
-        let now = now.get();
-        if at <= now {
-            self.timeouts.timer = None;
-            return Poll::Ready(match what {
-                Expired::Idle => Some(CloseReason::IdleTimeout),
-                Expired::Stall => Some(CloseReason::WriteStall),
-                Expired::Protocol => {
-                    self.transport.clear_deadline();
-                    self.close_reason = Some(CloseReason::DeadlineExpired);
-                    self.protocol.deadline_expired(&self.transport);
-                    self.transport.lose_connection();
-                    None
-                }
-            });
-        }
-        if self.timeouts.timer.as_ref().is_none_or(|(_, armed)| *armed > at) {
-            let wait = at.saturating_duration_since(now);
-            self.timeouts.timer = Some((Timer::new(wait), at));
-        }
-        match self.timeouts.timer.as_mut() {
-            Some((timer, _)) => match Pin::new(timer).poll(cx) {
-                Poll::Ready(_) => {
-                    self.timeouts.timer = None;
-                    Poll::Ready(None)
-                }
-                Poll::Pending => Poll::Pending,
-            },
-            None => Poll::Pending,
         }
     }
 
@@ -359,23 +213,29 @@ fn shutdown_write(stream: &TcpStream) {
     let _ = socket2::SockRef::from(&super::borrow_fd(stream)).shutdown(Shutdown::Write);
 }
 
-/// The wait of an orderly close while the peer may still send: after our FIN, read and
-/// discard until the peer's EOF or the linger timer, so that the peer reads our last bytes
-/// instead of a reset (closing a socket with unread input sends RST).
-fn poll_linger(
-    stream: &mut TcpStream,
-    timer: &mut Timer,
-    shard: &ShardCtx,
+/// Arms `timer` for `at` (from `now`, the round's time) unless it is armed for an earlier
+/// instant already, and polls it; `Ready` when it fired. No deadline drops the timer.
+fn poll_timer(
+    timer: &mut Option<(Timer, Instant)>,
+    at: Option<Instant>,
+    now: Option<Instant>,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
-    let mut buf = shard.read_buf.borrow_mut();
-    for _ in 0..shard.config.reads_per_wakeup {
-        match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
-            Poll::Ready(Ok(n)) => ShardStats::add(&shard.stats.bytes_in, n as u64),
-            Poll::Pending => return Pin::new(timer).poll(cx).map(|_| ()),
-        }
+    let Some(at) = at else {
+        *timer = None;
+        return Poll::Pending;
+    };
+    if timer.as_ref().is_none_or(|(_, armed)| *armed > at) {
+        // The machine asked for the time before it named a deadline; read it if not.
+        let now = now.unwrap_or_else(Instant::now);
+        *timer = Some((Timer::new(at.saturating_duration_since(now)), at));
     }
-    cx.waker().wake_by_ref();
-    Poll::Pending
+    let Some((armed, _)) = timer.as_mut() else {
+        return Poll::Pending;
+    };
+    if Pin::new(armed).poll(cx).is_pending() {
+        return Poll::Pending;
+    }
+    *timer = None;
+    Poll::Ready(())
 }
