@@ -15,7 +15,7 @@ pub fn resolve_cores(spec: &str) -> Result<Vec<usize>, String> {
     let cores: weft::Cores = spec
         .parse()
         .map_err(|e: weft::config::ParseError| e.to_string())?;
-    cores.resolve(&weft::Cores::allowed())
+    cores.resolve(&weft::Cores::allowed()).map_err(|e| e.to_string())
 }
 
 /// Pins the calling thread to `core`; false when the OS refused.
