@@ -69,6 +69,7 @@ mod reconnect;
 mod responder;
 mod service;
 mod stats;
+mod sys;
 mod transport;
 
 pub use addr::{Address, AddressError};

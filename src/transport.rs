@@ -2,13 +2,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::config::{FlowConfig, Keepalive};
 use crate::outbuf::OutBuf;
+use crate::sys;
 use crate::{Address, CloseReason};
 
 /// A source of data that a consumer can slow down: Twisted's `IPushProducer`.
@@ -372,9 +373,9 @@ impl Transport {
                 "the connection is closed",
             ));
         }
-        // SAFETY: `fd` is the connection's open socket; the driver sets it to -1 before it
-        // closes the socket, and both run on this one thread.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        // `fd` is the connection's open socket: the driver sets it to -1 before it closes the
+        // socket, both run on this one thread, and `f` cannot reach the driver.
+        let fd = sys::fd::borrow_raw(self, fd);
         f(socket2::SockRef::from(&fd))
     }
 

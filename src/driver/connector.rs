@@ -26,7 +26,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::ToSocketAddrs;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -42,6 +42,7 @@ use super::connection::Connection;
 use super::shard::ShardCtx;
 use crate::client::{AfterEnd, Machine};
 use crate::reconnect::{Backoff, Jitter};
+use crate::sys;
 use crate::{
     Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError,
     Destination, Transport,
@@ -482,13 +483,13 @@ async fn connect_one(addr: Address, options: &ConnectOptions) -> Result<Establis
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(failed(e)),
     }
-    // SAFETY: the descriptor is our own TCP socket, open and non-blocking; its ownership moves
-    // into glommio's stream, which closes it.
-    let mut stream = unsafe { TcpStream::from_raw_fd(sock.into_raw_fd()) };
+    // Our own TCP socket, open and non-blocking; its ownership moves into glommio's stream,
+    // which closes it.
+    let mut stream: TcpStream = sys::fd::adopt(OwnedFd::from(sock));
     poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, &[]))
         .await
         .map_err(failed)?;
-    let fd = super::borrow_fd(&stream);
+    let fd = sys::fd::borrow(&stream);
     let sock = SockRef::from(&fd);
     if let Some(e) = sock.take_error().map_err(failed)? {
         return Err(failed(e));
