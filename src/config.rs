@@ -6,7 +6,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::proxy::ProxyConfig;
+use crate::proto::proxy::ProxyConfig;
+pub use crate::proto::transport::{FlowConfig, Keepalive};
 
 /// Which CPU cores run shards.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -219,66 +220,6 @@ pub struct ConnectionConfig {
     pub send_buffer: Option<usize>,
     /// SO_RCVBUF for each connection. Default: the kernel's autotuning.
     pub recv_buffer: Option<usize>,
-}
-
-/// Output flow control: where a connection's producer is paused and resumed, and where the
-/// connection is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct FlowConfig {
-    /// Queued output above which the producer is paused (by default: this connection's own
-    /// reading). Default: 64 KiB.
-    pub high_water: usize,
-    /// Queued output at or below which a paused producer resumes. Default: 16 KiB.
-    pub low_water: usize,
-    /// Queued output above which the connection is closed with
-    /// [`CloseReason::OutputLimit`](crate::CloseReason::OutputLimit). Default: 4 MiB.
-    pub max_output: usize,
-}
-
-impl FlowConfig {
-    /// Watermarks and cap, made consistent: the low-water mark is at most the high one, and
-    /// the cap at least the high one.
-    pub fn new(high_water: usize, low_water: usize, max_output: usize) -> Self {
-        Self {
-            high_water,
-            low_water: low_water.min(high_water),
-            max_output: max_output.max(high_water),
-        }
-    }
-}
-
-impl Default for FlowConfig {
-    fn default() -> Self {
-        Self {
-            high_water: 64 * 1024,
-            low_water: 16 * 1024,
-            max_output: 4 * 1024 * 1024,
-        }
-    }
-}
-
-/// TCP keepalive settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Keepalive {
-    /// Idle time before the first probe.
-    pub idle: Duration,
-    /// Time between probes.
-    pub interval: Duration,
-    /// Unanswered probes before the connection is dropped.
-    pub count: u32,
-}
-
-impl Keepalive {
-    /// Probes after `idle` without traffic, every `interval`, `count` times.
-    pub fn new(idle: Duration, interval: Duration, count: u32) -> Self {
-        Self {
-            idle,
-            interval,
-            count,
-        }
-    }
 }
 
 impl Default for ConnectionConfig {

@@ -39,7 +39,7 @@ use crate::error::EngineError;
 use crate::handoff::{HandoffError, HandoffServer, Takeover};
 use crate::health::HealthCheck;
 use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, stats_line};
-use crate::protocol::{Factory, ShardInfo};
+use crate::proto::protocol::{Factory, ShardInfo};
 
 /// The shortest [`Service::stats_interval`].
 pub const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);

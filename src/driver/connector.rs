@@ -40,13 +40,56 @@ use socket2::{Domain, Protocol as SockProtocol, SockAddr, SockRef, Socket, Type}
 
 use super::connection::Connection;
 use super::shard::ShardCtx;
-use crate::client::{AfterEnd, Machine};
-use crate::reconnect::{Backoff, Jitter};
-use crate::sys;
-use crate::{
-    Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError,
-    Destination, Transport,
+use crate::addr::Address;
+use crate::proto::client::{
+    AfterEnd, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination, Machine,
 };
+use crate::proto::close::CloseReason;
+use crate::proto::protocol::{Factory, FnFactory};
+use crate::proto::reconnect::{Backoff, Jitter};
+use crate::proto::transport::Transport;
+use crate::sys;
+
+/// A [`Factory`] that also hears about its outgoing connections: Twisted's `ClientFactory`.
+///
+/// [`connect_tcp`] takes one and owns it. For each connection attempt the connector calls
+/// [`started_connecting`](Self::started_connecting), then exactly one of:
+///
+/// - [`client_connection_failed`](Self::client_connection_failed), when no connection was
+///   made (refused, timed out, unreachable, bind or resolution error, or cancelled by
+///   [`Connector::stop_connecting`]);
+/// - [`Factory::build_protocol`] with the peer's address, then the protocol's callbacks, then
+///   [`client_connection_lost`](Self::client_connection_lost) after the protocol's own
+///   `connection_lost`.
+///
+/// Every callback runs on its own turn of the executor, never inside a call the program made
+/// (`connect`, `stop_connecting`, `disconnect`), so a callback may call any
+/// [`Connector`] method, e.g. [`connect`](Connector::connect) again to reconnect.
+/// [`Factory::start`] runs before the first `started_connecting`, and [`Factory::stop`] once
+/// the connector stops trying (it is neither connecting, nor connected, nor waiting to
+/// retry).
+///
+/// Every [`FnFactory`] is a `ClientFactory` that ignores these events:
+/// `connect_tcp(dest, factory_fn(|_peer| Some(MyProtocol)), options)`.
+pub trait ClientFactory: Factory {
+    /// An attempt started: the destination is about to be resolved and connected to.
+    fn started_connecting(&mut self, connector: &Connector) {
+        let _ = connector;
+    }
+
+    /// The attempt failed; no protocol was built.
+    fn client_connection_failed(&mut self, connector: &Connector, reason: &ConnectError) {
+        let _ = (connector, reason);
+    }
+
+    /// The connection this attempt made is gone. Called after the protocol's
+    /// `connection_lost`, with the same reason.
+    fn client_connection_lost(&mut self, connector: &Connector, reason: &CloseReason) {
+        let _ = (connector, reason);
+    }
+}
+
+impl<B> ClientFactory for FnFactory<B> where Self: Factory {}
 
 /// Longest timer armed (a larger timeout or delay waits "forever"): `Instant + Duration`
 /// must not overflow.
@@ -63,7 +106,7 @@ const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 ///
 /// Call it on any glommio executor thread:
 ///
-/// - **inside an engine shard** (from [`Factory::start`](crate::Factory::start), a
+/// - **inside an engine shard** (from [`Factory::start`], a
 ///   protocol callback, or a task spawned there): the connection joins the shard's
 ///   registry, its read buffer and its counters, and drains and aborts with the engine
 ///   (it gets `drain_requested`, then [`CloseReason::Shutdown`], and is not retried). An
@@ -183,7 +226,7 @@ pub fn connect_tcp<F: ClientFactory>(
             retry_waker: RefCell::new(None),
             transport: RefCell::new(None),
             backoff: RefCell::new(options.reconnect.clone().map(Backoff::new)),
-            jitter: RefCell::new(Jitter::from_entropy()),
+            jitter: RefCell::new(Jitter::new(entropy_seed())),
             options,
             launch: Box::new(move |c: &Connector, attempt| {
                 glommio::spawn_local(run_attempt(c.clone(), factory.clone(), attempt)).detach();
@@ -518,7 +561,13 @@ async fn serve<F: ClientFactory>(c: &Connector, factory: &RefCell<F>, est: Estab
         return CloseReason::LocalClose;
     };
     let shard = &inner.shard;
-    let transport = Transport::new(est.stream.as_raw_fd(), est.local, est.peer, shard.config.flow);
+    let transport = Transport::new(
+        est.stream.as_raw_fd(),
+        est.local,
+        est.peer,
+        shard.config.flow,
+        Instant::now,
+    );
     if let Some(k) = inner.options.keepalive {
         // As on accepted connections: a socket option that cannot be set is no reason to
         // drop a connection that works.
@@ -587,9 +636,23 @@ fn stop_factory<F: ClientFactory>(c: &Connector, factory: &RefCell<F>) {
     }
 }
 
+/// A jitter seed that differs between connectors and runs, so that clients that lost the
+/// same server do not retry in step.
+fn entropy_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(&h as *const _ as usize);
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_seeds_differ() {
+        assert_ne!(entropy_seed(), entropy_seed());
+    }
 
     #[test]
     fn lookup_asks_for_both_families() {

@@ -18,7 +18,7 @@ use super::shard::{self, ABORT, DRAIN, HANDOFF, ListenerSpec, ShardBoot, StartTa
 use crate::config::{Cores, EngineConfig, ListenerConfig, ReactorConfig};
 use crate::error::{EngineError, IoUringError, ShardError};
 use crate::metrics::{self, MetricsHandle};
-use crate::protocol::{Factory, ShardInfo};
+use crate::proto::protocol::{Factory, ShardInfo};
 use crate::stats::StatsSnapshot;
 use crate::sys;
 use crate::sys::limits::Limit;

@@ -15,17 +15,17 @@ use super::Counted;
 use super::connection::Connection;
 use super::handshake;
 use super::shard::ShardCtx;
-use crate::accept::{
-    AcceptEvent, AcceptSource, BurstSizer, LogLimiter, Reservation, accept_burst, errno_name,
-};
 use crate::addr::Address;
 use crate::config::AcceptConfig;
 use crate::error::{EngineError, InheritedError};
-use crate::protocol::Factory;
-use crate::proxy::ProxyConfig;
+use crate::proto::accept::{
+    AcceptEvent, AcceptSource, BurstSizer, LogLimiter, Reservation, accept_burst, errno_name,
+};
+use crate::proto::protocol::Factory;
+use crate::proto::proxy::ProxyConfig;
+use crate::proto::transport::Transport;
 use crate::stats::ShardStats;
 use crate::sys;
-use crate::transport::Transport;
 
 /// First burst size (Twisted's `numberAccepts` starts at 100).
 const INITIAL_BURST: usize = 100;
@@ -330,7 +330,14 @@ pub(crate) fn establish<F: Factory>(
     } else {
         listener
     };
-    let transport = Transport::proxied(stream.as_raw_fd(), local.into(), peer, real_peer, config.flow);
+    let transport = Transport::proxied(
+        stream.as_raw_fd(),
+        local.into(),
+        peer,
+        real_peer,
+        config.flow,
+        Instant::now,
+    );
     if let Some(k) = config.keepalive {
         let _ = transport.set_keepalive_params(k);
     }

@@ -17,15 +17,15 @@ use super::monitor::Monitor;
 use super::port::{Listener, Port};
 use super::reservation::FdReservation;
 use super::tasks::Tasks;
-use crate::accept::{NullReservation, Reservation};
 use crate::config::{AcceptConfig, ConnectionConfig, EngineConfig, ListenerConfig};
-use crate::error::CloseReason;
 use crate::metrics::{self, ShardLink};
-use crate::protocol::{Factory, ShardInfo};
-use crate::proxy::ProxyConfig;
+use crate::proto::accept::{NullReservation, Reservation};
+use crate::proto::close::CloseReason;
+use crate::proto::protocol::{Factory, ShardInfo};
+use crate::proto::proxy::ProxyConfig;
+use crate::proto::transport::Transport;
 use crate::stats::{ShardStats, StatsSnapshot};
 use crate::sys;
-use crate::transport::Transport;
 
 /// Control bytes the engine handle sends to a shard.
 pub(crate) const DRAIN: u8 = b'D';

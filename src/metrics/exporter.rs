@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::MetricsHandle;
 use super::prometheus::{self, CONTENT_TYPE};
-use crate::EngineError;
+use crate::error::EngineError;
 use crate::responder::{Limits, Responder};
 use crate::sys::socket::listen_socket;
 

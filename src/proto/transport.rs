@@ -7,10 +7,10 @@ use std::rc::Rc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use crate::config::{FlowConfig, Keepalive};
-use crate::outbuf::OutBuf;
+use crate::addr::Address;
+use crate::proto::close::CloseReason;
+use crate::proto::outbuf::OutBuf;
 use crate::sys;
-use crate::{Address, CloseReason};
 
 /// A source of data that a consumer can slow down: Twisted's `IPushProducer`.
 ///
@@ -68,6 +68,8 @@ struct Inner {
     flow: FlowConfig,
     /// The protocol's deadline.
     deadline: Cell<Option<Instant>>,
+    /// The time [`Transport::set_deadline`] counts from.
+    clock: Clock,
     /// The socket while it is open; -1 after.
     fd: Cell<RawFd>,
     local: Address,
@@ -87,9 +89,13 @@ impl std::fmt::Debug for Transport {
     }
 }
 
+/// Where a transport reads the time: the driver gives it the OS clock (`Instant::now`), so
+/// that this I/O-free core never reads a clock of its own accord.
+pub(crate) type Clock = fn() -> Instant;
+
 impl Transport {
-    pub(crate) fn new(fd: RawFd, local: Address, peer: Address, flow: FlowConfig) -> Self {
-        Self::proxied(fd, local, peer, peer, flow)
+    pub(crate) fn new(fd: RawFd, local: Address, peer: Address, flow: FlowConfig, clock: Clock) -> Self {
+        Self::proxied(fd, local, peer, peer, flow, clock)
     }
 
     /// A transport whose protocol sees `peer`, the client a PROXY header named, while the
@@ -100,6 +106,7 @@ impl Transport {
         peer: Address,
         real_peer: Address,
         flow: FlowConfig,
+        clock: Clock,
     ) -> Self {
         Self {
             inner: Rc::new(Inner {
@@ -110,6 +117,7 @@ impl Transport {
                 producer: RefCell::new(None),
                 flow,
                 deadline: Cell::new(None),
+                clock,
                 fd: Cell::new(fd),
                 local,
                 peer,
@@ -122,7 +130,7 @@ impl Transport {
     #[cfg(test)]
     pub(crate) fn detached() -> Self {
         let addr = Address::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        Self::new(-1, addr, addr, FlowConfig::default())
+        Self::new(-1, addr, addr, FlowConfig::default(), Instant::now)
     }
 
     /// Queues `data` for the peer. Dropped if the connection is closing for good (aborted,
@@ -213,7 +221,7 @@ impl Transport {
     /// protocol's [`deadline_expired`](crate::Protocol::deadline_expired) runs and the
     /// connection closes with [`CloseReason::DeadlineExpired`].
     pub fn set_deadline(&self, after: Duration) {
-        self.inner.deadline.set(Some(Instant::now() + after));
+        self.inner.deadline.set(Some((self.inner.clock)() + after));
         self.wake();
     }
 
@@ -499,6 +507,66 @@ impl Producer for Transport {
 
     fn stop_producing(&mut self) {
         self.lose_connection();
+    }
+}
+
+/// Output flow control: where a connection's producer is paused and resumed, and where the
+/// connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlowConfig {
+    /// Queued output above which the producer is paused (by default: this connection's own
+    /// reading). Default: 64 KiB.
+    pub high_water: usize,
+    /// Queued output at or below which a paused producer resumes. Default: 16 KiB.
+    pub low_water: usize,
+    /// Queued output above which the connection is closed with
+    /// [`CloseReason::OutputLimit`]. Default: 4 MiB.
+    pub max_output: usize,
+}
+
+impl FlowConfig {
+    /// Watermarks and cap, made consistent: the low-water mark is at most the high one, and
+    /// the cap at least the high one.
+    pub fn new(high_water: usize, low_water: usize, max_output: usize) -> Self {
+        Self {
+            high_water,
+            low_water: low_water.min(high_water),
+            max_output: max_output.max(high_water),
+        }
+    }
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            high_water: 64 * 1024,
+            low_water: 16 * 1024,
+            max_output: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// TCP keepalive settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped.
+    pub count: u32,
+}
+
+impl Keepalive {
+    /// Probes after `idle` without traffic, every `interval`, `count` times.
+    pub fn new(idle: Duration, interval: Duration, count: u32) -> Self {
+        Self {
+            idle,
+            interval,
+            count,
+        }
     }
 }
 
