@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::addr::Address;
 use crate::proto::close::CloseReason;
 use crate::proto::outbuf::OutBuf;
-use crate::sys;
+use crate::sys::fd::borrow_raw;
 
 /// A source of data that a consumer can slow down: Twisted's `IPushProducer`.
 ///
@@ -383,7 +383,7 @@ impl Transport {
         }
         // `fd` is the connection's open socket: the driver sets it to -1 before it closes the
         // socket, both run on this one thread, and `f` cannot reach the driver.
-        let fd = sys::fd::borrow_raw(self, fd);
+        let fd = borrow_raw(self, fd);
         f(socket2::SockRef::from(&fd))
     }
 
