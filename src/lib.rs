@@ -60,7 +60,7 @@
 //! }
 //!
 //! let engine = Engine::builder(EngineConfig::default())
-//!     .listen("127.0.0.1:7000".parse()?, |_shard| factory_fn(|_peer| Some(Count)))
+//!     .listen("127.0.0.1:7000".parse::<std::net::SocketAddr>()?, |_shard| factory_fn(|_peer| Some(Count)))
 //!     .start()?;
 //! engine.join()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
