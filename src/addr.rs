@@ -4,10 +4,11 @@
 //! think in interface names, so [`Address`] prints `[fe80::1%lo]:7000`, and parses both forms
 //! numerically, with no DNS lookup (Twisted's `_resolveIPv6` with `AI_NUMERICHOST`).
 
-use std::ffi::{CStr, CString};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::str::FromStr;
+
+use crate::sys::ifname;
 
 /// Why a string is not a numeric TCP address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,28 +114,9 @@ fn parse_scoped_ipv6(host: &str) -> Result<(Ipv6Addr, u32), &'static str> {
         None => 0,
         Some("") => return Err("empty scope after '%'"),
         Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().map_err(|_| "scope id out of range")?,
-        Some(name) => interface_index(name).ok_or("no network interface with that scope name")?,
+        Some(name) => ifname::index(name).ok_or("no network interface with that scope name")?,
     };
     Ok((ip, scope))
-}
-
-fn interface_index(name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (index != 0).then_some(index)
-}
-
-fn interface_name(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` has room for IF_NAMESIZE bytes as the call requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: on success the buffer holds a NUL-terminated name.
-    let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
-    Some(name.to_string_lossy().into_owned())
 }
 
 impl FromStr for Address {
@@ -166,7 +148,7 @@ impl fmt::Display for Address {
         match self.0 {
             SocketAddr::V4(v4) => write!(f, "{v4}"),
             SocketAddr::V6(v6) if v6.scope_id() == 0 => write!(f, "[{}]:{}", v6.ip(), v6.port()),
-            SocketAddr::V6(v6) => match interface_name(v6.scope_id()) {
+            SocketAddr::V6(v6) => match ifname::name(v6.scope_id()) {
                 Some(name) => write!(f, "[{}%{}]:{}", v6.ip(), name, v6.port()),
                 None => write!(f, "[{}%{}]:{}", v6.ip(), v6.scope_id(), v6.port()),
             },
@@ -199,7 +181,7 @@ mod tests {
 
     #[test]
     fn v6_scope_by_name_and_number() {
-        let lo = interface_index("lo").expect("loopback interface");
+        let lo = ifname::index("lo").expect("loopback interface");
         let a: Address = "[fe80::1%lo]:7000".parse().unwrap();
         assert_eq!(a.scope_id(), lo);
         assert_eq!(a.to_string(), "[fe80::1%lo]:7000");

@@ -6,7 +6,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::proxy::ProxyConfig;
+use crate::proto::proxy::ProxyConfig;
+pub use crate::proto::transport::{ConnectionConfig, FlowConfig, Keepalive};
 
 /// Which CPU cores run shards.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -188,115 +189,6 @@ pub fn parse_size(s: &str) -> Result<usize, ParseError> {
         _ => return Err(bad()),
     };
     n.checked_mul(mult).ok_or_else(bad)
-}
-
-/// Options applied to every connection a shard serves.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ConnectionConfig {
-    /// TCP_NODELAY on every connection. Default: on.
-    pub nodelay: bool,
-    /// Bytes per read, and the size of the one read buffer each shard shares among its
-    /// connections. Default: 64 KiB (Twisted's `bufferSize`).
-    pub read_size: usize,
-    /// Reads one connection may do per wake-up before yielding to others. Default: 16.
-    pub reads_per_wakeup: usize,
-    /// How long an orderly close waits for the peer's EOF after our FIN (a lingering close,
-    /// so that the peer reads our last bytes instead of a reset). Default: 2 s.
-    pub linger: Duration,
-    /// Output watermarks and cap.
-    pub flow: FlowConfig,
-    /// Close a connection with nothing read or written for this long. Default: none.
-    pub idle_timeout: Option<Duration>,
-    /// Close a connection whose queued output made no progress for this long. Default: 30 s.
-    pub write_stall_timeout: Option<Duration>,
-    /// TCP keepalive probes. Default: off.
-    pub keepalive: Option<Keepalive>,
-    /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the kernel drops
-    /// the connection. Default: the kernel's (off).
-    pub user_timeout: Option<Duration>,
-    /// SO_SNDBUF for each connection. Default: the kernel's autotuning.
-    pub send_buffer: Option<usize>,
-    /// SO_RCVBUF for each connection. Default: the kernel's autotuning.
-    pub recv_buffer: Option<usize>,
-}
-
-/// Output flow control: where a connection's producer is paused and resumed, and where the
-/// connection is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct FlowConfig {
-    /// Queued output above which the producer is paused (by default: this connection's own
-    /// reading). Default: 64 KiB.
-    pub high_water: usize,
-    /// Queued output at or below which a paused producer resumes. Default: 16 KiB.
-    pub low_water: usize,
-    /// Queued output above which the connection is closed with
-    /// [`CloseReason::OutputLimit`](crate::CloseReason::OutputLimit). Default: 4 MiB.
-    pub max_output: usize,
-}
-
-impl FlowConfig {
-    /// Watermarks and cap, made consistent: the low-water mark is at most the high one, and
-    /// the cap at least the high one.
-    pub fn new(high_water: usize, low_water: usize, max_output: usize) -> Self {
-        Self {
-            high_water,
-            low_water: low_water.min(high_water),
-            max_output: max_output.max(high_water),
-        }
-    }
-}
-
-impl Default for FlowConfig {
-    fn default() -> Self {
-        Self {
-            high_water: 64 * 1024,
-            low_water: 16 * 1024,
-            max_output: 4 * 1024 * 1024,
-        }
-    }
-}
-
-/// TCP keepalive settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Keepalive {
-    /// Idle time before the first probe.
-    pub idle: Duration,
-    /// Time between probes.
-    pub interval: Duration,
-    /// Unanswered probes before the connection is dropped.
-    pub count: u32,
-}
-
-impl Keepalive {
-    /// Probes after `idle` without traffic, every `interval`, `count` times.
-    pub fn new(idle: Duration, interval: Duration, count: u32) -> Self {
-        Self {
-            idle,
-            interval,
-            count,
-        }
-    }
-}
-
-impl Default for ConnectionConfig {
-    fn default() -> Self {
-        Self {
-            nodelay: true,
-            read_size: 64 * 1024,
-            reads_per_wakeup: 16,
-            linger: Duration::from_secs(2),
-            flow: FlowConfig::default(),
-            idle_timeout: None,
-            write_stall_timeout: Some(Duration::from_secs(30)),
-            keepalive: None,
-            user_timeout: None,
-            send_buffer: None,
-            recv_buffer: None,
-        }
-    }
 }
 
 /// The accept path's knobs (see `tuning.md`).

@@ -29,6 +29,24 @@
 //! [`Transport`]; its [`Connector`] reports to a [`ClientFactory`] and can reconnect with a
 //! [`ReconnectPolicy`]. It runs inside an engine shard or on any bare glommio executor.
 //!
+//! ## Layers
+//!
+//! ```text
+//!   proto/    I/O-free core: Protocol, Factory, Transport, the write queue, CloseReason,
+//!     │       the accept policy, the client's states, back-off, the PROXY parser, the
+//!     │       histograms. No glommio, no threads, no clock reads; #![forbid(unsafe_code)].
+//!     ▼ run by
+//!   driver/   glommio: the engine, shards, ports, connections, the connector, shard tasks.
+//!     │       The only module that touches glommio; it feeds proto bytes, events and time.
+//!     ▼ calls
+//!   sys/      libc: every libc call and every unsafe block, each behind a safe function.
+//! ```
+//!
+//! Around them: values (`addr`, `config`, `error`, `stats`), the side threads and the
+//! service's lifecycle (`metrics`, `health`, `handoff`, `service`), ready-made protocols
+//! ([`protocols`]) and the load generator ([`load`]). No module folder imports one that
+//! imports it back; `tests/layering.rs` checks that and the rules above.
+//!
 //! ```no_run
 //! use weft::{Engine, EngineConfig, Protocol, Transport, factory_fn};
 //!
@@ -42,7 +60,7 @@
 //! }
 //!
 //! let engine = Engine::builder(EngineConfig::default())
-//!     .listen("127.0.0.1:7000".parse()?, |_shard| factory_fn(|_peer| Some(Count)))
+//!     .listen("127.0.0.1:7000".parse::<std::net::SocketAddr>()?, |_shard| factory_fn(|_peer| Some(Count)))
 //!     .start()?;
 //! engine.join()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -50,42 +68,37 @@
 
 #![deny(missing_docs, missing_debug_implementations)]
 
-mod accept;
 mod addr;
-mod client;
 pub mod config;
-mod conn_state;
 mod driver;
 mod error;
 pub mod handoff;
-pub mod hdr;
 pub mod health;
 pub mod load;
 pub mod metrics;
-mod outbuf;
-mod protocol;
+mod proto;
 pub mod protocols;
-pub mod proxy;
-mod reconnect;
 mod responder;
 mod service;
 mod stats;
-mod transport;
+mod sys;
 
 pub use addr::{Address, AddressError};
-pub use client::{
-    ClientFactory, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination,
-    DestinationError,
-};
 pub use config::{
     AcceptConfig, ConnectionConfig, Cores, CoresError, EngineConfig, FlowConfig, InheritedListeners,
     Keepalive, ListenerConfig, MetricsConfig, ReactorConfig,
 };
-pub use driver::connector::{Connector, connect_tcp, resolve};
+pub use driver::connector::{ClientFactory, Connector, connect_tcp, resolve};
 pub use driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
-pub use error::{CLOSE_LABELS, CloseReason, EngineError, InheritedError, IoUringError, ShardError};
-pub use protocol::{Factory, FnFactory, Protocol, ShardInfo, factory_fn};
-pub use reconnect::ReconnectPolicy;
+pub use error::{EngineError, InheritedError, IoUringError, ShardError};
+pub use proto::client::{
+    ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination, DestinationError,
+};
+pub use proto::close::{CLOSE_LABELS, CloseReason};
+pub use proto::protocol::{Factory, FnFactory, Protocol, ShardInfo, factory_fn};
+pub use proto::reconnect::ReconnectPolicy;
+pub use proto::transport::{Producer, Transport};
+pub use proto::{hdr, proxy};
 pub use service::{MIN_STATS_INTERVAL, RunningService, Service, ServiceError};
 pub use stats::StatsSnapshot;
 
@@ -94,4 +107,3 @@ pub use stats::StatsSnapshot;
 pub mod shard {
     pub use crate::driver::tasks::{counters, current, sleep, spawn, yield_now};
 }
-pub use transport::{Producer, Transport};

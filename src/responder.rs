@@ -4,11 +4,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crate::sys::poll::wait_for_accept;
 
 /// Pause after an accept error other than "nothing queued" (EMFILE and the like).
 const ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -99,33 +101,16 @@ impl Drop for Responder {
 
 fn run(listener: &TcpListener, stopped: &UnixStream, limits: Limits, answer: &Answer) {
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stopped.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if rc < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
+        match wait_for_accept(listener.as_fd(), stopped.as_fd()) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(
+                    "{} stopped: poll failed: {e}",
+                    std::thread::current().name().unwrap_or("responder")
+                );
+                return;
             }
-            tracing::error!(
-                "{} stopped: poll failed: {}",
-                std::thread::current().name().unwrap_or("responder"),
-                io::Error::last_os_error()
-            );
-            return;
-        }
-        if fds[1].revents != 0 {
-            return;
         }
         match listener.accept() {
             // A client that misbehaves or vanishes only loses its own answer.

@@ -7,7 +7,7 @@
 //! use weft::{EngineConfig, Service, protocols::Echo};
 //!
 //! let report = Service::new(EngineConfig::default())
-//!     .listen("127.0.0.1:7000".parse()?, |_shard| Echo::factory())
+//!     .listen("127.0.0.1:7000".parse::<std::net::SocketAddr>()?, |_shard| Echo::factory())
 //!     .health_check("127.0.0.1:7001".parse()?)
 //!     .drain_delay(Duration::from_secs(5))
 //!     .prometheus("127.0.0.1:9100".parse()?)
@@ -39,7 +39,7 @@ use crate::error::EngineError;
 use crate::handoff::{HandoffError, HandoffServer, Takeover};
 use crate::health::HealthCheck;
 use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, stats_line};
-use crate::protocol::{Factory, ShardInfo};
+use crate::proto::protocol::{Factory, ShardInfo};
 
 /// The shortest [`Service::stats_interval`].
 pub const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);

@@ -2,7 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use crate::error::{CLOSE_LABELS, CloseReason};
+use crate::proto::close::{CLOSE_LABELS, CloseReason};
 
 /// The live counters of one shard.
 #[derive(Debug, Default)]

@@ -14,9 +14,11 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use super::shard::ShardCtx;
-use crate::conn_state::{Action, ConnState};
+use crate::proto::close::CloseReason;
+use crate::proto::conn_state::{Action, ConnState};
+use crate::proto::protocol::Protocol;
+use crate::proto::transport::Transport;
 use crate::stats::ShardStats;
-use crate::{CloseReason, Protocol, Transport};
 
 /// One live connection and the protocol instance that serves it.
 ///

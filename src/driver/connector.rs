@@ -26,7 +26,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::ToSocketAddrs;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -40,12 +40,56 @@ use socket2::{Domain, Protocol as SockProtocol, SockAddr, SockRef, Socket, Type}
 
 use super::connection::Connection;
 use super::shard::ShardCtx;
-use crate::client::{AfterEnd, Machine};
-use crate::reconnect::{Backoff, Jitter};
-use crate::{
-    Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError,
-    Destination, Transport,
+use crate::addr::Address;
+use crate::proto::client::{
+    AfterEnd, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination, Machine,
 };
+use crate::proto::close::CloseReason;
+use crate::proto::protocol::{Factory, FnFactory};
+use crate::proto::reconnect::{Backoff, Jitter};
+use crate::proto::transport::Transport;
+use crate::sys;
+
+/// A [`Factory`] that also hears about its outgoing connections: Twisted's `ClientFactory`.
+///
+/// [`connect_tcp`] takes one and owns it. For each connection attempt the connector calls
+/// [`started_connecting`](Self::started_connecting), then exactly one of:
+///
+/// - [`client_connection_failed`](Self::client_connection_failed), when no connection was
+///   made (refused, timed out, unreachable, bind or resolution error, or cancelled by
+///   [`Connector::stop_connecting`]);
+/// - [`Factory::build_protocol`] with the peer's address, then the protocol's callbacks, then
+///   [`client_connection_lost`](Self::client_connection_lost) after the protocol's own
+///   `connection_lost`.
+///
+/// Every callback runs on its own turn of the executor, never inside a call the program made
+/// (`connect`, `stop_connecting`, `disconnect`), so a callback may call any
+/// [`Connector`] method, e.g. [`connect`](Connector::connect) again to reconnect.
+/// [`Factory::start`] runs before the first `started_connecting`, and [`Factory::stop`] once
+/// the connector stops trying (it is neither connecting, nor connected, nor waiting to
+/// retry).
+///
+/// Every [`FnFactory`] is a `ClientFactory` that ignores these events:
+/// `connect_tcp(dest, factory_fn(|_peer| Some(MyProtocol)), options)`.
+pub trait ClientFactory: Factory {
+    /// An attempt started: the destination is about to be resolved and connected to.
+    fn started_connecting(&mut self, connector: &Connector) {
+        let _ = connector;
+    }
+
+    /// The attempt failed; no protocol was built.
+    fn client_connection_failed(&mut self, connector: &Connector, reason: &ConnectError) {
+        let _ = (connector, reason);
+    }
+
+    /// The connection this attempt made is gone. Called after the protocol's
+    /// `connection_lost`, with the same reason.
+    fn client_connection_lost(&mut self, connector: &Connector, reason: &CloseReason) {
+        let _ = (connector, reason);
+    }
+}
+
+impl<B> ClientFactory for FnFactory<B> where Self: Factory {}
 
 /// Longest timer armed (a larger timeout or delay waits "forever"): `Instant + Duration`
 /// must not overflow.
@@ -62,7 +106,7 @@ const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 ///
 /// Call it on any glommio executor thread:
 ///
-/// - **inside an engine shard** (from [`Factory::start`](crate::Factory::start), a
+/// - **inside an engine shard** (from [`Factory::start`], a
 ///   protocol callback, or a task spawned there): the connection joins the shard's
 ///   registry, its read buffer and its counters, and drains and aborts with the engine
 ///   (it gets `drain_requested`, then [`CloseReason::Shutdown`], and is not retried). An
@@ -182,7 +226,7 @@ pub fn connect_tcp<F: ClientFactory>(
             retry_waker: RefCell::new(None),
             transport: RefCell::new(None),
             backoff: RefCell::new(options.reconnect.clone().map(Backoff::new)),
-            jitter: RefCell::new(Jitter::from_entropy()),
+            jitter: RefCell::new(Jitter::new(entropy_seed())),
             options,
             launch: Box::new(move |c: &Connector, attempt| {
                 glommio::spawn_local(run_attempt(c.clone(), factory.clone(), attempt)).detach();
@@ -482,13 +526,13 @@ async fn connect_one(addr: Address, options: &ConnectOptions) -> Result<Establis
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(failed(e)),
     }
-    // SAFETY: the descriptor is our own TCP socket, open and non-blocking; its ownership moves
-    // into glommio's stream, which closes it.
-    let mut stream = unsafe { TcpStream::from_raw_fd(sock.into_raw_fd()) };
+    // Our own TCP socket, open and non-blocking; its ownership moves into glommio's stream,
+    // which closes it.
+    let mut stream: TcpStream = sys::fd::adopt(OwnedFd::from(sock));
     poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, &[]))
         .await
         .map_err(failed)?;
-    let fd = super::borrow_fd(&stream);
+    let fd = sys::fd::borrow(&stream);
     let sock = SockRef::from(&fd);
     if let Some(e) = sock.take_error().map_err(failed)? {
         return Err(failed(e));
@@ -517,7 +561,13 @@ async fn serve<F: ClientFactory>(c: &Connector, factory: &RefCell<F>, est: Estab
         return CloseReason::LocalClose;
     };
     let shard = &inner.shard;
-    let transport = Transport::new(est.stream.as_raw_fd(), est.local, est.peer, shard.config.flow);
+    let transport = Transport::new(
+        est.stream.as_raw_fd(),
+        est.local,
+        est.peer,
+        shard.config.flow,
+        Instant::now,
+    );
     if let Some(k) = inner.options.keepalive {
         // As on accepted connections: a socket option that cannot be set is no reason to
         // drop a connection that works.
@@ -586,9 +636,23 @@ fn stop_factory<F: ClientFactory>(c: &Connector, factory: &RefCell<F>) {
     }
 }
 
+/// A jitter seed that differs between connectors and runs, so that clients that lost the
+/// same server do not retry in step.
+fn entropy_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(&h as *const _ as usize);
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_seeds_differ() {
+        assert_ne!(entropy_seed(), entropy_seed());
+    }
 
     #[test]
     fn lookup_asks_for_both_families() {

@@ -18,8 +18,10 @@ use super::shard::{self, ABORT, DRAIN, HANDOFF, ListenerSpec, ShardBoot, StartTa
 use crate::config::{Cores, EngineConfig, ListenerConfig, ReactorConfig};
 use crate::error::{EngineError, IoUringError, ShardError};
 use crate::metrics::{self, MetricsHandle};
-use crate::protocol::{Factory, ShardInfo};
+use crate::proto::protocol::{Factory, ShardInfo};
 use crate::stats::StatsSnapshot;
+use crate::sys;
+use crate::sys::limits::Limit;
 
 /// glommio refuses to start a reactor below this RLIMIT_MEMLOCK soft limit.
 const MEMLOCK_NEEDED: u64 = 512 * 1024;
@@ -33,7 +35,7 @@ const MEMLOCK_NEEDED: u64 = 512 * 1024;
 /// use weft::{Engine, EngineConfig, protocols::Echo};
 ///
 /// let engine = Engine::builder(EngineConfig::default())
-///     .listen("127.0.0.1:7000".parse()?, |_shard| Echo::factory())
+///     .listen("127.0.0.1:7000".parse::<std::net::SocketAddr>()?, |_shard| Echo::factory())
 ///     .start()?;
 /// println!("echo on {:?}", engine.local_addrs());
 /// engine.shutdown();
@@ -281,13 +283,13 @@ impl EngineControl {
         if !*serving {
             return None;
         }
-        // SAFETY: the shards close their listeners only after a stop command, which waits for
-        // the lock held here.
+        // The shards close their listeners only after a stop command, which waits for the
+        // lock held here: each stays open while `serving` is borrowed.
         let fds: Vec<BorrowedFd<'_>> = self
             .inner
             .listeners
             .iter()
-            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+            .map(|&fd| sys::fd::borrow_raw(&*serving, fd))
             .collect();
         Some(f(&fds))
     }
@@ -474,7 +476,7 @@ fn check_io_uring() -> Result<(), IoUringError> {
     let setup = |source| IoUringError::Setup { shard: 0, source };
     let probe = std::thread::Builder::new()
         .name("weft-io-uring-probe".into())
-        .spawn(probe_io_uring)
+        .spawn(sys::uring::probe)
         .map_err(setup)?;
     match probe.join() {
         Ok(Ok(())) => Ok(()),
@@ -485,20 +487,6 @@ fn check_io_uring() -> Result<(), IoUringError> {
         }),
         Err(_) => Err(setup(std::io::Error::other("the io_uring probe thread panicked"))),
     }
-}
-
-/// Creates and closes a one-entry ring.
-fn probe_io_uring() -> std::io::Result<()> {
-    // struct io_uring_params is 120 bytes; the kernel fills it in.
-    let mut params = [0u64; 15];
-    // SAFETY: io_uring_setup(2) with 1 entry writes only into `params`.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is the ring descriptor just created and owned here.
-    unsafe { libc::close(fd as libc::c_int) };
-    Ok(())
 }
 
 /// The running kernel's release string (`6.1.0-18-amd64`).
@@ -524,7 +512,7 @@ fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
 /// RLIMIT_NOFILE (connections) to their hard limits, which needs no privilege.
 pub(crate) fn raise_limits() -> Result<(), EngineError> {
     check_io_uring().map_err(EngineError::IoUring)?;
-    let (soft, hard) = raise_soft_limit(libc::RLIMIT_MEMLOCK);
+    let (soft, hard) = sys::limits::raise_soft(Limit::MemLock);
     if soft < MEMLOCK_NEEDED {
         return Err(EngineError::MemLock {
             soft,
@@ -532,32 +520,8 @@ pub(crate) fn raise_limits() -> Result<(), EngineError> {
             need: MEMLOCK_NEEDED,
         });
     }
-    raise_soft_limit(libc::RLIMIT_NOFILE);
+    sys::limits::raise_soft(Limit::NoFile);
     Ok(())
-}
-
-/// Raises one soft limit to its hard limit; returns `(soft, hard)` after.
-pub(crate) fn raise_soft_limit(resource: libc::__rlimit_resource_t) -> (u64, u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write and read only `lim`.
-    unsafe {
-        if libc::getrlimit(resource, &mut lim) != 0 {
-            return (0, 0);
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(resource, &raised) == 0 {
-                lim = raised;
-            }
-        }
-    }
-    (lim.rlim_cur, lim.rlim_max)
 }
 
 /// Classifies a glommio executor failure by its kind: too little locked memory, a ring
@@ -565,7 +529,7 @@ pub(crate) fn raise_soft_limit(resource: libc::__rlimit_resource_t) -> (u64, u64
 pub(crate) fn reactor_error(shard: usize, e: GlommioError<()>) -> EngineError {
     match e {
         GlommioError::ReactorError(ReactorErrorKind::MemLockLimit(..)) => {
-            let (soft, hard) = raise_soft_limit(libc::RLIMIT_MEMLOCK);
+            let (soft, hard) = sys::limits::raise_soft(Limit::MemLock);
             EngineError::MemLock {
                 soft,
                 hard,

@@ -10,9 +10,10 @@ use glommio::timer::Timer;
 
 use super::Counted;
 use super::port::{Start, establish};
-use crate::proxy::{ProxyConfig, ProxyDecoder, ProxyError, ProxyHeader, V1_MAX_LEN};
+use crate::addr::Address;
+use crate::proto::protocol::Factory;
+use crate::proto::proxy::{ProxyConfig, ProxyDecoder, ProxyError, ProxyHeader, V1_MAX_LEN};
 use crate::stats::ShardStats;
-use crate::{Address, Factory};
 
 /// Why a connection never got past its header.
 #[derive(Debug, thiserror::Error)]

@@ -11,13 +11,9 @@ pub(crate) mod shard;
 pub(crate) mod tasks;
 
 use std::cell::Cell;
-use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Borrows a glommio socket's descriptor, for socket2's option calls.
-pub(crate) fn borrow_fd<S: AsRawFd>(socket: &S) -> BorrowedFd<'_> {
-    // SAFETY: the descriptor is open for as long as `socket` is borrowed.
-    unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) }
-}
+pub(crate) use crate::sys::fd::borrow as borrow_fd;
 
 /// Counts a task in a shard counter for as long as the guard lives.
 pub(crate) struct Counted<'a>(&'a Cell<usize>);

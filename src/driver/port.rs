@@ -2,30 +2,30 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::GlommioError;
 use glommio::net::{TcpListener, TcpStream};
-use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
+use socket2::{Socket, Type};
 
 use super::Counted;
 use super::connection::Connection;
 use super::handshake;
 use super::shard::ShardCtx;
-use crate::accept::{
-    AcceptEvent, AcceptSource, BurstSizer, LogLimiter, Reservation, accept_burst, errno_name,
-};
 use crate::addr::Address;
 use crate::config::AcceptConfig;
 use crate::error::{EngineError, InheritedError};
-use crate::protocol::Factory;
-use crate::proxy::ProxyConfig;
+use crate::proto::accept::{
+    AcceptEvent, AcceptSource, BurstSizer, LogLimiter, Reservation, accept_burst, errno_name,
+};
+use crate::proto::protocol::Factory;
+use crate::proto::proxy::ProxyConfig;
+use crate::proto::transport::Transport;
 use crate::stats::ShardStats;
-use crate::transport::Transport;
+use crate::sys;
 
 /// First burst size (Twisted's `numberAccepts` starts at 100).
 const INITIAL_BURST: usize = 100;
@@ -75,7 +75,8 @@ pub(crate) fn bind_listeners(
             if sockets.iter().any(|l| l.index == index) {
                 continue;
             }
-            let socket = listen_socket(bound, backlog).map_err(|e| EngineError::cannot_listen(addr, e))?;
+            let socket = sys::socket::listen_socket(bound, backlog)
+                .map_err(|e| EngineError::cannot_listen(addr, e))?;
             if bound.port() == 0 {
                 let local = socket.local_addr().ok().and_then(|a| a.as_socket());
                 bound = local
@@ -108,48 +109,12 @@ fn adopt(fd: OwnedFd) -> Result<(SocketAddr, Socket), EngineError> {
         == Type::STREAM;
     let local = sock.local_addr().ok().and_then(|a| a.as_socket());
     let local = match local {
-        Some(local) if stream && accepting(&fd) => local,
+        Some(local) if stream && sys::socket::is_listening(fd.as_fd()) => local,
         _ => return Err(InheritedError::NotListening { fd: raw }.into()),
     };
     sock.set_nonblocking(true)
         .map_err(|source| InheritedError::Blocking { fd: raw, source })?;
     Ok((local, Socket::from(fd)))
-}
-
-/// SO_ACCEPTCONN: the socket is listening.
-fn accepting(fd: &OwnedFd) -> bool {
-    let mut on: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `on` and `len` are valid for the option's size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut on as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    rc == 0 && on != 0
-}
-
-/// A non-blocking listening socket on `addr` with SO_REUSEADDR and SO_REUSEPORT (and
-/// IPV6_V6ONLY for IPv6): what every shard, and a successor process, binds.
-pub(crate) fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
-    let domain = Domain::for_address(addr);
-    let sock = Socket::new(
-        domain,
-        Type::STREAM.nonblocking().cloexec(),
-        Some(SockProtocol::TCP),
-    )?;
-    sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    sock.bind(&SockAddr::from(addr))?;
-    sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    Ok(sock)
 }
 
 /// An accepted socket, from the reactor's accept or from our own `accept4`.
@@ -159,36 +124,15 @@ enum Accepted {
 }
 
 /// Non-blocking `accept4` on the listening descriptor: the burst after a wake-up.
-struct SyncAccept {
-    fd: RawFd,
+struct SyncAccept<'a> {
+    listener: BorrowedFd<'a>,
 }
 
-impl AcceptSource for SyncAccept {
+impl AcceptSource for SyncAccept<'_> {
     type Conn = Accepted;
 
     fn accept(&mut self) -> io::Result<(Accepted, SocketAddr)> {
-        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: `storage` is large enough for any address and `len` says so.
-        let fd = unsafe {
-            libc::accept4(
-                self.fd,
-                storage.as_mut_ptr().cast(),
-                &mut len,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: accept4 returned a new descriptor that nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: the kernel filled `len` bytes of `storage`.
-        let addr = unsafe { SockAddr::new(storage.assume_init(), len) };
-        let peer = addr
-            .as_socket()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP socket"))?;
-        Ok((Accepted::Fd(owned), peer))
+        sys::socket::accept(self.listener).map(|(fd, peer)| (Accepted::Fd(fd), peer))
     }
 }
 
@@ -206,11 +150,19 @@ pub(crate) struct Port<F: Factory> {
 }
 
 impl<F: Factory> Port<F> {
+    /// Accepts on the listener outside the reactor.
+    fn sync_accept(&self) -> SyncAccept<'_> {
+        // `fd` is `listener`'s, open for as long as the port lives.
+        SyncAccept {
+            listener: sys::fd::borrow_raw(self, self.fd),
+        }
+    }
+
     /// Accepts and serves every connection already queued on the listener, without waiting.
     /// At shutdown, before the listener closes: these clients connected while it was open,
     /// so they are served (and drained) rather than reset with the queue.
     pub(crate) fn accept_queued(&self) {
-        let mut src = SyncAccept { fd: self.fd };
+        let mut src = self.sync_accept();
         // The queue holds at most about `backlog` connections.
         for _ in 0..self.config.backlog as usize + 16 {
             match src.accept() {
@@ -247,7 +199,7 @@ impl<F: Factory> Port<F> {
                 }
                 return;
             }
-            let mut src = SyncAccept { fd: self.fd };
+            let mut src = self.sync_accept();
             let burst = {
                 let mut reservation = self.reservation.borrow_mut();
                 accept_burst(&mut src, &mut *reservation, first, sizer.limit(), |conn, peer| {
@@ -306,8 +258,8 @@ impl<F: Factory> Port<F> {
         }
         let stream = match conn {
             Accepted::Stream(s) => s,
-            // SAFETY: the descriptor is an accepted TCP socket we own; ownership moves on.
-            Accepted::Fd(fd) => unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) },
+            // An accepted TCP socket we own; ownership moves on.
+            Accepted::Fd(fd) => sys::fd::adopt(fd),
         };
         match &self.proxy {
             Some(proxy) => {
@@ -356,7 +308,7 @@ pub(crate) fn establish<F: Factory>(
         ShardStats::add(&shard.stats.refused, 1);
         return None;
     };
-    let fd = super::borrow_fd(&stream);
+    let fd = sys::fd::borrow(&stream);
     let sock = socket2::SockRef::from(&fd);
     let config = &shard.config;
     if config.nodelay {
@@ -378,7 +330,14 @@ pub(crate) fn establish<F: Factory>(
     } else {
         listener
     };
-    let transport = Transport::proxied(stream.as_raw_fd(), local.into(), peer, real_peer, config.flow);
+    let transport = Transport::proxied(
+        stream.as_raw_fd(),
+        local.into(),
+        peer,
+        real_peer,
+        config.flow,
+        Instant::now,
+    );
     if let Some(k) = config.keepalive {
         let _ = transport.set_keepalive_params(k);
     }

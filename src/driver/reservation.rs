@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io;
 
-use crate::accept::Reservation;
+use crate::proto::accept::Reservation;
 
 /// Holds `/dev/null` open as an emergency slot in the descriptor table.
 #[derive(Debug, Default)]

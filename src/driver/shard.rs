@@ -2,7 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -17,14 +17,15 @@ use super::monitor::Monitor;
 use super::port::{Listener, Port};
 use super::reservation::FdReservation;
 use super::tasks::Tasks;
-use crate::accept::{NullReservation, Reservation};
 use crate::config::{AcceptConfig, ConnectionConfig, EngineConfig, ListenerConfig};
-use crate::error::CloseReason;
 use crate::metrics::{self, ShardLink};
-use crate::protocol::{Factory, ShardInfo};
-use crate::proxy::ProxyConfig;
+use crate::proto::accept::{NullReservation, Reservation};
+use crate::proto::close::CloseReason;
+use crate::proto::protocol::{Factory, ShardInfo};
+use crate::proto::proxy::ProxyConfig;
+use crate::proto::transport::Transport;
 use crate::stats::{ShardStats, StatsSnapshot};
-use crate::transport::Transport;
+use crate::sys;
 
 /// Control bytes the engine handle sends to a shard.
 pub(crate) const DRAIN: u8 = b'D';
@@ -95,11 +96,9 @@ impl ShardCtx {
         CURRENT.with(|c| {
             c.borrow_mut()
                 .get_or_insert_with(|| {
-                    // SAFETY: plain syscall without arguments.
-                    let cpu = unsafe { libc::sched_getcpu() };
                     let info = ShardInfo {
                         index: 0,
-                        core: usize::try_from(cpu).unwrap_or(0),
+                        core: sys::process::current_cpu().unwrap_or(0),
                         shards: 1,
                     };
                     Rc::new(Self::new(info, ConnectionConfig::default()))
@@ -165,10 +164,10 @@ where
         let factory = Rc::new(RefCell::new(factory));
         let mut ports = Vec::new();
         for Listener { socket, local, .. } in boot.sockets {
-            let fd = socket.into_raw_fd();
-            // SAFETY: `fd` is a bound, listening, non-blocking socket whose ownership moves
-            // here; glommio needs it adopted inside this executor.
-            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            let fd = socket.as_raw_fd();
+            // A bound, listening, non-blocking socket whose ownership moves here; glommio
+            // needs it adopted inside this executor.
+            let listener: TcpListener = sys::fd::adopt(OwnedFd::from(socket));
             let port = Rc::new(Port {
                 listener,
                 fd,
@@ -304,8 +303,8 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     }
     let _ = boot.ready.send(boot.info.index);
 
-    // SAFETY: the control socket's descriptor moves into glommio's stream.
-    let mut control = unsafe { UnixStream::from_raw_fd(boot.control.into_raw_fd()) };
+    // The control socket's descriptor moves into glommio's stream.
+    let mut control: UnixStream = sys::fd::adopt(OwnedFd::from(boot.control));
     let mut cmd = [0u8; 1];
     // Any byte starts the drain, EOF (the handle is gone) ends the shard at once; a shard of
     // tasks only also drains once its tasks are done.
@@ -332,10 +331,13 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
         for ports in &listeners {
             ports.accept_queued();
         }
-        for fd in listeners.iter().flat_map(|p| p.fds()) {
-            // SAFETY: plain syscall on our own listening descriptor; shutdown(2) on a listener
-            // makes the kernel refuse new connections and fails the accept in flight.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        for ports in &listeners {
+            for fd in ports.fds() {
+                // Our own listening descriptor, open while its ports live: shutdown(2) on a
+                // listener makes the kernel refuse new connections and fails the accept in
+                // flight.
+                sys::socket::shutdown_listener(sys::fd::borrow_raw(ports, fd));
+            }
         }
         let deadline = Instant::now() + PORT_GRACE;
         while shard.accepting.get() > 0 && Instant::now() < deadline {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use super::shard::ShardCtx;
-use crate::protocol::ShardInfo;
+use crate::proto::protocol::ShardInfo;
 use crate::stats::StatsSnapshot;
 
 /// The tasks of one shard: how many run, and a way to cancel them all.

@@ -22,12 +22,11 @@
 //! Only a process of the same user (or root) may take over: the peer's credentials are
 //! checked, and the socket file is created with mode 0600.
 
-mod fdpass;
 mod wire;
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -37,10 +36,14 @@ use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 pub use wire::Role;
-use wire::{MAX_FDS, MAX_LEN, Message, VERSION};
+use wire::{MAX_LEN, Message, VERSION};
 
 use crate::driver::engine::EngineControl;
 use crate::health::HealthCheck;
+use crate::sys::fdpass::{self, MAX_FDS};
+use crate::sys::poll::wait_for_accept;
+use crate::sys::process::effective_uid;
+use crate::sys::socket::peer_uid;
 
 /// How long either side waits for the other's next message during the exchange.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -188,21 +191,13 @@ impl Drop for HandoffServer {
 /// Accepts successors until one takes over or the server stops.
 fn serve(listener: &Socket, stopped: &UnixStream, engine: &EngineControl, health: Option<&HealthCheck>) {
     loop {
-        let mut fds = [listener.as_raw_fd(), stopped.as_raw_fd()].map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
+        match wait_for_accept(listener.as_fd(), stopped.as_fd()) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!("handoff server stopped: {e}");
+                return;
             }
-            tracing::error!("handoff server stopped: {}", io::Error::last_os_error());
-            return;
-        }
-        if fds[1].revents != 0 {
-            return;
         }
         let Ok((conn, _)) = listener.accept() else {
             continue;
@@ -229,25 +224,7 @@ fn serve(listener: &Socket, stopped: &UnixStream, engine: &EngineControl, health
 
 /// True if the peer runs as this process's user, or as root.
 fn same_user(conn: &Socket) -> bool {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for SO_PEERCRED's size.
-    let rc = unsafe {
-        libc::getsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    rc == 0 && (cred.uid == me || cred.uid == 0)
+    peer_uid(conn.as_fd()).is_ok_and(|uid| uid == effective_uid() || uid == 0)
 }
 
 /// One conversation with a successor; `Ok(true)` once it serves and this engine hands off.

@@ -2,10 +2,10 @@
 //! the descriptors of a `LISTENERS` message ride in its SCM_RIGHTS control data, in the order
 //! of its roles.
 
+use crate::sys::fdpass::MAX_FDS;
+
 /// Version of the conversation this build speaks.
 pub(crate) const VERSION: u32 = 1;
-/// Most descriptors in one message (the kernel's SCM_MAX_FD is 253).
-pub(crate) const MAX_FDS: usize = 200;
 /// Longest encoded message.
 pub(crate) const MAX_LEN: usize = 512;
 

@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 
 use super::exchange::Exchange;
 use super::recorder::{ErrorKind, Recorder};
+use crate::addr::Address;
+use crate::driver::connector::{ClientFactory, Connector, connect_tcp};
 use crate::driver::tasks::sleep;
-use crate::{
-    Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, Connector, Factory, Protocol,
-    ReconnectPolicy, Transport, connect_tcp,
-};
+use crate::proto::client::{ConnectError, ConnectOptions};
+use crate::proto::close::CloseReason;
+use crate::proto::protocol::{Factory, Protocol};
+use crate::proto::reconnect::ReconnectPolicy;
+use crate::proto::transport::Transport;
 
 /// Reconnecting after a failed connect, or after a connection that answered nothing: 10 ms,
 /// doubling up to 1 s.

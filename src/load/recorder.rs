@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::schedule::Sent;
-use crate::hdr::{Latency, new_histogram};
+use crate::proto::hdr::{Latency, new_histogram};
 
 /// The kinds of failure counted next to the latencies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

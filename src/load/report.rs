@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::aggregate::Interval;
 use super::runner::{LoadConfig, LoadOutcome};
-use crate::Address;
-use crate::hdr::{Latency, Summary, format_ns};
+use crate::addr::Address;
+use crate::proto::hdr::{Latency, Summary, format_bytes, format_ns};
 
 /// One interval, as the JSON document lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -119,22 +119,6 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
         open.then_some(&t.sample.uncorrected),
     ));
     out
-}
-
-/// Bytes in B, KiB, MiB or GiB with 2 decimals.
-pub(crate) fn format_bytes(b: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < units.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.2} {}", units[unit])
-    }
 }
 
 /// The latency table of `corrected`, with an `uncorrected` column beside it when given.
@@ -270,8 +254,6 @@ mod tests {
         let closed = summary(&config(None), "echo", &o);
         assert!(!closed.contains("uncorrected"));
         assert!(closed.contains("closed loop"));
-        assert_eq!(format_bytes(512), "512 B");
-        assert_eq!(format_bytes(5 * 1024 * 1024 / 2), "2.50 MiB");
         let line = live_line(&o.total, &o.total);
         assert!(line.contains("500 req/s") && line.contains("p99 990"), "{line}");
     }

@@ -25,11 +25,11 @@ use super::recorder::ErrorKind;
 use super::schedule::{Pacing, Schedule};
 use super::workload::Workload;
 use crate::addr::Address;
-use crate::client::ConnectorState;
 use crate::config::{Cores, EngineConfig};
 use crate::driver::engine::Engine;
 use crate::driver::tasks::{counters, sleep, spawn};
 use crate::error::EngineError;
+use crate::proto::client::ConnectorState;
 
 /// How often a core checks for the end of the run, Ctrl-C and timed-out requests.
 const TICK: Duration = Duration::from_millis(20);

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::MetricsHandle;
 use super::prometheus::{self, CONTENT_TYPE};
-use crate::EngineError;
+use crate::error::EngineError;
 use crate::responder::{Limits, Responder};
+use crate::sys::socket::listen_socket;
 
 /// What one scrape connection may cost: a request head of 8 KiB at most, sent within 2 s.
 const LIMITS: Limits = Limits {
@@ -40,7 +41,7 @@ impl PrometheusExporter {
     pub fn start(addr: SocketAddr, metrics: MetricsHandle) -> Result<Self, EngineError> {
         // SO_REUSEPORT, like the service's own ports: a successor taking over with
         // `--takeover` binds the same address while this process drains.
-        let listener = crate::driver::port::listen_socket(addr, SCRAPE_BACKLOG)
+        let listener = listen_socket(addr, SCRAPE_BACKLOG)
             .and_then(|s| s.set_nonblocking(false).map(|()| std::net::TcpListener::from(s)))
             .map_err(|e| EngineError::cannot_listen(addr, e))?;
         let bound = listener

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::serialization::V2DeflateSerializer;
 
 use super::{MetricsHandle, MetricsSnapshot};
-use crate::hdr::log;
+use crate::proto::hdr::log;
 
 /// Writes one interval per latency metric (tagged with the metric's name, e.g.
 /// `Tag=http_request_duration`) every interval, until dropped. The file is written without a

@@ -35,7 +35,7 @@
 //! use weft::{Engine, EngineConfig, protocols::Echo};
 //!
 //! let engine = Engine::builder(EngineConfig::default())
-//!     .listen("127.0.0.1:7000".parse()?, |_shard| Echo::factory())
+//!     .listen("127.0.0.1:7000".parse::<std::net::SocketAddr>()?, |_shard| Echo::factory())
 //!     .start()?;
 //! let metrics = engine.metrics().expect("metrics are on by default");
 //! let total = metrics.snapshot().total();

@@ -3,8 +3,8 @@
 use std::fmt::Write;
 
 use super::collector::{MetricsSnapshot, ShardMetrics};
-use crate::accept::errno_name;
-use crate::error::CLOSE_LABELS;
+use crate::proto::accept::errno_name;
+use crate::proto::close::CLOSE_LABELS;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -214,8 +214,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::StatsSnapshot;
     use crate::metrics::recorder::series;
+    use crate::stats::StatsSnapshot;
 
     fn shard(index: usize, accepted: u64) -> ShardMetrics {
         let mut stats = StatsSnapshot {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::hdr::SIGFIG;
+use crate::proto::hdr::SIGFIG;
 
 /// A new, empty histogram of nanoseconds at [`SIGFIG`] digits that starts small and grows
 /// with the largest value recorded (most metrics never need the memory of an hour's range).

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use super::REACTOR_LAG;
 use super::collector::MetricsSnapshot;
-use crate::hdr::format_ns;
-use crate::load::report::format_bytes;
+use crate::proto::hdr::{format_bytes, format_ns};
 
 /// Describes the interval from `prev` to `cur`: connections (total and per shard), accept and
 /// close rates, bytes per second each way, reactor lag and stalls, each latency metric's rate
@@ -91,9 +90,9 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::StatsSnapshot;
     use crate::metrics::ShardMetrics;
     use crate::metrics::recorder::series;
+    use crate::stats::StatsSnapshot;
 
     fn snap(
         accepted: [u64; 2],

@@ -1,7 +1,8 @@
 //! Discard: reads and drops everything.
 
-use crate::protocol::{FnFactory, factory_fn};
-use crate::{Address, Protocol, Transport};
+use crate::addr::Address;
+use crate::proto::protocol::{FnFactory, Protocol, factory_fn};
+use crate::proto::transport::Transport;
 
 /// Reads and drops every byte; closes after the peer's EOF.
 #[derive(Debug, Default, Clone, Copy)]

@@ -1,7 +1,8 @@
 //! Echo: every byte back to its sender.
 
-use crate::protocol::{FnFactory, factory_fn};
-use crate::{Address, Protocol, Transport};
+use crate::addr::Address;
+use crate::proto::protocol::{FnFactory, Protocol, factory_fn};
+use crate::proto::transport::Transport;
 
 /// Writes back every byte it receives. After the peer's EOF it flushes everything queued,
 /// then closes, so no byte is lost (Twisted's plain echo drops the tail).

@@ -15,9 +15,10 @@
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::addr::Address;
 use crate::metrics::{LatencyMetric, Stopwatch};
-use crate::protocol::{FnFactory, factory_fn};
-use crate::{Address, Protocol, Transport};
+use crate::proto::protocol::{FnFactory, Protocol, factory_fn};
+use crate::proto::transport::Transport;
 
 /// Largest request head (request line and headers) accepted, in bytes.
 pub const MAX_HEAD: usize = 8 * 1024;

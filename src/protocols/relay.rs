@@ -10,10 +10,12 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::client::{ClientFactory, ConnectError, ConnectOptions, Destination};
-use crate::driver::connector::{Connector, connect_tcp};
-use crate::protocol::{FnFactory, factory_fn};
-use crate::{Address, CloseReason, Factory, Protocol, Transport};
+use crate::addr::Address;
+use crate::driver::connector::{ClientFactory, Connector, connect_tcp};
+use crate::proto::client::{ConnectError, ConnectOptions, Destination};
+use crate::proto::close::CloseReason;
+use crate::proto::protocol::{Factory, FnFactory, Protocol, factory_fn};
+use crate::proto::transport::Transport;
 
 /// The client-facing half of a relayed connection.
 #[derive(Debug)]

@@ -1,7 +1,8 @@
 //! Whoami: tells each client the address it is seen from, then closes.
 
-use crate::protocol::{FnFactory, factory_fn};
-use crate::{Address, Protocol, Transport};
+use crate::addr::Address;
+use crate::proto::protocol::{FnFactory, Protocol, factory_fn};
+use crate::proto::transport::Transport;
 
 /// On connect, writes the peer address the engine sees (`203.0.113.7:51234`, `[::1]:40000`)
 /// and a newline, then closes. Behind a PROXY-protocol balancer that is the client the

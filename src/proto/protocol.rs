@@ -1,6 +1,8 @@
 //! The Protocol and Factory traits: what a weft service implements.
 
-use crate::{Address, CloseReason, Transport};
+use crate::addr::Address;
+use crate::proto::close::CloseReason;
+use crate::proto::transport::Transport;
 
 /// One connection's behaviour: Twisted's `IProtocol`, in Rust idiom.
 ///

@@ -142,15 +142,6 @@ impl Jitter {
         Self { state: seed }
     }
 
-    /// A seed that differs between connectors and runs, so that clients that lost the same
-    /// server do not retry in step.
-    pub(crate) fn from_entropy() -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(&h as *const _ as usize);
-        Self::new(h.finish())
-    }
-
     fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
@@ -272,7 +263,5 @@ mod tests {
             (0..5).map(|_| k.normal()).collect()
         };
         assert_eq!(&xs[..5], &again[..]);
-        let (mut a, mut b) = (Jitter::from_entropy(), Jitter::from_entropy());
-        assert_ne!(a.next_u64(), b.next_u64());
     }
 }

@@ -88,7 +88,7 @@ fn sub_buckets(sigfig: u8) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hdr::new_histogram;
+    use crate::proto::hdr::new_histogram;
 
     fn render(h: &Latency) -> String {
         let mut out = Vec::new();

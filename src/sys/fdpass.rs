@@ -4,7 +4,8 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::wire::MAX_FDS;
+/// The most descriptors one message carries (the kernel allows 253, SCM_MAX_FD).
+pub(crate) const MAX_FDS: usize = 200;
 
 /// Control-buffer bytes for `n` descriptors, in u64 words so that it is aligned for cmsghdr.
 fn control_words(n: usize) -> usize {

@@ -1,9 +1,9 @@
-//! The client side without I/O: what a client factory hears, why a connect fails, where it
-//! goes, and the rules of a connector's states (Twisted's `ClientFactory`, `ConnectError`s,
-//! `Connector`).
+//! The client side without I/O: why a connect fails, where it goes, and the rules of a
+//! connector's states (Twisted's `ConnectError`s and `Connector` states).
 //!
-//! The glommio half (sockets, timers, tasks) is `driver::connector`; everything here is
-//! plain logic, unit-tested without sockets.
+//! The glommio half (sockets, timers, tasks, the `Connector` itself and the `ClientFactory`
+//! that hears from it) is `driver::connector`; everything here is plain logic, unit-tested
+//! without sockets.
 
 use std::fmt;
 use std::io;
@@ -12,54 +12,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::addr::split_host_port;
-use crate::protocol::FnFactory;
-use crate::reconnect::ReconnectPolicy;
-use crate::{Address, AddressError, CloseReason, Connector, Factory, Keepalive};
-
-/// A [`Factory`] that also hears about its outgoing connections: Twisted's `ClientFactory`.
-///
-/// [`connect_tcp`](crate::connect_tcp) takes one and owns it. For each connection attempt the
-/// connector calls [`started_connecting`](Self::started_connecting), then exactly one of:
-///
-/// - [`client_connection_failed`](Self::client_connection_failed), when no connection was
-///   made (refused, timed out, unreachable, bind or resolution error, or cancelled by
-///   [`Connector::stop_connecting`]);
-/// - [`Factory::build_protocol`] with the peer's address, then the protocol's callbacks, then
-///   [`client_connection_lost`](Self::client_connection_lost) after the protocol's own
-///   `connection_lost`.
-///
-/// Every callback runs on its own turn of the executor, never inside a call the program made
-/// (`connect`, `stop_connecting`, `disconnect`), so a callback may call any
-/// [`Connector`] method, e.g. [`connect`](Connector::connect) again to reconnect.
-/// [`Factory::start`] runs before the first `started_connecting`, and [`Factory::stop`] once
-/// the connector stops trying (it is neither connecting, nor connected, nor waiting to
-/// retry).
-///
-/// Every [`FnFactory`] is a `ClientFactory` that ignores these events:
-/// `connect_tcp(dest, factory_fn(|_peer| Some(MyProtocol)), options)`.
-pub trait ClientFactory: Factory {
-    /// An attempt started: the destination is about to be resolved and connected to.
-    fn started_connecting(&mut self, connector: &Connector) {
-        let _ = connector;
-    }
-
-    /// The attempt failed; no protocol was built.
-    fn client_connection_failed(&mut self, connector: &Connector, reason: &ConnectError) {
-        let _ = (connector, reason);
-    }
-
-    /// The connection this attempt made is gone. Called after the protocol's
-    /// `connection_lost`, with the same reason.
-    fn client_connection_lost(&mut self, connector: &Connector, reason: &CloseReason) {
-        let _ = (connector, reason);
-    }
-}
-
-impl<B> ClientFactory for FnFactory<B> where Self: Factory {}
+use crate::addr::{Address, AddressError, split_host_port};
+use crate::proto::reconnect::ReconnectPolicy;
+use crate::proto::transport::Keepalive;
 
 /// Why a connection attempt failed. Delivered once per attempt to
-/// [`ClientFactory::client_connection_failed`].
+/// [`ClientFactory::client_connection_failed`](crate::ClientFactory::client_connection_failed).
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
@@ -104,7 +62,8 @@ pub enum ConnectError {
         /// What the resolver said.
         detail: String,
     },
-    /// [`Connector::stop_connecting`] (or `disconnect`, `stop_trying`) ended the attempt.
+    /// [`Connector::stop_connecting`](crate::Connector::stop_connecting) (or `disconnect`,
+    /// `stop_trying`) ended the attempt.
     #[error("the connection attempt was cancelled")]
     Cancelled,
     /// Any other error while connecting.
@@ -413,7 +372,7 @@ impl From<SocketAddr> for Destination {
     }
 }
 
-/// Where a [`Connector`] stands (Twisted's connector states).
+/// Where a [`Connector`](crate::Connector) stands (Twisted's connector states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectorState {
     /// Not connected, not connecting (possibly waiting to retry).
@@ -434,7 +393,7 @@ impl fmt::Display for ConnectorState {
     }
 }
 
-/// A [`Connector`] method called in a state that does not allow it (Twisted's
+/// A [`Connector`](crate::Connector) method called in a state that does not allow it (Twisted's
 /// `RuntimeError` from `connect` and `NotConnectingError` from `stopConnecting`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("cannot {op} while the connector is {state}: {}", hint(op, *.state))]

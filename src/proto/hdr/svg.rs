@@ -304,7 +304,7 @@ impl Plot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hdr::new_histogram;
+    use crate::proto::hdr::new_histogram;
 
     fn hist(scale: u64) -> Latency {
         let mut h = new_histogram();

@@ -53,12 +53,10 @@
 //! started for an expired protocol deadline reports [`CloseReason::DeadlineExpired`]
 //! instead of `PeerEof` or `LocalClose`.
 
-#![forbid(unsafe_code)]
-
 use std::time::{Duration, Instant};
 
-use crate::config::ConnectionConfig;
-use crate::{CloseReason, Transport};
+use crate::proto::close::CloseReason;
+use crate::proto::transport::{ConnectionConfig, Transport};
 
 /// What the driver does next for its connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

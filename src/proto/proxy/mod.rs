@@ -32,7 +32,7 @@ use std::time::Duration;
 pub use cidr::{Cidr, CidrError};
 pub use v2::SIGNATURE as V2_SIGNATURE;
 
-use crate::Address;
+use crate::addr::Address;
 
 /// Longest v1 header, CRLF included (the specification's limit).
 pub const V1_MAX_LEN: usize = 107;

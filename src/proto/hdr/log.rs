@@ -214,7 +214,7 @@ fn absolute(written: f64, base: Option<f64>, start: Option<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hdr::new_histogram;
+    use crate::proto::hdr::new_histogram;
 
     fn hist(values: impl IntoIterator<Item = u64>) -> Latency {
         let mut h = new_histogram();

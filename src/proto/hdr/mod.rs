@@ -3,7 +3,7 @@
 //!
 //! Everything here is I/O-free apart from the caller's reader or writer. Values are recorded
 //! in **nanoseconds** (HdrHistogram's log tools assume so) at 3 significant digits, and are
-//! printed in µs, ms or s.
+//! printed in µs, ms or s; the byte counts reported beside them in B, KiB, MiB or GiB.
 
 pub mod hgrm;
 pub mod log;
@@ -125,6 +125,22 @@ pub fn format_ns(ns: f64) -> String {
     format!("{value:.decimals$} {unit}")
 }
 
+/// Bytes in B, KiB, MiB or GiB with 2 decimals.
+pub(crate) fn format_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < units.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.2} {}", units[unit])
+    }
+}
+
 /// Parses what [`format_ns`] prints back into nanoseconds (for tests and scripts).
 pub fn parse_ns(s: &str) -> Option<f64> {
     let (num, unit) = s.trim().split_once(' ')?;
@@ -160,6 +176,8 @@ mod tests {
             assert!((back - v).abs() / v < 5e-4, "{v} -> {back}");
         }
         assert_eq!(parse_ns("1.5 parsecs"), None);
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(5 * 1024 * 1024 / 2), "2.50 MiB");
     }
 
     #[test]

@@ -2,14 +2,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use crate::config::{FlowConfig, Keepalive};
-use crate::outbuf::OutBuf;
-use crate::{Address, CloseReason};
+use crate::addr::Address;
+use crate::proto::close::CloseReason;
+use crate::proto::outbuf::OutBuf;
+use crate::sys::fd::borrow_raw;
 
 /// A source of data that a consumer can slow down: Twisted's `IPushProducer`.
 ///
@@ -67,6 +68,8 @@ struct Inner {
     flow: FlowConfig,
     /// The protocol's deadline.
     deadline: Cell<Option<Instant>>,
+    /// The time [`Transport::set_deadline`] counts from.
+    clock: Clock,
     /// The socket while it is open; -1 after.
     fd: Cell<RawFd>,
     local: Address,
@@ -86,9 +89,13 @@ impl std::fmt::Debug for Transport {
     }
 }
 
+/// Where a transport reads the time: the driver gives it the OS clock (`Instant::now`), so
+/// that this I/O-free core never reads a clock of its own accord.
+pub(crate) type Clock = fn() -> Instant;
+
 impl Transport {
-    pub(crate) fn new(fd: RawFd, local: Address, peer: Address, flow: FlowConfig) -> Self {
-        Self::proxied(fd, local, peer, peer, flow)
+    pub(crate) fn new(fd: RawFd, local: Address, peer: Address, flow: FlowConfig, clock: Clock) -> Self {
+        Self::proxied(fd, local, peer, peer, flow, clock)
     }
 
     /// A transport whose protocol sees `peer`, the client a PROXY header named, while the
@@ -99,6 +106,7 @@ impl Transport {
         peer: Address,
         real_peer: Address,
         flow: FlowConfig,
+        clock: Clock,
     ) -> Self {
         Self {
             inner: Rc::new(Inner {
@@ -109,6 +117,7 @@ impl Transport {
                 producer: RefCell::new(None),
                 flow,
                 deadline: Cell::new(None),
+                clock,
                 fd: Cell::new(fd),
                 local,
                 peer,
@@ -121,7 +130,7 @@ impl Transport {
     #[cfg(test)]
     pub(crate) fn detached() -> Self {
         let addr = Address::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        Self::new(-1, addr, addr, FlowConfig::default())
+        Self::new(-1, addr, addr, FlowConfig::default(), Instant::now)
     }
 
     /// Arms the protocol's deadline at `at`, for tests that keep a clock of their own.
@@ -228,7 +237,7 @@ impl Transport {
     /// protocol's [`deadline_expired`](crate::Protocol::deadline_expired) runs and the
     /// connection closes with [`CloseReason::DeadlineExpired`].
     pub fn set_deadline(&self, after: Duration) {
-        self.inner.deadline.set(Some(Instant::now() + after));
+        self.inner.deadline.set(Some((self.inner.clock)() + after));
         self.wake();
     }
 
@@ -388,9 +397,9 @@ impl Transport {
                 "the connection is closed",
             ));
         }
-        // SAFETY: `fd` is the connection's open socket; the driver sets it to -1 before it
-        // closes the socket, and both run on this one thread.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        // `fd` is the connection's open socket: the driver sets it to -1 before it closes the
+        // socket, both run on this one thread, and `f` cannot reach the driver.
+        let fd = borrow_raw(self, fd);
         f(socket2::SockRef::from(&fd))
     }
 
@@ -514,6 +523,115 @@ impl Producer for Transport {
 
     fn stop_producing(&mut self) {
         self.lose_connection();
+    }
+}
+
+/// Options applied to every connection a shard serves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectionConfig {
+    /// TCP_NODELAY on every connection. Default: on.
+    pub nodelay: bool,
+    /// Bytes per read, and the size of the one read buffer each shard shares among its
+    /// connections. Default: 64 KiB (Twisted's `bufferSize`).
+    pub read_size: usize,
+    /// Reads one connection may do per wake-up before yielding to others. Default: 16.
+    pub reads_per_wakeup: usize,
+    /// How long an orderly close waits for the peer's EOF after our FIN (a lingering close,
+    /// so that the peer reads our last bytes instead of a reset). Default: 2 s.
+    pub linger: Duration,
+    /// Output watermarks and cap.
+    pub flow: FlowConfig,
+    /// Close a connection with nothing read or written for this long. Default: none.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose queued output made no progress for this long. Default: 30 s.
+    pub write_stall_timeout: Option<Duration>,
+    /// TCP keepalive probes. Default: off.
+    pub keepalive: Option<Keepalive>,
+    /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the kernel drops
+    /// the connection. Default: the kernel's (off).
+    pub user_timeout: Option<Duration>,
+    /// SO_SNDBUF for each connection. Default: the kernel's autotuning.
+    pub send_buffer: Option<usize>,
+    /// SO_RCVBUF for each connection. Default: the kernel's autotuning.
+    pub recv_buffer: Option<usize>,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            nodelay: true,
+            read_size: 64 * 1024,
+            reads_per_wakeup: 16,
+            linger: Duration::from_secs(2),
+            flow: FlowConfig::default(),
+            idle_timeout: None,
+            write_stall_timeout: Some(Duration::from_secs(30)),
+            keepalive: None,
+            user_timeout: None,
+            send_buffer: None,
+            recv_buffer: None,
+        }
+    }
+}
+
+/// Output flow control: where a connection's producer is paused and resumed, and where the
+/// connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlowConfig {
+    /// Queued output above which the producer is paused (by default: this connection's own
+    /// reading). Default: 64 KiB.
+    pub high_water: usize,
+    /// Queued output at or below which a paused producer resumes. Default: 16 KiB.
+    pub low_water: usize,
+    /// Queued output above which the connection is closed with
+    /// [`CloseReason::OutputLimit`]. Default: 4 MiB.
+    pub max_output: usize,
+}
+
+impl FlowConfig {
+    /// Watermarks and cap, made consistent: the low-water mark is at most the high one, and
+    /// the cap at least the high one.
+    pub fn new(high_water: usize, low_water: usize, max_output: usize) -> Self {
+        Self {
+            high_water,
+            low_water: low_water.min(high_water),
+            max_output: max_output.max(high_water),
+        }
+    }
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            high_water: 64 * 1024,
+            low_water: 16 * 1024,
+            max_output: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// TCP keepalive settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped.
+    pub count: u32,
+}
+
+impl Keepalive {
+    /// Probes after `idle` without traffic, every `interval`, `count` times.
+    pub fn new(idle: Duration, interval: Duration, count: u32) -> Self {
+        Self {
+            idle,
+            interval,
+            count,
+        }
     }
 }
 

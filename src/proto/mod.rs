@@ -1,0 +1,38 @@
+//! The I/O-free core: what a service implements and what the driver runs it with, as plain
+//! values and state machines that never touch a socket, a reactor, a thread or the clock.
+//!
+//! ```text
+//!   proto (I/O-free)  ──run by──▶  driver (glommio)  ──calls──▶  sys (libc)
+//! ```
+//!
+//! - `protocol`: the [`Protocol`](protocol::Protocol) and [`Factory`](protocol::Factory)
+//!   traits a service implements;
+//! - `transport`: a protocol's [`Transport`](transport::Transport), which only queues bytes
+//!   and records requests (close, pause, deadline) for the driver to carry out, with its
+//!   flow control and keepalive settings; `outbuf`, its write queue;
+//! - `close`: why a connection ended ([`CloseReason`](close::CloseReason));
+//! - `accept`: the accept policy (bounded bursts, the errno policy, EMFILE recovery, log
+//!   rate limits);
+//! - `client`: connect errors, destinations and the connector's state machine;
+//!   `reconnect`: the back-off and its jitter;
+//! - [`proxy`]: the PROXY protocol v1/v2 parser; [`hdr`]: latency histograms and their
+//!   formats.
+//!
+//! The driver feeds this module bytes, events and the time: the accept policy's log limiter
+//! takes `now`, and a transport reads the clock the driver gave it. What this module calls
+//! outside itself: the [`Address`](crate::addr::Address) value, and `sys::fd` for a
+//! transport's socket options (borrowing the connection's descriptor for one option call).
+//! `tests/layering.rs` keeps it so: no glommio, no threads, no clock reads, no `unsafe`.
+
+#![forbid(unsafe_code)]
+
+pub(crate) mod accept;
+pub(crate) mod client;
+pub(crate) mod close;
+pub(crate) mod conn_state;
+pub mod hdr;
+pub(crate) mod outbuf;
+pub(crate) mod protocol;
+pub mod proxy;
+pub(crate) mod reconnect;
+pub(crate) mod transport;
