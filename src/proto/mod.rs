@@ -29,6 +29,7 @@
 pub(crate) mod accept;
 pub(crate) mod client;
 pub(crate) mod close;
+pub mod codec;
 pub(crate) mod conn_state;
 pub mod hdr;
 pub(crate) mod outbuf;

@@ -1,0 +1,410 @@
+//! Framing: a [`Decoder`] cuts the byte stream into frames, and [`Framed`] turns a
+//! [`FrameHandler`] (a protocol that receives whole frames) into a [`Protocol`], keeping the
+//! bytes of a partial frame between reads in a bounded [`InBuf`].
+//!
+//! In the spirit of tokio-util's `Decoder`: `decode` takes one whole frame from the front of
+//! the buffer, or answers `Ok(None)` until more bytes arrive. [`LineDecoder`] (Twisted's
+//! `LineReceiver`) is the ready-made one.
+//!
+//! ```
+//! use weft::codec::{FrameHandler, Framed, LineDecoder};
+//! use weft::Transport;
+//!
+//! /// Answers every line with its length.
+//! struct Lengths;
+//!
+//! impl FrameHandler for Lengths {
+//!     type Decoder = LineDecoder;
+//!     fn frame_received(&mut self, line: Vec<u8>, t: &Transport) {
+//!         t.write(format!("{}\n", line.len()).as_bytes());
+//!     }
+//! }
+//!
+//! let protocol = Framed::new(LineDecoder::new(1024), Lengths);
+//! # let _ = protocol;
+//! ```
+
+use std::fmt;
+
+use crate::proto::close::CloseReason;
+use crate::proto::protocol::Protocol;
+use crate::proto::transport::Transport;
+
+/// Bytes received and not decoded yet: what a [`Decoder`] reads frames from.
+#[derive(Debug, Default, Clone)]
+pub struct InBuf {
+    data: Vec<u8>,
+    /// Bytes at the front already taken as frames.
+    start: usize,
+}
+
+impl InBuf {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The bytes not decoded yet.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+
+    /// How many bytes are not decoded yet.
+    pub fn len(&self) -> usize {
+        self.data.len() - self.start
+    }
+
+    /// True when every byte has been decoded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Marks the first `n` bytes as decoded (at most all of them).
+    pub fn advance(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.data.len());
+        if self.start == self.data.len() {
+            self.data.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Takes the first `n` bytes out (at most all of them).
+    pub fn take(&mut self, n: usize) -> Vec<u8> {
+        let n = n.min(self.len());
+        let out = self.as_slice()[..n].to_vec();
+        self.advance(n);
+        out
+    }
+
+    /// Appends bytes that arrived; the decoded front is dropped first when that saves a
+    /// reallocation.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.data.len() + bytes.len() > self.data.capacity() {
+            self.data.drain(..self.start);
+            self.start = 0;
+        }
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Releases the memory of a buffer that holds nothing (an idle connection keeps none).
+    fn shrink_if_empty(&mut self) {
+        if self.is_empty() && self.data.capacity() > 0 {
+            self.data = Vec::new();
+            self.start = 0;
+        }
+    }
+}
+
+/// Cuts a byte stream into frames.
+pub trait Decoder {
+    /// What one frame decodes to.
+    type Frame;
+    /// Why the stream cannot be decoded (it ends the connection by default).
+    type Error: fmt::Display;
+
+    /// Takes one whole frame from the front of `buf` (advancing past it), or answers
+    /// `Ok(None)` until more bytes arrive. A decoder bounds what it waits for: a frame it
+    /// would refuse is an error as soon as its size is known, before its bytes arrive.
+    ///
+    /// # Errors
+    ///
+    /// The bytes cannot be a frame.
+    fn decode(&mut self, buf: &mut InBuf) -> Result<Option<Self::Frame>, Self::Error>;
+}
+
+/// A protocol that receives whole frames: [`Framed`] makes it a [`Protocol`]. The callbacks
+/// other than [`frame_received`](Self::frame_received) default to [`Protocol`]'s.
+pub trait FrameHandler: 'static {
+    /// The decoder that cuts this protocol's frames.
+    type Decoder: Decoder;
+
+    /// The connection is open.
+    fn connection_made(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
+    /// A whole frame arrived.
+    fn frame_received(&mut self, frame: <Self::Decoder as Decoder>::Frame, transport: &Transport);
+
+    /// The bytes could not be decoded. The default closes the connection after flushing
+    /// what was written; a protocol may write an error answer first.
+    fn decode_failed(&mut self, error: <Self::Decoder as Decoder>::Error, transport: &Transport) {
+        let _ = error;
+        transport.lose_connection();
+    }
+
+    /// The peer's EOF: as [`Protocol::read_connection_lost`] (a partial frame left is dropped).
+    fn read_connection_lost(&mut self, transport: &Transport) {
+        transport.lose_connection();
+    }
+
+    /// As [`Protocol::write_connection_lost`].
+    fn write_connection_lost(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
+    /// As [`Protocol::drain_requested`].
+    fn drain_requested(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
+    /// As [`Protocol::deadline_expired`].
+    fn deadline_expired(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
+    /// As [`Protocol::connection_lost`].
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        let _ = reason;
+    }
+}
+
+/// A [`FrameHandler`] with its decoder and buffer: a [`Protocol`].
+///
+/// Each read is decoded straight away; only the bytes of a partial frame are kept, and an
+/// idle connection holds no buffer. After a decode error nothing more is decoded.
+#[derive(Debug)]
+pub struct Framed<H: FrameHandler> {
+    decoder: H::Decoder,
+    handler: H,
+    buf: InBuf,
+    failed: bool,
+}
+
+impl<H: FrameHandler> Framed<H> {
+    /// Frames `handler`'s input with `decoder`.
+    pub fn new(decoder: H::Decoder, handler: H) -> Self {
+        Self {
+            decoder,
+            handler,
+            buf: InBuf::new(),
+            failed: false,
+        }
+    }
+
+    /// The frame handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The frame handler, to change.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// Bytes of a partial frame held now.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+impl<H: FrameHandler> Protocol for Framed<H> {
+    fn connection_made(&mut self, transport: &Transport) {
+        self.handler.connection_made(transport);
+    }
+
+    fn data_received(&mut self, data: &[u8], transport: &Transport) {
+        if self.failed {
+            return;
+        }
+        self.buf.extend(data);
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(frame)) => self.handler.frame_received(frame, transport),
+                Ok(None) => break,
+                Err(e) => {
+                    self.failed = true;
+                    self.buf = InBuf::new();
+                    self.handler.decode_failed(e, transport);
+                    return;
+                }
+            }
+        }
+        self.buf.shrink_if_empty();
+    }
+
+    fn read_connection_lost(&mut self, transport: &Transport) {
+        self.handler.read_connection_lost(transport);
+    }
+
+    fn write_connection_lost(&mut self, transport: &Transport) {
+        self.handler.write_connection_lost(transport);
+    }
+
+    fn drain_requested(&mut self, transport: &Transport) {
+        self.handler.drain_requested(transport);
+    }
+
+    fn deadline_expired(&mut self, transport: &Transport) {
+        self.handler.deadline_expired(transport);
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.handler.connection_lost(reason);
+    }
+}
+
+/// Lines ended by `\n` (a `\r` before it is dropped too), without their ending: Twisted's
+/// `LineReceiver`. A line longer than the limit is an error as soon as the limit is passed,
+/// so at most the limit is ever buffered.
+#[derive(Debug, Clone)]
+pub struct LineDecoder {
+    max_len: usize,
+    /// Bytes already searched for the end of the current line.
+    searched: usize,
+}
+
+/// A line passed [`LineDecoder`]'s limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line longer than {max_len} bytes")]
+pub struct LineTooLong {
+    /// The limit.
+    pub max_len: usize,
+}
+
+impl LineDecoder {
+    /// Lines of at most `max_len` bytes (without their ending). Twisted's default is 16384.
+    pub fn new(max_len: usize) -> Self {
+        Self { max_len, searched: 0 }
+    }
+}
+
+impl Decoder for LineDecoder {
+    type Frame = Vec<u8>;
+    type Error = LineTooLong;
+
+    fn decode(&mut self, buf: &mut InBuf) -> Result<Option<Vec<u8>>, LineTooLong> {
+        let bytes = buf.as_slice();
+        let Some(end) = bytes[self.searched..].iter().position(|&b| b == b'\n') else {
+            self.searched = bytes.len();
+            if bytes.len() > self.max_len + 1 {
+                return Err(LineTooLong {
+                    max_len: self.max_len,
+                });
+            }
+            return Ok(None);
+        };
+        let end = self.searched + end;
+        self.searched = 0;
+        let len = if end > 0 && bytes[end - 1] == b'\r' {
+            end - 1
+        } else {
+            end
+        };
+        if len > self.max_len {
+            return Err(LineTooLong {
+                max_len: self.max_len,
+            });
+        }
+        let line = bytes[..len].to_vec();
+        buf.advance(end + 1);
+        Ok(Some(line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+
+    fn lines(input: &[&[u8]], max: usize) -> (Vec<Vec<u8>>, Option<LineTooLong>) {
+        let mut d = LineDecoder::new(max);
+        let mut buf = InBuf::new();
+        let mut out = Vec::new();
+        for chunk in input {
+            buf.extend(chunk);
+            loop {
+                match d.decode(&mut buf) {
+                    Ok(Some(l)) => out.push(l),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    #[test]
+    fn lines_across_chunk_boundaries() {
+        let cases: &[(&[&[u8]], &[&[u8]])] = &[
+            (&[b"a\nb\n"], &[b"a", b"b"]),
+            (&[b"ab", b"c\r", b"\nd"], &[b"abc"]),
+            (&[b"\n\r\n"], &[b"", b""]),
+            (&[b"x\ry\n"], &[b"x\ry"]),
+            (&[b"no end"], &[]),
+        ];
+        for (input, want) in cases {
+            let (got, err) = lines(input, 16);
+            assert_eq!(err, None, "{input:?}");
+            assert_eq!(
+                got,
+                want.iter().map(|l| l.to_vec()).collect::<Vec<_>>(),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_line_fails_as_soon_as_it_passes_the_limit() {
+        let (got, err) = lines(&[b"1234\n", b"12345"], 4);
+        assert_eq!(got, vec![b"1234".to_vec()]);
+        assert_eq!(err, None, "five bytes may still end with a CR");
+        let (_, err) = lines(&[b"123456"], 4);
+        assert_eq!(err, Some(LineTooLong { max_len: 4 }));
+        let (_, err) = lines(&[b"12345\n"], 4);
+        assert_eq!(err, Some(LineTooLong { max_len: 4 }));
+        let (got, err) = lines(&[b"1234\r\n"], 4);
+        assert_eq!((got, err), (vec![b"1234".to_vec()], None));
+    }
+
+    #[test]
+    fn in_buf_advances_takes_and_compacts() {
+        let mut b = InBuf::new();
+        b.extend(b"hello world");
+        assert_eq!(b.take(6), b"hello ");
+        assert_eq!(b.as_slice(), b"world");
+        b.advance(100);
+        assert!(b.is_empty());
+        b.extend(b"again");
+        assert_eq!(b.len(), 5);
+    }
+
+    /// Records frames and failures.
+    struct Rec(Rc<RefCell<Vec<String>>>);
+
+    impl FrameHandler for Rec {
+        type Decoder = LineDecoder;
+        fn frame_received(&mut self, line: Vec<u8>, _t: &Transport) {
+            self.0
+                .borrow_mut()
+                .push(String::from_utf8_lossy(&line).into_owned());
+        }
+        fn decode_failed(&mut self, e: LineTooLong, t: &Transport) {
+            self.0.borrow_mut().push(format!("error: {e}"));
+            t.lose_connection();
+        }
+    }
+
+    #[test]
+    fn framed_delivers_whole_frames_and_stops_after_an_error() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut p = Framed::new(LineDecoder::new(8), Rec(log.clone()));
+        let t = Transport::detached();
+        p.data_received(b"one\ntw", &t);
+        assert_eq!(p.buffered(), 2);
+        p.data_received(b"o\n", &t);
+        assert_eq!(p.buffered(), 0);
+        p.data_received(b"far too long a line\nthree\n", &t);
+        p.data_received(b"four\n", &t);
+        assert_eq!(
+            *log.borrow(),
+            vec!["one", "two", "error: line longer than 8 bytes"]
+        );
+        assert!(
+            !t.is_connected(),
+            "the default answer to a decode error is a close"
+        );
+    }
+}
