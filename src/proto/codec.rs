@@ -326,9 +326,12 @@ mod tests {
         (out, None)
     }
 
+    /// Chunks in, lines out.
+    type LineCase = (&'static [&'static [u8]], &'static [&'static [u8]]);
+
     #[test]
     fn lines_across_chunk_boundaries() {
-        let cases: &[(&[&[u8]], &[&[u8]])] = &[
+        let cases: &[LineCase] = &[
             (&[b"a\nb\n"], &[b"a", b"b"]),
             (&[b"ab", b"c\r", b"\nd"], &[b"abc"]),
             (&[b"\n\r\n"], &[b"", b""]),
