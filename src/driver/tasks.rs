@@ -143,6 +143,36 @@ pub async fn yield_now() {
     glommio::executor().yield_if_needed().await;
 }
 
+/// This shard's service state of type `T` (see
+/// [`EngineBuilder::shard_state`](crate::EngineBuilder::shard_state)): no lock, no copy.
+/// `None` outside an engine's shard or when no state of that type was given.
+pub fn state<T: 'static>() -> Option<Rc<T>> {
+    ShardCtx::installed()?.state::<T>()
+}
+
+/// True once the current shard's drain has begun (a shutdown or handoff).
+pub fn is_draining() -> bool {
+    ShardCtx::installed().is_some_and(|s| s.draining.get())
+}
+
+/// Resolves when the current shard's drain begins (at once if it has): a task waits on it
+/// to finish its work and end, so that the drain does not have to wait for its timeout.
+/// Outside an engine's shard it never resolves.
+pub async fn drain_started() {
+    let Some(shard) = ShardCtx::installed() else {
+        return std::future::pending().await;
+    };
+    poll_fn(|cx| {
+        if shard.draining.get() {
+            Poll::Ready(())
+        } else {
+            shard.drain_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
 /// The counters of the current shard (or of this executor's client connections, on a bare
 /// executor) now.
 ///
