@@ -31,8 +31,8 @@ fn two_shards() -> EngineConfig {
     c
 }
 
-/// Runs `task` on shard 1 of a two-shard engine of tasks and returns what it sends.
-fn on_shard_1<T, F>(config: EngineConfig, task: impl Fn() -> F + Send + Sync + 'static) -> T
+/// Runs `task` on the last shard of an engine of tasks and returns what it sends.
+fn on_last_shard<T, F>(config: EngineConfig, task: impl Fn() -> F + Send + Sync + 'static) -> T
 where
     T: Send + 'static,
     F: Future<Output = T> + 'static,
@@ -41,7 +41,7 @@ where
     let engine = Engine::builder(config)
         .shard_state(|_| Store::default())
         .on_each_shard(move |info| {
-            let run = (info.index == 1).then(|| (task(), tx.clone()));
+            let run = (info.index + 1 == info.shards).then(|| (task(), tx.clone()));
             async move {
                 if let Some((f, tx)) = run {
                     tx.send(f.await).unwrap();
@@ -56,7 +56,7 @@ where
 
 #[test]
 fn calls_reach_the_other_shards_state_and_come_back() {
-    let got = on_shard_1(two_shards(), || async {
+    let got = on_last_shard(two_shards(), || async {
         let here = shard::current().unwrap().index;
         shard::submit_to(0, |s: &Store| {
             s.map.borrow_mut().insert("a".into(), 7);
@@ -87,7 +87,7 @@ fn calls_reach_the_other_shards_state_and_come_back() {
 fn a_full_queue_makes_callers_wait_and_every_call_completes() {
     let mut config = two_shards();
     config.call_queue = 4;
-    let total = on_shard_1(config, || async {
+    let total = on_last_shard(config, || async {
         const CALLS: u64 = 2_000;
         let done = Rc::new(Cell::new(0u64));
         for _ in 0..CALLS {
@@ -197,4 +197,50 @@ fn shutdown_answers_requests_waiting_on_another_shard() {
         report.total().calls_received > 0,
         "some went through shard 0's inbox"
     );
+}
+
+/// A client protocol that keeps nothing: the test drives it through its transport.
+struct Quiet;
+
+impl Protocol for Quiet {
+    fn data_received(&mut self, _data: &[u8], _t: &Transport) {}
+}
+
+/// Its factory, for `connect_tcp`.
+struct Quiets;
+
+impl weft::Factory for Quiets {
+    type Protocol = Quiet;
+    fn build_protocol(&mut self, _peer: &weft::Address) -> Option<Quiet> {
+        Some(Quiet)
+    }
+}
+
+impl weft::ClientFactory for Quiets {}
+
+#[test]
+fn async_code_awaits_a_connection_and_its_end() {
+    let (server, addr) = util::engine(1, |_| weft::protocols::Echo::factory());
+    let refused: SocketAddr = format!("127.0.0.1:{}", util::free_port()).parse().unwrap();
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(1);
+    let got = on_last_shard(config, move || async move {
+        let options = weft::ConnectOptions::default();
+        let c = weft::connect_tcp(addr, Quiets, options.clone());
+        let t = c.connected().await.ok().map(|t| t.peer_addr().socket_addr());
+        if let Some(up) = c.transport() {
+            up.lose_connection();
+        }
+        let closed = c.closed().await;
+        let failed = weft::connect_tcp(refused, Quiets, options)
+            .connected()
+            .await
+            .err();
+        (t, closed, failed.map(|e| e.to_string()))
+    });
+    server.shutdown();
+    let (t, closed, failed) = got;
+    assert_eq!(t, Some(addr));
+    assert_eq!(closed, Some(weft::CloseReason::LocalClose));
+    assert!(failed.is_some_and(|e| e.contains("refused")));
 }
