@@ -167,6 +167,17 @@ impl Service {
         self
     }
 
+    /// Gives every shard a service state (see [`EngineBuilder::shard_state`]).
+    #[must_use]
+    pub fn shard_state<T, M>(mut self, make_state: M) -> Self
+    where
+        T: 'static,
+        M: Fn(&ShardInfo) -> T + Send + Sync + 'static,
+    {
+        self.engine = self.engine.shard_state(make_state);
+        self
+    }
+
     /// Runs a task on every shard (see [`EngineBuilder::on_each_shard`]).
     #[must_use]
     pub fn on_each_shard<T, M>(mut self, make_task: M) -> Self

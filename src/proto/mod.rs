@@ -35,5 +35,6 @@ pub mod hdr;
 pub(crate) mod outbuf;
 pub(crate) mod protocol;
 pub mod proxy;
+pub(crate) mod queue;
 pub(crate) mod reconnect;
 pub(crate) mod transport;
