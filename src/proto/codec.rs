@@ -116,9 +116,18 @@ impl<'a> InBuf<'a> {
         }
     }
 
-    /// Releases the memory of a buffer that holds nothing (an idle connection keeps none).
-    fn shrink_if_empty(&mut self) {
-        if self.is_empty() {
+    /// Bytes it can hold without reallocating (0 for a view).
+    fn capacity(&self) -> usize {
+        match &self.data {
+            Cow::Owned(v) => v.capacity(),
+            Cow::Borrowed(_) => 0,
+        }
+    }
+
+    /// Releases the memory of a buffer that holds nothing, unless it is at most `retain`
+    /// bytes.
+    fn release_if_empty(&mut self, retain: usize) {
+        if self.is_empty() && self.capacity() > retain {
             *self = InBuf::default();
         }
     }
@@ -134,6 +143,7 @@ pub trait Decoder {
     /// Takes one whole frame from the front of `buf` (advancing past it), or answers
     /// `Ok(None)` until more bytes arrive. A decoder bounds what it waits for: a frame it
     /// would refuse is an error as soon as its size is known, before its bytes arrive.
+    /// [`Framed`] calls it while `buf` holds bytes, never on an empty one.
     ///
     /// # Errors
     ///
@@ -199,13 +209,16 @@ pub trait FrameHandler: 'static {
 /// A [`FrameHandler`] with its decoder and buffer: a [`Protocol`].
 ///
 /// Each read is decoded in place; only the bytes of a partial frame are copied and kept until
-/// the next read, and an idle connection holds no buffer. After a decode error, or once the
-/// handler closed the connection, nothing more is decoded.
+/// the next read, and an idle connection holds no buffer (unless it [retains](Self::retaining)
+/// one). After a decode error, or once the handler closed the connection, nothing more is
+/// decoded.
 #[derive(Debug)]
 pub struct Framed<H: FrameHandler> {
     decoder: H::Decoder,
     handler: H,
     buf: InBuf<'static>,
+    /// Capacity the emptied buffer may keep.
+    retain: usize,
     stopped: bool,
 }
 
@@ -216,8 +229,17 @@ impl<H: FrameHandler> Framed<H> {
             decoder,
             handler,
             buf: InBuf::new(),
+            retain: 0,
             stopped: false,
         }
+    }
+
+    /// Keeps up to `bytes` of buffer when it empties, instead of releasing it: a protocol
+    /// whose frames often straddle reads spares an allocation per frame, at the cost of that
+    /// much memory on each connection that ever held a partial frame. Default: 0.
+    pub fn retaining(mut self, bytes: usize) -> Self {
+        self.retain = bytes;
+        self
     }
 
     /// The frame handler.
@@ -237,7 +259,8 @@ impl<H: FrameHandler> Framed<H> {
 
     /// Decodes and delivers every whole frame in `buf`, until a decode error or a close.
     fn deliver(&mut self, buf: &mut InBuf<'_>, transport: &Transport) {
-        loop {
+        // A decoder needs bytes to make a frame of: an empty buffer is not offered.
+        while !buf.is_empty() {
             match self.decoder.decode(buf) {
                 Ok(Some(frame)) => {
                     self.handler.frame_received(frame, transport);
@@ -284,7 +307,7 @@ impl<H: FrameHandler> Protocol for Framed<H> {
             buf.extend(data);
             self.deliver(&mut buf, transport);
             if !self.stopped {
-                buf.shrink_if_empty();
+                buf.release_if_empty(self.retain);
                 self.buf = buf;
             }
         }
@@ -592,5 +615,27 @@ mod tests {
         p.data_received(b"\n", &t);
         assert_eq!(*log.borrow(), [b"a".to_vec(), b"QUIT".to_vec()]);
         assert!(unallocated(&p), "what followed the close is dropped");
+    }
+
+    #[test]
+    fn framed_may_retain_its_emptied_buffer() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut p = Framed::new(LineDecoder::new(64), Rec(log.clone())).retaining(64);
+        let t = Transport::detached();
+        p.data_received(b"ab", &t);
+        p.data_received(b"c\n", &t);
+        assert_eq!(p.buffered(), 0);
+        let kept = p.buf.capacity();
+        assert!(kept > 0, "an emptied buffer within the bound is kept");
+        p.data_received(b"de", &t);
+        p.data_received(b"f\n", &t);
+        assert_eq!(
+            p.buf.capacity(),
+            kept,
+            "and reused: no allocation per split frame"
+        );
+        p.data_received(&[b'x'; 63], &t);
+        p.data_received(b"\n", &t);
+        assert!(unallocated(&p), "a buffer over the bound is released");
     }
 }

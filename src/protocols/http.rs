@@ -29,6 +29,9 @@ use crate::proto::transport::Transport;
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Most headers in one request.
 const MAX_HEADERS: usize = 64;
+/// Capacity an emptied input buffer may keep: a request split across reads costs no
+/// allocation.
+const RETAIN: usize = 4096;
 const BODY: &[u8] = b"Hello, World!";
 /// Default time a request head may take to arrive, from its first byte.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -269,7 +272,7 @@ impl Http {
 
     /// This handler with its decoder: the protocol of one connection.
     pub fn framed(self) -> Framed<Self> {
-        Framed::new(RequestDecoder::new(), self)
+        Framed::new(RequestDecoder::new(), self).retaining(RETAIN)
     }
 
     /// A factory that serves every peer with `Http` and the default header timeout.
