@@ -36,4 +36,5 @@ pub(crate) mod outbuf;
 pub(crate) mod protocol;
 pub mod proxy;
 pub(crate) mod reconnect;
+pub mod resp;
 pub(crate) mod transport;
