@@ -32,6 +32,7 @@ pub(crate) mod close;
 pub mod codec;
 pub(crate) mod conn_state;
 pub mod hdr;
+pub mod kv;
 pub(crate) mod outbuf;
 pub(crate) mod protocol;
 pub mod proxy;
