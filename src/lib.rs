@@ -105,5 +105,5 @@ pub use stats::StatsSnapshot;
 /// The shard the calling code runs on: which one it is, its counters, and tasks and timers
 /// that run on it without blocking it.
 pub mod shard {
-    pub use crate::driver::tasks::{counters, current, sleep, spawn, yield_now};
+    pub use crate::driver::tasks::{counters, current, draining, sleep, spawn, yield_now};
 }

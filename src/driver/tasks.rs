@@ -113,6 +113,13 @@ pub fn current() -> Option<ShardInfo> {
     ShardCtx::installed().map(|s| s.info.clone())
 }
 
+/// True once the current shard drains for shutdown (false outside an engine's shard). A task
+/// that runs for the shard's whole life, a periodic sweep say, checks it and ends, so that the
+/// drain, which waits for the shard's tasks, need not wait for it until the drain timeout.
+pub fn draining() -> bool {
+    ShardCtx::installed().is_some_and(|s| s.draining.get())
+}
+
 /// Runs `future` as a task on the current shard, beside its connections. The shard's drain
 /// waits for it up to the drain timeout, then drops it (at its next poll). During a drain it
 /// still starts; once the shard has cancelled its tasks it is dropped unpolled.
