@@ -209,6 +209,9 @@ impl RespDecoder {
                 }
                 Ok(None)
             }
+            // A line longer than the limit is refused however it arrived, so that the outcome
+            // does not depend on how the stream was split.
+            LineEnd::At(cr) if cr > self.limits.max_inline => Err(too_big),
             // The byte after the CR must be in (it is skipped, whatever it is).
             LineEnd::At(cr) if cr + 2 > bytes.len() => {
                 self.searched = cr;
@@ -229,7 +232,8 @@ impl RespDecoder {
         let nl = match line_end(bytes, self.searched, b'\n') {
             LineEnd::NotYet(at) => {
                 self.searched = at;
-                if bytes.len() > self.limits.max_inline {
+                // Longer than the limit even if its last byte is the CR of its end.
+                if bytes.len() > self.limits.max_inline + 1 {
                     return Err(RespError::TooBigInline);
                 }
                 return Ok(None);
@@ -752,8 +756,9 @@ mod tests {
             max_inline: 16,
             max_request: 200,
         };
-        assert_eq!(feed_with(small, &[&[b'a'; 17]]).1, Some(RespError::TooBigInline));
-        assert_eq!(feed_with(small, &[&[b'a'; 16]]).1, None);
+        assert_eq!(feed_with(small, &[&[b'a'; 18]]).1, Some(RespError::TooBigInline));
+        assert_eq!(feed_with(small, &[&[b'a'; 17]]).1, None, "may end with the CR");
+        assert_eq!(feed_with(small, &[&[b'a'; 16], b"\r\n"]).1, None);
         assert_eq!(
             feed_with(small, &[&[b'a'; 17], b"\n"]).1,
             Some(RespError::TooBigInline)
@@ -763,6 +768,9 @@ mod tests {
             feed_with(small, &[&long_count]).1,
             Some(RespError::TooBigMbulkCount)
         );
+        // Refused the same whether the line's end arrived with it or not.
+        let ended = [long_count.as_slice(), b"\r\n"].concat();
+        assert_eq!(feed_with(small, &[&ended]).1, Some(RespError::TooBigMbulkCount));
         let long_len = [b"*1\r\n$".as_slice(), &[b'1'; 17]].concat();
         assert_eq!(feed_with(small, &[&long_len]).1, Some(RespError::TooBigBulkCount));
         assert_eq!(

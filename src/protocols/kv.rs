@@ -320,8 +320,6 @@ enum Slot {
     Pending,
     /// The answer's bytes.
     Ready(Vec<u8>),
-    /// Close here, with no answer.
-    Close,
 }
 
 #[derive(Debug, Default)]
@@ -421,10 +419,7 @@ impl Conn {
                         self.state.borrow_mut().closing = true;
                         self.answer(seq, &reply);
                     }
-                    Outcome::Close => {
-                        self.state.borrow_mut().closing = true;
-                        self.fill(seq, Slot::Close);
-                    }
+                    Outcome::Close => self.refuse(),
                 }
             }
             Target::Key(key) => {
@@ -475,6 +470,18 @@ impl Conn {
                 let policy = shard.config.policy;
                 self.later(seq, everywhere(cmd, port, policy));
             }
+        }
+    }
+
+    /// Closes at once, dropping every answer not sent yet, as redis frees a client it refuses
+    /// (an HTTP request, a request over the size limit): with a reset.
+    fn refuse(&self) {
+        let mut st = self.state.borrow_mut();
+        st.closing = true;
+        st.slots.clear();
+        st.held.clear();
+        if let Some(t) = &st.transport {
+            t.abort_connection();
         }
     }
 
@@ -534,27 +541,14 @@ impl Conn {
         };
         let mut out = std::mem::take(&mut st.scratch);
         out.clear();
-        let mut close = false;
-        while let Some(front) = st.slots.front() {
-            match front {
-                Slot::Pending => break,
-                Slot::Ready(bytes) => out.extend_from_slice(bytes),
-                Slot::Close => close = true,
-            }
+        while let Some(Slot::Ready(bytes)) = st.slots.front() {
+            out.extend_from_slice(bytes);
             st.slots.pop_front();
             st.first_seq += 1;
-            if close {
-                st.slots.clear();
-                st.held.clear();
-                break;
-            }
         }
         t.write(&out);
         st.scratch = out;
         drop(st);
-        if close {
-            t.lose_connection();
-        }
         self.after_write();
     }
 
@@ -680,16 +674,18 @@ impl FrameHandler for Kv {
         self.conn.received(request);
     }
 
-    fn decode_failed(&mut self, error: RespError, transport: &Transport) {
+    fn decode_failed(&mut self, error: RespError, _transport: &Transport) {
+        // Past the request limit: no answer (redis frees such a client at once).
+        let Some(bytes) = error.reply() else {
+            self.conn.refuse();
+            return;
+        };
         let seq = {
             let mut st = self.conn.state.borrow_mut();
             st.closing = true;
             st.push_slot()
         };
-        // Past the request limit: no answer (redis closes such a client silently).
-        let slot = error.reply().map_or(Slot::Close, Slot::Ready);
-        let _ = transport;
-        self.conn.fill(seq, slot);
+        self.conn.fill(seq, Slot::Ready(bytes));
     }
 
     fn read_connection_lost(&mut self, transport: &Transport) {
