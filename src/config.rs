@@ -311,6 +311,9 @@ pub struct EngineConfig {
     pub inherited: InheritedListeners,
     /// Metrics collection.
     pub metrics: MetricsConfig,
+    /// Cross-shard calls each shard may have queued; a caller finding the queue full waits
+    /// for room. Default: 1024.
+    pub call_queue: usize,
 }
 
 /// One listening address and how its connections are received, before they reach their
@@ -419,6 +422,7 @@ impl Default for EngineConfig {
             reactor: ReactorConfig::default(),
             inherited: InheritedListeners::default(),
             metrics: MetricsConfig::default(),
+            call_queue: 1024,
         }
     }
 }

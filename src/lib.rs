@@ -102,8 +102,11 @@ pub use proto::{codec, hdr, kv, proxy, resp};
 pub use service::{MIN_STATS_INTERVAL, RunningService, Service, ServiceError};
 pub use stats::StatsSnapshot;
 
-/// The shard the calling code runs on: which one it is, its counters, and tasks and timers
-/// that run on it without blocking it.
+/// The shard the calling code runs on: which one it is, its state and counters, tasks and
+/// timers that run on it without blocking it, and calls to the other shards' states.
 pub mod shard {
-    pub use crate::driver::tasks::{counters, current, draining, sleep, spawn, yield_now};
+    pub use crate::driver::mesh::{CallError, ShardHandle, invoke_on_all, submit_to};
+    pub use crate::driver::tasks::{
+        counters, current, drain_started, is_draining, sleep, spawn, state, yield_now,
+    };
 }

@@ -178,6 +178,17 @@ impl Service {
         self
     }
 
+    /// Gives every shard a service state (see [`EngineBuilder::shard_state`]).
+    #[must_use]
+    pub fn shard_state<T, M>(mut self, make_state: M) -> Self
+    where
+        T: 'static,
+        M: Fn(&ShardInfo) -> T + Send + Sync + 'static,
+    {
+        self.engine = self.engine.shard_state(make_state);
+        self
+    }
+
     /// Answers HTTP health probes on `addr`: 200 while serving, 503 from the first signal on
     /// (see [`HealthCheck`]). Default: none.
     #[must_use]

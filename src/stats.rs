@@ -16,6 +16,8 @@ pub(crate) struct ShardStats {
     pub(crate) proxy_untrusted: Cell<u64>,
     pub(crate) proxy_invalid: Cell<u64>,
     pub(crate) proxy_timeouts: Cell<u64>,
+    pub(crate) calls_sent: Cell<u64>,
+    pub(crate) calls_received: Cell<u64>,
     closed: [Cell<u64>; CLOSE_LABELS.len()],
     accept_errors: RefCell<Vec<(i32, u64)>>,
 }
@@ -51,6 +53,9 @@ impl ShardStats {
             proxy_untrusted: self.proxy_untrusted.get(),
             proxy_invalid: self.proxy_invalid.get(),
             proxy_timeouts: self.proxy_timeouts.get(),
+            calls_sent: self.calls_sent.get(),
+            calls_received: self.calls_received.get(),
+            calls_queued: 0,
             closed: std::array::from_fn(|i| self.closed[i].get()),
             accept_errors: self.accept_errors.borrow().clone(),
         }
@@ -82,6 +87,12 @@ pub struct StatsSnapshot {
     pub proxy_invalid: u64,
     /// Connections to a PROXY-protocol listener closed at the header deadline.
     pub proxy_timeouts: u64,
+    /// Cross-shard calls this shard sent ([`shard::submit_to`](crate::shard::submit_to)).
+    pub calls_sent: u64,
+    /// Cross-shard calls this shard ran for others (shards and outside threads).
+    pub calls_received: u64,
+    /// Calls queued for this shard, not run yet, when the snapshot was taken.
+    pub calls_queued: u64,
     /// Connections closed, by reason, in the order of [`CLOSE_LABELS`].
     pub closed: [u64; CLOSE_LABELS.len()],
     /// Accept errors by errno.
@@ -101,6 +112,9 @@ impl StatsSnapshot {
         self.proxy_untrusted += other.proxy_untrusted;
         self.proxy_invalid += other.proxy_invalid;
         self.proxy_timeouts += other.proxy_timeouts;
+        self.calls_sent += other.calls_sent;
+        self.calls_received += other.calls_received;
+        self.calls_queued += other.calls_queued;
         for (a, b) in self.closed.iter_mut().zip(other.closed) {
             *a += b;
         }

@@ -220,6 +220,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
         p.max_header = args.proxy_max_header;
         p
     });
+    if args.proto == Proto::Kv {
+        service = service.shard_state(Kv::shard_state(KvConfig {
+            maxmemory: args.maxmemory,
+            policy: args.maxmemory_policy,
+            ..KvConfig::default()
+        }));
+    }
     let mut listeners = Vec::new();
     for addr in plain {
         let l = ListenerConfig::new(addr);
@@ -244,18 +251,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
         }
     );
     let header_timeout = args.header_timeout;
-    let kv = KvConfig {
-        maxmemory: args.maxmemory,
-        policy: args.maxmemory_policy,
-        ..KvConfig::default()
-    };
     for l in listeners {
         service = match (args.proto, args.upstream.clone()) {
             (Proto::Echo, _) => service.listen(l, |_| Echo::factory()),
             (Proto::Discard, _) => service.listen(l, |_| Discard::factory()),
             (Proto::Http, _) => service.listen(l, move |_| Http::factory_with(header_timeout)),
             (Proto::Whoami, _) => service.listen(l, |_| Whoami::factory()),
-            (Proto::Kv, _) => service.listen(l, move |shard| Kv::factory(shard, &kv)),
+            (Proto::Kv, _) => service.listen(l, |_| Kv::factory()),
             // clap requires --upstream with --proto relay.
             (Proto::Relay, Some(up)) => service.listen(l, move |_| Relay::factory(up.clone())),
             (Proto::Relay, None) => service,

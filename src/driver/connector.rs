@@ -228,6 +228,7 @@ pub fn connect_tcp<F: ClientFactory>(
             backoff: RefCell::new(options.reconnect.clone().map(Backoff::new)),
             jitter: RefCell::new(Jitter::new(entropy_seed())),
             options,
+            outcomes: RefCell::default(),
             launch: Box::new(move |c: &Connector, attempt| {
                 glommio::spawn_local(run_attempt(c.clone(), factory.clone(), attempt)).detach();
             }),
@@ -312,6 +313,28 @@ struct Inner {
     jitter: RefCell<Jitter>,
     /// Spawns an attempt with the factory (whose type this erases).
     launch: Box<Launch>,
+    /// What async callers of [`Connector::connected`] and [`Connector::closed`] wait for.
+    outcomes: RefCell<Outcomes>,
+}
+
+/// Counts of the connector's outcomes, and the latest of each, for its futures.
+#[derive(Default)]
+struct Outcomes {
+    connects: u64,
+    failures: u64,
+    losses: u64,
+    transport: Option<Transport>,
+    failure: Option<ConnectError>,
+    loss: Option<CloseReason>,
+    waiters: Vec<Waker>,
+}
+
+impl Outcomes {
+    fn wake(&mut self) {
+        for w in self.waiters.drain(..) {
+            w.wake();
+        }
+    }
 }
 
 impl fmt::Debug for Connector {
@@ -389,6 +412,58 @@ impl Connector {
     pub fn transport(&self) -> Option<Transport> {
         self.inner.transport.borrow().clone()
     }
+
+    /// Resolves when the connector is connected (at once if it is), with the connection's
+    /// transport; or with the error of the next attempt that fails first. With a reconnect
+    /// policy a failure is reported even though a retry follows: call it again to wait for
+    /// that one. On an idle connector (nothing open, no attempt, no retry pending) it answers
+    /// at once with the last failure ([`ConnectError::Cancelled`] if there was none).
+    ///
+    /// # Errors
+    ///
+    /// The failed attempt's [`ConnectError`].
+    pub async fn connected(&self) -> Result<Transport, ConnectError> {
+        let (connects, failures) = {
+            let o = self.inner.outcomes.borrow();
+            (o.connects, o.failures)
+        };
+        poll_fn(|cx| {
+            if let Some(t) = self.transport() {
+                return Poll::Ready(Ok(t));
+            }
+            let mut o = self.inner.outcomes.borrow_mut();
+            if o.connects > connects
+                && let Some(t) = o.transport.clone()
+            {
+                return Poll::Ready(Ok(t));
+            }
+            if o.failures > failures || self.inner.machine.borrow().is_idle() {
+                return Poll::Ready(Err(o.failure.clone().unwrap_or(ConnectError::Cancelled)));
+            }
+            o.waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Resolves with the reason when the open connection ends; while none is open, when the
+    /// next one to open ends. `None` once the connector is idle (nothing open, no attempt,
+    /// no retry pending) with no loss to report since the call.
+    pub async fn closed(&self) -> Option<CloseReason> {
+        let losses = self.inner.outcomes.borrow().losses;
+        poll_fn(|cx| {
+            let mut o = self.inner.outcomes.borrow_mut();
+            if o.losses > losses {
+                return Poll::Ready(o.loss.clone());
+            }
+            if self.inner.machine.borrow().is_idle() {
+                return Poll::Ready(None);
+            }
+            o.waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 fn wake(slot: &RefCell<Option<Waker>>) {
@@ -428,6 +503,12 @@ async fn run_attempt<F: ClientFactory>(c: Connector, factory: Rc<RefCell<F>>, at
     let retryable = match outcome {
         Err(reason) => {
             inner.machine.borrow_mut().ended(attempt);
+            {
+                let mut o = inner.outcomes.borrow_mut();
+                o.failures += 1;
+                o.failure = Some(reason.clone());
+                o.wake();
+            }
             tracing::debug!(destination = %inner.destination, "connect failed: {reason}");
             factory.borrow_mut().client_connection_failed(&c, &reason);
             reason.is_retryable()
@@ -435,6 +516,13 @@ async fn run_attempt<F: ClientFactory>(c: Connector, factory: Rc<RefCell<F>>, at
         Ok(est) => {
             let reason = serve(&c, &factory, est).await;
             inner.machine.borrow_mut().ended(attempt);
+            {
+                let mut o = inner.outcomes.borrow_mut();
+                o.losses += 1;
+                o.loss = Some(reason.clone());
+                o.transport = None;
+                o.wake();
+            }
             factory.borrow_mut().client_connection_lost(&c, &reason);
             reason != CloseReason::Shutdown
         }
@@ -575,6 +663,12 @@ async fn serve<F: ClientFactory>(c: &Connector, factory: &RefCell<F>, est: Estab
     }
     let key = shard.conns.borrow_mut().insert(transport.clone());
     *inner.transport.borrow_mut() = Some(transport.clone());
+    {
+        let mut o = inner.outcomes.borrow_mut();
+        o.connects += 1;
+        o.transport = Some(transport.clone());
+        o.wake();
+    }
     let reason = Connection::new(est.stream, protocol, transport, shard.clone(), key)
         .run()
         .await;
@@ -630,6 +724,8 @@ async fn retry_later<F: ClientFactory>(c: Connector, factory: Rc<RefCell<F>>, id
 }
 
 fn stop_factory<F: ClientFactory>(c: &Connector, factory: &RefCell<F>) {
+    // The connector is idle now: its futures answer.
+    c.inner.outcomes.borrow_mut().wake();
     let stop = c.inner.machine.borrow_mut().stop_factory();
     if stop {
         factory.borrow_mut().stop();

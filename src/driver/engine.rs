@@ -13,8 +13,11 @@ use std::time::Duration;
 
 use glommio::{GlommioError, LocalExecutorBuilder, Placement, ReactorErrorKind};
 
+use super::mesh::{Mesh, ShardHandle};
 use super::port::bind_listeners;
-use super::shard::{self, ABORT, DRAIN, HANDOFF, ListenerSpec, ShardBoot, StartTask, TaskFn};
+use super::shard::{
+    self, ABORT, DRAIN, HANDOFF, ListenerSpec, MakeState, ShardBoot, StartTask, StateFn, TaskFn,
+};
 use crate::config::{Cores, EngineConfig, ListenerConfig, ReactorConfig};
 use crate::error::{EngineError, IoUringError, ShardError};
 use crate::metrics::{self, MetricsHandle};
@@ -45,6 +48,7 @@ const MEMLOCK_NEEDED: u64 = 512 * 1024;
 /// ```
 #[derive(Debug)]
 pub struct Engine {
+    mesh: Arc<Mesh>,
     addrs: Vec<SocketAddr>,
     drain_timeout: Duration,
     control: EngineControl,
@@ -61,6 +65,7 @@ pub struct EngineBuilder {
     config: EngineConfig,
     listeners: Vec<ListenerSpec>,
     tasks: Vec<Arc<dyn StartTask>>,
+    states: Vec<Arc<dyn MakeState>>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -69,6 +74,7 @@ impl std::fmt::Debug for EngineBuilder {
             .field("config", &self.config)
             .field("listeners", &self.listeners)
             .field("tasks", &self.tasks.len())
+            .field("states", &self.states.len())
             .finish()
     }
 }
@@ -107,6 +113,22 @@ impl EngineBuilder {
         self
     }
 
+    /// Gives every shard a service state: `make_state` builds one `T` on each shard's own
+    /// thread (it need not be `Send`), before the shard's factories and tasks. Code on the
+    /// shard reaches it without locks with [`shard::state`](crate::shard::state); other
+    /// shards run closures against it with [`shard::submit_to`](crate::shard::submit_to) and
+    /// [`shard::invoke_on_all`](crate::shard::invoke_on_all) (Seastar's `sharded<T>`). Use
+    /// one state type per call; several types may be added.
+    #[must_use]
+    pub fn shard_state<T, M>(mut self, make_state: M) -> Self
+    where
+        T: 'static,
+        M: Fn(&ShardInfo) -> T + Send + Sync + 'static,
+    {
+        self.states.push(Arc::new(StateFn(make_state)));
+        self
+    }
+
     /// Changes the configuration the engine will start with.
     pub(crate) fn update_config(&mut self, change: impl FnOnce(&mut EngineConfig)) {
         change(&mut self.config);
@@ -126,6 +148,7 @@ impl EngineBuilder {
             config,
             listeners,
             tasks,
+            states,
         } = self;
         if listeners.is_empty() && tasks.is_empty() {
             return Err(EngineError::NoListenAddress);
@@ -171,11 +194,17 @@ impl EngineBuilder {
             theirs.push(b);
         }
         let control = EngineControl::new(ours, listener_fds);
+        let (mesh, inboxes) = Mesh::new(cores.len(), config.call_queue).map_err(|e| EngineError::Shard {
+            shard: 0,
+            source: ShardError::Start(e),
+        })?;
+        let states: Arc<[Arc<dyn MakeState>]> = states.into();
         let config = Arc::new(config);
         let listeners: Arc<[ListenerSpec]> = listeners.into();
         let tasks: Arc<[Arc<dyn StartTask>]> = tasks.into();
         let (ready_tx, ready_rx) = mpsc::channel::<usize>();
         let mut engine = Engine {
+            mesh: mesh.clone(),
             addrs: bound.addrs,
             drain_timeout: config.drain_timeout,
             control,
@@ -185,8 +214,13 @@ impl EngineBuilder {
             collector,
         };
         let count = cores.len();
-        for ((index, (core, sockets)), control) in
-            cores.iter().copied().zip(bound.per_shard).enumerate().zip(theirs)
+        for (((index, (core, sockets)), control), inbox) in cores
+            .iter()
+            .copied()
+            .zip(bound.per_shard)
+            .enumerate()
+            .zip(theirs)
+            .zip(inboxes)
         {
             let boot = ShardBoot {
                 info: ShardInfo {
@@ -197,6 +231,9 @@ impl EngineBuilder {
                 sockets,
                 listeners: listeners.clone(),
                 tasks: tasks.clone(),
+                states: states.clone(),
+                mesh: mesh.clone(),
+                inbox,
                 control,
                 config: config.clone(),
                 ready: ready_tx.clone(),
@@ -342,6 +379,7 @@ impl Engine {
             config,
             listeners: Vec::new(),
             tasks: Vec::new(),
+            states: Vec::new(),
         }
     }
 
@@ -369,6 +407,12 @@ impl Engine {
     /// Aborts every open connection now (a second Ctrl-C).
     pub fn abort(&self) {
         self.control.abort();
+    }
+
+    /// A handle that runs closures on the shards' states from any thread (see
+    /// [`ShardHandle::call`]).
+    pub fn shards(&self) -> ShardHandle {
+        ShardHandle::new(self.mesh.clone())
     }
 
     /// A handle that controls the engine from another thread.

@@ -4,6 +4,7 @@ pub(crate) mod connection;
 pub(crate) mod connector;
 pub(crate) mod engine;
 pub(crate) mod handshake;
+pub(crate) mod mesh;
 pub(crate) mod monitor;
 pub(crate) mod port;
 pub(crate) mod reservation;

@@ -1,5 +1,6 @@
 //! One shard: its ports, its connections, its factory, and its part of the shutdown.
 
+use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -7,12 +8,14 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, UnixStream};
 use slab::Slab;
 
+use super::mesh::{Calls, InboxRx, Mesh, serve_inbox};
 use super::monitor::Monitor;
 use super::port::{Listener, Port};
 use super::reservation::FdReservation;
@@ -59,6 +62,14 @@ pub(crate) struct ShardCtx {
     pub(crate) draining: Cell<bool>,
     /// Tasks spawned on the shard, which its drain waits for.
     pub(crate) tasks: Rc<Tasks>,
+    /// The inboxes of every shard, for cross-shard calls (none on a bare executor).
+    pub(crate) mesh: Option<Arc<Mesh>>,
+    /// Calls this shard made and awaits.
+    pub(crate) calls: Calls,
+    /// Per-shard service state, one value per type.
+    states: RefCell<Vec<Rc<dyn Any>>>,
+    /// Woken when the drain begins.
+    pub(crate) drain_waiters: RefCell<Vec<Waker>>,
     /// An engine's shard, not the context of a bare executor's client connections.
     engine: bool,
 }
@@ -72,7 +83,24 @@ thread_local! {
 impl ShardCtx {
     /// The shard's counters now, with its live connections.
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
-        self.stats.snapshot(self.conns.borrow().len())
+        let mut s = self.stats.snapshot(self.conns.borrow().len());
+        s.calls_queued = self.mesh.as_ref().map_or(0, |m| m.queued(self.info.index)) as u64;
+        s
+    }
+
+    /// This shard's state of type `T`, if the engine built one.
+    pub(crate) fn state<T: 'static>(&self) -> Option<Rc<T>> {
+        let states = self.states.borrow();
+        let any = states.iter().find(|s| (***s).type_id() == TypeId::of::<T>())?;
+        any.clone().downcast::<T>().ok()
+    }
+
+    /// Marks the start of the shard's drain and tells whoever waits for it.
+    fn begin_drain(&self) {
+        self.draining.set(true);
+        for w in self.drain_waiters.take() {
+            w.wake();
+        }
     }
 
     fn new(info: ShardInfo, config: ConnectionConfig) -> Self {
@@ -86,6 +114,10 @@ impl ShardCtx {
             accepting: Cell::new(0),
             draining: Cell::new(false),
             tasks: Rc::new(Tasks::default()),
+            mesh: None,
+            calls: Calls::default(),
+            states: RefCell::new(Vec::new()),
+            drain_waiters: RefCell::new(Vec::new()),
             engine: false,
         }
     }
@@ -202,6 +234,8 @@ trait ShardPorts {
     fn fds(&self) -> Vec<RawFd>;
     /// Drops the accept loops (after their grace period).
     fn cancel(&mut self);
+    /// Tells the factory the shard's drain began.
+    fn drain_started(&self);
     /// Tells the factory the shard stopped.
     fn stop(&self);
 }
@@ -224,6 +258,10 @@ impl<F: Factory> ShardPorts for FactoryPorts<F> {
 
     fn cancel(&mut self) {
         self.ports.clear();
+    }
+
+    fn drain_started(&self) {
+        self.factory.borrow_mut().drain_started();
     }
 
     fn stop(&self) {
@@ -249,6 +287,24 @@ where
     }
 }
 
+/// Builds one shard's service state (see [`EngineBuilder::shard_state`](crate::EngineBuilder)).
+pub(crate) trait MakeState: Send + Sync {
+    fn make(&self, info: &ShardInfo) -> Rc<dyn Any>;
+}
+
+/// A closure that builds a shard's state.
+pub(crate) struct StateFn<M>(pub(crate) M);
+
+impl<T, M> MakeState for StateFn<M>
+where
+    T: 'static,
+    M: Fn(&ShardInfo) -> T + Send + Sync + 'static,
+{
+    fn make(&self, info: &ShardInfo) -> Rc<dyn Any> {
+        Rc::new((self.0)(info))
+    }
+}
+
 /// What a shard thread starts from.
 pub(crate) struct ShardBoot {
     pub(crate) info: ShardInfo,
@@ -256,6 +312,9 @@ pub(crate) struct ShardBoot {
     pub(crate) sockets: Vec<Listener>,
     pub(crate) listeners: Arc<[ListenerSpec]>,
     pub(crate) tasks: Arc<[Arc<dyn StartTask>]>,
+    pub(crate) states: Arc<[Arc<dyn MakeState>]>,
+    pub(crate) mesh: Arc<Mesh>,
+    pub(crate) inbox: InboxRx,
     pub(crate) control: StdUnixStream,
     pub(crate) config: Arc<EngineConfig>,
     /// Told the shard's index once its ports accept and its reserved descriptor is held.
@@ -270,6 +329,7 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     let config = boot.config;
     let mut shard = ShardCtx::new(boot.info.clone(), config.connection.clone());
     shard.engine = true;
+    shard.mesh = Some(boot.mesh.clone());
     let shard = Rc::new(shard);
     // Client connections made on this shard (from the factories' construction on) join its
     // registry, so they drain and abort with it.
@@ -285,6 +345,11 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
         Rc::new(RefCell::new(NullReservation))
     };
 
+    // The state first: factories, tasks and calls from other shards all reach it.
+    for make in boot.states.iter() {
+        shard.states.borrow_mut().push(make.make(&boot.info));
+    }
+    let inbox_task = glommio::spawn_local(serve_inbox(shard.clone(), boot.mesh.clone(), boot.inbox));
     let mut sockets = boot.sockets;
     let mut listeners: Vec<Box<dyn ShardPorts>> = Vec::with_capacity(boot.listeners.len());
     for (index, spec) in boot.listeners.iter().enumerate() {
@@ -324,7 +389,10 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     };
 
     // From here each port serves what its accept in flight brings, then stops.
-    shard.draining.set(true);
+    shard.begin_drain();
+    for ports in &listeners {
+        ports.drain_started();
+    }
     if stop != HANDOFF {
         // 1. Stop listening at once: serve the clients already queued (they connected while
         // the listener was open), then close, so that new connects are refused.
@@ -362,6 +430,7 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
                 || shard.handshakes.get() > 0
                 || shard.accepting.get() > 0
                 || shard.tasks.running() > 0
+                || shard.calls.in_flight() > 0
         };
         while busy() && Instant::now() < deadline {
             let tick = async {
@@ -385,6 +454,19 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
         glommio::timer::sleep(DRAIN_POLL).await;
     }
+    // 4. Serve calls from shards still draining (this shard's state may be what they need),
+    // then close the inbox: calls queued or sent later fail with `ShardStopped`.
+    boot.mesh.finish_drain();
+    let deadline = Instant::now()
+        + if stop == ABORT {
+            ABORT_GRACE
+        } else {
+            config.drain_timeout
+        };
+    while boot.mesh.any_draining() && Instant::now() < deadline {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+    drop(inbox_task);
     for ports in &listeners {
         ports.stop();
     }

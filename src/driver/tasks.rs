@@ -113,13 +113,6 @@ pub fn current() -> Option<ShardInfo> {
     ShardCtx::installed().map(|s| s.info.clone())
 }
 
-/// True once the current shard drains for shutdown (false outside an engine's shard). A task
-/// that runs for the shard's whole life, a periodic sweep say, checks it and ends, so that the
-/// drain, which waits for the shard's tasks, need not wait for it until the drain timeout.
-pub fn draining() -> bool {
-    ShardCtx::installed().is_some_and(|s| s.draining.get())
-}
-
 /// Runs `future` as a task on the current shard, beside its connections. The shard's drain
 /// waits for it up to the drain timeout, then drops it (at its next poll). During a drain it
 /// still starts; once the shard has cancelled its tasks it is dropped unpolled.
@@ -148,6 +141,36 @@ pub async fn sleep(duration: Duration) {
 /// Outside a glommio executor.
 pub async fn yield_now() {
     glommio::executor().yield_if_needed().await;
+}
+
+/// This shard's service state of type `T` (see
+/// [`EngineBuilder::shard_state`](crate::EngineBuilder::shard_state)): no lock, no copy.
+/// `None` outside an engine's shard or when no state of that type was given.
+pub fn state<T: 'static>() -> Option<Rc<T>> {
+    ShardCtx::installed()?.state::<T>()
+}
+
+/// True once the current shard's drain has begun (a shutdown or handoff).
+pub fn is_draining() -> bool {
+    ShardCtx::installed().is_some_and(|s| s.draining.get())
+}
+
+/// Resolves when the current shard's drain begins (at once if it has): a task waits on it
+/// to finish its work and end, so that the drain does not have to wait for its timeout.
+/// Outside an engine's shard it never resolves.
+pub async fn drain_started() {
+    let Some(shard) = ShardCtx::installed() else {
+        return std::future::pending().await;
+    };
+    poll_fn(|cx| {
+        if shard.draining.get() {
+            Poll::Ready(())
+        } else {
+            shard.drain_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// The counters of the current shard (or of this executor's client connections, on a bare

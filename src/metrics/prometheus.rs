@@ -18,7 +18,7 @@ const BUCKETS: [f64; 22] = [
 /// One per-shard counter or gauge family: name, type, help, value.
 type Family = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> u64);
 
-const FAMILIES: [Family; 11] = [
+const FAMILIES: [Family; 14] = [
     (
         "weft_connections_accepted_total",
         "counter",
@@ -60,6 +60,24 @@ const FAMILIES: [Family; 11] = [
         "counter",
         "Times the shard released its reserved descriptor to drain the queue on EMFILE.",
         |s| s.stats.emfile_recoveries,
+    ),
+    (
+        "weft_shard_calls_sent_total",
+        "counter",
+        "Cross-shard calls the shard sent.",
+        |s| s.stats.calls_sent,
+    ),
+    (
+        "weft_shard_calls_received_total",
+        "counter",
+        "Cross-shard calls the shard ran for other shards and outside threads.",
+        |s| s.stats.calls_received,
+    ),
+    (
+        "weft_shard_calls_queued",
+        "gauge",
+        "Cross-shard calls queued for the shard, not run yet.",
+        |s| s.stats.calls_queued,
     ),
     (
         "weft_reactor_stalls_total",

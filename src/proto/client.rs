@@ -496,6 +496,11 @@ impl Machine {
         Ok(self.attempt)
     }
 
+    /// True when nothing is under way: not connected, not connecting, no retry pending.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.state == ConnectorState::Disconnected && self.retry.is_none()
+    }
+
     /// True while `attempt` is the one connecting (not cancelled, not superseded).
     pub(crate) fn is_connecting(&self, attempt: u64) -> bool {
         self.state == ConnectorState::Connecting && self.attempt == attempt

@@ -83,6 +83,11 @@ pub trait Factory: 'static {
         let _ = shard;
     }
 
+    /// The shard's drain began (a shutdown or handoff): its listeners close, and each open
+    /// connection gets [`Protocol::drain_requested`] right after this. Called once per
+    /// shard. A factory holding shard-level work (timers, batches) finishes it here.
+    fn drain_started(&mut self) {}
+
     /// The shard stopped: its listeners are closed and every connection is gone. (A client
     /// factory: its connector stopped trying.)
     fn stop(&mut self) {}

@@ -3,12 +3,18 @@
 //!
 //! Every key belongs to one shard: `slot(key) % shards`, with Redis Cluster's slots (CRC16 of
 //! the key, or of its `{hash tag}`, modulo 16384; see [`route`]). Each shard keeps its keys in
-//! its own [`KvShard`] and runs their commands alone, with no lock. A connection runs a
-//! command on a key of its own shard at once; a command on another shard's key is sent there
-//! ([`submit_to`]) and answered when it comes back; `MGET`, `MSET`, `DEL` and `EXISTS` are
-//! split by owning shard and gathered; `DBSIZE`, `FLUSHALL` and `INFO` run on every shard
-//! ([`invoke_on_all`]) once the connection's earlier commands are done, and the commands after
-//! them wait for them (so a pipelined `FLUSHALL` is not overtaken).
+//! its own [`KvShard`] (the engine's [shard state](crate::shard::state)) and runs their
+//! commands alone, with no lock. A connection runs a command on a key of its own shard at
+//! once; a command on another shard's key is sent there ([`submit_to`]) and answered when it
+//! comes back; `MGET`, `MSET`, `DEL` and `EXISTS` are split by owning shard and gathered;
+//! `DBSIZE`, `FLUSHALL` and `INFO` run on every shard ([`invoke_on_all`]) once the
+//! connection's earlier commands are done, and the commands after them wait for them (so a
+//! pipelined `FLUSHALL` is not overtaken).
+//!
+//! Commands for another shard are sent in batches: a connection has at most one call in
+//! flight to each shard, carrying every command for that shard received meanwhile, in order.
+//! So the commands of one connection run on each shard in the order they were sent, and a
+//! pipeline costs a few cross-shard calls rather than one per command.
 //!
 //! Answers go out strictly in request order: a connection keeps one slot per command
 //! received, fills the slots as the shards answer, and writes the ready prefix. At most
@@ -25,27 +31,37 @@
 //! they are refused across slots). `--maxmemory` is divided evenly between the shards; each
 //! shard applies the policy to its part.
 //!
+//! ```no_run
+//! use weft::protocols::{Kv, KvConfig};
+//! use weft::{EngineConfig, Service};
+//!
+//! Service::new(EngineConfig::default())
+//!     .shard_state(Kv::shard_state(KvConfig::default()))
+//!     .listen("127.0.0.1:6379".parse::<std::net::SocketAddr>()?, |_| Kv::factory())
+//!     .run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! [`route`]: crate::proto::kv::route
-//! [`submit_to`]: shards::submit_to
-//! [`invoke_on_all`]: shards::invoke_on_all
+//! [`submit_to`]: crate::shard::submit_to
+//! [`invoke_on_all`]: crate::shard::invoke_on_all
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
-use std::future::{Future, poll_fn};
 use std::hash::{BuildHasher, Hasher};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::driver::mesh::{invoke_on_all, submit_to};
+use crate::driver::tasks::{counters, drain_started, is_draining, sleep, spawn, state};
 use crate::proto::codec::{FrameHandler, Framed};
 use crate::proto::kv::command::{Command, Target, parse};
 use crate::proto::kv::info::{ServerInfo, render};
 use crate::proto::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig, KeyspaceStats};
-use crate::proto::kv::route::{shard_of, split};
+use crate::proto::kv::route::{Gather, shard_of, split};
 use crate::proto::kv::session::{Outcome, ServerFacts, Session};
 use crate::proto::protocol::{Factory, ShardInfo};
 use crate::proto::resp::{Reply, Request, RespDecoder, RespError, RespLimits};
@@ -71,66 +87,6 @@ pub struct KvConfig {
     pub policy: EvictionPolicy,
     /// The request parser's limits.
     pub limits: RespLimits,
-}
-
-/// The sharding calls the protocol makes, in one place: this shard's state, a call on another
-/// shard's state, a call on every shard's.
-///
-/// Until the engine's sharding API (`weft::shard::{state, submit_to, invoke_on_all}`) is in,
-/// this is its single-shard form: the state lives in a thread local (each shard is a
-/// thread), built by the factory; a call runs on the calling shard's state, and a call to
-/// another shard fails, so the kv server runs on one shard.
-pub(crate) mod shards {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
-    use super::KvShard;
-    pub(crate) use crate::driver::tasks::{counters, current, draining, sleep, spawn};
-
-    thread_local! {
-        static STATE: RefCell<Option<Rc<KvShard>>> = const { RefCell::new(None) };
-    }
-
-    /// Why a call to another shard did not run.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(crate) struct CallError;
-
-    impl std::fmt::Display for CallError {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("the shard cannot be reached")
-        }
-    }
-
-    /// This shard's state, built by `make` on first use.
-    pub(crate) fn state_or_init(make: impl FnOnce() -> KvShard) -> Rc<KvShard> {
-        STATE.with(|s| s.borrow_mut().get_or_insert_with(|| Rc::new(make())).clone())
-    }
-
-    /// This shard's state.
-    pub(crate) fn state() -> Option<Rc<KvShard>> {
-        STATE.with(|s| s.borrow().clone())
-    }
-
-    /// Runs `f` on shard `shard`'s state.
-    pub(crate) async fn submit_to<R: Send + 'static>(
-        shard: usize,
-        f: impl FnOnce(&KvShard) -> R + Send + 'static,
-    ) -> Result<R, CallError> {
-        match (current(), state()) {
-            (Some(me), Some(s)) if me.index == shard => Ok(f(&s)),
-            _ => Err(CallError),
-        }
-    }
-
-    /// Runs `f` on every shard's state; the results by shard index.
-    pub(crate) async fn invoke_on_all<R: Send + 'static>(
-        f: impl Fn(&KvShard) -> R + Send + Sync + 'static,
-    ) -> Result<Vec<R>, CallError> {
-        match (current(), state()) {
-            (Some(me), Some(s)) if me.shards == 1 => Ok(vec![f(&s)]),
-            _ => Err(CallError),
-        }
-    }
 }
 
 /// Now, in milliseconds since the Unix epoch.
@@ -225,6 +181,13 @@ impl KvShard {
         self.keyspace.borrow_mut().execute(cmd, now_ms())
     }
 
+    /// Runs keyspace commands in order, at one time; their answers in order.
+    pub fn execute_all(&self, cmds: Vec<Command>) -> Vec<Reply> {
+        let now = now_ms();
+        let mut keyspace = self.keyspace.borrow_mut();
+        cmds.into_iter().map(|c| keyspace.execute(c, now)).collect()
+    }
+
     /// The keyspace's figures.
     pub fn stats(&self) -> KeyspaceStats {
         self.keyspace.borrow().stats()
@@ -250,36 +213,54 @@ impl KvShard {
         self.keyspace.borrow_mut().expire_cycle(now_ms(), SWEEP_ROUNDS)
     }
 
-    /// Sweeps expired keys [`SWEEP_HZ`] times a second until the shard drains.
+    /// Sweeps this shard's expired keys [`SWEEP_HZ`] times a second until the shard drains.
     pub async fn sweep_until_drain() {
         let every = Duration::from_secs(1) / SWEEP_HZ;
-        while !shards::draining() {
-            shards::sleep(every).await;
-            if let Some(s) = shards::state() {
+        while !is_draining() {
+            let tick = async {
+                sleep(every).await;
+                true
+            };
+            let drain = async {
+                drain_started().await;
+                false
+            };
+            if !futures_lite::future::or(tick, drain).await {
+                break;
+            }
+            if let Some(s) = state::<KvShard>() {
                 s.sweep();
             }
         }
     }
 }
 
-/// The factory of one shard: builds a [`Kv`] protocol for every connection.
-#[derive(Debug)]
+/// The factory of one shard: builds a [`Kv`] protocol for every connection, on the shard's
+/// [`KvShard`] state.
+#[derive(Debug, Default)]
 pub struct KvFactory {
-    shard: Rc<KvShard>,
+    shard: Option<Rc<KvShard>>,
 }
 
 impl Factory for KvFactory {
     type Protocol = Framed<Kv>;
 
-    fn start(&mut self, _shard: &ShardInfo) {
-        if !self.shard.sweeping.replace(true) {
-            shards::spawn(KvShard::sweep_until_drain());
+    fn start(&mut self, shard: &ShardInfo) {
+        self.shard = state::<KvShard>();
+        match &self.shard {
+            Some(s) if !s.sweeping.replace(true) => spawn(KvShard::sweep_until_drain()),
+            Some(_) => {}
+            None => tracing::error!(
+                shard = shard.index,
+                "kv: the shard has no KvShard state (give the engine Kv::shard_state); refusing connections"
+            ),
         }
     }
 
     fn build_protocol(&mut self, _peer: &crate::addr::Address) -> Option<Framed<Kv>> {
-        let limits = self.shard.config.limits;
-        Some(Framed::new(RespDecoder::new(limits), Kv::new(self.shard.clone())))
+        let shard = self.shard.clone()?;
+        let limits = shard.config.limits;
+        Some(Framed::new(RespDecoder::new(limits), Kv::new(shard)))
     }
 }
 
@@ -293,23 +274,29 @@ impl Kv {
     /// A connection to the store whose local part is `shard`.
     pub fn new(shard: Rc<KvShard>) -> Self {
         let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+        let shards = shard.shards;
         Self {
             conn: Rc::new(Conn {
                 shard,
                 state: RefCell::new(State {
                     session: Session::new(id),
+                    outboxes: (0..shards).map(|_| Outbox::default()).collect(),
                     ..State::default()
                 }),
             }),
         }
     }
 
-    /// The factory for the shard `info`, whose state it builds (once per shard) from
-    /// `config`.
-    pub fn factory(info: &ShardInfo, config: &KvConfig) -> KvFactory {
-        KvFactory {
-            shard: shards::state_or_init(|| KvShard::new(info, config)),
-        }
+    /// What builds each shard's state, for
+    /// [`EngineBuilder::shard_state`](crate::EngineBuilder::shard_state) or
+    /// [`Service::shard_state`](crate::Service::shard_state).
+    pub fn shard_state(config: KvConfig) -> impl Fn(&ShardInfo) -> KvShard + Send + Sync + 'static {
+        move |info| KvShard::new(info, &config)
+    }
+
+    /// The factory of a kv listener (on an engine given [`Kv::shard_state`]).
+    pub fn factory() -> KvFactory {
+        KvFactory::default()
     }
 }
 
@@ -320,6 +307,32 @@ enum Slot {
     Pending,
     /// The answer's bytes.
     Ready(Vec<u8>),
+}
+
+/// Who waits for the answer of a command sent to another shard.
+#[derive(Debug)]
+enum Waiter {
+    /// Command `seq`, whole.
+    Whole(u64),
+    /// One part of a command split over shards.
+    Part(Rc<RefCell<Gathering>>, usize),
+}
+
+/// A command split over shards, while its parts' answers come in.
+#[derive(Debug)]
+struct Gathering {
+    seq: u64,
+    gather: Option<Gather>,
+    replies: Vec<Option<Reply>>,
+    left: usize,
+}
+
+/// The commands for one other shard: at most one call in flight, the rest queued for the
+/// next.
+#[derive(Debug, Default)]
+struct Outbox {
+    queued: Vec<(Waiter, Command)>,
+    busy: bool,
 }
 
 #[derive(Debug, Default)]
@@ -336,6 +349,8 @@ struct State {
     in_flight: usize,
     /// A command on every shard runs: nothing after it starts.
     barrier: bool,
+    /// By shard: the commands for it.
+    outboxes: Vec<Outbox>,
     /// No more commands: close once every answer is written (QUIT, a protocol error, EOF).
     closing: bool,
     /// The engine drains: read no more, close once every answer is written.
@@ -355,28 +370,26 @@ struct Conn {
 impl Conn {
     /// A command arrived.
     fn received(self: &Rc<Self>, request: Request) {
-        let cmd = {
+        let parsed = {
             let mut st = self.state.borrow_mut();
             if st.closing {
                 return;
             }
-            match parse(request) {
-                Ok(cmd) => cmd,
-                Err(error) => {
-                    // Answered at once, in its place.
-                    let seq = st.push_slot();
-                    drop(st);
-                    self.answer(seq, &error);
-                    return;
+            let parsed = parse(request);
+            let seq = st.push_slot();
+            match parsed {
+                Ok(cmd) => {
+                    st.held.push_back((seq, cmd));
+                    None
                 }
+                Err(error) => Some((seq, error)),
             }
         };
-        {
-            let mut st = self.state.borrow_mut();
-            let seq = st.push_slot();
-            st.held.push_back((seq, cmd));
+        match parsed {
+            // Answered at once, in its place.
+            Some((seq, error)) => self.answer(seq, &error),
+            None => self.pump(),
         }
-        self.pump();
         self.flow();
     }
 
@@ -428,11 +441,8 @@ impl Conn {
                     let reply = shard.execute(cmd);
                     self.answer(seq, &reply);
                 } else {
-                    self.later(seq, async move {
-                        shards::submit_to(owner, move |s: &KvShard| s.execute(cmd))
-                            .await
-                            .unwrap_or_else(|e| call_failed(&e))
-                    });
+                    self.state.borrow_mut().in_flight += 1;
+                    self.send(owner, Waiter::Whole(seq), cmd);
                 }
             }
             Target::Keys => {
@@ -443,22 +453,21 @@ impl Conn {
                     return;
                 }
                 // This shard's part runs now, the others' where they live.
-                let calls: Vec<Pin<Box<dyn Future<Output = Reply>>>> = parts
-                    .into_iter()
-                    .map(|(owner, c)| -> Pin<Box<dyn Future<Output = Reply>>> {
-                        if owner == me {
-                            let reply = shard.execute(c);
-                            Box::pin(async move { reply })
-                        } else {
-                            Box::pin(async move {
-                                shards::submit_to(owner, move |s: &KvShard| s.execute(c))
-                                    .await
-                                    .unwrap_or_else(|e| call_failed(&e))
-                            })
-                        }
-                    })
-                    .collect();
-                self.later(seq, async move { gather.merge(join_all(calls).await) });
+                self.state.borrow_mut().in_flight += 1;
+                let gathering = Rc::new(RefCell::new(Gathering {
+                    seq,
+                    gather: Some(gather),
+                    replies: parts.iter().map(|_| None).collect(),
+                    left: parts.len(),
+                }));
+                for (i, (owner, c)) in parts.into_iter().enumerate() {
+                    if owner == me {
+                        let reply = shard.execute(c);
+                        self.deliver(Waiter::Part(gathering.clone(), i), reply);
+                    } else {
+                        self.send(owner, Waiter::Part(gathering.clone(), i), c);
+                    }
+                }
             }
             Target::All => {
                 let port = self
@@ -468,9 +477,91 @@ impl Conn {
                     .as_ref()
                     .map_or(0, |t| t.local_addr().socket_addr().port());
                 let policy = shard.config.policy;
-                self.later(seq, everywhere(cmd, port, policy));
+                self.state.borrow_mut().in_flight += 1;
+                let conn = self.clone();
+                spawn(async move {
+                    let reply = everywhere(cmd, port, policy).await;
+                    conn.state.borrow_mut().barrier = false;
+                    conn.deliver(Waiter::Whole(seq), reply);
+                });
             }
         }
+    }
+
+    /// Queues `cmd` for shard `owner`, and sends the queue unless a call to it is in flight.
+    fn send(self: &Rc<Self>, owner: usize, waiter: Waiter, cmd: Command) {
+        {
+            let mut st = self.state.borrow_mut();
+            let Some(outbox) = st.outboxes.get_mut(owner) else {
+                drop(st);
+                self.deliver(waiter, Reply::error("ERR internal error: no such shard"));
+                return;
+            };
+            outbox.queued.push((waiter, cmd));
+            if outbox.busy {
+                return;
+            }
+            outbox.busy = true;
+        }
+        let conn = self.clone();
+        // The task first runs after the current read is handled, so that its first call
+        // carries every command of the read for that shard.
+        spawn(async move {
+            loop {
+                let batch = {
+                    let mut st = conn.state.borrow_mut();
+                    let Some(outbox) = st.outboxes.get_mut(owner) else {
+                        return;
+                    };
+                    if outbox.queued.is_empty() {
+                        outbox.busy = false;
+                        return;
+                    }
+                    std::mem::take(&mut outbox.queued)
+                };
+                let (waiters, cmds): (Vec<Waiter>, Vec<Command>) = batch.into_iter().unzip();
+                let replies = submit_to(owner, move |s: &KvShard| s.execute_all(cmds)).await;
+                match replies {
+                    Ok(replies) => {
+                        for (waiter, reply) in waiters.into_iter().zip(replies) {
+                            conn.deliver(waiter, reply);
+                        }
+                    }
+                    Err(e) => {
+                        let reply = call_failed(&e);
+                        for waiter in waiters {
+                            conn.deliver(waiter, reply.clone());
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// An answer came in for a command started earlier.
+    fn deliver(self: &Rc<Self>, waiter: Waiter, reply: Reply) {
+        let (seq, reply) = match waiter {
+            Waiter::Whole(seq) => (seq, reply),
+            Waiter::Part(gathering, part) => {
+                let mut g = gathering.borrow_mut();
+                if let Some(slot) = g.replies.get_mut(part) {
+                    *slot = Some(reply);
+                }
+                g.left -= 1;
+                if g.left > 0 {
+                    return;
+                }
+                let replies = g.replies.iter_mut().filter_map(Option::take).collect();
+                let Some(gather) = g.gather.take() else {
+                    return;
+                };
+                (g.seq, gather.merge(replies))
+            }
+        };
+        self.state.borrow_mut().in_flight -= 1;
+        self.answer(seq, &reply);
+        self.pump();
+        self.flow();
     }
 
     /// Closes at once, dropping every answer not sent yet, as redis frees a client it refuses
@@ -483,23 +574,6 @@ impl Conn {
         if let Some(t) = &st.transport {
             t.abort_connection();
         }
-    }
-
-    /// Runs `answer` as a task, and answers command `seq` with its result.
-    fn later(self: &Rc<Self>, seq: u64, answer: impl Future<Output = Reply> + 'static) {
-        self.state.borrow_mut().in_flight += 1;
-        let conn = self.clone();
-        shards::spawn(async move {
-            let reply = answer.await;
-            {
-                let mut st = conn.state.borrow_mut();
-                st.in_flight -= 1;
-                st.barrier = false;
-            }
-            conn.answer(seq, &reply);
-            conn.pump();
-            conn.flow();
-        });
     }
 
     /// Answers command `seq`.
@@ -598,17 +672,17 @@ fn call_failed(e: &impl std::fmt::Display) -> Reply {
 /// Runs a command of every shard (`DBSIZE`, `FLUSHALL`, `INFO`) and gathers its answer.
 async fn everywhere(cmd: Command, port: u16, policy: EvictionPolicy) -> Reply {
     match cmd {
-        Command::DbSize => match shards::invoke_on_all(|s: &KvShard| s.len()).await {
+        Command::DbSize => match invoke_on_all(|s: &KvShard| s.len()).await {
             Ok(lens) => Reply::Integer(lens.iter().sum::<usize>() as i64),
             Err(e) => call_failed(&e),
         },
-        Command::FlushAll => match shards::invoke_on_all(|s: &KvShard| s.flush()).await {
+        Command::FlushAll => match invoke_on_all(|s: &KvShard| s.flush()).await {
             Ok(_) => Reply::OK,
             Err(e) => call_failed(&e),
         },
         Command::Info(sections) => {
-            let per_shard = shards::invoke_on_all(|s: &KvShard| {
-                let c = shards::counters();
+            let per_shard = invoke_on_all(|s: &KvShard| {
+                let c = counters();
                 (s.stats(), c.active, c.accepted)
             })
             .await;
@@ -642,25 +716,6 @@ async fn everywhere(cmd: Command, port: u16, policy: EvictionPolicy) -> Reply {
         }
         _ => Reply::error("ERR not a command of every shard"),
     }
-}
-
-/// Polls every future until all are done; their outputs in order.
-async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T>>>>) -> Vec<T> {
-    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
-    poll_fn(|cx| {
-        let mut done = true;
-        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *out = Some(v),
-                    Poll::Pending => done = false,
-                }
-            }
-        }
-        if done { Poll::Ready(()) } else { Poll::Pending }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 impl FrameHandler for Kv {

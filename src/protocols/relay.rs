@@ -12,7 +12,8 @@ use std::rc::Rc;
 
 use crate::addr::Address;
 use crate::driver::connector::{ClientFactory, Connector, connect_tcp};
-use crate::proto::client::{ConnectError, ConnectOptions, Destination};
+use crate::driver::tasks as shard;
+use crate::proto::client::{ConnectOptions, Destination};
 use crate::proto::close::CloseReason;
 use crate::proto::protocol::{Factory, FnFactory, Protocol, factory_fn};
 use crate::proto::transport::Transport;
@@ -61,7 +62,24 @@ impl Protocol for Relay {
             client: client.clone(),
             link: self.link.clone(),
         };
-        self.connector = Some(connect_tcp(self.upstream.clone(), factory, self.options.clone()));
+        let connector = connect_tcp(self.upstream.clone(), factory, self.options.clone());
+        self.connector = Some(connector.clone());
+        let (client, link) = (client.clone(), self.link.clone());
+        shard::spawn(async move {
+            match connector.connected().await {
+                Ok(up) => {
+                    // Each side's output pauses the other side's reading.
+                    up.register_producer(Box::new(client.clone()));
+                    client.register_producer(Box::new(up.clone()));
+                    *link.upstream.borrow_mut() = Some(up);
+                    client.resume_reading();
+                }
+                Err(reason) => {
+                    tracing::debug!(peer = %client.peer_addr(), "relay upstream failed: {reason}");
+                    client.lose_connection();
+                }
+            }
+        });
     }
 
     fn data_received(&mut self, data: &[u8], _client: &Transport) {
@@ -88,7 +106,7 @@ impl Protocol for Relay {
     }
 }
 
-/// Builds the upstream half, and closes the client if the upstream cannot be reached.
+/// Builds the upstream half.
 struct Upstream {
     client: Transport,
     link: Rc<Link>,
@@ -105,12 +123,8 @@ impl Factory for Upstream {
     }
 }
 
-impl ClientFactory for Upstream {
-    fn client_connection_failed(&mut self, _connector: &Connector, reason: &ConnectError) {
-        tracing::debug!(peer = %self.client.peer_addr(), "relay upstream failed: {reason}");
-        self.client.lose_connection();
-    }
-}
+/// The relay waits for the connection with [`Connector::connected`] instead.
+impl ClientFactory for Upstream {}
 
 /// The upstream-facing half of a relayed connection.
 struct UpstreamSide {
@@ -119,14 +133,6 @@ struct UpstreamSide {
 }
 
 impl Protocol for UpstreamSide {
-    fn connection_made(&mut self, up: &Transport) {
-        // Each side's output pauses the other side's reading.
-        up.register_producer(Box::new(self.client.clone()));
-        self.client.register_producer(Box::new(up.clone()));
-        *self.link.upstream.borrow_mut() = Some(up.clone());
-        self.client.resume_reading();
-    }
-
     fn data_received(&mut self, data: &[u8], _up: &Transport) {
         self.client.write(data);
     }

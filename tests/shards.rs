@@ -1,0 +1,246 @@
+//! Sharded services: per-shard state, cross-shard calls with back-pressure, calls from outside
+//! the engine, and a shutdown that answers the calls in flight.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use util::connect;
+use weft::shard::{self, CallError};
+use weft::{Cores, Engine, EngineConfig, Protocol, Transport, factory_fn};
+
+/// A toy key-value store, one per shard.
+#[derive(Default)]
+struct Store {
+    map: RefCell<HashMap<String, u64>>,
+    hits: Cell<u64>,
+}
+
+fn two_shards() -> EngineConfig {
+    let mut c = EngineConfig::default();
+    c.cores = Cores::Count(2);
+    c.drain_timeout = Duration::from_secs(5);
+    c
+}
+
+/// Runs `task` on the last shard of an engine of tasks and returns what it sends.
+fn on_last_shard<T, F>(config: EngineConfig, task: impl Fn() -> F + Send + Sync + 'static) -> T
+where
+    T: Send + 'static,
+    F: Future<Output = T> + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    let engine = Engine::builder(config)
+        .shard_state(|_| Store::default())
+        .on_each_shard(move |info| {
+            let run = (info.index + 1 == info.shards).then(|| (task(), tx.clone()));
+            async move {
+                if let Some((f, tx)) = run {
+                    tx.send(f.await).unwrap();
+                }
+            }
+        })
+        .start()
+        .unwrap();
+    engine.join().unwrap();
+    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+#[test]
+fn calls_reach_the_other_shards_state_and_come_back() {
+    let got = on_last_shard(two_shards(), || async {
+        let here = shard::current().unwrap().index;
+        shard::submit_to(0, |s: &Store| {
+            s.map.borrow_mut().insert("a".into(), 7);
+        })
+        .await
+        .unwrap();
+        let remote = shard::submit_to(0, |s: &Store| s.map.borrow().get("a").copied()).await;
+        let local = shard::state::<Store>().unwrap().map.borrow().get("a").copied();
+        let all = shard::invoke_on_all(|s: &Store| s.map.borrow().len()).await;
+        let missing = shard::submit_to(5, |_: &Store| ()).await;
+        let wrong_type = shard::submit_to(0, |_: &String| ()).await;
+        let panicked = shard::submit_to(0, |_: &Store| -> u8 { panic!("boom") }).await;
+        let after = shard::submit_to(0, |s: &Store| s.map.borrow().len()).await;
+        (here, remote, local, all, missing, wrong_type, panicked, after)
+    });
+    let (here, remote, local, all, missing, wrong_type, panicked, after) = got;
+    assert_eq!(here, 1);
+    assert_eq!(remote, Ok(Some(7)));
+    assert_eq!(local, None, "shard 1's own store is apart");
+    assert_eq!(all, Ok(vec![1, 0]), "by shard index");
+    assert_eq!(missing, Err(CallError::NoSuchShard { shard: 5, shards: 2 }));
+    assert!(matches!(wrong_type, Err(CallError::NoState { shard: 0, .. })));
+    assert_eq!(panicked, Err(CallError::Panicked(0)));
+    assert_eq!(after, Ok(1), "shard 0 carries on after a panicking call");
+}
+
+#[test]
+fn a_full_queue_makes_callers_wait_and_every_call_completes() {
+    let mut config = two_shards();
+    config.call_queue = 4;
+    let total = on_last_shard(config, || async {
+        const CALLS: u64 = 2_000;
+        let done = Rc::new(Cell::new(0u64));
+        for _ in 0..CALLS {
+            let done = done.clone();
+            shard::spawn(async move {
+                shard::submit_to(0, |s: &Store| s.hits.set(s.hits.get() + 1))
+                    .await
+                    .unwrap();
+                done.set(done.get() + 1);
+            });
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while done.get() < CALLS && std::time::Instant::now() < deadline {
+            shard::sleep(Duration::from_millis(1)).await;
+        }
+        let counted = shard::submit_to(0, |s: &Store| s.hits.get()).await.unwrap();
+        let sent = shard::counters().calls_sent;
+        (counted, sent)
+    });
+    assert_eq!(total, (2_000, 2_001));
+}
+
+#[test]
+fn outside_threads_call_shards_and_get_an_error_once_it_stopped() {
+    let engine = Engine::builder(two_shards())
+        .shard_state(|info| Store {
+            hits: Cell::new(info.index as u64 * 10),
+            ..Store::default()
+        })
+        .listen("127.0.0.1:0".parse::<SocketAddr>().unwrap(), |_| {
+            weft::protocols::Echo::factory()
+        })
+        .start()
+        .unwrap();
+    let shards = engine.shards();
+    let from_thread = std::thread::spawn({
+        let shards = shards.clone();
+        move || shards.call(1, |s: &Store| s.hits.get())
+    });
+    assert_eq!(from_thread.join().unwrap(), Ok(10));
+    assert_eq!(shards.call(0, |s: &Store| s.hits.get()), Ok(0));
+    engine.shutdown();
+    engine.join().unwrap();
+    assert_eq!(
+        shards.call(0, |s: &Store| s.hits.get()),
+        Err(CallError::ShardStopped(0))
+    );
+}
+
+/// Answers each line after asking shard 0 (which holds the counter) for the next number,
+/// 200 ms later: a slow cross-shard answer.
+struct Ticket;
+
+impl Protocol for Ticket {
+    fn data_received(&mut self, _data: &[u8], t: &Transport) {
+        let t = t.clone();
+        shard::spawn(async move {
+            shard::sleep(Duration::from_millis(200)).await;
+            let n = shard::submit_to(0, |s: &Store| {
+                s.hits.set(s.hits.get() + 1);
+                s.hits.get()
+            })
+            .await;
+            t.write(format!("{n:?}\n").as_bytes());
+            t.lose_connection();
+        });
+    }
+}
+
+#[test]
+fn shutdown_answers_requests_waiting_on_another_shard() {
+    let engine = Engine::builder(two_shards())
+        .shard_state(|_| Store::default())
+        .listen("127.0.0.1:0".parse::<SocketAddr>().unwrap(), |_| {
+            factory_fn(|_| Some(Ticket))
+        })
+        .start()
+        .unwrap();
+    let addr = engine.local_addrs()[0];
+    let mut clients: Vec<_> = (0..16).map(|_| connect(addr)).collect();
+    for c in &mut clients {
+        c.write_all(b"next\n").unwrap();
+    }
+    // The requests are in; shard 0 may have no connection of its own. Stop now.
+    std::thread::sleep(Duration::from_millis(50));
+    engine.shutdown();
+    let mut answers = Vec::new();
+    for c in &mut clients {
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        answers.push(s);
+    }
+    let report = engine.join().unwrap();
+    let mut numbers: Vec<u64> = answers
+        .iter()
+        .map(|a| {
+            a.strip_prefix("Ok(")
+                .and_then(|r| r.strip_suffix(")\n"))
+                .unwrap_or_else(|| panic!("unanswered: {a:?}"))
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=16).collect::<Vec<_>>());
+    assert!(
+        report.total().calls_received > 0,
+        "some went through shard 0's inbox"
+    );
+}
+
+/// A client protocol that keeps nothing: the test drives it through its transport.
+struct Quiet;
+
+impl Protocol for Quiet {
+    fn data_received(&mut self, _data: &[u8], _t: &Transport) {}
+}
+
+/// Its factory, for `connect_tcp`.
+struct Quiets;
+
+impl weft::Factory for Quiets {
+    type Protocol = Quiet;
+    fn build_protocol(&mut self, _peer: &weft::Address) -> Option<Quiet> {
+        Some(Quiet)
+    }
+}
+
+impl weft::ClientFactory for Quiets {}
+
+#[test]
+fn async_code_awaits_a_connection_and_its_end() {
+    let (server, addr) = util::engine(1, |_| weft::protocols::Echo::factory());
+    let refused: SocketAddr = format!("127.0.0.1:{}", util::free_port()).parse().unwrap();
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(1);
+    let got = on_last_shard(config, move || async move {
+        let options = weft::ConnectOptions::default();
+        let c = weft::connect_tcp(addr, Quiets, options.clone());
+        let t = c.connected().await.ok().map(|t| t.peer_addr().socket_addr());
+        if let Some(up) = c.transport() {
+            up.lose_connection();
+        }
+        let closed = c.closed().await;
+        let failed = weft::connect_tcp(refused, Quiets, options)
+            .connected()
+            .await
+            .err();
+        (t, closed, failed.map(|e| e.to_string()))
+    });
+    server.shutdown();
+    let (t, closed, failed) = got;
+    assert_eq!(t, Some(addr));
+    assert_eq!(closed, Some(weft::CloseReason::LocalClose));
+    assert!(failed.is_some_and(|e| e.contains("refused")));
+}
