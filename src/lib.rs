@@ -107,6 +107,7 @@ pub use stats::StatsSnapshot;
 pub mod shard {
     pub use crate::driver::mesh::{CallError, ShardHandle, invoke_on_all, submit_to};
     pub use crate::driver::tasks::{
-        counters, current, drain_started, is_draining, sleep, spawn, state, yield_now,
+        Interval, counters, current, drain_started, interval, is_draining, sleep, spawn, state, yield_now,
     };
+    pub use crate::proto::queue::Queue;
 }

@@ -167,17 +167,6 @@ impl Service {
         self
     }
 
-    /// Runs a task on every shard (see [`EngineBuilder::on_each_shard`]).
-    #[must_use]
-    pub fn on_each_shard<T, M>(mut self, make_task: M) -> Self
-    where
-        T: Future<Output = ()> + 'static,
-        M: Fn(&ShardInfo) -> T + Send + Sync + 'static,
-    {
-        self.engine = self.engine.on_each_shard(make_task);
-        self
-    }
-
     /// Gives every shard a service state (see [`EngineBuilder::shard_state`]).
     #[must_use]
     pub fn shard_state<T, M>(mut self, make_state: M) -> Self
@@ -186,6 +175,17 @@ impl Service {
         M: Fn(&ShardInfo) -> T + Send + Sync + 'static,
     {
         self.engine = self.engine.shard_state(make_state);
+        self
+    }
+
+    /// Runs a task on every shard (see [`EngineBuilder::on_each_shard`]).
+    #[must_use]
+    pub fn on_each_shard<T, M>(mut self, make_task: M) -> Self
+    where
+        T: Future<Output = ()> + 'static,
+        M: Fn(&ShardInfo) -> T + Send + Sync + 'static,
+    {
+        self.engine = self.engine.on_each_shard(make_task);
         self
     }
 

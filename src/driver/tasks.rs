@@ -5,7 +5,7 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -181,4 +181,41 @@ pub async fn drain_started() {
 /// Outside a glommio executor.
 pub fn counters() -> StatsSnapshot {
     ShardCtx::current().snapshot()
+}
+
+/// Ticks every `period` on the current shard, the first tick one period from now (see
+/// [`Interval::tick`]). A protocol may run as many as it likes, each in its own task.
+pub fn interval(period: Duration) -> Interval {
+    let period = period.max(Duration::from_micros(1));
+    Interval {
+        period,
+        next: Instant::now() + period,
+    }
+}
+
+/// A periodic timer made by [`interval`].
+#[derive(Debug)]
+pub struct Interval {
+    period: Duration,
+    next: Instant,
+}
+
+impl Interval {
+    /// Waits for the next tick and returns its scheduled time. Ticks missed while the task
+    /// was busy are skipped, not bunched: the next one is the first scheduled in the future.
+    ///
+    /// # Panics
+    ///
+    /// Outside a glommio executor.
+    pub async fn tick(&mut self) -> Instant {
+        let now = Instant::now();
+        if self.next > now {
+            sleep(self.next - now).await;
+        }
+        let at = self.next;
+        let late = Instant::now().saturating_duration_since(self.next);
+        let periods = late.as_nanos() / self.period.as_nanos() + 1;
+        self.next += self.period * u32::try_from(periods).unwrap_or(u32::MAX);
+        at
+    }
 }

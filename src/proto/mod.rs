@@ -36,6 +36,7 @@ pub mod kv;
 pub(crate) mod outbuf;
 pub(crate) mod protocol;
 pub mod proxy;
+pub(crate) mod queue;
 pub(crate) mod reconnect;
 pub mod resp;
 pub(crate) mod transport;

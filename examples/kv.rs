@@ -1,0 +1,106 @@
+//! A small key-value service over lines: every key lives on the shard its hash names, other
+//! shards reach it with `submit_to`, and a GET waits on a 5 ms timer first without blocking
+//! its shard. Pipelined requests run and are answered in order.
+//!
+//! ```sh
+//! cargo run --release --example kv -- 127.0.0.1:7200
+//! printf 'SET a 1\nGET a\nDEL a\nGET a\n' | nc -q1 127.0.0.1 7200    # OK 1 1 (nil)
+//! ```
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use weft::codec::{FrameHandler, Framed, LineDecoder};
+use weft::{EngineConfig, Service, Transport, factory_fn, shard};
+
+/// One shard's part of the keys.
+type Store = RefCell<HashMap<String, String>>;
+
+/// The shard that owns `key`.
+fn owner(key: &str) -> usize {
+    let shards = shard::current().map_or(1, |s| s.shards);
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
+
+/// One client connection: its requests run one after the other, in arrival order, in a
+/// task of its own, so that a pipeline's effects and answers keep their order.
+#[derive(Default)]
+struct Client {
+    requests: shard::Queue<Vec<String>>,
+}
+
+/// Runs one request against the owning shard's store.
+async fn execute(words: Vec<String>) -> String {
+    let answer = match words.as_slice() {
+        [cmd, key, value] if cmd.eq_ignore_ascii_case("SET") => {
+            let (k, v) = (key.clone(), value.clone());
+            shard::submit_to(owner(key), move |s: &Store| s.borrow_mut().insert(k, v).map(drop))
+                .await
+                .map(|_| "OK".into())
+        }
+        [cmd, key] if cmd.eq_ignore_ascii_case("GET") => {
+            shard::sleep(Duration::from_millis(5)).await;
+            let k = key.clone();
+            shard::submit_to(owner(key), move |s: &Store| s.borrow().get(&k).cloned())
+                .await
+                .map(|v| v.unwrap_or("(nil)".into()))
+        }
+        [cmd, key] if cmd.eq_ignore_ascii_case("DEL") => {
+            let k = key.clone();
+            shard::submit_to(owner(key), move |s: &Store| {
+                s.borrow_mut().remove(&k).map_or("0", |_| "1").to_owned()
+            })
+            .await
+        }
+        _ => Ok("ERR expected SET k v, GET k or DEL k".into()),
+    };
+    format!("{}\n", answer.unwrap_or_else(|e| format!("ERR {e}")))
+}
+
+impl FrameHandler for Client {
+    type Decoder = LineDecoder;
+
+    fn connection_made(&mut self, t: &Transport) {
+        let (requests, t) = (self.requests.clone(), t.clone());
+        shard::spawn(async move {
+            while let Some(words) = requests.pop().await {
+                t.write(execute(words).await.as_bytes());
+            }
+        });
+    }
+
+    fn frame_received(&mut self, line: Vec<u8>, t: &Transport) {
+        let words = String::from_utf8_lossy(&line)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if self.requests.push(words).is_err() {
+            t.lose_connection();
+        }
+    }
+
+    fn connection_lost(&mut self, _reason: &weft::CloseReason) {
+        self.requests.close();
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let listen: SocketAddr = std::env::args()
+        .nth(1)
+        .as_deref()
+        .unwrap_or("127.0.0.1:7200")
+        .parse()?;
+    Service::new(EngineConfig::default())
+        .name("kv")
+        .shard_state(|_| Store::default())
+        .listen(listen, |_| {
+            factory_fn(|_peer| Some(Framed::new(LineDecoder::new(4096), Client::default())))
+        })
+        .run()?;
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The sharded-service examples, run as their users run them: a chat whose rooms span the
+//! shards, and a key-value service whose keys live on their owning shards.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{connect, free_port, wait_exit, wait_listening};
+
+/// An example binary, built by `cargo test` (or `cargo build --release --examples`).
+fn example(name: &str, addr: SocketAddr) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    let dir: PathBuf = exe.parent().and_then(|d| d.parent()).unwrap().join("examples");
+    let mut child = Command::new(dir.join(name))
+        .arg(addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the examples are built by cargo test (cargo build --release --examples)");
+    wait_listening(addr, &mut child);
+    child
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+}
+
+fn free_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+/// Reads lines until one satisfies `want` (bounded by a deadline).
+fn read_until(r: &mut BufReader<TcpStream>, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut line = String::new();
+    while Instant::now() < deadline {
+        line.clear();
+        if r.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if want(line.trim_end()) {
+            return line.trim_end().to_owned();
+        }
+    }
+    panic!("no wanted line; last {line:?}");
+}
+
+#[test]
+fn chat_rooms_span_the_shards() {
+    let addr = free_addr();
+    let child = example("chat", addr);
+    let mut clients: Vec<(TcpStream, BufReader<TcpStream>)> = (0..8)
+        .map(|_| {
+            let s = connect(addr);
+            let r = BufReader::new(s.try_clone().unwrap());
+            (s, r)
+        })
+        .collect();
+    for (i, (s, r)) in clients.iter_mut().enumerate() {
+        read_until(r, |l| l.starts_with("welcome"));
+        write!(s, "/nick n{i}\n/join lobby\n").unwrap();
+        // Each sees its own join, so it is in the room before the next one speaks.
+        read_until(r, |l| l == format!("n{i}: joined"));
+    }
+    clients[0].0.write_all(b"hello everyone\n").unwrap();
+    for (_, r) in &mut clients {
+        read_until(r, |l| l == "n0: hello everyone");
+    }
+    drop(clients);
+    stop(child);
+}
+
+#[test]
+fn kv_keys_live_on_their_shards_and_pipelines_answer_in_order() {
+    let addr = free_addr();
+    let child = example("kv", addr);
+    let mut writer = connect(addr);
+    let mut reader = BufReader::new(writer.try_clone().unwrap());
+    let mut batch = String::new();
+    for i in 0..50 {
+        batch.push_str(&format!("SET k{i} v{i}\n"));
+    }
+    writer.write_all(batch.as_bytes()).unwrap();
+    for _ in 0..50 {
+        assert_eq!(read_until(&mut reader, |_| true), "OK");
+    }
+    // Another connection (maybe another shard) reads them back, pipelined, in order.
+    let mut other = connect(addr);
+    let mut other_reader = BufReader::new(other.try_clone().unwrap());
+    let mut batch = String::new();
+    for i in (0..50).rev() {
+        batch.push_str(&format!("GET k{i}\nDEL k{i}\n"));
+    }
+    batch.push_str("GET k7\nBOGUS\n");
+    other.write_all(batch.as_bytes()).unwrap();
+    for i in (0..50).rev() {
+        assert_eq!(read_until(&mut other_reader, |_| true), format!("v{i}"));
+        assert_eq!(read_until(&mut other_reader, |_| true), "1");
+    }
+    assert_eq!(read_until(&mut other_reader, |_| true), "(nil)");
+    assert!(read_until(&mut other_reader, |_| true).starts_with("ERR"));
+    drop((writer, reader, other, other_reader));
+    stop(child);
+}
