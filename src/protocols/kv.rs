@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::driver::mesh::{invoke_on_all, submit_to};
-use crate::driver::tasks::{counters, drain_started, is_draining, sleep, spawn, state};
+use crate::driver::tasks::{counters, drain_started, interval, is_draining, spawn, state};
 use crate::proto::codec::{FrameHandler, Framed};
 use crate::proto::kv::command::{Command, Target, parse};
 use crate::proto::kv::info::{ServerInfo, render};
@@ -215,10 +215,10 @@ impl KvShard {
 
     /// Sweeps this shard's expired keys [`SWEEP_HZ`] times a second until the shard drains.
     pub async fn sweep_until_drain() {
-        let every = Duration::from_secs(1) / SWEEP_HZ;
+        let mut ticks = interval(Duration::from_secs(1) / SWEEP_HZ);
         while !is_draining() {
             let tick = async {
-                sleep(every).await;
+                ticks.tick().await;
                 true
             };
             let drain = async {
