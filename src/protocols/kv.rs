@@ -143,6 +143,8 @@ pub struct KvShard {
 impl KvShard {
     /// The state of shard `info`, with its even part of the memory limit.
     pub fn new(info: &ShardInfo, config: &KvConfig) -> Self {
+        // The process's start, for INFO's uptime.
+        let _ = process();
         let hasher = RandomState::new();
         let mut seed = hasher.build_hasher();
         seed.write_usize(info.index);
@@ -730,6 +732,10 @@ impl FrameHandler for Kv {
     }
 
     fn decode_failed(&mut self, error: RespError, _transport: &Transport) {
+        // After QUIT (or a refusal) redis parses no further: nothing to answer.
+        if self.conn.state.borrow().closing {
+            return;
+        }
         // Past the request limit: no answer (redis frees such a client at once).
         let Some(bytes) = error.reply() else {
             self.conn.refuse();
