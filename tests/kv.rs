@@ -571,6 +571,43 @@ fn announced_lengths_are_not_allocated_and_connections_stay_bounded() {
     );
 }
 
+#[test]
+fn answers_past_max_output_close_the_connection() {
+    let big = vec![b'v'; 1 << 20];
+    let ask = |addr: SocketAddr| {
+        let mut c = Client::connect(addr);
+        let keys = keys_on_both_shards("big", 1);
+        for k in &keys {
+            assert_eq!(c.call(&[b"SET", k.as_bytes(), &big]), b"+OK\r\n");
+        }
+        // Sixteen 1 MiB answers asked for at once, read only later.
+        let mut req = Vec::new();
+        for _ in 0..8 {
+            for k in &keys {
+                req.extend(encode(&[b"GET", k.as_bytes()]));
+            }
+        }
+        c.send(&req);
+        thread::sleep(Duration::from_millis(300));
+        let mut answers = 0;
+        while let Ok(reply) = read_reply(&mut c.reader) {
+            assert_eq!(reply.len(), (1 << 20) + 12);
+            answers += 1;
+            if answers == 16 {
+                break;
+            }
+        }
+        answers
+    };
+    // The default cap (4 MiB of unsent answers): the connection is closed, the server goes on.
+    let weft = Server::weft(&[]);
+    assert!(ask(weft.addr) < 16);
+    assert_eq!(Client::connect(weft.addr).cmd("PING"), b"+PONG\r\n");
+    // A cap above them: every answer.
+    let roomy = Server::weft(&["--max-output", "64MiB"]);
+    assert_eq!(ask(roomy.addr), 16);
+}
+
 /// The shard (of two) that owns `key`, as weft places keys (Redis Cluster's slots).
 fn shard_of(key: &str) -> usize {
     weft::kv::route::shard_of(key.as_bytes(), 2)

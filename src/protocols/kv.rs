@@ -359,6 +359,8 @@ struct State {
     draining: bool,
     /// Reading paused for too many commands in flight.
     paused: bool,
+    /// Bytes of the answers in `slots`, ready and waiting for one before them.
+    held_bytes: usize,
     /// Encoding space for answers written at once.
     scratch: Vec<u8>,
 }
@@ -567,12 +569,14 @@ impl Conn {
     }
 
     /// Closes at once, dropping every answer not sent yet, as redis frees a client it refuses
-    /// (an HTTP request, a request over the size limit): with a reset.
+    /// (an HTTP request, a request over the size limit), and as the transport closes a
+    /// connection whose output passed its cap: with a reset.
     fn refuse(&self) {
         let mut st = self.state.borrow_mut();
         st.closing = true;
         st.slots.clear();
         st.held.clear();
+        st.held_bytes = 0;
         if let Some(t) = &st.transport {
             t.abort_connection();
         }
@@ -609,6 +613,9 @@ impl Conn {
         else {
             return;
         };
+        if let Slot::Ready(bytes) = &slot {
+            st.held_bytes += bytes.len();
+        }
         if let Some(s) = st.slots.get_mut(index) {
             *s = slot;
         }
@@ -621,6 +628,15 @@ impl Conn {
             out.extend_from_slice(bytes);
             st.slots.pop_front();
             st.first_seq += 1;
+        }
+        st.held_bytes -= out.len();
+        // Answers held back count as output: past the cap, the connection goes, as it would
+        // had they been written.
+        if st.held_bytes + t.buffered() > t.max_output() {
+            st.scratch = out;
+            drop(st);
+            self.refuse();
+            return;
         }
         t.write(&out);
         st.scratch = out;
