@@ -98,7 +98,7 @@ pub use proto::close::{CLOSE_LABELS, CloseReason};
 pub use proto::protocol::{Factory, FnFactory, Protocol, ShardInfo, factory_fn};
 pub use proto::reconnect::ReconnectPolicy;
 pub use proto::transport::{Producer, Transport};
-pub use proto::{codec, hdr, proxy};
+pub use proto::{codec, hdr, kv, proxy, resp};
 pub use service::{MIN_STATS_INTERVAL, RunningService, Service, ServiceError};
 pub use stats::StatsSnapshot;
 

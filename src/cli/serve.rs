@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use weft::protocols::{Discard, Echo, Http, Relay, Whoami};
+use weft::kv::keyspace::EvictionPolicy;
+use weft::protocols::{Discard, Echo, Http, Kv, KvConfig, Relay, Whoami};
 use weft::proxy::{Cidr, ProxyConfig};
 use weft::{
     Address, Cores, Destination, EngineConfig, FlowConfig, Keepalive, ListenerConfig, MIN_STATS_INTERVAL,
@@ -24,6 +25,8 @@ pub(crate) enum Proto {
     Http,
     /// A TCP proxy to --upstream, with back-pressure both ways.
     Relay,
+    /// A Redis-protocol (RESP2) in-memory key-value store, keys sharded over the cores.
+    Kv,
     /// Write the peer's address and a newline, then close.
     Whoami,
 }
@@ -36,6 +39,7 @@ impl Proto {
             Self::Http => "http",
             Self::Relay => "relay",
             Self::Whoami => "whoami",
+            Self::Kv => "kv",
         }
     }
 }
@@ -46,6 +50,14 @@ pub(crate) struct ServeArgs {
     /// Protocol to serve.
     #[arg(long, value_enum, default_value = "echo")]
     proto: Proto,
+    /// kv: memory limit of the store, divided evenly between the shards (each key counts its
+    /// name, its value and 64 bytes); 0 for none.
+    #[arg(long, default_value = "0", value_parser = super::size)]
+    maxmemory: usize,
+    /// kv: what writes do past --maxmemory: noeviction (refused with -OOM) or allkeys-lru
+    /// (the least recently used of sampled keys is evicted).
+    #[arg(long, default_value = "noeviction", value_parser = parse_policy)]
+    maxmemory_policy: EvictionPolicy,
     /// Address to listen on, e.g. 127.0.0.1:7000 or [::1]:7000 (repeatable). With --takeover,
     /// defaults to the addresses taken over.
     #[arg(long = "listen", required_unless_present_any = ["takeover", "proxy_listen"], value_parser = parse_addr)]
@@ -141,6 +153,11 @@ pub(crate) struct ServeArgs {
     hdr_log: Option<PathBuf>,
 }
 
+fn parse_policy(s: &str) -> Result<EvictionPolicy, String> {
+    EvictionPolicy::from_name(s)
+        .ok_or_else(|| format!("invalid policy {s:?}: expected noeviction or allkeys-lru"))
+}
+
 fn stats_interval(s: &str) -> Result<Duration, String> {
     let d = super::duration(s)?;
     if d < MIN_STATS_INTERVAL {
@@ -203,6 +220,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
         p.max_header = args.proxy_max_header;
         p
     });
+    if args.proto == Proto::Kv {
+        service = service.shard_state(Kv::shard_state(KvConfig {
+            maxmemory: args.maxmemory,
+            policy: args.maxmemory_policy,
+            ..KvConfig::default()
+        }));
+    }
     let mut listeners = Vec::new();
     for addr in plain {
         let l = ListenerConfig::new(addr);
@@ -233,6 +257,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
             (Proto::Discard, _) => service.listen(l, |_| Discard::factory()),
             (Proto::Http, _) => service.listen(l, move |_| Http::factory_with(header_timeout)),
             (Proto::Whoami, _) => service.listen(l, |_| Whoami::factory()),
+            (Proto::Kv, _) => service.listen(l, |_| Kv::factory()),
             // clap requires --upstream with --proto relay.
             (Proto::Relay, Some(up)) => service.listen(l, move |_| Relay::factory(up.clone())),
             (Proto::Relay, None) => service,

@@ -311,6 +311,13 @@ impl Transport {
         self.inner.out.borrow().len()
     }
 
+    /// The cap on queued output above which the connection is closed
+    /// ([`FlowConfig::max_output`]): a protocol that holds answers back (to put them in order,
+    /// say) counts them against it too.
+    pub(crate) fn max_output(&self) -> usize {
+        self.inner.flow.max_output
+    }
+
     /// True until the connection starts closing (by either side) or is gone.
     pub fn is_connected(&self) -> bool {
         let f = self.inner.flags.get();

@@ -3,11 +3,13 @@
 mod discard;
 mod echo;
 pub mod http;
+pub mod kv;
 mod relay;
 mod whoami;
 
 pub use discard::Discard;
 pub use echo::Echo;
 pub use http::Http;
+pub use kv::{Kv, KvConfig, KvFactory, KvShard};
 pub use relay::Relay;
 pub use whoami::Whoami;

@@ -1,0 +1,105 @@
+//! The RESP parser's invariants on one input, shared by the fuzz target and the test that
+//! replays the corpus (`tests/resp_corpus.rs`).
+//!
+//! The input is what a peer sends. Fed in chunks of any size it must decode to the same
+//! requests and the same error as fed whole; nothing may panic; and every request it yields
+//! goes through the command parser and runs on a small keyspace (with a memory limit and
+//! eviction) or a session, which must not panic either.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::BuildHasherDefault;
+
+use weft::codec::{Decoder, InBuf};
+use weft::kv::command::{Target, parse};
+use weft::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig};
+use weft::kv::session::{ServerFacts, Session};
+use weft::resp::{Request, RespDecoder, RespError, RespLimits};
+
+/// Small limits, so that inputs of fuzzing size reach them.
+pub const LIMITS: RespLimits = RespLimits {
+    max_bulk: 4096,
+    max_inline: 256,
+    max_request: 16 * 1024,
+};
+
+/// What a peer's bytes decode to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The requests, in order.
+    pub requests: Vec<Request>,
+    /// The error that ended decoding, if any.
+    pub error: Option<RespError>,
+}
+
+/// Decodes `input` fed in chunks of `step` bytes.
+pub fn decode(input: &[u8], step: usize) -> Outcome {
+    let mut decoder = RespDecoder::new(LIMITS);
+    let mut buf = InBuf::new();
+    let mut requests = Vec::new();
+    for chunk in input.chunks(step.max(1)) {
+        buf.extend(chunk);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(r)) => {
+                    assert!(!r.is_empty(), "empty requests are skipped");
+                    requests.push(r);
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    return Outcome {
+                        requests,
+                        error: Some(error),
+                    };
+                }
+            }
+        }
+        assert!(
+            buf.len() <= LIMITS.max_request + LIMITS.max_inline + 2 * step + 64,
+            "bounded buffer"
+        );
+    }
+    Outcome {
+        requests,
+        error: None,
+    }
+}
+
+/// Checks the invariants on `data` fed in chunks of `step` (and whole); returns the outcome.
+pub fn check(data: &[u8], step: usize) -> Outcome {
+    let whole = decode(data, data.len().max(1));
+    assert_eq!(decode(data, step), whole, "fed in {step}-byte chunks");
+    if let Some(e) = &whole.error {
+        let _ = (e.to_string(), e.reply());
+    }
+    let mut keyspace = Keyspace::new(
+        KeyspaceConfig {
+            maxmemory: 4096,
+            policy: if data.len().is_multiple_of(2) {
+                EvictionPolicy::AllKeysLru
+            } else {
+                EvictionPolicy::NoEviction
+            },
+        },
+        BuildHasherDefault::<DefaultHasher>::default(),
+        7,
+    );
+    let mut session = Session::new(1);
+    let facts = ServerFacts::default();
+    let now = 1_700_000_000_000;
+    for (i, request) in whole.requests.iter().enumerate() {
+        match parse(request.clone()) {
+            Ok(cmd) if cmd.target() == Target::Connection => {
+                let _ = session.execute(cmd, &facts);
+            }
+            Ok(cmd) => {
+                let _ = keyspace.execute(cmd, now + i as i64 * 100).to_bytes();
+                // Memory is made (or refused) before a write: one request past the limit at most.
+                let added: usize = request.iter().map(|a| a.len() + 64).sum();
+                assert!(keyspace.used_memory() <= 4096 + added, "memory bound");
+            }
+            Err(reply) => assert!(reply.is_error()),
+        }
+    }
+    keyspace.expire_cycle(now + 1_000_000, 4);
+    whole
+}

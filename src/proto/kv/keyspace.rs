@@ -1,0 +1,861 @@
+//! One shard's keys: string values, expiry (lazy on access, and an active sweep that samples
+//! keys with a TTL), deterministic memory accounting and `maxmemory` with `noeviction` or a
+//! sampled `allkeys-lru`.
+//!
+//! The keyspace reads no clock and draws no entropy: the caller passes `now` (Unix time in
+//! milliseconds) to every call, the hasher of its tables, and the seed of the generator that
+//! picks samples.
+
+use std::hash::BuildHasher;
+use std::rc::Rc;
+
+use indexmap::{IndexMap, IndexSet};
+
+use crate::proto::kv::command::{
+    Command, Condition, Deadline, ExpireCondition, NOT_AN_INTEGER, Set, TtlKind, invalid_expire,
+};
+use crate::proto::resp::{MAX_BULK_LEN, Reply, push_int, string2ll};
+
+/// What one key costs besides its name and value bytes, in the memory accounting: a fixed
+/// figure for its table slot, headers and expiry, so that the accounting is deterministic.
+pub const ENTRY_OVERHEAD: usize = 64;
+/// Keys sampled per eviction (redis's `maxmemory-samples`).
+pub const EVICTION_SAMPLES: usize = 5;
+/// Keys with a TTL sampled per round of the active expiry sweep (redis's
+/// `ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP`).
+pub const EXPIRE_SAMPLES: usize = 20;
+
+/// `-OOM command not allowed when used memory > 'maxmemory'.`
+pub const OOM: Reply = Reply::error("OOM command not allowed when used memory > 'maxmemory'.");
+
+/// What happens to writes once the memory limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvictionPolicy {
+    /// Commands that may add memory are refused with `-OOM`.
+    #[default]
+    NoEviction,
+    /// The least recently used of a few sampled keys is evicted until memory is under the
+    /// limit.
+    AllKeysLru,
+}
+
+impl EvictionPolicy {
+    /// The name redis gives the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoEviction => "noeviction",
+            Self::AllKeysLru => "allkeys-lru",
+        }
+    }
+
+    /// The policy named `name` (`noeviction` or `allkeys-lru`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "noeviction" => Some(Self::NoEviction),
+            "allkeys-lru" => Some(Self::AllKeysLru),
+            _ => None,
+        }
+    }
+}
+
+/// A keyspace's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyspaceConfig {
+    /// Accounted bytes above which the policy applies; 0 for no limit.
+    pub maxmemory: usize,
+    /// The policy.
+    pub policy: EvictionPolicy,
+}
+
+/// A keyspace's figures, for `INFO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyspaceStats {
+    /// Keys held (some may have expired and not been collected yet).
+    pub keys: u64,
+    /// Keys with a TTL.
+    pub expires: u64,
+    /// Estimated average TTL of keys with one, in milliseconds (from the sweep's samples).
+    pub avg_ttl: u64,
+    /// Accounted bytes: name, value and [`ENTRY_OVERHEAD`] of every key.
+    pub used_memory: u64,
+    /// The memory limit (0: none).
+    pub maxmemory: u64,
+    /// Keys removed because they expired.
+    pub expired_keys: u64,
+    /// Keys evicted for memory.
+    pub evicted_keys: u64,
+    /// Reads that found their key.
+    pub keyspace_hits: u64,
+    /// Reads that did not.
+    pub keyspace_misses: u64,
+}
+
+impl KeyspaceStats {
+    /// Adds another shard's figures (the average TTL is weighted by keys with a TTL).
+    pub fn add(&mut self, o: &KeyspaceStats) {
+        let with_ttl = self.expires + o.expires;
+        if with_ttl > 0 {
+            let sum = u128::from(self.avg_ttl) * u128::from(self.expires)
+                + u128::from(o.avg_ttl) * u128::from(o.expires);
+            self.avg_ttl = u64::try_from(sum / u128::from(with_ttl)).unwrap_or(u64::MAX);
+        }
+        self.keys += o.keys;
+        self.expires = with_ttl;
+        self.used_memory += o.used_memory;
+        self.maxmemory += o.maxmemory;
+        self.expired_keys += o.expired_keys;
+        self.evicted_keys += o.evicted_keys;
+        self.keyspace_hits += o.keyspace_hits;
+        self.keyspace_misses += o.keyspace_misses;
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Vec<u8>,
+    /// Unix time in milliseconds at which the key expires.
+    expires: Option<i64>,
+    /// The access clock when the key was last used, for LRU.
+    touched: u64,
+}
+
+/// One shard's keys.
+#[derive(Debug)]
+pub struct Keyspace<S> {
+    map: IndexMap<Rc<[u8]>, Entry, S>,
+    /// The keys with a TTL, to sample for the sweep.
+    expiring: IndexSet<Rc<[u8]>, S>,
+    config: KeyspaceConfig,
+    used: usize,
+    /// Counts accesses: the LRU clock.
+    clock: u64,
+    rng: u64,
+    stats: KeyspaceStats,
+}
+
+fn cost(key: &[u8], value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_OVERHEAD
+}
+
+impl<S: BuildHasher + Clone> Keyspace<S> {
+    /// An empty keyspace whose tables hash with `hasher` (give it a seeded one: keys come
+    /// from peers), drawing samples from a generator seeded with `seed`.
+    pub fn new(config: KeyspaceConfig, hasher: S, seed: u64) -> Self {
+        Self {
+            map: IndexMap::with_hasher(hasher.clone()),
+            expiring: IndexSet::with_hasher(hasher),
+            config,
+            used: 0,
+            clock: 0,
+            // xorshift needs a non-zero state.
+            rng: seed | 1,
+            stats: KeyspaceStats::default(),
+        }
+    }
+
+    /// The limits.
+    pub fn config(&self) -> KeyspaceConfig {
+        self.config
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True with no keys.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Accounted bytes.
+    pub fn used_memory(&self) -> usize {
+        self.used
+    }
+
+    /// The figures for `INFO`.
+    pub fn stats(&self) -> KeyspaceStats {
+        KeyspaceStats {
+            keys: self.map.len() as u64,
+            expires: self.expiring.len() as u64,
+            used_memory: self.used as u64,
+            maxmemory: self.config.maxmemory as u64,
+            ..self.stats
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn random_below(&mut self, n: usize) -> usize {
+        (self.random() % n.max(1) as u64) as usize
+    }
+
+    /// Removes the key at `index`.
+    fn remove_index(&mut self, index: usize) {
+        if let Some((key, entry)) = self.map.swap_remove_index(index) {
+            self.used -= cost(&key, &entry.value);
+            if entry.expires.is_some() {
+                self.expiring.swap_remove(&*key);
+            }
+        }
+    }
+
+    /// The index of `key` if it exists and has not expired (an expired key is removed);
+    /// `touch` marks it used for LRU.
+    fn find(&mut self, key: &[u8], now: i64, touch: bool) -> Option<usize> {
+        let index = self.map.get_index_of(key)?;
+        let (_, entry) = self.map.get_index_mut(index)?;
+        if entry.expires.is_some_and(|at| at <= now) {
+            self.remove_index(index);
+            self.stats.expired_keys += 1;
+            return None;
+        }
+        if touch {
+            self.clock += 1;
+            entry.touched = self.clock;
+        }
+        Some(index)
+    }
+
+    fn entry(&mut self, index: usize) -> Option<&mut Entry> {
+        self.map.get_index_mut(index).map(|(_, e)| e)
+    }
+
+    /// A read of `key`: its value, counted as a hit or a miss.
+    fn read(&mut self, key: &[u8], now: i64) -> Option<&Entry> {
+        match self.find(key, now, true) {
+            Some(index) => {
+                self.stats.keyspace_hits += 1;
+                self.map.get_index(index).map(|(_, e)| e)
+            }
+            None => {
+                self.stats.keyspace_misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Replaces the value at `index`, keeping its expiry.
+    fn overwrite(&mut self, index: usize, value: Vec<u8>) {
+        if let Some((_, entry)) = self.map.get_index_mut(index) {
+            self.used = self.used - entry.value.len() + value.len();
+            entry.value = value;
+        }
+    }
+
+    /// Sets or clears the expiry of the key at `index`.
+    fn set_expiry(&mut self, index: usize, at: Option<i64>) {
+        let Some((key, entry)) = self.map.get_index_mut(index) else {
+            return;
+        };
+        match (entry.expires.is_some(), at.is_some()) {
+            (false, true) => {
+                self.expiring.insert(key.clone());
+            }
+            (true, false) => {
+                self.expiring.swap_remove(&**key);
+            }
+            _ => {}
+        }
+        entry.expires = at;
+    }
+
+    /// Adds a new key (that does not exist), touched now; returns its index.
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) -> usize {
+        self.used += cost(key, &value);
+        self.clock += 1;
+        let entry = Entry {
+            value,
+            expires: None,
+            touched: self.clock,
+        };
+        self.map.insert_full(Rc::from(key), entry).0
+    }
+
+    /// Sets `key` to `value`: a new key, or a new value for an existing one (its expiry
+    /// kept if `keep_ttl`, removed otherwise). Returns its index.
+    fn store(&mut self, key: &[u8], value: Vec<u8>, now: i64, keep_ttl: bool) -> usize {
+        match self.find(key, now, true) {
+            Some(index) => {
+                self.overwrite(index, value);
+                if !keep_ttl {
+                    self.set_expiry(index, None);
+                }
+                index
+            }
+            None => self.insert(key, value),
+        }
+    }
+
+    /// Evicts keys until memory is under the limit, if the policy allows; false if it is
+    /// still over.
+    fn make_room(&mut self) -> bool {
+        let limit = self.config.maxmemory;
+        if limit == 0 || self.used <= limit {
+            return true;
+        }
+        if self.config.policy == EvictionPolicy::NoEviction {
+            return false;
+        }
+        while self.used > limit && !self.map.is_empty() {
+            let mut oldest: Option<(u64, usize)> = None;
+            for _ in 0..EVICTION_SAMPLES.min(self.map.len()) {
+                let i = self.random_below(self.map.len());
+                let touched = self.map.get_index(i).map_or(u64::MAX, |(_, e)| e.touched);
+                if oldest.is_none_or(|(t, _)| touched < t) {
+                    oldest = Some((touched, i));
+                }
+            }
+            let Some((_, victim)) = oldest else { break };
+            self.remove_index(victim);
+            self.stats.evicted_keys += 1;
+        }
+        self.used <= limit
+    }
+
+    /// One round of the active expiry sweep, as redis's: samples up to [`EXPIRE_SAMPLES`]
+    /// keys with a TTL, removes the expired ones, and samples again while more than a quarter
+    /// of a sample had expired, at most `max_rounds` times. Returns the keys removed.
+    pub fn expire_cycle(&mut self, now: i64, max_rounds: usize) -> usize {
+        let mut removed = 0;
+        for _ in 0..max_rounds {
+            let sample = EXPIRE_SAMPLES.min(self.expiring.len());
+            if sample == 0 {
+                break;
+            }
+            let (mut expired, mut ttl_sum, mut ttl_count) = (0, 0u64, 0u64);
+            for _ in 0..sample {
+                if self.expiring.is_empty() {
+                    break;
+                }
+                let i = self.random_below(self.expiring.len());
+                let Some(key) = self.expiring.get_index(i).cloned() else {
+                    break;
+                };
+                let Some(index) = self.map.get_index_of(&*key) else {
+                    // Not in the table: a stale entry (never expected); drop it.
+                    self.expiring.swap_remove_index(i);
+                    continue;
+                };
+                match self.map.get_index(index).and_then(|(_, e)| e.expires) {
+                    Some(at) if at <= now => {
+                        self.remove_index(index);
+                        self.stats.expired_keys += 1;
+                        expired += 1;
+                    }
+                    Some(at) => {
+                        ttl_sum += (at - now) as u64;
+                        ttl_count += 1;
+                    }
+                    None => {}
+                }
+            }
+            if let Some(avg) = ttl_sum.checked_div(ttl_count) {
+                // Redis's running estimate: each sample weighs a fiftieth.
+                self.stats.avg_ttl = if self.stats.avg_ttl == 0 {
+                    avg
+                } else {
+                    self.stats.avg_ttl / 50 * 49 + avg / 50
+                };
+            }
+            removed += expired;
+            if expired * 4 <= sample {
+                break;
+            }
+        }
+        if self.expiring.is_empty() {
+            self.stats.avg_ttl = 0;
+        }
+        removed
+    }
+
+    /// Removes every key.
+    pub fn flush(&mut self) {
+        self.map.clear();
+        self.expiring.clear();
+        self.used = 0;
+    }
+
+    /// Runs a keyspace command at `now` (Unix time in milliseconds) and answers it as redis
+    /// does. Commands of other kinds (the connection's own, `INFO`) answer an error.
+    pub fn execute(&mut self, cmd: Command, now: i64) -> Reply {
+        if self.config.maxmemory > 0 && !self.make_room() && cmd.denies_oom() {
+            return OOM;
+        }
+        match cmd {
+            Command::Get(key) => match self.read(&key, now) {
+                Some(e) => Reply::Bulk(e.value.clone()),
+                None => Reply::Nil,
+            },
+            Command::Set(set) => self.set(set, now),
+            Command::GetDel(key) => match self.find(&key, now, false) {
+                Some(index) => {
+                    let value = self.entry(index).map(|e| std::mem::take(&mut e.value));
+                    self.remove_index(index);
+                    value.map_or(Reply::Nil, Reply::Bulk)
+                }
+                None => Reply::Nil,
+            },
+            Command::IncrBy(key, by) => self.incr_by(&key, by, now),
+            Command::Append(key, tail) => match self.find(&key, now, true) {
+                None => {
+                    let len = tail.len() as i64;
+                    self.insert(&key, tail);
+                    Reply::Integer(len)
+                }
+                Some(index) => {
+                    let len = self.entry(index).map_or(0, |e| e.value.len());
+                    if len + tail.len() > MAX_BULK_LEN {
+                        return Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+                    }
+                    if let Some(e) = self.entry(index) {
+                        e.value.extend_from_slice(&tail);
+                    }
+                    self.used += tail.len();
+                    Reply::Integer((len + tail.len()) as i64)
+                }
+            },
+            Command::Strlen(key) => Reply::Integer(self.read(&key, now).map_or(0, |e| e.value.len() as i64)),
+            Command::Expire {
+                key,
+                at,
+                condition,
+                name,
+            } => self.expire(&key, at, condition, name, now),
+            Command::Ttl(key, kind) => self.ttl(&key, kind, now),
+            Command::Persist(key) => match self.find(&key, now, true) {
+                Some(index) if self.entry(index).is_some_and(|e| e.expires.is_some()) => {
+                    self.set_expiry(index, None);
+                    Reply::Integer(1)
+                }
+                _ => Reply::Integer(0),
+            },
+            Command::MGet(keys) => Reply::Array(
+                keys.iter()
+                    .map(|k| match self.read(k, now) {
+                        Some(e) => Reply::Bulk(e.value.clone()),
+                        None => Reply::Nil,
+                    })
+                    .collect(),
+            ),
+            Command::MSet(pairs) => {
+                for (key, value) in pairs {
+                    self.store(&key, value, now, false);
+                }
+                Reply::OK
+            }
+            Command::Del(keys) => {
+                let mut n = 0;
+                for key in keys {
+                    if let Some(index) = self.find(&key, now, false) {
+                        self.remove_index(index);
+                        n += 1;
+                    }
+                }
+                Reply::Integer(n)
+            }
+            Command::Exists(keys) => {
+                Reply::Integer(keys.iter().filter(|k| self.find(k, now, true).is_some()).count() as i64)
+            }
+            Command::DbSize => Reply::Integer(self.map.len() as i64),
+            Command::FlushAll => {
+                self.flush();
+                Reply::OK
+            }
+            _ => Reply::error("ERR not a keyspace command"),
+        }
+    }
+
+    fn set(&mut self, set: Set, now: i64) -> Reply {
+        let Set {
+            key,
+            value,
+            expire,
+            condition,
+            get,
+            keep_ttl,
+            integer_reply,
+            name,
+        } = set;
+        let expire = match expire {
+            None => None,
+            Some(Deadline::At(at)) => Some(at),
+            Some(Deadline::In(ms)) => match now.checked_add(ms) {
+                Some(at) => Some(at),
+                None => return invalid_expire(name),
+            },
+        };
+        let old = if get {
+            Some(match self.read(&key, now) {
+                Some(e) => Reply::Bulk(e.value.clone()),
+                None => Reply::Nil,
+            })
+        } else {
+            None
+        };
+        let found = self.find(&key, now, false).is_some();
+        if (condition == Condition::IfMissing && found) || (condition == Condition::IfExists && !found) {
+            return match old {
+                Some(old) => old,
+                None if integer_reply => Reply::Integer(0),
+                None => Reply::Nil,
+            };
+        }
+        let index = self.store(&key, value, now, keep_ttl);
+        if expire.is_some() {
+            self.set_expiry(index, expire);
+        }
+        match old {
+            Some(old) => old,
+            None if integer_reply => Reply::Integer(1),
+            None => Reply::OK,
+        }
+    }
+
+    fn incr_by(&mut self, key: &[u8], by: i64, now: i64) -> Reply {
+        let found = self.find(key, now, true);
+        let current = match found {
+            Some(index) => match self.entry(index).and_then(|e| string2ll(&e.value)) {
+                Some(n) => n,
+                None => return NOT_AN_INTEGER,
+            },
+            None => 0,
+        };
+        let Some(next) = current.checked_add(by) else {
+            return Reply::error("ERR increment or decrement would overflow");
+        };
+        let mut text = Vec::with_capacity(20);
+        push_int(&mut text, next);
+        match found {
+            Some(index) => self.overwrite(index, text),
+            None => {
+                self.insert(key, text);
+            }
+        }
+        Reply::Integer(next)
+    }
+
+    fn expire(&mut self, key: &[u8], at: Deadline, c: ExpireCondition, name: &str, now: i64) -> Reply {
+        let when = match at {
+            Deadline::At(at) => at,
+            Deadline::In(ms) if ms > i64::MAX - now => return invalid_expire(name),
+            Deadline::In(ms) => ms + now,
+        };
+        let Some(index) = self.find(key, now, true) else {
+            return Reply::Integer(0);
+        };
+        let current = self.entry(index).and_then(|e| e.expires);
+        let refused = (c.nx && current.is_some())
+            || (c.xx && current.is_none())
+            || (c.gt && current.is_none_or(|cur| when <= cur))
+            || (c.lt && current.is_some_and(|cur| when >= cur));
+        if refused {
+            return Reply::Integer(0);
+        }
+        if when <= now {
+            self.remove_index(index);
+        } else {
+            self.set_expiry(index, Some(when));
+        }
+        Reply::Integer(1)
+    }
+
+    fn ttl(&mut self, key: &[u8], kind: TtlKind, now: i64) -> Reply {
+        let Some(index) = self.find(key, now, false) else {
+            return Reply::Integer(-2);
+        };
+        let Some(at) = self.entry(index).and_then(|e| e.expires) else {
+            return Reply::Integer(-1);
+        };
+        let (value, millis) = match kind {
+            TtlKind::Seconds => (at - now, false),
+            TtlKind::Millis => (at - now, true),
+            TtlKind::AtSeconds => (at, false),
+            TtlKind::AtMillis => (at, true),
+        };
+        let value = value.max(0);
+        Reply::Integer(if millis { value } else { (value + 500) / 1000 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::BuildHasherDefault;
+
+    use super::*;
+    use crate::proto::kv::command::parse;
+
+    type Ks = Keyspace<BuildHasherDefault<DefaultHasher>>;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn ks(config: KeyspaceConfig) -> Ks {
+        Keyspace::new(config, BuildHasherDefault::default(), 7)
+    }
+
+    /// Runs `line` (arguments split at spaces) at `now`; the reply's bytes as text.
+    fn run(ks: &mut Ks, line: &str, now: i64) -> String {
+        let reply = match parse(line.split(' ').map(|a| a.as_bytes().to_vec()).collect()) {
+            Ok(cmd) => ks.execute(cmd, now),
+            Err(e) => e,
+        };
+        String::from_utf8(reply.to_bytes()).unwrap()
+    }
+
+    /// Runs each `(command, expected reply)` at `now`.
+    fn script(ks: &mut Ks, now: i64, steps: &[(&str, &str)]) {
+        for (line, want) in steps {
+            assert_eq!(run(ks, line, now), *want, "{line}");
+        }
+    }
+
+    #[test]
+    fn strings_byte_exact() {
+        let mut k = ks(KeyspaceConfig::default());
+        script(
+            &mut k,
+            T0,
+            &[
+                ("get a", "$-1\r\n"),
+                ("set a 1", "+OK\r\n"),
+                ("get a", "$1\r\n1\r\n"),
+                ("set a 2 get", "$1\r\n1\r\n"),
+                ("set a 3 get nx", "$1\r\n2\r\n"),
+                ("set a 3 nx", "$-1\r\n"),
+                ("set b 3 xx", "$-1\r\n"),
+                ("set b 3 xx get", "$-1\r\n"),
+                ("setnx a 9", ":0\r\n"),
+                ("setnx b 9", ":1\r\n"),
+                ("getset b 10", "$1\r\n9\r\n"),
+                ("getdel b", "$2\r\n10\r\n"),
+                ("getdel b", "$-1\r\n"),
+                ("set a x", "+OK\r\n"),
+                ("incr a", "-ERR value is not an integer or out of range\r\n"),
+                ("incr n", ":1\r\n"),
+                ("incrby n 41", ":42\r\n"),
+                ("decr n", ":41\r\n"),
+                ("decrby n 50", ":-9\r\n"),
+                ("get n", "$2\r\n-9\r\n"),
+                ("set c 9223372036854775807", "+OK\r\n"),
+                ("incr c", "-ERR increment or decrement would overflow\r\n"),
+                ("set c 01", "+OK\r\n"),
+                ("incr c", "-ERR value is not an integer or out of range\r\n"),
+                ("append d hello", ":5\r\n"),
+                ("append d world", ":10\r\n"),
+                ("strlen d", ":10\r\n"),
+                ("strlen nope", ":0\r\n"),
+                ("mset x 1 y 2", "+OK\r\n"),
+                ("mget x y z", "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n"),
+                ("del x x y z", ":2\r\n"),
+                ("exists d d a nope", ":3\r\n"),
+                ("dbsize", ":4\r\n"),
+                ("flushall", "+OK\r\n"),
+                ("dbsize", ":0\r\n"),
+            ],
+        );
+        assert_eq!(k.used_memory(), 0);
+    }
+
+    #[test]
+    fn expiry_lazy_and_ttls() {
+        let mut k = ks(KeyspaceConfig::default());
+        script(
+            &mut k,
+            T0,
+            &[
+                ("set a 1 ex 100", "+OK\r\n"),
+                ("ttl a", ":100\r\n"),
+                ("pttl a", ":100000\r\n"),
+                ("expiretime a", &format!(":{}\r\n", (T0 + 100_000 + 500) / 1000)),
+                ("pexpiretime a", &format!(":{}\r\n", T0 + 100_000)),
+                ("ttl nope", ":-2\r\n"),
+                ("set b 1", "+OK\r\n"),
+                ("ttl b", ":-1\r\n"),
+                ("expiretime b", ":-1\r\n"),
+                ("expire b 100 xx", ":0\r\n"),
+                ("expire b 100 nx", ":1\r\n"),
+                ("expire b 100 nx", ":0\r\n"),
+                ("expire b 50 gt", ":0\r\n"),
+                ("expire b 50 lt", ":1\r\n"),
+                ("expire b 200 gt", ":1\r\n"),
+                ("persist b", ":1\r\n"),
+                ("persist b", ":0\r\n"),
+                ("expire b 10 gt", ":0\r\n"),
+                ("expire b 10 lt", ":1\r\n"),
+                ("expire nope 10", ":0\r\n"),
+                ("set c 1 px 1500", "+OK\r\n"),
+                ("ttl c", ":2\r\n"),
+                ("set a 2 keepttl", "+OK\r\n"),
+                ("ttl a", ":100\r\n"),
+                ("set a 3", "+OK\r\n"),
+                ("ttl a", ":-1\r\n"),
+                (
+                    "set a 1 ex 9223372036854775",
+                    "-ERR invalid expire time in 'set' command\r\n",
+                ),
+                (
+                    "pexpire a 9223372036854775807",
+                    "-ERR invalid expire time in 'pexpire' command\r\n",
+                ),
+                ("incr i", ":1\r\n"),
+                ("expire i 10", ":1\r\n"),
+                ("incr i", ":2\r\n"),
+                ("ttl i", ":10\r\n"),
+            ],
+        );
+        // Later: c has expired, a has not.
+        script(
+            &mut k,
+            T0 + 1500,
+            &[
+                ("get c", "$-1\r\n"),
+                ("ttl c", ":-2\r\n"),
+                ("pttl b", ":8500\r\n"),
+                ("exists a b c", ":2\r\n"),
+            ],
+        );
+        // A past expiry deletes at once; a negative one too.
+        script(
+            &mut k,
+            T0 + 2000,
+            &[
+                ("expire b -1", ":1\r\n"),
+                ("exists b", ":0\r\n"),
+                ("set e 1 pxat 1", "+OK\r\n"),
+                ("get e", "$-1\r\n"),
+                ("set e 1", "+OK\r\n"),
+                ("pexpireat e 1", ":1\r\n"),
+                ("exists e", ":0\r\n"),
+            ],
+        );
+        assert_eq!(k.stats().expired_keys, 2);
+    }
+
+    #[test]
+    fn the_sweep_collects_expired_keys() {
+        let mut k = ks(KeyspaceConfig::default());
+        for i in 0..1000 {
+            let ttl = if i % 2 == 0 { "px 10" } else { "ex 1000" };
+            run(&mut k, &format!("set k{i} v {ttl}"), T0);
+        }
+        for i in 0..100 {
+            run(&mut k, &format!("set p{i} v"), T0);
+        }
+        assert_eq!(k.stats().expires, 1000);
+        let mut removed = 0;
+        for _ in 0..200 {
+            removed += k.expire_cycle(T0 + 20, 16);
+        }
+        // Sampling stops once at most a quarter of a sample expired: most of them go.
+        assert!(removed >= 350, "{removed}");
+        let stats = k.stats();
+        assert_eq!(stats.keys, 1100 - removed as u64);
+        assert_eq!(stats.expired_keys, removed as u64);
+        assert!(
+            stats.avg_ttl > 900_000 && stats.avg_ttl <= 1_000_000,
+            "{}",
+            stats.avg_ttl
+        );
+        // Lazy expiry finds the rest.
+        for i in (0..1000).step_by(2) {
+            assert_eq!(run(&mut k, &format!("get k{i}"), T0 + 20), "$-1\r\n");
+        }
+        assert_eq!(k.stats().keys, 600);
+        assert_eq!(k.stats().expires, 500);
+    }
+
+    #[test]
+    fn memory_is_accounted_exactly() {
+        let mut k = ks(KeyspaceConfig::default());
+        run(&mut k, "set key value", T0);
+        assert_eq!(k.used_memory(), 3 + 5 + ENTRY_OVERHEAD);
+        run(&mut k, "append key 12", T0);
+        assert_eq!(k.used_memory(), 3 + 7 + ENTRY_OVERHEAD);
+        run(&mut k, "set key v ex 10", T0);
+        assert_eq!(k.used_memory(), 3 + 1 + ENTRY_OVERHEAD);
+        run(&mut k, "incrby n 100", T0);
+        assert_eq!(k.used_memory(), 2 * ENTRY_OVERHEAD + 4 + 1 + 3);
+        run(&mut k, "del key n", T0);
+        assert_eq!(k.used_memory(), 0);
+    }
+
+    #[test]
+    fn noeviction_refuses_writes_over_the_limit() {
+        let mut k = ks(KeyspaceConfig {
+            maxmemory: 1000,
+            policy: EvictionPolicy::NoEviction,
+        });
+        let mut i = 0;
+        while k.used_memory() <= 1000 {
+            assert_eq!(run(&mut k, &format!("set key{i} 0123456789"), T0), "+OK\r\n");
+            i += 1;
+        }
+        let oom = "-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+        assert_eq!(run(&mut k, "set another 1", T0), oom);
+        assert_eq!(run(&mut k, "append key0 1", T0), oom);
+        assert_eq!(run(&mut k, "incr key0", T0), oom);
+        assert_eq!(run(&mut k, "mset a 1", T0), oom);
+        // Reads, deletes and expiry changes still run.
+        assert_eq!(run(&mut k, "get key0", T0), "$10\r\n0123456789\r\n");
+        assert_eq!(run(&mut k, "expire key0 10", T0), ":1\r\n");
+        assert_eq!(run(&mut k, "del key0 key1", T0), ":2\r\n");
+        assert_eq!(run(&mut k, "set another 1", T0), "+OK\r\n");
+    }
+
+    #[test]
+    fn allkeys_lru_evicts_the_least_recently_used() {
+        let mut k = ks(KeyspaceConfig {
+            maxmemory: 100 * (ENTRY_OVERHEAD + 10),
+            policy: EvictionPolicy::AllKeysLru,
+        });
+        for i in 0..100 {
+            run(&mut k, &format!("set k{i:03} 123456"), T0);
+        }
+        // Keep the first ten hot.
+        for i in 0..10 {
+            run(&mut k, &format!("get k{i:03}"), T0);
+        }
+        for i in 100..300 {
+            assert_eq!(run(&mut k, &format!("set k{i:03} 123456"), T0), "+OK\r\n");
+            for hot in 0..10 {
+                run(&mut k, &format!("get k{hot:03}"), T0);
+            }
+        }
+        assert!(k.used_memory() <= 100 * (ENTRY_OVERHEAD + 10) + ENTRY_OVERHEAD + 10);
+        let stats = k.stats();
+        assert!(stats.evicted_keys >= 190, "{stats:?}");
+        let hot_left = (0..10)
+            .filter(|i| run(&mut k, &format!("exists k{i:03}"), T0) == ":1\r\n")
+            .count();
+        assert!(hot_left >= 9, "hot keys survive: {hot_left}");
+        let old_left = (10..100)
+            .filter(|i| run(&mut k, &format!("exists k{i:03}"), T0) == ":1\r\n")
+            .count();
+        assert!(old_left < 45, "cold keys go first: {old_left} of 90 left");
+    }
+
+    #[test]
+    fn stats_add_up() {
+        let mut a = KeyspaceStats {
+            keys: 2,
+            expires: 1,
+            avg_ttl: 100,
+            ..Default::default()
+        };
+        a.add(&KeyspaceStats {
+            keys: 3,
+            expires: 3,
+            avg_ttl: 300,
+            ..Default::default()
+        });
+        assert_eq!((a.keys, a.expires, a.avg_ttl), (5, 4, 250));
+    }
+}

@@ -1,0 +1,863 @@
+//! RESP2, the Redis serialization protocol, free of I/O: a request parser that is a
+//! [`Decoder`] (multibulk arrays and inline commands, with redis-server 7's exact protocol
+//! errors and limits) and a reply encoder ([`Reply`]).
+//!
+//! The parser follows redis's `processMultibulkBuffer` and `processInlineBuffer`, quirks
+//! included, so that a peer sees the same answers from weft as from redis-server for the same
+//! bytes: a line ends at its `\r` (the byte after it is not checked), a NUL byte before the end
+//! of a line keeps the line incomplete (redis searches with `strchr`), a bulk string is followed
+//! by two bytes that are skipped unread, and `*0` or `*-1` are empty requests that get no
+//! answer. It never allocates a length a peer announces: a bulk string is taken once all its
+//! bytes are in the buffer, and argument vectors grow as arguments arrive.
+//!
+//! ```
+//! use weft::codec::{Decoder, InBuf};
+//! use weft::resp::{Reply, RespDecoder, RespError};
+//!
+//! let mut decoder = RespDecoder::default();
+//! let mut buf = InBuf::new();
+//! buf.extend(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*x\r\n");
+//! assert_eq!(decoder.decode(&mut buf).unwrap(), Some(vec![b"GET".to_vec(), b"k".to_vec()]));
+//! assert_eq!(decoder.decode(&mut buf).unwrap(), Some(vec![b"PING".to_vec()]));
+//! let error = decoder.decode(&mut buf).unwrap_err();
+//! assert_eq!(error, RespError::InvalidMultibulkLength);
+//! assert_eq!(error.reply().unwrap(), b"-ERR Protocol error: invalid multibulk length\r\n");
+//!
+//! let mut out = Vec::new();
+//! Reply::Array(vec![Reply::Bulk(b"v".to_vec()), Reply::Nil]).encode(&mut out);
+//! assert_eq!(out, b"*2\r\n$1\r\nv\r\n$-1\r\n");
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::proto::codec::{Decoder, InBuf};
+
+/// Longest bulk string a request may carry (redis's `proto-max-bulk-len`, 512 MB).
+pub const MAX_BULK_LEN: usize = 512 * 1024 * 1024;
+/// Longest inline request, and longest count line, that may stay without its end
+/// (redis's `PROTO_INLINE_MAX_SIZE`, 64 KiB).
+pub const MAX_INLINE_LEN: usize = 64 * 1024;
+/// Most memory one request may hold while it arrives (redis's `client-query-buffer-limit`,
+/// 1 GiB): its arguments' bytes plus [`ARG_OVERHEAD`] each.
+pub const MAX_REQUEST: usize = 1024 * 1024 * 1024;
+/// What each argument costs besides its bytes, counted against [`RespLimits::max_request`].
+pub const ARG_OVERHEAD: usize = 32;
+/// How many argument slots a request reserves before its arguments arrive (redis: 1024).
+const RESERVE_ARGS: usize = 1024;
+
+/// One request: the command name and its arguments, as byte strings.
+pub type Request = Vec<Vec<u8>>;
+
+/// The parser's limits; the default is redis-server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RespLimits {
+    /// Longest bulk string ([`MAX_BULK_LEN`]).
+    pub max_bulk: usize,
+    /// Longest inline request or count line without its end ([`MAX_INLINE_LEN`]).
+    pub max_inline: usize,
+    /// Most bytes one request may hold ([`MAX_REQUEST`]).
+    pub max_request: usize,
+}
+
+impl Default for RespLimits {
+    fn default() -> Self {
+        Self {
+            max_bulk: MAX_BULK_LEN,
+            max_inline: MAX_INLINE_LEN,
+            max_request: MAX_REQUEST,
+        }
+    }
+}
+
+/// Why a byte stream is not RESP. Every kind but [`RequestTooLarge`](Self::RequestTooLarge)
+/// is answered with redis's text ([`reply`](Self::reply)) before the connection closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RespError {
+    /// `*` followed by something other than an integer up to 2^31-1.
+    InvalidMultibulkLength,
+    /// `$` followed by something other than an integer from 0 to the bulk limit.
+    InvalidBulkLength,
+    /// An argument of a multibulk request did not start with `$`: the byte it started with
+    /// (a CR or LF shows as a space, as redis writes it).
+    ExpectedDollar(u8),
+    /// An inline request with an unterminated quote, or a closing quote not followed by a
+    /// space.
+    UnbalancedQuotes,
+    /// An inline request longer than the inline limit without its end.
+    TooBigInline,
+    /// A `*` count line longer than the inline limit without its end.
+    TooBigMbulkCount,
+    /// A `$` length line longer than the inline limit without its end.
+    TooBigBulkCount,
+    /// The request would hold more than the request limit: closed without an answer, as
+    /// redis closes a client past its query buffer limit.
+    RequestTooLarge,
+}
+
+impl RespError {
+    /// The error as redis words it, without the `ERR ` prefix.
+    fn text(&self) -> Cow<'static, str> {
+        match self {
+            Self::InvalidMultibulkLength => "Protocol error: invalid multibulk length".into(),
+            Self::InvalidBulkLength => "Protocol error: invalid bulk length".into(),
+            Self::ExpectedDollar(b) => {
+                format!("Protocol error: expected '$', got '{}'", char::from(*b)).into()
+            }
+            Self::UnbalancedQuotes => "Protocol error: unbalanced quotes in request".into(),
+            Self::TooBigInline => "Protocol error: too big inline request".into(),
+            Self::TooBigMbulkCount => "Protocol error: too big mbulk count string".into(),
+            Self::TooBigBulkCount => "Protocol error: too big bulk count string".into(),
+            Self::RequestTooLarge => "request exceeds the query buffer limit".into(),
+        }
+    }
+
+    /// The bytes to answer with before closing, if any: `-ERR Protocol error: ...\r\n`.
+    pub fn reply(&self) -> Option<Vec<u8>> {
+        if *self == Self::RequestTooLarge {
+            return None;
+        }
+        let mut out = Vec::new();
+        match self {
+            // The byte as it is, not as UTF-8: redis writes it with %c.
+            Self::ExpectedDollar(b) => {
+                out.extend_from_slice(b"-ERR Protocol error: expected '$', got '");
+                out.push(*b);
+                out.extend_from_slice(b"'\r\n");
+            }
+            _ => {
+                out.extend_from_slice(b"-ERR ");
+                out.extend_from_slice(self.text().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        Some(out)
+    }
+}
+
+impl fmt::Display for RespError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl std::error::Error for RespError {}
+
+/// Parses RESP2 requests, multibulk (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`) or inline
+/// (`GET k\r\n`), one at a time and incrementally: each byte is looked at about once however
+/// the stream is split. Empty requests are skipped.
+#[derive(Debug, Clone, Default)]
+pub struct RespDecoder {
+    limits: RespLimits,
+    /// Arguments of the multibulk request being read.
+    args: Vec<Vec<u8>>,
+    /// Arguments of that request still to come; 0 between requests.
+    remaining: usize,
+    /// The length of the bulk string being read, once its `$` line is in.
+    bulk: Option<usize>,
+    /// Bytes the request being read holds, for the request limit.
+    held: usize,
+    /// Bytes at the front of the buffer already searched for the end of the current line.
+    searched: usize,
+}
+
+/// Where the line at the front of `bytes` ends, searching from `from`.
+enum LineEnd {
+    /// At this index (of the `\r` or `\n` searched for).
+    At(usize),
+    /// Not in the buffer yet; or a NUL byte comes first, which keeps it from ending (redis
+    /// searches with `strchr`, which stops at NUL). The index to search from next time.
+    NotYet(usize),
+}
+
+fn line_end(bytes: &[u8], from: usize, end: u8) -> LineEnd {
+    let from = from.min(bytes.len());
+    match bytes[from..].iter().position(|&b| b == end || b == 0) {
+        Some(i) if bytes[from + i] == end => LineEnd::At(from + i),
+        Some(i) => LineEnd::NotYet(from + i),
+        None => LineEnd::NotYet(bytes.len()),
+    }
+}
+
+impl RespDecoder {
+    /// A decoder with these limits.
+    pub fn new(limits: RespLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// The decoder's limits.
+    pub fn limits(&self) -> RespLimits {
+        self.limits
+    }
+
+    /// Reads a `*N` or `$N` line at the front of `buf`: its number, or `None` until the line
+    /// and the byte after its `\r` are in.
+    fn count_line(
+        &mut self,
+        buf: &InBuf,
+        too_big: RespError,
+    ) -> Result<Option<(usize, Option<i64>)>, RespError> {
+        let bytes = buf.as_slice();
+        match line_end(bytes, self.searched, b'\r') {
+            LineEnd::NotYet(at) => {
+                self.searched = at;
+                if bytes.len() > self.limits.max_inline {
+                    return Err(too_big);
+                }
+                Ok(None)
+            }
+            // A line longer than the limit is refused however it arrived, so that the outcome
+            // does not depend on how the stream was split.
+            LineEnd::At(cr) if cr > self.limits.max_inline => Err(too_big),
+            // The byte after the CR must be in (it is skipped, whatever it is).
+            LineEnd::At(cr) if cr + 2 > bytes.len() => {
+                self.searched = cr;
+                Ok(None)
+            }
+            LineEnd::At(cr) => Ok(Some((cr + 2, bytes.get(1..cr).and_then(string2ll)))),
+        }
+    }
+
+    fn consumed(&mut self, buf: &mut InBuf, n: usize) {
+        buf.advance(n);
+        self.searched = 0;
+    }
+
+    /// An inline request at the front of `buf`, or `None` until its `\n` is in.
+    fn inline(&mut self, buf: &mut InBuf) -> Result<Option<Request>, RespError> {
+        let bytes = buf.as_slice();
+        let nl = match line_end(bytes, self.searched, b'\n') {
+            LineEnd::NotYet(at) => {
+                self.searched = at;
+                // Longer than the limit even if its last byte is the CR of its end.
+                if bytes.len() > self.limits.max_inline + 1 {
+                    return Err(RespError::TooBigInline);
+                }
+                return Ok(None);
+            }
+            LineEnd::At(nl) => nl,
+        };
+        let line = match nl {
+            n if n > 0 && bytes[n - 1] == b'\r' => &bytes[..n - 1],
+            n => &bytes[..n],
+        };
+        if line.len() > self.limits.max_inline {
+            return Err(RespError::TooBigInline);
+        }
+        let args = split_args(line).ok_or(RespError::UnbalancedQuotes)?;
+        self.consumed(buf, nl + 1);
+        Ok(Some(args))
+    }
+}
+
+impl Decoder for RespDecoder {
+    type Frame = Request;
+    type Error = RespError;
+
+    fn decode(&mut self, buf: &mut InBuf) -> Result<Option<Request>, RespError> {
+        loop {
+            if self.remaining == 0 {
+                let Some(&first) = buf.as_slice().first() else {
+                    return Ok(None);
+                };
+                if first != b'*' {
+                    match self.inline(buf)? {
+                        Some(args) if args.is_empty() => continue,
+                        found => return Ok(found),
+                    }
+                }
+                let Some((len, count)) = self.count_line(buf, RespError::TooBigMbulkCount)? else {
+                    return Ok(None);
+                };
+                let count = match count {
+                    Some(n) if n <= i64::from(i32::MAX) => n,
+                    _ => return Err(RespError::InvalidMultibulkLength),
+                };
+                self.consumed(buf, len);
+                if count <= 0 {
+                    continue;
+                }
+                // At most i32::MAX, so it fits.
+                let count = usize::try_from(count).unwrap_or(usize::MAX);
+                self.remaining = count;
+                self.args = Vec::with_capacity(count.min(RESERVE_ARGS));
+                self.held = 0;
+            }
+            let len = match self.bulk {
+                Some(len) => len,
+                None => {
+                    let Some((line, len)) = self.count_line(buf, RespError::TooBigBulkCount)? else {
+                        return Ok(None);
+                    };
+                    let first = buf.as_slice()[0];
+                    if first != b'$' {
+                        let shown = if first == b'\r' || first == b'\n' {
+                            b' '
+                        } else {
+                            first
+                        };
+                        return Err(RespError::ExpectedDollar(shown));
+                    }
+                    let len = match len.map(usize::try_from) {
+                        Some(Ok(n)) if n <= self.limits.max_bulk => n,
+                        _ => return Err(RespError::InvalidBulkLength),
+                    };
+                    self.held = self.held.saturating_add(len + ARG_OVERHEAD);
+                    if self.held > self.limits.max_request {
+                        return Err(RespError::RequestTooLarge);
+                    }
+                    self.consumed(buf, line);
+                    self.bulk = Some(len);
+                    len
+                }
+            };
+            // The bulk and the two bytes after it (skipped unread, as redis does).
+            if buf.len() < len + 2 {
+                return Ok(None);
+            }
+            self.args.push(buf.as_slice()[..len].to_vec());
+            self.consumed(buf, len + 2);
+            self.bulk = None;
+            self.remaining -= 1;
+            if self.remaining == 0 {
+                return Ok(Some(std::mem::take(&mut self.args)));
+            }
+        }
+    }
+}
+
+/// Redis's `string2ll`: a strict decimal `i64` (an optional `-`, no `+`, no leading zeros, no
+/// spaces, at most 20 bytes), or `None`. Redis reads integers in requests and integer values
+/// with it, so `INCR` on `"01"` fails as it does in redis.
+pub fn string2ll(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() >= 21 {
+        return None;
+    }
+    if s == b"0" {
+        return Some(0);
+    }
+    let (negative, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    match digits.first() {
+        Some(b'1'..=b'9') => {}
+        _ => return None,
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if negative {
+        if v > i64::MAX as u64 + 1 {
+            return None;
+        }
+        Some((v as i64).wrapping_neg())
+    } else {
+        i64::try_from(v).ok()
+    }
+}
+
+/// C's `isspace` in the C locale.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    char::from(b).to_digit(16).map(|d| d as u8)
+}
+
+/// Redis's `sdssplitargs`: splits an inline request into arguments, with `"..."` (escapes
+/// `\n \r \t \b \a \xHH`, and `\` before any other byte) and `'...'` (only `\'`) quoting.
+/// `None` for unbalanced quotes, or a closing quote followed by something other than a space.
+/// The line ends at a NUL byte, as the C string it is in redis.
+pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let line = match line.iter().position(|&b| b == 0) {
+        Some(nul) => &line[..nul],
+        None => line,
+    };
+    let at = |i: usize| line.get(i).copied().unwrap_or(0);
+    let mut args = Vec::new();
+    let mut p = 0;
+    loop {
+        while p < line.len() && is_space(line[p]) {
+            p += 1;
+        }
+        if p >= line.len() {
+            return Some(args);
+        }
+        let mut current = Vec::new();
+        let (mut in_double, mut in_single) = (false, false);
+        loop {
+            let c = at(p);
+            if in_double {
+                if c == b'\\' && at(p + 1) == b'x' && hex(at(p + 2)).is_some() && hex(at(p + 3)).is_some() {
+                    let (hi, lo) = (hex(at(p + 2)).unwrap_or(0), hex(at(p + 3)).unwrap_or(0));
+                    current.push(hi * 16 + lo);
+                    p += 3;
+                } else if c == b'\\' && at(p + 1) != 0 {
+                    p += 1;
+                    current.push(match at(p) {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 0x08,
+                        b'a' => 0x07,
+                        other => other,
+                    });
+                } else if c == b'"' {
+                    if at(p + 1) != 0 && !is_space(at(p + 1)) {
+                        return None;
+                    }
+                    p += 1;
+                    break;
+                } else if c == 0 {
+                    return None;
+                } else {
+                    current.push(c);
+                }
+            } else if in_single {
+                if c == b'\\' && at(p + 1) == b'\'' {
+                    p += 1;
+                    current.push(b'\'');
+                } else if c == b'\'' {
+                    if at(p + 1) != 0 && !is_space(at(p + 1)) {
+                        return None;
+                    }
+                    p += 1;
+                    break;
+                } else if c == 0 {
+                    return None;
+                } else {
+                    current.push(c);
+                }
+            } else {
+                match c {
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => {
+                        if c != 0 {
+                            p += 1;
+                        }
+                        break;
+                    }
+                    b'"' => in_double = true,
+                    b'\'' => in_single = true,
+                    _ => current.push(c),
+                }
+            }
+            p += 1;
+        }
+        args.push(current);
+    }
+}
+
+/// A RESP2 reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `+OK`: a status line (CR and LF in it are written as spaces).
+    Status(Cow<'static, str>),
+    /// `-ERR ...`: an error line with its code (`ERR`, `OOM`, `NOPROTO`...), without the
+    /// `-` (CR and LF in it are written as spaces, as redis does with user input it quotes).
+    Error(Cow<'static, [u8]>),
+    /// `:123`.
+    Integer(i64),
+    /// `$3\r\nabc`.
+    Bulk(Vec<u8>),
+    /// `$-1`: the nil bulk string.
+    Nil,
+    /// `*N` and its elements.
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    /// `+OK`.
+    pub const OK: Reply = Reply::Status(Cow::Borrowed("OK"));
+
+    /// An error reply from static text such as `"ERR syntax error"`.
+    pub const fn error(text: &'static str) -> Reply {
+        Reply::Error(Cow::Borrowed(text.as_bytes()))
+    }
+
+    /// An `ERR` error with `text` after the code.
+    pub fn err(text: impl AsRef<[u8]>) -> Reply {
+        let mut line = b"ERR ".to_vec();
+        line.extend_from_slice(text.as_ref());
+        Reply::Error(Cow::Owned(line))
+    }
+
+    /// A bulk string copied from `bytes`.
+    pub fn bulk(bytes: impl AsRef<[u8]>) -> Reply {
+        Reply::Bulk(bytes.as_ref().to_vec())
+    }
+
+    /// True for an error reply.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+
+    /// Appends the reply's RESP2 bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Status(s) => line(out, b'+', s.as_bytes()),
+            Reply::Error(e) => line(out, b'-', e),
+            Reply::Integer(n) => {
+                out.push(b':');
+                push_int(out, *n);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Bulk(b) => {
+                out.push(b'$');
+                push_int(out, b.len() as i64);
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Nil => out.extend_from_slice(b"$-1\r\n"),
+            Reply::Array(items) => {
+                out.push(b'*');
+                push_int(out, items.len() as i64);
+                out.extend_from_slice(b"\r\n");
+                for item in items {
+                    item.encode(out);
+                }
+            }
+        }
+    }
+
+    /// The reply's RESP2 bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+/// A `+` or `-` line, with CR and LF mapped to spaces so that it stays one line.
+fn line(out: &mut Vec<u8>, kind: u8, text: &[u8]) {
+    out.push(kind);
+    out.extend(
+        text.iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal.
+pub fn push_int(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` and collects frames until an error or the end.
+    fn feed(chunks: &[&[u8]]) -> (Vec<Request>, Option<RespError>) {
+        feed_with(RespLimits::default(), chunks)
+    }
+
+    fn feed_with(limits: RespLimits, chunks: &[&[u8]]) -> (Vec<Request>, Option<RespError>) {
+        let mut d = RespDecoder::new(limits);
+        let mut buf = InBuf::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            buf.extend(chunk);
+            loop {
+                match d.decode(&mut buf) {
+                    Ok(Some(r)) => out.push(r),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    fn req(args: &[&str]) -> Request {
+        args.iter().map(|a| a.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn string2ll_is_strict() {
+        for (s, want) in [
+            ("0", Some(0)),
+            ("1", Some(1)),
+            ("-1", Some(-1)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("-9223372036854775809", None),
+            ("18446744073709551616", None),
+            ("", None),
+            ("-", None),
+            ("-0", None),
+            ("01", None),
+            ("+1", None),
+            (" 1", None),
+            ("1 ", None),
+            ("1a", None),
+            ("00000000000000000000001", None),
+        ] {
+            assert_eq!(string2ll(s.as_bytes()), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn multibulk_and_inline_requests() {
+        let (got, err) = feed(&[b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\nset a  b\n*1\r\n$0\r\n\r\n"]);
+        assert_eq!(err, None);
+        assert_eq!(
+            got,
+            vec![
+                req(&["GET", "k"]),
+                req(&["PING"]),
+                req(&["set", "a", "b"]),
+                req(&[""])
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_requests_are_skipped() {
+        let (got, err) = feed(&[b"*0\r\n*-1\r\n*-99\r\n\r\n \r\n\nPING\r\n"]);
+        assert_eq!((got, err), (vec![req(&["PING"])], None));
+    }
+
+    #[test]
+    fn every_split_gives_the_same_frames() {
+        let input: &[u8] =
+            b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nva\r\nl\r\nECHO \"a b\" 'c'\r\n*1\r\n$4\r\nPING\r\n";
+        let (whole, err) = feed(&[input]);
+        assert_eq!(err, None);
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[0][2], b"va\r\nl");
+        for step in 1..input.len() {
+            let chunks: Vec<&[u8]> = input.chunks(step).collect();
+            assert_eq!(feed(&chunks), (whole.clone(), None), "step {step}");
+        }
+    }
+
+    #[test]
+    fn protocol_errors_as_redis_words_them() {
+        let cases: &[(&[u8], RespError, &[u8])] = &[
+            (
+                b"*abc\r\n",
+                RespError::InvalidMultibulkLength,
+                b"-ERR Protocol error: invalid multibulk length\r\n",
+            ),
+            (
+                b"*2147483648\r\n",
+                RespError::InvalidMultibulkLength,
+                b"-ERR Protocol error: invalid multibulk length\r\n",
+            ),
+            (
+                b"*01\r\n",
+                RespError::InvalidMultibulkLength,
+                b"-ERR Protocol error: invalid multibulk length\r\n",
+            ),
+            (
+                b"*1\r\n$abc\r\n",
+                RespError::InvalidBulkLength,
+                b"-ERR Protocol error: invalid bulk length\r\n",
+            ),
+            (
+                b"*1\r\n$-1\r\n",
+                RespError::InvalidBulkLength,
+                b"-ERR Protocol error: invalid bulk length\r\n",
+            ),
+            (
+                b"*1\r\n$536870913\r\n",
+                RespError::InvalidBulkLength,
+                b"-ERR Protocol error: invalid bulk length\r\n",
+            ),
+            (
+                b"*1\r\nx\r\n",
+                RespError::ExpectedDollar(b'x'),
+                b"-ERR Protocol error: expected '$', got 'x'\r\n",
+            ),
+            (
+                b"*1\r\n\r\n",
+                RespError::ExpectedDollar(b' '),
+                b"-ERR Protocol error: expected '$', got ' '\r\n",
+            ),
+            (
+                b"\"abc\r\n",
+                RespError::UnbalancedQuotes,
+                b"-ERR Protocol error: unbalanced quotes in request\r\n",
+            ),
+            (
+                b"set a \"b\"c\r\n",
+                RespError::UnbalancedQuotes,
+                b"-ERR Protocol error: unbalanced quotes in request\r\n",
+            ),
+        ];
+        for (input, want, text) in cases {
+            let (_, err) = feed(&[input]);
+            assert_eq!(err, Some(*want), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(want.reply().unwrap(), *text);
+        }
+        assert_eq!(RespError::RequestTooLarge.reply(), None);
+        assert_eq!(
+            RespError::InvalidBulkLength.to_string(),
+            "Protocol error: invalid bulk length"
+        );
+    }
+
+    #[test]
+    fn requests_before_an_error_are_delivered() {
+        let (got, err) = feed(&[b"*1\r\n$4\r\nPING\r\n*x\r\n"]);
+        assert_eq!(got, vec![req(&["PING"])]);
+        assert_eq!(err, Some(RespError::InvalidMultibulkLength));
+    }
+
+    #[test]
+    fn redis_quirks() {
+        // The two bytes after a bulk are skipped unread.
+        let (got, _) = feed(&[b"*1\r\n$1\r\nab\r\nPING\r\n"]);
+        assert_eq!(got, vec![req(&["a"]), req(&["PING"])]);
+        // Any byte may follow the CR of a count line.
+        let (got, _) = feed(&[b"*1\rX$4\rXPING\r\n"]);
+        assert_eq!(got, vec![req(&["PING"])]);
+        // A NUL before the end keeps a line open.
+        assert_eq!(feed(&[b"PING\0\n"]), (vec![], None));
+        assert_eq!(feed(&[b"*1\r\n\0\r\n"]), (vec![], None));
+        // An LF-only inline request; an LF-only multibulk waits for a CR.
+        assert_eq!(feed(&[b"PING\n"]).0, vec![req(&["PING"])]);
+        assert_eq!(feed(&[b"*1\n$4\nPING\n"]), (vec![], None));
+        // A bulk of exactly the limit is accepted (and waited for).
+        assert_eq!(feed(&[b"*1\r\n$536870912\r\n"]), (vec![], None));
+        // A huge count allocates nothing up front.
+        assert_eq!(feed(&[b"*2147483647\r\n$1\r\na\r\n"]), (vec![], None));
+    }
+
+    #[test]
+    fn limits_without_allocating() {
+        let small = RespLimits {
+            max_bulk: 100,
+            max_inline: 16,
+            max_request: 200,
+        };
+        assert_eq!(feed_with(small, &[&[b'a'; 18]]).1, Some(RespError::TooBigInline));
+        assert_eq!(feed_with(small, &[&[b'a'; 17]]).1, None, "may end with the CR");
+        assert_eq!(feed_with(small, &[&[b'a'; 16], b"\r\n"]).1, None);
+        assert_eq!(
+            feed_with(small, &[&[b'a'; 17], b"\n"]).1,
+            Some(RespError::TooBigInline)
+        );
+        let long_count = [b"*".as_slice(), &[b'1'; 17]].concat();
+        assert_eq!(
+            feed_with(small, &[&long_count]).1,
+            Some(RespError::TooBigMbulkCount)
+        );
+        // Refused the same whether the line's end arrived with it or not.
+        let ended = [long_count.as_slice(), b"\r\n"].concat();
+        assert_eq!(feed_with(small, &[&ended]).1, Some(RespError::TooBigMbulkCount));
+        let long_len = [b"*1\r\n$".as_slice(), &[b'1'; 17]].concat();
+        assert_eq!(feed_with(small, &[&long_len]).1, Some(RespError::TooBigBulkCount));
+        assert_eq!(
+            feed_with(small, &[b"*1\r\n$101\r\n"]).1,
+            Some(RespError::InvalidBulkLength)
+        );
+        // 100 + 32 fits, twice does not.
+        let two = b"*2\r\n$100\r\n";
+        assert_eq!(feed_with(small, &[two]).1, None);
+        let mut both = two.to_vec();
+        both.extend_from_slice(&[b'x'; 100]);
+        both.extend_from_slice(b"\r\n$100\r\n");
+        assert_eq!(feed_with(small, &[&both]).1, Some(RespError::RequestTooLarge));
+        // Many empty arguments count too.
+        let empties = [b"*100\r\n".as_slice(), &b"$0\r\n\r\n".repeat(10)].concat();
+        assert_eq!(feed_with(small, &[&empties]).1, Some(RespError::RequestTooLarge));
+    }
+
+    #[test]
+    fn a_line_fed_byte_by_byte_is_searched_once() {
+        let mut d = RespDecoder::default();
+        let mut buf = InBuf::new();
+        for _ in 0..1000 {
+            buf.extend(b"a");
+            assert_eq!(d.decode(&mut buf), Ok(None));
+            assert_eq!(d.searched, buf.len());
+        }
+        buf.extend(b"\r\n");
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap()[0].len(), 1000);
+    }
+
+    #[test]
+    fn split_args_as_sdssplitargs() {
+        let split = |s: &[u8]| {
+            split_args(s).map(|v| {
+                v.into_iter()
+                    .map(|a| String::from_utf8_lossy(&a).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            split(b"  set a  b "),
+            Some(vec!["set".into(), "a".into(), "b".into()])
+        );
+        assert_eq!(
+            split(b"echo \"\\x41\\n\""),
+            Some(vec!["echo".into(), "A\n".into()])
+        );
+        assert_eq!(split(b"echo 'it\\'s'"), Some(vec!["echo".into(), "it's".into()]));
+        assert_eq!(
+            split(b"set a x\"b c\""),
+            Some(vec!["set".into(), "a".into(), "xb c".into()])
+        );
+        assert_eq!(split(b"echo\x0ba"), Some(vec!["echo\x0ba".into()]));
+        assert_eq!(split(b"\x0becho a"), Some(vec!["echo".into(), "a".into()]));
+        assert_eq!(split(b"echo \"\""), Some(vec!["echo".into(), "".into()]));
+        assert_eq!(split(b"get a\0b"), Some(vec!["get".into(), "a".into()]));
+        assert_eq!(split(b""), Some(vec![]));
+        assert_eq!(split(b"\"abc"), None);
+        assert_eq!(split(b"'abc"), None);
+        assert_eq!(split(b"\"a\"b"), None);
+        assert_eq!(split(b"'a'b"), None);
+    }
+
+    #[test]
+    fn replies_encode_byte_exact() {
+        let cases: Vec<(Reply, &[u8])> = vec![
+            (Reply::OK, b"+OK\r\n"),
+            (Reply::error("ERR syntax error"), b"-ERR syntax error\r\n"),
+            (
+                Reply::err("unknown command 'a\r\nb'"),
+                b"-ERR unknown command 'a  b'\r\n",
+            ),
+            (Reply::Integer(0), b":0\r\n"),
+            (Reply::Integer(-42), b":-42\r\n"),
+            (Reply::Integer(i64::MIN), b":-9223372036854775808\r\n"),
+            (Reply::bulk(""), b"$0\r\n\r\n"),
+            (Reply::bulk("a\r\nb"), b"$4\r\na\r\nb\r\n"),
+            (Reply::Nil, b"$-1\r\n"),
+            (Reply::Array(vec![]), b"*0\r\n"),
+            (
+                Reply::Array(vec![Reply::Integer(1), Reply::Array(vec![Reply::Nil])]),
+                b"*2\r\n:1\r\n*1\r\n$-1\r\n",
+            ),
+        ];
+        for (reply, want) in cases {
+            assert_eq!(reply.to_bytes(), want, "{reply:?}");
+        }
+    }
+}

@@ -1,0 +1,791 @@
+//! Kv: a Redis-protocol (RESP2) in-memory key-value server on the shards, `weft serve
+//! --proto kv`.
+//!
+//! Every key belongs to one shard: `slot(key) % shards`, with Redis Cluster's slots (CRC16 of
+//! the key, or of its `{hash tag}`, modulo 16384; see [`route`]). Each shard keeps its keys in
+//! its own [`KvShard`] (the engine's [shard state](crate::shard::state)) and runs their
+//! commands alone, with no lock. A connection runs a command on a key of its own shard at
+//! once; a command on another shard's key is sent there ([`submit_to`]) and answered when it
+//! comes back; `MGET`, `MSET`, `DEL` and `EXISTS` are split by owning shard and gathered;
+//! `DBSIZE`, `FLUSHALL` and `INFO` run on every shard ([`invoke_on_all`]) once the
+//! connection's earlier commands are done, and the commands after them wait for them (so a
+//! pipelined `FLUSHALL` is not overtaken).
+//!
+//! Commands for another shard are sent in batches: a connection has at most one call in
+//! flight to each shard, carrying every command for that shard received meanwhile, in order.
+//! So the commands of one connection run on each shard in the order they were sent, and a
+//! pipeline costs a few cross-shard calls rather than one per command.
+//!
+//! Answers go out strictly in request order: a connection keeps one slot per command
+//! received, fills the slots as the shards answer, and writes the ready prefix. At most
+//! [`MAX_IN_FLIGHT`] commands wait per connection: above it the connection stops reading
+//! until half of them are answered. Bad input is answered as redis answers it: a protocol
+//! error with its `-ERR Protocol error: ...` and a close (after the answers to the commands
+//! before it); an unknown command or wrong arguments with an error, and the connection stays.
+//! On the engine's drain a connection reads no more, answers what it has received (including
+//! commands waiting on other shards) and closes. Each shard sweeps expired keys
+//! [`SWEEP_HZ`] times a second (sampling keys with a TTL, as redis does), besides expiring
+//! them when they are touched.
+//!
+//! Multi-key commands are atomic per shard, not across shards (as in Redis Cluster, where
+//! they are refused across slots). `--maxmemory` is divided evenly between the shards; each
+//! shard applies the policy to its part.
+//!
+//! ```no_run
+//! use weft::protocols::{Kv, KvConfig};
+//! use weft::{EngineConfig, Service};
+//!
+//! Service::new(EngineConfig::default())
+//!     .shard_state(Kv::shard_state(KvConfig::default()))
+//!     .listen("127.0.0.1:6379".parse::<std::net::SocketAddr>()?, |_| Kv::factory())
+//!     .run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`route`]: crate::proto::kv::route
+//! [`submit_to`]: crate::shard::submit_to
+//! [`invoke_on_all`]: crate::shard::invoke_on_all
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::driver::mesh::{invoke_on_all, submit_to};
+use crate::driver::tasks::{counters, drain_started, interval, is_draining, spawn, state};
+use crate::proto::codec::{FrameHandler, Framed};
+use crate::proto::kv::command::{Command, Target, parse};
+use crate::proto::kv::info::{ServerInfo, render};
+use crate::proto::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig, KeyspaceStats};
+use crate::proto::kv::route::{Gather, shard_of, split};
+use crate::proto::kv::session::{Outcome, ServerFacts, Session};
+use crate::proto::protocol::{Factory, ShardInfo};
+use crate::proto::resp::{Reply, Request, RespDecoder, RespError, RespLimits};
+use crate::proto::transport::Transport;
+
+/// Most commands a connection may have unanswered before it stops reading (it reads again
+/// once half are answered).
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// How many times a second each shard samples its keys with a TTL for expired ones (redis's
+/// `hz`).
+pub const SWEEP_HZ: u32 = 10;
+/// Most rounds of [`EXPIRE_SAMPLES`](crate::proto::kv::keyspace::EXPIRE_SAMPLES) keys one
+/// sweep takes, so that a sweep never holds its shard for long.
+const SWEEP_ROUNDS: usize = 16;
+
+/// The kv server's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KvConfig {
+    /// Memory limit of the whole process, in accounted bytes (key + value + a fixed overhead
+    /// per key), divided evenly between the shards; 0 for none.
+    pub maxmemory: usize,
+    /// What happens past the limit.
+    pub policy: EvictionPolicy,
+    /// The request parser's limits.
+    pub limits: RespLimits,
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Facts about this process, for `INFO`.
+struct Process {
+    started: Instant,
+    run_id: String,
+    executable: String,
+}
+
+fn process() -> &'static Process {
+    static PROCESS: OnceLock<Process> = OnceLock::new();
+    PROCESS.get_or_init(|| {
+        let state = RandomState::new();
+        let run_id = (0..3u64)
+            .map(|i| {
+                let mut h = state.build_hasher();
+                h.write_u64(i);
+                format!("{:016x}", h.finish())
+            })
+            .collect::<String>()[..40]
+            .to_owned();
+        Process {
+            started: Instant::now(),
+            run_id,
+            executable: std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        }
+    })
+}
+
+/// Client ids, as `HELLO` reports them: unique in the process.
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One shard's part of the store: its keyspace and what its connections need to know.
+#[derive(Debug)]
+pub struct KvShard {
+    keyspace: RefCell<Keyspace<RandomState>>,
+    index: usize,
+    shards: usize,
+    config: KvConfig,
+    facts: ServerFacts,
+    /// The sweep task runs.
+    sweeping: Cell<bool>,
+}
+
+impl KvShard {
+    /// The state of shard `info`, with its even part of the memory limit.
+    pub fn new(info: &ShardInfo, config: &KvConfig) -> Self {
+        // The process's start, for INFO's uptime.
+        let _ = process();
+        let hasher = RandomState::new();
+        let mut seed = hasher.build_hasher();
+        seed.write_usize(info.index);
+        let keyspace = KeyspaceConfig {
+            maxmemory: config.maxmemory.div_ceil(info.shards.max(1)),
+            policy: config.policy,
+        };
+        let facts = ServerFacts {
+            config: vec![
+                ("maxmemory".into(), config.maxmemory.to_string()),
+                ("maxmemory-policy".into(), config.policy.name().into()),
+                ("maxmemory-samples".into(), "5".into()),
+                ("proto-max-bulk-len".into(), config.limits.max_bulk.to_string()),
+                (
+                    "client-query-buffer-limit".into(),
+                    config.limits.max_request.to_string(),
+                ),
+                ("hz".into(), SWEEP_HZ.to_string()),
+                ("databases".into(), "1".into()),
+                ("save".into(), String::new()),
+                ("appendonly".into(), "no".into()),
+            ],
+        };
+        Self {
+            keyspace: RefCell::new(Keyspace::new(keyspace, hasher, seed.finish())),
+            index: info.index,
+            shards: info.shards.max(1),
+            config: *config,
+            facts,
+            sweeping: Cell::new(false),
+        }
+    }
+
+    /// Runs a keyspace command on this shard's keys, now.
+    pub fn execute(&self, cmd: Command) -> Reply {
+        self.keyspace.borrow_mut().execute(cmd, now_ms())
+    }
+
+    /// Runs keyspace commands in order, at one time; their answers in order.
+    pub fn execute_all(&self, cmds: Vec<Command>) -> Vec<Reply> {
+        let now = now_ms();
+        let mut keyspace = self.keyspace.borrow_mut();
+        cmds.into_iter().map(|c| keyspace.execute(c, now)).collect()
+    }
+
+    /// The keyspace's figures.
+    pub fn stats(&self) -> KeyspaceStats {
+        self.keyspace.borrow().stats()
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.keyspace.borrow().len()
+    }
+
+    /// True with no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every key.
+    pub fn flush(&self) {
+        self.keyspace.borrow_mut().flush();
+    }
+
+    /// One sweep of expired keys; returns how many went.
+    pub fn sweep(&self) -> usize {
+        self.keyspace.borrow_mut().expire_cycle(now_ms(), SWEEP_ROUNDS)
+    }
+
+    /// Sweeps this shard's expired keys [`SWEEP_HZ`] times a second until the shard drains.
+    pub async fn sweep_until_drain() {
+        let mut ticks = interval(Duration::from_secs(1) / SWEEP_HZ);
+        while !is_draining() {
+            let tick = async {
+                ticks.tick().await;
+                true
+            };
+            let drain = async {
+                drain_started().await;
+                false
+            };
+            if !futures_lite::future::or(tick, drain).await {
+                break;
+            }
+            if let Some(s) = state::<KvShard>() {
+                s.sweep();
+            }
+        }
+    }
+}
+
+/// The factory of one shard: builds a [`Kv`] protocol for every connection, on the shard's
+/// [`KvShard`] state.
+#[derive(Debug, Default)]
+pub struct KvFactory {
+    shard: Option<Rc<KvShard>>,
+}
+
+impl Factory for KvFactory {
+    type Protocol = Framed<Kv>;
+
+    fn start(&mut self, shard: &ShardInfo) {
+        self.shard = state::<KvShard>();
+        match &self.shard {
+            Some(s) if !s.sweeping.replace(true) => spawn(KvShard::sweep_until_drain()),
+            Some(_) => {}
+            None => tracing::error!(
+                shard = shard.index,
+                "kv: the shard has no KvShard state (give the engine Kv::shard_state); refusing connections"
+            ),
+        }
+    }
+
+    fn build_protocol(&mut self, _peer: &crate::addr::Address) -> Option<Framed<Kv>> {
+        let shard = self.shard.clone()?;
+        let limits = shard.config.limits;
+        Some(Framed::new(RespDecoder::new(limits), Kv::new(shard)))
+    }
+}
+
+/// The kv protocol of one connection (framed by [`RespDecoder`]).
+#[derive(Debug)]
+pub struct Kv {
+    conn: Rc<Conn>,
+}
+
+impl Kv {
+    /// A connection to the store whose local part is `shard`.
+    pub fn new(shard: Rc<KvShard>) -> Self {
+        let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+        let shards = shard.shards;
+        Self {
+            conn: Rc::new(Conn {
+                shard,
+                state: RefCell::new(State {
+                    session: Session::new(id),
+                    outboxes: (0..shards).map(|_| Outbox::default()).collect(),
+                    ..State::default()
+                }),
+            }),
+        }
+    }
+
+    /// What builds each shard's state, for
+    /// [`EngineBuilder::shard_state`](crate::EngineBuilder::shard_state) or
+    /// [`Service::shard_state`](crate::Service::shard_state).
+    pub fn shard_state(config: KvConfig) -> impl Fn(&ShardInfo) -> KvShard + Send + Sync + 'static {
+        move |info| KvShard::new(info, &config)
+    }
+
+    /// The factory of a kv listener (on an engine given [`Kv::shard_state`]).
+    pub fn factory() -> KvFactory {
+        KvFactory::default()
+    }
+}
+
+/// What one received command's answer is now.
+#[derive(Debug)]
+enum Slot {
+    /// Not answered yet.
+    Pending,
+    /// The answer's bytes.
+    Ready(Vec<u8>),
+}
+
+/// Who waits for the answer of a command sent to another shard.
+#[derive(Debug)]
+enum Waiter {
+    /// Command `seq`, whole.
+    Whole(u64),
+    /// One part of a command split over shards.
+    Part(Rc<RefCell<Gathering>>, usize),
+}
+
+/// A command split over shards, while its parts' answers come in.
+#[derive(Debug)]
+struct Gathering {
+    seq: u64,
+    gather: Option<Gather>,
+    replies: Vec<Option<Reply>>,
+    left: usize,
+}
+
+/// The commands for one other shard: at most one call in flight, the rest queued for the
+/// next.
+#[derive(Debug, Default)]
+struct Outbox {
+    queued: Vec<(Waiter, Command)>,
+    busy: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    transport: Option<Transport>,
+    session: Session,
+    /// One slot per command received and not written yet, oldest first.
+    slots: VecDeque<Slot>,
+    /// The sequence number of `slots[0]`.
+    first_seq: u64,
+    /// Commands received and not started: those behind a command that runs on every shard.
+    held: VecDeque<(u64, Command)>,
+    /// Commands started and not answered.
+    in_flight: usize,
+    /// A command on every shard runs: nothing after it starts.
+    barrier: bool,
+    /// By shard: the commands for it.
+    outboxes: Vec<Outbox>,
+    /// No more commands: close once every answer is written (QUIT, a protocol error, EOF).
+    closing: bool,
+    /// The engine drains: read no more, close once every answer is written.
+    draining: bool,
+    /// Reading paused for too many commands in flight.
+    paused: bool,
+    /// Bytes of the answers in `slots`, ready and waiting for one before them.
+    held_bytes: usize,
+    /// Encoding space for answers written at once.
+    scratch: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    shard: Rc<KvShard>,
+    state: RefCell<State>,
+}
+
+impl Conn {
+    /// A command arrived.
+    fn received(self: &Rc<Self>, request: Request) {
+        let parsed = {
+            let mut st = self.state.borrow_mut();
+            if st.closing {
+                return;
+            }
+            let parsed = parse(request);
+            let seq = st.push_slot();
+            match parsed {
+                Ok(cmd) => {
+                    st.held.push_back((seq, cmd));
+                    None
+                }
+                Err(error) => Some((seq, error)),
+            }
+        };
+        match parsed {
+            // Answered at once, in its place.
+            Some((seq, error)) => self.answer(seq, &error),
+            None => self.pump(),
+        }
+        self.flow();
+    }
+
+    /// Starts the held commands that may start: in order, stopping at a command for every
+    /// shard until all before it are answered, and after it until it is.
+    fn pump(self: &Rc<Self>) {
+        loop {
+            let next = {
+                let mut st = self.state.borrow_mut();
+                if st.barrier {
+                    return;
+                }
+                let Some((_, front)) = st.held.front() else {
+                    return;
+                };
+                if front.target() == Target::All {
+                    if st.in_flight > 0 {
+                        return;
+                    }
+                    st.barrier = true;
+                }
+                st.held.pop_front()
+            };
+            if let Some((seq, cmd)) = next {
+                self.start(seq, cmd);
+            }
+        }
+    }
+
+    /// Runs or sends one command.
+    fn start(self: &Rc<Self>, seq: u64, cmd: Command) {
+        let shard = &self.shard;
+        let (me, shards) = (shard.index, shard.shards);
+        match cmd.target() {
+            Target::Connection => {
+                let outcome = self.state.borrow_mut().session.execute(cmd, &shard.facts);
+                match outcome {
+                    Outcome::Reply(reply) => self.answer(seq, &reply),
+                    Outcome::ReplyAndClose(reply) => {
+                        self.state.borrow_mut().closing = true;
+                        self.answer(seq, &reply);
+                    }
+                    Outcome::Close => self.refuse(),
+                }
+            }
+            Target::Key(key) => {
+                let owner = shard_of(key, shards);
+                if owner == me {
+                    let reply = shard.execute(cmd);
+                    self.answer(seq, &reply);
+                } else {
+                    self.state.borrow_mut().in_flight += 1;
+                    self.send(owner, Waiter::Whole(seq), cmd);
+                }
+            }
+            Target::Keys => {
+                let (parts, gather) = split(cmd, shards);
+                if parts.iter().all(|(owner, _)| *owner == me) {
+                    let replies = parts.into_iter().map(|(_, c)| shard.execute(c)).collect();
+                    self.answer(seq, &gather.merge(replies));
+                    return;
+                }
+                // This shard's part runs now, the others' where they live.
+                self.state.borrow_mut().in_flight += 1;
+                let gathering = Rc::new(RefCell::new(Gathering {
+                    seq,
+                    gather: Some(gather),
+                    replies: parts.iter().map(|_| None).collect(),
+                    left: parts.len(),
+                }));
+                for (i, (owner, c)) in parts.into_iter().enumerate() {
+                    if owner == me {
+                        let reply = shard.execute(c);
+                        self.deliver(Waiter::Part(gathering.clone(), i), reply);
+                    } else {
+                        self.send(owner, Waiter::Part(gathering.clone(), i), c);
+                    }
+                }
+            }
+            Target::All => {
+                let port = self
+                    .state
+                    .borrow()
+                    .transport
+                    .as_ref()
+                    .map_or(0, |t| t.local_addr().socket_addr().port());
+                let policy = shard.config.policy;
+                self.state.borrow_mut().in_flight += 1;
+                let conn = self.clone();
+                spawn(async move {
+                    let reply = everywhere(cmd, port, policy).await;
+                    conn.state.borrow_mut().barrier = false;
+                    conn.deliver(Waiter::Whole(seq), reply);
+                });
+            }
+        }
+    }
+
+    /// Queues `cmd` for shard `owner`, and sends the queue unless a call to it is in flight.
+    fn send(self: &Rc<Self>, owner: usize, waiter: Waiter, cmd: Command) {
+        {
+            let mut st = self.state.borrow_mut();
+            let Some(outbox) = st.outboxes.get_mut(owner) else {
+                drop(st);
+                self.deliver(waiter, Reply::error("ERR internal error: no such shard"));
+                return;
+            };
+            outbox.queued.push((waiter, cmd));
+            if outbox.busy {
+                return;
+            }
+            outbox.busy = true;
+        }
+        let conn = self.clone();
+        // The task first runs after the current read is handled, so that its first call
+        // carries every command of the read for that shard.
+        spawn(async move {
+            loop {
+                let batch = {
+                    let mut st = conn.state.borrow_mut();
+                    let Some(outbox) = st.outboxes.get_mut(owner) else {
+                        return;
+                    };
+                    if outbox.queued.is_empty() {
+                        outbox.busy = false;
+                        return;
+                    }
+                    std::mem::take(&mut outbox.queued)
+                };
+                let (waiters, cmds): (Vec<Waiter>, Vec<Command>) = batch.into_iter().unzip();
+                let replies = submit_to(owner, move |s: &KvShard| s.execute_all(cmds)).await;
+                match replies {
+                    Ok(replies) => {
+                        for (waiter, reply) in waiters.into_iter().zip(replies) {
+                            conn.deliver(waiter, reply);
+                        }
+                    }
+                    Err(e) => {
+                        let reply = call_failed(&e);
+                        for waiter in waiters {
+                            conn.deliver(waiter, reply.clone());
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// An answer came in for a command started earlier.
+    fn deliver(self: &Rc<Self>, waiter: Waiter, reply: Reply) {
+        let (seq, reply) = match waiter {
+            Waiter::Whole(seq) => (seq, reply),
+            Waiter::Part(gathering, part) => {
+                let mut g = gathering.borrow_mut();
+                if let Some(slot) = g.replies.get_mut(part) {
+                    *slot = Some(reply);
+                }
+                g.left -= 1;
+                if g.left > 0 {
+                    return;
+                }
+                let replies = g.replies.iter_mut().filter_map(Option::take).collect();
+                let Some(gather) = g.gather.take() else {
+                    return;
+                };
+                (g.seq, gather.merge(replies))
+            }
+        };
+        self.state.borrow_mut().in_flight -= 1;
+        self.answer(seq, &reply);
+        self.pump();
+        self.flow();
+    }
+
+    /// Closes at once, dropping every answer not sent yet, as redis frees a client it refuses
+    /// (an HTTP request, a request over the size limit), and as the transport closes a
+    /// connection whose output passed its cap: with a reset.
+    fn refuse(&self) {
+        let mut st = self.state.borrow_mut();
+        st.closing = true;
+        st.slots.clear();
+        st.held.clear();
+        st.held_bytes = 0;
+        if let Some(t) = &st.transport {
+            t.abort_connection();
+        }
+    }
+
+    /// Answers command `seq`.
+    fn answer(&self, seq: u64, reply: &Reply) {
+        let mut st = self.state.borrow_mut();
+        // Nothing before it waits: straight out.
+        if st.first_seq == seq && st.slots.len() == 1 {
+            if let Some(t) = st.transport.clone() {
+                let mut scratch = std::mem::take(&mut st.scratch);
+                scratch.clear();
+                reply.encode(&mut scratch);
+                t.write(&scratch);
+                st.scratch = scratch;
+            }
+            st.slots.pop_front();
+            st.first_seq += 1;
+            drop(st);
+            self.after_write();
+            return;
+        }
+        drop(st);
+        self.fill(seq, Slot::Ready(reply.to_bytes()));
+    }
+
+    /// Fills command `seq`'s slot and writes every answer now ready in order.
+    fn fill(&self, seq: u64, slot: Slot) {
+        let mut st = self.state.borrow_mut();
+        let Some(index) = seq
+            .checked_sub(st.first_seq)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        if let Slot::Ready(bytes) = &slot {
+            st.held_bytes += bytes.len();
+        }
+        if let Some(s) = st.slots.get_mut(index) {
+            *s = slot;
+        }
+        let Some(t) = st.transport.clone() else {
+            return;
+        };
+        let mut out = std::mem::take(&mut st.scratch);
+        out.clear();
+        while let Some(Slot::Ready(bytes)) = st.slots.front() {
+            out.extend_from_slice(bytes);
+            st.slots.pop_front();
+            st.first_seq += 1;
+        }
+        st.held_bytes -= out.len();
+        // Answers held back count as output: past the cap, the connection goes, as it would
+        // had they been written.
+        if st.held_bytes + t.buffered() > t.max_output() {
+            st.scratch = out;
+            drop(st);
+            self.refuse();
+            return;
+        }
+        t.write(&out);
+        st.scratch = out;
+        drop(st);
+        self.after_write();
+    }
+
+    /// After answers went out: close if that was the last one a closing connection owed.
+    fn after_write(&self) {
+        let st = self.state.borrow();
+        if (st.closing || st.draining)
+            && st.slots.is_empty()
+            && let Some(t) = &st.transport
+        {
+            t.lose_connection();
+        }
+    }
+
+    /// Pauses reading while too many commands wait, resumes when half are answered.
+    fn flow(&self) {
+        let mut st = self.state.borrow_mut();
+        let waiting = st.slots.len();
+        let Some(t) = st.transport.clone() else {
+            return;
+        };
+        if !st.paused && waiting >= MAX_IN_FLIGHT {
+            st.paused = true;
+            t.pause_reading();
+        } else if st.paused && waiting <= MAX_IN_FLIGHT / 2 {
+            st.paused = false;
+            if !st.draining {
+                t.resume_reading();
+            }
+        }
+    }
+}
+
+impl State {
+    /// A new pending slot at the back; its sequence number.
+    fn push_slot(&mut self) -> u64 {
+        self.slots.push_back(Slot::Pending);
+        self.first_seq + self.slots.len() as u64 - 1
+    }
+}
+
+/// The answer when another shard could not run a command.
+fn call_failed(e: &impl std::fmt::Display) -> Reply {
+    Reply::err(format!("internal error: {e}"))
+}
+
+/// Runs a command of every shard (`DBSIZE`, `FLUSHALL`, `INFO`) and gathers its answer.
+async fn everywhere(cmd: Command, port: u16, policy: EvictionPolicy) -> Reply {
+    match cmd {
+        Command::DbSize => match invoke_on_all(|s: &KvShard| s.len()).await {
+            Ok(lens) => Reply::Integer(lens.iter().sum::<usize>() as i64),
+            Err(e) => call_failed(&e),
+        },
+        Command::FlushAll => match invoke_on_all(|s: &KvShard| s.flush()).await {
+            Ok(_) => Reply::OK,
+            Err(e) => call_failed(&e),
+        },
+        Command::Info(sections) => {
+            let per_shard = invoke_on_all(|s: &KvShard| {
+                let c = counters();
+                (s.stats(), c.active, c.accepted)
+            })
+            .await;
+            let per_shard = match per_shard {
+                Ok(p) => p,
+                Err(e) => return call_failed(&e),
+            };
+            let mut total = KeyspaceStats::default();
+            let (mut clients, mut accepted) = (0, 0);
+            for (stats, active, acc) in &per_shard {
+                total.add(stats);
+                clients += active;
+                accepted += acc;
+            }
+            let p = process();
+            let server = ServerInfo {
+                weft_version: env!("CARGO_PKG_VERSION").to_owned(),
+                process_id: std::process::id(),
+                run_id: p.run_id.clone(),
+                tcp_port: port,
+                server_time_usec: now_ms().saturating_mul(1000),
+                uptime_secs: p.started.elapsed().as_secs(),
+                hz: SWEEP_HZ,
+                shards: per_shard.len(),
+                executable: p.executable.clone(),
+                connected_clients: clients,
+                total_connections_received: accepted,
+                policy,
+            };
+            render(&sections, &server, &total)
+        }
+        _ => Reply::error("ERR not a command of every shard"),
+    }
+}
+
+impl FrameHandler for Kv {
+    type Decoder = RespDecoder;
+
+    fn connection_made(&mut self, transport: &Transport) {
+        self.conn.state.borrow_mut().transport = Some(transport.clone());
+    }
+
+    fn frame_received(&mut self, request: Request, _transport: &Transport) {
+        self.conn.received(request);
+    }
+
+    fn decode_failed(&mut self, error: RespError, _transport: &Transport) {
+        // After QUIT (or a refusal) redis parses no further: nothing to answer.
+        if self.conn.state.borrow().closing {
+            return;
+        }
+        // Past the request limit: no answer (redis frees such a client at once).
+        let Some(bytes) = error.reply() else {
+            self.conn.refuse();
+            return;
+        };
+        let seq = {
+            let mut st = self.conn.state.borrow_mut();
+            st.closing = true;
+            st.push_slot()
+        };
+        self.conn.fill(seq, Slot::Ready(bytes));
+    }
+
+    fn read_connection_lost(&mut self, transport: &Transport) {
+        // Answer what was received, then close.
+        let mut st = self.conn.state.borrow_mut();
+        st.closing = true;
+        if st.slots.is_empty() {
+            transport.lose_connection();
+        }
+    }
+
+    fn drain_requested(&mut self, transport: &Transport) {
+        let mut st = self.conn.state.borrow_mut();
+        st.draining = true;
+        transport.pause_reading();
+        if st.slots.is_empty() {
+            transport.lose_connection();
+        }
+    }
+
+    fn connection_lost(&mut self, _reason: &crate::proto::close::CloseReason) {
+        let mut st = self.conn.state.borrow_mut();
+        st.transport = None;
+        st.held.clear();
+    }
+}

@@ -1,0 +1,996 @@
+//! `weft serve --proto kv` against a real redis-server: the same requests, the same answers
+//! byte for byte (through raw sockets and through redis-cli), the same answers to malformed
+//! input; then what only a sharded server must show: consistency across shards and
+//! connections, answers in order, expiry, maxmemory, the drain, and redis-benchmark.
+//!
+//! Every server listens on loopback; every loop is bounded in count and time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use util::{Peer, Scratch, free_port, require_peer, serve_command, wait_exit, wait_listening};
+
+/// Shards of the weft server (the keys of every script spread over both).
+const SHARDS: &str = "2";
+
+/// A server child, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// `weft serve --proto kv --cores SHARDS ARGS...`.
+    fn weft(args: &[&str]) -> Self {
+        let mut all = vec!["--proto", "kv"];
+        all.extend_from_slice(args);
+        let (mut cmd, addr) = serve_command(SHARDS, &all);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn weft");
+        wait_listening(addr, &mut child);
+        Self { child, addr }
+    }
+
+    /// `redis-server` with one database, no persistence, on a free loopback port.
+    fn redis(dir: &Scratch) -> Self {
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--appendonly",
+                "no",
+                "--databases",
+                "1",
+                "--dir",
+                dir.0.to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(addr, &mut child);
+        Self { child, addr }
+    }
+
+    fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A RESP client over a plain socket.
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Self {
+        let s = util::connect(addr);
+        Self {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// Sends one command and reads its answer's bytes.
+    fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send(&encode(args));
+        self.reply()
+    }
+
+    /// `call` with text arguments split at spaces.
+    fn cmd(&mut self, line: &str) -> Vec<u8> {
+        let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        self.call(&args)
+    }
+
+    /// Reads one whole answer.
+    fn reply(&mut self) -> Vec<u8> {
+        read_reply(&mut self.reader).unwrap()
+    }
+}
+
+/// A request as RESP: an array of bulk strings.
+fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The bytes of one RESP answer.
+fn read_reply(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Err(ErrorKind::UnexpectedEof.into());
+    }
+    let n: i64 = std::str::from_utf8(&line[1..line.len().saturating_sub(2)])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(-1);
+    match line[0] {
+        b'$' if n >= 0 => {
+            let mut body = vec![0; n as usize + 2];
+            r.read_exact(&mut body)?;
+            line.extend_from_slice(&body);
+        }
+        b'*' if n >= 0 => {
+            for _ in 0..n {
+                line.extend_from_slice(&read_reply(r)?);
+            }
+        }
+        _ => {}
+    }
+    Ok(line)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The script run against both servers, one command per line (arguments split at spaces),
+/// every answer compared byte for byte. Keys fall on both shards.
+const SCRIPT: &str = "\
+FLUSHALL
+PING
+PING hello
+ECHO hi
+GET missing
+SET k1 v1
+GET k1
+SET k1 v2 GET
+SET k1 v3 NX
+SET k1 v3 XX GET
+SET k2 v NX
+SETNX k2 x
+GETSET k2 y
+GETDEL k2
+GETDEL k2
+SET n 10
+INCR n
+INCRBY n 5
+DECR n
+DECRBY n 3
+INCRBY n abc
+INCR k1
+SET big 9223372036854775807
+INCR big
+DECRBY n -9223372036854775808
+APPEND s hello
+APPEND s world
+STRLEN s
+STRLEN nope
+MSET a 1 b 2 c 3 d 4 e 5 f 6
+MGET a b c d e f g k1
+MSET a
+MSET a 1 b
+DEL a b zz
+EXISTS a b c c d zz
+SET t v EX 100
+TTL t
+EXPIRE t 200
+TTL t
+EXPIRE t 50 GT
+EXPIRE t 50 LT
+TTL t
+EXPIRE t 10 NX
+EXPIRE t 10 XX
+PERSIST t
+PERSIST t
+TTL t
+TTL nope
+PTTL nope
+PTTL t
+EXPIRETIME t
+PEXPIRETIME nope
+PEXPIRE t 100000
+EXPIRE nope 10
+EXPIRE t abc
+EXPIRE t 10 foo
+EXPIRE t 10 NX XX
+EXPIRE t 10 GT LT
+EXPIRE t 9223372036854776
+EXPIRE t -1
+EXISTS t
+SET e v PX 100000
+SET e v2 KEEPTTL
+TTL e
+SET e v3
+TTL e
+EXPIREAT e 1
+EXISTS e
+SET x y EX 0
+SET x y EX abc
+SET x y PX -5
+SET x y EX 9223372036854776
+SET x y NX XX
+SET x y KEEPTTL EX 10
+SET x y EX 10 PX 10
+SET x y BADOPT
+SET x y EX
+SETEX x 0 v
+SETEX x 100 v
+TTL x
+PSETEX x 0 v
+PSETEX x 100000 v
+TTL x
+DBSIZE
+SELECT 0
+SELECT 1
+SELECT abc
+GET
+GET a b
+SET a
+FOO bar baz
+FOO
+COMMAND FOO
+CONFIG
+CONFIG GET
+CONFIG GET maxmemory
+CONFIG GET save
+CONFIG GET appendonly
+CONFIG FOO
+COMMAND COUNT x
+AUTH x
+AUTH default x
+AUTH nobody x
+AUTH a b c
+HELLO 1
+HELLO abc
+HELLO 2 FOO
+HELLO 2 AUTH nobody x
+HELLO 2 AUTH a
+FLUSHALL FOO
+FLUSHALL ASYNC a
+FLUSHDB
+DBSIZE
+ECHO
+PING a b
+QUIT";
+
+/// The script's requests.
+fn script() -> Vec<Vec<Vec<u8>>> {
+    SCRIPT
+        .lines()
+        .map(|l| l.split(' ').map(|a| a.as_bytes().to_vec()).collect())
+        .collect()
+}
+
+/// Runs the script on `addr`, one command at a time; the answers.
+fn run_script(addr: SocketAddr) -> Vec<Vec<u8>> {
+    let mut c = Client::connect(addr);
+    script()
+        .iter()
+        .map(|req| {
+            let args: Vec<&[u8]> = req.iter().map(Vec::as_slice).collect();
+            c.call(&args)
+        })
+        .collect()
+}
+
+/// Runs the script on `addr` as one pipeline; everything read up to the close.
+fn run_script_pipelined(addr: SocketAddr) -> Vec<u8> {
+    let mut c = Client::connect(addr);
+    let all: Vec<u8> = script()
+        .iter()
+        .flat_map(|req| encode(&req.iter().map(Vec::as_slice).collect::<Vec<_>>()))
+        .collect();
+    c.send(&all);
+    let mut out = Vec::new();
+    c.reader.read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn same_answers_as_redis_server_byte_for_byte() {
+    require_peer(Peer::Program("redis-server"));
+    let dir = Scratch::new("kv-redis-script");
+    let redis = Server::redis(&dir);
+    let weft = Server::weft(&[]);
+    let want = run_script(redis.addr);
+    let got = run_script(weft.addr);
+    let mut diffs = Vec::new();
+    for ((line, w), g) in SCRIPT.lines().zip(&want).zip(&got) {
+        if w != g {
+            diffs.push(format!("{line}\n  redis: {:?}\n  weft:  {:?}", text(w), text(g)));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+    // The same script as one pipeline: the same bytes, in order, then the close after QUIT.
+    let want = run_script_pipelined(redis.addr);
+    let got = run_script_pipelined(weft.addr);
+    assert_eq!(text(&got), text(&want));
+}
+
+#[test]
+fn redis_cli_sees_the_same_answers() {
+    require_peer(Peer::Program("redis-server"));
+    require_peer(Peer::Program("redis-cli"));
+    let dir = Scratch::new("kv-redis-cli");
+    let redis = Server::redis(&dir);
+    let weft = Server::weft(&[]);
+    // redis-cli reads commands from stdin, splits them with its own quoting, and prints the
+    // answers without a terminal's decoration.
+    let input = format!(
+        "{SCRIPT}\n",
+        SCRIPT = SCRIPT
+            .replace("ECHO hi", "ECHO \"hi there\" ")
+            .replace("APPEND s world", "APPEND s \" w\\x6frld\"")
+    );
+    let cli = |server: &Server| {
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &server.port()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = util::output_within(child, Duration::from_secs(20));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let want = cli(&redis);
+    let got = cli(&weft);
+    assert!(want.lines().count() > 100, "redis-cli printed: {want}");
+    assert_eq!(got, want);
+    // One command per redis-cli run, as a user types them.
+    for args in [
+        vec!["set", "greeting", "hello world"],
+        vec!["get", "greeting"],
+        vec!["mget", "greeting", "nope"],
+        vec!["incr", "visits"],
+        vec!["del", "greeting", "visits"],
+        vec!["dbsize"],
+        vec!["ping"],
+        vec!["nosuchcommand", "x"],
+    ] {
+        let run = |server: &Server| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &server.port()])
+                .args(&args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                out.status.code(),
+            )
+        };
+        assert_eq!(run(&weft), run(&redis), "redis-cli {args:?}");
+    }
+}
+
+/// An array's elements, each a whole answer.
+fn elements(reply: &[u8]) -> Vec<Vec<u8>> {
+    let mut r = BufReader::new(reply);
+    let mut header = Vec::new();
+    r.read_until(b'\n', &mut header).unwrap();
+    assert_eq!(header[0], b'*', "not an array: {}", text(reply));
+    let n: usize = text(&header[1..header.len() - 2]).parse().unwrap();
+    (0..n).map(|_| read_reply(&mut r).unwrap()).collect()
+}
+
+#[test]
+fn hello_info_and_command_have_redis_shapes() {
+    require_peer(Peer::Program("redis-server"));
+    let dir = Scratch::new("kv-redis-shapes");
+    let redis = Server::redis(&dir);
+    let weft = Server::weft(&[]);
+    let mut r = Client::connect(redis.addr);
+    let mut w = Client::connect(weft.addr);
+    // HELLO 2: the same fourteen elements but the client id.
+    let mask_id = |reply: Vec<u8>| {
+        let mut e = elements(&reply);
+        assert_eq!(e.len(), 14);
+        assert_eq!(e[6], b"$2\r\nid\r\n");
+        e[7] = b":N\r\n".to_vec();
+        e
+    };
+    assert_eq!(mask_id(w.cmd("HELLO 2")), mask_id(r.cmd("HELLO 2")));
+    assert_eq!(mask_id(w.cmd("HELLO")), mask_id(r.cmd("HELLO")));
+    // weft speaks RESP2 only.
+    assert_eq!(w.cmd("HELLO 3"), b"-NOPROTO unsupported protocol version\r\n");
+    // COMMAND DOCS: an array (empty: weft has no docs); COMMAND COUNT: an integer.
+    assert_eq!(w.cmd("COMMAND DOCS"), b"*0\r\n");
+    assert!(w.cmd("COMMAND COUNT").starts_with(b":"));
+    // COMMAND INFO: redis's first seven fields, exactly.
+    for name in ["get", "set", "mset", "del", "ping", "expire", "command"] {
+        let ours = elements(&w.cmd(&format!("COMMAND INFO {name}")));
+        let theirs = elements(&r.cmd(&format!("COMMAND INFO {name}")));
+        assert_eq!(elements(&ours[0])[..7], elements(&theirs[0])[..7], "{name}");
+    }
+    assert_eq!(w.cmd("COMMAND INFO nosuch"), r.cmd("COMMAND INFO nosuch"));
+    // INFO: the sections asked for, in redis's layout.
+    w.cmd("SET a 1");
+    w.cmd("SET b 2 EX 100");
+    let info = text(&w.cmd("INFO"));
+    for field in [
+        "# Server\r\nredis_version:7.0.15\r\n",
+        "\r\n\r\n# Clients\r\nconnected_clients:",
+        "# Memory\r\nused_memory:",
+        "maxmemory_policy:noeviction\r\n",
+        "# Stats\r\n",
+        "# Keyspace\r\ndb0:keys=2,expires=1,avg_ttl=",
+        "weft_shards:2\r\n",
+    ] {
+        assert!(info.contains(field), "{field:?} in {info}");
+    }
+    let keyspace = w.cmd("INFO keyspace");
+    assert!(text(&keyspace).starts_with("$"), "{}", text(&keyspace));
+    assert!(text(&keyspace).contains("\r\n# Keyspace\r\ndb0:keys=2,expires=1,avg_ttl="));
+    assert_eq!(w.cmd("INFO nosuchsection"), r.cmd("INFO nosuchsection"));
+    let both = text(&w.cmd("INFO keyspace server"));
+    assert!(
+        both.find("# Server") < both.find("# Keyspace"),
+        "redis's order: {both}"
+    );
+}
+
+/// Sends `input` and reads until the server closes or stays quiet for a while: what came
+/// back, and whether it closed.
+fn exchange(addr: SocketAddr, input: &[u8]) -> (Vec<u8>, bool) {
+    let mut s = util::connect(addr);
+    s.write_all(input).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 65536];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                return (out, false);
+            }
+            Err(_) => return (out, true),
+        }
+    }
+    (out, false)
+}
+
+#[test]
+fn malformed_input_is_answered_as_redis_answers_it() {
+    require_peer(Peer::Program("redis-server"));
+    let dir = Scratch::new("kv-redis-bad");
+    let redis = Server::redis(&dir);
+    let weft = Server::weft(&[]);
+    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/resp");
+    let mut inputs: Vec<(String, Vec<u8>)> = std::fs::read_dir(corpus)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 40, "corpus missing");
+    // Beyond the limits: a 70 KB line without its end, an endless count line, a long unknown
+    // command's quoted arguments.
+    inputs.push(("too_big_inline".into(), vec![b'a'; 70_000]));
+    inputs.push((
+        "too_big_mbulk_count".into(),
+        [b"*".as_slice(), &[b'1'; 70_000]].concat(),
+    ));
+    inputs.push((
+        "too_big_bulk_count".into(),
+        [b"*1\r\n$".as_slice(), &[b'1'; 70_000]].concat(),
+    ));
+    let long: Vec<&[u8]> = vec![b"nosuch", &[b'x'; 100], &[b'y'; 100], b"z"];
+    inputs.push(("unknown_long_args".into(), encode(&long)));
+    let mut diffs = Vec::new();
+    for (name, input) in &inputs {
+        let want = exchange(redis.addr, input);
+        let got = exchange(weft.addr, input);
+        if got != want {
+            diffs.push(format!(
+                "{name}: redis {:?} closed={}, weft {:?} closed={}",
+                text(&want.0),
+                want.1,
+                text(&got.0),
+                got.1
+            ));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} of {} differ:\n{}",
+        diffs.len(),
+        inputs.len(),
+        diffs.join("\n")
+    );
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    util::rss_kib(pid)
+}
+
+#[test]
+fn announced_lengths_are_not_allocated_and_connections_stay_bounded() {
+    let weft = Server::weft(&[]);
+    let before = rss_kib(weft.child.id());
+    // Twenty connections each announce a 512 MB bulk and a 2^31-1 element array, and send a
+    // little of it.
+    let mut held = Vec::new();
+    for i in 0..20 {
+        let mut s = util::connect(weft.addr);
+        if i % 2 == 0 {
+            s.write_all(b"*2\r\n$3\r\nSET\r\n$536870912\r\nabc").unwrap();
+        } else {
+            s.write_all(b"*2147483647\r\n$1\r\na\r\n").unwrap();
+        }
+        held.push(s);
+    }
+    let mut c = Client::connect(weft.addr);
+    assert_eq!(c.cmd("PING"), b"+PONG\r\n");
+    let after = rss_kib(weft.child.id());
+    assert!(
+        after < before + 20 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    // A bulk over 512 MB is refused as soon as it is announced.
+    let (out, closed) = exchange(weft.addr, b"*1\r\n$536870913\r\n");
+    assert_eq!(
+        (text(&out).as_str(), closed),
+        ("-ERR Protocol error: invalid bulk length\r\n", true)
+    );
+}
+
+#[test]
+fn answers_past_max_output_close_the_connection() {
+    let big = vec![b'v'; 1 << 20];
+    let ask = |addr: SocketAddr| {
+        let mut c = Client::connect(addr);
+        let keys = keys_on_both_shards("big", 1);
+        for k in &keys {
+            assert_eq!(c.call(&[b"SET", k.as_bytes(), &big]), b"+OK\r\n");
+        }
+        // Sixteen 1 MiB answers asked for at once, read only later.
+        let mut req = Vec::new();
+        for _ in 0..8 {
+            for k in &keys {
+                req.extend(encode(&[b"GET", k.as_bytes()]));
+            }
+        }
+        c.send(&req);
+        thread::sleep(Duration::from_millis(300));
+        let mut answers = 0;
+        while let Ok(reply) = read_reply(&mut c.reader) {
+            assert_eq!(reply.len(), (1 << 20) + 12);
+            answers += 1;
+            if answers == 16 {
+                break;
+            }
+        }
+        answers
+    };
+    // The default cap (4 MiB of unsent answers): the connection is closed, the server goes on.
+    let weft = Server::weft(&[]);
+    assert!(ask(weft.addr) < 16);
+    assert_eq!(Client::connect(weft.addr).cmd("PING"), b"+PONG\r\n");
+    // A cap above them: every answer.
+    let roomy = Server::weft(&["--max-output", "64MiB"]);
+    assert_eq!(ask(roomy.addr), 16);
+}
+
+/// The shard (of two) that owns `key`, as weft places keys (Redis Cluster's slots).
+fn shard_of(key: &str) -> usize {
+    weft::kv::route::shard_of(key.as_bytes(), 2)
+}
+
+/// Keys named `prefix{i}`, `count` of them on each of the two shards.
+fn keys_on_both_shards(prefix: &str, count: usize) -> Vec<String> {
+    let (mut on0, mut on1) = (Vec::new(), Vec::new());
+    for i in 0..10_000 {
+        let k = format!("{prefix}{i}");
+        match shard_of(&k) {
+            0 if on0.len() < count => on0.push(k),
+            1 if on1.len() < count => on1.push(k),
+            _ => {}
+        }
+        if on0.len() == count && on1.len() == count {
+            break;
+        }
+    }
+    on0.into_iter().chain(on1).collect()
+}
+
+#[test]
+fn a_hundred_connections_on_two_shards_agree() {
+    let weft = Server::weft(&[]);
+    let mut conns: Vec<Client> = (0..100).map(|_| Client::connect(weft.addr)).collect();
+    // A SET on one connection is read by every other, whichever shard owns the key.
+    for key in keys_on_both_shards("shared", 2) {
+        assert_eq!(conns[0].cmd(&format!("SET {key} value-of-{key}")), b"+OK\r\n");
+        for c in &mut conns[1..] {
+            let want = format!("${}\r\nvalue-of-{key}\r\n", format!("value-of-{key}").len());
+            assert_eq!(text(&c.cmd(&format!("GET {key}"))), want);
+        }
+    }
+    // INCR from every connection at once sums exactly, on a key of each shard.
+    let counters = keys_on_both_shards("counter", 1);
+    let barrier = Arc::new(Barrier::new(conns.len()));
+    let handles: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let barrier = barrier.clone();
+            let counters = counters.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..50 {
+                    // Pipelined: both counters, then both answers.
+                    let mut req = Vec::new();
+                    for k in &counters {
+                        req.extend(encode(&[b"INCR", k.as_bytes()]));
+                    }
+                    c.send(&req);
+                    for _ in &counters {
+                        assert!(c.reply().starts_with(b":"));
+                    }
+                }
+                c
+            })
+        })
+        .collect();
+    let mut conns: Vec<Client> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for k in &counters {
+        assert_eq!(conns[7].cmd(&format!("GET {k}")), b"$4\r\n5000\r\n", "{k}");
+    }
+    // MSET on keys of both shards, from every connection with its own values; each reads
+    // its own back with MGET, and the last one's values win everywhere.
+    let keys = keys_on_both_shards("multi", 3);
+    let handles: Vec<_> = conns
+        .drain(..)
+        .enumerate()
+        .map(|(i, mut c)| {
+            let keys = keys.clone();
+            thread::spawn(move || {
+                let mut mset = vec!["MSET".to_owned()];
+                let mut own = Vec::new();
+                for k in &keys {
+                    mset.push(format!("own{i}:{k}"));
+                    mset.push(format!("v{i}"));
+                    own.push(format!("own{i}:{k}"));
+                }
+                let args: Vec<&[u8]> = mset.iter().map(|a| a.as_bytes()).collect();
+                assert_eq!(c.call(&args), b"+OK\r\n");
+                let mut mget = vec![b"MGET".as_slice()];
+                mget.extend(own.iter().map(|k| k.as_bytes()));
+                let want: Vec<u8> = format!("*{}\r\n", own.len())
+                    .into_bytes()
+                    .into_iter()
+                    .chain(
+                        own.iter()
+                            .flat_map(|_| format!("${}\r\nv{i}\r\n", format!("v{i}").len()).into_bytes()),
+                    )
+                    .collect();
+                assert_eq!(text(&c.call(&mget)), text(&want));
+                c
+            })
+        })
+        .collect();
+    let mut conns: Vec<Client> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut c = conns.pop().unwrap();
+    // Every key of every connection: 100 connections × 6 keys, plus the shared and counters.
+    assert_eq!(c.cmd("DBSIZE"), b":606\r\n");
+    let mut exists = vec![b"EXISTS".to_vec()];
+    exists.extend((0..100).flat_map(|i| keys.iter().map(move |k| format!("own{i}:{k}").into_bytes())));
+    let args: Vec<&[u8]> = exists.iter().map(Vec::as_slice).collect();
+    assert_eq!(c.call(&args), b":600\r\n");
+    let mut del = vec![b"DEL".as_slice()];
+    del.extend(args[1..].iter().copied());
+    assert_eq!(c.call(&del), b":600\r\n");
+    assert_eq!(c.cmd("DBSIZE"), b":6\r\n");
+}
+
+#[test]
+fn pipelines_of_a_thousand_mixed_commands_come_back_in_order() {
+    let weft = Server::weft(&[]);
+    let handles: Vec<_> = (0..8)
+        .map(|conn| {
+            let addr = weft.addr;
+            thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut req = Vec::new();
+                let mut want = Vec::new();
+                let mut counter = 0;
+                for i in 0..1000 {
+                    let key = format!("p{conn}:{}", i % 37);
+                    let (args, answer): (Vec<String>, String) = match i % 6 {
+                        0 => (vec!["SET".into(), key.clone(), format!("v{i}")], "+OK\r\n".into()),
+                        1 => {
+                            let v = format!("v{}", i - 1);
+                            (
+                                vec!["GET".into(), format!("p{conn}:{}", (i - 1) % 37)],
+                                format!("${}\r\n{v}\r\n", v.len()),
+                            )
+                        }
+                        2 => {
+                            counter += 1;
+                            (
+                                vec!["INCR".into(), format!("p{conn}:ctr")],
+                                format!(":{counter}\r\n"),
+                            )
+                        }
+                        3 => (
+                            vec!["ECHO".into(), format!("e{i}")],
+                            format!("${}\r\ne{i}\r\n", format!("e{i}").len()),
+                        ),
+                        4 => (
+                            vec![
+                                "MGET".into(),
+                                format!("p{conn}:fresh{i}"),
+                                format!("p{conn}:nope{i}"),
+                            ],
+                            "*2\r\n$-1\r\n$-1\r\n".into(),
+                        ),
+                        _ => (vec!["EXISTS".into(), format!("p{conn}:ctr")], ":1\r\n".into()),
+                    };
+                    let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+                    req.extend(encode(&refs));
+                    want.push(answer);
+                }
+                c.send(&req);
+                for (i, w) in want.iter().enumerate() {
+                    assert_eq!(text(&c.reply()), *w, "connection {conn}, command {i}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // A FLUSHALL in a pipeline is not overtaken by the commands after it, nor overtakes those
+    // before it.
+    let mut c = Client::connect(weft.addr);
+    let keys = keys_on_both_shards("order", 2);
+    let mut req = encode(&[b"FLUSHALL"]);
+    for k in &keys {
+        req.extend(encode(&[b"SET", k.as_bytes(), b"1"]));
+    }
+    req.extend(encode(&[b"DBSIZE"]));
+    req.extend(encode(&[b"FLUSHALL"]));
+    for k in &keys {
+        req.extend(encode(&[b"GET", k.as_bytes()]));
+    }
+    req.extend(encode(&[b"DBSIZE"]));
+    c.send(&req);
+    let answers: Vec<String> = (0..keys.len() * 2 + 4).map(|_| text(&c.reply())).collect();
+    let mut want = vec!["+OK\r\n".to_owned()];
+    want.extend(keys.iter().map(|_| "+OK\r\n".to_owned()));
+    want.push(":4\r\n".into());
+    want.push("+OK\r\n".into());
+    want.extend(keys.iter().map(|_| "$-1\r\n".to_owned()));
+    want.push(":0\r\n".into());
+    assert_eq!(answers, want);
+}
+
+#[test]
+fn keys_expire_lazily_and_by_the_sweep() {
+    let weft = Server::weft(&[]);
+    let mut c = Client::connect(weft.addr);
+    let keys = keys_on_both_shards("exp", 200);
+    let mut req = Vec::new();
+    for k in &keys {
+        req.extend(encode(&[b"SET", k.as_bytes(), b"v", b"PX", b"100"]));
+    }
+    req.extend(encode(&[b"SET", b"lasting", b"v", b"EX", b"100"]));
+    c.send(&req);
+    for _ in 0..=keys.len() {
+        assert_eq!(c.reply(), b"+OK\r\n");
+    }
+    assert_eq!(c.cmd("DBSIZE"), b":401\r\n");
+    // Nothing touches the keys: the sweep of each shard removes them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = c.cmd("DBSIZE");
+        if n == b":1\r\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {} keys after 5 s", text(&n));
+        thread::sleep(Duration::from_millis(50));
+    }
+    let info = text(&c.cmd("INFO stats"));
+    assert!(info.contains("expired_keys:400\r\n"), "{info}");
+    // Lazy: a key read after its time is gone, even before a sweep.
+    assert_eq!(c.cmd("SET soon v PX 30"), b"+OK\r\n");
+    thread::sleep(Duration::from_millis(60));
+    assert_eq!(c.cmd("GET soon"), b"$-1\r\n");
+    assert_eq!(c.cmd("TTL soon"), b":-2\r\n");
+    assert_eq!(c.cmd("TTL lasting"), b":100\r\n");
+}
+
+#[test]
+fn maxmemory_noeviction_refuses_writes() {
+    // 256 KiB over two shards: 128 KiB each.
+    let weft = Server::weft(&["--maxmemory", "256KiB", "--maxmemory-policy", "noeviction"]);
+    let mut c = Client::connect(weft.addr);
+    let value = "x".repeat(1000);
+    let mut refused = 0;
+    let mut written = Vec::new();
+    for i in 0..1000 {
+        let key = format!("fill{i}");
+        let reply = c.call(&[b"SET", key.as_bytes(), value.as_bytes()]);
+        match reply.as_slice() {
+            b"+OK\r\n" => written.push(key),
+            b"-OOM command not allowed when used memory > 'maxmemory'.\r\n" => refused += 1,
+            other => panic!("{}", text(other)),
+        }
+    }
+    // Both shards filled up: about 256 KiB / (1000 + 64 + key) per key, then refusals.
+    assert!((230..260).contains(&written.len()), "{} written", written.len());
+    assert!(refused > 700, "{refused} refused");
+    assert_eq!(
+        c.cmd("INCR fill0"),
+        b"-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+    );
+    // Reads and deletes still run, and free room.
+    assert_eq!(c.call(&[b"GET", written[0].as_bytes()]).len(), 1000 + 9);
+    let mut del = vec![b"DEL".as_slice()];
+    del.extend(written.iter().map(|k| k.as_bytes()));
+    assert_eq!(text(&c.call(&del)), format!(":{}\r\n", written.len()));
+    assert_eq!(c.call(&[b"SET", b"again", value.as_bytes()]), b"+OK\r\n");
+    let info = text(&c.cmd("INFO memory"));
+    assert!(
+        info.contains("maxmemory:262144\r\n") && info.contains("maxmemory_policy:noeviction\r\n"),
+        "{info}"
+    );
+}
+
+#[test]
+fn maxmemory_allkeys_lru_evicts() {
+    let weft = Server::weft(&["--maxmemory", "256KiB", "--maxmemory-policy", "allkeys-lru"]);
+    let mut c = Client::connect(weft.addr);
+    let value = "x".repeat(1000);
+    // A hot key on each shard, read between writes.
+    let hot = keys_on_both_shards("hot", 1);
+    for k in &hot {
+        assert_eq!(c.call(&[b"SET", k.as_bytes(), b"keep"]), b"+OK\r\n");
+    }
+    let mut req = Vec::new();
+    for i in 0..2000 {
+        req.extend(encode(&[b"SET", format!("lru{i}").as_bytes(), value.as_bytes()]));
+        for k in &hot {
+            req.extend(encode(&[b"GET", k.as_bytes()]));
+        }
+    }
+    c.send(&req);
+    for i in 0..2000 {
+        assert_eq!(c.reply(), b"+OK\r\n", "write {i} never refused");
+        for _ in &hot {
+            assert_eq!(c.reply(), b"$4\r\nkeep\r\n", "the hot keys stay");
+        }
+    }
+    let keys: i64 = text(&c.cmd("DBSIZE"))[1..].trim().parse().unwrap();
+    assert!((200..300).contains(&keys), "{keys} keys left in 256 KiB");
+    let info = text(&c.cmd("INFO"));
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(used <= 262_144 + 2 * 1100, "used_memory {used}");
+    assert!(info.contains("maxmemory_policy:allkeys-lru\r\n"), "{info}");
+    let evicted: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("evicted_keys:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(evicted >= 1700, "{evicted} evicted");
+}
+
+#[test]
+fn drain_answers_pipelined_cross_shard_commands() {
+    let weft = Server::weft(&[]);
+    let keys = keys_on_both_shards("drain", 20);
+    let mut conns: Vec<(Client, usize)> = Vec::new();
+    for conn in 0..20 {
+        let mut c = Client::connect(weft.addr);
+        let mut req = Vec::new();
+        let mut count = 0;
+        // About 12 KB: the server reads it at once.
+        for i in 0..150 {
+            let k = &keys[(conn + i) % keys.len()];
+            match i % 3 {
+                0 => req.extend(encode(&[b"INCR", k.as_bytes()])),
+                1 => req.extend(encode(&[b"GET", k.as_bytes()])),
+                _ => req.extend(encode(&[
+                    b"MGET",
+                    k.as_bytes(),
+                    keys[(i * 7) % keys.len()].as_bytes(),
+                ])),
+            }
+            count += 1;
+        }
+        c.send(&req);
+        conns.push((c, count));
+    }
+    // Every connection's first answer is back: its pipeline is read; many calls are in flight.
+    for (c, _) in &mut conns {
+        let first = c.reply();
+        assert!(first.starts_with(b":"), "{}", text(&first));
+    }
+    weft.signal(libc::SIGTERM);
+    for (i, (c, count)) in conns.iter_mut().enumerate() {
+        for n in 1..*count {
+            let reply = read_reply(&mut c.reader)
+                .unwrap_or_else(|e| panic!("connection {i}: answer {n} of {count} lost: {e}"));
+            assert!(!reply.starts_with(b"-"), "{}", text(&reply));
+        }
+        let mut rest = Vec::new();
+        assert_eq!(c.reader.read_to_end(&mut rest).unwrap(), 0, "then the close");
+    }
+    let mut weft = weft;
+    let status = wait_exit(&mut weft.child, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn redis_benchmark_runs_clean() {
+    require_peer(Peer::Program("redis-benchmark"));
+    let weft = Server::weft(&[]);
+    let child = Command::new("redis-benchmark")
+        .args(["-p", &weft.port(), "-t", "set,get", "-n", "100000", "-q"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = util::output_within(child, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for test in ["SET: ", "GET: "] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(test) && l.contains("requests per second")),
+            "{test} missing: {stdout}"
+        );
+    }
+    let all = format!("{stdout}{stderr}").to_lowercase();
+    assert!(
+        !all.contains("error") && !all.contains("err "),
+        "{stdout}\n{stderr}"
+    );
+    let mut c = Client::connect(weft.addr);
+    // Its SETs stored their 3-byte value under its one key.
+    assert!(c.cmd("GET key:__rand_int__").starts_with(b"$3\r\n"));
+}
