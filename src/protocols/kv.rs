@@ -251,8 +251,8 @@ impl Factory for KvFactory {
         self.shard = state::<KvShard>();
         match &self.shard {
             Some(s) if !s.sweeping.replace(true) => {
-                // Detached: the sweep ends with the shard's drain.
-                let _ = spawn(KvShard::sweep_until_drain());
+                // The sweep ends with the shard's drain.
+                spawn(KvShard::sweep_until_drain()).detach();
             }
             Some(_) => {}
             None => tracing::error!(
