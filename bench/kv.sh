@@ -35,10 +35,13 @@ start() { # name port -> pid
   esac
   echo $!
 }
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-# rps name pipeline -> "set get"
+stop() { # pid: SIGTERM, then wait for it to go (it is not this shell's child)
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 1 200); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
+}
+# rps name pipeline port -> "set get"
 rps() {
-  local port=$((PORT++)) pid out
+  local port=$3 pid out
   pid=$(start "$1" "$port")
   wait_port "$port"
   out=$(taskset -c "$LOAD_CORE" redis-benchmark -p "$port" -t set,get -c 50 -n "$N" -P "$2" -q --csv)
@@ -52,8 +55,10 @@ echo "|---|---:|---:|---:|---:|---:|---:|"
 for P in 1 16; do
   ws=(); wg=(); rs=(); rg=()
   for _ in $(seq 1 "$ROUNDS"); do
-    read -r s g < <(rps weft "$P"); ws+=("$s"); wg+=("$g")
-    read -r s g < <(rps redis "$P"); rs+=("$s"); rg+=("$g")
+    # Ports are counted here: rps runs in a subshell.
+    PORT=$((PORT + 2))
+    read -r s g < <(rps weft "$P" "$PORT"); ws+=("$s"); wg+=("$g")
+    read -r s g < <(rps redis "$P" "$((PORT + 1))"); rs+=("$s"); rg+=("$g")
   done
   mws=$(printf '%s\n' "${ws[@]}" | median); mwg=$(printf '%s\n' "${wg[@]}" | median)
   mrs=$(printf '%s\n' "${rs[@]}" | median); mrg=$(printf '%s\n' "${rg[@]}" | median)
