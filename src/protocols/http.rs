@@ -17,6 +17,7 @@
 //! Every response's service time goes to the [`REQUEST_DURATION`] latency metric.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::addr::Address;
@@ -137,9 +138,11 @@ impl Decoder for RequestDecoder {
         if input.is_empty() {
             return Ok(None);
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        let (head, len) = match req.parse(input) {
+        // Left uninitialized: httparse writes the headers it finds, so a parse does not
+        // first clear 64 of them.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let (head, len) = match req.parse_with_uninit_headers(input, &mut headers) {
             Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
                 return Err(HeadError::TooLarge);
             }
