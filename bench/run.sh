@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-SCENARIOS=(echo-d1 echo-d16 http-wrk http-load churn idle storm)
+SCENARIOS=(echo-d1 echo-d16 http-wrk http-load churn idle storm shard-calls kv)
 declare -A ABOUT=(
   [echo-d1]="echo, 64 B messages, 50 connections, one request in flight each (weft load)"
   [echo-d16]="echo, 64 B messages, 50 connections, 16 pipelined requests each (weft load)"
@@ -31,6 +31,8 @@ declare -A ABOUT=(
   [churn]="a new connection per 64 B echo request, 50 in flight"
   [idle]="server RSS growth per idle connection over BENCH_IDLE_CONNS connections"
   [storm]="accept storm of BENCH_STORM_RATE connections/s while 50 established clients ping"
+  [shard-calls]="weft's cross-shard calls (submit_to) between two shards: round trip and throughput"
+  [kv]="weft serve --proto kv against redis-server with redis-benchmark -P 1 and -P 16, and memory per key"
 )
 if [[ ${1:-} == --list || ${1:-} == -h || ${1:-} == --help ]]; then
   sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
@@ -226,4 +228,30 @@ fi
 BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$D BENCH_WARMUP=$WARMUP BENCH_SERVER_CORE=$SERVER_CORE BENCH_LOAD_CORE=$LOAD_CORE \
   BENCH_IDLE_CONNS=$IDLE_CONNS BENCH_STORM_RATE=$STORM_RATE BENCH_ONLY=$ONLY \
   "$PY" bench/report.py "$TSV" "$OUT"
+if wanted shard-calls; then
+  # weft's own mechanism, no peer: a section of its own after the peer tables.
+  log "shard-calls: two shards on cores $SERVER_CORE,$LOAD_CORE"
+  {
+    echo
+    echo "## Cross-shard calls"
+    echo
+    echo "\`target/release/shard-calls --cores $SERVER_CORE,$LOAD_CORE\` (bench/src/bin/shard-calls.rs): a"
+    echo "two-shard engine of tasks; shard 1 calls \`weft::shard::submit_to(0, ..)\` against a counter on"
+    echo "shard 0, first one call at a time, then 256 in flight."
+    echo
+    target/release/shard-calls --cores "$SERVER_CORE,$LOAD_CORE"
+  } >> "$OUT"
+fi
+if wanted kv; then
+  log "kv: weft serve --proto kv against redis-server (bench/kv.sh)"
+  {
+    echo
+    echo "## Key-value: weft serve --proto kv against redis-server"
+    echo
+    echo "\`bench/kv.sh\`: each server alone on core $SERVER_CORE (redis-server \`--save '' --appendonly no\`;"
+    echo "weft one shard), \`redis-benchmark -t set,get -c 50\` on core $LOAD_CORE, medians of $ROUNDS."
+    echo
+    BENCH_SERVER_CORE=$SERVER_CORE BENCH_LOAD_CORE=$LOAD_CORE BENCH_ROUNDS=$ROUNDS bench/kv.sh
+  } >> "$OUT"
+fi
 log "wrote $OUT (raw outputs in $RAW)"

@@ -70,6 +70,8 @@ fn calls_reach_the_other_shards_state_and_come_back() {
         let wrong_type = shard::submit_to(0, |_: &String| ()).await;
         let panicked = shard::submit_to(0, |_: &Store| -> u8 { panic!("boom") }).await;
         let after = shard::submit_to(0, |s: &Store| s.map.borrow().len()).await;
+        let joined = shard::spawn(async { 6 * 7 }).await;
+        assert_eq!(joined, Ok(42), "a task's handle resolves to its output");
         (here, remote, local, all, missing, wrong_type, panicked, after)
     });
     let (here, remote, local, all, missing, wrong_type, panicked, after) = got;

@@ -2,9 +2,11 @@
 //! replays the corpus (`tests/proxy_corpus.rs`).
 //!
 //! The first byte picks how the rest is split into chunks (1 to 32 bytes); the rest is what a
-//! peer sends. Feeding it in chunks must agree with parsing it whole: the same header of the
-//! same length, the same error, or both waiting for more. Nothing may panic.
+//! peer sends. Feeding it in chunks, to `ProxyDecoder::feed` or through an `InBuf` as the
+//! handshake does, must agree with parsing it whole: the same header of the same length, the
+//! same error, or both waiting for more. Nothing may panic.
 
+use weft::codec::{Decoder, InBuf};
 use weft::proxy::{DEFAULT_MAX_HEADER, Parsed, ProxyDecoder, ProxyError, ProxyHeader, parse};
 
 /// What a peer's bytes amount to.
@@ -50,5 +52,25 @@ pub fn check(data: &[u8]) -> Outcome {
         }
     }
     assert_eq!(whole, split_outcome, "split into {step}-byte chunks");
+    let mut decoder = ProxyDecoder::new(DEFAULT_MAX_HEADER);
+    let mut buf = InBuf::new();
+    let mut fed = 0;
+    let mut decoded = Outcome::Incomplete;
+    for chunk in input.chunks(step) {
+        buf.extend(chunk);
+        fed += chunk.len();
+        match decoder.decode(&mut buf) {
+            Ok(Some(header)) => {
+                decoded = Outcome::Header(header, fed - buf.len());
+                break;
+            }
+            Ok(None) => assert!(buf.len() < decoder.limit()),
+            Err(e) => {
+                decoded = Outcome::Rejected(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(whole, decoded, "decoded from {step}-byte reads");
     whole
 }

@@ -11,8 +11,9 @@ use glommio::timer::Timer;
 use super::Counted;
 use super::port::{Start, establish};
 use crate::addr::Address;
+use crate::proto::codec::{Decoder, InBuf};
 use crate::proto::protocol::Factory;
-use crate::proto::proxy::{ProxyConfig, ProxyDecoder, ProxyError, ProxyHeader, V1_MAX_LEN};
+use crate::proto::proxy::{ProxyConfig, ProxyDecoder, ProxyError, ProxyHeader};
 use crate::stats::ShardStats;
 
 /// Why a connection never got past its header.
@@ -74,15 +75,18 @@ async fn read_header(
     stats: &ShardStats,
 ) -> Result<(ProxyHeader, Vec<u8>), Failure> {
     let mut decoder = ProxyDecoder::new(proxy.max_header);
-    let mut buf = vec![0u8; proxy.max_header.max(V1_MAX_LEN)];
+    // The bytes read and not decoded: at most the decoder's limit and one read.
+    let mut input = InBuf::new();
+    let mut chunk = vec![0u8; decoder.limit()];
     loop {
-        let n = stream.read(&mut buf).await.map_err(Failure::Io)?;
+        let n = stream.read(&mut chunk).await.map_err(Failure::Io)?;
         if n == 0 {
             return Err(Failure::Closed);
         }
         ShardStats::add(&stats.bytes_in, n as u64);
-        if let Some(done) = decoder.feed(&buf[..n])? {
-            return Ok((done.header, buf[done.consumed..n].to_vec()));
+        input.extend(&chunk[..n]);
+        if let Some(header) = decoder.decode(&mut input)? {
+            return Ok((header, input.take(input.len())));
         }
     }
 }

@@ -444,7 +444,13 @@ where
         let Some(m) = msg.take() else {
             return Poll::Ready(Ok(()));
         };
-        // Listed as waiting before trying, so that room made in between is not missed.
+        let m = match mesh.try_request(shard, m) {
+            Ok(()) => return Poll::Ready(Ok(())),
+            Err(SendError::Stopped) => return Poll::Ready(Err(CallError::ShardStopped(shard))),
+            Err(SendError::Full(m)) => m,
+        };
+        // Full: wait for a room notice. Listed as waiting before trying once more, so that
+        // room made in between is not missed.
         ctx.calls.room.borrow_mut().push(cx.waker().clone());
         mesh.inboxes[shard]
             .waiting

@@ -382,6 +382,8 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     } else {
         control.read(&mut cmd).await
     };
+    // A shard of tasks whose tasks ended by themselves (not told to stop).
+    let by_itself = matches!(stop, Ok(usize::MAX));
     let stop = match stop {
         Ok(1) => cmd[0],
         Ok(usize::MAX) => DRAIN,
@@ -457,15 +459,27 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     // 4. Serve calls from shards still draining (this shard's state may be what they need),
     // then close the inbox: calls queued or sent later fail with `ShardStopped`.
     boot.mesh.finish_drain();
-    let deadline = Instant::now()
-        + if stop == ABORT {
-            ABORT_GRACE
-        } else {
-            config.drain_timeout
+    // Told to stop, the wait is bounded; a shard whose tasks ended by themselves serves the
+    // others for as long as they run, until the engine is told to stop.
+    let bound = if stop == ABORT {
+        ABORT_GRACE
+    } else {
+        config.drain_timeout
+    };
+    let mut deadline = (!by_itself).then(|| Instant::now() + bound);
+    let mut told = Box::pin(control.read(&mut cmd));
+    while boot.mesh.any_draining() && deadline.is_none_or(|d| Instant::now() < d) {
+        let tick = async {
+            glommio::timer::sleep(DRAIN_POLL).await;
+            false
         };
-    while boot.mesh.any_draining() && Instant::now() < deadline {
-        glommio::timer::sleep(DRAIN_POLL).await;
+        if deadline.is_some() {
+            tick.await;
+        } else if futures_lite::future::or(async { (&mut told).await.is_ok() }, tick).await {
+            deadline = Some(Instant::now() + bound);
+        }
     }
+    drop(told);
     drop(inbox_task);
     for ports in &listeners {
         ports.stop();

@@ -113,15 +113,89 @@ pub fn current() -> Option<ShardInfo> {
     ShardCtx::installed().map(|s| s.info.clone())
 }
 
-/// Runs `future` as a task on the current shard, beside its connections. The shard's drain
-/// waits for it up to the drain timeout, then drops it (at its next poll). During a drain it
-/// still starts; once the shard has cancelled its tasks it is dropped unpolled.
+/// Runs `future` as a task on the current shard, beside its connections, and returns a
+/// handle that resolves to its output (dropping the handle detaches the task). The shard's
+/// drain waits for the task up to the drain timeout, then cancels it: it is dropped at its
+/// next poll and its handle resolves to [`Cancelled`]. During a drain it still starts; once
+/// the shard has cancelled its tasks it is dropped unpolled.
 ///
 /// # Panics
 ///
 /// Outside a glommio executor (an engine shard, or a bare `LocalExecutor`).
-pub fn spawn(future: impl Future<Output = ()> + 'static) {
-    ShardCtx::current().tasks.spawn(Box::pin(future));
+pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> JoinHandle<T> {
+    let slot: Rc<RefCell<Joined<T>>> = Rc::new(RefCell::new(Joined::Running(None)));
+    let guard = CancelGuard(slot.clone());
+    ShardCtx::current().tasks.spawn(Box::pin(async move {
+        let out = future.await;
+        guard.finish(out);
+    }));
+    JoinHandle { slot }
+}
+
+/// A task ended without finishing: its shard's drain timed out and dropped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the task was cancelled: its shard's drain timed out")]
+pub struct Cancelled;
+
+/// Resolves to a [`spawn`]ed task's output; dropping it detaches the task.
+#[derive(Debug)]
+pub struct JoinHandle<T> {
+    slot: Rc<RefCell<Joined<T>>>,
+}
+
+/// Where a task's end is kept for its handle.
+#[derive(Debug)]
+enum Joined<T> {
+    /// Still running; the handle's waker, if it waits.
+    Running(Option<Waker>),
+    Done(T),
+    Cancelled,
+    /// The handle took the outcome.
+    Taken,
+}
+
+impl<T> Joined<T> {
+    fn end(&mut self, outcome: Self) {
+        if let Self::Running(waker) = std::mem::replace(self, outcome)
+            && let Some(w) = waker
+        {
+            w.wake();
+        }
+    }
+}
+
+/// Marks the task cancelled if it is dropped before it finished.
+struct CancelGuard<T>(Rc<RefCell<Joined<T>>>);
+
+impl<T> CancelGuard<T> {
+    fn finish(self, out: T) {
+        self.0.borrow_mut().end(Joined::Done(out));
+    }
+}
+
+impl<T> Drop for CancelGuard<T> {
+    fn drop(&mut self) {
+        let mut slot = self.0.borrow_mut();
+        if matches!(*slot, Joined::Running(_)) {
+            slot.end(Joined::Cancelled);
+        }
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.slot.borrow_mut();
+        match std::mem::replace(&mut *slot, Joined::Taken) {
+            Joined::Running(_) => {
+                *slot = Joined::Running(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+            Joined::Done(out) => Poll::Ready(Ok(out)),
+            Joined::Cancelled | Joined::Taken => Poll::Ready(Err(Cancelled)),
+        }
+    }
 }
 
 /// Waits `duration` without blocking the shard: other connections and tasks run meanwhile.

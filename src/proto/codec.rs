@@ -24,6 +24,7 @@
 //! # let _ = protocol;
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::proto::close::CloseReason;
@@ -31,17 +32,31 @@ use crate::proto::protocol::Protocol;
 use crate::proto::transport::Transport;
 
 /// Bytes received and not decoded yet: what a [`Decoder`] reads frames from.
+///
+/// Either a buffer of its own or a view of bytes just received ([`InBuf::borrowed`]):
+/// [`Framed`] decodes each read in place when nothing of an earlier read is pending, and keeps
+/// only what is left of it.
 #[derive(Debug, Default, Clone)]
-pub struct InBuf {
-    data: Vec<u8>,
+pub struct InBuf<'a> {
+    data: Cow<'a, [u8]>,
     /// Bytes at the front already taken as frames.
     start: usize,
 }
 
-impl InBuf {
+impl InBuf<'static> {
     /// An empty buffer.
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+impl<'a> InBuf<'a> {
+    /// A view of `bytes`, decoded in place: nothing is copied until it is extended.
+    pub fn borrowed(bytes: &'a [u8]) -> Self {
+        Self {
+            data: Cow::Borrowed(bytes),
+            start: 0,
+        }
     }
 
     /// The bytes not decoded yet.
@@ -63,7 +78,10 @@ impl InBuf {
     pub fn advance(&mut self, n: usize) {
         self.start = (self.start + n).min(self.data.len());
         if self.start == self.data.len() {
-            self.data.clear();
+            match &mut self.data {
+                Cow::Owned(v) => v.clear(),
+                Cow::Borrowed(b) => *b = &[],
+            }
             self.start = 0;
         }
     }
@@ -77,20 +95,40 @@ impl InBuf {
     }
 
     /// Appends bytes that arrived; the decoded front is dropped first when that saves a
-    /// reallocation.
+    /// reallocation. A view becomes a buffer of its own, holding what was not decoded yet.
     pub fn extend(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.data.len() + bytes.len() > self.data.capacity() {
-            self.data.drain(..self.start);
-            self.start = 0;
+        match &mut self.data {
+            Cow::Owned(v) => {
+                if self.start > 0 && v.len() + bytes.len() > v.capacity() {
+                    v.drain(..self.start);
+                    self.start = 0;
+                }
+                v.extend_from_slice(bytes);
+            }
+            Cow::Borrowed(b) => {
+                let rest = &b[self.start..];
+                let mut v = Vec::with_capacity(rest.len() + bytes.len());
+                v.extend_from_slice(rest);
+                v.extend_from_slice(bytes);
+                self.data = Cow::Owned(v);
+                self.start = 0;
+            }
         }
-        self.data.extend_from_slice(bytes);
     }
 
-    /// Releases the memory of a buffer that holds nothing (an idle connection keeps none).
-    fn shrink_if_empty(&mut self) {
-        if self.is_empty() && self.data.capacity() > 0 {
-            self.data = Vec::new();
-            self.start = 0;
+    /// Bytes it can hold without reallocating (0 for a view).
+    fn capacity(&self) -> usize {
+        match &self.data {
+            Cow::Owned(v) => v.capacity(),
+            Cow::Borrowed(_) => 0,
+        }
+    }
+
+    /// Releases the memory of a buffer that holds nothing, unless it is at most `retain`
+    /// bytes.
+    fn release_if_empty(&mut self, retain: usize) {
+        if self.is_empty() && self.capacity() > retain {
+            *self = InBuf::default();
         }
     }
 }
@@ -105,11 +143,12 @@ pub trait Decoder {
     /// Takes one whole frame from the front of `buf` (advancing past it), or answers
     /// `Ok(None)` until more bytes arrive. A decoder bounds what it waits for: a frame it
     /// would refuse is an error as soon as its size is known, before its bytes arrive.
+    /// [`Framed`] calls it while `buf` holds bytes, never on an empty one.
     ///
     /// # Errors
     ///
     /// The bytes cannot be a frame.
-    fn decode(&mut self, buf: &mut InBuf) -> Result<Option<Self::Frame>, Self::Error>;
+    fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Self::Frame>, Self::Error>;
 }
 
 /// A protocol that receives whole frames: [`Framed`] makes it a [`Protocol`]. The callbacks
@@ -125,6 +164,14 @@ pub trait FrameHandler: 'static {
 
     /// A whole frame arrived.
     fn frame_received(&mut self, frame: <Self::Decoder as Decoder>::Frame, transport: &Transport);
+
+    /// A read was decoded: its whole frames were delivered, and `buffered` bytes of a partial
+    /// frame are kept for the next (none after a decode error or a close). `decoder` tells
+    /// what else it is in the middle of. The place to arm a deadline for the frame still to
+    /// come, or to clear it.
+    fn read_decoded(&mut self, decoder: &Self::Decoder, buffered: usize, transport: &Transport) {
+        let _ = (decoder, buffered, transport);
+    }
 
     /// The bytes could not be decoded. The default closes the connection after flushing
     /// what was written; a protocol may write an error answer first.
@@ -161,14 +208,18 @@ pub trait FrameHandler: 'static {
 
 /// A [`FrameHandler`] with its decoder and buffer: a [`Protocol`].
 ///
-/// Each read is decoded straight away; only the bytes of a partial frame are kept, and an
-/// idle connection holds no buffer. After a decode error nothing more is decoded.
+/// Each read is decoded in place; only the bytes of a partial frame are copied and kept until
+/// the next read, and an idle connection holds no buffer (unless it [retains](Self::retaining)
+/// one). After a decode error, or once the handler closed the connection, nothing more is
+/// decoded.
 #[derive(Debug)]
 pub struct Framed<H: FrameHandler> {
     decoder: H::Decoder,
     handler: H,
-    buf: InBuf,
-    failed: bool,
+    buf: InBuf<'static>,
+    /// Capacity the emptied buffer may keep.
+    retain: usize,
+    stopped: bool,
 }
 
 impl<H: FrameHandler> Framed<H> {
@@ -178,8 +229,17 @@ impl<H: FrameHandler> Framed<H> {
             decoder,
             handler,
             buf: InBuf::new(),
-            failed: false,
+            retain: 0,
+            stopped: false,
         }
+    }
+
+    /// Keeps up to `bytes` of buffer when it empties, instead of releasing it: a protocol
+    /// whose frames often straddle reads spares an allocation per frame, at the cost of that
+    /// much memory on each connection that ever held a partial frame. Default: 0.
+    pub fn retaining(mut self, bytes: usize) -> Self {
+        self.retain = bytes;
+        self
     }
 
     /// The frame handler.
@@ -196,6 +256,34 @@ impl<H: FrameHandler> Framed<H> {
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
+
+    /// Decodes and delivers every whole frame in `buf`, until a decode error or a close.
+    fn deliver(&mut self, buf: &mut InBuf<'_>, transport: &Transport) {
+        // A decoder needs bytes to make a frame of: an empty buffer is not offered.
+        while !buf.is_empty() {
+            match self.decoder.decode(buf) {
+                Ok(Some(frame)) => {
+                    self.handler.frame_received(frame, transport);
+                    if !transport.is_connected() {
+                        self.stop();
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    self.stop();
+                    self.handler.decode_failed(e, transport);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Decodes nothing more, and drops what is buffered.
+    fn stop(&mut self) {
+        self.stopped = true;
+        self.buf = InBuf::new();
+    }
 }
 
 impl<H: FrameHandler> Protocol for Framed<H> {
@@ -204,23 +292,27 @@ impl<H: FrameHandler> Protocol for Framed<H> {
     }
 
     fn data_received(&mut self, data: &[u8], transport: &Transport) {
-        if self.failed {
+        if self.stopped {
             return;
         }
-        self.buf.extend(data);
-        loop {
-            match self.decoder.decode(&mut self.buf) {
-                Ok(Some(frame)) => self.handler.frame_received(frame, transport),
-                Ok(None) => break,
-                Err(e) => {
-                    self.failed = true;
-                    self.buf = InBuf::new();
-                    self.handler.decode_failed(e, transport);
-                    return;
-                }
+        if self.buf.is_empty() {
+            // Nothing pending: decode the read where it lies, and keep only its tail.
+            let mut view = InBuf::borrowed(data);
+            self.deliver(&mut view, transport);
+            if !self.stopped && !view.is_empty() {
+                self.buf.extend(view.as_slice());
+            }
+        } else {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.extend(data);
+            self.deliver(&mut buf, transport);
+            if !self.stopped {
+                buf.release_if_empty(self.retain);
+                self.buf = buf;
             }
         }
-        self.buf.shrink_if_empty();
+        self.handler
+            .read_decoded(&self.decoder, self.buf.len(), transport);
     }
 
     fn read_connection_lost(&mut self, transport: &Transport) {
@@ -233,10 +325,16 @@ impl<H: FrameHandler> Protocol for Framed<H> {
 
     fn drain_requested(&mut self, transport: &Transport) {
         self.handler.drain_requested(transport);
+        if !transport.is_connected() {
+            self.stop();
+        }
     }
 
     fn deadline_expired(&mut self, transport: &Transport) {
         self.handler.deadline_expired(transport);
+        if !transport.is_connected() {
+            self.stop();
+        }
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
@@ -273,7 +371,7 @@ impl Decoder for LineDecoder {
     type Frame = Vec<u8>;
     type Error = LineTooLong;
 
-    fn decode(&mut self, buf: &mut InBuf) -> Result<Option<Vec<u8>>, LineTooLong> {
+    fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Vec<u8>>, LineTooLong> {
         let bytes = buf.as_slice();
         let Some(end) = bytes[self.searched..].iter().position(|&b| b == b'\n') else {
             self.searched = bytes.len();
@@ -374,6 +472,21 @@ mod tests {
         assert_eq!(b.len(), 5);
     }
 
+    #[test]
+    fn a_borrowed_in_buf_copies_only_its_tail_when_extended() {
+        let bytes = b"head tail";
+        let mut b = InBuf::borrowed(bytes);
+        b.advance(5);
+        assert_eq!(b.as_slice(), b"tail");
+        assert!(matches!(b.data, Cow::Borrowed(_)), "nothing copied yet");
+        b.extend(b"!");
+        assert_eq!(b.as_slice(), b"tail!");
+        assert!(matches!(&b.data, Cow::Owned(v) if v.len() == 5));
+        let mut b = InBuf::borrowed(bytes);
+        assert_eq!(b.take(100), bytes);
+        assert!(b.is_empty());
+    }
+
     /// Records frames and failures.
     struct Rec(Rc<RefCell<Vec<String>>>);
 
@@ -387,6 +500,9 @@ mod tests {
         fn decode_failed(&mut self, e: LineTooLong, t: &Transport) {
             self.0.borrow_mut().push(format!("error: {e}"));
             t.lose_connection();
+        }
+        fn read_decoded(&mut self, _d: &LineDecoder, buffered: usize, _t: &Transport) {
+            self.0.borrow_mut().push(format!("read: {buffered} left"));
         }
     }
 
@@ -403,11 +519,123 @@ mod tests {
         p.data_received(b"four\n", &t);
         assert_eq!(
             *log.borrow(),
-            vec!["one", "two", "error: line longer than 8 bytes"]
+            vec![
+                "one",
+                "read: 2 left",
+                "two",
+                "read: 0 left",
+                "error: line longer than 8 bytes",
+                "read: 0 left"
+            ]
         );
         assert!(
             !t.is_connected(),
             "the default answer to a decode error is a close"
         );
+    }
+
+    /// True when the framed protocol holds no buffer at all.
+    fn unallocated<H: FrameHandler>(p: &Framed<H>) -> bool {
+        matches!(&p.buf.data, Cow::Owned(v) if v.capacity() == 0)
+    }
+
+    #[test]
+    fn framed_decodes_a_read_in_place_and_keeps_only_its_tail() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut p = Framed::new(LineDecoder::new(64), Rec(log.clone()));
+        let t = Transport::detached();
+        // Whole frames only: decoded from the read itself, nothing copied or allocated.
+        p.data_received(b"a\nbb\n", &t);
+        assert!(unallocated(&p));
+        // A partial frame at the end: only its bytes are kept.
+        p.data_received(b"ccc\ndd", &t);
+        assert_eq!(p.buf.as_slice(), b"dd");
+        // The next read completes it from the buffer, which is released once empty.
+        p.data_received(b"d\n", &t);
+        assert!(unallocated(&p));
+        p.data_received(b"e\n", &t);
+        let lines: Vec<String> = log
+            .borrow()
+            .iter()
+            .filter(|l| !l.starts_with("read:"))
+            .cloned()
+            .collect();
+        assert_eq!(lines, ["a", "bb", "ccc", "ddd", "e"]);
+    }
+
+    #[test]
+    fn framed_gives_the_same_frames_for_every_split() {
+        let input = b"one\r\ntwo\n\nthree, a longer line\r\nfour\npartial";
+        let whole = {
+            let log = Rc::new(RefCell::new(Vec::new()));
+            let mut p = Framed::new(LineDecoder::new(64), Rec(log.clone()));
+            p.data_received(input, &Transport::detached());
+            assert_eq!(p.buffered(), b"partial".len());
+            log.take()
+        };
+        let whole: Vec<&String> = whole.iter().filter(|l| !l.starts_with("read:")).collect();
+        assert_eq!(whole, ["one", "two", "", "three, a longer line", "four"]);
+        for at in 0..=input.len() {
+            for second in 0..=input.len() - at {
+                let log = Rc::new(RefCell::new(Vec::new()));
+                let mut p = Framed::new(LineDecoder::new(64), Rec(log.clone()));
+                let t = Transport::detached();
+                let (a, rest) = input.split_at(at);
+                let (b, c) = rest.split_at(second);
+                for chunk in [a, b, c] {
+                    p.data_received(chunk, &t);
+                }
+                let got = log.take();
+                let got: Vec<&String> = got.iter().filter(|l| !l.starts_with("read:")).collect();
+                assert_eq!(got, whole, "split at {at} and {}", at + second);
+                assert_eq!(p.buf.as_slice(), b"partial");
+            }
+        }
+    }
+
+    /// Closes the connection on the frame `QUIT`.
+    struct Quits(Rc<RefCell<Vec<Vec<u8>>>>);
+
+    impl FrameHandler for Quits {
+        type Decoder = LineDecoder;
+        fn frame_received(&mut self, line: Vec<u8>, t: &Transport) {
+            if line == b"QUIT" {
+                t.lose_connection();
+            }
+            self.0.borrow_mut().push(line);
+        }
+    }
+
+    #[test]
+    fn framed_decodes_nothing_after_the_handler_closes() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut p = Framed::new(LineDecoder::new(64), Quits(log.clone()));
+        let t = Transport::detached();
+        p.data_received(b"a\nQUIT\nb\nc", &t);
+        p.data_received(b"\n", &t);
+        assert_eq!(*log.borrow(), [b"a".to_vec(), b"QUIT".to_vec()]);
+        assert!(unallocated(&p), "what followed the close is dropped");
+    }
+
+    #[test]
+    fn framed_may_retain_its_emptied_buffer() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut p = Framed::new(LineDecoder::new(64), Rec(log.clone())).retaining(64);
+        let t = Transport::detached();
+        p.data_received(b"ab", &t);
+        p.data_received(b"c\n", &t);
+        assert_eq!(p.buffered(), 0);
+        let kept = p.buf.capacity();
+        assert!(kept > 0, "an emptied buffer within the bound is kept");
+        p.data_received(b"de", &t);
+        p.data_received(b"f\n", &t);
+        assert_eq!(
+            p.buf.capacity(),
+            kept,
+            "and reused: no allocation per split frame"
+        );
+        p.data_received(&[b'x'; 63], &t);
+        p.data_received(b"\n", &t);
+        assert!(unallocated(&p), "a buffer over the bound is released");
     }
 }

@@ -250,7 +250,10 @@ impl Factory for KvFactory {
     fn start(&mut self, shard: &ShardInfo) {
         self.shard = state::<KvShard>();
         match &self.shard {
-            Some(s) if !s.sweeping.replace(true) => spawn(KvShard::sweep_until_drain()),
+            Some(s) if !s.sweeping.replace(true) => {
+                // Detached: the sweep ends with the shard's drain.
+                let _ = spawn(KvShard::sweep_until_drain());
+            }
             Some(_) => {}
             None => tracing::error!(
                 shard = shard.index,

@@ -6,9 +6,27 @@
 //! the trusted list may send one, it must be complete within a deadline, and it may not exceed
 //! a size cap.
 //!
-//! [`ProxyDecoder`] takes the bytes as they arrive, split anywhere, and consumes exactly the
-//! header: it says how many bytes of the last chunk were header, so that everything after it
-//! reaches the protocol untouched. Every malformed form is a typed [`ProxyError`].
+//! [`ProxyDecoder`] is a [`Decoder`](crate::codec::Decoder) whose frame is the header: it
+//! takes the bytes as they arrive, split anywhere, and consumes exactly the header, so that
+//! everything after it reaches the protocol untouched. Every malformed form is a typed
+//! [`ProxyError`].
+//!
+//! ```
+//! use weft::codec::{Decoder, InBuf};
+//! use weft::proxy::{ProxyDecoder, DEFAULT_MAX_HEADER};
+//!
+//! let mut decoder = ProxyDecoder::new(DEFAULT_MAX_HEADER);
+//! let mut buf = InBuf::new();
+//! buf.extend(b"PROXY TCP4 192.0.2.1 ");
+//! assert!(decoder.decode(&mut buf).unwrap().is_none());
+//! buf.extend(b"198.51.100.2 56324 443\r\nGET / HTTP/1.1\r\n");
+//! let header = decoder.decode(&mut buf).unwrap().unwrap();
+//! assert_eq!(header.addresses.unwrap().source.to_string(), "192.0.2.1:56324");
+//! assert_eq!(buf.as_slice(), b"GET / HTTP/1.1\r\n");
+//! ```
+//!
+//! Without an [`InBuf`](crate::codec::InBuf), [`ProxyDecoder::feed`] says how many bytes of
+//! the last chunk were header:
 //!
 //! ```
 //! use weft::proxy::{ProxyDecoder, DEFAULT_MAX_HEADER};
@@ -33,6 +51,7 @@ pub use cidr::{Cidr, CidrError};
 pub use v2::SIGNATURE as V2_SIGNATURE;
 
 use crate::addr::Address;
+use crate::proto::codec::{Decoder, InBuf};
 
 /// Longest v1 header, CRLF included (the specification's limit).
 pub const V1_MAX_LEN: usize = 107;
@@ -169,46 +188,79 @@ pub struct Decoded {
     pub consumed: usize,
 }
 
-/// Assembles a header from chunks split anywhere, holding at most the header itself.
+/// Cuts the header off the front of a connection's bytes: a [`Decoder`] whose frame is the
+/// header. The bytes after it stay in the buffer: they are the protocol's first read (a
+/// connection has one header, so its caller decodes one frame, then hands the rest on).
+///
+/// Rejects as early as the bytes allow, and never waits for more than
+/// [`limit`](Self::limit) bytes. [`feed`](Self::feed) does the same for a caller without an
+/// [`InBuf`].
 #[derive(Debug, Clone)]
 pub struct ProxyDecoder {
-    buf: Vec<u8>,
     max_header: usize,
+    /// Header bytes of the chunks fed so far.
+    held: InBuf<'static>,
 }
 
 impl ProxyDecoder {
     /// A decoder that rejects v2 headers over `max_header` bytes.
     pub fn new(max_header: usize) -> Self {
         Self {
-            buf: Vec::new(),
             max_header,
+            held: InBuf::new(),
         }
     }
 
-    /// Most bytes the decoder may hold before the header must be complete.
-    fn limit(&self) -> usize {
+    /// Most bytes a header may take (a v2 header's cap, or a v1 line's 107 bytes): a read
+    /// of this size can hold a whole header.
+    pub fn limit(&self) -> usize {
         self.max_header.max(V1_MAX_LEN)
     }
 
     /// Feeds the next chunk. `Ok(None)`: the whole chunk was header and more is needed.
+    /// The decoder holds at most [`limit`](Self::limit) bytes.
     ///
     /// # Errors
     ///
     /// The header is malformed or too long; the connection must be closed.
     pub fn feed(&mut self, data: &[u8]) -> Result<Option<Decoded>, ProxyError> {
-        let held = self.buf.len();
+        let held = self.held.len();
         let take = data.len().min(self.limit().saturating_sub(held));
-        self.buf.extend_from_slice(&data[..take]);
-        match parse(&self.buf, self.max_header)? {
-            Parsed::Complete { header, len } => Ok(Some(Decoded {
+        let mut buf = std::mem::take(&mut self.held);
+        buf.extend(&data[..take]);
+        match self.decode(&mut buf)? {
+            // What is left of the taken bytes followed the header.
+            Some(header) => Ok(Some(Decoded {
                 header,
-                consumed: len.saturating_sub(held),
+                consumed: take.saturating_sub(buf.len()),
             })),
-            // The parsers reject any header that cannot fit the limit, so a partial one
-            // always left room for the whole chunk.
-            Parsed::Incomplete if take == data.len() => Ok(None),
-            Parsed::Incomplete => Err(ProxyError::TooLong {
+            None if take == data.len() => {
+                self.held = buf;
+                Ok(None)
+            }
+            None => Err(ProxyError::TooLong {
                 len: held + data.len(),
+                max: self.limit(),
+            }),
+        }
+    }
+}
+
+impl Decoder for ProxyDecoder {
+    type Frame = ProxyHeader;
+    type Error = ProxyError;
+
+    fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<ProxyHeader>, ProxyError> {
+        match parse(buf.as_slice(), self.max_header)? {
+            Parsed::Complete { header, len } => {
+                buf.advance(len);
+                Ok(Some(header))
+            }
+            // The parsers reject a header that cannot fit the limit before the limit is
+            // reached; the bound holds regardless.
+            Parsed::Incomplete if buf.len() < self.limit() => Ok(None),
+            Parsed::Incomplete => Err(ProxyError::TooLong {
+                len: buf.len(),
                 max: self.limit(),
             }),
         }
@@ -322,5 +374,132 @@ mod tests {
         assert!(c.trusts("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!c.trusts("10.0.0.1".parse().unwrap()));
         assert!(!ProxyConfig::default().trusts("127.0.0.1".parse().unwrap()));
+    }
+
+    /// Feeds `chunks` through the [`Decoder`] until the header: the header and every byte
+    /// after it, the error, or `None` while incomplete.
+    fn decode_chunks(chunks: &[&[u8]]) -> Option<Result<(ProxyHeader, Vec<u8>), ProxyError>> {
+        let mut d = ProxyDecoder::new(DEFAULT_MAX_HEADER);
+        let mut buf = InBuf::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            buf.extend(chunk);
+            match d.decode(&mut buf) {
+                Ok(Some(header)) => {
+                    let mut rest = buf.as_slice().to_vec();
+                    chunks[i + 1..].iter().for_each(|c| rest.extend_from_slice(c));
+                    return Some(Ok((header, rest)));
+                }
+                Ok(None) => assert!(buf.len() < d.limit(), "bounded"),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
+    }
+
+    fn proxied(source: &str, destination: &str) -> Option<ProxiedAddresses> {
+        Some(ProxiedAddresses {
+            source: source.parse().unwrap(),
+            destination: destination.parse().unwrap(),
+        })
+    }
+
+    /// Input (a header, then what the protocol gets), and the header with the bytes left
+    /// after it, or the error.
+    type DecodeCase = (Vec<u8>, Result<(ProxyHeader, Vec<u8>), ProxyError>);
+
+    fn decode_cases() -> Vec<DecodeCase> {
+        use super::v2::tests::{header, tcp4_body};
+        let v1 = |addresses| ProxyHeader {
+            version: ProxyVersion::V1,
+            addresses,
+        };
+        let v2 = |addresses| ProxyHeader {
+            version: ProxyVersion::V2,
+            addresses,
+        };
+        let tcp4 = proxied("192.0.2.1:56324", "198.51.100.2:443");
+        let mut longest = b"PROXY UNKNOWN ".to_vec();
+        longest.resize(V1_MAX_LEN - 2, b'x');
+        longest.extend_from_slice(b"\r\n");
+        let mut no_crlf = b"PROXY UNKNOWN ".to_vec();
+        no_crlf.resize(V1_MAX_LEN + 10, b'x');
+        vec![
+            (
+                b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nGET / HTTP/1.1\r\n".to_vec(),
+                Ok((v1(tcp4), b"GET / HTTP/1.1\r\n".to_vec())),
+            ),
+            (
+                b"PROXY TCP6 2001:db8::1 2001:db8::2 65535 0\r\n\r\n\x00".to_vec(),
+                Ok((
+                    v1(proxied("[2001:db8::1]:65535", "[2001:db8::2]:0")),
+                    b"\r\n\x00".to_vec(),
+                )),
+            ),
+            (
+                b"PROXY UNKNOWN ignored\r\nx".to_vec(),
+                Ok((v1(None), b"x".to_vec())),
+            ),
+            (longest.clone(), Ok((v1(None), Vec::new()))),
+            (
+                [header(0x21, 0x11, &tcp4_body()), b"\x16\x03\x01".to_vec()].concat(),
+                Ok((v2(tcp4), b"\x16\x03\x01".to_vec())),
+            ),
+            (
+                [header(0x20, 0x00, &[]), b"hello".to_vec()].concat(),
+                Ok((v2(None), b"hello".to_vec())),
+            ),
+            (b"GET / HTTP/1.1\r\n".to_vec(), Err(ProxyError::BadSignature)),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n".to_vec(),
+                Err(ProxyError::V1BareCrLf),
+            ),
+            (no_crlf, Err(ProxyError::V1NoCrlf)),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n".to_vec(),
+                Err(ProxyError::V1Malformed("a port is above 65535")),
+            ),
+            (header(0x31, 0x11, &tcp4_body()), Err(ProxyError::V2BadVersion(3))),
+            (
+                header(0x21, 0x11, &[0; 600]),
+                Err(ProxyError::TooLong { len: 616, max: 536 }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn decoder_cases_at_every_split_point() {
+        for (input, want) in decode_cases() {
+            let name = String::from_utf8_lossy(&input).into_owned();
+            assert_eq!(decode_chunks(&[&input]).as_ref(), Some(&want), "{name}");
+            for at in 0..=input.len() {
+                let (a, b) = input.split_at(at);
+                assert_eq!(
+                    decode_chunks(&[a, b]).as_ref(),
+                    Some(&want),
+                    "{name} split at {at}"
+                );
+            }
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(decode_chunks(&bytes).as_ref(), Some(&want), "{name} byte by byte");
+            // `feed` agrees, at every step.
+            for step in 1..=input.len() {
+                assert_eq!(feed_split(&input, step), want, "{name} fed by {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn decoder_waits_for_a_partial_header_and_takes_nothing() {
+        let mut d = ProxyDecoder::new(DEFAULT_MAX_HEADER);
+        let mut buf = InBuf::new();
+        for part in [b"".as_slice(), b"PRO", b"XY TCP4 1.2.3.4 5.6.7.8 1 2\r"] {
+            buf.extend(part);
+            let before = buf.as_slice().to_vec();
+            assert_eq!(d.decode(&mut buf), Ok(None));
+            assert_eq!(buf.as_slice(), before, "nothing consumed");
+        }
+        buf.extend(b"\n");
+        assert!(d.decode(&mut buf).unwrap().is_some());
+        assert!(buf.is_empty());
     }
 }
