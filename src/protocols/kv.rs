@@ -252,7 +252,7 @@ impl Factory for KvFactory {
         match &self.shard {
             Some(s) if !s.sweeping.replace(true) => {
                 // Detached: the sweep ends with the shard's drain.
-                let _ = spawn(KvShard::sweep_until_drain());
+                drop(spawn(KvShard::sweep_until_drain()));
             }
             Some(_) => {}
             None => tracing::error!(
