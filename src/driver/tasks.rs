@@ -182,6 +182,11 @@ impl<T> Drop for CancelGuard<T> {
     }
 }
 
+impl<T> JoinHandle<T> {
+    /// Lets the task run on without waiting for it (the same as dropping the handle).
+    pub fn detach(self) {}
+}
+
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, Cancelled>;
 

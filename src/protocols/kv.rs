@@ -251,8 +251,8 @@ impl Factory for KvFactory {
         self.shard = state::<KvShard>();
         match &self.shard {
             Some(s) if !s.sweeping.replace(true) => {
-                // Detached: the sweep ends with the shard's drain.
-                drop(spawn(KvShard::sweep_until_drain()));
+                // The sweep ends with the shard's drain.
+                spawn(KvShard::sweep_until_drain()).detach();
             }
             Some(_) => {}
             None => tracing::error!(
@@ -490,7 +490,8 @@ impl Conn {
                     let reply = everywhere(cmd, port, policy).await;
                     conn.state.borrow_mut().barrier = false;
                     conn.deliver(Waiter::Whole(seq), reply);
-                });
+                })
+                .detach();
             }
         }
     }
@@ -542,7 +543,8 @@ impl Conn {
                     }
                 }
             }
-        });
+        })
+        .detach();
     }
 
     /// An answer came in for a command started earlier.
