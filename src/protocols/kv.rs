@@ -490,7 +490,8 @@ impl Conn {
                     let reply = everywhere(cmd, port, policy).await;
                     conn.state.borrow_mut().barrier = false;
                     conn.deliver(Waiter::Whole(seq), reply);
-                });
+                })
+                .detach();
             }
         }
     }
@@ -542,7 +543,8 @@ impl Conn {
                     }
                 }
             }
-        });
+        })
+        .detach();
     }
 
     /// An answer came in for a command started earlier.

@@ -351,7 +351,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
                         expired += 1;
                     }
                     Some(at) => {
-                        ttl_sum += (at - now) as u64;
+                        ttl_sum = ttl_sum.saturating_add(u64::try_from(at.saturating_sub(now)).unwrap_or(0));
                         ttl_count += 1;
                     }
                     None => {}
@@ -545,8 +545,10 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
     fn expire(&mut self, key: &[u8], at: Deadline, c: ExpireCondition, name: &str, now: i64) -> Reply {
         let when = match at {
             Deadline::At(at) => at,
-            Deadline::In(ms) if ms > i64::MAX - now => return invalid_expire(name),
-            Deadline::In(ms) => ms + now,
+            Deadline::In(ms) => match now.checked_add(ms) {
+                Some(at) => at,
+                None => return invalid_expire(name),
+            },
         };
         let Some(index) = self.find(key, now, true) else {
             return Reply::Integer(0);
@@ -581,7 +583,9 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             TtlKind::AtMillis => (at, true),
         };
         let value = value.max(0);
-        Reply::Integer(if millis { value } else { (value + 500) / 1000 })
+        // Rounded to the nearest second, without overflow near i64::MAX (as redis answers).
+        let seconds = || i64::try_from((i128::from(value) + 500) / 1000).unwrap_or(i64::MAX);
+        Reply::Integer(if millis { value } else { seconds() })
     }
 }
 
@@ -705,6 +709,11 @@ mod tests {
                     "pexpire a 9223372036854775807",
                     "-ERR invalid expire time in 'pexpire' command\r\n",
                 ),
+                ("set z 1", "+OK\r\n"),
+                ("pexpireat z 9223372036854775807", ":1\r\n"),
+                ("expiretime z", ":9223372036854776\r\n"),
+                ("pexpiretime z", ":9223372036854775807\r\n"),
+                ("del z", ":1\r\n"),
                 ("incr i", ":1\r\n"),
                 ("expire i 10", ":1\r\n"),
                 ("incr i", ":2\r\n"),
