@@ -410,6 +410,13 @@ impl<T, R, F> Drop for Outside<T, R, F> {
 /// [`CallError::NoSuchShard`], [`CallError::NoState`], [`CallError::Panicked`] (the target
 /// carries on), or [`CallError::NotOnShard`] outside an engine's shard.
 ///
+/// # Ordering
+///
+/// Calls from one task run on the target in the order they are made (each waits for its
+/// reply). Calls made concurrently by several tasks may run in any order, and a call that
+/// waited for room may be overtaken by a later one: a protocol that needs its commands to run
+/// in order sends them from one task, or batches them into one call (as the kv server does).
+///
 /// # Cancel safety
 ///
 /// Dropping the future after the request was sent does not recall it: it still runs on the
