@@ -6,21 +6,15 @@ mod util;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{connect, free_port, wait_exit, wait_listening};
+use util::{connect, example_command, free_addr, sigterm, wait_exit, wait_listening};
 
-/// An example binary, built by `cargo test` (or `cargo build --release --examples`).
+/// Starts example `name` on `addr` and waits until it listens.
 fn example(name: &str, addr: SocketAddr) -> Child {
-    let exe = std::env::current_exe().unwrap();
-    let dir: PathBuf = exe.parent().and_then(|d| d.parent()).unwrap().join("examples");
-    let mut child = Command::new(dir.join(name))
-        .arg(addr.to_string())
-        .stdin(Stdio::null())
+    let mut child = example_command(name, &[addr.to_string()])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("the examples are built by cargo test (cargo build --release --examples)");
     wait_listening(addr, &mut child);
@@ -28,13 +22,8 @@ fn example(name: &str, addr: SocketAddr) -> Child {
 }
 
 fn stop(mut child: Child) {
-    // SAFETY: plain kill(2) of our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    sigterm(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
-}
-
-fn free_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }
 
 /// Reads lines until one satisfies `want` (bounded by a deadline).

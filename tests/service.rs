@@ -6,11 +6,9 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use util::{connect, free_port, read_to_end, wait_exit, wait_listening};
+use util::{connect, example_command, free_addr, read_to_end, sigterm, wait_exit, wait_listening};
 use weft::protocols::{Echo, Whoami};
 use weft::proxy::{Cidr, ProxyConfig};
 use weft::{Cores, Engine, EngineConfig, EngineError, ListenerConfig};
@@ -64,7 +62,7 @@ fn each_listener_speaks_its_own_protocol() {
 
 #[test]
 fn the_same_address_twice_is_refused() {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = free_addr();
     let err = Engine::builder(EngineConfig::default())
         .listen(addr, |_| Echo::factory())
         .listen(addr, |_| Whoami::factory())
@@ -95,25 +93,12 @@ fn an_engine_of_tasks_stops_when_its_tasks_are_done() {
     assert_eq!(done, vec![0, 1]);
 }
 
-/// An example binary, built by `cargo test` (or `cargo build --release --examples`, which
-/// `.ci/run` runs first) beside the test binaries.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    dir.join("examples").join(name)
-}
-
 #[test]
 fn the_example_service_drains_on_sigterm_and_exits_0() {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = Command::new(example("service"))
-        .args([addr.to_string(), health.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+    let (addr, health) = (free_addr(), free_addr());
+    let mut child = example_command("service", &[addr.to_string(), health.to_string()])
         .spawn()
-        .expect("the example is built by cargo test (cargo build --examples)");
+        .expect("the example is built by cargo test (cargo build --release --examples)");
     wait_listening(addr, &mut child);
     let mut s = connect(addr);
     s.write_all(b"abc\n").unwrap();
@@ -121,8 +106,7 @@ fn the_example_service_drains_on_sigterm_and_exits_0() {
     s.read_exact(&mut line).unwrap();
     assert_eq!(&line, b"ABC\n");
 
-    // SAFETY: plain kill(2) of our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    sigterm(&child);
     // The open connection is asked to drain; the protocol closes it.
     assert_eq!(read_to_end(&mut s).unwrap(), b"");
     let status = wait_exit(&mut child, Duration::from_secs(10));

@@ -317,13 +317,12 @@ struct Inner {
     outcomes: RefCell<Outcomes>,
 }
 
-/// Counts of the connector's outcomes, and the latest of each, for its futures.
+/// Counts of the connector's endings, and the latest of each, for its futures (a
+/// connection, while open, is `Inner::transport`).
 #[derive(Default)]
 struct Outcomes {
-    connects: u64,
     failures: u64,
     losses: u64,
-    transport: Option<Transport>,
     failure: Option<ConnectError>,
     loss: Option<CloseReason>,
     waiters: Vec<Waker>,
@@ -423,20 +422,12 @@ impl Connector {
     ///
     /// The failed attempt's [`ConnectError`].
     pub async fn connected(&self) -> Result<Transport, ConnectError> {
-        let (connects, failures) = {
-            let o = self.inner.outcomes.borrow();
-            (o.connects, o.failures)
-        };
+        let failures = self.inner.outcomes.borrow().failures;
         poll_fn(|cx| {
             if let Some(t) = self.transport() {
                 return Poll::Ready(Ok(t));
             }
             let mut o = self.inner.outcomes.borrow_mut();
-            if o.connects > connects
-                && let Some(t) = o.transport.clone()
-            {
-                return Poll::Ready(Ok(t));
-            }
             if o.failures > failures || self.inner.machine.borrow().is_idle() {
                 return Poll::Ready(Err(o.failure.clone().unwrap_or(ConnectError::Cancelled)));
             }
@@ -520,7 +511,6 @@ async fn run_attempt<F: ClientFactory>(c: Connector, factory: Rc<RefCell<F>>, at
                 let mut o = inner.outcomes.borrow_mut();
                 o.losses += 1;
                 o.loss = Some(reason.clone());
-                o.transport = None;
                 o.wake();
             }
             factory.borrow_mut().client_connection_lost(&c, &reason);
@@ -663,12 +653,7 @@ async fn serve<F: ClientFactory>(c: &Connector, factory: &RefCell<F>, est: Estab
     }
     let key = shard.conns.borrow_mut().insert(transport.clone());
     *inner.transport.borrow_mut() = Some(transport.clone());
-    {
-        let mut o = inner.outcomes.borrow_mut();
-        o.connects += 1;
-        o.transport = Some(transport.clone());
-        o.wake();
-    }
+    inner.outcomes.borrow_mut().wake();
     let reason = Connection::new(est.stream, protocol, transport, shard.clone(), key)
         .run()
         .await;

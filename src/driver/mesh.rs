@@ -264,7 +264,7 @@ impl Drop for PendingGuard<'_> {
 }
 
 /// A call from one shard to another: runs `f` on the target's state, replies to the origin.
-struct Request<T, R, F> {
+struct Request<T, R: Send + 'static, F> {
     origin: usize,
     target: usize,
     key: usize,
@@ -273,15 +273,11 @@ struct Request<T, R, F> {
     _types: PhantomData<fn(&T) -> R>,
 }
 
-impl<T, R, F> Request<T, R, F>
-where
-    T: 'static,
-    R: Send + 'static,
-{
+impl<T, R: Send + 'static, F> Request<T, R, F> {
     fn reply(&self, result: Result<R, CallError>) {
         let reply = Reply {
             key: self.key,
-            value: Some(result),
+            value: result,
         };
         self.mesh.notify(self.origin, Box::new(reply));
     }
@@ -303,17 +299,11 @@ where
     }
 }
 
-impl<T, R, F> Drop for Request<T, R, F> {
+impl<T, R: Send + 'static, F> Drop for Request<T, R, F> {
     /// A request dropped unrun (its shard stopped) tells its caller.
     fn drop(&mut self) {
         if self.f.take().is_some() {
-            self.mesh.notify(
-                self.origin,
-                Box::new(Stopped {
-                    key: self.key,
-                    target: self.target,
-                }),
-            );
+            self.reply(Err(CallError::ShardStopped(self.target)));
         }
     }
 }
@@ -328,36 +318,18 @@ fn run_on_state<T: 'static, R>(shard: &ShardCtx, f: impl FnOnce(&T) -> R) -> Res
     std::panic::catch_unwind(AssertUnwindSafe(|| f(&state))).map_err(|_| CallError::Panicked(index))
 }
 
-/// The result of a call, on its way back to the caller.
+/// The result of a call (or `ShardStopped`, for one dropped unrun), on its way back to the
+/// caller.
 struct Reply<V> {
     key: usize,
-    value: Option<V>,
+    value: V,
 }
 
 impl<V: Send + 'static> Message for Reply<V> {
-    fn run(mut self: Box<Self>, shard: &ShardCtx) {
-        if let Some(v) = self.value.take() {
-            shard.calls.complete(self.key, Box::new(v));
-        }
-    }
-}
-
-/// The call `key` will not be answered: its target stopped.
-struct Stopped {
-    key: usize,
-    target: usize,
-}
-
-impl Message for Stopped {
     fn run(self: Box<Self>, shard: &ShardCtx) {
-        shard
-            .calls
-            .complete(self.key, Box::new(StoppedMarker(self.target)));
+        shard.calls.complete(self.key, Box::new(self.value));
     }
 }
-
-/// What a pending call holds when its target stopped before answering.
-struct StoppedMarker(usize);
 
 /// There is room in some shard's request queue again.
 struct Room;
@@ -493,13 +465,10 @@ where
     let Some(value) = value else {
         return Err(CallError::ShardStopped(shard));
     };
-    match value.downcast::<Result<R, CallError>>() {
-        Ok(result) => *result,
-        Err(other) => match other.downcast::<StoppedMarker>() {
-            Ok(stopped) => Err(CallError::ShardStopped(stopped.0)),
-            Err(_) => Err(CallError::ShardStopped(shard)),
-        },
-    }
+    // The reply is always this call's `Result<R, CallError>`: the key names this call.
+    value
+        .downcast::<Result<R, CallError>>()
+        .map_or(Err(CallError::ShardStopped(shard)), |result| *result)
 }
 
 /// Runs `f` on every shard against its state of type `T`, all at once, and returns the

@@ -389,3 +389,27 @@ fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(name))))
 }
+
+/// An example binary (built by `cargo test`, or `cargo build --release --examples`, which
+/// `.ci/run` runs first, beside the test binaries) with `args`: stdout piped, stderr dropped.
+pub fn example_command(name: &str, args: &[String]) -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap().join("examples");
+    let mut cmd = Command::new(dir.join(name));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// A free loopback address (see [`free_port`]).
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Sends SIGTERM to a child.
+pub fn sigterm(child: &Child) {
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
