@@ -8,6 +8,9 @@
 
 mod util;
 
+// Every test takes `util::serial()`: servers started in parallel on free ports picked by
+// bind-and-release can collide (weft binds with SO_REUSEPORT), which made a full run flaky.
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -318,6 +321,7 @@ fn run_script_pipelined(addr: SocketAddr) -> Vec<u8> {
 
 #[test]
 fn same_answers_as_redis_server_byte_for_byte() {
+    let _serial = util::serial();
     require_peer(Peer::Program("redis-server"));
     let dir = Scratch::new("kv-redis-script");
     let redis = Server::redis(&dir);
@@ -344,6 +348,7 @@ fn same_answers_as_redis_server_byte_for_byte() {
 
 #[test]
 fn redis_cli_sees_the_same_answers() {
+    let _serial = util::serial();
     require_peer(Peer::Program("redis-server"));
     require_peer(Peer::Program("redis-cli"));
     let dir = Scratch::new("kv-redis-cli");
@@ -412,6 +417,7 @@ fn elements(reply: &[u8]) -> Vec<Vec<u8>> {
 
 #[test]
 fn hello_info_and_command_have_redis_shapes() {
+    let _serial = util::serial();
     require_peer(Peer::Program("redis-server"));
     let dir = Scratch::new("kv-redis-shapes");
     let redis = Server::redis(&dir);
@@ -490,6 +496,7 @@ fn exchange(addr: SocketAddr, input: &[u8]) -> (Vec<u8>, bool) {
 
 #[test]
 fn malformed_input_is_answered_as_redis_answers_it() {
+    let _serial = util::serial();
     require_peer(Peer::Program("redis-server"));
     let dir = Scratch::new("kv-redis-bad");
     let redis = Server::redis(&dir);
@@ -548,6 +555,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn announced_lengths_are_not_allocated_and_connections_stay_bounded() {
+    let _serial = util::serial();
     let weft = Server::weft(&[]);
     let before = rss_kib(weft.child.id());
     // Twenty connections each announce a 512 MB bulk and a 2^31-1 element array, and send a
@@ -579,6 +587,7 @@ fn announced_lengths_are_not_allocated_and_connections_stay_bounded() {
 
 #[test]
 fn answers_past_max_output_close_the_connection() {
+    let _serial = util::serial();
     let big = vec![b'v'; 1 << 20];
     let ask = |addr: SocketAddr| {
         let mut c = Client::connect(addr);
@@ -638,6 +647,7 @@ fn keys_on_both_shards(prefix: &str, count: usize) -> Vec<String> {
 
 #[test]
 fn a_hundred_connections_on_two_shards_agree() {
+    let _serial = util::serial();
     let weft = Server::weft(&[]);
     let mut conns: Vec<Client> = (0..100).map(|_| Client::connect(weft.addr)).collect();
     // A SET on one connection is read by every other, whichever shard owns the key.
@@ -726,6 +736,7 @@ fn a_hundred_connections_on_two_shards_agree() {
 
 #[test]
 fn pipelines_of_a_thousand_mixed_commands_come_back_in_order() {
+    let _serial = util::serial();
     let weft = Server::weft(&[]);
     let handles: Vec<_> = (0..8)
         .map(|conn| {
@@ -808,6 +819,7 @@ fn pipelines_of_a_thousand_mixed_commands_come_back_in_order() {
 
 #[test]
 fn keys_expire_lazily_and_by_the_sweep() {
+    let _serial = util::serial();
     let weft = Server::weft(&[]);
     let mut c = Client::connect(weft.addr);
     let keys = keys_on_both_shards("exp", 200);
@@ -843,6 +855,7 @@ fn keys_expire_lazily_and_by_the_sweep() {
 
 #[test]
 fn maxmemory_noeviction_refuses_writes() {
+    let _serial = util::serial();
     // 256 KiB over two shards: 128 KiB each.
     let weft = Server::weft(&["--maxmemory", "256KiB", "--maxmemory-policy", "noeviction"]);
     let mut c = Client::connect(weft.addr);
@@ -880,6 +893,7 @@ fn maxmemory_noeviction_refuses_writes() {
 
 #[test]
 fn maxmemory_allkeys_lru_evicts() {
+    let _serial = util::serial();
     let weft = Server::weft(&["--maxmemory", "256KiB", "--maxmemory-policy", "allkeys-lru"]);
     let mut c = Client::connect(weft.addr);
     let value = "x".repeat(1000);
@@ -924,6 +938,7 @@ fn maxmemory_allkeys_lru_evicts() {
 
 #[test]
 fn drain_answers_pipelined_cross_shard_commands() {
+    let _serial = util::serial();
     let weft = Server::weft(&[]);
     let keys = keys_on_both_shards("drain", 20);
     let mut conns: Vec<(Client, usize)> = Vec::new();
@@ -970,6 +985,7 @@ fn drain_answers_pipelined_cross_shard_commands() {
 
 #[test]
 fn redis_benchmark_runs_clean() {
+    let _serial = util::serial();
     require_peer(Peer::Program("redis-benchmark"));
     let weft = Server::weft(&[]);
     let child = Command::new("redis-benchmark")
