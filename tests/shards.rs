@@ -86,6 +86,38 @@ fn calls_reach_the_other_shards_state_and_come_back() {
 }
 
 #[test]
+fn call_round_trips_are_measured_per_target_shard() {
+    let engine = Engine::builder(two_shards())
+        .shard_state(|_| Store::default())
+        .on_each_shard(|info| {
+            let caller = info.index == 1;
+            async move {
+                if !caller {
+                    return;
+                }
+                for _ in 0..5 {
+                    shard::submit_to(0, |_: &Store| ()).await.unwrap();
+                }
+                for _ in 0..2 {
+                    shard::submit_to(1, |_: &Store| ()).await.unwrap();
+                }
+            }
+        })
+        .start()
+        .unwrap();
+    let metrics = engine.metrics().unwrap();
+    engine.join().unwrap();
+    let text = weft::metrics::render_prometheus(&metrics.snapshot());
+    let count = |target: usize| {
+        let key = format!("weft_shard_call_seconds_count{{shard=\"1\",target=\"{target}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&key));
+        line.map(|l| l[key.len()..].to_string())
+    };
+    assert_eq!(count(0).as_deref(), Some("5"), "{text}");
+    assert_eq!(count(1), None, "a call to its own shard runs in place, unmeasured");
+}
+
+#[test]
 fn a_full_queue_makes_callers_wait_and_every_call_completes() {
     let mut config = two_shards();
     config.call_queue = 4;

@@ -40,10 +40,11 @@ use crate::metrics::LatencyMetric;
 use crate::stats::ShardStats;
 use crate::sys;
 
-/// The round trip of a cross-shard call, measured by its caller.
-pub(crate) static SHARD_CALL: LatencyMetric = LatencyMetric::new(
+/// The round trip of a cross-shard call, measured by its caller, per target shard.
+pub(crate) static SHARD_CALL: LatencyMetric = LatencyMetric::per_target(
     "shard_call",
     "Round trip of a cross-shard call (submit_to), from send to reply, on the calling shard.",
+    "target",
 );
 
 /// Why a cross-shard call did not run, or did not return.
@@ -461,7 +462,7 @@ where
         }
     })
     .await;
-    SHARD_CALL.record(started.elapsed());
+    SHARD_CALL.record_for(shard, started.elapsed());
     let Some(value) = value else {
         return Err(CallError::ShardStopped(shard));
     };

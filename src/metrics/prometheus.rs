@@ -169,33 +169,38 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
     out
 }
 
-/// One latency metric as a Prometheus histogram in seconds, one series per shard.
+/// One latency metric as a Prometheus histogram in seconds, one series per shard (and per
+/// target, on a per-target metric).
 fn histogram(out: &mut String, snapshot: &MetricsSnapshot, metric: &str) {
     let base = format!("weft_{}_seconds", sanitize(metric));
+    let bucket = format!("{base}_bucket");
     let mut headed = false;
     for s in &snapshot.shards {
-        let Some(series) = s.latency.iter().find(|l| l.name == metric) else {
-            continue;
-        };
-        if !headed {
-            header(out, &base, "histogram", series.help);
-            headed = true;
-        }
         let shard = s.shard.to_string();
-        let h = &series.histogram;
-        let bucket = format!("{base}_bucket");
-        for le in BUCKETS {
-            let n = h.count_between(0, (le * 1e9).round() as u64);
-            line(out, &bucket, &[("shard", &shard), ("le", &le.to_string())], n);
+        for series in s.latency.iter().filter(|l| l.name == metric) {
+            if !headed {
+                header(out, &base, "histogram", series.help);
+                headed = true;
+            }
+            let target = series.target.map(|(label, t)| (label, t.to_string()));
+            let mut labels = vec![("shard", shard.as_str())];
+            if let Some((label, t)) = &target {
+                labels.push((label, t.as_str()));
+            }
+            let h = &series.histogram;
+            let les = BUCKETS.iter().map(|le| le.to_string());
+            for (le, upper) in les
+                .chain(["+Inf".to_string()])
+                .zip(BUCKETS.iter().map(Some).chain([None]))
+            {
+                let n = upper.map_or(h.len(), |le| h.count_between(0, (le * 1e9).round() as u64));
+                let mut with_le = labels.clone();
+                with_le.push(("le", &le));
+                line(out, &bucket, &with_le, n);
+            }
+            line(out, &format!("{base}_sum"), &labels, series.sum_ns as f64 / 1e9);
+            line(out, &format!("{base}_count"), &labels, h.len());
         }
-        line(out, &bucket, &[("shard", &shard), ("le", "+Inf")], h.len());
-        line(
-            out,
-            &format!("{base}_sum"),
-            &[("shard", &shard)],
-            series.sum_ns as f64 / 1e9,
-        );
-        line(out, &format!("{base}_count"), &[("shard", &shard)], h.len());
     }
 }
 
@@ -311,6 +316,24 @@ mod tests {
             .collect();
         assert_eq!(counts.len(), BUCKETS.len() + 1);
         assert!(counts.windows(2).all(|w| w[0] <= w[1]), "buckets are cumulative");
+    }
+
+    #[test]
+    fn per_target_series_carry_their_target() {
+        let mut s = shard(1, 1);
+        for (target, values) in [(0, &[1_000u64][..]), (2, &[2_000, 3_000][..])] {
+            let mut t = series("shard_call", values);
+            t.target = Some(("target", target));
+            s.latency.push(t);
+        }
+        let text = render(&MetricsSnapshot { shards: vec![s] });
+        assert_eq!(
+            text.matches("# TYPE weft_shard_call_seconds histogram").count(),
+            1
+        );
+        assert!(text.contains("weft_shard_call_seconds_count{shard=\"1\",target=\"0\"} 1\n"));
+        assert!(text.contains("weft_shard_call_seconds_count{shard=\"1\",target=\"2\"} 2\n"));
+        assert!(text.contains("weft_shard_call_seconds_bucket{shard=\"1\",target=\"2\",le=\"+Inf\"} 2\n"));
     }
 
     #[test]

@@ -38,6 +38,8 @@ fn new_histogram() -> Histogram<u64> {
 pub struct LatencyMetric {
     name: &'static str,
     help: &'static str,
+    /// The label that tells a value's target apart (`None`: one series per shard).
+    label: Option<&'static str>,
 }
 
 impl LatencyMetric {
@@ -45,7 +47,23 @@ impl LatencyMetric {
     /// `weft_<name>_seconds`) described by `help`. Metrics with the same name share one
     /// histogram.
     pub const fn new(name: &'static str, help: &'static str) -> Self {
-        Self { name, help }
+        Self {
+            name,
+            help,
+            label: None,
+        }
+    }
+
+    /// A metric whose values are kept apart by a numbered target (a peer shard, a backend),
+    /// recorded with [`record_for`](Self::record_for): Prometheus shows one series per
+    /// recording shard and target, with the target under the label `label`; the other
+    /// views (summaries, interval logs) merge the targets.
+    pub const fn per_target(name: &'static str, help: &'static str, label: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            label: Some(label),
+        }
     }
 
     /// The metric's name.
@@ -60,12 +78,23 @@ impl LatencyMetric {
 
     /// Records one value in nanoseconds.
     pub fn record_ns(&self, ns: u64) {
+        self.record_target_ns(None, ns);
+    }
+
+    /// Records one value for `target` (on a metric made with [`per_target`](Self::per_target);
+    /// on another the target is ignored).
+    pub fn record_for(&self, target: usize, value: Duration) {
+        let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        self.record_target_ns(self.label.map(|label| (label, target)), ns);
+    }
+
+    fn record_target_ns(&self, target: Option<(&'static str, usize)>, ns: u64) {
         RECORDER.with(|r| {
             // Busy only if a report is being taken on this thread right now: skip the value.
             if let Ok(mut r) = r.try_borrow_mut()
                 && let Some(r) = r.as_mut()
             {
-                r.record(self, ns);
+                r.record(self, target, ns);
             }
         });
     }
@@ -102,6 +131,9 @@ pub struct LatencySeries {
     pub name: &'static str,
     /// The metric's description.
     pub help: &'static str,
+    /// The label name and target these values are for, on a
+    /// [per-target](LatencyMetric::per_target) metric.
+    pub target: Option<(&'static str, usize)>,
     /// The values, in nanoseconds.
     pub histogram: Histogram<u64>,
     /// The sum of the values, in nanoseconds.
@@ -114,6 +146,7 @@ impl LatencySeries {
         Self {
             name,
             help,
+            target: None,
             histogram: new_histogram(),
             sum_ns: 0,
         }
@@ -127,9 +160,12 @@ impl LatencySeries {
     }
 }
 
-/// Adds `series` into the matching entry of `into` (by name), or appends it.
+/// Adds `series` into the matching entry of `into` (by name and target), or appends it.
 pub(crate) fn merge_into(into: &mut Vec<LatencySeries>, series: &LatencySeries) {
-    match into.iter_mut().find(|s| s.name == series.name) {
+    match into
+        .iter_mut()
+        .find(|s| s.name == series.name && s.target == series.target)
+    {
         Some(s) => s.merge(series),
         None => into.push(series.clone()),
     }
@@ -142,11 +178,17 @@ pub(crate) struct ShardRecorder {
 }
 
 impl ShardRecorder {
-    fn record(&mut self, metric: &LatencyMetric, ns: u64) {
-        let index = match self.series.iter().position(|s| s.name == metric.name) {
+    fn record(&mut self, metric: &LatencyMetric, target: Option<(&'static str, usize)>, ns: u64) {
+        let index = match self
+            .series
+            .iter()
+            .position(|s| s.name == metric.name && s.target == target)
+        {
             Some(i) => i,
             None => {
-                self.series.push(LatencySeries::new(metric.name, metric.help));
+                let mut series = LatencySeries::new(metric.name, metric.help);
+                series.target = target;
+                self.series.push(series);
                 self.series.len() - 1
             }
         };
@@ -255,6 +297,26 @@ mod tests {
         uninstall();
         A.record_ns(1);
         assert!(take_interval().is_empty());
+    }
+
+    #[test]
+    fn per_target_values_stay_apart() {
+        static CALL: LatencyMetric = LatencyMetric::per_target("call", "h", "target");
+        install();
+        CALL.record_for(1, Duration::from_micros(1));
+        CALL.record_for(1, Duration::from_micros(2));
+        CALL.record_for(3, Duration::from_micros(5));
+        A.record_for(7, Duration::from_micros(1));
+        let taken = take_interval();
+        let count = |target| {
+            let s = taken.iter().find(|s| s.name == "call" && s.target == target);
+            s.map(|s| s.histogram.len())
+        };
+        assert_eq!(count(Some(("target", 1))), Some(2));
+        assert_eq!(count(Some(("target", 3))), Some(1));
+        let a = taken.iter().find(|s| s.name == "a").unwrap();
+        assert_eq!(a.target, None, "a plain metric ignores the target");
+        uninstall();
     }
 
     #[test]
