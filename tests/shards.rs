@@ -114,7 +114,11 @@ fn call_round_trips_are_measured_per_target_shard() {
         line.map(|l| l[key.len()..].to_string())
     };
     assert_eq!(count(0).as_deref(), Some("5"), "{text}");
-    assert_eq!(count(1), None, "a call to its own shard runs in place, unmeasured");
+    assert_eq!(
+        count(1),
+        None,
+        "a call to its own shard runs in place, unmeasured"
+    );
 }
 
 #[test]

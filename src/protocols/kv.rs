@@ -131,7 +131,7 @@ static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 /// One shard's part of the store: its keyspace and what its connections need to know.
 #[derive(Debug)]
 pub struct KvShard {
-    keyspace: RefCell<Keyspace<RandomState>>,
+    keyspace: RefCell<Keyspace<ahash::RandomState>>,
     index: usize,
     shards: usize,
     config: KvConfig,
@@ -145,8 +145,7 @@ impl KvShard {
     pub fn new(info: &ShardInfo, config: &KvConfig) -> Self {
         // The process's start, for INFO's uptime.
         let _ = process();
-        let hasher = RandomState::new();
-        let mut seed = hasher.build_hasher();
+        let mut seed = RandomState::new().build_hasher();
         seed.write_usize(info.index);
         let keyspace = KeyspaceConfig {
             maxmemory: config.maxmemory.div_ceil(info.shards.max(1)),
@@ -169,7 +168,7 @@ impl KvShard {
             ],
         };
         Self {
-            keyspace: RefCell::new(Keyspace::new(keyspace, hasher, seed.finish())),
+            keyspace: RefCell::new(Keyspace::new(keyspace, ahash::RandomState::new(), seed.finish())),
             index: info.index,
             shards: info.shards.max(1),
             config: *config,

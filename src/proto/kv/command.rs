@@ -140,9 +140,14 @@ pub static COMMANDS: &[Spec] = &[
     spec("ttl", 2, RO_FAST, ONE_KEY, KEYSPACE_READ_FAST),
 ];
 
-/// The table entry of a top-level command, by name in any case.
+/// The table entry of a top-level command, by name in any case: a binary search of the
+/// sorted table, comparing bytes as lower case.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    find(COMMANDS, name, "")
+    let lower = name.iter().map(u8::to_ascii_lowercase);
+    COMMANDS
+        .binary_search_by(|s| s.name.bytes().cmp(lower.clone()))
+        .ok()
+        .and_then(|i| COMMANDS.get(i))
 }
 
 fn find(table: &'static [Spec], name: &[u8], prefix: &str) -> Option<&'static Spec> {
@@ -980,5 +985,22 @@ mod tests {
         assert!(parse_str("set k v").unwrap().denies_oom());
         assert!(!parse_str("del k").unwrap().denies_oom());
         assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name), "sorted");
+    }
+
+    #[test]
+    fn lookup_finds_every_command_in_any_case() {
+        for spec in COMMANDS {
+            assert!(
+                spec.name.bytes().all(|b| !b.is_ascii_uppercase()),
+                "{}",
+                spec.name
+            );
+            let upper = spec.name.to_ascii_uppercase();
+            assert_eq!(lookup(upper.as_bytes()).map(|s| s.name), Some(spec.name));
+            assert_eq!(lookup(spec.name.as_bytes()).map(|s| s.name), Some(spec.name));
+        }
+        for missing in [&b""[..], b"ge", b"gett", b"\xffget", b"zzz"] {
+            assert!(lookup(missing).is_none());
+        }
     }
 }

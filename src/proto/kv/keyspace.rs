@@ -7,13 +7,14 @@
 //! picks samples.
 
 use std::hash::BuildHasher;
-use std::rc::Rc;
 
+use indexmap::set::MutableValues;
 use indexmap::{IndexMap, IndexSet};
 
 use crate::proto::kv::command::{
     Command, Condition, Deadline, ExpireCondition, NOT_AN_INTEGER, Set, TtlKind, invalid_expire,
 };
+use crate::proto::kv::record::Record;
 use crate::proto::resp::{MAX_BULK_LEN, Reply, push_int, string2ll};
 
 /// What one key costs besides its name and value bytes, in the memory accounting: a fixed
@@ -110,21 +111,15 @@ impl KeyspaceStats {
     }
 }
 
-#[derive(Debug)]
-struct Entry {
-    value: Vec<u8>,
-    /// Unix time in milliseconds at which the key expires.
-    expires: Option<i64>,
-    /// The access clock when the key was last used, for LRU.
-    touched: u64,
-}
-
 /// One shard's keys.
 #[derive(Debug)]
 pub struct Keyspace<S> {
-    map: IndexMap<Rc<[u8]>, Entry, S>,
-    /// The keys with a TTL, to sample for the sweep.
-    expiring: IndexSet<Rc<[u8]>, S>,
+    /// The keys and their values, in an order that `swap_remove` keeps dense, so that a key
+    /// can be sampled by index.
+    records: IndexSet<Record, S>,
+    /// The keys with a TTL and when they expire (Unix time in milliseconds), to look up for a
+    /// record that has one and to sample for the sweep.
+    expiring: IndexMap<Box<[u8]>, i64, S>,
     config: KeyspaceConfig,
     used: usize,
     /// Counts accesses: the LRU clock.
@@ -137,13 +132,17 @@ fn cost(key: &[u8], value: &[u8]) -> usize {
     key.len() + value.len() + ENTRY_OVERHEAD
 }
 
+/// `-ERR key too long`, for a key past [`MAX_KEY_LEN`](crate::proto::kv::record::MAX_KEY_LEN) (only reachable with parser limits
+/// raised above redis's).
+const KEY_TOO_LONG: Reply = Reply::error("ERR key too long");
+
 impl<S: BuildHasher + Clone> Keyspace<S> {
     /// An empty keyspace whose tables hash with `hasher` (give it a seeded one: keys come
     /// from peers), drawing samples from a generator seeded with `seed`.
     pub fn new(config: KeyspaceConfig, hasher: S, seed: u64) -> Self {
         Self {
-            map: IndexMap::with_hasher(hasher.clone()),
-            expiring: IndexSet::with_hasher(hasher),
+            records: IndexSet::with_hasher(hasher.clone()),
+            expiring: IndexMap::with_hasher(hasher),
             config,
             used: 0,
             clock: 0,
@@ -160,12 +159,12 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.records.len()
     }
 
     /// True with no keys.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.records.is_empty()
     }
 
     /// Accounted bytes.
@@ -176,7 +175,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
     /// The figures for `INFO`.
     pub fn stats(&self) -> KeyspaceStats {
         KeyspaceStats {
-            keys: self.map.len() as u64,
+            keys: self.records.len() as u64,
             expires: self.expiring.len() as u64,
             used_memory: self.used as u64,
             maxmemory: self.config.maxmemory as u64,
@@ -197,43 +196,52 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         (self.random() % n.max(1) as u64) as usize
     }
 
-    /// Removes the key at `index`.
-    fn remove_index(&mut self, index: usize) {
-        if let Some((key, entry)) = self.map.swap_remove_index(index) {
-            self.used -= cost(&key, &entry.value);
-            if entry.expires.is_some() {
-                self.expiring.swap_remove(&*key);
-            }
+    /// Removes the key at `index`; its record.
+    fn remove_index(&mut self, index: usize) -> Option<Record> {
+        let record = self.records.swap_remove_index(index)?;
+        self.used -= cost(record.key(), record.value());
+        if record.has_ttl() {
+            self.expiring.swap_remove(record.key());
         }
+        Some(record)
+    }
+
+    /// When the key at `index` expires, if it has a TTL.
+    fn expiry(&self, index: usize) -> Option<i64> {
+        let record = self.records.get_index(index)?;
+        if !record.has_ttl() {
+            return None;
+        }
+        self.expiring.get(record.key()).copied()
     }
 
     /// The index of `key` if it exists and has not expired (an expired key is removed);
     /// `touch` marks it used for LRU.
     fn find(&mut self, key: &[u8], now: i64, touch: bool) -> Option<usize> {
-        let index = self.map.get_index_of(key)?;
-        let (_, entry) = self.map.get_index_mut(index)?;
-        if entry.expires.is_some_and(|at| at <= now) {
+        let index = self.records.get_index_of(key)?;
+        if self.expiry(index).is_some_and(|at| at <= now) {
             self.remove_index(index);
             self.stats.expired_keys += 1;
             return None;
         }
         if touch {
             self.clock += 1;
-            entry.touched = self.clock;
+            let clock = self.clock;
+            self.records.get_index_mut2(index)?.touch(clock);
         }
         Some(index)
     }
 
-    fn entry(&mut self, index: usize) -> Option<&mut Entry> {
-        self.map.get_index_mut(index).map(|(_, e)| e)
+    fn record(&mut self, index: usize) -> Option<&mut Record> {
+        self.records.get_index_mut2(index)
     }
 
-    /// A read of `key`: its value, counted as a hit or a miss.
-    fn read(&mut self, key: &[u8], now: i64) -> Option<&Entry> {
+    /// A read of `key`: its record, counted as a hit or a miss.
+    fn read(&mut self, key: &[u8], now: i64) -> Option<&Record> {
         match self.find(key, now, true) {
             Some(index) => {
                 self.stats.keyspace_hits += 1;
-                self.map.get_index(index).map(|(_, e)| e)
+                self.records.get_index(index)
             }
             None => {
                 self.stats.keyspace_misses += 1;
@@ -242,53 +250,59 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         }
     }
 
+    /// The value of `key` as a bulk reply, or nil.
+    fn read_bulk(&mut self, key: &[u8], now: i64) -> Reply {
+        match self.read(key, now) {
+            Some(r) => Reply::Bulk(r.value().to_vec()),
+            None => Reply::Nil,
+        }
+    }
+
     /// Replaces the value at `index`, keeping its expiry.
-    fn overwrite(&mut self, index: usize, value: Vec<u8>) {
-        if let Some((_, entry)) = self.map.get_index_mut(index) {
-            self.used = self.used - entry.value.len() + value.len();
-            entry.value = value;
+    fn overwrite(&mut self, index: usize, value: &[u8]) {
+        if let Some(record) = self.records.get_index_mut2(index) {
+            self.used = self.used - record.value().len() + value.len();
+            record.set_value(value);
         }
     }
 
     /// Sets or clears the expiry of the key at `index`.
     fn set_expiry(&mut self, index: usize, at: Option<i64>) {
-        let Some((key, entry)) = self.map.get_index_mut(index) else {
+        let Some(record) = self.records.get_index_mut2(index) else {
             return;
         };
-        match (entry.expires.is_some(), at.is_some()) {
-            (false, true) => {
-                self.expiring.insert(key.clone());
+        let had = record.has_ttl();
+        record.set_has_ttl(at.is_some());
+        match at {
+            Some(at) => {
+                self.expiring.insert(record.key().into(), at);
             }
-            (true, false) => {
-                self.expiring.swap_remove(&**key);
+            None if had => {
+                self.expiring.swap_remove(record.key());
             }
-            _ => {}
+            None => {}
         }
-        entry.expires = at;
     }
 
-    /// Adds a new key (that does not exist), touched now; returns its index.
-    fn insert(&mut self, key: &[u8], value: Vec<u8>) -> usize {
-        self.used += cost(key, &value);
+    /// Adds a new key (that does not exist), touched now; returns its index, or `None` for
+    /// a key too long to hold.
+    fn insert(&mut self, key: &[u8], value: &[u8]) -> Option<usize> {
         self.clock += 1;
-        let entry = Entry {
-            value,
-            expires: None,
-            touched: self.clock,
-        };
-        self.map.insert_full(Rc::from(key), entry).0
+        let record = Record::new(key, value, self.clock)?;
+        self.used += cost(key, value);
+        Some(self.records.insert_full(record).0)
     }
 
     /// Sets `key` to `value`: a new key, or a new value for an existing one (its expiry
-    /// kept if `keep_ttl`, removed otherwise). Returns its index.
-    fn store(&mut self, key: &[u8], value: Vec<u8>, now: i64, keep_ttl: bool) -> usize {
+    /// kept if `keep_ttl`, removed otherwise). Returns its index (`None`: key too long).
+    fn store(&mut self, key: &[u8], value: &[u8], now: i64, keep_ttl: bool) -> Option<usize> {
         match self.find(key, now, true) {
             Some(index) => {
                 self.overwrite(index, value);
                 if !keep_ttl {
                     self.set_expiry(index, None);
                 }
-                index
+                Some(index)
             }
             None => self.insert(key, value),
         }
@@ -304,13 +318,13 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         if self.config.policy == EvictionPolicy::NoEviction {
             return false;
         }
-        while self.used > limit && !self.map.is_empty() {
-            let mut oldest: Option<(u64, usize)> = None;
-            for _ in 0..EVICTION_SAMPLES.min(self.map.len()) {
-                let i = self.random_below(self.map.len());
-                let touched = self.map.get_index(i).map_or(u64::MAX, |(_, e)| e.touched);
-                if oldest.is_none_or(|(t, _)| touched < t) {
-                    oldest = Some((touched, i));
+        while self.used > limit && !self.records.is_empty() {
+            let mut oldest: Option<(u32, usize)> = None;
+            for _ in 0..EVICTION_SAMPLES.min(self.records.len()) {
+                let i = self.random_below(self.records.len());
+                let idle = self.records.get_index(i).map_or(0, |r| r.idle(self.clock));
+                if oldest.is_none_or(|(most, _)| idle > most) {
+                    oldest = Some((idle, i));
                 }
             }
             let Some((_, victim)) = oldest else { break };
@@ -336,25 +350,24 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
                     break;
                 }
                 let i = self.random_below(self.expiring.len());
-                let Some(key) = self.expiring.get_index(i).cloned() else {
+                let Some((key, &at)) = self.expiring.get_index(i) else {
                     break;
                 };
-                let Some(index) = self.map.get_index_of(&*key) else {
-                    // Not in the table: a stale entry (never expected); drop it.
-                    self.expiring.swap_remove_index(i);
+                if at > now {
+                    ttl_sum = ttl_sum.saturating_add(u64::try_from(at - now).unwrap_or(0));
+                    ttl_count += 1;
                     continue;
-                };
-                match self.map.get_index(index).and_then(|(_, e)| e.expires) {
-                    Some(at) if at <= now => {
+                }
+                match self.records.get_index_of(&**key) {
+                    Some(index) => {
                         self.remove_index(index);
                         self.stats.expired_keys += 1;
                         expired += 1;
                     }
-                    Some(at) => {
-                        ttl_sum = ttl_sum.saturating_add(u64::try_from(at.saturating_sub(now)).unwrap_or(0));
-                        ttl_count += 1;
+                    // Not in the table: a stale entry (never expected); drop it.
+                    None => {
+                        self.expiring.swap_remove_index(i);
                     }
-                    None => {}
                 }
             }
             if let Some(avg) = ttl_sum.checked_div(ttl_count) {
@@ -378,7 +391,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
 
     /// Removes every key.
     pub fn flush(&mut self) {
-        self.map.clear();
+        self.records.clear();
         self.expiring.clear();
         self.used = 0;
     }
@@ -390,39 +403,36 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             return OOM;
         }
         match cmd {
-            Command::Get(key) => match self.read(&key, now) {
-                Some(e) => Reply::Bulk(e.value.clone()),
-                None => Reply::Nil,
-            },
+            Command::Get(key) => self.read_bulk(&key, now),
             Command::Set(set) => self.set(set, now),
             Command::GetDel(key) => match self.find(&key, now, false) {
-                Some(index) => {
-                    let value = self.entry(index).map(|e| std::mem::take(&mut e.value));
-                    self.remove_index(index);
-                    value.map_or(Reply::Nil, Reply::Bulk)
-                }
+                Some(index) => self
+                    .remove_index(index)
+                    .map_or(Reply::Nil, |r| Reply::Bulk(r.value().to_vec())),
                 None => Reply::Nil,
             },
             Command::IncrBy(key, by) => self.incr_by(&key, by, now),
             Command::Append(key, tail) => match self.find(&key, now, true) {
-                None => {
-                    let len = tail.len() as i64;
-                    self.insert(&key, tail);
-                    Reply::Integer(len)
-                }
+                None => match self.insert(&key, &tail) {
+                    Some(_) => Reply::Integer(tail.len() as i64),
+                    None => KEY_TOO_LONG,
+                },
                 Some(index) => {
-                    let len = self.entry(index).map_or(0, |e| e.value.len());
+                    let Some(record) = self.record(index) else {
+                        return Reply::Integer(0);
+                    };
+                    let len = record.value().len();
                     if len + tail.len() > MAX_BULK_LEN {
                         return Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
                     }
-                    if let Some(e) = self.entry(index) {
-                        e.value.extend_from_slice(&tail);
-                    }
+                    record.append(&tail);
                     self.used += tail.len();
                     Reply::Integer((len + tail.len()) as i64)
                 }
             },
-            Command::Strlen(key) => Reply::Integer(self.read(&key, now).map_or(0, |e| e.value.len() as i64)),
+            Command::Strlen(key) => {
+                Reply::Integer(self.read(&key, now).map_or(0, |r| r.value().len() as i64))
+            }
             Command::Expire {
                 key,
                 at,
@@ -431,23 +441,18 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             } => self.expire(&key, at, condition, name, now),
             Command::Ttl(key, kind) => self.ttl(&key, kind, now),
             Command::Persist(key) => match self.find(&key, now, true) {
-                Some(index) if self.entry(index).is_some_and(|e| e.expires.is_some()) => {
+                Some(index) if self.expiry(index).is_some() => {
                     self.set_expiry(index, None);
                     Reply::Integer(1)
                 }
                 _ => Reply::Integer(0),
             },
-            Command::MGet(keys) => Reply::Array(
-                keys.iter()
-                    .map(|k| match self.read(k, now) {
-                        Some(e) => Reply::Bulk(e.value.clone()),
-                        None => Reply::Nil,
-                    })
-                    .collect(),
-            ),
+            Command::MGet(keys) => Reply::Array(keys.iter().map(|k| self.read_bulk(k, now)).collect()),
             Command::MSet(pairs) => {
                 for (key, value) in pairs {
-                    self.store(&key, value, now, false);
+                    if self.store(&key, &value, now, false).is_none() {
+                        return KEY_TOO_LONG;
+                    }
                 }
                 Reply::OK
             }
@@ -464,7 +469,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             Command::Exists(keys) => {
                 Reply::Integer(keys.iter().filter(|k| self.find(k, now, true).is_some()).count() as i64)
             }
-            Command::DbSize => Reply::Integer(self.map.len() as i64),
+            Command::DbSize => Reply::Integer(self.records.len() as i64),
             Command::FlushAll => {
                 self.flush();
                 Reply::OK
@@ -492,14 +497,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
                 None => return invalid_expire(name),
             },
         };
-        let old = if get {
-            Some(match self.read(&key, now) {
-                Some(e) => Reply::Bulk(e.value.clone()),
-                None => Reply::Nil,
-            })
-        } else {
-            None
-        };
+        let old = get.then(|| self.read_bulk(&key, now));
         let found = self.find(&key, now, false).is_some();
         if (condition == Condition::IfMissing && found) || (condition == Condition::IfExists && !found) {
             return match old {
@@ -508,7 +506,9 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
                 None => Reply::Nil,
             };
         }
-        let index = self.store(&key, value, now, keep_ttl);
+        let Some(index) = self.store(&key, &value, now, keep_ttl) else {
+            return KEY_TOO_LONG;
+        };
         if expire.is_some() {
             self.set_expiry(index, expire);
         }
@@ -522,7 +522,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
     fn incr_by(&mut self, key: &[u8], by: i64, now: i64) -> Reply {
         let found = self.find(key, now, true);
         let current = match found {
-            Some(index) => match self.entry(index).and_then(|e| string2ll(&e.value)) {
+            Some(index) => match self.record(index).and_then(|r| string2ll(r.value())) {
                 Some(n) => n,
                 None => return NOT_AN_INTEGER,
             },
@@ -534,9 +534,11 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         let mut text = Vec::with_capacity(20);
         push_int(&mut text, next);
         match found {
-            Some(index) => self.overwrite(index, text),
+            Some(index) => self.overwrite(index, &text),
             None => {
-                self.insert(key, text);
+                if self.insert(key, &text).is_none() {
+                    return KEY_TOO_LONG;
+                }
             }
         }
         Reply::Integer(next)
@@ -553,7 +555,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         let Some(index) = self.find(key, now, true) else {
             return Reply::Integer(0);
         };
-        let current = self.entry(index).and_then(|e| e.expires);
+        let current = self.expiry(index);
         let refused = (c.nx && current.is_some())
             || (c.xx && current.is_none())
             || (c.gt && current.is_none_or(|cur| when <= cur))
@@ -573,7 +575,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         let Some(index) = self.find(key, now, false) else {
             return Reply::Integer(-2);
         };
-        let Some(at) = self.entry(index).and_then(|e| e.expires) else {
+        let Some(at) = self.expiry(index) else {
             return Reply::Integer(-1);
         };
         let (value, millis) = match kind {

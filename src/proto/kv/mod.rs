@@ -1,6 +1,6 @@
 //! The key-value store behind `weft serve --proto kv`, free of I/O: requests to commands
 //! ([`command`]), one shard's keys with expiry, memory accounting and eviction
-//! ([`keyspace`]), which shard owns a key and how multi-key commands split and merge
+//! ([`keyspace`], each key a [`record`]), which shard owns a key and how multi-key commands split and merge
 //! ([`route`]), a connection's own commands ([`session`]) and `INFO` ([`info`]).
 //!
 //! Each shard owns the keys that hash to it and runs their commands alone, without locks; the
@@ -24,5 +24,6 @@
 pub mod command;
 pub mod info;
 pub mod keyspace;
+pub mod record;
 pub mod route;
 pub mod session;
