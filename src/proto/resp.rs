@@ -510,14 +510,8 @@ impl Reply {
                 push_int(out, *n);
                 out.extend_from_slice(b"\r\n");
             }
-            Reply::Bulk(b) => {
-                out.push(b'$');
-                push_int(out, b.len() as i64);
-                out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(b);
-                out.extend_from_slice(b"\r\n");
-            }
-            Reply::Nil => out.extend_from_slice(b"$-1\r\n"),
+            Reply::Bulk(b) => encode_bulk(out, b),
+            Reply::Nil => out.extend_from_slice(NIL),
             Reply::Array(items) => {
                 out.push(b'*');
                 push_int(out, items.len() as i64);
@@ -535,6 +529,19 @@ impl Reply {
         self.encode(&mut out);
         out
     }
+}
+
+/// The nil bulk string's bytes.
+pub const NIL: &[u8] = b"$-1\r\n";
+
+/// Encodes `bytes` as a bulk string (`$3\r\nabc\r\n`), as [`Reply::Bulk`] does, without
+/// owning them.
+pub fn encode_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'$');
+    push_int(out, bytes.len() as i64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A `+` or `-` line, with CR and LF mapped to spaces so that it stays one line.

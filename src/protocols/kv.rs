@@ -138,6 +138,8 @@ pub struct KvShard {
     facts: ServerFacts,
     /// The sweep task runs.
     sweeping: Cell<bool>,
+    /// The time of the read being handled: its commands run at one time, read once.
+    read_time: Cell<Option<i64>>,
 }
 
 impl KvShard {
@@ -174,17 +176,41 @@ impl KvShard {
             config: *config,
             facts,
             sweeping: Cell::new(false),
+            read_time: Cell::new(None),
         }
+    }
+
+    /// Now: the time of the read being handled, or the clock's.
+    fn now(&self) -> i64 {
+        self.read_time.get().unwrap_or_else(now_ms)
+    }
+
+    /// A connection's read is being handled: its commands run at the time read now.
+    fn begin_read(&self) {
+        if self.read_time.get().is_none() {
+            self.read_time.set(Some(now_ms()));
+        }
+    }
+
+    /// The read is handled: later commands read the clock again.
+    fn end_read(&self) {
+        self.read_time.set(None);
     }
 
     /// Runs a keyspace command on this shard's keys, now.
     pub fn execute(&self, cmd: Command) -> Reply {
-        self.keyspace.borrow_mut().execute(cmd, now_ms())
+        self.keyspace.borrow_mut().execute(cmd, self.now())
+    }
+
+    /// Runs a keyspace command on this shard's keys, now, and appends its answer's bytes to
+    /// `out`.
+    pub fn execute_into(&self, cmd: Command, out: &mut Vec<u8>) {
+        self.keyspace.borrow_mut().execute_into(cmd, self.now(), out);
     }
 
     /// Runs keyspace commands in order, at one time; their answers in order.
     pub fn execute_all(&self, cmds: Vec<Command>) -> Vec<Reply> {
-        let now = now_ms();
+        let now = self.now();
         let mut keyspace = self.keyspace.borrow_mut();
         cmds.into_iter().map(|c| keyspace.execute(c, now)).collect()
     }
@@ -444,8 +470,7 @@ impl Conn {
             Target::Key(key) => {
                 let owner = shard_of(key, shards);
                 if owner == me {
-                    let reply = shard.execute(cmd);
-                    self.answer(seq, &reply);
+                    self.answer_local(seq, cmd);
                 } else {
                     self.state.borrow_mut().in_flight += 1;
                     self.send(owner, Waiter::Whole(seq), cmd);
@@ -586,18 +611,28 @@ impl Conn {
         }
     }
 
+    /// Runs command `seq` on this shard's keys and answers it.
+    fn answer_local(&self, seq: u64, cmd: Command) {
+        self.answer_with(seq, |out| self.shard.execute_into(cmd, out));
+    }
+
     /// Answers command `seq`.
     fn answer(&self, seq: u64, reply: &Reply) {
+        self.answer_with(seq, |out| reply.encode(out));
+    }
+
+    /// Answers command `seq` with the bytes `encode` appends (it is always called): straight
+    /// into the output when nothing before it waits, else into its slot.
+    fn answer_with(&self, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) {
         let mut st = self.state.borrow_mut();
-        // Nothing before it waits: straight out.
         if st.first_seq == seq && st.slots.len() == 1 {
-            if let Some(t) = st.transport.clone() {
-                let mut scratch = std::mem::take(&mut st.scratch);
-                scratch.clear();
-                reply.encode(&mut scratch);
+            let mut scratch = std::mem::take(&mut st.scratch);
+            scratch.clear();
+            encode(&mut scratch);
+            if let Some(t) = &st.transport {
                 t.write(&scratch);
-                st.scratch = scratch;
             }
+            st.scratch = scratch;
             st.slots.pop_front();
             st.first_seq += 1;
             drop(st);
@@ -605,7 +640,9 @@ impl Conn {
             return;
         }
         drop(st);
-        self.fill(seq, Slot::Ready(reply.to_bytes()));
+        let mut bytes = Vec::new();
+        encode(&mut bytes);
+        self.fill(seq, Slot::Ready(bytes));
     }
 
     /// Fills command `seq`'s slot and writes every answer now ready in order.
@@ -748,7 +785,12 @@ impl FrameHandler for Kv {
     }
 
     fn frame_received(&mut self, request: Request, _transport: &Transport) {
+        self.conn.shard.begin_read();
         self.conn.received(request);
+    }
+
+    fn read_decoded(&mut self, _decoder: &RespDecoder, _buffered: usize, _transport: &Transport) {
+        self.conn.shard.end_read();
     }
 
     fn decode_failed(&mut self, error: RespError, _transport: &Transport) {
@@ -788,6 +830,7 @@ impl FrameHandler for Kv {
     }
 
     fn connection_lost(&mut self, _reason: &crate::proto::close::CloseReason) {
+        self.conn.shard.end_read();
         let mut st = self.conn.state.borrow_mut();
         st.transport = None;
         st.held.clear();

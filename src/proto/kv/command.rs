@@ -140,12 +140,20 @@ pub static COMMANDS: &[Spec] = &[
     spec("ttl", 2, RO_FAST, ONE_KEY, KEYSPACE_READ_FAST),
 ];
 
-/// The table entry of a top-level command, by name in any case: a binary search of the
-/// sorted table, comparing bytes as lower case.
+/// No command's name is longer.
+const MAX_NAME: usize = 16;
+
+/// The table entry of a top-level command, by name in any case: the name lower-cased on the
+/// stack, then a binary search of the sorted table.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    let lower = name.iter().map(u8::to_ascii_lowercase);
+    let mut lower = [0u8; MAX_NAME];
+    let lower = lower.get_mut(..name.len())?;
+    for (l, b) in lower.iter_mut().zip(name) {
+        *l = b.to_ascii_lowercase();
+    }
+    let lower = &*lower;
     COMMANDS
-        .binary_search_by(|s| s.name.bytes().cmp(lower.clone()))
+        .binary_search_by(|s| s.name.as_bytes().cmp(lower))
         .ok()
         .and_then(|i| COMMANDS.get(i))
 }
@@ -999,7 +1007,7 @@ mod tests {
             assert_eq!(lookup(upper.as_bytes()).map(|s| s.name), Some(spec.name));
             assert_eq!(lookup(spec.name.as_bytes()).map(|s| s.name), Some(spec.name));
         }
-        for missing in [&b""[..], b"ge", b"gett", b"\xffget", b"zzz"] {
+        for missing in [&b""[..], b"ge", b"gett", b"\xffget", b"zzz", &[b'g'; 40]] {
             assert!(lookup(missing).is_none());
         }
     }

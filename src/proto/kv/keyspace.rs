@@ -15,7 +15,7 @@ use crate::proto::kv::command::{
     Command, Condition, Deadline, ExpireCondition, NOT_AN_INTEGER, Set, TtlKind, invalid_expire,
 };
 use crate::proto::kv::record::Record;
-use crate::proto::resp::{MAX_BULK_LEN, Reply, push_int, string2ll};
+use crate::proto::resp::{MAX_BULK_LEN, NIL, Reply, encode_bulk, push_int, string2ll};
 
 /// What one key costs besides its name and value bytes, in the memory accounting: a fixed
 /// figure for its table slot, headers and expiry, so that the accounting is deterministic.
@@ -396,6 +396,19 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         self.used = 0;
     }
 
+    /// Runs a keyspace command as [`execute`](Self::execute) does and appends the answer's
+    /// bytes to `out`; a `GET` is encoded straight from the stored value, with no copy of
+    /// it in between.
+    pub fn execute_into(&mut self, cmd: Command, now: i64, out: &mut Vec<u8>) {
+        match cmd {
+            Command::Get(key) if self.config.maxmemory == 0 => match self.read(&key, now) {
+                Some(r) => encode_bulk(out, r.value()),
+                None => out.extend_from_slice(NIL),
+            },
+            cmd => self.execute(cmd, now).encode(out),
+        }
+    }
+
     /// Runs a keyspace command at `now` (Unix time in milliseconds) and answers it as redis
     /// does. Commands of other kinds (the connection's own, `INFO`) answer an error.
     pub fn execute(&mut self, cmd: Command, now: i64) -> Reply {
@@ -620,6 +633,34 @@ mod tests {
     fn script(ks: &mut Ks, now: i64, steps: &[(&str, &str)]) {
         for (line, want) in steps {
             assert_eq!(run(ks, line, now), *want, "{line}");
+        }
+    }
+
+    #[test]
+    fn answers_encoded_in_place_match_the_replies() {
+        let limited = KeyspaceConfig {
+            maxmemory: 1 << 20,
+            ..KeyspaceConfig::default()
+        };
+        for config in [KeyspaceConfig::default(), limited] {
+            // Two keyspaces with the same history: one answers in place, one with replies.
+            let (mut in_place, mut replies) = (ks(config), ks(config));
+            for line in [
+                "get a",
+                "set a hello",
+                "get a",
+                "append a !",
+                "get a",
+                "incr n",
+                "del a",
+                "get a",
+            ] {
+                let cmd = parse(line.split(' ').map(|a| a.as_bytes().to_vec()).collect()).unwrap();
+                let mut out = b"before".to_vec();
+                in_place.execute_into(cmd.clone(), T0, &mut out);
+                let want = [&b"before"[..], &replies.execute(cmd, T0).to_bytes()].concat();
+                assert_eq!(out, want, "{line}");
+            }
         }
     }
 
