@@ -236,6 +236,18 @@ pub struct ReactorConfig {
     pub spin_before_park: Option<Duration>,
     /// How long one task may run before the reactor checks for I/O. Default: 100 ms.
     pub preempt_timer: Duration,
+    /// Receive buffers the shard shares with the kernel (io_uring provided buffers, Linux
+    /// 5.19): a connection's receive is submitted to the ring and the kernel picks a buffer
+    /// only when data arrives, so receiving takes no system call and a waiting connection
+    /// holds no buffer. Rounded up to a power of two, at most 32768; 0 turns them off (each
+    /// read is then a `recv` after a readiness poll, as on older kernels, where weft falls
+    /// back by itself).
+    /// When every buffer is in use, a connection reads the old way until one is free.
+    /// Default: 256.
+    pub recv_buffers: u16,
+    /// The size of each receive buffer, at most the most one receive delivers. Memory per
+    /// shard: `recv_buffers` times this. Default: 16 KiB.
+    pub recv_buffer_size: usize,
 }
 
 impl Default for ReactorConfig {
@@ -245,6 +257,8 @@ impl Default for ReactorConfig {
             io_memory: 256 * 1024,
             spin_before_park: None,
             preempt_timer: Duration::from_millis(100),
+            recv_buffers: 256,
+            recv_buffer_size: 16 * 1024,
         }
     }
 }

@@ -14,8 +14,29 @@ use weft::{Address, CloseReason, Cores, Engine, EngineConfig, Protocol, Transpor
 
 #[test]
 fn hundred_connections_echo_random_payloads_byte_exact() {
-    let (engine, addr) = engine(2, |_| Echo::factory());
-    let clients: Vec<_> = (0..100u64)
+    echo_clients_byte_exact(|_| {}, 100);
+}
+
+#[test]
+fn receives_are_byte_exact_with_any_provided_buffers_and_without() {
+    // None (every read a `recv`); two tiny ones (reads of 64 bytes, and most reads find the
+    // ring empty and fall back); a count that is not a power of two (rounded up).
+    for (count, size) in [(0, 16 * 1024), (2, 64), (3, 1000)] {
+        echo_clients_byte_exact(
+            |c| {
+                c.reactor.recv_buffers = count;
+                c.reactor.recv_buffer_size = size;
+            },
+            20,
+        );
+    }
+}
+
+/// `clients` clients at once each echo a random payload of up to 256 KiB through a two-shard
+/// echo server, written in random pieces, and read it back byte for byte.
+fn echo_clients_byte_exact(tweak: impl FnOnce(&mut EngineConfig), clients: u64) {
+    let (engine, addr) = engine_with(2, tweak, |_| Echo::factory());
+    let threads: Vec<_> = (0..clients)
         .map(|i| {
             std::thread::spawn(move || {
                 let mut rng = Rng::new(i + 1);
@@ -36,13 +57,13 @@ fn hundred_connections_echo_random_payloads_byte_exact() {
             })
         })
         .collect();
-    for c in clients {
+    for c in threads {
         c.join().unwrap();
     }
     engine.shutdown();
     let total = engine.join().unwrap().total();
-    assert_eq!(total.accepted, 100);
-    assert_eq!(total.closed_for("eof"), 100);
+    assert_eq!(total.accepted, clients);
+    assert_eq!(total.closed_for("eof"), clients);
     assert_eq!(total.bytes_in, total.bytes_out);
 }
 

@@ -1,16 +1,18 @@
 //! Drives one connection: carries out what its [`ConnState`] decides (read → protocol →
 //! flush, shutdowns, callbacks, the timer) until it ends, then `connection_lost`.
 
+use std::cell::RefMut;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::Shutdown;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
+use glommio::net::{ProvidedBuf, TcpStream};
 use glommio::timer::Timer;
 
 use super::shard::ShardCtx;
@@ -113,15 +115,24 @@ impl<P: Protocol> Connection<P> {
                     self.protocol.data_received(&early, &self.transport);
                 }
                 action @ (Action::Read | Action::Linger) => {
-                    let mut buf = self.shard.read_buf.borrow_mut();
-                    match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {
-                        Poll::Ready(Ok(0)) => self.state.handle_read_eof(),
-                        Poll::Ready(Ok(n)) => {
+                    let read = match recv_provided(stream, &self.shard, cx) {
+                        Some(read) => read,
+                        None => {
+                            let mut buf = self.shard.read_buf.borrow_mut();
+                            Pin::new(&mut *stream)
+                                .poll_read(cx, &mut buf[..])
+                                .map_ok(|n| Received::Shared(buf, n))
+                        }
+                    };
+                    match read {
+                        Poll::Ready(Ok(received)) if received.is_empty() => self.state.handle_read_eof(),
+                        Poll::Ready(Ok(received)) => {
+                            let n = received.len();
                             ShardStats::add(&self.shard.stats.bytes_in, n as u64);
                             self.state.handle_read(n);
                             // A lingering close discards what it reads.
                             if action == Action::Read {
-                                self.protocol.data_received(&buf[..n], &self.transport);
+                                self.protocol.data_received(&received, &self.transport);
                             }
                         }
                         Poll::Ready(Err(e)) => self.state.handle_read_error(CloseReason::from_io(e)),
@@ -183,6 +194,40 @@ impl<P: Protocol> Drop for Connection<P> {
     /// A connection dropped before it ended (its shard was torn down) still reports once.
     fn drop(&mut self) {
         self.finish(CloseReason::Shutdown);
+    }
+}
+
+/// What one read brought: bytes in the shard's read buffer, or in a provided buffer of the
+/// ring (given back when this is dropped).
+enum Received<'a> {
+    Shared(RefMut<'a, Box<[u8]>>, usize),
+    Provided(ProvidedBuf),
+}
+
+impl Deref for Received<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Received::Shared(buf, n) => &buf[..*n],
+            Received::Provided(buf) => buf,
+        }
+    }
+}
+
+/// Receives into a provided buffer where the shard has them; `None` to read into the shard's
+/// buffer instead (the shard has none, or every one is in use right now).
+fn recv_provided(
+    stream: &mut TcpStream,
+    shard: &ShardCtx,
+    cx: &mut Context<'_>,
+) -> Option<Poll<io::Result<Received<'static>>>> {
+    if !shard.provided.get() {
+        return None;
+    }
+    match stream.poll_recv_provided(cx) {
+        Poll::Ready(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => None,
+        read => Some(read.map_ok(Received::Provided)),
     }
 }
 

@@ -52,6 +52,10 @@ pub(crate) struct ShardCtx {
     /// The one read buffer of the shard: a connection reads into it and hands the bytes to
     /// its protocol before any other connection runs, so idle connections hold none.
     pub(crate) read_buf: RefCell<Box<[u8]>>,
+    /// Connections receive into the ring's provided buffers ([`ReactorConfig::recv_buffers`]).
+    ///
+    /// [`ReactorConfig::recv_buffers`]: crate::ReactorConfig::recv_buffers
+    pub(crate) provided: Cell<bool>,
     pub(crate) stats: ShardStats,
     /// Live connections.
     pub(crate) conns: RefCell<Slab<Transport>>,
@@ -107,6 +111,7 @@ impl ShardCtx {
         Self {
             info,
             read_buf: RefCell::new(vec![0u8; config.read_size.max(1)].into_boxed_slice()),
+            provided: Cell::new(false),
             config,
             stats: ShardStats::default(),
             conns: RefCell::new(Slab::new()),
@@ -323,6 +328,29 @@ pub(crate) struct ShardBoot {
     pub(crate) metrics: Option<ShardLink>,
 }
 
+/// The most provided buffers a ring takes.
+const MAX_RECV_BUFFERS: u16 = 1 << 15;
+
+/// Registers the shard's receive buffers with its ring; false (reads fall back to a `recv`
+/// per read) where they are off or the kernel has none.
+fn enable_provided_buffers(config: &crate::ReactorConfig, shard: usize) -> bool {
+    if config.recv_buffers == 0 {
+        return false;
+    }
+    let count = config
+        .recv_buffers
+        .checked_next_power_of_two()
+        .unwrap_or(MAX_RECV_BUFFERS);
+    let size = u32::try_from(config.recv_buffer_size.max(1)).unwrap_or(u32::MAX);
+    match glommio::net::enable_provided_buffers(count.min(MAX_RECV_BUFFERS), size) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(shard, error = %e, "io_uring provided buffers unavailable; reading with recv");
+            false
+        }
+    }
+}
+
 /// Runs a shard until the engine shuts it down (or, without listeners, until its tasks are
 /// done); returns its final counters.
 pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
@@ -331,6 +359,9 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     shard.engine = true;
     shard.mesh = Some(boot.mesh.clone());
     let shard = Rc::new(shard);
+    shard
+        .provided
+        .set(enable_provided_buffers(&config.reactor, shard.info.index));
     // Client connections made on this shard (from the factories' construction on) join its
     // registry, so they drain and abort with it.
     ShardCtx::install(Some(shard.clone()));

@@ -173,6 +173,9 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
+
+    /// WEFT PATCH: the provided buffers that `recv_provided` receives into, once enabled.
+    buf_ring: RefCell<Option<Rc<sys::buf_ring::BufRing>>>,
 }
 
 impl Reactor {
@@ -193,7 +196,34 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            buf_ring: RefCell::new(None),
         })
+    }
+
+    /// WEFT PATCH: registers `count` provided buffers of `size` bytes for
+    /// [`recv_provided`](Self::recv_provided); once per reactor (later calls keep the first).
+    pub(crate) fn enable_provided_buffers(&self, count: u16, size: u32) -> io::Result<()> {
+        if self.buf_ring.borrow().is_some() {
+            return Ok(());
+        }
+        let ring = self.sys.register_buf_ring(0, count, size)?;
+        *self.buf_ring.borrow_mut() = Some(Rc::new(ring));
+        Ok(())
+    }
+
+    /// WEFT PATCH: submits a receive on `fd` into a provided buffer; `None` if provided
+    /// buffers are not enabled.
+    pub(crate) fn recv_provided(&self, fd: RawFd) -> Option<Source> {
+        let ring = self.buf_ring.borrow().clone()?;
+        let (group, size) = (ring.group(), ring.buffer_size());
+        let selected = sys::SelectedRecv {
+            ring,
+            cqe_flags: 0,
+            taken: false,
+        };
+        let source = self.new_source(fd, SourceType::SockRecvSelect(selected), None);
+        self.sys.recv_select(&source, size, group, MsgFlags::empty());
+        Some(source)
     }
 
     pub(crate) fn io_stats(&self) -> IoStats {

@@ -21,6 +21,44 @@ use std::{
 
 type Result<T> = crate::Result<T, ()>;
 
+/// WEFT PATCH: registers `count` provided buffers (a power of two, at most 32768) of `size`
+/// bytes with the current executor's ring, so that
+/// [`TcpStream::poll_recv_provided`](super::TcpStream::poll_recv_provided) receives without a
+/// system call and a connection waiting for data holds no buffer. Needs Linux 5.19
+/// (`IORING_REGISTER_PBUF_RING`); an older kernel answers `EINVAL`. Once per executor: later
+/// calls keep the first buffers.
+pub fn enable_provided_buffers(count: u16, size: u32) -> io::Result<()> {
+    crate::executor().reactor().enable_provided_buffers(count, size)
+}
+
+/// WEFT PATCH: bytes received into a provided buffer; the buffer goes back to the ring when
+/// this is dropped. Empty at the end of the stream.
+#[derive(Debug)]
+pub struct ProvidedBuf {
+    ring: Rc<sys::buf_ring::BufRing>,
+    bid: Option<u16>,
+    len: usize,
+}
+
+impl std::ops::Deref for ProvidedBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self.bid {
+            Some(bid) => self.ring.filled(bid, self.len),
+            None => &[],
+        }
+    }
+}
+
+impl Drop for ProvidedBuf {
+    fn drop(&mut self) {
+        if let Some(bid) = self.bid {
+            self.ring.recycle(bid);
+        }
+    }
+}
+
 /// Root trait for socket stream receive buffer
 pub trait RxBuf {
     fn read(&mut self, buf: &mut [u8]) -> usize;
@@ -221,6 +259,8 @@ pub(crate) struct NonBufferedStream<S> {
     stream: S,
     source_tx: Option<Source>,
     source_rx: Option<Source>,
+    /// WEFT PATCH: the receive into a provided buffer in flight.
+    source_sel: Option<Source>,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -298,6 +338,38 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Poll::Pending
     }
 
+    /// WEFT PATCH: the bytes of the next receive into a provided buffer. The first call
+    /// submits the receive and returns `Pending`; the completion wakes the task. `ENOBUFS`
+    /// when the ring had no free buffer, `EOPNOTSUPP` when provided buffers are not enabled:
+    /// the caller reads with [`poll_read`](Self::poll_read) instead.
+    pub(crate) fn poll_recv_provided(&mut self, cx: &Context<'_>) -> Poll<io::Result<ProvidedBuf>> {
+        if let Some(source) = self.source_sel.as_ref() {
+            let Some(result) = source.result() else {
+                source.add_waiter_single(cx.waker());
+                return Poll::Pending;
+            };
+            let source = self.source_sel.take().expect("checked above");
+            let len = result?;
+            let mut source_type = source.source_type_mut();
+            let SourceType::SockRecvSelect(selected) = &mut *source_type else {
+                unreachable!("a provided-buffer receive's source");
+            };
+            let bid = selected.take();
+            return Poll::Ready(Ok(ProvidedBuf {
+                ring: selected.ring.clone(),
+                bid,
+                len: if bid.is_some() { len } else { 0 },
+            }));
+        }
+        let reactor = self.reactor.upgrade().unwrap();
+        let Some(source) = reactor.recv_provided(self.stream.as_raw_fd()) else {
+            return Poll::Ready(Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)));
+        };
+        source.add_waiter_single(cx.waker());
+        self.source_sel = Some(source);
+        Poll::Pending
+    }
+
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         // On the write path, we always start with calling `yolo_send`, because
         // it is very likely to success. It could be a waste if it already timed
@@ -366,6 +438,7 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            source_sel: None,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };
@@ -391,6 +464,13 @@ where
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
         let socket = socket2::Socket::from_raw_fd(fd);
         GlommioStream::from(socket)
+    }
+}
+
+impl<S: AsRawFd> GlommioStream<S, NonBuffered> {
+    /// WEFT PATCH: see [`NonBufferedStream::poll_recv_provided`].
+    pub(crate) fn poll_recv_provided(&mut self, cx: &Context<'_>) -> Poll<io::Result<ProvidedBuf>> {
+        self.stream.poll_recv_provided(cx)
     }
 }
 

@@ -701,6 +701,21 @@ impl<B: Buffered + Unpin> AsyncBufRead for TcpStream<B> {
     }
 }
 
+impl TcpStream {
+    /// WEFT PATCH: receives into a provided buffer of the executor's ring (see
+    /// [`enable_provided_buffers`](crate::net::enable_provided_buffers)): no system call per
+    /// receive, and no buffer held while waiting. `ENOBUFS` when the ring had no free buffer
+    /// and `EOPNOTSUPP` when provided buffers are not enabled: read with `poll_read` then.
+    /// Do not mix with `poll_read` while a receive is in flight: bytes would come out of
+    /// order.
+    pub fn poll_recv_provided(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<crate::net::ProvidedBuf>> {
+        self.stream.poll_recv_provided(cx)
+    }
+}
+
 impl<B: RxBuf + Unpin> AsyncRead for TcpStream<B> {
     fn poll_read(
         mut self: Pin<&mut Self>,

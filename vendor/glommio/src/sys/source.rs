@@ -26,6 +26,35 @@ use std::{
     time::Duration,
 };
 
+// WEFT PATCH: a receive into a buffer of a provided-buffer ring. The completion's flags say
+// which buffer; one not taken by the time the source goes is given back to the ring, so that
+// no buffer leaks when a stream is dropped with a receive completed or in flight.
+#[derive(Debug)]
+pub(crate) struct SelectedRecv {
+    pub(crate) ring: Rc<super::buf_ring::BufRing>,
+    pub(crate) cqe_flags: u32,
+    pub(crate) taken: bool,
+}
+
+impl SelectedRecv {
+    /// The buffer the completion carries, now the caller's to give back.
+    pub(crate) fn take(&mut self) -> Option<u16> {
+        if self.taken {
+            return None;
+        }
+        self.taken = true;
+        super::buf_ring::buffer_id(self.cqe_flags)
+    }
+}
+
+impl Drop for SelectedRecv {
+    fn drop(&mut self) {
+        if let Some(bid) = self.take() {
+            self.ring.recycle(bid);
+        }
+    }
+}
+
 #[derive(Debug)]
 #[allow(dead_code)] // Clippy is unhappy with some of the fields on these enums never being read,
                     // but they are certainly used, and read by debug
@@ -35,6 +64,8 @@ pub(crate) enum SourceType {
     PollAdd,
     SockSend(DmaBuffer),
     SockRecv(Option<DmaBuffer>),
+    // WEFT PATCH: a receive into a provided buffer (see `buf_ring`).
+    SockRecvSelect(SelectedRecv),
     SockRecvMsg(
         Option<DmaBuffer>,
         libc::iovec,

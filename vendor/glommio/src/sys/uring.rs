@@ -76,6 +76,8 @@ enum UringOpDescriptor {
     SockSend(*const u8, usize, i32),
     SockSendMsg(*mut libc::msghdr, i32),
     SockRecv(usize, i32),
+    // WEFT PATCH: (buffer size, buffer group, flags) of a receive into a provided buffer.
+    SockRecvSelect(usize, u16, i32),
     SockRecvMsg(usize, i32),
     Nop,
 }
@@ -402,6 +404,16 @@ fn fill_sqe<F>(
                 });
             }
 
+            UringOpDescriptor::SockRecvSelect(len, group, flags) => {
+                // WEFT PATCH: no buffer here; the kernel picks one of `group` (BUFFER_SELECT
+                // is set below) when data arrives.
+                sqe.prep_recv(op.fd, &mut [], MsgFlags::from_bits_retain(flags));
+                let raw = sqe.raw_mut();
+                raw.addr = 0;
+                raw.len = len as u32;
+                raw.buf_index.buf_index.index_or_group = group;
+            }
+
             UringOpDescriptor::SockRecvMsg(len, flags) => {
                 let mut buf = DmaBuffer::new(len).expect("failed to allocate buffer");
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
@@ -432,7 +444,13 @@ fn fill_sqe<F>(
             UringOpDescriptor::Nop => sqe.prep_nop(),
         }
         sqe.set_user_data(user_data);
-        sqe.set_flags(op.flags);
+        match op.args {
+            // WEFT PATCH: the receive takes its buffer from the group.
+            UringOpDescriptor::SockRecvSelect(..) => {
+                sqe.set_flags(op.flags | SubmissionFlags::BUFFER_SELECT)
+            }
+            _ => sqe.set_flags(op.flags),
+        }
     }
 }
 
@@ -551,6 +569,11 @@ where
         let src = source_map
             .borrow_mut()
             .consume_source(from_user_data(value.user_data()));
+
+        // WEFT PATCH: a receive into a provided buffer keeps the flags that name its buffer.
+        if let SourceType::SockRecvSelect(selected) = &mut src.borrow_mut().source_type {
+            selected.cqe_flags = value.raw_flags();
+        }
 
         let result = value.result();
 
@@ -1511,6 +1534,30 @@ impl Reactor {
             op,
             &mut self.source_map.borrow_mut(),
         );
+    }
+
+    /// WEFT PATCH: queues a receive into a buffer of `group` (registered on the main ring,
+    /// where this goes).
+    pub(crate) fn recv_select(&self, source: &Source, len: usize, group: u16, flags: MsgFlags) {
+        let op = UringOpDescriptor::SockRecvSelect(len, group, flags.bits());
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// WEFT PATCH: registers a group of `count` provided buffers of `size` bytes on the main
+    /// ring, for [`recv_select`](Self::recv_select).
+    pub(crate) fn register_buf_ring(
+        &self,
+        group: u16,
+        count: u16,
+        size: u32,
+    ) -> io::Result<super::buf_ring::BufRing> {
+        let fd = self.main_ring.borrow().ring_fd();
+        super::buf_ring::BufRing::register(fd, group, count, size)
     }
 
     pub(crate) fn recvmsg(&self, source: &Source, len: usize, flags: MsgFlags) {
