@@ -248,6 +248,12 @@ pub struct ReactorConfig {
     /// The size of each receive buffer, at most the most one receive delivers. Memory per
     /// shard: `recv_buffers` times this. Default: 16 KiB.
     pub recv_buffer_size: usize,
+    /// Connections send through the ring: queued bytes are copied into a send submitted
+    /// with the ring's next batch, so a loop iteration's sends of every connection cost one
+    /// `io_uring_enter` rather than a `send` system call each; the bytes count as queued
+    /// (flow control, the write-stall timeout) until their send completes. Off, each flush
+    /// is a `send`. Default: on.
+    pub ring_sends: bool,
 }
 
 impl Default for ReactorConfig {
@@ -259,6 +265,7 @@ impl Default for ReactorConfig {
             preempt_timer: Duration::from_millis(100),
             recv_buffers: 256,
             recv_buffer_size: 16 * 1024,
+            ring_sends: true,
         }
     }
 }

@@ -18,14 +18,21 @@ fn hundred_connections_echo_random_payloads_byte_exact() {
 }
 
 #[test]
-fn receives_are_byte_exact_with_any_provided_buffers_and_without() {
-    // None (every read a `recv`); two tiny ones (reads of 64 bytes, and most reads find the
-    // ring empty and fall back); a count that is not a power of two (rounded up).
-    for (count, size) in [(0, 16 * 1024), (2, 64), (3, 1000)] {
+fn byte_exact_through_the_ring_and_without_it() {
+    // Receive buffers: none (every read a `recv`); two tiny ones (reads of 64 bytes, and most
+    // reads find the ring empty and fall back); a count that is not a power of two (rounded
+    // up). Sends through the ring, or a `send` each.
+    for (count, size, ring_sends) in [
+        (0, 16 * 1024, true),
+        (2, 64, true),
+        (3, 1000, false),
+        (0, 16 * 1024, false),
+    ] {
         echo_clients_byte_exact(
             |c| {
                 c.reactor.recv_buffers = count;
                 c.reactor.recv_buffer_size = size;
+                c.reactor.ring_sends = ring_sends;
             },
             20,
         );

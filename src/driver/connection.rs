@@ -102,7 +102,7 @@ impl<P: Protocol> Connection<P> {
         let mut now = None;
         loop {
             match self.state.poll(&self.transport) {
-                Action::Flush => match flush(stream, &self.transport, &self.shard.stats, cx) {
+                Action::Flush => match flush(stream, &self.transport, &self.shard, cx) {
                     Ok(sent) => {
                         self.transport.output_drained();
                         self.state.handle_flushed(sent);
@@ -231,17 +231,24 @@ fn recv_provided(
     }
 }
 
-/// Sends queued bytes until the queue is empty or the socket is full; returns the bytes sent.
+/// Sends queued bytes until the queue is empty or the socket is full (or, through the ring,
+/// until a send is in flight); returns the bytes sent. Bytes stay queued until their send
+/// completes, so nothing after them (a shutdown, a close) overtakes them.
 fn flush(
     stream: &mut TcpStream,
     transport: &Transport,
-    stats: &ShardStats,
+    shard: &ShardCtx,
     cx: &mut Context<'_>,
 ) -> Result<usize, CloseReason> {
     let mut out = transport.out();
     let mut sent = 0;
     while !out.is_empty() {
-        match Pin::new(&mut *stream).poll_write(cx, out.chunk()) {
+        let written = if shard.ring_sends {
+            stream.poll_write_ring(cx, out.chunk())
+        } else {
+            Pin::new(&mut *stream).poll_write(cx, out.chunk())
+        };
+        match written {
             Poll::Ready(Ok(0)) => return Err(CloseReason::from_io(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => {
                 out.consume(n);
@@ -251,7 +258,7 @@ fn flush(
             Poll::Pending => break,
         }
     }
-    ShardStats::add(&stats.bytes_out, sent as u64);
+    ShardStats::add(&shard.stats.bytes_out, sent as u64);
     Ok(sent)
 }
 

@@ -56,6 +56,10 @@ pub(crate) struct ShardCtx {
     ///
     /// [`ReactorConfig::recv_buffers`]: crate::ReactorConfig::recv_buffers
     pub(crate) provided: Cell<bool>,
+    /// Connections send through the ring ([`ReactorConfig::ring_sends`]).
+    ///
+    /// [`ReactorConfig::ring_sends`]: crate::ReactorConfig::ring_sends
+    pub(crate) ring_sends: bool,
     pub(crate) stats: ShardStats,
     /// Live connections.
     pub(crate) conns: RefCell<Slab<Transport>>,
@@ -112,6 +116,7 @@ impl ShardCtx {
             info,
             read_buf: RefCell::new(vec![0u8; config.read_size.max(1)].into_boxed_slice()),
             provided: Cell::new(false),
+            ring_sends: false,
             config,
             stats: ShardStats::default(),
             conns: RefCell::new(Slab::new()),
@@ -357,6 +362,7 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     let config = boot.config;
     let mut shard = ShardCtx::new(boot.info.clone(), config.connection.clone());
     shard.engine = true;
+    shard.ring_sends = config.reactor.ring_sends;
     shard.mesh = Some(boot.mesh.clone());
     let shard = Rc::new(shard);
     shard

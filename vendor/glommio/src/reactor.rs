@@ -211,6 +211,14 @@ impl Reactor {
         Ok(())
     }
 
+    /// WEFT PATCH: submits a send of `buf` (which the source keeps until it completes) on
+    /// `fd`.
+    pub(crate) fn send_copy(&self, fd: RawFd, buf: Vec<u8>) -> Source {
+        let source = self.new_source(fd, SourceType::SockSendCopy(buf), None);
+        self.sys.send_copy(&source);
+        source
+    }
+
     /// WEFT PATCH: submits a receive on `fd` into a provided buffer; `None` if provided
     /// buffers are not enabled.
     pub(crate) fn recv_provided(&self, fd: RawFd) -> Option<Source> {

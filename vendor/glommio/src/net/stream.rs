@@ -31,6 +31,11 @@ pub fn enable_provided_buffers(count: u16, size: u32) -> io::Result<()> {
     crate::executor().reactor().enable_provided_buffers(count, size)
 }
 
+/// WEFT PATCH: the most bytes one send through the ring carries.
+pub const RING_SEND_MAX: usize = 256 * 1024;
+/// WEFT PATCH: the largest send buffer a stream keeps for its next send.
+const RING_SEND_SPARE: usize = 4096;
+
 /// WEFT PATCH: bytes received into a provided buffer; the buffer goes back to the ring when
 /// this is dropped. Empty at the end of the stream.
 #[derive(Debug)]
@@ -261,6 +266,10 @@ pub(crate) struct NonBufferedStream<S> {
     source_rx: Option<Source>,
     /// WEFT PATCH: the receive into a provided buffer in flight.
     source_sel: Option<Source>,
+    /// WEFT PATCH: the send through the ring in flight.
+    source_send: Option<Source>,
+    /// WEFT PATCH: a small buffer kept from the last send through the ring, for the next.
+    send_spare: Vec<u8>,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -370,6 +379,39 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Poll::Pending
     }
 
+    /// WEFT PATCH: writes through the ring. With no send in flight, copies the front of
+    /// `buf` (at most [`RING_SEND_MAX`] bytes) into a buffer the send owns, submits it with the
+    /// ring's next batch and returns `Pending`; the completion wakes the task, and the next
+    /// call returns how many of those bytes went. So the caller passes the same unsent bytes
+    /// again (more may follow them), as with any `poll_write` that returned `Pending`.
+    pub(crate) fn poll_write_ring(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(source) = self.source_send.as_ref() {
+            let Some(result) = source.result() else {
+                source.add_waiter_single(cx.waker());
+                return Poll::Pending;
+            };
+            let source = self.source_send.take().expect("checked above");
+            if let SourceType::SockSendCopy(spare) = source.extract_source_type() {
+                // Keep a small buffer for the next send; give a large one back.
+                if spare.capacity() <= RING_SEND_SPARE {
+                    self.send_spare = spare;
+                }
+            }
+            return Poll::Ready(result);
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut copy = std::mem::take(&mut self.send_spare);
+        copy.clear();
+        copy.extend_from_slice(&buf[..buf.len().min(RING_SEND_MAX)]);
+        let reactor = self.reactor.upgrade().unwrap();
+        let source = reactor.send_copy(self.stream.as_raw_fd(), copy);
+        source.add_waiter_single(cx.waker());
+        self.source_send = Some(source);
+        Poll::Pending
+    }
+
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         // On the write path, we always start with calling `yolo_send`, because
         // it is very likely to success. It could be a waste if it already timed
@@ -439,6 +481,8 @@ where
             source_tx: None,
             source_rx: None,
             source_sel: None,
+            source_send: None,
+            send_spare: Vec::new(),
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };
@@ -468,6 +512,11 @@ where
 }
 
 impl<S: AsRawFd> GlommioStream<S, NonBuffered> {
+    /// WEFT PATCH: see [`NonBufferedStream::poll_write_ring`].
+    pub(crate) fn poll_write_ring(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.stream.poll_write_ring(cx, buf)
+    }
+
     /// WEFT PATCH: see [`NonBufferedStream::poll_recv_provided`].
     pub(crate) fn poll_recv_provided(&mut self, cx: &Context<'_>) -> Poll<io::Result<ProvidedBuf>> {
         self.stream.poll_recv_provided(cx)

@@ -702,6 +702,16 @@ impl<B: Buffered + Unpin> AsyncBufRead for TcpStream<B> {
 }
 
 impl TcpStream {
+    /// WEFT PATCH: writes through the ring instead of a `send` system call: with no send in
+    /// flight, the front of `buf` (at most 256 KiB) is copied, submitted with the ring's next
+    /// batch and `Pending` is returned; the completion wakes the task and the next call
+    /// returns how many of those bytes were sent. Pass the same unsent bytes again (more may
+    /// follow them), as after any `Pending` from `poll_write`; do not mix the two while a
+    /// send is in flight.
+    pub fn poll_write_ring(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.stream.poll_write_ring(cx, buf)
+    }
+
     /// WEFT PATCH: receives into a provided buffer of the executor's ring (see
     /// [`enable_provided_buffers`](crate::net::enable_provided_buffers)): no system call per
     /// receive, and no buffer held while waiting. `ENOBUFS` when the ring had no free buffer

@@ -66,6 +66,8 @@ pub(crate) enum SourceType {
     SockRecv(Option<DmaBuffer>),
     // WEFT PATCH: a receive into a provided buffer (see `buf_ring`).
     SockRecvSelect(SelectedRecv),
+    // WEFT PATCH: a send of bytes copied into a buffer the source owns.
+    SockSendCopy(Vec<u8>),
     SockRecvMsg(
         Option<DmaBuffer>,
         libc::iovec,

@@ -78,6 +78,8 @@ enum UringOpDescriptor {
     SockRecv(usize, i32),
     // WEFT PATCH: (buffer size, buffer group, flags) of a receive into a provided buffer.
     SockRecvSelect(usize, u16, i32),
+    // WEFT PATCH: a send from a buffer its source owns (no MSG_ZEROCOPY).
+    SockSendCopy(*const u8, usize),
     SockRecvMsg(usize, i32),
     Nop,
 }
@@ -402,6 +404,11 @@ fn fill_sqe<F>(
                         _ => unreachable!(),
                     };
                 });
+            }
+
+            UringOpDescriptor::SockSendCopy(ptr, len) => {
+                let buf = std::slice::from_raw_parts(ptr, len);
+                sqe.prep_send(op.fd, buf, MsgFlags::MSG_NOSIGNAL);
             }
 
             UringOpDescriptor::SockRecvSelect(len, group, flags) => {
@@ -1528,6 +1535,20 @@ impl Reactor {
 
     pub(crate) fn recv(&self, source: &Source, len: usize, flags: MsgFlags) {
         let op = UringOpDescriptor::SockRecv(len, flags.bits());
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// WEFT PATCH: queues a send of the bytes the source owns.
+    pub(crate) fn send_copy(&self, source: &Source) {
+        let op = match &*source.source_type() {
+            SourceType::SockSendCopy(buf) => UringOpDescriptor::SockSendCopy(buf.as_ptr(), buf.len()),
+            _ => unreachable!(),
+        };
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
