@@ -71,6 +71,11 @@ pub(crate) struct ServeArgs {
     /// Listen backlog per shard.
     #[arg(long, default_value_t = 1024)]
     backlog: u32,
+    /// Attach the reuseport program that moves the connections queued on a closing listener
+    /// (a killed process's too) to the other listeners of its port; needs CAP_BPF or root,
+    /// skipped without (then set net.ipv4.tcp_migrate_req=1).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    migrate_queued: bool,
     /// On SIGINT/SIGTERM, how long the health check fails while the service still accepts,
     /// before the listeners close (lets a balancer take the instance out first).
     #[arg(long, default_value = "0s", value_parser = super::duration)]
@@ -225,6 +230,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
     config.cores = args.cores;
     config.drain_timeout = args.drain_timeout;
     config.accept.backlog = args.backlog;
+    config.accept.migrate_queued = args.migrate_queued;
     config.accept.max_conns_per_shard = args.max_conns_per_core;
     config.reactor.spin_before_park = args.spin_before_park;
     // Metrics run only when the exporter, the stats line or the latency log reads them.

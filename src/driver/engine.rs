@@ -166,8 +166,20 @@ impl EngineBuilder {
             &addrs,
             cores.len(),
             config.accept.backlog,
+            config.accept.migrate_queued,
             config.inherited.take(),
         )?;
+        match &bound.migrate_error {
+            Some(e) => tracing::debug!(
+                "a crash of this process resets the connections queued on its listeners: the \
+                 migrate program cannot be attached ({e}); set net.ipv4.tcp_migrate_req=1 or grant \
+                 CAP_BPF"
+            ),
+            None if config.accept.migrate_queued => {
+                tracing::debug!("a closing listener's queue moves to the others (reuseport program)")
+            }
+            None => {}
+        }
         let listener_fds: Vec<RawFd> = bound
             .per_shard
             .iter()
