@@ -133,62 +133,22 @@ fn a_locked_memory_limit_too_low_for_io_uring_is_one_clear_line() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// Installs, in the calling process, a seccomp filter that answers EPERM to the three io_uring
-/// system calls and allows everything else: what Docker's default profile does to them.
-/// Async-signal-safe (prctl and seccomp only), so it may run between fork and exec.
-fn block_io_uring_with_seccomp() -> std::io::Result<()> {
-    use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, sock_filter};
-    let stmt = |code: u32, k: u32| sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    // If the number is one of the three, jump forward to the EPERM return.
-    let jump_if = |nr: libc::c_long, to_errno: u8| sock_filter {
-        code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
-        jt: to_errno,
-        jf: 0,
-        k: nr as u32,
-    };
-    let filter = [
-        // seccomp_data.nr, at offset 0.
-        stmt(BPF_LD | BPF_W | BPF_ABS, 0),
-        jump_if(libc::SYS_io_uring_setup, 3),
-        jump_if(libc::SYS_io_uring_enter, 2),
-        jump_if(libc::SYS_io_uring_register, 1),
-        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
-        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-    ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr().cast_mut(),
-    };
-    // SAFETY: prctl and seccomp(2) read only `prog` and the filter it points to, both alive
-    // for the calls; the filter applies to this process and what it execs.
-    unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            || libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &prog as *const libc::sock_fprog,
-            ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// In a container whose seccomp profile blocks io_uring (Docker's default), `weft serve`
 /// stops before binding anything, with one line that names seccomp and the profile to use.
 #[test]
 fn io_uring_blocked_by_seccomp_is_one_line_naming_the_profile() {
     use std::os::unix::process::CommandExt;
     let (mut cmd, addr) = serve_command("1", &["--proto", "echo", "--health", "127.0.0.1:0"]);
+    // EPERM for the three io_uring calls, as Docker's default profile answers them.
+    let eperm = util::seccomp::errno(libc::EPERM);
+    let rules = [
+        (libc::SYS_io_uring_setup as u32, eperm),
+        (libc::SYS_io_uring_enter as u32, eperm),
+        (libc::SYS_io_uring_register as u32, eperm),
+    ];
+    let filter = util::seccomp::program(&rules, util::seccomp::ALLOW);
     // SAFETY: the closure makes only async-signal-safe calls, in the child before exec.
-    unsafe { cmd.pre_exec(block_io_uring_with_seccomp) };
+    unsafe { cmd.pre_exec(move || util::seccomp::install(&filter)) };
     let (code, err) = stderr_of(cmd.spawn().unwrap());
     assert_eq!(code, 1, "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
