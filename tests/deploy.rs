@@ -5,6 +5,7 @@
 //! timings match those flags; the unit passes `systemd-analyze verify`.
 
 mod util;
+mod weft_process;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -597,4 +598,61 @@ fn systemd_unit_agrees_with_weft_flags_and_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
+
+/// `systemctl reload` as the unit does it: its ExecReload script, run with systemd's
+/// `$MAINPID` and the unit's `$WEFT_ARGS` (here a whoami service on a free port, its handoff
+/// socket in a scratch folder), starts a successor that takes the listeners over, returns
+/// once the old process has drained and exited 0, and the address keeps answering.
+#[test]
+fn systemd_reload_script_hands_the_listeners_over() {
+    use weft_process::{LoadResult, Weft, whoami_once};
+    let unit = unit_service(&read("systemd/weft.service"));
+    let reload = &unit["ExecReload"];
+    let script = reload
+        .strip_prefix("/bin/sh -c '")
+        .and_then(|r| r.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("ExecReload is one sh -c script: {reload}"));
+    let scratch = util::Scratch::new("deploy-reload");
+    let sock = scratch.file("handoff.sock");
+    let script = script
+        .replace("/usr/local/bin/weft", env!("CARGO_BIN_EXE_weft"))
+        .replace("/run/weft/handoff.sock", &sock);
+    let args = format!("--proto whoami --cores 1 --drain-timeout 2s --handoff-socket {sock}");
+    let mut old_args: Vec<&str> = args.split_whitespace().collect();
+    old_args.extend(["--listen", "127.0.0.1:0"]);
+    let mut old = Weft::serve(&old_args);
+    let addr = old.ready();
+    let reload = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .env("WEFT_ARGS", &args)
+        .env("MAINPID", old.pid().to_string())
+        .env("WEFT_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reload = reload;
+    // Reaped here as systemd reaps its main process: until then `kill -0` sees a zombie.
+    assert!(
+        old.wait(Duration::from_secs(20)).success(),
+        "the old process drained and exited 0"
+    );
+    let status = util::wait_exit(&mut reload, Duration::from_secs(5));
+    assert!(status.success(), "the reload reports success: {status:?}");
+    let mut after = LoadResult::default();
+    whoami_once(addr, &mut after);
+    assert_eq!(after.ok, 1, "the successor serves the address: {after:?}");
+    // Stop the successor (not this test's child) the same way: a third process takes over,
+    // and the successor drains and exits.
+    let mut third = Weft::serve(&["--proto", "whoami", "--cores", "1", "--takeover", &sock]);
+    third.wait_for("took over the listeners", Duration::from_secs(10));
+    for _ in 0..5 {
+        whoami_once(addr, &mut after);
+    }
+    assert_eq!(after.failures(), 0, "{after:?}");
+    third.signal(libc::SIGTERM);
+    assert!(third.wait(Duration::from_secs(10)).success());
 }
