@@ -5,6 +5,9 @@
 //! while it tears the io_uring down) move to the survivor's listener when
 //! `net.ipv4.tcp_migrate_req` is 1; with 0 they are reset, which the control reports.
 //!
+//! The same with HAProxy in front (`send-proxy-v2`, one server entry per instance, both on
+//! the shared port, each health-checked on its own `--health`): what a balancer's clients see.
+//!
 //! Each run happens in a network namespace of its own (loopback only), whose sysctl the test
 //! sets: the host's own settings are never touched. Needs root (CAP_SYS_ADMIN) to create the
 //! namespace; without it the test says so and checks nothing.
@@ -12,9 +15,10 @@
 mod util;
 mod weft_process;
 
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use weft_process::{LoadResult, Weft, whoami_load};
+use weft_process::{LoadResult, Weft, whoami_load, whoami_once};
 
 /// 1,000 connections per run: 500/s for 2 s.
 const RATE: u32 = 500;
@@ -33,7 +37,7 @@ fn in_netns<T: Send + 'static>(migrate: bool, f: impl FnOnce() -> T + Send + 'st
             eprintln!("NOTE: cannot create a network namespace ({e}): run as root to measure crashes");
             return None;
         }
-        let up = std::process::Command::new("ip")
+        let up = Command::new("ip")
             .args(["link", "set", "lo", "up"])
             .status()
             .expect("ip (iproute2)");
@@ -59,7 +63,13 @@ fn crash_under_load(extra: &'static [&'static str]) -> LoadResult {
     let addr = first.ready();
     let mut second = Weft::serve(&[&common[..], &["--listen", &addr.to_string()]].concat());
     assert_eq!(second.ready(), addr);
-    let load = whoami_load(addr, RATE, LOAD);
+    kill_first_under_load(first, second, addr)
+}
+
+/// Steady load at `target` (the instances' port, or a balancer in front), SIGKILL to `first`
+/// at `KILL_AT`, then a clean stop of `second`; how the 1,000 connections ended.
+fn kill_first_under_load(mut first: Weft, mut second: Weft, target: std::net::SocketAddr) -> LoadResult {
+    let load = whoami_load(target, RATE, LOAD);
     std::thread::sleep(KILL_AT);
     first.signal(libc::SIGKILL);
     let _ = first.wait(Duration::from_secs(5));
@@ -114,4 +124,68 @@ fn sigkill_loses_no_queued_connection_with_migration() {
     );
     assert_none_reset("tcp_migrate_req=1", &sysctl);
     assert_none_reset("weft's reuseport program", &program);
+}
+
+/// HAProxy in front of two whoami instances sharing one port (weft's own program off), steady
+/// load through it, SIGKILL to the first instance; how the 1,000 connections ended.
+fn crash_behind_haproxy() -> LoadResult {
+    let common = [
+        "--proto",
+        "whoami",
+        "--cores",
+        "1",
+        "--migrate-queued",
+        "false",
+        "--proxy-protocol",
+        "--proxy-trusted",
+        "127.0.0.1",
+        "--health",
+        "127.0.0.1:0",
+    ];
+    let mut first = Weft::serve(&[&common[..], &["--listen", "127.0.0.1:0"]].concat());
+    let addr = first.ready();
+    let h1 = first.health_addr();
+    let mut second = Weft::serve(&[&common[..], &["--listen", &addr.to_string()]].concat());
+    assert_eq!(second.ready(), addr);
+    let h2 = second.health_addr();
+    let scratch = util::Scratch::new(&format!("crash-haproxy-{}", util::free_port()));
+    let front = std::net::SocketAddr::from(([127, 0, 0, 1], util::free_port()));
+    let config = util::haproxy::config("", &[front], &[(addr, h1.port()), (addr, h2.port())]);
+    let cfg = scratch.0.join("haproxy.cfg");
+    std::fs::write(&cfg, config).unwrap();
+    let _balancer = util::haproxy::Haproxy::start("haproxy", &cfg);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut probe = LoadResult::default();
+        whoami_once(front, &mut probe);
+        if probe.ok == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "HAProxy never answered: {probe:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill_first_under_load(first, second, front)
+}
+
+/// Through HAProxy: three runs with `tcp_migrate_req=1`, none reset; the control without it
+/// printed. A connection the killed instance had accepted reaches the client as an early
+/// close from HAProxy (`wrong`), as without a balancer.
+#[test]
+fn sigkill_behind_haproxy_loses_no_queued_connection_with_tcp_migrate_req() {
+    util::require_peer(util::Peer::Program("haproxy"));
+    let _serial = util::serial();
+    let Some(first) = in_netns(true, crash_behind_haproxy) else {
+        return;
+    };
+    let mut migrated = vec![first];
+    for _ in 0..2 {
+        migrated.extend(in_netns(true, crash_behind_haproxy));
+    }
+    let control: Vec<LoadResult> = (0..3)
+        .filter_map(|_| in_netns(false, crash_behind_haproxy))
+        .collect();
+    eprintln!("HAProxy in front, SIGKILL of one of two instances on one port, 1,000 connections per run:");
+    eprintln!("  tcp_migrate_req=1: {migrated:?}");
+    eprintln!("  tcp_migrate_req=0 (control): {control:?}");
+    assert_none_reset("HAProxy, tcp_migrate_req=1", &migrated);
 }
