@@ -4,7 +4,7 @@
 //!
 //! The addresses are ordered IPv6 first, then alternating families. The first attempt starts
 //! at once; each further one starts when the previous one has had its head start (the
-//! connection attempt delay, 250 ms by default) or as soon as an attempt fails, whichever
+//! connection attempt delay, 250 ms by default) or as soon as any attempt fails, whichever
 //! comes first. Attempts already started keep running: the first to connect wins and the
 //! driver closes the others. When every attempt has failed, the race fails with the last
 //! error.
@@ -29,8 +29,9 @@ pub(crate) struct Race<E> {
     started: usize,
     /// Attempts started and not yet failed.
     in_flight: usize,
-    /// When the latest attempt started.
-    last_start: Option<Instant>,
+    /// When the next attempt may start: `None` at once (nothing started yet, or an attempt
+    /// just failed), else the latest start plus the delay.
+    next_due: Option<Instant>,
     delay: Duration,
     last_error: Option<E>,
     won: bool,
@@ -59,7 +60,7 @@ impl<E> Race<E> {
             order: interleave(addrs),
             started: 0,
             in_flight: 0,
-            last_start: None,
+            next_due: None,
             delay,
             last_error: None,
             won: false,
@@ -73,20 +74,16 @@ impl<E> Race<E> {
         }
         let remaining = self.started < self.order.len();
         if remaining {
-            let due = match self.last_start {
-                None => now,
-                // A failure left nothing in flight: no reason to wait.
-                Some(_) if self.in_flight == 0 => now,
-                Some(t) => t + self.delay,
-            };
-            if now >= due {
-                let index = self.started;
-                self.started += 1;
-                self.in_flight += 1;
-                self.last_start = Some(now);
-                return Next::Start(index, self.order[index]);
+            match self.next_due {
+                Some(due) if now < due => return Next::Wait(Some(due)),
+                _ => {
+                    let index = self.started;
+                    self.started += 1;
+                    self.in_flight += 1;
+                    self.next_due = Some(now + self.delay);
+                    return Next::Start(index, self.order[index]);
+                }
             }
-            return Next::Wait(Some(due));
         }
         if self.in_flight > 0 {
             return Next::Wait(None);
@@ -97,11 +94,13 @@ impl<E> Race<E> {
         }
     }
 
-    /// Attempt `index` failed with `error` (kept if it is the last).
+    /// Attempt `index` failed with `error` (kept if it is the last): the next attempt may
+    /// start at once, whatever is still in flight (RFC 8305 section 5).
     pub(crate) fn failed(&mut self, index: usize, error: E) {
         debug_assert!(index < self.started);
         self.in_flight = self.in_flight.saturating_sub(1);
         self.last_error = Some(error);
+        self.next_due = None;
     }
 
     /// Attempt `index` connected: it wins, and the driver closes every other one.
@@ -184,6 +183,21 @@ mod tests {
         assert_eq!(race.next(t0 + ms(260)), Next::Wait(None));
         race.failed(1, "timed out");
         assert_eq!(race.next(t0 + ms(270)), Next::Failed("timed out"));
+    }
+
+    #[test]
+    fn a_failure_does_not_wait_for_a_hanging_attempt() {
+        let t0 = Instant::now();
+        let addrs = vec![addr("[::1]:7"), addr("127.0.0.1:7"), addr("[::2]:7")];
+        let mut race: Race<&str> = Race::new(addrs, ms(250));
+        assert_eq!(race.next(t0), Next::Start(0, addr("[::1]:7")));
+        assert_eq!(race.next(t0 + ms(250)), Next::Start(1, addr("127.0.0.1:7")));
+        // The IPv4 attempt is refused at 260 ms while IPv6 still hangs: the third starts now,
+        // not at 500 ms.
+        race.failed(1, "refused");
+        assert_eq!(race.next(t0 + ms(260)), Next::Start(2, addr("[::2]:7")));
+        race.connected(0);
+        assert_eq!(race.next(t0 + ms(270)), Next::Done);
     }
 
     #[test]
