@@ -210,6 +210,13 @@ pub struct AcceptConfig {
     pub error_backoff: Duration,
     /// Hold one reserved descriptor per shard for EMFILE recovery. Default: on.
     pub reserve_fd: bool,
+    /// Attach to each listening address's SO_REUSEPORT group an eBPF program that makes the
+    /// kernel move the connections queued on a closing listener (a crashed or killed
+    /// process's, too) to another listener of the group instead of resetting them: what
+    /// `net.ipv4.tcp_migrate_req=1` does, without the sysctl. Needs CAP_BPF (or root) and
+    /// Linux >= 5.14; without them it is skipped (logged at debug level). It replaces any
+    /// reuseport program the group had. Default: on.
+    pub migrate_queued: bool,
 }
 
 impl Default for AcceptConfig {
@@ -220,6 +227,7 @@ impl Default for AcceptConfig {
             max_conns_per_shard: None,
             error_backoff: Duration::from_millis(20),
             reserve_fd: true,
+            migrate_queued: true,
         }
     }
 }

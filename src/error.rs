@@ -43,11 +43,8 @@ pub enum EngineError {
         need: u64,
     },
     /// io_uring cannot run here (kernel too old, disabled by sysctl, or blocked by seccomp),
-    /// or a shard's ring could not be set up.
-    #[error(
-        "cannot start an io_uring reactor: {0} (weft needs Linux >= 5.8 with io_uring enabled: \
-         check kernel.io_uring_disabled and any container seccomp profile)"
-    )]
+    /// or a shard's ring could not be set up. The message is one line that says what to do.
+    #[error("cannot start an io_uring reactor: {0}")]
     IoUring(#[source] IoUringError),
     /// Listening sockets handed over by another process could not be adopted.
     #[error("cannot adopt the inherited listening sockets: {0}")]
@@ -71,17 +68,40 @@ pub enum EngineError {
 #[non_exhaustive]
 pub enum IoUringError {
     /// The running kernel predates the io_uring features glommio uses.
-    #[error("kernel {release} is older than 5.8")]
+    #[error("kernel {release} is older than 5.8, the oldest weft's reactor runs on: upgrade the kernel")]
     KernelTooOld {
         /// The kernel release, as `uname -r` prints it.
         release: String,
     },
-    /// The kernel was built without io_uring (`ENOSYS`).
-    #[error("this kernel was built without io_uring")]
+    /// The kernel was built without io_uring (`ENOSYS`, no seccomp filter in place).
+    #[error("this kernel was built without io_uring (CONFIG_IO_URING): weft needs a kernel with it")]
     Unsupported,
-    /// io_uring is refused to this process (`EPERM`/`EACCES`: the `kernel.io_uring_disabled`
-    /// sysctl or a seccomp profile).
-    #[error("io_uring is disabled for this process ({0})")]
+    /// A seccomp filter refuses the io_uring system calls, as Docker's default profile and
+    /// containerd's `RuntimeDefault` do since 2023.
+    #[error(
+        "a seccomp filter blocks io_uring in this process ({0}), as the default profiles of Docker \
+         and containerd do: run with deploy/seccomp-weft.json, the default profile plus io_uring \
+         (docker run --security-opt seccomp=deploy/seccomp-weft.json; Kubernetes: seccompProfile \
+         type Localhost)"
+    )]
+    Seccomp(#[source] io::Error),
+    /// The `kernel.io_uring_disabled` sysctl refuses io_uring: 2 to everyone, 1 to processes
+    /// outside the `kernel.io_uring_group` group (and without CAP_SYS_ADMIN).
+    #[error(
+        "io_uring is disabled by the sysctl kernel.io_uring_disabled={value}: set it to 0 \
+         (sysctl -w kernel.io_uring_disabled=0){}",
+        if *.value == 1 { ", or run weft in the group that kernel.io_uring_group names" } else { "" }
+    )]
+    DisabledBySysctl {
+        /// The sysctl's value (1 or 2).
+        value: u32,
+    },
+    /// io_uring is refused to this process (`EPERM`/`EACCES`) with neither the sysctl nor a
+    /// seccomp filter in place: a security module, most likely.
+    #[error(
+        "io_uring is refused to this process ({0}): check security modules (SELinux, AppArmor) \
+         and kernel.io_uring_disabled"
+    )]
     Disabled(#[source] io::Error),
     /// Setting up a ring failed for another reason.
     #[error("io_uring setup failed on shard {shard}: {source}")]

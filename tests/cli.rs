@@ -8,7 +8,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use util::{echo_server_command, spawn_listening, wait_exit, weft};
+use util::{echo_server_command, serve_command, spawn_listening, wait_exit, weft};
 
 fn stderr_of(child: std::process::Child) -> (i32, String) {
     let out = child.wait_with_output().unwrap();
@@ -131,6 +131,37 @@ fn a_locked_memory_limit_too_low_for_io_uring_is_one_clear_line() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// In a container whose seccomp profile blocks io_uring (Docker's default), `weft serve`
+/// stops before binding anything, with one line that names seccomp and the profile to use.
+#[test]
+fn io_uring_blocked_by_seccomp_is_one_line_naming_the_profile() {
+    use std::os::unix::process::CommandExt;
+    let (mut cmd, addr) = serve_command("1", &["--proto", "echo", "--health", "127.0.0.1:0"]);
+    // EPERM for the three io_uring calls, as Docker's default profile answers them.
+    let eperm = util::seccomp::errno(libc::EPERM);
+    let rules = [
+        (libc::SYS_io_uring_setup as u32, eperm),
+        (libc::SYS_io_uring_enter as u32, eperm),
+        (libc::SYS_io_uring_register as u32, eperm),
+    ];
+    let filter = util::seccomp::program(&rules, util::seccomp::ALLOW);
+    // SAFETY: the closure makes only async-signal-safe calls, in the child before exec.
+    unsafe { cmd.pre_exec(move || util::seccomp::install(&filter)) };
+    let (code, err) = stderr_of(cmd.spawn().unwrap());
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("weft: cannot start an io_uring reactor: a seccomp filter blocks io_uring")
+            && err.contains("deploy/seccomp-weft.json"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "nothing was bound: no partial start"
+    );
 }
 
 #[test]

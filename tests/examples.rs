@@ -99,3 +99,75 @@ fn kv_keys_live_on_their_shards_and_pipelines_answer_in_order() {
     drop((writer, reader, other, other_reader));
     stop(child);
 }
+
+/// A [::1] listener on `port` whose accept queue is full and never drained (backlog 0, one
+/// connection queued): the kernel drops further SYNs, so a connect to it hangs. Returns the
+/// listener and the connection that fills it; `None` without IPv6 loopback or if the port is
+/// taken there.
+fn hanging_ipv6_listener(port: u16) -> Option<(socket2::Socket, Vec<TcpStream>)> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let addr = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let l = Socket::new(Domain::IPV6, Type::STREAM, None).ok()?;
+    l.set_only_v6(true).ok()?;
+    l.bind(&SockAddr::from(addr)).ok()?;
+    l.listen(0).ok()?;
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => return Some((l, fillers)),
+        }
+    }
+    panic!("the accept queue of a backlog-0 listener never filled");
+}
+
+/// `localhost` resolving to [::1] and 127.0.0.1, the IPv6 listener hanging: weft's client
+/// tries IPv6 first, gives it its 250 ms head start, then connects over IPv4 while the IPv6
+/// attempt still hangs. (Trying in turn, the attempt would have spent its whole 5 s timeout
+/// on IPv6 and failed.) Where this host's `localhost` lacks an address family, the example
+/// runs in a mount namespace whose /etc/hosts names both (root only).
+#[test]
+fn happy_eyeballs_connects_over_ipv4_while_ipv6_hangs() {
+    let (v4, port, v6) = (0..20)
+        .find_map(|_| {
+            let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = v4.local_addr().unwrap().port();
+            hanging_ipv6_listener(port).map(|v6| (v4, port, v6))
+        })
+        .expect("a port free on both 127.0.0.1 and [::1]");
+    let dest = format!("localhost:{port}");
+    let mut cmd = example_command("happy_eyeballs", std::slice::from_ref(&dest));
+    let both_families = std::net::ToSocketAddrs::to_socket_addrs(&dest).is_ok_and(|a| {
+        let a: Vec<SocketAddr> = a.collect();
+        a.iter().any(SocketAddr::is_ipv6) && a.iter().any(SocketAddr::is_ipv4)
+    });
+    let scratch = util::Scratch::new("happy-eyeballs");
+    if !both_families {
+        let hosts = scratch.file("hosts");
+        std::fs::write(&hosts, "::1 localhost\n127.0.0.1 localhost\n").unwrap();
+        let example = cmd.get_program().to_owned();
+        cmd = std::process::Command::new("unshare");
+        cmd.args(["-m", "sh", "-c"])
+            .arg(format!("mount --bind {hosts} /etc/hosts && exec \"$0\" \"$@\""))
+            .arg(example)
+            .arg(&dest)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    }
+    let out = util::output_within(cmd.spawn().unwrap(), Duration::from_secs(20));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !both_families && stderr.contains("unshare") {
+        eprintln!("NOTE: no mount namespace for a localhost with both families ({stderr}); run as root");
+        return;
+    }
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let line = stdout.trim();
+    let rest = line
+        .strip_prefix(&format!("connected to 127.0.0.1:{port} after "))
+        .unwrap_or_else(|| panic!("{line}"));
+    let ms: u64 = rest.strip_suffix(" ms").unwrap().parse().unwrap();
+    assert!(ms >= 250, "IPv6 goes first and gets its head start: {line}");
+    drop((v4, v6));
+}

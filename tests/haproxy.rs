@@ -11,20 +11,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weft_process::{LoadResult, Weft, whoami_once};
-
-/// A running HAProxy, killed when dropped.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A free port on [::1], if the host has IPv6 loopback.
 fn free_port6() -> Option<u16> {
@@ -101,44 +90,15 @@ fn haproxy_send_proxy_v2_in_front_of_two_instances() {
     let stats = dir.join("stats.sock");
     let front4 = SocketAddr::from(([127, 0, 0, 1], util::free_port()));
     let front6 = free_port6().map(|p| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p)));
-    let bind6 = front6.map_or(String::new(), |a| format!("    bind {a}\n"));
-    let config = format!(
-        "global\n    maxconn 2000\n    stats socket {stats} mode 600 level admin\n\
-         defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
-         \x20   retries 3\n    option redispatch 1\n\
-         frontend front\n    bind {front4}\n{bind6}    default_backend weft\n\
-         backend weft\n    balance roundrobin\n    option httpchk GET /health\n\
-         \x20   default-server inter 100ms fall 1 rise 1\n\
-         \x20   server w1 {a1} send-proxy-v2 check port {p1}\n\
-         \x20   server w2 {a2} send-proxy-v2 check port {p2}\n",
-        stats = stats.display(),
-        p1 = h1.port(),
-        p2 = h2.port(),
+    let binds: Vec<SocketAddr> = std::iter::once(front4).chain(front6).collect();
+    let config = util::haproxy::config(
+        &format!("    stats socket {} mode 600 level admin\n", stats.display()),
+        &binds,
+        &[(a1, h1.port()), (a2, h2.port())],
     );
     let cfg = dir.join("haproxy.cfg");
     std::fs::write(&cfg, config).unwrap();
-    let check = Command::new(&haproxy)
-        .arg("-c")
-        .arg("-f")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let _balancer = Haproxy(
-        Command::new(&haproxy)
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _balancer = util::haproxy::Haproxy::start(&haproxy, &cfg);
     wait_until("HAProxy sees both instances up", Duration::from_secs(10), || {
         stats.exists() && servers(&stats).iter().filter(|s| s.1 == "UP").count() == 2
     });

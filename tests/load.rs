@@ -5,7 +5,7 @@
 mod util;
 
 use std::process::{Child, Output};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use util::{
     Scratch, ServeChild, latency_rows, output_within, read_json, run_weft, server_and_load_cores, weft,
@@ -240,7 +240,7 @@ fn bad_input_is_one_line_and_an_exit_status() {
         .local_addr()
         .unwrap()
         .to_string();
-    let cases: [(&[&str], i32); 9] = [
+    let cases: [(&[&str], i32); 11] = [
         (&["load", "--target", &closed, "--duration", "1s"], 1),
         (&["load", "--target", "not an address"], 2),
         (&["load", "--target", "127.0.0.1:1", "--duration", "soon"], 2),
@@ -250,6 +250,17 @@ fn bad_input_is_one_line_and_an_exit_status() {
         (&["load", "--target", "127.0.0.1:1", "--cores", "999,"], 2),
         (&["load", "--target", "127.0.0.1:1", "--response-size", "4"], 2),
         (&["hist", "/nonexistent/weft.hlog"], 1),
+        (&["load", "--target", "127.0.0.1:1", "--start-at", "tomorrow"], 2),
+        (
+            &[
+                "load",
+                "--target",
+                "127.0.0.1:1",
+                "--start-at",
+                "2020-01-01T00:00:00Z",
+            ],
+            2,
+        ),
     ];
     for (args, code) in cases {
         let out = run_weft(args, Duration::from_secs(20));
@@ -261,6 +272,102 @@ fn bad_input_is_one_line_and_an_exit_status() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+/// Load from several machines, here several processes on loopback: three `weft load` runs
+/// given one `--start-at` start together, and `weft hist` merges their interval logs into
+/// one count (the sum of theirs) and percentiles that lie within theirs.
+#[test]
+fn load_processes_started_together_merge_into_one_histogram() {
+    let rig = Rig::new("echo", "start-at");
+    const RUNS: usize = 3;
+    let start = SystemTime::now() + Duration::from_secs(2);
+    let start_secs = start.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let start_arg = format!("{start_secs:.3}");
+    let files: Vec<(String, String)> = (0..RUNS)
+        .map(|k| {
+            (
+                rig.dir.file(&format!("l{k}.hlog")),
+                rig.dir.file(&format!("l{k}.json")),
+            )
+        })
+        .collect();
+    let children: Vec<Child> = files
+        .iter()
+        .map(|(hlog, json)| {
+            rig.spawn_load(&[
+                "--proto",
+                "echo",
+                "--conns",
+                "2",
+                "--rate",
+                "500",
+                "--duration",
+                "2s",
+                "--start-at",
+                &start_arg,
+                "--hdr-log",
+                hlog,
+                "--json",
+                json,
+            ])
+        })
+        .collect();
+    let mut requests = 0;
+    let mut p50s = Vec::new();
+    let mut maxes = Vec::new();
+    for (child, (hlog, json)) in children.into_iter().zip(&files) {
+        let out = succeeded(output_within(child, Duration::from_secs(30)));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("waiting "), "{stderr}");
+        let v = read_json(json);
+        assert_eq!(v["errors"]["total"], 0, "{v}");
+        requests += v["requests"].as_u64().unwrap();
+        p50s.push(v["latency_us"]["p50"].as_f64().unwrap() * 1e3);
+        maxes.push(v["latency_us"]["max"].as_f64().unwrap() * 1e3);
+        // Each log starts at the agreed time (plus the run's own start-up), not before.
+        let log = std::fs::read_to_string(hlog).unwrap();
+        let started: f64 = log
+            .lines()
+            .find_map(|l| l.strip_prefix("#[StartTime: "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            started >= start_secs && started < start_secs + 5.0,
+            "log starts at {started}, agreed start {start_secs}"
+        );
+    }
+    assert!(requests >= 1000, "each run sends ~1000: {requests}");
+    let mut args = vec!["hist"];
+    args.extend(files.iter().map(|(hlog, _)| hlog.as_str()));
+    let out = succeeded(run_weft(&args, Duration::from_secs(20)));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("count       {requests} values")),
+        "the merged count is the sum of the runs' {requests}: {text}"
+    );
+    let rows = latency_rows(&text);
+    let row = |label: &str| rows.iter().find(|(l, _)| l == label).unwrap().1;
+    let (lo, hi) = (
+        p50s.iter().copied().fold(f64::INFINITY, f64::min),
+        p50s.iter().copied().fold(0.0, f64::max),
+    );
+    // 4 significant digits in print, HdrHistogram's 3 in the buckets.
+    let slack = |v: f64| v * 2e-3 + 1.0;
+    assert!(
+        row("p50") >= lo - slack(lo) && row("p50") <= hi + slack(hi),
+        "merged p50 {} within the runs' {p50s:?}\n{text}",
+        row("p50")
+    );
+    let max = maxes.iter().copied().fold(0.0, f64::max);
+    assert!(
+        (row("max") - max).abs() <= slack(max),
+        "merged max {} is the runs' largest {maxes:?}\n{text}",
+        row("max")
+    );
+    assert!(row("p50") <= row("p99") && row("p99") <= row("max"), "{text}");
 }
 
 /// `weft demo` runs through `weft load`'s machinery and prints its summary.

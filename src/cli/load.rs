@@ -5,8 +5,8 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::serialization::V2DeflateSerializer;
@@ -15,6 +15,7 @@ use weft::load::aggregate::Interval;
 use weft::load::matcher::Framing;
 use weft::load::report::{self, IntervalRow};
 use weft::load::runner::{Load, LoadConfig, LoadError, LoadOutcome};
+use weft::load::start::{StartAt, UnixTime};
 use weft::load::workload::{Workload, parse_delimiter};
 use weft::{Address, Cores};
 
@@ -99,6 +100,11 @@ pub(crate) struct LoadArgs {
     /// Write the configuration, totals, errors and latencies (µs) as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Connect and start at this wall-clock time: RFC 3339 (2026-12-02T09:00:00Z) or Unix
+    /// seconds. Load processes on several machines given the same time run together and
+    /// their --hdr-log files merge with `weft hist`. A time past by more than 1 s is an error.
+    #[arg(long, value_name = "TIME")]
+    start_at: Option<StartAt>,
 }
 
 pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
@@ -123,6 +129,9 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
         }
     }
     let outputs = Outputs::create(&args)?;
+    if let Some(at) = args.start_at {
+        wait_until(at, &stop)?;
+    }
     let proto = args.proto.name();
     let load = Load::start(&config, &stop).map_err(load_error)?;
     eprintln!(
@@ -139,6 +148,32 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
     );
     let outcome = drive(load, &config, proto, outputs)?;
     print!("{}", report::summary(&config, proto, &outcome));
+    Ok(())
+}
+
+/// Sleeps until the `--start-at` time, or until a signal sets `stop`.
+fn wait_until(at: StartAt, stop: &AtomicBool) -> Result<(), CliError> {
+    let delay = at
+        .delay_from(SystemTime::now())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if !delay.is_zero() {
+        eprintln!(
+            "weft load: waiting {:.1} s to start at {}",
+            delay.as_secs_f64(),
+            UnixTime(at.time())
+        );
+    }
+    // Short sleeps against the wall clock: a signal ends the wait, and a clock stepped by
+    // NTP meanwhile is followed.
+    while let Ok(left) = at.delay_from(SystemTime::now()) {
+        if left.is_zero() || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    if stop.load(Ordering::Relaxed) {
+        return Err(CliError::Failure("interrupted before the start time".into()));
+    }
     Ok(())
 }
 

@@ -71,6 +71,11 @@ pub(crate) struct ServeArgs {
     /// Listen backlog per shard.
     #[arg(long, default_value_t = 1024)]
     backlog: u32,
+    /// Attach the reuseport program that moves the connections queued on a closing listener
+    /// (a killed process's too) to the other listeners of its port; needs CAP_BPF or root,
+    /// skipped without (then set net.ipv4.tcp_migrate_req=1).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    migrate_queued: bool,
     /// On SIGINT/SIGTERM, how long the health check fails while the service still accepts,
     /// before the listeners close (lets a balancer take the instance out first).
     #[arg(long, default_value = "0s", value_parser = super::duration)]
@@ -151,6 +156,37 @@ pub(crate) struct ServeArgs {
     /// and metric, tagged with its name), readable by `weft hist FILE --tag NAME`.
     #[arg(long, value_name = "FILE")]
     hdr_log: Option<PathBuf>,
+    /// Check the flags, print the settings a deployment must agree with (one `name value`
+    /// line each: listen, health, metrics, handoff-socket, cores, drain-delay,
+    /// drain-timeout), and exit without serving. For container and unit files.
+    #[arg(long)]
+    check: bool,
+}
+
+/// The `--check` report: what probes, ports, grace periods and CPU limits must match.
+fn check_report(args: &ServeArgs) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for a in args.listen.iter().chain(&args.proxy_listen) {
+        let _ = writeln!(out, "listen {}", Address::from(*a));
+    }
+    for (name, addr) in [("health", args.health), ("metrics", args.metrics)] {
+        if let Some(a) = addr {
+            let _ = writeln!(out, "{name} {}", Address::from(a));
+        }
+    }
+    if let Some(p) = &args.handoff_socket {
+        let _ = writeln!(out, "handoff-socket {}", p.display());
+    }
+    let cores = match &args.cores {
+        Cores::All => "all".to_owned(),
+        Cores::Count(n) => n.to_string(),
+        Cores::List(ids) => format!("{} (list)", ids.len()),
+    };
+    let _ = writeln!(out, "cores {cores}");
+    let _ = writeln!(out, "drain-delay {}s", args.drain_delay.as_secs_f64());
+    let _ = writeln!(out, "drain-timeout {}s", args.drain_timeout.as_secs_f64());
+    out
 }
 
 fn parse_policy(s: &str) -> Result<EvictionPolicy, String> {
@@ -186,10 +222,15 @@ fn parse_cidrs(s: &str) -> Result<Trusted, String> {
 
 /// Serves the chosen protocol through the library's [`Service`] until a signal and its drain.
 pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
+    if args.check {
+        print!("{}", check_report(&args));
+        return Ok(());
+    }
     let mut config = EngineConfig::default();
     config.cores = args.cores;
     config.drain_timeout = args.drain_timeout;
     config.accept.backlog = args.backlog;
+    config.accept.migrate_queued = args.migrate_queued;
     config.accept.max_conns_per_shard = args.max_conns_per_core;
     config.reactor.spin_before_park = args.spin_before_park;
     // Metrics run only when the exporter, the stats line or the latency log reads them.

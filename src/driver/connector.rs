@@ -19,7 +19,10 @@
 //! descriptor, so the kernel abandons the handshake.
 //!
 //! Host names resolve with `getaddrinfo` (both families) on glommio's blocking-thread pool,
-//! never on the reactor thread; numeric hosts never reach the resolver.
+//! never on the reactor thread; numeric hosts never reach the resolver. A name's addresses
+//! are raced (happy eyeballs, RFC 8305, `proto::eyeballs`): IPv6 first, each attempt a
+//! head start (`ConnectOptions::attempt_delay`) ahead of the next, the first connection
+//! winning; the losers' sockets are dropped as above.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -45,6 +48,7 @@ use crate::proto::client::{
     AfterEnd, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination, Machine,
 };
 use crate::proto::close::CloseReason;
+use crate::proto::eyeballs::{Next, Race};
 use crate::proto::protocol::{Factory, FnFactory};
 use crate::proto::reconnect::{Backoff, Jitter};
 use crate::proto::transport::Transport;
@@ -547,7 +551,10 @@ async fn establish(c: &Connector, attempt: u64) -> Result<Established, ConnectEr
     result
 }
 
-/// Tries each address of the destination in turn; the last failure is the attempt's.
+/// Races the destination's addresses (happy eyeballs, RFC 8305: IPv6 first, each attempt
+/// `options.attempt_delay` ahead of the next, a failure starting the next at once); the first
+/// connection wins and the other sockets are dropped, which closes them. When all fail, the
+/// last failure is the attempt's.
 async fn connect_any(dest: &Destination, options: &ConnectOptions) -> Result<Established, ConnectError> {
     let mut addrs = resolve(dest).await?;
     if let Some(bind) = options.bind {
@@ -562,21 +569,69 @@ async fn connect_any(dest: &Destination, options: &ConnectOptions) -> Result<Est
             });
         }
     }
-    let mut last = None;
-    for addr in addrs {
-        match connect_one(addr, options).await {
-            Ok(est) => return Ok(est),
-            Err(e @ ConnectError::Bind { .. }) => return Err(e),
-            Err(e) => {
-                tracing::debug!(%addr, "connect failed: {e}");
-                last = Some(e);
+    let mut race = Race::new(addrs, options.attempt_delay);
+    type Attempt<'a> = Pin<Box<dyn Future<Output = Result<Established, ConnectError>> + 'a>>;
+    let mut attempts: Vec<(usize, Address, Attempt<'_>)> = Vec::new();
+    // The timer for the next attempt's start, and the instant it was set for.
+    let mut timer: Option<(Instant, Timer)> = None;
+    poll_fn(|cx| {
+        loop {
+            let now = Instant::now();
+            let wait_until = match race.next(now) {
+                Next::Start(index, addr) => {
+                    attempts.push((index, addr, Box::pin(connect_one(addr, options))));
+                    continue;
+                }
+                Next::Wait(at) => at,
+                Next::Failed(e) => return Poll::Ready(Err(e)),
+                Next::Empty => {
+                    return Poll::Ready(Err(ConnectError::Resolution {
+                        host: dest.host().to_owned(),
+                        detail: "no address to try".into(),
+                    }));
+                }
+                Next::Done => return Poll::Pending,
+            };
+            let mut failed_one = false;
+            let mut k = 0;
+            while k < attempts.len() {
+                let (index, addr, attempt) = &mut attempts[k];
+                match attempt.as_mut().poll(cx) {
+                    Poll::Pending => k += 1,
+                    Poll::Ready(Ok(est)) => {
+                        race.connected(*index);
+                        return Poll::Ready(Ok(est));
+                    }
+                    // The local side is wrong: every address would fail the same way.
+                    Poll::Ready(Err(e @ ConnectError::Bind { .. })) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(%addr, "connect failed: {e}");
+                        race.failed(*index, e);
+                        drop(attempts.swap_remove(k));
+                        failed_one = true;
+                    }
+                }
             }
+            if failed_one {
+                continue;
+            }
+            let Some(at) = wait_until else {
+                return Poll::Pending;
+            };
+            if timer.as_ref().is_none_or(|(set_for, _)| *set_for != at) {
+                timer = Some((at, Timer::new(at.saturating_duration_since(now))));
+            }
+            let Some((_, t)) = timer.as_mut() else {
+                return Poll::Pending;
+            };
+            if Pin::new(t).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The head start is over: go round to start the next attempt.
+            timer = None;
         }
-    }
-    Err(last.unwrap_or_else(|| ConnectError::Resolution {
-        host: dest.host().to_owned(),
-        detail: "no address to try".into(),
-    }))
+    })
+    .await
 }
 
 /// One socket, one address (see the module docs for how the wait works).

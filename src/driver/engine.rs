@@ -166,8 +166,20 @@ impl EngineBuilder {
             &addrs,
             cores.len(),
             config.accept.backlog,
+            config.accept.migrate_queued,
             config.inherited.take(),
         )?;
+        match &bound.migrate_error {
+            Some(e) => tracing::debug!(
+                "a crash of this process resets the connections queued on its listeners: the \
+                 migrate program cannot be attached ({e}); set net.ipv4.tcp_migrate_req=1 or grant \
+                 CAP_BPF"
+            ),
+            None if config.accept.migrate_queued => {
+                tracing::debug!("a closing listener's queue moves to the others (reuseport program)")
+            }
+            None => {}
+        }
         let listener_fds: Vec<RawFd> = bound
             .per_shard
             .iter()
@@ -524,13 +536,42 @@ fn check_io_uring() -> Result<(), IoUringError> {
         .map_err(setup)?;
     match probe.join() {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(match e.raw_os_error() {
-            Some(libc::ENOSYS) => IoUringError::Unsupported,
-            Some(libc::EPERM | libc::EACCES) => IoUringError::Disabled(e),
-            _ => setup(e),
-        }),
+        Ok(Err(e)) => Err(refusal(e, io_uring_disabled(), seccomp_filtered())),
         Err(_) => Err(setup(std::io::Error::other("the io_uring probe thread panicked"))),
     }
+}
+
+/// Why `io_uring_setup` failed with `e`, given the `kernel.io_uring_disabled` sysctl (absent
+/// on kernels before 6.6) and whether a seccomp filter is in place. A filter runs before the
+/// kernel looks at the sysctl; with both, the sysctl is named, since a filter that allowed
+/// io_uring would still meet it.
+fn refusal(e: std::io::Error, io_uring_disabled: Option<u32>, seccomp_filtered: bool) -> IoUringError {
+    match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => match io_uring_disabled {
+            Some(value @ 1..) => IoUringError::DisabledBySysctl { value },
+            _ if seccomp_filtered => IoUringError::Seccomp(e),
+            _ => IoUringError::Disabled(e),
+        },
+        // Some profiles answer ENOSYS, as the kernel without io_uring does.
+        Some(libc::ENOSYS) if seccomp_filtered => IoUringError::Seccomp(e),
+        Some(libc::ENOSYS) => IoUringError::Unsupported,
+        _ => IoUringError::Setup { shard: 0, source: e },
+    }
+}
+
+/// The `kernel.io_uring_disabled` sysctl, where the kernel has it.
+fn io_uring_disabled() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Whether this process runs under a seccomp filter (`Seccomp: 2` in /proc/self/status).
+fn seccomp_filtered() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.strip_prefix("Seccomp:").is_some_and(|v| v.trim() == "2"))
+    })
 }
 
 /// The running kernel's release string (`6.1.0-18-amd64`).
@@ -599,6 +640,51 @@ mod tests {
         assert!(!kernel_at_least("5.4.0-150-generic", (5, 8)));
         assert!(!kernel_at_least("4.19.0", (5, 8)));
         assert!(kernel_at_least("", (5, 8)), "unknown: let the probe decide");
+    }
+
+    #[test]
+    fn refusals_name_their_cause_and_the_fix() {
+        let err = |errno| std::io::Error::from_raw_os_error(errno);
+        let text = |e: IoUringError| EngineError::IoUring(e).to_string();
+        // kernel.io_uring_disabled, simulated: tests never change the host's sysctls.
+        let sysctl2 = text(refusal(err(libc::EPERM), Some(2), false));
+        assert_eq!(
+            sysctl2,
+            "cannot start an io_uring reactor: io_uring is disabled by the sysctl \
+             kernel.io_uring_disabled=2: set it to 0 (sysctl -w kernel.io_uring_disabled=0)"
+        );
+        let sysctl1 = text(refusal(err(libc::EPERM), Some(1), true));
+        assert!(sysctl1.contains("io_uring_disabled=1") && sysctl1.contains("kernel.io_uring_group"));
+        for errno in [libc::EPERM, libc::EACCES, libc::ENOSYS] {
+            let seccomp = text(refusal(err(errno), Some(0), true));
+            assert!(
+                seccomp.contains("seccomp filter blocks io_uring")
+                    && seccomp.contains("deploy/seccomp-weft.json"),
+                "{seccomp}"
+            );
+            let old_kernel = text(refusal(err(errno), None, true));
+            assert_eq!(seccomp, old_kernel, "no sysctl before Linux 6.6");
+        }
+        assert!(matches!(
+            refusal(err(libc::ENOSYS), None, false),
+            IoUringError::Unsupported
+        ));
+        assert!(text(refusal(err(libc::EPERM), Some(0), false)).contains("security modules"));
+        assert!(matches!(
+            refusal(err(libc::ENOMEM), Some(0), true),
+            IoUringError::Setup { shard: 0, .. }
+        ));
+        for e in [
+            refusal(err(libc::EPERM), Some(2), false),
+            refusal(err(libc::EPERM), Some(0), true),
+            refusal(err(libc::EPERM), Some(0), false),
+            IoUringError::Unsupported,
+            IoUringError::KernelTooOld {
+                release: "5.4.0".into(),
+            },
+        ] {
+            assert_eq!(text(e).lines().count(), 1);
+        }
     }
 
     #[test]

@@ -47,18 +47,24 @@ pub(crate) struct Bound {
     pub(crate) addrs: Vec<SocketAddr>,
     /// Each shard's listeners, by shard index.
     pub(crate) per_shard: Vec<Vec<Listener>>,
+    /// Why the migrate program (`AcceptConfig::migrate_queued`) could not be attached to a
+    /// new group, if it could not.
+    pub(crate) migrate_error: Option<io::Error>,
 }
 
 /// Gives every shard a listening socket for every configured address, all in one
 /// SO_REUSEPORT group per address. Inherited sockets bound to an address are spread over the
 /// shards first; a shard left without one binds a new socket. A port 0 is resolved by the
-/// first socket and reused by the others.
+/// first socket and reused by the others. With `migrate`, each group this creates gets the
+/// program that moves a closing listener's queue to the others.
 pub(crate) fn bind_listeners(
     addrs: &[SocketAddr],
     shards: usize,
     backlog: u32,
+    migrate: bool,
     inherited: Vec<OwnedFd>,
 ) -> Result<Bound, EngineError> {
+    let mut migrate_error = None;
     let mut adopted = inherited.into_iter().map(adopt).collect::<Result<Vec<_>, _>>()?;
     let mut per_shard: Vec<Vec<Listener>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound_addrs = Vec::with_capacity(addrs.len());
@@ -71,12 +77,20 @@ pub(crate) fn bind_listeners(
             per_shard[i % shards.max(1)].push(Listener { socket, local, index });
         }
         let mut bound = addr;
+        let mut attached = false;
         for sockets in per_shard.iter_mut() {
             if sockets.iter().any(|l| l.index == index) {
                 continue;
             }
             let socket = sys::socket::listen_socket(bound, backlog)
                 .map_err(|e| EngineError::cannot_listen(addr, e))?;
+            if migrate && !attached {
+                // Once per group: the program belongs to the group, not to a socket.
+                attached = true;
+                if let Err(e) = sys::socket::attach_migrate_program(socket.as_fd()) {
+                    migrate_error.get_or_insert(e);
+                }
+            }
             if bound.port() == 0 {
                 let local = socket.local_addr().ok().and_then(|a| a.as_socket());
                 bound = local
@@ -96,6 +110,7 @@ pub(crate) fn bind_listeners(
     Ok(Bound {
         addrs: bound_addrs,
         per_shard,
+        migrate_error,
     })
 }
 

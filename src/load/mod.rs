@@ -2,7 +2,7 @@
 //!
 //! I/O-free parts: [`workload`] (requests and how their responses end), [`response`] (HTTP
 //! response reader), [`matcher`] (raw framing), [`schedule`] (open-loop timing and the two
-//! latencies), [`exchange`] (one connection's requests in flight), [`recorder`] (per-core
+//! latencies), [`start`] (the agreed wall-clock start of several load processes), [`exchange`] (one connection's requests in flight), [`recorder`] (per-core
 //! counts), [`aggregate`] (merging the cores' intervals) and [`report`] (summary, JSON).
 //! The side that runs: `runner` (an engine of tasks, one shard per load core, and the main
 //! thread's loop) and `conn` (each connection as a weft [`Protocol`](crate::Protocol) opened
@@ -18,4 +18,5 @@ pub mod report;
 pub mod response;
 pub mod runner;
 pub mod schedule;
+pub mod start;
 pub mod workload;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::addr::{Address, AddressError, split_host_port};
+use crate::proto::eyeballs::DEFAULT_ATTEMPT_DELAY;
 use crate::proto::reconnect::ReconnectPolicy;
 use crate::proto::transport::Keepalive;
 
@@ -146,6 +147,11 @@ pub struct ConnectOptions {
     pub keepalive: Option<Keepalive>,
     /// Retry failed attempts and lost connections with exponential back-off. Default: none.
     pub reconnect: Option<ReconnectPolicy>,
+    /// Happy eyeballs (RFC 8305) for a name with several addresses: the head start each
+    /// connection attempt gets before the next address (IPv6 first, then alternating
+    /// families) is tried beside it; a failed attempt starts the next at once, and the first
+    /// to connect wins. Default: 250 ms, RFC 8305's value.
+    pub attempt_delay: Duration,
 }
 
 impl ConnectOptions {
@@ -183,6 +189,13 @@ impl ConnectOptions {
         self.reconnect = reconnect;
         self
     }
+
+    /// Sets [`attempt_delay`](Self::attempt_delay).
+    #[must_use]
+    pub fn with_attempt_delay(mut self, delay: Duration) -> Self {
+        self.attempt_delay = delay;
+        self
+    }
 }
 
 impl Default for ConnectOptions {
@@ -193,6 +206,7 @@ impl Default for ConnectOptions {
             nodelay: true,
             keepalive: None,
             reconnect: None,
+            attempt_delay: DEFAULT_ATTEMPT_DELAY,
         }
     }
 }

@@ -31,6 +31,7 @@ pub(crate) mod client;
 pub(crate) mod close;
 pub mod codec;
 pub(crate) mod conn_state;
+pub(crate) mod eyeballs;
 pub mod hdr;
 pub mod kv;
 pub(crate) mod outbuf;

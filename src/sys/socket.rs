@@ -1,5 +1,6 @@
-//! Sockets: the listening socket every shard binds, accepts outside the reactor, a
-//! listener's shutdown, and a Unix peer's credentials.
+//! Sockets: the listening socket every shard binds, the reuseport program that moves a closing
+//! listener's queue, accepts outside the reactor, a listener's shutdown, and a Unix peer's
+//! credentials.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
@@ -20,6 +21,138 @@ pub(crate) fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket
     sock.bind(&SockAddr::from(addr))?;
     sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(sock)
+}
+
+/// `bpf(2)` command that loads a program.
+const BPF_PROG_LOAD: libc::c_long = 5;
+/// `BPF_PROG_TYPE_SK_REUSEPORT`: a program that picks the listener of a reuseport group.
+const BPF_PROG_TYPE_SK_REUSEPORT: u32 = 21;
+/// `BPF_SK_REUSEPORT_SELECT_OR_MIGRATE`: the program is also asked where the queue of a
+/// closing listener goes, which turns that migration on for the group (Linux >= 5.14).
+const BPF_SK_REUSEPORT_SELECT_OR_MIGRATE: u32 = 40;
+/// `SO_ATTACH_REUSEPORT_EBPF`: its asm-generic value, which these architectures use; the
+/// others (alpha, mips, parisc, sparc) number it their own way, and go without.
+const SO_ATTACH_REUSEPORT_EBPF: Option<libc::c_int> = if cfg!(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "s390x",
+    target_arch = "powerpc64"
+)) {
+    Some(52)
+} else {
+    None
+};
+
+/// `struct bpf_insn`: an opcode, the destination and source registers (4 bits each), an
+/// offset and an immediate.
+#[repr(C)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+/// The head of `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to `expected_attach_type`;
+/// the kernel zero-fills the rest.
+#[repr(C)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// Attaches to `listener`'s SO_REUSEPORT group an eBPF program of the
+/// `SELECT_OR_MIGRATE` kind that selects nothing (`return SK_PASS`): connections keep
+/// being spread by hash, and when a listener of the group closes (its process exits, even
+/// by SIGKILL) the kernel moves its queued and half-open connections to another listener of
+/// the group instead of resetting them, as `net.ipv4.tcp_migrate_req=1` does, without the
+/// sysctl. The group keeps the program after this process is gone.
+///
+/// # Errors
+///
+/// Loading needs CAP_BPF (or CAP_SYS_ADMIN): `EPERM` without it; `EINVAL` on kernels before
+/// 5.14.
+pub(crate) fn attach_migrate_program(listener: BorrowedFd<'_>) -> io::Result<()> {
+    let Some(option) = SO_ATTACH_REUSEPORT_EBPF else {
+        return Err(io::Error::from(io::ErrorKind::Unsupported));
+    };
+    // r0 = SK_PASS (1); exit.
+    let insns = [
+        Insn {
+            code: 0xb7, // BPF_ALU64 | BPF_MOV | BPF_K
+            regs: 0,
+            off: 0,
+            imm: 1,
+        },
+        Insn {
+            code: 0x95, // BPF_JMP | BPF_EXIT
+            regs: 0,
+            off: 0,
+            imm: 0,
+        },
+    ];
+    let license = c"MIT";
+    let mut name = [0u8; 16];
+    name[..12].copy_from_slice(b"weft_migrate");
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_SK_REUSEPORT,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name,
+        prog_ifindex: 0,
+        expected_attach_type: BPF_SK_REUSEPORT_SELECT_OR_MIGRATE,
+    };
+    // SAFETY: bpf(BPF_PROG_LOAD) reads `attr` (its size passed) and the instructions and
+    // license it points to, all alive for the call; it returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoad,
+            size_of::<ProgLoad>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is the program descriptor just returned, owned here only.
+    let prog = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let prog_fd: libc::c_int = prog.as_raw_fd();
+    // SAFETY: setsockopt reads the c_int it is given, alive for the call; the group
+    // takes its own reference to the program, so `prog` may close after.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&prog_fd as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// SO_ACCEPTCONN: the socket is listening.
