@@ -54,11 +54,11 @@ pub(crate) struct ShardCtx {
     pub(crate) read_buf: RefCell<Box<[u8]>>,
     /// Connections receive into the ring's provided buffers ([`ReactorConfig::recv_buffers`]).
     ///
-    /// [`ReactorConfig::recv_buffers`]: crate::ReactorConfig::recv_buffers
+    /// [`ReactorConfig::recv_buffers`]: crate::config::ReactorConfig::recv_buffers
     pub(crate) provided: Cell<bool>,
     /// Connections send through the ring ([`ReactorConfig::ring_sends`]).
     ///
-    /// [`ReactorConfig::ring_sends`]: crate::ReactorConfig::ring_sends
+    /// [`ReactorConfig::ring_sends`]: crate::config::ReactorConfig::ring_sends
     pub(crate) ring_sends: bool,
     pub(crate) stats: ShardStats,
     /// Live connections.
@@ -338,7 +338,7 @@ const MAX_RECV_BUFFERS: u16 = 1 << 15;
 
 /// Registers the shard's receive buffers with its ring; false (reads fall back to a `recv`
 /// per read) where they are off or the kernel has none.
-fn enable_provided_buffers(config: &crate::ReactorConfig, shard: usize) -> bool {
+fn enable_provided_buffers(config: &crate::config::ReactorConfig, shard: usize) -> bool {
     if config.recv_buffers == 0 {
         return false;
     }
