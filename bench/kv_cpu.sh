@@ -19,7 +19,7 @@ run() { # bin P test port -> cpu_us/req rps
   taskset -c 1 redis-benchmark -p $4 -t $3 -n 20000 -c 50 -P $2 -q >/dev/null
   perf stat -x, -e task-clock -p $pid -o /tmp/ps.$$ & sp=$!
   out=$(taskset -c 1 redis-benchmark -p $4 -t $3 -n $N -c 50 -P $2 -q --csv | awk -F'"' 'NR==2{print $4}')
-  kill -INT $sp; wait $sp; kill $pid; wait $pid 2>/dev/null
+  kill -INT $sp; wait $sp || true; kill $pid; wait $pid 2>/dev/null || true
   awk -F, -v n=$N -v rps=$out '/task-clock/{printf "%.3f %.0f\n", $1*1000/n, rps}' /tmp/ps.$$
 }
 port=$((19600 + RANDOM % 1000))

@@ -268,18 +268,19 @@ fn shutdown_write(stream: &TcpStream) {
 }
 
 /// Arms `timer` for `at` (from `now`, the round's time) unless it is armed for an earlier
-/// instant already, and polls it; `Ready` when it fired. No deadline drops the timer.
+/// instant already, and polls it; `Ready` when it fired. With no deadline a timer already
+/// armed is kept: it fires at most once for nothing (the machine ignores a timer that finds
+/// no deadline passed), where cancelling it would cost an arm and a cancel every round of a
+/// connection whose output is pending only between rounds (sends through the ring).
 fn poll_timer(
     timer: &mut Option<(Timer, Instant)>,
     at: Option<Instant>,
     now: Option<Instant>,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
-    let Some(at) = at else {
-        *timer = None;
-        return Poll::Pending;
-    };
-    if timer.as_ref().is_none_or(|(_, armed)| *armed > at) {
+    if let Some(at) = at
+        && timer.as_ref().is_none_or(|(_, armed)| *armed > at)
+    {
         // The machine asked for the time before it named a deadline; read it if not.
         let now = now.unwrap_or_else(Instant::now);
         *timer = Some((Timer::new(at.saturating_duration_since(now)), at));
