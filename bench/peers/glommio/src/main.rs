@@ -9,8 +9,7 @@ use clap::Parser;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
-use weft_bench::cli::ServerArgs;
-use weft_bench::{raise_nofile, resolve_cores};
+use peer_args::{ServerArgs, raise_nofile};
 
 /// glommio echo server, one executor per core.
 #[derive(Debug, Parser)]
@@ -24,7 +23,7 @@ struct Args {
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let cores = resolve_cores(&args.server.cores)?;
+    let cores = args.server.cores()?;
     raise_nofile();
     let buf = args.buf.max(1);
     let handles = cores
