@@ -292,6 +292,7 @@ def machine():
 
 def scenario_table(scenario, rows):
     title, metric = SCENARIOS[scenario]
+    title = title.replace("BENCH_RATE", os.environ.get("BENCH_RATE", "20000"))
     base = next((value(r, metric) for r in rows if r["peer"] == "tokio" and r["status"] == "ok"), None)
     lines = ["## %s" % title, ""]
     if scenario == "idle":

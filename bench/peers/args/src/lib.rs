@@ -4,6 +4,16 @@
 
 use std::net::SocketAddr;
 
+/// An echo peer's command line: the server's arguments and its read buffer.
+#[derive(Debug, Clone, clap::Parser)]
+pub struct EchoArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Read buffer per connection, in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub buf: usize,
+}
+
 /// Where a peer server listens and on which cores it runs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {

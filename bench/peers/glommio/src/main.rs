@@ -9,20 +9,10 @@ use clap::Parser;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
-use peer_args::{ServerArgs, raise_nofile};
-
-/// glommio echo server, one executor per core.
-#[derive(Debug, Parser)]
-struct Args {
-    #[command(flatten)]
-    server: ServerArgs,
-    /// Read buffer per connection, in bytes.
-    #[arg(long, default_value_t = 4096)]
-    buf: usize,
-}
+use peer_args::{EchoArgs, raise_nofile};
 
 fn main() -> Result<(), String> {
-    let args = Args::parse();
+    let args = EchoArgs::parse();
     let cores = args.server.cores()?;
     raise_nofile();
     let buf = args.buf.max(1);

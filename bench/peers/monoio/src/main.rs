@@ -12,20 +12,10 @@ use clap::Parser;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
-use peer_args::{ServerArgs, raise_nofile};
-
-/// monoio echo server, one runtime per core.
-#[derive(Debug, Parser)]
-struct Args {
-    #[command(flatten)]
-    server: ServerArgs,
-    /// Read buffer per connection, in bytes.
-    #[arg(long, default_value_t = 4096)]
-    buf: usize,
-}
+use peer_args::{EchoArgs, raise_nofile};
 
 fn main() -> Result<(), String> {
-    let args = Args::parse();
+    let args = EchoArgs::parse();
     let cores = args.server.cores()?;
     raise_nofile();
     let (addr, buf) = (args.server.listen, args.buf.max(1));

@@ -3,23 +3,13 @@
 //! accept, one task per connection reading into a buffer and writing it back.
 
 use clap::Parser;
-use peer_args::{ServerArgs, raise_nofile};
+use peer_args::{EchoArgs, raise_nofile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_peers::per_core;
 
-/// tokio echo server, one runtime per core.
-#[derive(Debug, Parser)]
-struct Args {
-    #[command(flatten)]
-    server: ServerArgs,
-    /// Read buffer per connection, in bytes.
-    #[arg(long, default_value_t = 4096)]
-    buf: usize,
-}
-
 fn main() -> Result<(), String> {
-    let args = Args::parse();
+    let args = EchoArgs::parse();
     let cores = args.server.cores()?;
     raise_nofile();
     let buf = args.buf.max(1);
