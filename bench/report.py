@@ -411,7 +411,11 @@ def main():
             lines += scenario_table(scenario, by_scenario[scenario])
     lines += ["## Commands", "",
               "Exactly as run from the repository root, one server at a time: the server (in the "
-              "background), then the load; the server is stopped with SIGTERM after each load.", ""]
+              "background), then the load; the server is stopped with SIGTERM after each load. "
+              "During each throughput and fixed-rate load, bench/lib.sh (counters_start) also runs "
+              "`perf stat -x, -e raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,task-clock "
+              "-p SERVER_PIDS -- sleep WINDOW` from the start of the measured part plus the margin, "
+              "reading /proc/PID/stat before and after it.", ""]
     for scenario in SCENARIOS:
         runs = [r for r in by_scenario.get(scenario, []) if r["server_cmd"] or r["load_cmd"]]
         if runs:
