@@ -18,6 +18,24 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
+# build_peers CRATE...: builds the peers in bench/peers/CRATE, each on its own from its own
+# Cargo.lock (--locked: the versions committed there) with cargo's default release profile,
+# as a user of that runtime builds it, into target/peers (P: their binaries). PEER_BUILT[CRATE]
+# is set for each that built; one that did not is logged and left out.
+P=target/peers/release
+declare -A PEER_BUILT=()
+build_peers() {
+  local crate
+  for crate in "$@"; do
+    if CARGO_TARGET_DIR=target/peers cargo build --release --quiet --locked \
+         --manifest-path "bench/peers/$crate/Cargo.toml"; then
+      PEER_BUILT[$crate]=yes
+    else
+      log "bench/peers/$crate did not build: its rows are left out"
+    fi
+  done
+}
+
 # raise_limits: descriptors for thousands of connections, locked memory for io_uring (as root
 # the hard limits can be raised too; otherwise the soft ones go up to them).
 raise_limits() {
@@ -41,6 +59,47 @@ proc_ticks() {
     total=$((total + f[13] + f[14]))
   done
   echo "$total"
+}
+
+# proc_user_sys PID: "user system" CPU clock ticks of the process and its descendants.
+proc_user_sys() {
+  local user=0 sys=0 p f
+  for p in $(tree_pids "$1"); do
+    read -r -a f <"/proc/$p/stat" 2>/dev/null || continue
+    user=$((user + f[13])); sys=$((sys + f[14]))
+  done
+  echo "$user $sys"
+}
+
+# Kernel entries and CPU of the server over a window inside the measured part of a load:
+# counters_start DELAY LENGTH FILE starts, in the background, `perf stat` on the server's
+# processes (system-call tracepoints and task-clock; this needs no hardware counters) from
+# DELAY s after now for LENGTH s, and brackets it with the /proc user/system ticks; it appends
+# "window,USER_TICKS,SYS_TICKS,CLK_TCK,WALL_NS" to FILE. counters_end waits for it. Without
+# perf (or permission for it) FILE says so and only the /proc split is recorded.
+COUNTERS_JOB=""
+counters_start() {
+  local delay=$1 length=$2 file=$3 pids
+  pids=$(tree_pids "$SERVER_PID" | paste -sd, -)
+  (
+    sleep "$delay"
+    read -r u0 s0 < <(proc_user_sys "$SERVER_PID")
+    t0=$(date +%s%N)
+    if command -v perf >/dev/null; then
+      perf stat -x, -o "$file" -e raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,task-clock \
+        -p "$pids" -- sleep "$length" >/dev/null 2>&1 || echo "perf,failed" >>"$file"
+    else
+      echo "perf,missing" >"$file"; sleep "$length"
+    fi
+    read -r u1 s1 < <(proc_user_sys "$SERVER_PID")
+    echo "window,$((u1 - u0)),$((s1 - s0)),$(getconf CLK_TCK),$(($(date +%s%N) - t0))" >>"$file"
+  ) &
+  COUNTERS_JOB=$!
+}
+counters_end() {
+  [[ -n $COUNTERS_JOB ]] || return 0
+  wait "$COUNTERS_JOB" 2>/dev/null || true
+  COUNTERS_JOB=""
 }
 
 # core_ticks CORE: "busy total" clock ticks of one core since boot (/proc/stat; busy is all but

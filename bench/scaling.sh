@@ -13,7 +13,7 @@
 # SCALE_CONNS_PER_SHARD (64), SCALE_PIPELINE (1), SCALE_SERVERS ("weft"; "weft tokio" adds the
 # tokio peer), SCALE_LOAD_CORES (a taskset list overriding the upper half), SCALE_PORT (19300),
 # SCALE_OUT (target/bench-raw/scaling.md), SCALE_BUILD=0 (use the binaries already in
-# target/release, e.g. on a machine without the crates), SCALE_LOAD_BIN (the binary whose
+# target/release and target/peers/release, e.g. on a machine without the crates), SCALE_LOAD_BIN (the binary whose
 # `load` subcommand makes the load; default target/release/weft).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +48,7 @@ LOAD_N=$(taskset -c "$LOAD_CORES" nproc)
 if [[ ${SCALE_BUILD:-1} != 0 ]]; then
   log "building (release)"
   cargo build --release --quiet --bin weft
-  [[ " $SERVERS " == *" tokio "* ]] && cargo build --release --quiet -p weft-bench
+  [[ " $SERVERS " == *" tokio "* ]] && build_peers tokio
 fi
 LOAD_BIN=${SCALE_LOAD_BIN:-$T/weft}
 if ! "$LOAD_BIN" load --help >/dev/null 2>&1; then
@@ -81,7 +81,7 @@ for server in $SERVERS; do
     next_port
     case $server in
       weft)  cmd=("$T/weft" serve --proto echo --listen "$ADDR" --cores "$n" --drain-timeout 1s) ;;
-      tokio) cmd=("$T/tokio-echo" --listen "$ADDR" --cores "$n") ;;
+      tokio) cmd=("$P/tokio-echo" --listen "$ADDR" --cores "$n") ;;
       *) echo "scaling.sh: unknown server $server (weft or tokio)" >&2; exit 2 ;;
     esac
     if ! launch "$RAW/$server.$n.log" taskset -c "0-$((n - 1))" "${cmd[@]}"; then

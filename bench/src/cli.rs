@@ -1,4 +1,4 @@
-//! Command-line arguments the peers and the load clients share.
+//! Command-line arguments the load clients share.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,17 +6,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::parse_addr;
-
-/// Where a peer server listens and on which cores it runs.
-#[derive(Debug, Clone, Args)]
-pub struct ServerArgs {
-    /// Address to listen on.
-    #[arg(long, value_parser = parse_addr)]
-    pub listen: SocketAddr,
-    /// Cores: all, a count (2) or a list (0,2-3); one server thread per core.
-    #[arg(long, default_value = "all")]
-    pub cores: String,
-}
 
 /// What a load client loads, from which cores, and where its summary goes.
 #[derive(Debug, Clone, Args)]

@@ -1,5 +1,5 @@
-//! Core placement: which cores a peer or client runs on, and one pinned tokio current-thread
-//! runtime per core (the thread-per-core tokio set-up).
+//! Core placement: which cores a load client runs on, and one pinned tokio current-thread
+//! runtime per core.
 
 use std::future::Future;
 use std::io;

@@ -1,10 +1,11 @@
-//! Shared pieces of weft's benchmark harness: core placement, the tokio peers' listener,
-//! process limits, RSS sampling and the JSON summary every load client writes.
+//! Shared pieces of weft's benchmark harness: core placement, process limits, RSS sampling
+//! and the JSON summary every load client writes.
 //!
-//! The binaries in `src/bin/` are the peers weft is measured against (tokio and glommio
-//! servers, written as users of those stacks write them) and the load clients that `weft load`
-//! does not cover (connection churn, idle connections, accept storm). `bench/run.sh` drives
-//! them all.
+//! The binaries in `src/bin/` are the load clients that `weft load` does not cover
+//! (connection churn, idle connections, accept storm) and weft's cross-shard call benchmark.
+//! The peers weft is measured against are not here: they are standalone crates in
+//! `bench/peers/`, each with its own Cargo.lock, built as their users build them.
+//! `bench/run.sh` drives them all.
 
 #![deny(missing_docs, missing_debug_implementations)]
 
@@ -12,7 +13,6 @@ pub mod cli;
 pub mod client;
 pub mod cores;
 pub mod latency;
-pub mod listener;
 pub mod procfs;
 pub mod summary;
 

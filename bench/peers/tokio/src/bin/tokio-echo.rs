@@ -2,39 +2,21 @@
 //! current-thread runtime per core, pinned, each with its own SO_REUSEPORT listener, nodelay on
 //! accept, one task per connection reading into a buffer and writing it back.
 
-use std::net::SocketAddr;
-
 use clap::Parser;
+use peer_args::{EchoArgs, raise_nofile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use weft_bench::cli::ServerArgs;
-use weft_bench::{listener, per_core, raise_nofile, resolve_cores};
-
-/// tokio echo server, one runtime per core.
-#[derive(Debug, Parser)]
-struct Args {
-    #[command(flatten)]
-    server: ServerArgs,
-    /// Read buffer per connection, in bytes.
-    #[arg(long, default_value_t = 4096)]
-    buf: usize,
-}
+use tokio_peers::per_core;
 
 fn main() -> Result<(), String> {
-    let args = Args::parse();
-    let cores = resolve_cores(&args.server.cores)?;
+    let args = EchoArgs::parse();
+    let cores = args.server.cores()?;
     raise_nofile();
     let buf = args.buf.max(1);
-    let results = per_core(&cores, move |_, _| serve(args.server.listen, buf)).map_err(|e| e.to_string())?;
-    results
-        .into_iter()
-        .collect::<std::io::Result<Vec<()>>>()
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    per_core(&cores, args.server.listen, move |listener| serve(listener, buf)).map_err(|e| e.to_string())
 }
 
-async fn serve(addr: SocketAddr, buf: usize) -> std::io::Result<()> {
-    let listener = TcpListener::from_std(listener::reuseport(addr)?)?;
+async fn serve(listener: TcpListener, buf: usize) -> std::io::Result<()> {
     loop {
         // Accept errors (EMFILE, ECONNABORTED) are not fatal: go on accepting.
         let Ok((stream, _)) = listener.accept().await else {

@@ -5,14 +5,13 @@
 //! write). The response carries the same headers as weft's http protocol.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use peer_args::{ServerArgs, raise_nofile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use weft_bench::cli::ServerArgs;
-use weft_bench::{listener, per_core, raise_nofile, resolve_cores};
+use tokio_peers::per_core;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8192;
@@ -26,18 +25,12 @@ struct Args {
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let cores = resolve_cores(&args.server.cores)?;
+    let cores = args.server.cores()?;
     raise_nofile();
-    let results = per_core(&cores, move |_, _| serve(args.server.listen)).map_err(|e| e.to_string())?;
-    results
-        .into_iter()
-        .collect::<std::io::Result<Vec<()>>>()
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    per_core(&cores, args.server.listen, serve).map_err(|e| e.to_string())
 }
 
-async fn serve(addr: SocketAddr) -> std::io::Result<()> {
-    let listener = TcpListener::from_std(listener::reuseport(addr)?)?;
+async fn serve(listener: TcpListener) -> std::io::Result<()> {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

@@ -9,22 +9,11 @@ use clap::Parser;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
-use weft_bench::cli::ServerArgs;
-use weft_bench::{raise_nofile, resolve_cores};
-
-/// glommio echo server, one executor per core.
-#[derive(Debug, Parser)]
-struct Args {
-    #[command(flatten)]
-    server: ServerArgs,
-    /// Read buffer per connection, in bytes.
-    #[arg(long, default_value_t = 4096)]
-    buf: usize,
-}
+use peer_args::{EchoArgs, raise_nofile};
 
 fn main() -> Result<(), String> {
-    let args = Args::parse();
-    let cores = resolve_cores(&args.server.cores)?;
+    let args = EchoArgs::parse();
+    let cores = args.server.cores()?;
     raise_nofile();
     let buf = args.buf.max(1);
     let handles = cores
