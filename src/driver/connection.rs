@@ -267,30 +267,42 @@ fn shutdown_write(stream: &TcpStream) {
     let _ = socket2::SockRef::from(&super::borrow_fd(stream)).shutdown(Shutdown::Write);
 }
 
-/// Arms `timer` for `at` (from `now`, the round's time) unless it is armed for an earlier
-/// instant already, and polls it; `Ready` when it fired. With no deadline a timer already
-/// armed is kept: it fires at most once for nothing (the machine ignores a timer that finds
-/// no deadline passed), where cancelling it would cost an arm and a cancel every round of a
-/// connection whose output is pending only between rounds (sends through the ring).
+/// The connection's one timer against the machine's next deadline `at`; `Ready` when a
+/// deadline may have passed (the caller starts a round at the time, and the machine ignores
+/// one that has not).
+///
+/// glommio's `Timer` reads the clock and re-files itself in the reactor's timer tree on
+/// every poll, so it is polled once, when armed: that registers this task's waker, which
+/// the reactor wakes when it is due. After that the round's time tells whether it is due.
+/// It is re-armed only for an earlier deadline, and with no deadline it is kept rather than
+/// cancelled (a connection whose sends go through the ring has output pending between
+/// rounds, and would otherwise arm and cancel a timer every request).
 fn poll_timer(
     timer: &mut Option<(Timer, Instant)>,
     at: Option<Instant>,
     now: Option<Instant>,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
-    if let Some(at) = at
-        && timer.as_ref().is_none_or(|(_, armed)| *armed > at)
-    {
-        // The machine asked for the time before it named a deadline; read it if not.
-        let now = now.unwrap_or_else(Instant::now);
-        *timer = Some((Timer::new(at.saturating_duration_since(now)), at));
-    }
-    let Some((armed, _)) = timer.as_mut() else {
+    let Some(at) = at else {
         return Poll::Pending;
     };
-    if Pin::new(armed).poll(cx).is_pending() {
-        return Poll::Pending;
+    // The machine read the time before it named a deadline; read it if not.
+    let now = now.unwrap_or_else(Instant::now);
+    match timer {
+        // Due, whether its wake-up came or is on its way.
+        Some((_, armed)) if *armed <= now => {
+            *timer = None;
+            Poll::Ready(())
+        }
+        // Armed for this deadline or an earlier one: it wakes the task in time.
+        Some((_, armed)) if *armed <= at => Poll::Pending,
+        _ => {
+            let mut armed = Timer::new(at.saturating_duration_since(now));
+            if Pin::new(&mut armed).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            *timer = Some((armed, at));
+            Poll::Pending
+        }
     }
-    *timer = None;
-    Poll::Ready(())
 }
