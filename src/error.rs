@@ -49,6 +49,9 @@ pub enum EngineError {
          check kernel.io_uring_disabled and any container seccomp profile)"
     )]
     IoUring(#[source] IoUringError),
+    /// A listener's TLS settings were refused.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[source] crate::tls::TlsError),
     /// Listening sockets handed over by another process could not be adopted.
     #[error("cannot adopt the inherited listening sockets: {0}")]
     Inherited(#[source] InheritedError),

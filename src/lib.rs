@@ -82,6 +82,7 @@ mod responder;
 mod service;
 mod stats;
 mod sys;
+pub mod tls;
 
 pub use addr::{Address, AddressError};
 pub use config::{

@@ -14,9 +14,12 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use super::shard::ShardCtx;
+use super::tls;
 use crate::proto::close::CloseReason;
 use crate::proto::conn_state::{Action, ConnState};
+use crate::proto::outbuf::OutBuf;
 use crate::proto::protocol::Protocol;
+use crate::proto::tls::TlsSession;
 use crate::proto::transport::Transport;
 use crate::stats::ShardStats;
 
@@ -39,8 +42,11 @@ pub(crate) struct Connection<P: Protocol> {
     timer: Option<(Timer, Instant)>,
     /// `connection_lost` has run.
     finished: bool,
-    /// Bytes read before the protocol existed (after a PROXY header), delivered first.
+    /// Bytes read before the protocol existed (after a PROXY header, or plaintext that came
+    /// with the end of a TLS handshake), delivered first.
     early: Vec<u8>,
+    /// The TLS session between the socket and the protocol, on a TLS connection.
+    tls: Option<Box<TlsSession>>,
 }
 
 impl<P: Protocol> Connection<P> {
@@ -62,7 +68,15 @@ impl<P: Protocol> Connection<P> {
             timer: None,
             finished: false,
             early: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// Speaks TLS through `session`, whose handshake is done.
+    pub(crate) fn with_tls(mut self, session: TlsSession) -> Self {
+        self.transport.set_alpn(session.alpn());
+        self.tls = Some(Box::new(session));
+        self
     }
 
     /// Delivers `early` to the protocol as its first read.
@@ -100,7 +114,10 @@ impl<P: Protocol> Connection<P> {
         let mut now = None;
         loop {
             match self.state.poll(&self.transport) {
-                Action::Flush => match flush(stream, &self.transport, &self.shard.stats, cx) {
+                Action::Flush => match match self.tls.as_deref_mut() {
+                    None => flush(stream, &self.transport, &self.shard.stats, cx),
+                    Some(session) => tls::flush(stream, session, &self.transport, &self.shard.stats, cx),
+                } {
                     Ok(sent) => {
                         self.transport.output_drained();
                         self.state.handle_flushed(sent);
@@ -112,6 +129,16 @@ impl<P: Protocol> Connection<P> {
                     self.state.handle_read(early.len());
                     self.protocol.data_received(&early, &self.transport);
                 }
+                Action::Read if let Some(session) = self.tls.as_deref_mut() => tls::read(
+                    stream,
+                    session,
+                    &mut self.shard.read_buf.borrow_mut()[..],
+                    &mut self.state,
+                    &mut self.protocol,
+                    &self.transport,
+                    &self.shard.stats,
+                    cx,
+                ),
                 action @ (Action::Read | Action::Linger) => {
                     let mut buf = self.shard.read_buf.borrow_mut();
                     match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {
@@ -193,7 +220,18 @@ fn flush(
     stats: &ShardStats,
     cx: &mut Context<'_>,
 ) -> Result<usize, CloseReason> {
-    let mut out = transport.out();
+    let sent = write_out(stream, &mut transport.out(), cx)?;
+    ShardStats::add(&stats.bytes_out, sent as u64);
+    Ok(sent)
+}
+
+/// Writes `out` to the socket until it is empty or the socket is full; returns the bytes
+/// sent.
+pub(super) fn write_out(
+    stream: &mut TcpStream,
+    out: &mut OutBuf,
+    cx: &mut Context<'_>,
+) -> Result<usize, CloseReason> {
     let mut sent = 0;
     while !out.is_empty() {
         match Pin::new(&mut *stream).poll_write(cx, out.chunk()) {
@@ -206,7 +244,6 @@ fn flush(
             Poll::Pending => break,
         }
     }
-    ShardStats::add(&stats.bytes_out, sent as u64);
     Ok(sent)
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::addr::{Address, AddressError, split_host_port};
 use crate::proto::reconnect::ReconnectPolicy;
+use crate::proto::tls::{ClientTls, HandshakeResult};
 use crate::proto::transport::Keepalive;
 
 /// Why a connection attempt failed. Delivered once per attempt to
@@ -66,6 +67,16 @@ pub enum ConnectError {
     /// `stop_trying`) ended the attempt.
     #[error("the connection attempt was cancelled")]
     Cancelled,
+    /// The TLS handshake failed (or did not finish within the connect timeout).
+    #[error("TLS handshake with {addr} failed ({}): {detail} (check the server name, the trusted roots and the ALPN protocols)", .result.label())]
+    Tls {
+        /// The address connected to.
+        addr: Address,
+        /// How the handshake ended.
+        result: HandshakeResult,
+        /// What went wrong.
+        detail: String,
+    },
     /// Any other error while connecting.
     #[error("connecting to {addr} failed: {source}")]
     Io {
@@ -99,7 +110,7 @@ impl ConnectError {
     }
 
     /// A short stable label for logs and counters: `refused`, `timed_out`, `unreachable`,
-    /// `bind`, `resolution`, `cancelled` or `io_error`.
+    /// `bind`, `resolution`, `cancelled`, `tls` or `io_error`.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Refused { .. } => "refused",
@@ -108,6 +119,7 @@ impl ConnectError {
             Self::Bind { .. } => "bind",
             Self::Resolution { .. } => "resolution",
             Self::Cancelled => "cancelled",
+            Self::Tls { .. } => "tls",
             Self::Io { .. } => "io_error",
         }
     }
@@ -119,7 +131,7 @@ impl ConnectError {
             Self::Unreachable { source, .. } | Self::Bind { source, .. } | Self::Io { source, .. } => {
                 source.raw_os_error()
             }
-            Self::TimedOut { .. } | Self::Resolution { .. } | Self::Cancelled => None,
+            Self::TimedOut { .. } | Self::Resolution { .. } | Self::Cancelled | Self::Tls { .. } => None,
         }
     }
 
@@ -146,6 +158,10 @@ pub struct ConnectOptions {
     pub keepalive: Option<Keepalive>,
     /// Retry failed attempts and lost connections with exponential back-off. Default: none.
     pub reconnect: Option<ReconnectPolicy>,
+    /// Speak TLS over the connection: the handshake runs after the connect and before the
+    /// protocol is built; a failed one fails the attempt with [`ConnectError::Tls`]. Default:
+    /// none (plain TCP).
+    pub tls: Option<ClientTls>,
 }
 
 impl ConnectOptions {
@@ -177,6 +193,13 @@ impl ConnectOptions {
         self
     }
 
+    /// Sets [`tls`](Self::tls).
+    #[must_use]
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Sets [`reconnect`](Self::reconnect).
     #[must_use]
     pub fn with_reconnect(mut self, reconnect: Option<ReconnectPolicy>) -> Self {
@@ -193,6 +216,7 @@ impl Default for ConnectOptions {
             nodelay: true,
             keepalive: None,
             reconnect: None,
+            tls: None,
         }
     }
 }
