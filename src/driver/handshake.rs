@@ -67,6 +67,10 @@ pub(crate) async fn serve<F: Factory>(
     };
     let (session, early) = match tls {
         Some(tls) => {
+            if shard.config.nodelay {
+                // Before the handshake: its flights must not wait for ACKs (Nagle).
+                let _ = socket2::SockRef::from(&super::borrow_fd(&stream)).set_nodelay(true);
+            }
             let mut session = match TlsSession::server(tls.config.clone()) {
                 Ok(s) => s,
                 Err(e) => {

@@ -17,7 +17,7 @@ use crate::metrics::{LatencyMetric, Stopwatch};
 use crate::proto::close::CloseReason;
 use crate::proto::conn_state::ConnState;
 use crate::proto::protocol::Protocol;
-use crate::proto::tls::{HandshakeResult, TlsSession};
+use crate::proto::tls::{HandshakeResult, TlsFault, TlsSession};
 use crate::proto::transport::Transport;
 use crate::stats::ShardStats;
 
@@ -91,7 +91,7 @@ async fn drive_handshake(
         let received = session.receive(&pending, &mut |p| early.extend_from_slice(p));
         send_all(stream, session, stats).await;
         if let Err(e) = received {
-            return Err(Failure::new(HandshakeResult::from_tls(&e), e));
+            return Err(Failure::new(e.result(), e));
         }
         if !session.is_handshaking() {
             return Ok(early);
@@ -195,6 +195,9 @@ pub(crate) fn read<P: Protocol>(
             if let Err(e) = received {
                 // Best effort: the alert rustls queued, then the close.
                 let _ = write_out(stream, session.cipher(), cx);
+                if let TlsFault::Renegotiation = e {
+                    stats.tls_handshake(HandshakeResult::Renegotiation);
+                }
                 ShardStats::add(&stats.tls_errors, 1);
                 tracing::debug!(peer = %transport.peer_addr(), "TLS error: {e}");
                 let err = io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"));

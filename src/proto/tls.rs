@@ -41,10 +41,13 @@ pub enum HandshakeResult {
     Alert,
     /// Any other failure.
     Other,
+    /// A client asked to renegotiate a TLS 1.2 session: refused (rustls answers
+    /// `no_renegotiation`), and the connection closed.
+    Renegotiation,
 }
 
 /// The label of every [`HandshakeResult`], in index order.
-pub const HANDSHAKE_LABELS: [&str; 9] = [
+pub const HANDSHAKE_LABELS: [&str; 10] = [
     "ok",
     "timeout",
     "eof",
@@ -54,6 +57,7 @@ pub const HANDSHAKE_LABELS: [&str; 9] = [
     "certificate",
     "alert",
     "other",
+    "renegotiation_refused",
 ];
 
 impl HandshakeResult {
@@ -70,6 +74,7 @@ impl HandshakeResult {
             Self::Certificate => 6,
             Self::Alert => 7,
             Self::Other => 8,
+            Self::Renegotiation => 9,
         }
     }
 
@@ -137,6 +142,34 @@ impl ClientTls {
             .map_err(|_| rustls::Error::General(format!("{name:?} is not a valid server name")))?;
         let conn = rustls::ClientConnection::new(self.config.clone(), name)?;
         Ok(TlsSession::new(conn.into()))
+    }
+}
+
+/// Why a session cannot go on.
+#[derive(Debug)]
+pub(crate) enum TlsFault {
+    /// rustls failed (a malformed or unexpected record, a fatal alert from the peer...).
+    Tls(rustls::Error),
+    /// The peer tried to renegotiate (refused).
+    Renegotiation,
+}
+
+impl TlsFault {
+    /// How a handshake that ends with this fault is counted.
+    pub(crate) fn result(&self) -> HandshakeResult {
+        match self {
+            Self::Tls(e) => HandshakeResult::from_tls(e),
+            Self::Renegotiation => HandshakeResult::Renegotiation,
+        }
+    }
+}
+
+impl std::fmt::Display for TlsFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tls(e) => e.fmt(f),
+            Self::Renegotiation => f.write_str("the peer asked to renegotiate (refused)"),
+        }
     }
 }
 
@@ -215,16 +248,26 @@ impl TlsSession {
         &mut self,
         mut input: &[u8],
         deliver: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), rustls::Error> {
+    ) -> Result<(), TlsFault> {
         while !input.is_empty() && !self.peer_closed {
             let taken = match self.conn.read_tls(&mut input) {
                 Ok(n) => n,
                 // The plaintext queue is full: it is drained below, after every read.
-                Err(e) => return Err(rustls::Error::General(e.to_string())),
+                Err(e) => return Err(TlsFault::Tls(rustls::Error::General(e.to_string()))),
             };
+            let established = !self.conn.is_handshaking();
+            let before = self.cipher.len();
             let state = self.conn.process_new_packets();
             self.collect();
-            let state = state?;
+            let state = state.map_err(TlsFault::Tls)?;
+            // After a TLS 1.2 handshake, the only thing rustls answers by itself is its
+            // `no_renegotiation` warning to a client's new ClientHello.
+            if established
+                && self.cipher.len() > before
+                && self.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2)
+            {
+                return Err(TlsFault::Renegotiation);
+            }
             self.drain(deliver);
             if state.peer_has_closed() {
                 self.peer_closed = true;
@@ -319,7 +362,7 @@ mod tests {
     }
 
     /// Moves `from`'s ciphertext into `to`; returns the plaintext `to` got.
-    fn pass(from: &mut TlsSession, to: &mut TlsSession) -> Result<Vec<u8>, rustls::Error> {
+    fn pass(from: &mut TlsSession, to: &mut TlsSession) -> Result<Vec<u8>, TlsFault> {
         let bytes = from.cipher().chunk().to_vec();
         from.cipher().consume(bytes.len());
         let mut got = Vec::new();
@@ -353,7 +396,7 @@ mod tests {
         for input in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0xff; 64][..]] {
             let (mut s, _) = pair(&[], &[]);
             let e = s.receive(input, &mut |_| {}).unwrap_err();
-            assert_eq!(HandshakeResult::from_tls(&e), HandshakeResult::Invalid, "{e}");
+            assert_eq!(e.result(), HandshakeResult::Invalid, "{e}");
             assert!(!s.cipher().is_empty(), "an alert is queued");
         }
     }
@@ -362,11 +405,7 @@ mod tests {
     fn no_common_alpn_is_incompatible() {
         let (mut s, mut c) = pair(&["h2"], &["http/1.1"]);
         let e = pass(&mut c, &mut s).unwrap_err();
-        assert_eq!(
-            HandshakeResult::from_tls(&e),
-            HandshakeResult::Incompatible,
-            "{e}"
-        );
+        assert_eq!(e.result(), HandshakeResult::Incompatible, "{e}");
     }
 
     #[test]
