@@ -468,3 +468,45 @@ fn own_client_and_reload_under_load() {
         "no failed request across the reloads: {doc}"
     );
 }
+
+/// Memory per idle connection, TLS beside plain: each connection first echoes 16 KiB (a
+/// full TLS record each way, so that every buffer has grown), then sits idle. Prints both
+/// figures; the bound is loose (the point is that buffers do not stay at their largest).
+#[test]
+fn idle_tls_connections_hold_little_memory() {
+    const CONNS: usize = 300;
+    let _serial = util::serial();
+    let pki = Pki::new("tls-memory");
+    let config = client_config(&pki.ca_file(), &[]);
+    let payload = vec![b'm'; 16 * 1024];
+
+    let per_conn = |w: &Weft, open: &mut dyn FnMut() -> Box<dyn ReadWrite>| {
+        std::thread::sleep(Duration::from_millis(200));
+        let rss0 = util::rss_kib(w.pid());
+        let mut held = Vec::with_capacity(CONNS);
+        for _ in 0..CONNS {
+            let mut s = open();
+            s.write_all(&payload).unwrap();
+            let mut back = vec![0u8; payload.len()];
+            s.read_exact(&mut back).unwrap();
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let grown = util::rss_kib(w.pid()).saturating_sub(rss0);
+        drop(held);
+        grown * 1024 / CONNS as u64
+    };
+
+    let mut plain = Weft::serve(&["--proto", "echo", "--cores", "1", "--listen", "127.0.0.1:0"]);
+    let plain_addr = plain.ready();
+    let plain_bytes = per_conn(&plain, &mut || Box::new(TcpStream::connect(plain_addr).unwrap()));
+    let (tls, addr, _) = serve_tls(&pki, "echo", &[]);
+    let tls_bytes = per_conn(&tls, &mut || Box::new(tls_connect(addr, &config)));
+    eprintln!("memory per idle connection: plain {plain_bytes} B, TLS {tls_bytes} B ({CONNS} connections)");
+    assert!(tls_bytes < 24 * 1024, "{tls_bytes} B per idle TLS connection");
+}
+
+/// A blocking stream, plain or TLS.
+trait ReadWrite: Read + Write {}
+
+impl<T: Read + Write> ReadWrite for T {}

@@ -194,6 +194,15 @@ impl std::fmt::Debug for TlsSession {
     }
 }
 
+/// A source that never has anything to read yet.
+struct Nothing;
+
+impl io::Read for Nothing {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
 /// Appends what rustls writes to the ciphertext queue.
 struct Sink<'a>(&'a mut OutBuf);
 
@@ -276,7 +285,15 @@ impl TlsSession {
                 break;
             }
         }
+        self.shrink();
         Ok(())
+    }
+
+    /// Lets rustls shrink its input buffer to one read's size (4 KiB) when it holds no
+    /// partial record, so that an idle connection does not keep the buffer of its largest
+    /// record: a read that finds nothing ("would block") makes it resize first.
+    fn shrink(&mut self) {
+        let _ = self.conn.read_tls(&mut Nothing);
     }
 
     /// Hands the plaintext rustls holds to `deliver`.
