@@ -1,5 +1,5 @@
 //! The sharded-service examples, run as their users run them: a chat whose rooms span the
-//! shards, and a key-value service whose keys live on their owning shards.
+//! shards, a key-value service whose keys live on their owning shards, and TLS on both sides.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
@@ -98,4 +98,24 @@ fn kv_keys_live_on_their_shards_and_pipelines_answer_in_order() {
     assert!(read_until(&mut other_reader, |_| true).starts_with("ERR"));
     drop((writer, reader, other, other_reader));
     stop(child);
+}
+
+#[test]
+fn tls_example_echoes_over_tls_with_alpn() {
+    let out = util::output_within(
+        example_command("tls", &[])
+            .spawn()
+            .expect("the examples are built by cargo test"),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ALPN Some(\"http/1.1\"); hello over TLS (closed locally)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("server: 1 TLS handshake(s) ok, 1 connection(s) served"),
+        "{text}"
+    );
 }
