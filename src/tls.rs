@@ -34,8 +34,9 @@
 //!   `tls_handshake` latency metric; a failed one is closed without reaching any protocol.
 //! - Flow control, the write-stall and idle timeouts, drain and handoff work as on plain
 //!   connections; queued output counts the ciphertext not yet sent.
-//! - An orderly close (`lose_connection`) sends a `close_notify` alert after the queued
-//!   output, then the FIN; an abort sends neither.
+//! - An orderly close (`lose_connection`, the peer's EOF, the protocol's deadline, the idle
+//!   timeout) sends a `close_notify` alert after the queued output, then the FIN; an abort,
+//!   an error or a forced close (output cap, write stall, the end of a drain) sends none.
 //! - Half-close: `lose_write_connection` sends `close_notify` then shuts the write side; the
 //!   peer's `close_notify` (or a TCP FIN without one, which many clients send) is the read
 //!   EOF, `read_connection_lost`. TLS 1.3 peers may go on reading after our `close_notify`;

@@ -339,7 +339,8 @@ fn bad_input_is_closed_counted_and_leaks_nothing() {
     let mut idle = tls_connect(addr, &config);
     let started = Instant::now();
     let mut rest = Vec::new();
-    let _ = idle.read_to_end(&mut rest);
+    idle.read_to_end(&mut rest)
+        .expect("a close_notify at the idle timeout");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "closed by --idle-timeout"
@@ -409,8 +410,14 @@ fn echo_flow_control_and_drain_on_sigterm() {
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"during drain");
+    // Our close_notify: the echo's default read_connection_lost closes with nothing queued,
+    // and its close_notify must still come before the FIN.
     s.conn.send_close_notify();
     s.flush().unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .expect("a close_notify from the server, not a bare FIN");
+    assert!(rest.is_empty());
     drop(s);
     let status = w.wait(Duration::from_secs(4));
     assert!(status.success(), "{status:?}");

@@ -155,7 +155,12 @@ impl<P: Protocol> Connection<P> {
                         Poll::Pending => self.state.handle_read_blocked(),
                     }
                 }
-                Action::ShutdownWrite => shutdown_write(stream),
+                Action::ShutdownWrite => {
+                    if let Some(session) = self.tls.as_deref_mut() {
+                        tls::close_notify(stream, session, &self.shard.stats, cx);
+                    }
+                    shutdown_write(stream)
+                }
                 Action::CallDrainRequested => self.protocol.drain_requested(&self.transport),
                 Action::CallReadConnectionLost => self.protocol.read_connection_lost(&self.transport),
                 Action::CallWriteConnectionLost => self.protocol.write_connection_lost(&self.transport),
@@ -175,7 +180,14 @@ impl<P: Protocol> Connection<P> {
                     }
                     Poll::Pending => return Poll::Pending,
                 },
-                Action::Close(reason) => return Poll::Ready(reason),
+                Action::Close(reason) => {
+                    if let Some(session) = self.tls.as_deref_mut()
+                        && tls::orderly(&reason)
+                    {
+                        tls::close_notify(stream, session, &self.shard.stats, cx);
+                    }
+                    return Poll::Ready(reason);
+                }
             }
         }
     }

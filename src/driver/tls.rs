@@ -168,6 +168,34 @@ pub(crate) fn flush(
     result
 }
 
+/// True for the closes that end a TLS session with `close_notify`: the orderly ones and the
+/// idle timeout (not errors, resets, aborts or forced closes).
+pub(crate) fn orderly(reason: &CloseReason) -> bool {
+    matches!(
+        reason,
+        CloseReason::PeerEof
+            | CloseReason::LocalClose
+            | CloseReason::DeadlineExpired
+            | CloseReason::IdleTimeout
+    )
+}
+
+/// Before our FIN, or an orderly close, on a TLS connection: sends `close_notify` unless a
+/// flush already did (a close with nothing queued). The socket took everything queued before, so the 24-byte
+/// alert fits; were the socket full, the rest of it would be dropped with the FIN.
+pub(crate) fn close_notify(
+    stream: &mut TcpStream,
+    session: &mut TlsSession,
+    stats: &ShardStats,
+    cx: &mut Context<'_>,
+) {
+    if session.close() {
+        let sent = write_out(stream, session.cipher(), cx).unwrap_or(0);
+        ShardStats::add(&stats.bytes_out, sent as u64);
+        session.cipher().clear();
+    }
+}
+
 /// [`Action::Read`](crate::proto::conn_state::Action::Read) on a TLS connection: reads
 /// ciphertext into `buf`, hands the plaintext to the protocol, and reports to `state`. The
 /// peer's `close_notify` is the EOF, reported on the read after it.
