@@ -517,3 +517,104 @@ fn idle_tls_connections_hold_little_memory() {
 trait ReadWrite: Read + Write {}
 
 impl<T: Read + Write> ReadWrite for T {}
+
+/// Flow control and the write-stall timeout on TLS: a client that writes and never reads
+/// pauses the echo's reading, then is closed for the stall; `--tls-listen` serves TLS beside
+/// a plain port; `weft load --proto echo --tls` drives it.
+#[test]
+fn write_stall_tls_beside_plain_and_echo_load() {
+    let pki = Pki::new("tls-stall");
+    let (cert, key) = pki.leaf("server", "localhost", &["localhost", "127.0.0.1"]);
+    let mut w = Weft::serve(&[
+        "--proto",
+        "echo",
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--write-stall-timeout",
+        "1s",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let line = w.wait_for("serving ", Duration::from_secs(10));
+    let addrs: Vec<SocketAddr> = line
+        .split(" on ")
+        .nth(1)
+        .unwrap()
+        .split(" (")
+        .next()
+        .unwrap()
+        .split(", ")
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let (plain, tls) = (addrs[0], addrs[1]);
+    let metrics_line = w.wait_for("metrics at http://", Duration::from_secs(10));
+    let metrics: SocketAddr = metrics_line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let mut p = TcpStream::connect(plain).unwrap();
+    p.write_all(b"plain").unwrap();
+    let mut buf = [0u8; 5];
+    p.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"plain", "the --listen port stays plain");
+
+    let config = client_config(&pki.ca_file(), &[]);
+    let mut s = tls_connect(tls, &config);
+    s.sock
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![b's'; 64 * 1024];
+    let started = Instant::now();
+    // Writes until the server's reading pauses and the socket fills (or the server closes).
+    while started.elapsed() < Duration::from_secs(5) && s.write_all(&chunk).is_ok() {}
+    let stalled = metric_at_least(
+        metrics,
+        "weft_connections_closed_total{shard=\"0\",reason=\"write_stall\"}",
+        1,
+    );
+    assert_eq!(stalled, 1, "closed for the write stall");
+    drop(s);
+
+    let ca = pki.ca_file();
+    let out = util::run_weft(
+        &[
+            "load",
+            "--target",
+            &tls.to_string(),
+            "--proto",
+            "echo",
+            "--tls",
+            "--tls-ca",
+            &ca,
+            "--tls-server-name",
+            "localhost",
+            "--conns",
+            "2",
+            "--duration",
+            "1s",
+        ],
+        Duration::from_secs(15),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("errors      none"), "{text}");
+    assert!(text.contains("echo over TLS"), "{text}");
+}
