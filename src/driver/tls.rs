@@ -86,9 +86,8 @@ async fn drive_handshake(
 ) -> Result<Vec<u8>, Failure> {
     let mut early = Vec::new();
     let mut chunk = vec![0u8; HANDSHAKE_READ];
-    let mut pending = input;
+    let mut received = session.receive(&input, &mut |p| early.extend_from_slice(p));
     loop {
-        let received = session.receive(&pending, &mut |p| early.extend_from_slice(p));
         send_all(stream, session, stats).await;
         if let Err(e) = received {
             return Err(Failure::new(e.result(), e));
@@ -107,7 +106,7 @@ async fn drive_handshake(
             ));
         }
         ShardStats::add(&stats.bytes_in, n as u64);
-        pending = chunk[..n].to_vec();
+        received = session.receive(&chunk[..n], &mut |p| early.extend_from_slice(p));
     }
 }
 
