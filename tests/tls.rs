@@ -618,3 +618,67 @@ fn write_stall_tls_beside_plain_and_echo_load() {
     assert!(text.contains("errors      none"), "{text}");
     assert!(text.contains("echo over TLS"), "{text}");
 }
+
+/// A zero-downtime restart of a TLS listener: the successor takes the listening socket over
+/// (with its own certificate), while a TLS connection to the old process goes on until it
+/// closes; the old process then exits.
+#[test]
+fn handoff_of_a_tls_listener() {
+    let pki = Pki::new("tls-handoff");
+    let sock = pki.dir.file("handoff.sock");
+    let (new_cert, new_key) = pki.leaf("new", "localhost-new", &["localhost"]);
+    let (mut old, addr, _) = serve_tls(
+        &pki,
+        "echo",
+        &["--handoff-socket", &sock, "--drain-timeout", "5s"],
+    );
+    let config = client_config(&pki.ca_file(), &[]);
+    let mut kept = tls_connect(addr, &config);
+
+    let mut new = Weft::serve(&[
+        "--proto",
+        "echo",
+        "--cores",
+        "1",
+        "--takeover",
+        &sock,
+        "--tls-cert",
+        &new_cert,
+        "--tls-key",
+        &new_key,
+    ]);
+    new.wait_for("took over the listeners", Duration::from_secs(10));
+    // The old process's one accept in flight may take a connect or two; then the successor
+    // answers every new connection, with its certificate.
+    let served_by_new = (0..5).any(|_| {
+        let s = tls_connect(addr, &config);
+        let cert = s.conn.peer_certificates().unwrap()[0].clone();
+        x509_cn(&cert) == "localhost-new"
+    });
+    assert!(served_by_new, "the successor serves new connections");
+
+    kept.write_all(b"still the old one").unwrap();
+    let mut buf = [0u8; 17];
+    kept.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still the old one");
+    kept.conn.send_close_notify();
+    kept.flush().unwrap();
+    drop(kept);
+    assert!(
+        old.wait(Duration::from_secs(5)).success(),
+        "the old process drains and exits"
+    );
+}
+
+/// The subject CN of a DER certificate, found by its OID (2.5.4.3) and read as a UTF-8 or
+/// printable string: enough for the test certificates made here.
+fn x509_cn(der: &[u8]) -> String {
+    let oid = [0x06, 0x03, 0x55, 0x04, 0x03];
+    let at = der
+        .windows(oid.len())
+        .rposition(|w| w == oid)
+        .expect("a CN in the certificate");
+    let len = der[at + oid.len() + 1] as usize;
+    let start = at + oid.len() + 2;
+    String::from_utf8_lossy(&der[start..start + len]).into_owned()
+}
