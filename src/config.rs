@@ -318,7 +318,7 @@ pub struct EngineConfig {
 }
 
 /// One listening address and how its connections are received, before they reach their
-/// protocol. Build it with [`ListenerConfig::new`] (or from a `SocketAddr`) and the methods
+/// protocol (a PROXY header, TLS). Build it with [`ListenerConfig::new`] (or from a `SocketAddr`) and the methods
 /// that add options.
 ///
 /// ```
