@@ -132,7 +132,8 @@ pub(crate) struct ServerTls {
 
 /// [`Action::Flush`](crate::proto::conn_state::Action::Flush) on a TLS connection: sends
 /// pending ciphertext, then encrypts the transport's queue step by step while the socket
-/// takes it, and queues `close_notify` once the protocol's close has nothing left before it.
+/// takes it, and queues `close_notify` once the protocol's close has nothing left before it
+/// (plaintext written after that is dropped).
 /// Returns the ciphertext bytes sent; what the socket did not take counts as the transport's
 /// [`buffered`](Transport::buffered) output.
 pub(crate) fn flush(
@@ -159,7 +160,18 @@ pub(crate) fn flush(
             }
             break Ok(sent);
         }
+        if session.closed() {
+            // Written after our close_notify went out: nothing may follow it.
+            let n = out.len();
+            out.consume(n);
+            continue;
+        }
         let n = session.send(out.chunk());
+        if n == 0 {
+            // rustls takes no more (a session that failed): the connection cannot go on.
+            let err = io::Error::new(io::ErrorKind::InvalidData, "TLS: the session refuses data");
+            break Err(CloseReason::Io(Arc::new(err)));
+        }
         out.consume(n);
     };
     ShardStats::add(&stats.bytes_out, sent as u64);

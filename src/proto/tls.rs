@@ -319,6 +319,11 @@ impl TlsSession {
         n
     }
 
+    /// True once our `close_notify` is queued.
+    pub(crate) fn closed(&self) -> bool {
+        self.close_sent
+    }
+
     /// Queues our `close_notify`; true the first time.
     pub(crate) fn close(&mut self) -> bool {
         if self.close_sent {
