@@ -402,6 +402,12 @@ fn echo_flow_control_and_drain_on_sigterm() {
         read += n;
     }
     assert!(got == data, "echoed intact");
+    // A TLS 1.3 key update the client asks the server to answer: the echo goes on.
+    s.conn.refresh_traffic_keys().unwrap();
+    s.write_all(b"new keys").unwrap();
+    let mut buf = [0u8; 8];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"new keys");
 
     w.signal(libc::SIGTERM);
     w.wait_for("draining open connections", Duration::from_secs(5));

@@ -231,6 +231,8 @@ pub(crate) fn read<P: Protocol>(
             ShardStats::add(&stats.bytes_in, n as u64);
             state.handle_read(n);
             let received = session.receive(&buf[..n], &mut |plain| protocol.data_received(plain, transport));
+            // What rustls answers by itself (a TLS 1.3 KeyUpdate) goes out with the next flush.
+            transport.set_held(session.cipher().len());
             if let Err(e) = received {
                 // Best effort: the alert rustls queued, then the close.
                 let _ = write_out(stream, session.cipher(), cx);
