@@ -460,3 +460,115 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch folder with self-signed certificates for `names`, one file pair each.
+    struct Files(PathBuf);
+
+    impl Files {
+        fn new(test: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("weft-tls-unit-{test}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn pair(&self, name: &str) -> (PathBuf, PathBuf) {
+            let key =
+                rcgen::generate_simple_self_signed(vec![name.trim_start_matches("*.").to_owned()]).unwrap();
+            let (c, k) = (
+                self.0.join(format!("{name}.pem")),
+                self.0.join(format!("{name}.key")),
+            );
+            std::fs::write(&c, key.cert.pem()).unwrap();
+            std::fs::write(&k, key.key_pair.serialize_pem()).unwrap();
+            (c, k)
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn same(a: &Arc<CertifiedKey>, b: &Arc<CertifiedKey>) -> bool {
+        a.cert == b.cert
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_default() {
+        let f = Files::new("sni");
+        let (c, k) = f.pair("default");
+        let (ac, ak) = f.pair("api.example.com");
+        let (wc, wk) = f.pair("*.example.com");
+        let tls = TlsConfig::from_pem_files(c, k)
+            .unwrap()
+            .with_sni("API.example.com", ac, ak)
+            .unwrap()
+            .with_sni("*.example.com", wc, wk)
+            .unwrap();
+        let loaded = tls.store.current();
+        let named = |n: &str| loaded.by_name.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert!(same(
+            &loaded.pick(Some("api.EXAMPLE.com")),
+            &named("api.example.com")
+        ));
+        assert!(same(
+            &loaded.pick(Some("www.example.com")),
+            &named("*.example.com")
+        ));
+        assert!(
+            same(&loaded.pick(Some("a.b.example.com")), &loaded.default),
+            "one label only"
+        );
+        assert!(same(&loaded.pick(None), &loaded.default));
+        assert!(matches!(
+            TlsConfig::from_pem_files(f.0.join("default.pem"), f.0.join("default.key"))
+                .unwrap()
+                .with_sni("not a name", f.0.join("default.pem"), f.0.join("default.key")),
+            Err(TlsError::Name(_))
+        ));
+    }
+
+    #[test]
+    fn bad_files_say_which_and_a_failed_reload_keeps_the_old_certificate() {
+        let f = Files::new("bad");
+        let (c, k) = f.pair("one");
+        let (_, other_key) = f.pair("two");
+        assert!(matches!(
+            TlsConfig::from_pem_files(f.0.join("missing.pem"), &k),
+            Err(TlsError::Read { .. })
+        ));
+        std::fs::write(f.0.join("empty.pem"), "nothing here\n").unwrap();
+        assert!(matches!(
+            TlsConfig::from_pem_files(f.0.join("empty.pem"), &k),
+            Err(TlsError::Empty { .. })
+        ));
+        assert!(matches!(
+            TlsConfig::from_pem_files(&c, &other_key),
+            Err(TlsError::Key { .. })
+        ));
+
+        let tls = TlsConfig::from_pem_files(&c, &k).unwrap();
+        let before = tls.store.current().default.clone();
+        std::fs::write(&c, "garbage").unwrap();
+        let err = tls.reload().unwrap_err();
+        assert!(err.to_string().contains("one.pem"), "{err}");
+        assert!(
+            same(&tls.store.current().default, &before),
+            "the old certificate stays"
+        );
+        let (c2, k2) = f.pair("three");
+        std::fs::rename(c2, &c).unwrap();
+        std::fs::rename(k2, &k).unwrap();
+        tls.clone().reload().unwrap();
+        assert!(
+            !same(&tls.store.current().default, &before),
+            "a clone's reload changes them all"
+        );
+    }
+}
