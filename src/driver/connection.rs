@@ -114,16 +114,19 @@ impl<P: Protocol> Connection<P> {
         let mut now = None;
         loop {
             match self.state.poll(&self.transport) {
-                Action::Flush => match match self.tls.as_deref_mut() {
-                    None => flush(stream, &self.transport, &self.shard.stats, cx),
-                    Some(session) => tls::flush(stream, session, &self.transport, &self.shard.stats, cx),
-                } {
-                    Ok(sent) => {
-                        self.transport.output_drained();
-                        self.state.handle_flushed(sent);
+                Action::Flush => {
+                    let flushed = match self.tls.as_deref_mut() {
+                        None => flush(stream, &self.transport, &self.shard.stats, cx),
+                        Some(session) => tls::flush(stream, session, &self.transport, &self.shard.stats, cx),
+                    };
+                    match flushed {
+                        Ok(sent) => {
+                            self.transport.output_drained();
+                            self.state.handle_flushed(sent);
+                        }
+                        Err(reason) => self.state.handle_write_error(reason),
                     }
-                    Err(reason) => self.state.handle_write_error(reason),
-                },
+                }
                 Action::Read if !self.early.is_empty() => {
                     let early = std::mem::take(&mut self.early);
                     self.state.handle_read(early.len());

@@ -47,7 +47,7 @@ pub(crate) async fn serve<F: Factory>(
         listener,
         real_peer,
     } = start;
-    // A draining shard waits for connections still in their header phase.
+    // A draining shard waits for connections still in their header or handshake phase.
     let pending = Counted::new(&shard.handshakes);
     let real = Address::from(real_peer);
     let (peer, early) = match proxy {
