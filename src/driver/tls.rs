@@ -21,10 +21,11 @@ use crate::proto::tls::{HandshakeResult, TlsFault, TlsSession};
 use crate::proto::transport::Transport;
 use crate::stats::ShardStats;
 
-/// How long TLS handshakes take, accept (or connect) to completion, successful ones only.
+/// How long successful TLS handshakes take, from the accept (after any PROXY header) or the
+/// connect to the end of the handshake.
 pub(crate) static TLS_HANDSHAKE: LatencyMetric = LatencyMetric::new(
     "tls_handshake",
-    "Time from the first TLS byte to the end of a successful handshake.",
+    "Time from the accept (after any PROXY header) or the connect to the end of a successful TLS handshake.",
 );
 
 /// Bytes read per socket read during a handshake: a ClientHello fits, and the buffer lives
