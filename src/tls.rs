@@ -63,6 +63,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 pub use crate::proto::tls::{ClientTls, HANDSHAKE_LABELS, HandshakeResult};
+/// The rustls crate weft is built with, for [`ClientTls::from_config`] and its types.
+pub use rustls;
 
 /// Default time a client has to complete the handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
