@@ -346,6 +346,19 @@ fn bad_input_is_closed_counted_and_leaks_nothing() {
         "closed by --idle-timeout"
     );
 
+    // Many more bad connections leave no memory behind.
+    let rss0 = util::rss_kib(w.pid());
+    for i in 0..200 {
+        let bad: &[u8] = if i % 2 == 0 {
+            &garbage
+        } else {
+            &hello[..hello.len() / 2]
+        };
+        closed_after(addr, bad, true);
+    }
+    let grown = util::rss_kib(w.pid()).saturating_sub(rss0);
+    assert!(grown < 2048, "{grown} KiB more after 200 bad connections");
+
     // The server is up, and every descriptor of the failed connections is closed.
     let mut s = tls_connect(addr, &config);
     s.write_all(b"still here").unwrap();
