@@ -29,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-SCENARIOS=(echo-d1 echo-d16 echo-rate http-wrk http-load churn idle storm shard-calls kv)
+SCENARIOS=(echo-d1 echo-d16 echo-rate http-wrk http-load churn idle storm shard-calls kv tls)
 declare -A ABOUT=(
   [echo-d1]="echo, 64 B messages, 50 connections, one request in flight each (weft load)"
   [echo-d16]="echo, 64 B messages, 50 connections, 16 pipelined requests each (weft load)"
@@ -41,6 +41,7 @@ declare -A ABOUT=(
   [storm]="accept storm of BENCH_STORM_RATE connections/s while 50 established clients ping"
   [shard-calls]="weft's cross-shard calls (submit_to) between two shards: round trip and throughput"
   [kv]="weft serve --proto kv against redis-server with redis-benchmark -P 1 and -P 16, and memory per key"
+  [tls]="HTTP over TLS 1.3 (ECDSA P-256) against nginx with the same certificate: wrk -c50 keep-alive and full handshakes/s"
 )
 if [[ ${1:-} == --list || ${1:-} == -h || ${1:-} == --help ]]; then
   sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
@@ -282,5 +283,22 @@ if wanted kv; then
     echo
     BENCH_SERVER_CORE=$SERVER_CORE BENCH_LOAD_CORE=$LOAD_CORE BENCH_ROUNDS=$ROUNDS bench/kv.sh
   } >> "$OUT"
+fi
+if wanted tls; then
+  if [[ -z $NGINX || -z $WRK ]] || ! command -v openssl >/dev/null; then
+    log "tls: skipped (needs nginx, wrk and openssl)"
+  else
+    log "tls: weft serve --proto http over TLS against nginx (bench/tls.sh)"
+    {
+      echo
+      echo "## TLS: weft serve --proto http --tls-cert against nginx ssl"
+      echo
+      echo "\`bench/tls.sh\`: one ECDSA P-256 certificate for both, each server alone on core $SERVER_CORE"
+      echo "(nginx one worker, weft one shard), \`wrk -t1 -c50\` on core $LOAD_CORE, ${D}s runs after a 1 s"
+      echo "warm-up, medians of $ROUNDS. Full handshakes: \`-H 'Connection: close'\` (a new connection per request)."
+      echo
+      BENCH_SERVER_CORE=$SERVER_CORE BENCH_LOAD_CORE=$LOAD_CORE BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$D bench/tls.sh
+    } >> "$OUT"
+  fi
 fi
 log "wrote $OUT (raw outputs in $RAW)"

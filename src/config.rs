@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::proto::proxy::ProxyConfig;
 pub use crate::proto::transport::{ConnectionConfig, FlowConfig, Keepalive};
+use crate::tls::TlsConfig;
 
 /// Which CPU cores run shards.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -346,7 +347,7 @@ pub struct EngineConfig {
 }
 
 /// One listening address and how its connections are received, before they reach their
-/// protocol. Build it with [`ListenerConfig::new`] (or from a `SocketAddr`) and the methods
+/// protocol (a PROXY header, TLS). Build it with [`ListenerConfig::new`] (or from a `SocketAddr`) and the methods
 /// that add options.
 ///
 /// ```
@@ -367,12 +368,26 @@ pub struct ListenerConfig {
     /// Require a PROXY protocol header (v1 or v2) from trusted balancers before a connection
     /// reaches its protocol. Default: none (a header is never expected nor detected).
     pub proxy: Option<ProxyConfig>,
+    /// Speak TLS on every connection (after the PROXY header, if one is required). Default:
+    /// none (plain TCP).
+    pub tls: Option<TlsConfig>,
 }
 
 impl ListenerConfig {
     /// A plain listener on `addr`.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, proxy: None }
+        Self {
+            addr,
+            proxy: None,
+            tls: None,
+        }
+    }
+
+    /// Serves TLS on this listener, with these certificates and settings.
+    #[must_use]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Requires a PROXY protocol header on this listener, with these settings.

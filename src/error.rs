@@ -46,6 +46,9 @@ pub enum EngineError {
     /// or a shard's ring could not be set up. The message is one line that says what to do.
     #[error("cannot start an io_uring reactor: {0}")]
     IoUring(#[source] IoUringError),
+    /// A listener's TLS settings were refused.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[source] crate::tls::TlsError),
     /// Listening sockets handed over by another process could not be adopted.
     #[error("cannot adopt the inherited listening sockets: {0}")]
     Inherited(#[source] InheritedError),

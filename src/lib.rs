@@ -42,10 +42,11 @@
 //!   sys/      libc: every libc call and every unsafe block, each behind a safe function.
 //! ```
 //!
-//! Around them: values (`addr`, `config`, `error`, `stats`), the side threads and the
-//! service's lifecycle (`metrics`, `health`, `handoff`, `service`), ready-made protocols
-//! ([`protocols`]) and the load generator ([`load`]). No module folder imports one that
-//! imports it back; `tests/layering.rs` checks that and the rules above.
+//! Around them: values (`addr`, `config`, `error`, `stats`, and [`tls`]: certificates, SNI,
+//! ALPN, reload, client trust roots), the side threads and the service's lifecycle
+//! (`metrics`, `health`, `handoff`, `service`), ready-made protocols ([`protocols`]) and the
+//! load generator ([`load`]). No module folder imports one that imports it back;
+//! `tests/layering.rs` checks that and the rules above.
 //!
 //! ```no_run
 //! use weft::{Engine, EngineConfig, Protocol, Transport, factory_fn};
@@ -82,6 +83,7 @@ mod responder;
 mod service;
 mod stats;
 mod sys;
+pub mod tls;
 
 pub use addr::{Address, AddressError};
 pub use config::{

@@ -19,6 +19,7 @@
 //! On the first SIGINT or SIGTERM the health check fails at once; after the
 //! [drain delay](Service::drain_delay) every listener closes and open connections get the
 //! engine's drain timeout to finish; the rest are aborted. A second signal aborts at once.
+//! SIGHUP reloads the certificates of every TLS listener ([`TlsConfig::reload`]).
 
 use std::future::Future;
 use std::io::Write;
@@ -29,7 +30,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle as SignalsHandle, Signals};
 
 use crate::addr::Address;
@@ -40,6 +41,7 @@ use crate::handoff::{HandoffError, HandoffServer, Takeover};
 use crate::health::HealthCheck;
 use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, stats_line};
 use crate::proto::protocol::{Factory, ShardInfo};
+use crate::tls::TlsConfig;
 
 /// The shortest [`Service::stats_interval`].
 pub const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);
@@ -107,6 +109,8 @@ pub struct Service {
     takeover: Option<Takeover>,
     inherited: InheritedListeners,
     signals: bool,
+    /// The TLS settings of the listeners, reloaded on SIGHUP.
+    tls: Vec<TlsConfig>,
 }
 
 impl std::fmt::Debug for Service {
@@ -144,6 +148,7 @@ impl Service {
             takeover: None,
             inherited,
             signals: true,
+            tls: Vec::new(),
         }
     }
 
@@ -163,6 +168,10 @@ impl Service {
         F: Factory,
         M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
     {
+        let listener = listener.into();
+        if let Some(tls) = &listener.tls {
+            self.tls.push(tls.clone());
+        }
         self.engine = self.engine.listen(listener, make_factory);
         self
     }
@@ -292,7 +301,7 @@ impl Service {
             .map(TcpListener::from);
         // Signals are taken before any shard runs, so none is missed.
         let signals = if self.signals {
-            Some(Signals::new([SIGINT, SIGTERM]).map_err(ServiceError::Signals)?)
+            Some(Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(ServiceError::Signals)?)
         } else {
             None
         };
@@ -368,7 +377,7 @@ impl Service {
             }
         }
         if let Some(signals) = signals {
-            running.signals = Some(SignalThread::start(signals, control, self.drain_delay)?);
+            running.signals = Some(SignalThread::start(signals, control, self.drain_delay, self.tls)?);
         }
         Ok(running)
     }
@@ -519,7 +528,9 @@ fn print_stats(every: Duration, metrics: &MetricsHandle, stop: &mpsc::Receiver<(
 }
 
 /// Turns SIGINT and SIGTERM into the engine's lifecycle until dropped: the first fails the
-/// health check and, after the drain delay, shuts the engine down; the next aborts.
+/// health check and, after the drain delay, shuts the engine down; the next aborts. SIGHUP
+/// reloads the TLS certificates (a file that fails to load is logged, and the certificates
+/// in use stay).
 #[derive(Debug)]
 struct SignalThread {
     handle: SignalsHandle,
@@ -527,13 +538,22 @@ struct SignalThread {
 }
 
 impl SignalThread {
-    fn start(mut signals: Signals, control: EngineControl, delay: Duration) -> Result<Self, ServiceError> {
+    fn start(
+        mut signals: Signals,
+        control: EngineControl,
+        delay: Duration,
+        tls: Vec<TlsConfig>,
+    ) -> Result<Self, ServiceError> {
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
             .name("weft-signals".into())
             .spawn(move || {
                 let mut seen = 0;
                 for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        reload(&tls);
+                        continue;
+                    }
                     seen += 1;
                     // Log after acting, so that whoever reads the line sees the new state.
                     if seen > 1 {
@@ -563,6 +583,21 @@ impl SignalThread {
             handle,
             thread: Some(thread),
         })
+    }
+}
+
+/// Reloads every listener's certificates, logging the outcome of each.
+fn reload(tls: &[TlsConfig]) {
+    if tls.is_empty() {
+        tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+    }
+    for t in tls {
+        match t.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded; new handshakes use them"),
+            Err(e) => {
+                tracing::error!("SIGHUP: TLS certificates not reloaded, the previous ones stay in use: {e}")
+            }
+        }
     }
 }
 

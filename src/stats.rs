@@ -3,6 +3,7 @@
 use std::cell::{Cell, RefCell};
 
 use crate::proto::close::{CLOSE_LABELS, CloseReason};
+use crate::proto::tls::{HANDSHAKE_LABELS, HandshakeResult};
 
 /// The live counters of one shard.
 #[derive(Debug, Default)]
@@ -18,7 +19,9 @@ pub(crate) struct ShardStats {
     pub(crate) proxy_timeouts: Cell<u64>,
     pub(crate) calls_sent: Cell<u64>,
     pub(crate) calls_received: Cell<u64>,
+    pub(crate) tls_errors: Cell<u64>,
     closed: [Cell<u64>; CLOSE_LABELS.len()],
+    tls_handshakes: [Cell<u64>; HANDSHAKE_LABELS.len()],
     accept_errors: RefCell<Vec<(i32, u64)>>,
 }
 
@@ -29,6 +32,10 @@ impl ShardStats {
 
     pub(crate) fn closed(&self, reason: &CloseReason) {
         Self::add(&self.closed[reason.index()], 1);
+    }
+
+    pub(crate) fn tls_handshake(&self, result: HandshakeResult) {
+        Self::add(&self.tls_handshakes[result.index()], 1);
     }
 
     pub(crate) fn accept_error(&self, errno: i32) {
@@ -56,7 +63,9 @@ impl ShardStats {
             calls_sent: self.calls_sent.get(),
             calls_received: self.calls_received.get(),
             calls_queued: 0,
+            tls_errors: self.tls_errors.get(),
             closed: std::array::from_fn(|i| self.closed[i].get()),
+            tls_handshakes: std::array::from_fn(|i| self.tls_handshakes[i].get()),
             accept_errors: self.accept_errors.borrow().clone(),
         }
     }
@@ -93,8 +102,14 @@ pub struct StatsSnapshot {
     pub calls_received: u64,
     /// Calls queued for this shard, not run yet, when the snapshot was taken.
     pub calls_queued: u64,
+    /// TLS connections closed for a TLS error after their handshake (a bad record, a fatal
+    /// alert from the peer).
+    pub tls_errors: u64,
     /// Connections closed, by reason, in the order of [`CLOSE_LABELS`].
     pub closed: [u64; CLOSE_LABELS.len()],
+    /// TLS handshakes, by result, in the order of
+    /// [`HANDSHAKE_LABELS`](crate::tls::HANDSHAKE_LABELS).
+    pub tls_handshakes: [u64; HANDSHAKE_LABELS.len()],
     /// Accept errors by errno.
     pub accept_errors: Vec<(i32, u64)>,
 }
@@ -115,7 +130,11 @@ impl StatsSnapshot {
         self.calls_sent += other.calls_sent;
         self.calls_received += other.calls_received;
         self.calls_queued += other.calls_queued;
+        self.tls_errors += other.tls_errors;
         for (a, b) in self.closed.iter_mut().zip(other.closed) {
+            *a += b;
+        }
+        for (a, b) in self.tls_handshakes.iter_mut().zip(other.tls_handshakes) {
             *a += b;
         }
         for &(errno, n) in &other.accept_errors {
@@ -141,6 +160,15 @@ impl StatsSnapshot {
             .iter()
             .position(|l| *l == label)
             .map_or(0, |i| self.closed[i])
+    }
+
+    /// TLS handshakes that ended with `label` (one of
+    /// [`HANDSHAKE_LABELS`](crate::tls::HANDSHAKE_LABELS)).
+    pub fn tls_handshakes_for(&self, label: &str) -> u64 {
+        HANDSHAKE_LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.tls_handshakes[i])
     }
 
     /// Total connections closed, every reason.

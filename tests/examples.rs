@@ -1,5 +1,5 @@
 //! The sharded-service examples, run as their users run them: a chat whose rooms span the
-//! shards, and a key-value service whose keys live on their owning shards.
+//! shards, a key-value service whose keys live on their owning shards, and TLS on both sides.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
@@ -170,4 +170,24 @@ fn happy_eyeballs_connects_over_ipv4_while_ipv6_hangs() {
     let ms: u64 = rest.strip_suffix(" ms").unwrap().parse().unwrap();
     assert!(ms >= 250, "IPv6 goes first and gets its head start: {line}");
     drop((v4, v6));
+}
+
+#[test]
+fn tls_example_echoes_over_tls_with_alpn() {
+    let out = util::output_within(
+        example_command("tls", &[])
+            .spawn()
+            .expect("the examples are built by cargo test"),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ALPN Some(\"http/1.1\"); hello over TLS (closed locally)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("server: 1 TLS handshake(s) ok, 1 connection(s) served"),
+        "{text}"
+    );
 }

@@ -17,6 +17,7 @@ use weft::load::report::{self, IntervalRow};
 use weft::load::runner::{Load, LoadConfig, LoadError, LoadOutcome};
 use weft::load::start::{StartAt, UnixTime};
 use weft::load::workload::{Workload, parse_delimiter};
+use weft::tls::{ClientTls, Roots};
 use weft::{Address, Cores};
 
 use super::CliError;
@@ -45,7 +46,8 @@ impl LoadProto {
 
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
-    /// Target: 127.0.0.1:8080, [::1]:8080, host:port, or http://host:port/path.
+    /// Target: 127.0.0.1:8080, [::1]:8080, host:port, http://host:port/path or
+    /// https://host:port/path.
     #[arg(long)]
     target: String,
     /// What the target speaks.
@@ -105,6 +107,26 @@ pub(crate) struct LoadArgs {
     /// their --hdr-log files merge with `weft hist`. A time past by more than 1 s is an error.
     #[arg(long, value_name = "TIME")]
     start_at: Option<StartAt>,
+    /// Speak TLS (implied by an https:// target), trusting the system's roots unless
+    /// --tls-ca or --tls-insecure says otherwise.
+    #[arg(long)]
+    tls: bool,
+    /// TLS: trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
+    tls_ca: Option<PathBuf>,
+    /// TLS: check no certificate at all (self-signed test servers only).
+    #[arg(long)]
+    tls_insecure: bool,
+    /// TLS: the server name to send (SNI) and check, instead of the target's host.
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// TLS: ALPN protocols to offer (e.g. http/1.1).
+    #[arg(long, value_name = "PROTO[,PROTO...]", value_delimiter = ',')]
+    alpn: Vec<String>,
+    /// Open a new connection for each request (each --pipeline batch) and close it once
+    /// answered: with TLS, a full handshake per request.
+    #[arg(long)]
+    new_conn_per_request: bool,
 }
 
 pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
@@ -118,6 +140,8 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
     config.rate = args.rate;
     config.pipeline = args.pipeline;
     config.timeout = args.timeout;
+    config.new_conn_per_request = args.new_conn_per_request;
+    config.tls = client_tls(&args, &target)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     // A first Ctrl-C stops the run and prints what was measured; a second one exits.
@@ -132,7 +156,13 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
     if let Some(at) = args.start_at {
         wait_until(at, &stop)?;
     }
-    let proto = args.proto.name();
+    let proto = match (&config.tls, config.new_conn_per_request) {
+        (None, false) => args.proto.name().to_owned(),
+        (None, true) => format!("{}, a connection per request", args.proto.name()),
+        (Some(_), false) => format!("{} over TLS", args.proto.name()),
+        (Some(_), true) => format!("{} over TLS, a handshake per request", args.proto.name()),
+    };
+    let proto = proto.as_str();
     let load = Load::start(&config, &stop).map_err(load_error)?;
     eprintln!(
         "weft load: {} ({proto}), {} connections on cores {:?}, {}{}",
@@ -177,28 +207,57 @@ fn wait_until(at: StartAt, stop: &AtomicBool) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The client TLS of the run, if it speaks TLS.
+fn client_tls(args: &LoadArgs, target: &Target) -> Result<Option<ClientTls>, CliError> {
+    if !(args.tls || target.https) {
+        return Ok(None);
+    }
+    let roots = match (&args.tls_ca, args.tls_insecure) {
+        (_, true) => Roots::SkipVerification,
+        (Some(ca), false) => Roots::CaFile(ca.clone()),
+        (None, false) => Roots::System,
+    };
+    let alpn: Vec<&str> = args.alpn.iter().map(String::as_str).collect();
+    let tls = ClientTls::new(roots, &alpn).map_err(|e| CliError::Usage(e.to_string()))?;
+    let name = args.tls_server_name.clone().or_else(|| target.name.clone());
+    Ok(Some(match name {
+        Some(name) => tls.with_server_name(name),
+        None => tls,
+    }))
+}
+
 /// Where `--target` points.
 #[derive(Debug)]
 struct Target {
     addr: SocketAddr,
-    /// The path of an `http://` target.
+    /// The path of an `http://` or `https://` target.
     path: Option<String>,
     /// What the HTTP `Host` header says: the name as given, or the numeric address.
     host: String,
+    /// The host's name, when it is one (not a numeric address): the TLS server name.
+    name: Option<String>,
+    /// An `https://` target.
+    https: bool,
 }
 
-/// Parses a target: a numeric address, `host:port` (resolved here, on the main thread), or
-/// `http://host[:port]/path`.
+/// Parses a target: a numeric address, `host:port` (resolved here, on the main thread),
+/// `http://host[:port]/path` or `https://host[:port]/path`.
 fn parse_target(s: &str) -> Result<Target, String> {
-    let (hostport, path) = match s.strip_prefix("http://") {
+    let (scheme, default_port) = if s.starts_with("https://") {
+        ("https://", 443)
+    } else {
+        ("http://", 80)
+    };
+    let (hostport, path) = match s.strip_prefix(scheme) {
         Some(rest) => match rest.find('/') {
             Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
             None => (rest, None),
         },
         None => (s, None),
     };
-    let hostport = if s.starts_with("http://") && !hostport.contains(':') {
-        format!("{hostport}:80")
+    let https = scheme == "https://" && s.starts_with(scheme);
+    let hostport = if s.starts_with(scheme) && !hostport.contains(':') {
+        format!("{hostport}:{default_port}")
     } else {
         hostport.to_owned()
     };
@@ -207,6 +266,8 @@ fn parse_target(s: &str) -> Result<Target, String> {
             addr: a.socket_addr(),
             path,
             host: a.to_string(),
+            name: None,
+            https,
         });
     }
     let bad = |why: String| format!("invalid target {s:?}: {why}");
@@ -214,10 +275,13 @@ fn parse_target(s: &str) -> Result<Target, String> {
         .to_socket_addrs()
         .map_err(|e| bad(format!("{e} (expected e.g. 127.0.0.1:8080 or host:port)")))?;
     let addr = addrs.next().ok_or_else(|| bad("no address found".into()))?;
+    let name = hostport.rsplit_once(':').map(|(h, _)| h.to_owned());
     Ok(Target {
         addr,
         path,
         host: hostport,
+        name,
+        https,
     })
 }
 
@@ -427,6 +491,12 @@ mod tests {
         assert_eq!((t.addr.port(), t.path.as_deref()), (81, Some("/x/y?z")));
         assert_eq!(t.host, "[::1]:81");
         assert_eq!(parse_target("http://127.0.0.1").unwrap().addr.port(), 80);
+        let t = parse_target("https://localhost/p").unwrap();
+        assert_eq!(
+            (t.addr.port(), t.https, t.name.as_deref()),
+            (443, true, Some("localhost"))
+        );
+        assert!(!parse_target("127.0.0.1:1").unwrap().https);
         let t = parse_target("localhost:7000").unwrap();
         assert_eq!((t.addr.port(), t.host.as_str()), (7000, "localhost:7000"));
         for bad in ["", "127.0.0.1", "nonsense", "1.2.3.4:99999"] {

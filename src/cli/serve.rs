@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use weft::kv::keyspace::EvictionPolicy;
 use weft::protocols::{Discard, Echo, Http, Kv, KvConfig, Relay, Whoami};
 use weft::proxy::{Cidr, ProxyConfig};
+use weft::tls::TlsConfig;
 use weft::{
     Address, Cores, Destination, EngineConfig, FlowConfig, Keepalive, ListenerConfig, MIN_STATS_INTERVAL,
     Service, ServiceError,
@@ -60,7 +61,7 @@ pub(crate) struct ServeArgs {
     maxmemory_policy: EvictionPolicy,
     /// Address to listen on, e.g. 127.0.0.1:7000 or [::1]:7000 (repeatable). With --takeover,
     /// defaults to the addresses taken over.
-    #[arg(long = "listen", required_unless_present_any = ["takeover", "proxy_listen"], value_parser = parse_addr)]
+    #[arg(long = "listen", required_unless_present_any = ["takeover", "proxy_listen", "tls_listen"], value_parser = parse_addr)]
     listen: Vec<SocketAddr>,
     /// Where `--proto relay` forwards each connection (host:port).
     #[arg(long, required_if_eq("proto", "relay"))]
@@ -136,6 +137,31 @@ pub(crate) struct ServeArgs {
     /// Largest PROXY v2 header accepted, TLVs included, in bytes.
     #[arg(long, default_value_t = weft::proxy::DEFAULT_MAX_HEADER)]
     proxy_max_header: usize,
+    /// TLS: the certificate chain (PEM, leaf first). Every --listen port speaks TLS, unless
+    /// --tls-listen names the TLS ports. SIGHUP reloads it.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// TLS: another certificate, for clients whose SNI is NAME (repeatable; NAME may be
+    /// *.example.com).
+    #[arg(long, value_name = "NAME=CERT,KEY", requires = "tls_cert", value_parser = parse_sni)]
+    tls_sni: Vec<Sni>,
+    /// TLS: ALPN protocols offered, most preferred first (e.g. h2,http/1.1).
+    #[arg(
+        long,
+        value_name = "PROTO[,PROTO...]",
+        requires = "tls_cert",
+        value_delimiter = ','
+    )]
+    alpn: Vec<String>,
+    /// TLS: listen on ADDR with TLS, beside the plain --listen ports (repeatable).
+    #[arg(long, value_name = "ADDR", requires = "tls_cert", value_parser = parse_addr)]
+    tls_listen: Vec<SocketAddr>,
+    /// TLS: time a client has to finish its handshake.
+    #[arg(long, default_value = "10s", value_parser = super::duration)]
+    tls_handshake_timeout: Duration,
     /// Answer HTTP health probes here: 200 while serving, 503 while draining.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     health: Option<SocketAddr>,
@@ -220,12 +246,55 @@ fn parse_cidrs(s: &str) -> Result<Trusted, String> {
     }
 }
 
+/// The value of `--tls-sni`.
+#[derive(Debug, Clone)]
+struct Sni {
+    name: String,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn parse_sni(s: &str) -> Result<Sni, String> {
+    let bad = || format!("invalid --tls-sni {s:?}: expected NAME=CERT,KEY");
+    let (name, files) = s.split_once('=').ok_or_else(bad)?;
+    let (cert, key) = files.split_once(',').ok_or_else(bad)?;
+    if name.is_empty() || cert.is_empty() || key.is_empty() {
+        return Err(bad());
+    }
+    Ok(Sni {
+        name: name.to_owned(),
+        cert: cert.into(),
+        key: key.into(),
+    })
+}
+
+/// The TLS settings from the command line, if --tls-cert was given.
+fn tls_config(args: &ServeArgs) -> Result<Option<TlsConfig>, ServiceError> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let mut tls = TlsConfig::from_pem_files(cert, key).map_err(tls_error)?;
+    for sni in &args.tls_sni {
+        tls = tls.with_sni(&sni.name, &sni.cert, &sni.key).map_err(tls_error)?;
+    }
+    let alpn: Vec<&str> = args.alpn.iter().map(String::as_str).collect();
+    Ok(Some(
+        tls.with_alpn(&alpn)
+            .with_handshake_timeout(args.tls_handshake_timeout),
+    ))
+}
+
+fn tls_error(e: weft::tls::TlsError) -> ServiceError {
+    ServiceError::Engine(weft::EngineError::Tls(e))
+}
+
 /// Serves the chosen protocol through the library's [`Service`] until a signal and its drain.
 pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
     if args.check {
         print!("{}", check_report(&args));
         return Ok(());
     }
+    let tls = tls_config(&args)?;
     let mut config = EngineConfig::default();
     config.cores = args.cores;
     config.drain_timeout = args.drain_timeout;
@@ -268,13 +337,19 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
             ..KvConfig::default()
         }));
     }
+    // Without --tls-listen, TLS applies to every --listen port.
+    let tls_everywhere = args.tls_listen.is_empty();
     let mut listeners = Vec::new();
-    for addr in plain {
-        let l = ListenerConfig::new(addr);
-        listeners.push(match (&proxy, args.proxy_protocol) {
-            (Some(p), true) => l.proxy(p.clone()),
-            _ => l,
-        });
+    let tls_ports = args.tls_listen.iter().map(|a| (*a, true));
+    for (addr, is_tls) in plain.into_iter().map(|a| (a, tls_everywhere)).chain(tls_ports) {
+        let mut l = ListenerConfig::new(addr);
+        if let (Some(p), true) = (&proxy, args.proxy_protocol) {
+            l = l.proxy(p.clone());
+        }
+        if let (Some(t), true) = (&tls, is_tls) {
+            l = l.tls(t.clone());
+        }
+        listeners.push(l);
     }
     for addr in args.proxy_listen {
         if let Some(p) = &proxy {
@@ -283,8 +358,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
     }
     let behind_proxy = listeners.iter().any(|l| l.proxy.is_some());
     let name = format!(
-        "{}{}",
+        "{}{}{}",
         args.proto.name(),
+        if tls.is_some() { " over TLS" } else { "" },
         if behind_proxy {
             " behind the PROXY protocol"
         } else {

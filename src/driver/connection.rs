@@ -16,9 +16,12 @@ use glommio::net::{ProvidedBuf, TcpStream};
 use glommio::timer::Timer;
 
 use super::shard::ShardCtx;
+use super::tls;
 use crate::proto::close::CloseReason;
 use crate::proto::conn_state::{Action, ConnState};
+use crate::proto::outbuf::OutBuf;
 use crate::proto::protocol::Protocol;
+use crate::proto::tls::TlsSession;
 use crate::proto::transport::Transport;
 use crate::stats::ShardStats;
 
@@ -41,8 +44,11 @@ pub(crate) struct Connection<P: Protocol> {
     timer: Option<(Timer, Instant)>,
     /// `connection_lost` has run.
     finished: bool,
-    /// Bytes read before the protocol existed (after a PROXY header), delivered first.
+    /// Bytes read before the protocol existed (after a PROXY header, or plaintext that came
+    /// with the end of a TLS handshake), delivered first.
     early: Vec<u8>,
+    /// The TLS session between the socket and the protocol, on a TLS connection.
+    tls: Option<Box<TlsSession>>,
 }
 
 impl<P: Protocol> Connection<P> {
@@ -64,7 +70,15 @@ impl<P: Protocol> Connection<P> {
             timer: None,
             finished: false,
             early: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// Speaks TLS through `session`, whose handshake is done.
+    pub(crate) fn with_tls(mut self, session: TlsSession) -> Self {
+        self.transport.set_alpn(session.alpn());
+        self.tls = Some(Box::new(session));
+        self
     }
 
     /// Delivers `early` to the protocol as its first read.
@@ -102,18 +116,34 @@ impl<P: Protocol> Connection<P> {
         let mut now = None;
         loop {
             match self.state.poll(&self.transport) {
-                Action::Flush => match flush(stream, &self.transport, &self.shard, cx) {
-                    Ok(sent) => {
-                        self.transport.output_drained();
-                        self.state.handle_flushed(sent);
+                Action::Flush => {
+                    let flushed = match self.tls.as_deref_mut() {
+                        None => flush(stream, &self.transport, &self.shard, cx),
+                        Some(session) => tls::flush(stream, session, &self.transport, &self.shard.stats, cx),
+                    };
+                    match flushed {
+                        Ok(sent) => {
+                            self.transport.output_drained();
+                            self.state.handle_flushed(sent);
+                        }
+                        Err(reason) => self.state.handle_write_error(reason),
                     }
-                    Err(reason) => self.state.handle_write_error(reason),
-                },
+                }
                 Action::Read if !self.early.is_empty() => {
                     let early = std::mem::take(&mut self.early);
                     self.state.handle_read(early.len());
                     self.protocol.data_received(&early, &self.transport);
                 }
+                Action::Read if let Some(session) = self.tls.as_deref_mut() => tls::read(
+                    stream,
+                    session,
+                    &mut self.shard.read_buf.borrow_mut()[..],
+                    &mut self.state,
+                    &mut self.protocol,
+                    &self.transport,
+                    &self.shard.stats,
+                    cx,
+                ),
                 action @ (Action::Read | Action::Linger) => {
                     let read = match recv_provided(stream, &self.shard, cx) {
                         Some(read) => read,
@@ -139,7 +169,12 @@ impl<P: Protocol> Connection<P> {
                         Poll::Pending => self.state.handle_read_blocked(),
                     }
                 }
-                Action::ShutdownWrite => shutdown_write(stream),
+                Action::ShutdownWrite => {
+                    if let Some(session) = self.tls.as_deref_mut() {
+                        tls::close_notify(stream, session, &self.shard.stats, cx);
+                    }
+                    shutdown_write(stream)
+                }
                 Action::CallDrainRequested => self.protocol.drain_requested(&self.transport),
                 Action::CallReadConnectionLost => self.protocol.read_connection_lost(&self.transport),
                 Action::CallWriteConnectionLost => self.protocol.write_connection_lost(&self.transport),
@@ -159,7 +194,14 @@ impl<P: Protocol> Connection<P> {
                     }
                     Poll::Pending => return Poll::Pending,
                 },
-                Action::Close(reason) => return Poll::Ready(reason),
+                Action::Close(reason) => {
+                    if let Some(session) = self.tls.as_deref_mut()
+                        && tls::orderly(&reason)
+                    {
+                        tls::close_notify(stream, session, &self.shard.stats, cx);
+                    }
+                    return Poll::Ready(reason);
+                }
             }
         }
     }
@@ -232,18 +274,30 @@ fn recv_provided(
 }
 
 /// Sends queued bytes until the queue is empty or the socket is full (or, through the ring,
-/// until a send is in flight); returns the bytes sent. Bytes stay queued until their send
-/// completes, so nothing after them (a shutdown, a close) overtakes them.
+/// until a send is in flight); returns the bytes sent.
 fn flush(
     stream: &mut TcpStream,
     transport: &Transport,
     shard: &ShardCtx,
     cx: &mut Context<'_>,
 ) -> Result<usize, CloseReason> {
-    let mut out = transport.out();
+    let sent = write_out(stream, &mut transport.out(), shard.ring_sends, cx)?;
+    ShardStats::add(&shard.stats.bytes_out, sent as u64);
+    Ok(sent)
+}
+
+/// Writes `out` to the socket until it is empty or the socket is full (through the ring when
+/// `ring`: until a send is in flight); returns the bytes sent. Bytes stay in `out` until
+/// their send completes, so nothing after them (a shutdown, a close) overtakes them.
+pub(super) fn write_out(
+    stream: &mut TcpStream,
+    out: &mut OutBuf,
+    ring: bool,
+    cx: &mut Context<'_>,
+) -> Result<usize, CloseReason> {
     let mut sent = 0;
     while !out.is_empty() {
-        let written = if shard.ring_sends {
+        let written = if ring {
             stream.poll_write_ring(cx, out.chunk())
         } else {
             Pin::new(&mut *stream).poll_write(cx, out.chunk())
@@ -258,7 +312,6 @@ fn flush(
             Poll::Pending => break,
         }
     }
-    ShardStats::add(&shard.stats.bytes_out, sent as u64);
     Ok(sent)
 }
 

@@ -43,6 +43,7 @@ use socket2::{Domain, Protocol as SockProtocol, SockAddr, SockRef, Socket, Type}
 
 use super::connection::Connection;
 use super::shard::ShardCtx;
+use super::tls;
 use crate::addr::Address;
 use crate::proto::client::{
     AfterEnd, ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination, Machine,
@@ -51,7 +52,9 @@ use crate::proto::close::CloseReason;
 use crate::proto::eyeballs::{Next, Race};
 use crate::proto::protocol::{Factory, FnFactory};
 use crate::proto::reconnect::{Backoff, Jitter};
+use crate::proto::tls::{HandshakeResult, TlsSession};
 use crate::proto::transport::Transport;
+use crate::stats::ShardStats;
 use crate::sys;
 
 /// A [`Factory`] that also hears about its outgoing connections: Twisted's `ClientFactory`.
@@ -473,6 +476,8 @@ struct Established {
     stream: TcpStream,
     local: Address,
     peer: Address,
+    /// The TLS session, its handshake done, and the plaintext that came with its end.
+    tls: Option<(TlsSession, Vec<u8>)>,
 }
 
 /// One attempt, from `started_connecting` to its failure or its connection's loss.
@@ -529,7 +534,11 @@ async fn run_attempt<F: ClientFactory>(c: Connector, factory: Rc<RefCell<F>>, at
 async fn establish(c: &Connector, attempt: u64) -> Result<Established, ConnectError> {
     let inner = &c.inner;
     let started = Instant::now();
-    let mut work = pin!(connect_any(&inner.destination, &inner.options));
+    let mut work = pin!(connect_any(
+        &inner.destination,
+        &inner.options,
+        &inner.shard.stats
+    ));
     let mut timer = Timer::new(inner.options.timeout.min(LONGEST_WAIT));
     let result = poll_fn(|cx| {
         if !inner.machine.borrow().is_connecting(attempt) {
@@ -553,9 +562,14 @@ async fn establish(c: &Connector, attempt: u64) -> Result<Established, ConnectEr
 
 /// Races the destination's addresses (happy eyeballs, RFC 8305: IPv6 first, each attempt
 /// `options.attempt_delay` ahead of the next, a failure starting the next at once); the first
-/// connection wins and the other sockets are dropped, which closes them. When all fail, the
-/// last failure is the attempt's.
-async fn connect_any(dest: &Destination, options: &ConnectOptions) -> Result<Established, ConnectError> {
+/// connection wins and the other sockets are dropped, which closes them, and then runs the
+/// TLS handshake if the options ask for one. When all fail, the last failure is the
+/// attempt's.
+async fn connect_any(
+    dest: &Destination,
+    options: &ConnectOptions,
+    stats: &ShardStats,
+) -> Result<Established, ConnectError> {
     let mut addrs = resolve(dest).await?;
     if let Some(bind) = options.bind {
         addrs.retain(|a| a.ip().is_ipv4() == bind.ip().is_ipv4());
@@ -574,7 +588,7 @@ async fn connect_any(dest: &Destination, options: &ConnectOptions) -> Result<Est
     let mut attempts: Vec<(usize, Address, Attempt<'_>)> = Vec::new();
     // The timer for the next attempt's start, and the instant it was set for.
     let mut timer: Option<(Instant, Timer)> = None;
-    poll_fn(|cx| {
+    let est = poll_fn(|cx| {
         loop {
             let now = Instant::now();
             let wait_until = match race.next(now) {
@@ -631,7 +645,37 @@ async fn connect_any(dest: &Destination, options: &ConnectOptions) -> Result<Est
             timer = None;
         }
     })
-    .await
+    .await?;
+    secure(est, dest, options, stats).await
+}
+
+/// Runs the TLS handshake on a new connection when the options ask for TLS.
+async fn secure(
+    mut est: Established,
+    dest: &Destination,
+    options: &ConnectOptions,
+    stats: &ShardStats,
+) -> Result<Established, ConnectError> {
+    let Some(tls) = &options.tls else {
+        return Ok(est);
+    };
+    let failed = |result: HandshakeResult, detail: String| ConnectError::Tls {
+        addr: est.peer,
+        result,
+        detail,
+    };
+    let mut session = tls
+        .session(dest.host())
+        .map_err(|e| failed(HandshakeResult::Other, e.to_string()))?;
+    // The connect timeout bounds the whole attempt; this one only keeps the wait finite.
+    let timeout = options.timeout.min(LONGEST_WAIT);
+    match tls::handshake(&mut est.stream, &mut session, Vec::new(), timeout, stats).await {
+        Ok(early) => {
+            est.tls = Some((session, early));
+            Ok(est)
+        }
+        Err(f) => Err(failed(f.result, f.detail)),
+    }
 }
 
 /// One socket, one address (see the module docs for how the wait works).
@@ -679,6 +723,7 @@ async fn connect_one(addr: Address, options: &ConnectOptions) -> Result<Establis
         stream,
         local: local.into(),
         peer: addr,
+        tls: None,
     })
 }
 
@@ -709,9 +754,11 @@ async fn serve<F: ClientFactory>(c: &Connector, factory: &RefCell<F>, est: Estab
     let key = shard.conns.borrow_mut().insert(transport.clone());
     *inner.transport.borrow_mut() = Some(transport.clone());
     inner.outcomes.borrow_mut().wake();
-    let reason = Connection::new(est.stream, protocol, transport, shard.clone(), key)
-        .run()
-        .await;
+    let conn = Connection::new(est.stream, protocol, transport, shard.clone(), key);
+    let reason = match est.tls {
+        Some((session, early)) => conn.with_tls(session).with_input(early).run().await,
+        None => conn.run().await,
+    };
     inner.transport.borrow_mut().take();
     reason
 }

@@ -18,6 +18,7 @@ use super::port::bind_listeners;
 use super::shard::{
     self, ABORT, DRAIN, HANDOFF, ListenerSpec, MakeState, ShardBoot, StartTask, StateFn, TaskFn,
 };
+use super::tls::ServerTls;
 use crate::config::{Cores, EngineConfig, ListenerConfig, ReactorConfig};
 use crate::error::{EngineError, IoUringError, ShardError};
 use crate::metrics::{self, MetricsHandle};
@@ -146,10 +147,18 @@ impl EngineBuilder {
     pub fn start(self) -> Result<Engine, EngineError> {
         let Self {
             config,
-            listeners,
+            mut listeners,
             tasks,
             states,
         } = self;
+        for l in &mut listeners {
+            if let Some(tls) = &l.config.tls {
+                l.tls = Some(ServerTls {
+                    config: tls.server_config().map_err(EngineError::Tls)?,
+                    timeout: tls.handshake_timeout,
+                });
+            }
+        }
         if listeners.is_empty() && tasks.is_empty() {
             return Err(EngineError::NoListenAddress);
         }

@@ -1,5 +1,5 @@
-//! The PROXY-protocol phase of a connection: read the header within its deadline, then hand
-//! the connection to a protocol as from the client the header names.
+//! The phases of a connection before its protocol: the PROXY header (read within its
+//! deadline; the protocol then sees the client the header names), then the TLS handshake.
 
 use std::io;
 use std::rc::Rc;
@@ -10,10 +10,12 @@ use glommio::timer::Timer;
 
 use super::Counted;
 use super::port::{Start, establish};
+use super::tls::{self, ServerTls};
 use crate::addr::Address;
 use crate::proto::codec::{Decoder, InBuf};
 use crate::proto::protocol::Factory;
 use crate::proto::proxy::{ProxyConfig, ProxyDecoder, ProxyError, ProxyHeader};
+use crate::proto::tls::{HandshakeResult, TlsSession};
 use crate::stats::ShardStats;
 
 /// Why a connection never got past its header.
@@ -29,9 +31,15 @@ enum Failure {
     Timeout,
 }
 
-/// Reads the header of a connection from a trusted peer and serves the connection, or closes
-/// it (dropping the stream) without calling any protocol.
-pub(crate) async fn serve<F: Factory>(start: Start<F>, proxy: Rc<ProxyConfig>) {
+/// Runs a connection's phases before its protocol, each within its deadline: the PROXY
+/// header from a trusted peer (when `proxy` is set), then the TLS handshake (when `tls` is
+/// set). Then serves the connection, or closes it (dropping the stream) without calling any
+/// protocol.
+pub(crate) async fn serve<F: Factory>(
+    start: Start<F>,
+    proxy: Option<Rc<ProxyConfig>>,
+    tls: Option<Rc<ServerTls>>,
+) {
     let Start {
         shard,
         factory,
@@ -39,33 +47,71 @@ pub(crate) async fn serve<F: Factory>(start: Start<F>, proxy: Rc<ProxyConfig>) {
         listener,
         real_peer,
     } = start;
-    // A draining shard waits for connections still in their header phase.
+    // A draining shard waits for connections still in their header or handshake phase.
     let pending = Counted::new(&shard.handshakes);
-    let header = futures_lite::future::or(read_header(&mut stream, &proxy, &shard.stats), async {
-        Timer::new(proxy.header_timeout).await;
-        Err(Failure::Timeout)
-    })
-    .await;
-    let (header, early) = match header {
-        Ok(h) => h,
-        Err(failure) => {
-            let counter = match failure {
-                Failure::Timeout => &shard.stats.proxy_timeouts,
-                _ => &shard.stats.proxy_invalid,
-            };
-            ShardStats::add(counter, 1);
-            tracing::debug!(peer = %Address::from(real_peer), "PROXY header rejected: {failure}");
-            return;
-        }
-    };
     let real = Address::from(real_peer);
-    let peer = header.addresses.map_or(real, |a| a.source);
+    let (peer, early) = match proxy {
+        Some(proxy) => match proxy_header(&mut stream, &proxy, &shard.stats).await {
+            Ok((header, early)) => (header.addresses.map_or(real, |a| a.source), early),
+            Err(failure) => {
+                let counter = match failure {
+                    Failure::Timeout => &shard.stats.proxy_timeouts,
+                    _ => &shard.stats.proxy_invalid,
+                };
+                ShardStats::add(counter, 1);
+                tracing::debug!(peer = %real, "PROXY header rejected: {failure}");
+                return;
+            }
+        },
+        None => (real, Vec::new()),
+    };
+    let (session, early) = match tls {
+        Some(tls) => {
+            if shard.config.nodelay {
+                // Before the handshake: its flights must not wait for ACKs (Nagle).
+                let _ = socket2::SockRef::from(&super::borrow_fd(&stream)).set_nodelay(true);
+            }
+            let mut session = match TlsSession::server(tls.config.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    shard.stats.tls_handshake(HandshakeResult::Other);
+                    tracing::warn!(peer = %peer, "cannot start a TLS session: {e}");
+                    return;
+                }
+            };
+            match tls::handshake(&mut stream, &mut session, early, tls.timeout, &shard.stats).await {
+                Ok(plain) => (Some(session), plain),
+                Err(f) => {
+                    tracing::debug!(peer = %peer, result = f.result.label(), "TLS handshake failed: {}", f.detail);
+                    return;
+                }
+            }
+        }
+        None => (None, early),
+    };
     let conn = establish(&shard, &factory, stream, listener, peer, real);
     // Registered with the shard (or refused): no longer pending.
     drop(pending);
     if let Some(conn) = conn {
-        conn.with_input(early).run().await;
+        let conn = conn.with_input(early);
+        match session {
+            Some(session) => conn.with_tls(session).run().await,
+            None => conn.run().await,
+        };
     }
+}
+
+/// Reads the PROXY header within its deadline.
+async fn proxy_header(
+    stream: &mut TcpStream,
+    proxy: &ProxyConfig,
+    stats: &ShardStats,
+) -> Result<(ProxyHeader, Vec<u8>), Failure> {
+    futures_lite::future::or(read_header(stream, proxy, stats), async {
+        Timer::new(proxy.header_timeout).await;
+        Err(Failure::Timeout)
+    })
+    .await
 }
 
 /// Reads until the header is complete; returns it and the bytes read after it.

@@ -10,6 +10,7 @@ pub(crate) mod port;
 pub(crate) mod reservation;
 pub(crate) mod shard;
 pub(crate) mod tasks;
+pub(crate) mod tls;
 
 use std::cell::Cell;
 

@@ -15,6 +15,7 @@ use super::Counted;
 use super::connection::Connection;
 use super::handshake;
 use super::shard::ShardCtx;
+use super::tls::ServerTls;
 use crate::addr::Address;
 use crate::config::AcceptConfig;
 use crate::error::{EngineError, InheritedError};
@@ -162,6 +163,8 @@ pub(crate) struct Port<F: Factory> {
     pub(crate) config: AcceptConfig,
     /// Set on a listener that requires a PROXY protocol header.
     pub(crate) proxy: Option<Rc<ProxyConfig>>,
+    /// Set on a TLS listener.
+    pub(crate) tls: Option<Rc<ServerTls>>,
 }
 
 impl<F: Factory> Port<F> {
@@ -276,25 +279,21 @@ impl<F: Factory> Port<F> {
             // An accepted TCP socket we own; ownership moves on.
             Accepted::Fd(fd) => sys::fd::adopt(fd),
         };
-        match &self.proxy {
-            Some(proxy) => {
-                let start = Start {
-                    shard: shard.clone(),
-                    factory: self.factory.clone(),
-                    stream,
-                    listener: self.local,
-                    real_peer: peer,
-                };
-                glommio::spawn_local(handshake::serve(start, proxy.clone())).detach();
+        if self.proxy.is_none() && self.tls.is_none() {
+            if let Some(conn) = establish(shard, &self.factory, stream, self.local, peer.into(), peer.into())
+            {
+                glommio::spawn_local(conn.run()).detach();
             }
-            None => {
-                if let Some(conn) =
-                    establish(shard, &self.factory, stream, self.local, peer.into(), peer.into())
-                {
-                    glommio::spawn_local(conn.run()).detach();
-                }
-            }
+            return;
         }
+        let start = Start {
+            shard: shard.clone(),
+            factory: self.factory.clone(),
+            stream,
+            listener: self.local,
+            real_peer: peer,
+        };
+        glommio::spawn_local(handshake::serve(start, self.proxy.clone(), self.tls.clone())).detach();
     }
 }
 

@@ -20,6 +20,7 @@ use super::monitor::Monitor;
 use super::port::{Listener, Port};
 use super::reservation::FdReservation;
 use super::tasks::Tasks;
+use super::tls::ServerTls;
 use crate::config::{AcceptConfig, ConnectionConfig, EngineConfig, ListenerConfig};
 use crate::metrics::{self, ShardLink};
 use crate::proto::accept::{NullReservation, Reservation};
@@ -63,7 +64,8 @@ pub(crate) struct ShardCtx {
     pub(crate) stats: ShardStats,
     /// Live connections.
     pub(crate) conns: RefCell<Slab<Transport>>,
-    /// Accepted connections still reading their PROXY header (not yet in `conns`).
+    /// Accepted connections still in their PROXY header or TLS handshake (not yet in
+    /// `conns`).
     pub(crate) handshakes: Cell<usize>,
     /// Ports still accepting; after a handoff, each stops once its accept in flight is done.
     pub(crate) accepting: Cell<usize>,
@@ -163,6 +165,8 @@ impl ShardCtx {
 /// serves it and starts its ports (erased over the factory's type).
 pub(crate) struct ListenerSpec {
     pub(crate) config: ListenerConfig,
+    /// The TLS sessions' configuration, built once at the engine's start.
+    pub(crate) tls: Option<ServerTls>,
     open: Box<dyn OpenPorts>,
 }
 
@@ -182,6 +186,7 @@ impl ListenerSpec {
     {
         Self {
             config,
+            tls: None,
             open: Box::new(MakeFactory(make_factory)),
         }
     }
@@ -219,6 +224,7 @@ where
                 reservation: boot.reservation.clone(),
                 config: boot.accept.clone(),
                 proxy: boot.proxy.clone(),
+                tls: boot.tls.clone(),
             });
             let task = glommio::spawn_local(port.clone().run());
             ports.push((port, task));
@@ -234,6 +240,7 @@ struct PortBoot {
     reservation: Rc<RefCell<dyn Reservation>>,
     accept: AcceptConfig,
     proxy: Option<Rc<ProxyConfig>>,
+    tls: Option<Rc<ServerTls>>,
 }
 
 /// One listener's ports on one shard, whatever its factory type.
@@ -398,6 +405,7 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
             reservation: reservation.clone(),
             accept: config.accept.clone(),
             proxy: spec.config.proxy.clone().map(Rc::new),
+            tls: spec.tls.clone().map(Rc::new),
         }));
     }
     for task in boot.tasks.iter() {

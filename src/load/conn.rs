@@ -22,6 +22,7 @@ use crate::proto::client::{ConnectError, ConnectOptions};
 use crate::proto::close::CloseReason;
 use crate::proto::protocol::{Factory, Protocol};
 use crate::proto::reconnect::ReconnectPolicy;
+use crate::proto::tls::ClientTls;
 use crate::proto::transport::Transport;
 
 /// Reconnecting after a failed connect, or after a connection that answered nothing: 10 ms,
@@ -44,15 +45,19 @@ pub(crate) struct Core {
     pub(crate) recorder: RefCell<Recorder>,
     /// The run is over: count nothing more, reconnect no more.
     pub(crate) stopping: Cell<bool>,
+    /// Each connection carries one batch of requests, then closes and a new one opens (a
+    /// full TLS handshake per request).
+    one_shot: bool,
 }
 
 impl Core {
-    pub(crate) fn new(request: &[u8], pipeline: usize) -> Self {
+    pub(crate) fn new(request: &[u8], pipeline: usize, one_shot: bool) -> Self {
         Self {
             batch: request.repeat(pipeline.max(1)),
             request_len: request.len(),
             recorder: RefCell::new(Recorder::default()),
             stopping: Cell::new(false),
+            one_shot,
         }
     }
 }
@@ -132,6 +137,9 @@ impl Protocol for LoadProtocol {
         slot.dropped = false;
         slot.answered = 0;
         slot.send(&self.core, Instant::now());
+        if self.core.one_shot {
+            slot.exchange.stop_sending();
+        }
         slot.wake_pacer();
     }
 
@@ -205,10 +213,12 @@ pub(crate) fn open(
     slot: Rc<RefCell<Slot>>,
     target: SocketAddr,
     connect_timeout: Duration,
+    tls: Option<ClientTls>,
 ) -> Connector {
     let options = ConnectOptions::default()
         .with_timeout(connect_timeout)
-        .with_reconnect(Some(retry_policy()));
+        .with_reconnect(Some(retry_policy()))
+        .with_tls(tls);
     connect_tcp(target, SlotFactory { core, slot }, options)
 }
 
@@ -238,6 +248,7 @@ impl ClientFactory for SlotFactory {
             ConnectError::Cancelled => return,
             ConnectError::Refused { .. } => ErrorKind::ConnectRefused,
             ConnectError::TimedOut { .. } => ErrorKind::ConnectTimeout,
+            ConnectError::Tls { .. } => ErrorKind::TlsHandshake,
             _ => ErrorKind::ConnectFailed,
         };
         self.core.recorder.borrow_mut().error(kind);

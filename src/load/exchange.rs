@@ -116,7 +116,13 @@ impl Exchange {
             }
     }
 
-    /// True once the server has said it will close the connection.
+    /// Sends nothing more on this connection (it closes once the answers are in).
+    pub fn stop_sending(&mut self) {
+        self.closing = true;
+    }
+
+    /// True once the server has said it will close the connection, or
+    /// [`stop_sending`](Self::stop_sending) was called.
     pub fn closing(&self) -> bool {
         self.closing
     }

@@ -30,11 +30,13 @@ pub enum ErrorKind {
     Protocol,
     /// Any other I/O error on an open connection.
     Io,
+    /// A TLS handshake failed (certificate refused, no common version or ALPN protocol...).
+    TlsHandshake,
 }
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::ConnectRefused,
         Self::ConnectTimeout,
         Self::ConnectFailed,
@@ -44,6 +46,7 @@ impl ErrorKind {
         Self::BadStatus,
         Self::Protocol,
         Self::Io,
+        Self::TlsHandshake,
     ];
 
     /// Words for the summary (`connect refused`).
@@ -58,6 +61,7 @@ impl ErrorKind {
             Self::BadStatus => "bad status",
             Self::Protocol => "protocol",
             Self::Io => "io",
+            Self::TlsHandshake => "tls handshake",
         }
     }
 
@@ -73,6 +77,7 @@ impl ErrorKind {
             Self::BadStatus => "bad_status",
             Self::Protocol => "protocol",
             Self::Io => "io",
+            Self::TlsHandshake => "tls_handshake",
         }
     }
 

@@ -30,6 +30,7 @@ use crate::driver::engine::Engine;
 use crate::driver::tasks::{counters, sleep, spawn};
 use crate::error::EngineError;
 use crate::proto::client::ConnectorState;
+use crate::proto::tls::ClientTls;
 
 /// How often a core checks for the end of the run, Ctrl-C and timed-out requests.
 const TICK: Duration = Duration::from_millis(20);
@@ -68,6 +69,11 @@ pub struct LoadConfig {
     pub connect_timeout: Duration,
     /// Reporting interval. Default: 1 s.
     pub interval: Duration,
+    /// Speak TLS to the target. Default: none.
+    pub tls: Option<ClientTls>,
+    /// Open a new connection for every batch of `pipeline` requests (with TLS: a full
+    /// handshake per request), closing each once answered. Default: off (keep-alive).
+    pub new_conn_per_request: bool,
 }
 
 impl LoadConfig {
@@ -85,6 +91,8 @@ impl LoadConfig {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             interval: Duration::from_secs(1),
+            tls: None,
+            new_conn_per_request: false,
         }
     }
 
@@ -194,6 +202,8 @@ impl Load {
             interval: config.interval,
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
+            tls: config.tls.clone(),
+            new_conn_per_request: config.new_conn_per_request,
             stop: stop.clone(),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -305,6 +315,8 @@ struct Plan {
     interval: Duration,
     timeout: Duration,
     connect_timeout: Duration,
+    tls: Option<ClientTls>,
+    new_conn_per_request: bool,
     stop: Arc<AtomicBool>,
 }
 
@@ -351,7 +363,11 @@ fn bytes() -> Bytes {
 
 async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreMsg>) {
     let guard = StopGuard { tx, core: index };
-    let core = Rc::new(Core::new(&plan.workload.request, plan.pipeline));
+    let core = Rc::new(Core::new(
+        &plan.workload.request,
+        plan.pipeline,
+        plan.new_conn_per_request,
+    ));
     let mut slots: Vec<Rc<RefCell<Slot>>> = Vec::new();
     let mut connectors = Vec::new();
     for j in (index..plan.conns).step_by(cores) {
@@ -363,6 +379,7 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
             slot.clone(),
             plan.target,
             plan.connect_timeout,
+            plan.tls.clone(),
         ));
         if open {
             spawn(conn::pace(core.clone(), slot.clone()));

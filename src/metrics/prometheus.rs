@@ -5,6 +5,7 @@ use std::fmt::Write;
 use super::collector::{MetricsSnapshot, ShardMetrics};
 use crate::proto::accept::errno_name;
 use crate::proto::close::CLOSE_LABELS;
+use crate::proto::tls::HANDSHAKE_LABELS;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -18,7 +19,7 @@ const BUCKETS: [f64; 22] = [
 /// One per-shard counter or gauge family: name, type, help, value.
 type Family = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> u64);
 
-const FAMILIES: [Family; 14] = [
+const FAMILIES: [Family; 15] = [
     (
         "weft_connections_accepted_total",
         "counter",
@@ -80,6 +81,12 @@ const FAMILIES: [Family; 14] = [
         |s| s.stats.calls_queued,
     ),
     (
+        "weft_tls_errors_total",
+        "counter",
+        "TLS connections closed for a TLS error after their handshake.",
+        |s| s.stats.tls_errors,
+    ),
+    (
         "weft_reactor_stalls_total",
         "counter",
         "Wake-ups of the reactor lag probe later than the stall threshold.",
@@ -129,6 +136,18 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
                 &mut out,
                 name,
                 &[("shard", &s.shard.to_string()), ("reason", reason)],
+                n,
+            );
+        }
+    }
+    let name = "weft_tls_handshakes_total";
+    header(&mut out, name, "counter", "TLS handshakes, by result.");
+    for s in &snapshot.shards {
+        for (result, n) in HANDSHAKE_LABELS.iter().zip(s.stats.tls_handshakes) {
+            line(
+                &mut out,
+                name,
+                &[("shard", &s.shard.to_string()), ("result", result)],
                 n,
             );
         }

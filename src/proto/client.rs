@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::addr::{Address, AddressError, split_host_port};
 use crate::proto::eyeballs::DEFAULT_ATTEMPT_DELAY;
 use crate::proto::reconnect::ReconnectPolicy;
+use crate::proto::tls::{ClientTls, HandshakeResult};
 use crate::proto::transport::Keepalive;
 
 /// Why a connection attempt failed. Delivered once per attempt to
@@ -67,6 +68,16 @@ pub enum ConnectError {
     /// `stop_trying`) ended the attempt.
     #[error("the connection attempt was cancelled")]
     Cancelled,
+    /// The TLS handshake failed (or did not finish within the connect timeout).
+    #[error("TLS handshake with {addr} failed ({}): {detail} (check the server name, the trusted roots and the ALPN protocols)", .result.label())]
+    Tls {
+        /// The address connected to.
+        addr: Address,
+        /// How the handshake ended.
+        result: HandshakeResult,
+        /// What went wrong.
+        detail: String,
+    },
     /// Any other error while connecting.
     #[error("connecting to {addr} failed: {source}")]
     Io {
@@ -100,7 +111,7 @@ impl ConnectError {
     }
 
     /// A short stable label for logs and counters: `refused`, `timed_out`, `unreachable`,
-    /// `bind`, `resolution`, `cancelled` or `io_error`.
+    /// `bind`, `resolution`, `cancelled`, `tls` or `io_error`.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Refused { .. } => "refused",
@@ -109,6 +120,7 @@ impl ConnectError {
             Self::Bind { .. } => "bind",
             Self::Resolution { .. } => "resolution",
             Self::Cancelled => "cancelled",
+            Self::Tls { .. } => "tls",
             Self::Io { .. } => "io_error",
         }
     }
@@ -120,7 +132,7 @@ impl ConnectError {
             Self::Unreachable { source, .. } | Self::Bind { source, .. } | Self::Io { source, .. } => {
                 source.raw_os_error()
             }
-            Self::TimedOut { .. } | Self::Resolution { .. } | Self::Cancelled => None,
+            Self::TimedOut { .. } | Self::Resolution { .. } | Self::Cancelled | Self::Tls { .. } => None,
         }
     }
 
@@ -152,6 +164,10 @@ pub struct ConnectOptions {
     /// families) is tried beside it; a failed attempt starts the next at once, and the first
     /// to connect wins. Default: 250 ms, RFC 8305's value.
     pub attempt_delay: Duration,
+    /// Speak TLS over the connection: the handshake runs after the connect and before the
+    /// protocol is built; a failed one fails the attempt with [`ConnectError::Tls`]. Default:
+    /// none (plain TCP).
+    pub tls: Option<ClientTls>,
 }
 
 impl ConnectOptions {
@@ -183,6 +199,13 @@ impl ConnectOptions {
         self
     }
 
+    /// Sets [`tls`](Self::tls).
+    #[must_use]
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Sets [`reconnect`](Self::reconnect).
     #[must_use]
     pub fn with_reconnect(mut self, reconnect: Option<ReconnectPolicy>) -> Self {
@@ -207,6 +230,7 @@ impl Default for ConnectOptions {
             keepalive: None,
             reconnect: None,
             attempt_delay: DEFAULT_ATTEMPT_DELAY,
+            tls: None,
         }
     }
 }

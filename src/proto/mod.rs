@@ -15,6 +15,8 @@
 //!   rate limits);
 //! - `client`: connect errors, destinations and the connector's state machine;
 //!   `reconnect`: the back-off and its jitter;
+//! - `tls`: a connection's TLS session fed and drained by the driver (rustls, plaintext
+//!   above, ciphertext below), the client's TLS settings and the handshake results;
 //! - [`proxy`]: the PROXY protocol v1/v2 parser; [`hdr`]: latency histograms and their
 //!   formats.
 //!
@@ -40,4 +42,5 @@ pub mod proxy;
 pub(crate) mod queue;
 pub(crate) mod reconnect;
 pub mod resp;
+pub(crate) mod tls;
 pub(crate) mod transport;

@@ -58,6 +58,8 @@ struct Flags {
 
 struct Inner {
     out: RefCell<OutBuf>,
+    /// Bytes held below the transport and not yet sent (a TLS layer's ciphertext).
+    held: Cell<usize>,
     flags: Cell<Flags>,
     /// A close forced on the connection (abort, engine shutdown): the reason it will end with.
     forced: RefCell<Option<CloseReason>>,
@@ -76,6 +78,8 @@ struct Inner {
     peer: Address,
     /// The socket's actual peer (differs from `peer` behind a PROXY-protocol balancer).
     real_peer: Address,
+    /// The ALPN protocol a TLS handshake agreed on.
+    alpn: RefCell<Option<Box<[u8]>>>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -111,6 +115,7 @@ impl Transport {
         Self {
             inner: Rc::new(Inner {
                 out: RefCell::new(OutBuf::default()),
+                held: Cell::new(0),
                 flags: Cell::new(Flags::default()),
                 forced: RefCell::new(None),
                 waker: RefCell::new(None),
@@ -122,6 +127,7 @@ impl Transport {
                 local,
                 peer,
                 real_peer,
+                alpn: RefCell::new(None),
             }),
         }
     }
@@ -306,9 +312,26 @@ impl Transport {
         self.inner.real_peer
     }
 
-    /// Bytes queued and not yet accepted by the kernel.
+    /// The application protocol agreed on by the TLS handshake's ALPN (`h2`, `http/1.1`);
+    /// `None` on a plain connection or when none was agreed.
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        self.inner.alpn.borrow().as_ref().map(|p| p.to_vec())
+    }
+
+    /// Records the protocol a TLS handshake's ALPN agreed on.
+    pub(crate) fn set_alpn(&self, protocol: Option<&[u8]>) {
+        *self.inner.alpn.borrow_mut() = protocol.map(Box::from);
+    }
+
+    /// Bytes queued and not yet accepted by the kernel (on a TLS connection: plaintext
+    /// queued, plus ciphertext made and not yet sent).
     pub fn buffered(&self) -> usize {
-        self.inner.out.borrow().len()
+        self.inner.out.borrow().len() + self.inner.held.get()
+    }
+
+    /// Records the bytes a layer below the transport (TLS) holds for the socket.
+    pub(crate) fn set_held(&self, n: usize) {
+        self.inner.held.set(n);
     }
 
     /// The cap on queued output above which the connection is closed
@@ -511,6 +534,7 @@ impl Transport {
         self.inner.flags.set(f);
         self.inner.fd.set(-1);
         self.inner.out.borrow_mut().clear();
+        self.inner.held.set(0);
         self.inner.waker.borrow_mut().take();
         self.inner.deadline.set(None);
         if let Some(mut p) = self.inner.producer.borrow_mut().take() {
