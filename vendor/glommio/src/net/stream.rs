@@ -374,6 +374,10 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let Some(source) = reactor.recv_provided(self.stream.as_raw_fd()) else {
             return Poll::Ready(Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)));
         };
+        // The readiness poll armed when the stream was made (for `poll_read`) is not needed
+        // while receives go through the ring: a connection that waits holds one source,
+        // not two.
+        self.source_rx.take();
         source.add_waiter_single(cx.waker());
         self.source_sel = Some(source);
         Poll::Pending
