@@ -133,22 +133,16 @@ fn adopt(fd: OwnedFd) -> Result<(SocketAddr, Socket), EngineError> {
     Ok((local, Socket::from(fd)))
 }
 
-/// An accepted socket, from the reactor's accept or from our own `accept4`.
-enum Accepted {
-    Stream(TcpStream),
-    Fd(OwnedFd),
-}
-
 /// Non-blocking `accept4` on the listening descriptor: the burst after a wake-up.
 struct SyncAccept<'a> {
     listener: BorrowedFd<'a>,
 }
 
 impl AcceptSource for SyncAccept<'_> {
-    type Conn = Accepted;
+    type Conn = OwnedFd;
 
-    fn accept(&mut self) -> io::Result<(Accepted, SocketAddr)> {
-        sys::socket::accept(self.listener).map(|(fd, peer)| (Accepted::Fd(fd), peer))
+    fn accept(&mut self) -> io::Result<(OwnedFd, SocketAddr)> {
+        sys::socket::accept(self.listener)
     }
 }
 
@@ -196,31 +190,32 @@ impl<F: Factory> Port<F> {
         let mut sizer = BurstSizer::new(INITIAL_BURST, self.config.max_burst);
         let mut limiter = LogLimiter::new(LOG_INTERVAL);
         loop {
-            let first = match self.listener.shared_accept().await {
-                Ok(a) => {
-                    let stream = a.bind_to_executor();
-                    // A peer gone before we could ask its address is simply dropped.
-                    stream
-                        .peer_addr()
-                        .ok()
-                        .map(|peer| Ok((Accepted::Stream(stream), peer)))
-                }
-                Err(GlommioError::IoError(e)) => Some(Err(e)),
-                Err(e) => Some(Err(io::Error::other(e.to_string()))),
-            };
+            // Wait for a queued connection without taking it: an accept in the ring would own
+            // the next connection, and a process killed while it waits would lose it (with the
+            // queue's migration on, every queued connection moves to a live listener).
+            if let Err(e) = self.listener.readable().await {
+                let e = match e {
+                    GlommioError::IoError(e) => e,
+                    e => io::Error::other(e.to_string()),
+                };
+                self.shard.stats.accept_error(e.raw_os_error().unwrap_or(0));
+                tracing::error!(
+                    shard = self.shard.info.index,
+                    listener = %Address::from(self.local),
+                    "waiting for connections failed ({e}); this port stops accepting"
+                );
+                return;
+            }
             if self.shard.draining.get() {
                 // The shard is draining: its listener is closed, or handed to a successor that
-                // accepts on it now. Serve what this accept brought and stop; an accept in
-                // flight is never cancelled, since its connection would be lost.
-                if let Some(Ok((conn, peer))) = first {
-                    self.admit(conn, peer);
-                }
+                // accepts on it now. What is queued is served by `accept_queued` or the
+                // successor.
                 return;
             }
             let mut src = self.sync_accept();
             let burst = {
                 let mut reservation = self.reservation.borrow_mut();
-                accept_burst(&mut src, &mut *reservation, first, sizer.limit(), |conn, peer| {
+                accept_burst(&mut src, &mut *reservation, None, sizer.limit(), |conn, peer| {
                     self.admit(conn, peer)
                 })
             };
@@ -259,7 +254,7 @@ impl<F: Factory> Port<F> {
 
     /// Hands a new connection to a protocol, or closes it (shard at its cap, factory refused,
     /// untrusted peer on a PROXY-protocol listener).
-    fn admit(&self, conn: Accepted, peer: SocketAddr) {
+    fn admit(&self, conn: OwnedFd, peer: SocketAddr) {
         let shard = &self.shard;
         if let Some(cap) = self.config.max_conns_per_shard
             && shard.conns.borrow().len() + shard.handshakes.get() >= cap
@@ -274,11 +269,8 @@ impl<F: Factory> Port<F> {
             ShardStats::add(&shard.stats.proxy_untrusted, 1);
             return;
         }
-        let stream = match conn {
-            Accepted::Stream(s) => s,
-            // An accepted TCP socket we own; ownership moves on.
-            Accepted::Fd(fd) => sys::fd::adopt(fd),
-        };
+        // An accepted TCP socket we own; ownership moves on.
+        let stream = sys::fd::adopt(conn);
         if self.proxy.is_none() && self.tls.is_none() {
             if let Some(conn) = establish(shard, &self.factory, stream, self.local, peer.into(), peer.into())
             {

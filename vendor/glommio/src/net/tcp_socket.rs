@@ -135,6 +135,17 @@ impl TcpListener {
         })
     }
 
+    /// WEFT PATCH: waits until a connection is queued on the listener, with a readiness
+    /// poll on the ring. Nothing is taken off the queue while waiting (an accept in the ring
+    /// would own the next connection, and a process killed while it waits would take that
+    /// connection down with it); accept with a non-blocking `accept4` afterwards.
+    pub async fn readable(&self) -> Result<()> {
+        let reactor = self.reactor.upgrade().unwrap();
+        let source = reactor.poll_read_ready(self.listener.as_raw_fd());
+        source.collect_rw().await?;
+        Ok(())
+    }
+
     /// Accepts a new incoming TCP connection and allows the result to be sent
     /// to a foreign executor
     ///
