@@ -393,51 +393,11 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             return Some(args);
         }
         let mut current = Vec::new();
-        let (mut in_double, mut in_single) = (false, false);
+        // The quote the argument is in, if any.
+        let mut quote: Option<u8> = None;
         loop {
             let c = at(p);
-            if in_double {
-                if c == b'\\' && at(p + 1) == b'x' && hex(at(p + 2)).is_some() && hex(at(p + 3)).is_some() {
-                    let (hi, lo) = (hex(at(p + 2)).unwrap_or(0), hex(at(p + 3)).unwrap_or(0));
-                    current.push(hi * 16 + lo);
-                    p += 3;
-                } else if c == b'\\' && at(p + 1) != 0 {
-                    p += 1;
-                    current.push(match at(p) {
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'b' => 0x08,
-                        b'a' => 0x07,
-                        other => other,
-                    });
-                } else if c == b'"' {
-                    if at(p + 1) != 0 && !is_space(at(p + 1)) {
-                        return None;
-                    }
-                    p += 1;
-                    break;
-                } else if c == 0 {
-                    return None;
-                } else {
-                    current.push(c);
-                }
-            } else if in_single {
-                if c == b'\\' && at(p + 1) == b'\'' {
-                    p += 1;
-                    current.push(b'\'');
-                } else if c == b'\'' {
-                    if at(p + 1) != 0 && !is_space(at(p + 1)) {
-                        return None;
-                    }
-                    p += 1;
-                    break;
-                } else if c == 0 {
-                    return None;
-                } else {
-                    current.push(c);
-                }
-            } else {
+            let Some(q) = quote else {
                 match c {
                     b' ' | b'\n' | b'\r' | b'\t' | 0 => {
                         if c != 0 {
@@ -445,10 +405,45 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                         }
                         break;
                     }
-                    b'"' => in_double = true,
-                    b'\'' => in_single = true,
+                    b'"' | b'\'' => quote = Some(c),
                     _ => current.push(c),
                 }
+                p += 1;
+                continue;
+            };
+            if q == b'"'
+                && c == b'\\'
+                && at(p + 1) == b'x'
+                && hex(at(p + 2)).is_some()
+                && hex(at(p + 3)).is_some()
+            {
+                let (hi, lo) = (hex(at(p + 2)).unwrap_or(0), hex(at(p + 3)).unwrap_or(0));
+                current.push(hi * 16 + lo);
+                p += 3;
+            } else if q == b'"' && c == b'\\' && at(p + 1) != 0 {
+                p += 1;
+                current.push(match at(p) {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'b' => 0x08,
+                    b'a' => 0x07,
+                    other => other,
+                });
+            } else if q == b'\'' && c == b'\\' && at(p + 1) == b'\'' {
+                p += 1;
+                current.push(b'\'');
+            } else if c == q {
+                // A closing quote ends the argument, and must end the word too.
+                if at(p + 1) != 0 && !is_space(at(p + 1)) {
+                    return None;
+                }
+                p += 2;
+                break;
+            } else if c == 0 {
+                return None;
+            } else {
+                current.push(c);
             }
             p += 1;
         }
