@@ -400,21 +400,35 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
     /// bytes to `out`; a `GET` is encoded straight from the stored value, with no copy of
     /// it in between.
     pub fn execute_into(&mut self, cmd: Command, now: i64, out: &mut Vec<u8>) {
+        if !self.admit(&cmd) {
+            return OOM.encode(out);
+        }
         match cmd {
-            Command::Get(key) if self.config.maxmemory == 0 => match self.read(&key, now) {
+            Command::Get(key) => match self.read(&key, now) {
                 Some(r) => encode_bulk(out, r.value()),
                 None => out.extend_from_slice(NIL),
             },
-            cmd => self.execute(cmd, now).encode(out),
+            cmd => self.run(cmd, now).encode(out),
         }
     }
 
     /// Runs a keyspace command at `now` (Unix time in milliseconds) and answers it as redis
     /// does. Commands of other kinds (the connection's own, `INFO`) answer an error.
     pub fn execute(&mut self, cmd: Command, now: i64) -> Reply {
-        if self.config.maxmemory > 0 && !self.make_room() && cmd.denies_oom() {
+        if !self.admit(&cmd) {
             return OOM;
         }
+        self.run(cmd, now)
+    }
+
+    /// Applies the memory policy before a command: false if the command must be refused
+    /// with [`OOM`].
+    fn admit(&mut self, cmd: &Command) -> bool {
+        !(self.config.maxmemory > 0 && !self.make_room() && cmd.denies_oom())
+    }
+
+    /// Runs an admitted command.
+    fn run(&mut self, cmd: Command, now: i64) -> Reply {
         match cmd {
             Command::Get(key) => self.read_bulk(&key, now),
             Command::Set(set) => self.set(set, now),
