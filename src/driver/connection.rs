@@ -264,7 +264,7 @@ fn recv_provided(
     shard: &ShardCtx,
     cx: &mut Context<'_>,
 ) -> Option<Poll<io::Result<Received<'static>>>> {
-    if !shard.provided.get() {
+    if !shard.provided {
         return None;
     }
     match stream.poll_recv_provided(cx) {

@@ -56,7 +56,7 @@ pub(crate) struct ShardCtx {
     /// Connections receive into the ring's provided buffers ([`ReactorConfig::recv_buffers`]).
     ///
     /// [`ReactorConfig::recv_buffers`]: crate::config::ReactorConfig::recv_buffers
-    pub(crate) provided: Cell<bool>,
+    pub(crate) provided: bool,
     /// Connections send through the ring ([`ReactorConfig::ring_sends`]).
     ///
     /// [`ReactorConfig::ring_sends`]: crate::config::ReactorConfig::ring_sends
@@ -117,7 +117,7 @@ impl ShardCtx {
         Self {
             info,
             read_buf: RefCell::new(vec![0u8; config.read_size.max(1)].into_boxed_slice()),
-            provided: Cell::new(false),
+            provided: false,
             ring_sends: false,
             config,
             stats: ShardStats::default(),
@@ -370,11 +370,9 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     let mut shard = ShardCtx::new(boot.info.clone(), config.connection.clone());
     shard.engine = true;
     shard.ring_sends = config.reactor.ring_sends;
+    shard.provided = enable_provided_buffers(&config.reactor, boot.info.index);
     shard.mesh = Some(boot.mesh.clone());
     let shard = Rc::new(shard);
-    shard
-        .provided
-        .set(enable_provided_buffers(&config.reactor, shard.info.index));
     // Client connections made on this shard (from the factories' construction on) join its
     // registry, so they drain and abort with it.
     ShardCtx::install(Some(shard.clone()));

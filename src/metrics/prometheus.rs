@@ -207,12 +207,11 @@ fn histogram(out: &mut String, snapshot: &MetricsSnapshot, metric: &str) {
                 labels.push((label, t.as_str()));
             }
             let h = &series.histogram;
-            let les = BUCKETS.iter().map(|le| le.to_string());
-            for (le, upper) in les
-                .chain(["+Inf".to_string()])
-                .zip(BUCKETS.iter().map(Some).chain([None]))
-            {
-                let n = upper.map_or(h.len(), |le| h.count_between(0, (le * 1e9).round() as u64));
+            let buckets = BUCKETS
+                .iter()
+                .map(|le| (le.to_string(), h.count_between(0, (le * 1e9).round() as u64)))
+                .chain([("+Inf".to_string(), h.len())]);
+            for (le, n) in buckets {
                 let mut with_le = labels.clone();
                 with_le.push(("le", &le));
                 line(out, &bucket, &with_le, n);
