@@ -174,7 +174,6 @@ pub(crate) fn sendmsg_syscall(
 // WEFT PATCH: provided buffers for socket receives.
 pub(crate) mod buf_ring;
 mod dma_buffer;
-mod membarrier;
 pub(crate) mod source;
 pub(crate) mod sysfs;
 mod uring;
@@ -308,9 +307,14 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // WEFT PATCH: pairs with the fence the sleeping reactor issues after
+        // `prepare_to_sleep`: either it sees what was queued before this call, or this call
+        // sees its flag and writes the eventfd (upstream used `membarrier` on the sleeping side
+        // instead, one system call per sleep).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
-            .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(true, false, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
             || force
         {
@@ -345,7 +349,7 @@ impl SleepNotifier {
         // This will allow this `eventfd` to be notified. This should not happen
         // for the placeholder (disconnected) case.
         assert_ne!(self.id, usize::MAX);
-        self.should_notify.store(true, Ordering::Relaxed);
+        self.should_notify.store(true, Ordering::SeqCst);
     }
 
     pub(super) fn wake_up(&self) {

@@ -320,6 +320,13 @@ impl Source {
         self.inner.borrow_mut().wakers.waiters.push(waker)
     }
 
+    /// WEFT PATCH: whether the operation is still queued or in the kernel, that is neither
+    /// completed nor cancelled. The reactor keeps its timers and ring link armed across loop
+    /// iterations and re-arms one only when this turns false.
+    pub(super) fn in_ring(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(super) fn is_installed(&self) -> Option<bool> {
         match &self.inner.borrow().source_type {
             SourceType::ForeignNotifier(_, installed) => Some(*installed),

@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -1088,66 +1088,65 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
-        if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
-            let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
-            let op = UringDescriptor {
-                fd: link.raw(),
-                flags: SubmissionFlags::empty(),
-                user_data: to_user_data(
-                    self.source_map
-                        .borrow_mut()
-                        .add_source(link, self.submission_queue.clone()),
-                ),
-                args: UringOpDescriptor::PollAdd(common_flags() | read_flags()),
-            };
-            fill_sqe(
-                &mut sqe,
-                &op,
-                DmaBuffer::new,
-                &mut self.source_map.borrow_mut(),
-            );
-
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
+    /// WEFT PATCH: sleeps until a completion arrives, in one `io_uring_enter` that also submits
+    /// whatever this loop iteration queued in the ring (it used to take one enter to submit and
+    /// a second to wait). With `link` the poll that links the rings is added first; without
+    /// it, the poll added by an earlier sleep is still armed.
+    fn sleep(&mut self, link: Option<&Source>) -> io::Result<usize> {
+        if let Some(link) = link {
+            if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
+                let op = UringDescriptor {
+                    fd: link.raw(),
+                    flags: SubmissionFlags::empty(),
+                    user_data: to_user_data(
+                        self.source_map
+                            .borrow_mut()
+                            .add_source(link, self.submission_queue.clone()),
+                    ),
+                    args: UringOpDescriptor::PollAdd(common_flags() | read_flags()),
+                };
+                fill_sqe(
+                    &mut sqe,
+                    &op,
+                    DmaBuffer::new,
+                    &mut self.source_map.borrow_mut(),
+                );
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
+                // Can't link rings because the ring is full. Just can't sleep: submit what we
+                // have, and once we're out of here we'll consume completions and sleep later.
+                return self
+                    .submit_sqes()
                     .or_else(Reactor::busy_ok)
                     .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                    .or_else(Reactor::intr_ok);
             }
-        } else {
-            // Can't link rings because we ran out of `CQE`s. Just can't sleep.
-            // Submit what we have, once we're out of here we'll consume them
-            // and at some point will be able to sleep again.
-            self.submit_sqes()
+        }
+        // If the enter fails before submitting (the kernel is busy), the link stays queued in
+        // the ring and goes with the next submission: it is a plain armed poll either way.
+        match self.ring.submit_sqes_and_wait(1) {
+            Ok(submitted) => {
+                self.in_kernel += submitted as usize;
+                Ok(submitted as usize)
+            }
+            Err(e) => Err(e)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)
+                .or_else(Reactor::intr_ok),
         }
+    }
+
+    /// WEFT PATCH: like `can_sleep`, but with operations prepared in the ring and not yet
+    /// submitted: `sleep` submits them in the same enter that waits.
+    fn can_submit_and_sleep(&self) -> bool {
+        self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
+    }
+
+    /// WEFT PATCH: moves queued operations into the ring without entering the kernel, unless
+    /// the ring is full.
+    fn prepare_submissions(&mut self) -> io::Result<usize> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        self.consume_sqe_queue(&mut queue.submissions, false)
     }
 }
 
@@ -1265,8 +1264,15 @@ pub(crate) struct Reactor {
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
-    throughput_preemption_timeout_src: Cell<Option<Source>>,
+    // WEFT PATCH: the timer armed in the latency ring and when it fires. It stays armed across
+    // loop iterations (a preemption timer used to be cancelled and armed again on every one).
+    latency_timer: RefCell<Option<(Source, Instant)>>,
+    // WEFT PATCH: re-armed only after it fired, not replaced on every loop iteration.
+    throughput_preemption_timeout_src: RefCell<Option<Source>>,
+    // WEFT PATCH: the poll that links the latency ring to the main ring while sleeping. It
+    // stays armed until the latency ring has a completion, instead of being added before and
+    // cancelled after every sleep.
+    link_rings_src: RefCell<Option<Source>>,
 
     link_fd: RawFd,
 
@@ -1396,8 +1402,9 @@ impl Reactor {
             main_ring: RefCell::new(main_ring),
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
-            latency_preemption_timeout_src: Cell::new(None),
-            throughput_preemption_timeout_src: Cell::new(None),
+            latency_timer: RefCell::new(None),
+            throughput_preemption_timeout_src: RefCell::new(None),
+            link_rings_src: RefCell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1808,14 +1815,34 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let mut link = self.link_rings_src.borrow_mut();
+        let armed = link.as_ref().is_some_and(Source::in_ring);
+        if !armed {
+            *link = Some(Source::new(
+                IoRequirements::default(),
+                self.link_fd,
+                SourceType::LinkRings,
+                None,
+                None,
+            ));
+        }
+        let new_link = if armed { None } else { link.as_ref() };
+        ring.sleep(new_link).or_else(Self::busy_ok).map(|_| {})
+    }
+
+    /// WEFT PATCH: makes sure a timer in the latency ring fires within `d`. A timer already
+    /// armed that fires no later is kept (an early one only costs one spurious preemption or
+    /// wake-up); otherwise the armed one is replaced. Returns whether a timer was queued.
+    fn arm_latency_timer(&self, lat_ring: &mut SleepableRing, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut armed = self.latency_timer.borrow_mut();
+        if let Some((src, at)) = &*armed {
+            if src.in_ring() && *at <= deadline {
+                return false;
+            }
+        }
+        *armed = Some((lat_ring.prepare_latency_preemption_timer(d), deadline));
+        true
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1896,62 +1923,75 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
+        // WEFT PATCH: the timers stay armed across iterations. Upstream cancelled the
+        // preemption timer and replaced the throughput timer on every call, and armed a new
+        // preemption timer before leaving: four operations and two more kernel entries per loop
+        // iteration, most of the completions an echo round trip made.
         //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // The throughput-based timeout is re-armed once the previous one fired. It won't
+        // matter if we end up sleeping.
+        {
+            let mut throughput = self.throughput_preemption_timeout_src.borrow_mut();
+            if !throughput.as_ref().is_some_and(Source::in_ring) {
+                *throughput = Some(main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ));
+            }
+        }
+        // The preemption timer is kept while it fires within the time slice. When we go to
+        // sleep it stays armed too: it wakes us at most once, where cancelling it would cost
+        // two operations on every sleep.
+        let preempt = preempt_timer();
+        if let Some(d) = preempt {
+            self.arm_latency_timer(&mut lat_ring, d);
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
-        // ... which happens right here. If you ever reorder this code just
-        // be careful about this dependency.
-        flush_rings!(lat_ring, poll_ring, main_ring)?;
+        // ... which happens right here for the latency and poll rings. The main ring's
+        // operations go into its ring now and into the kernel below: with the enter that
+        // sleeps if we sleep, on their own otherwise.
+        flush_rings!(lat_ring, poll_ring)?;
+        main_ring
+            .prepare_submissions()
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = preempt.is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
-            && main_ring.can_sleep()
+            && main_ring.can_submit_and_sleep()
             && lat_ring.can_sleep();
 
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                if self.arm_latency_timer(&mut lat_ring, dur) {
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // WEFT PATCH: a full fence here and one in `SleepNotifier::notify` order the flag
+            // against the channels on both sides (Dekker's pattern). Upstream issued
+            // `membarrier(PRIVATE_EXPEDITED)` here instead, a system call that interrupts every
+            // other CPU running this process, before every sleep.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
-                    // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
@@ -1960,12 +2000,8 @@ impl Reactor {
                 self.notifier.wake_up();
             }
         }
-
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
-        }
+        // Whatever the sleep did not submit goes now.
+        flush_rings!(main_ring)?;
 
         // A Note about `need_preempt`:
         //
