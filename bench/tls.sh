@@ -13,11 +13,11 @@
 #     handshake per request (wrk keeps no session to resume).
 # BENCH_DURATION seconds per run (default 5), after a 1 s wrk warm-up; BENCH_MODES picks the
 # runs (default "plain tls handshake"), BENCH_WEFT_ARGS adds flags to weft's command line
-# (e.g. "--spin-before-park 200us"), BENCH_WEFT runs another weft binary. A second table gives, per mode, the server's CPU per
-# request (user + system of its processes, /proc), wrk's (its rusage) and both cores' busy
-# shares (/proc/stat): with the load core near 100% wrk is the bottleneck, and the server's
-# CPU per request is the comparison that means something. Needs nginx, wrk and openssl
-# (Debian), and a built weft.
+# (e.g. "--spin-before-park 200us"), BENCH_WEFT runs another weft binary. A second table
+# gives, per mode, the server's CPU per request (user + system of its processes, /proc),
+# wrk's (its rusage) and both cores' busy shares (/proc/stat): with the load core near 100%
+# wrk is the bottleneck, and the server's CPU per request is the comparison that means
+# something. Needs nginx, wrk and openssl (Debian), and a built weft.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
