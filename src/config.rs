@@ -257,6 +257,13 @@ pub struct ReactorConfig {
     /// The size of each receive buffer, at most the most one receive delivers. Memory per
     /// shard: `recv_buffers` times this. Default: 16 KiB.
     pub recv_buffer_size: usize,
+    /// With receive buffers on, a connection's receive stays armed (io_uring multishot
+    /// receive, Linux 6.0): it is submitted once and posts a completion each time data
+    /// arrives, instead of being submitted again after every read. At most four completions
+    /// wait per connection; a connection that does not read (flow control) has its receive
+    /// stopped until it does, so it cannot take the shard's buffers. Off, or where the kernel
+    /// refuses it, one receive is submitted per read. Default: on.
+    pub recv_multishot: bool,
     /// Connections send through the ring: queued bytes are copied into a send submitted
     /// with the ring's next batch, so a loop iteration's sends of every connection cost one
     /// `io_uring_enter` rather than a `send` system call each; the bytes count as queued
@@ -274,6 +281,7 @@ impl Default for ReactorConfig {
             preempt_timer: Duration::from_millis(100),
             recv_buffers: 256,
             recv_buffer_size: 16 * 1024,
+            recv_multishot: true,
             ring_sends: true,
         }
     }

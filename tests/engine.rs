@@ -21,17 +21,21 @@ fn hundred_connections_echo_random_payloads_byte_exact() {
 fn byte_exact_through_the_ring_and_without_it() {
     // Receive buffers: none (every read a `recv`); two tiny ones (reads of 64 bytes, and most
     // reads find the ring empty and fall back); a count that is not a power of two (rounded
-    // up). Sends through the ring, or a `send` each.
-    for (count, size, ring_sends) in [
-        (0, 16 * 1024, true),
-        (2, 64, true),
-        (3, 1000, false),
-        (0, 16 * 1024, false),
+    // up). Receives that stay armed (multishot) or one per read. Sends through the ring, or a
+    // `send` each.
+    for (count, size, multishot, ring_sends) in [
+        (0, 16 * 1024, true, true),
+        (2, 64, true, true),
+        (2, 64, false, true),
+        (3, 1000, true, false),
+        (3, 1000, false, false),
+        (0, 16 * 1024, false, false),
     ] {
         echo_clients_byte_exact(
             |c| {
                 c.reactor.recv_buffers = count;
                 c.reactor.recv_buffer_size = size;
+                c.reactor.recv_multishot = multishot;
                 c.reactor.ring_sends = ring_sends;
             },
             20,

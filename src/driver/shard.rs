@@ -355,7 +355,10 @@ fn enable_provided_buffers(config: &crate::config::ReactorConfig, shard: usize) 
         .unwrap_or(MAX_RECV_BUFFERS);
     let size = u32::try_from(config.recv_buffer_size.max(1)).unwrap_or(u32::MAX);
     match glommio::net::enable_provided_buffers(count.min(MAX_RECV_BUFFERS), size) {
-        Ok(()) => true,
+        Ok(()) => {
+            glommio::net::set_recv_multishot(config.recv_multishot);
+            true
+        }
         Err(e) => {
             tracing::debug!(shard, error = %e, "io_uring provided buffers unavailable; reading with recv");
             false

@@ -6,7 +6,7 @@
 //!
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::BTreeMap,
     ffi::CString,
     fmt,
@@ -176,6 +176,9 @@ pub(crate) struct Reactor {
 
     /// WEFT PATCH: the provided buffers that `recv_provided` receives into, once enabled.
     buf_ring: RefCell<Option<Rc<sys::buf_ring::BufRing>>>,
+    /// WEFT PATCH: whether receives into provided buffers stay armed (multishot) rather than
+    /// being submitted once per read. Off by request, or once the kernel rejected one.
+    recv_multishot: Cell<bool>,
 }
 
 impl Reactor {
@@ -197,6 +200,7 @@ impl Reactor {
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
             buf_ring: RefCell::new(None),
+            recv_multishot: Cell::new(true),
         })
     }
 
@@ -219,11 +223,27 @@ impl Reactor {
         source
     }
 
-    /// WEFT PATCH: submits a receive on `fd` into a provided buffer; `None` if provided
-    /// buffers are not enabled.
+    /// WEFT PATCH: sets whether receives into provided buffers are multishot (the default)
+    /// or one submission per read.
+    pub(crate) fn set_recv_multishot(&self, on: bool) {
+        self.recv_multishot.set(on);
+    }
+
+    /// WEFT PATCH: submits a receive on `fd` into provided buffers: multishot (it stays armed
+    /// and posts a completion per arrival) unless that is off; `None` if provided buffers are
+    /// not enabled.
     pub(crate) fn recv_provided(&self, fd: RawFd) -> Option<Source> {
         let ring = self.buf_ring.borrow().clone()?;
         let (group, size) = (ring.group(), ring.buffer_size());
+        if self.recv_multishot.get() {
+            let source = self.new_source(
+                fd,
+                SourceType::SockRecvMulti(sys::MultiRecv::new(ring)),
+                None,
+            );
+            self.sys.recv_multi(&source, group);
+            return Some(source);
+        }
         let selected = sys::SelectedRecv {
             ring,
             cqe_flags: 0,

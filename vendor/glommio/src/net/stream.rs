@@ -31,10 +31,28 @@ pub fn enable_provided_buffers(count: u16, size: u32) -> io::Result<()> {
     crate::executor().reactor().enable_provided_buffers(count, size)
 }
 
+/// WEFT PATCH: whether receives into provided buffers on the current executor stay armed
+/// (multishot, the default: one submission, a completion per arrival, Linux 6.0) or are
+/// submitted once per read. Where the kernel refuses multishot, the executor turns it off by
+/// itself.
+pub fn set_recv_multishot(on: bool) {
+    crate::executor().reactor().set_recv_multishot(on)
+}
+
 /// WEFT PATCH: the most bytes one send through the ring carries.
 pub const RING_SEND_MAX: usize = 256 * 1024;
 /// WEFT PATCH: the largest send buffer a stream keeps for its next send.
 const RING_SEND_SPARE: usize = 4096;
+
+/// WEFT PATCH: what a receive into provided buffers has for its stream.
+enum Taken {
+    /// Nothing yet: the stream waits for a completion.
+    Pending,
+    /// A completion, and whether it was the receive's last.
+    Done(io::Result<ProvidedBuf>, bool),
+    /// The receive stopped with nothing for the stream: arm another.
+    Rearm,
+}
 
 /// WEFT PATCH: bytes received into a provided buffer; the buffer goes back to the ring when
 /// this is dropped. Empty at the end of the stream.
@@ -348,27 +366,26 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     }
 
     /// WEFT PATCH: the bytes of the next receive into a provided buffer. The first call
-    /// submits the receive and returns `Pending`; the completion wakes the task. `ENOBUFS`
-    /// when the ring had no free buffer, `EOPNOTSUPP` when provided buffers are not enabled:
-    /// the caller reads with [`poll_read`](Self::poll_read) instead.
+    /// arms the receive and returns `Pending`; a completion wakes the task. The receive is
+    /// multishot where the kernel has it (Linux 6.0): armed once, it posts a completion each
+    /// time data arrives, and later calls take them in order. `ENOBUFS` when the ring had no
+    /// free buffer, `EOPNOTSUPP` when provided buffers are not enabled: the caller reads with
+    /// [`poll_read`](Self::poll_read) instead.
     pub(crate) fn poll_recv_provided(&mut self, cx: &Context<'_>) -> Poll<io::Result<ProvidedBuf>> {
         if let Some(source) = self.source_sel.as_ref() {
-            let Some(result) = source.result() else {
-                source.add_waiter_single(cx.waker());
-                return Poll::Pending;
-            };
-            let source = self.source_sel.take().expect("checked above");
-            let len = result?;
-            let mut source_type = source.source_type_mut();
-            let SourceType::SockRecvSelect(selected) = &mut *source_type else {
-                unreachable!("a provided-buffer receive's source");
-            };
-            let bid = selected.take();
-            return Poll::Ready(Ok(ProvidedBuf {
-                ring: selected.ring.clone(),
-                bid,
-                len: if bid.is_some() { len } else { 0 },
-            }));
+            match Self::take_provided(source) {
+                Taken::Pending => {
+                    source.add_waiter_single(cx.waker());
+                    return Poll::Pending;
+                }
+                Taken::Done(received, last) => {
+                    if last {
+                        self.source_sel = None;
+                    }
+                    return Poll::Ready(received);
+                }
+                Taken::Rearm => self.source_sel = None,
+            }
         }
         let reactor = self.reactor.upgrade().unwrap();
         let Some(source) = reactor.recv_provided(self.stream.as_raw_fd()) else {
@@ -381,6 +398,62 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         source.add_waiter_single(cx.waker());
         self.source_sel = Some(source);
         Poll::Pending
+    }
+
+    /// WEFT PATCH: the next completion of a receive into provided buffers, if it has one.
+    fn take_provided(source: &Source) -> Taken {
+        // Both borrow the source: ask before borrowing its type.
+        let in_ring = source.in_ring();
+        let result = if in_ring { None } else { source.result() };
+        let mut source_type = source.source_type_mut();
+        match &mut *source_type {
+            SourceType::SockRecvSelect(selected) => {
+                let Some(result) = result else {
+                    return Taken::Pending;
+                };
+                let received = result.map(|len| {
+                    let bid = selected.take();
+                    ProvidedBuf {
+                        ring: selected.ring.clone(),
+                        bid,
+                        len: if bid.is_some() { len } else { 0 },
+                    }
+                });
+                Taken::Done(received, true)
+            }
+            SourceType::SockRecvMulti(multi) => {
+                let Some((result, flags)) = multi.ready.pop_front() else {
+                    if in_ring {
+                        return Taken::Pending;
+                    }
+                    // Stopped with nothing to say (its queue was full), or refused by the
+                    // kernel: arm again, with one submission per read if it was refused.
+                    if multi.unsupported {
+                        crate::executor().reactor().set_recv_multishot(false);
+                    }
+                    return Taken::Rearm;
+                };
+                let bid = sys::buf_ring::buffer_id(flags);
+                let received = match result {
+                    Ok(len) => Ok(ProvidedBuf {
+                        ring: multi.ring.clone(),
+                        bid,
+                        len: if bid.is_some() { len } else { 0 },
+                    }),
+                    Err(e) => {
+                        if let Some(bid) = bid {
+                            multi.ring.recycle(bid);
+                        }
+                        Err(e)
+                    }
+                };
+                // The receive is over once it stopped and its queue is empty: an error or
+                // the end of the stream. The next call arms a new one if there is one.
+                let last = multi.ready.is_empty() && !in_ring;
+                Taken::Done(received, last)
+            }
+            _ => unreachable!("a provided-buffer receive's source"),
+        }
     }
 
     /// WEFT PATCH: writes through the ring. With no send in flight, copies the front of

@@ -14,6 +14,7 @@ use crate::{
 use futures_lite::{future, io};
 use std::{
     cell::{Ref, RefCell, RefMut},
+    collections::VecDeque,
     convert::TryFrom,
     ffi::CString,
     fmt,
@@ -55,6 +56,47 @@ impl Drop for SelectedRecv {
     }
 }
 
+// WEFT PATCH: a multishot receive into buffers of a provided-buffer ring. It stays armed and
+// posts a completion each time data arrives; the completions wait here, in order, until the
+// stream takes them. Buffers of completions never taken go back to the ring on drop.
+#[derive(Debug)]
+pub(crate) struct MultiRecv {
+    pub(crate) ring: Rc<super::buf_ring::BufRing>,
+    /// Completions not taken yet: their result and flags.
+    pub(crate) ready: VecDeque<(io::Result<usize>, u32)>,
+    /// The reactor asked the kernel to stop it because `ready` is full: its end is not news.
+    pub(crate) capped: bool,
+    /// The kernel rejected it (no multishot receive before Linux 6.0).
+    pub(crate) unsupported: bool,
+}
+
+impl MultiRecv {
+    /// At most this many completions wait per stream. A stream that does not read (flow
+    /// control, a busy task) would otherwise take buffers from every other connection of the
+    /// shard; when it is full the receive is stopped, and armed again once the stream has
+    /// taken them.
+    pub(crate) const MAX_READY: usize = 4;
+
+    pub(crate) fn new(ring: Rc<super::buf_ring::BufRing>) -> Self {
+        Self {
+            ring,
+            ready: VecDeque::new(),
+            capped: false,
+            unsupported: false,
+        }
+    }
+}
+
+impl Drop for MultiRecv {
+    fn drop(&mut self) {
+        for (_, flags) in self.ready.drain(..) {
+            if let Some(bid) = super::buf_ring::buffer_id(flags) {
+                self.ring.recycle(bid);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 #[allow(dead_code)] // Clippy is unhappy with some of the fields on these enums never being read,
                     // but they are certainly used, and read by debug
@@ -66,6 +108,8 @@ pub(crate) enum SourceType {
     SockRecv(Option<DmaBuffer>),
     // WEFT PATCH: a receive into a provided buffer (see `buf_ring`).
     SockRecvSelect(SelectedRecv),
+    // WEFT PATCH: a multishot receive into provided buffers.
+    SockRecvMulti(MultiRecv),
     // WEFT PATCH: a send of bytes copied into a buffer the source owns.
     SockSendCopy(Vec<u8>),
     SockRecvMsg(
@@ -323,7 +367,7 @@ impl Source {
     /// WEFT PATCH: whether the operation is still queued or in the kernel, that is neither
     /// completed nor cancelled. The reactor keeps its timers and ring link armed across loop
     /// iterations and re-arms one only when this turns false.
-    pub(super) fn in_ring(&self) -> bool {
+    pub(crate) fn in_ring(&self) -> bool {
         self.inner.borrow().enqueued.is_some()
     }
 

@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer, MultiRecv,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -78,6 +78,8 @@ enum UringOpDescriptor {
     SockRecv(usize, i32),
     // WEFT PATCH: (buffer size, buffer group, flags) of a receive into a provided buffer.
     SockRecvSelect(usize, u16, i32),
+    // WEFT PATCH: the buffer group of a multishot receive into provided buffers.
+    SockRecvMulti(u16),
     // WEFT PATCH: a send from a buffer its source owns (no MSG_ZEROCOPY).
     SockSendCopy(*const u8, usize),
     SockRecvMsg(usize, i32),
@@ -421,6 +423,17 @@ fn fill_sqe<F>(
                 raw.buf_index.buf_index.index_or_group = group;
             }
 
+            UringOpDescriptor::SockRecvMulti(group) => {
+                // WEFT PATCH: armed once, a completion per arrival, each into a buffer of
+                // `group` (BUFFER_SELECT is set below) as large as the group's buffers.
+                sqe.prep_recv(op.fd, &mut [], MsgFlags::empty());
+                let raw = sqe.raw_mut();
+                raw.addr = 0;
+                raw.len = 0;
+                raw.ioprio |= IORING_RECV_MULTISHOT;
+                raw.buf_index.buf_index.index_or_group = group;
+            }
+
             UringOpDescriptor::SockRecvMsg(len, flags) => {
                 let mut buf = DmaBuffer::new(len).expect("failed to allocate buffer");
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
@@ -453,7 +466,7 @@ fn fill_sqe<F>(
         sqe.set_user_data(user_data);
         match op.args {
             // WEFT PATCH: the receive takes its buffer from the group.
-            UringOpDescriptor::SockRecvSelect(..) => {
+            UringOpDescriptor::SockRecvSelect(..) | UringOpDescriptor::SockRecvMulti(..) => {
                 sqe.set_flags(op.flags | SubmissionFlags::BUFFER_SELECT)
             }
             _ => sqe.set_flags(op.flags),
@@ -531,7 +544,6 @@ fn extract_one_chain(
     source_map: &mut SourceMap,
     queue: &mut VecDeque<UringDescriptor>,
     chain: Range<usize>,
-    now: Instant,
 ) -> SmallVec<[UringDescriptor; 1]> {
     queue
         .drain(chain)
@@ -539,7 +551,11 @@ fn extract_one_chain(
             if op.user_data > 0 {
                 let id = from_user_data(op.user_data);
                 let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
-                    x.wakers.submitted_at = Some(now);
+                    // WEFT PATCH: see `queue_request_into_ring`: no clock for sources without
+                    // statistics (upstream read it for every submission batch).
+                    if x.stats_collection.is_some() {
+                        x.wakers.submitted_at = Some(Instant::now());
+                    }
                     let current = x.enqueued.as_mut().expect("bug");
                     match current.status {
                         EnqueuedStatus::Enqueued => {
@@ -560,12 +576,25 @@ fn extract_one_chain(
         .collect()
 }
 
+/// WEFT PATCH: `IORING_RECV_MULTISHOT`, in the receive's `ioprio` (Linux 6.0).
+const IORING_RECV_MULTISHOT: u16 = 1 << 1;
+/// WEFT PATCH: the operation stays armed and will post more completions.
+const IORING_CQE_F_MORE: u32 = 1 << 1;
+
+/// What consuming one completion did.
+struct Consumed {
+    /// A task was woken.
+    woke: bool,
+    /// The operation ended (a multishot one that stays armed did not).
+    ended: bool,
+}
+
 fn process_one_event<F, R>(
     cqe: Option<iou::CQE>,
     try_process: F,
     post_process: R,
     source_map: Rc<RefCell<SourceMap>>,
-) -> Option<bool>
+) -> Option<Consumed>
 where
     F: FnOnce(Ref<'_, InnerSource>) -> Option<()>,
     R: FnOnce(RefMut<'_, InnerSource>, io::Result<usize>) -> io::Result<usize>,
@@ -573,19 +602,59 @@ where
     if let Some(value) = cqe {
         // No user data is `POLL_REMOVE` or `CANCEL`, we won't process.
         if value.user_data() == 0 {
-            return Some(false);
+            return Some(Consumed {
+                woke: false,
+                ended: true,
+            });
+        }
+
+        // WEFT PATCH: a multishot receive that stays armed keeps its source; the completion
+        // joins its queue.
+        if value.raw_flags() & IORING_CQE_F_MORE != 0 {
+            let id = from_user_data(value.user_data());
+            let (woke, cancel) = source_map.borrow_mut().peek_source_mut(id, |mut src| {
+                let mut cancel = None;
+                if let SourceType::SockRecvMulti(multi) = &mut src.source_type {
+                    multi
+                        .ready
+                        .push_back((transmute_error(value.result()), value.raw_flags()));
+                    if multi.ready.len() >= MultiRecv::MAX_READY && !multi.capped {
+                        multi.capped = true;
+                        cancel = src.enqueued.as_ref().map(|e| e.queue.clone());
+                    }
+                }
+                (src.wakers.wake_waiters(), cancel)
+            });
+            if let Some(queue) = cancel {
+                queue.borrow_mut().cancel_request(id);
+            }
+            return Some(Consumed { woke, ended: false });
         }
 
         let src = source_map
             .borrow_mut()
             .consume_source(from_user_data(value.user_data()));
 
-        // WEFT PATCH: a receive into a provided buffer keeps the flags that name its buffer.
-        if let SourceType::SockRecvSelect(selected) = &mut src.borrow_mut().source_type {
-            selected.cqe_flags = value.raw_flags();
-        }
-
         let result = value.result();
+
+        match &mut src.borrow_mut().source_type {
+            // WEFT PATCH: a receive into a provided buffer keeps the flags that name its
+            // buffer.
+            SourceType::SockRecvSelect(selected) => selected.cqe_flags = value.raw_flags(),
+            // WEFT PATCH: the last completion of a multishot receive joins its queue, unless
+            // it only says that the reactor stopped it or that the kernel has none.
+            SourceType::SockRecvMulti(multi) => match &result {
+                Err(e) if multi.capped && e.raw_os_error() == Some(libc::ECANCELED) => {}
+                Err(e) if multi.ready.is_empty() && e.raw_os_error() == Some(libc::EINVAL) => {
+                    multi.unsupported = true;
+                }
+                _ => multi.ready.push_back((
+                    transmute_error(value.result()),
+                    value.raw_flags(),
+                )),
+            },
+            _ => {}
+        }
 
         let mut woke = false;
         if try_process(src.borrow()).is_none() {
@@ -594,7 +663,7 @@ where
             inner_source.wakers.result = res;
             woke = inner_source.wakers.wake_waiters();
         }
-        return Some(woke);
+        return Some(Consumed { woke, ended: true });
     }
     None
 }
@@ -880,19 +949,19 @@ impl UringCommon for PollRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|consumed| {
+            if consumed.ended {
+                self.in_kernel -= 1;
+            }
+            consumed.woke
         })
     }
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
-
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain, now);
+                let ops = extract_one_chain(source_map, queue, chain);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -926,6 +995,9 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    /// WEFT PATCH: made with `COOP_TASKRUN`: completions are posted only when this thread
+    /// enters the kernel, which it does in `Reactor::wait`.
+    coop_taskrun: bool,
 }
 
 impl SleepableRing {
@@ -938,13 +1010,15 @@ impl SleepableRing {
         assert!(*IO_URING_RECENT_ENOUGH);
         // weft patch: ask for cooperative task running (Linux >= 5.19); an older kernel
         // rejects the flag with EINVAL, and the ring is then made as upstream makes it.
-        let ring = match iou::IoUring::new_with_flags(
+        let (ring, coop_taskrun) = match iou::IoUring::new_with_flags(
             size as _,
             iou::SetupFlags::COOP_TASKRUN,
             iou::SetupFeatures::empty(),
         ) {
-            Ok(ring) => ring,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => iou::IoUring::new(size as _)?,
+            Ok(ring) => (ring, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                (iou::IoUring::new(size as _)?, false)
+            }
             Err(e) => return Err(e),
         };
         Ok(SleepableRing {
@@ -957,6 +1031,7 @@ impl SleepableRing {
             task_queue_stats: AHashMap::new(),
             source_map,
             in_kernel: 0,
+            coop_taskrun,
         })
     }
 
@@ -1222,19 +1297,19 @@ impl UringCommon for SleepableRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|consumed| {
+            if consumed.ended {
+                self.in_kernel -= 1;
+            }
+            consumed.woke
         })
     }
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
-
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain, now);
+                let ops = extract_one_chain(source_map, queue, chain);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1575,6 +1650,17 @@ impl Reactor {
             &mut *self.ring_for_source(source),
             source,
             op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// WEFT PATCH: queues a multishot receive into buffers of `group` (registered on the main
+    /// ring).
+    pub(crate) fn recv_multi(&self, source: &Source, group: u16) {
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            UringOpDescriptor::SockRecvMulti(group),
             &mut self.source_map.borrow_mut(),
         );
     }
@@ -1929,8 +2015,12 @@ impl Reactor {
         // iteration, most of the completions an echo round trip made.
         //
         // The throughput-based timeout is re-armed once the previous one fired. It won't
-        // matter if we end up sleeping.
-        {
+        // matter if we end up sleeping. With `COOP_TASKRUN` there is none: completions are
+        // posted when this thread enters the kernel (in this loop, right before it consumes
+        // them, or at an interrupt), so the timer hardly ever cut a task queue's run short; it
+        // fired on this loop's own entries, every `ring_depth` completions, and its linked
+        // eventfd write went through an io-wq worker thread each time.
+        if !main_ring.coop_taskrun {
             let mut throughput = self.throughput_preemption_timeout_src.borrow_mut();
             if !throughput.as_ref().is_some_and(Source::in_ring) {
                 *throughput = Some(main_ring.prepare_throughput_preemption_timer(
