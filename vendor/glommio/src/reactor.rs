@@ -122,14 +122,21 @@ impl Timers {
     /// Return the duration until next event and the number of
     /// ready and woke timers.
     fn process_timers(&mut self) -> (Option<Duration>, usize) {
+        // WEFT PATCH: no clock read without timers, and the ready timers are taken off the
+        // front of the map one by one: upstream split the map in two on every call (the
+        // reactor loop calls this several times per iteration), allocating a node each time.
+        if self.timers.is_empty() {
+            return (None, 0);
+        }
         let now = Instant::now();
-
-        // Split timers into ready and pending timers.
-        let pending = self.timers.split_off(&(now, 0));
-        let ready = mem::replace(&mut self.timers, pending);
-        let woke = ready.len();
-        for (_, waker) in ready {
+        let mut woke = 0;
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 >= now {
+                break;
+            }
+            let waker = entry.remove();
             wake!(waker);
+            woke += 1;
         }
 
         // Calculate the duration until the next event.

@@ -1333,6 +1333,15 @@ impl UringCommon for SleepableRing {
     }
 }
 
+/// WEFT PATCH: the timer armed in the latency ring.
+struct LatencyTimer {
+    source: Source,
+    /// When it fires.
+    deadline: Instant,
+    /// How long after it was armed it fires.
+    after: Duration,
+}
+
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
@@ -1341,7 +1350,7 @@ pub(crate) struct Reactor {
 
     // WEFT PATCH: the timer armed in the latency ring and when it fires. It stays armed across
     // loop iterations (a preemption timer used to be cancelled and armed again on every one).
-    latency_timer: RefCell<Option<(Source, Instant)>>,
+    latency_timer: RefCell<Option<LatencyTimer>>,
     // WEFT PATCH: re-armed only after it fired, not replaced on every loop iteration.
     throughput_preemption_timeout_src: RefCell<Option<Source>>,
     // WEFT PATCH: the poll that links the latency ring to the main ring while sleeping. It
@@ -1920,14 +1929,21 @@ impl Reactor {
     /// armed that fires no later is kept (an early one only costs one spurious preemption or
     /// wake-up); otherwise the armed one is replaced. Returns whether a timer was queued.
     fn arm_latency_timer(&self, lat_ring: &mut SleepableRing, d: Duration) -> bool {
-        let deadline = Instant::now() + d;
         let mut armed = self.latency_timer.borrow_mut();
-        if let Some((src, at)) = &*armed {
-            if src.in_ring() && *at <= deadline {
+        if let Some(timer) = &*armed {
+            // Armed for no longer than `d`, it fires within `d` of now without asking the
+            // clock (the preemption timer's case, on every loop iteration).
+            if timer.source.in_ring()
+                && (timer.after <= d || timer.deadline <= Instant::now() + d)
+            {
                 return false;
             }
         }
-        *armed = Some((lat_ring.prepare_latency_preemption_timer(d), deadline));
+        *armed = Some(LatencyTimer {
+            source: lat_ring.prepare_latency_preemption_timer(d),
+            deadline: Instant::now() + d,
+            after: d,
+        });
         true
     }
 
