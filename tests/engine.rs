@@ -43,6 +43,41 @@ fn byte_exact_through_the_ring_and_without_it() {
     }
 }
 
+#[test]
+fn a_preemption_timer_firing_between_iterations_never_parks_ready_work() {
+    // The reactor keeps its preemption timer armed across loop iterations, so it fires at any
+    // moment, also between iterations, and the next one then starts preempted. That must
+    // count as work to do, not as an idle shard (vendored glommio, `run_task_queues`): a shard
+    // that went to sleep with its connections' tasks ready would leave these clients waiting
+    // until their read timeout. The window is too narrow to hit on demand; a 50 µs timer and
+    // 32 clients make the timer fire thousands of times during their 64,000 round trips, so
+    // that a reactor that loses work when it fires fails here.
+    let (engine, addr) = engine_with(
+        1,
+        |c| c.reactor.preempt_timer = Duration::from_micros(50),
+        |_| Echo::factory(),
+    );
+    let clients: Vec<_> = (0..32u8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = connect(addr);
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = [0u8; 64];
+                for round in 0..2_000u32 {
+                    s.write_all(&[i; 64]).unwrap();
+                    s.read_exact(&mut buf)
+                        .unwrap_or_else(|e| panic!("client {i}, round {round}: no echo ({e})"));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    engine.shutdown();
+    engine.join().unwrap();
+}
+
 /// `clients` clients at once each echo a random payload of up to 256 KiB through a two-shard
 /// echo server, written in random pieces, and read it back byte for byte.
 fn echo_clients_byte_exact(tweak: impl FnOnce(&mut EngineConfig), clients: u64) {

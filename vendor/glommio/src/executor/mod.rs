@@ -1325,7 +1325,13 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // WEFT PATCH: preempted before anything ran (the latency ring has a
+                // completion: a timer that fired, or a remote wake-up, posted when the loop
+                // last entered the kernel). Report the queues' pending work as work, or the
+                // caller would take this for an idle executor and go to sleep with tasks
+                // ready to run, until some I/O or timer woke it. With the preemption timer
+                // kept armed across iterations (sys/uring.rs), it can fire at any moment.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1339,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {
