@@ -260,9 +260,11 @@ pub struct ReactorConfig {
     /// With receive buffers on, a connection's receive stays armed (io_uring multishot
     /// receive, Linux 6.0): it is submitted once and posts a completion each time data
     /// arrives, instead of being submitted again after every read. At most four completions
-    /// wait per connection; a connection that does not read (flow control) has its receive
-    /// stopped until it does, so it cannot take the shard's buffers. Off, or where the kernel
-    /// refuses it, one receive is submitted per read. Default: on.
+    /// wait per connection: a connection that does not read (flow control) has its receive
+    /// stopped until it does, holding at most four buffers (the rest of its data waits in
+    /// the kernel, as without multishot). If paused connections hold every buffer, the others
+    /// read with a `recv` each until buffers come back. Off, or where the kernel refuses it,
+    /// one receive is submitted per read. Default: on.
     pub recv_multishot: bool,
     /// Connections send through the ring: queued bytes are copied into a send submitted
     /// with the ring's next batch, so a loop iteration's sends of every connection cost one
