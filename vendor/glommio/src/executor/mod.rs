@@ -1500,6 +1500,11 @@ impl LocalExecutor {
                         break t.unwrap();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
+                            // WEFT PATCH: never park with a task queue ready to run, whatever
+                            // woke its tasks (see `run_task_queues`): the loop runs it first.
+                            if !this.queues.borrow().active_executors.is_empty() {
+                                break;
+                            }
                             if pre_time.elapsed() > spin_before_park {
                                 this.parker
                                     .park()
