@@ -20,12 +20,14 @@ fn hundred_connections_echo_random_payloads_byte_exact() {
 #[test]
 fn byte_exact_through_the_ring_and_without_it() {
     // Receive buffers: none (every read a `recv`); two tiny ones (reads of 64 bytes, and most
-    // reads find the ring empty and fall back); a count that is not a power of two (rounded
-    // up). Receives that stay armed (multishot) or one per read. Sends through the ring, or a
-    // `send` each.
+    // reads find the ring empty and fall back); many tiny ones (a multishot receive fills
+    // its queue of four and is stopped and armed again all the time); a count that is not a
+    // power of two (rounded up). Receives that stay armed (multishot) or one per read. Sends
+    // through the ring, or a `send` each.
     for (count, size, multishot, ring_sends) in [
         (0, 16 * 1024, true, true),
         (2, 64, true, true),
+        (1024, 64, true, true),
         (2, 64, false, true),
         (3, 1000, true, false),
         (3, 1000, false, false),
