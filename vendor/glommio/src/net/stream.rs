@@ -422,7 +422,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 Taken::Done(received, true)
             }
             SourceType::SockRecvMulti(multi) => {
-                let Some((result, flags)) = multi.ready.pop_front() else {
+                let Some((result, flags)) = multi.pop() else {
                     if in_ring {
                         return Taken::Pending;
                     }
@@ -449,7 +449,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 };
                 // The receive is over once it stopped and its queue is empty: an error or
                 // the end of the stream. The next call arms a new one if there is one.
-                let last = multi.ready.is_empty() && !in_ring;
+                let last = multi.is_empty() && !in_ring;
                 Taken::Done(received, last)
             }
             _ => unreachable!("a provided-buffer receive's source"),

@@ -615,10 +615,8 @@ where
             let (woke, cancel) = source_map.borrow_mut().peek_source_mut(id, |mut src| {
                 let mut cancel = None;
                 if let SourceType::SockRecvMulti(multi) = &mut src.source_type {
-                    multi
-                        .ready
-                        .push_back((transmute_error(value.result()), value.raw_flags()));
-                    if multi.ready.len() >= MultiRecv::MAX_READY && !multi.capped {
+                    multi.push(transmute_error(value.result()), value.raw_flags());
+                    if multi.len() >= MultiRecv::MAX_READY && !multi.capped {
                         multi.capped = true;
                         cancel = src.enqueued.as_ref().map(|e| e.queue.clone());
                     }
@@ -645,13 +643,10 @@ where
             // it only says that the reactor stopped it or that the kernel has none.
             SourceType::SockRecvMulti(multi) => match &result {
                 Err(e) if multi.capped && e.raw_os_error() == Some(libc::ECANCELED) => {}
-                Err(e) if multi.ready.is_empty() && e.raw_os_error() == Some(libc::EINVAL) => {
+                Err(e) if multi.is_empty() && e.raw_os_error() == Some(libc::EINVAL) => {
                     multi.unsupported = true;
                 }
-                _ => multi.ready.push_back((
-                    transmute_error(value.result()),
-                    value.raw_flags(),
-                )),
+                _ => multi.push(transmute_error(value.result()), value.raw_flags()),
             },
             _ => {}
         }
