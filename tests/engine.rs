@@ -49,7 +49,8 @@ fn byte_exact_through_the_ring_and_without_it() {
 fn a_preemption_timer_firing_between_iterations_never_parks_ready_work() {
     // The reactor keeps its preemption timer armed across loop iterations, so it fires at any
     // moment, also between iterations, and the next one then starts preempted. That must
-    // count as work to do, not as an idle shard (vendored glommio, `run_task_queues`): a shard
+    // count as work to do, not as an idle shard (vendored glommio, `LocalExecutor::run` never
+    // parks with a task queue ready): a shard
     // that went to sleep with its connections' tasks ready would leave these clients waiting
     // until their read timeout. The window is too narrow to hit on demand; a 50 µs timer and
     // 32 clients make the timer fire thousands of times during their 64,000 round trips, so

@@ -1325,13 +1325,7 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                // WEFT PATCH: preempted before anything ran (the latency ring has a
-                // completion: a timer that fired, or a remote wake-up, posted when the loop
-                // last entered the kernel). Report the queues' pending work as work, or the
-                // caller would take this for an idle executor and go to sleep with tasks
-                // ready to run, until some I/O or timer woke it. With the preemption timer
-                // kept armed across iterations (sys/uring.rs), it can fire at any moment.
-                return ran || !self.queues.borrow().active_executors.is_empty();
+                break;
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1339,6 +1333,7 @@ impl LocalExecutor {
                 ran = true;
             }
         }
+        ran
     }
 
     fn run_one_task_queue(&self) -> bool {
@@ -1500,8 +1495,12 @@ impl LocalExecutor {
                         break t.unwrap();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
-                            // WEFT PATCH: never park with a task queue ready to run, whatever
-                            // woke its tasks (see `run_task_queues`): the loop runs it first.
+                            // WEFT PATCH: never park with a task queue ready to run. When the
+                            // latency ring has a completion (a timer that fired, a remote
+                            // wake-up) before any queue ran, `run_task_queues` returns false
+                            // with work pending; parking then slept until some I/O or timer
+                            // came. With the preemption timer kept armed across iterations
+                            // (sys/uring.rs) it can fire at any moment, so that can happen.
                             if !this.queues.borrow().active_executors.is_empty() {
                                 break;
                             }

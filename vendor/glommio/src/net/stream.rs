@@ -74,6 +74,28 @@ impl std::ops::Deref for ProvidedBuf {
     }
 }
 
+impl ProvidedBuf {
+    /// The outcome of a receive that may carry buffer `bid` of `ring`. The buffer is owned
+    /// before the outcome is looked at, so it goes back to the ring on an error too.
+    fn received(
+        ring: &Rc<sys::buf_ring::BufRing>,
+        bid: Option<u16>,
+        result: io::Result<usize>,
+    ) -> io::Result<ProvidedBuf> {
+        let mut buf = ProvidedBuf {
+            ring: ring.clone(),
+            bid,
+            len: 0,
+        };
+        let len = result?;
+        // Without a buffer the receive carried no bytes: the end of the stream.
+        if bid.is_some() {
+            buf.len = len;
+        }
+        Ok(buf)
+    }
+}
+
 impl Drop for ProvidedBuf {
     fn drop(&mut self) {
         if let Some(bid) = self.bid {
@@ -404,23 +426,16 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     fn take_provided(source: &Source) -> Taken {
         // Both borrow the source: ask before borrowing its type.
         let in_ring = source.in_ring();
-        let result = if in_ring { None } else { source.result() };
+        let outcome = if in_ring { None } else { source.result() };
         let mut source_type = source.source_type_mut();
         match &mut *source_type {
-            SourceType::SockRecvSelect(selected) => {
-                let Some(result) = result else {
-                    return Taken::Pending;
-                };
-                let received = result.map(|len| {
+            SourceType::SockRecvSelect(selected) => match outcome {
+                Some(result) => {
                     let bid = selected.take();
-                    ProvidedBuf {
-                        ring: selected.ring.clone(),
-                        bid,
-                        len: if bid.is_some() { len } else { 0 },
-                    }
-                });
-                Taken::Done(received, true)
-            }
+                    Taken::Done(ProvidedBuf::received(&selected.ring, bid, result), true)
+                }
+                None => Taken::Pending,
+            },
             SourceType::SockRecvMulti(multi) => {
                 let Some((result, flags)) = multi.pop() else {
                     if in_ring {
@@ -434,23 +449,10 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                     return Taken::Rearm;
                 };
                 let bid = sys::buf_ring::buffer_id(flags);
-                let received = match result {
-                    Ok(len) => Ok(ProvidedBuf {
-                        ring: multi.ring.clone(),
-                        bid,
-                        len: if bid.is_some() { len } else { 0 },
-                    }),
-                    Err(e) => {
-                        if let Some(bid) = bid {
-                            multi.ring.recycle(bid);
-                        }
-                        Err(e)
-                    }
-                };
+                let received = ProvidedBuf::received(&multi.ring, bid, result);
                 // The receive is over once it stopped and its queue is empty: an error or
                 // the end of the stream. The next call arms a new one if there is one.
-                let last = multi.is_empty() && !in_ring;
-                Taken::Done(received, last)
+                Taken::Done(received, multi.is_empty() && !in_ring)
             }
             _ => unreachable!("a provided-buffer receive's source"),
         }

@@ -790,6 +790,14 @@ pub(crate) trait UringCommon {
         self.consume_sqe_queue(&mut queue.submissions, true)
     }
 
+    /// WEFT PATCH: like `consume_submission_queue`, but enters the kernel only if the ring is
+    /// full: the operations wait in the ring for the next enter.
+    fn prepare_submissions(&mut self) -> io::Result<usize> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        self.consume_sqe_queue(&mut queue.submissions, false)
+    }
+
     fn consume_completion_queue(&mut self, woke: &mut usize) -> usize {
         let mut completed = 0;
         loop {
@@ -1210,14 +1218,6 @@ impl SleepableRing {
     fn can_submit_and_sleep(&self) -> bool {
         self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
     }
-
-    /// WEFT PATCH: moves queued operations into the ring without entering the kernel, unless
-    /// the ring is full.
-    fn prepare_submissions(&mut self) -> io::Result<usize> {
-        let q = self.submission_queue();
-        let mut queue = q.borrow_mut();
-        self.consume_sqe_queue(&mut queue.submissions, false)
-    }
 }
 
 impl UringCommon for SleepableRing {
@@ -1248,9 +1248,7 @@ impl UringCommon for SleepableRing {
     }
 
     fn can_sleep(&self) -> bool {
-        self.submission_queue.borrow().is_empty()
-            && self.waiting_kernel_submission() == 0
-            && self.waiting_kernel_collection() == 0
+        self.can_submit_and_sleep() && self.waiting_kernel_submission() == 0
     }
 
     fn waiting_kernel_submission(&self) -> usize {
@@ -1906,17 +1904,17 @@ impl Reactor {
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
         let mut link = self.link_rings_src.borrow_mut();
-        let armed = link.as_ref().is_some_and(Source::in_ring);
-        if !armed {
-            *link = Some(Source::new(
+        let new_link = if link.as_ref().is_some_and(Source::in_ring) {
+            None
+        } else {
+            Some(&*link.insert(Source::new(
                 IoRequirements::default(),
                 self.link_fd,
                 SourceType::LinkRings,
                 None,
                 None,
-            ));
-        }
-        let new_link = if armed { None } else { link.as_ref() };
+            )))
+        };
         ring.sleep(new_link).or_else(Self::busy_ok).map(|_| {})
     }
 
