@@ -33,8 +33,8 @@ enum Failure {
 
 /// Runs a connection's phases before its protocol, each within its deadline: the PROXY
 /// header from a trusted peer (when `proxy` is set), then the TLS handshake (when `tls` is
-/// set). Then serves the connection, or closes it (dropping the stream) without calling any
-/// protocol.
+/// set). Then hands the connection to a task of its own, or closes it (dropping the stream)
+/// without calling any protocol.
 pub(crate) async fn serve<F: Factory>(
     start: Start<F>,
     proxy: Option<Rc<ProxyConfig>>,
@@ -94,10 +94,13 @@ pub(crate) async fn serve<F: Factory>(
     drop(pending);
     if let Some(conn) = conn {
         let conn = conn.with_input(early);
-        match session {
-            Some(session) => conn.with_tls(session).run().await,
-            None => conn.run().await,
+        // A task of its own: this one's state (the handshake's futures) is freed now rather
+        // than held beside the connection for its whole life.
+        let conn = match session {
+            Some(session) => conn.with_tls(session),
+            None => conn,
         };
+        glommio::spawn_local(conn.run()).detach();
     }
 }
 
