@@ -272,6 +272,119 @@ pub struct ReactorConfig {
     /// (flow control, the write-stall timeout) until their send completes. Off, each flush
     /// is a `send`. Default: on.
     pub ring_sends: bool,
+    /// The io_uring set-up features the shard's rings use where the kernel has them. Default:
+    /// every one but `defer_taskrun` ([`RingFeatures::default`]).
+    /// [`shard::ring_features`](crate::shard::ring_features) tells what a shard got.
+    pub ring: RingFeatures,
+}
+
+/// io_uring set-up features. Each is used where the kernel has it and skipped where it does
+/// not; one turned off makes the rings as a kernel without it would, to rule it out or to
+/// test that fallback. Parsed from `all`, `none` or a comma list of `coop-taskrun`,
+/// `single-issuer`, `defer-taskrun` and `registered-fd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RingFeatures {
+    /// `IORING_SETUP_COOP_TASKRUN` (Linux 5.19): completions that arrive while the shard runs
+    /// wait for its next kernel entry instead of interrupting it.
+    pub coop_taskrun: bool,
+    /// `IORING_SETUP_SINGLE_ISSUER` (Linux 6.0): only the shard's thread submits.
+    pub single_issuer: bool,
+    /// `IORING_SETUP_DEFER_TASKRUN` (Linux 6.1, with `single_issuer`) on the ring sockets
+    /// use: completions are posted in one batch when the shard enters the kernel, and a
+    /// sleeping shard is woken once rather than for each.
+    pub defer_taskrun: bool,
+    /// `IORING_REGISTER_RING_FDS` (Linux 5.18): each ring's descriptor is registered with
+    /// the shard's thread, sparing a descriptor lookup per `io_uring_enter`.
+    pub registered_fd: bool,
+}
+
+impl RingFeatures {
+    /// Every feature (where the kernel has it).
+    pub const ALL: Self = Self {
+        coop_taskrun: true,
+        single_issuer: true,
+        defer_taskrun: true,
+        registered_fd: true,
+    };
+    /// No feature: the rings of a kernel before 5.18.
+    pub const NONE: Self = Self {
+        coop_taskrun: false,
+        single_issuer: false,
+        defer_taskrun: false,
+        registered_fd: false,
+    };
+
+    /// The names and fields, in the order they are written.
+    fn fields(&mut self) -> [(&'static str, &mut bool); 4] {
+        [
+            ("coop-taskrun", &mut self.coop_taskrun),
+            ("single-issuer", &mut self.single_issuer),
+            ("defer-taskrun", &mut self.defer_taskrun),
+            ("registered-fd", &mut self.registered_fd),
+        ]
+    }
+}
+
+impl Default for RingFeatures {
+    /// Every feature but `defer_taskrun`, which measured no faster here (tuning.md, "The
+    /// io_uring ring set-up") and took 1.5 kernel entries per request at a fixed rate
+    /// against 1.0 without it.
+    fn default() -> Self {
+        Self {
+            defer_taskrun: false,
+            ..Self::ALL
+        }
+    }
+}
+
+impl FromStr for RingFeatures {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "all" => return Ok(Self::ALL),
+            "none" => return Ok(Self::NONE),
+            _ => {}
+        }
+        let bad = |what: &str| {
+            ParseError(format!(
+                "{what}: expected all, none or a list of coop-taskrun, single-issuer, \
+                 defer-taskrun, registered-fd"
+            ))
+        };
+        let mut features = Self::NONE;
+        let mut named = false;
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let Some((_, on)) = features.fields().into_iter().find(|(n, _)| *n == name) else {
+                return Err(bad(&format!("unknown ring feature {name:?}")));
+            };
+            *on = true;
+            named = true;
+        }
+        if !named {
+            return Err(bad("no ring feature named"));
+        }
+        Ok(features)
+    }
+}
+
+impl std::fmt::Display for RingFeatures {
+    /// The comma list [`FromStr`] reads (`none` for none).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut copy = *self;
+        let on: Vec<&str> = copy
+            .fields()
+            .into_iter()
+            .filter(|(_, on)| **on)
+            .map(|(n, _)| n)
+            .collect();
+        if on.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&on.join(","))
+        }
+    }
 }
 
 impl Default for ReactorConfig {
@@ -285,6 +398,7 @@ impl Default for ReactorConfig {
             recv_buffer_size: 16 * 1024,
             recv_multishot: true,
             ring_sends: true,
+            ring: RingFeatures::default(),
         }
     }
 }
@@ -493,6 +607,22 @@ mod tests {
         assert_eq!("1,".parse::<Cores>().unwrap(), Cores::List(vec![1]));
         for bad in ["0", "x", "3-1", "", ",", "1-a"] {
             assert!(bad.parse::<Cores>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ring_features_parse_and_print() {
+        assert_eq!("all".parse::<RingFeatures>().unwrap(), RingFeatures::ALL);
+        assert_eq!("none".parse::<RingFeatures>().unwrap(), RingFeatures::NONE);
+        let some: RingFeatures = "coop-taskrun, registered-fd".parse().unwrap();
+        assert!(some.coop_taskrun && some.registered_fd && !some.single_issuer && !some.defer_taskrun);
+        assert_eq!(some.to_string(), "coop-taskrun,registered-fd");
+        assert_eq!(RingFeatures::NONE.to_string(), "none");
+        for f in [RingFeatures::ALL, RingFeatures::NONE, some] {
+            assert_eq!(f.to_string().parse::<RingFeatures>().unwrap(), f);
+        }
+        for bad in ["", ",", "coop", "all,none"] {
+            assert!(bad.parse::<RingFeatures>().is_err(), "{bad}");
         }
     }
 

@@ -88,7 +88,7 @@ pub mod tls;
 pub use addr::{Address, AddressError};
 pub use config::{
     AcceptConfig, ConnectionConfig, Cores, CoresError, EngineConfig, FlowConfig, InheritedListeners,
-    Keepalive, ListenerConfig, MetricsConfig, ReactorConfig,
+    Keepalive, ListenerConfig, MetricsConfig, ReactorConfig, RingFeatures,
 };
 pub use driver::connector::{ClientFactory, Connector, connect_tcp, resolve};
 pub use driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
@@ -109,7 +109,8 @@ pub use stats::StatsSnapshot;
 pub mod shard {
     pub use crate::driver::mesh::{CallError, ShardHandle, invoke_on_all, submit_to};
     pub use crate::driver::tasks::{
-        Interval, counters, current, drain_started, interval, is_draining, sleep, spawn, state, yield_now,
+        Interval, counters, current, drain_started, interval, is_draining, ring_features, sleep, spawn,
+        state, yield_now,
     };
     pub use crate::proto::queue::Queue;
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use util::{Log, Rng, connect, engine, engine_at, engine_with, read_to_end, write_in_pieces};
 use weft::protocols::Echo;
-use weft::{Address, CloseReason, Cores, Engine, EngineConfig, Protocol, Transport, factory_fn};
+use weft::{
+    Address, CloseReason, Cores, Engine, EngineConfig, Protocol, RingFeatures, Transport, factory_fn,
+};
 
 #[test]
 fn hundred_connections_echo_random_payloads_byte_exact() {
@@ -676,4 +678,103 @@ fn each_shard_factory_starts_once_before_serving_and_stops_once_after() {
             >= 1
     );
     assert_eq!(events.last().map(String::as_str), Some("stop"));
+}
+
+/// The ring set-ups a kernel gives as it gets older: all of them (6.1), no DEFER_TASKRUN
+/// (6.0), no SINGLE_ISSUER (5.19), no COOP_TASKRUN (5.18), no registered ring (before).
+const RING_SETUPS: [&str; 6] = [
+    "all",
+    "coop-taskrun,single-issuer,registered-fd",
+    "coop-taskrun,single-issuer",
+    "coop-taskrun,registered-fd",
+    "registered-fd",
+    "none",
+];
+
+/// What a shard's ring got when `asked` for.
+fn ring_features_got(asked: RingFeatures) -> RingFeatures {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(1);
+    config.reactor.ring = asked;
+    let engine = Engine::builder(config)
+        .on_each_shard(move |_| {
+            let tx = tx.clone();
+            async move { tx.send(weft::shard::ring_features()).unwrap() }
+        })
+        .start()
+        .unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    engine.join().unwrap();
+    got
+}
+
+/// The kernel's (major, minor) version.
+fn kernel() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[test]
+fn every_ring_setup_is_what_the_shard_gets_and_echoes_byte_exact() {
+    // Each set forces the rings an older kernel makes; the shard must get exactly that (on
+    // a kernel that has everything) and serve byte for byte with it.
+    for setup in RING_SETUPS {
+        let asked: RingFeatures = setup.parse().unwrap();
+        let got = ring_features_got(asked);
+        for (asked_on, got_on, name) in [
+            (asked.coop_taskrun, got.coop_taskrun, "coop-taskrun"),
+            (asked.single_issuer, got.single_issuer, "single-issuer"),
+            (asked.defer_taskrun, got.defer_taskrun, "defer-taskrun"),
+            (asked.registered_fd, got.registered_fd, "registered-fd"),
+        ] {
+            assert!(
+                asked_on || !got_on,
+                "{setup}: got {name}, which was not asked for"
+            );
+        }
+        if kernel() >= (6, 1) {
+            assert_eq!(got, asked, "{setup}: this kernel has every feature");
+        }
+        echo_clients_byte_exact(|c| c.reactor.ring = asked, 20);
+    }
+}
+
+#[test]
+fn a_shard_busy_with_a_task_still_sees_its_connections_io() {
+    // With DEFER_TASKRUN the kernel posts completions only when the shard enters it asking
+    // for events: a shard whose loop never sleeps, with a task that is always ready, must
+    // still enter for them (the reactor does when a loop iteration submitted nothing). The
+    // task stays ready until the client got its echo (at most 10 s, the client's timeout).
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = answered.clone();
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(1);
+    config.reactor.ring = RingFeatures::ALL;
+    config.reactor.preempt_timer = Duration::from_millis(5);
+    let engine = Engine::builder(config)
+        .listen("127.0.0.1:0".parse::<SocketAddr>().unwrap(), |_| Echo::factory())
+        .on_each_shard(move |_| {
+            let busy = busy.clone();
+            async move {
+                let until = std::time::Instant::now() + Duration::from_secs(10);
+                while !busy.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                    weft::shard::yield_now().await;
+                }
+            }
+        })
+        .start()
+        .unwrap();
+    let addr = engine.local_addrs()[0];
+    let mut s = connect(addr);
+    s.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    s.read_exact(&mut got).unwrap();
+    answered.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(&got, b"ping");
+    drop(s);
+    engine.shutdown();
+    engine.join().unwrap();
 }

@@ -18,7 +18,7 @@ use weft::load::runner::{Load, LoadConfig, LoadError, LoadOutcome};
 use weft::load::start::{StartAt, UnixTime};
 use weft::load::workload::{Workload, parse_delimiter};
 use weft::tls::{ClientTls, Roots};
-use weft::{Address, Cores};
+use weft::{Address, Cores, RingFeatures};
 
 use super::CliError;
 
@@ -127,6 +127,10 @@ pub(crate) struct LoadArgs {
     /// answered: with TLS, a full handshake per request.
     #[arg(long)]
     new_conn_per_request: bool,
+    /// io_uring set-up features for the load cores' rings, where the kernel has them: all,
+    /// none, or a list of coop-taskrun, single-issuer, defer-taskrun, registered-fd.
+    #[arg(long, default_value = "coop-taskrun,single-issuer,registered-fd")]
+    ring_features: RingFeatures,
 }
 
 pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
@@ -141,6 +145,7 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
     config.pipeline = args.pipeline;
     config.timeout = args.timeout;
     config.new_conn_per_request = args.new_conn_per_request;
+    config.reactor.ring = args.ring_features;
     config.tls = client_tls(&args, &target)?;
 
     let stop = Arc::new(AtomicBool::new(false));

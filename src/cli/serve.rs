@@ -12,7 +12,7 @@ use weft::proxy::{Cidr, ProxyConfig};
 use weft::tls::TlsConfig;
 use weft::{
     Address, Cores, Destination, EngineConfig, FlowConfig, Keepalive, ListenerConfig, MIN_STATS_INTERVAL,
-    Service, ServiceError,
+    RingFeatures, Service, ServiceError,
 };
 
 /// The reference protocols.
@@ -117,6 +117,10 @@ pub(crate) struct ServeArgs {
     /// Busy-poll this long before a shard's reactor sleeps (trades idle CPU for latency).
     #[arg(long, value_parser = super::duration)]
     spin_before_park: Option<Duration>,
+    /// io_uring set-up features for the shards' rings, where the kernel has them: all, none,
+    /// or a list of coop-taskrun, single-issuer, defer-taskrun, registered-fd.
+    #[arg(long, default_value = "coop-taskrun,single-issuer,registered-fd")]
+    ring_features: RingFeatures,
     /// http: time a request head may take to arrive, from its first byte (then 408).
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     header_timeout: Duration,
@@ -302,6 +306,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
     config.accept.migrate_queued = args.migrate_queued;
     config.accept.max_conns_per_shard = args.max_conns_per_core;
     config.reactor.spin_before_park = args.spin_before_park;
+    config.reactor.ring = args.ring_features;
     // Metrics run only when the exporter, the stats line or the latency log reads them.
     config.metrics.enabled = false;
     let c = &mut config.connection;

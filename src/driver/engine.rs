@@ -518,7 +518,8 @@ pub(crate) fn executor_builder(
         .name(name)
         .ring_depth(r.ring_depth)
         .io_memory(r.io_memory.max(64 * 1024))
-        .preempt_timer(r.preempt_timer);
+        .preempt_timer(r.preempt_timer)
+        .ring_setup(r.ring.into());
     if let Some(spin) = r.spin_before_park {
         b = b.spin_before_park(spin);
     }

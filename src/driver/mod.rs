@@ -14,6 +14,8 @@ pub(crate) mod tls;
 
 use std::cell::Cell;
 
+use crate::config::RingFeatures;
+
 /// Borrows a glommio socket's descriptor, for socket2's option calls.
 pub(crate) use crate::sys::fd::borrow as borrow_fd;
 
@@ -30,5 +32,27 @@ impl<'a> Counted<'a> {
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+impl From<RingFeatures> for glommio::RingSetup {
+    fn from(f: RingFeatures) -> Self {
+        Self {
+            coop_taskrun: f.coop_taskrun,
+            single_issuer: f.single_issuer,
+            defer_taskrun: f.defer_taskrun,
+            registered_fd: f.registered_fd,
+        }
+    }
+}
+
+impl From<glommio::RingSetup> for RingFeatures {
+    fn from(s: glommio::RingSetup) -> Self {
+        let mut f = Self::NONE;
+        f.coop_taskrun = s.coop_taskrun;
+        f.single_issuer = s.single_issuer;
+        f.defer_taskrun = s.defer_taskrun;
+        f.registered_fd = s.registered_fd;
+        f
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::shard::ShardCtx;
+use crate::config::RingFeatures;
 use crate::proto::protocol::ShardInfo;
 use crate::stats::StatsSnapshot;
 
@@ -227,6 +228,14 @@ pub async fn yield_now() {
 /// `None` outside an engine's shard or when no state of that type was given.
 pub fn state<T: 'static>() -> Option<Rc<T>> {
     ShardCtx::installed()?.state::<T>()
+}
+
+/// The io_uring set-up features the current shard's ring got: those its
+/// [`ReactorConfig::ring`](crate::ReactorConfig::ring) asked for that the kernel has. `None`
+/// outside an engine's shard.
+pub fn ring_features() -> Option<RingFeatures> {
+    ShardCtx::installed()?;
+    Some(glommio::executor().ring_setup().into())
 }
 
 /// True once the current shard's drain has begun (a shutdown or handoff).

@@ -25,7 +25,7 @@ use super::recorder::ErrorKind;
 use super::schedule::{Pacing, Schedule};
 use super::workload::Workload;
 use crate::addr::Address;
-use crate::config::{Cores, EngineConfig};
+use crate::config::{Cores, EngineConfig, ReactorConfig};
 use crate::driver::engine::Engine;
 use crate::driver::tasks::{counters, sleep, spawn};
 use crate::error::EngineError;
@@ -74,6 +74,8 @@ pub struct LoadConfig {
     /// Open a new connection for every batch of `pipeline` requests (with TLS: a full
     /// handshake per request), closing each once answered. Default: off (keep-alive).
     pub new_conn_per_request: bool,
+    /// The load cores' reactors (each is a shard of an engine). Default: the engine's.
+    pub reactor: ReactorConfig,
 }
 
 impl LoadConfig {
@@ -93,6 +95,7 @@ impl LoadConfig {
             interval: Duration::from_secs(1),
             tls: None,
             new_conn_per_request: false,
+            reactor: ReactorConfig::default(),
         }
     }
 
@@ -211,6 +214,7 @@ impl Load {
             cores: Cores::List(cpus.clone()),
             // Each core closes its connections itself; the drain only catches stragglers.
             drain_timeout: STOP_GRACE,
+            reactor: config.reactor.clone(),
             ..EngineConfig::default()
         };
         engine.metrics.enabled = false;

@@ -26,6 +26,13 @@ fn main() {
 
     let src = liburing.join("src");
 
+    // WEFT PATCH: the `cc` crate prints `rerun-if-env-changed` lines, after which cargo reruns
+    // this script only for what it is told: without these, edits to the C sources were not
+    // compiled in.
+    println!("cargo:rerun-if-changed={}", src.display());
+    println!("cargo:rerun-if-changed={}", project.join("rusturing.c").display());
+    println!("cargo:rerun-if-changed=build.rs");
+
     // liburing
     Build::new()
         .file(src.join("setup.c"))

@@ -455,6 +455,7 @@ pub use crate::{
     },
     shares::{Shares, SharesManager},
     sys::hardware_topology::CpuLocation,
+    sys::RingSetup,
 };
 pub use enclose::enclose;
 pub use scopeguard::defer;

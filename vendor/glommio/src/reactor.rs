@@ -195,8 +195,9 @@ impl Reactor {
         ring_depth: usize,
         record_io_latencies: bool,
         blocking_thread: BlockingThreadPool,
+        ring_setup: sys::RingSetup,
     ) -> io::Result<Reactor> {
-        let sys = sys::Reactor::new(notifier, io_memory, ring_depth, blocking_thread)?;
+        let sys = sys::Reactor::new(notifier, io_memory, ring_depth, blocking_thread, ring_setup)?;
         let (preempt_ptr_head, preempt_ptr_tail) = sys.preempt_pointers();
         Ok(Reactor {
             sys,

@@ -40,6 +40,32 @@ static inline bool cq_ring_needs_flush(struct io_uring *ring)
 	return IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW;
 }
 
+/*
+ * weft patch (WEFT-PATCH.md): a flag newer than this copy of liburing.
+ */
+#ifndef IORING_ENTER_REGISTERED_RING
+#define IORING_ENTER_REGISTERED_RING	(1U << 4)
+#endif
+
+/*
+ * weft patch: every io_uring_enter of a ring goes through here. pad[1] holds flags added to
+ * each: IORING_ENTER_REGISTERED_RING where the ring's descriptor was registered with the
+ * thread (its index is then in pad[0], and the kernel skips the descriptor lookup), and
+ * IORING_ENTER_GETEVENTS on a DEFER_TASKRUN ring, so that each submission also posts what
+ * completed.
+ */
+static inline int ring_enter(struct io_uring *ring, unsigned submit,
+			     unsigned wait_nr, unsigned flags, void *arg,
+			     int sz)
+{
+	int fd = ring->ring_fd;
+
+	if (ring->pad[1] & IORING_ENTER_REGISTERED_RING)
+		fd = (int) ring->pad[0];
+	return __sys_io_uring_enter2(fd, submit, wait_nr, flags | ring->pad[1],
+				     arg, sz);
+}
+
 static int __io_uring_peek_cqe(struct io_uring *ring,
 			       struct io_uring_cqe **cqe_ptr,
 			       unsigned *nr_available)
@@ -119,9 +145,8 @@ static int _io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_pt
 		if (!need_enter)
 			break;
 
-		ret = __sys_io_uring_enter2(ring->ring_fd, data->submit,
-				data->wait_nr, flags, data->arg,
-				data->sz);
+		ret = ring_enter(ring, data->submit, data->wait_nr, flags,
+				 data->arg, data->sz);
 		if (ret < 0) {
 			err = -errno;
 			break;
@@ -180,8 +205,7 @@ again:
 		goto done;
 
 	if (cq_ring_needs_flush(ring)) {
-		__sys_io_uring_enter(ring->ring_fd, 0, 0,
-				     IORING_ENTER_GETEVENTS, NULL);
+		ring_enter(ring, 0, 0, IORING_ENTER_GETEVENTS, NULL, _NSIG / 8);
 		overflow_checked = true;
 		goto again;
 	}
@@ -335,8 +359,8 @@ static int __io_uring_submit(struct io_uring *ring, unsigned submitted,
 		if (wait_nr || (ring->flags & IORING_SETUP_IOPOLL))
 			flags |= IORING_ENTER_GETEVENTS;
 
-		ret = __sys_io_uring_enter(ring->ring_fd, submitted, wait_nr,
-						flags, NULL);
+		ret = ring_enter(ring, submitted, wait_nr, flags, NULL,
+				 _NSIG / 8);
 		if (ret < 0)
 			return -errno;
 	} else
@@ -395,8 +419,7 @@ int __io_uring_sqring_wait(struct io_uring *ring)
 {
 	int ret;
 
-	ret = __sys_io_uring_enter(ring->ring_fd, 0, 0, IORING_ENTER_SQ_WAIT,
-					NULL);
+	ret = ring_enter(ring, 0, 0, IORING_ENTER_SQ_WAIT, NULL, _NSIG / 8);
 	if (ret < 0)
 		ret = -errno;
 	return ret;

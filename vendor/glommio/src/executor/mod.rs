@@ -37,7 +37,7 @@ use crate::{
     executor::stall::StallDetector,
     io::DmaBuffer,
     parking, reactor,
-    sys::{self, blocking::BlockingThreadPool},
+    sys::{self, blocking::BlockingThreadPool, RingSetup},
     task::{self, waker_fn::dummy_waker},
     GlommioError, IoRequirements, IoStats, Latency, Reactor, Shares,
 };
@@ -480,6 +480,8 @@ pub struct LocalExecutorBuilder {
     /// [`stall::DefaultStallDetectionHandler`] installs a signal handler for
     /// [`nix::libc::SIGUSR1`], so is disabled by default.
     detect_stalls: Option<Box<dyn stall::StallDetectionHandler + 'static>>,
+    /// WEFT PATCH: the io_uring set-up features to use where the kernel has them.
+    ring_setup: RingSetup,
 }
 
 impl LocalExecutorBuilder {
@@ -499,7 +501,16 @@ impl LocalExecutorBuilder {
             record_io_latencies: false,
             blocking_thread_pool_placement: PoolPlacement::from(placement),
             detect_stalls: None,
+            ring_setup: RingSetup::default(),
         }
+    }
+
+    /// WEFT PATCH: the io_uring set-up features the executor's rings use where the kernel
+    /// has them ([`RingSetup::default`] unless set). [`ExecutorProxy::ring_setup`] tells what they got.
+    #[must_use = "The builder must be built to be useful"]
+    pub fn ring_setup(mut self, setup: RingSetup) -> LocalExecutorBuilder {
+        self.ring_setup = setup;
+        self
     }
 
     /// Spin for duration before parking a reactor
@@ -624,6 +635,7 @@ impl LocalExecutorBuilder {
                 spin_before_park: self.spin_before_park,
                 thread_pool_placement: self.blocking_thread_pool_placement,
                 detect_stalls: self.detect_stalls,
+                ring_setup: self.ring_setup,
             },
         )?;
         le.init();
@@ -690,6 +702,7 @@ impl LocalExecutorBuilder {
         let detect_stalls = self.detect_stalls;
         let record_io_latencies = self.record_io_latencies;
         let blocking_thread_pool_placement = self.blocking_thread_pool_placement;
+        let ring_setup = self.ring_setup;
 
         Builder::new()
             .name(name)
@@ -705,6 +718,7 @@ impl LocalExecutorBuilder {
                         spin_before_park,
                         thread_pool_placement: blocking_thread_pool_placement,
                         detect_stalls,
+                        ring_setup,
                     },
                 )?;
                 le.init();
@@ -988,6 +1002,7 @@ impl LocalExecutorPoolBuilder {
                             spin_before_park,
                             thread_pool_placement: blocking_thread_pool_placement,
                             detect_stalls,
+                            ring_setup: RingSetup::default(),
                         },
                     )?;
                     le.init();
@@ -1083,6 +1098,8 @@ pub struct LocalExecutorConfig {
     pub spin_before_park: Option<Duration>,
     pub thread_pool_placement: PoolPlacement,
     pub detect_stalls: Option<Box<dyn stall::StallDetectionHandler + 'static>>,
+    /// WEFT PATCH: the io_uring set-up features to use where the kernel has them.
+    pub ring_setup: RingSetup,
 }
 
 /// Single-threaded executor.
@@ -1170,6 +1187,7 @@ impl LocalExecutor {
                 config.ring_depth,
                 config.record_io_latencies,
                 blocking_thread,
+                config.ring_setup,
             )?),
             stall_detector: RefCell::new(
                 config
@@ -2089,6 +2107,12 @@ pub unsafe fn spawn_scoped_local_into<'a, T>(
 pub struct ExecutorProxy {}
 
 impl ExecutorProxy {
+    /// WEFT PATCH: the io_uring set-up features this executor's main ring (the one sockets
+    /// use) got: those asked for ([`LocalExecutorBuilder::ring_setup`]) that the kernel has.
+    pub fn ring_setup(&self) -> RingSetup {
+        self.reactor().sys.ring_setup()
+    }
+
     /// Checks if this task has run for too long and need to be preempted. This
     /// is useful for situations where we can't call .await, for instance,
     /// if a [`RefMut`] is held. If this tests true, then the user is

@@ -96,8 +96,27 @@ bitflags::bitflags! {
         /// while the thread runs are processed at its next kernel entry instead of
         /// interrupting it with an inter-processor interrupt.
         const COOP_TASKRUN = 1 << 8;
+        /// weft patch: IORING_SETUP_TASKRUN_FLAG (Linux 5.19): the kernel sets
+        /// `IORING_SQ_TASKRUN` in the submission ring's flags while completions wait to be
+        /// posted, so that a peek knows to enter the kernel for them.
+        const TASKRUN_FLAG = 1 << 9;
+        /// weft patch: IORING_SETUP_SINGLE_ISSUER (Linux 6.0): only the thread that made the
+        /// ring submits to it, which spares the kernel some locking.
+        const SINGLE_ISSUER = 1 << 12;
+        /// weft patch: IORING_SETUP_DEFER_TASKRUN (Linux 6.1, needs `SINGLE_ISSUER`):
+        /// completions are posted only when the ring's thread enters the kernel asking for
+        /// events, in one batch, and a sleeping thread is woken only once enough of them are
+        /// waiting.
+        const DEFER_TASKRUN = 1 << 13;
     }
 }
+
+/// weft patch: `IORING_REGISTER_RING_FDS` (Linux 5.18).
+const IORING_REGISTER_RING_FDS: libc::c_uint = 20;
+/// weft patch: `IORING_UNREGISTER_RING_FDS` (Linux 5.18).
+const IORING_UNREGISTER_RING_FDS: libc::c_uint = 21;
+/// weft patch: `IORING_ENTER_REGISTERED_RING` (Linux 5.18).
+const IORING_ENTER_REGISTERED_RING: libc::c_uint = 1 << 4;
 
 bitflags::bitflags! {
     /// Advanced features that can be enabled when setting up an [`IoUring`] instance.
@@ -189,6 +208,87 @@ impl IoUring {
 
     pub fn probe(&mut self) -> io::Result<Probe> {
         Probe::for_ring(&mut self.ring)
+    }
+
+    /// weft patch: registers the ring's descriptor with the calling thread
+    /// (`IORING_REGISTER_RING_FDS`), so that every `io_uring_enter` of this ring names it by
+    /// its index and the kernel skips looking the descriptor up. Only this thread may enter
+    /// the ring afterwards.
+    pub fn register_ring_fd(&mut self) -> io::Result<()> {
+        #[repr(C)]
+        struct RsrcUpdate {
+            offset: u32,
+            resv: u32,
+            data: u64,
+        }
+        let mut update = RsrcUpdate {
+            // Any free slot.
+            offset: u32::MAX,
+            resv: 0,
+            data: self.ring.ring_fd as u64,
+        };
+        // SAFETY: the argument is one `io_uring_rsrc_update`, which the kernel reads and fills
+        // in (the slot it chose) before returning.
+        let ret = unsafe {
+            uring_sys::syscalls::io_uring_register(
+                self.ring.ring_fd,
+                IORING_REGISTER_RING_FDS,
+                &mut update as *mut RsrcUpdate as *const libc::c_void,
+                1,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // liburing's enters read both (see `ring_enter` in liburing/src/queue.c).
+        self.ring.pad[0] = update.offset;
+        self.ring.pad[1] |= IORING_ENTER_REGISTERED_RING;
+        Ok(())
+    }
+
+    /// weft patch: whether [`register_ring_fd`](Self::register_ring_fd) succeeded.
+    pub fn ring_fd_registered(&self) -> bool {
+        self.ring.pad[1] & IORING_ENTER_REGISTERED_RING != 0
+    }
+
+    /// weft patch: asks for events on every `io_uring_enter` of this ring, which a
+    /// `DEFER_TASKRUN` ring needs for its completions to be posted; each submission then
+    /// posts what completed at no extra cost.
+    pub fn get_events_on_enter(&mut self) {
+        self.ring.pad[1] |= uring_sys::IORING_ENTER_GETEVENTS;
+    }
+
+    /// weft patch: completions wait to be posted (`IORING_SQ_TASKRUN`, which the kernel sets
+    /// on a ring made with `TASKRUN_FLAG`); on a `DEFER_TASKRUN` ring only an
+    /// `io_uring_enter` that asks for events posts them.
+    pub fn completions_waiting(&self) -> bool {
+        const IORING_SQ_TASKRUN: libc::c_uint = 1 << 2;
+        // SAFETY: `kflags` points into the ring's shared memory, mapped while the ring lives;
+        // the kernel updates it concurrently, so it is read once, volatile.
+        unsafe { std::ptr::read_volatile(self.ring.sq.kflags) & IORING_SQ_TASKRUN != 0 }
+    }
+
+    /// weft patch: enters the kernel only to have it post waiting completions.
+    pub fn get_events(&mut self) -> io::Result<()> {
+        let fd = if self.ring_fd_registered() {
+            self.ring.pad[0] as libc::c_int
+        } else {
+            self.ring.ring_fd
+        };
+        // SAFETY: an enter that submits nothing and waits for nothing.
+        let ret = unsafe {
+            uring_sys::syscalls::io_uring_enter(
+                fd,
+                0,
+                0,
+                uring_sys::IORING_ENTER_GETEVENTS | self.ring.pad[1],
+                std::ptr::null(),
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Submit all prepared [`SQE`]s to the kernel.
@@ -322,6 +422,20 @@ impl fmt::Debug for IoUring {
 
 impl Drop for IoUring {
     fn drop(&mut self) {
+        if self.ring_fd_registered() {
+            // weft patch: the thread's registration holds the ring open; release it first,
+            // or the ring would live until the thread exits.
+            let update = [self.ring.pad[0], 0, 0, 0];
+            // SAFETY: one `io_uring_rsrc_update` (offset, resv, data) naming the slot.
+            unsafe {
+                uring_sys::syscalls::io_uring_register(
+                    self.ring.ring_fd,
+                    IORING_UNREGISTER_RING_FDS,
+                    update.as_ptr() as *const libc::c_void,
+                    1,
+                )
+            };
+        }
         unsafe { uring_sys::io_uring_queue_exit(&mut self.ring) };
     }
 }

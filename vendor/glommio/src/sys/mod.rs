@@ -180,6 +180,8 @@ mod uring;
 
 pub use self::dma_buffer::DmaBuffer;
 pub(crate) use self::{source::*, uring::*};
+/// WEFT PATCH: public through the crate root.
+pub use self::uring::RingSetup;
 use crate::error::{ExecutorErrorKind, GlommioError};
 use smallvec::SmallVec;
 use std::{convert::TryFrom, ops::Deref, sync::atomic::AtomicBool};

@@ -988,6 +988,98 @@ impl UringCommon for PollRing {
     }
 }
 
+/// WEFT PATCH: the io_uring set-up features an executor asks for. Each is used where the
+/// kernel has it and skipped where it does not; turning one off makes the rings as a kernel
+/// without it would (to test that fallback, or to rule a feature out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingSetup {
+    /// `IORING_SETUP_COOP_TASKRUN` (Linux 5.19): completions that arrive while the thread
+    /// runs wait for its next kernel entry instead of interrupting it.
+    pub coop_taskrun: bool,
+    /// `IORING_SETUP_SINGLE_ISSUER` (Linux 6.0): only the executor's thread submits.
+    pub single_issuer: bool,
+    /// `IORING_SETUP_DEFER_TASKRUN` (Linux 6.1, with `single_issuer`) on the main ring, the
+    /// one sockets use: completions are posted in batches when the executor enters the kernel,
+    /// and its sleep is woken once, not per completion. The latency ring never has it: its
+    /// preemption timer must complete while a task runs.
+    pub defer_taskrun: bool,
+    /// `IORING_REGISTER_RING_FDS` (Linux 5.18): each ring's descriptor is registered with the
+    /// thread, which spares the kernel a descriptor lookup per `io_uring_enter`.
+    pub registered_fd: bool,
+}
+
+impl RingSetup {
+    /// Everything on: each feature the kernel has is used.
+    pub const ALL: RingSetup = RingSetup {
+        coop_taskrun: true,
+        single_issuer: true,
+        defer_taskrun: true,
+        registered_fd: true,
+    };
+
+    /// Everything off: the rings upstream glommio makes.
+    pub const NONE: RingSetup = RingSetup {
+        coop_taskrun: false,
+        single_issuer: false,
+        defer_taskrun: false,
+        registered_fd: false,
+    };
+
+    /// Set-ups to try, richest first: the wanted features, then without the newest one
+    /// (DEFER_TASKRUN, 6.1), the next (SINGLE_ISSUER, 6.0) and the oldest (COOP_TASKRUN,
+    /// 5.19), down to none. A kernel refuses a flag it does not know with EINVAL.
+    fn candidates(self) -> Vec<RingSetup> {
+        let mut sets = Vec::with_capacity(4);
+        let mut setup = RingSetup {
+            // Needs SINGLE_ISSUER (the kernel refuses it alone).
+            defer_taskrun: self.defer_taskrun && self.single_issuer,
+            // Not a setup flag: registered after the ring is made.
+            registered_fd: false,
+            ..self
+        };
+        sets.push(setup);
+        for drop in [
+            |s: &mut RingSetup| s.defer_taskrun = false,
+            |s: &mut RingSetup| s.single_issuer = false,
+            |s: &mut RingSetup| s.coop_taskrun = false,
+        ] {
+            drop(&mut setup);
+            if sets.last() != Some(&setup) {
+                sets.push(setup);
+            }
+        }
+        sets
+    }
+
+    /// The setup flags that ask for this.
+    fn flags(self) -> iou::SetupFlags {
+        use iou::SetupFlags as F;
+        let mut flags = F::empty();
+        if self.coop_taskrun {
+            flags |= F::COOP_TASKRUN;
+        }
+        if self.single_issuer {
+            flags |= F::SINGLE_ISSUER;
+        }
+        if self.defer_taskrun {
+            // The flag that tells a peek that completions wait to be posted.
+            flags |= F::DEFER_TASKRUN | F::TASKRUN_FLAG;
+        }
+        flags
+    }
+}
+
+impl Default for RingSetup {
+    /// Every feature but `defer_taskrun`, which measured no faster on weft's loopback
+    /// benchmarks and took more kernel entries per request at a fixed rate.
+    fn default() -> Self {
+        RingSetup {
+            defer_taskrun: false,
+            ..RingSetup::ALL
+        }
+    }
+}
+
 struct SleepableRing {
     ring: iou::IoUring,
     size: usize,
@@ -998,9 +1090,11 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
-    /// WEFT PATCH: made with `COOP_TASKRUN`: completions are posted only when this thread
-    /// enters the kernel, which it does in `Reactor::wait`.
-    coop_taskrun: bool,
+    /// WEFT PATCH: what the ring was made with (`coop_taskrun`: completions are posted
+    /// only when this thread enters the kernel, which it does in `Reactor::wait`).
+    setup: RingSetup,
+    /// WEFT PATCH: calls of `Reactor::wait` since this ring last entered the kernel.
+    quiet_waits: u8,
 }
 
 impl SleepableRing {
@@ -1009,21 +1103,29 @@ impl SleepableRing {
         name: &'static str,
         allocator: Rc<UringBufferAllocator>,
         source_map: Rc<RefCell<SourceMap>>,
+        wanted: RingSetup,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
-        // weft patch: ask for cooperative task running (Linux >= 5.19); an older kernel
-        // rejects the flag with EINVAL, and the ring is then made as upstream makes it.
-        let (ring, coop_taskrun) = match iou::IoUring::new_with_flags(
-            size as _,
-            iou::SetupFlags::COOP_TASKRUN,
-            iou::SetupFeatures::empty(),
-        ) {
-            Ok(ring) => (ring, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                (iou::IoUring::new(size as _)?, false)
+        // weft patch: the richest set of setup flags the kernel accepts; an older kernel
+        // rejects a flag it does not know with EINVAL, down to the ring upstream makes.
+        let mut made = None;
+        for setup in wanted.candidates() {
+            let flags = setup.flags();
+            match iou::IoUring::new_with_flags(size as _, flags, iou::SetupFeatures::empty()) {
+                Ok(ring) => {
+                    made = Some((ring, setup));
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && setup != RingSetup::NONE => {}
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
-        };
+        }
+        let (mut ring, mut setup) = made.expect("the last candidate has no flags");
+        if setup.defer_taskrun {
+            ring.get_events_on_enter();
+        }
+        // Where the kernel has it (5.18); a ring that is not registered works the same.
+        setup.registered_fd = wanted.registered_fd && ring.register_ring_fd().is_ok();
         Ok(SleepableRing {
             ring,
             size,
@@ -1034,7 +1136,8 @@ impl SleepableRing {
             task_queue_stats: AHashMap::new(),
             source_map,
             in_kernel: 0,
-            coop_taskrun,
+            setup,
+            quiet_waits: 0,
         })
     }
 
@@ -1201,6 +1304,7 @@ impl SleepableRing {
         }
         // If the enter fails before submitting (the kernel is busy), the link stays queued in
         // the ring and goes with the next submission: it is a plain armed poll either way.
+        self.quiet_waits = 0;
         match self.ring.submit_sqes_and_wait(1) {
             Ok(submitted) => {
                 self.in_kernel += submitted as usize;
@@ -1268,6 +1372,7 @@ impl UringCommon for SleepableRing {
     }
 
     fn submit_sqes(&mut self) -> io::Result<usize> {
+        self.quiet_waits = 0;
         let x = self.ring.submit_sqes()? as usize;
         self.in_kernel += x;
         Ok(x)
@@ -1416,6 +1521,7 @@ impl Reactor {
         mut io_memory: usize,
         ring_depth: usize,
         blocking_thread: BlockingThreadPool,
+        setup: RingSetup,
     ) -> crate::Result<Reactor, ()> {
         const MIN_MEMLOCK_LIMIT: u64 = 512 * 1024;
         let (memlock_limit, _) = Resource::MEMLOCK.get()?;
@@ -1434,10 +1540,21 @@ impl Reactor {
         let registry = vec![allocator.as_bytes()];
 
         let main_ring =
-            SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone())?;
+            SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone(), setup)?;
         let poll_ring = PollRing::new(ring_depth, allocator.clone(), source_map.clone())?;
-        let mut latency_ring =
-            SleepableRing::new(ring_depth, "latency", allocator.clone(), source_map.clone())?;
+        // Never DEFER_TASKRUN: the preemption timer's completion must be posted while a task
+        // runs, where `need_preempt` reads it without entering the kernel.
+        let latency_setup = RingSetup {
+            defer_taskrun: false,
+            ..setup
+        };
+        let mut latency_ring = SleepableRing::new(
+            ring_depth,
+            "latency",
+            allocator.clone(),
+            source_map.clone(),
+            latency_setup,
+        )?;
 
         match main_ring.registrar().register_buffers_by_ref(&registry) {
             Err(x) => warn!("Error: registering buffers in the main ring. Skipping{x:#?}"),
@@ -1940,6 +2057,11 @@ impl Reactor {
         true
     }
 
+    /// WEFT PATCH: what the main ring (the one sockets use) was made with.
+    pub(crate) fn ring_setup(&self) -> RingSetup {
+        self.main_ring.borrow().setup
+    }
+
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
         self.poll_ring.borrow_mut().poll(woke)?;
         self.main_ring.borrow_mut().poll(woke)?;
@@ -2029,7 +2151,7 @@ impl Reactor {
         // them, or at an interrupt), so the timer hardly ever cut a task queue's run short; it
         // fired on this loop's own entries, every `ring_depth` completions, and its linked
         // eventfd write went through an io-wq worker thread each time.
-        if !main_ring.coop_taskrun {
+        if !main_ring.setup.coop_taskrun {
             let mut throughput = self.throughput_preemption_timeout_src.borrow_mut();
             if !throughput.as_ref().is_some_and(Source::in_ring) {
                 *throughput = Some(main_ring.prepare_throughput_preemption_timer(
@@ -2101,6 +2223,25 @@ impl Reactor {
         }
         // Whatever the sleep did not submit goes now.
         flush_rings!(main_ring)?;
+        // A DEFER_TASKRUN ring posts completions only when we enter asking for events: each
+        // submission does, and so does the sleep, which is at least once a loop iteration while
+        // the executor does I/O. When a second call here finds that the ring has not entered
+        // since the first (a loop iteration whose tasks submitted nothing: a task busy with
+        // computation), it enters for the completions that wait, which an interrupt would
+        // post without DEFER_TASKRUN.
+        main_ring.quiet_waits = main_ring.quiet_waits.saturating_add(1);
+        if main_ring.quiet_waits > 1
+            && main_ring.setup.defer_taskrun
+            && main_ring.ring.completions_waiting()
+        {
+            main_ring.quiet_waits = 0;
+            main_ring
+                .ring
+                .get_events()
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?;
+        }
 
         // A Note about `need_preempt`:
         //
@@ -2379,7 +2520,7 @@ mod tests {
     fn sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(4, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(4, "main", allocator, source_map, RingSetup::ALL).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2413,7 +2554,7 @@ mod tests {
     fn unterminated_sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(2, "main", allocator, source_map, RingSetup::ALL).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2433,7 +2574,7 @@ mod tests {
     fn sqe_link_chain_overflow() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(2, "main", allocator, source_map, RingSetup::ALL).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
