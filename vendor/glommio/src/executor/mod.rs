@@ -1479,6 +1479,9 @@ impl LocalExecutor {
             pin!(future);
 
             let mut pre_time = Instant::now();
+            // WEFT PATCH: the reactor's last pass was the park, which did all of `poll_io`'s work
+            // (submitted, consumed every ring, ran the timers and channels) after it woke.
+            let mut parked = false;
             loop {
                 if let Poll::Ready(t) = future.as_mut().poll(cx) {
                     // can't be canceled, and join handle is None only upon
@@ -1488,14 +1491,24 @@ impl LocalExecutor {
                     break t.unwrap();
                 }
 
-                // We want to do I/O before we call run_task_queues,
-                // for the benefit of the latency ring. If there are pending
-                // requests that are latency sensitive we want them out of the
-                // ring ASAP (before we run the task queues). We will also use
-                // the opportunity to install the timer.
-                this.parker
-                    .poll_io(|| Some(this.preempt_timer_duration()))
-                    .expect("Failed to poll io! This is actually pretty bad!");
+                if std::mem::take(&mut parked) {
+                    // WEFT PATCH: straight from the park to the tasks it woke; a second pass
+                    // over the rings would find nothing new. Only the preemption timer, which
+                    // may have fired during the sleep, is made sure of.
+                    this.reactor
+                        .sys
+                        .arm_preempt_timer(this.preempt_timer_duration())
+                        .expect("Failed to arm the preemption timer!");
+                } else {
+                    // We want to do I/O before we call run_task_queues,
+                    // for the benefit of the latency ring. If there are pending
+                    // requests that are latency sensitive we want them out of the
+                    // ring ASAP (before we run the task queues). We will also use
+                    // the opportunity to install the timer.
+                    this.parker
+                        .poll_io(|| Some(this.preempt_timer_duration()))
+                        .expect("Failed to poll io! This is actually pretty bad!");
+                }
 
                 // run user code
                 let run = this.run_task_queues();
@@ -1511,6 +1524,17 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
+                    } else if spin_before_park.is_zero() {
+                        // WEFT PATCH: no spin, so no pass over the rings before the park:
+                        // the park's own pass submits, consumes and sleeps only if it found
+                        // nothing. Never park with a task queue ready to run (see below).
+                        if this.queues.borrow().active_executors.is_empty() {
+                            this.parker
+                                .park()
+                                .expect("Failed to park! This is actually pretty bad!");
+                            parked = true;
+                        }
+                        pre_time = Instant::now();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             // WEFT PATCH: never park with a task queue ready to run. When the
@@ -1526,6 +1550,7 @@ impl LocalExecutor {
                                 this.parker
                                     .park()
                                     .expect("Failed to park! This is actually pretty bad!");
+                                parked = true;
                                 break;
                             }
                         }

@@ -2035,6 +2035,17 @@ impl Reactor {
         ring.sleep(new_link).or_else(Self::busy_ok).map(|_| {})
     }
 
+    /// WEFT PATCH: makes sure the preemption timer fires within `d`, submitting a new one
+    /// only if the one armed does not (see `arm_latency_timer`). For the executor's loop
+    /// right after a sleep, which did the rest of `wait`'s work already.
+    pub(crate) fn arm_preempt_timer(&self, d: Duration) -> io::Result<()> {
+        let mut lat_ring = self.latency_ring.borrow_mut();
+        if self.arm_latency_timer(&mut lat_ring, d) {
+            flush_rings!(lat_ring)?;
+        }
+        Ok(())
+    }
+
     /// WEFT PATCH: makes sure a timer in the latency ring fires within `d`. A timer already
     /// armed that fires no later is kept (an early one only costs one spurious preemption or
     /// wake-up); otherwise the armed one is replaced. Returns whether a timer was queued.
