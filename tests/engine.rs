@@ -778,3 +778,20 @@ fn a_shard_busy_with_a_task_still_sees_its_connections_io() {
     engine.shutdown();
     engine.join().unwrap();
 }
+
+#[test]
+fn a_spinning_shard_echoes_byte_exact() {
+    // A shard that spins before it sleeps polls its rings without sleeping; with COOP_TASKRUN
+    // it must enter the kernel for the completions that wait (the ring flags them), in every
+    // ring set-up.
+    for setup in ["coop-taskrun,single-issuer,registered-fd", "all", "none"] {
+        let ring: RingFeatures = setup.parse().unwrap();
+        echo_clients_byte_exact(
+            |c| {
+                c.reactor.spin_before_park = Some(Duration::from_micros(50));
+                c.reactor.ring = ring;
+            },
+            10,
+        );
+    }
+}

@@ -1056,13 +1056,14 @@ impl RingSetup {
         use iou::SetupFlags as F;
         let mut flags = F::empty();
         if self.coop_taskrun {
-            flags |= F::COOP_TASKRUN;
+            // With the flag that tells a spinning executor that completions wait to be
+            // posted (both 5.19).
+            flags |= F::COOP_TASKRUN | F::TASKRUN_FLAG;
         }
         if self.single_issuer {
             flags |= F::SINGLE_ISSUER;
         }
         if self.defer_taskrun {
-            // The flag that tells a peek that completions wait to be posted.
             flags |= F::DEFER_TASKRUN | F::TASKRUN_FLAG;
         }
         flags
@@ -2075,7 +2076,21 @@ impl Reactor {
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
         self.poll_ring.borrow_mut().poll(woke)?;
-        self.main_ring.borrow_mut().poll(woke)?;
+        let mut main_ring = self.main_ring.borrow_mut();
+        // WEFT PATCH: this is the spinning executor's poll, which otherwise enters the kernel
+        // only to submit; with COOP_TASKRUN (or DEFER_TASKRUN) completions are posted only
+        // at a kernel entry, so a spin would find them only when it ends. Enter for them when
+        // the kernel flags that some wait.
+        if main_ring.ring.completions_waiting() {
+            main_ring
+                .ring
+                .get_events()
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?;
+        }
+        main_ring.poll(woke)?;
+        drop(main_ring);
         self.latency_ring.borrow_mut().poll(woke)?;
         *woke += self.flush_syscall_thread();
         Ok(())
