@@ -701,3 +701,74 @@ fn x509_cn(der: &[u8]) -> String {
     let start = at + oid.len() + 2;
     String::from_utf8_lossy(&der[start..start + len]).into_owned()
 }
+
+/// A client session store that counts the TLS 1.3 tickets it is given.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(&self, name: ServerName<'static>, value: rustls::client::Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(&self, name: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, value: rustls::client::Tls13ClientSessionValue) {
+        self.tickets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+#[test]
+fn sessions_resume_with_one_ticket_per_handshake() {
+    // One TLS 1.3 ticket per handshake (DEFAULT_TLS13_TICKETS): a client that reconnects one
+    // connection at a time resumes every time, on the ticket its previous connection got.
+    let _serial = util::serial();
+    let pki = Pki::new("tls-resume");
+    let (_w, addr, _metrics) = serve_tls(&pki, "echo", &[]);
+    let store = Arc::new(CountingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(16),
+        tickets: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let mut config = Arc::unwrap_or_clone(client_config(&pki.ca_file(), &[]));
+    config.resumption = rustls::client::Resumption::store(store.clone());
+    let config = Arc::new(config);
+    for i in 0..5 {
+        let mut s = tls_connect(addr, &config);
+        s.write_all(b"ping").unwrap();
+        // The ticket comes before the echo: reading the echo takes it in.
+        let mut got = [0u8; 4];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        let kind = s.conn.handshake_kind();
+        let expected = if i == 0 {
+            rustls::HandshakeKind::Full
+        } else {
+            rustls::HandshakeKind::Resumed
+        };
+        assert_eq!(kind, Some(expected), "connection {i}");
+        assert_eq!(
+            store.tickets.load(std::sync::atomic::Ordering::Relaxed),
+            i + 1,
+            "connection {i}"
+        );
+    }
+}

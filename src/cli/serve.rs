@@ -166,6 +166,10 @@ pub(crate) struct ServeArgs {
     /// TLS: time a client has to finish its handshake.
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     tls_handshake_timeout: Duration,
+    /// TLS: session tickets sent after each TLS 1.3 handshake (raise it for clients that open
+    /// several connections at once and want each to resume).
+    #[arg(long, default_value_t = weft::tls::DEFAULT_TLS13_TICKETS)]
+    tls_tickets: usize,
     /// Answer HTTP health probes here: 200 while serving, 503 while draining.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     health: Option<SocketAddr>,
@@ -284,7 +288,8 @@ fn tls_config(args: &ServeArgs) -> Result<Option<TlsConfig>, ServiceError> {
     let alpn: Vec<&str> = args.alpn.iter().map(String::as_str).collect();
     Ok(Some(
         tls.with_alpn(&alpn)
-            .with_handshake_timeout(args.tls_handshake_timeout),
+            .with_handshake_timeout(args.tls_handshake_timeout)
+            .with_tls13_tickets(args.tls_tickets),
     ))
 }
 
