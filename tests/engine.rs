@@ -6,7 +6,9 @@ mod util;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use util::{Log, Rng, connect, engine, engine_at, engine_with, read_to_end, write_in_pieces};
 use weft::protocols::Echo;
@@ -569,7 +571,7 @@ fn a_wildcard_listener_reports_the_address_the_peer_reached() {
 /// Pauses its reading on connect and resumes it from a timer task on the same shard.
 struct Paused {
     log: Log<(u128, usize)>,
-    started: std::time::Instant,
+    started: Instant,
 }
 
 impl Protocol for Paused {
@@ -597,7 +599,7 @@ fn paused_reading_holds_data_in_the_kernel_until_resumed() {
         factory_fn(move |_| {
             Some(Paused {
                 log: l.clone(),
-                started: std::time::Instant::now(),
+                started: Instant::now(),
             })
         })
     });
@@ -747,7 +749,7 @@ fn a_shard_busy_with_a_task_still_sees_its_connections_io() {
     // for events: a shard whose loop never sleeps, with a task that is always ready, must
     // still enter for them (the reactor does when a loop iteration submitted nothing). The
     // task stays ready until the client got its echo (at most 10 s, the client's timeout).
-    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(AtomicBool::new(false));
     let busy = answered.clone();
     let mut config = EngineConfig::default();
     config.cores = Cores::Count(1);
@@ -758,8 +760,8 @@ fn a_shard_busy_with_a_task_still_sees_its_connections_io() {
         .on_each_shard(move |_| {
             let busy = busy.clone();
             async move {
-                let until = std::time::Instant::now() + Duration::from_secs(10);
-                while !busy.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < until {
+                let until = Instant::now() + Duration::from_secs(10);
+                while !busy.load(Ordering::Relaxed) && Instant::now() < until {
                     std::hint::spin_loop();
                     weft::shard::yield_now().await;
                 }
@@ -772,7 +774,7 @@ fn a_shard_busy_with_a_task_still_sees_its_connections_io() {
     s.write_all(b"ping").unwrap();
     let mut got = [0u8; 4];
     s.read_exact(&mut got).unwrap();
-    answered.store(true, std::sync::atomic::Ordering::Relaxed);
+    answered.store(true, Ordering::Relaxed);
     assert_eq!(&got, b"ping");
     drop(s);
     engine.shutdown();

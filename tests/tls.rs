@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -706,7 +707,7 @@ fn x509_cn(der: &[u8]) -> String {
 #[derive(Debug)]
 struct CountingStore {
     inner: rustls::client::ClientSessionMemoryCache,
-    tickets: std::sync::atomic::AtomicUsize,
+    tickets: AtomicUsize,
 }
 
 impl rustls::client::ClientSessionStore for CountingStore {
@@ -726,7 +727,7 @@ impl rustls::client::ClientSessionStore for CountingStore {
         self.inner.remove_tls12_session(name)
     }
     fn insert_tls13_ticket(&self, name: ServerName<'static>, value: rustls::client::Tls13ClientSessionValue) {
-        self.tickets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.tickets.fetch_add(1, Ordering::Relaxed);
         self.inner.insert_tls13_ticket(name, value)
     }
     fn take_tls13_ticket(
@@ -746,7 +747,7 @@ fn sessions_resume_with_one_ticket_per_handshake() {
     let (_w, addr, _metrics) = serve_tls(&pki, "echo", &[]);
     let store = Arc::new(CountingStore {
         inner: rustls::client::ClientSessionMemoryCache::new(16),
-        tickets: std::sync::atomic::AtomicUsize::new(0),
+        tickets: AtomicUsize::new(0),
     });
     let mut config = Arc::unwrap_or_clone(client_config(&pki.ca_file(), &[]));
     config.resumption = rustls::client::Resumption::store(store.clone());
@@ -765,10 +766,6 @@ fn sessions_resume_with_one_ticket_per_handshake() {
             rustls::HandshakeKind::Resumed
         };
         assert_eq!(kind, Some(expected), "connection {i}");
-        assert_eq!(
-            store.tickets.load(std::sync::atomic::Ordering::Relaxed),
-            i + 1,
-            "connection {i}"
-        );
+        assert_eq!(store.tickets.load(Ordering::Relaxed), i + 1, "connection {i}");
     }
 }

@@ -129,7 +129,7 @@ pub(crate) struct LoadArgs {
     new_conn_per_request: bool,
     /// io_uring set-up features for the load cores' rings, where the kernel has them: all,
     /// none, or a list of coop-taskrun, single-issuer, defer-taskrun, registered-fd.
-    #[arg(long, default_value = "coop-taskrun,single-issuer,registered-fd")]
+    #[arg(long, default_value_t = RingFeatures::default())]
     ring_features: RingFeatures,
 }
 

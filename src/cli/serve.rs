@@ -119,7 +119,7 @@ pub(crate) struct ServeArgs {
     spin_before_park: Option<Duration>,
     /// io_uring set-up features for the shards' rings, where the kernel has them: all, none,
     /// or a list of coop-taskrun, single-issuer, defer-taskrun, registered-fd.
-    #[arg(long, default_value = "coop-taskrun,single-issuer,registered-fd")]
+    #[arg(long, default_value_t = RingFeatures::default())]
     ring_features: RingFeatures,
     /// http: time a request head may take to arrive, from its first byte (then 408).
     #[arg(long, default_value = "10s", value_parser = super::duration)]

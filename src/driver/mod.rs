@@ -48,11 +48,11 @@ impl From<RingFeatures> for glommio::RingSetup {
 
 impl From<glommio::RingSetup> for RingFeatures {
     fn from(s: glommio::RingSetup) -> Self {
-        let mut f = Self::NONE;
-        f.coop_taskrun = s.coop_taskrun;
-        f.single_issuer = s.single_issuer;
-        f.defer_taskrun = s.defer_taskrun;
-        f.registered_fd = s.registered_fd;
-        f
+        Self {
+            coop_taskrun: s.coop_taskrun,
+            single_issuer: s.single_issuer,
+            defer_taskrun: s.defer_taskrun,
+            registered_fd: s.registered_fd,
+        }
     }
 }

@@ -415,6 +415,17 @@ struct io_uring_sqe *io_uring_get_sqe(struct io_uring *ring)
 	return sqe;
 }
 
+/*
+ * weft patch: enters the kernel only to have it post the completions waiting (as newer
+ * liburing's function of the same name).
+ */
+int io_uring_get_events(struct io_uring *ring)
+{
+	int ret = ring_enter(ring, 0, 0, IORING_ENTER_GETEVENTS, NULL, _NSIG / 8);
+
+	return ret < 0 ? -errno : ret;
+}
+
 int __io_uring_sqring_wait(struct io_uring *ring)
 {
 	int ret;

@@ -1524,19 +1524,8 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
-                    } else if spin_before_park.is_zero() {
-                        // WEFT PATCH: no spin, so no pass over the rings before the park:
-                        // the park's own pass submits, consumes and sleeps only if it found
-                        // nothing. Never park with a task queue ready to run (see below).
-                        if this.queues.borrow().active_executors.is_empty() {
-                            this.parker
-                                .park()
-                                .expect("Failed to park! This is actually pretty bad!");
-                            parked = true;
-                        }
-                        pre_time = Instant::now();
                     } else {
-                        while !this.reactor.spin_poll_io().unwrap() {
+                        loop {
                             // WEFT PATCH: never park with a task queue ready to run. When the
                             // latency ring has a completion (a timer that fired, a remote
                             // wake-up) before any queue ran, `run_task_queues` returns false
@@ -1546,11 +1535,17 @@ impl LocalExecutor {
                             if !this.queues.borrow().active_executors.is_empty() {
                                 break;
                             }
-                            if pre_time.elapsed() > spin_before_park {
+                            // WEFT PATCH: the spin is over (at once without one) before a pass
+                            // over the rings: the park's own pass submits, consumes and sleeps
+                            // only if it found nothing, so a pass first would be a second one.
+                            if pre_time.elapsed() >= spin_before_park {
                                 this.parker
                                     .park()
                                     .expect("Failed to park! This is actually pretty bad!");
                                 parked = true;
+                                break;
+                            }
+                            if this.reactor.spin_poll_io().unwrap() {
                                 break;
                             }
                         }

@@ -118,6 +118,29 @@ const IORING_UNREGISTER_RING_FDS: libc::c_uint = 21;
 /// weft patch: `IORING_ENTER_REGISTERED_RING` (Linux 5.18).
 const IORING_ENTER_REGISTERED_RING: libc::c_uint = 1 << 4;
 
+/// weft patch: `struct io_uring_rsrc_update`, the argument of (un)registering a ring fd.
+#[repr(C)]
+struct RsrcUpdate {
+    offset: u32,
+    resv: u32,
+    data: u64,
+}
+
+impl RsrcUpdate {
+    /// (Un)registers ring descriptors with the calling thread (`opcode`), one update.
+    fn apply(&mut self, ring_fd: libc::c_int, opcode: libc::c_uint) -> io::Result<()> {
+        // SAFETY: the argument is one `io_uring_rsrc_update`, which the kernel reads and, on
+        // registering, fills in (the slot it chose) before returning.
+        let ret = unsafe {
+            uring_sys::syscalls::io_uring_register(ring_fd, opcode, self as *mut Self as *const libc::c_void, 1)
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 bitflags::bitflags! {
     /// Advanced features that can be enabled when setting up an [`IoUring`] instance.
     pub struct SetupFeatures: u32 {
@@ -215,31 +238,13 @@ impl IoUring {
     /// its index and the kernel skips looking the descriptor up. Only this thread may enter
     /// the ring afterwards.
     pub fn register_ring_fd(&mut self) -> io::Result<()> {
-        #[repr(C)]
-        struct RsrcUpdate {
-            offset: u32,
-            resv: u32,
-            data: u64,
-        }
         let mut update = RsrcUpdate {
             // Any free slot.
             offset: u32::MAX,
             resv: 0,
             data: self.ring.ring_fd as u64,
         };
-        // SAFETY: the argument is one `io_uring_rsrc_update`, which the kernel reads and fills
-        // in (the slot it chose) before returning.
-        let ret = unsafe {
-            uring_sys::syscalls::io_uring_register(
-                self.ring.ring_fd,
-                IORING_REGISTER_RING_FDS,
-                &mut update as *mut RsrcUpdate as *const libc::c_void,
-                1,
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        update.apply(self.ring.ring_fd, IORING_REGISTER_RING_FDS)?;
         // liburing's enters read both (see `ring_enter` in liburing/src/queue.c).
         self.ring.pad[0] = update.offset;
         self.ring.pad[1] |= IORING_ENTER_REGISTERED_RING;
@@ -270,25 +275,7 @@ impl IoUring {
 
     /// weft patch: enters the kernel only to have it post waiting completions.
     pub fn get_events(&mut self) -> io::Result<()> {
-        let fd = if self.ring_fd_registered() {
-            self.ring.pad[0] as libc::c_int
-        } else {
-            self.ring.ring_fd
-        };
-        // SAFETY: an enter that submits nothing and waits for nothing.
-        let ret = unsafe {
-            uring_sys::syscalls::io_uring_enter(
-                fd,
-                0,
-                0,
-                uring_sys::IORING_ENTER_GETEVENTS | self.ring.pad[1],
-                std::ptr::null(),
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        resultify(unsafe { uring_sys::io_uring_get_events(&mut self.ring) }).map(drop)
     }
 
     /// Submit all prepared [`SQE`]s to the kernel.
@@ -425,16 +412,12 @@ impl Drop for IoUring {
         if self.ring_fd_registered() {
             // weft patch: the thread's registration holds the ring open; release it first,
             // or the ring would live until the thread exits.
-            let update = [self.ring.pad[0], 0, 0, 0];
-            // SAFETY: one `io_uring_rsrc_update` (offset, resv, data) naming the slot.
-            unsafe {
-                uring_sys::syscalls::io_uring_register(
-                    self.ring.ring_fd,
-                    IORING_UNREGISTER_RING_FDS,
-                    update.as_ptr() as *const libc::c_void,
-                    1,
-                )
+            let mut update = RsrcUpdate {
+                offset: self.ring.pad[0],
+                resv: 0,
+                data: 0,
             };
+            let _ = update.apply(self.ring.ring_fd, IORING_UNREGISTER_RING_FDS);
         }
         unsafe { uring_sys::io_uring_queue_exit(&mut self.ring) };
     }

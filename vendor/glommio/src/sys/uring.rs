@@ -1318,6 +1318,21 @@ impl SleepableRing {
         }
     }
 
+    /// WEFT PATCH: enters the kernel for the completions it flags as waiting to be posted
+    /// (`TASKRUN_FLAG`: with COOP_TASKRUN or DEFER_TASKRUN, completions are posted only at a
+    /// kernel entry). Nothing if none wait.
+    fn post_waiting_completions(&mut self) -> io::Result<()> {
+        if !self.ring.completions_waiting() {
+            return Ok(());
+        }
+        self.quiet_waits = 0;
+        self.ring
+            .get_events()
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)
+    }
+
     /// WEFT PATCH: like `can_sleep`, but with operations prepared in the ring and not yet
     /// submitted: `sleep` submits them in the same enter that waits.
     fn can_submit_and_sleep(&self) -> bool {
@@ -2078,17 +2093,8 @@ impl Reactor {
         self.poll_ring.borrow_mut().poll(woke)?;
         let mut main_ring = self.main_ring.borrow_mut();
         // WEFT PATCH: this is the spinning executor's poll, which otherwise enters the kernel
-        // only to submit; with COOP_TASKRUN (or DEFER_TASKRUN) completions are posted only
-        // at a kernel entry, so a spin would find them only when it ends. Enter for them when
-        // the kernel flags that some wait.
-        if main_ring.ring.completions_waiting() {
-            main_ring
-                .ring
-                .get_events()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?;
-        }
+        // only to submit, so a spin would find completions only when it ends.
+        main_ring.post_waiting_completions()?;
         main_ring.poll(woke)?;
         drop(main_ring);
         self.latency_ring.borrow_mut().poll(woke)?;
@@ -2256,17 +2262,8 @@ impl Reactor {
         // computation), it enters for the completions that wait, which an interrupt would
         // post without DEFER_TASKRUN.
         main_ring.quiet_waits = main_ring.quiet_waits.saturating_add(1);
-        if main_ring.quiet_waits > 1
-            && main_ring.setup.defer_taskrun
-            && main_ring.ring.completions_waiting()
-        {
-            main_ring.quiet_waits = 0;
-            main_ring
-                .ring
-                .get_events()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?;
+        if main_ring.quiet_waits > 1 && main_ring.setup.defer_taskrun {
+            main_ring.post_waiting_completions()?;
         }
 
         // A Note about `need_preempt`:

@@ -336,6 +336,9 @@ extern "C" {
 
     pub fn io_uring_submit(ring: *mut io_uring) -> libc::c_int;
 
+    /// weft patch: an enter that only asks the kernel to post waiting completions.
+    pub fn io_uring_get_events(ring: *mut io_uring) -> libc::c_int;
+
     pub fn io_uring_submit_and_wait(ring: *mut io_uring, wait_nr: libc::c_uint) -> libc::c_int;
 
     pub fn io_uring_get_sqe(ring: *mut io_uring) -> *mut io_uring_sqe;

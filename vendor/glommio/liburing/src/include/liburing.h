@@ -121,6 +121,7 @@ int io_uring_wait_cqe_timeout(struct io_uring *ring,
 			      struct io_uring_cqe **cqe_ptr,
 			      struct __kernel_timespec *ts);
 int io_uring_submit(struct io_uring *ring);
+int io_uring_get_events(struct io_uring *ring);
 int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr);
 struct io_uring_sqe *io_uring_get_sqe(struct io_uring *ring);
 
