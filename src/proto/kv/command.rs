@@ -68,8 +68,12 @@ pub static COMMAND_SUBCOMMANDS: &[Spec] = &[
 /// `CONFIG`'s subcommands that weft answers.
 pub static CONFIG_SUBCOMMANDS: &[Spec] = &[spec("config|get", -3, ADMIN, NO_KEYS, ADMIN_SLOW)];
 
-/// Every command weft serves, in the order `COMMAND` lists them.
-pub static COMMANDS: &[Spec] = &[
+/// Every command weft serves, in the order `COMMAND` lists them (sorted by name).
+pub static COMMANDS: &[Spec] = &COMMAND_TABLE;
+
+const COMMAND_COUNT: usize = 38;
+
+const COMMAND_TABLE: [Spec; COMMAND_COUNT] = [
     spec("append", 3, W_OOM_FAST, ONE_KEY, WRITE_STRING_FAST),
     spec("auth", -2, NO_AUTH, NO_KEYS, CONNECTION_FAST),
     Spec {
@@ -140,22 +144,48 @@ pub static COMMANDS: &[Spec] = &[
     spec("ttl", 2, RO_FAST, ONE_KEY, KEYSPACE_READ_FAST),
 ];
 
-/// No command's name is longer.
+/// No command's name is longer: a name fits in a `u128`.
 const MAX_NAME: usize = 16;
 
-/// The table entry of a top-level command, by name in any case: the name lower-cased on the
-/// stack, then a binary search of the sorted table.
+/// A name of at most [`MAX_NAME`] bytes as one integer: its bytes big-endian, zero-padded on
+/// the right. For names without NUL bytes this keeps their order (a prefix sorts first), so
+/// the sorted table gives a sorted array of keys.
+const fn packed(name: &[u8]) -> u128 {
+    let mut key = 0u128;
+    let mut i = 0;
+    while i < MAX_NAME {
+        let byte = if i < name.len() { name[i] } else { 0 };
+        key = (key << 8) | byte as u128;
+        i += 1;
+    }
+    key
+}
+
+/// The names of [`COMMANDS`], packed, in the same order.
+static KEYS: [u128; COMMAND_COUNT] = {
+    let mut keys = [0; COMMAND_COUNT];
+    let mut i = 0;
+    while i < COMMAND_COUNT {
+        keys[i] = packed(COMMAND_TABLE[i].name.as_bytes());
+        i += 1;
+    }
+    keys
+};
+
+/// The table entry of a top-level command, by name in any case: the name lower-cased into
+/// one integer, then a binary search of the packed names (integer compares, no `memcmp`:
+/// the search was a fifth of the server's CPU at `redis-benchmark -P 16`).
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    if name.len() > MAX_NAME {
+        return None;
+    }
     let mut lower = [0u8; MAX_NAME];
-    let lower = lower.get_mut(..name.len())?;
     for (l, b) in lower.iter_mut().zip(name) {
         *l = b.to_ascii_lowercase();
     }
-    let lower = &*lower;
-    COMMANDS
-        .binary_search_by(|s| s.name.as_bytes().cmp(lower))
-        .ok()
-        .and_then(|i| COMMANDS.get(i))
+    let i = KEYS.binary_search(&u128::from_be_bytes(lower)).ok()?;
+    // A name with trailing NUL bytes packs like the name without them.
+    COMMANDS.get(i).filter(|spec| spec.name.len() == name.len())
 }
 
 fn find(table: &'static [Spec], name: &[u8], prefix: &str) -> Option<&'static Spec> {
@@ -993,6 +1023,7 @@ mod tests {
         assert!(parse_str("set k v").unwrap().denies_oom());
         assert!(!parse_str("del k").unwrap().denies_oom());
         assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name), "sorted");
+        assert!(KEYS.windows(2).all(|w| w[0] < w[1]), "packed keys sorted");
     }
 
     #[test]
@@ -1007,7 +1038,15 @@ mod tests {
             assert_eq!(lookup(upper.as_bytes()).map(|s| s.name), Some(spec.name));
             assert_eq!(lookup(spec.name.as_bytes()).map(|s| s.name), Some(spec.name));
         }
-        for missing in [&b""[..], b"ge", b"gett", b"\xffget", b"zzz", &[b'g'; 40]] {
+        for missing in [
+            &b""[..],
+            b"ge",
+            b"gett",
+            b"\xffget",
+            b"zzz",
+            b"get\0",
+            &[b'g'; 40],
+        ] {
             assert!(lookup(missing).is_none());
         }
     }
