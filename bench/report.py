@@ -346,8 +346,13 @@ def scenario_table(scenario, rows):
 
 def targets_table(by_scenario):
     lines = ["## Targets (issue 14; churn: issue 8; idle memory: issue 4)", "",
-             "| scenario | target | weft | best peer | weft / best peer | met |",
-             "|---|---|---:|---:|---:|---|"]
+             "For a rate target, the last two columns tell whether the rate is the server's: the "
+             "load core's busy share in weft's run (near 100%: the client's limit), and weft's "
+             "server CPU per request against the same peer's (below 1.00x: weft does each request "
+             "with less CPU).", "",
+             "| scenario | target | weft | best peer | weft / best peer | met | load core (weft run) | "
+             "CPU/req, weft / that peer |",
+             "|---|---|---:|---:|---:|---|---:|---:|"]
     units = {"rps": "/s", "rss_per_conn_bytes": " B", "p99": " us", "syscalls_per_req": ""}
     for scenario, text, metric, peers, check in TARGETS:
         rows = [r for r in by_scenario.get(scenario, []) if r["status"] == "ok"]
@@ -355,7 +360,7 @@ def targets_table(by_scenario):
         w = vals.get("weft")
         theirs = {p: vals[p] for p in peers if vals.get(p) is not None}
         if w is None or (peers and not theirs):
-            lines.append("| %s | %s | - | - | - | not measured |" % (scenario, text))
+            lines.append("| %s | %s | - | - | - | not measured | - | - |" % (scenario, text))
             continue
         pick = max if metric == "rps" else min
         best_peer = pick(theirs, key=theirs.get) if theirs else None
@@ -363,9 +368,17 @@ def targets_table(by_scenario):
         digits = 2 if metric == "syscalls_per_req" else 0
         shown = "%s (%s)" % (fmt(best, digits) + units[metric], best_peer) if best_peer else "-"
         r = ratio(w, best)
-        lines.append("| %s | %s | %s%s | %s | %s | %s |" % (
+        load, cpu = "-", "-"
+        if metric == "rps":
+            by_peer = {row["peer"]: row for row in rows}
+            if by_peer["weft"]["usage"]:
+                load = "%.0f%%" % by_peer["weft"]["usage"][2]
+            cpus = [by_peer[p]["m"]["extra"].get("cpu_us_per_req") for p in ("weft", best_peer)]
+            if None not in cpus and cpus[1]:
+                cpu = "%.2fx" % (cpus[0] / cpus[1])
+        lines.append("| %s | %s | %s%s | %s | %s | %s | %s | %s |" % (
             scenario, text, fmt(w, digits), units[metric], shown, "%.2fx" % r if r is not None else "-",
-            "yes" if check(w, best) else "**no**"))
+            "yes" if check(w, best) else "**no**", load, cpu))
     lines.append("")
     return lines
 
