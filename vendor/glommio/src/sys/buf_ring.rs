@@ -163,7 +163,8 @@ impl BufRing {
 
     /// The first `len` bytes of buffer `bid`, as the kernel filled them.
     pub(crate) fn filled(&self, bid: u16, len: usize) -> &[u8] {
-        let bid = bid % self.count;
+        // `count` is a power of two (checked in `register`): a mask, not a division.
+        let bid = bid & (self.count - 1);
         let len = len.min(self.size as usize);
         // SAFETY: buffer `bid` lies within `data`; it belongs to the caller (the kernel gave
         // it in a completion and it is not back in the ring until `recycle`).
@@ -177,7 +178,7 @@ impl BufRing {
 
     /// Gives buffer `bid` back to the kernel.
     pub(crate) fn recycle(&self, bid: u16) {
-        self.push(bid % self.count);
+        self.push(bid & (self.count - 1));
         self.publish();
     }
 
