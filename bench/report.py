@@ -27,7 +27,8 @@ SCENARIOS = {
                   "requests/s (well below saturation)", "p99"),
     "http-wrk": ("HTTP plaintext keep-alive, wrk -t1 -c50", "rps"),
     "http-load": ("HTTP plaintext keep-alive, weft load --proto http, 50 connections", "rps"),
-    "churn": ("Connection churn: a new connection per 64 B echo request, 50 in flight", "rps"),
+    "churn": ("Connection churn: a new connection per 64 B echo request, closed with a reset, 50 in "
+              "flight", "rps"),
     "idle": ("Idle connections: server RSS growth per connection", "rss_per_conn_bytes"),
     "storm": ("Accept storm: established clients' ping latency during the storm", "p99"),
 }

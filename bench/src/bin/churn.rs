@@ -2,6 +2,12 @@
 //! loops connect, send `--size` bytes, read the echo, close; the rate counts completed
 //! request-connections in the measured window (after `--warmup`), latency is connect to
 //! reply. One pinned tokio current-thread runtime per `--cores` core.
+//!
+//! The client closes first, so each of its connections leaves a TIME_WAIT socket on its
+//! side, and an ephemeral port is reused only a second later (`net.ipv4.tcp_tw_reuse`): with
+//! the default port range connect() then finds about 14k free ports a second, whatever the
+//! server. `--reset` closes with a reset (SO_LINGER 0) instead, which leaves no TIME_WAIT, so
+//! that the rate measures the server rather than the port range.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,6 +31,10 @@ struct Args {
     /// Unmeasured time before it.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
+    /// Close each connection with a reset (SO_LINGER 0) after its reply, leaving no TIME_WAIT
+    /// socket to hold its port.
+    #[arg(long)]
+    reset: bool,
 }
 
 fn main() -> Result<(), String> {
@@ -34,9 +44,10 @@ fn main() -> Result<(), String> {
     let measure_from = Instant::now() + args.warmup;
     let deadline = measure_from + args.duration;
     let (target, size, conns, n) = (args.load.target, args.load.size, args.conns.max(1), cores.len());
+    let reset = args.reset;
     let tallies = per_core(&cores, move |index, _| async move {
         let workers: Vec<_> = (0..client::share(conns, n, index))
-            .map(|_| tokio::spawn(worker(target, size, measure_from, deadline)))
+            .map(|_| tokio::spawn(worker(target, size, reset, measure_from, deadline)))
             .collect();
         let mut sum = Tally::default();
         for w in workers {
@@ -60,7 +71,13 @@ fn main() -> Result<(), String> {
     summary.emit(args.load.json.as_deref()).map_err(|e| e.to_string())
 }
 
-async fn worker(target: SocketAddr, size: usize, measure_from: Instant, deadline: Instant) -> Tally {
+async fn worker(
+    target: SocketAddr,
+    size: usize,
+    reset: bool,
+    measure_from: Instant,
+    deadline: Instant,
+) -> Tally {
     let request = client::payload(size);
     let mut reply = vec![0u8; request.len()];
     let mut tally = Tally::default();
@@ -69,7 +86,7 @@ async fn worker(target: SocketAddr, size: usize, measure_from: Instant, deadline
         if start >= deadline {
             return tally;
         }
-        let result = client::one_shot(target, &request, &mut reply).await;
+        let result = one_shot(target, &request, &mut reply, reset).await;
         let end = Instant::now();
         let measured = start >= measure_from && end <= deadline;
         match result {
@@ -87,4 +104,22 @@ async fn worker(target: SocketAddr, size: usize, measure_from: Instant, deadline
             }
         }
     }
+}
+
+/// One connection: connect, the exchange, then the close (a reset if `reset`).
+async fn one_shot(
+    target: SocketAddr,
+    request: &[u8],
+    reply: &mut [u8],
+    reset: bool,
+) -> Result<(), client::Failure> {
+    let mut stream = client::connect(target).await?;
+    client::exchange(&mut stream, request, reply).await?;
+    if reset {
+        // A zero linger does not block on close (a non-zero one would).
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .map_err(|_| client::Failure::Io)?;
+    }
+    Ok(())
 }
