@@ -109,8 +109,8 @@ pub use stats::StatsSnapshot;
 pub mod shard {
     pub use crate::driver::mesh::{CallError, ShardHandle, invoke_on_all, submit_to};
     pub use crate::driver::tasks::{
-        Interval, counters, current, drain_started, interval, is_draining, ring_features, sleep, spawn,
-        state, yield_now,
+        Cancelled, Interval, JoinHandle, counters, current, drain_started, interval, is_draining,
+        ring_features, sleep, spawn, state, yield_now,
     };
     pub use crate::proto::queue::Queue;
 }

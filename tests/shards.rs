@@ -70,7 +70,9 @@ fn calls_reach_the_other_shards_state_and_come_back() {
         let wrong_type = shard::submit_to(0, |_: &String| ()).await;
         let panicked = shard::submit_to(0, |_: &Store| -> u8 { panic!("boom") }).await;
         let after = shard::submit_to(0, |s: &Store| s.map.borrow().len()).await;
-        let joined = shard::spawn(async { 6 * 7 }).await;
+        // The handle and its error are named through `weft::shard`.
+        let handle: shard::JoinHandle<u32> = shard::spawn(async { 6 * 7 });
+        let joined: Result<u32, shard::Cancelled> = handle.await;
         assert_eq!(joined, Ok(42), "a task's handle resolves to its output");
         (here, remote, local, all, missing, wrong_type, panicked, after)
     });
