@@ -64,7 +64,9 @@ measure() {
   fi
   rps=$(taskset -c "$LOAD_CORE" redis-benchmark -p "$PORT" -t "$1" -c 50 -n "$n" -P "$2" -q --csv |
     awk -F'"' '/^"[A-Z]/ {print $4}')
-  [[ -n $perf_pid ]] && { kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; }
+  [[ -n $perf_pid ]] && { kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true; }
+  # perf that could not attach (no permission) left nothing: CPU comes from /proc then.
+  [[ -f $file ]] || : >"$file"
   usage=$(usage_end)
   read -r u1 s1 < <(proc_user_sys "$SERVER_PID")
   # task-clock is in ms: per request in µs. Without perf, CPU comes from /proc ticks.
