@@ -508,10 +508,13 @@ pub fn parse(mut args: Request) -> Result<Command, Reply> {
     let Some(name) = args.first() else {
         return Err(unknown_command(&args));
     };
-    if is(name, "host:") || is(name, "post") {
-        return Ok(Command::Refuse);
-    }
     let Some(mut spec) = lookup(name) else {
+        // An HTTP request sent to the port (redis lists these two words as commands that
+        // close the connection). Looked for only after the lookup failed, off the path of
+        // every command.
+        if is(name, "host:") || is(name, "post") {
+            return Ok(Command::Refuse);
+        }
         return Err(unknown_command(&args));
     };
     if !spec.subcommands.is_empty() && args.len() >= 2 {
