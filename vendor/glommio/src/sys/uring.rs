@@ -550,22 +550,7 @@ fn extract_one_chain(
         .filter(move |op| {
             if op.user_data > 0 {
                 let id = from_user_data(op.user_data);
-                let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
-                    // WEFT PATCH: see `queue_request_into_ring`: no clock for sources without
-                    // statistics (upstream read it for every submission batch).
-                    if x.stats_collection.is_some() {
-                        x.wakers.submitted_at = Some(Instant::now());
-                    }
-                    let current = x.enqueued.as_mut().expect("bug");
-                    match current.status {
-                        EnqueuedStatus::Enqueued => {
-                            current.status = EnqueuedStatus::Dispatched;
-                            EnqueuedStatus::Dispatched
-                        }
-                        EnqueuedStatus::Canceled => EnqueuedStatus::Canceled,
-                        _ => unreachable!(),
-                    }
-                });
+                let status = source_map.peek_source_mut(id, |mut x| dispatch(&mut x));
                 if status == EnqueuedStatus::Canceled {
                     source_map.consume_source(id);
                     return false;
@@ -574,6 +559,26 @@ fn extract_one_chain(
             true
         })
         .collect()
+}
+
+/// What handing a queued operation to the ring records on its source: that it is dispatched
+/// (unless it was cancelled while queued: the status says which), and when, for a source with
+/// statistics. WEFT PATCH: no clock for sources without statistics (upstream read it for
+/// every submission batch), and shared by the queue and the direct path of
+/// `queue_request_into_ring`.
+fn dispatch(src: &mut InnerSource) -> EnqueuedStatus {
+    if src.stats_collection.is_some() {
+        src.wakers.submitted_at = Some(Instant::now());
+    }
+    let current = src.enqueued.as_mut().expect("bug");
+    match current.status {
+        EnqueuedStatus::Enqueued => {
+            current.status = EnqueuedStatus::Dispatched;
+            EnqueuedStatus::Dispatched
+        }
+        EnqueuedStatus::Canceled => EnqueuedStatus::Canceled,
+        _ => unreachable!(),
+    }
 }
 
 /// WEFT PATCH: `IORING_RECV_MULTISHOT`, in the receive's `ioprio` (Linux 6.0).
@@ -1371,8 +1376,8 @@ impl UringCommon for SleepableRing {
         let Some(mut sqe) = sq.prepare_sqe() else {
             return false;
         };
-        let allocator = self.allocator.clone();
-        fill_sqe(&mut sqe, op, move |size| allocator.new_buffer(size), source_map);
+        let allocator = &self.allocator;
+        fill_sqe(&mut sqe, op, |size| allocator.new_buffer(size), source_map);
         true
     }
 
@@ -2426,13 +2431,7 @@ fn queue_request_into_ring(
         && queue.cancellations.is_empty()
         && ring.fill_now(&descriptor, source_map)
     {
-        let mut inner = source.inner.borrow_mut();
-        if inner.stats_collection.is_some() {
-            inner.wakers.submitted_at = Some(Instant::now());
-        }
-        if let Some(enqueued) = inner.enqueued.as_mut() {
-            enqueued.status = EnqueuedStatus::Dispatched;
-        }
+        dispatch(&mut source.inner.borrow_mut());
         return;
     }
     queue.submissions.push_back(descriptor);
