@@ -57,14 +57,35 @@ pub async fn exchange(stream: &mut TcpStream, request: &[u8], reply: &mut [u8]) 
     }
 }
 
-/// One request on a new connection: connect, exchange, close.
+/// How [`one_shot`] closes its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// An orderly close: the connection's port stays in TIME_WAIT on this side.
+    Fin,
+    /// A reset (SO_LINGER 0): no TIME_WAIT, so the port is free again at once.
+    Reset,
+}
+
+/// One request on a new connection: connect, exchange, close as `close` says.
 ///
 /// # Errors
 ///
 /// The connect or the exchange failed.
-pub async fn one_shot(target: SocketAddr, request: &[u8], reply: &mut [u8]) -> Result<(), Failure> {
+pub async fn one_shot(
+    target: SocketAddr,
+    request: &[u8],
+    reply: &mut [u8],
+    close: Close,
+) -> Result<(), Failure> {
     let mut stream = connect(target).await?;
-    exchange(&mut stream, request, reply).await
+    exchange(&mut stream, request, reply).await?;
+    if close == Close::Reset {
+        // A zero linger does not block on close (a non-zero one would).
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .map_err(|_| Failure::Io)?;
+    }
+    Ok(())
 }
 
 /// Why an attempt failed.

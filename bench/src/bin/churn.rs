@@ -44,10 +44,14 @@ fn main() -> Result<(), String> {
     let measure_from = Instant::now() + args.warmup;
     let deadline = measure_from + args.duration;
     let (target, size, conns, n) = (args.load.target, args.load.size, args.conns.max(1), cores.len());
-    let reset = args.reset;
+    let close = if args.reset {
+        client::Close::Reset
+    } else {
+        client::Close::Fin
+    };
     let tallies = per_core(&cores, move |index, _| async move {
         let workers: Vec<_> = (0..client::share(conns, n, index))
-            .map(|_| tokio::spawn(worker(target, size, reset, measure_from, deadline)))
+            .map(|_| tokio::spawn(worker(target, size, close, measure_from, deadline)))
             .collect();
         let mut sum = Tally::default();
         for w in workers {
@@ -74,7 +78,7 @@ fn main() -> Result<(), String> {
 async fn worker(
     target: SocketAddr,
     size: usize,
-    reset: bool,
+    close: client::Close,
     measure_from: Instant,
     deadline: Instant,
 ) -> Tally {
@@ -86,7 +90,7 @@ async fn worker(
         if start >= deadline {
             return tally;
         }
-        let result = one_shot(target, &request, &mut reply, reset).await;
+        let result = client::one_shot(target, &request, &mut reply, close).await;
         let end = Instant::now();
         let measured = start >= measure_from && end <= deadline;
         match result {
@@ -104,22 +108,4 @@ async fn worker(
             }
         }
     }
-}
-
-/// One connection: connect, the exchange, then the close (a reset if `reset`).
-async fn one_shot(
-    target: SocketAddr,
-    request: &[u8],
-    reply: &mut [u8],
-    reset: bool,
-) -> Result<(), client::Failure> {
-    let mut stream = client::connect(target).await?;
-    client::exchange(&mut stream, request, reply).await?;
-    if reset {
-        // A zero linger does not block on close (a non-zero one would).
-        socket2::SockRef::from(&stream)
-            .set_linger(Some(Duration::ZERO))
-            .map_err(|_| client::Failure::Io)?;
-    }
-    Ok(())
 }

@@ -194,7 +194,7 @@ async fn storm(target: SocketAddr, size: usize, rate: f64, cap: usize, plan: Pla
             tasks.push(tokio::spawn(async move {
                 let start = Instant::now();
                 let mut reply = vec![0u8; request.len()];
-                let r = client::one_shot(target, &request, &mut reply).await;
+                let r = client::one_shot(target, &request, &mut reply, client::Close::Fin).await;
                 inflight.fetch_sub(1, Ordering::Relaxed);
                 r.map(|()| start.elapsed())
             }));
