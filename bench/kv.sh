@@ -59,17 +59,16 @@ measure() {
     perf stat -x, -o "$file" -e raw_syscalls:sys_enter,task-clock -p "$SERVER_PID" >/dev/null 2>&1 &
     perf_pid=$!
     sleep 0.1
-  else
-    : >"$file"
   fi
   rps=$(taskset -c "$LOAD_CORE" redis-benchmark -p "$PORT" -t "$1" -c 50 -n "$n" -P "$2" -q --csv |
     awk -F'"' '/^"[A-Z]/ {print $4}')
   [[ -n $perf_pid ]] && { kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true; }
-  # perf that could not attach (no permission) left nothing: CPU comes from /proc then.
+  # Without perf, or one that could not attach (no permission), nothing was written: the
+  # CPU then comes from the /proc ticks.
   [[ -f $file ]] || : >"$file"
   usage=$(usage_end)
   read -r u1 s1 < <(proc_user_sys "$SERVER_PID")
-  # task-clock is in ms: per request in µs. Without perf, CPU comes from /proc ticks.
+  # task-clock is in ms: per request in µs.
   awk -F, -v n="$n" -v rps="$rps" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" \
       -v usage="$usage" '
     /raw_syscalls:sys_enter/ { sc = $1 / n }
@@ -81,8 +80,6 @@ measure() {
         (u + s ? 100 * u / (u + s) : 0), us[2], us[3]
     }' "$file"
 }
-
-median() { sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "-")}'; }
 
 declare -A RUNS=()
 for P in $DEPTHS; do

@@ -128,6 +128,9 @@ usage_end() {
       'BEGIN { printf "%.0f %.0f %.0f\n", 100 * p / hz / (ns / 1e9), (st ? 100 * s / st : 0), (lt ? 100 * l / lt : 0) }'
 }
 
+# median: the median of the numbers on stdin, one per line ("-" for none).
+median() { sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "-")}'; }
+
 # next_port: sets PORT to the next port nobody listens on, and ADDR to 127.0.0.1:PORT. A fresh
 # port per server keeps a lingering server from joining the next one's SO_REUSEPORT group.
 next_port() {

@@ -115,7 +115,6 @@ rps() {
     END { printf "%s %.1f %.1f %.0f %.0f\n", r, (n ? 1e6 * p / hz / n : 0), (n ? 1e6 * w / n : 0),
           (st ? 100 * s / st : 0), (lt ? 100 * l / lt : 0) }'
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # runs[name.mode.metric]: one figure per round; metrics rps, srv (server µs/request), wrk
 # (wrk µs/request), sb and lb (server and load core busy %).
