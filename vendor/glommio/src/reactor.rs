@@ -227,8 +227,21 @@ impl Reactor {
     /// `fd`.
     pub(crate) fn send_copy(&self, fd: RawFd, buf: Vec<u8>) -> Source {
         let source = self.new_source(fd, SourceType::SockSendCopy(buf), None);
+        source.keep_waiters();
         self.sys.send_copy(&source);
         source
+    }
+
+    /// WEFT PATCH: submits a send of a copy of `bytes` on `source`, made by
+    /// [`send_copy`](Self::send_copy) and completed: its buffer, waker and allocation serve
+    /// again.
+    pub(crate) fn send_copy_again(&self, source: &Source, bytes: &[u8]) {
+        source.reset_for_reuse();
+        if let SourceType::SockSendCopy(copy) = &mut *source.source_type_mut() {
+            copy.clear();
+            copy.extend_from_slice(bytes);
+        }
+        self.sys.send_copy(source);
     }
 
     /// WEFT PATCH: sets whether receives into provided buffers are multishot (the default)
@@ -474,13 +487,13 @@ impl Reactor {
 
     pub(crate) fn connect(&self, raw: RawFd, addr: impl SockaddrLike) -> Source {
         let addr = unsafe { SockaddrStorage::from_raw(addr.as_ptr(), Some(addr.len())) }.unwrap();
-        let source = self.new_source(raw, SourceType::Connect(addr), None);
+        let source = self.new_source(raw, SourceType::Connect(Box::new(addr)), None);
         self.sys.connect(&source);
         source
     }
 
     pub(crate) fn connect_timeout(&self, raw: RawFd, addr: SockaddrStorage, d: Duration) -> Source {
-        let source = self.new_source(raw, SourceType::Connect(addr), None);
+        let source = self.new_source(raw, SourceType::Connect(Box::new(addr)), None);
         source.set_timeout(d);
         self.sys.connect(&source);
         source
@@ -488,7 +501,7 @@ impl Reactor {
 
     pub(crate) fn accept(&self, raw: RawFd) -> Source {
         let addr = SockAddrStorage::uninit();
-        let source = self.new_source(raw, SourceType::Accept(addr), None);
+        let source = self.new_source(raw, SourceType::Accept(Box::new(addr)), None);
         self.sys.accept(&source);
         source
     }
@@ -537,7 +550,7 @@ impl Reactor {
         let hdr = unsafe { std::mem::zeroed::<libc::msghdr>() };
 
         let addr = unsafe { SockaddrStorage::from_raw(addr.as_ptr(), Some(addr.len())) }.unwrap();
-        let source = self.new_source(fd, SourceType::SockSendMsg(buf, iov, hdr, addr), None);
+        let source = self.new_source(fd, SourceType::SockSendMsg(Box::new((buf, iov, hdr, addr))), None);
         if let Some(timeout) = timeout {
             source.set_timeout(timeout);
         }
@@ -561,12 +574,12 @@ impl Reactor {
         };
         let source = self.new_source(
             fd,
-            SourceType::SockRecvMsg(
+            SourceType::SockRecvMsg(Box::new((
                 None,
                 iov,
                 hdr,
                 std::mem::MaybeUninit::<nix::sys::socket::sockaddr_storage>::uninit(),
-            ),
+            ))),
             None,
         );
         if let Some(timeout) = timeout {

@@ -306,10 +306,11 @@ pub(crate) struct NonBufferedStream<S> {
     source_rx: Option<Source>,
     /// WEFT PATCH: the receive into a provided buffer in flight.
     source_sel: Option<Source>,
-    /// WEFT PATCH: the send through the ring in flight.
+    /// WEFT PATCH: the source of sends through the ring: the send in flight while
+    /// `send_in_flight`, otherwise the last one's, kept with its buffer (when small) and its
+    /// waker for the next send.
     source_send: Option<Source>,
-    /// WEFT PATCH: a small buffer kept from the last send through the ring, for the next.
-    send_spare: Vec<u8>,
+    send_in_flight: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -463,17 +464,21 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// ring's next batch and returns `Pending`; the completion wakes the task, and the next
     /// call returns how many of those bytes went. So the caller passes the same unsent bytes
     /// again (more may follow them), as with any `poll_write` that returned `Pending`.
+    ///
+    /// A stream's sends share one source: the next send refills the last one's (no
+    /// allocation, and the waker it kept is the task's, so no clone either).
     pub(crate) fn poll_write_ring(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if let Some(source) = self.source_send.as_ref() {
+        if self.send_in_flight {
+            let source = self.source_send.as_ref().expect("a send in flight has a source");
             let Some(result) = source.result() else {
                 source.add_waiter_single(cx.waker());
                 return Poll::Pending;
             };
-            let source = self.source_send.take().expect("checked above");
-            if let SourceType::SockSendCopy(spare) = source.extract_source_type() {
-                // Keep a small buffer for the next send; give a large one back.
-                if spare.capacity() <= RING_SEND_SPARE {
-                    self.send_spare = spare;
+            self.send_in_flight = false;
+            // Keep a small buffer for the next send; give a large one back.
+            if let SourceType::SockSendCopy(copy) = &mut *source.source_type_mut() {
+                if copy.capacity() > RING_SEND_SPARE {
+                    *copy = Vec::new();
                 }
             }
             return Poll::Ready(result);
@@ -481,13 +486,18 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let mut copy = std::mem::take(&mut self.send_spare);
-        copy.clear();
-        copy.extend_from_slice(&buf[..buf.len().min(RING_SEND_MAX)]);
+        let bytes = &buf[..buf.len().min(RING_SEND_MAX)];
         let reactor = self.reactor.upgrade().unwrap();
-        let source = reactor.send_copy(self.stream.as_raw_fd(), copy);
+        let source = match self.source_send.take() {
+            Some(source) => {
+                reactor.send_copy_again(&source, bytes);
+                source
+            }
+            None => reactor.send_copy(self.stream.as_raw_fd(), bytes.to_vec()),
+        };
         source.add_waiter_single(cx.waker());
         self.source_send = Some(source);
+        self.send_in_flight = true;
         Poll::Pending
     }
 
@@ -561,7 +571,7 @@ where
             source_rx: None,
             source_sel: None,
             source_send: None,
-            send_spare: Vec::new(),
+            send_in_flight: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -592,6 +592,22 @@ impl Wakers {
         }
     }
 
+    /// WEFT PATCH: wakes the waiters and keeps them registered, for a source that completes
+    /// again and again (a multishot receive) and is waited on by one stream's task: its
+    /// next `add_waiter_single` finds the same waker, so a completion costs no waker clone
+    /// and drop. A completion that arrives while the task does not read (flow control)
+    /// wakes it for nothing, at most `MultiRecv::MAX_READY` times before the reactor stops
+    /// the receive.
+    pub(super) fn wake_waiters_kept(&self) -> bool {
+        for x in &self.waiters {
+            let wake = std::panic::AssertUnwindSafe(|| x.wake_by_ref());
+            if let Err(e) = std::panic::catch_unwind(wake) {
+                log::error!("Panic while calling waker! {e:?}");
+            }
+        }
+        !self.waiters.is_empty()
+    }
+
     fn timestamps(&mut self) -> Option<Latencies> {
         if self.queued_at.is_none() || self.submitted_at.is_none() || self.fulfilled_at.is_none() {
             None

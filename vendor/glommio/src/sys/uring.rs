@@ -438,7 +438,8 @@ fn fill_sqe<F>(
                 let mut buf = DmaBuffer::new(len).expect("failed to allocate buffer");
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
                     match &mut src.source_type {
-                        SourceType::SockRecvMsg(slot, iov, hdr, msg_name) => {
+                        SourceType::SockRecvMsg(msg) => {
+                            let (slot, iov, hdr, msg_name) = &mut **msg;
                             iov.iov_base = buf.as_mut_ptr() as *mut libc::c_void;
                             iov.iov_len = len;
 
@@ -472,6 +473,16 @@ fn fill_sqe<F>(
             _ => sqe.set_flags(op.flags),
         }
     }
+}
+
+/// WEFT PATCH: a CQE's raw result as [`transmute_error`] reads it (for completions kept
+/// raw, such as a multishot receive's queue).
+pub(crate) fn cqe_result(raw: i32) -> io::Result<usize> {
+    transmute_error(if raw < 0 {
+        Err(io::Error::from_raw_os_error(-raw))
+    } else {
+        Ok(raw as u32)
+    })
 }
 
 fn transmute_error(res: io::Result<u32>) -> io::Result<usize> {
@@ -620,13 +631,13 @@ where
             let (woke, cancel) = source_map.borrow_mut().peek_source_mut(id, |mut src| {
                 let mut cancel = None;
                 if let SourceType::SockRecvMulti(multi) = &mut src.source_type {
-                    multi.push(transmute_error(value.result()), value.raw_flags());
+                    multi.push(value.raw_result(), value.raw_flags());
                     if multi.len() >= MultiRecv::MAX_READY && !multi.capped {
                         multi.capped = true;
                         cancel = src.enqueued.as_ref().map(|e| e.queue.clone());
                     }
                 }
-                (src.wakers.wake_waiters(), cancel)
+                (src.wakers.wake_waiters_kept(), cancel)
             });
             if let Some(queue) = cancel {
                 queue.borrow_mut().cancel_request(id);
@@ -651,7 +662,7 @@ where
                 Err(e) if multi.is_empty() && e.raw_os_error() == Some(libc::EINVAL) => {
                     multi.unsupported = true;
                 }
-                _ => multi.push(transmute_error(value.result()), value.raw_flags()),
+                _ => multi.push(value.raw_result(), value.raw_flags()),
             },
             _ => {}
         }
@@ -661,7 +672,11 @@ where
             let res = Some(post_process(src.borrow_mut(), transmute_error(result)));
             let mut inner_source = src.borrow_mut();
             inner_source.wakers.result = res;
-            woke = inner_source.wakers.wake_waiters();
+            woke = if inner_source.keep_waiters {
+                inner_source.wakers.wake_waiters_kept()
+            } else {
+                inner_source.wakers.wake_waiters()
+            };
         }
         return Some(Consumed { woke, ended: true });
     }
@@ -1752,7 +1767,8 @@ impl Reactor {
 
     pub(crate) fn sendmsg(&self, source: &Source, flags: MsgFlags) {
         let op = match &mut *source.source_type_mut() {
-            SourceType::SockSendMsg(_, iov, hdr, addr) => {
+            SourceType::SockSendMsg(msg) => {
+                let (_, iov, hdr, addr) = &mut **msg;
                 let msg_name = addr.as_ptr() as *mut libc::c_void;
                 let msg_namelen = addr.len();
 
@@ -1844,7 +1860,7 @@ impl Reactor {
 
     pub(crate) fn connect(&self, source: &Source) {
         let op = match &*source.source_type() {
-            SourceType::Connect(addr) => UringOpDescriptor::Connect(addr as *const _),
+            SourceType::Connect(addr) => UringOpDescriptor::Connect(&**addr as *const _),
             x => panic!("Unexpected source type for connect: {:?}", x),
         };
         queue_request_into_ring(
@@ -1857,7 +1873,7 @@ impl Reactor {
 
     pub(crate) fn accept(&self, source: &Source) {
         let op = match &mut *source.source_type_mut() {
-            SourceType::Accept(addr) => UringOpDescriptor::Accept(addr as *mut SockAddrStorage),
+            SourceType::Accept(addr) => UringOpDescriptor::Accept(&mut **addr as *mut SockAddrStorage),
             x => panic!("Unexpected source type for accept: {:?}", x),
         };
         queue_request_into_ring(
@@ -2342,7 +2358,7 @@ impl Reactor {
                 PollableStatus::NonPollable(_) => self.main_ring.borrow_mut(),
             },
             SourceType::SockRecv(_)
-            | SourceType::SockRecvMsg(_, _, _, _)
+            | SourceType::SockRecvMsg(_)
             | SourceType::Accept(_)
             | SourceType::Connect(_) => self.latency_ring.borrow_mut(),
             SourceType::Invalid => {
