@@ -47,7 +47,7 @@ use latch::{Latch, LatchState};
 use log::warn;
 pub use placement::{CpuSet, Placement, PoolPlacement};
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::{hash_map::Entry, BinaryHeap},
     fmt,
     future::Future,
@@ -1133,6 +1133,8 @@ pub struct LocalExecutor {
     id: usize,
     reactor: Rc<reactor::Reactor>,
     stall_detector: RefCell<Option<StallDetector>>,
+    /// WEFT PATCH: the time last read by the run loop; see [`ExecutorProxy::recent_time`].
+    recent_time: Cell<Instant>,
 }
 
 impl LocalExecutor {
@@ -1195,6 +1197,7 @@ impl LocalExecutor {
                     .map(|x| StallDetector::new(id, x))
                     .transpose()?,
             ),
+            recent_time: Cell::new(Instant::now()),
         })
     }
 
@@ -1369,6 +1372,7 @@ impl LocalExecutor {
 
         let time = {
             let now = Instant::now();
+            self.recent_time.set(now);
             let mut queue_ref = queue.borrow_mut();
             queue_ref.prepare_to_run(now);
             self.reactor
@@ -1399,6 +1403,9 @@ impl LocalExecutor {
                     drop(queue_ref);
                     r.run();
                     tasks_executed_this_loop += 1;
+                    if tasks_executed_this_loop % RECENT_TIME_TASKS == 0 {
+                        self.recent_time.set(Instant::now());
+                    }
                 } else {
                     break;
                 }
@@ -1551,6 +1558,7 @@ impl LocalExecutor {
                         }
                         // reset the timer for deduct spin loop time
                         pre_time = Instant::now();
+                        this.recent_time.set(pre_time);
                     }
                 }
             }
@@ -2121,12 +2129,33 @@ pub unsafe fn spawn_scoped_local_into<'a, T>(
     executor().spawn_scoped_local_into(future, handle)
 }
 
+/// WEFT PATCH: how many task polls [`ExecutorProxy::recent_time`] may lag by.
+const RECENT_TIME_TASKS: u64 = 16;
+
 /// A proxy struct to the underlying [`LocalExecutor`]. It is accessible from
 /// anywhere within a Glommio context using [`executor()`].
 #[derive(Debug)]
 pub struct ExecutorProxy {}
 
 impl ExecutorProxy {
+    /// WEFT PATCH: a recent time, without reading the clock: the executor reads it anyway
+    /// when it wakes from a park and when a task queue starts running, and refreshes it
+    /// every 16 task polls. So it is never older than the start of the last 16 task polls
+    /// on this executor. Good for stamps that tolerate that (idle and
+    /// stall timers, statistics); use [`Instant::now`] where a precise time matters.
+    pub fn recent_time(&self) -> Instant {
+        #[cfg(not(feature = "native-tls"))]
+        return LOCAL_EX.with(|local_ex| local_ex.recent_time.get());
+
+        #[cfg(feature = "native-tls")]
+        return unsafe {
+            LOCAL_EX
+                .as_ref()
+                .map(|ex| ex.recent_time.get())
+                .unwrap_or_else(Instant::now)
+        };
+    }
+
     /// WEFT PATCH: the io_uring set-up features this executor's main ring (the one sockets
     /// use) got: those asked for ([`LocalExecutorBuilder::ring_setup`]) that the kernel has.
     pub fn ring_setup(&self) -> RingSetup {
