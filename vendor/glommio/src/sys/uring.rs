@@ -508,7 +508,7 @@ fn record_stats<Ring: UringCommon>(
 ) {
     // WEFT PATCH: see `queue_request_into_ring`: no clock for sources without statistics.
     if src.stats_collection.is_some() {
-        src.wakers.fulfilled_at = Some(Instant::now());
+        src.wakers.times_mut().fulfilled_at = Some(Instant::now());
     }
     if let Some(fulfilled) = src.stats_collection.and_then(|x| x.fulfilled) {
         fulfilled(res, ring.io_stats_mut(), 1);
@@ -579,7 +579,7 @@ fn extract_one_chain(
 /// `queue_request_into_ring`.
 fn dispatch(src: &mut InnerSource) -> EnqueuedStatus {
     if src.stats_collection.is_some() {
-        src.wakers.submitted_at = Some(Instant::now());
+        src.wakers.times_mut().submitted_at = Some(Instant::now());
     }
     let current = src.enqueued.as_mut().expect("bug");
     match current.status {
@@ -2419,7 +2419,7 @@ fn queue_request_into_ring(
     {
         let mut inner = source.inner.borrow_mut();
         if inner.stats_collection.is_some() {
-            inner.wakers.queued_at = Some(Instant::now());
+            inner.wakers.times_mut().queued_at = Some(Instant::now());
         }
     }
     let q = ring.submission_queue();
