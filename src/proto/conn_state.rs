@@ -127,7 +127,7 @@ enum Step {
 }
 
 /// A deadline, as the settling step sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Deadline {
     Idle,
     Stall,
@@ -464,11 +464,10 @@ impl ConnState {
             .filter(|_| pending)
             .map(|d| (self.last_progress + d, Deadline::Stall));
         let protocol = protocol.map(|at| (at, Deadline::Protocol));
-        // The first of equal deadlines wins: idle, then stall, then the protocol's.
-        let earliest = [idle, stall, protocol]
-            .into_iter()
-            .flatten()
-            .min_by_key(|(at, _)| *at);
+        // The first of equal deadlines wins: idle, then stall, then the protocol's. (Straight
+        // comparisons: `min_by_key` over a flattened array was 3% of a shard's user time at
+        // echo depth 1, where the stall watch runs every round.)
+        let earliest = earlier(earlier(idle, stall), protocol);
         match earliest {
             Some((at, Deadline::Idle)) if at <= now => self.close(CloseReason::IdleTimeout),
             Some((at, Deadline::Stall)) if at <= now => self.close(CloseReason::WriteStall),
@@ -488,6 +487,16 @@ impl ConnState {
         self.timeout = timeout;
         self.step = Step::Wait;
         Action::Wait
+    }
+}
+
+/// The earlier of two deadlines, `a` when they are equal.
+#[inline]
+fn earlier(a: Option<(Instant, Deadline)>, b: Option<(Instant, Deadline)>) -> Option<(Instant, Deadline)> {
+    match (a, b) {
+        (Some(a), Some(b)) if b.0 < a.0 => Some(b),
+        (None, b) => b,
+        (a, _) => a,
     }
 }
 
@@ -1348,6 +1357,19 @@ mod tests {
 
     /// A timer that fires before any deadline does what a plain wake-up does (a new round
     /// that finds nothing to do), and leaves the deadline as it was.
+    #[test]
+    fn the_earliest_deadline_wins_and_the_first_of_equal_ones() {
+        use Deadline::{Idle, Stall};
+        let t = Instant::now();
+        let later = t + Duration::from_secs(1);
+        assert_eq!(earlier(None, None), None);
+        assert_eq!(earlier(Some((t, Idle)), None), Some((t, Idle)));
+        assert_eq!(earlier(None, Some((t, Stall))), Some((t, Stall)));
+        assert_eq!(earlier(Some((later, Idle)), Some((t, Stall))), Some((t, Stall)));
+        assert_eq!(earlier(Some((t, Idle)), Some((later, Stall))), Some((t, Idle)));
+        assert_eq!(earlier(Some((t, Idle)), Some((t, Stall))), Some((t, Idle)));
+    }
+
     #[test]
     fn spurious_timers_change_nothing() {
         let states = [
