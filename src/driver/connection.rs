@@ -116,8 +116,10 @@ impl<P: Protocol> Connection<P> {
         r
     }
 
-    /// Carries out the machine's actions until it waits or the connection ends. The clock is
-    /// read only when the machine asks for it (or the timer fires), at most once a round.
+    /// Carries out the machine's actions until it waits or the connection ends. The time is
+    /// taken only when the machine asks for it, at most once a round, and then from the
+    /// executor's recent time; the clock itself is read only for the timer (when it fires, or
+    /// is armed in a round that took no time).
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         let Some(stream) = self.stream.as_mut() else {
             return Poll::Ready(CloseReason::Shutdown);

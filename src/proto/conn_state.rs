@@ -1355,8 +1355,8 @@ mod tests {
         steps: &'a [Do],
     }
 
-    /// A timer that fires before any deadline does what a plain wake-up does (a new round
-    /// that finds nothing to do), and leaves the deadline as it was.
+    /// Of two deadlines the earlier is acted on, and of equal ones the first (idle before
+    /// stall before the protocol's).
     #[test]
     fn the_earliest_deadline_wins_and_the_first_of_equal_ones() {
         use Deadline::{Idle, Stall};
@@ -1370,6 +1370,8 @@ mod tests {
         assert_eq!(earlier(Some((t, Idle)), Some((t, Stall))), Some((t, Idle)));
     }
 
+    /// A timer that fires before any deadline does what a plain wake-up does (a new round
+    /// that finds nothing to do), and leaves the deadline as it was.
     #[test]
     fn spurious_timers_change_nothing() {
         let states = [

@@ -270,14 +270,21 @@ extern crate lazy_static;
 #[macro_use(defer)]
 extern crate scopeguard;
 
-/// Call [`Waker::wake()`] and log to `error` if panicked.
+/// Call [`Waker::wake()`] (WEFT PATCH: or, with `by_ref`, [`Waker::wake_by_ref()`]) and log
+/// to `error` if panicked.
 macro_rules! wake {
-    ($waker:expr $(,)?) => {
+    (@guarded $call:expr) => {
         use log::error;
 
-        if let Err(x) = std::panic::catch_unwind(|| $waker.wake()) {
+        if let Err(x) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $call)) {
             error!("Panic while calling waker! {x:?}");
         }
+    };
+    (by_ref $waker:expr) => {
+        wake!(@guarded $waker.wake_by_ref())
+    };
+    ($waker:expr $(,)?) => {
+        wake!(@guarded $waker.wake())
     };
 }
 

@@ -233,13 +233,15 @@ impl Reactor {
     }
 
     /// WEFT PATCH: submits a send of a copy of `bytes` on `source`, made by
-    /// [`send_copy`](Self::send_copy) and completed: its buffer, waker and allocation serve
-    /// again.
+    /// [`send_copy`](Self::send_copy), completed and its result taken: its buffer, waker and
+    /// allocation serve again.
     pub(crate) fn send_copy_again(&self, source: &Source, bytes: &[u8]) {
-        source.reset_for_reuse();
-        if let SourceType::SockSendCopy(copy) = &mut *source.source_type_mut() {
-            copy.clear();
-            copy.extend_from_slice(bytes);
+        match &mut *source.source_type_mut() {
+            SourceType::SockSendCopy(copy) => {
+                copy.clear();
+                copy.extend_from_slice(bytes);
+            }
+            other => unreachable!("not a send source: {other:?}"),
         }
         self.sys.send_copy(source);
     }
@@ -262,6 +264,7 @@ impl Reactor {
                 SourceType::SockRecvMulti(sys::MultiRecv::new(ring)),
                 None,
             );
+            source.keep_waiters();
             self.sys.recv_multi(&source, group);
             return Some(source);
         }

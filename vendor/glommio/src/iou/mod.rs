@@ -426,7 +426,7 @@ impl Drop for IoUring {
 unsafe impl Send for IoUring {}
 unsafe impl Sync for IoUring {}
 
-fn resultify(x: i32) -> io::Result<u32> {
+pub(crate) fn resultify(x: i32) -> io::Result<u32> {
     match x >= 0 {
         true => Ok(x as u32),
         false => Err(io::Error::from_raw_os_error(-x)),

@@ -306,11 +306,10 @@ pub(crate) struct NonBufferedStream<S> {
     source_rx: Option<Source>,
     /// WEFT PATCH: the receive into a provided buffer in flight.
     source_sel: Option<Source>,
-    /// WEFT PATCH: the source of sends through the ring: the send in flight while
-    /// `send_in_flight`, otherwise the last one's, kept with its buffer (when small) and its
-    /// waker for the next send.
+    /// WEFT PATCH: the source of sends through the ring: the send in flight while it is in
+    /// the ring or its result is not taken, otherwise the last one's, kept with its buffer
+    /// (when small) and its waker for the next send.
     source_send: Option<Source>,
-    send_in_flight: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -468,20 +467,20 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// A stream's sends share one source: the next send refills the last one's (no
     /// allocation, and the waker it kept is the task's, so no clone either).
     pub(crate) fn poll_write_ring(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.send_in_flight {
-            let source = self.source_send.as_ref().expect("a send in flight has a source");
-            let Some(result) = source.result() else {
+        if let Some(source) = self.source_send.as_ref() {
+            if source.in_ring() {
                 source.add_waiter_single(cx.waker());
                 return Poll::Pending;
-            };
-            self.send_in_flight = false;
-            // Keep a small buffer for the next send; give a large one back.
-            if let SourceType::SockSendCopy(copy) = &mut *source.source_type_mut() {
-                if copy.capacity() > RING_SEND_SPARE {
-                    *copy = Vec::new();
-                }
             }
-            return Poll::Ready(result);
+            if let Some(result) = source.take_result() {
+                // Keep a small buffer for the next send; give a large one back.
+                if let SourceType::SockSendCopy(copy) = &mut *source.source_type_mut() {
+                    if copy.capacity() > RING_SEND_SPARE {
+                        *copy = Vec::new();
+                    }
+                }
+                return Poll::Ready(result);
+            }
         }
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -497,7 +496,6 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         };
         source.add_waiter_single(cx.waker());
         self.source_send = Some(source);
-        self.send_in_flight = true;
         Poll::Pending
     }
 
@@ -571,7 +569,6 @@ where
             source_rx: None,
             source_sel: None,
             source_send: None,
-            send_in_flight: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

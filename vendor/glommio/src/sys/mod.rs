@@ -597,18 +597,11 @@ impl Wakers {
         }
     }
 
-    /// WEFT PATCH: wakes the waiters and keeps them registered, for a source that completes
-    /// again and again (a multishot receive) and is waited on by one stream's task: its
-    /// next `add_waiter_single` finds the same waker, so a completion costs no waker clone
-    /// and drop. A completion that arrives while the task does not read (flow control)
-    /// wakes it for nothing, at most `MultiRecv::MAX_READY` times before the reactor stops
-    /// the receive.
+    /// WEFT PATCH: wakes the waiters and keeps them registered (see
+    /// `InnerSource::keep_waiters`).
     pub(super) fn wake_waiters_kept(&self) -> bool {
         for x in &self.waiters {
-            let wake = std::panic::AssertUnwindSafe(|| x.wake_by_ref());
-            if let Err(e) = std::panic::catch_unwind(wake) {
-                log::error!("Panic while calling waker! {e:?}");
-            }
+            wake!(by_ref x);
         }
         !self.waiters.is_empty()
     }

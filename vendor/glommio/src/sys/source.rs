@@ -239,12 +239,26 @@ pub(crate) struct InnerSource {
 
     pub(crate) task_queue: Option<TaskQueueHandle>,
 
-    /// WEFT PATCH: a completion wakes the waiters and keeps them registered (see
-    /// `Wakers::wake_waiters_kept`): set for a stream's sends, whose source serves again.
+    /// WEFT PATCH: a completion wakes the waiters and keeps them registered, for a source
+    /// that completes again and again and is waited on by one stream's task (a multishot
+    /// receive, a stream's reused send source): the task's next `add_waiter_single` finds
+    /// the same waker, so a completion costs no waker clone and drop. A receive completion
+    /// that arrives while the task does not read (flow control) wakes it for nothing, at
+    /// most `MultiRecv::MAX_READY` times before the reactor stops the receive.
     pub(crate) keep_waiters: bool,
 }
 
 impl InnerSource {
+    /// WEFT PATCH: wakes the tasks waiting for this source's completion, keeping them
+    /// registered if [`keep_waiters`](Self::keep_waiters) is set; whether there were any.
+    pub(crate) fn wake_waiters(&mut self) -> bool {
+        if self.keep_waiters {
+            self.wakers.wake_waiters_kept()
+        } else {
+            self.wakers.wake_waiters()
+        }
+    }
+
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
     }
@@ -295,12 +309,11 @@ impl Source {
         self.inner.borrow_mut().keep_waiters = true;
     }
 
-    /// WEFT PATCH: makes a completed source ready to be submitted again: its result goes; its
-    /// type, waiters and allocation stay.
-    pub(crate) fn reset_for_reuse(&self) {
-        let mut inner = self.inner.borrow_mut();
-        debug_assert!(inner.enqueued.is_none(), "a source in the ring is not reused");
-        inner.wakers.result = None;
+    /// WEFT PATCH: takes the result of a completed operation: `None` while it is in the ring,
+    /// and once taken, so that a source submitted again (a stream's send source) starts
+    /// without one.
+    pub(crate) fn take_result(&self) -> Option<io::Result<usize>> {
+        self.inner.borrow_mut().wakers.result.take()
     }
 
     pub(crate) fn set_timeout(&self, d: Duration) -> Option<Duration> {

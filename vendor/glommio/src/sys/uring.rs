@@ -478,11 +478,7 @@ fn fill_sqe<F>(
 /// WEFT PATCH: a CQE's raw result as [`transmute_error`] reads it (for completions kept
 /// raw, such as a multishot receive's queue).
 pub(crate) fn cqe_result(raw: i32) -> io::Result<usize> {
-    transmute_error(if raw < 0 {
-        Err(io::Error::from_raw_os_error(-raw))
-    } else {
-        Ok(raw as u32)
-    })
+    transmute_error(crate::iou::resultify(raw))
 }
 
 fn transmute_error(res: io::Result<u32>) -> io::Result<usize> {
@@ -637,7 +633,7 @@ where
                         cancel = src.enqueued.as_ref().map(|e| e.queue.clone());
                     }
                 }
-                (src.wakers.wake_waiters_kept(), cancel)
+                (src.wake_waiters(), cancel)
             });
             if let Some(queue) = cancel {
                 queue.borrow_mut().cancel_request(id);
@@ -672,11 +668,7 @@ where
             let res = Some(post_process(src.borrow_mut(), transmute_error(result)));
             let mut inner_source = src.borrow_mut();
             inner_source.wakers.result = res;
-            woke = if inner_source.keep_waiters {
-                inner_source.wakers.wake_waiters_kept()
-            } else {
-                inner_source.wakers.wake_waiters()
-            };
+            woke = inner_source.wake_waiters();
         }
         return Some(Consumed { woke, ended: true });
     }
