@@ -59,22 +59,19 @@ one() {
   counters_end
   wait "$load" || true
   stop_server
+  # Per request as bench/run.sh counts it (report.py reads the load's JSON and the counters).
   python3 - "$name" "$out" "$counters" "$window" "$samples" >>"$DIR/rows" <<'EOF'
-import json, sys
-name, out, counters, window, samples = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
-rps = json.load(open(out))["rps"]
-c = {}
-for line in open(counters):
-    f = line.strip().split(",")
-    if line.startswith("window"):
-        user, sys_, hz = int(f[1]), int(f[2]), int(f[3])
-    elif len(f) > 2 and f[0].replace(".", "").isdigit():
-        c[f[2]] = float(f[0])
-n = rps * window
-share = user / (user + sys_) if user + sys_ else 0
-user_us = "%.3f" % (int(samples) / 20000 / n * 1e6) if samples != "-" else "-"
-print(name, rps, c.get("task-clock", 0) * 1e3 / n, c.get("syscalls:sys_enter_io_uring_enter", 0) / n,
-      c.get("raw_syscalls:sys_enter", 0) / n, share, user_us)
+import sys
+sys.path.insert(0, "bench")
+import report
+name, out, counters, window, samples = sys.argv[1:]
+with open(out) as f:
+    row = {"m": report.parse_json(f.read()), "counters": report.parse_counters(counters)}
+report.per_request(row)
+x, rps = row["m"]["extra"], row["m"]["rps"]
+user_us = "%.3f" % (int(samples) / 20000 / (rps * float(window)) * 1e6) if samples != "-" else "-"
+keys = ("cpu_us_per_req", "uring_per_req", "syscalls_per_req", "user_share")
+print(name, rps, *(x.get(k, "nan") for k in keys), user_us)
 EOF
 }
 
