@@ -189,8 +189,9 @@ impl Protocol for RecProto {
     }
 
     fn data_received(&mut self, data: &[u8], t: &Transport) {
-        self.log.push(Ev::Data);
+        // The bytes first: a test that waits for the event then reads them must find them.
         self.log.received.lock().unwrap().extend_from_slice(data);
+        self.log.push(Ev::Data);
         self.got += data.len();
         if self.got >= self.expect {
             t.lose_connection();
