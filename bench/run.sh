@@ -41,7 +41,7 @@ declare -A ABOUT=(
   [storm]="accept storm of BENCH_STORM_RATE connections/s while 50 established clients ping"
   [shard-calls]="weft's cross-shard calls (submit_to) between two shards: round trip and throughput"
   [kv]="weft serve --proto kv against redis-server with redis-benchmark -P 1 and -P 16, and memory per key"
-  [tls]="HTTP over TLS 1.3 (ECDSA P-256) against nginx with the same certificate: wrk -c50 keep-alive and full handshakes/s"
+  [tls]="HTTP over TLS 1.3 (ECDSA P-256) against nginx with the same certificate: keep-alive, resumed and full handshakes/s, with wrk and with weft load as the client"
 )
 if [[ ${1:-} == --list || ${1:-} == -h || ${1:-} == --help ]]; then
   sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
@@ -297,8 +297,9 @@ if wanted tls; then
       echo "## TLS: weft serve --proto http --tls-cert against nginx ssl"
       echo
       echo "\`bench/tls.sh\`: one ECDSA P-256 certificate for both, each server alone on core $SERVER_CORE"
-      echo "(nginx one worker, weft one shard), \`wrk -t1 -c50\` on core $LOAD_CORE, ${D}s runs after a 1 s"
-      echo "warm-up, medians of $ROUNDS. Full handshakes: \`-H 'Connection: close'\` (a new connection per request)."
+      echo "(nginx one worker, weft one shard), the client (\`wrk -t1 -c50\` or \`weft load --conns 50\`) on core"
+      echo "$LOAD_CORE, ${D}s runs after a 1 s warm-up, medians of $ROUNDS. Handshakes: a new connection per request"
+      echo "(\`Connection: close\`); both clients resume the session of an earlier connection unless \`--tls-no-resume\`."
       echo
       BENCH_SERVER_CORE=$SERVER_CORE BENCH_LOAD_CORE=$LOAD_CORE BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$D bench/tls.sh
     } >> "$OUT"

@@ -2,33 +2,40 @@
 # weft serve --proto http over TLS against nginx with the same certificate, as Markdown on
 # stdout.
 #
-#   bench/tls.sh                # server on core 0, wrk on core 1
+#   bench/tls.sh                # server on core 0, the client on core 1
 #
 # One ECDSA P-256 certificate (made here with openssl) for both servers, each alone on
-# BENCH_SERVER_CORE (default 0; nginx one worker, weft one shard), wrk on BENCH_LOAD_CORE
+# BENCH_SERVER_CORE (default 0; nginx one worker, weft one shard), the client (wrk or weft load) on BENCH_LOAD_CORE
 # (default 1), BENCH_ROUNDS rounds alternating servers, medians reported:
 #   - keep-alive: `wrk -t1 -c50` over plain HTTP and over https (TLS 1.3, the client's
 #     default), and the TLS/plaintext ratio of each server;
-#   - full handshakes: `wrk -t1 -c50 -H "Connection: close"`, a new connection and a full
-#     handshake per request (wrk keeps no session to resume).
-# BENCH_DURATION seconds per run (default 5), after a 1 s wrk warm-up; BENCH_MODES picks the
-# runs (default "plain tls handshake"), BENCH_WEFT_ARGS adds flags to weft's command line
-# (e.g. "--spin-before-park 200us"), BENCH_WEFT runs another weft binary. A second table
-# gives, per mode, the server's CPU per request (user + system of its processes, /proc),
-# wrk's (its rusage) and both cores' busy shares (/proc/stat): with the load core near 100%
-# wrk is the bottleneck, and the server's CPU per request is the comparison that means
-# something. Needs nginx, wrk and openssl (Debian), and a built weft.
+#   - handshake: `wrk -t1 -c50 -H "Connection: close"`, a new connection and a handshake per
+#     request; wrk's OpenSSL resumes the session of the connection's previous handshake
+#     (TLS 1.3 ticket), so these are resumed handshakes;
+#   - keep, resume and full: `weft load --conns 50` (rustls) as the client instead: TLS
+#     keep-alive; `--new-conn-per-request`, resuming sessions as wrk does; and with
+#     `--tls-no-resume` as well, a full handshake (certificate, signature, key exchange) per
+#     request. A client that costs its core less than wrk shows the servers' own limits.
+# BENCH_DURATION seconds per run (default 5), after a 1 s warm-up with the same client;
+# BENCH_MODES picks the runs (default "plain tls keep handshake resume full"), BENCH_WEFT_ARGS
+# adds flags to weft's command line (e.g. "--spin-before-park 200us"), BENCH_WEFT runs
+# another weft binary (the `weft load` client is always target/release/weft). A second table
+# gives, per mode, the server's CPU per request (user + system of its processes, /proc), the
+# client's (its rusage) and both cores' busy shares (/proc/stat): with the load core near
+# 100% the client is the bottleneck, and the server's CPU per request is the comparison that
+# means something. Needs nginx, wrk and openssl (Debian), and a built weft.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-MODES=${BENCH_MODES:-plain tls handshake}
+MODES=${BENCH_MODES:-plain tls keep handshake resume full}
 SERVER_CORE=${BENCH_SERVER_CORE:-0}
 LOAD_CORE=${BENCH_LOAD_CORE:-1}
 ROUNDS=${BENCH_ROUNDS:-3}
 D=${BENCH_DURATION:-5}
 PORT=${BENCH_PORT:-19500}
 WEFT=${BENCH_WEFT:-target/release/weft}
+LOAD=target/release/weft
 DIR=$(pwd)/target/bench-raw/tls
 mkdir -p "$DIR/logs"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
@@ -85,69 +92,94 @@ wait_port() {
 }
 # seconds "XmY.YYYs" -> seconds (the format of bash's `times`)
 seconds() { awk -v t="$1" 'BEGIN { split(t, a, "m"); sub("s", "", a[2]); print a[1] * 60 + a[2] }'; }
-# rps name mode port -> "req/s server-µs/req wrk-µs/req server-core-busy% load-core-busy%"
-# (mode: plain, tls, handshake)
+# client mode port seconds: runs the mode's client on the load core (wrk, or weft load for
+# resume and full); its report on stdout.
+client() {
+  local url=https://127.0.0.1:$2/
+  case $1 in
+    plain) taskset -c "$LOAD_CORE" wrk -t1 -c50 "-d$3s" "http://127.0.0.1:$2/" ;;
+    tls) taskset -c "$LOAD_CORE" wrk -t1 -c50 "-d$3s" "$url" ;;
+    handshake) taskset -c "$LOAD_CORE" wrk -t1 -c50 "-d$3s" -H "Connection: close" "$url" ;;
+    keep | resume | full)
+      local extra=()
+      [[ $1 == resume ]] && extra=(--new-conn-per-request)
+      [[ $1 == full ]] && extra=(--new-conn-per-request --tls-no-resume)
+      taskset -c "$LOAD_CORE" "$LOAD" load --target "$url" --tls-insecure --conns 50 \
+        --cores "$LOAD_CORE," --duration "$3s" "${extra[@]}" 2>&1 ;;
+  esac
+}
+# rps name mode port -> "req/s server-µs/req client-µs/req server-core-busy% load-core-busy%"
 rps() {
-  local name=$1 mode=$2 port=$3 pid scheme=https extra=()
-  [[ $mode == plain ]] && scheme=http
-  [[ $mode == handshake ]] && extra=(-H "Connection: close")
+  local name=$1 mode=$2 port=$3 pid
   pid=$(start "$name" "$port" "$([[ $mode == plain ]] && echo 0 || echo 1)")
   wait_port "$port"
-  taskset -c "$LOAD_CORE" wrk -t1 -c50 -d1s "${extra[@]}" "$scheme://127.0.0.1:$port/" >/dev/null 2>&1 || true
+  client "$mode" "$port" 1 >/dev/null 2>&1 || true
   local out p0 p1 s0 st0 s1 st1 l0 lt0 l1 lt1
   p0=$(proc_ticks "$pid")
   read -r s0 st0 < <(core_ticks "$SERVER_CORE")
   read -r l0 lt0 < <(core_ticks "$LOAD_CORE")
-  # `times` in this subshell: its children's CPU, that is wrk's.
-  out=$(taskset -c "$LOAD_CORE" wrk -t1 -c50 "-d${D}s" "${extra[@]}" "$scheme://127.0.0.1:$port/" 2>&1; times)
+  # `times` in this subshell: its children's CPU, that is the client's.
+  out=$(client "$mode" "$port" "$D" 2>&1; times)
   p1=$(proc_ticks "$pid")
   read -r s1 st1 < <(core_ticks "$SERVER_CORE")
   read -r l1 lt1 < <(core_ticks "$LOAD_CORE")
   stop "$pid"
-  echo "$name $mode: $out" >>"$DIR/wrk.log"
-  local children wrk_s
+  echo "$name $mode: $out" >>"$DIR/client.log"
+  local children client_s
   children=$(echo "$out" | tail -n 1)
-  wrk_s=$(awk -v u="$(seconds "${children% *}")" -v s="$(seconds "${children#* }")" 'BEGIN { print u + s }')
-  echo "$out" | awk -v p=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" -v w="$wrk_s" \
+  client_s=$(awk -v u="$(seconds "${children% *}")" -v s="$(seconds "${children#* }")" 'BEGIN { print u + s }')
+  # wrk: "N requests in ...", "Requests/sec: R"; weft load: "requests    N = R req/s".
+  echo "$out" | awk -v p=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" -v c="$client_s" \
       -v s=$((s1 - s0)) -v st=$((st1 - st0)) -v l=$((l1 - l0)) -v lt=$((lt1 - lt0)) '
     / requests in / { n = $1 }
     /^Requests\/sec:/ { r = $2 }
-    END { printf "%s %.1f %.1f %.0f %.0f\n", r, (n ? 1e6 * p / hz / n : 0), (n ? 1e6 * w / n : 0),
+    /^requests / { n = $2; r = $4 }
+    END { printf "%s %.1f %.1f %.0f %.0f\n", r, (n ? 1e6 * p / hz / n : 0), (n ? 1e6 * c / n : 0),
           (st ? 100 * s / st : 0), (lt ? 100 * l / lt : 0) }'
 }
 
-# runs[name.mode.metric]: one figure per round; metrics rps, srv (server µs/request), wrk
-# (wrk µs/request), sb and lb (server and load core busy %).
+# runs[name.mode.metric]: one figure per round; metrics rps, srv (server µs/request), cli
+# (client µs/request), sb and lb (server and load core busy %).
 declare -A runs
 for _ in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do
     for name in weft nginx; do
       PORT=$((PORT + 1))
-      read -r r srv wrk sb lb < <(rps "$name" "$mode" "$PORT")
-      runs[$name.$mode.rps]+="$r " runs[$name.$mode.srv]+="$srv " runs[$name.$mode.wrk]+="$wrk "
+      read -r r srv cli sb lb < <(rps "$name" "$mode" "$PORT")
+      runs[$name.$mode.rps]+="$r " runs[$name.$mode.srv]+="$srv " runs[$name.$mode.cli]+="$cli "
       runs[$name.$mode.sb]+="$sb " runs[$name.$mode.lb]+="$lb "
     done
   done
 done
 # m key: the median of a figure, or nothing for a mode not run (shown as "-").
 m() { [[ -n ${runs[$1]:-} ]] && printf '%s\n' ${runs[$1]} | median || true; }
-echo "| wrk -t1 -c50, one server core | plaintext req/s | TLS 1.3 keep-alive req/s | TLS/plaintext | full handshakes/s (Connection: close) |"
-echo "|---|---:|---:|---:|---:|"
-for name in weft nginx; do
-  awk -v n="$name" -v p="$(m "$name.plain.rps")" -v t="$(m "$name.tls.rps")" -v h="$(m "$name.handshake.rps")" '
-    function f(x) { return x == "" ? "-" : sprintf("%.0f", x) }
-    BEGIN { printf "| %s | %s | %s | %s | %s |\n", n, f(p), f(t), (p && t ? sprintf("%.2f", t/p) : "-"), f(h) }'
+# what mode -> the row's label and client.
+what() {
+  case $1 in
+    plain) echo "plaintext keep-alive | wrk" ;;
+    tls) echo "TLS 1.3 keep-alive | wrk" ;;
+    keep) echo "TLS 1.3 keep-alive | weft load" ;;
+    handshake) echo "handshakes, resumed | wrk -H 'Connection: close'" ;;
+    resume) echo "handshakes, resumed | weft load --new-conn-per-request" ;;
+    full) echo "full handshakes | weft load --new-conn-per-request --tls-no-resume" ;;
+  esac
+}
+echo "| one server core, 50 connections | client | weft req/s | nginx req/s | weft / nginx |"
+echo "|---|---|---:|---:|---:|"
+for mode in $MODES; do
+  awk -v what="$(what "$mode")" -v w="$(m "weft.$mode.rps")" -v n="$(m "nginx.$mode.rps")" '
+    BEGIN { printf "| %s | %.0f | %.0f | %s |\n", what, w, n, (w && n ? sprintf("%.2fx", w/n) : "-") }'
 done
-awk -v wt="$(m weft.tls.rps)" -v nt="$(m nginx.tls.rps)" -v wh="$(m weft.handshake.rps)" -v nh="$(m nginx.handshake.rps)" '
-  function r(a, b) { return a && b ? sprintf("%.2fx", a/b) : "-" }
-  BEGIN { printf "| weft / nginx | | %s | | %s |\n", r(wt, nt), r(wh, nh) }'
+awk -v wp="$(m weft.plain.rps)" -v wt="$(m weft.tls.rps)" -v np="$(m nginx.plain.rps)" -v nt="$(m nginx.tls.rps)" '
+  function r(a, b) { return a && b ? sprintf("%.2f", a/b) : "-" }
+  BEGIN { if (wp && wt) printf "| TLS / plaintext keep-alive | wrk | %s | %s | |\n", r(wt, wp), r(nt, np) }'
 echo
-echo "| medians | server | req/s | server CPU µs/request | wrk CPU µs/request | server core busy | wrk core busy |"
+echo "| medians | server | req/s | server CPU µs/request | client CPU µs/request | server core busy | client core busy |"
 echo "|---|---|---:|---:|---:|---:|---:|"
 for mode in $MODES; do
   for name in weft nginx; do
     printf '| %s | %s | %.0f | %s | %s | %s%% | %s%% |\n' "$mode" "$name" "$(m "$name.$mode.rps")" \
-      "$(m "$name.$mode.srv")" "$(m "$name.$mode.wrk")" "$(m "$name.$mode.sb")" "$(m "$name.$mode.lb")"
+      "$(m "$name.$mode.srv")" "$(m "$name.$mode.cli")" "$(m "$name.$mode.sb")" "$(m "$name.$mode.lb")"
   done
   awk -v m="$mode" -v w="$(m "weft.$mode.srv")" -v n="$(m "nginx.$mode.srv")" 'BEGIN {
     printf "| %s | weft / nginx, server CPU per request | | %.2fx | | | |\n", m, (n ? w/n : 0) }'

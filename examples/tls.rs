@@ -112,8 +112,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     server.shutdown();
     let report = server.join()?;
     println!(
-        "server: {} TLS handshake(s) ok, {} connection(s) served",
+        "server: {} full TLS handshake(s), {} resumed, {} connection(s) served",
         report.total().tls_handshakes_for("ok"),
+        report.total().tls_handshakes_for("resumed"),
         report.total().accepted
     );
     std::fs::remove_dir_all(&dir)?;

@@ -96,7 +96,7 @@ fn serve_tls(pki: &Pki, proto: &str, args: &[&str]) -> (Weft, SocketAddr, Socket
 }
 
 /// The value of a metric line that starts with `series` (summed over shards), waiting up to
-/// 3 s for it to reach at least `at_least` (metrics are reported every 100 ms).
+/// 3 s for it to reach at least `at_least` (shards report their metrics every second).
 fn metric_at_least(metrics: SocketAddr, series: &str, at_least: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -113,6 +113,21 @@ fn metric_at_least(metrics: SocketAddr, series: &str, at_least: u64) -> u64 {
             return value;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The value of a metric line that starts with `series` once it has stopped changing: the
+/// same in two reads 1.1 s apart (shards report every second), within 6 s.
+fn settled(metrics: SocketAddr, series: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut last = metric_at_least(metrics, series, 0);
+    loop {
+        std::thread::sleep(Duration::from_millis(1100));
+        let now = metric_at_least(metrics, series, 0);
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
     }
 }
 
@@ -493,6 +508,60 @@ fn own_client_and_reload_under_load() {
         doc["errors"]["total"].as_u64(),
         Some(0),
         "no failed request across the reloads: {doc}"
+    );
+}
+
+#[test]
+fn full_and_resumed_handshakes_are_counted_apart() {
+    // `weft load --tls-no-resume` makes a full handshake for every connection; without it,
+    // each new connection resumes the session its predecessor was given a ticket for.
+    let _serial = util::serial();
+    let pki = Pki::new("tls-kinds");
+    let (_w, addr, metrics) = serve_tls(&pki, "http", &[]);
+    let ca = pki.ca_file();
+    let target = format!("https://localhost:{}/", addr.port());
+    let requests = |extra: &[&str], name: &str| -> u64 {
+        let json = pki.dir.file(name);
+        let mut args = vec![
+            "load",
+            "--target",
+            &target,
+            "--tls-ca",
+            &ca,
+            "--conns",
+            "1",
+            "--duration",
+            "1s",
+            "--new-conn-per-request",
+            "--json",
+            &json,
+        ];
+        args.extend_from_slice(extra);
+        let out = util::output_within(util::weft(&args), Duration::from_secs(10));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let doc = util::read_json(&json);
+        assert_eq!(doc["errors"]["total"].as_u64(), Some(0), "{doc}");
+        doc["requests"].as_u64().unwrap_or(0)
+    };
+    let full = requests(&["--tls-no-resume"], "full.json");
+    assert!(full >= 5, "{full} requests");
+    // Every handshake of the run counted (a connection the run's end cut off included).
+    let ok = settled(metrics, "weft_tls_handshakes_total{shard=\"0\",result=\"ok\"}");
+    assert!(ok >= full, "{ok} full handshakes for {full} requests");
+    assert_eq!(
+        handshakes(metrics, "resumed", 0),
+        0,
+        "--tls-no-resume resumed nothing"
+    );
+
+    let n = requests(&[], "resumed.json");
+    assert!(n >= 5, "{n} requests");
+    let resumed = handshakes(metrics, "resumed", n - 1);
+    assert!(resumed >= n - 1, "{resumed} resumed handshakes for {n} requests");
+    let ok_after = handshakes(metrics, "ok", 0);
+    assert!(
+        ok_after <= ok + 1,
+        "only the first connection makes a full handshake: {ok} then {ok_after} ({resumed} resumed, {n} requests)"
     );
 }
 

@@ -123,8 +123,14 @@ pub(crate) struct LoadArgs {
     /// TLS: ALPN protocols to offer (e.g. http/1.1).
     #[arg(long, value_name = "PROTO[,PROTO...]", value_delimiter = ',')]
     alpn: Vec<String>,
+    /// TLS: offer no earlier session to resume, so that every connection makes a full
+    /// handshake (certificate, signature, key exchange). Without it a new connection resumes
+    /// the session of an earlier one, as browsers, curl and wrk do.
+    #[arg(long)]
+    tls_no_resume: bool,
     /// Open a new connection for each request (each --pipeline batch) and close it once
-    /// answered: with TLS, a full handshake per request.
+    /// answered: with TLS, a handshake per request (resumed unless --tls-no-resume). HTTP
+    /// requests then say `Connection: close` unless a --header names Connection.
     #[arg(long)]
     new_conn_per_request: bool,
     /// io_uring set-up features for the load cores' rings, where the kernel has them: all,
@@ -165,7 +171,11 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
         (None, false) => args.proto.name().to_owned(),
         (None, true) => format!("{}, a connection per request", args.proto.name()),
         (Some(_), false) => format!("{} over TLS", args.proto.name()),
-        (Some(_), true) => format!("{} over TLS, a handshake per request", args.proto.name()),
+        (Some(_), true) => format!(
+            "{} over TLS, a {}handshake per request",
+            args.proto.name(),
+            if args.tls_no_resume { "full " } else { "" }
+        ),
     };
     let proto = proto.as_str();
     let load = Load::start(&config, &stop).map_err(load_error)?;
@@ -215,6 +225,11 @@ fn wait_until(at: StartAt, stop: &AtomicBool) -> Result<(), CliError> {
 /// The client TLS of the run, if it speaks TLS.
 fn client_tls(args: &LoadArgs, target: &Target) -> Result<Option<ClientTls>, CliError> {
     if !(args.tls || target.https) {
+        if args.tls_no_resume {
+            return Err(CliError::Usage(
+                "--tls-no-resume needs TLS: add --tls or use an https:// target".into(),
+            ));
+        }
         return Ok(None);
     }
     let roots = match (&args.tls_ca, args.tls_insecure) {
@@ -223,7 +238,10 @@ fn client_tls(args: &LoadArgs, target: &Target) -> Result<Option<ClientTls>, Cli
         (None, false) => Roots::System,
     };
     let alpn: Vec<&str> = args.alpn.iter().map(String::as_str).collect();
-    let tls = ClientTls::new(roots, &alpn).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut tls = ClientTls::new(roots, &alpn).map_err(|e| CliError::Usage(e.to_string()))?;
+    if args.tls_no_resume {
+        tls = tls.without_resumption();
+    }
     let name = args.tls_server_name.clone().or_else(|| target.name.clone());
     Ok(Some(match name {
         Some(name) => tls.with_server_name(name),
@@ -308,7 +326,17 @@ fn workload(args: &LoadArgs, target: &Target) -> Result<Workload, CliError> {
             Some(r) => Workload::http_request(r).map_err(usage),
             None => {
                 let path = args.path.as_deref().or(target.path.as_deref()).unwrap_or("/");
-                Workload::http_get(&target.host, path, &args.headers).map_err(usage)
+                let mut headers = args.headers.clone();
+                let says_connection = headers.iter().any(|h| {
+                    h.split_once(':')
+                        .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("connection"))
+                });
+                if args.new_conn_per_request && !says_connection {
+                    // The client will not reuse the connection, so it says so: the server
+                    // closes first, as after `wrk -H "Connection: close"`.
+                    headers.push("Connection: close".to_owned());
+                }
+                Workload::http_get(&target.host, path, &headers).map_err(usage)
             }
         },
         LoadProto::Echo => Ok(match request {

@@ -71,7 +71,7 @@ pub(crate) async fn handshake(
     let outcome = match &result {
         Ok(_) => {
             TLS_HANDSHAKE.record_since(watch);
-            HandshakeResult::Ok
+            session.success()
         }
         Err(f) => f.result,
     };

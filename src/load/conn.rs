@@ -46,7 +46,7 @@ pub(crate) struct Core {
     /// The run is over: count nothing more, reconnect no more.
     pub(crate) stopping: Cell<bool>,
     /// Each connection carries one batch of requests, then closes and a new one opens (a
-    /// full TLS handshake per request).
+    /// TLS handshake per request: a full one if the client TLS resumes no session).
     one_shot: bool,
 }
 

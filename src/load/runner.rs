@@ -71,8 +71,9 @@ pub struct LoadConfig {
     pub interval: Duration,
     /// Speak TLS to the target. Default: none.
     pub tls: Option<ClientTls>,
-    /// Open a new connection for every batch of `pipeline` requests (with TLS: a full
-    /// handshake per request), closing each once answered. Default: off (keep-alive).
+    /// Open a new connection for every batch of `pipeline` requests (with TLS: a handshake
+    /// per request, resumed unless [`ClientTls::without_resumption`]), closing each once
+    /// answered. Default: off (keep-alive).
     pub new_conn_per_request: bool,
     /// The load cores' reactors (each is a shard of an engine). Default: the engine's.
     pub reactor: ReactorConfig,

@@ -20,8 +20,12 @@ const ENCRYPT_STEP: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HandshakeResult {
-    /// The handshake succeeded.
+    /// A full handshake succeeded: the server's certificate and signature were sent and a new
+    /// session's keys agreed.
     Ok,
+    /// A handshake succeeded by resuming an earlier session (a TLS 1.3 ticket or a TLS 1.2
+    /// session ID): no certificate and no signature, only a key exchange.
+    Resumed,
     /// The peer did not finish within the handshake deadline (a client that stopped
     /// mid-handshake).
     Timeout,
@@ -47,8 +51,9 @@ pub enum HandshakeResult {
 }
 
 /// The label of every [`HandshakeResult`], in index order.
-pub const HANDSHAKE_LABELS: [&str; 10] = [
+pub const HANDSHAKE_LABELS: [&str; 11] = [
     "ok",
+    "resumed",
     "timeout",
     "eof",
     "io_error",
@@ -66,15 +71,16 @@ impl HandshakeResult {
     pub fn index(self) -> usize {
         match self {
             Self::Ok => 0,
-            Self::Timeout => 1,
-            Self::Eof => 2,
-            Self::Io => 3,
-            Self::Invalid => 4,
-            Self::Incompatible => 5,
-            Self::Certificate => 6,
-            Self::Alert => 7,
-            Self::Other => 8,
-            Self::Renegotiation => 9,
+            Self::Resumed => 1,
+            Self::Timeout => 2,
+            Self::Eof => 3,
+            Self::Io => 4,
+            Self::Invalid => 5,
+            Self::Incompatible => 6,
+            Self::Certificate => 7,
+            Self::Alert => 8,
+            Self::Other => 9,
+            Self::Renegotiation => 10,
         }
     }
 
@@ -132,6 +138,18 @@ impl ClientTls {
     #[must_use]
     pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
         self.server_name = Some(name.into());
+        self
+    }
+
+    /// Offers no earlier session to resume, so that every connection makes a full handshake
+    /// (certificate, signature, key exchange): for measuring full handshakes. A client that
+    /// reconnects to the same servers is better off resuming (the default), which spares
+    /// both sides the certificate and the signature.
+    #[must_use]
+    pub fn without_resumption(mut self) -> Self {
+        let mut config = Arc::unwrap_or_clone(self.config);
+        config.resumption = rustls::client::Resumption::disabled();
+        self.config = Arc::new(config);
         self
     }
 
@@ -245,6 +263,15 @@ impl TlsSession {
         self.peer_closed
     }
 
+    /// How a finished handshake succeeded: [`HandshakeResult::Resumed`] when it resumed an
+    /// earlier session, otherwise [`HandshakeResult::Ok`].
+    pub(crate) fn success(&self) -> HandshakeResult {
+        match self.conn.handshake_kind() {
+            Some(rustls::HandshakeKind::Resumed) => HandshakeResult::Resumed,
+            _ => HandshakeResult::Ok,
+        }
+    }
+
     /// The ALPN protocol agreed on, if any.
     pub(crate) fn alpn(&self) -> Option<&[u8]> {
         self.conn.alpn_protocol()
@@ -354,9 +381,9 @@ impl TlsSession {
 mod tests {
     use super::*;
 
-    /// A server and a client session over an in-memory pipe, with a self-signed
-    /// certificate for `localhost`.
-    fn pair(alpn_server: &[&str], alpn_client: &[&str]) -> (TlsSession, TlsSession) {
+    /// A server configuration with a self-signed certificate for `localhost`, and a client
+    /// that trusts it.
+    fn configs(alpn_server: &[&str], alpn_client: &[&str]) -> (Arc<rustls::ServerConfig>, ClientTls) {
         let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let cert = key.cert.der().clone();
         let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.key_pair.serialize_der().into());
@@ -376,11 +403,27 @@ mod tests {
             .with_root_certificates(roots)
             .with_no_client_auth();
         client.alpn_protocols = alpn_client.iter().map(|p| p.as_bytes().to_vec()).collect();
-        let s = TlsSession::server(Arc::new(server)).unwrap();
-        let c = ClientTls::from_config(Arc::new(client))
-            .session("localhost")
-            .unwrap();
-        (s, c)
+        (Arc::new(server), ClientTls::from_config(Arc::new(client)))
+    }
+
+    /// A server and a client session over an in-memory pipe (see [`configs`]).
+    fn pair(alpn_server: &[&str], alpn_client: &[&str]) -> (TlsSession, TlsSession) {
+        let (server, client) = configs(alpn_server, alpn_client);
+        let s = TlsSession::server(server).unwrap();
+        (s, client.session("localhost").unwrap())
+    }
+
+    /// Runs a handshake between a new server session on `server` and a new client session of
+    /// `client`, then passes the server's session ticket; returns how the server saw it.
+    fn handshake(server: &Arc<rustls::ServerConfig>, client: &ClientTls) -> HandshakeResult {
+        let mut s = TlsSession::server(server.clone()).unwrap();
+        let mut c = client.session("localhost").unwrap();
+        while s.is_handshaking() || c.is_handshaking() {
+            pass(&mut c, &mut s).unwrap();
+            pass(&mut s, &mut c).unwrap();
+        }
+        pass(&mut s, &mut c).unwrap();
+        s.success()
     }
 
     /// Moves `from`'s ciphertext into `to`; returns the plaintext `to` got.
@@ -431,9 +474,21 @@ mod tests {
     }
 
     #[test]
+    fn a_second_handshake_resumes_unless_the_client_opts_out() {
+        let (server, client) = configs(&[], &[]);
+        assert_eq!(handshake(&server, &client), HandshakeResult::Ok);
+        assert_eq!(handshake(&server, &client), HandshakeResult::Resumed);
+        let full = client.without_resumption();
+        for _ in 0..2 {
+            assert_eq!(handshake(&server, &full), HandshakeResult::Ok);
+        }
+    }
+
+    #[test]
     fn labels_follow_indices() {
         for r in [
             HandshakeResult::Ok,
+            HandshakeResult::Resumed,
             HandshakeResult::Timeout,
             HandshakeResult::Other,
         ] {
