@@ -13,7 +13,7 @@ mod weft_process;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -458,6 +458,27 @@ fn echo_flow_control_and_drain_on_sigterm() {
     assert!(status.success(), "{status:?}");
 }
 
+/// `weft load` against an `https://` `target` trusting `ca`, a new connection per request,
+/// with `conns` connections for `duration`, its report in the JSON file `json`.
+fn https_load(target: &str, ca: &str, conns: &str, duration: &str, json: &str, extra: &[&str]) -> Child {
+    let mut args = vec![
+        "load",
+        "--target",
+        target,
+        "--tls-ca",
+        ca,
+        "--conns",
+        conns,
+        "--duration",
+        duration,
+        "--new-conn-per-request",
+        "--json",
+        json,
+    ];
+    args.extend_from_slice(extra);
+    util::weft(&args)
+}
+
 #[test]
 fn own_client_and_reload_under_load() {
     require_peer(Peer::Program("openssl"));
@@ -469,22 +490,9 @@ fn own_client_and_reload_under_load() {
     let ca = pki.ca_file();
     let json = pki.dir.file("load.json");
     let target = format!("https://localhost:{}/", addr.port());
-    // A handshake per request, so that every request after the reload meets the new
-    // certificate.
-    let load = util::weft(&[
-        "load",
-        "--target",
-        &target,
-        "--tls-ca",
-        &ca,
-        "--conns",
-        "4",
-        "--duration",
-        "3s",
-        "--new-conn-per-request",
-        "--json",
-        &json,
-    ]);
+    // A full handshake per request, so that every request after the reload meets (and
+    // checks) the new certificate.
+    let load = https_load(&target, &ca, "4", "3s", &json, &["--tls-no-resume"]);
     std::thread::sleep(Duration::from_millis(1200));
     // New files in place (renamed over, as deployment tools do), then SIGHUP.
     let (next_cert, next_key) = pki.leaf("next", "localhost-next", &["localhost", "127.0.0.1"]);
@@ -522,22 +530,8 @@ fn full_and_resumed_handshakes_are_counted_apart() {
     let target = format!("https://localhost:{}/", addr.port());
     let requests = |extra: &[&str], name: &str| -> u64 {
         let json = pki.dir.file(name);
-        let mut args = vec![
-            "load",
-            "--target",
-            &target,
-            "--tls-ca",
-            &ca,
-            "--conns",
-            "1",
-            "--duration",
-            "1s",
-            "--new-conn-per-request",
-            "--json",
-            &json,
-        ];
-        args.extend_from_slice(extra);
-        let out = util::output_within(util::weft(&args), Duration::from_secs(10));
+        let load = https_load(&target, &ca, "1", "1s", &json, extra);
+        let out = util::output_within(load, Duration::from_secs(10));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let doc = util::read_json(&json);
         assert_eq!(doc["errors"]["total"].as_u64(), Some(0), "{doc}");
