@@ -7,6 +7,7 @@ pub mod seccomp;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,8 +110,29 @@ pub fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// A free loopback port (bound and released; fine for tests that start a child on it).
+/// A free loopback port for a child process to listen on (bound here and released). It is
+/// taken below the kernel's ephemeral range (`ip_local_port_range`), so that no outgoing
+/// connection of a concurrent test can be given it before the child binds it (as a port
+/// from `bind(0)` could), and never twice in one test binary.
 pub fn free_port() -> u16 {
+    const SPAN: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > SPAN + 1024 {
+        let first = ephemeral_low - SPAN;
+        // Test binaries run one after another; a per-process start spreads them anyway.
+        let start = std::process::id().wrapping_mul(7919) % SPAN;
+        for _ in 0..SPAN {
+            let port = first + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+            let port = u16::try_from(port).unwrap();
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
