@@ -12,14 +12,16 @@
 #   - handshake: `wrk -t1 -c50 -H "Connection: close"`, a new connection and a handshake per
 #     request; wrk's OpenSSL resumes the session of the connection's previous handshake
 #     (TLS 1.3 ticket), so these are resumed handshakes;
-#   - keep, resume and full: `weft load --conns 50` (rustls) as the client instead: TLS
-#     keep-alive; `--new-conn-per-request`, resuming sessions as wrk does; and with
-#     `--tls-no-resume` as well, a full handshake (certificate, signature, key exchange) per
-#     request. A client that costs its core less than wrk shows the servers' own limits.
+#   - load-plain, load-tls, load-resume, load-full: `weft load --conns 50` (rustls) as the
+#     client instead: plaintext and TLS keep-alive; `--new-conn-per-request`, resuming
+#     sessions as wrk does; and with `--tls-no-resume` as well, a full handshake
+#     (certificate, signature, key exchange) per request. A client that costs its core less
+#     than wrk shows more of the servers' own limits.
 # BENCH_DURATION seconds per run (default 5), after a 1 s warm-up with the same client;
-# BENCH_MODES picks the runs (default "plain tls keep handshake resume full"), BENCH_WEFT_ARGS
-# adds flags to weft's command line (e.g. "--spin-before-park 200us"), BENCH_WEFT runs
-# another weft binary (the `weft load` client is always target/release/weft). A second table
+# BENCH_MODES picks the runs (default "plain tls handshake load-plain load-tls load-resume
+# load-full"), BENCH_WEFT_ARGS adds flags to weft's command line (e.g. "--spin-before-park
+# 200us"), BENCH_WEFT runs another weft binary (the `weft load` client is always
+# target/release/weft). A second table
 # gives, per mode, the server's CPU per request (user + system of its processes, /proc), the
 # client's (its rusage) and both cores' busy shares (/proc/stat): with the load core near
 # 100% the client is the bottleneck, and the server's CPU per request is the comparison that
@@ -28,7 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-MODES=${BENCH_MODES:-plain tls keep handshake resume full}
+MODES=${BENCH_MODES:-plain tls handshake load-plain load-tls load-resume load-full}
 SERVER_CORE=${BENCH_SERVER_CORE:-0}
 LOAD_CORE=${BENCH_LOAD_CORE:-1}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -100,18 +102,21 @@ client() {
     plain) taskset -c "$LOAD_CORE" wrk -t1 -c50 "-d$3s" "http://127.0.0.1:$2/" ;;
     tls) taskset -c "$LOAD_CORE" wrk -t1 -c50 "-d$3s" "$url" ;;
     handshake) taskset -c "$LOAD_CORE" wrk -t1 -c50 "-d$3s" -H "Connection: close" "$url" ;;
-    keep | resume | full)
-      local extra=()
-      [[ $1 == resume ]] && extra=(--new-conn-per-request)
-      [[ $1 == full ]] && extra=(--new-conn-per-request --tls-no-resume)
-      taskset -c "$LOAD_CORE" "$LOAD" load --target "$url" --tls-insecure --conns 50 \
-        --cores "$LOAD_CORE," --duration "$3s" "${extra[@]}" 2>&1 ;;
+    load-*)
+      local target=$url extra=(--tls-insecure)
+      case $1 in
+        load-plain) target=http://127.0.0.1:$2/ extra=() ;;
+        load-resume) extra+=(--new-conn-per-request) ;;
+        load-full) extra+=(--new-conn-per-request --tls-no-resume) ;;
+      esac
+      taskset -c "$LOAD_CORE" "$LOAD" load --target "$target" --conns 50 --cores "$LOAD_CORE," \
+        --duration "$3s" "${extra[@]}" 2>&1 ;;
   esac
 }
 # rps name mode port -> "req/s server-µs/req client-µs/req server-core-busy% load-core-busy%"
 rps() {
   local name=$1 mode=$2 port=$3 pid
-  pid=$(start "$name" "$port" "$([[ $mode == plain ]] && echo 0 || echo 1)")
+  pid=$(start "$name" "$port" "$([[ $mode == *plain ]] && echo 0 || echo 1)")
   wait_port "$port"
   client "$mode" "$port" 1 >/dev/null 2>&1 || true
   local out p0 p1 s0 st0 s1 st1 l0 lt0 l1 lt1
@@ -158,10 +163,11 @@ what() {
   case $1 in
     plain) echo "plaintext keep-alive | wrk" ;;
     tls) echo "TLS 1.3 keep-alive | wrk" ;;
-    keep) echo "TLS 1.3 keep-alive | weft load" ;;
     handshake) echo "handshakes, resumed | wrk -H 'Connection: close'" ;;
-    resume) echo "handshakes, resumed | weft load --new-conn-per-request" ;;
-    full) echo "full handshakes | weft load --new-conn-per-request --tls-no-resume" ;;
+    load-plain) echo "plaintext keep-alive | weft load" ;;
+    load-tls) echo "TLS 1.3 keep-alive | weft load" ;;
+    load-resume) echo "handshakes, resumed | weft load --new-conn-per-request" ;;
+    load-full) echo "full handshakes | weft load --new-conn-per-request --tls-no-resume" ;;
   esac
 }
 echo "| one server core, 50 connections | client | weft req/s | nginx req/s | weft / nginx |"
@@ -170,9 +176,14 @@ for mode in $MODES; do
   awk -v what="$(what "$mode")" -v w="$(m "weft.$mode.rps")" -v n="$(m "nginx.$mode.rps")" '
     BEGIN { printf "| %s | %.0f | %.0f | %s |\n", what, w, n, (w && n ? sprintf("%.2fx", w/n) : "-") }'
 done
-awk -v wp="$(m weft.plain.rps)" -v wt="$(m weft.tls.rps)" -v np="$(m nginx.plain.rps)" -v nt="$(m nginx.tls.rps)" '
-  function r(a, b) { return a && b ? sprintf("%.2f", a/b) : "-" }
-  BEGIN { if (wp && wt) printf "| TLS / plaintext keep-alive | wrk | %s | %s | |\n", r(wt, wp), r(nt, np) }'
+# ratio client plain-mode tls-mode: the TLS/plaintext keep-alive row of one client.
+ratio() {
+  awk -v c="$1" -v wp="$(m "weft.$2.rps")" -v wt="$(m "weft.$3.rps")" -v np="$(m "nginx.$2.rps")" -v nt="$(m "nginx.$3.rps")" '
+    function r(a, b) { return a && b ? sprintf("%.2f", a/b) : "-" }
+    BEGIN { if (wp && wt) printf "| TLS / plaintext keep-alive | %s | %s | %s | |\n", c, r(wt, wp), r(nt, np) }'
+}
+ratio wrk plain tls
+ratio "weft load" load-plain load-tls
 echo
 echo "| medians | server | req/s | server CPU µs/request | client CPU µs/request | server core busy | client core busy |"
 echo "|---|---|---:|---:|---:|---:|---:|"
