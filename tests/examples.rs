@@ -187,7 +187,7 @@ fn tls_example_echoes_over_tls_with_alpn() {
         "{text}"
     );
     assert!(
-        text.contains("server: 1 TLS handshake(s) ok, 1 connection(s) served"),
+        text.contains("server: 1 full TLS handshake(s), 0 resumed, 1 connection(s) served"),
         "{text}"
     );
 }

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::{ProvidedBuf, TcpStream};
+use glommio::net::{ProvidedBuf, SendThen, TcpStream};
 use glommio::timer::Timer;
 
 use super::shard::ShardCtx;
@@ -130,7 +130,10 @@ impl<P: Protocol> Connection<P> {
             match self.state.poll(&self.transport) {
                 Action::Flush => {
                     let flushed = match self.tls.as_deref_mut() {
-                        None => flush(stream, &self.transport, &self.shard, cx),
+                        None => {
+                            let idle = self.state.reads_on(&self.transport);
+                            flush(stream, &self.transport, &self.shard, idle, cx)
+                        }
                         Some(session) => tls::flush(stream, session, &self.transport, &self.shard.stats, cx),
                     };
                     match flushed {
@@ -289,33 +292,44 @@ fn recv_provided(
 }
 
 /// Sends queued bytes until the queue is empty or the socket is full (or, through the ring,
-/// until a send is in flight); returns the bytes sent.
+/// until a send is in flight); returns the bytes sent. `idle`: the connection waits for input
+/// once they are sent ([`ConnState::reads_on`]).
 fn flush(
     stream: &mut TcpStream,
     transport: &Transport,
     shard: &ShardCtx,
+    idle: bool,
     cx: &mut Context<'_>,
 ) -> Result<usize, CloseReason> {
-    let sent = write_out(stream, &mut transport.out(), shard.ring_sends, cx)?;
+    let ring = shard.ring_sends.then_some(idle);
+    let sent = write_out(stream, &mut transport.out(), ring, cx)?;
     ShardStats::add(&shard.stats.bytes_out, sent as u64);
     Ok(sent)
 }
 
 /// Writes `out` to the socket until it is empty or the socket is full (through the ring when
-/// `ring`: until a send is in flight); returns the bytes sent. Bytes stay in `out` until
-/// their send completes, so nothing after them (a shutdown, a close) overtakes them.
+/// `ring` is `Some`: until a send is in flight; `Some(true)` when the connection waits for
+/// input once `out` is sent); returns the bytes sent. Bytes stay in `out` until their send
+/// completes, so nothing after them (a shutdown, a close) overtakes them.
 pub(super) fn write_out(
     stream: &mut TcpStream,
     out: &mut OutBuf,
-    ring: bool,
+    ring: Option<bool>,
     cx: &mut Context<'_>,
 ) -> Result<usize, CloseReason> {
     let mut sent = 0;
     while !out.is_empty() {
-        let written = if ring {
-            stream.poll_write_ring(cx, out.chunk())
-        } else {
-            Pin::new(&mut *stream).poll_write(cx, out.chunk())
+        let written = match ring {
+            Some(idle) => {
+                // Idle only if this send carries all of the output.
+                let then = if idle && out.chunk().len() == out.len() {
+                    SendThen::Idle
+                } else {
+                    SendThen::Continue
+                };
+                stream.poll_write_ring(cx, out.chunk(), then)
+            }
+            None => Pin::new(&mut *stream).poll_write(cx, out.chunk()),
         };
         match written {
             Poll::Ready(Ok(0)) => return Err(CloseReason::from_io(io::ErrorKind::WriteZero.into())),

@@ -146,7 +146,7 @@ pub(crate) fn flush(
 ) -> Result<usize, CloseReason> {
     let mut sent = 0;
     let result = loop {
-        match write_out(stream, session.cipher(), false, cx) {
+        match write_out(stream, session.cipher(), None, cx) {
             Ok(n) => sent += n,
             Err(e) => break Err(e),
         }
@@ -202,7 +202,7 @@ pub(crate) fn close_notify(
     cx: &mut Context<'_>,
 ) {
     if session.close() {
-        let sent = write_out(stream, session.cipher(), false, cx).unwrap_or(0);
+        let sent = write_out(stream, session.cipher(), None, cx).unwrap_or(0);
         ShardStats::add(&stats.bytes_out, sent as u64);
         session.cipher().clear();
     }
@@ -236,7 +236,7 @@ pub(crate) fn read<P: Protocol>(
             transport.set_held(session.cipher().len());
             if let Err(e) = received {
                 // Best effort: the alert rustls queued, then the close.
-                let _ = write_out(stream, session.cipher(), false, cx);
+                let _ = write_out(stream, session.cipher(), None, cx);
                 if let TlsFault::Renegotiation = e {
                     stats.tls_handshake(HandshakeResult::Renegotiation);
                 }

@@ -294,6 +294,19 @@ impl ConnState {
         }
     }
 
+    /// True when, once its queued output is sent, the connection only waits for input: no
+    /// shutdown, close or paused producer waits for that output, reading is on, and the
+    /// shard is not draining. The send that carries the last of the output then needs no
+    /// prompt completion.
+    pub(crate) fn reads_on(&self, transport: &Transport) -> bool {
+        !self.read_eof
+            && !self.draining
+            && !transport.closing()
+            && !transport.write_closing()
+            && !transport.flow_paused()
+            && transport.may_read()
+    }
+
     /// The instant the driver's timer should fire at, once [`Action::Wait`] was handed out:
     /// the earliest deadline being watched. `None` when there is none.
     #[inline]
@@ -757,6 +770,40 @@ mod tests {
 
     /// The first poll of an idle connection: try to read, then wait.
     const START: (Do, &[&str]) = (Do::Wake, &["read blocked", "wait"]);
+
+    #[test]
+    fn output_is_idle_only_while_the_connection_reads_on() {
+        type Case = (&'static str, fn(&Transport), fn(&mut ConnState, &Transport), bool);
+        let cases: [Case; 7] = [
+            ("reading", |_| {}, |_, _| {}, true),
+            ("closing", |t| t.lose_connection(), |_, _| {}, false),
+            ("half-closing", |t| t.lose_write_connection(), |_, _| {}, false),
+            ("reading paused", |t| t.pause_reading(), |_, _| {}, false),
+            (
+                "over the high-water mark",
+                |t| t.write(&vec![0; 1 << 20]),
+                |_, _| {},
+                false,
+            ),
+            ("draining", |_| {}, |s, _| s.handle_drain(), false),
+            (
+                "after the peer's EOF",
+                |_| {},
+                |s, t| {
+                    assert_eq!(s.poll(t), Action::Read);
+                    s.handle_read_eof();
+                },
+                false,
+            ),
+        ];
+        for (name, use_transport, event, idle) in cases {
+            let mut state = ConnState::new(&ConnectionConfig::default(), Instant::now());
+            let t = Transport::detached();
+            use_transport(&t);
+            event(&mut state, &t);
+            assert_eq!(state.reads_on(&t), idle, "{name}");
+        }
+    }
 
     #[test]
     fn reads_and_echoes_without_the_clock() {

@@ -485,6 +485,12 @@ impl Transport {
         !f.paused && !flow_stopped
     }
 
+    /// True while output flow control has paused the producer: it waits for the queue to
+    /// drain to the low-water mark.
+    pub(crate) fn flow_paused(&self) -> bool {
+        self.inner.flags.get().flow_paused
+    }
+
     /// After a flush: resumes the producer once output is down to the low-water mark.
     pub(crate) fn output_drained(&self) {
         let f = self.inner.flags.get();

@@ -224,18 +224,18 @@ impl Reactor {
     }
 
     /// WEFT PATCH: submits a send of `buf` (which the source keeps until it completes) on
-    /// `fd`.
-    pub(crate) fn send_copy(&self, fd: RawFd, buf: Vec<u8>) -> Source {
+    /// `fd`; `idle`: the sending task waits for input next (`net::SendThen::Idle`).
+    pub(crate) fn send_copy(&self, fd: RawFd, buf: Vec<u8>, idle: bool) -> Source {
         let source = self.new_source(fd, SourceType::SockSendCopy(buf), None);
         source.keep_waiters();
-        self.sys.send_copy(&source);
+        self.sys.send_copy(&source, idle);
         source
     }
 
     /// WEFT PATCH: submits a send of a copy of `bytes` on `source`, made by
     /// [`send_copy`](Self::send_copy), completed and its result taken: its buffer, waker and
     /// allocation serve again.
-    pub(crate) fn send_copy_again(&self, source: &Source, bytes: &[u8]) {
+    pub(crate) fn send_copy_again(&self, source: &Source, bytes: &[u8], idle: bool) {
         match &mut *source.source_type_mut() {
             SourceType::SockSendCopy(copy) => {
                 copy.clear();
@@ -243,7 +243,7 @@ impl Reactor {
             }
             other => unreachable!("not a send source: {other:?}"),
         }
-        self.sys.send_copy(source);
+        self.sys.send_copy(source, idle);
     }
 
     /// WEFT PATCH: sets whether receives into provided buffers are multishot (the default)

@@ -416,6 +416,28 @@ struct io_uring_sqe *io_uring_get_sqe(struct io_uring *ring)
 }
 
 /*
+ * weft patch: submits what is prepared and waits for wait_nr completions or until ts has
+ * passed, in one enter (IORING_ENTER_EXT_ARG, which the caller checks the ring has:
+ * IORING_FEAT_EXT_ARG). Returns the number submitted, or -ETIME when the time passed and
+ * nothing was submitted.
+ */
+int io_uring_submit_and_wait_ext(struct io_uring *ring, unsigned wait_nr,
+				 struct __kernel_timespec *ts)
+{
+	struct io_uring_getevents_arg arg = {
+		.sigmask	= 0,
+		.sigmask_sz	= _NSIG / 8,
+		.ts		= (unsigned long) ts
+	};
+	unsigned submitted = __io_uring_flush_sq(ring);
+	int ret = ring_enter(ring, submitted, wait_nr,
+			     IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg,
+			     sizeof(arg));
+
+	return ret < 0 ? -errno : ret;
+}
+
+/*
  * weft patch: enters the kernel only to have it post the completions waiting (as newer
  * liburing's function of the same name).
  */

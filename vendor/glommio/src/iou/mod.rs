@@ -289,6 +289,29 @@ impl IoUring {
         self.sq().submit_and_wait(wait_for)
     }
 
+    /// weft patch: whether `io_uring_enter` takes a timeout with its wait
+    /// (`IORING_FEAT_EXT_ARG`, Linux 5.11), which
+    /// [`submit_sqes_and_wait_ext`](Self::submit_sqes_and_wait_ext) needs.
+    pub fn has_ext_arg(&self) -> bool {
+        self.ring.features & uring_sys::IORING_FEAT_EXT_ARG != 0
+    }
+
+    /// weft patch: submits every prepared [`SQE`] and waits until at least `wait_for`
+    /// completions are ready or `duration` has passed, in one kernel entry and without a
+    /// timeout operation (needs [`has_ext_arg`](Self::has_ext_arg)). The time passing is not
+    /// an error: it returns the number submitted, 0 if none.
+    pub fn submit_sqes_and_wait_ext(&mut self, wait_for: u32, duration: Duration) -> io::Result<u32> {
+        let mut ts = uring_sys::__kernel_timespec {
+            tv_sec: duration.as_secs() as _,
+            tv_nsec: duration.subsec_nanos() as _,
+        };
+        // SAFETY: the ring is ours and set up; `ts` outlives the call.
+        match resultify(unsafe { uring_sys::io_uring_submit_and_wait_ext(&mut self.ring, wait_for, &mut ts) }) {
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
+            other => other,
+        }
+    }
+
     /// Submit all prepared [`SQE`]s to the kernel and wait until at least
     /// `wait_for` events have completed or `duration` has passed.
     pub fn submit_sqes_and_wait_with_timeout(

@@ -112,7 +112,14 @@ mod tcp_socket;
 mod udp_socket;
 mod unix;
 pub use self::{
-    stream::{enable_provided_buffers, set_recv_multishot, Buffered, Preallocated, ProvidedBuf},
+    stream::{
+        enable_provided_buffers,
+        set_recv_multishot,
+        Buffered,
+        Preallocated,
+        ProvidedBuf,
+        SendThen,
+    },
     tcp_socket::{AcceptedTcpStream, TcpListener, TcpStream},
     udp_socket::UdpSocket,
     unix::{AcceptedUnixStream, UnixDatagram, UnixListener, UnixStream},

@@ -41,8 +41,26 @@ pub fn set_recv_multishot(on: bool) {
 
 /// WEFT PATCH: the most bytes one send through the ring carries.
 pub const RING_SEND_MAX: usize = 256 * 1024;
-/// WEFT PATCH: the largest send buffer a stream keeps for its next send.
+/// WEFT PATCH: the largest send buffer a stream keeps for its next send, and the largest
+/// send that counts as idle (`SendThen::Idle`): one that small fits a socket with room for
+/// it, so it completes as it is submitted.
 const RING_SEND_SPARE: usize = 4096;
+
+/// WEFT PATCH: what a task does after a send through the ring (`poll_write_ring`), for the
+/// executor's sleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendThen {
+    /// It has more to do once the send completes (bytes behind it, a shutdown, a close):
+    /// the completion wakes it as soon as it arrives.
+    Continue,
+    /// The send carries all the task has to say, and it waits for input next. Where the
+    /// send is small (at most 4 KiB), the executor's sleep that submits it also waits for its
+    /// completion, so the task runs once for both the completion and its next input,
+    /// instead of once for each, with a kernel entry less. If the send cannot complete at
+    /// once (its socket is full) and a single other event arrives, that event waits until
+    /// the send completes, a second event arrives, or 5 ms have passed.
+    Idle,
+}
 
 /// WEFT PATCH: what a receive into provided buffers has for its stream.
 enum Taken {
@@ -466,7 +484,12 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     ///
     /// A stream's sends share one source: the next send refills the last one's (no
     /// allocation, and the waker it kept is the task's, so no clone either).
-    pub(crate) fn poll_write_ring(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    pub(crate) fn poll_write_ring(
+        &mut self,
+        cx: &Context<'_>,
+        buf: &[u8],
+        then: SendThen,
+    ) -> Poll<io::Result<usize>> {
         if let Some(source) = self.source_send.as_ref() {
             if source.in_ring() {
                 source.add_waiter_single(cx.waker());
@@ -486,13 +509,14 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             return Poll::Ready(Ok(0));
         }
         let bytes = &buf[..buf.len().min(RING_SEND_MAX)];
+        let idle = then == SendThen::Idle && buf.len() <= RING_SEND_SPARE;
         let reactor = self.reactor.upgrade().unwrap();
         let source = match self.source_send.take() {
             Some(source) => {
-                reactor.send_copy_again(&source, bytes);
+                reactor.send_copy_again(&source, bytes, idle);
                 source
             }
-            None => reactor.send_copy(self.stream.as_raw_fd(), bytes.to_vec()),
+            None => reactor.send_copy(self.stream.as_raw_fd(), bytes.to_vec(), idle),
         };
         source.add_waiter_single(cx.waker());
         self.source_send = Some(source);
@@ -599,8 +623,13 @@ where
 
 impl<S: AsRawFd> GlommioStream<S, NonBuffered> {
     /// WEFT PATCH: see [`NonBufferedStream::poll_write_ring`].
-    pub(crate) fn poll_write_ring(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.stream.poll_write_ring(cx, buf)
+    pub(crate) fn poll_write_ring(
+        &mut self,
+        cx: &Context<'_>,
+        buf: &[u8],
+        then: SendThen,
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_write_ring(cx, buf, then)
     }
 
     /// WEFT PATCH: see [`NonBufferedStream::poll_recv_provided`].

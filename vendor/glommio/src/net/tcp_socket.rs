@@ -718,9 +718,15 @@ impl TcpStream {
     /// batch and `Pending` is returned; the completion wakes the task and the next call
     /// returns how many of those bytes were sent. Pass the same unsent bytes again (more may
     /// follow them), as after any `Pending` from `poll_write`; do not mix the two while a
-    /// send is in flight.
-    pub fn poll_write_ring(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.stream.poll_write_ring(cx, buf)
+    /// send is in flight. `then` says what the task does after the send
+    /// ([`SendThen`](crate::net::SendThen)).
+    pub fn poll_write_ring(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        then: crate::net::SendThen,
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_write_ring(cx, buf, then)
     }
 
     /// WEFT PATCH: receives into a provided buffer of the executor's ring (see

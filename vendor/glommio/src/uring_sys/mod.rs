@@ -98,6 +98,8 @@ pub const IORING_FEAT_RW_CUR_POS: libc::__u32 = 1 << 3;
 pub const IORING_FEAT_CUR_PERSONALITY: libc::__u32 = 1 << 4;
 pub const IORING_FEAT_FAST_POLL: libc::__u32 = 1 << 5;
 pub const IORING_FEAT_POLL_32BITS: libc::__u32 = 1 << 6;
+/// weft patch: `io_uring_enter` takes a timeout with its wait (Linux 5.11).
+pub const IORING_FEAT_EXT_ARG: libc::__u32 = 1 << 8;
 
 // io_uring_register opcodes and arguments
 pub const IORING_REGISTER_BUFFERS: libc::c_uint = 0;
@@ -340,6 +342,14 @@ extern "C" {
     pub fn io_uring_get_events(ring: *mut io_uring) -> libc::c_int;
 
     pub fn io_uring_submit_and_wait(ring: *mut io_uring, wait_nr: libc::c_uint) -> libc::c_int;
+
+    /// weft patch: submits and waits for `wait_nr` completions or until `ts` has passed, in
+    /// one enter with `IORING_ENTER_EXT_ARG` (the ring must have `IORING_FEAT_EXT_ARG`).
+    pub fn io_uring_submit_and_wait_ext(
+        ring: *mut io_uring,
+        wait_nr: libc::c_uint,
+        ts: *mut __kernel_timespec,
+    ) -> libc::c_int;
 
     pub fn io_uring_get_sqe(ring: *mut io_uring) -> *mut io_uring_sqe;
 

@@ -122,6 +122,8 @@ int io_uring_wait_cqe_timeout(struct io_uring *ring,
 			      struct __kernel_timespec *ts);
 int io_uring_submit(struct io_uring *ring);
 int io_uring_get_events(struct io_uring *ring);
+int io_uring_submit_and_wait_ext(struct io_uring *ring, unsigned wait_nr,
+				 struct __kernel_timespec *ts);
 int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr);
 struct io_uring_sqe *io_uring_get_sqe(struct io_uring *ring);
 
