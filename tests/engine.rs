@@ -488,6 +488,45 @@ fn refused_by_factory_is_closed_at_once() {
 }
 
 #[test]
+fn a_peer_that_reads_nothing_does_not_hold_up_another_connection() {
+    // The stuck peer pipelines small requests and reads no reply, until the kernel's buffers
+    // and then the shard's output limit stop it: sends to it cannot complete. Meanwhile
+    // another connection's requests, one at a time, are answered promptly (a sleep that
+    // waits for a send's completion is bounded), and nothing sent to the stuck peer is lost.
+    let (engine, addr) = engine(1, |_| Echo::factory());
+    let mut stuck = connect(addr);
+    stuck.set_nonblocking(true).unwrap();
+    let mut sent = 0usize;
+    let piece = [7u8; 64];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && sent < 64 << 20 {
+        match stuck.write(&piece) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("stuck peer's write: {e}"),
+        }
+    }
+    assert!(sent > 0);
+    let mut other = connect(addr);
+    other.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    for i in 0..50u32 {
+        other.write_all(&i.to_le_bytes()).unwrap();
+        let mut b = [0u8; 4];
+        other.read_exact(&mut b).unwrap();
+        assert_eq!(u32::from_le_bytes(b), i);
+    }
+    // The stuck peer now reads: every byte it sent comes back.
+    stuck.set_nonblocking(false).unwrap();
+    stuck.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = vec![0u8; sent];
+    stuck.read_exact(&mut got).unwrap();
+    assert!(got.iter().all(|&b| b == 7));
+    drop((stuck, other));
+    engine.shutdown();
+    engine.join().unwrap();
+}
+
+#[test]
 fn three_thousand_idle_connections_on_one_shard_all_answer() {
     let (engine, addr) = engine(1, |_| Echo::factory());
     let mut conns: Vec<_> = (0..3000).map(|_| connect(addr)).collect();
