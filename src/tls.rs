@@ -30,7 +30,8 @@
 //!   listener requires one, comes first (HAProxy's `send-proxy-v2` in TCP mode).
 //! - It must finish within [`TlsConfig::handshake_timeout`] (10 s by default). Every
 //!   handshake is counted by result in `StatsSnapshot::tls_handshakes` (Prometheus
-//!   `weft_tls_handshakes_total{result}`, labels [`HANDSHAKE_LABELS`]) and timed in the
+//!   `weft_tls_handshakes_total{result}`, labels [`HANDSHAKE_LABELS`]: `ok` for a full
+//!   handshake, `resumed` for one that resumed an earlier session) and timed in the
 //!   `tls_handshake` latency metric; a failed one is closed without reaching any protocol.
 //! - Flow control, the write-stall and idle timeouts, drain and handoff work as on plain
 //!   connections; queued output counts the ciphertext not yet sent.
@@ -49,6 +50,14 @@
 //!   both): rustls' input buffer is shrunk back after every read that leaves no partial
 //!   record, and the driver frees its ciphertext buffer once it is sent, so no buffer stays at
 //!   the size of the largest record.
+//!
+//! # Client connections
+//!
+//! [`ClientTls`] (given to [`ConnectOptions::tls`](crate::ConnectOptions::tls)) checks the
+//! server against the system's roots, a CA file, or, for tests, nothing. Its connections
+//! resume the session of an earlier connection to the same server (a TLS 1.3 ticket, kept
+//! in memory), as browsers and curl do; [`ClientTls::without_resumption`] makes every
+//! connection a full handshake instead (`weft load --tls-no-resume`, to measure them).
 
 use std::fmt;
 use std::io;
