@@ -5,8 +5,9 @@
 #   bench/tls.sh                # server on core 0, the client on core 1
 #
 # One ECDSA P-256 certificate (made here with openssl) for both servers, each alone on
-# BENCH_SERVER_CORE (default 0; nginx one worker, weft one shard), the client (wrk or weft load) on BENCH_LOAD_CORE
-# (default 1), BENCH_ROUNDS rounds alternating servers, medians reported:
+# BENCH_SERVER_CORE (default 0; nginx one worker, weft one shard), the client (wrk or weft
+# load) on BENCH_LOAD_CORE (default 1), BENCH_ROUNDS rounds alternating servers, medians
+# reported:
 #   - keep-alive: `wrk -t1 -c50` over plain HTTP and over https (TLS 1.3, the client's
 #     default), and the TLS/plaintext ratio of each server;
 #   - handshake: `wrk -t1 -c50 -H "Connection: close"`, a new connection and a handshake per
@@ -21,11 +22,10 @@
 # BENCH_MODES picks the runs (default "plain tls handshake load-plain load-tls load-resume
 # load-full"), BENCH_WEFT_ARGS adds flags to weft's command line (e.g. "--spin-before-park
 # 200us"), BENCH_WEFT runs another weft binary (the `weft load` client is always
-# target/release/weft). A second table
-# gives, per mode, the server's CPU per request (user + system of its processes, /proc), the
-# client's (its rusage) and both cores' busy shares (/proc/stat): with the load core near
-# 100% the client is the bottleneck, and the server's CPU per request is the comparison that
-# means something. Needs nginx, wrk and openssl (Debian), and a built weft.
+# target/release/weft). A second table gives, per mode, the server's CPU per request (user +
+# system of its processes, /proc), the client's (its rusage) and both cores' busy shares
+# (/proc/stat): with the load core near 100% the client is the bottleneck, and the server's
+# CPU per request is the comparison that means something. Needs nginx, wrk and openssl (Debian), and a built weft.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -95,7 +95,7 @@ wait_port() {
 # seconds "XmY.YYYs" -> seconds (the format of bash's `times`)
 seconds() { awk -v t="$1" 'BEGIN { split(t, a, "m"); sub("s", "", a[2]); print a[1] * 60 + a[2] }'; }
 # client mode port seconds: runs the mode's client on the load core (wrk, or weft load for
-# resume and full); its report on stdout.
+# the load-* modes); its report on stdout.
 client() {
   local url=https://127.0.0.1:$2/
   case $1 in

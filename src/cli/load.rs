@@ -326,17 +326,12 @@ fn workload(args: &LoadArgs, target: &Target) -> Result<Workload, CliError> {
             Some(r) => Workload::http_request(r).map_err(usage),
             None => {
                 let path = args.path.as_deref().or(target.path.as_deref()).unwrap_or("/");
-                let mut headers = args.headers.clone();
-                let says_connection = headers.iter().any(|h| {
-                    h.split_once(':')
-                        .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("connection"))
-                });
-                if args.new_conn_per_request && !says_connection {
-                    // The client will not reuse the connection, so it says so: the server
-                    // closes first, as after `wrk -H "Connection: close"`.
-                    headers.push("Connection: close".to_owned());
-                }
-                Workload::http_get(&target.host, path, &headers).map_err(usage)
+                let get = if args.new_conn_per_request {
+                    Workload::http_get_once
+                } else {
+                    Workload::http_get
+                };
+                get(&target.host, path, &args.headers).map_err(usage)
             }
         },
         LoadProto::Echo => Ok(match request {

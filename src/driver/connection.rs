@@ -131,8 +131,16 @@ impl<P: Protocol> Connection<P> {
                 Action::Flush => {
                     let flushed = match self.tls.as_deref_mut() {
                         None => {
-                            let idle = self.state.reads_on(&self.transport);
-                            flush(stream, &self.transport, &self.shard, idle, cx)
+                            // Through the ring, a send after which the connection only
+                            // reads need not wake it promptly.
+                            let ring = self.shard.ring_sends.then(|| {
+                                if self.state.reads_on(&self.transport) {
+                                    SendThen::Idle
+                                } else {
+                                    SendThen::Continue
+                                }
+                            });
+                            flush(stream, &self.transport, &self.shard.stats, ring, cx)
                         }
                         Some(session) => tls::flush(stream, session, &self.transport, &self.shard.stats, cx),
                     };
@@ -292,38 +300,36 @@ fn recv_provided(
 }
 
 /// Sends queued bytes until the queue is empty or the socket is full (or, through the ring,
-/// until a send is in flight); returns the bytes sent. `idle`: the connection waits for input
-/// once they are sent ([`ConnState::reads_on`]).
+/// until a send is in flight: see [`write_out`]); returns the bytes sent.
 fn flush(
     stream: &mut TcpStream,
     transport: &Transport,
-    shard: &ShardCtx,
-    idle: bool,
+    stats: &ShardStats,
+    ring: Option<SendThen>,
     cx: &mut Context<'_>,
 ) -> Result<usize, CloseReason> {
-    let ring = shard.ring_sends.then_some(idle);
     let sent = write_out(stream, &mut transport.out(), ring, cx)?;
-    ShardStats::add(&shard.stats.bytes_out, sent as u64);
+    ShardStats::add(&stats.bytes_out, sent as u64);
     Ok(sent)
 }
 
-/// Writes `out` to the socket until it is empty or the socket is full (through the ring when
-/// `ring` is `Some`: until a send is in flight; `Some(true)` when the connection waits for
-/// input once `out` is sent); returns the bytes sent. Bytes stay in `out` until their send
-/// completes, so nothing after them (a shutdown, a close) overtakes them.
+/// Writes `out` to the socket until it is empty or the socket is full; returns the bytes
+/// sent. With `ring`, through the ring until a send is in flight, saying what the connection
+/// does once `out` is sent (a send that carries only part of `out` is `Continue`). Bytes stay
+/// in `out` until their send completes, so nothing after them (a shutdown, a close) overtakes
+/// them.
 pub(super) fn write_out(
     stream: &mut TcpStream,
     out: &mut OutBuf,
-    ring: Option<bool>,
+    ring: Option<SendThen>,
     cx: &mut Context<'_>,
 ) -> Result<usize, CloseReason> {
     let mut sent = 0;
     while !out.is_empty() {
         let written = match ring {
-            Some(idle) => {
-                // Idle only if this send carries all of the output.
-                let then = if idle && out.chunk().len() == out.len() {
-                    SendThen::Idle
+            Some(then) => {
+                let then = if out.chunk().len() == out.len() {
+                    then
                 } else {
                     SendThen::Continue
                 };

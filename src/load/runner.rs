@@ -73,7 +73,8 @@ pub struct LoadConfig {
     pub tls: Option<ClientTls>,
     /// Open a new connection for every batch of `pipeline` requests (with TLS: a handshake
     /// per request, resumed unless [`ClientTls::without_resumption`]), closing each once
-    /// answered. Default: off (keep-alive).
+    /// answered; an HTTP workload for it is [`Workload::http_get_once`](super::workload::Workload::http_get_once).
+    /// Default: off (keep-alive).
     pub new_conn_per_request: bool,
     /// The load cores' reactors (each is a shard of an engine). Default: the engine's.
     pub reactor: ReactorConfig,

@@ -45,6 +45,23 @@ impl Workload {
     /// A path that does not start with `/`, or a header without a colon; a line break in
     /// either.
     pub fn http_get(host: &str, path: &str, headers: &[String]) -> Result<Self, WorkloadError> {
+        Self::get(host, path, headers, false)
+    }
+
+    /// As [`http_get`](Self::http_get), for one request per connection
+    /// ([`LoadConfig::new_conn_per_request`](crate::load::LoadConfig::new_conn_per_request)):
+    /// the request says `Connection: close` (unless `headers` name Connection), so the server
+    /// closes first, as after `wrk -H "Connection: close"`.
+    ///
+    /// # Errors
+    ///
+    /// As [`http_get`](Self::http_get).
+    pub fn http_get_once(host: &str, path: &str, headers: &[String]) -> Result<Self, WorkloadError> {
+        Self::get(host, path, headers, true)
+    }
+
+    /// The GET request of [`http_get`](Self::http_get), saying `Connection: close` if `close`.
+    fn get(host: &str, path: &str, headers: &[String], close: bool) -> Result<Self, WorkloadError> {
         if !path.starts_with('/') || path.contains(char::is_whitespace) {
             return Err(WorkloadError(format!(
                 "invalid path {path:?}: it starts with / and has no spaces"
@@ -71,6 +88,9 @@ impl Workload {
             }
             request.push_str(h.trim());
             request.push_str("\r\n");
+        }
+        if close && !has("connection") {
+            request.push_str("Connection: close\r\n");
         }
         request.push_str("\r\n");
         Ok(Self {
@@ -179,6 +199,16 @@ mod tests {
         assert_eq!(
             w.request,
             b"GET /x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\n\r\n"
+        );
+        let once = Workload::http_get_once("a", "/", &[]).unwrap();
+        assert_eq!(
+            once.request,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        );
+        let keep = Workload::http_get_once("a", "/", &["connection: keep-alive".into()]).unwrap();
+        assert_eq!(
+            keep.request,
+            b"GET / HTTP/1.1\r\nHost: a\r\nconnection: keep-alive\r\n\r\n"
         );
         let custom_host = Workload::http_get("a", "/", &["host: b".into()]).unwrap();
         assert_eq!(custom_host.request, b"GET / HTTP/1.1\r\nhost: b\r\n\r\n");

@@ -248,7 +248,7 @@ impl ConnState {
                         }
                         continue;
                     }
-                    if transport.closing() || self.read_eof || !transport.may_read() {
+                    if !self.reads_next(transport) {
                         self.step = Step::Settle;
                         continue;
                     }
@@ -299,12 +299,13 @@ impl ConnState {
     /// shard is not draining. The send that carries the last of the output then needs no
     /// prompt completion.
     pub(crate) fn reads_on(&self, transport: &Transport) -> bool {
-        !self.read_eof
-            && !self.draining
-            && !transport.closing()
-            && !transport.write_closing()
-            && !transport.flow_paused()
-            && transport.may_read()
+        self.reads_next(transport) && !self.draining && !transport.write_closing() && !transport.flow_paused()
+    }
+
+    /// True when the machine reads once its output is flushed: not closing, no EOF yet, and
+    /// reading is not paused.
+    fn reads_next(&self, transport: &Transport) -> bool {
+        !transport.closing() && !self.read_eof && transport.may_read()
     }
 
     /// The instant the driver's timer should fire at, once [`Action::Wait`] was handed out:
