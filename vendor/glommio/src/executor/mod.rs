@@ -1135,6 +1135,10 @@ pub struct LocalExecutor {
     stall_detector: RefCell<Option<StallDetector>>,
     /// WEFT PATCH: the time last read by the run loop; see [`ExecutorProxy::recent_time`].
     recent_time: Cell<Instant>,
+    /// WEFT PATCH: `recent_time` was read right before the run loop's next use of the time
+    /// (a task queue's start, the loop's runtime stamp), which takes it instead of reading the
+    /// clock again. Set where the time is read, taken by the one next use.
+    time_is_fresh: Cell<bool>,
 }
 
 impl LocalExecutor {
@@ -1198,6 +1202,7 @@ impl LocalExecutor {
                     .transpose()?,
             ),
             recent_time: Cell::new(Instant::now()),
+            time_is_fresh: Cell::new(false),
         })
     }
 
@@ -1341,6 +1346,17 @@ impl LocalExecutor {
         self.reactor.need_preempt()
     }
 
+    /// WEFT PATCH: the time now: the one the loop read right before, if it is fresh (see
+    /// `time_is_fresh`), else the clock's, which becomes the recent time.
+    fn now(&self) -> Instant {
+        if self.time_is_fresh.replace(false) {
+            return self.recent_time.get();
+        }
+        let now = Instant::now();
+        self.recent_time.set(now);
+        now
+    }
+
     fn run_task_queues(&self) -> bool {
         let mut ran = false;
         loop {
@@ -1371,8 +1387,7 @@ impl LocalExecutor {
         drop(tq);
 
         let time = {
-            let now = Instant::now();
-            self.recent_time.set(now);
+            let now = self.now();
             let mut queue_ref = queue.borrow_mut();
             queue_ref.prepare_to_run(now);
             self.reactor
@@ -1410,7 +1425,12 @@ impl LocalExecutor {
                     break;
                 }
             }
-            let elapsed = time.elapsed();
+            // WEFT PATCH: the end of this run is the loop's next time too (the next queue's
+            // start, or the runtime stamp after the last one).
+            let end = Instant::now();
+            self.recent_time.set(end);
+            self.time_is_fresh.set(true);
+            let elapsed = end.saturating_duration_since(time);
             drop(guard);
             (elapsed, tasks_executed_this_loop)
         };
@@ -1507,6 +1527,9 @@ impl LocalExecutor {
                         .arm_preempt_timer(this.preempt_timer_duration())
                         .expect("Failed to arm the preemption timer!");
                 } else {
+                    // WEFT PATCH: this pass can take a while: the first task queue reads the
+                    // clock again.
+                    this.time_is_fresh.set(false);
                     // We want to do I/O before we call run_task_queues,
                     // for the benefit of the latency ring. If there are pending
                     // requests that are latency sensitive we want them out of the
@@ -1521,7 +1544,7 @@ impl LocalExecutor {
                 let run = this.run_task_queues();
 
                 // account for runtime and poll/sleep if possible
-                let cur_time = Instant::now();
+                let cur_time = this.now();
                 this.queues.borrow_mut().stats.total_runtime += cur_time - pre_time;
                 pre_time = cur_time;
                 if !run {
@@ -1545,7 +1568,10 @@ impl LocalExecutor {
                             // WEFT PATCH: the spin is over (at once without one) before a pass
                             // over the rings: the park's own pass submits, consumes and sleeps
                             // only if it found nothing, so a pass first would be a second one.
-                            if pre_time.elapsed() >= spin_before_park {
+                            // WEFT PATCH: without a spin, no clock read to compare with zero.
+                            if spin_before_park.is_zero()
+                                || pre_time.elapsed() >= spin_before_park
+                            {
                                 this.parker
                                     .park()
                                     .expect("Failed to park! This is actually pretty bad!");
@@ -1559,6 +1585,7 @@ impl LocalExecutor {
                         // reset the timer for deduct spin loop time
                         pre_time = Instant::now();
                         this.recent_time.set(pre_time);
+                        this.time_is_fresh.set(true);
                     }
                 }
             }

@@ -249,6 +249,11 @@ impl BlockingThreadPool {
     pub(super) fn flush(&self) -> usize {
         let mut woke = 0;
         let mut waiters = self.sources.borrow_mut();
+        // WEFT PATCH: nothing in flight, nothing to collect: the reactor calls this several
+        // times per loop iteration, and most programs never use the blocking pool.
+        if waiters.is_empty() {
+            return 0;
+        }
         for x in self.rx.try_iter() {
             let id = x.id;
             let res = x.res;

@@ -971,6 +971,10 @@ impl UringCommon for PollRing {
     }
 
     fn consume_one_event(&mut self) -> Option<bool> {
+        // WEFT PATCH: nothing submitted, nothing to complete (sockets never use this ring).
+        if self.in_kernel == 0 {
+            return None;
+        }
         let source_map = self.source_map.clone();
         process_one_event(
             self.ring.peek_for_cqe(),
