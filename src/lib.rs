@@ -114,3 +114,8 @@ pub mod shard {
     };
     pub use crate::proto::queue::Queue;
 }
+
+/// The README's code, compiled by `cargo test --doc` so that it stays right.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
