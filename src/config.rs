@@ -487,7 +487,11 @@ pub struct EngineConfig {
 #[non_exhaustive]
 pub struct ListenerConfig {
     /// The address every shard listens on (one SO_REUSEPORT socket per shard). Port 0 picks
-    /// a free port, the same for every shard.
+    /// a free port, the same for every shard. An address that another socket listens on
+    /// already (another process, another engine) is refused with
+    /// [`EngineError::AddressInUse`](crate::EngineError::AddressInUse) unless
+    /// [`share_port`](Self::share_port) is set: SO_REUSEPORT would otherwise let both bind and
+    /// silently split the connections between them.
     pub addr: SocketAddr,
     /// Require a PROXY protocol header (v1 or v2) from trusted balancers before a connection
     /// reaches its protocol. Default: none (a header is never expected nor detected).
@@ -495,6 +499,12 @@ pub struct ListenerConfig {
     /// Speak TLS on every connection (after the PROXY header, if one is required). Default:
     /// none (plain TCP).
     pub tls: Option<TlsConfig>,
+    /// Join the SO_REUSEPORT group of sockets that already listen on the address (other weft
+    /// processes of the same user), and share its connections with them: several instances
+    /// on one port, so that one of them crashing or restarting leaves the others serving.
+    /// Default: false, and an address in use is an error. Sockets taken over from a
+    /// predecessor ([`InheritedListeners`]) are always shared.
+    pub share_port: bool,
 }
 
 impl ListenerConfig {
@@ -504,7 +514,16 @@ impl ListenerConfig {
             addr,
             proxy: None,
             tls: None,
+            share_port: false,
         }
+    }
+
+    /// Shares the address with sockets already listening on it; see
+    /// [`share_port`](Self::share_port).
+    #[must_use]
+    pub fn share_port(mut self, share: bool) -> Self {
+        self.share_port = share;
+        self
     }
 
     /// Serves TLS on this listener, with these certificates and settings.

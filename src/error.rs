@@ -19,6 +19,15 @@ pub enum EngineError {
         #[source]
         source: io::Error,
     },
+    /// Another socket already listens on the address, and the listener does not share it
+    /// ([`ListenerConfig::share_port`](crate::ListenerConfig::share_port)).
+    #[error(
+        "cannot listen on {0}: address in use (another socket listens on it: a second \
+         instance, or another server); stop it or pick another address; to share the port and \
+         its connections with it, set share_port (weft serve --share-port); to replace it \
+         without losing a connection, take its sockets over (--takeover)"
+    )]
+    AddressInUse(Address),
     /// Neither a listener nor a shard task was configured: the engine would have nothing
     /// to do.
     #[error("no listen address given: add at least one (e.g. --listen 127.0.0.1:7000)")]

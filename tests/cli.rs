@@ -48,6 +48,29 @@ fn address_in_use_names_the_address_and_exits_one() {
 }
 
 #[test]
+fn a_second_instance_on_a_port_in_use_is_refused_unless_it_shares_the_port() {
+    // SO_REUSEPORT would let the second bind and silently take half of the connections.
+    let (cmd, addr) = echo_server_command();
+    let mut first = spawn_listening(cmd, addr);
+    let listen = addr.to_string();
+    let (code, err) = stderr_of(weft(&["serve", "--listen", &listen, "--cores", "1"]));
+    assert_eq!(code, 1, "{err}");
+    let line = err.trim_end();
+    assert_eq!(line.lines().count(), 1, "{err}");
+    assert!(line.contains(&listen) && line.contains("--share-port"), "{line}");
+
+    // Asked for, the port is shared: the second serves beside the first.
+    let mut cmd = util::weft_command(&["serve", "--listen", &listen, "--cores", "1", "--share-port"]);
+    let mut second = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(second.try_wait().unwrap().is_none(), "the sharing instance exited");
+    for child in [&mut second, &mut first] {
+        util::sigterm(child);
+        assert!(wait_exit(child, Duration::from_secs(10)).success());
+    }
+}
+
+#[test]
 fn sigterm_closes_listeners_at_once_and_drains_mid_stream_connections() {
     let (cmd, addr) = echo_server_command();
     let mut server = spawn_listening(cmd, addr);

@@ -1,9 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! A crash loses no connection: two `weft serve` processes share one SO_REUSEPORT port, clients
-//! connect at a steady rate, and one process dies by SIGKILL. The connections queued on its
-//! listeners (the kernel keeps them open for a few milliseconds after the process is gone,
-//! while it tears the io_uring down) move to the survivor's listener when
-//! `net.ipv4.tcp_migrate_req` is 1; with 0 they are reset, which the control reports.
+//! A crash loses no connection: two `weft serve` processes share one SO_REUSEPORT port
+//! (`--share-port`), clients connect at a steady rate, and one process dies by SIGKILL. The
+//! connections queued on its listeners (the kernel keeps them open for a few milliseconds
+//! after the process is gone, while it tears the io_uring down) move to the survivor's
+//! listener when `net.ipv4.tcp_migrate_req` is 1; with 0 they are reset, which the control
+//! reports.
 //!
 //! The same with HAProxy in front (`send-proxy-v2`, one server entry per instance, both on
 //! the shared port, each health-checked on its own `--health`): what a balancer's clients see.
@@ -66,7 +67,9 @@ fn two_on_one_port_killed(extra: &'static [&'static str], freeze: Option<Duratio
     let common = [&["--proto", "whoami", "--cores", "1"][..], extra].concat();
     let mut first = Weft::serve(&[&common[..], &["--listen", "127.0.0.1:0"]].concat());
     let addr = first.ready();
-    let mut second = Weft::serve(&[&common[..], &["--listen", &addr.to_string()]].concat());
+    let mut second = Weft::serve(
+        &[&common[..], &["--listen", &addr.to_string(), "--share-port"]].concat(),
+    );
     assert_eq!(second.ready(), addr);
     kill_first_under_load(first, second, addr, freeze)
 }
@@ -161,7 +164,9 @@ fn crash_behind_haproxy() -> LoadResult {
     let mut first = Weft::serve(&[&common[..], &["--listen", "127.0.0.1:0"]].concat());
     let addr = first.ready();
     let h1 = first.health_addr();
-    let mut second = Weft::serve(&[&common[..], &["--listen", &addr.to_string()]].concat());
+    let mut second = Weft::serve(
+        &[&common[..], &["--listen", &addr.to_string(), "--share-port"]].concat(),
+    );
     assert_eq!(second.ready(), addr);
     let h2 = second.health_addr();
     let scratch = util::Scratch::new(&format!("crash-haproxy-{}", util::free_port()));

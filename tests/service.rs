@@ -72,6 +72,43 @@ fn the_same_address_twice_is_refused() {
 }
 
 #[test]
+fn an_address_another_engine_listens_on_is_refused_unless_shared() {
+    for ip in ["127.0.0.1", "[::1]"] {
+        let addr: SocketAddr = format!("{ip}:{}", util::free_port()).parse().unwrap();
+        let mut config = EngineConfig::default();
+        config.cores = Cores::Count(1);
+        config.drain_timeout = Duration::from_millis(200);
+        let first = Engine::builder(config.clone())
+            .listen(addr, |_| Echo::factory())
+            .start()
+            .unwrap();
+        let err = Engine::builder(config.clone())
+            .listen(addr, |_| Whoami::factory())
+            .start()
+            .unwrap_err();
+        assert!(matches!(err, EngineError::AddressInUse(_)), "{err}");
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+
+        // Shared on purpose, both serve: every connection reaches one of the two.
+        let second = Engine::builder(config)
+            .listen(ListenerConfig::new(addr).share_port(true), |_| Echo::factory())
+            .start()
+            .unwrap();
+        assert_eq!(second.local_addrs(), [addr]);
+        let mut c = connect(addr);
+        c.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+        drop(c);
+        for engine in [first, second] {
+            engine.control().shutdown();
+            engine.join().unwrap();
+        }
+    }
+}
+
+#[test]
 fn an_engine_of_tasks_stops_when_its_tasks_are_done() {
     let mut config = EngineConfig::default();
     config.cores = Cores::Count(2);

@@ -77,6 +77,11 @@ pub(crate) struct ServeArgs {
     /// skipped without (then set net.ipv4.tcp_migrate_req=1).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     migrate_queued: bool,
+    /// Share the listen ports with the weft processes that listen on them already (SO_REUSEPORT:
+    /// the kernel spreads connections over all of them). Without it, a port in use is an
+    /// error.
+    #[arg(long)]
+    share_port: bool,
     /// On SIGINT/SIGTERM, how long the health check fails while the service still accepts,
     /// before the listeners close (lets a balancer take the instance out first).
     #[arg(long, default_value = "0s", value_parser = super::duration)]
@@ -352,7 +357,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
     let mut listeners = Vec::new();
     let tls_ports = args.tls_listen.iter().map(|a| (*a, true));
     for (addr, is_tls) in plain.into_iter().map(|a| (a, tls_everywhere)).chain(tls_ports) {
-        let mut l = ListenerConfig::new(addr);
+        let mut l = ListenerConfig::new(addr).share_port(args.share_port);
         if let (Some(p), true) = (&proxy, args.proxy_protocol) {
             l = l.proxy(p.clone());
         }
@@ -363,7 +368,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
     }
     for addr in args.proxy_listen {
         if let Some(p) = &proxy {
-            listeners.push(ListenerConfig::new(addr).proxy(p.clone()));
+            listeners.push(
+                ListenerConfig::new(addr)
+                    .proxy(p.clone())
+                    .share_port(args.share_port),
+            );
         }
     }
     let behind_proxy = listeners.iter().any(|l| l.proxy.is_some());

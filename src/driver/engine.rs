@@ -140,7 +140,9 @@ impl EngineBuilder {
     ///
     /// # Errors
     ///
-    /// [`EngineError::CannotListen`] naming the address, [`EngineError::NoListenAddress`]
+    /// [`EngineError::CannotListen`] naming the address, [`EngineError::AddressInUse`] where
+    /// another socket listens already (see [`ListenerConfig::share_port`]),
+    /// [`EngineError::NoListenAddress`]
     /// without listeners or tasks, [`EngineError::DuplicateListener`],
     /// [`EngineError::Cores`] for a core selection that does not fit,
     /// [`EngineError::MemLock`] or [`EngineError::IoUring`] when the reactor cannot start.
@@ -170,7 +172,10 @@ impl EngineBuilder {
         }
         let cores = config.cores.resolve(&Cores::allowed())?;
         raise_limits()?;
-        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.config.addr).collect();
+        let addrs: Vec<(SocketAddr, bool)> = listeners
+            .iter()
+            .map(|l| (l.config.addr, l.config.share_port))
+            .collect();
         let bound = bind_listeners(
             &addrs,
             cores.len(),

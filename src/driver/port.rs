@@ -57,9 +57,11 @@ pub(crate) struct Bound {
 /// SO_REUSEPORT group per address. Inherited sockets bound to an address are spread over the
 /// shards first; a shard left without one binds a new socket. A port 0 is resolved by the
 /// first socket and reused by the others. With `migrate`, each group this creates gets the
-/// program that moves a closing listener's queue to the others.
+/// program that moves a closing listener's queue to the others. Each address comes with
+/// whether it may join a group that already listens there (`ListenerConfig::share_port`);
+/// one that may not, and inherited nothing, is checked to have no listener first.
 pub(crate) fn bind_listeners(
-    addrs: &[SocketAddr],
+    addrs: &[(SocketAddr, bool)],
     shards: usize,
     backlog: u32,
     migrate: bool,
@@ -69,11 +71,18 @@ pub(crate) fn bind_listeners(
     let mut adopted = inherited.into_iter().map(adopt).collect::<Result<Vec<_>, _>>()?;
     let mut per_shard: Vec<Vec<Listener>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound_addrs = Vec::with_capacity(addrs.len());
-    for (index, &addr) in addrs.iter().enumerate() {
+    for (index, &(addr, share)) in addrs.iter().enumerate() {
         let (mine, rest): (Vec<_>, Vec<_>) = adopted
             .into_iter()
             .partition(|(local, _)| addr.port() != 0 && *local == addr);
         adopted = rest;
+        if !share && mine.is_empty() && addr.port() != 0 {
+            match sys::socket::has_listener(addr) {
+                Ok(false) => {}
+                Ok(true) => return Err(EngineError::AddressInUse(addr.into())),
+                Err(e) => return Err(EngineError::cannot_listen(addr, e)),
+            }
+        }
         for (i, (local, socket)) in mine.into_iter().enumerate() {
             per_shard[i % shards.max(1)].push(Listener { socket, local, index });
         }

@@ -23,6 +23,22 @@ pub(crate) fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket
     Ok(sock)
 }
 
+/// Whether a socket listens on `addr` already: a bind there without SO_REUSEPORT (with
+/// SO_REUSEADDR, so that connections in TIME_WAIT do not count) fails with `EADDRINUSE`
+/// exactly then. The probe is closed before it listens.
+pub(crate) fn has_listener(addr: SocketAddr) -> io::Result<bool> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    match sock.bind(&SockAddr::from(addr)) {
+        Ok(()) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 /// `bpf(2)` command that loads a program.
 const BPF_PROG_LOAD: libc::c_long = 5;
 /// `BPF_PROG_TYPE_SK_REUSEPORT`: a program that picks the listener of a reuseport group.
