@@ -88,6 +88,12 @@ impl FrameHandler for Chatter {
         }
     }
 
+    fn drain_requested(&mut self, t: &Transport) {
+        // Chatters are never done: tell them, and close once that is sent.
+        t.write(b"server shutting down\n");
+        t.lose_connection();
+    }
+
     fn connection_lost(&mut self, _reason: &CloseReason) {
         if let Some(room) = self.room.take() {
             self.rooms.leave(&room, self.id);

@@ -1,6 +1,7 @@
 //! A small key-value service over lines: every key lives on the shard its hash names, other
 //! shards reach it with `submit_to`, and a GET waits on a 5 ms timer first without blocking
-//! its shard. Pipelined requests run and are answered in order.
+//! its shard. Pipelined requests run and are answered in order; a client that sends faster
+//! than they run is paused; at shutdown, requests received are answered before the close.
 //!
 //! ```sh
 //! cargo run --release --example kv -- 127.0.0.1:7200
@@ -9,7 +10,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -19,13 +19,8 @@ use weft::{EngineConfig, Service, Transport, factory_fn, shard};
 /// One shard's part of the keys.
 type Store = RefCell<HashMap<String, String>>;
 
-/// The shard that owns `key`.
-fn owner(key: &str) -> usize {
-    let shards = shard::current().map_or(1, |s| s.shards);
-    let mut h = DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() % shards as u64) as usize
-}
+/// Requests a connection may have waiting before it stops reading.
+const MAX_QUEUED: usize = 64;
 
 /// One client connection: its requests run one after the other, in arrival order, in a
 /// task of its own, so that a pipeline's effects and answers keep their order.
@@ -39,20 +34,22 @@ async fn execute(words: Vec<String>) -> String {
     let answer = match words.as_slice() {
         [cmd, key, value] if cmd.eq_ignore_ascii_case("SET") => {
             let (k, v) = (key.clone(), value.clone());
-            shard::submit_to(owner(key), move |s: &Store| s.borrow_mut().insert(k, v).map(drop))
-                .await
-                .map(|_| "OK".into())
+            shard::submit_to(shard::owner_of(key), move |s: &Store| {
+                s.borrow_mut().insert(k, v).map(drop)
+            })
+            .await
+            .map(|_| "OK".into())
         }
         [cmd, key] if cmd.eq_ignore_ascii_case("GET") => {
             shard::sleep(Duration::from_millis(5)).await;
             let k = key.clone();
-            shard::submit_to(owner(key), move |s: &Store| s.borrow().get(&k).cloned())
+            shard::submit_to(shard::owner_of(key), move |s: &Store| s.borrow().get(&k).cloned())
                 .await
                 .map(|v| v.unwrap_or("(nil)".into()))
         }
         [cmd, key] if cmd.eq_ignore_ascii_case("DEL") => {
             let k = key.clone();
-            shard::submit_to(owner(key), move |s: &Store| {
+            shard::submit_to(shard::owner_of(key), move |s: &Store| {
                 s.borrow_mut().remove(&k).map_or("0", |_| "1").to_owned()
             })
             .await
@@ -70,7 +67,12 @@ impl FrameHandler for Client {
         shard::spawn(async move {
             while let Some(words) = requests.pop().await {
                 t.write(execute(words).await.as_bytes());
+                if requests.len() == MAX_QUEUED / 2 && !shard::is_draining() {
+                    t.resume_reading();
+                }
             }
+            // Closed by the drain (or the connection's end): the last answer is written.
+            t.lose_connection();
         });
     }
 
@@ -81,7 +83,15 @@ impl FrameHandler for Client {
             .collect();
         if self.requests.push(words).is_err() {
             t.lose_connection();
+        } else if self.requests.len() >= MAX_QUEUED {
+            t.pause_reading();
         }
+    }
+
+    fn drain_requested(&mut self, t: &Transport) {
+        // Shutting down: no new requests; the task answers those queued, then closes.
+        t.pause_reading();
+        self.requests.close();
     }
 
     fn connection_lost(&mut self, _reason: &weft::CloseReason) {

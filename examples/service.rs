@@ -30,7 +30,8 @@ impl Protocol for Shout {
     }
 
     fn drain_requested(&mut self, t: &Transport) {
-        // Shutting down: finish the line in progress, if any, then close.
+        // Shutting down: close once the answers written so far are sent (a line still in
+        // progress is dropped).
         t.lose_connection();
     }
 }

@@ -107,10 +107,10 @@ pub use stats::StatsSnapshot;
 /// The shard the calling code runs on: which one it is, its state and counters, tasks and
 /// timers that run on it without blocking it, and calls to the other shards' states.
 pub mod shard {
-    pub use crate::driver::mesh::{CallError, ShardHandle, invoke_on_all, submit_to};
+    pub use crate::driver::mesh::{CallError, ShardHandle, invoke_on_all, owner_of, submit_to};
     pub use crate::driver::tasks::{
         Cancelled, Interval, JoinHandle, counters, current, drain_started, interval, is_draining,
-        ring_features, sleep, spawn, state, yield_now,
+        ring_features, sleep, spawn, state, until_drain, yield_now,
     };
     pub use crate::proto::queue::Queue;
 }

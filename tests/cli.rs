@@ -63,7 +63,10 @@ fn a_second_instance_on_a_port_in_use_is_refused_unless_it_shares_the_port() {
     let mut cmd = util::weft_command(&["serve", "--listen", &listen, "--cores", "1", "--share-port"]);
     let mut second = cmd.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(second.try_wait().unwrap().is_none(), "the sharing instance exited");
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "the sharing instance exited"
+    );
     for child in [&mut second, &mut first] {
         util::sigterm(child);
         assert!(wait_exit(child, Duration::from_secs(10)).success());

@@ -67,9 +67,7 @@ fn two_on_one_port_killed(extra: &'static [&'static str], freeze: Option<Duratio
     let common = [&["--proto", "whoami", "--cores", "1"][..], extra].concat();
     let mut first = Weft::serve(&[&common[..], &["--listen", "127.0.0.1:0"]].concat());
     let addr = first.ready();
-    let mut second = Weft::serve(
-        &[&common[..], &["--listen", &addr.to_string(), "--share-port"]].concat(),
-    );
+    let mut second = Weft::serve(&[&common[..], &["--listen", &addr.to_string(), "--share-port"]].concat());
     assert_eq!(second.ready(), addr);
     kill_first_under_load(first, second, addr, freeze)
 }
@@ -164,9 +162,7 @@ fn crash_behind_haproxy() -> LoadResult {
     let mut first = Weft::serve(&[&common[..], &["--listen", "127.0.0.1:0"]].concat());
     let addr = first.ready();
     let h1 = first.health_addr();
-    let mut second = Weft::serve(
-        &[&common[..], &["--listen", &addr.to_string(), "--share-port"]].concat(),
-    );
+    let mut second = Weft::serve(&[&common[..], &["--listen", &addr.to_string(), "--share-port"]].concat());
     assert_eq!(second.ready(), addr);
     let h2 = second.health_addr();
     let scratch = util::Scratch::new(&format!("crash-haproxy-{}", util::free_port()));

@@ -100,6 +100,57 @@ fn kv_keys_live_on_their_shards_and_pipelines_answer_in_order() {
     stop(child);
 }
 
+#[test]
+fn chat_tells_its_chatters_at_shutdown_and_closes_without_waiting_for_the_timeout() {
+    let addr = free_addr();
+    let mut child = example("chat", addr);
+    let mut clients: Vec<BufReader<TcpStream>> = (0..4)
+        .map(|_| {
+            let mut r = BufReader::new(connect(addr));
+            read_until(&mut r, |l| l.starts_with("welcome"));
+            r
+        })
+        .collect();
+    let started = Instant::now();
+    sigterm(&child);
+    for r in &mut clients {
+        read_until(r, |l| l == "server shutting down");
+        let mut rest = String::new();
+        assert_eq!(r.read_line(&mut rest).unwrap(), 0, "then the close: {rest:?}");
+    }
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    // The drain timeout is 10 s: the idle chatters did not hold it up.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn kv_answers_the_requests_it_received_before_closing_at_shutdown() {
+    let addr = free_addr();
+    let mut child = example("kv", addr);
+    let mut writer = connect(addr);
+    let mut reader = BufReader::new(writer.try_clone().unwrap());
+    writer.write_all(b"SET k v\n").unwrap();
+    assert_eq!(read_until(&mut reader, |_| true), "OK");
+    // 100 GETs of 5 ms each: half a second of answers still to come at the signal.
+    writer.write_all("GET k\n".repeat(100).as_bytes()).unwrap();
+    assert_eq!(read_until(&mut reader, |_| true), "v");
+    sigterm(&child);
+    for i in 1..100 {
+        assert_eq!(read_until(&mut reader, |_| true), "v", "answer {i}");
+    }
+    let mut rest = String::new();
+    assert_eq!(
+        reader.read_line(&mut rest).unwrap(),
+        0,
+        "then the close: {rest:?}"
+    );
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+}
+
 /// A [::1] listener on `port` whose accept queue is full and never drained (backlog 0, one
 /// connection queued): the kernel drops further SYNs, so a connect to it hangs. Returns the
 /// listener and the connection that fills it; `None` without IPv6 loopback or if the port is

@@ -177,6 +177,79 @@ fn outside_threads_call_shards_and_get_an_error_once_it_stopped() {
     );
 }
 
+#[test]
+fn a_key_has_one_owner_everywhere_and_keys_spread_over_the_shards() {
+    let engine = Engine::builder(two_shards())
+        .shard_state(|_| Store::default())
+        .listen("127.0.0.1:0".parse::<SocketAddr>().unwrap(), |_| {
+            weft::protocols::Echo::factory()
+        })
+        .start()
+        .unwrap();
+    let outside = engine.shards();
+    let keys: Vec<String> = (0..64).map(|i| format!("key{i}")).collect();
+    let from_outside: Vec<usize> = keys.iter().map(|k| outside.owner_of(k.as_str())).collect();
+    for shard in 0..2 {
+        let keys = keys.clone();
+        let on_shard = outside.call(shard, move |_: &Store| {
+            keys.iter()
+                .map(|k| shard::owner_of(k.as_str()))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(on_shard.as_ref(), Ok(&from_outside), "shard {shard}");
+    }
+    assert!(
+        from_outside.contains(&0) && from_outside.contains(&1),
+        "{from_outside:?}"
+    );
+    assert_eq!(shard::owner_of("key0"), 0, "outside a shard");
+    engine.shutdown();
+    engine.join().unwrap();
+}
+
+#[test]
+fn a_periodic_task_ends_with_the_drain_instead_of_holding_it_up() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut config = two_shards();
+    config.drain_timeout = Duration::from_secs(30);
+    let (ticks, ended) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (t, e) = (ticks.clone(), ended.clone());
+    let engine = Engine::builder(config)
+        .listen("127.0.0.1:0".parse::<SocketAddr>().unwrap(), |_| {
+            weft::protocols::Echo::factory()
+        })
+        .on_each_shard(move |_| {
+            let (t, e) = (t.clone(), e.clone());
+            async move {
+                // A future that wins is the output; the drain's wait goes with it.
+                for _ in 0..1000 {
+                    assert_eq!(shard::until_drain(async { 1 }).await, Some(1));
+                }
+                let mut every = shard::interval(Duration::from_millis(10));
+                while shard::until_drain(every.tick()).await.is_some() {
+                    t.fetch_add(1, Ordering::SeqCst);
+                }
+                // Once the drain began, at once.
+                assert_eq!(shard::until_drain(async { 1 }).await, None);
+                e.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    engine.shutdown();
+    engine.join().unwrap();
+    assert!(ticks.load(Ordering::SeqCst) > 2, "the intervals ticked");
+    assert_eq!(ended.load(Ordering::SeqCst), 2, "both tasks ended by themselves");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the drain waited for its timeout: {:?}",
+        started.elapsed()
+    );
+}
+
 /// Answers each line after asking shard 0 (which holds the counter) for the next number,
 /// 200 ms later: a slow cross-shard answer.
 struct Ticket;

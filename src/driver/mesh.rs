@@ -19,6 +19,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::future::poll_fn;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
@@ -519,6 +520,23 @@ where
         .collect()
 }
 
+/// The shard that owns `key` among the current engine's shards, for state partitioned by key
+/// (`submit_to(owner_of(&key), ..)`): a hash of the key modulo the shard count, the same on
+/// every shard and thread of the process ([`ShardHandle::owner_of`] agrees). Not a stable
+/// placement across builds (the hash is std's `DefaultHasher`). Outside an engine's shard,
+/// where [`submit_to`] fails with [`CallError::NotOnShard`], it is 0.
+pub fn owner_of<K: Hash + ?Sized>(key: &K) -> usize {
+    let shards = ShardCtx::installed().map_or(1, |s| s.info.shards);
+    owner_among(key, shards)
+}
+
+/// `key`'s shard among `shards`.
+fn owner_among<K: Hash + ?Sized>(key: &K, shards: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % shards.max(1) as u64) as usize
+}
+
 /// Sends calls to an engine's shards from any thread: a signal or admin thread, say.
 /// Cheap to clone; `Send` and `Sync`. Made by [`Engine::shards`](crate::Engine::shards).
 #[derive(Debug, Clone)]
@@ -534,6 +552,11 @@ impl ShardHandle {
     /// How many shards the engine runs.
     pub fn shards(&self) -> usize {
         self.mesh.shards()
+    }
+
+    /// The shard that owns `key`: the same as [`owner_of`] on the engine's shards.
+    pub fn owner_of<K: Hash + ?Sized>(&self, key: &K) -> usize {
+        owner_among(key, self.shards())
     }
 
     /// Runs `f` on shard `shard` against its state of type `T` and waits (blocking this

@@ -78,8 +78,8 @@ pub(crate) struct ShardCtx {
     pub(crate) calls: Calls,
     /// Per-shard service state, one value per type.
     states: RefCell<Vec<Rc<dyn Any>>>,
-    /// Woken when the drain begins.
-    pub(crate) drain_waiters: RefCell<Vec<Waker>>,
+    /// Woken when the drain begins: one slot per waiting future, which frees it when dropped.
+    pub(crate) drain_waiters: RefCell<Slab<Waker>>,
     /// An engine's shard, not the context of a bare executor's client connections.
     engine: bool,
 }
@@ -108,7 +108,8 @@ impl ShardCtx {
     /// Marks the start of the shard's drain and tells whoever waits for it.
     fn begin_drain(&self) {
         self.draining.set(true);
-        for w in self.drain_waiters.take() {
+        let waiters: Vec<Waker> = self.drain_waiters.borrow_mut().drain().collect();
+        for w in waiters {
             w.wake();
         }
     }
@@ -129,7 +130,7 @@ impl ShardCtx {
             mesh: None,
             calls: Calls::default(),
             states: RefCell::new(Vec::new()),
-            drain_waiters: RefCell::new(Vec::new()),
+            drain_waiters: RefCell::new(Slab::new()),
             engine: false,
         }
     }

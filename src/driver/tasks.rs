@@ -247,18 +247,82 @@ pub fn is_draining() -> bool {
 /// to finish its work and end, so that the drain does not have to wait for its timeout.
 /// Outside an engine's shard it never resolves.
 pub async fn drain_started() {
-    let Some(shard) = ShardCtx::installed() else {
-        return std::future::pending().await;
-    };
+    let mut drain = DrainWait::new();
+    poll_fn(|cx| drain.poll(cx)).await;
+}
+
+/// Runs `future` until the current shard's drain begins: `Some` of its output if it finishes
+/// first, `None` once the drain has begun (at once if it has; `future` is then dropped).
+/// For the loop of a task that should end with the drain instead of holding it up until its
+/// timeout:
+///
+/// ```no_run
+/// # async fn ticker() {
+/// use std::time::Duration;
+/// use weft::shard;
+///
+/// let mut every = shard::interval(Duration::from_secs(1));
+/// while shard::until_drain(every.tick()).await.is_some() {
+///     println!("{} connections", shard::counters().active);
+/// }
+/// # }
+/// ```
+///
+/// Outside an engine's shard the drain never begins: it is `Some` of the output.
+pub async fn until_drain<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut drain = DrainWait::new();
     poll_fn(|cx| {
-        if shard.draining.get() {
-            Poll::Ready(())
-        } else {
-            shard.drain_waiters.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
+        if drain.poll(cx).is_ready() {
+            return Poll::Ready(None);
         }
+        future.as_mut().poll(cx).map(Some)
     })
-    .await;
+    .await
+}
+
+/// A wait for the current shard's drain: its slot among the shard's drain waiters, taken at
+/// the first poll that has to wait and given back when dropped, so that waits that end
+/// otherwise (an `until_drain` whose future won) leave nothing behind.
+struct DrainWait {
+    shard: Option<Rc<ShardCtx>>,
+    slot: Option<usize>,
+}
+
+impl DrainWait {
+    fn new() -> Self {
+        Self {
+            shard: ShardCtx::installed(),
+            slot: None,
+        }
+    }
+
+    /// Ready once the drain has begun; never outside an engine's shard.
+    fn poll(&mut self, cx: &Context<'_>) -> Poll<()> {
+        let Some(shard) = &self.shard else {
+            return Poll::Pending;
+        };
+        if shard.draining.get() {
+            return Poll::Ready(());
+        }
+        let mut waiters = shard.drain_waiters.borrow_mut();
+        match self.slot.and_then(|k| waiters.get_mut(k)) {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            Some(w) => w.clone_from(cx.waker()),
+            None => self.slot = Some(waiters.insert(cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for DrainWait {
+    fn drop(&mut self) {
+        if let (Some(shard), Some(k)) = (&self.shard, self.slot)
+            && !shard.draining.get()
+        {
+            shard.drain_waiters.borrow_mut().try_remove(k);
+        }
+    }
 }
 
 /// The counters of the current shard (or of this executor's client connections, on a bare

@@ -190,7 +190,8 @@ pub trait FrameHandler: 'static {
         let _ = transport;
     }
 
-    /// As [`Protocol::drain_requested`].
+    /// As [`Protocol::drain_requested`]: reading, and so decoding, goes on unless the handler
+    /// pauses it, and the default leaves the connection open until the drain timeout.
     fn drain_requested(&mut self, transport: &Transport) {
         let _ = transport;
     }

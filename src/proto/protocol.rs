@@ -36,9 +36,14 @@ pub trait Protocol: 'static {
         let _ = transport;
     }
 
-    /// The engine is draining for shutdown. The default does nothing, so that the connection
-    /// may finish its work within the drain timeout; a protocol with idle keep-alive
-    /// connections closes them here.
+    /// The engine is draining for shutdown: its listeners are closed, and connections still
+    /// open when the drain timeout passes are aborted (their peers see a reset). Reading goes
+    /// on: data already on its way still arrives. The default does nothing, so that the
+    /// connection may finish its work; it then stays open until the peer closes it or the
+    /// timeout aborts it. A request/response protocol usually stops reading here
+    /// ([`Transport::pause_reading`]) and closes after its last answer
+    /// ([`Transport::lose_connection`] flushes first); one whose connections sit idle between
+    /// requests (keep-alive, a chat) closes them here, at once.
     fn drain_requested(&mut self, transport: &Transport) {
         let _ = transport;
     }

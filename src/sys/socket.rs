@@ -27,7 +27,11 @@ pub(crate) fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket
 /// SO_REUSEADDR, so that connections in TIME_WAIT do not count) fails with `EADDRINUSE`
 /// exactly then. The probe is closed before it listens.
 pub(crate) fn has_listener(addr: SocketAddr) -> io::Result<bool> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
     sock.set_reuse_address(true)?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
