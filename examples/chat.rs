@@ -102,6 +102,7 @@ impl FrameHandler for Chatter {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    weft::logging::init();
     let listen: SocketAddr = std::env::args()
         .nth(1)
         .as_deref()

@@ -62,6 +62,7 @@ impl ClientFactory for Asker {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    weft::logging::init();
     let target: Address = std::env::args()
         .nth(1)
         .as_deref()

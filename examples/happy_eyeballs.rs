@@ -21,6 +21,7 @@ impl Protocol for Idle {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    weft::logging::init();
     let dest: Destination = std::env::args()
         .nth(1)
         .as_deref()

@@ -100,6 +100,7 @@ impl FrameHandler for Client {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    weft::logging::init();
     let listen: SocketAddr = std::env::args()
         .nth(1)
         .as_deref()

@@ -13,6 +13,7 @@ use weft::proxy::{Cidr, ProxyConfig};
 use weft::{Destination, EngineConfig, ListenerConfig, Service};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    weft::logging::init();
     let mut args = std::env::args().skip(1);
     let listen: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:7000").parse()?;
     let upstream: Destination = args.next().as_deref().unwrap_or("127.0.0.1:6379").parse()?;

@@ -37,6 +37,7 @@ impl Protocol for Shout {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    weft::logging::init(); // weft's own logs (WEFT_LOG=debug for more) on stderr
     let mut args = std::env::args().skip(1);
     let listen: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:7000").parse()?;
     let health: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:7001").parse()?;

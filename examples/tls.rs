@@ -82,6 +82,7 @@ impl ClientFactory for Client {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    weft::logging::init();
     let dir = std::env::temp_dir().join(format!("weft-tls-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (ca, cert, key) = make_certificates(&dir)?;

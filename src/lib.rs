@@ -76,6 +76,7 @@ mod error;
 pub mod handoff;
 pub mod health;
 pub mod load;
+pub mod logging;
 pub mod metrics;
 mod proto;
 pub mod protocols;

@@ -134,6 +134,7 @@ fn an_engine_of_tasks_stops_when_its_tasks_are_done() {
 fn the_example_service_drains_on_sigterm_and_exits_0() {
     let (addr, health) = (free_addr(), free_addr());
     let mut child = example_command("service", &[addr.to_string(), health.to_string()])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the example is built by cargo test (cargo build --release --examples)");
     wait_listening(addr, &mut child);
@@ -152,6 +153,10 @@ fn the_example_service_drains_on_sigterm_and_exits_0() {
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     // The readiness probe of `wait_listening` was served too.
     assert!(out.contains("served 2 connections"), "{out}");
+    // weft::logging::init: the service's own lines on stderr.
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("serving shout on") && err.contains("signal 15"), "{err}");
 }
 
 #[test]

@@ -53,7 +53,7 @@ impl From<weft::EngineError> for CliError {
 
 /// Parses the command line and runs it; returns the exit status.
 pub(crate) fn run() -> i32 {
-    init_logging();
+    weft::logging::init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
@@ -110,21 +110,6 @@ fn first_line(text: &str) -> String {
         line = format!("{} {}", line, listed.join(", "));
     }
     line
-}
-
-fn init_logging() {
-    let level = match std::env::var("WEFT_LOG").as_deref() {
-        Ok("debug") => tracing::Level::DEBUG,
-        Ok("trace") => tracing::Level::TRACE,
-        Ok("warn") => tracing::Level::WARN,
-        Ok("error") => tracing::Level::ERROR,
-        _ => tracing::Level::INFO,
-    };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false)
-        .init();
 }
 
 /// clap value parser for durations (`10s`, `500ms`).
