@@ -156,7 +156,10 @@ fn the_example_service_drains_on_sigterm_and_exits_0() {
     // weft::logging::init: the service's own lines on stderr.
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(err.contains("serving shout on") && err.contains("signal 15"), "{err}");
+    assert!(
+        err.contains("serving shout on") && err.contains("signal 15"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -189,7 +189,9 @@ pub struct MetricsHandle {
 }
 
 impl MetricsHandle {
-    /// The current merged view of every shard.
+    /// The current merged view of every shard: all zeros until the shards' first reports, one
+    /// interval after the start. For a shard's counters right now, read
+    /// [`shard::counters`](crate::shard::counters) on the shard.
     pub fn snapshot(&self) -> MetricsSnapshot {
         self.shared.snapshot(Instant::now())
     }
