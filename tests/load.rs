@@ -217,6 +217,28 @@ fn http_non_2xx_is_counted() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("bad status"));
 }
 
+/// A connection per request, in a closed loop and at a fixed rate: every request answered
+/// on a connection of its own (the server sees as many connections as requests).
+#[test]
+fn a_connection_per_request_in_closed_and_open_loop() {
+    let rig = Rig::new("http", "one-shot");
+    let target = format!("http://{}/", rig.server.addr);
+    for pacing in [&[][..], &["--rate", "400"][..]] {
+        let json = rig.dir.file("r.json");
+        let mut args = vec!["--new-conn-per-request", "--duration", "1s", "--conns", "4"];
+        args.extend_from_slice(pacing);
+        args.extend_from_slice(&["--json", &json]);
+        succeeded(output_within(
+            rig.spawn_load_at(&target, &args),
+            Duration::from_secs(30),
+        ));
+        let v = read_json(&json);
+        let requests = v["requests"].as_u64().unwrap();
+        assert!(requests >= 100, "{pacing:?}: {requests} requests");
+        assert_eq!(v["errors"]["total"].as_u64(), Some(0), "{pacing:?}: {v}");
+    }
+}
+
 /// Ctrl-C stops the run and still prints the results so far.
 #[test]
 fn ctrl_c_prints_results_so_far() {

@@ -147,12 +147,7 @@ fn no_intervals(inputs: &[Input], tag: Option<&str>) -> String {
 /// p50, p99 and max per interval, the files' intervals merged by time: the buckets are the
 /// shortest interval long, counted from the earliest start.
 fn over_time_table(inputs: &[Input], tag: Option<&str>, t0: f64) -> String {
-    let width = inputs
-        .iter()
-        .flat_map(|i| i.log.tagged(tag).map(|iv| iv.length))
-        .filter(|l| *l > 0.0)
-        .fold(f64::INFINITY, f64::min);
-    let width = if width.is_finite() { width } else { 1.0 };
+    let width = bucket_width(inputs.iter().flat_map(|i| i.log.tagged(tag).map(|iv| iv.length)));
     let mut buckets: BTreeMap<u64, Latency> = BTreeMap::new();
     for iv in inputs.iter().flat_map(|i| i.log.tagged(tag)) {
         let k = ((iv.start - t0) / width + 1e-6).floor().max(0.0) as u64;
@@ -177,4 +172,27 @@ fn over_time_table(inputs: &[Input], tag: Option<&str>, t0: f64) -> String {
         );
     }
     out
+}
+
+/// The width of the over-time table's rows: the intervals' typical (median) length, so that
+/// a short last interval (an interrupted run, a duration that is not a whole number of
+/// intervals) neither narrows every row nor mislabels their times; 1 s without intervals.
+fn bucket_width(lengths: impl Iterator<Item = f64>) -> f64 {
+    let mut lengths: Vec<f64> = lengths.filter(|l| *l > 0.0).collect();
+    lengths.sort_by(f64::total_cmp);
+    lengths.get(lengths.len() / 2).copied().unwrap_or(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_as_wide_as_the_typical_interval_not_a_short_last_one() {
+        assert_eq!(bucket_width([1.0, 1.0, 0.401].into_iter()), 1.0);
+        assert_eq!(bucket_width([1.0, 0.401].into_iter()), 1.0);
+        assert_eq!(bucket_width([0.5, 0.5, 0.5, 0.2].into_iter()), 0.5);
+        assert_eq!(bucket_width([0.0].into_iter()), 1.0);
+        assert_eq!(bucket_width(std::iter::empty()), 1.0);
+    }
 }

@@ -96,12 +96,16 @@ impl Slot {
         }
     }
 
-    /// Sends what may go out at `now` as one write.
+    /// Sends what may go out at `now` as one write. A one-shot connection sends nothing more
+    /// after its first write (in an open loop, that is when its first request falls due).
     fn send(&mut self, core: &Core, now: Instant) {
         let Some(t) = &self.transport else { return };
         let n = self.exchange.claim(now);
         if n > 0 {
             t.write(&core.batch[..n * core.request_len]);
+            if core.one_shot {
+                self.exchange.stop_sending();
+            }
         }
     }
 
@@ -137,9 +141,6 @@ impl Protocol for LoadProtocol {
         slot.dropped = false;
         slot.answered = 0;
         slot.send(&self.core, Instant::now());
-        if self.core.one_shot {
-            slot.exchange.stop_sending();
-        }
         slot.wake_pacer();
     }
 
