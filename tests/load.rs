@@ -479,7 +479,16 @@ fn short_reads_resets_and_timeouts_are_counted() {
             "--json",
             &json,
         ];
-        succeeded(run_weft(&args, Duration::from_secs(20)));
+        // Nothing answered: the run fails (exit 1, one line), its results still written.
+        let out = run_weft(&args, Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(1), "{kind}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr
+                .trim_end()
+                .ends_with("no request was answered: see the errors above"),
+            "{stderr}"
+        );
         let v = read_json(&json);
         assert!(
             v["errors"][kind].as_u64().unwrap() >= 2,

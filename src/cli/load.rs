@@ -193,6 +193,12 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
     );
     let outcome = drive(load, &config, proto, outputs)?;
     print!("{}", report::summary(&config, proto, &outcome));
+    if outcome.total.sample.requests == 0 {
+        // A script or CI job must not take a run of errors for a measurement.
+        return Err(CliError::Failure(
+            "no request was answered: see the errors above".into(),
+        ));
+    }
     Ok(())
 }
 

@@ -95,7 +95,13 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
     };
     let stopped = if outcome.interrupted { ", interrupted" } else { "" };
     let _ = writeln!(out, "duration    {secs:.2} s measured{warmup}{stopped}");
-    let _ = writeln!(out, "requests    {} = {:.0} req/s", t.sample.requests, t.rate());
+    let _ = writeln!(
+        out,
+        "requests    {} = {:.0} req/s{}",
+        t.sample.requests,
+        t.rate(),
+        shortfall(config.rate, t.rate())
+    );
     let _ = writeln!(
         out,
         "transfer    {} sent, {} received",
@@ -114,11 +120,28 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
     }
     let open = config.rate.is_some();
     out.push('\n');
-    out.push_str(&latency_table(
-        &t.sample.corrected,
-        open.then_some(&t.sample.uncorrected),
-    ));
+    if t.sample.requests == 0 {
+        let _ = writeln!(out, "latency     none: no request was answered");
+    } else {
+        out.push_str(&latency_table(
+            &t.sample.corrected,
+            open.then_some(&t.sample.uncorrected),
+        ));
+    }
     out
+}
+
+/// How far an open loop's answered rate fell short of the rate it offered, when by more than
+/// 1%: requests due but not sent (the connections' windows were full), or sent but not
+/// answered. Empty in a closed loop or on schedule.
+fn shortfall(offered: Option<f64>, answered: f64) -> String {
+    match offered {
+        Some(r) if r > 0.0 && answered < 0.99 * r => format!(
+            ", {:.0}% of the {r} req/s offered: the server (or this client) fell behind",
+            100.0 * answered / r
+        ),
+        _ => String::new(),
+    }
 }
 
 /// The latency table of `corrected`, with an `uncorrected` column beside it when given.
@@ -179,6 +202,7 @@ pub fn json(config: &LoadConfig, proto: &str, outcome: &LoadOutcome, intervals: 
         },
         "requests": t.sample.requests,
         "rps": t.rate(),
+        "offered_rps": config.rate,
         "duration_s": t.length().as_secs_f64(),
         "interrupted": outcome.interrupted,
         "bytes_sent": t.bytes.sent,
@@ -256,5 +280,30 @@ mod tests {
         assert!(closed.contains("closed loop"));
         let line = live_line(&o.total, &o.total);
         assert!(line.contains("500 req/s") && line.contains("p99 990"), "{line}");
+    }
+
+    #[test]
+    fn an_open_loop_that_fell_behind_says_by_how_much() {
+        let o = outcome();
+        let on_time = summary(&config(Some(500.0)), "echo", &o);
+        assert!(!on_time.contains("offered"), "{on_time}");
+        let behind = summary(&config(Some(2000.0)), "echo", &o);
+        assert!(
+            behind.contains("requests    1000 = 500 req/s, 25% of the 2000 req/s offered"),
+            "{behind}"
+        );
+        assert_eq!(
+            json(&config(Some(2000.0)), "echo", &o, &[])["offered_rps"],
+            2000.0
+        );
+    }
+
+    #[test]
+    fn a_run_with_no_answer_prints_no_latency_table() {
+        let mut o = outcome();
+        o.total.sample = Default::default();
+        let s = summary(&config(None), "echo", &o);
+        assert!(s.contains("latency     none: no request was answered"), "{s}");
+        assert!(!s.contains("p99"), "{s}");
     }
 }
