@@ -262,8 +262,21 @@ fn bad_input_is_one_line_and_an_exit_status() {
         .local_addr()
         .unwrap()
         .to_string();
-    let cases: [(&[&str], i32); 11] = [
+    // More connections than descriptors the process may ever open: refused before it starts.
+    let mut nofile = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only `nofile`.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) }, 0);
+    let too_many = nofile
+        .rlim_max
+        .saturating_add(1)
+        .min(usize::MAX as u64)
+        .to_string();
+    let cases: [(&[&str], i32); 12] = [
         (&["load", "--target", &closed, "--duration", "1s"], 1),
+        (&["load", "--target", "127.0.0.1:1", "--conns", &too_many], 1),
         (&["load", "--target", "not an address"], 2),
         (&["load", "--target", "127.0.0.1:1", "--duration", "soon"], 2),
         (&["load", "--target", "127.0.0.1:1", "--conns", "0"], 2),

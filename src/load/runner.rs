@@ -31,6 +31,7 @@ use crate::driver::tasks::{counters, sleep, spawn};
 use crate::error::EngineError;
 use crate::proto::client::ConnectorState;
 use crate::proto::tls::ClientTls;
+use crate::sys::limits::{Limit, raise_soft};
 
 /// How often a core checks for the end of the run, Ctrl-C and timed-out requests.
 const TICK: Duration = Duration::from_millis(20);
@@ -136,9 +137,41 @@ pub enum LoadError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The connections would need more descriptors than the process may open.
+    #[error(
+        "{conns} connections need about {need} open descriptors, and this process may open \
+         {limit} (RLIMIT_NOFILE, already raised to its hard limit): open fewer connections, \
+         raise the hard limit (ulimit -Hn, systemd LimitNOFILE=), or run several load \
+         processes together (--start-at)"
+    )]
+    Descriptors {
+        /// The connections asked for.
+        conns: usize,
+        /// The descriptors they and the load cores need.
+        need: u64,
+        /// The soft limit, raised to the hard one.
+        limit: u64,
+    },
     /// The load cores could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+/// Descriptors a load core holds besides its connections (its rings, eventfd, timers), and the
+/// process besides its cores (standard streams, signal pipes, output files), with room to
+/// spare.
+const FDS_PER_CORE: u64 = 16;
+const FDS_BASE: u64 = 32;
+
+/// Checks that `conns` connections on `cores` cores fit in the descriptor limit (raising the
+/// soft limit to the hard one first). An unreadable limit is not checked.
+fn check_descriptors(conns: usize, cores: usize) -> Result<(), LoadError> {
+    let (limit, _) = raise_soft(Limit::NoFile);
+    let need = conns as u64 + FDS_PER_CORE * cores as u64 + FDS_BASE;
+    if limit != 0 && need > limit {
+        return Err(LoadError::Descriptors { conns, need, limit });
+    }
+    Ok(())
 }
 
 impl LoadError {
@@ -187,6 +220,7 @@ impl Load {
             .resolve(&Cores::allowed())
             .map_err(|e| LoadError::Config(e.to_string()))?;
         let cpus: Vec<usize> = cpus.into_iter().take(config.conns).collect();
+        check_descriptors(config.conns, cpus.len())?;
         std::net::TcpStream::connect_timeout(&config.target, config.connect_timeout).map_err(|source| {
             LoadError::Unreachable {
                 target: config.target.into(),

@@ -48,7 +48,7 @@ pub enum ConnectError {
         source: Arc<io::Error>,
     },
     /// The client socket could not be created or bound to the bind address.
-    #[error("cannot set up the client socket{}: {source} (use a local address of this host and a free port, or no bind address)", bind_text(.addr))]
+    #[error("cannot set up the client socket{}: {source}{}", bind_text(.addr), bind_hint(.addr, .source))]
     Bind {
         /// The bind address, if one was given.
         addr: Option<Address>,
@@ -91,6 +91,18 @@ pub enum ConnectError {
 
 fn bind_text(addr: &Option<Address>) -> String {
     addr.map(|a| format!(" bound to {a}")).unwrap_or_default()
+}
+
+/// What to do about a client socket that could not be set up: out of descriptors, or a bind
+/// address that does not work.
+fn bind_hint(addr: &Option<Address>, source: &io::Error) -> &'static str {
+    match (source.raw_os_error(), addr) {
+        (Some(libc::EMFILE | libc::ENFILE), _) => {
+            " (out of descriptors: close some, open fewer connections, or raise the limit: ulimit -n)"
+        }
+        (_, Some(_)) => " (use a local address of this host and a free port, or no bind address)",
+        (_, None) => "",
+    }
 }
 
 impl ConnectError {
@@ -635,6 +647,23 @@ mod tests {
         assert_eq!(name.to_string(), "db-1.example.com:5432");
         assert_eq!(Destination::new("[::1]", 9).unwrap(), "[::1]:9".parse().unwrap());
         assert_eq!(Destination::new("localhost", 9).unwrap().address(), None);
+    }
+
+    #[test]
+    fn a_socket_that_cannot_be_set_up_says_what_to_do() {
+        let emfile = ConnectError::Bind {
+            addr: None,
+            source: Arc::new(io::Error::from_raw_os_error(libc::EMFILE)),
+        };
+        assert!(emfile.to_string().contains("ulimit -n"), "{emfile}");
+        let bound = ConnectError::Bind {
+            addr: Some("127.0.0.1:9".parse::<std::net::SocketAddr>().unwrap().into()),
+            source: Arc::new(io::Error::from_raw_os_error(libc::EADDRNOTAVAIL)),
+        };
+        assert!(
+            bound.to_string().contains("a local address of this host"),
+            "{bound}"
+        );
     }
 
     #[test]
