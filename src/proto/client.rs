@@ -657,7 +657,7 @@ mod tests {
         };
         assert!(emfile.to_string().contains("ulimit -n"), "{emfile}");
         let bound = ConnectError::Bind {
-            addr: Some("127.0.0.1:9".parse::<std::net::SocketAddr>().unwrap().into()),
+            addr: Some("127.0.0.1:9".parse::<SocketAddr>().unwrap().into()),
             source: Arc::new(io::Error::from_raw_os_error(libc::EADDRNOTAVAIL)),
         };
         assert!(
