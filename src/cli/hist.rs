@@ -43,7 +43,8 @@ pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
     for path in &args.files {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| CliError::Failure(format!("cannot read {name}: {e}")))?;
-        let log = Log::read(&bytes).map_err(|e| CliError::Failure(format!("{name}: {e}")))?;
+        let log =
+            Log::read(&bytes).map_err(|e| CliError::Failure(format!("{name}: {e}{}", hgrm_hint(&bytes))))?;
         inputs.push(Input { name, log });
     }
     let selected: usize = inputs.iter().map(|i| i.log.tagged(tag).count()).sum();
@@ -135,7 +136,12 @@ fn no_intervals(inputs: &[Input], tag: Option<&str>) -> String {
     tags.dedup();
     let wanted = tag.unwrap_or("(none)");
     if tags.is_empty() {
-        "the input has no intervals".into()
+        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+        format!(
+            "{} {} no intervals (an empty log: did its run end before the first interval?)",
+            names.join(", "),
+            if names.len() == 1 { "has" } else { "have" }
+        )
     } else {
         format!(
             "no intervals with tag {wanted} (tags present: {})",
@@ -145,7 +151,7 @@ fn no_intervals(inputs: &[Input], tag: Option<&str>) -> String {
 }
 
 /// p50, p99 and max per interval, the files' intervals merged by time: the buckets are the
-/// shortest interval long, counted from the earliest start.
+/// typical interval long (see `bucket_width`), counted from the earliest start.
 fn over_time_table(inputs: &[Input], tag: Option<&str>, t0: f64) -> String {
     let width = bucket_width(inputs.iter().flat_map(|i| i.log.tagged(tag).map(|iv| iv.length)));
     let mut buckets: BTreeMap<u64, Latency> = BTreeMap::new();
@@ -174,6 +180,23 @@ fn over_time_table(inputs: &[Input], tag: Option<&str>, t0: f64) -> String {
     out
 }
 
+/// A hint for a file that is a percentile distribution (`weft load --hgrm`, HdrHistogram's
+/// `outputPercentileDistribution`) rather than an interval log.
+fn hgrm_hint(bytes: &[u8]) -> &'static str {
+    let head = &bytes[..bytes.len().min(200)];
+    let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    if String::from_utf8_lossy(first)
+        .split_whitespace()
+        .take(2)
+        .eq(["Value", "Percentile"])
+    {
+        " (this is a percentile distribution, a .hgrm file, which has no intervals: give weft \
+         hist the --hdr-log file of the run)"
+    } else {
+        ""
+    }
+}
+
 /// The width of the over-time table's rows: the intervals' typical (median) length, so that
 /// a short last interval (an interrupted run, a duration that is not a whole number of
 /// intervals) neither narrows every row nor mislabels their times; 1 s without intervals.
@@ -194,5 +217,13 @@ mod tests {
         assert_eq!(bucket_width([0.5, 0.5, 0.5, 0.2].into_iter()), 0.5);
         assert_eq!(bucket_width([0.0].into_iter()), 1.0);
         assert_eq!(bucket_width(std::iter::empty()), 1.0);
+    }
+
+    #[test]
+    fn a_percentile_distribution_is_named_as_such() {
+        let hgrm = b"       Value     Percentile TotalCount 1/(1-Percentile)\n\n       0.010 0.0 1 1.00\n";
+        assert!(hgrm_hint(hgrm).contains(".hgrm"));
+        assert_eq!(hgrm_hint(b"#[StartTime: 1.0]\n"), "");
+        assert_eq!(hgrm_hint(b""), "");
     }
 }

@@ -354,6 +354,11 @@ fn workload(args: &LoadArgs, target: &Target) -> Result<Workload, CliError> {
             let framing = match (args.response_size, &args.response_delimiter) {
                 (Some(n), None) if n > 0 => Framing::Length(n),
                 (None, Some(d)) => Framing::Delimiter(parse_delimiter(d).map_err(usage)?),
+                (Some(_), Some(_)) => {
+                    return Err(CliError::Usage(
+                        "--response-size and --response-delimiter exclude each other: give one".into(),
+                    ));
+                }
                 _ => {
                     return Err(CliError::Usage(
                         "--proto raw needs one of --response-size N (N > 0) or --response-delimiter TEXT"

@@ -67,7 +67,7 @@ pub(crate) fn run() -> i32 {
     match result {
         Ok(()) => 0,
         Err(CliError::Usage(e)) => {
-            eprintln!("weft: {e} (see weft --help)");
+            eprintln!("weft: {e} (see {})", help_command());
             EXIT_USAGE
         }
         Err(CliError::Failure(e)) => {
@@ -95,8 +95,17 @@ fn usage_error(e: &clap::Error) -> i32 {
     }
     let text = e.render().to_string();
     let line = first_line(&text);
-    eprintln!("weft: {line} (see weft --help)");
+    eprintln!("weft: {line} (see {})", help_command());
     EXIT_USAGE
+}
+
+/// The help that explains the command line given: `weft load --help` for `weft load ...`.
+fn help_command() -> String {
+    let sub = std::env::args().nth(1);
+    match sub.as_deref() {
+        Some(s @ ("serve" | "demo" | "load" | "hist")) => format!("weft {s} --help"),
+        _ => "weft --help".into(),
+    }
 }
 
 /// The message of a rendered clap error as one line: its first line, joined with the lines

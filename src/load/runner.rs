@@ -116,8 +116,14 @@ impl LoadConfig {
         if self.duration.is_zero() {
             return bad("--duration must be more than 0");
         }
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() || self.interval.is_zero() {
-            return bad("timeouts and the interval must be more than 0");
+        if self.timeout.is_zero() {
+            return bad("--timeout must be more than 0");
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("the connect timeout must be more than 0");
+        }
+        if self.interval.is_zero() {
+            return bad("the report interval must be more than 0");
         }
         Ok(())
     }
