@@ -214,7 +214,12 @@ fn http_non_2xx_is_counted() {
     let requests = v["requests"].as_u64().unwrap();
     assert!(requests > 0);
     assert_eq!(v["errors"]["bad_status"].as_u64().unwrap(), requests);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("bad status"));
+    assert_eq!(v["bad_statuses"]["404"].as_u64().unwrap(), requests);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("bad status {requests} (404: {requests})")),
+        "{stdout}"
+    );
 }
 
 /// A connection per request, in a closed loop and at a fixed rate: every request answered

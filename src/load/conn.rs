@@ -48,6 +48,8 @@ pub(crate) struct Core {
     /// Each connection carries one batch of requests, then closes and a new one opens (a
     /// TLS handshake per request: a full one if the client TLS resumes no session).
     one_shot: bool,
+    /// The first protocol error was logged (with its detail; later ones are only counted).
+    protocol_error_told: Cell<bool>,
 }
 
 impl Core {
@@ -58,6 +60,7 @@ impl Core {
             recorder: RefCell::new(Recorder::default()),
             stopping: Cell::new(false),
             one_shot,
+            protocol_error_told: Cell::new(false),
         }
     }
 }
@@ -154,12 +157,16 @@ impl Protocol for LoadProtocol {
         let was_full = slot.exchange.window_full();
         let mut recorder = self.core.recorder.borrow_mut();
         let mut answered = 0;
-        let result = slot.exchange.receive(data, |sent, success| {
-            recorder.response(sent, now, success);
+        let result = slot.exchange.receive(data, |sent, status| {
+            recorder.response(sent, now, status);
             answered += 1;
         });
         slot.answered += answered;
-        if result.is_err() {
+        if let Err(e) = result {
+            if !self.core.protocol_error_told.replace(true) {
+                // The first one on this core says why; the count says how often.
+                tracing::warn!("weft load: a response is not what was expected: {e}");
+            }
             recorder.error(ErrorKind::Protocol);
             slot.dropped = true;
             transport.abort_connection();
@@ -184,7 +191,7 @@ impl Protocol for LoadProtocol {
         let mut slot = self.slot.borrow_mut();
         let mut recorder = self.core.recorder.borrow_mut();
         slot.exchange
-            .finish(|sent, success| recorder.response(sent, now, success));
+            .finish(|sent, status| recorder.response(sent, now, status));
         transport.lose_connection();
     }
 

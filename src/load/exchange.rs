@@ -127,13 +127,17 @@ impl Exchange {
         self.closing
     }
 
-    /// Reads response bytes; calls `done(request, success)` for each completed response in
-    /// order (`success` is false for an HTTP status other than 2xx).
+    /// Reads response bytes; calls `done(request, status)` for each completed response in
+    /// order (`status`: the HTTP status code; `None` for raw responses, which have none).
     ///
     /// # Errors
     ///
     /// The stream is not valid responses, or has more responses than requests.
-    pub fn receive(&mut self, data: &[u8], mut done: impl FnMut(&Sent, bool)) -> Result<(), ExchangeError> {
+    pub fn receive(
+        &mut self,
+        data: &[u8],
+        mut done: impl FnMut(&Sent, Option<u16>),
+    ) -> Result<(), ExchangeError> {
         let in_flight = &mut self.in_flight;
         match &mut self.reader {
             Reader::Http(reader) => {
@@ -142,7 +146,7 @@ impl Exchange {
                 reader.feed(data, |resp| match in_flight.pop_front() {
                     Some(sent) => {
                         *closing |= resp.close;
-                        done(&sent, resp.is_success());
+                        done(&sent, Some(resp.status));
                     }
                     None => unsolicited = true,
                 })?;
@@ -153,7 +157,7 @@ impl Exchange {
             Reader::Raw(matcher) => {
                 for _ in 0..matcher.feed(data) {
                     let sent = in_flight.pop_front().ok_or(ExchangeError::Unsolicited)?;
-                    done(&sent, true);
+                    done(&sent, None);
                 }
             }
         }
@@ -161,12 +165,12 @@ impl Exchange {
     }
 
     /// The peer closed its side: completes a response that runs to the connection's end.
-    pub fn finish(&mut self, mut done: impl FnMut(&Sent, bool)) {
+    pub fn finish(&mut self, mut done: impl FnMut(&Sent, Option<u16>)) {
         if let Reader::Http(reader) = &mut self.reader
             && let Some(resp) = reader.finish()
             && let Some(sent) = self.in_flight.pop_front()
         {
-            done(&sent, resp.is_success());
+            done(&sent, Some(resp.status));
         }
     }
 }
@@ -189,8 +193,8 @@ mod tests {
         assert!(x.window_full());
         assert_eq!(x.claim(t0), 0);
         let mut seen = 0;
-        x.receive(&OK.repeat(3), |s, ok| {
-            assert!(ok && s.intended == t0);
+        x.receive(&OK.repeat(3), |s, status| {
+            assert!(status == Some(200) && s.intended == t0);
             seen += 1;
         })
         .unwrap();
@@ -254,8 +258,8 @@ mod tests {
         })
         .unwrap();
         let mut status = None;
-        x.finish(|_, ok| status = Some(ok));
-        assert_eq!(status, Some(false));
+        x.finish(|_, code| status = code);
+        assert_eq!(status, Some(503));
         let mut raw = Exchange::new(1, Pacing::Closed, Reader::Raw(Matcher::new(Framing::Length(1))));
         assert_eq!(raw.receive(b"x", |_, _| ()), Err(ExchangeError::Unsolicited));
     }

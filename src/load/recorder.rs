@@ -134,6 +134,47 @@ impl Serialize for ErrorCounts {
     }
 }
 
+/// Responses with a status other than 2xx, by status code (the `bad status` errors).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusCounts(Vec<(u16, u64)>);
+
+impl StatusCounts {
+    /// Counts one response with `status`.
+    pub fn add(&mut self, status: u16) {
+        self.add_n(status, 1);
+    }
+
+    fn add_n(&mut self, status: u16, n: u64) {
+        match self.0.binary_search_by_key(&status, |(s, _)| *s) {
+            Ok(i) => self.0[i].1 += n,
+            Err(i) => self.0.insert(i, (status, n)),
+        }
+    }
+
+    /// Adds `other`'s counts.
+    pub fn merge(&mut self, other: &Self) {
+        for &(status, n) in &other.0 {
+            self.add_n(status, n);
+        }
+    }
+
+    /// `(status, count)`, by status code.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl Serialize for StatusCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (status, n) in &self.0 {
+            map.serialize_entry(&status.to_string(), n)?;
+        }
+        map.end()
+    }
+}
+
 /// What was measured over some time: latencies in ns, responses, errors.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -145,6 +186,8 @@ pub struct Sample {
     pub requests: u64,
     /// Errors by kind.
     pub errors: ErrorCounts,
+    /// The `bad status` errors by status code.
+    pub bad_statuses: StatusCounts,
 }
 
 impl Default for Sample {
@@ -154,6 +197,7 @@ impl Default for Sample {
             uncorrected: new_histogram(),
             requests: 0,
             errors: ErrorCounts::default(),
+            bad_statuses: StatusCounts::default(),
         }
     }
 }
@@ -166,6 +210,7 @@ impl Sample {
         let _ = self.uncorrected.add(&other.uncorrected);
         self.requests += other.requests;
         self.errors.merge(&other.errors);
+        self.bad_statuses.merge(&other.bad_statuses);
     }
 }
 
@@ -183,8 +228,9 @@ impl Recorder {
         self.active = active;
     }
 
-    /// A response to `sent` completed at `done`; `success` is false for a non-2xx status.
-    pub fn response(&mut self, sent: &Sent, done: Instant, success: bool) {
+    /// A response to `sent` completed at `done`, with its HTTP `status` if it has one: one
+    /// other than 2xx also counts as a `bad status` error.
+    pub fn response(&mut self, sent: &Sent, done: Instant, status: Option<u16>) {
         if !self.active {
             return;
         }
@@ -192,8 +238,9 @@ impl Recorder {
         self.sample.corrected.saturating_record(corrected.max(1));
         self.sample.uncorrected.saturating_record(uncorrected.max(1));
         self.sample.requests += 1;
-        if !success {
+        if let Some(status) = status.filter(|s| !(200..300).contains(s)) {
             self.sample.errors.add(ErrorKind::BadStatus);
+            self.sample.bad_statuses.add(status);
         }
     }
 
@@ -219,7 +266,7 @@ mod tests {
     fn records_only_when_active_and_counts_bad_status() {
         let t0 = Instant::now();
         let mut r = Recorder::default();
-        r.response(&Sent::now(t0), t0 + Duration::from_micros(10), true);
+        r.response(&Sent::now(t0), t0 + Duration::from_micros(10), Some(200));
         r.error(ErrorKind::Reset);
         assert_eq!(r.take().requests, 0);
         r.set_active(true);
@@ -227,10 +274,12 @@ mod tests {
             intended: t0,
             sent: t0 + Duration::from_millis(5),
         };
-        r.response(&late, t0 + Duration::from_millis(6), false);
+        r.response(&late, t0 + Duration::from_millis(6), Some(503));
+        r.response(&late, t0 + Duration::from_millis(6), None);
         r.error(ErrorKind::Reset);
         let s = r.take();
-        assert_eq!(s.requests, 1);
+        assert_eq!(s.bad_statuses.iter().collect::<Vec<_>>(), [(503, 1)]);
+        assert_eq!(s.requests, 2);
         assert!(s.corrected.equivalent(s.corrected.max(), 6_000_000));
         assert!(s.uncorrected.equivalent(s.uncorrected.max(), 1_000_000));
         assert_eq!(s.errors.get(ErrorKind::BadStatus), 1);
@@ -256,7 +305,12 @@ mod tests {
         let mut other = Sample::default();
         other.corrected.record(5).unwrap();
         other.requests = 1;
+        other.bad_statuses.add(503);
+        other.bad_statuses.add(404);
+        s.bad_statuses.add(503);
         s.merge(&other);
         assert_eq!((s.requests, s.corrected.len()), (1, 1));
+        assert_eq!(s.bad_statuses.iter().collect::<Vec<_>>(), [(404, 1), (503, 2)]);
+        assert_eq!(serde_json::to_value(&s.bad_statuses).unwrap()["503"], 2);
     }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::aggregate::Interval;
+use super::recorder::ErrorKind;
 use super::runner::{LoadConfig, LoadOutcome};
 use crate::addr::Address;
 use crate::proto::hdr::{Latency, Summary, format_bytes, format_ns};
@@ -114,7 +115,10 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
     } else {
         let kinds: Vec<String> = errors
             .nonzero()
-            .map(|(k, n)| format!("{} {n}", k.label()))
+            .map(|(k, n)| match k {
+                ErrorKind::BadStatus => format!("{} {n} ({})", k.label(), statuses(t)),
+                _ => format!("{} {n}", k.label()),
+            })
             .collect();
         let _ = writeln!(out, "errors      {}: {}", errors.total(), kinds.join(", "));
     }
@@ -129,6 +133,17 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
         ));
     }
     out
+}
+
+/// The bad statuses by code: `404: 3, 503: 1`.
+fn statuses(t: &Interval) -> String {
+    let codes: Vec<String> = t
+        .sample
+        .bad_statuses
+        .iter()
+        .map(|(status, n)| format!("{status}: {n}"))
+        .collect();
+    codes.join(", ")
 }
 
 /// How far an open loop's answered rate fell short of the rate it offered, when by more than
@@ -208,6 +223,7 @@ pub fn json(config: &LoadConfig, proto: &str, outcome: &LoadOutcome, intervals: 
         "bytes_sent": t.bytes.sent,
         "bytes_received": t.bytes.received,
         "errors": t.sample.errors,
+        "bad_statuses": t.sample.bad_statuses,
         "latency_us": latency_json(&t.sample.corrected),
         "latency_uncorrected_us": latency_json(&t.sample.uncorrected),
         "intervals": intervals,
@@ -219,7 +235,6 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::load::recorder::ErrorKind;
     use crate::load::workload::Workload;
 
     fn outcome() -> LoadOutcome {
@@ -234,6 +249,7 @@ mod tests {
         total.sample.requests = 1000;
         total.sample.errors.add(ErrorKind::Reset);
         total.sample.errors.add(ErrorKind::BadStatus);
+        total.sample.bad_statuses.add(503);
         LoadOutcome {
             total,
             cores: vec![1],
@@ -263,6 +279,7 @@ mod tests {
         assert!((p99 - 990.0).abs() < 1.0, "{p99}");
         assert_eq!(v["errors"]["reset"], 1);
         assert_eq!(v["errors"]["total"], 2);
+        assert_eq!(v["bad_statuses"]["503"], 1);
         assert_eq!(v["config"]["rate"], 500.0);
         assert_eq!(v["intervals"][0]["requests"], 1000);
     }
@@ -272,7 +289,10 @@ mod tests {
         let o = outcome();
         let open = summary(&config(Some(500.0)), "echo", &o);
         assert!(open.contains("requests    1000 = 500 req/s"), "{open}");
-        assert!(open.contains("errors      2: reset 1, bad status 1"), "{open}");
+        assert!(
+            open.contains("errors      2: reset 1, bad status 1 (503: 1)"),
+            "{open}"
+        );
         assert!(open.contains("uncorrected"));
         assert!(open.contains("p99.99"));
         let closed = summary(&config(None), "echo", &o);
