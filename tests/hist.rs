@@ -100,6 +100,38 @@ fn merging_two_logs_equals_both_runs_together() {
     );
 }
 
+/// Two runs compared: a column each (their own percentiles, not the merge) with the second's
+/// ratio to the first; over time, each run counted from its own start.
+#[test]
+fn compared_runs_get_a_column_each_and_their_own_clocks() {
+    let scratch = Scratch::new("hist-compare");
+    let dir = &scratch.0;
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let a: Vec<Latency> = (0..2u64).map(|_| hist((1..=1000).map(|v| v * 1000))).collect();
+    let b: Vec<Latency> = (0..2u64).map(|_| hist((1..=1000).map(|v| v * 2000))).collect();
+    let (pa, pb) = (dir.join("a.hlog"), dir.join("b.hlog"));
+    write_log(&pa, t0, &a);
+    // The second run an hour later.
+    write_log(&pb, t0 + Duration::from_secs(3600), &b);
+    let (fa, fb) = (pa.to_str().unwrap(), pb.to_str().unwrap());
+    let text = hist_output(&["hist", fa, fb, "--compare", "--over-time"]);
+    let p99 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("p99 "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let expected_a = format_ns(Summary::of(&a[0]).levels[2] as f64);
+    assert!(
+        p99.contains(&expected_a) && p99.trim_end().ends_with("2.00x"),
+        "{text}"
+    );
+    let starts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("0.0 s"))
+        .collect();
+    assert_eq!(starts.len(), 2, "each run from its own start: {text}");
+    assert!(!text.contains("3600.0 s"), "{text}");
+}
+
 /// The SVG parses, and has one series per input file, in both plots.
 #[test]
 fn svg_plots_are_well_formed_with_one_series_per_input() {

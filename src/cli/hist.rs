@@ -29,6 +29,11 @@ pub(crate) struct HistArgs {
     /// the uncorrected latency under `uncorrected`).
     #[arg(long)]
     tag: Option<String>,
+    /// Runs to compare rather than parts of one run: a column per file (with its ratio to
+    /// the first) instead of the merged table, and each file's time counted from its own
+    /// start in the --over-time plot.
+    #[arg(long)]
+    compare: bool,
 }
 
 /// One input file, read.
@@ -82,8 +87,24 @@ pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
         - t0;
     let _ = writeln!(out, "count       {} values over {span:.2} s", merged.len());
     out.push('\n');
-    out.push_str(&latency_table(&merged, None));
-    if args.over_time {
+    if args.compare {
+        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+        out.push_str(&compare_table(&names, &per_file));
+    } else {
+        out.push_str(&latency_table(&merged, None));
+    }
+    if args.over_time && args.compare {
+        // A table per run, each from its own start.
+        for input in &inputs {
+            let start = input
+                .log
+                .tagged(tag)
+                .map(|iv| iv.start)
+                .fold(f64::INFINITY, f64::min);
+            let _ = write!(out, "\n{}\n", input.name);
+            out.push_str(&over_time_table(std::slice::from_ref(input), tag, start));
+        }
+    } else if args.over_time {
         out.push('\n');
         out.push_str(&over_time_table(&inputs, tag, t0));
     }
@@ -94,16 +115,24 @@ pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
         let doc = if args.over_time {
             let series: Vec<TimeSeries> = inputs
                 .iter()
-                .map(|i| TimeSeries {
-                    name: i.name.clone(),
-                    points: i
-                        .log
-                        .tagged(tag)
-                        .map(|iv| {
-                            let s = Summary::of(&iv.histogram);
-                            (iv.start + iv.length - t0, s.levels[2], s.max)
-                        })
-                        .collect(),
+                .map(|i| {
+                    // Compared runs start at 0 each; parts of one run keep their common clock.
+                    let origin = if args.compare {
+                        i.log.tagged(tag).map(|iv| iv.start).fold(f64::INFINITY, f64::min)
+                    } else {
+                        t0
+                    };
+                    TimeSeries {
+                        name: i.name.clone(),
+                        points: i
+                            .log
+                            .tagged(tag)
+                            .map(|iv| {
+                                let s = Summary::of(&iv.histogram);
+                                (iv.start + iv.length - origin, s.levels[2], s.max)
+                            })
+                            .collect(),
+                    }
                 })
                 .collect();
             svg::over_time(&format!("{title} over time"), &series)
@@ -180,6 +209,58 @@ fn over_time_table(inputs: &[Input], tag: Option<&str>, t0: f64) -> String {
     out
 }
 
+/// The latency table with a column per run, and each later run's ratio to the first.
+fn compare_table(names: &[&str], runs: &[Latency]) -> String {
+    let summaries: Vec<Summary> = runs.iter().map(Summary::of).collect();
+    let mut out = String::new();
+    let _ = write!(out, "{:<11}", "latency");
+    for (i, name) in names.iter().enumerate() {
+        let _ = write!(out, " {name:>14}");
+        if i > 0 {
+            let _ = write!(out, " {:>8}", "vs first");
+        }
+    }
+    out.push('\n');
+    let Some(first) = summaries.first() else {
+        return out;
+    };
+    let rows: Vec<(&str, Vec<f64>)> = first
+        .rows()
+        .enumerate()
+        .map(|(r, (label, _))| {
+            let values = summaries
+                .iter()
+                .map(|s| s.rows().nth(r).map_or(0.0, |(_, v)| v as f64))
+                .collect();
+            (label, values)
+        })
+        .chain(std::iter::once((
+            "mean",
+            summaries.iter().map(|s| s.mean).collect(),
+        )))
+        .collect();
+    for (label, values) in rows {
+        let _ = write!(out, "  {label:<9}");
+        for (i, v) in values.iter().enumerate() {
+            let _ = write!(out, " {:>14}", format_ns(*v));
+            if i > 0 {
+                let ratio = if values[0] > 0.0 { v / values[0] } else { f64::NAN };
+                let _ = write!(out, " {:>7.2}x", ratio);
+            }
+        }
+        out.push('\n');
+    }
+    let _ = write!(out, "  {:<9}", "count");
+    for (i, s) in summaries.iter().enumerate() {
+        let _ = write!(out, " {:>14}", s.count);
+        if i > 0 {
+            let _ = write!(out, " {:>8}", "");
+        }
+    }
+    out.push('\n');
+    out
+}
+
 /// A hint for a file that is a percentile distribution (`weft load --hgrm`, HdrHistogram's
 /// `outputPercentileDistribution`) rather than an interval log.
 fn hgrm_hint(bytes: &[u8]) -> &'static str {
@@ -217,6 +298,25 @@ mod tests {
         assert_eq!(bucket_width([0.5, 0.5, 0.5, 0.2].into_iter()), 0.5);
         assert_eq!(bucket_width([0.0].into_iter()), 1.0);
         assert_eq!(bucket_width(std::iter::empty()), 1.0);
+    }
+
+    #[test]
+    fn compared_runs_get_a_column_each_and_a_ratio_to_the_first() {
+        let mut a = new_merge_target();
+        let mut b = new_merge_target();
+        for v in 1..=100u64 {
+            a.record(v * 1_000).unwrap();
+            b.record(v * 2_000).unwrap();
+        }
+        let t = compare_table(&["a.hlog", "b.hlog"], &[a, b]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("a.hlog") && lines[0].contains("b.hlog"), "{t}");
+        let p99 = lines.iter().find(|l| l.trim_start().starts_with("p99 ")).unwrap();
+        assert!(
+            p99.contains("99.") && p99.contains("198.") && p99.ends_with("2.00x"),
+            "{t}"
+        );
+        assert!(lines.last().unwrap().contains("100"), "{t}");
     }
 
     #[test]
