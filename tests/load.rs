@@ -279,8 +279,17 @@ fn bad_input_is_one_line_and_an_exit_status() {
         .saturating_add(1)
         .min(usize::MAX as u64)
         .to_string();
-    let cases: [(&[&str], i32); 12] = [
-        (&["load", "--target", &closed, "--duration", "1s"], 1),
+    let dir = Scratch::new("load-bad-input");
+    let json = dir.file("r.json");
+    let cases: [(&[&str], i32); 13] = [
+        (
+            &["load", "--target", &closed, "--duration", "1s", "--json", &json],
+            1,
+        ),
+        (
+            &["load", "--target", &closed, "--json", &json, "--hgrm", &json],
+            2,
+        ),
         (&["load", "--target", "127.0.0.1:1", "--conns", &too_many], 1),
         (&["load", "--target", "not an address"], 2),
         (&["load", "--target", "127.0.0.1:1", "--duration", "soon"], 2),
@@ -312,6 +321,10 @@ fn bad_input_is_one_line_and_an_exit_status() {
             "{args:?}: {stderr}"
         );
     }
+    assert!(
+        !std::path::Path::new(&json).exists(),
+        "a run that never started leaves no empty result file"
+    );
 }
 
 /// Load from several machines, here several processes on loopback: three `weft load` runs

@@ -164,8 +164,11 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
         }
     }
     let outputs = Outputs::create(&args)?;
-    if let Some(at) = args.start_at {
-        wait_until(at, &stop)?;
+    if let Some(at) = args.start_at
+        && let Err(e) = wait_until(at, &stop)
+    {
+        outputs.discard();
+        return Err(e);
     }
     let proto = match (&config.tls, config.new_conn_per_request) {
         (None, false) => args.proto.name().to_owned(),
@@ -178,7 +181,13 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
         ),
     };
     let proto = proto.as_str();
-    let load = Load::start(&config, &stop).map_err(load_error)?;
+    let load = match Load::start(&config, &stop) {
+        Ok(load) => load,
+        Err(e) => {
+            outputs.discard();
+            return Err(load_error(e));
+        }
+    };
     eprintln!(
         "weft load: {} ({proto}), {} connections on cores {:?}, {}{}",
         Address::from(target.addr),
@@ -387,7 +396,23 @@ struct Outputs {
 }
 
 impl Outputs {
+    /// Creates the output files now, so that a path that cannot be written fails before the
+    /// run rather than after it.
     fn create(args: &LoadArgs) -> Result<Self, CliError> {
+        let named = [
+            ("--hdr-log", &args.hdr_log),
+            ("--hgrm", &args.hgrm),
+            ("--json", &args.json),
+        ];
+        for (i, (flag, path)) in named.iter().enumerate() {
+            let Some(path) = path else { continue };
+            if let Some((other, _)) = named[i + 1..].iter().find(|(_, p)| p.as_ref() == Some(path)) {
+                return Err(CliError::Usage(format!(
+                    "{flag} and {other} name the same file {}: give each its own",
+                    path.display()
+                )));
+            }
+        }
         fn open(p: &Option<PathBuf>) -> Result<Option<(PathBuf, File)>, CliError> {
             p.as_ref()
                 .map(|p| {
@@ -402,6 +427,18 @@ impl Outputs {
             hgrm: open(&args.hgrm)?,
             json: open(&args.json)?,
         })
+    }
+
+    /// Removes the files, still empty, of a run that did not start.
+    fn discard(self) {
+        let paths = [
+            self.hdr_log.map(|(p, _)| p),
+            self.hgrm.map(|(p, _)| p),
+            self.json.map(|(p, _)| p),
+        ];
+        for p in paths.into_iter().flatten() {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
