@@ -50,6 +50,11 @@ pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
         let bytes = std::fs::read(path).map_err(|e| CliError::Failure(format!("cannot read {name}: {e}")))?;
         let log =
             Log::read(&bytes).map_err(|e| CliError::Failure(format!("{name}: {e}{}", hgrm_hint(&bytes))))?;
+        if log.truncated {
+            eprintln!(
+                "weft hist: {name}: its last line was cut short (its writer stopped mid-line) and is left out"
+            );
+        }
         inputs.push(Input { name, log });
     }
     let selected: usize = inputs.iter().map(|i| i.log.tagged(tag).count()).sum();

@@ -134,16 +134,33 @@ pub struct Log {
     pub start_time: Option<f64>,
     /// Every interval, whatever its tag.
     pub intervals: Vec<Interval>,
+    /// The last line was cut short (the writer was killed mid-line) and is left out.
+    pub truncated: bool,
 }
 
 impl Log {
-    /// Parses and decodes a whole log.
+    /// Parses and decodes a whole log. A last line without its newline that does not parse is
+    /// taken for one cut short by a writer that died, and left out ([`truncated`](Self::truncated)):
+    /// the intervals before it still count.
     ///
     /// # Errors
     ///
     /// [`LogError::Parse`] for a line that is not part of the format, [`LogError::Payload`]
     /// for a histogram that does not decode.
     pub fn read(bytes: &[u8]) -> Result<Self, LogError> {
+        match Self::read_all(bytes) {
+            Err(e) if !bytes.ends_with(b"\n") => {
+                let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                let mut log = Self::read_all(&bytes[..complete]).map_err(|_| e)?;
+                log.truncated = true;
+                Ok(log)
+            }
+            read => read,
+        }
+    }
+
+    /// Parses and decodes every line of `bytes`.
+    fn read_all(bytes: &[u8]) -> Result<Self, LogError> {
         let mut log = Self::default();
         let mut base_time: Option<f64> = None;
         let mut deserializer = Deserializer::new();
@@ -308,6 +325,27 @@ mod tests {
         ));
         assert!(Log::read(b"#only a comment\n").unwrap().intervals.is_empty());
         assert!(Log::read(b"").unwrap().intervals.is_empty());
+    }
+
+    #[test]
+    fn a_last_line_cut_short_is_left_out_and_said() {
+        let a = hist([10, 20]);
+        let whole = write_log(&[(&a, None), (&a, None)]);
+        let complete = Log::read(&whole).unwrap();
+        assert!(!complete.truncated);
+        // Killed while writing the second interval: its line ends mid-payload.
+        let cut = &whole[..whole.len() - 10];
+        let log = Log::read(cut).unwrap();
+        assert!(log.truncated);
+        assert_eq!(log.intervals.len(), 1);
+        assert_eq!(log.intervals[0].histogram, a);
+        // A bad line that is not the last one is still an error.
+        let mut bad = b"garbage line\n".to_vec();
+        bad.extend_from_slice(&whole);
+        assert!(matches!(
+            Log::read(&bad[..bad.len() - 10]),
+            Err(LogError::Parse { .. })
+        ));
     }
 
     #[test]
