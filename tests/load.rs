@@ -281,7 +281,7 @@ fn bad_input_is_one_line_and_an_exit_status() {
         .to_string();
     let dir = Scratch::new("load-bad-input");
     let json = dir.file("r.json");
-    let cases: [(&[&str], i32); 13] = [
+    let cases: [(&[&str], i32); 14] = [
         (
             &["load", "--target", &closed, "--duration", "1s", "--json", &json],
             1,
@@ -294,6 +294,18 @@ fn bad_input_is_one_line_and_an_exit_status() {
         (&["load", "--target", "not an address"], 2),
         (&["load", "--target", "127.0.0.1:1", "--duration", "soon"], 2),
         (&["load", "--target", "127.0.0.1:1", "--conns", "0"], 2),
+        (
+            &[
+                "load",
+                "--target",
+                "127.0.0.1:1",
+                "--proto",
+                "echo",
+                "--size",
+                "0",
+            ],
+            2,
+        ),
         (&["load", "--target", "127.0.0.1:1", "--rate", "-5"], 2),
         (&["load", "--target", "127.0.0.1:1", "--proto", "raw"], 2),
         (&["load", "--target", "127.0.0.1:1", "--cores", "999,"], 2),

@@ -72,8 +72,8 @@ pub(crate) struct LoadArgs {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
-    /// Echo message size (64, 4KiB).
-    #[arg(long, default_value = "64", value_parser = super::size)]
+    /// Echo message size (64, 4KiB; at least 1 byte).
+    #[arg(long, default_value = "64", value_parser = echo_size)]
     size: usize,
     /// Send this file's bytes as the request (http: a whole HTTP request; raw: required).
     #[arg(long)]
@@ -439,6 +439,15 @@ impl Outputs {
         for p in paths.into_iter().flatten() {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+/// clap value parser for `--size`: a byte size of at least 1 (an echo of nothing would
+/// never be answered).
+fn echo_size(s: &str) -> Result<usize, String> {
+    match super::size(s)? {
+        0 => Err("an echo needs at least 1 byte".into()),
+        n => Ok(n),
     }
 }
 

@@ -98,9 +98,9 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
     let _ = writeln!(out, "duration    {secs:.2} s measured{warmup}{stopped}");
     let _ = writeln!(
         out,
-        "requests    {} = {:.0} req/s{}",
+        "requests    {} = {} req/s{}",
         t.sample.requests,
-        t.rate(),
+        rate_text(t.rate()),
         shortfall(config.rate, t.rate())
     );
     let _ = writeln!(
@@ -133,6 +133,15 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
         ));
     }
     out
+}
+
+/// A rate with the digits that matter: whole requests/s from 10 up, two decimals below.
+fn rate_text(rate: f64) -> String {
+    if rate >= 10.0 {
+        format!("{rate:.0}")
+    } else {
+        format!("{rate:.2}")
+    }
 }
 
 /// The bad statuses by code: `404: 3, 503: 1`.
