@@ -312,11 +312,16 @@ impl Service {
             .iter()
             .map(|a| Address::from(*a).to_string())
             .collect();
+        let on = if addrs.is_empty() {
+            "shard tasks (no listener)".to_owned()
+        } else {
+            format!("on {}", addrs.join(", "))
+        };
+        let shards = engine.cores().len();
         tracing::info!(
-            "serving {} on {} ({} shards on cores {:?}); a signal drains for up to {:?}",
+            "serving {} {on} ({shards} shard{} on cores {:?}); a signal drains for up to {:?}",
             self.name,
-            addrs.join(", "),
-            engine.cores().len(),
+            if shards == 1 { "" } else { "s" },
             engine.cores(),
             engine.drain_timeout(),
         );

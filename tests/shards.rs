@@ -357,3 +357,34 @@ fn async_code_awaits_a_connection_and_its_end() {
     assert_eq!(closed, Some(weft::CloseReason::LocalClose));
     assert!(failed.is_some_and(|e| e.contains("refused")));
 }
+
+#[test]
+fn a_transport_reports_its_own_end_and_connected_skips_a_closing_one() {
+    let (server, addr) = util::engine(1, |_| weft::protocols::Echo::factory());
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(1);
+    let got = on_last_shard(config, move || async move {
+        let policy = weft::ReconnectPolicy::default()
+            .with_initial_delay(Duration::from_millis(10))
+            .with_max_delay(Duration::from_millis(100))
+            .with_max_retries(Some(10));
+        let options = weft::ConnectOptions::default().with_reconnect(Some(policy));
+        let c = weft::connect_tcp(addr, Quiets, options);
+        let first = c.connected().await.unwrap();
+        first.lose_connection();
+        // The first one is closing: connected() waits for the connection that replaces it.
+        let second = c.connected().await.unwrap();
+        let first_end = first.closed().await;
+        let replaced = second.local_addr() != first.local_addr() && second.is_connected();
+        c.disconnect();
+        let second_end = second.closed().await;
+        let _ = c.closed().await;
+        (first_end, replaced, second_end, c.is_idle())
+    });
+    server.shutdown();
+    let (first_end, replaced, second_end, idle) = got;
+    assert_eq!(first_end, weft::CloseReason::LocalClose);
+    assert!(replaced, "connected() answered with a live, new connection");
+    assert_eq!(second_end, weft::CloseReason::LocalClose);
+    assert!(idle, "disconnected: nothing open, no retry");
+}

@@ -254,6 +254,7 @@ impl<P: Protocol> Connection<P> {
         }
         self.shard.conns.borrow_mut().try_remove(self.key);
         self.shard.stats.closed(&reason);
+        self.transport.mark_lost(&reason);
         self.protocol.connection_lost(&reason);
     }
 }

@@ -296,7 +296,9 @@ fn lookup(host: &str, port: u16) -> io::Result<Vec<Address>> {
 /// Cheap to clone (an `Rc`); used on the executor that made it. Its state moves
 /// disconnected → connecting → connected → disconnected; [`connect`](Self::connect) starts
 /// again from disconnected. Callbacks of its factory receive it, so that they can connect
-/// again or stop.
+/// again or stop. Dropping every handle does not stop it: its connection and its retries
+/// hold it, and it goes on by its policy until [`disconnect`](Self::disconnect) or
+/// [`stop_trying`](Self::stop_trying) (or the shard's drain).
 #[derive(Clone)]
 pub struct Connector {
     inner: Rc<Inner>,
@@ -414,16 +416,28 @@ impl Connector {
         &self.inner.destination
     }
 
+    /// True when nothing is open, no attempt runs and no retry is pending: the connector
+    /// has stopped (after `disconnect`, `stop_trying`, a loss it does not retry, or a policy
+    /// that gave up) until [`connect`](Self::connect).
+    pub fn is_idle(&self) -> bool {
+        self.inner.transport.borrow().is_none() && self.inner.machine.borrow().is_idle()
+    }
+
     /// The open connection's transport, while connected.
     pub fn transport(&self) -> Option<Transport> {
         self.inner.transport.borrow().clone()
     }
 
     /// Resolves when the connector is connected (at once if it is), with the connection's
-    /// transport; or with the error of the next attempt that fails first. With a reconnect
-    /// policy a failure is reported even though a retry follows: call it again to wait for
-    /// that one. On an idle connector (nothing open, no attempt, no retry pending) it answers
-    /// at once with the last failure ([`ConnectError::Cancelled`] if there was none).
+    /// transport; or with the error of the next attempt that fails first. A connection that is
+    /// closing (its linger after `lose_connection`, up to `ConnectionConfig::linger`) does
+    /// not count: the call waits for the next one. With a reconnect policy a failure is
+    /// reported even though a retry follows: call it again to wait for that one. On an idle
+    /// connector ([`is_idle`](Self::is_idle): nothing open, no attempt, no retry pending, as
+    /// after the policy gave up) it answers at once with the last failure
+    /// ([`ConnectError::Cancelled`] if there was none), so a loop that calls it checks
+    /// `is_idle` to stop. To wait for the end of the connection it returned, use
+    /// [`Transport::closed`].
     ///
     /// # Errors
     ///
@@ -431,7 +445,7 @@ impl Connector {
     pub async fn connected(&self) -> Result<Transport, ConnectError> {
         let failures = self.inner.outcomes.borrow().failures;
         poll_fn(|cx| {
-            if let Some(t) = self.transport() {
+            if let Some(t) = self.transport().filter(Transport::is_connected) {
                 return Poll::Ready(Ok(t));
             }
             let mut o = self.inner.outcomes.borrow_mut();
@@ -445,7 +459,8 @@ impl Connector {
     }
 
     /// Resolves with the reason when the open connection ends; while none is open, when the
-    /// next one to open ends. `None` once the connector is idle (nothing open, no attempt,
+    /// next one to open ends (so a connection that ended and was replaced before the call is
+    /// not the one it reports: [`Transport::closed`] follows one connection). `None` once the connector is idle (nothing open, no attempt,
     /// no retry pending) with no loss to report since the call.
     pub async fn closed(&self) -> Option<CloseReason> {
         let losses = self.inner.outcomes.borrow().losses;

@@ -21,7 +21,7 @@ pub enum CloseReason {
     Io(Arc<io::Error>),
     /// The engine shut down and its drain timeout ran out before the connection finished.
     Shutdown,
-    /// Queued output passed the transport's hard cap (`ConnectionConfig::max_output`): the
+    /// Queued output passed the transport's hard cap (`FlowConfig::max_output`): the
     /// peer reads far slower than the protocol writes.
     OutputLimit,
     /// Output was queued but the peer accepted none of it for the write-stall timeout.

@@ -50,7 +50,10 @@ pub trait Protocol: 'static {
 
     /// The deadline armed with [`Transport::set_deadline`] passed. The protocol may write a
     /// last answer (an HTTP 408, say); the connection then closes after flushing, with
-    /// [`CloseReason::DeadlineExpired`].
+    /// [`CloseReason::DeadlineExpired`]. That close is orderly: it waits up to
+    /// `ConnectionConfig::linger` (2 s) for the peer's EOF before the reason is delivered;
+    /// a client that wants to reconnect at once calls [`Transport::abort_connection`] here
+    /// (the reason is then [`CloseReason::Aborted`]).
     fn deadline_expired(&mut self, transport: &Transport) {
         let _ = transport;
     }

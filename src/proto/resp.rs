@@ -145,7 +145,8 @@ impl std::error::Error for RespError {}
 
 /// Parses RESP2 requests, multibulk (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`) or inline
 /// (`GET k\r\n`), one at a time and incrementally: each byte is looked at about once however
-/// the stream is split. Empty requests are skipped.
+/// the stream is split. Empty requests are skipped. A server's side only: replies (`+OK`,
+/// `$3`, ...) are not requests, and would be read as inline commands.
 #[derive(Debug, Clone, Default)]
 pub struct RespDecoder {
     limits: RespLimits,

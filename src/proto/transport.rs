@@ -80,6 +80,10 @@ struct Inner {
     real_peer: Address,
     /// The ALPN protocol a TLS handshake agreed on.
     alpn: RefCell<Option<Box<[u8]>>>,
+    /// Why the connection ended, once it has.
+    lost: RefCell<Option<CloseReason>>,
+    /// Tasks waiting in [`Transport::closed`].
+    lost_waiters: RefCell<Vec<Waker>>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -128,6 +132,8 @@ impl Transport {
                 peer,
                 real_peer,
                 alpn: RefCell::new(None),
+                lost: RefCell::new(None),
+                lost_waiters: RefCell::new(Vec::new()),
             }),
         }
     }
@@ -347,6 +353,24 @@ impl Transport {
         !f.disconnected && !f.closing && self.inner.forced.borrow().is_none()
     }
 
+    /// Resolves when this connection has ended (at once if it has), with the reason its
+    /// protocol's `connection_lost` got. For async code that holds a transport: unlike
+    /// [`Connector::closed`](crate::Connector::closed), which follows whichever connection the
+    /// connector has, this is about this one connection only.
+    pub async fn closed(&self) -> CloseReason {
+        std::future::poll_fn(|cx| {
+            if let Some(reason) = &*self.inner.lost.borrow() {
+                return std::task::Poll::Ready(reason.clone());
+            }
+            let mut waiters = self.inner.lost_waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
     /// Sets TCP_NODELAY (on by default).
     ///
     /// # Errors
@@ -532,6 +556,15 @@ impl Transport {
         self.inner.flags.set(f);
     }
 
+    /// The connection has ended, for `reason`: tells the tasks waiting in
+    /// [`closed`](Self::closed).
+    pub(crate) fn mark_lost(&self, reason: &CloseReason) {
+        *self.inner.lost.borrow_mut() = Some(reason.clone());
+        for w in self.inner.lost_waiters.take() {
+            w.wake();
+        }
+    }
+
     /// The socket is closed: drop queued bytes and the waker, and forget the descriptor.
     pub(crate) fn mark_disconnected(&self) {
         let mut f = self.inner.flags.get();
@@ -549,6 +582,10 @@ impl Transport {
     }
 }
 
+/// A transport is the producer of another's output (a relay's two sides): pausing it pauses
+/// its reading (the same switch as [`Transport::pause_reading`], so a resume by the consumer
+/// also undoes a pause of its own protocol's), and stopping it closes it
+/// ([`Transport::lose_connection`]).
 impl Producer for Transport {
     fn pause_producing(&mut self) {
         self.pause_reading();
