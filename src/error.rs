@@ -116,7 +116,7 @@ pub enum IoUringError {
     )]
     Disabled(#[source] io::Error),
     /// Setting up a ring failed for another reason.
-    #[error("io_uring setup failed on shard {shard}: {source}")]
+    #[error("io_uring setup failed on shard {shard}: {source}{}", setup_hint(.source))]
     Setup {
         /// The shard whose ring failed (0 for the probe before any shard starts).
         shard: usize,
@@ -181,6 +181,17 @@ pub enum ShardError {
 impl From<InheritedError> for EngineError {
     fn from(e: InheritedError) -> Self {
         Self::Inherited(e)
+    }
+}
+
+/// What to do about a ring that could not be set up: ENOMEM is the locked-memory limit or the
+/// memory cgroup.
+fn setup_hint(source: &io::Error) -> &'static str {
+    if source.raw_os_error() == Some(libc::ENOMEM) {
+        " (locked memory or the memory cgroup's limit: raise ulimit -l / systemd \
+         LimitMEMLOCK= / docker --ulimit memlock=, or the container's memory limit)"
+    } else {
+        ""
     }
 }
 

@@ -59,6 +59,15 @@ pub enum ServiceError {
     /// Taking over from a predecessor, or serving handoffs, failed.
     #[error(transparent)]
     Handoff(#[from] HandoffError),
+    /// The Prometheus listener could not be bound.
+    #[error("cannot serve the metrics on {addr}: {source}")]
+    Metrics {
+        /// The address asked for.
+        addr: Address,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The health-check listener could not be bound or started.
     #[error("cannot serve the health check on {addr}: {source}")]
     Health {
@@ -337,7 +346,22 @@ impl Service {
         };
         let metrics = running.metrics();
         if let (Some(addr), Some(metrics)) = (self.prometheus, metrics.clone()) {
-            let exporter = PrometheusExporter::start(addr, metrics)?;
+            // The exporter shares its port (SO_REUSEPORT) with a predecessor's during a
+            // takeover; otherwise a port in use is another process's, whose scrapes it would
+            // take half of.
+            if takeover.is_none()
+                && addr.port() != 0
+                && crate::sys::socket::has_listener(addr).unwrap_or(false)
+            {
+                return Err(ServiceError::Metrics {
+                    addr: addr.into(),
+                    source: std::io::ErrorKind::AddrInUse.into(),
+                });
+            }
+            let exporter = PrometheusExporter::start(addr, metrics).map_err(|e| match e {
+                EngineError::CannotListen { addr, source } => ServiceError::Metrics { addr, source },
+                e => e.into(),
+            })?;
             tracing::info!(
                 "metrics at http://{}/metrics",
                 Address::from(exporter.local_addr())

@@ -74,6 +74,25 @@ fn a_second_instance_on_a_port_in_use_is_refused_unless_it_shares_the_port() {
 }
 
 #[test]
+fn a_metrics_port_in_use_is_refused_naming_the_metrics() {
+    let metrics_addr = util::free_addr();
+    let metrics = metrics_addr.to_string();
+    let (cmd, addr) = serve_command("1", &["--proto", "echo", "--metrics", &metrics]);
+    let mut first = spawn_listening(cmd, addr);
+    util::wait_listening(metrics_addr, &mut first);
+    let (mut cmd, _) = serve_command("1", &["--proto", "echo", "--metrics", &metrics]);
+    let (code, err) = stderr_of(cmd.spawn().unwrap());
+    assert_eq!(code, 1, "{err}");
+    let line = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        line.contains(&format!("cannot serve the metrics on {metrics}")),
+        "{err}"
+    );
+    util::sigterm(&first);
+    assert!(wait_exit(&mut first, Duration::from_secs(10)).success());
+}
+
+#[test]
 fn sigterm_closes_listeners_at_once_and_drains_mid_stream_connections() {
     let (cmd, addr) = echo_server_command();
     let mut server = spawn_listening(cmd, addr);

@@ -1,5 +1,6 @@
-//! `weft hist`: read HdrHistogram interval logs (from one or several load machines), merge
-//! them, print the summary and the percentile table, and plot them.
+//! `weft hist`: read HdrHistogram interval logs (`weft load --hdr-log` from one or several load
+//! machines, `weft serve --hdr-log`), merge them, print the summary and the percentile table,
+//! and plot them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -611,7 +611,8 @@ fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
 /// Checks that io_uring can run here, then raises the soft RLIMIT_MEMLOCK (io_uring) and
 /// RLIMIT_NOFILE (connections) to their hard limits, which needs no privilege.
 pub(crate) fn raise_limits() -> Result<(), EngineError> {
-    check_io_uring().map_err(EngineError::IoUring)?;
+    // The limit first: without CAP_IPC_LOCK the probe's ring is charged to it, and a limit too
+    // low makes the probe fail with a bare ENOMEM.
     let (soft, hard) = sys::limits::raise_soft(Limit::MemLock);
     if soft < MEMLOCK_NEEDED {
         return Err(EngineError::MemLock {
@@ -620,6 +621,7 @@ pub(crate) fn raise_limits() -> Result<(), EngineError> {
             need: MEMLOCK_NEEDED,
         });
     }
+    check_io_uring().map_err(EngineError::IoUring)?;
     sys::limits::raise_soft(Limit::NoFile);
     Ok(())
 }

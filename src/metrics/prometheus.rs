@@ -19,7 +19,7 @@ const BUCKETS: [f64; 22] = [
 /// One per-shard counter or gauge family: name, type, help, value.
 type Family = (&'static str, &'static str, &'static str, fn(&ShardMetrics) -> u64);
 
-const FAMILIES: [Family; 15] = [
+const FAMILIES: [Family; 18] = [
     (
         "weft_connections_accepted_total",
         "counter",
@@ -43,6 +43,24 @@ const FAMILIES: [Family; 15] = [
         "counter",
         "Connections accepted and closed at once because the shard was at its cap.",
         |s| s.stats.shed,
+    ),
+    (
+        "weft_proxy_untrusted_total",
+        "counter",
+        "Connections closed unread: their peer is not a trusted balancer of a PROXY listener.",
+        |s| s.stats.proxy_untrusted,
+    ),
+    (
+        "weft_proxy_invalid_total",
+        "counter",
+        "Connections closed because their PROXY header was malformed or missing.",
+        |s| s.stats.proxy_invalid,
+    ),
+    (
+        "weft_proxy_timeouts_total",
+        "counter",
+        "Connections closed because their PROXY header did not arrive in time.",
+        |s| s.stats.proxy_timeouts,
     ),
     (
         "weft_bytes_received_total",
@@ -291,10 +309,13 @@ mod tests {
 
     #[test]
     fn counters_carry_the_shard_label() {
+        let mut first = shard(0, 5);
+        first.stats.proxy_untrusted = 4;
         let snap = MetricsSnapshot {
-            shards: vec![shard(0, 5), shard(1, 7)],
+            shards: vec![first, shard(1, 7)],
         };
         let text = render(&snap);
+        assert!(text.contains("weft_proxy_untrusted_total{shard=\"0\"} 4\n"));
         assert!(text.contains("# TYPE weft_connections_accepted_total counter\n"));
         assert!(text.contains("weft_connections_accepted_total{shard=\"0\"} 5\n"));
         assert!(text.contains("weft_connections_accepted_total{shard=\"1\"} 7\n"));
