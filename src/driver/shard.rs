@@ -67,7 +67,7 @@ pub(crate) struct ShardCtx {
     /// Accepted connections still in their PROXY header or TLS handshake (not yet in
     /// `conns`).
     pub(crate) handshakes: Cell<usize>,
-    /// Ports still accepting; after a handoff, each stops once its accept in flight is done.
+    /// Ports still accepting (during a shutdown's grace period for the queued connections).
     pub(crate) accepting: Cell<usize>,
     pub(crate) draining: Cell<bool>,
     /// Tasks spawned on the shard, which its drain waits for.
@@ -437,7 +437,7 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
         _ => ABORT,
     };
 
-    // From here each port serves what its accept in flight brings, then stops.
+    // From here a port that wakes accepts nothing more (see `Port::run`).
     shard.begin_drain();
     for ports in &listeners {
         ports.drain_started();
@@ -460,12 +460,13 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
         while shard.accepting.get() > 0 && Instant::now() < deadline {
             glommio::timer::sleep(DRAIN_POLL).await;
         }
-        for ports in &mut listeners {
-            ports.cancel();
-        }
     }
-    // With a handoff, a successor accepts on these very sockets (same accept queues): they
-    // stay open, and each port stops after its accept in flight, which the drain waits for.
+    // With a handoff, a successor accepts on these very sockets (same accept queues), so they
+    // stay open for it; a port waits for readiness without taking a connection, so it stops at
+    // once: whatever is queued, or arrives later, is the successor's.
+    for ports in &mut listeners {
+        ports.cancel();
+    }
 
     // 2. Let open connections and tasks finish, up to the drain timeout (or an abort).
     if stop != ABORT {
