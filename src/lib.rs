@@ -78,6 +78,7 @@ pub mod health;
 pub mod load;
 pub mod logging;
 pub mod metrics;
+mod notify;
 mod proto;
 pub mod protocols;
 mod responder;

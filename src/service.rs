@@ -408,6 +408,7 @@ impl Service {
         if let Some(signals) = signals {
             running.signals = Some(SignalThread::start(signals, control, self.drain_delay, self.tls)?);
         }
+        crate::notify::ready();
         Ok(running)
     }
 
@@ -584,6 +585,9 @@ impl SignalThread {
                         continue;
                     }
                     seen += 1;
+                    if seen == 1 {
+                        crate::notify::stopping();
+                    }
                     // Log after acting, so that whoever reads the line sees the new state.
                     if seen > 1 {
                         control.abort();

@@ -656,3 +656,76 @@ fn systemd_reload_script_hands_the_listeners_over() {
     third.signal(libc::SIGTERM);
     assert!(third.wait(Duration::from_secs(10)).success());
 }
+
+/// systemd's readiness protocol, as the unit's `Type=notify` needs it: a process says READY
+/// and that it is the main process once it serves, a successor of a reload says the same (so
+/// that systemd follows it), and a process told to stop says STOPPING.
+#[test]
+fn weft_tells_systemd_when_it_serves_and_that_a_successor_is_the_main_process() {
+    use std::os::unix::net::UnixDatagram;
+    use weft_process::Weft;
+    let scratch = util::Scratch::new("deploy-notify");
+    let notify = scratch.file("notify.sock");
+    let socket = UnixDatagram::bind(&notify).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notice within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let handoff = scratch.file("handoff.sock");
+    let env = [("NOTIFY_SOCKET", notify.as_str())];
+    let mut old = Weft::serve_with_env(
+        &[
+            "--proto",
+            "whoami",
+            "--cores",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--handoff-socket",
+            &handoff,
+        ],
+        &env,
+    );
+    old.ready();
+    let said = next();
+    assert!(
+        said.contains("READY=1") && said.contains(&format!("MAINPID={}\n", old.pid())),
+        "{said:?}"
+    );
+    let mut new = Weft::serve_with_env(
+        &["--proto", "whoami", "--cores", "1", "--takeover", &handoff],
+        &env,
+    );
+    new.wait_for("took over the listeners", Duration::from_secs(10));
+    let said = next();
+    assert!(
+        said.contains("READY=1") && said.contains(&format!("MAINPID={}\n", new.pid())),
+        "the successor is the main process now: {said:?}"
+    );
+    assert!(old.wait(Duration::from_secs(10)).success());
+    new.signal(libc::SIGTERM);
+    assert!(next().contains("STOPPING=1"));
+    assert!(new.wait(Duration::from_secs(10)).success());
+
+    // systemd's own socket is an abstract one (`@/org/freedesktop/systemd1/notify`).
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("weft-test-notify-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let abstract_socket = UnixDatagram::bind_addr(&addr).unwrap();
+    abstract_socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let at = format!("@{name}");
+    let mut plain = Weft::serve_with_env(
+        &["--proto", "whoami", "--cores", "1", "--listen", "127.0.0.1:0"],
+        &[("NOTIFY_SOCKET", at.as_str())],
+    );
+    plain.ready();
+    let mut buf = [0u8; 512];
+    let n = abstract_socket.recv(&mut buf).expect("a notice within 10 s");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    plain.signal(libc::SIGTERM);
+    assert!(plain.wait(Duration::from_secs(10)).success());
+}

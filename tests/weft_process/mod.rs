@@ -21,9 +21,15 @@ pub struct Weft {
 impl Weft {
     /// Starts `weft serve ARGS` (logs at info level).
     pub fn serve(args: &[&str]) -> Self {
+        Self::serve_with_env(args, &[])
+    }
+
+    /// Starts `weft serve ARGS` with extra environment variables.
+    pub fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = crate::util::weft_command(&[&["serve"], args].concat())
             .env("WEFT_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start weft");
