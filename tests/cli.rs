@@ -27,11 +27,68 @@ fn bad_arguments_are_one_line_and_exit_two() {
         vec!["serve", "--listen", "127.0.0.1:1", "--cores", "0"],
         vec!["serve"],
         vec!["frobnicate"],
+        // Contradictions, refused before anything starts (and by --check).
+        vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--low-water",
+            "1MiB",
+            "--high-water",
+            "64KiB",
+        ],
+        vec!["serve", "--listen", "127.0.0.1:1", "--max-output", "1KiB"],
+        vec!["serve", "--listen", "127.0.0.1:1", "--maxmemory", "1MiB"],
+        vec!["serve", "--listen", "127.0.0.1:1", "--health", "127.0.0.1:1"],
+        vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--proxy-listen",
+            "127.0.0.1:1",
+            "--proxy-trusted",
+            "127.0.0.1",
+            "--check",
+        ],
     ] {
         let (code, err) = stderr_of(weft(&args));
         assert_eq!(code, 2, "{args:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn check_refuses_what_the_start_would() {
+    let missing = std::env::temp_dir().join(format!("weft-no-such-dir-{}", std::process::id()));
+    let hdr_log = missing.join("x.hlog");
+    let cert = missing.join("cert.pem");
+    let many_cores = (0..=weft::Cores::allowed().into_iter().max().unwrap_or(0) + 1)
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for (extra, says) in [
+        (vec!["--cores", many_cores.as_str()], "not available"),
+        (
+            vec!["--hdr-log", hdr_log.to_str().unwrap()],
+            "directory does not exist",
+        ),
+        (
+            vec![
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                cert.to_str().unwrap(),
+            ],
+            "cannot set up TLS",
+        ),
+    ] {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:1", "--check"];
+        args.extend(extra);
+        let (code, err) = stderr_of(weft(&args));
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
     }
 }
 

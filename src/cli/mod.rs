@@ -45,6 +45,12 @@ pub(crate) enum CliError {
     Failure(String),
 }
 
+impl From<weft::ServiceError> for CliError {
+    fn from(e: weft::ServiceError) -> Self {
+        Self::Failure(e.to_string())
+    }
+}
+
 impl From<weft::EngineError> for CliError {
     fn from(e: weft::EngineError) -> Self {
         Self::Failure(e.to_string())
@@ -59,7 +65,7 @@ pub(crate) fn run() -> i32 {
         Err(e) => return usage_error(&e),
     };
     let result = match cli.command {
-        Command::Serve(args) => serve::run(*args).map_err(|e| CliError::Failure(e.to_string())),
+        Command::Serve(args) => serve::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Load(args) => load::run(*args),
         Command::Hist(args) => hist::run(args),

@@ -15,6 +15,8 @@ use weft::{
     RingFeatures, Service, ServiceError,
 };
 
+use super::CliError;
+
 /// The reference protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Proto {
@@ -302,12 +304,70 @@ fn tls_error(e: weft::tls::TlsError) -> ServiceError {
     ServiceError::Engine(weft::EngineError::Tls(e))
 }
 
+/// Flag combinations that cannot work, refused before anything starts (and by `--check`).
+fn validate(args: &ServeArgs) -> Result<(), CliError> {
+    let usage = |m: String| Err(CliError::Usage(m));
+    if args.low_water > args.high_water {
+        return usage(format!(
+            "--low-water ({} B) must not be above --high-water ({} B)",
+            args.low_water, args.high_water
+        ));
+    }
+    if args.max_output < args.high_water {
+        return usage(format!(
+            "--max-output ({} B) must not be below --high-water ({} B)",
+            args.max_output, args.high_water
+        ));
+    }
+    if args.maxmemory > 0 && !matches!(args.proto, Proto::Kv) {
+        return usage("--maxmemory applies to --proto kv only".into());
+    }
+    // One address, one use: the ports that serve and the health and metrics listeners.
+    let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
+    let named = (args.listen.iter().map(|a| (*a, "--listen")))
+        .chain(args.proxy_listen.iter().map(|a| (*a, "--proxy-listen")))
+        .chain(args.tls_listen.iter().map(|a| (*a, "--tls-listen")))
+        .chain(args.health.map(|a| (a, "--health")))
+        .chain(args.metrics.map(|a| (a, "--metrics")));
+    for (addr, flag) in named.filter(|(a, _)| a.port() != 0) {
+        if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
+            return usage(format!(
+                "{} is given twice ({first} and {flag})",
+                Address::from(addr)
+            ));
+        }
+        seen.push((addr, flag));
+    }
+    if let Some(path) = &args.hdr_log {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            return Err(CliError::Failure(format!(
+                "--hdr-log {}: its directory does not exist",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Serves the chosen protocol through the library's [`Service`] until a signal and its drain.
-pub(crate) fn run(args: ServeArgs) -> Result<(), ServiceError> {
+pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
+    validate(&args)?;
     if args.check {
+        // What the start would refuse first: cores this process may not run on, TLS files
+        // that do not load or do not match.
+        args.cores
+            .resolve(&Cores::allowed())
+            .map_err(|e| CliError::Failure(e.to_string()))?;
+        tls_config(&args)?;
         print!("{}", check_report(&args));
         return Ok(());
     }
+    serve(args).map_err(CliError::from)
+}
+
+/// Serves, once the flags are valid.
+fn serve(args: ServeArgs) -> Result<(), ServiceError> {
     let tls = tls_config(&args)?;
     let mut config = EngineConfig::default();
     config.cores = args.cores;
