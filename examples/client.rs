@@ -1,5 +1,6 @@
 //! A client on weft's shards: one task per shard connects with `connect_tcp`, sends a line,
-//! prints the answer, and the engine stops by itself when every task is done.
+//! awaits the connection's end (`Connector::connected`, `Transport::closed`), prints the
+//! answer, and the engine stops by itself when every task is done.
 //!
 //! ```sh
 //! cargo run --release --example client -- 127.0.0.1:7000
@@ -10,8 +11,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use weft::{
-    Address, ClientFactory, CloseReason, ConnectError, ConnectOptions, Connector, Cores, Engine,
-    EngineConfig, Factory, Protocol, Transport, connect_tcp,
+    Address, ClientFactory, ConnectOptions, Cores, Engine, EngineConfig, Factory, Protocol, Transport,
+    connect_tcp,
 };
 
 /// Sends one line and keeps what comes back until the peer closes or a line ends.
@@ -32,10 +33,9 @@ impl Protocol for Ask {
     }
 }
 
-/// Builds the protocol, and hears how the attempt ended.
+/// Builds the protocol.
 struct Asker {
     answer: Rc<RefCell<Vec<u8>>>,
-    outcome: Rc<RefCell<Option<String>>>,
 }
 
 impl Factory for Asker {
@@ -48,18 +48,8 @@ impl Factory for Asker {
     }
 }
 
-impl ClientFactory for Asker {
-    fn client_connection_failed(&mut self, _c: &Connector, reason: &ConnectError) {
-        *self.outcome.borrow_mut() = Some(format!("connect failed: {reason}"));
-    }
-
-    fn client_connection_lost(&mut self, _c: &Connector, reason: &CloseReason) {
-        let answer = String::from_utf8_lossy(&self.answer.borrow())
-            .trim_end()
-            .to_owned();
-        *self.outcome.borrow_mut() = Some(format!("answer {answer:?} ({reason})"));
-    }
-}
+/// The callbacks' defaults: this client awaits the connector's futures instead.
+impl ClientFactory for Asker {}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     weft::logging::init();
@@ -74,20 +64,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .on_each_shard(move |shard| {
             let index = shard.index;
             async move {
-                let outcome = Rc::new(RefCell::new(None));
+                let answer = Rc::new(RefCell::new(Vec::new()));
                 let factory = Asker {
-                    answer: Rc::default(),
-                    outcome: outcome.clone(),
+                    answer: answer.clone(),
                 };
                 let options = ConnectOptions::default().with_timeout(Duration::from_secs(5));
-                let _connector = connect_tcp(target, factory, options);
-                // The connection runs in its own task; this one waits for its end.
-                while outcome.borrow().is_none() {
-                    weft::shard::sleep(Duration::from_millis(5)).await;
-                }
-                if let Some(line) = outcome.take() {
-                    println!("shard {index}: {line}");
-                }
+                let connector = connect_tcp(target, factory, options);
+                // The connection runs in its own task; this one awaits its start and its end.
+                let line = match connector.connected().await {
+                    Err(e) => format!("connect failed: {e}"),
+                    Ok(t) => {
+                        let reason = t.closed().await;
+                        let answer = String::from_utf8_lossy(&answer.borrow()).trim_end().to_owned();
+                        format!("answer {answer:?} ({reason})")
+                    }
+                };
+                println!("shard {index}: {line}");
             }
         })
         .start()?;

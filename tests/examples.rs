@@ -151,6 +151,22 @@ fn kv_answers_the_requests_it_received_before_closing_at_shutdown() {
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
 }
 
+#[test]
+fn client_awaits_its_connection_and_its_end() {
+    let (server, addr) = util::engine(1, |_| weft::protocols::Echo::factory());
+    let out = util::output_within(
+        example_command("client", &[addr.to_string()]).spawn().unwrap(),
+        Duration::from_secs(15),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("shard 0: answer \"hello from a weft shard\" (closed locally)"),
+        "{stdout}"
+    );
+    server.shutdown();
+}
+
 /// A [::1] listener on `port` whose accept queue is full and never drained (backlog 0, one
 /// connection queued): the kernel drops further SYNs, so a connect to it hangs. Returns the
 /// listener and the connection that fills it; `None` without IPv6 loopback or if the port is
