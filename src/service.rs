@@ -239,7 +239,9 @@ impl Service {
     }
 
     /// Writes an HdrHistogram interval log of the latency metrics to `path`: one interval per
-    /// second and metric, tagged with its name (turns metrics on). Default: none.
+    /// second and metric, tagged with its name (turns metrics on). Default: none. `{pid}` in
+    /// the path becomes the process id: a successor taking over (a reload) would otherwise
+    /// truncate the file its predecessor still writes.
     #[must_use]
     pub fn hdr_log(mut self, path: impl Into<PathBuf>) -> Self {
         self.hdr_log = Some(path.into());
@@ -372,6 +374,7 @@ impl Service {
             running.stats = Some(StatsPrinter::start(every, metrics)?);
         }
         if let (Some(path), Some(metrics)) = (self.hdr_log, metrics) {
+            let path = with_pid(&path);
             let log = LatencyLog::start(&path, metrics, REPORT_INTERVAL)
                 .map_err(|source| ServiceError::HdrLog { path, source })?;
             tracing::info!(
@@ -619,6 +622,16 @@ impl SignalThread {
     }
 }
 
+/// `path` with `{pid}` replaced by this process's id.
+fn with_pid(path: &std::path::Path) -> PathBuf {
+    let text = path.as_os_str().to_string_lossy();
+    if text.contains("{pid}") {
+        PathBuf::from(text.replace("{pid}", &std::process::id().to_string()))
+    } else {
+        path.to_path_buf()
+    }
+}
+
 /// Reloads every listener's certificates, logging the outcome of each.
 fn reload(tls: &[TlsConfig]) {
     if tls.is_empty() {
@@ -641,5 +654,23 @@ impl Drop for SignalThread {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_placeholder_names_this_process() {
+        let pid = std::process::id();
+        assert_eq!(
+            with_pid(std::path::Path::new("/var/log/weft-{pid}.hlog")),
+            PathBuf::from(format!("/var/log/weft-{pid}.hlog"))
+        );
+        assert_eq!(
+            with_pid(std::path::Path::new("plain.hlog")),
+            PathBuf::from("plain.hlog")
+        );
     }
 }

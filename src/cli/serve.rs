@@ -194,7 +194,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = stats_interval)]
     stats_interval: Option<Duration>,
     /// Write an HdrHistogram interval log of the latency metrics (one interval per second
-    /// and metric, tagged with its name), readable by `weft hist FILE --tag NAME`.
+    /// and metric, tagged with its name), readable by `weft hist FILE --tag NAME`. `{pid}` in
+    /// FILE becomes the process id, so that a successor (--takeover) writes its own file.
     #[arg(long, value_name = "FILE")]
     hdr_log: Option<PathBuf>,
     /// Check the flags, print the settings a deployment must agree with (one `name value`
