@@ -623,7 +623,7 @@ impl SignalThread {
 }
 
 /// `path` with `{pid}` replaced by this process's id.
-fn with_pid(path: &std::path::Path) -> PathBuf {
+fn with_pid(path: &Path) -> PathBuf {
     let text = path.as_os_str().to_string_lossy();
     if text.contains("{pid}") {
         PathBuf::from(text.replace("{pid}", &std::process::id().to_string()))
@@ -665,12 +665,9 @@ mod tests {
     fn a_pid_placeholder_names_this_process() {
         let pid = std::process::id();
         assert_eq!(
-            with_pid(std::path::Path::new("/var/log/weft-{pid}.hlog")),
+            with_pid(Path::new("/var/log/weft-{pid}.hlog")),
             PathBuf::from(format!("/var/log/weft-{pid}.hlog"))
         );
-        assert_eq!(
-            with_pid(std::path::Path::new("plain.hlog")),
-            PathBuf::from("plain.hlog")
-        );
+        assert_eq!(with_pid(Path::new("plain.hlog")), PathBuf::from("plain.hlog"));
     }
 }
