@@ -675,17 +675,13 @@ fn weft_tells_systemd_when_it_serves_and_that_a_successor_is_the_main_process() 
     };
     let handoff = scratch.file("handoff.sock");
     let env = [("NOTIFY_SOCKET", notify.as_str())];
+    let whoami = ["--proto", "whoami", "--cores", "1"];
     let mut old = Weft::serve_with_env(
         &[
-            "--proto",
-            "whoami",
-            "--cores",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--handoff-socket",
-            &handoff,
-        ],
+            &whoami[..],
+            &["--listen", "127.0.0.1:0", "--handoff-socket", &handoff],
+        ]
+        .concat(),
         &env,
     );
     old.ready();

@@ -21,6 +21,20 @@ fn example(name: &str, addr: SocketAddr) -> Child {
     child
 }
 
+/// Runs example `name` with `args` to its end (bounded) and returns its output, checking that
+/// it succeeded.
+fn run_example(name: &str, args: &[String]) -> String {
+    let out = util::output_within(
+        example_command(name, args)
+            .spawn()
+            .expect("the examples are built by cargo test"),
+        Duration::from_secs(20),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    stdout
+}
+
 fn stop(mut child: Child) {
     sigterm(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
@@ -154,12 +168,7 @@ fn kv_answers_the_requests_it_received_before_closing_at_shutdown() {
 #[test]
 fn client_awaits_its_connection_and_its_end() {
     let (server, addr) = util::engine(1, |_| weft::protocols::Echo::factory());
-    let out = util::output_within(
-        example_command("client", &[addr.to_string()]).spawn().unwrap(),
-        Duration::from_secs(15),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = run_example("client", &[addr.to_string()]);
     assert!(
         stdout.contains("shard 0: answer \"hello from a weft shard\" (closed locally)"),
         "{stdout}"
@@ -241,14 +250,7 @@ fn happy_eyeballs_connects_over_ipv4_while_ipv6_hangs() {
 
 #[test]
 fn tls_example_echoes_over_tls_with_alpn() {
-    let out = util::output_within(
-        example_command("tls", &[])
-            .spawn()
-            .expect("the examples are built by cargo test"),
-        Duration::from_secs(20),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = run_example("tls", &[]);
     assert!(
         text.contains("ALPN Some(\"http/1.1\"); hello over TLS (closed locally)"),
         "{text}"
