@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 
 use util::{connect, example_command, free_addr, sigterm, wait_exit, wait_listening};
 
-/// Starts example `name` on `addr` and waits until it listens.
+/// Starts example `name` on `addr` and waits until it listens. Its log goes to the test's
+/// stderr, so that a failure shows what the example said.
 fn example(name: &str, addr: SocketAddr) -> Child {
     let mut child = example_command(name, &[addr.to_string()])
         .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .env("NO_COLOR", "1")
         .spawn()
         .expect("the examples are built by cargo test (cargo build --release --examples)");
     wait_listening(addr, &mut child);
