@@ -3,6 +3,8 @@
 //! fuzz target: no input may panic, split feeding must agree with feeding whole, and every
 //! request runs through the command parser and a keyspace without panicking.
 
+#[path = "../fuzz/fuzz_targets/reply_check.rs"]
+mod reply_check;
 #[path = "../fuzz/fuzz_targets/resp_check.rs"]
 mod resp_check;
 
@@ -57,4 +59,49 @@ fn generated_inputs_replay_without_panic() {
         }
         check(&data, (x % 7) as usize + 1);
     }
+}
+
+/// The reply parser (a client's side) over the same corpus and over generated replies, nested
+/// and spliced: no panic, the same replies however the bytes are split, every reply encodes
+/// back to itself.
+#[test]
+fn replies_replay_without_panic() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/resp");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        for step in [1, 2, 3, 7, 33] {
+            reply_check::check(&data, step);
+        }
+    }
+    let fragments: [&[u8]; 14] = [
+        b"+OK\r\n",
+        b"-ERR no\r\n",
+        b":42\r\n",
+        b":-7\r\n",
+        b"$3\r\nabc\r\n",
+        b"$-1\r\n",
+        b"*-1\r\n",
+        b"*2\r\n",
+        b"*0\r\n",
+        b"$0\r\n\r\n",
+        b"\r\n",
+        b"$",
+        b"*",
+        b"x",
+    ];
+    let (mut replies, mut errors) = (0, 0);
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..2000 {
+        let mut data = Vec::new();
+        for _ in 0..(x % 24) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(fragments[(x % fragments.len() as u64) as usize]);
+        }
+        let (got, error) = reply_check::check(&data, (x % 7) as usize + 1);
+        replies += got.len();
+        errors += usize::from(error.is_some());
+    }
+    assert!(replies > 0 && errors > 0, "{replies} replies, {errors} errors");
 }

@@ -1,6 +1,7 @@
 //! RESP2, the Redis serialization protocol, free of I/O: a request parser that is a
 //! [`Decoder`] (multibulk arrays and inline commands, with redis-server 7's exact protocol
-//! errors and limits) and a reply encoder ([`Reply`]).
+//! errors and limits), a reply encoder ([`Reply`]), and for clients a reply parser
+//! ([`ReplyDecoder`]).
 //!
 //! The parser follows redis's `processMultibulkBuffer` and `processInlineBuffer`, quirks
 //! included, so that a peer sees the same answers from weft as from redis-server for the same
@@ -26,6 +27,14 @@
 //! let mut out = Vec::new();
 //! Reply::Array(vec![Reply::Bulk(b"v".to_vec()), Reply::Nil]).encode(&mut out);
 //! assert_eq!(out, b"*2\r\n$1\r\nv\r\n$-1\r\n");
+//!
+//! // A client's side: a command out, its reply back.
+//! use weft::resp::ReplyDecoder;
+//! let ping = Reply::Array(vec![Reply::bulk("PING")]).to_bytes();
+//! assert_eq!(ping, b"*1\r\n$4\r\nPING\r\n");
+//! let mut replies = InBuf::new();
+//! replies.extend(b"+PONG\r\n");
+//! assert_eq!(ReplyDecoder::default().decode(&mut replies).unwrap(), Some(Reply::Status("PONG".into())));
 //! ```
 
 use std::borrow::Cow;
@@ -146,7 +155,8 @@ impl std::error::Error for RespError {}
 /// Parses RESP2 requests, multibulk (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`) or inline
 /// (`GET k\r\n`), one at a time and incrementally: each byte is looked at about once however
 /// the stream is split. Empty requests are skipped. A server's side only: replies (`+OK`,
-/// `$3`, ...) are not requests, and would be read as inline commands.
+/// `$3`, ...) are not requests, and would be read as inline commands; a client reads them with
+/// [`ReplyDecoder`].
 #[derive(Debug, Clone, Default)]
 pub struct RespDecoder {
     limits: RespLimits,
@@ -569,6 +579,128 @@ pub fn push_int(out: &mut Vec<u8>, n: i64) {
     out.extend_from_slice(&digits[i..]);
 }
 
+/// Why a byte stream is not RESP2 replies (see [`ReplyDecoder`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// A reply does not start with one of `+ - : $ *`.
+    #[error("not a RESP reply: it starts with byte {0:#04x}")]
+    UnknownType(u8),
+    /// A length or an integer is not a decimal number, or is negative where it may not be.
+    #[error("a RESP reply has a bad length or integer")]
+    BadNumber,
+    /// A bulk string does not end with CRLF.
+    #[error("a RESP bulk string does not end with CRLF")]
+    MissingCrlf,
+    /// A line, a bulk string, an array, the whole reply or its nesting is beyond the limits.
+    #[error("a RESP reply is larger than the decoder's limits")]
+    TooLarge,
+}
+
+/// Arrays nested deeper than this are refused.
+const MAX_REPLY_DEPTH: usize = 64;
+
+/// Parses RESP2 replies, a client's side of the protocol: `+OK`, `-ERR ...`, `:1`, `$3\r\nabc`,
+/// `$-1` and the null array `*-1` (both [`Reply::Nil`]), and arrays of them, nested. Requests
+/// for it are [`Reply::Array`]s of [`Reply::bulk`]s, [`Reply::to_bytes`] encodes them. A reply
+/// still arriving is read again from its start when more bytes come, so it suits replies of up
+/// to a few MiB; the limits ([`RespLimits`]: a line, a bulk, a whole reply) bound what it
+/// waits for.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyDecoder {
+    limits: RespLimits,
+}
+
+impl ReplyDecoder {
+    /// A decoder with `limits`.
+    pub fn new(limits: RespLimits) -> Self {
+        Self { limits }
+    }
+}
+
+impl Decoder for ReplyDecoder {
+    type Frame = Reply;
+    type Error = ReplyError;
+
+    fn decode(&mut self, buf: &mut InBuf) -> Result<Option<Reply>, ReplyError> {
+        match parse_reply(buf.as_slice(), &self.limits, 0)? {
+            Some((reply, used)) => {
+                buf.advance(used);
+                Ok(Some(reply))
+            }
+            None if buf.len() > self.limits.max_request => Err(ReplyError::TooLarge),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One reply from the front of `b`, and how many bytes it took; `None` while incomplete.
+fn parse_reply(b: &[u8], limits: &RespLimits, depth: usize) -> Result<Option<(Reply, usize)>, ReplyError> {
+    let Some(&kind) = b.first() else {
+        return Ok(None);
+    };
+    if !b"+-:$*".contains(&kind) {
+        return Err(ReplyError::UnknownType(kind));
+    }
+    // The line after the type byte, up to its CRLF.
+    let Some(end) = b[1..].windows(2).position(|w| w == b"\r\n").map(|p| p + 1) else {
+        return if b.len() > limits.max_inline {
+            Err(ReplyError::TooLarge)
+        } else {
+            Ok(None)
+        };
+    };
+    if end > limits.max_inline {
+        return Err(ReplyError::TooLarge);
+    }
+    let line = &b[1..end];
+    let next = end + 2;
+    let number = || string2ll(line).ok_or(ReplyError::BadNumber);
+    let reply = match kind {
+        b'+' => Reply::Status(Cow::Owned(String::from_utf8_lossy(line).into_owned())),
+        b'-' => Reply::Error(Cow::Owned(line.to_vec())),
+        b':' => Reply::Integer(number()?),
+        b'$' => {
+            let len = match number()? {
+                -1 => return Ok(Some((Reply::Nil, next))),
+                n => usize::try_from(n).map_err(|_| ReplyError::BadNumber)?,
+            };
+            if len > limits.max_bulk {
+                return Err(ReplyError::TooLarge);
+            }
+            let Some(body) = b.get(next..next + len + 2) else {
+                return Ok(None);
+            };
+            if &body[len..] != b"\r\n" {
+                return Err(ReplyError::MissingCrlf);
+            }
+            return Ok(Some((Reply::Bulk(body[..len].to_vec()), next + len + 2)));
+        }
+        b'*' => {
+            let count = match number()? {
+                -1 => return Ok(Some((Reply::Nil, next))),
+                n => usize::try_from(n).map_err(|_| ReplyError::BadNumber)?,
+            };
+            // Every element takes three bytes at least: more than the limit can hold is
+            // refused before any arrives.
+            if depth >= MAX_REPLY_DEPTH || count > limits.max_request / 3 {
+                return Err(ReplyError::TooLarge);
+            }
+            let mut items = Vec::with_capacity(count.min(RESERVE_ARGS));
+            let mut at = next;
+            for _ in 0..count {
+                let Some((item, used)) = parse_reply(&b[at..], limits, depth + 1)? else {
+                    return Ok(None);
+                };
+                items.push(item);
+                at += used;
+            }
+            return Ok(Some((Reply::Array(items), at)));
+        }
+        other => return Err(ReplyError::UnknownType(other)),
+    };
+    Ok(Some((reply, next)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -862,5 +994,66 @@ mod tests {
         for (reply, want) in cases {
             assert_eq!(reply.to_bytes(), want, "{reply:?}");
         }
+    }
+
+    #[test]
+    fn replies_decode_whatever_the_split() {
+        let replies = vec![
+            Reply::OK,
+            Reply::error("ERR unknown command"),
+            Reply::Integer(-42),
+            Reply::bulk("hello\r\nworld"),
+            Reply::bulk(""),
+            Reply::Nil,
+            Reply::Array(vec![
+                Reply::bulk("a"),
+                Reply::Array(vec![Reply::Integer(1), Reply::Nil]),
+            ]),
+            Reply::Array(vec![]),
+        ];
+        let mut stream = Vec::new();
+        for r in &replies {
+            r.encode(&mut stream);
+        }
+        stream.extend_from_slice(b"*-1\r\n");
+        let mut want = replies.clone();
+        want.push(Reply::Nil);
+        for split in 1..stream.len() {
+            let mut decoder = ReplyDecoder::default();
+            let mut got = Vec::new();
+            let mut held = Vec::new();
+            for chunk in [&stream[..split], &stream[split..]] {
+                held.extend_from_slice(chunk);
+                let mut buf = InBuf::borrowed(&held);
+                while let Some(r) = decoder.decode(&mut buf).unwrap() {
+                    got.push(r);
+                }
+                let rest = buf.as_slice().to_vec();
+                held = rest;
+            }
+            assert_eq!(got, want, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn bad_replies_are_errors_and_limits_hold_before_the_bytes_arrive() {
+        let decode =
+            |bytes: &[u8], limits: RespLimits| ReplyDecoder::new(limits).decode(&mut InBuf::borrowed(bytes));
+        let small = RespLimits {
+            max_bulk: 16,
+            max_inline: 32,
+            max_request: 64,
+        };
+        let d = RespLimits::default();
+        assert_eq!(decode(b"GET k\r\n", d), Err(ReplyError::UnknownType(b'G')));
+        assert_eq!(decode(b":12x\r\n", d), Err(ReplyError::BadNumber));
+        assert_eq!(decode(b"$-2\r\n", d), Err(ReplyError::BadNumber));
+        assert_eq!(decode(b"$2\r\nabcd\r\n", d), Err(ReplyError::MissingCrlf));
+        assert_eq!(decode(b"$17\r\n", small), Err(ReplyError::TooLarge));
+        assert_eq!(decode(b"*22\r\n", small), Err(ReplyError::TooLarge));
+        assert_eq!(decode(&[b'+'; 40], small), Err(ReplyError::TooLarge));
+        assert_eq!(decode(&b"*1\r\n".repeat(70), d), Err(ReplyError::TooLarge));
+        assert_eq!(decode(b"$5\r\nab", d), Ok(None));
+        assert_eq!(decode(b"\r\n", d), Err(ReplyError::UnknownType(b'\r')));
     }
 }
