@@ -48,17 +48,27 @@ fn generated_inputs_replay_without_panic() {
         b"INCR n",
         b"MSET a 1 b 2",
     ];
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for _ in 0..2000 {
-        let mut data = Vec::new();
-        for _ in 0..(x % 24) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            data.extend_from_slice(fragments[(x % fragments.len() as u64) as usize]);
-        }
-        check(&data, (x % 7) as usize + 1);
+    for (data, step) in spliced(&fragments, 0x9E37_79B9_7F4A_7C15) {
+        check(&data, step);
     }
+}
+
+/// 2,000 inputs of up to 23 of `fragments`, picked by a deterministic xorshift stream from
+/// `seed`, each with a chunk size of 1 to 7 bytes.
+fn spliced(fragments: &[&[u8]], seed: u64) -> Vec<(Vec<u8>, usize)> {
+    let mut x = seed;
+    (0..2000)
+        .map(|_| {
+            let mut data = Vec::new();
+            for _ in 0..(x % 24) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                data.extend_from_slice(fragments[(x % fragments.len() as u64) as usize]);
+            }
+            (data, (x % 7) as usize + 1)
+        })
+        .collect()
 }
 
 /// The reply parser (a client's side) over the same corpus and over generated replies, nested
@@ -90,16 +100,8 @@ fn replies_replay_without_panic() {
         b"x",
     ];
     let (mut replies, mut errors) = (0, 0);
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    for _ in 0..2000 {
-        let mut data = Vec::new();
-        for _ in 0..(x % 24) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            data.extend_from_slice(fragments[(x % fragments.len() as u64) as usize]);
-        }
-        let (got, error) = reply_check::check(&data, (x % 7) as usize + 1);
+    for (data, step) in spliced(&fragments, 0x2545_F491_4F6C_DD1D) {
+        let (got, error) = reply_check::check(&data, step);
         replies += got.len();
         errors += usize::from(error.is_some());
     }
