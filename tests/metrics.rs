@@ -341,7 +341,7 @@ fn cli_serves_metrics_and_prints_stats_lines() {
         "{body}"
     );
     let stats = next_line("conns 1 [1]");
-    assert!(stats.contains("| dropped 0"), "{stats}");
+    assert!(stats.contains("| reports dropped 0"), "{stats}");
 
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

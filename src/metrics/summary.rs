@@ -9,15 +9,16 @@ use super::collector::MetricsSnapshot;
 use crate::proto::hdr::{format_bytes, format_ns};
 
 /// Describes the interval from `prev` to `cur`: connections (total and per shard), accept and
-/// close rates, bytes per second each way, reactor lag and stalls, each latency metric's rate
-/// and percentiles over the interval, and dropped reports.
+/// close rates (and the rate of connections shed at the cap, when there are any), bytes per
+/// second each way, reactor lag and stalls, each latency metric's rate and percentiles over
+/// the interval, and the shards' metrics reports the collector dropped.
 ///
 /// Rates are over the time between the shards' reports the two snapshots come from (their
 /// mean over shards that reported since `prev`), or over `wall`, the time between the
 /// snapshots, when that is unknown.
 ///
 /// ```text
-/// conns 37 [18 19] +120/s -98/s | in 1.17 MiB/s out 1.17 MiB/s | lag p99 80.13 µs max 410.4 µs, 0 stalls | http_request_duration 3402/s p50 21.02 µs p99 80.13 µs | dropped 0
+/// conns 37 [18 19] +120/s -98/s | in 1.17 MiB/s out 1.17 MiB/s | lag p99 80.13 µs max 410.4 µs, 0 stalls | http_request_duration 3402/s p50 21.02 µs p99 80.13 µs | reports dropped 0
 /// ```
 pub fn stats_line(prev: &MetricsSnapshot, cur: &MetricsSnapshot, wall: Duration) -> String {
     let secs = report_span(prev, cur).unwrap_or(wall).as_secs_f64().max(1e-9);
@@ -33,6 +34,11 @@ pub fn stats_line(prev: &MetricsSnapshot, cur: &MetricsSnapshot, wall: Duration)
         format_bytes(rate(c.bytes_in, p.bytes_in) as u64),
         format_bytes(rate(c.bytes_out, p.bytes_out) as u64),
     );
+    if c.shed > p.shed {
+        // Accepted and closed at once at the per-shard cap: the first sign of overload.
+        let at = line.find(" | ").unwrap_or(line.len());
+        line.insert_str(at, &format!(" shed {:.0}/s", rate(c.shed, p.shed)));
+    }
     let stalls = cur.stalls().saturating_sub(prev.stalls());
     match cur.latency_since(prev, REACTOR_LAG.name()) {
         Some(lag) if !lag.is_empty() => {
@@ -66,7 +72,7 @@ pub fn stats_line(prev: &MetricsSnapshot, cur: &MetricsSnapshot, wall: Duration)
     }
     let _ = write!(
         line,
-        " | dropped {}",
+        " | reports dropped {}",
         cur.dropped().saturating_sub(prev.dropped())
     );
     line
@@ -143,7 +149,16 @@ mod tests {
         // The 5 ms lag was before the interval: p99 and max come from the 40 µs wake-ups.
         assert!(line.contains("lag p99 40.03 µs max 40.03 µs, 4 stalls"), "{line}");
         assert!(line.contains("svc 3/s p50 30.02 µs p99 1.000 ms"), "{line}");
-        assert!(line.ends_with("| dropped 0"), "{line}");
+        assert!(line.ends_with("| reports dropped 0"), "{line}");
+        assert!(!line.contains("shed"), "none shed: {line}");
+        // Connections shed at the cap show beside the accept and close rates.
+        let mut shedding = cur.clone();
+        shedding.shards[0].stats.shed = 8;
+        let line = stats_line(&prev, &shedding, Duration::from_secs(7));
+        assert!(
+            line.starts_with("conns 32 [11 21] +15/s -0/s shed 4/s | in "),
+            "{line}"
+        );
     }
 
     #[test]
@@ -152,7 +167,7 @@ mod tests {
         let line = stats_line(&empty, &empty, Duration::ZERO);
         assert_eq!(
             line,
-            "conns 0 [] +0/s -0/s | in 0 B/s out 0 B/s | 0 stalls | dropped 0"
+            "conns 0 [] +0/s -0/s | in 0 B/s out 0 B/s | 0 stalls | reports dropped 0"
         );
         // Before the first report the time between the snapshots is used.
         let first = snap([10, 10], 4_000, [&[], &[]], 0, Some(Instant::now()));
