@@ -149,7 +149,7 @@ fn load_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     };
     let pem_err = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
         path: path.to_owned(),
-        detail: e.to_string(),
+        detail: pem_detail(&e),
     };
     let cert_pem = read(cert)?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
@@ -438,7 +438,7 @@ impl ClientTls {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| TlsError::Pem {
                         path: path.clone(),
-                        detail: e.to_string(),
+                        detail: pem_detail(&e),
                     })?;
                 let (added, _) = store.add_parsable_certificates(certs);
                 if added == 0 {
@@ -495,9 +495,41 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
     }
 }
 
+/// What a PEM decoding error means, in words: the decoder's own text shows the markers as
+/// byte arrays.
+fn pem_detail(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "a {} block has no END line (the file is cut short?)",
+            String::from_utf8_lossy(end_marker).trim()
+        ),
+        Error::IllegalSectionStart { line } => {
+            format!("a malformed BEGIN line: {}", String::from_utf8_lossy(line).trim())
+        }
+        e => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_pem_file_is_named_in_words() {
+        use rustls::pki_types::pem::Error;
+        let cut = pem_detail(&Error::MissingSectionEnd {
+            end_marker: b"CERTIFICATE".to_vec(),
+        });
+        assert_eq!(
+            cut,
+            "a CERTIFICATE block has no END line (the file is cut short?)"
+        );
+        let start = pem_detail(&Error::IllegalSectionStart {
+            line: b"-----BEGIN X".to_vec(),
+        });
+        assert_eq!(start, "a malformed BEGIN line: -----BEGIN X");
+    }
 
     /// A scratch folder with self-signed certificates for `names`, one file pair each.
     struct Files(PathBuf);
