@@ -37,6 +37,7 @@ enum Ev {
     ReadLost,
     ProtoLost(&'static str),
     Lost(&'static str),
+    GaveUp,
     FactoryStop,
 }
 
@@ -166,6 +167,11 @@ impl ClientFactory for Rec {
         assert_eq!(connector.state(), ConnectorState::Disconnected);
         self.log.push(Ev::Lost(reason.label()));
     }
+
+    fn client_gave_up(&mut self, connector: &Connector) {
+        assert!(connector.is_idle());
+        self.log.push(Ev::GaveUp);
+    }
 }
 
 struct RecProto {
@@ -292,6 +298,43 @@ fn refused_is_reported_once_per_attempt_on_a_later_turn() {
     let e = log.last_error();
     assert_eq!(e.os_error(), Some(libc::ECONNREFUSED));
     assert!(e.to_string().contains(&addr.to_string()), "{e}");
+}
+
+/// A policy with two retries: three refusals, then the factory hears that it gave up, and
+/// `connected()` answers at once on the idle connector.
+#[test]
+fn a_policy_out_of_retries_says_it_gave_up() {
+    let addr = closed_port();
+    let log = Log::default();
+    let l = log.clone();
+    on_executor(move || async move {
+        let policy = ReconnectPolicy::default()
+            .with_initial_delay(Duration::from_millis(5))
+            .with_jitter(0.0)
+            .with_max_retries(Some(2));
+        let options = ConnectOptions::default().with_reconnect(Some(policy));
+        let c = connect_tcp(addr, Rec::new(&l), options);
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::GaveUp) == 1)
+                .await
+        );
+        assert!(c.is_idle());
+        assert!(c.connected().await.is_err(), "an idle connector answers at once");
+    });
+    assert_eq!(
+        log.events(),
+        [
+            Ev::FactoryStart,
+            Ev::Started,
+            Ev::Failed("refused"),
+            Ev::Started,
+            Ev::Failed("refused"),
+            Ev::Started,
+            Ev::Failed("refused"),
+            Ev::GaveUp,
+            Ev::FactoryStop,
+        ]
+    );
 }
 
 #[test]

@@ -94,6 +94,12 @@ pub trait ClientFactory: Factory {
     fn client_connection_lost(&mut self, connector: &Connector, reason: &CloseReason) {
         let _ = (connector, reason);
     }
+
+    /// The reconnect policy used up its `max_retries`: the connector is idle and stays so
+    /// until [`Connector::connect`]. Called after the last failure's or loss's callback.
+    fn client_gave_up(&mut self, connector: &Connector) {
+        let _ = connector;
+    }
 }
 
 impl<B> ClientFactory for FnFactory<B> where Self: Factory {}
@@ -800,6 +806,7 @@ fn after_end<F: ClientFactory>(c: &Connector, factory: &Rc<RefCell<F>>, retryabl
                 return;
             }
             tracing::debug!(destination = %inner.destination, "giving up: no retries left");
+            factory.borrow_mut().client_gave_up(c);
         }
         AfterEnd::GiveUp => {}
     }
