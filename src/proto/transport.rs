@@ -80,10 +80,16 @@ struct Inner {
     real_peer: Address,
     /// The ALPN protocol a TLS handshake agreed on.
     alpn: RefCell<Option<Box<[u8]>>>,
-    /// Why the connection ended, once it has.
-    lost: RefCell<Option<CloseReason>>,
-    /// Tasks waiting in [`Transport::closed`].
-    lost_waiters: RefCell<Vec<Waker>>,
+    /// The tasks waiting in [`Transport::closed`], then why the connection ended.
+    end: RefCell<End>,
+}
+
+/// A connection's end, as [`Transport::closed`] waits for it.
+enum End {
+    /// Open: the tasks to wake when it ends.
+    Awaited(Vec<Waker>),
+    /// Ended, for this reason.
+    Ended(CloseReason),
 }
 
 impl std::fmt::Debug for Transport {
@@ -132,8 +138,7 @@ impl Transport {
                 peer,
                 real_peer,
                 alpn: RefCell::new(None),
-                lost: RefCell::new(None),
-                lost_waiters: RefCell::new(Vec::new()),
+                end: RefCell::new(End::Awaited(Vec::new())),
             }),
         }
     }
@@ -358,15 +363,14 @@ impl Transport {
     /// [`Connector::closed`](crate::Connector::closed), which follows whichever connection the
     /// connector has, this is about this one connection only.
     pub async fn closed(&self) -> CloseReason {
-        std::future::poll_fn(|cx| {
-            if let Some(reason) = &*self.inner.lost.borrow() {
-                return std::task::Poll::Ready(reason.clone());
+        std::future::poll_fn(|cx| match &mut *self.inner.end.borrow_mut() {
+            End::Ended(reason) => std::task::Poll::Ready(reason.clone()),
+            End::Awaited(waiters) => {
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
+                std::task::Poll::Pending
             }
-            let mut waiters = self.inner.lost_waiters.borrow_mut();
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
-            std::task::Poll::Pending
         })
         .await
     }
@@ -559,9 +563,11 @@ impl Transport {
     /// The connection has ended, for `reason`: tells the tasks waiting in
     /// [`closed`](Self::closed).
     pub(crate) fn mark_lost(&self, reason: &CloseReason) {
-        *self.inner.lost.borrow_mut() = Some(reason.clone());
-        for w in self.inner.lost_waiters.take() {
-            w.wake();
+        let end = self.inner.end.replace(End::Ended(reason.clone()));
+        if let End::Awaited(waiters) = end {
+            for w in waiters {
+                w.wake();
+            }
         }
     }
 
