@@ -1357,6 +1357,14 @@ impl LocalExecutor {
         now
     }
 
+    /// WEFT PATCH: reads the clock for the loop's next use of the time too (see `now`).
+    fn stamp(&self) -> Instant {
+        let now = Instant::now();
+        self.recent_time.set(now);
+        self.time_is_fresh.set(true);
+        now
+    }
+
     fn run_task_queues(&self) -> bool {
         let mut ran = false;
         loop {
@@ -1427,10 +1435,7 @@ impl LocalExecutor {
             }
             // WEFT PATCH: the end of this run is the loop's next time too (the next queue's
             // start, or the runtime stamp after the last one).
-            let end = Instant::now();
-            self.recent_time.set(end);
-            self.time_is_fresh.set(true);
-            let elapsed = end.saturating_duration_since(time);
+            let elapsed = self.stamp().saturating_duration_since(time);
             drop(guard);
             (elapsed, tasks_executed_this_loop)
         };
@@ -1583,9 +1588,7 @@ impl LocalExecutor {
                             }
                         }
                         // reset the timer for deduct spin loop time
-                        pre_time = Instant::now();
-                        this.recent_time.set(pre_time);
-                        this.time_is_fresh.set(true);
+                        pre_time = this.stamp();
                     }
                 }
             }
