@@ -351,10 +351,7 @@ impl Service {
             // The exporter shares its port (SO_REUSEPORT) with a predecessor's during a
             // takeover; otherwise a port in use is another process's, whose scrapes it would
             // take half of.
-            if takeover.is_none()
-                && addr.port() != 0
-                && crate::sys::socket::has_listener(addr).unwrap_or(false)
-            {
+            if takeover.is_none() && crate::sys::socket::has_listener(addr).unwrap_or(false) {
                 return Err(ServiceError::Metrics {
                     addr: addr.into(),
                     source: std::io::ErrorKind::AddrInUse.into(),

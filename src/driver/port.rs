@@ -76,7 +76,7 @@ pub(crate) fn bind_listeners(
             .into_iter()
             .partition(|(local, _)| addr.port() != 0 && *local == addr);
         adopted = rest;
-        if !share && mine.is_empty() && addr.port() != 0 {
+        if !share && mine.is_empty() {
             match sys::socket::has_listener(addr) {
                 Ok(false) => {}
                 Ok(true) => return Err(EngineError::AddressInUse(addr.into())),

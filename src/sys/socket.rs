@@ -25,8 +25,11 @@ pub(crate) fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket
 
 /// Whether a socket listens on `addr` already: a bind there without SO_REUSEPORT (with
 /// SO_REUSEADDR, so that connections in TIME_WAIT do not count) fails with `EADDRINUSE`
-/// exactly then. The probe is closed before it listens.
+/// exactly then. The probe is closed before it listens. Port 0 (any free port) never has one.
 pub(crate) fn has_listener(addr: SocketAddr) -> io::Result<bool> {
+    if addr.port() == 0 {
+        return Ok(false);
+    }
     let sock = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.cloexec(),
