@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::proto::proxy::ProxyConfig;
-pub use crate::proto::transport::{ConnectionConfig, FlowConfig, Keepalive};
+pub use crate::proto::transport::{ConnectionConfig, FlowConfig, FlowError, Keepalive};
 use crate::tls::TlsConfig;
 
 /// Which CPU cores run shards.

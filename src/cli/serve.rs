@@ -308,17 +308,8 @@ fn tls_error(e: weft::tls::TlsError) -> ServiceError {
 /// Flag combinations that cannot work, refused before anything starts (and by `--check`).
 fn validate(args: &ServeArgs) -> Result<(), CliError> {
     let usage = |m: String| Err(CliError::Usage(m));
-    if args.low_water > args.high_water {
-        return usage(format!(
-            "--low-water ({} B) must not be above --high-water ({} B)",
-            args.low_water, args.high_water
-        ));
-    }
-    if args.max_output < args.high_water {
-        return usage(format!(
-            "--max-output ({} B) must not be below --high-water ({} B)",
-            args.max_output, args.high_water
-        ));
+    if let Err(e) = FlowConfig::try_new(args.high_water, args.low_water, args.max_output) {
+        return usage(format!("--high-water, --low-water, --max-output: {e}"));
     }
     if args.maxmemory > 0 && !matches!(args.proto, Proto::Kv) {
         return usage("--maxmemory applies to --proto kv only".into());

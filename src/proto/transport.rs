@@ -680,6 +680,49 @@ impl FlowConfig {
             max_output: max_output.max(high_water),
         }
     }
+
+    /// Watermarks and cap as given, or why they contradict each other (where
+    /// [`new`](Self::new) would quietly move one).
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError`]: the low-water mark above the high one, or the cap below it.
+    pub fn try_new(high_water: usize, low_water: usize, max_output: usize) -> Result<Self, FlowError> {
+        if low_water > high_water {
+            return Err(FlowError::LowAboveHigh {
+                low: low_water,
+                high: high_water,
+            });
+        }
+        if max_output < high_water {
+            return Err(FlowError::CapBelowHigh {
+                cap: max_output,
+                high: high_water,
+            });
+        }
+        Ok(Self::new(high_water, low_water, max_output))
+    }
+}
+
+/// Output watermarks that contradict each other ([`FlowConfig::try_new`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    /// The low-water mark is above the high-water mark.
+    #[error("the low-water mark ({low} B) must not be above the high-water mark ({high} B)")]
+    LowAboveHigh {
+        /// The low-water mark.
+        low: usize,
+        /// The high-water mark.
+        high: usize,
+    },
+    /// The output cap is below the high-water mark.
+    #[error("the output cap ({cap} B) must not be below the high-water mark ({high} B)")]
+    CapBelowHigh {
+        /// The cap.
+        cap: usize,
+        /// The high-water mark.
+        high: usize,
+    },
 }
 
 impl Default for FlowConfig {
@@ -769,6 +812,23 @@ mod tests {
             vec!["stop"],
             "a closed transport stops a new producer at once"
         );
+    }
+
+    #[test]
+    fn contradictory_watermarks_are_refused_by_try_new_and_moved_by_new() {
+        assert_eq!(
+            FlowConfig::try_new(64, 128, 1024),
+            Err(FlowError::LowAboveHigh { low: 128, high: 64 })
+        );
+        assert_eq!(
+            FlowConfig::try_new(64, 16, 32),
+            Err(FlowError::CapBelowHigh { cap: 32, high: 64 })
+        );
+        assert_eq!(
+            FlowConfig::try_new(64, 16, 1024),
+            Ok(FlowConfig::new(64, 16, 1024))
+        );
+        assert_eq!(FlowConfig::new(64, 128, 32), FlowConfig::new(64, 64, 64));
     }
 
     #[test]
