@@ -43,6 +43,16 @@ struct Input {
     log: Log,
 }
 
+impl Input {
+    /// When its first interval with `tag` starts (infinity without one).
+    fn start(&self, tag: Option<&str>) -> f64 {
+        self.log
+            .tagged(tag)
+            .map(|iv| iv.start)
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
 pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
     let tag = args.tag.as_deref();
     let mut inputs = Vec::new();
@@ -67,10 +77,7 @@ pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
     for h in &per_file {
         merge(&mut merged, h);
     }
-    let t0 = inputs
-        .iter()
-        .flat_map(|i| i.log.tagged(tag).map(|iv| iv.start))
-        .fold(f64::INFINITY, f64::min);
+    let t0 = inputs.iter().map(|i| i.start(tag)).fold(f64::INFINITY, f64::min);
 
     let mut out = String::new();
     let files: Vec<String> = inputs
@@ -102,13 +109,12 @@ pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
     if args.over_time && args.compare {
         // A table per run, each from its own start.
         for input in &inputs {
-            let start = input
-                .log
-                .tagged(tag)
-                .map(|iv| iv.start)
-                .fold(f64::INFINITY, f64::min);
             let _ = write!(out, "\n{}\n", input.name);
-            out.push_str(&over_time_table(std::slice::from_ref(input), tag, start));
+            out.push_str(&over_time_table(
+                std::slice::from_ref(input),
+                tag,
+                input.start(tag),
+            ));
         }
     } else if args.over_time {
         out.push('\n');
@@ -123,11 +129,7 @@ pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
                 .iter()
                 .map(|i| {
                     // Compared runs start at 0 each; parts of one run keep their common clock.
-                    let origin = if args.compare {
-                        i.log.tagged(tag).map(|iv| iv.start).fold(f64::INFINITY, f64::min)
-                    } else {
-                        t0
-                    };
+                    let origin = if args.compare { i.start(tag) } else { t0 };
                     TimeSeries {
                         name: i.name.clone(),
                         points: i
@@ -230,27 +232,17 @@ fn compare_table(names: &[&str], runs: &[Latency]) -> String {
     let Some(first) = summaries.first() else {
         return out;
     };
-    let rows: Vec<(&str, Vec<f64>)> = first
-        .rows()
-        .enumerate()
-        .map(|(r, (label, _))| {
-            let values = summaries
-                .iter()
-                .map(|s| s.rows().nth(r).map_or(0.0, |(_, v)| v as f64))
-                .collect();
-            (label, values)
-        })
-        .chain(std::iter::once((
-            "mean",
-            summaries.iter().map(|s| s.mean).collect(),
-        )))
-        .collect();
-    for (label, values) in rows {
+    // A column per run: its percentiles, then its mean; the labels are the first run's.
+    let column = |s: &Summary| -> Vec<f64> { s.rows().map(|(_, v)| v as f64).chain([s.mean]).collect() };
+    let columns: Vec<Vec<f64>> = summaries.iter().map(column).collect();
+    let labels = first.rows().map(|(label, _)| label).chain(["mean"]);
+    for (r, label) in labels.enumerate() {
         let _ = write!(out, "  {label:<9}");
-        for (i, v) in values.iter().enumerate() {
-            let _ = write!(out, " {:>14}", format_ns(*v));
+        let base = columns[0][r];
+        for (i, v) in columns.iter().map(|c| c[r]).enumerate() {
+            let _ = write!(out, " {:>14}", format_ns(v));
             if i > 0 {
-                let ratio = if values[0] > 0.0 { v / values[0] } else { f64::NAN };
+                let ratio = if base > 0.0 { v / base } else { f64::NAN };
                 let _ = write!(out, " {:>7.2}x", ratio);
             }
         }
