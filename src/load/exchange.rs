@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::matcher::Matcher;
-use super::response::{ResponseError, ResponseReader};
+use super::response::{Response, ResponseError, ResponseReader};
 use super::schedule::{Pacing, Sent};
 
 /// How responses are recognised.
@@ -127,8 +127,8 @@ impl Exchange {
         self.closing
     }
 
-    /// Reads response bytes; calls `done(request, status)` for each completed response in
-    /// order (`status`: the HTTP status code; `None` for raw responses, which have none).
+    /// Reads response bytes; calls `done(request, response)` for each completed response in
+    /// order (`response`: the HTTP response's status line; `None` for raw responses).
     ///
     /// # Errors
     ///
@@ -136,7 +136,7 @@ impl Exchange {
     pub fn receive(
         &mut self,
         data: &[u8],
-        mut done: impl FnMut(&Sent, Option<u16>),
+        mut done: impl FnMut(&Sent, Option<Response>),
     ) -> Result<(), ExchangeError> {
         let in_flight = &mut self.in_flight;
         match &mut self.reader {
@@ -146,7 +146,7 @@ impl Exchange {
                 reader.feed(data, |resp| match in_flight.pop_front() {
                     Some(sent) => {
                         *closing |= resp.close;
-                        done(&sent, Some(resp.status));
+                        done(&sent, Some(resp));
                     }
                     None => unsolicited = true,
                 })?;
@@ -165,12 +165,12 @@ impl Exchange {
     }
 
     /// The peer closed its side: completes a response that runs to the connection's end.
-    pub fn finish(&mut self, mut done: impl FnMut(&Sent, Option<u16>)) {
+    pub fn finish(&mut self, mut done: impl FnMut(&Sent, Option<Response>)) {
         if let Reader::Http(reader) = &mut self.reader
             && let Some(resp) = reader.finish()
             && let Some(sent) = self.in_flight.pop_front()
         {
-            done(&sent, Some(resp.status));
+            done(&sent, Some(resp));
         }
     }
 }
@@ -193,8 +193,8 @@ mod tests {
         assert!(x.window_full());
         assert_eq!(x.claim(t0), 0);
         let mut seen = 0;
-        x.receive(&OK.repeat(3), |s, status| {
-            assert!(status == Some(200) && s.intended == t0);
+        x.receive(&OK.repeat(3), |s, resp| {
+            assert!(resp.is_some_and(|r| r.status == 200) && s.intended == t0);
             seen += 1;
         })
         .unwrap();
@@ -258,7 +258,7 @@ mod tests {
         })
         .unwrap();
         let mut status = None;
-        x.finish(|_, code| status = code);
+        x.finish(|_, resp| status = resp.map(|r| r.status));
         assert_eq!(status, Some(503));
         let mut raw = Exchange::new(1, Pacing::Closed, Reader::Raw(Matcher::new(Framing::Length(1))));
         assert_eq!(raw.receive(b"x", |_, _| ()), Err(ExchangeError::Unsolicited));

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::response::Response;
 use super::schedule::Sent;
 use crate::proto::hdr::{Latency, new_histogram};
 
@@ -228,9 +229,9 @@ impl Recorder {
         self.active = active;
     }
 
-    /// A response to `sent` completed at `done`, with its HTTP `status` if it has one: one
-    /// other than 2xx also counts as a `bad status` error.
-    pub fn response(&mut self, sent: &Sent, done: Instant, status: Option<u16>) {
+    /// A response to `sent` completed at `done`, with its HTTP status line if it has one: a
+    /// status other than 2xx also counts as a `bad status` error.
+    pub fn response(&mut self, sent: &Sent, done: Instant, http: Option<Response>) {
         if !self.active {
             return;
         }
@@ -238,9 +239,9 @@ impl Recorder {
         self.sample.corrected.saturating_record(corrected.max(1));
         self.sample.uncorrected.saturating_record(uncorrected.max(1));
         self.sample.requests += 1;
-        if let Some(status) = status.filter(|s| !(200..300).contains(s)) {
+        if let Some(r) = http.filter(|r| !r.is_success()) {
             self.sample.errors.add(ErrorKind::BadStatus);
-            self.sample.bad_statuses.add(status);
+            self.sample.bad_statuses.add(r.status);
         }
     }
 
@@ -262,11 +263,15 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn http(status: u16) -> Response {
+        Response { status, close: false }
+    }
+
     #[test]
     fn records_only_when_active_and_counts_bad_status() {
         let t0 = Instant::now();
         let mut r = Recorder::default();
-        r.response(&Sent::now(t0), t0 + Duration::from_micros(10), Some(200));
+        r.response(&Sent::now(t0), t0 + Duration::from_micros(10), Some(http(200)));
         r.error(ErrorKind::Reset);
         assert_eq!(r.take().requests, 0);
         r.set_active(true);
@@ -274,7 +279,7 @@ mod tests {
             intended: t0,
             sent: t0 + Duration::from_millis(5),
         };
-        r.response(&late, t0 + Duration::from_millis(6), Some(503));
+        r.response(&late, t0 + Duration::from_millis(6), Some(http(503)));
         r.response(&late, t0 + Duration::from_millis(6), None);
         r.error(ErrorKind::Reset);
         let s = r.take();
