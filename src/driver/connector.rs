@@ -466,8 +466,9 @@ impl Connector {
 
     /// Resolves with the reason when the open connection ends; while none is open, when the
     /// next one to open ends (so a connection that ended and was replaced before the call is
-    /// not the one it reports: [`Transport::closed`] follows one connection). `None` once the connector is idle (nothing open, no attempt,
-    /// no retry pending) with no loss to report since the call.
+    /// not the one it reports: [`Transport::closed`] follows one connection). `None` once the
+    /// connector is idle (nothing open, no attempt, no retry pending) with no loss to report
+    /// since the call.
     pub async fn closed(&self) -> Option<CloseReason> {
         let losses = self.inner.outcomes.borrow().losses;
         poll_fn(|cx| {

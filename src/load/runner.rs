@@ -163,10 +163,11 @@ pub enum LoadError {
     Engine(#[from] EngineError),
 }
 
-/// Descriptors a load core holds besides its connections (its rings, eventfd, timers), and the
-/// process besides its cores (standard streams, signal pipes, output files), with room to
-/// spare.
+/// Descriptors a load core holds besides its connections (its rings, eventfd, timers), with
+/// room to spare (one core with one connection holds 13 in all).
 const FDS_PER_CORE: u64 = 16;
+/// Descriptors the process holds besides its cores (standard streams, signal pipes, output
+/// files), with room to spare.
 const FDS_BASE: u64 = 32;
 
 /// Checks that `conns` connections on `cores` cores fit in the descriptor limit (raising the
