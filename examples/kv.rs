@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use weft::codec::{FrameHandler, Framed, LineDecoder};
+use weft::codec::{FrameHandler, Framed, LineDecoder, LineEncoder};
 use weft::{EngineConfig, Service, Transport, factory_fn, shard};
 
 /// One shard's part of the keys.
@@ -56,7 +56,7 @@ async fn execute(words: Vec<String>) -> String {
         }
         _ => Ok("ERR expected SET k v, GET k or DEL k".into()),
     };
-    format!("{}\n", answer.unwrap_or_else(|e| format!("ERR {e}")))
+    answer.unwrap_or_else(|e| format!("ERR {e}"))
 }
 
 impl FrameHandler for Client {
@@ -66,7 +66,7 @@ impl FrameHandler for Client {
         let (requests, t) = (self.requests.clone(), t.clone());
         shard::spawn(async move {
             while let Some(words) = requests.pop().await {
-                t.write(execute(words).await.as_bytes());
+                let Ok(()) = t.write_frame(&mut LineEncoder::lf(), execute(words).await);
                 if requests.len() == MAX_QUEUED / 2 && !shard::is_draining() {
                     t.resume_reading();
                 }

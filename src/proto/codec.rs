@@ -1,22 +1,25 @@
 //! Framing: a [`Decoder`] cuts the byte stream into frames, and [`Framed`] turns a
 //! [`FrameHandler`] (a protocol that receives whole frames) into a [`Protocol`], keeping the
-//! bytes of a partial frame between reads in a bounded [`InBuf`].
+//! bytes of a partial frame between reads in a bounded [`InBuf`]. An [`Encoder`] is the
+//! writing half: [`Transport::write_frame`] encodes a frame straight into the connection's
+//! output, with no buffer of its own.
 //!
-//! In the spirit of tokio-util's `Decoder`: `decode` takes one whole frame from the front of
-//! the buffer, or answers `Ok(None)` until more bytes arrive. [`LineDecoder`] (Twisted's
-//! `LineReceiver`) is the ready-made one.
+//! In the spirit of tokio-util's `Decoder` and `Encoder`: `decode` takes one whole frame from
+//! the front of the buffer, or answers `Ok(None)` until more bytes arrive; `encode` appends a
+//! frame's bytes. [`LineDecoder`] and [`LineEncoder`] (Twisted's `LineReceiver` and its
+//! `sendLine`) are the ready-made ones; [`resp`](crate::resp) has RESP's.
 //!
 //! ```
-//! use weft::codec::{FrameHandler, Framed, LineDecoder};
+//! use weft::codec::{FrameHandler, Framed, LineDecoder, LineEncoder};
 //! use weft::Transport;
 //!
-//! /// Answers every line with its length.
+//! /// Answers every line with its length, as a line.
 //! struct Lengths;
 //!
 //! impl FrameHandler for Lengths {
 //!     type Decoder = LineDecoder;
 //!     fn frame_received(&mut self, line: Vec<u8>, t: &Transport) {
-//!         t.write(format!("{}\n", line.len()).as_bytes());
+//!         let Ok(()) = t.write_frame(&mut LineEncoder::crlf(), line.len().to_string());
 //!     }
 //! }
 //!
@@ -149,6 +152,23 @@ pub trait Decoder {
     ///
     /// The bytes cannot be a frame.
     fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Self::Frame>, Self::Error>;
+}
+
+/// Turns frames into bytes: the writing half of a codec, given to
+/// [`Transport::write_frame`].
+pub trait Encoder<Item> {
+    /// Why a frame cannot be encoded (for example a frame over a size limit); an encoder that
+    /// cannot fail uses [`std::convert::Infallible`].
+    type Error: fmt::Display;
+
+    /// Appends `item`'s bytes to `dst`. `dst` may hold bytes queued before (it is the
+    /// connection's output): an encoder only appends. On an error, whatever it appended is
+    /// taken back by the caller.
+    ///
+    /// # Errors
+    ///
+    /// `item` cannot be encoded.
+    fn encode(&mut self, item: Item, dst: &mut Vec<u8>) -> Result<(), Self::Error>;
 }
 
 /// A protocol that receives whole frames: [`Framed`] makes it a [`Protocol`]. The callbacks
@@ -401,6 +421,36 @@ impl Decoder for LineDecoder {
     }
 }
 
+/// Lines with an ending appended: [`LineDecoder`]'s frames written back, as Twisted's
+/// `LineReceiver.sendLine` (whose delimiter is `\r\n`). The line is written as it is: one
+/// that holds the ending itself reads as more than one line at the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineEncoder {
+    ending: &'static [u8],
+}
+
+impl LineEncoder {
+    /// Lines ended by `\r\n`, as Twisted's `LineReceiver` and most Internet protocols.
+    pub fn crlf() -> Self {
+        Self { ending: b"\r\n" }
+    }
+
+    /// Lines ended by `\n` alone.
+    pub fn lf() -> Self {
+        Self { ending: b"\n" }
+    }
+}
+
+impl<T: AsRef<[u8]>> Encoder<T> for LineEncoder {
+    type Error = std::convert::Infallible;
+
+    fn encode(&mut self, line: T, dst: &mut Vec<u8>) -> Result<(), Self::Error> {
+        dst.extend_from_slice(line.as_ref());
+        dst.extend_from_slice(self.ending);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
@@ -459,6 +509,16 @@ mod tests {
         assert_eq!(err, Some(LineTooLong { max_len: 4 }));
         let (got, err) = lines(&[b"1234\r\n"], 4);
         assert_eq!((got, err), (vec![b"1234".to_vec()], None));
+    }
+
+    #[test]
+    fn lines_encode_with_their_ending_and_decode_back() {
+        let mut out = b"queued;".to_vec();
+        let Ok(()) = LineEncoder::crlf().encode("one", &mut out);
+        let Ok(()) = LineEncoder::lf().encode(b"two".to_vec(), &mut out);
+        assert_eq!(out, b"queued;one\r\ntwo\n");
+        let (got, err) = lines(&[&out], 16);
+        assert_eq!((got, err), (vec![b"queued;one".to_vec(), b"two".to_vec()], None));
     }
 
     #[test]

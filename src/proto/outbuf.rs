@@ -17,11 +17,17 @@ pub(crate) struct OutBuf {
 impl OutBuf {
     /// Queues `data` after everything already queued.
     pub(crate) fn push(&mut self, data: &[u8]) {
+        self.append_with(|buf| buf.extend_from_slice(data));
+    }
+
+    /// Queues the bytes `fill` appends to the buffer, which holds what is queued already:
+    /// `fill` must only append.
+    pub(crate) fn append_with<R>(&mut self, fill: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         if self.head > 0 && self.head >= self.buf.len() / 2 {
             self.buf.drain(..self.head);
             self.head = 0;
         }
-        self.buf.extend_from_slice(data);
+        fill(&mut self.buf)
     }
 
     /// The queued bytes, oldest first.

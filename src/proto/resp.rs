@@ -1,7 +1,7 @@
 //! RESP2, the Redis serialization protocol, free of I/O: a request parser that is a
 //! [`Decoder`] (multibulk arrays and inline commands, with redis-server 7's exact protocol
-//! errors and limits), a reply encoder ([`Reply`]), and for clients a reply parser
-//! ([`ReplyDecoder`]).
+//! errors and limits), replies ([`Reply`]) and [`RespEncoder`], which writes replies and,
+//! for clients, requests; and for clients a reply parser ([`ReplyDecoder`]).
 //!
 //! The parser follows redis's `processMultibulkBuffer` and `processInlineBuffer`, quirks
 //! included, so that a peer sees the same answers from weft as from redis-server for the same
@@ -29,8 +29,10 @@
 //! assert_eq!(out, b"*2\r\n$1\r\nv\r\n$-1\r\n");
 //!
 //! // A client's side: a command out, its reply back.
-//! use weft::resp::ReplyDecoder;
-//! let ping = Reply::Array(vec![Reply::bulk("PING")]).to_bytes();
+//! use weft::codec::Encoder;
+//! use weft::resp::{ReplyDecoder, RespEncoder};
+//! let mut ping = Vec::new();
+//! RespEncoder.encode(["PING"].as_slice(), &mut ping).unwrap();
 //! assert_eq!(ping, b"*1\r\n$4\r\nPING\r\n");
 //! let mut replies = InBuf::new();
 //! replies.extend(b"+PONG\r\n");
@@ -40,7 +42,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::proto::codec::{Decoder, InBuf};
+use crate::proto::codec::{Decoder, Encoder, InBuf};
 
 /// Longest bulk string a request may carry (redis's `proto-max-bulk-len`, 512 MB).
 pub const MAX_BULK_LEN: usize = 512 * 1024 * 1024;
@@ -537,6 +539,43 @@ impl Reply {
     }
 }
 
+/// Writes RESP2 for [`Transport::write_frame`](crate::Transport::write_frame): a [`Reply`]
+/// (owned or borrowed) as [`Reply::encode`] does, and a request (a slice of arguments) as the
+/// array of bulk strings that clients send.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RespEncoder;
+
+impl Encoder<&Reply> for RespEncoder {
+    type Error = std::convert::Infallible;
+
+    fn encode(&mut self, reply: &Reply, dst: &mut Vec<u8>) -> Result<(), Self::Error> {
+        reply.encode(dst);
+        Ok(())
+    }
+}
+
+impl Encoder<Reply> for RespEncoder {
+    type Error = std::convert::Infallible;
+
+    fn encode(&mut self, reply: Reply, dst: &mut Vec<u8>) -> Result<(), Self::Error> {
+        self.encode(&reply, dst)
+    }
+}
+
+impl<A: AsRef<[u8]>> Encoder<&[A]> for RespEncoder {
+    type Error = std::convert::Infallible;
+
+    fn encode(&mut self, args: &[A], dst: &mut Vec<u8>) -> Result<(), Self::Error> {
+        dst.push(b'*');
+        push_int(dst, args.len() as i64);
+        dst.extend_from_slice(b"\r\n");
+        for arg in args {
+            encode_bulk(dst, arg.as_ref());
+        }
+        Ok(())
+    }
+}
+
 /// The nil bulk string's bytes.
 pub const NIL: &[u8] = b"$-1\r\n";
 
@@ -994,6 +1033,18 @@ mod tests {
         for (reply, want) in cases {
             assert_eq!(reply.to_bytes(), want, "{reply:?}");
         }
+    }
+
+    #[test]
+    fn requests_encode_as_redis_clients_send_them_and_parse_back() {
+        let mut out = Vec::new();
+        let Ok(()) = RespEncoder.encode(["SET", "k", "a\r\nb"].as_slice(), &mut out);
+        assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n");
+        let Ok(()) = RespEncoder.encode(&Reply::OK, &mut out);
+        let mut buf = InBuf::borrowed(&out);
+        let want: Vec<Vec<u8>> = vec![b"SET".to_vec(), b"k".to_vec(), b"a\r\nb".to_vec()];
+        assert_eq!(RespDecoder::default().decode(&mut buf), Ok(Some(want)));
+        assert_eq!(ReplyDecoder::default().decode(&mut buf), Ok(Some(Reply::OK)));
     }
 
     #[test]

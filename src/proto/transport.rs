@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr::Address;
 use crate::proto::close::CloseReason;
+use crate::proto::codec::Encoder;
 use crate::proto::outbuf::OutBuf;
 use crate::sys::fd::borrow_raw;
 
@@ -169,6 +170,44 @@ impl Transport {
         }
         self.inner.out.borrow_mut().push(data);
         self.after_write();
+    }
+
+    /// Queues the bytes `fill` appends to this connection's output, which holds what is
+    /// queued already (`fill` only appends): a protocol that builds an answer piece by piece
+    /// writes it in place, with no buffer of its own and no copy. As [`write`](Self::write)
+    /// otherwise: on a connection closing for good `fill` still runs, and its bytes are dropped.
+    /// `fill` must not call this transport (its output is borrowed while `fill` runs).
+    pub fn write_with<R>(&self, fill: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        if !self.writable() {
+            return fill(&mut Vec::new());
+        }
+        let (result, grew) = {
+            let mut out = self.inner.out.borrow_mut();
+            let before = out.len();
+            let result = out.append_with(fill);
+            (result, out.len() > before)
+        };
+        if grew {
+            self.after_write();
+        }
+        result
+    }
+
+    /// Queues `frame` as `encoder` writes it, encoded in place as by
+    /// [`write_with`](Self::write_with).
+    ///
+    /// # Errors
+    ///
+    /// The encoder refused the frame; nothing of it is queued.
+    pub fn write_frame<I, E: Encoder<I>>(&self, encoder: &mut E, frame: I) -> Result<(), E::Error> {
+        self.write_with(|out| {
+            let len = out.len();
+            let result = encoder.encode(frame, out);
+            if result.is_err() {
+                out.truncate(len);
+            }
+            result
+        })
     }
 
     /// Queues several buffers, in order, as one write.
@@ -829,6 +868,43 @@ mod tests {
             Ok(FlowConfig::new(64, 16, 1024))
         );
         assert_eq!(FlowConfig::new(64, 128, 32), FlowConfig::new(64, 64, 64));
+    }
+
+    /// Refuses frames longer than its limit.
+    struct Limited(usize);
+
+    impl Encoder<&[u8]> for Limited {
+        type Error = String;
+
+        fn encode(&mut self, frame: &[u8], dst: &mut Vec<u8>) -> Result<(), String> {
+            dst.extend_from_slice(frame);
+            if frame.len() > self.0 {
+                return Err(format!("{} bytes", frame.len()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn frames_encode_in_place_and_a_refused_one_leaves_nothing() {
+        let t = Transport::detached();
+        t.write(b"a");
+        assert_eq!(t.write_frame(&mut Limited(3), b"bcd"), Ok(()));
+        assert_eq!(
+            t.write_frame(&mut Limited(3), b"efgh"),
+            Err("4 bytes".to_string())
+        );
+        assert_eq!(t.write_with(|out| out.push(b'!')), ());
+        assert_eq!(t.out().chunk(), b"abcd!");
+        t.out().consume(5);
+        assert_eq!(t.write_with(|out| out.len()), 0, "an emptied output starts at 0");
+        t.write(&[0; 64 * 1024]);
+        t.write_with(|out| out.push(0));
+        assert!(!t.may_read(), "in-place bytes count against the high-water mark");
+        t.lose_connection();
+        t.abort_connection();
+        assert_eq!(t.write_with(|out| out.extend_from_slice(b"late")), ());
+        assert_eq!(t.buffered(), 0, "a closed connection drops what is written");
     }
 
     #[test]

@@ -389,8 +389,6 @@ struct State {
     paused: bool,
     /// Bytes of the answers in `slots`, ready and waiting for one before them.
     held_bytes: usize,
-    /// Encoding space for answers written at once.
-    scratch: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -626,13 +624,10 @@ impl Conn {
     fn answer_with(&self, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) {
         let mut st = self.state.borrow_mut();
         if st.first_seq == seq && st.slots.len() == 1 {
-            let mut scratch = std::mem::take(&mut st.scratch);
-            scratch.clear();
-            encode(&mut scratch);
-            if let Some(t) = &st.transport {
-                t.write(&scratch);
+            match &st.transport {
+                Some(t) => t.write_with(encode),
+                None => encode(&mut Vec::new()),
             }
-            st.scratch = scratch;
             st.slots.pop_front();
             st.first_seq += 1;
             drop(st);
@@ -663,24 +658,30 @@ impl Conn {
         let Some(t) = st.transport.clone() else {
             return;
         };
-        let mut out = std::mem::take(&mut st.scratch);
-        out.clear();
-        while let Some(Slot::Ready(bytes)) = st.slots.front() {
-            out.extend_from_slice(bytes);
-            st.slots.pop_front();
-            st.first_seq += 1;
-        }
-        st.held_bytes -= out.len();
+        let (ready, bytes) = st
+            .slots
+            .iter()
+            .map_while(|s| match s {
+                Slot::Ready(b) => Some(b.len()),
+                Slot::Pending => None,
+            })
+            .fold((0, 0), |(n, sum), len| (n + 1, sum + len));
+        st.held_bytes -= bytes;
         // Answers held back count as output: past the cap, the connection goes, as it would
         // had they been written.
         if st.held_bytes + t.buffered() > t.max_output() {
-            st.scratch = out;
             drop(st);
             self.refuse();
             return;
         }
-        t.write(&out);
-        st.scratch = out;
+        t.write_with(|out| {
+            for slot in st.slots.drain(..ready) {
+                if let Slot::Ready(b) = slot {
+                    out.extend_from_slice(&b);
+                }
+            }
+        });
+        st.first_seq += ready as u64;
         drop(st);
         self.after_write();
     }
