@@ -222,6 +222,47 @@ fn http_non_2xx_is_counted() {
     );
 }
 
+/// Redis commands against `weft serve --proto kv`: pipelined replies read one per request,
+/// and error replies counted by their first word (INCR of a value that is not a number).
+#[test]
+fn redis_commands_and_their_error_replies_are_counted() {
+    let rig = Rig::new("kv", "redis");
+    let json = rig.dir.file("r.json");
+    let run = |command: &str| {
+        let args = [
+            "--proto",
+            "redis",
+            "--command",
+            command,
+            "--duration",
+            "1s",
+            "--conns",
+            "4",
+            "--pipeline",
+            "4",
+            "--json",
+            &json,
+        ];
+        let out = rig.load(&args);
+        (
+            read_json(&json),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (v, _) = run(r#"SET key "not a number""#);
+    assert!(v["requests"].as_u64().unwrap() > 100, "{v}");
+    assert_eq!(v["errors"]["total"].as_u64(), Some(0), "{v}");
+    let (v, stdout) = run("INCR key");
+    let requests = v["requests"].as_u64().unwrap();
+    assert!(requests > 100, "{v}");
+    assert_eq!(v["errors"]["error_reply"].as_u64(), Some(requests), "{v}");
+    assert_eq!(v["error_replies"]["ERR"].as_u64(), Some(requests), "{v}");
+    assert!(
+        stdout.contains(&format!("error reply {requests} (ERR: {requests})")),
+        "{stdout}"
+    );
+}
+
 /// A connection per request, in a closed loop and at a fixed rate: every request answered
 /// on a connection of its own (the server sees as many connections as requests).
 #[test]
@@ -281,7 +322,7 @@ fn bad_input_is_one_line_and_an_exit_status() {
         .to_string();
     let dir = Scratch::new("load-bad-input");
     let json = dir.file("r.json");
-    let cases: [(&[&str], i32); 14] = [
+    let cases: [(&[&str], i32); 17] = [
         (
             &["load", "--target", &closed, "--duration", "1s", "--json", &json],
             1,
@@ -310,6 +351,31 @@ fn bad_input_is_one_line_and_an_exit_status() {
         (&["load", "--target", "127.0.0.1:1", "--proto", "raw"], 2),
         (&["load", "--target", "127.0.0.1:1", "--cores", "999,"], 2),
         (&["load", "--target", "127.0.0.1:1", "--response-size", "4"], 2),
+        (&["load", "--target", "127.0.0.1:1", "--command", "PING"], 2),
+        (
+            &[
+                "load",
+                "--target",
+                "127.0.0.1:1",
+                "--proto",
+                "redis",
+                "--command",
+                "GET \"k",
+            ],
+            2,
+        ),
+        (
+            &[
+                "load",
+                "--target",
+                "127.0.0.1:1",
+                "--proto",
+                "redis",
+                "--command",
+                " ",
+            ],
+            2,
+        ),
         (&["hist", "/nonexistent/weft.hlog"], 1),
         (&["load", "--target", "127.0.0.1:1", "--start-at", "tomorrow"], 2),
         (

@@ -32,6 +32,8 @@ pub(crate) enum LoadProto {
     /// The bytes of `--request-file`, answered by `--response-size` bytes or up to
     /// `--response-delimiter`.
     Raw,
+    /// Redis (RESP2): `--command`, answered by one reply; error replies counted.
+    Redis,
 }
 
 impl LoadProto {
@@ -40,6 +42,7 @@ impl LoadProto {
             Self::Http => "http",
             Self::Echo => "echo",
             Self::Raw => "raw",
+            Self::Redis => "redis",
         }
     }
 }
@@ -90,6 +93,10 @@ pub(crate) struct LoadArgs {
     /// http: an extra request header, "Name: value" (repeatable).
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// redis: the command every request sends, as redis-cli takes it ("SET key value",
+    /// quotes allowed) [default: PING].
+    #[arg(long)]
+    command: Option<String>,
     /// A request unanswered for this long is a timeout (its connection is reopened).
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     timeout: Duration,
@@ -336,7 +343,14 @@ fn workload(args: &LoadArgs, target: &Target) -> Result<Workload, CliError> {
             "--response-size and --response-delimiter are for --proto raw".into(),
         ));
     }
+    if args.command.is_some() && args.proto != LoadProto::Redis {
+        return Err(CliError::Usage("--command is for --proto redis".into()));
+    }
     match args.proto {
+        LoadProto::Redis if request.is_some() => Err(CliError::Usage(
+            "--proto redis sends --command, not --request-file (raw RESP bytes go with --proto raw)".into(),
+        )),
+        LoadProto::Redis => Workload::redis(args.command.as_deref().unwrap_or("PING")).map_err(usage),
         LoadProto::Http => match request {
             Some(r) => Workload::http_request(r).map_err(usage),
             None => {

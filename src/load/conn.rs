@@ -157,8 +157,8 @@ impl Protocol for LoadProtocol {
         let was_full = slot.exchange.window_full();
         let mut recorder = self.core.recorder.borrow_mut();
         let mut answered = 0;
-        let result = slot.exchange.receive(data, |sent, http| {
-            recorder.response(sent, now, http);
+        let result = slot.exchange.receive(data, |sent, verdict| {
+            recorder.response(sent, now, verdict);
             answered += 1;
         });
         slot.answered += answered;
@@ -191,7 +191,7 @@ impl Protocol for LoadProtocol {
         let mut slot = self.slot.borrow_mut();
         let mut recorder = self.core.recorder.borrow_mut();
         slot.exchange
-            .finish(|sent, http| recorder.response(sent, now, http));
+            .finish(|sent, verdict| recorder.response(sent, now, verdict));
         transport.lose_connection();
     }
 

@@ -6,8 +6,11 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::matcher::Matcher;
+use super::recorder::Verdict;
+use super::replies::ReplyReader;
 use super::response::{Response, ResponseError, ResponseReader};
 use super::schedule::{Pacing, Sent};
+use crate::proto::resp::ReplyError;
 
 /// How responses are recognised.
 #[derive(Debug)]
@@ -16,6 +19,8 @@ pub enum Reader {
     Http(ResponseReader),
     /// Raw bytes framed by length or delimiter.
     Raw(Matcher),
+    /// RESP2 (Redis) replies.
+    Resp(ReplyReader),
 }
 
 /// Why a connection's response stream is unusable.
@@ -24,6 +29,9 @@ pub enum ExchangeError {
     /// The bytes are not a valid response.
     #[error(transparent)]
     Response(#[from] ResponseError),
+    /// The bytes are not RESP replies.
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
     /// A response arrived with no request outstanding.
     #[error("a response arrived with no request outstanding")]
     Unsolicited,
@@ -61,6 +69,7 @@ impl Exchange {
         match &mut self.reader {
             Reader::Http(r) => r.reset(),
             Reader::Raw(m) => m.reset(),
+            Reader::Resp(r) => r.reset(),
         }
     }
 
@@ -113,6 +122,7 @@ impl Exchange {
             || match &self.reader {
                 Reader::Http(r) => r.in_response(),
                 Reader::Raw(m) => m.in_response(),
+                Reader::Resp(r) => r.in_reply(),
             }
     }
 
@@ -127,8 +137,8 @@ impl Exchange {
         self.closing
     }
 
-    /// Reads response bytes; calls `done(request, response)` for each completed response in
-    /// order (`response`: the HTTP response's status line; `None` for raw responses).
+    /// Reads response bytes; calls `done(request, verdict)` for each completed response in
+    /// order.
     ///
     /// # Errors
     ///
@@ -136,7 +146,7 @@ impl Exchange {
     pub fn receive(
         &mut self,
         data: &[u8],
-        mut done: impl FnMut(&Sent, Option<Response>),
+        mut done: impl FnMut(&Sent, Verdict),
     ) -> Result<(), ExchangeError> {
         let in_flight = &mut self.in_flight;
         match &mut self.reader {
@@ -146,7 +156,7 @@ impl Exchange {
                 reader.feed(data, |resp| match in_flight.pop_front() {
                     Some(sent) => {
                         *closing |= resp.close;
-                        done(&sent, Some(resp));
+                        done(&sent, verdict(resp));
                     }
                     None => unsolicited = true,
                 })?;
@@ -157,7 +167,17 @@ impl Exchange {
             Reader::Raw(matcher) => {
                 for _ in 0..matcher.feed(data) {
                     let sent = in_flight.pop_front().ok_or(ExchangeError::Unsolicited)?;
-                    done(&sent, None);
+                    done(&sent, Verdict::Success);
+                }
+            }
+            Reader::Resp(reader) => {
+                let mut unsolicited = false;
+                reader.feed(data, |error| match in_flight.pop_front() {
+                    Some(sent) => done(&sent, error.map_or(Verdict::Success, Verdict::ErrorReply)),
+                    None => unsolicited = true,
+                })?;
+                if unsolicited {
+                    return Err(ExchangeError::Unsolicited);
                 }
             }
         }
@@ -165,13 +185,22 @@ impl Exchange {
     }
 
     /// The peer closed its side: completes a response that runs to the connection's end.
-    pub fn finish(&mut self, mut done: impl FnMut(&Sent, Option<Response>)) {
+    pub fn finish(&mut self, mut done: impl FnMut(&Sent, Verdict)) {
         if let Reader::Http(reader) = &mut self.reader
             && let Some(resp) = reader.finish()
             && let Some(sent) = self.in_flight.pop_front()
         {
-            done(&sent, Some(resp));
+            done(&sent, verdict(resp));
         }
+    }
+}
+
+/// What an HTTP response's status says.
+fn verdict(resp: Response) -> Verdict {
+    if resp.is_success() {
+        Verdict::Success
+    } else {
+        Verdict::BadStatus(resp.status)
     }
 }
 
@@ -193,8 +222,8 @@ mod tests {
         assert!(x.window_full());
         assert_eq!(x.claim(t0), 0);
         let mut seen = 0;
-        x.receive(&OK.repeat(3), |s, resp| {
-            assert!(resp.is_some_and(|r| r.status == 200) && s.intended == t0);
+        x.receive(&OK.repeat(3), |s, verdict| {
+            assert!(verdict == Verdict::Success && s.intended == t0);
             seen += 1;
         })
         .unwrap();
@@ -257,10 +286,30 @@ mod tests {
             panic!("runs to EOF")
         })
         .unwrap();
-        let mut status = None;
-        x.finish(|_, resp| status = resp.map(|r| r.status));
-        assert_eq!(status, Some(503));
+        let mut got = None;
+        x.finish(|_, verdict| got = Some(verdict));
+        assert_eq!(got, Some(Verdict::BadStatus(503)));
         let mut raw = Exchange::new(1, Pacing::Closed, Reader::Raw(Matcher::new(Framing::Length(1))));
         assert_eq!(raw.receive(b"x", |_, _| ()), Err(ExchangeError::Unsolicited));
+    }
+
+    #[test]
+    fn replies_answer_requests_in_order_and_errors_are_named() {
+        let t0 = Instant::now();
+        let mut x = Exchange::new(2, Pacing::Closed, Reader::Resp(ReplyReader::new()));
+        assert_eq!(x.claim(t0), 2);
+        let mut got = Vec::new();
+        x.receive(b"+OK\r\n-OOM command not allowed\r\n$1\r\nv", |_, v| got.push(v))
+            .unwrap();
+        assert_eq!(got, [Verdict::Success, Verdict::ErrorReply("OOM".into())]);
+        assert_eq!(x.claim(t0), 2);
+        x.receive(b"\r\n", |_, v| got.push(v)).unwrap();
+        assert_eq!((got.len(), x.window_full()), (3, false));
+        assert!(matches!(
+            x.receive(b"+a\r\n:1\r\n", |_, _| ()),
+            Err(ExchangeError::Unsolicited)
+        ));
+        x.reset();
+        assert!(matches!(x.receive(b"?", |_, _| ()), Err(ExchangeError::Reply(_))));
     }
 }

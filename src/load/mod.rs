@@ -1,7 +1,7 @@
 //! The load generator behind `weft load` and `weft demo`.
 //!
 //! I/O-free parts: [`workload`] (requests and how their responses end), [`response`] (HTTP
-//! response reader), [`matcher`] (raw framing), [`schedule`] (open-loop timing and the two
+//! response reader), [`replies`] (RESP reply reader), [`matcher`] (raw framing), [`schedule`] (open-loop timing and the two
 //! latencies), [`start`] (the agreed wall-clock start of several load processes), [`exchange`] (one connection's requests in flight), [`recorder`] (per-core
 //! counts), [`aggregate`] (merging the cores' intervals) and [`report`] (summary, JSON).
 //! The side that runs: `runner` (an engine of tasks, one shard per load core, and the main
@@ -14,6 +14,7 @@ mod conn;
 pub mod exchange;
 pub mod matcher;
 pub mod recorder;
+pub mod replies;
 pub mod report;
 pub mod response;
 pub mod runner;

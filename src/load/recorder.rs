@@ -1,12 +1,12 @@
 //! What one core counts: latencies (corrected and uncorrected), responses, and errors by
-//! kind. Plain single-threaded state; the runner hands each interval's sample to the main
+//! kind, with the HTTP statuses and RESP error replies that failed requests got. Plain single-threaded state; the runner hands each interval's sample to the main
 //! thread and starts a fresh one.
 
+use std::fmt;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::response::Response;
 use super::schedule::Sent;
 use crate::proto::hdr::{Latency, new_histogram};
 
@@ -27,6 +27,8 @@ pub enum ErrorKind {
     ShortRead,
     /// A response with a non-2xx status (its latency is still recorded).
     BadStatus,
+    /// A RESP error reply (`-ERR ...`; its latency is still recorded).
+    ErrorReply,
     /// Bytes that are not a valid response, or a response nobody asked for.
     Protocol,
     /// Any other I/O error on an open connection.
@@ -37,7 +39,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::ConnectRefused,
         Self::ConnectTimeout,
         Self::ConnectFailed,
@@ -45,6 +47,7 @@ impl ErrorKind {
         Self::Timeout,
         Self::ShortRead,
         Self::BadStatus,
+        Self::ErrorReply,
         Self::Protocol,
         Self::Io,
         Self::TlsHandshake,
@@ -60,6 +63,7 @@ impl ErrorKind {
             Self::Timeout => "timeout",
             Self::ShortRead => "short read",
             Self::BadStatus => "bad status",
+            Self::ErrorReply => "error reply",
             Self::Protocol => "protocol",
             Self::Io => "io",
             Self::TlsHandshake => "tls handshake",
@@ -76,6 +80,7 @@ impl ErrorKind {
             Self::Timeout => "timeout",
             Self::ShortRead => "short_read",
             Self::BadStatus => "bad_status",
+            Self::ErrorReply => "error_reply",
             Self::Protocol => "protocol",
             Self::Io => "io",
             Self::TlsHandshake => "tls_handshake",
@@ -135,42 +140,95 @@ impl Serialize for ErrorCounts {
     }
 }
 
-/// Responses with a status other than 2xx, by status code (the `bad status` errors).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StatusCounts(Vec<(u16, u64)>);
+/// What a complete response says, beside its latency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A success: a 2xx status, a RESP reply that is not an error, or a raw response.
+    Success,
+    /// An HTTP status other than 2xx.
+    BadStatus(u16),
+    /// A RESP error reply, named by its first word (`ERR`, `WRONGTYPE`, `OOM`).
+    ErrorReply(String),
+}
 
-impl StatusCounts {
-    /// Counts one response with `status`.
-    pub fn add(&mut self, status: u16) {
-        self.add_n(status, 1);
+/// Counts by key, in key order: the `bad status` errors by status code ([`StatusCounts`]),
+/// the error replies by their first word ([`ReplyCounts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally<K>(Vec<(K, u64)>);
+
+impl<K> Default for Tally<K> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+/// Responses with a status other than 2xx, by status code (the `bad status` errors).
+pub type StatusCounts = Tally<u16>;
+
+/// RESP error replies by their first word (the `error reply` errors).
+pub type ReplyCounts = Tally<String>;
+
+/// Distinct error words counted one by one; others count as `other`, so that a server
+/// inventing a word per reply cannot grow the counts without bound.
+const MAX_REPLY_WORDS: usize = 16;
+
+/// The longest error word kept (a longer one is cut).
+const MAX_WORD_LEN: usize = 32;
+
+impl<K: Ord + Clone> Tally<K> {
+    /// Counts one of `key`.
+    pub fn add(&mut self, key: K) {
+        self.add_n(&key, 1);
     }
 
-    fn add_n(&mut self, status: u16, n: u64) {
-        match self.0.binary_search_by_key(&status, |(s, _)| *s) {
+    fn add_n(&mut self, key: &K, n: u64) {
+        match self.0.binary_search_by(|(k, _)| k.cmp(key)) {
             Ok(i) => self.0[i].1 += n,
-            Err(i) => self.0.insert(i, (status, n)),
+            Err(i) => self.0.insert(i, (key.clone(), n)),
         }
     }
 
     /// Adds `other`'s counts.
     pub fn merge(&mut self, other: &Self) {
-        for &(status, n) in &other.0 {
-            self.add_n(status, n);
+        for (key, n) in &other.0 {
+            self.add_n(key, *n);
         }
     }
 
-    /// `(status, count)`, by status code.
-    pub fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        self.0.iter().copied()
+    /// `(key, count)`, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, u64)> + '_ {
+        self.0.iter().map(|(k, n)| (k, *n))
+    }
+
+    /// True when nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
-impl Serialize for StatusCounts {
+impl ReplyCounts {
+    /// Counts an error reply by its word, or as `other` past the distinct words kept.
+    fn add_word(&mut self, word: &str) {
+        let mut end = word.len().min(MAX_WORD_LEN);
+        while !word.is_char_boundary(end) {
+            end -= 1;
+        }
+        let word = &word[..end];
+        let known = self.0.iter().any(|(k, _)| k == word);
+        if known || self.0.len() < MAX_REPLY_WORDS {
+            self.add(word.to_owned());
+        } else {
+            self.add("other".to_owned());
+        }
+    }
+}
+
+impl<K: fmt::Display> Serialize for Tally<K> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (status, n) in &self.0 {
-            map.serialize_entry(&status.to_string(), n)?;
+        for (key, n) in &self.0 {
+            map.serialize_entry(&key.to_string(), n)?;
         }
         map.end()
     }
@@ -189,6 +247,8 @@ pub struct Sample {
     pub errors: ErrorCounts,
     /// The `bad status` errors by status code.
     pub bad_statuses: StatusCounts,
+    /// The `error reply` errors by the reply's first word.
+    pub error_replies: ReplyCounts,
 }
 
 impl Default for Sample {
@@ -199,6 +259,7 @@ impl Default for Sample {
             requests: 0,
             errors: ErrorCounts::default(),
             bad_statuses: StatusCounts::default(),
+            error_replies: ReplyCounts::default(),
         }
     }
 }
@@ -212,6 +273,7 @@ impl Sample {
         self.requests += other.requests;
         self.errors.merge(&other.errors);
         self.bad_statuses.merge(&other.bad_statuses);
+        self.error_replies.merge(&other.error_replies);
     }
 }
 
@@ -229,9 +291,9 @@ impl Recorder {
         self.active = active;
     }
 
-    /// A response to `sent` completed at `done`, with its HTTP status line if it has one: a
-    /// status other than 2xx also counts as a `bad status` error.
-    pub fn response(&mut self, sent: &Sent, done: Instant, http: Option<Response>) {
+    /// A response to `sent` completed at `done`: a bad status or an error reply also counts
+    /// as an error.
+    pub fn response(&mut self, sent: &Sent, done: Instant, verdict: Verdict) {
         if !self.active {
             return;
         }
@@ -239,9 +301,16 @@ impl Recorder {
         self.sample.corrected.saturating_record(corrected.max(1));
         self.sample.uncorrected.saturating_record(uncorrected.max(1));
         self.sample.requests += 1;
-        if let Some(r) = http.filter(|r| !r.is_success()) {
-            self.sample.errors.add(ErrorKind::BadStatus);
-            self.sample.bad_statuses.add(r.status);
+        match verdict {
+            Verdict::Success => {}
+            Verdict::BadStatus(status) => {
+                self.sample.errors.add(ErrorKind::BadStatus);
+                self.sample.bad_statuses.add(status);
+            }
+            Verdict::ErrorReply(word) => {
+                self.sample.errors.add(ErrorKind::ErrorReply);
+                self.sample.error_replies.add_word(&word);
+            }
         }
     }
 
@@ -263,15 +332,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn http(status: u16) -> Response {
-        Response { status, close: false }
-    }
-
     #[test]
     fn records_only_when_active_and_counts_bad_status() {
         let t0 = Instant::now();
         let mut r = Recorder::default();
-        r.response(&Sent::now(t0), t0 + Duration::from_micros(10), Some(http(200)));
+        r.response(&Sent::now(t0), t0 + Duration::from_micros(10), Verdict::Success);
         r.error(ErrorKind::Reset);
         assert_eq!(r.take().requests, 0);
         r.set_active(true);
@@ -279,16 +344,26 @@ mod tests {
             intended: t0,
             sent: t0 + Duration::from_millis(5),
         };
-        r.response(&late, t0 + Duration::from_millis(6), Some(http(503)));
-        r.response(&late, t0 + Duration::from_millis(6), None);
+        r.response(&late, t0 + Duration::from_millis(6), Verdict::BadStatus(503));
+        r.response(&late, t0 + Duration::from_millis(6), Verdict::Success);
+        r.response(
+            &late,
+            t0 + Duration::from_millis(6),
+            Verdict::ErrorReply("OOM".into()),
+        );
         r.error(ErrorKind::Reset);
         let s = r.take();
-        assert_eq!(s.bad_statuses.iter().collect::<Vec<_>>(), [(503, 1)]);
-        assert_eq!(s.requests, 2);
+        assert_eq!(s.bad_statuses.iter().collect::<Vec<_>>(), [(&503, 1)]);
+        assert_eq!(
+            s.error_replies.iter().collect::<Vec<_>>(),
+            [(&"OOM".to_owned(), 1)]
+        );
+        assert_eq!(s.requests, 3);
         assert!(s.corrected.equivalent(s.corrected.max(), 6_000_000));
         assert!(s.uncorrected.equivalent(s.uncorrected.max(), 1_000_000));
         assert_eq!(s.errors.get(ErrorKind::BadStatus), 1);
-        assert_eq!(s.errors.total(), 2);
+        assert_eq!(s.errors.get(ErrorKind::ErrorReply), 1);
+        assert_eq!(s.errors.total(), 3);
         assert_eq!(r.take().requests, 0, "take starts afresh");
     }
 
@@ -315,7 +390,25 @@ mod tests {
         s.bad_statuses.add(503);
         s.merge(&other);
         assert_eq!((s.requests, s.corrected.len()), (1, 1));
-        assert_eq!(s.bad_statuses.iter().collect::<Vec<_>>(), [(404, 1), (503, 2)]);
+        assert_eq!(s.bad_statuses.iter().collect::<Vec<_>>(), [(&404, 1), (&503, 2)]);
         assert_eq!(serde_json::to_value(&s.bad_statuses).unwrap()["503"], 2);
+    }
+
+    #[test]
+    fn error_words_are_bounded_in_length_and_number() {
+        let mut c = ReplyCounts::default();
+        c.add_word(&"É".repeat(40));
+        for i in 0..40 {
+            c.add_word(&format!("E{i}"));
+        }
+        c.add_word("E0");
+        let words: Vec<_> = c.iter().collect();
+        assert_eq!(words.len(), MAX_REPLY_WORDS + 1, "{words:?}");
+        assert!(
+            words.contains(&(&"É".repeat(16), 1)),
+            "cut at a char boundary: {words:?}"
+        );
+        assert!(words.contains(&(&"E0".to_owned(), 2)));
+        assert!(words.contains(&(&"other".to_owned(), 25)));
     }
 }

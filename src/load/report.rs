@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::aggregate::Interval;
-use super::recorder::ErrorKind;
+use super::recorder::{ErrorKind, Tally};
 use super::runner::{LoadConfig, LoadOutcome};
 use crate::addr::Address;
 use crate::proto::hdr::{Latency, Summary, format_bytes, format_ns};
@@ -116,7 +116,8 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
         let kinds: Vec<String> = errors
             .nonzero()
             .map(|(k, n)| match k {
-                ErrorKind::BadStatus => format!("{} {n} ({})", k.label(), statuses(t)),
+                ErrorKind::BadStatus => format!("{} {n} ({})", k.label(), tally(&t.sample.bad_statuses)),
+                ErrorKind::ErrorReply => format!("{} {n} ({})", k.label(), tally(&t.sample.error_replies)),
                 _ => format!("{} {n}", k.label()),
             })
             .collect();
@@ -144,15 +145,10 @@ fn rate_text(rate: f64) -> String {
     }
 }
 
-/// The bad statuses by code: `404: 3, 503: 1`.
-fn statuses(t: &Interval) -> String {
-    let codes: Vec<String> = t
-        .sample
-        .bad_statuses
-        .iter()
-        .map(|(status, n)| format!("{status}: {n}"))
-        .collect();
-    codes.join(", ")
+/// Counts by key: `404: 3, 503: 1`, `WRONGTYPE: 2`.
+fn tally<K: Ord + Clone + std::fmt::Display>(counts: &Tally<K>) -> String {
+    let keys: Vec<String> = counts.iter().map(|(key, n)| format!("{key}: {n}")).collect();
+    keys.join(", ")
 }
 
 /// How far an open loop's answered rate fell short of the rate it offered, when by more than
@@ -233,6 +229,7 @@ pub fn json(config: &LoadConfig, proto: &str, outcome: &LoadOutcome, intervals: 
         "bytes_received": t.bytes.received,
         "errors": t.sample.errors,
         "bad_statuses": t.sample.bad_statuses,
+        "error_replies": t.sample.error_replies,
         "latency_us": latency_json(&t.sample.corrected),
         "latency_uncorrected_us": latency_json(&t.sample.uncorrected),
         "intervals": intervals,
@@ -259,6 +256,8 @@ mod tests {
         total.sample.errors.add(ErrorKind::Reset);
         total.sample.errors.add(ErrorKind::BadStatus);
         total.sample.bad_statuses.add(503);
+        total.sample.errors.add(ErrorKind::ErrorReply);
+        total.sample.error_replies.add("WRONGTYPE".into());
         LoadOutcome {
             total,
             cores: vec![1],
@@ -287,8 +286,9 @@ mod tests {
         let p99 = v["latency_us"]["p99"].as_f64().unwrap();
         assert!((p99 - 990.0).abs() < 1.0, "{p99}");
         assert_eq!(v["errors"]["reset"], 1);
-        assert_eq!(v["errors"]["total"], 2);
+        assert_eq!(v["errors"]["total"], 3);
         assert_eq!(v["bad_statuses"]["503"], 1);
+        assert_eq!(v["error_replies"]["WRONGTYPE"], 1);
         assert_eq!(v["config"]["rate"], 500.0);
         assert_eq!(v["intervals"][0]["requests"], 1000);
     }
@@ -299,7 +299,7 @@ mod tests {
         let open = summary(&config(Some(500.0)), "echo", &o);
         assert!(open.contains("requests    1000 = 500 req/s"), "{open}");
         assert!(
-            open.contains("errors      2: reset 1, bad status 1 (503: 1)"),
+            open.contains("errors      3: reset 1, bad status 1 (503: 1), error reply 1 (WRONGTYPE: 1)"),
             "{open}"
         );
         assert!(open.contains("uncorrected"));

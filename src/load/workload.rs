@@ -2,7 +2,10 @@
 
 use super::exchange::Reader;
 use super::matcher::{Framing, Matcher};
+use super::replies::ReplyReader;
 use super::response::ResponseReader;
+use crate::proto::codec::Encoder;
+use crate::proto::resp::{RespEncoder, split_args};
 
 /// How responses are recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +14,8 @@ pub enum Expect {
     Http,
     /// Raw responses of a fixed length or ending with a delimiter.
     Raw(Framing),
+    /// RESP2 (Redis) replies, one per request.
+    Resp,
 }
 
 /// Why a workload cannot be built from the options given.
@@ -136,11 +141,35 @@ impl Workload {
         })
     }
 
+    /// A Redis command, written as redis-cli takes it (`SET key "a value"`: words split at
+    /// spaces, quotes and escapes as redis's `sdssplitargs`), sent as RESP2 and answered by
+    /// one reply; an error reply counts as an error.
+    ///
+    /// # Errors
+    ///
+    /// No command, or unbalanced quotes.
+    pub fn redis(command: &str) -> Result<Self, WorkloadError> {
+        let args = split_args(command.as_bytes())
+            .ok_or_else(|| WorkloadError(format!("invalid command {command:?}: unbalanced quotes")))?;
+        if args.is_empty() {
+            return Err(WorkloadError(
+                "the command is empty: give one, as `GET key`".into(),
+            ));
+        }
+        let mut request = Vec::new();
+        let Ok(()) = RespEncoder.encode(args.as_slice(), &mut request);
+        Ok(Self {
+            request,
+            expect: Expect::Resp,
+        })
+    }
+
     /// A fresh response reader for one connection.
     pub fn reader(&self) -> Reader {
         match &self.expect {
             Expect::Http => Reader::Http(ResponseReader::new()),
             Expect::Raw(f) => Reader::Raw(Matcher::new(f.clone())),
+            Expect::Resp => Reader::Resp(ReplyReader::new()),
         }
     }
 
@@ -192,6 +221,21 @@ pub fn parse_delimiter(s: &str) -> Result<Vec<u8>, WorkloadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_commands_split_as_redis_cli_and_encode_as_resp() {
+        let w = Workload::redis(r#"SET key "a value\n""#).unwrap();
+        assert_eq!(w.request, b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$8\r\na value\n\r\n");
+        assert_eq!(w.expect, Expect::Resp);
+        assert_eq!(w.batch(2), [&w.request[..], &w.request[..]].concat());
+        assert!(Workload::redis("  ").unwrap_err().to_string().contains("empty"));
+        assert!(
+            Workload::redis("GET \"k")
+                .unwrap_err()
+                .to_string()
+                .contains("quotes")
+        );
+    }
 
     #[test]
     fn http_get_request() {

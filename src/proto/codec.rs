@@ -51,6 +51,31 @@ impl InBuf<'static> {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Decodes what is pending followed by `data`, the bytes of one read: `decode` takes
+    /// frames from the front of the buffer it is given, and what it leaves is kept for the
+    /// next read. With nothing pending the read is decoded where it lies and only its tail is
+    /// copied; an emptied buffer keeps at most `retain` bytes of capacity.
+    pub(crate) fn decode_read<R>(
+        &mut self,
+        data: &[u8],
+        retain: usize,
+        decode: impl FnOnce(&mut InBuf<'_>) -> R,
+    ) -> R {
+        if self.is_empty() {
+            let mut view = InBuf::borrowed(data);
+            let result = decode(&mut view);
+            if !view.is_empty() {
+                self.extend(view.as_slice());
+            }
+            result
+        } else {
+            self.extend(data);
+            let result = decode(self);
+            self.release_if_empty(retain);
+            result
+        }
+    }
 }
 
 impl<'a> InBuf<'a> {
@@ -316,21 +341,10 @@ impl<H: FrameHandler> Protocol for Framed<H> {
         if self.stopped {
             return;
         }
-        if self.buf.is_empty() {
-            // Nothing pending: decode the read where it lies, and keep only its tail.
-            let mut view = InBuf::borrowed(data);
-            self.deliver(&mut view, transport);
-            if !self.stopped && !view.is_empty() {
-                self.buf.extend(view.as_slice());
-            }
-        } else {
-            let mut buf = std::mem::take(&mut self.buf);
-            buf.extend(data);
-            self.deliver(&mut buf, transport);
-            if !self.stopped {
-                buf.release_if_empty(self.retain);
-                self.buf = buf;
-            }
+        let mut pending = std::mem::take(&mut self.buf);
+        pending.decode_read(data, self.retain, |buf| self.deliver(buf, transport));
+        if !self.stopped {
+            self.buf = pending;
         }
         self.handler
             .read_decoded(&self.decoder, self.buf.len(), transport);
