@@ -97,6 +97,108 @@ fn honest_tails_under_a_frozen_server() {
     );
 }
 
+/// A server that freezes before the end of an open-loop run and never answers again: the
+/// requests due from the stall on are counted as unanswered, at their wait so far, so the
+/// corrected tail shows the stall instead of leaving it out.
+#[test]
+fn a_stall_at_the_end_is_charged_to_the_tail() {
+    let rig = Rig::new("http", "end-stall");
+    let json = rig.dir.file("run.json");
+    let load = rig.spawn_load(&[
+        "--rate",
+        "1000",
+        "--duration",
+        "2s",
+        "--conns",
+        "8",
+        "--json",
+        &json,
+    ]);
+    std::thread::sleep(Duration::from_millis(1100));
+    rig.server.signal(libc::SIGSTOP);
+    let out = output_within(load, Duration::from_secs(30));
+    rig.server.signal(libc::SIGCONT);
+    let out = succeeded(out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v = read_json(&json);
+    let unanswered = v["unanswered"].as_u64().unwrap();
+    let p90 = v["latency_us"]["p90"].as_f64().unwrap();
+    eprintln!("{stdout}");
+    assert!(unanswered >= 500, "{unanswered} unanswered\n{stdout}");
+    assert!(p90 >= 500_000.0, "corrected p90 {p90} µs\n{stdout}");
+    assert!(
+        stdout.contains(&format!("unanswered  {unanswered} still waiting")),
+        "{stdout}"
+    );
+}
+
+/// Without a warm-up every request of a run is measured: none goes out during the start-up
+/// (connections open first, then all send), and those in flight at the end are answered or
+/// counted as unanswered. An echo server of threads counts what it received: exactly the
+/// bytes of the requests `weft load` reports.
+#[test]
+fn every_request_of_a_run_is_counted() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let counted = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let (mut s, counted) = (stream.unwrap(), counted.clone());
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    counted.fetch_add(n as u64, Ordering::Relaxed);
+                    if s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let (_, load_core) = server_and_load_cores();
+    let dir = Scratch::new("load-every-request");
+    let json = dir.file("r.json");
+    let target = addr.to_string();
+    let args = [
+        "load",
+        "--target",
+        &target,
+        "--cores",
+        &load_core,
+        "--proto",
+        "echo",
+        "--size",
+        "100",
+        "--duration",
+        "1s",
+        "--conns",
+        "8",
+        "--json",
+        &json,
+    ];
+    succeeded(output_within(weft(&args), Duration::from_secs(30)));
+    let v = read_json(&json);
+    let answered = v["requests"].as_u64().unwrap();
+    let unanswered = v["unanswered"].as_u64().unwrap();
+    assert!(answered > 100, "{v}");
+    assert_eq!(
+        v["bytes_sent"].as_u64().unwrap(),
+        100 * (answered + unanswered),
+        "{v}"
+    );
+    // The server saw those requests (the one that opens the port probe sent nothing).
+    assert_eq!(
+        received.load(Ordering::Relaxed),
+        100 * (answered + unanswered),
+        "{v}"
+    );
+}
+
 /// A closed-loop echo run writes every artefact: JSON with the documented keys, the .hgrm
 /// in HdrHistogram's layout, and an interval log.
 #[test]

@@ -43,6 +43,8 @@ pub(crate) struct Core {
     batch: Vec<u8>,
     request_len: usize,
     pub(crate) recorder: RefCell<Recorder>,
+    /// When the run starts: connections open before it, and send nothing until then.
+    start: Instant,
     /// The run is over: count nothing more, reconnect no more.
     pub(crate) stopping: Cell<bool>,
     /// Each connection carries one batch of requests, then closes and a new one opens (a
@@ -53,11 +55,12 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(request: &[u8], pipeline: usize, one_shot: bool) -> Self {
+    pub(crate) fn new(request: &[u8], pipeline: usize, one_shot: bool, start: Instant) -> Self {
         Self {
             batch: request.repeat(pipeline.max(1)),
             request_len: request.len(),
             recorder: RefCell::new(Recorder::default()),
+            start,
             stopping: Cell::new(false),
             one_shot,
             protocol_error_told: Cell::new(false),
@@ -99,10 +102,14 @@ impl Slot {
         }
     }
 
-    /// Sends what may go out at `now` as one write. A one-shot connection sends nothing more
-    /// after its first write (in an open loop, that is when its first request falls due).
-    fn send(&mut self, core: &Core, now: Instant) {
+    /// Sends what may go out at `now` as one write: nothing before the run starts or after
+    /// it ends. A one-shot connection sends nothing more after its first write (in an open
+    /// loop, that is when its first request falls due).
+    pub(crate) fn send(&mut self, core: &Core, now: Instant) {
         let Some(t) = &self.transport else { return };
+        if now < core.start || core.stopping.get() {
+            return;
+        }
         let n = self.exchange.claim(now);
         if n > 0 {
             t.write(&core.batch[..n * core.request_len]);
@@ -110,6 +117,21 @@ impl Slot {
                 self.exchange.stop_sending();
             }
         }
+    }
+
+    /// True while requests written on the open connection wait for their answers.
+    pub(crate) fn awaiting(&self) -> bool {
+        self.transport.is_some() && !self.dropped && self.exchange.oldest().is_some()
+    }
+
+    /// At the end of a run: the requests with no answer (see [`Exchange::unanswered`]),
+    /// leaving out those of a connection that is gone or being dropped (already counted as
+    /// its error).
+    pub(crate) fn unanswered(&mut self, end: Instant, each: impl FnMut(Instant, Option<Instant>)) {
+        if self.transport.is_none() || self.dropped {
+            self.exchange.reset();
+        }
+        self.exchange.unanswered(end, each);
     }
 
     /// The core's timeout check: aborts the connection if its oldest request has waited

@@ -131,6 +131,20 @@ impl Exchange {
         self.closing = true;
     }
 
+    /// At the end of a run, the requests that have no answer: each written one as
+    /// `(intended, Some(sent))`, oldest first, then each that the schedule had due by `end`
+    /// but never sent as `(intended, None)`. Forgets them.
+    pub fn unanswered(&mut self, end: Instant, mut each: impl FnMut(Instant, Option<Instant>)) {
+        for sent in self.in_flight.drain(..) {
+            each(sent.intended, Some(sent.sent));
+        }
+        if let Pacing::Open(schedule) = &mut self.pacing {
+            while schedule.due() <= end {
+                each(schedule.take(), None);
+            }
+        }
+    }
+
     /// True once the server has said it will close the connection, or
     /// [`stop_sending`](Self::stop_sending) was called.
     pub fn closing(&self) -> bool {
@@ -291,6 +305,34 @@ mod tests {
         assert_eq!(got, Some(Verdict::BadStatus(503)));
         let mut raw = Exchange::new(1, Pacing::Closed, Reader::Raw(Matcher::new(Framing::Length(1))));
         assert_eq!(raw.receive(b"x", |_, _| ()), Err(ExchangeError::Unsolicited));
+    }
+
+    #[test]
+    fn unanswered_requests_are_those_written_then_those_due() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let pacing = Pacing::Open(Schedule::new(t0, 1000.0));
+        let mut x = Exchange::new(2, pacing, Reader::Raw(Matcher::new(Framing::Length(1))));
+        assert_eq!(x.claim(t0 + ms(1)), 2);
+        let mut got = Vec::new();
+        x.unanswered(t0 + ms(4), |intended, sent| got.push((intended, sent)));
+        let written = Some(t0 + ms(1));
+        assert_eq!(
+            got,
+            [
+                (t0, written),
+                (t0 + ms(1), written),
+                (t0 + ms(2), None),
+                (t0 + ms(3), None),
+                (t0 + ms(4), None)
+            ]
+        );
+        assert!(!x.outstanding());
+        let mut closed = Exchange::new(1, Pacing::Closed, Reader::Raw(Matcher::new(Framing::Length(1))));
+        closed.claim(t0);
+        let mut n = 0;
+        closed.unanswered(t0 + ms(9), |_, sent| n += usize::from(sent == Some(t0)));
+        assert_eq!(n, 1, "a closed loop has only what it wrote");
     }
 
     #[test]

@@ -243,6 +243,10 @@ pub struct Sample {
     pub uncorrected: Latency,
     /// Responses received.
     pub requests: u64,
+    /// Requests that had no answer when the run ended (written, or due and never sent):
+    /// their waits so far are in the latencies, as lower bounds, and they are not in
+    /// `requests`.
+    pub unanswered: u64,
     /// Errors by kind.
     pub errors: ErrorCounts,
     /// The `bad status` errors by status code.
@@ -257,6 +261,7 @@ impl Default for Sample {
             corrected: new_histogram(),
             uncorrected: new_histogram(),
             requests: 0,
+            unanswered: 0,
             errors: ErrorCounts::default(),
             bad_statuses: StatusCounts::default(),
             error_replies: ReplyCounts::default(),
@@ -271,6 +276,7 @@ impl Sample {
         let _ = self.corrected.add(&other.corrected);
         let _ = self.uncorrected.add(&other.uncorrected);
         self.requests += other.requests;
+        self.unanswered += other.unanswered;
         self.errors.merge(&other.errors);
         self.bad_statuses.merge(&other.bad_statuses);
         self.error_replies.merge(&other.error_replies);
@@ -312,6 +318,26 @@ impl Recorder {
                 self.sample.error_replies.add_word(&word);
             }
         }
+    }
+
+    /// A request with no answer when the run ended, still unanswered at `at`: its wait so
+    /// far is recorded as its latency (corrected from its intended time; uncorrected from
+    /// its write, if it was written), a lower bound, so that a server stalled at the end is
+    /// charged for the stall; and it counts as unanswered.
+    pub fn unanswered(&mut self, intended: Instant, sent: Option<Instant>, at: Instant) {
+        if !self.active {
+            return;
+        }
+        let (corrected, uncorrected) = Sent {
+            intended,
+            sent: sent.unwrap_or(at),
+        }
+        .latencies(at);
+        self.sample.corrected.saturating_record(corrected.max(1));
+        if sent.is_some() {
+            self.sample.uncorrected.saturating_record(uncorrected.max(1));
+        }
+        self.sample.unanswered += 1;
     }
 
     /// Counts an error.
@@ -365,6 +391,27 @@ mod tests {
         assert_eq!(s.errors.get(ErrorKind::ErrorReply), 1);
         assert_eq!(s.errors.total(), 3);
         assert_eq!(r.take().requests, 0, "take starts afresh");
+    }
+
+    #[test]
+    fn unanswered_requests_count_at_their_wait_so_far() {
+        let t0 = Instant::now();
+        let mut r = Recorder::default();
+        r.set_active(true);
+        let at = t0 + Duration::from_secs(2);
+        r.unanswered(t0, Some(t0 + Duration::from_secs(1)), at);
+        r.unanswered(t0 + Duration::from_millis(500), None, at);
+        let s = r.take();
+        assert_eq!((s.requests, s.unanswered), (0, 2));
+        assert_eq!(s.corrected.len(), 2);
+        assert!(s.corrected.equivalent(s.corrected.max(), 2_000_000_000));
+        assert!(s.corrected.equivalent(s.corrected.min(), 1_500_000_000));
+        assert_eq!(
+            s.uncorrected.len(),
+            1,
+            "a request never written has no uncorrected latency"
+        );
+        assert!(s.uncorrected.equivalent(s.uncorrected.max(), 1_000_000_000));
     }
 
     #[test]

@@ -103,6 +103,13 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
         rate_text(t.rate()),
         shortfall(config.rate, t.rate())
     );
+    if t.sample.unanswered > 0 {
+        let _ = writeln!(
+            out,
+            "unanswered  {} still waiting at the end: in the latencies at their wait so far",
+            t.sample.unanswered
+        );
+    }
     let _ = writeln!(
         out,
         "transfer    {} sent, {} received",
@@ -221,6 +228,7 @@ pub fn json(config: &LoadConfig, proto: &str, outcome: &LoadOutcome, intervals: 
             "request_bytes": config.workload.request.len(),
         },
         "requests": t.sample.requests,
+        "unanswered": t.sample.unanswered,
         "rps": t.rate(),
         "offered_rps": config.rate,
         "duration_s": t.length().as_secs_f64(),
@@ -253,6 +261,7 @@ mod tests {
             total.sample.uncorrected.record(v * 100).unwrap();
         }
         total.sample.requests = 1000;
+        total.sample.unanswered = 3;
         total.sample.errors.add(ErrorKind::Reset);
         total.sample.errors.add(ErrorKind::BadStatus);
         total.sample.bad_statuses.add(503);
@@ -278,6 +287,7 @@ mod tests {
         let rows = vec![IntervalRow::of(&o.total)];
         let v = json(&config(Some(500.0)), "echo", &o, &rows);
         assert_eq!(v["requests"], 1000);
+        assert_eq!(v["unanswered"], 3);
         assert_eq!(v["rps"], 500.0);
         for key in ["p50", "p90", "p99", "p999", "max"] {
             assert!(v["latency_us"][key].as_f64().unwrap() > 0.0, "{key}");
@@ -298,6 +308,7 @@ mod tests {
         let o = outcome();
         let open = summary(&config(Some(500.0)), "echo", &o);
         assert!(open.contains("requests    1000 = 500 req/s"), "{open}");
+        assert!(open.contains("unanswered  3 still waiting at the end"), "{open}");
         assert!(
             open.contains("errors      3: reset 1, bad status 1 (503: 1), error reply 1 (WRONGTYPE: 1)"),
             "{open}"

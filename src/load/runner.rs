@@ -39,6 +39,9 @@ const TICK: Duration = Duration::from_millis(20);
 const STARTUP: Duration = Duration::from_millis(100);
 /// How long a stopping core waits for its connections to close, and how often it looks.
 const STOP_GRACE: Duration = Duration::from_millis(500);
+/// How long, at most, the end of a run waits for the answers to requests in flight (less if
+/// the request timeout is shorter).
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
 const STOP_POLL: Duration = Duration::from_millis(5);
 
 /// What to run. Start from [`LoadConfig::new`] and set what matters (the type is
@@ -399,6 +402,23 @@ impl Drop for StopGuard {
     }
 }
 
+/// The run ended at `end` and sends nothing more: waits up to `grace` for the answers to the
+/// requests in flight, then counts each request still unanswered (written, or due by `end`
+/// and never sent) at its wait so far, so that a server stalled at the end of a run is
+/// charged for the stall instead of leaving it out.
+async fn settle(core: &Core, slots: &[Rc<RefCell<Slot>>], end: Instant, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && slots.iter().any(|s| s.borrow().awaiting()) {
+        sleep(STOP_POLL).await;
+    }
+    let at = Instant::now();
+    let mut recorder = core.recorder.borrow_mut();
+    for slot in slots {
+        slot.borrow_mut()
+            .unanswered(end, |intended, sent| recorder.unanswered(intended, sent, at));
+    }
+}
+
 /// Bytes written and read by every connection of this thread's executor so far.
 fn bytes() -> Bytes {
     let shard = counters();
@@ -414,6 +434,7 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
         &plan.workload.request,
         plan.pipeline,
         plan.new_conn_per_request,
+        plan.start,
     ));
     let mut slots: Vec<Rc<RefCell<Slot>>> = Vec::new();
     let mut connectors = Vec::new();
@@ -432,6 +453,17 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
             spawn(conn::pace(core.clone(), slot.clone()));
         }
         slots.push(slot);
+    }
+
+    // Connections opened during the start-up send their first requests when the run
+    // starts, so that every request of the run is measured (after the warm-up, if any).
+    let now = Instant::now();
+    if plan.start > now {
+        sleep(plan.start - now).await;
+    }
+    let now = Instant::now();
+    for slot in &slots {
+        slot.borrow_mut().send(&core, now);
     }
 
     let mut active = false;
@@ -455,6 +487,10 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
                 .saturating_mul(u32::try_from(k + 1).unwrap_or(u32::MAX));
         if active && (stopping || now >= boundary) {
             let end = if stopping { now.min(plan.end) } else { boundary };
+            if stopping {
+                core.stopping.set(true);
+                settle(&core, &slots, end, plan.timeout.min(ANSWER_GRACE)).await;
+            }
             let bytes = bytes();
             let report = Interval {
                 index: k,
