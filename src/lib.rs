@@ -99,9 +99,10 @@ pub use proto::client::{
     ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination, DestinationError,
 };
 pub use proto::close::{CLOSE_LABELS, CloseReason};
+pub use proto::producer::Producer;
 pub use proto::protocol::{Factory, FnFactory, Protocol, ShardInfo, factory_fn};
 pub use proto::reconnect::ReconnectPolicy;
-pub use proto::transport::{Producer, Transport};
+pub use proto::transport::Transport;
 pub use proto::{codec, hdr, kv, proxy, resp};
 pub use service::{MIN_STATS_INTERVAL, RunningService, Service, ServiceError};
 pub use stats::StatsSnapshot;

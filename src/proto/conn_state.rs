@@ -299,7 +299,10 @@ impl ConnState {
     /// shard is not draining. The send that carries the last of the output then needs no
     /// prompt completion.
     pub(crate) fn reads_on(&self, transport: &Transport) -> bool {
-        self.reads_next(transport) && !self.draining && !transport.write_closing() && !transport.flow_paused()
+        self.reads_next(transport)
+            && !self.draining
+            && !transport.write_closing()
+            && !transport.is_output_full()
     }
 
     /// True when the machine reads once its output is flushed: not closing, no EOF yet, and

@@ -37,6 +37,7 @@ pub(crate) mod eyeballs;
 pub mod hdr;
 pub mod kv;
 pub(crate) mod outbuf;
+pub(crate) mod producer;
 pub(crate) mod protocol;
 pub mod proxy;
 pub(crate) mod queue;

@@ -11,23 +11,8 @@ use crate::addr::Address;
 use crate::proto::close::CloseReason;
 use crate::proto::codec::Encoder;
 use crate::proto::outbuf::OutBuf;
+use crate::proto::producer::{Call, Producer, ProducerSlot};
 use crate::sys::fd::borrow_raw;
-
-/// A source of data that a consumer can slow down: Twisted's `IPushProducer`.
-///
-/// Register one on the transport it writes into with
-/// [`Transport::register_producer`]: when that transport's queued output passes the high-water
-/// mark the producer is paused, and it resumes at the low-water mark. A [`Transport`] is
-/// itself a producer (pausing it pauses its reading), which is how a relay propagates
-/// back-pressure from a slow reader to a fast writer.
-pub trait Producer {
-    /// Stop producing until [`resume_producing`](Self::resume_producing).
-    fn pause_producing(&mut self);
-    /// Produce again.
-    fn resume_producing(&mut self);
-    /// The consumer is gone: stop for good.
-    fn stop_producing(&mut self) {}
-}
 
 /// A connection's handle for writing, closing and socket options.
 ///
@@ -67,7 +52,7 @@ struct Inner {
     waker: RefCell<Option<Waker>>,
     /// The producer paused and resumed by this transport's output watermarks; none means
     /// this connection's own reading.
-    producer: RefCell<Option<Box<dyn Producer>>>,
+    producer: RefCell<ProducerSlot>,
     flow: FlowConfig,
     /// The protocol's deadline.
     deadline: Cell<Option<Instant>>,
@@ -130,7 +115,7 @@ impl Transport {
                 flags: Cell::new(Flags::default()),
                 forced: RefCell::new(None),
                 waker: RefCell::new(None),
-                producer: RefCell::new(None),
+                producer: RefCell::new(ProducerSlot::default()),
                 flow,
                 deadline: Cell::new(None),
                 clock,
@@ -235,31 +220,45 @@ impl Transport {
             let mut f = self.inner.flags.get();
             f.flow_paused = true;
             self.inner.flags.set(f);
-            self.with_producer(|p| p.pause_producing());
+            self.sync_producer();
         }
         self.wake();
     }
 
-    /// Runs `f` on the registered producer, if any, without holding a borrow across the call
-    /// (a producer may write to this very transport).
-    fn with_producer(&self, f: impl FnOnce(&mut dyn Producer)) -> bool {
-        let taken = self.inner.producer.borrow_mut().take();
-        match taken {
-            Some(mut p) => {
-                f(&mut *p);
-                let mut slot = self.inner.producer.borrow_mut();
-                if slot.is_none() {
-                    *slot = Some(p);
-                }
-                true
+    /// Brings the registered producer in line with the output: paused above the high-water
+    /// mark, resumed at the low-water mark, stopped once the connection is gone. It is called
+    /// with no borrow held (it may write to this transport, or unregister itself); a change
+    /// its own call causes (a write crossing the high-water mark inside `resume_producing`)
+    /// reaches it when that call returns, and a few rounds settle a producer that keeps
+    /// flipping it.
+    fn sync_producer(&self) {
+        const ROUNDS: usize = 8;
+        for _ in 0..ROUNDS {
+            let f = self.inner.flags.get();
+            let owed = self
+                .inner
+                .producer
+                .borrow_mut()
+                .take_owed(f.flow_paused, f.disconnected);
+            let Some((mut producer, call)) = owed else {
+                return;
+            };
+            call.on(&mut *producer);
+            if call == Call::Stop {
+                continue;
             }
-            None => false,
+            let replaced = self.inner.producer.borrow_mut().put_back(producer);
+            if let Some(mut old) = replaced {
+                old.stop_producing();
+            }
         }
     }
 
     /// Registers the producer that this transport's output watermarks pause and resume,
-    /// replacing this connection's own reading as the thing paused. If the output is already
-    /// above the high-water mark it is paused at once. On a closed transport it is stopped.
+    /// replacing this connection's own reading as the thing paused (Twisted's
+    /// `registerProducer` with a push producer). If the output is already above the
+    /// high-water mark it is paused at once; on a closed transport it is stopped. A producer
+    /// registered before is replaced, and stopped (Twisted refuses a second one instead).
     ///
     /// # When the producer runs
     ///
@@ -268,25 +267,36 @@ impl Transport {
     /// the high-water mark, so within the writer's own callback; `resume_producing` from the
     /// driver after a flush brings the output down to the low-water mark; `stop_producing` when
     /// this connection closes. The transport holds no borrow while it calls the producer, so a
-    /// producer may write to this very transport, but it must not expect the write that paused
-    /// it to have returned.
-    pub fn register_producer(&self, mut producer: Box<dyn Producer>) {
-        if self.inner.flags.get().disconnected {
-            producer.stop_producing();
-            return;
+    /// producer may write to this very transport, or unregister itself, from its callbacks,
+    /// but it must not expect the write that paused it to have returned.
+    ///
+    /// A producer that writes from inside its own `resume_producing` is not paused in the
+    /// middle of that call (it is borrowed by it): its pause comes when the call returns. A
+    /// producer that writes in a loop there checks [`is_output_full`](Self::is_output_full)
+    /// and returns when it turns true.
+    pub fn register_producer(&self, producer: Box<dyn Producer>) {
+        let replaced = self.inner.producer.borrow_mut().register(producer);
+        if let Some(mut old) = replaced {
+            old.stop_producing();
         }
-        if self.inner.flags.get().flow_paused {
-            producer.pause_producing();
-        }
-        *self.inner.producer.borrow_mut() = Some(producer);
+        self.sync_producer();
         self.wake();
     }
 
-    /// Removes the registered producer; the watermarks pause this connection's reading again.
+    /// Removes the registered producer (it gets no call); the watermarks pause this
+    /// connection's reading again. A producer that unregisters itself from inside its own
+    /// callback is dropped when that returns, and `None` is returned.
     pub fn unregister_producer(&self) -> Option<Box<dyn Producer>> {
-        let p = self.inner.producer.borrow_mut().take();
+        let p = self.inner.producer.borrow_mut().unregister();
         self.wake();
         p
+    }
+
+    /// True while the queued output is above the high-water mark, until a flush brings it
+    /// down to the low-water mark: the registered producer is paused (or will be, when its
+    /// callback running now returns), or, with none, this connection's reading.
+    pub fn is_output_full(&self) -> bool {
+        self.inner.flags.get().flow_paused
     }
 
     /// Arms (or re-arms) the protocol's deadline: if it is not cleared within `after`, the
@@ -548,14 +558,8 @@ impl Transport {
     /// while no other producer is registered.
     pub(crate) fn may_read(&self) -> bool {
         let f = self.inner.flags.get();
-        let flow_stopped = f.flow_paused && self.inner.producer.borrow().is_none();
+        let flow_stopped = f.flow_paused && !self.inner.producer.borrow().is_registered();
         !f.paused && !flow_stopped
-    }
-
-    /// True while output flow control has paused the producer: it waits for the queue to
-    /// drain to the low-water mark.
-    pub(crate) fn flow_paused(&self) -> bool {
-        self.inner.flags.get().flow_paused
     }
 
     /// After a flush: resumes the producer once output is down to the low-water mark.
@@ -565,7 +569,7 @@ impl Transport {
             let mut f = f;
             f.flow_paused = false;
             self.inner.flags.set(f);
-            self.with_producer(|p| p.resume_producing());
+            self.sync_producer();
         }
     }
 
@@ -621,9 +625,7 @@ impl Transport {
         self.inner.held.set(0);
         self.inner.waker.borrow_mut().take();
         self.inner.deadline.set(None);
-        if let Some(mut p) = self.inner.producer.borrow_mut().take() {
-            p.stop_producing();
-        }
+        self.sync_producer();
     }
 }
 
@@ -800,21 +802,7 @@ impl Keepalive {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Records the calls a producer gets.
-    struct Probe(Rc<RefCell<Vec<&'static str>>>);
-
-    impl Producer for Probe {
-        fn pause_producing(&mut self) {
-            self.0.borrow_mut().push("pause");
-        }
-        fn resume_producing(&mut self) {
-            self.0.borrow_mut().push("resume");
-        }
-        fn stop_producing(&mut self) {
-            self.0.borrow_mut().push("stop");
-        }
-    }
+    use crate::proto::producer::tests::Probe;
 
     #[test]
     fn own_reading_pauses_above_high_water_and_resumes_at_low() {
@@ -851,6 +839,96 @@ mod tests {
             vec!["stop"],
             "a closed transport stops a new producer at once"
         );
+    }
+
+    /// Streams `left` bytes into its transport from `resume_producing`, as Twisted's push
+    /// producers do, in chunks: all at once, or until the output is full if `polite`.
+    struct Streamer {
+        t: Transport,
+        left: usize,
+        polite: bool,
+        log: Rc<RefCell<Vec<&'static str>>>,
+    }
+
+    impl Producer for Streamer {
+        fn pause_producing(&mut self) {
+            self.log.borrow_mut().push("pause");
+        }
+        fn resume_producing(&mut self) {
+            self.log.borrow_mut().push("resume");
+            while self.left > 0 && !(self.polite && self.t.is_output_full()) {
+                let n = self.left.min(16 * 1024);
+                self.t.write(&vec![0; n]);
+                self.left -= n;
+            }
+        }
+    }
+
+    #[test]
+    fn a_producer_writing_from_its_resume_is_paused_when_it_returns() {
+        for polite in [true, false] {
+            let t = Transport::detached();
+            let log = Rc::new(RefCell::new(Vec::new()));
+            let (t2, log2) = (t.clone(), log.clone());
+            t.register_producer(Box::new(Streamer {
+                t: t2,
+                left: 1 << 20,
+                polite,
+                log: log2,
+            }));
+            t.write(&[0; 65 * 1024]);
+            t.out().consume(65 * 1024);
+            t.output_drained();
+            assert!(t.is_output_full(), "polite {polite}");
+            assert_eq!(*log.borrow(), ["pause", "resume", "pause"], "polite {polite}");
+            let queued = t.buffered();
+            if polite {
+                assert!(queued <= 80 * 1024, "stopped at the mark: {queued}");
+            } else {
+                assert_eq!(queued, 1 << 20, "wrote everything in one call, then paused");
+            }
+        }
+    }
+
+    /// Unregisters itself when first paused.
+    struct Quitter(Transport, Rc<RefCell<Vec<&'static str>>>);
+
+    impl Producer for Quitter {
+        fn pause_producing(&mut self) {
+            self.1.borrow_mut().push("pause");
+            assert!(self.0.unregister_producer().is_none(), "it is in its callback");
+        }
+        fn resume_producing(&mut self) {
+            self.1.borrow_mut().push("resume");
+        }
+        fn stop_producing(&mut self) {
+            self.1.borrow_mut().push("stop");
+        }
+    }
+
+    #[test]
+    fn a_producer_may_unregister_itself_and_a_replaced_one_is_stopped() {
+        let t = Transport::detached();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        t.register_producer(Box::new(Quitter(t.clone(), log.clone())));
+        t.write(&[0; 65 * 1024]);
+        assert_eq!(*log.borrow(), ["pause"]);
+        assert!(
+            !t.may_read(),
+            "unregistered: the output pauses our own reading again"
+        );
+        t.mark_disconnected();
+        assert_eq!(*log.borrow(), ["pause"], "gone: no stop for it");
+
+        let t = Transport::detached();
+        let (first, second) = (
+            Rc::new(RefCell::new(Vec::new())),
+            Rc::new(RefCell::new(Vec::new())),
+        );
+        t.register_producer(Box::new(Probe(first.clone())));
+        t.register_producer(Box::new(Probe(second.clone())));
+        assert_eq!(*first.borrow(), ["stop"], "replaced, and told so");
+        assert!(second.borrow().is_empty());
     }
 
     #[test]
