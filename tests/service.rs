@@ -6,6 +6,8 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use util::{connect, example_command, free_addr, read_to_end, sigterm, wait_exit, wait_listening};
@@ -58,6 +60,150 @@ fn each_listener_speaks_its_own_protocol() {
         2,
         "the header-less connection never reached a protocol"
     );
+}
+
+/// Echoes, and panics on `boom`.
+struct Fragile;
+
+impl weft::Protocol for Fragile {
+    fn data_received(&mut self, data: &[u8], t: &weft::Transport) {
+        assert!(!data.starts_with(b"boom"), "the protocol was told to panic");
+        t.write(data);
+    }
+}
+
+/// A panic in a protocol callback resets that connection alone: the shard goes on serving
+/// its other connections and new ones, and the engine still stops (with metrics on, which
+/// used to wait forever for the panicked shard).
+#[test]
+fn a_panicking_protocol_loses_its_connection_not_the_shard() {
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(1);
+    config.drain_timeout = Duration::from_millis(200);
+    assert!(config.metrics.enabled);
+    let child_failed = Arc::new(AtomicBool::new(false));
+    let seen = child_failed.clone();
+    let engine = Engine::builder(config)
+        .listen(loopback(), |_| weft::factory_fn(|_peer| Some(Fragile)))
+        .on_each_shard(move |_| {
+            let seen = seen.clone();
+            async move {
+                // A task that panics ends alone; its handle says it did not finish.
+                let child = weft::shard::spawn(async { panic!("a task was told to panic") });
+                seen.store(child.await.is_err(), Ordering::Relaxed);
+            }
+        })
+        .start()
+        .unwrap();
+    let addr = engine.local_addrs()[0];
+    let echo = |s: &mut std::net::TcpStream| {
+        s.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+    };
+    let mut bystander = connect(addr);
+    echo(&mut bystander);
+    let mut doomed = connect(addr);
+    doomed.write_all(b"boom").unwrap();
+    let mut rest = Vec::new();
+    let ended = doomed.read_to_end(&mut rest);
+    assert!(ended.is_err() || rest.is_empty(), "{ended:?} {rest:?}");
+    echo(&mut bystander);
+    echo(&mut connect(addr));
+    // The shard's task saw its panicking child end as not finished.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !child_failed.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(child_failed.load(Ordering::Relaxed));
+    echo(&mut bystander);
+    engine.shutdown();
+    let report = engine.join().unwrap();
+    assert_eq!(report.total().closed_for("panic"), 1);
+}
+
+/// Panics when its connection attempt fails.
+struct FailingClient;
+
+impl weft::Factory for FailingClient {
+    type Protocol = Fragile;
+
+    fn build_protocol(&mut self, _peer: &weft::Address) -> Option<Fragile> {
+        Some(Fragile)
+    }
+}
+
+impl weft::ClientFactory for FailingClient {
+    fn client_connection_failed(&mut self, _c: &weft::Connector, _reason: &weft::ConnectError) {
+        panic!("the client factory was told to panic");
+    }
+}
+
+/// A panic that ends a shard (here in a client factory's callback, which runs in the
+/// connector's own task) stops the engine: the other shard shuts down and `join` reports the
+/// failure, instead of serving on with one shard while the dead one's listener takes new
+/// connections that nobody accepts.
+#[test]
+fn a_shard_that_fails_stops_the_engine() {
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(2);
+    config.drain_timeout = Duration::from_millis(200);
+    let closed = free_addr();
+    let engine = Engine::builder(config)
+        .listen(loopback(), |_| weft::factory_fn(|_peer| Some(Fragile)))
+        .on_each_shard(move |shard| {
+            let first = shard.index == 0;
+            async move {
+                if first {
+                    let _ = weft::connect_tcp(closed, FailingClient, weft::ConnectOptions::default());
+                }
+            }
+        })
+        .start()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(engine.join().map(|_| ()));
+    });
+    let joined = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("join returns by itself");
+    assert!(
+        matches!(joined, Err(EngineError::Shard { shard: 0, .. })),
+        "{joined:?}"
+    );
+}
+
+/// A factory that panics refuses that connection; the next one is served.
+#[test]
+fn a_panicking_factory_refuses_one_connection() {
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(1);
+    config.drain_timeout = Duration::from_millis(200);
+    let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = built.clone();
+    let engine = Engine::builder(config)
+        .listen(loopback(), move |_| {
+            let count = count.clone();
+            weft::factory_fn(move |_peer| {
+                let n = count.fetch_add(1, Ordering::Relaxed);
+                assert!(n > 0, "the first connection's factory panics");
+                Some(Fragile)
+            })
+        })
+        .start()
+        .unwrap();
+    let addr = engine.local_addrs()[0];
+    let mut refused = connect(addr);
+    let mut rest = Vec::new();
+    assert!(refused.read_to_end(&mut rest).map_or(true, |_| rest.is_empty()));
+    let mut served = connect(addr);
+    served.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    served.read_exact(&mut back).unwrap();
+    engine.shutdown();
+    engine.join().unwrap();
 }
 
 #[test]

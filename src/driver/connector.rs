@@ -756,7 +756,7 @@ async fn serve<F: ClientFactory>(c: &Connector, factory: &RefCell<F>, est: Estab
     if let Some(b) = inner.backoff.borrow_mut().as_mut() {
         b.reset();
     }
-    let Some(protocol) = factory.borrow_mut().build_protocol(&est.peer) else {
+    let Some(protocol) = super::build_protocol(factory, &est.peer) else {
         // As in Twisted: no protocol, so the connection closes cleanly at once.
         return CloseReason::LocalClose;
     };

@@ -461,22 +461,47 @@ impl Engine {
     /// # Errors
     ///
     /// The first shard that failed.
+    ///
+    /// A shard that fails (a panic outside the protocol callbacks, which are caught per
+    /// connection) shuts the others down, so that the process does not serve on with fewer
+    /// shards; the collector thread, which may then never hear from that shard again, is left
+    /// behind instead of waited for.
     pub fn join(mut self) -> Result<EngineReport, EngineError> {
-        let mut report = EngineReport::default();
+        /// How often the shards are looked at while none has ended.
+        const WATCH: Duration = Duration::from_millis(20);
+        let mut stats = vec![None; self.shards.len()];
         let mut failure = None;
-        for (index, handle) in std::mem::take(&mut self.shards).into_iter().enumerate() {
+        let mut running: Vec<_> = std::mem::take(&mut self.shards).into_iter().enumerate().collect();
+        while !running.is_empty() {
+            let Some(i) = running.iter().position(|(_, h)| h.is_finished()) else {
+                std::thread::sleep(WATCH);
+                continue;
+            };
+            let (index, handle) = running.swap_remove(i);
             match handle.join() {
-                Ok(stats) => report.shards.push(stats),
+                Ok(s) => stats[index] = Some(s),
                 Err(e) => {
-                    failure.get_or_insert(reactor_error(index, e));
+                    if failure.is_none() {
+                        let e = reactor_error(index, e);
+                        tracing::error!("{e}: stopping the other shards");
+                        self.control.shutdown();
+                        failure = Some(e);
+                    }
                 }
             }
         }
-        if let Some(collector) = self.collector.take() {
+        if let Some(collector) = self.collector.take()
+            && failure.is_none()
+        {
             // The collector ends once the last shard dropped its link; it cannot panic.
             let _ = collector.join();
         }
-        failure.map_or(Ok(report), Err)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(EngineReport {
+                shards: stats.into_iter().flatten().collect(),
+            }),
+        }
     }
 
     fn first_failure(&mut self) -> EngineError {

@@ -12,12 +12,40 @@ pub(crate) mod shard;
 pub(crate) mod tasks;
 pub(crate) mod tls;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
+use crate::addr::Address;
 use crate::config::RingFeatures;
+use crate::proto::protocol::Factory;
 
 /// Borrows a glommio socket's descriptor, for socket2's option calls.
 pub(crate) use crate::sys::fd::borrow as borrow_fd;
+
+/// What a caught panic said: its message when it was a string (as `panic!` makes), else a
+/// placeholder.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
+/// Builds `factory`'s protocol for a connection with `peer`. A panic in the factory refuses
+/// that connection (`None`, logged) instead of ending the shard.
+pub(crate) fn build_protocol<F: Factory>(factory: &RefCell<F>, peer: &Address) -> Option<F::Protocol> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        factory.borrow_mut().build_protocol(peer)
+    }))
+    .unwrap_or_else(|payload| {
+        tracing::error!(
+            %peer,
+            "the factory panicked building a protocol ({}): the connection is closed",
+            panic_message(payload.as_ref())
+        );
+        None
+    })
+}
 
 /// Counts a task in a shard counter for as long as the guard lives.
 pub(crate) struct Counted<'a>(&'a Cell<usize>);

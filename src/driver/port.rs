@@ -319,7 +319,7 @@ pub(crate) fn establish<F: Factory>(
     peer: Address,
     real_peer: Address,
 ) -> Option<Connection<F::Protocol>> {
-    let Some(protocol) = factory.borrow_mut().build_protocol(&peer) else {
+    let Some(protocol) = super::build_protocol(factory, &peer) else {
         ShardStats::add(&shard.stats.refused, 1);
         return None;
     };

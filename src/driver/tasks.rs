@@ -2,6 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use super::panic_message;
 use super::shard::ShardCtx;
 use crate::config::RingFeatures;
 use crate::proto::protocol::ShardInfo;
@@ -92,7 +94,14 @@ impl Future for Tracked {
         {
             *slot = Some(cx.waker().clone());
         }
-        self.future.as_mut().poll(cx)
+        let future = self.future.as_mut();
+        panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))).unwrap_or_else(|payload| {
+            tracing::error!(
+                "a task panicked ({}): it is ended, and the shard goes on",
+                panic_message(payload.as_ref())
+            );
+            Poll::Ready(())
+        })
     }
 }
 
@@ -118,7 +127,8 @@ pub fn current() -> Option<ShardInfo> {
 /// handle that resolves to its output (dropping the handle detaches the task). The shard's
 /// drain waits for the task up to the drain timeout, then cancels it: it is dropped at its
 /// next poll and its handle resolves to [`Cancelled`]. During a drain it still starts; once
-/// the shard has cancelled its tasks it is dropped unpolled.
+/// the shard has cancelled its tasks it is dropped unpolled. A task that panics is ended
+/// there (the panic is logged, its handle resolves to [`Cancelled`]); the shard goes on.
 ///
 /// # Panics
 ///
@@ -133,9 +143,10 @@ pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> JoinHandl
     JoinHandle { slot }
 }
 
-/// A task ended without finishing: its shard's drain timed out and dropped it.
+/// A task ended without finishing: its shard's drain timed out and dropped it, or it
+/// panicked (and the panic was logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the task was cancelled: its shard's drain timed out")]
+#[error("the task was cancelled: its shard's drain timed out, or it panicked")]
 pub struct Cancelled;
 
 /// Resolves to a [`spawn`]ed task's output; dropping it detaches the task.

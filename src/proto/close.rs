@@ -31,6 +31,10 @@ pub enum CloseReason {
     /// The protocol's deadline ([`Transport::set_deadline`](crate::Transport::set_deadline))
     /// passed.
     DeadlineExpired,
+    /// One of the protocol's callbacks panicked: the connection was reset, the panic logged,
+    /// and the protocol is not called again (not even `connection_lost`); the shard and its
+    /// other connections carry on.
+    Panicked,
 }
 
 impl CloseReason {
@@ -67,13 +71,14 @@ impl CloseReason {
             Self::WriteStall => 7,
             Self::IdleTimeout => 8,
             Self::DeadlineExpired => 9,
+            Self::Panicked => 10,
         }
     }
 }
 
 /// The label of every [`CloseReason`], in the order of [`CloseReason::label`]'s indices, which
 /// is the order [`StatsSnapshot::closed`](crate::StatsSnapshot) reports them.
-pub const CLOSE_LABELS: [&str; 10] = [
+pub const CLOSE_LABELS: [&str; 11] = [
     "eof",
     "local",
     "aborted",
@@ -84,6 +89,7 @@ pub const CLOSE_LABELS: [&str; 10] = [
     "write_stall",
     "idle_timeout",
     "deadline",
+    "panic",
 ];
 
 impl PartialEq for CloseReason {
@@ -110,6 +116,7 @@ impl std::fmt::Display for CloseReason {
             Self::WriteStall => f.write_str("the peer stopped reading (write stall timeout)"),
             Self::IdleTimeout => f.write_str("idle timeout"),
             Self::DeadlineExpired => f.write_str("the protocol's deadline passed"),
+            Self::Panicked => f.write_str("a protocol callback panicked"),
         }
     }
 }

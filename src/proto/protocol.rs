@@ -14,7 +14,9 @@ use crate::proto::transport::Transport;
 /// the very end, whatever the path (EOF, local close, reset, abort, error, engine shutdown).
 ///
 /// Callbacks never run re-entrantly: a close or abort requested inside a callback takes effect
-/// after it returns.
+/// after it returns. A callback that panics ends its connection alone, with a reset and
+/// [`CloseReason::Panicked`] (logged; the protocol is not called again, not even
+/// `connection_lost`): the shard and its other connections carry on.
 pub trait Protocol: 'static {
     /// The connection is open and `transport` is ready for writes.
     fn connection_made(&mut self, transport: &Transport) {
