@@ -9,6 +9,7 @@ pub mod foreign;
 pub mod hgrm;
 pub mod log;
 pub mod svg;
+pub mod timeline;
 pub mod unit;
 
 pub use unit::Unit;
