@@ -16,21 +16,39 @@ use weft::hdr::{Latency, Summary, format_ns, new_histogram};
 
 /// Writes a log of one-second intervals starting at `start`.
 fn write_log(path: &Path, start: SystemTime, intervals: &[Latency]) {
+    std::fs::write(path, log_text(start, 0, intervals)).unwrap();
+}
+
+/// A log whose StartTime is `start` and whose one-second intervals start `first` seconds
+/// after it.
+fn log_text(start: SystemTime, first: u64, intervals: &[Latency]) -> String {
     let mut out = Vec::new();
     let mut ser = V2DeflateSerializer::new();
     let mut log = begin(&mut out, &mut ser, start, "test").unwrap();
-    for (k, h) in intervals.iter().enumerate() {
-        write_interval(
-            &mut log,
-            h,
-            Duration::from_secs(k as u64),
-            Duration::from_secs(1),
-            None,
-        )
-        .unwrap();
+    for (k, h) in (first..).zip(intervals) {
+        write_interval(&mut log, h, Duration::from_secs(k), Duration::from_secs(1), None).unwrap();
     }
     drop(log);
-    std::fs::write(path, out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// Runs `weft hist ARGS`, which must fail: its exit status and standard error.
+fn hist_failure(args: &[&str]) -> (i32, String) {
+    let out = run_weft(args, Duration::from_secs(20));
+    assert!(!out.status.success(), "{args:?} should fail");
+    (out.status.code().unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+/// Runs `weft hist ARGS`, which must succeed: its standard output and error.
+fn hist_with_stderr(args: &[&str]) -> (String, String) {
+    let out = run_weft(args, Duration::from_secs(20));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{args:?}: {err}");
+    (String::from_utf8(out.stdout).unwrap(), err)
+}
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
 fn hist(values: impl IntoIterator<Item = u64>) -> Latency {
@@ -130,6 +148,188 @@ fn compared_runs_get_a_column_each_and_their_own_clocks() {
         .collect();
     assert_eq!(starts.len(), 2, "each run from its own start: {text}");
     assert!(!text.contains("3600.0 s"), "{text}");
+    // No count summed over both runs, nor a time spanning the hour between them: each
+    // run's own, in its column.
+    assert!(!text.contains("values over"), "{text}");
+    let row = |label: &str| -> Vec<&str> {
+        let line = text.lines().find(|l| l.trim_start().starts_with(label)).unwrap();
+        line.split_whitespace().collect()
+    };
+    assert_eq!(row("count "), ["count", "2000", "2000"], "{text}");
+    assert_eq!(row("span "), ["span", "2.00", "s", "2.00", "s"], "{text}");
+}
+
+/// The same file twice would double its counts: a usage error naming it.
+#[test]
+fn a_file_given_twice_is_refused() {
+    let scratch = Scratch::new("hist-twice");
+    let p = scratch.0.join("a.hlog");
+    write_log(&p, t0(), &[hist([1_000])]);
+    let a = p.to_str().unwrap();
+    let (code, err) = hist_failure(&["hist", a, a]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("{a} is given twice")), "{err}");
+    let again = scratch.0.join(".").join("a.hlog");
+    let (code, err) = hist_failure(&["hist", a, again.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("given twice (again as"), "{err}");
+}
+
+/// An interval without values is `-` in the over-time table and a gap in the plot, not 0.
+#[test]
+fn empty_intervals_print_a_dash_and_break_the_plot_line() {
+    let scratch = Scratch::new("hist-empty-interval");
+    let (p, svg) = (scratch.0.join("a.hlog"), scratch.0.join("a.svg"));
+    let full = || hist((1..=100).map(|v| v * 1_000));
+    write_log(&p, t0(), &[full(), new_histogram(), full()]);
+    let text = hist_output(&[
+        "hist",
+        p.to_str().unwrap(),
+        "--over-time",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("1.0 s"))
+        .unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["1.0", "s", "0", "-", "-", "-"]
+    );
+    let doc = std::fs::read_to_string(&svg).unwrap();
+    // Two runs of one interval each: a p99 and a max line each, no line through 0.
+    assert_eq!(doc.matches("<polyline").count(), 4, "{doc}");
+}
+
+/// --over-time counts from the log's StartTime: a server log whose first interval starts
+/// 2 s in starts at 2.0 s.
+#[test]
+fn over_time_counts_from_the_logs_start_time() {
+    let scratch = Scratch::new("hist-start-time");
+    let p = scratch.0.join("serve.hlog");
+    std::fs::write(&p, log_text(t0(), 2, &[hist([5_000]), hist([6_000])])).unwrap();
+    let text = hist_output(&["hist", p.to_str().unwrap(), "--over-time"]);
+    let times: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(char::is_numeric))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(times, ["2.0", "3.0"], "{text}");
+}
+
+/// --unit scales every value and is named; a µs-style MaxValueDivisor read as ns by default
+/// gets a hint.
+#[test]
+fn the_unit_is_chosen_named_and_hinted() {
+    let scratch = Scratch::new("hist-unit");
+    let p = scratch.0.join("us.hlog");
+    let text = log_text(t0(), 0, &[hist([50, 2_000])]);
+    let text = text.replace("#[MaxValueDivisor: 1000000.000]", "#[MaxValueDivisor: 1000.000]");
+    assert!(text.contains("Divisor: 1000.000]"), "{text}");
+    std::fs::write(&p, text).unwrap();
+    let f = p.to_str().unwrap();
+    let (out, err) = hist_with_stderr(&["hist", f]);
+    assert!(out.contains("values in ns"), "{out}");
+    assert!(err.contains("give --unit us"), "{err}");
+    let max = |out: &str| latency_rows(out).into_iter().find(|(l, _)| l == "max").unwrap().1;
+    assert_eq!(format_ns(max(&out)), "2.000 µs");
+    let (out, err) = hist_with_stderr(&["hist", f, "--unit", "us"]);
+    assert!(out.contains("values in us") && err.is_empty(), "{out}{err}");
+    assert_eq!(format_ns(max(&out)), "2.000 ms");
+    let (code, err) = hist_failure(&["hist", f, "--unit", "minutes"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+/// An interval with a negative time (Python hdrh's writer) is left out with a warning
+/// naming its line; an unreadable line is an error naming its number and why.
+#[test]
+fn negative_times_are_skipped_and_bad_lines_named() {
+    let scratch = Scratch::new("hist-negative");
+    let p = scratch.0.join("py.hlog");
+    let good = log_text(t0(), 0, &[hist([1_000]), hist([2_000])]);
+    let payload = good.lines().last().unwrap().rsplit(',').next().unwrap();
+    let lines = good.lines().count();
+    std::fs::write(&p, format!("{good}-5.000,1.000,0.002,{payload}\n")).unwrap();
+    let (out, err) = hist_with_stderr(&["hist", p.to_str().unwrap()]);
+    assert!(out.contains("count       2 values"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "line {} left out: its start time -5 is negative",
+            lines + 1
+        )),
+        "{err}"
+    );
+    std::fs::write(&p, format!("{good}1.0,oops\n")).unwrap();
+    let (code, err) = hist_failure(&["hist", p.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "line {} does not read: 2 comma-separated fields",
+            lines + 1
+        )),
+        "{err}"
+    );
+}
+
+/// Files that are not interval logs are named for what they are.
+#[test]
+fn foreign_files_get_a_hint() {
+    let scratch = Scratch::new("hist-foreign");
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "run.hlog.gz",
+            &[0x1f, 0x8b, 0x08, 0x00, 0xff],
+            "gzip-compressed: gunzip it first",
+        ),
+        (
+            "wrk.txt",
+            b"Running 2s test @ http://127.0.0.1:8080/\n  Latency Distribution\n",
+            "wrk2 writes none",
+        ),
+        ("run.json", b"{\"config\": {}}\n", "this is JSON"),
+    ];
+    for (name, bytes, hint) in cases {
+        let p = scratch.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let (code, err) = hist_failure(&["hist", p.to_str().unwrap()]);
+        assert_eq!(code, 1);
+        assert!(
+            err.contains(hint) && err.contains("line 1 does not read"),
+            "{err}"
+        );
+    }
+}
+
+/// --percentiles chooses the rows, min and stddev are printed, --hgrm writes the merged
+/// histogram as `weft load --hgrm` would, and the file label counts the chosen tag.
+#[test]
+fn percentiles_min_stddev_hgrm_and_labels() {
+    let scratch = Scratch::new("hist-hgrm");
+    let (p, out_hgrm) = (scratch.0.join("a.hlog"), scratch.0.join("a.hgrm"));
+    let h = hist((1..=1000).map(|v| v * 1_000));
+    std::fs::write(&p, log_text(t0(), 0, std::slice::from_ref(&h))).unwrap();
+    let text = hist_output(&[
+        "hist",
+        p.to_str().unwrap(),
+        "--percentiles",
+        "50,99.999",
+        "--hgrm",
+        out_hgrm.to_str().unwrap(),
+    ]);
+    let labels: Vec<String> = latency_rows(&text).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(
+        labels,
+        ["p50", "p99.999", "max", "min", "mean", "stddev"],
+        "{text}"
+    );
+    assert!(text.contains("a.hlog (1 interval)\n"), "{text}");
+    let mut expected = Vec::new();
+    weft::hdr::hgrm::write(&h, weft::hdr::hgrm::NS_PER_MS, &mut expected).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&out_hgrm).unwrap(),
+        String::from_utf8(expected).unwrap()
+    );
 }
 
 /// The SVG parses, and has one series per input file, in both plots.

@@ -32,7 +32,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Drive a TCP or HTTP service and report throughput, errors and latency percentiles.
     Load(Box<load::LoadArgs>),
-    /// Read, merge and plot HdrHistogram interval logs (from `weft load --hdr-log`).
+    /// Read, merge and plot HdrHistogram interval logs (from `weft load --hdr-log`, `weft
+    /// serve --hdr-log`, or other writers given --unit): count, percentiles, max, min, mean
+    /// and stddev.
     Hist(hist::HistArgs),
 }
 

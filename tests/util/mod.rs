@@ -321,13 +321,13 @@ impl Drop for ServeChild {
 }
 
 /// The rows of a latency table as `weft load` and `weft hist` print them, as
-/// `(label, nanoseconds)`: `p50`, ..., `max`, `mean`.
+/// `(label, nanoseconds)`: `p50`, ..., `max`, `min`, `mean`, `stddev`.
 pub fn latency_rows(text: &str) -> Vec<(String, f64)> {
     text.lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             let label = f.next()?;
-            if !(label.starts_with('p') || label == "max" || label == "mean") {
+            if !(label.starts_with('p') || ["max", "min", "mean", "stddev"].contains(&label)) {
                 return None;
             }
             let value = weft::hdr::parse_ns(&format!("{} {}", f.next()?, f.next()?))?;

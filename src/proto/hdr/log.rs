@@ -19,12 +19,10 @@ use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use hdrhistogram::serialization::interval_log::{
-    IntervalLogIterator, IntervalLogWriter, IntervalLogWriterBuilder, LogEntry, Tag,
-};
+use hdrhistogram::serialization::interval_log::{IntervalLogWriter, IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 
-use super::{Latency, new_merge_target};
+use super::{Latency, merge, new_merge_target};
 
 /// The tag of the uncorrected histograms in a `weft load` log. Untagged intervals hold the
 /// latency corrected for coordinated omission (measured from each request's intended send
@@ -48,16 +46,18 @@ pub enum LogError {
     #[error("cannot write the histogram log: {0}")]
     Write(String),
     /// A line is neither a comment, a header nor an interval.
-    #[error("not an HdrHistogram interval log (unreadable line at byte {offset})")]
+    #[error("not an HdrHistogram interval log: line {line} does not read: {reason}")]
     Parse {
-        /// Byte offset of the line.
-        offset: usize,
+        /// The line's number, from 1.
+        line: usize,
+        /// Why it does not read.
+        reason: String,
     },
     /// An interval's histogram payload does not decode.
-    #[error("interval {index} of the log has a bad histogram payload: {detail}")]
+    #[error("the histogram of the interval on line {line} does not decode: {detail}")]
     Payload {
-        /// The interval's position in the log, from 0.
-        index: usize,
+        /// The interval's line, from 1.
+        line: usize,
         /// What was wrong.
         detail: String,
     },
@@ -112,108 +112,252 @@ pub fn write_interval<W: Write>(
         .map_err(|e| LogError::Write(e.to_string()))
 }
 
-/// One interval read back from a log.
+/// One interval of a log, parsed but not decoded: [`Decoder::decode`] gives its histogram,
+/// so that a reader holds one decoded histogram at a time however long the log.
 #[derive(Debug, Clone)]
-pub struct Interval {
+pub struct Interval<'a> {
     /// Its tag; `None` for untagged (corrected) intervals.
-    pub tag: Option<String>,
+    pub tag: Option<&'a str>,
     /// Start, in seconds: since the epoch when the log says when it started, else as
     /// written.
     pub start: f64,
     /// Length, in seconds.
     pub length: f64,
-    /// The decoded histogram.
-    pub histogram: Latency,
+    /// Its line in the file, from 1.
+    pub line: usize,
+    /// The base64 histogram.
+    payload: &'a str,
 }
 
-/// A log read back: its start time (seconds since the epoch) if it has one, and its
-/// intervals in file order.
+/// An interval line left out, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    /// Its line in the file, from 1.
+    pub line: usize,
+    /// Why it was left out.
+    pub reason: String,
+}
+
+/// A log read back: its headers, and its intervals in file order (not decoded).
 #[derive(Debug, Clone, Default)]
-pub struct Log {
-    /// The `StartTime` header.
+pub struct Log<'a> {
+    /// The first `StartTime` header, in seconds since the epoch.
     pub start_time: Option<f64>,
+    /// The first `BaseTime` header, in seconds since the epoch.
+    pub base_time: Option<f64>,
+    /// The `MaxValueDivisor` header: what the writer divided its max column by.
+    pub max_value_divisor: Option<f64>,
     /// Every interval, whatever its tag.
-    pub intervals: Vec<Interval>,
+    pub intervals: Vec<Interval<'a>>,
+    /// Interval lines left out (a negative time, which Python's `hdrh` writer produces).
+    pub skipped: Vec<Skipped>,
     /// The last line was cut short (the writer was killed mid-line) and is left out.
     pub truncated: bool,
 }
 
-impl Log {
-    /// Parses and decodes a whole log. A last line without its newline that does not parse is
-    /// taken for one cut short by a writer that died, and left out ([`truncated`](Self::truncated)):
-    /// the intervals before it still count.
+/// The headers seen so far while reading, by which later timestamps are read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Clock {
+    start: Option<f64>,
+    base: Option<f64>,
+}
+
+impl<'a> Log<'a> {
+    /// Parses a whole log (the histograms are decoded later, one at a time, by a
+    /// [`Decoder`]). A last line without its newline that does not read is taken for one cut
+    /// short by a writer that died, and left out ([`truncated`](Self::truncated)): the
+    /// intervals before it still count (a file of that one line is an error). An interval with a negative time is left out and
+    /// listed in [`skipped`](Self::skipped).
     ///
     /// # Errors
     ///
-    /// [`LogError::Parse`] for a line that is not part of the format, [`LogError::Payload`]
-    /// for a histogram that does not decode.
-    pub fn read(bytes: &[u8]) -> Result<Self, LogError> {
-        match Self::read_all(bytes) {
-            Err(e) if !bytes.ends_with(b"\n") => {
-                let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                let mut log = Self::read_all(&bytes[..complete]).map_err(|_| e)?;
-                log.truncated = true;
-                Ok(log)
-            }
-            read => read,
-        }
-    }
-
-    /// Parses and decodes every line of `bytes`.
-    fn read_all(bytes: &[u8]) -> Result<Self, LogError> {
+    /// [`LogError::Parse`] for a line that is not part of the format (with its number and
+    /// why).
+    pub fn read(bytes: &'a [u8]) -> Result<Self, LogError> {
         let mut log = Self::default();
-        let mut base_time: Option<f64> = None;
-        let mut deserializer = Deserializer::new();
-        let mut raw = Vec::new();
-        for entry in IntervalLogIterator::new(bytes) {
-            let entry = entry.map_err(|e| match e {
-                hdrhistogram::serialization::interval_log::LogIteratorError::ParseError { offset } => {
-                    LogError::Parse { offset }
+        let mut clock = Clock::default();
+        let mut decoder = Decoder::new();
+        for (index, raw) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+            let number = index + 1;
+            let terminated = raw.ends_with(b"\n");
+            let read = log.read_line(raw, number, &mut clock);
+            // A last line without its newline must also decode to count as whole.
+            let read = match read {
+                Ok(()) if !terminated => match log.intervals.last() {
+                    Some(iv) if iv.line == number => decoder.decode(iv).map(drop),
+                    _ => Ok(()),
+                },
+                read => read,
+            };
+            match read {
+                Ok(()) => {}
+                // Cut short only after a whole line: a one-line file is read as it is.
+                Err(_) if !terminated && index > 0 => {
+                    log.intervals.retain(|iv| iv.line != number);
+                    log.truncated = true;
                 }
-            })?;
-            match entry {
-                LogEntry::StartTime(t) => log.start_time = Some(t.as_secs_f64()),
-                LogEntry::BaseTime(t) => base_time = Some(t.as_secs_f64()),
-                LogEntry::Interval(i) => {
-                    let index = log.intervals.len();
-                    let bad = |detail: String| LogError::Payload { index, detail };
-                    raw.clear();
-                    base64::engine::general_purpose::STANDARD
-                        .decode_vec(i.encoded_histogram(), &mut raw)
-                        .map_err(|e| bad(e.to_string()))?;
-                    let decoded: Latency = deserializer
-                        .deserialize(&mut raw.as_slice())
-                        .map_err(|e| bad(format!("{e:?}")))?;
-                    let mut histogram = new_merge_target();
-                    if histogram.add(&decoded).is_err() {
-                        return Err(bad("values out of range".into()));
-                    }
-                    let written = i.start_timestamp().as_secs_f64();
-                    log.intervals.push(Interval {
-                        tag: i.tag().map(|t| t.as_str().to_owned()),
-                        start: absolute(written, base_time, log.start_time),
-                        length: i.duration().as_secs_f64(),
-                        histogram,
-                    });
-                }
+                Err(e) => return Err(e),
             }
         }
         Ok(log)
     }
 
-    /// The intervals with `tag` (`None`: the untagged ones).
-    pub fn tagged<'a>(&'a self, tag: Option<&'a str>) -> impl Iterator<Item = &'a Interval> + 'a {
-        self.intervals.iter().filter(move |i| i.tag.as_deref() == tag)
+    /// Reads line `number`: a header, a comment, the column legend or an interval.
+    fn read_line(&mut self, raw: &'a [u8], number: usize, clock: &mut Clock) -> Result<(), LogError> {
+        let unreadable = |reason: String| LogError::Parse { line: number, reason };
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| unreadable("it is not text (UTF-8)".into()))?
+            .trim_end_matches(['\n', '\r']);
+        if let Some(rest) = text.strip_prefix("#[StartTime: ") {
+            if let Some(t) = leading_number(rest) {
+                clock.start = Some(t);
+                self.start_time.get_or_insert(t);
+            }
+        } else if let Some(rest) = text.strip_prefix("#[BaseTime: ") {
+            if let Some(t) = leading_number(rest) {
+                clock.base = Some(t);
+                self.base_time.get_or_insert(t);
+            }
+        } else if let Some(rest) = text.strip_prefix("#[MaxValueDivisor: ") {
+            self.max_value_divisor = self.max_value_divisor.or(leading_number(rest));
+        } else if text.is_empty() || text.starts_with('#') || text.starts_with("\"StartTimestamp\"") {
+            // A comment, the column legend, or a blank line.
+        } else {
+            match parse_interval(text, number).map_err(unreadable)? {
+                Ok(mut iv) => {
+                    iv.start = absolute(iv.start, clock.base, clock.start);
+                    self.intervals.push(iv);
+                }
+                Err(reason) => self.skipped.push(Skipped { line: number, reason }),
+            }
+        }
+        Ok(())
     }
 
-    /// The intervals with `tag` added together.
-    pub fn merged(&self, tag: Option<&str>) -> Latency {
+    /// The intervals with `tag` (`None`: the untagged ones).
+    pub fn tagged<'s>(&'s self, tag: Option<&'s str>) -> impl Iterator<Item = &'s Interval<'a>> + 's {
+        self.intervals.iter().filter(move |i| i.tag == tag)
+    }
+
+    /// The log's time zero for `tag`'s intervals: its StartTime (else BaseTime) when it has
+    /// one, but never after its first such interval (the first interval's start without
+    /// either; `None` without intervals).
+    pub fn origin(&self, tag: Option<&str>) -> Option<f64> {
+        let first = self.tagged(tag).map(|iv| iv.start).reduce(f64::min)?;
+        Some(self.start_time.or(self.base_time).map_or(first, |t| t.min(first)))
+    }
+
+    /// The intervals with `tag` added together, decoded one at a time.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Payload`] for a histogram that does not decode.
+    pub fn merged(&self, tag: Option<&str>) -> Result<Latency, LogError> {
         let mut total = new_merge_target();
-        for i in self.tagged(tag) {
-            // A merge target grows to fit, so adding cannot fail.
-            let _ = total.add(&i.histogram);
+        let mut decoder = Decoder::new();
+        for iv in self.tagged(tag) {
+            let h = decoder.decode(iv)?;
+            if !merge(&mut total, &h) {
+                return Err(LogError::Payload {
+                    line: iv.line,
+                    detail: "its values do not fit a histogram".into(),
+                });
+            }
         }
-        total
+        Ok(total)
+    }
+}
+
+/// The number at the start of `text` (`1767225600.000 (seconds since epoch)`,
+/// `1000000.000]`).
+fn leading_number(text: &str) -> Option<f64> {
+    let end = text.find([' ', ']', ',']).unwrap_or(text.len());
+    text[..end].parse().ok().filter(|v: &f64| v.is_finite())
+}
+
+/// Parses an interval line, `[Tag=T,]start,length,max,histogram`: the interval; or `Ok(Err)`
+/// with the reason to skip it (a negative time); or `Err` with why it does not read.
+fn parse_interval(text: &str, line: usize) -> Result<Result<Interval<'_>, String>, String> {
+    const FORM: &str = "an interval line is [Tag=T,]start,length,max,histogram";
+    let (tag, rest) = match text.strip_prefix("Tag=") {
+        Some(tagged) => match tagged.split_once(',') {
+            Some((tag, rest)) => (Some(tag), rest),
+            None => return Err(format!("a tag without the fields after it ({FORM})")),
+        },
+        None => (None, text),
+    };
+    let fields: Vec<&str> = rest.splitn(4, ',').collect();
+    let [start, length, max, payload] = fields[..] else {
+        return Err(format!(
+            "{} comma-separated field{} where an interval has 4 ({FORM})",
+            fields.len(),
+            if fields.len() == 1 { "" } else { "s" }
+        ));
+    };
+    let number = |name: &str, v: &str| -> Result<f64, String> {
+        v.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .ok_or_else(|| format!("its {name} {v:?} is not a number ({FORM})"))
+    };
+    let (start, length) = (number("start", start)?, number("length", length)?);
+    number("max", max)?;
+    if payload.trim().is_empty() {
+        return Err(format!("it has no histogram ({FORM})"));
+    }
+    for (name, v) in [("start time", start), ("length", length)] {
+        if v < 0.0 {
+            return Ok(Err(format!(
+                "its {name} {v} is negative (Python hdrh's log writer writes such times)"
+            )));
+        }
+    }
+    Ok(Ok(Interval {
+        tag,
+        start,
+        length,
+        line,
+        payload: payload.trim(),
+    }))
+}
+
+/// Decodes intervals' histograms, reusing its buffers from one to the next.
+#[derive(Default)]
+pub struct Decoder {
+    deserializer: Deserializer,
+    raw: Vec<u8>,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder").finish_non_exhaustive()
+    }
+}
+
+impl Decoder {
+    /// A decoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `iv`'s histogram, at the bounds and precision its writer chose.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Payload`] for a histogram that does not decode.
+    pub fn decode(&mut self, iv: &Interval<'_>) -> Result<Latency, LogError> {
+        let bad = |detail: String| LogError::Payload {
+            line: iv.line,
+            detail,
+        };
+        self.raw.clear();
+        base64::engine::general_purpose::STANDARD
+            .decode_vec(iv.payload, &mut self.raw)
+            .map_err(|e| bad(e.to_string()))?;
+        self.deserializer
+            .deserialize(&mut self.raw.as_slice())
+            .map_err(|e| bad(format!("{e:?}")))
     }
 }
 
@@ -276,14 +420,14 @@ mod tests {
         let log = Log::read(&bytes).unwrap();
         assert_eq!(log.start_time, Some(1_767_225_600.0));
         assert_eq!(log.intervals.len(), 3);
-        assert_eq!(log.intervals[0].histogram, a);
-        assert_eq!(log.intervals[1].tag.as_deref(), Some(UNCORRECTED_TAG));
+        assert_eq!(Decoder::new().decode(&log.intervals[0]).unwrap(), a);
+        assert_eq!(log.intervals[1].tag, Some(UNCORRECTED_TAG));
         assert_eq!(log.intervals[2].start, 1_767_225_602.0);
         assert_eq!(log.intervals[2].length, 1.0);
         let mut both = a.clone();
         both.add(&b).unwrap();
-        assert_eq!(log.merged(None), both);
-        assert_eq!(log.merged(Some(UNCORRECTED_TAG)), b);
+        assert_eq!(log.merged(None).unwrap(), both);
+        assert_eq!(log.merged(Some(UNCORRECTED_TAG)).unwrap(), b);
         assert_eq!(log.tagged(Some("nope")).count(), 0);
     }
 
@@ -300,8 +444,9 @@ mod tests {
         let mut merged = new_merge_target();
         for run in &runs {
             let entries: Vec<(&Latency, Option<&str>)> = run.iter().map(|h| (h, None)).collect();
-            let log = Log::read(&write_log(&entries)).unwrap();
-            merged.add(log.merged(None)).unwrap();
+            let bytes = write_log(&entries);
+            let log = Log::read(&bytes).unwrap();
+            merged.add(log.merged(None).unwrap()).unwrap();
             for h in run {
                 together.add(h).unwrap();
             }
@@ -311,20 +456,28 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
-        assert!(matches!(
-            Log::read(b"garbage line\n"),
-            Err(LogError::Parse { .. })
-        ));
-        assert!(matches!(
-            Log::read(b"0.000,1.000,1.0,HISTFAAAAnotbase64!!\n"),
-            Err(LogError::Payload { .. })
-        ));
-        assert!(matches!(
-            Log::read(b"0.000,1.000,1.0,AAAA\n"),
-            Err(LogError::Payload { .. })
-        ));
+        let e = Log::read(b"#c\ngarbage line\n").unwrap_err();
+        assert!(matches!(e, LogError::Parse { line: 2, .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("line 2 does not read: 1 comma-separated field "),
+            "{e}"
+        );
+        for bad in [
+            &b"0.000,1.000,1.0,HISTFAAAAnotbase64!!\n"[..],
+            b"0.000,1.000,1.0,AAAA\n",
+        ] {
+            let log = Log::read(bad).unwrap();
+            let e = log.merged(None).unwrap_err();
+            assert!(matches!(e, LogError::Payload { line: 1, .. }), "{e}");
+        }
         assert!(Log::read(b"#only a comment\n").unwrap().intervals.is_empty());
         assert!(Log::read(b"").unwrap().intervals.is_empty());
+        // One line, cut or not, is not a log cut short.
+        assert!(matches!(
+            Log::read(b"garbage"),
+            Err(LogError::Parse { line: 1, .. })
+        ));
     }
 
     #[test]
@@ -338,7 +491,7 @@ mod tests {
         let log = Log::read(cut).unwrap();
         assert!(log.truncated);
         assert_eq!(log.intervals.len(), 1);
-        assert_eq!(log.intervals[0].histogram, a);
+        assert_eq!(log.merged(None).unwrap(), a);
         // A bad line that is not the last one is still an error.
         let mut bad = b"garbage line\n".to_vec();
         bad.extend_from_slice(&whole);
@@ -346,6 +499,64 @@ mod tests {
             Log::read(&bad[..bad.len() - 10]),
             Err(LogError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn every_unreadable_line_says_where_and_why() {
+        let why = |text: &[u8]| Log::read(text).unwrap_err().to_string();
+        assert!(why(b"#x\n#y\nTag=a\n").contains("line 3 does not read: a tag without"));
+        assert!(why(b"x,1.0,2.0,HIST\n").contains("line 1 does not read: its start \"x\" is not a number"));
+        assert!(why(b"1.0,,2.0,HIST\n").contains("its length \"\" is not a number"));
+        assert!(why(b"1.0,1.0,2.0,\n").contains("it has no histogram"));
+        assert!(why(b"\x1f\x8b\x08\n").contains("line 1 does not read: it is not text"));
+    }
+
+    #[test]
+    fn negative_times_are_skipped_with_their_line_and_reason() {
+        let a = hist([10, 20]);
+        let good = String::from_utf8(write_log(&[(&a, None), (&a, None)])).unwrap();
+        // Python hdrh's writer: its start minus the BaseTime once too often.
+        let payload = good
+            .lines()
+            .last()
+            .unwrap()
+            .rsplit(',')
+            .next()
+            .unwrap()
+            .to_owned();
+        let text = format!("{good}-5.000,1.000,1.0,{payload}\nTag=x,1.0,-1.0,1.0,{payload}\n");
+        let log = Log::read(text.as_bytes()).unwrap();
+        assert_eq!(log.intervals.len(), 2);
+        let lines = good.lines().count();
+        assert_eq!(log.skipped.len(), 2);
+        assert_eq!(log.skipped[0].line, lines + 1);
+        assert!(
+            log.skipped[0].reason.contains("start time -5 is negative"),
+            "{:?}",
+            log.skipped
+        );
+        assert!(log.skipped[1].reason.contains("length -1 is negative"));
+    }
+
+    #[test]
+    fn headers_are_kept_and_the_origin_is_the_start_time() {
+        let a = hist([10]);
+        let log_bytes = write_log(&[(&a, None), (&a, Some(UNCORRECTED_TAG))]);
+        let mut text = String::from_utf8(log_bytes).unwrap();
+        let log = Log::read(text.as_bytes()).unwrap();
+        assert_eq!(log.max_value_divisor, Some(1e6));
+        assert_eq!(log.base_time, Some(1_767_225_600.0));
+        // The uncorrected interval starts a second in; its time zero is still the StartTime.
+        assert_eq!(log.origin(Some(UNCORRECTED_TAG)), Some(1_767_225_600.0));
+        assert_eq!(log.origin(Some("none")), None);
+        // Without headers: the first interval.
+        text = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let log = Log::read(text.as_bytes()).unwrap();
+        assert_eq!(log.origin(Some(UNCORRECTED_TAG)), Some(1.0));
     }
 
     #[test]

@@ -5,9 +5,14 @@
 //! in **nanoseconds** (HdrHistogram's log tools assume so) at 3 significant digits, and are
 //! printed in µs, ms or s; the byte counts reported beside them in B, KiB, MiB or GiB.
 
+pub mod foreign;
 pub mod hgrm;
 pub mod log;
 pub mod svg;
+pub mod timeline;
+pub mod unit;
+
+pub use unit::Unit;
 
 use hdrhistogram::Histogram;
 
@@ -51,13 +56,18 @@ pub const LEVELS: [(&str, f64); 5] = [
     ("p99.99", 0.9999),
 ];
 
-/// The summary of one histogram: count, mean, the [`LEVELS`] and the maximum, in ns.
+/// The summary of one histogram: count, mean, standard deviation, the [`LEVELS`], the
+/// minimum and the maximum, in ns.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Summary {
     /// Values recorded.
     pub count: u64,
     /// Mean, in ns.
     pub mean: f64,
+    /// Standard deviation, in ns.
+    pub stdev: f64,
+    /// Smallest value (the lowest value equivalent to it at the histogram's precision), in ns.
+    pub min: u64,
     /// Value at each of [`LEVELS`], in ns.
     pub levels: [u64; LEVELS.len()],
     /// Largest value (the highest value equivalent to it at the histogram's precision), in ns.
@@ -73,6 +83,8 @@ impl Summary {
         Self {
             count: h.len(),
             mean: h.mean(),
+            stdev: h.stdev(),
+            min: h.min(),
             levels: LEVELS.map(|(_, q)| h.value_at_quantile(q)),
             max: h.max(),
         }
@@ -96,6 +108,50 @@ impl Summary {
             .zip(self.levels)
             .map(|((l, _), v)| (*l, v))
             .chain(std::iter::once(("max", self.max)))
+    }
+}
+
+/// The percentile rows of a table (`--percentiles 50,99.9`): `(label, quantile)` pairs such
+/// as `("p99.9", 0.999)`, in the order given. The default is [`LEVELS`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Percentiles(Vec<(String, f64)>);
+
+/// A `--percentiles` list that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad percentile {0:?}: give percents from 0 to 100 separated by commas, as in 50,90,99,99.9")]
+pub struct BadPercentile(String);
+
+impl Default for Percentiles {
+    fn default() -> Self {
+        Self(LEVELS.iter().map(|(l, q)| ((*l).to_owned(), *q)).collect())
+    }
+}
+
+impl std::str::FromStr for Percentiles {
+    type Err = BadPercentile;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let rows = s
+            .split(',')
+            .map(|p| {
+                let p = p.trim();
+                match p.parse::<f64>() {
+                    Ok(v) if (0.0..=100.0).contains(&v) => Ok((format!("p{v}"), v / 100.0)),
+                    _ => Err(BadPercentile(p.to_owned())),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self(rows))
+    }
+}
+
+impl Percentiles {
+    /// `(label, value)` of each percentile of `h` (0 for an empty histogram).
+    pub fn of<'a>(&'a self, h: &'a Latency) -> impl Iterator<Item = (&'a str, u64)> + 'a {
+        self.0.iter().map(move |(label, q)| {
+            let v = if h.is_empty() { 0 } else { h.value_at_quantile(*q) };
+            (label.as_str(), v)
+        })
     }
 }
 
@@ -193,6 +249,48 @@ mod tests {
         assert!(h.equivalent(s.max, 10_000_000));
         assert_eq!(s.rows().count(), LEVELS.len() + 1);
         assert_eq!(Summary::of(&new_histogram()), Summary::default());
+    }
+
+    #[test]
+    fn percentiles_parse_and_label() {
+        let p: Percentiles = "50, 99.9,99.999".parse().unwrap();
+        let mut h = new_histogram();
+        for v in 1..=100_000u64 {
+            h.record(v).unwrap();
+        }
+        let rows: Vec<(&str, u64)> = p.of(&h).collect();
+        assert_eq!(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            ["p50", "p99.9", "p99.999"]
+        );
+        assert!(h.equivalent(rows[1].1, 99_900));
+        assert!(
+            "50,abc"
+                .parse::<Percentiles>()
+                .unwrap_err()
+                .to_string()
+                .contains("\"abc\"")
+        );
+        assert!("101".parse::<Percentiles>().is_err());
+        assert!("".parse::<Percentiles>().is_err());
+        let default = Percentiles::default();
+        let default: Vec<&str> = default.0.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(default, LEVELS.map(|l| l.0));
+        assert_eq!(
+            Percentiles::default().of(&new_histogram()).map(|r| r.1).max(),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn summary_has_min_and_stdev() {
+        let mut h = new_histogram();
+        for v in [10u64, 20, 30] {
+            h.record(v).unwrap();
+        }
+        let s = Summary::of(&h);
+        assert_eq!(s.min, 10);
+        assert!((s.stdev - h.stdev()).abs() < 1e-9 && s.stdev > 8.0);
     }
 
     #[test]

@@ -25,18 +25,23 @@ const PALETTE: [&str; 8] = [
 ];
 
 /// One input's latency over time: `(end of interval in seconds from the plot's start,
-/// p99 in ns, max in ns)` per interval.
+/// Some((p99 in ns, max in ns)))` per interval, `None` for an interval without values (a gap
+/// in the lines, not a point at 0).
 #[derive(Debug, Clone, Default)]
 pub struct TimeSeries {
     /// The series' label (the input file).
     pub name: String,
     /// Points in time order.
-    pub points: Vec<(f64, u64, u64)>,
+    pub points: Vec<(f64, Option<(u64, u64)>)>,
 }
 
-/// The percentile spectrum of each `(name, histogram)`.
-pub fn spectrum(title: &str, series: &[(String, &Latency)]) -> String {
-    let curves: Vec<Vec<(f64, f64)>> = series.iter().map(|(_, h)| spectrum_points(h)).collect();
+/// The percentile spectrum of each `(name, histogram)`, whose recorded values are
+/// `ns_per_value` nanoseconds each.
+pub fn spectrum(title: &str, series: &[(String, &Latency)], ns_per_value: f64) -> String {
+    let curves: Vec<Vec<(f64, f64)>> = series
+        .iter()
+        .map(|(_, h)| spectrum_points(h, ns_per_value))
+        .collect();
     let decades = curves
         .iter()
         .flatten()
@@ -65,7 +70,7 @@ pub fn over_time(title: &str, series: &[TimeSeries]) -> String {
         .fold(1.0, f64::max);
     let y_max = series
         .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.2 as f64))
+        .flat_map(|s| s.points.iter().filter_map(|p| p.1).map(|(_, max)| max as f64))
         .fold(0.0, f64::max);
     let mut plot = Plot::new(title, series.len(), (0.0, x_max), y_max);
     let step = nice_step(x_max);
@@ -77,18 +82,24 @@ pub fn over_time(title: &str, series: &[TimeSeries]) -> String {
     plot.x_title("time (s); solid: p99, dashed: max");
     for (i, s) in series.iter().enumerate() {
         plot.begin_series(i, &s.name);
-        let p99: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.1 as f64)).collect();
-        let max: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.2 as f64)).collect();
-        plot.polyline(i, &p99, false);
-        plot.polyline(i, &max, true);
+        // A line per run of intervals with values: an empty interval breaks both lines.
+        for run in s.points.split(|p| p.1.is_none()).filter(|run| !run.is_empty()) {
+            let line = |pick: fn((u64, u64)) -> u64| -> Vec<(f64, f64)> {
+                run.iter()
+                    .filter_map(|&(t, v)| v.map(|v| (t, pick(v) as f64)))
+                    .collect()
+            };
+            plot.polyline(i, &line(|(p99, _)| p99), false);
+            plot.polyline(i, &line(|(_, max)| max), true);
+        }
         plot.end_series();
     }
     plot.finish()
 }
 
 /// `(log10(1/(1-q)), value in ns)` for the spectrum rows below 100% (the rows HdrHistogram's
-/// plotter uses).
-fn spectrum_points(h: &Latency) -> Vec<(f64, f64)> {
+/// plotter uses), values being `ns_per_value` ns each.
+fn spectrum_points(h: &Latency, ns_per_value: f64) -> Vec<(f64, f64)> {
     if h.is_empty() {
         return Vec::new();
     }
@@ -96,7 +107,7 @@ fn spectrum_points(h: &Latency) -> Vec<(f64, f64)> {
         .filter(|v| v.quantile_iterated_to() < 1.0)
         .map(|v| {
             let x = (1.0 / (1.0 - v.quantile_iterated_to())).log10();
-            (x.min(MAX_DECADES), v.value_iterated_to() as f64)
+            (x.min(MAX_DECADES), v.value_iterated_to() as f64 * ns_per_value)
         })
         .collect()
 }
@@ -317,7 +328,7 @@ mod tests {
     #[test]
     fn spectrum_has_one_series_per_input() {
         let (a, b) = (hist(1_000), hist(3_000));
-        let svg = spectrum("t <&>", &[("a.hlog".into(), &a), ("b&c.hlog".into(), &b)]);
+        let svg = spectrum("t <&>", &[("a.hlog".into(), &a), ("b&c.hlog".into(), &b)], 1.0);
         assert_eq!(svg.matches("<g class=\"series\"").count(), 2);
         assert!(svg.contains("data-name=\"b&amp;c.hlog\""));
         assert!(svg.contains("<title>t &lt;&amp;&gt;</title>"));
@@ -329,7 +340,7 @@ mod tests {
     fn over_time_draws_p99_and_max() {
         let s = TimeSeries {
             name: "run".into(),
-            points: vec![(1.0, 1_000, 5_000), (2.0, 2_000, 9_000)],
+            points: vec![(1.0, Some((1_000, 5_000))), (2.0, Some((2_000, 9_000)))],
         };
         let svg = over_time("over time", &[s]);
         assert_eq!(svg.matches("<polyline").count(), 2);
@@ -337,9 +348,37 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_interval_is_a_gap_not_a_point_at_zero() {
+        let s = TimeSeries {
+            name: "run".into(),
+            points: vec![
+                (1.0, Some((1_000, 5_000))),
+                (2.0, Some((2_000, 9_000))),
+                (3.0, None),
+                (4.0, Some((3_000, 8_000))),
+                (5.0, None),
+            ],
+        };
+        let svg = over_time("gap", &[s]);
+        // Two runs of intervals with values, a p99 and a max line each.
+        assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
+        let bottom = format!(",{:.1}", HEIGHT - BOTTOM_BASE);
+        let lines: Vec<&str> = svg.lines().filter(|l| l.starts_with("<polyline")).collect();
+        assert!(lines.iter().all(|l| !l.contains(&bottom)), "no point at 0: {svg}");
+        assert_eq!(lines[2].matches(',').count(), 1, "one point: {}", lines[2]);
+    }
+
+    #[test]
+    fn spectrum_values_scale_by_the_unit() {
+        let us = hist(1);
+        let (ns_max, us_max) = (spectrum_points(&us, 1.0), spectrum_points(&us, 1e3));
+        assert_eq!(us_max.last().unwrap().1, ns_max.last().unwrap().1 * 1e3);
+    }
+
+    #[test]
     fn empty_inputs_still_plot() {
         let empty = new_histogram();
-        let svg = spectrum("empty", &[("e".into(), &empty)]);
+        let svg = spectrum("empty", &[("e".into(), &empty)], 1.0);
         assert_eq!(svg.matches("<g class=\"series\"").count(), 1);
         assert!(!over_time("none", &[]).is_empty());
     }
@@ -352,7 +391,7 @@ mod tests {
         assert_eq!(nice_step(10.0), 2.0);
         assert_eq!(nice_step(1e6), 200_000.0);
         assert_eq!(nice_step(0.0), 1.0);
-        let points = spectrum_points(&hist(1000));
+        let points = spectrum_points(&hist(1000), 1.0);
         assert!(points.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
         assert_eq!(escape("a\"b'"), "a&quot;b&apos;");
         assert_eq!(axis_unit(35e6), (1e6, "ms"));
