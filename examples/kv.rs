@@ -1,7 +1,8 @@
 //! A small key-value service over lines: every key lives on the shard its hash names, other
 //! shards reach it with `submit_to`, and a GET waits on a 5 ms timer first without blocking
 //! its shard. Pipelined requests run and are answered in order; a client that sends faster
-//! than they run is paused; at shutdown, requests received are answered before the close.
+//! than they run is paused; at its EOF and at shutdown, requests received are answered before
+//! the close.
 //!
 //! ```sh
 //! cargo run --release --example kv -- 127.0.0.1:7200
@@ -13,21 +14,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use weft::codec::{FrameHandler, Framed, LineDecoder, LineEncoder};
-use weft::{EngineConfig, Service, Transport, factory_fn, shard};
+use weft::codec::{Answer, Answered, Framed, LineDecoder, LineEncoder};
+use weft::{EngineConfig, Service, factory_fn, shard};
 
 /// One shard's part of the keys.
 type Store = RefCell<HashMap<String, String>>;
-
-/// Requests a connection may have waiting before it stops reading.
-const MAX_QUEUED: usize = 64;
-
-/// One client connection: its requests run one after the other, in arrival order, in a
-/// task of its own, so that a pipeline's effects and answers keep their order.
-#[derive(Default)]
-struct Client {
-    requests: shard::Queue<Vec<String>>,
-}
 
 /// Runs one request against the owning shard's store.
 async fn execute(words: Vec<String>) -> String {
@@ -59,44 +50,15 @@ async fn execute(words: Vec<String>) -> String {
     answer.unwrap_or_else(|e| format!("ERR {e}"))
 }
 
-impl FrameHandler for Client {
-    type Decoder = LineDecoder;
-
-    fn connection_made(&mut self, t: &Transport) {
-        let (requests, t) = (self.requests.clone(), t.clone());
-        shard::spawn(async move {
-            while let Some(words) = requests.pop().await {
-                let Ok(()) = t.write_frame(&mut LineEncoder::lf(), execute(words).await);
-                if requests.len() == MAX_QUEUED / 2 && !shard::is_draining() {
-                    t.resume_reading();
-                }
-            }
-            // Closed by the drain (or the connection's end): the last answer is written.
-            t.lose_connection();
-        });
-    }
-
-    fn frame_received(&mut self, line: Vec<u8>, t: &Transport) {
-        let words = String::from_utf8_lossy(&line)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        if self.requests.push(words).is_err() {
-            t.lose_connection();
-        } else if self.requests.len() >= MAX_QUEUED {
-            t.pause_reading();
-        }
-    }
-
-    fn drain_requested(&mut self, t: &Transport) {
-        // Shutting down: no new requests; the task answers those queued, then closes.
-        t.pause_reading();
-        self.requests.close();
-    }
-
-    fn connection_lost(&mut self, _reason: &weft::CloseReason) {
-        self.requests.close();
-    }
+/// One line of words, answered in order (pipelined lines too): `Answered` runs each in the
+/// connection's task, pauses a client that sends faster than that, and answers what was
+/// received before it closes, at the client's EOF as at shutdown.
+async fn answer(line: Vec<u8>) -> Answer<String> {
+    let words = String::from_utf8_lossy(&line)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    Answer::Send(execute(words).await)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -110,7 +72,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .name("kv")
         .shard_state(|_| Store::default())
         .listen(listen, |_| {
-            factory_fn(|_peer| Some(Framed::new(LineDecoder::new(4096), Client::default())))
+            factory_fn(|_peer| {
+                Some(Framed::new(
+                    LineDecoder::new(4096),
+                    Answered::new(LineEncoder::lf(), answer),
+                ))
+            })
         })
         .run()?;
     Ok(())

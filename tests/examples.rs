@@ -4,7 +4,7 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -166,6 +166,27 @@ fn kv_answers_the_requests_it_received_before_closing_at_shutdown() {
         "then the close: {rest:?}"
     );
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+}
+
+/// A client that sends its requests and then half-closes (`printf ... | nc -N`) still gets
+/// every answer: the ones that wait for a timer or another shard come after its EOF.
+#[test]
+fn kv_answers_a_client_that_half_closes_after_its_requests() {
+    let addr = free_addr();
+    let child = example("kv", addr);
+    let mut s = connect(addr);
+    let mut batch = String::from("SET a 1\n");
+    for _ in 0..50 {
+        batch.push_str("GET a\n");
+    }
+    batch.push_str("DEL a\nGET a\n");
+    s.write_all(batch.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answers = String::new();
+    s.read_to_string(&mut answers).unwrap();
+    let want = format!("OK\n{}1\n(nil)\n", "1\n".repeat(50));
+    assert_eq!(answers, want);
+    stop(child);
 }
 
 #[test]

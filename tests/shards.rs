@@ -388,3 +388,59 @@ fn a_transport_reports_its_own_end_and_connected_skips_a_closing_one() {
     assert_eq!(second_end, weft::CloseReason::LocalClose);
     assert!(idle, "disconnected: nothing open, no retry");
 }
+
+/// Lines answered by `Answered` after 1 ms each: `QUIT` says BYE and closes, a line over 8
+/// bytes gets a last answer from the decode error; pipelined lines answered in order, with at
+/// most 2 waiting.
+fn answering_engine() -> (Engine, SocketAddr) {
+    use weft::codec::{Answer, Answered, Framed, LineDecoder, LineEncoder, LineTooLong};
+    util::engine(1, |_| {
+        factory_fn(|_peer| {
+            let answer = |line: Vec<u8>| async move {
+                shard::sleep(Duration::from_millis(1)).await;
+                match line.as_slice() {
+                    b"QUIT" => Answer::SendAndClose("BYE".to_string()),
+                    b"DROP" => Answer::Close,
+                    _ => Answer::Send(String::from_utf8_lossy(&line).to_uppercase()),
+                }
+            };
+            let answered = Answered::new(LineEncoder::lf(), answer)
+                .max_queued(2)
+                .on_decode_error(|e: LineTooLong| Some(format!("ERR {e}")));
+            Some(Framed::new(LineDecoder::new(8), answered))
+        })
+    })
+}
+
+/// Sends `input` and reads everything until the server closes.
+fn exchange(addr: SocketAddr, input: &str, half_close: bool) -> String {
+    let mut s = connect(addr);
+    s.write_all(input.as_bytes()).unwrap();
+    if half_close {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn answered_requests_come_back_in_order_and_end_as_they_say() {
+    let (engine, addr) = answering_engine();
+    let lines: String = (0..100).map(|i| format!("l{i}\n")).collect();
+    let want: String = (0..100).map(|i| format!("L{i}\n")).collect();
+    assert_eq!(
+        exchange(addr, &lines, true),
+        want,
+        "all answered, in order, after the EOF"
+    );
+    assert_eq!(exchange(addr, "a\nQUIT\nb\n", false), "A\nBYE\n", "b is dropped");
+    assert_eq!(exchange(addr, "a\nDROP\nb\n", false), "A\n");
+    assert_eq!(
+        exchange(addr, "a\nb\nmuch too long\n", false),
+        "A\nB\nERR line longer than 8 bytes\n",
+        "the answers before the error, then the error's"
+    );
+    engine.shutdown();
+    engine.join().unwrap();
+}

@@ -1,5 +1,6 @@
 //! The only layer that touches glommio, sockets and the clock.
 
+pub(crate) mod answered;
 pub(crate) mod connection;
 pub(crate) mod connector;
 pub(crate) mod engine;

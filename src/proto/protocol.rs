@@ -27,8 +27,11 @@ pub trait Protocol: 'static {
     fn data_received(&mut self, data: &[u8], transport: &Transport);
 
     /// The peer shut down its write side (EOF). The default closes the connection once all
-    /// queued output is flushed, so nothing is lost. A half-close aware protocol overrides
-    /// this, keeps writing, and calls `lose_connection` itself when done.
+    /// queued output is flushed: nothing written so far is lost, but what a task writes
+    /// later is (an answer still waiting for a timer or another shard when a client sends
+    /// its last request and half-closes). A half-close aware protocol overrides this, keeps
+    /// writing, and calls `lose_connection` itself when done; `codec::Answered` does so for
+    /// requests answered by async work.
     fn read_connection_lost(&mut self, transport: &Transport) {
         transport.lose_connection();
     }

@@ -1,0 +1,207 @@
+//! Requests answered by async work, in order: the plumbing every request/response protocol
+//! on weft needs once an answer has to wait (for another shard, a timer, a backend).
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use super::tasks::{is_draining, spawn};
+use crate::proto::close::CloseReason;
+use crate::proto::codec::{Decoder, Encoder, FrameHandler};
+use crate::proto::queue::Queue;
+use crate::proto::transport::Transport;
+
+/// Requests a connection may have waiting by default before it stops reading.
+const DEFAULT_MAX_QUEUED: usize = 64;
+
+/// Makes a last answer from a decode error.
+type LastAnswer<Error, R> = Box<dyn FnOnce(Error) -> Option<R>>;
+
+/// What becomes of one request, as its answer function says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer<R> {
+    /// Write this answer and go on with the next request.
+    Send(R),
+    /// Write this answer, then close the connection once it is flushed; requests received
+    /// after this one are dropped unanswered (an HTTP/1.0 response, a QUIT).
+    SendAndClose(R),
+    /// Close the connection without an answer (after flushing the earlier ones).
+    Close,
+}
+
+/// A [`FrameHandler`] whose requests are answered by an async function, one after the
+/// other in arrival order, in a task of the connection's own: give it to
+/// [`Framed`](crate::codec::Framed) with the decoder of the requests.
+///
+/// Each decoded request waits in a queue; the task takes them in order, awaits
+/// `answer(request)` (which may call other shards, sleep, or talk to a backend without
+/// blocking the shard) and writes what it returns with the encoder. So pipelined requests
+/// are answered in order, and nothing received is lost:
+///
+/// - above [`max_queued`](Self::max_queued) requests waiting (64 by default) the
+///   connection stops reading, and reads again once half of them are answered;
+/// - at the peer's EOF (a client that half-closes after its last request), at the engine's
+///   drain, and after bytes that do not decode, reading stops, the requests received are
+///   answered, and the connection closes after the last answer; after a decode error
+///   [`on_decode_error`](Self::on_decode_error) may add a last answer (an HTTP 400, a RESP
+///   protocol error);
+/// - an encoder that refuses an answer closes the connection (the refusal is logged).
+///
+/// ```no_run
+/// use weft::codec::{Answer, Answered, Framed, LineDecoder, LineEncoder};
+/// use weft::{EngineConfig, Service, factory_fn, shard};
+/// use std::time::Duration;
+///
+/// // Every line is answered, 5 ms later, with its length; pipelined lines in order.
+/// Service::new(EngineConfig::default())
+///     .listen("127.0.0.1:7300".parse::<std::net::SocketAddr>()?, |_| {
+///         factory_fn(|_peer| {
+///             let answer = |line: Vec<u8>| async move {
+///                 shard::sleep(Duration::from_millis(5)).await;
+///                 Answer::Send(line.len().to_string())
+///             };
+///             Some(Framed::new(LineDecoder::new(1024), Answered::new(LineEncoder::lf(), answer)))
+///         })
+///     })
+///     .run()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Answered<D: Decoder, R, E, F> {
+    requests: Queue<D::Frame>,
+    max_queued: usize,
+    /// Moved into the connection's task when it opens.
+    work: Option<(E, F)>,
+    on_decode_error: Option<LastAnswer<D::Error, R>>,
+    /// The last answer, after a decode error, for the task to write after the others.
+    last: Rc<Cell<Option<R>>>,
+    _answers: PhantomData<fn() -> R>,
+}
+
+impl<D: Decoder, R, E, F> fmt::Debug for Answered<D, R, E, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answered")
+            .field("queued", &self.requests.len())
+            .field("max_queued", &self.max_queued)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D, R, E, F, Fut> Answered<D, R, E, F>
+where
+    D: Decoder + 'static,
+    D::Frame: 'static,
+    R: 'static,
+    E: Encoder<R> + 'static,
+    F: FnMut(D::Frame) -> Fut + 'static,
+    Fut: Future<Output = Answer<R>> + 'static,
+{
+    /// Requests answered by `answer`, whose answers `encoder` writes.
+    pub fn new(encoder: E, answer: F) -> Self {
+        Self {
+            requests: Queue::new(),
+            max_queued: DEFAULT_MAX_QUEUED,
+            work: Some((encoder, answer)),
+            on_decode_error: None,
+            last: Rc::new(Cell::new(None)),
+            _answers: PhantomData,
+        }
+    }
+
+    /// Requests that may wait before the connection stops reading (at least 1; default
+    /// 64): what a client that pipelines faster than its requests are answered may queue.
+    #[must_use]
+    pub fn max_queued(mut self, n: usize) -> Self {
+        self.max_queued = n.max(1);
+        self
+    }
+
+    /// After bytes that do not decode, `last` may make a final answer from the error,
+    /// written after the answers to the requests before it; then the connection closes.
+    #[must_use]
+    pub fn on_decode_error(mut self, last: impl FnOnce(D::Error) -> Option<R> + 'static) -> Self {
+        self.on_decode_error = Some(Box::new(last));
+        self
+    }
+
+    /// Stops reading and takes no more requests: those queued are answered, then the task
+    /// closes the connection.
+    fn finish(&self, t: &Transport) {
+        t.pause_reading();
+        self.requests.close();
+    }
+}
+
+impl<D, R, E, F, Fut> FrameHandler for Answered<D, R, E, F>
+where
+    D: Decoder + 'static,
+    D::Frame: 'static,
+    R: 'static,
+    E: Encoder<R> + 'static,
+    F: FnMut(D::Frame) -> Fut + 'static,
+    Fut: Future<Output = Answer<R>> + 'static,
+{
+    type Decoder = D;
+
+    fn connection_made(&mut self, transport: &Transport) {
+        let Some((mut encoder, mut answer)) = self.work.take() else {
+            return;
+        };
+        let (requests, last, max_queued) = (self.requests.clone(), self.last.clone(), self.max_queued);
+        let t = transport.clone();
+        spawn(async move {
+            while let Some(request) = requests.pop().await {
+                let (reply, close) = match answer(request).await {
+                    Answer::Send(r) => (Some(r), false),
+                    Answer::SendAndClose(r) => (Some(r), true),
+                    Answer::Close => (None, true),
+                };
+                let refused = reply.and_then(|r| t.write_frame(&mut encoder, r).err());
+                if let Some(e) = &refused {
+                    tracing::warn!(peer = %t.peer_addr(), "an answer could not be encoded ({e}): the connection is closed");
+                }
+                if close || refused.is_some() {
+                    requests.close();
+                    t.pause_reading();
+                    break;
+                }
+                if requests.len() == max_queued / 2 && !is_draining() && t.is_connected() {
+                    t.resume_reading();
+                }
+            }
+            if let Some(r) = last.take()
+                && let Err(e) = t.write_frame(&mut encoder, r)
+            {
+                tracing::warn!(peer = %t.peer_addr(), "the last answer could not be encoded ({e})");
+            }
+            t.lose_connection();
+        })
+        .detach();
+    }
+
+    fn frame_received(&mut self, request: D::Frame, t: &Transport) {
+        if self.requests.push(request).is_ok() && self.requests.len() >= self.max_queued {
+            t.pause_reading();
+        }
+    }
+
+    fn decode_failed(&mut self, error: D::Error, t: &Transport) {
+        if let Some(f) = self.on_decode_error.take() {
+            self.last.set(f(error));
+        }
+        self.finish(t);
+    }
+
+    fn read_connection_lost(&mut self, t: &Transport) {
+        self.finish(t);
+    }
+
+    fn drain_requested(&mut self, t: &Transport) {
+        self.finish(t);
+    }
+
+    fn connection_lost(&mut self, _reason: &CloseReason) {
+        self.requests.close();
+    }
+}
