@@ -444,3 +444,38 @@ fn answered_requests_come_back_in_order_and_end_as_they_say() {
     engine.shutdown();
     engine.join().unwrap();
 }
+
+/// An aborted task (a delayed call cancelled) does not run again, its handle says it was
+/// cancelled, and the engine of tasks ends without waiting for its 10 s sleep; aborting a
+/// task that has ended changes nothing.
+#[test]
+fn an_aborted_task_ends_at_once() {
+    let mut config = two_shards();
+    config.cores = Cores::Count(1);
+    let started = std::time::Instant::now();
+    let (woke, outcome, done_outcome) = on_last_shard(config, || async {
+        let woke = Rc::new(Cell::new(false));
+        let flag = woke.clone();
+        let delayed = shard::spawn(async move {
+            shard::sleep(Duration::from_secs(10)).await;
+            flag.set(true);
+        });
+        shard::sleep(Duration::from_millis(5)).await;
+        assert!(!delayed.is_finished());
+        delayed.abort();
+        assert!(delayed.is_finished());
+        let outcome = delayed.await;
+        let done = shard::spawn(async { 7 });
+        shard::yield_now().await;
+        done.abort();
+        (woke.get(), outcome, done.await)
+    });
+    assert!(!woke);
+    assert_eq!(outcome, Err(shard::Cancelled));
+    assert_eq!(done_outcome, Ok(7));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

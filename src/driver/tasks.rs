@@ -19,27 +19,58 @@ use crate::stats::StatsSnapshot;
 /// The tasks of one shard: how many run, and a way to cancel them all.
 #[derive(Default)]
 pub(crate) struct Tasks {
-    /// Each running task's latest waker, so that a cancel can wake it.
-    running: RefCell<Slab<Option<Waker>>>,
+    /// Each running task's latest waker (so that a cancel can wake it), and whether it was
+    /// aborted.
+    running: RefCell<Slab<Running>>,
     cancelled: Cell<bool>,
     /// Woken when the last task ends.
     idle: RefCell<Option<Waker>>,
 }
 
+impl std::fmt::Debug for Tasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tasks")
+            .field("running", &self.running())
+            .field("cancelled", &self.cancelled.get())
+            .finish()
+    }
+}
+
+/// One running task's entry in its shard's [`Tasks`].
+#[derive(Default)]
+struct Running {
+    waker: Option<Waker>,
+    aborted: bool,
+}
+
 impl Tasks {
-    /// Runs `future` on this thread's executor as one of these tasks. After [`cancel`]
-    /// (Self::cancel) a new task is dropped unpolled.
-    pub(crate) fn spawn(self: &Rc<Self>, future: Pin<Box<dyn Future<Output = ()>>>) {
+    /// Runs `future` on this thread's executor as one of these tasks, and returns its key
+    /// (for [`abort`](Self::abort)). After [`cancel`](Self::cancel) a new task is dropped
+    /// unpolled.
+    pub(crate) fn spawn(self: &Rc<Self>, future: Pin<Box<dyn Future<Output = ()>>>) -> usize {
         if self.cancelled.get() {
-            return;
+            return usize::MAX;
         }
-        let key = self.running.borrow_mut().insert(None);
+        let key = self.running.borrow_mut().insert(Running::default());
         let tracked = Tracked {
             future,
             tasks: self.clone(),
             key,
         };
         glommio::spawn_local(tracked).detach();
+        key
+    }
+
+    /// Ends task `key` at its next poll (it is woken now). The caller knows the task still
+    /// runs: a key is reused once its task has ended.
+    fn abort(&self, key: usize) {
+        let waker = self.running.borrow_mut().get_mut(key).and_then(|r| {
+            r.aborted = true;
+            r.waker.take()
+        });
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// How many tasks have not ended yet.
@@ -67,7 +98,7 @@ impl Tasks {
             .running
             .borrow_mut()
             .iter_mut()
-            .filter_map(|(_, w)| w.take())
+            .filter_map(|(_, r)| r.waker.take())
             .collect();
         for w in wakers {
             w.wake();
@@ -89,10 +120,13 @@ impl Future for Tracked {
         if self.tasks.cancelled.get() {
             return Poll::Ready(());
         }
-        if let Some(slot) = self.tasks.running.borrow_mut().get_mut(self.key)
-            && !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            *slot = Some(cx.waker().clone());
+        if let Some(r) = self.tasks.running.borrow_mut().get_mut(self.key) {
+            if r.aborted {
+                return Poll::Ready(());
+            }
+            if !r.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                r.waker = Some(cx.waker().clone());
+            }
         }
         let future = self.future.as_mut();
         panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))).unwrap_or_else(|payload| {
@@ -136,11 +170,15 @@ pub fn current() -> Option<ShardInfo> {
 pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> JoinHandle<T> {
     let slot: Rc<RefCell<Joined<T>>> = Rc::new(RefCell::new(Joined::Running(None)));
     let guard = CancelGuard(slot.clone());
-    ShardCtx::current().tasks.spawn(Box::pin(async move {
+    let tasks = ShardCtx::current().tasks.clone();
+    let key = tasks.spawn(Box::pin(async move {
         let out = future.await;
         guard.finish(out);
     }));
-    JoinHandle { slot }
+    JoinHandle {
+        slot,
+        task: (tasks, key),
+    }
 }
 
 /// A task ended without finishing: its shard's drain timed out and dropped it, or it
@@ -153,6 +191,8 @@ pub struct Cancelled;
 #[derive(Debug)]
 pub struct JoinHandle<T> {
     slot: Rc<RefCell<Joined<T>>>,
+    /// The task's shard tasks and its key there, for [`abort`](Self::abort).
+    task: (Rc<Tasks>, usize),
 }
 
 /// Where a task's end is kept for its handle.
@@ -197,6 +237,25 @@ impl<T> Drop for CancelGuard<T> {
 impl<T> JoinHandle<T> {
     /// Lets the task run on without waiting for it (the same as dropping the handle).
     pub fn detach(self) {}
+
+    /// Ends the task: it does not run again, what it holds is dropped at its shard's next
+    /// turn, and this handle resolves to [`Cancelled`]; a task that has ended is left as it
+    /// is. The cancel of Twisted's `DelayedCall`, for a task that sleeps and then acts: a
+    /// protocol keeps the handle and aborts it in `connection_lost`, so that a timer of a
+    /// connection that is gone does not hold up a drain.
+    pub fn abort(&self) {
+        let mut slot = self.slot.borrow_mut();
+        if matches!(*slot, Joined::Running(_)) {
+            let (tasks, key) = &self.task;
+            tasks.abort(*key);
+            slot.end(Joined::Cancelled);
+        }
+    }
+
+    /// True once the task has ended (finished, cancelled or aborted).
+    pub fn is_finished(&self) -> bool {
+        !matches!(*self.slot.borrow(), Joined::Running(_))
+    }
 }
 
 impl<T> Future for JoinHandle<T> {
