@@ -90,7 +90,7 @@ pub mod tls;
 pub use addr::{Address, AddressError};
 pub use config::{
     AcceptConfig, ConnectionConfig, Cores, CoresError, EngineConfig, FlowConfig, FlowError,
-    InheritedListeners, Keepalive, ListenerConfig, MetricsConfig, ReactorConfig, RingFeatures,
+    InheritedListeners, Keepalive, Layers, ListenerConfig, MetricsConfig, ReactorConfig, RingFeatures,
 };
 pub use driver::connector::{ClientFactory, Connector, connect_tcp, resolve};
 pub use driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};

@@ -34,7 +34,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle as SignalsHandle, Signals};
 
 use crate::addr::Address;
-use crate::config::{EngineConfig, InheritedListeners, ListenerConfig};
+use crate::config::{EngineConfig, InheritedListeners, Layers, ListenerConfig};
 use crate::driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
 use crate::error::EngineError;
 use crate::handoff::{HandoffError, HandoffServer, Takeover};
@@ -101,6 +101,22 @@ pub enum ServiceError {
     /// A stats interval shorter than [`MIN_STATS_INTERVAL`].
     #[error("stats interval {0:?} is too short: at least 10ms")]
     StatsInterval(Duration),
+    /// A port taken over from a predecessor would change its role (a TLS port served in
+    /// plaintext, say): the clients of that port expect what the predecessor served.
+    #[error(
+        "{addr} is a {was} port in the running weft and would be {now} here: a handoff keeps \
+         each port's role (repeat the running weft's --listen/--tls-listen/--proxy-listen flags, \
+         with --tls-cert and --tls-key for a TLS port and --proxy-trusted for a PROXY one), or \
+         stop it and start this one without --takeover"
+    )]
+    RoleChanged {
+        /// The port taken over.
+        addr: Address,
+        /// What the predecessor's listener put before the protocol.
+        was: Layers,
+        /// What this service's would.
+        now: Layers,
+    },
 }
 
 /// Builds a service: an engine's listeners and shard tasks, plus the lifecycle pieces to run
@@ -117,6 +133,8 @@ pub struct Service {
     handoff_socket: Option<PathBuf>,
     takeover: Option<Takeover>,
     inherited: InheritedListeners,
+    /// Each listener's address and layers, in the order added.
+    listeners: Vec<(SocketAddr, Layers)>,
     signals: bool,
     /// The TLS settings of the listeners, reloaded on SIGHUP.
     tls: Vec<TlsConfig>,
@@ -156,6 +174,7 @@ impl Service {
             handoff_socket: None,
             takeover: None,
             inherited,
+            listeners: Vec::new(),
             signals: true,
             tls: Vec::new(),
         }
@@ -178,6 +197,7 @@ impl Service {
         M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
     {
         let listener = listener.into();
+        self.listeners.push((listener.addr, listener.layers()));
         if let Some(tls) = &listener.tls {
             self.tls.push(tls.clone());
         }
@@ -258,8 +278,10 @@ impl Service {
 
     /// Takes over the listening sockets (and health-check socket) of the weft serving
     /// handoffs at `path`, now: the engine adopts them when it starts, and the predecessor
-    /// is told to drain once this service serves. [`inherited_addrs`](Self::inherited_addrs)
-    /// then lists what was taken, to listen on the same addresses.
+    /// is told to drain once this service serves. [`inherited`](Self::inherited) then lists
+    /// what was taken, to listen on the same addresses with the same layers (a port taken over
+    /// must keep them: [`start`](Self::start) fails with [`ServiceError::RoleChanged`]
+    /// otherwise).
     ///
     /// # Errors
     ///
@@ -272,9 +294,11 @@ impl Service {
     }
 
     /// The addresses of the listening sockets taken over (see [`takeover`](Self::takeover)),
-    /// in order.
-    pub fn inherited_addrs(&self) -> Vec<SocketAddr> {
-        self.inherited.addresses()
+    /// in order, each with what the predecessor's listener put before the protocol.
+    pub fn inherited(&self) -> Vec<(SocketAddr, Layers)> {
+        self.takeover
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.roles().to_vec())
     }
 
     /// Whether the service handles SIGINT and SIGTERM itself. Off, stop it with
@@ -289,8 +313,10 @@ impl Service {
     ///
     /// # Errors
     ///
-    /// Whatever failed to start; nothing is left running then.
+    /// Whatever failed to start; nothing is left running then (a predecessor being taken
+    /// over goes on serving).
     pub fn start(self) -> Result<RunningService, ServiceError> {
+        self.check_roles()?;
         if let Some(every) = self.stats_interval
             && every < MIN_STATS_INTERVAL
         {
@@ -321,7 +347,14 @@ impl Service {
         let addrs: Vec<String> = engine
             .local_addrs()
             .iter()
-            .map(|a| Address::from(*a).to_string())
+            .zip(&self.listeners)
+            .map(|(a, (_, layers))| match layers {
+                Layers {
+                    proxy: false,
+                    tls: false,
+                } => Address::from(*a).to_string(),
+                _ => format!("{} ({layers})", Address::from(*a)),
+            })
             .collect();
         let on = if addrs.is_empty() {
             "shard tasks (no listener)".to_owned()
@@ -410,6 +443,25 @@ impl Service {
         }
         crate::notify::ready();
         Ok(running)
+    }
+
+    /// Refuses a listener on a port taken over whose layers differ from the predecessor's.
+    fn check_roles(&self) -> Result<(), ServiceError> {
+        let Some(takeover) = &self.takeover else {
+            return Ok(());
+        };
+        for &(addr, now) in &self.listeners {
+            if let Some(&(_, was)) = takeover.roles().iter().find(|(a, _)| *a == addr)
+                && was != now
+            {
+                return Err(ServiceError::RoleChanged {
+                    addr: addr.into(),
+                    was,
+                    now,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Starts the service and serves until it stops: after a signal and its drain (or a

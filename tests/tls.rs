@@ -753,6 +753,85 @@ fn handoff_of_a_tls_listener() {
     );
 }
 
+/// A handoff keeps each port's role: a successor given the predecessor's flags again serves
+/// the TLS port with TLS and the plain one plain; one without TLS flags is refused (exit 1,
+/// one line naming the TLS port) and the predecessor goes on serving both.
+#[test]
+fn handoff_keeps_each_port_tls_or_plain() {
+    let pki = Pki::new("tls-handoff-roles");
+    let sock = pki.dir.file("roles.sock");
+    let (cert, key) = pki.leaf("server", "localhost", &["localhost"]);
+    let (plain, tls) = (util::free_addr(), util::free_addr());
+    let (plain_arg, tls_arg) = (plain.to_string(), tls.to_string());
+    let flags = [
+        "--proto",
+        "echo",
+        "--cores",
+        "1",
+        "--drain-timeout",
+        "1s",
+        "--listen",
+        &plain_arg,
+        "--tls-listen",
+        &tls_arg,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--handoff-socket",
+        &sock,
+    ];
+    let mut old = Weft::serve(&flags);
+    let line = old.wait_for("serving echo on ", Duration::from_secs(10));
+    assert!(
+        line.contains(&format!("on {plain}, {tls} (TLS) (")),
+        "each address says whether it is TLS: {line}"
+    );
+    old.wait_for("handoffs to a successor on", Duration::from_secs(10));
+    let config = client_config(&pki.ca_file(), &[]);
+    let echoes = |addr: SocketAddr| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"plain").unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).is_ok() && &buf == b"plain"
+    };
+    let tls_echoes = |addr: SocketAddr| {
+        let mut s = tls_connect(addr, &config);
+        s.write_all(b"sealed").unwrap();
+        let mut buf = [0u8; 6];
+        s.read_exact(&mut buf).unwrap();
+        &buf == b"sealed"
+    };
+
+    let out = util::run_weft(
+        &["serve", "--proto", "echo", "--cores", "1", "--takeover", &sock],
+        Duration::from_secs(15),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{tls} is a TLS port in the running weft and would be plain here"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        echoes(plain) && tls_echoes(tls),
+        "the predecessor still serves both"
+    );
+
+    let mut new = Weft::serve(&[&flags[..], &["--takeover", &sock]].concat());
+    new.wait_for("took over the listeners", Duration::from_secs(10));
+    assert!(
+        old.wait(Duration::from_secs(5)).success(),
+        "the old process drains and exits"
+    );
+    assert!(echoes(plain), "plain stays plain");
+    assert!(tls_echoes(tls), "TLS stays TLS");
+}
+
 /// The subject CN of a DER certificate, found by its OID (2.5.4.3) and read as a UTF-8 or
 /// printable string: enough for the test certificates made here.
 fn x509_cn(der: &[u8]) -> String {
