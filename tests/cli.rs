@@ -356,3 +356,36 @@ fn check_lists_every_listener_with_its_role() {
     );
     assert!(text.starts_with("proxy-tls-listen 127.0.0.1:7000\n"), "{text}");
 }
+
+#[test]
+fn tls_settings_that_fail_every_handshake_are_usage_errors() {
+    let long = "x".repeat(300);
+    // The files are never read: the flags are refused first.
+    let tls = ["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"];
+    for (extra, says) in [
+        (vec!["--alpn", ""], "empty protocol name"),
+        (vec!["--alpn", "http/1.1,,h2"], "empty protocol name"),
+        (vec!["--alpn", &long], "is 300 bytes"),
+        (
+            vec!["--proto", "http", "--alpn", "h2,http/1.1"],
+            "--proto http speaks only http/1.1",
+        ),
+        (
+            vec!["--tls-handshake-timeout", "0s"],
+            "would fail every handshake",
+        ),
+    ] {
+        for check in [false, true] {
+            let mut args = vec!["serve", "--listen", "127.0.0.1:1"];
+            args.extend(tls);
+            args.extend(&extra);
+            if check {
+                args.push("--check");
+            }
+            let (code, err) = stderr_of(weft(&args));
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+}

@@ -159,7 +159,8 @@ pub(crate) struct ServeArgs {
     /// *.example.com).
     #[arg(long, value_name = "NAME=CERT,KEY", requires = "tls_cert", value_parser = parse_sni)]
     tls_sni: Vec<Sni>,
-    /// TLS: ALPN protocols offered, most preferred first (e.g. h2,http/1.1).
+    /// TLS: ALPN protocols offered, most preferred first (e.g. http/1.1); names of 1 to 255
+    /// bytes, and with --proto http only http/1.1 and http/1.0 (it speaks no h2).
     #[arg(
         long,
         value_name = "PROTO[,PROTO...]",
@@ -363,6 +364,16 @@ fn validate(args: &ServeArgs) -> Result<(), CliError> {
         }
         seen.push((addr, flag));
     }
+    if let Err(e) = check_alpn(args.proto, &args.alpn) {
+        return usage(e);
+    }
+    if args.tls_handshake_timeout.is_zero() {
+        return usage(
+            "--tls-handshake-timeout 0s would fail every handshake: give a positive time, such as \
+             10s"
+            .into(),
+        );
+    }
     if let Some(path) = &args.hdr_log {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if dir.is_some_and(|d| !d.is_dir()) {
@@ -370,6 +381,39 @@ fn validate(args: &ServeArgs) -> Result<(), CliError> {
                 "--hdr-log {}: its directory does not exist",
                 path.display()
             )));
+        }
+    }
+    Ok(())
+}
+
+/// Longest ALPN protocol name (RFC 7301: a one-byte length).
+const MAX_ALPN_NAME: usize = 255;
+
+/// Refuses `--alpn` names that would make handshakes fail or that `proto` cannot speak: an
+/// empty name (`--alpn ''`, `h2,,http/1.1`), one over 255 bytes, and for `--proto http`
+/// anything but HTTP/1.x (curl picks `h2` when offered, then gets no answer it reads).
+fn check_alpn(proto: Proto, names: &[String]) -> Result<(), String> {
+    for name in names {
+        if name.is_empty() {
+            return Err(
+                "--alpn: an empty protocol name (from '' or ',,') would fail every handshake that \
+                 offers ALPN; list names such as http/1.1, or leave --alpn out"
+                    .into(),
+            );
+        }
+        if name.len() > MAX_ALPN_NAME {
+            let start: String = name.chars().take(16).collect();
+            return Err(format!(
+                "--alpn: {start:?}... is {} bytes; an ALPN name is 1 to {MAX_ALPN_NAME} bytes",
+                name.len()
+            ));
+        }
+        if proto == Proto::Http && !Http::ALPN.contains(&name.as_str()) {
+            return Err(format!(
+                "--alpn {name}: --proto http speaks only {}; a client that picks {name} would get \
+                 no answer it understands (offer http/1.1)",
+                Http::ALPN.join(" and ")
+            ));
         }
     }
     Ok(())
@@ -483,4 +527,33 @@ fn serve(args: ServeArgs) -> Result<(), ServiceError> {
     }
     service.name(name).run()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn alpn_names_the_protocol_cannot_speak_are_refused() {
+        assert!(check_alpn(Proto::Http, &names(&["http/1.1", "http/1.0"])).is_ok());
+        assert!(check_alpn(Proto::Echo, &names(&["h2", "my-proto"])).is_ok());
+        assert!(check_alpn(Proto::Http, &[]).is_ok());
+        let h2 = check_alpn(Proto::Http, &names(&["h2", "http/1.1"])).unwrap_err();
+        assert!(
+            h2.contains("--alpn h2: --proto http speaks only http/1.1"),
+            "{h2}"
+        );
+        for bad in [vec![""], vec!["http/1.1", "", "h2"]] {
+            let e = check_alpn(Proto::Echo, &names(&bad)).unwrap_err();
+            assert!(e.contains("an empty protocol name"), "{e}");
+        }
+        let long = "x".repeat(256);
+        let e = check_alpn(Proto::Echo, &[long]).unwrap_err();
+        assert!(e.contains("is 256 bytes"), "{e}");
+        assert!(check_alpn(Proto::Echo, &["x".repeat(255)]).is_ok());
+    }
 }

@@ -261,6 +261,10 @@ impl Default for Http {
 }
 
 impl Http {
+    /// The ALPN protocol names this protocol speaks (HTTP/1.x only: a client that picks
+    /// `h2` would get no answer it understands).
+    pub const ALPN: &'static [&'static str] = &["http/1.1", "http/1.0"];
+
     /// A protocol instance whose request heads must arrive within `header_timeout`.
     pub fn with_header_timeout(header_timeout: Duration) -> Self {
         Self {
