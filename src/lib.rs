@@ -70,6 +70,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod addr;
+mod civil;
 pub mod config;
 mod driver;
 mod error;

@@ -19,7 +19,12 @@
 //! On the first SIGINT or SIGTERM the health check fails at once; after the
 //! [drain delay](Service::drain_delay) every listener closes and open connections get the
 //! engine's drain timeout to finish; the rest are aborted. A second signal aborts at once.
-//! SIGHUP reloads the certificates of every TLS listener ([`TlsConfig::reload`]).
+//! SIGHUP reloads the certificates of every TLS listener
+//! ([`TlsConfig::reload`](crate::tls::TlsConfig::reload)), once for listeners that share them,
+//! and logs one line per set with each certificate's subject and expiry (a warning for an
+//! expired or not yet valid one, which is served anyway). The Prometheus exporter adds
+//! `weft_tls_certificate_expiry_seconds{name,file,subject}` (each certificate's notAfter, in
+//! Unix seconds) and `weft_tls_reloads_total{result="ok|failed"}`.
 
 use std::future::Future;
 use std::io::Write;
@@ -39,9 +44,9 @@ use crate::driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
 use crate::error::EngineError;
 use crate::handoff::{HandoffError, HandoffServer, Takeover};
 use crate::health::HealthCheck;
-use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, stats_line};
+use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, render_tls, stats_line};
 use crate::proto::protocol::{Factory, ShardInfo};
-use crate::tls::TlsConfig;
+use crate::tls::TlsSet;
 
 /// The shortest [`Service::stats_interval`].
 pub const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);
@@ -137,7 +142,7 @@ pub struct Service {
     listeners: Vec<(SocketAddr, Layers)>,
     signals: bool,
     /// The TLS settings of the listeners, reloaded on SIGHUP.
-    tls: Vec<TlsConfig>,
+    tls: TlsSet,
 }
 
 impl std::fmt::Debug for Service {
@@ -176,7 +181,7 @@ impl Service {
             inherited,
             listeners: Vec::new(),
             signals: true,
-            tls: Vec::new(),
+            tls: TlsSet::default(),
         }
     }
 
@@ -199,7 +204,7 @@ impl Service {
         let listener = listener.into();
         self.listeners.push((listener.addr, listener.layers()));
         if let Some(tls) = &listener.tls {
-            self.tls.push(tls.clone());
+            self.tls.add(tls);
         }
         self.engine = self.engine.listen(listener, make_factory);
         self
@@ -369,6 +374,8 @@ impl Service {
             engine.cores(),
             engine.drain_timeout(),
         );
+        let tls = Arc::new(self.tls);
+        tls.log_loaded();
         let mut running = RunningService {
             engine: Some(engine),
             control: control.clone(),
@@ -390,7 +397,9 @@ impl Service {
                     source: std::io::ErrorKind::AddrInUse.into(),
                 });
             }
-            let exporter = PrometheusExporter::start(addr, metrics).map_err(|e| match e {
+            let certificates = tls.clone();
+            let extra = move |out: &mut String| render_tls(out, &certificates);
+            let exporter = PrometheusExporter::start_with(addr, metrics, extra).map_err(|e| match e {
                 EngineError::CannotListen { addr, source } => ServiceError::Metrics { addr, source },
                 e => e.into(),
             })?;
@@ -439,7 +448,7 @@ impl Service {
             }
         }
         if let Some(signals) = signals {
-            running.signals = Some(SignalThread::start(signals, control, self.drain_delay, self.tls)?);
+            running.signals = Some(SignalThread::start(signals, control, self.drain_delay, tls)?);
         }
         crate::notify::ready();
         Ok(running)
@@ -624,7 +633,7 @@ impl SignalThread {
         mut signals: Signals,
         control: EngineControl,
         delay: Duration,
-        tls: Vec<TlsConfig>,
+        tls: Arc<TlsSet>,
     ) -> Result<Self, ServiceError> {
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
@@ -633,7 +642,7 @@ impl SignalThread {
                 let mut seen = 0;
                 for sig in signals.forever() {
                     if sig == SIGHUP {
-                        reload(&tls);
+                        tls.reload();
                         continue;
                     }
                     seen += 1;
@@ -678,21 +687,6 @@ fn with_pid(path: &Path) -> PathBuf {
         PathBuf::from(text.replace("{pid}", &std::process::id().to_string()))
     } else {
         path.to_path_buf()
-    }
-}
-
-/// Reloads every listener's certificates, logging the outcome of each.
-fn reload(tls: &[TlsConfig]) {
-    if tls.is_empty() {
-        tracing::info!("SIGHUP: no TLS listener, nothing to reload");
-    }
-    for t in tls {
-        match t.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded; new handshakes use them"),
-            Err(e) => {
-                tracing::error!("SIGHUP: TLS certificates not reloaded, the previous ones stay in use: {e}")
-            }
-        }
     }
 }
 

@@ -59,11 +59,14 @@
 //! in memory), as browsers and curl do; [`ClientTls::without_resumption`] makes every
 //! connection a full handshake instead (`weft load --tls-no-resume`, to measure them).
 
+mod x509;
+
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -139,8 +142,9 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads the certificate chain and key of one certificate.
-fn load_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+/// Reads the certificate chain and key of one certificate, and the leaf's subject and
+/// validity (`None` if they cannot be read: the certificate is still served).
+fn load_key(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, Option<x509::CertDates>), TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             path: path.to_owned(),
@@ -173,8 +177,9 @@ fn load_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
         path: key.to_owned(),
         detail: e.to_string(),
     };
+    let dates = chain.first().and_then(|leaf| x509::read(leaf));
     let certified = CertifiedKey::from_der(chain, der, &provider()).map_err(key_err)?;
-    Ok(Arc::new(certified))
+    Ok((Arc::new(certified), dates))
 }
 
 /// One certificate as configured: its files, and what was last loaded from them.
@@ -190,6 +195,72 @@ struct Loaded {
     default: Arc<CertifiedKey>,
     /// Lower-case names (a leading `*.` for a wildcard), each with its certificate.
     by_name: Vec<(String, Arc<CertifiedKey>)>,
+    /// What was loaded, for the log and the metrics: the default certificate first, then the
+    /// SNI ones.
+    described: Vec<Described>,
+}
+
+/// One loaded certificate: for whom (`default` or the SNI name), its file, its leaf's subject
+/// and validity.
+#[derive(Debug, Clone)]
+pub(crate) struct Described {
+    pub(crate) name: String,
+    pub(crate) file: PathBuf,
+    pub(crate) dates: Option<x509::CertDates>,
+}
+
+impl Described {
+    /// `FILE (CN=..., valid until 2027-01-01T00:00:00Z)`.
+    fn summary(&self) -> String {
+        let file = self.file.display();
+        let sni = if self.name == DEFAULT_NAME {
+            String::new()
+        } else {
+            format!("SNI {}: ", self.name)
+        };
+        match &self.dates {
+            Some(d) => format!(
+                "{sni}{file} ({}, valid until {})",
+                if d.subject.is_empty() {
+                    "no subject"
+                } else {
+                    &d.subject
+                },
+                crate::civil::rfc3339(d.not_after)
+            ),
+            None => format!("{sni}{file} (validity unreadable)"),
+        }
+    }
+
+    /// Logs a warning if the certificate is expired or not yet valid at `now` (Unix seconds):
+    /// clients that check it refuse it, but it is served anyway (as nginx does).
+    fn warn_if_invalid(&self, now: i64) {
+        let Some(d) = &self.dates else { return };
+        if d.not_after < now {
+            tracing::warn!(
+                "TLS certificate {} expired at {}: clients that check it refuse it; renew it and \
+                 send SIGHUP",
+                self.summary(),
+                crate::civil::rfc3339(d.not_after)
+            );
+        } else if d.not_before > now {
+            tracing::warn!(
+                "TLS certificate {} is not valid before {}: clients that check it refuse it until \
+                 then (is the clock right?)",
+                self.summary(),
+                crate::civil::rfc3339(d.not_before)
+            );
+        }
+    }
+}
+
+/// The `name` of the certificate served to clients that no SNI certificate matches.
+const DEFAULT_NAME: &str = "default";
+
+/// Now, in Unix seconds.
+fn unix_now() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl Loaded {
@@ -217,13 +288,26 @@ struct CertStore {
 
 impl CertStore {
     fn load(default: &CertFiles, sni: &[(String, CertFiles)]) -> Result<Loaded, TlsError> {
-        let by_name = sni
-            .iter()
-            .map(|(name, f)| Ok((name.clone(), load_key(&f.cert, &f.key)?)))
-            .collect::<Result<Vec<_>, TlsError>>()?;
+        let (default_key, dates) = load_key(&default.cert, &default.key)?;
+        let mut described = vec![Described {
+            name: DEFAULT_NAME.to_owned(),
+            file: default.cert.clone(),
+            dates,
+        }];
+        let mut by_name = Vec::with_capacity(sni.len());
+        for (name, f) in sni {
+            let (key, dates) = load_key(&f.cert, &f.key)?;
+            by_name.push((name.clone(), key));
+            described.push(Described {
+                name: name.clone(),
+                file: f.cert.clone(),
+                dates,
+            });
+        }
         Ok(Loaded {
-            default: load_key(&default.cert, &default.key)?,
+            default: default_key,
             by_name,
+            described,
         })
     }
 
@@ -317,7 +401,8 @@ impl TlsConfig {
             cert: cert.into(),
             key: key.into(),
         };
-        let certified = load_key(&files.cert, &files.key)?;
+        let (certified, dates) = load_key(&files.cert, &files.key)?;
+        let file = files.cert.clone();
         {
             let mut all = self.store.files.write().unwrap_or_else(PoisonError::into_inner);
             all.1.retain(|(n, _)| *n != lower);
@@ -325,6 +410,12 @@ impl TlsConfig {
             let mut loaded = self.store.loaded.write().unwrap_or_else(PoisonError::into_inner);
             let mut next = Loaded::clone(&loaded);
             next.by_name.retain(|(n, _)| *n != lower);
+            next.described.retain(|d| d.name != lower);
+            next.described.push(Described {
+                name: lower.clone(),
+                file,
+                dates,
+            });
             next.by_name.push((lower, certified));
             *loaded = Arc::new(next);
         }
@@ -383,6 +474,87 @@ impl TlsConfig {
         config.alpn_protocols = self.alpn.clone();
         config.send_tls13_tickets = self.tls13_tickets;
         Ok(Arc::new(config))
+    }
+}
+
+/// The TLS settings of a service's listeners, each set of certificates once (listeners built
+/// from clones of one [`TlsConfig`] share theirs): logged at start, reloaded together on
+/// SIGHUP with one log line each, and exported as metrics.
+#[derive(Debug, Default)]
+pub(crate) struct TlsSet {
+    configs: Vec<TlsConfig>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+impl TlsSet {
+    /// Adds a listener's settings, unless they share their certificates with one added before.
+    pub(crate) fn add(&mut self, tls: &TlsConfig) {
+        if !self.configs.iter().any(|t| Arc::ptr_eq(&t.store, &tls.store)) {
+            self.configs.push(tls.clone());
+        }
+    }
+
+    /// Logs every certificate in use (subject, expiry), and warns about any expired or not yet
+    /// valid one.
+    pub(crate) fn log_loaded(&self) {
+        let now = unix_now();
+        for d in self
+            .configs
+            .iter()
+            .flat_map(|t| t.store.current().described.clone())
+        {
+            tracing::info!("TLS certificate {}", d.summary());
+            d.warn_if_invalid(now);
+        }
+    }
+
+    /// Reloads every set of certificates (SIGHUP): one log line each, with what is in use now,
+    /// and a warning for an expired or not yet valid certificate.
+    pub(crate) fn reload(&self) {
+        if self.configs.is_empty() {
+            tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+        }
+        let now = unix_now();
+        for t in &self.configs {
+            match t.reload() {
+                Ok(()) => {
+                    self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                    let loaded = t.store.current();
+                    let what: Vec<String> = loaded.described.iter().map(Described::summary).collect();
+                    tracing::info!(
+                        "SIGHUP: TLS certificates reloaded; new handshakes use {}",
+                        what.join(", ")
+                    );
+                    for d in &loaded.described {
+                        d.warn_if_invalid(now);
+                    }
+                }
+                Err(e) => {
+                    self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        "SIGHUP: TLS certificates not reloaded, the previous ones stay in use: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every certificate in use: for whom (`default` or its SNI name), its file, its subject
+    /// and validity where readable.
+    pub(crate) fn certificates(&self) -> Vec<Described> {
+        self.configs
+            .iter()
+            .flat_map(|t| t.store.current().described.clone())
+            .collect()
+    }
+
+    /// Reloads that succeeded and that failed.
+    pub(crate) fn reloads(&self) -> [u64; 2] {
+        [
+            self.reloads_ok.load(Ordering::Relaxed),
+            self.reloads_failed.load(Ordering::Relaxed),
+        ]
     }
 }
 

@@ -49,10 +49,22 @@ impl Pki {
     /// Writes `FILE.pem` and `FILE.key` for a leaf (ECDSA P-256) named `cn` with these
     /// names; returns their paths.
     fn leaf(&self, file: &str, cn: &str, names: &[&str]) -> (String, String) {
+        self.leaf_with(file, cn, names, |_| {})
+    }
+
+    /// As [`leaf`](Self::leaf), with `adjust` changing the parameters (validity, say) first.
+    fn leaf_with(
+        &self,
+        file: &str,
+        cn: &str,
+        names: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(sans).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
+        adjust(&mut params);
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let (c, k) = (
             self.dir.file(&format!("{file}.pem")),
@@ -832,6 +844,67 @@ fn handoff_keeps_each_port_tls_or_plain() {
     );
     assert!(echoes(plain), "plain stays plain");
     assert!(tls_echoes(tls), "TLS stays TLS");
+}
+
+/// The certificates' subject and expiry are logged at start and at each reload, and exported
+/// (`weft_tls_certificate_expiry_seconds`, `weft_tls_reloads_total{result}`); an expired one
+/// is served with a warning. Two TLS listeners sharing their files reload once per SIGHUP.
+#[test]
+fn certificate_expiry_and_reloads_are_logged_and_exported() {
+    let pki = Pki::new("tls-expiry");
+    let (mut w, _, metrics) = serve_tls(&pki, "echo", &["--listen", "127.0.0.1:0"]);
+    let (cert, key) = (pki.dir.file("server.pem"), pki.dir.file("server.key"));
+    let line = w.wait_for("TLS certificate ", Duration::from_secs(5));
+    assert!(
+        line.contains(&format!("{cert} (CN=localhost, valid until ")),
+        "{line}"
+    );
+    let expiry = |cn: &str| {
+        let series = format!(
+            "weft_tls_certificate_expiry_seconds{{name=\"default\",file=\"{cert}\",subject=\"CN={cn}\"}}"
+        );
+        metric_at_least(metrics, &series, 0)
+    };
+    // rcgen's default validity ends in 4096.
+    assert_eq!(expiry("localhost"), 67_090_118_400, "notAfter of 4096-01-01");
+    let reloads = |result: &str| {
+        metric_at_least(
+            metrics,
+            &format!("weft_tls_reloads_total{{result=\"{result}\"}}"),
+            0,
+        )
+    };
+    assert_eq!((reloads("ok"), reloads("failed")), (0, 0));
+
+    // Renewed with an expired certificate: loaded and served, with a warning.
+    let (c, k) = pki.leaf_with("expired", "old.localhost", &["localhost"], |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    std::fs::rename(c, &cert).unwrap();
+    std::fs::rename(k, &key).unwrap();
+    w.signal(libc::SIGHUP);
+    let line = w.wait_for("SIGHUP: TLS certificates reloaded", Duration::from_secs(5));
+    assert!(
+        line.contains("CN=old.localhost, valid until 2021-01-01T00:00:00Z"),
+        "{line}"
+    );
+    let warning = w.wait_for("expired at 2021-01-01T00:00:00Z", Duration::from_secs(5));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert_eq!(expiry("old.localhost"), 1_609_459_200, "notAfter of 2021-01-01");
+    assert_eq!(reloads("ok"), 1);
+
+    std::fs::write(&cert, "garbage").unwrap();
+    w.signal(libc::SIGHUP);
+    w.wait_for("TLS certificates not reloaded", Duration::from_secs(5));
+    assert_eq!((reloads("ok"), reloads("failed")), (1, 1));
+    // Two listeners share the files: one reload, one line, per SIGHUP.
+    std::thread::sleep(Duration::from_millis(300));
+    w.signal(libc::SIGTERM);
+    w.wait(Duration::from_secs(10));
+    let count = |needle: &str| w.log.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("SIGHUP: TLS certificates reloaded"), 1, "{:#?}", w.log);
+    assert_eq!(count("TLS certificates not reloaded"), 1, "{:#?}", w.log);
 }
 
 /// The subject CN of a DER certificate, found by its OID (2.5.4.3) and read as a UTF-8 or
