@@ -116,6 +116,37 @@ pub enum TlsError {
         /// What the decoder said.
         detail: String,
     },
+    /// The key file holds no private key in a PEM form weft reads.
+    #[error(
+        "{path} holds no private key in PEM form (expected a -----BEGIN PRIVATE KEY----- (PKCS#8), \
+         -----BEGIN RSA PRIVATE KEY----- (PKCS#1) or -----BEGIN EC PRIVATE KEY----- (SEC1) block; \
+         convert other forms with openssl pkey -in KEY -out KEY.pem)"
+    )]
+    NoKey {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The key is encrypted (PKCS#8 `ENCRYPTED PRIVATE KEY`, or a legacy `Proc-Type:
+    /// 4,ENCRYPTED` block): weft asks for no passphrase.
+    #[error(
+        "{path}: the key is encrypted: weft needs an unencrypted key (openssl pkey -in KEY -out \
+         PLAIN, then keep PLAIN readable by weft's user only)"
+    )]
+    EncryptedKey {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// An RSA key shorter than rustls (ring) accepts.
+    #[error(
+        "{path}: an RSA key of {bits} bits: rustls needs at least 2048 (make a new key and \
+         certificate: openssl req -x509 -newkey rsa:2048 ..., or use an ECDSA P-256 key)"
+    )]
+    WeakRsaKey {
+        /// The key file.
+        path: PathBuf,
+        /// The key's modulus length.
+        bits: usize,
+    },
     /// The key is of a kind rustls cannot sign with, or does not match the certificate.
     #[error(
         "{path}: unusable key: {detail} (use an ECDSA P-256/P-384, Ed25519 or RSA key matching the certificate)"
@@ -166,20 +197,37 @@ fn load_key(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, Option<x509::
         });
     }
     let key_pem = read(key)?;
+    if is_encrypted(&key_pem) {
+        return Err(TlsError::EncryptedKey { path: key.to_owned() });
+    }
     let der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => TlsError::Empty {
-            path: key.to_owned(),
-            what: "PRIVATE KEY",
-        },
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey { path: key.to_owned() },
         e => pem_err(key, e),
     })?;
-    let key_err = |e: rustls::Error| TlsError::Key {
-        path: key.to_owned(),
-        detail: e.to_string(),
+    let rsa_bits = x509::rsa_key_bits(&der);
+    let key_err = |e: rustls::Error| match rsa_bits {
+        Some(bits) if bits < MIN_RSA_BITS => TlsError::WeakRsaKey {
+            path: key.to_owned(),
+            bits,
+        },
+        _ => TlsError::Key {
+            path: key.to_owned(),
+            detail: e.to_string(),
+        },
     };
     let dates = chain.first().and_then(|leaf| x509::read(leaf));
     let certified = CertifiedKey::from_der(chain, der, &provider()).map_err(key_err)?;
     Ok((Arc::new(certified), dates))
+}
+
+/// The shortest RSA key rustls' ring provider accepts.
+const MIN_RSA_BITS: usize = 2048;
+
+/// Whether a PEM key file holds an encrypted key: PKCS#8 `ENCRYPTED PRIVATE KEY`, or
+/// OpenSSL's legacy `Proc-Type: 4,ENCRYPTED` header.
+fn is_encrypted(pem: &[u8]) -> bool {
+    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
 }
 
 /// One certificate as configured: its files, and what was last loaded from them.
@@ -357,7 +405,8 @@ impl fmt::Debug for TlsConfig {
 
 impl TlsConfig {
     /// Serves the certificate chain in `cert` (PEM, leaf first) with the private key in `key`
-    /// (PEM: PKCS#8, SEC1 or PKCS#1), to every client that names no SNI-configured host.
+    /// (PEM: PKCS#8, SEC1 or PKCS#1, unencrypted; RSA keys of 2048 bits or more), to every
+    /// client that names no SNI-configured host.
     ///
     /// # Errors
     ///
@@ -770,6 +819,46 @@ mod tests {
                 .with_sni("not a name", f.0.join("default.pem"), f.0.join("default.key")),
             Err(TlsError::Name(_))
         ));
+    }
+
+    #[test]
+    fn encrypted_and_missing_keys_say_what_to_do() {
+        let f = Files::new("keys");
+        let (c, _) = f.pair("one");
+        let write = |name: &str, text: &str| {
+            let p = f.0.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let pkcs8 = write(
+            "enc8.key",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBAA==\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        );
+        let legacy = write(
+            "legacy.key",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        );
+        for key in [pkcs8, legacy] {
+            let e = TlsConfig::from_pem_files(&c, &key).unwrap_err();
+            assert!(matches!(e, TlsError::EncryptedKey { .. }), "{e}");
+            assert!(
+                e.to_string().contains(
+                    "the key is encrypted: weft needs an unencrypted key (openssl pkey -in KEY -out PLAIN"
+                ),
+                "{e}"
+            );
+        }
+        let none = write("none.key", "no key here\n");
+        let e = TlsConfig::from_pem_files(&c, &none).unwrap_err().to_string();
+        for form in [
+            "PKCS#8",
+            "PKCS#1",
+            "SEC1",
+            "BEGIN RSA PRIVATE KEY",
+            "BEGIN EC PRIVATE KEY",
+        ] {
+            assert!(e.contains(form), "{e}");
+        }
     }
 
     #[test]

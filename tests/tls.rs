@@ -907,6 +907,78 @@ fn certificate_expiry_and_reloads_are_logged_and_exported() {
     assert_eq!(count("TLS certificates not reloaded"), 1, "{:#?}", w.log);
 }
 
+/// Keys weft cannot use are refused at start (and by --check) with what to do: an encrypted
+/// one (PKCS#8 or OpenSSL's legacy form), an RSA key under 2048 bits; keys made by openssl.
+#[test]
+fn unusable_keys_say_what_to_do() {
+    require_peer(Peer::Program("openssl"));
+    let dir = Scratch::new("tls-keys");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (cert, key) = (dir.file("rsa1024.pem"), dir.file("rsa1024.key"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:1024",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &cert,
+        "-subj",
+        "/CN=localhost",
+        "-days",
+        "1",
+    ]);
+    let (enc8, legacy) = (dir.file("enc8.key"), dir.file("legacy.key"));
+    openssl(&[
+        "pkey", "-in", &key, "-aes128", "-passout", "pass:x", "-out", &enc8,
+    ]);
+    openssl(&[
+        "rsa",
+        "-in",
+        &key,
+        "-aes128",
+        "-traditional",
+        "-passout",
+        "pass:x",
+        "-out",
+        &legacy,
+    ]);
+    for (k, says) in [
+        (&key, "an RSA key of 1024 bits: rustls needs at least 2048"),
+        (
+            &enc8,
+            "the key is encrypted: weft needs an unencrypted key (openssl pkey -in KEY -out PLAIN",
+        ),
+        (&legacy, "the key is encrypted: weft needs an unencrypted key"),
+    ] {
+        let out = util::run_weft(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:1",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                k,
+                "--check",
+            ],
+            Duration::from_secs(10),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(says), "{k}: {err}");
+    }
+}
+
 /// The subject CN of a DER certificate, found by its OID (2.5.4.3) and read as a UTF-8 or
 /// printable string: enough for the test certificates made here.
 fn x509_cn(der: &[u8]) -> String {

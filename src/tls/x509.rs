@@ -3,6 +3,8 @@
 //! does not parse the server's certificate, and webpki keeps these fields private. I/O-free;
 //! anything unexpected gives `None`, never a panic.
 
+use rustls::pki_types::PrivateKeyDer;
+
 use crate::civil::days_from_civil;
 
 /// What weft logs and exports about a loaded certificate: its subject and validity period.
@@ -129,9 +131,86 @@ fn name(mut rdns: &[u8]) -> Option<String> {
     Some(parts.join(", "))
 }
 
+/// `INTEGER`.
+const INTEGER: u8 = 0x02;
+/// `OCTET STRING`.
+const OCTET_STRING: u8 = 0x04;
+/// rsaEncryption, 1.2.840.113549.1.1.1, as the contents of its OID.
+const RSA_ENCRYPTION: [u8; 9] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+
+/// The modulus length in bits of an RSA private key (PKCS#1, or PKCS#8 wrapping one); `None`
+/// for other keys or what cannot be read.
+pub(crate) fn rsa_key_bits(key: &PrivateKeyDer<'_>) -> Option<usize> {
+    match key {
+        PrivateKeyDer::Pkcs1(k) => pkcs1_bits(k.secret_pkcs1_der()),
+        PrivateKeyDer::Pkcs8(k) => {
+            // PrivateKeyInfo: version, AlgorithmIdentifier, OCTET STRING (the PKCS#1 key).
+            let (info, _) = expect(k.secret_pkcs8_der(), SEQUENCE)?;
+            let (_, rest) = expect(info, INTEGER)?;
+            let (algorithm, rest) = expect(rest, SEQUENCE)?;
+            let (oid, _) = expect(algorithm, OID)?;
+            if oid != RSA_ENCRYPTION {
+                return None;
+            }
+            let (inner, _) = expect(rest, OCTET_STRING)?;
+            pkcs1_bits(inner)
+        }
+        _ => None,
+    }
+}
+
+/// RSAPrivateKey: version, modulus, ...: the modulus's length in bits.
+fn pkcs1_bits(der: &[u8]) -> Option<usize> {
+    let (key, _) = expect(der, SEQUENCE)?;
+    let (_, rest) = expect(key, INTEGER)?;
+    let (modulus, _) = expect(rest, INTEGER)?;
+    let start = modulus.iter().position(|b| *b != 0)?;
+    let top = modulus.get(start)?;
+    Some((modulus.len() - start - 1) * 8 + (8 - top.leading_zeros() as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A DER element of `tag` around `contents` (lengths up to 65535).
+    fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match contents.len() {
+            n if n < 0x80 => out.push(n as u8),
+            n if n < 0x100 => out.extend([0x81, n as u8]),
+            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+        }
+        out.extend_from_slice(contents);
+        out
+    }
+
+    #[test]
+    fn rsa_key_length_from_pkcs1_and_pkcs8() {
+        // A 1024-bit modulus (a sign byte, then 128 bytes, the first 0x80), then what follows.
+        let mut modulus = vec![0x00, 0x80];
+        modulus.extend([0x11; 127]);
+        let pkcs1 = der(
+            SEQUENCE,
+            &[
+                der(INTEGER, &[0]),
+                der(INTEGER, &modulus),
+                der(INTEGER, &[1, 0, 1]),
+            ]
+            .concat(),
+        );
+        let key = PrivateKeyDer::Pkcs1(pkcs1.clone().into());
+        assert_eq!(rsa_key_bits(&key), Some(1024));
+        let algorithm = der(SEQUENCE, &[der(OID, &RSA_ENCRYPTION), vec![0x05, 0x00]].concat());
+        let pkcs8 = der(
+            SEQUENCE,
+            &[der(INTEGER, &[0]), algorithm, der(OCTET_STRING, &pkcs1)].concat(),
+        );
+        assert_eq!(rsa_key_bits(&PrivateKeyDer::Pkcs8(pkcs8.into())), Some(1024));
+        let ec = rcgen::KeyPair::generate().unwrap();
+        let ec = PrivateKeyDer::Pkcs8(ec.serialize_der().into());
+        assert_eq!(rsa_key_bits(&ec), None, "not RSA");
+    }
 
     #[test]
     fn reads_subject_and_validity_of_a_generated_certificate() {
