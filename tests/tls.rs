@@ -295,7 +295,8 @@ fn interop_with_curl_openssl_and_wrk() {
 fn bad_input_is_closed_counted_and_leaks_nothing() {
     require_peer(Peer::Program("openssl"));
     let pki = Pki::new("tls-bad");
-    let (w, addr, metrics) = serve_tls(
+    let began = Instant::now();
+    let (mut w, addr, metrics) = serve_tls(
         &pki,
         "echo",
         &["--tls-handshake-timeout", "1s", "--idle-timeout", "1s"],
@@ -332,6 +333,13 @@ fn bad_input_is_closed_counted_and_leaks_nothing() {
     assert!(closed_after(addr, &garbage, false) < Duration::from_millis(900));
     assert!(closed_after(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false) < Duration::from_millis(900));
     assert_eq!(handshakes(metrics, "invalid", 2), 2, "garbage and plaintext HTTP");
+    // Failures are summed up at INFO, at most once a second per shard.
+    let line = w.wait_for("TLS handshake failed;", Duration::from_secs(3));
+    assert!(
+        line.contains("INFO") && line.contains("1 TLS handshake failed; the last from 127.0.0.1:"),
+        "{line}"
+    );
+    assert!(line.contains(": invalid ("), "{line}");
 
     // A real ClientHello, cut short, then our FIN.
     let mut hello = Vec::new();
@@ -401,6 +409,18 @@ fn bad_input_is_closed_counted_and_leaks_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(open_fds(w.pid()), fds, "no descriptor leaked");
+    w.signal(libc::SIGTERM);
+    w.wait(Duration::from_secs(10));
+    let summaries = w
+        .log
+        .iter()
+        .filter(|l| l.contains("handshakes failed in the last"))
+        .count();
+    let secs = began.elapsed().as_secs();
+    assert!(
+        (1..=secs + 1).contains(&(summaries as u64)),
+        "{summaries} summaries in {secs} s"
+    );
 }
 
 #[test]
