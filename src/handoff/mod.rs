@@ -9,7 +9,7 @@
 //! without closing anything: no client is refused or reset at any moment. A successor that
 //! fails to start just disconnects, and the running process carries on as if nothing happened.
 //!
-//! Each listening socket comes with its [`Layers`](crate::Layers) (a letter: `L` plain, `T`
+//! Each listening socket comes with its [`Layers`] (a letter: `L` plain, `T`
 //! TLS, `P` PROXY header, `Q` both; `H` is the health check), so that the successor serves
 //! every port as the running process did: [`Service`](crate::Service) refuses to start when a
 //! port taken over would change its role (a TLS port served in plaintext, say).
