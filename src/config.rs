@@ -1,7 +1,8 @@
 //! Engine configuration: every field documents its default.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -369,9 +370,9 @@ impl FromStr for RingFeatures {
     }
 }
 
-impl std::fmt::Display for RingFeatures {
+impl fmt::Display for RingFeatures {
     /// The comma list [`FromStr`] reads (`none` for none).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut copy = *self;
         let on: Vec<&str> = copy
             .fields()
@@ -533,11 +534,42 @@ impl ListenerConfig {
         self
     }
 
+    /// The layers this listener puts before its protocol.
+    pub fn layers(&self) -> Layers {
+        Layers {
+            proxy: self.proxy.is_some(),
+            tls: self.tls.is_some(),
+        }
+    }
+
     /// Requires a PROXY protocol header on this listener, with these settings.
     #[must_use]
     pub fn proxy(mut self, proxy: ProxyConfig) -> Self {
         self.proxy = Some(proxy);
         self
+    }
+}
+
+/// What a listener does to a connection before its protocol: a PROXY header, TLS, both or
+/// neither. A handoff passes it on with each listening socket, so that a successor serves each
+/// port as its predecessor did ([`Service`](crate::Service) refuses to start otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Layers {
+    /// A PROXY protocol header is required.
+    pub proxy: bool,
+    /// Connections speak TLS.
+    pub tls: bool,
+}
+
+impl fmt::Display for Layers {
+    /// `plain`, `TLS`, `PROXY` or `PROXY+TLS`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.proxy, self.tls) {
+            (false, false) => "plain",
+            (false, true) => "TLS",
+            (true, false) => "PROXY",
+            (true, true) => "PROXY+TLS",
+        })
     }
 }
 
@@ -579,11 +611,7 @@ impl InheritedListeners {
         let fds = self.fds.lock().unwrap_or_else(PoisonError::into_inner);
         let mut addrs = Vec::new();
         for fd in fds.iter() {
-            let local = socket2::SockRef::from(fd)
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket());
-            if let Some(a) = local
+            if let Some(a) = crate::sys::socket::local_ip_addr(fd.as_fd())
                 && !addrs.contains(&a)
             {
                 addrs.push(a);

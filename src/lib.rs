@@ -70,6 +70,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod addr;
+mod civil;
 pub mod config;
 mod driver;
 mod error;
@@ -90,7 +91,7 @@ pub mod tls;
 pub use addr::{Address, AddressError};
 pub use config::{
     AcceptConfig, ConnectionConfig, Cores, CoresError, EngineConfig, FlowConfig, FlowError,
-    InheritedListeners, Keepalive, ListenerConfig, MetricsConfig, ReactorConfig, RingFeatures,
+    InheritedListeners, Keepalive, Layers, ListenerConfig, MetricsConfig, ReactorConfig, RingFeatures,
 };
 pub use driver::connector::{ClientFactory, Connector, connect_tcp, resolve};
 pub use driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};

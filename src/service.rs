@@ -19,7 +19,12 @@
 //! On the first SIGINT or SIGTERM the health check fails at once; after the
 //! [drain delay](Service::drain_delay) every listener closes and open connections get the
 //! engine's drain timeout to finish; the rest are aborted. A second signal aborts at once.
-//! SIGHUP reloads the certificates of every TLS listener ([`TlsConfig::reload`]).
+//! SIGHUP reloads the certificates of every TLS listener
+//! ([`TlsConfig::reload`](crate::tls::TlsConfig::reload)), once for listeners that share them,
+//! and logs one line per set with each certificate's subject and expiry (a warning for an
+//! expired or not yet valid one, which is served anyway). The Prometheus exporter adds
+//! `weft_tls_certificate_expiry_seconds{name,file,subject}` (each certificate's notAfter, in
+//! Unix seconds) and `weft_tls_reloads_total{result="ok|failed"}`.
 
 use std::future::Future;
 use std::io::Write;
@@ -34,14 +39,14 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle as SignalsHandle, Signals};
 
 use crate::addr::Address;
-use crate::config::{EngineConfig, InheritedListeners, ListenerConfig};
+use crate::config::{EngineConfig, InheritedListeners, Layers, ListenerConfig};
 use crate::driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
 use crate::error::EngineError;
 use crate::handoff::{HandoffError, HandoffServer, Takeover};
 use crate::health::HealthCheck;
-use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, stats_line};
+use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, render_tls, stats_line};
 use crate::proto::protocol::{Factory, ShardInfo};
-use crate::tls::TlsConfig;
+use crate::tls::TlsSet;
 
 /// The shortest [`Service::stats_interval`].
 pub const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);
@@ -101,6 +106,22 @@ pub enum ServiceError {
     /// A stats interval shorter than [`MIN_STATS_INTERVAL`].
     #[error("stats interval {0:?} is too short: at least 10ms")]
     StatsInterval(Duration),
+    /// A port taken over from a predecessor would change its role (a TLS port served in
+    /// plaintext, say): the clients of that port expect what the predecessor served.
+    #[error(
+        "{addr} is a {was} port in the running weft and would be {now} here: a handoff keeps \
+         each port's role (repeat the running weft's --listen/--tls-listen/--proxy-listen flags, \
+         with --tls-cert and --tls-key for a TLS port and --proxy-trusted for a PROXY one), or \
+         stop it and start this one without --takeover"
+    )]
+    RoleChanged {
+        /// The port taken over.
+        addr: Address,
+        /// What the predecessor's listener put before the protocol.
+        was: Layers,
+        /// What this service's would.
+        now: Layers,
+    },
 }
 
 /// Builds a service: an engine's listeners and shard tasks, plus the lifecycle pieces to run
@@ -117,9 +138,11 @@ pub struct Service {
     handoff_socket: Option<PathBuf>,
     takeover: Option<Takeover>,
     inherited: InheritedListeners,
+    /// Each listener's address and layers, in the order added.
+    listeners: Vec<(SocketAddr, Layers)>,
     signals: bool,
     /// The TLS settings of the listeners, reloaded on SIGHUP.
-    tls: Vec<TlsConfig>,
+    tls: TlsSet,
 }
 
 impl std::fmt::Debug for Service {
@@ -156,8 +179,9 @@ impl Service {
             handoff_socket: None,
             takeover: None,
             inherited,
+            listeners: Vec::new(),
             signals: true,
-            tls: Vec::new(),
+            tls: TlsSet::default(),
         }
     }
 
@@ -178,8 +202,9 @@ impl Service {
         M: Fn(&ShardInfo) -> F + Send + Sync + 'static,
     {
         let listener = listener.into();
+        self.listeners.push((listener.addr, listener.layers()));
         if let Some(tls) = &listener.tls {
-            self.tls.push(tls.clone());
+            self.tls.add(tls);
         }
         self.engine = self.engine.listen(listener, make_factory);
         self
@@ -258,8 +283,10 @@ impl Service {
 
     /// Takes over the listening sockets (and health-check socket) of the weft serving
     /// handoffs at `path`, now: the engine adopts them when it starts, and the predecessor
-    /// is told to drain once this service serves. [`inherited_addrs`](Self::inherited_addrs)
-    /// then lists what was taken, to listen on the same addresses.
+    /// is told to drain once this service serves. [`inherited`](Self::inherited) then lists
+    /// what was taken, to listen on the same addresses with the same layers (a port taken over
+    /// must keep them: [`start`](Self::start) fails with [`ServiceError::RoleChanged`]
+    /// otherwise).
     ///
     /// # Errors
     ///
@@ -272,9 +299,11 @@ impl Service {
     }
 
     /// The addresses of the listening sockets taken over (see [`takeover`](Self::takeover)),
-    /// in order.
-    pub fn inherited_addrs(&self) -> Vec<SocketAddr> {
-        self.inherited.addresses()
+    /// in order, each with what the predecessor's listener put before the protocol.
+    pub fn inherited(&self) -> Vec<(SocketAddr, Layers)> {
+        self.takeover
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.roles().to_vec())
     }
 
     /// Whether the service handles SIGINT and SIGTERM itself. Off, stop it with
@@ -289,8 +318,10 @@ impl Service {
     ///
     /// # Errors
     ///
-    /// Whatever failed to start; nothing is left running then.
+    /// Whatever failed to start; nothing is left running then (a predecessor being taken
+    /// over goes on serving).
     pub fn start(self) -> Result<RunningService, ServiceError> {
+        self.check_roles()?;
         if let Some(every) = self.stats_interval
             && every < MIN_STATS_INTERVAL
         {
@@ -321,7 +352,14 @@ impl Service {
         let addrs: Vec<String> = engine
             .local_addrs()
             .iter()
-            .map(|a| Address::from(*a).to_string())
+            .zip(&self.listeners)
+            .map(|(a, (_, layers))| match layers {
+                Layers {
+                    proxy: false,
+                    tls: false,
+                } => Address::from(*a).to_string(),
+                _ => format!("{} ({layers})", Address::from(*a)),
+            })
             .collect();
         let on = if addrs.is_empty() {
             "shard tasks (no listener)".to_owned()
@@ -336,6 +374,8 @@ impl Service {
             engine.cores(),
             engine.drain_timeout(),
         );
+        let tls = Arc::new(self.tls);
+        tls.log_loaded();
         let mut running = RunningService {
             engine: Some(engine),
             control: control.clone(),
@@ -357,7 +397,9 @@ impl Service {
                     source: std::io::ErrorKind::AddrInUse.into(),
                 });
             }
-            let exporter = PrometheusExporter::start(addr, metrics).map_err(|e| match e {
+            let certificates = tls.clone();
+            let extra = move |out: &mut String| render_tls(out, &certificates);
+            let exporter = PrometheusExporter::start_with(addr, metrics, extra).map_err(|e| match e {
                 EngineError::CannotListen { addr, source } => ServiceError::Metrics { addr, source },
                 e => e.into(),
             })?;
@@ -406,10 +448,29 @@ impl Service {
             }
         }
         if let Some(signals) = signals {
-            running.signals = Some(SignalThread::start(signals, control, self.drain_delay, self.tls)?);
+            running.signals = Some(SignalThread::start(signals, control, self.drain_delay, tls)?);
         }
         crate::notify::ready();
         Ok(running)
+    }
+
+    /// Refuses a listener on a port taken over whose layers differ from the predecessor's.
+    fn check_roles(&self) -> Result<(), ServiceError> {
+        let Some(takeover) = &self.takeover else {
+            return Ok(());
+        };
+        for &(addr, now) in &self.listeners {
+            if let Some(&(_, was)) = takeover.roles().iter().find(|(a, _)| *a == addr)
+                && was != now
+            {
+                return Err(ServiceError::RoleChanged {
+                    addr: addr.into(),
+                    was,
+                    now,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Starts the service and serves until it stops: after a signal and its drain (or a
@@ -572,7 +633,7 @@ impl SignalThread {
         mut signals: Signals,
         control: EngineControl,
         delay: Duration,
-        tls: Vec<TlsConfig>,
+        tls: Arc<TlsSet>,
     ) -> Result<Self, ServiceError> {
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
@@ -581,7 +642,7 @@ impl SignalThread {
                 let mut seen = 0;
                 for sig in signals.forever() {
                     if sig == SIGHUP {
-                        reload(&tls);
+                        tls.reload();
                         continue;
                     }
                     seen += 1;
@@ -626,21 +687,6 @@ fn with_pid(path: &Path) -> PathBuf {
         PathBuf::from(text.replace("{pid}", &std::process::id().to_string()))
     } else {
         path.to_path_buf()
-    }
-}
-
-/// Reloads every listener's certificates, logging the outcome of each.
-fn reload(tls: &[TlsConfig]) {
-    if tls.is_empty() {
-        tracing::info!("SIGHUP: no TLS listener, nothing to reload");
-    }
-    for t in tls {
-        match t.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded; new handshakes use them"),
-            Err(e) => {
-                tracing::error!("SIGHUP: TLS certificates not reloaded, the previous ones stay in use: {e}")
-            }
-        }
     }
 }
 

@@ -59,11 +59,14 @@
 //! in memory), as browsers and curl do; [`ClientTls::without_resumption`] makes every
 //! connection a full handshake instead (`weft load --tls-no-resume`, to measure them).
 
+mod x509;
+
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -113,6 +116,37 @@ pub enum TlsError {
         /// What the decoder said.
         detail: String,
     },
+    /// The key file holds no private key in a PEM form weft reads.
+    #[error(
+        "{path} holds no private key in PEM form (expected a -----BEGIN PRIVATE KEY----- (PKCS#8), \
+         -----BEGIN RSA PRIVATE KEY----- (PKCS#1) or -----BEGIN EC PRIVATE KEY----- (SEC1) block; \
+         convert other forms with openssl pkey -in KEY -out KEY.pem)"
+    )]
+    NoKey {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The key is encrypted (PKCS#8 `ENCRYPTED PRIVATE KEY`, or a legacy `Proc-Type:
+    /// 4,ENCRYPTED` block): weft asks for no passphrase.
+    #[error(
+        "{path}: the key is encrypted: weft needs an unencrypted key (openssl pkey -in KEY -out \
+         PLAIN, then keep PLAIN readable by weft's user only)"
+    )]
+    EncryptedKey {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// An RSA key shorter than rustls (ring) accepts.
+    #[error(
+        "{path}: an RSA key of {bits} bits: rustls needs at least 2048 (make a new key and \
+         certificate: openssl req -x509 -newkey rsa:2048 ..., or use an ECDSA P-256 key)"
+    )]
+    WeakRsaKey {
+        /// The key file.
+        path: PathBuf,
+        /// The key's modulus length.
+        bits: usize,
+    },
     /// The key is of a kind rustls cannot sign with, or does not match the certificate.
     #[error(
         "{path}: unusable key: {detail} (use an ECDSA P-256/P-384, Ed25519 or RSA key matching the certificate)"
@@ -139,8 +173,9 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads the certificate chain and key of one certificate.
-fn load_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+/// Reads the certificate chain and key of one certificate, and the leaf's subject and
+/// validity (`None` if they cannot be read: the certificate is still served).
+fn load_key(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, Option<x509::CertDates>), TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             path: path.to_owned(),
@@ -162,19 +197,37 @@ fn load_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
         });
     }
     let key_pem = read(key)?;
+    if is_encrypted(&key_pem) {
+        return Err(TlsError::EncryptedKey { path: key.to_owned() });
+    }
     let der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => TlsError::Empty {
-            path: key.to_owned(),
-            what: "PRIVATE KEY",
-        },
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey { path: key.to_owned() },
         e => pem_err(key, e),
     })?;
-    let key_err = |e: rustls::Error| TlsError::Key {
-        path: key.to_owned(),
-        detail: e.to_string(),
+    let rsa_bits = x509::rsa_key_bits(&der);
+    let key_err = |e: rustls::Error| match rsa_bits {
+        Some(bits) if bits < MIN_RSA_BITS => TlsError::WeakRsaKey {
+            path: key.to_owned(),
+            bits,
+        },
+        _ => TlsError::Key {
+            path: key.to_owned(),
+            detail: e.to_string(),
+        },
     };
+    let dates = chain.first().and_then(|leaf| x509::read(leaf));
     let certified = CertifiedKey::from_der(chain, der, &provider()).map_err(key_err)?;
-    Ok(Arc::new(certified))
+    Ok((Arc::new(certified), dates))
+}
+
+/// The shortest RSA key rustls' ring provider accepts.
+const MIN_RSA_BITS: usize = 2048;
+
+/// Whether a PEM key file holds an encrypted key: PKCS#8 `ENCRYPTED PRIVATE KEY`, or
+/// OpenSSL's legacy `Proc-Type: 4,ENCRYPTED` header.
+fn is_encrypted(pem: &[u8]) -> bool {
+    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
 }
 
 /// One certificate as configured: its files, and what was last loaded from them.
@@ -190,6 +243,72 @@ struct Loaded {
     default: Arc<CertifiedKey>,
     /// Lower-case names (a leading `*.` for a wildcard), each with its certificate.
     by_name: Vec<(String, Arc<CertifiedKey>)>,
+    /// What was loaded, for the log and the metrics: the default certificate first, then the
+    /// SNI ones.
+    described: Vec<Described>,
+}
+
+/// One loaded certificate: for whom (`default` or the SNI name), its file, its leaf's subject
+/// and validity.
+#[derive(Debug, Clone)]
+pub(crate) struct Described {
+    pub(crate) name: String,
+    pub(crate) file: PathBuf,
+    pub(crate) dates: Option<x509::CertDates>,
+}
+
+impl Described {
+    /// `FILE (CN=..., valid until 2027-01-01T00:00:00Z)`.
+    fn summary(&self) -> String {
+        let file = self.file.display();
+        let sni = if self.name == DEFAULT_NAME {
+            String::new()
+        } else {
+            format!("SNI {}: ", self.name)
+        };
+        match &self.dates {
+            Some(d) => format!(
+                "{sni}{file} ({}, valid until {})",
+                if d.subject.is_empty() {
+                    "no subject"
+                } else {
+                    &d.subject
+                },
+                crate::civil::rfc3339(d.not_after)
+            ),
+            None => format!("{sni}{file} (validity unreadable)"),
+        }
+    }
+
+    /// Logs a warning if the certificate is expired or not yet valid at `now` (Unix seconds):
+    /// clients that check it refuse it, but it is served anyway (as nginx does).
+    fn warn_if_invalid(&self, now: i64) {
+        let Some(d) = &self.dates else { return };
+        if d.not_after < now {
+            tracing::warn!(
+                "TLS certificate {} expired at {}: clients that check it refuse it; renew it and \
+                 send SIGHUP",
+                self.summary(),
+                crate::civil::rfc3339(d.not_after)
+            );
+        } else if d.not_before > now {
+            tracing::warn!(
+                "TLS certificate {} is not valid before {}: clients that check it refuse it until \
+                 then (is the clock right?)",
+                self.summary(),
+                crate::civil::rfc3339(d.not_before)
+            );
+        }
+    }
+}
+
+/// The `name` of the certificate served to clients that no SNI certificate matches.
+const DEFAULT_NAME: &str = "default";
+
+/// Now, in Unix seconds.
+fn unix_now() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl Loaded {
@@ -217,13 +336,26 @@ struct CertStore {
 
 impl CertStore {
     fn load(default: &CertFiles, sni: &[(String, CertFiles)]) -> Result<Loaded, TlsError> {
-        let by_name = sni
-            .iter()
-            .map(|(name, f)| Ok((name.clone(), load_key(&f.cert, &f.key)?)))
-            .collect::<Result<Vec<_>, TlsError>>()?;
+        let (default_key, dates) = load_key(&default.cert, &default.key)?;
+        let mut described = vec![Described {
+            name: DEFAULT_NAME.to_owned(),
+            file: default.cert.clone(),
+            dates,
+        }];
+        let mut by_name = Vec::with_capacity(sni.len());
+        for (name, f) in sni {
+            let (key, dates) = load_key(&f.cert, &f.key)?;
+            by_name.push((name.clone(), key));
+            described.push(Described {
+                name: name.clone(),
+                file: f.cert.clone(),
+                dates,
+            });
+        }
         Ok(Loaded {
-            default: load_key(&default.cert, &default.key)?,
+            default: default_key,
             by_name,
+            described,
         })
     }
 
@@ -273,7 +405,8 @@ impl fmt::Debug for TlsConfig {
 
 impl TlsConfig {
     /// Serves the certificate chain in `cert` (PEM, leaf first) with the private key in `key`
-    /// (PEM: PKCS#8, SEC1 or PKCS#1), to every client that names no SNI-configured host.
+    /// (PEM: PKCS#8, SEC1 or PKCS#1, unencrypted; RSA keys of 2048 bits or more), to every
+    /// client that names no SNI-configured host.
     ///
     /// # Errors
     ///
@@ -317,7 +450,8 @@ impl TlsConfig {
             cert: cert.into(),
             key: key.into(),
         };
-        let certified = load_key(&files.cert, &files.key)?;
+        let (certified, dates) = load_key(&files.cert, &files.key)?;
+        let file = files.cert.clone();
         {
             let mut all = self.store.files.write().unwrap_or_else(PoisonError::into_inner);
             all.1.retain(|(n, _)| *n != lower);
@@ -325,6 +459,12 @@ impl TlsConfig {
             let mut loaded = self.store.loaded.write().unwrap_or_else(PoisonError::into_inner);
             let mut next = Loaded::clone(&loaded);
             next.by_name.retain(|(n, _)| *n != lower);
+            next.described.retain(|d| d.name != lower);
+            next.described.push(Described {
+                name: lower.clone(),
+                file,
+                dates,
+            });
             next.by_name.push((lower, certified));
             *loaded = Arc::new(next);
         }
@@ -383,6 +523,87 @@ impl TlsConfig {
         config.alpn_protocols = self.alpn.clone();
         config.send_tls13_tickets = self.tls13_tickets;
         Ok(Arc::new(config))
+    }
+}
+
+/// The TLS settings of a service's listeners, each set of certificates once (listeners built
+/// from clones of one [`TlsConfig`] share theirs): logged at start, reloaded together on
+/// SIGHUP with one log line each, and exported as metrics.
+#[derive(Debug, Default)]
+pub(crate) struct TlsSet {
+    configs: Vec<TlsConfig>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+impl TlsSet {
+    /// Adds a listener's settings, unless they share their certificates with one added before.
+    pub(crate) fn add(&mut self, tls: &TlsConfig) {
+        if !self.configs.iter().any(|t| Arc::ptr_eq(&t.store, &tls.store)) {
+            self.configs.push(tls.clone());
+        }
+    }
+
+    /// Logs every certificate in use (subject, expiry), and warns about any expired or not yet
+    /// valid one.
+    pub(crate) fn log_loaded(&self) {
+        let now = unix_now();
+        for d in self
+            .configs
+            .iter()
+            .flat_map(|t| t.store.current().described.clone())
+        {
+            tracing::info!("TLS certificate {}", d.summary());
+            d.warn_if_invalid(now);
+        }
+    }
+
+    /// Reloads every set of certificates (SIGHUP): one log line each, with what is in use now,
+    /// and a warning for an expired or not yet valid certificate.
+    pub(crate) fn reload(&self) {
+        if self.configs.is_empty() {
+            tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+        }
+        let now = unix_now();
+        for t in &self.configs {
+            match t.reload() {
+                Ok(()) => {
+                    self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                    let loaded = t.store.current();
+                    let what: Vec<String> = loaded.described.iter().map(Described::summary).collect();
+                    tracing::info!(
+                        "SIGHUP: TLS certificates reloaded; new handshakes use {}",
+                        what.join(", ")
+                    );
+                    for d in &loaded.described {
+                        d.warn_if_invalid(now);
+                    }
+                }
+                Err(e) => {
+                    self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        "SIGHUP: TLS certificates not reloaded, the previous ones stay in use: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every certificate in use: for whom (`default` or its SNI name), its file, its subject
+    /// and validity where readable.
+    pub(crate) fn certificates(&self) -> Vec<Described> {
+        self.configs
+            .iter()
+            .flat_map(|t| t.store.current().described.clone())
+            .collect()
+    }
+
+    /// Reloads that succeeded and that failed.
+    pub(crate) fn reloads(&self) -> [u64; 2] {
+        [
+            self.reloads_ok.load(Ordering::Relaxed),
+            self.reloads_failed.load(Ordering::Relaxed),
+        ]
     }
 }
 
@@ -598,6 +819,46 @@ mod tests {
                 .with_sni("not a name", f.0.join("default.pem"), f.0.join("default.key")),
             Err(TlsError::Name(_))
         ));
+    }
+
+    #[test]
+    fn encrypted_and_missing_keys_say_what_to_do() {
+        let f = Files::new("keys");
+        let (c, _) = f.pair("one");
+        let write = |name: &str, text: &str| {
+            let p = f.0.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let pkcs8 = write(
+            "enc8.key",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBAA==\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        );
+        let legacy = write(
+            "legacy.key",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        );
+        for key in [pkcs8, legacy] {
+            let e = TlsConfig::from_pem_files(&c, &key).unwrap_err();
+            assert!(matches!(e, TlsError::EncryptedKey { .. }), "{e}");
+            assert!(
+                e.to_string().contains(
+                    "the key is encrypted: weft needs an unencrypted key (openssl pkey -in KEY -out PLAIN"
+                ),
+                "{e}"
+            );
+        }
+        let none = write("none.key", "no key here\n");
+        let e = TlsConfig::from_pem_files(&c, &none).unwrap_err().to_string();
+        for form in [
+            "PKCS#8",
+            "PKCS#1",
+            "SEC1",
+            "BEGIN RSA PRIVATE KEY",
+            "BEGIN EC PRIVATE KEY",
+        ] {
+            assert!(e.contains(form), "{e}");
+        }
     }
 
     #[test]

@@ -300,3 +300,92 @@ fn proxy_listen_requires_the_header_on_its_own_port_only() {
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     assert_eq!(wait_exit(&mut server, Duration::from_secs(15)).code(), Some(0));
 }
+
+/// A self-signed `localhost` certificate and its key, written to `dir`.
+fn self_signed(dir: &util::Scratch) -> (String, String) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.file("cert.pem"), dir.file("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// What `weft serve ARGS --tls-cert CERT --tls-key KEY --check` prints, with a self-signed
+/// certificate; fails the test if it exits non-zero.
+fn tls_check(dir: &util::Scratch, args: &[&str]) -> String {
+    let (cert, key) = self_signed(dir);
+    let tls = ["--tls-cert", &cert, "--tls-key", &key, "--check"];
+    let out = util::run_weft(&[&["serve"], args, &tls[..]].concat(), Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn check_lists_every_listener_with_its_role() {
+    let dir = util::Scratch::new("check-roles");
+    let text = tls_check(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:7000",
+            "--tls-listen",
+            "127.0.0.1:7443",
+            "--proxy-listen",
+            "127.0.0.1:7001",
+            "--proxy-trusted",
+            "127.0.0.1",
+        ],
+    );
+    let expected = "listen 127.0.0.1:7000\ntls-listen 127.0.0.1:7443\nproxy-listen 127.0.0.1:7001\n";
+    assert!(text.starts_with(expected), "{text}");
+    // Without --tls-listen, every --listen port is TLS; with --proxy-protocol, PROXY too.
+    let text = tls_check(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:7000",
+            "--proxy-protocol",
+            "--proxy-trusted",
+            "127.0.0.1",
+        ],
+    );
+    assert!(text.starts_with("proxy-tls-listen 127.0.0.1:7000\n"), "{text}");
+}
+
+#[test]
+fn tls_settings_that_fail_every_handshake_are_usage_errors() {
+    let long = "x".repeat(300);
+    // The files are never read: the flags are refused first.
+    let tls = ["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"];
+    for (extra, says) in [
+        (vec!["--alpn", ""], "empty protocol name"),
+        (vec!["--alpn", "http/1.1,,h2"], "empty protocol name"),
+        (vec!["--alpn", &long], "is 300 bytes"),
+        (
+            vec!["--proto", "http", "--alpn", "h2,http/1.1"],
+            "--proto http speaks only http/1.1",
+        ),
+        (
+            vec!["--tls-handshake-timeout", "0s"],
+            "would fail every handshake",
+        ),
+    ] {
+        for check in [false, true] {
+            let mut args = vec!["serve", "--listen", "127.0.0.1:1"];
+            args.extend(tls);
+            args.extend(&extra);
+            if check {
+                args.push("--check");
+            }
+            let (code, err) = stderr_of(weft(&args));
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+}

@@ -11,8 +11,8 @@ use weft::protocols::{Discard, Echo, Http, Kv, KvConfig, Relay, Whoami};
 use weft::proxy::{Cidr, ProxyConfig};
 use weft::tls::TlsConfig;
 use weft::{
-    Address, Cores, Destination, EngineConfig, FlowConfig, Keepalive, ListenerConfig, MIN_STATS_INTERVAL,
-    RingFeatures, Service, ServiceError,
+    Address, Cores, Destination, EngineConfig, FlowConfig, Keepalive, Layers, ListenerConfig,
+    MIN_STATS_INTERVAL, RingFeatures, Service, ServiceError,
 };
 
 use super::CliError;
@@ -159,7 +159,8 @@ pub(crate) struct ServeArgs {
     /// *.example.com).
     #[arg(long, value_name = "NAME=CERT,KEY", requires = "tls_cert", value_parser = parse_sni)]
     tls_sni: Vec<Sni>,
-    /// TLS: ALPN protocols offered, most preferred first (e.g. h2,http/1.1).
+    /// TLS: ALPN protocols offered, most preferred first (e.g. http/1.1); names of 1 to 255
+    /// bytes, and with --proto http only http/1.1 and http/1.0 (it speaks no h2).
     #[arg(
         long,
         value_name = "PROTO[,PROTO...]",
@@ -199,18 +200,51 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     hdr_log: Option<PathBuf>,
     /// Check the flags, print the settings a deployment must agree with (one `name value`
-    /// line each: listen, health, metrics, handoff-socket, cores, drain-delay,
-    /// drain-timeout), and exit without serving. For container and unit files.
+    /// line each: listen, tls-listen, proxy-listen and proxy-tls-listen (a port's role),
+    /// health, metrics, handoff-socket, cores, drain-delay, drain-timeout), and exit without
+    /// serving. For container and unit files.
     #[arg(long)]
     check: bool,
+}
+
+/// The ports the flags name, each with its layers: --listen ports are TLS when --tls-cert is
+/// given without --tls-listen, and PROXY with --proxy-protocol; --tls-listen ports are TLS,
+/// --proxy-listen ports PROXY.
+fn ports(args: &ServeArgs) -> Vec<(SocketAddr, Layers)> {
+    let listen = Layers {
+        proxy: args.proxy_protocol,
+        tls: args.tls_listen.is_empty() && args.tls_cert.is_some(),
+    };
+    let tls = Layers {
+        proxy: false,
+        tls: true,
+    };
+    let proxy = Layers {
+        proxy: true,
+        tls: false,
+    };
+    (args.listen.iter().map(|a| (*a, listen)))
+        .chain(args.tls_listen.iter().map(|a| (*a, tls)))
+        .chain(args.proxy_listen.iter().map(|a| (*a, proxy)))
+        .collect()
+}
+
+/// The `--check` report line's name for a port with these layers.
+fn port_setting(layers: Layers) -> &'static str {
+    match (layers.proxy, layers.tls) {
+        (false, false) => "listen",
+        (false, true) => "tls-listen",
+        (true, false) => "proxy-listen",
+        (true, true) => "proxy-tls-listen",
+    }
 }
 
 /// The `--check` report: what probes, ports, grace periods and CPU limits must match.
 fn check_report(args: &ServeArgs) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    for a in args.listen.iter().chain(&args.proxy_listen) {
-        let _ = writeln!(out, "listen {}", Address::from(*a));
+    for (a, layers) in ports(args) {
+        let _ = writeln!(out, "{} {}", port_setting(layers), Address::from(a));
     }
     for (name, addr) in [("health", args.health), ("metrics", args.metrics)] {
         if let Some(a) = addr {
@@ -330,6 +364,16 @@ fn validate(args: &ServeArgs) -> Result<(), CliError> {
         }
         seen.push((addr, flag));
     }
+    if let Err(e) = check_alpn(args.proto, &args.alpn) {
+        return usage(e);
+    }
+    if args.tls_handshake_timeout.is_zero() {
+        return usage(
+            "--tls-handshake-timeout 0s would fail every handshake: give a positive time, such as \
+             10s"
+            .into(),
+        );
+    }
     if let Some(path) = &args.hdr_log {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if dir.is_some_and(|d| !d.is_dir()) {
@@ -337,6 +381,39 @@ fn validate(args: &ServeArgs) -> Result<(), CliError> {
                 "--hdr-log {}: its directory does not exist",
                 path.display()
             )));
+        }
+    }
+    Ok(())
+}
+
+/// Longest ALPN protocol name (RFC 7301: a one-byte length).
+const MAX_ALPN_NAME: usize = 255;
+
+/// Refuses `--alpn` names that would make handshakes fail or that `proto` cannot speak: an
+/// empty name (`--alpn ''`, `h2,,http/1.1`), one over 255 bytes, and for `--proto http`
+/// anything but HTTP/1.x (curl picks `h2` when offered, then gets no answer it reads).
+fn check_alpn(proto: Proto, names: &[String]) -> Result<(), String> {
+    for name in names {
+        if name.is_empty() {
+            return Err(
+                "--alpn: an empty protocol name (from '' or ',,') would fail every handshake that \
+                 offers ALPN; list names such as http/1.1, or leave --alpn out"
+                    .into(),
+            );
+        }
+        if name.len() > MAX_ALPN_NAME {
+            let start: String = name.chars().take(16).collect();
+            return Err(format!(
+                "--alpn: {start:?}... is {} bytes; an ALPN name is 1 to {MAX_ALPN_NAME} bytes",
+                name.len()
+            ));
+        }
+        if proto == Proto::Http && !Http::ALPN.contains(&name.as_str()) {
+            return Err(format!(
+                "--alpn {name}: --proto http speaks only {}; a client that picks {name} would get \
+                 no answer it understands (offer http/1.1)",
+                Http::ALPN.join(" and ")
+            ));
         }
     }
     Ok(())
@@ -361,6 +438,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
 /// Serves, once the flags are valid.
 fn serve(args: ServeArgs) -> Result<(), ServiceError> {
     let tls = tls_config(&args)?;
+    let mut ports = ports(&args);
     let mut config = EngineConfig::default();
     config.cores = args.cores;
     config.drain_timeout = args.drain_timeout;
@@ -384,13 +462,6 @@ fn serve(args: ServeArgs) -> Result<(), ServiceError> {
     if let Some(path) = &args.takeover {
         service = service.takeover(path)?;
     }
-    let mut plain = args.listen;
-    if plain.is_empty() {
-        // Taking over without --listen: serve every inherited address not named by
-        // --proxy-listen.
-        plain = service.inherited_addrs();
-        plain.retain(|a| !args.proxy_listen.contains(a));
-    }
     let proxy = args.proxy_trusted.map(|Trusted(trusted)| {
         let mut p = ProxyConfig::trusting(trusted);
         p.header_timeout = args.proxy_header_timeout;
@@ -404,40 +475,28 @@ fn serve(args: ServeArgs) -> Result<(), ServiceError> {
             ..KvConfig::default()
         }));
     }
-    // Without --tls-listen, TLS applies to every --listen port.
-    let tls_everywhere = args.tls_listen.is_empty();
+    if args.listen.is_empty() {
+        // Taking over without --listen: every inherited port not named by another flag keeps
+        // the role it had (the service refuses to start if its TLS or PROXY settings are
+        // missing here, rather than serve it otherwise).
+        for (addr, layers) in service.inherited() {
+            if !ports.iter().any(|(a, _)| *a == addr) {
+                ports.push((addr, layers));
+            }
+        }
+    }
     let mut listeners = Vec::new();
-    let tls_ports = args.tls_listen.iter().map(|a| (*a, true));
-    for (addr, is_tls) in plain.into_iter().map(|a| (a, tls_everywhere)).chain(tls_ports) {
+    for (addr, layers) in ports {
         let mut l = ListenerConfig::new(addr).share_port(args.share_port);
-        if let (Some(p), true) = (&proxy, args.proxy_protocol) {
+        if let (Some(p), true) = (&proxy, layers.proxy) {
             l = l.proxy(p.clone());
         }
-        if let (Some(t), true) = (&tls, is_tls) {
+        if let (Some(t), true) = (&tls, layers.tls) {
             l = l.tls(t.clone());
         }
         listeners.push(l);
     }
-    for addr in args.proxy_listen {
-        if let Some(p) = &proxy {
-            listeners.push(
-                ListenerConfig::new(addr)
-                    .proxy(p.clone())
-                    .share_port(args.share_port),
-            );
-        }
-    }
-    let behind_proxy = listeners.iter().any(|l| l.proxy.is_some());
-    let name = format!(
-        "{}{}{}",
-        args.proto.name(),
-        if tls.is_some() { " over TLS" } else { "" },
-        if behind_proxy {
-            " behind the PROXY protocol"
-        } else {
-            ""
-        }
-    );
+    let name = args.proto.name();
     let header_timeout = args.header_timeout;
     for l in listeners {
         service = match (args.proto, args.upstream.clone()) {
@@ -468,4 +527,33 @@ fn serve(args: ServeArgs) -> Result<(), ServiceError> {
     }
     service.name(name).run()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn alpn_names_the_protocol_cannot_speak_are_refused() {
+        assert!(check_alpn(Proto::Http, &names(&["http/1.1", "http/1.0"])).is_ok());
+        assert!(check_alpn(Proto::Echo, &names(&["h2", "my-proto"])).is_ok());
+        assert!(check_alpn(Proto::Http, &[]).is_ok());
+        let h2 = check_alpn(Proto::Http, &names(&["h2", "http/1.1"])).unwrap_err();
+        assert!(
+            h2.contains("--alpn h2: --proto http speaks only http/1.1"),
+            "{h2}"
+        );
+        for bad in [vec![""], vec!["http/1.1", "", "h2"]] {
+            let e = check_alpn(Proto::Echo, &names(&bad)).unwrap_err();
+            assert!(e.contains("an empty protocol name"), "{e}");
+        }
+        let long = "x".repeat(256);
+        let e = check_alpn(Proto::Echo, &[long]).unwrap_err();
+        assert!(e.contains("is 256 bytes"), "{e}");
+        assert!(check_alpn(Proto::Echo, &["x".repeat(255)]).is_ok());
+    }
 }

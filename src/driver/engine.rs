@@ -19,7 +19,7 @@ use super::shard::{
     self, ABORT, DRAIN, HANDOFF, ListenerSpec, MakeState, ShardBoot, StartTask, StateFn, TaskFn,
 };
 use super::tls::ServerTls;
-use crate::config::{Cores, EngineConfig, ListenerConfig, ReactorConfig};
+use crate::config::{Cores, EngineConfig, Layers, ListenerConfig, ReactorConfig};
 use crate::error::{EngineError, IoUringError, ShardError};
 use crate::metrics::{self, MetricsHandle};
 use crate::proto::protocol::{Factory, ShardInfo};
@@ -194,11 +194,14 @@ impl EngineBuilder {
             }
             None => {}
         }
-        let listener_fds: Vec<RawFd> = bound
+        let listener_fds: Vec<(RawFd, Layers)> = bound
             .per_shard
             .iter()
             .flatten()
-            .map(|l| l.socket.as_raw_fd())
+            .map(|l| {
+                let layers = listeners.get(l.index).map(|s| s.config.layers());
+                (l.socket.as_raw_fd(), layers.unwrap_or_default())
+            })
             .collect();
         let shard_cores: Vec<(usize, usize)> = cores.iter().copied().enumerate().collect();
         let (metrics, collector, links) = if config.metrics.enabled {
@@ -297,8 +300,9 @@ pub struct EngineControl {
 #[derive(Debug)]
 struct Control {
     shards: Vec<StdUnixStream>,
-    /// Every shard's listening descriptors, in shard order. They stay open while `serving`.
-    listeners: Vec<RawFd>,
+    /// Every shard's listening descriptors, in shard order, each with its listener's layers.
+    /// They stay open while `serving`.
+    listeners: Vec<(RawFd, Layers)>,
     /// True until a shutdown, abort or handoff starts; held while the listeners are lent.
     serving: Mutex<bool>,
     /// Set by [`EngineControl::fail_health`]: health checks fail while the engine still
@@ -339,25 +343,26 @@ impl EngineControl {
     }
 
     /// Runs `f` with every shard's listening sockets (shard by shard, each shard's in
-    /// listener order), which stay open until `f` returns: to pass them to a successor
-    /// process. `None`, without calling `f`, once the engine is stopping.
-    pub fn with_listeners<R>(&self, f: impl FnOnce(&[BorrowedFd<'_>]) -> R) -> Option<R> {
+    /// listener order), each with what its listener puts before the protocol; they stay open
+    /// until `f` returns: to pass them to a successor process. `None`, without calling `f`,
+    /// once the engine is stopping.
+    pub fn with_listeners<R>(&self, f: impl FnOnce(&[(BorrowedFd<'_>, Layers)]) -> R) -> Option<R> {
         let serving = self.lock();
         if !*serving {
             return None;
         }
         // The shards close their listeners only after a stop command, which waits for the
         // lock held here: each stays open while `serving` is borrowed.
-        let fds: Vec<BorrowedFd<'_>> = self
+        let fds: Vec<(BorrowedFd<'_>, Layers)> = self
             .inner
             .listeners
             .iter()
-            .map(|&fd| sys::fd::borrow_raw(&*serving, fd))
+            .map(|&(fd, layers)| (sys::fd::borrow_raw(&*serving, fd), layers))
             .collect();
         Some(f(&fds))
     }
 
-    fn new(shards: Vec<StdUnixStream>, listeners: Vec<RawFd>) -> Self {
+    fn new(shards: Vec<StdUnixStream>, listeners: Vec<(RawFd, Layers)>) -> Self {
         Self {
             inner: Arc::new(Control {
                 shards,

@@ -67,6 +67,8 @@ pub(crate) struct ShardCtx {
     /// Accepted connections still in their PROXY header or TLS handshake (not yet in
     /// `conns`).
     pub(crate) handshakes: Cell<usize>,
+    /// Failed TLS handshakes, logged at most once a second.
+    pub(crate) tls_failures: RefCell<super::handshake::FailureDigest>,
     /// Ports still accepting (during a shutdown's grace period for the queued connections).
     pub(crate) accepting: Cell<usize>,
     pub(crate) draining: Cell<bool>,
@@ -124,6 +126,7 @@ impl ShardCtx {
             stats: ShardStats::default(),
             conns: RefCell::new(Slab::new()),
             handshakes: Cell::new(0),
+            tls_failures: RefCell::default(),
             accepting: Cell::new(0),
             draining: Cell::new(false),
             tasks: Rc::new(Tasks::default()),

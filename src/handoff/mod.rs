@@ -9,10 +9,15 @@
 //! without closing anything: no client is refused or reset at any moment. A successor that
 //! fails to start just disconnects, and the running process carries on as if nothing happened.
 //!
+//! Each listening socket comes with its [`Layers`] (a letter: `L` plain, `T`
+//! TLS, `P` PROXY header, `Q` both; `H` is the health check), so that the successor serves
+//! every port as the running process did: [`Service`](crate::Service) refuses to start when a
+//! port taken over would change its role (a TLS port served in plaintext, say).
+//!
 //! ```text
 //!   successor                         running weft
-//!   TAKEOVER 1            ──────────▶
-//!                         ◀──────────  LISTENERS LL…H  + descriptors (SCM_RIGHTS)
+//!   TAKEOVER 2            ──────────▶
+//!                         ◀──────────  LISTENERS LT…H  + descriptors (SCM_RIGHTS)
 //!                         ◀──────────  END
 //!   (starts its engine on them, serves)
 //!   DRAIN                 ──────────▶  stops accepting, drains its connections, exits
@@ -26,6 +31,7 @@ mod wire;
 
 use std::fs;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
@@ -38,12 +44,13 @@ use socket2::{Domain, SockAddr, Socket, Type};
 pub use wire::Role;
 use wire::{MAX_LEN, Message, VERSION};
 
+use crate::config::Layers;
 use crate::driver::engine::EngineControl;
 use crate::health::HealthCheck;
 use crate::sys::fdpass::{self, MAX_FDS};
 use crate::sys::poll::wait_for_accept;
 use crate::sys::process::effective_uid;
-use crate::sys::socket::peer_uid;
+use crate::sys::socket::{local_ip_addr, peer_uid};
 
 /// How long either side waits for the other's next message during the exchange.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -246,7 +253,10 @@ fn lend(conn: &Socket, engine: &EngineControl, health: Option<&HealthCheck>) -> 
         None => return Ok(false),
     }
     let lent = engine.with_listeners(|fds| -> io::Result<()> {
-        let mut items: Vec<(Role, BorrowedFd<'_>)> = fds.iter().map(|fd| (Role::Listener, *fd)).collect();
+        let mut items: Vec<(Role, BorrowedFd<'_>)> = fds
+            .iter()
+            .map(|(fd, layers)| (Role::Listener(*layers), *fd))
+            .collect();
         if let Some(h) = health {
             items.push((Role::Health, h.listener()));
         }
@@ -290,6 +300,8 @@ fn lend(conn: &Socket, engine: &EngineControl, health: Option<&HealthCheck>) -> 
 pub struct Takeover {
     conn: Socket,
     listeners: Vec<OwnedFd>,
+    /// Each address taken over, with what its listener put before the protocol.
+    roles: Vec<(SocketAddr, Layers)>,
     health: Option<OwnedFd>,
 }
 
@@ -314,13 +326,21 @@ impl Takeover {
         conn.set_write_timeout(Some(EXCHANGE_TIMEOUT))?;
         send(&conn, &Message::Takeover { version: VERSION }, &[])?;
         let mut listeners = Vec::new();
+        let mut taken: Vec<(SocketAddr, Layers)> = Vec::new();
         let mut health = None;
         loop {
             match recv(&conn)? {
                 Some((Message::Listeners(roles), fds)) if roles.len() == fds.len() => {
                     for (role, fd) in roles.into_iter().zip(fds) {
                         match role {
-                            Role::Listener => listeners.push(fd),
+                            Role::Listener(layers) => {
+                                if let Some(addr) = local_ip_addr(fd.as_fd())
+                                    && !taken.iter().any(|(a, _)| *a == addr)
+                                {
+                                    taken.push((addr, layers));
+                                }
+                                listeners.push(fd);
+                            }
                             Role::Health => health = Some(fd),
                         }
                     }
@@ -338,6 +358,7 @@ impl Takeover {
         Ok(Self {
             conn,
             listeners,
+            roles: taken,
             health,
         })
     }
@@ -346,6 +367,12 @@ impl Takeover {
     /// [`InheritedListeners`](crate::config::InheritedListeners).
     pub fn take_listeners(&mut self) -> Vec<OwnedFd> {
         std::mem::take(&mut self.listeners)
+    }
+
+    /// Each address taken over, in order, with what its listener put before the protocol
+    /// (a PROXY header, TLS): the successor must serve it the same way.
+    pub fn roles(&self) -> &[(SocketAddr, Layers)] {
+        &self.roles
     }
 
     /// Takes the health check's listening socket, if the running process had one.

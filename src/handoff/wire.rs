@@ -2,28 +2,65 @@
 //! the descriptors of a `LISTENERS` message ride in its SCM_RIGHTS control data, in the order
 //! of its roles.
 
+use crate::config::Layers;
 use crate::sys::fdpass::MAX_FDS;
 
-/// Version of the conversation this build speaks.
-pub(crate) const VERSION: u32 = 1;
+/// Version of the conversation this build speaks. Version 2 passes each listener's
+/// [`Layers`]: version 1 did not, and a successor then served a TLS port in plaintext if its
+/// flags said so.
+pub(crate) const VERSION: u32 = 2;
 /// Longest encoded message.
 pub(crate) const MAX_LEN: usize = 512;
 
 /// What a passed listening socket is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// One shard's listener for a served address.
-    Listener,
+    /// One shard's listener for a served address, and what it put before the protocol.
+    Listener(Layers),
     /// The health-check listener.
     Health,
 }
 
+/// Each role's letter on the wire.
+const CODES: [(u8, Role); 5] = [
+    (
+        b'L',
+        Role::Listener(Layers {
+            proxy: false,
+            tls: false,
+        }),
+    ),
+    (
+        b'T',
+        Role::Listener(Layers {
+            proxy: false,
+            tls: true,
+        }),
+    ),
+    (
+        b'P',
+        Role::Listener(Layers {
+            proxy: true,
+            tls: false,
+        }),
+    ),
+    (
+        b'Q',
+        Role::Listener(Layers {
+            proxy: true,
+            tls: true,
+        }),
+    ),
+    (b'H', Role::Health),
+];
+
 impl Role {
     fn code(self) -> u8 {
-        match self {
-            Self::Listener => b'L',
-            Self::Health => b'H',
-        }
+        CODES.iter().find(|(_, r)| *r == self).map_or(b'?', |(c, _)| *c)
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        CODES.iter().find(|(c, _)| *c == code).map(|(_, r)| *r)
     }
 }
 
@@ -83,11 +120,7 @@ impl Message {
                 .map_err(|_| bad()),
             ("LISTENERS", codes) if !codes.is_empty() && codes.len() <= MAX_FDS => codes
                 .bytes()
-                .map(|c| match c {
-                    b'L' => Ok(Role::Listener),
-                    b'H' => Ok(Role::Health),
-                    _ => Err(bad()),
-                })
+                .map(|c| Role::from_code(c).ok_or_else(bad))
                 .collect::<Result<_, _>>()
                 .map(Self::Listeners),
             ("END", "") => Ok(Self::End),
@@ -107,7 +140,22 @@ mod tests {
     fn round_trips() {
         for m in [
             Message::Takeover { version: VERSION },
-            Message::Listeners(vec![Role::Listener, Role::Listener, Role::Health]),
+            Message::Listeners(vec![
+                Role::Listener(Layers::default()),
+                Role::Listener(Layers {
+                    proxy: false,
+                    tls: true,
+                }),
+                Role::Listener(Layers {
+                    proxy: true,
+                    tls: false,
+                }),
+                Role::Listener(Layers {
+                    proxy: true,
+                    tls: true,
+                }),
+                Role::Health,
+            ]),
             Message::End,
             Message::Refused("the engine is stopping".into()),
             Message::Drain,
@@ -126,6 +174,7 @@ mod tests {
             b"TAKEOVER x",
             b"LISTENERS ",
             b"LISTENERS LXH",
+            b"LISTENERS L?",
             b"END now",
             b"\xff\xfe",
             b"HELLO",

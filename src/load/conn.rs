@@ -278,7 +278,10 @@ impl ClientFactory for SlotFactory {
             ConnectError::Cancelled => return,
             ConnectError::Refused { .. } => ErrorKind::ConnectRefused,
             ConnectError::TimedOut { .. } => ErrorKind::ConnectTimeout,
-            ConnectError::Tls { .. } => ErrorKind::TlsHandshake,
+            ConnectError::Tls { detail, .. } => {
+                self.core.recorder.borrow_mut().tls_failure(detail);
+                return;
+            }
             _ => ErrorKind::ConnectFailed,
         };
         self.core.recorder.borrow_mut().error(kind);

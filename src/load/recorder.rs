@@ -253,6 +253,8 @@ pub struct Sample {
     pub bad_statuses: StatusCounts,
     /// The `error reply` errors by the reply's first word.
     pub error_replies: ReplyCounts,
+    /// Why the first failed TLS handshake failed (the `tls handshake` errors), if one did.
+    pub first_tls_failure: Option<String>,
 }
 
 impl Default for Sample {
@@ -265,6 +267,7 @@ impl Default for Sample {
             errors: ErrorCounts::default(),
             bad_statuses: StatusCounts::default(),
             error_replies: ReplyCounts::default(),
+            first_tls_failure: None,
         }
     }
 }
@@ -280,6 +283,9 @@ impl Sample {
         self.errors.merge(&other.errors);
         self.bad_statuses.merge(&other.bad_statuses);
         self.error_replies.merge(&other.error_replies);
+        if self.first_tls_failure.is_none() {
+            self.first_tls_failure.clone_from(&other.first_tls_failure);
+        }
     }
 }
 
@@ -344,6 +350,16 @@ impl Recorder {
     pub fn error(&mut self, kind: ErrorKind) {
         if self.active {
             self.sample.errors.add(kind);
+        }
+    }
+
+    /// Counts a failed TLS handshake; the first one's `reason` is kept for the summary.
+    pub fn tls_failure(&mut self, reason: &str) {
+        if self.active {
+            self.sample.errors.add(ErrorKind::TlsHandshake);
+            if self.sample.first_tls_failure.is_none() {
+                self.sample.first_tls_failure = Some(reason.to_owned());
+            }
         }
     }
 

@@ -125,6 +125,10 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
             .map(|(k, n)| match k {
                 ErrorKind::BadStatus => format!("{} {n} ({})", k.label(), tally(&t.sample.bad_statuses)),
                 ErrorKind::ErrorReply => format!("{} {n} ({})", k.label(), tally(&t.sample.error_replies)),
+                ErrorKind::TlsHandshake => match &t.sample.first_tls_failure {
+                    Some(why) => format!("{} {n} (the first: {why})", k.label()),
+                    None => format!("{} {n}", k.label()),
+                },
                 _ => format!("{} {n}", k.label()),
             })
             .collect();
@@ -249,6 +253,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
+    use crate::load::recorder::Recorder;
     use crate::load::workload::Workload;
 
     fn outcome() -> LoadOutcome {
@@ -320,6 +325,25 @@ mod tests {
         assert!(closed.contains("closed loop"));
         let line = live_line(&o.total, &o.total);
         assert!(line.contains("500 req/s") && line.contains("p99 990"), "{line}");
+    }
+
+    #[test]
+    fn tls_handshake_errors_say_why_the_first_failed() {
+        let mut o = outcome();
+        let mut r = Recorder::default();
+        r.set_active(true);
+        r.tls_failure("invalid peer certificate: UnknownIssuer");
+        r.tls_failure("something later");
+        let mut other = Recorder::default();
+        other.set_active(true);
+        other.tls_failure("from another core");
+        o.total.sample.merge(&r.take());
+        o.total.sample.merge(&other.take());
+        let text = summary(&config(None), "echo", &o);
+        assert!(
+            text.contains("tls handshake 3 (the first: invalid peer certificate: UnknownIssuer)"),
+            "{text}"
+        );
     }
 
     #[test]

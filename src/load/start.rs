@@ -8,6 +8,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::civil::days_from_civil;
+
 /// How far in the past a start time may be and still start at once: processes launched by
 /// one script or one Job reach their start a little apart, and clocks differ a little.
 pub const START_TOLERANCE: Duration = Duration::from_secs(1);
@@ -166,18 +168,6 @@ fn num_of(s: &str) -> Option<i64> {
     } else {
         None
     }
-}
-
-/// Days from 1970-01-01 to the given date of the proleptic Gregorian calendar (Howard
-/// Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -39,6 +39,16 @@ impl PrometheusExporter {
     /// [`EngineError::CannotListen`] naming the address, or [`EngineError::Metrics`] if the
     /// thread cannot start.
     pub fn start(addr: SocketAddr, metrics: MetricsHandle) -> Result<Self, EngineError> {
+        Self::start_with(addr, metrics, |_| {})
+    }
+
+    /// As [`start`](Self::start), with `extra` appending more metric families to each scrape
+    /// (a service's TLS certificates).
+    pub(crate) fn start_with(
+        addr: SocketAddr,
+        metrics: MetricsHandle,
+        extra: impl Fn(&mut String) + Send + 'static,
+    ) -> Result<Self, EngineError> {
         // SO_REUSEPORT, like the service's own ports: a successor taking over with
         // `--takeover` binds the same address while this process drains.
         let listener = listen_socket(addr, SCRAPE_BACKLOG)
@@ -47,7 +57,13 @@ impl PrometheusExporter {
         let bound = listener
             .local_addr()
             .map_err(|e| EngineError::cannot_listen(addr, e))?;
-        let answer = Box::new(move |head: &[u8]| respond(head, || prometheus::render(&metrics.snapshot())));
+        let answer = Box::new(move |head: &[u8]| {
+            respond(head, || {
+                let mut text = prometheus::render(&metrics.snapshot());
+                extra(&mut text);
+                text
+            })
+        });
         let responder =
             Responder::start(listener, "weft-prometheus", LIMITS, answer).map_err(EngineError::Metrics)?;
         Ok(Self {

@@ -55,6 +55,7 @@ mod summary;
 pub use collector::{CollectorStall, MetricsHandle, MetricsSnapshot, ShardMetrics};
 pub use exporter::PrometheusExporter;
 pub use hdr_log::LatencyLog;
+pub(crate) use prometheus::render_tls;
 pub use prometheus::{CONTENT_TYPE, render as render_prometheus};
 pub use recorder::{LatencyMetric, LatencySeries, Stopwatch, recording};
 pub use summary::stats_line;

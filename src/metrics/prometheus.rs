@@ -6,6 +6,7 @@ use super::collector::{MetricsSnapshot, ShardMetrics};
 use crate::proto::accept::errno_name;
 use crate::proto::close::CLOSE_LABELS;
 use crate::proto::tls::HANDSHAKE_LABELS;
+use crate::tls::TlsSet;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -204,6 +205,45 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
         histogram(&mut out, snapshot, metric);
     }
     out
+}
+
+/// Appends a service's TLS families: each certificate's notAfter
+/// (`weft_tls_certificate_expiry_seconds{name,file,subject}`, Unix seconds; a certificate
+/// whose validity cannot be read is left out) and the SIGHUP reloads by result
+/// (`weft_tls_reloads_total{result}`). Nothing without TLS listeners.
+pub(crate) fn render_tls(out: &mut String, tls: &TlsSet) {
+    let certificates = tls.certificates();
+    if certificates.is_empty() {
+        return;
+    }
+    let name = "weft_tls_certificate_expiry_seconds";
+    header(
+        out,
+        name,
+        "gauge",
+        "When each loaded TLS certificate expires (its notAfter), in Unix seconds.",
+    );
+    for c in &certificates {
+        if let Some(d) = &c.dates {
+            let file = c.file.display().to_string();
+            let labels = [
+                ("name", c.name.as_str()),
+                ("file", &file),
+                ("subject", &d.subject),
+            ];
+            line(out, name, &labels, d.not_after);
+        }
+    }
+    let name = "weft_tls_reloads_total";
+    header(
+        out,
+        name,
+        "counter",
+        "TLS certificate reloads (SIGHUP), by result.",
+    );
+    for (result, n) in ["ok", "failed"].into_iter().zip(tls.reloads()) {
+        line(out, name, &[("result", result)], n);
+    }
 }
 
 /// One latency metric as a Prometheus histogram in seconds, one series per shard (and per

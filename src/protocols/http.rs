@@ -261,6 +261,10 @@ impl Default for Http {
 }
 
 impl Http {
+    /// The ALPN protocol names this protocol speaks (HTTP/1.x only: a client that picks
+    /// `h2` would get no answer it understands).
+    pub const ALPN: &'static [&'static str] = &["http/1.1", "http/1.0"];
+
     /// A protocol instance whose request heads must arrive within `header_timeout`.
     pub fn with_header_timeout(header_timeout: Duration) -> Self {
         Self {
@@ -476,16 +480,7 @@ fn http_date(secs: u64) -> String {
     ];
     let days = secs / 86_400;
     let rem = secs % 86_400;
-    // Civil-from-days (proleptic Gregorian), with days counted from 1970-01-01.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::civil::civil_from_days(days as i64);
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
         DAYS[(days % 7) as usize],

@@ -178,6 +178,11 @@ pub(crate) fn attach_migrate_program(listener: BorrowedFd<'_>) -> io::Result<()>
     Ok(())
 }
 
+/// The IP address a socket is bound to, if it is an IP socket and the kernel says.
+pub(crate) fn local_ip_addr(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
+    SockRef::from(&fd).local_addr().ok().and_then(|a| a.as_socket())
+}
+
 /// SO_ACCEPTCONN: the socket is listening.
 pub(crate) fn is_listening(fd: BorrowedFd<'_>) -> bool {
     SockRef::from(&fd).is_listener().unwrap_or(false)
