@@ -2,7 +2,9 @@
 //! public face is `weft::codec` (in lib.rs), which adds `Answered` from the driver.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
+use std::rc::Rc;
 
 use crate::proto::close::CloseReason;
 use crate::proto::protocol::Protocol;
@@ -359,6 +361,8 @@ pub struct LineDecoder {
     max_len: usize,
     /// Bytes already searched for the end of the current line.
     searched: usize,
+    /// Only `\r\n` ends a line (a bare `\n` is part of it).
+    crlf_only: bool,
 }
 
 /// A line passed [`LineDecoder`]'s limit.
@@ -370,9 +374,23 @@ pub struct LineTooLong {
 }
 
 impl LineDecoder {
-    /// Lines of at most `max_len` bytes (without their ending). Twisted's default is 16384.
+    /// Lines of at most `max_len` bytes (without their ending), ended by `\n` or `\r\n`.
+    /// Twisted's default is 16384.
     pub fn new(max_len: usize) -> Self {
-        Self { max_len, searched: 0 }
+        Self {
+            max_len,
+            searched: 0,
+            crlf_only: false,
+        }
+    }
+
+    /// Lines ended by `\r\n` only, as Twisted's `LineReceiver` (whose delimiter is
+    /// `\r\n`): a bare `\n` stays in the line.
+    pub fn crlf(max_len: usize) -> Self {
+        Self {
+            crlf_only: true,
+            ..Self::new(max_len)
+        }
     }
 }
 
@@ -382,7 +400,11 @@ impl Decoder for LineDecoder {
 
     fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Vec<u8>>, LineTooLong> {
         let bytes = buf.as_slice();
-        let Some(end) = bytes[self.searched..].iter().position(|&b| b == b'\n') else {
+        let ends_line = |(i, &b): (usize, &u8)| {
+            let at = self.searched + i;
+            b == b'\n' && (!self.crlf_only || (at > 0 && bytes[at - 1] == b'\r'))
+        };
+        let Some(end) = bytes[self.searched..].iter().enumerate().position(ends_line) else {
             self.searched = bytes.len();
             if bytes.len() > self.max_len + 1 {
                 return Err(LineTooLong {
@@ -406,6 +428,146 @@ impl Decoder for LineDecoder {
         let line = bytes[..len].to_vec();
         buf.advance(end + 1);
         Ok(Some(line))
+    }
+}
+
+/// Lines, or raw bytes when the protocol switches to them: Twisted's `LineReceiver` with its
+/// `setRawMode` / `setLineMode`. The protocol keeps a [`RawSwitch`] (from
+/// [`switch`](Self::switch)) and flips it from inside `frame_received`; the switch takes effect
+/// at once, for the rest of the same read. Raw bytes come as they arrive (never buffered
+/// beyond one read), so a body of any announced length costs no memory of its own.
+///
+/// ```
+/// use weft::codec::{Chunk, FrameHandler, Framed, LineOrRaw, RawSwitch};
+/// use weft::Transport;
+///
+/// /// `PUT <length>` then that many raw bytes, answered with how many arrived.
+/// struct Upload { switch: RawSwitch, received: usize }
+///
+/// impl FrameHandler for Upload {
+///     type Decoder = LineOrRaw;
+///     fn frame_received(&mut self, chunk: Chunk, t: &Transport) {
+///         match chunk {
+///             Chunk::Line(line) => match line.strip_prefix(b"PUT ") {
+///                 Some(n) => match std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()) {
+///                     Some(n) => { self.received = 0; self.switch.raw_for(n) }
+///                     None => t.write(b"ERR length\r\n"),
+///                 },
+///                 None => t.write(b"ERR expected PUT <length>\r\n"),
+///             },
+///             Chunk::Raw(bytes) => {
+///                 self.received += bytes.len();
+///                 if !self.switch.is_raw() {
+///                     t.write(format!("OK {}\r\n", self.received).as_bytes());
+///                 }
+///             }
+///         }
+///     }
+/// }
+///
+/// let decoder = LineOrRaw::new(1024);
+/// let upload = Upload { switch: decoder.switch(), received: 0 };
+/// let protocol = Framed::new(decoder, upload);
+/// # let _ = protocol;
+/// ```
+#[derive(Debug, Clone)]
+#[doc(alias = "setRawMode")]
+#[doc(alias = "LineReceiver")]
+pub struct LineOrRaw {
+    lines: LineDecoder,
+    switch: RawSwitch,
+}
+
+/// What [`LineOrRaw`] delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// A whole line, without its ending.
+    Line(Vec<u8>),
+    /// Raw bytes, as they arrived.
+    Raw(Vec<u8>),
+}
+
+/// Switches a [`LineOrRaw`] decoder between lines and raw bytes; clones switch the same
+/// decoder.
+#[derive(Debug, Clone, Default)]
+pub struct RawSwitch(Rc<Cell<Mode>>);
+
+/// What a [`LineOrRaw`] decoder reads now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Mode {
+    #[default]
+    Lines,
+    /// Raw bytes until switched back.
+    Raw,
+    /// This many raw bytes, then lines again.
+    RawFor(u64),
+}
+
+impl RawSwitch {
+    /// Raw bytes from now on, until [`lines`](Self::lines) (Twisted's `setRawMode`).
+    pub fn raw(&self) {
+        self.0.set(Mode::Raw);
+    }
+
+    /// The next `n` bytes raw, then lines again by itself (a body whose length a line
+    /// announced). Zero means lines still.
+    pub fn raw_for(&self, n: u64) {
+        self.0.set(if n == 0 { Mode::Lines } else { Mode::RawFor(n) });
+    }
+
+    /// Lines from now on (Twisted's `setLineMode`).
+    pub fn lines(&self) {
+        self.0.set(Mode::Lines);
+    }
+
+    /// True while raw bytes are delivered.
+    pub fn is_raw(&self) -> bool {
+        self.0.get() != Mode::Lines
+    }
+}
+
+impl LineOrRaw {
+    /// Lines of at most `max_len` bytes (as [`LineDecoder::new`]), until switched.
+    pub fn new(max_len: usize) -> Self {
+        Self::from_lines(LineDecoder::new(max_len))
+    }
+
+    /// Lines cut by `lines` (a [`LineDecoder::crlf`], say), until switched.
+    pub fn from_lines(lines: LineDecoder) -> Self {
+        Self {
+            lines,
+            switch: RawSwitch::default(),
+        }
+    }
+
+    /// The switch the protocol flips.
+    pub fn switch(&self) -> RawSwitch {
+        self.switch.clone()
+    }
+}
+
+impl Decoder for LineOrRaw {
+    type Frame = Chunk;
+    type Error = LineTooLong;
+
+    fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Chunk>, LineTooLong> {
+        let take = match self.switch.0.get() {
+            Mode::Lines => return Ok(self.lines.decode(buf)?.map(Chunk::Line)),
+            Mode::Raw => buf.len(),
+            Mode::RawFor(left) => {
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                let rest = left - n as u64;
+                self.switch.0.set(if rest == 0 {
+                    Mode::Lines
+                } else {
+                    Mode::RawFor(rest)
+                });
+                n
+            }
+        };
+        // What the line decoder had searched is gone with these bytes.
+        self.lines.searched = 0;
+        Ok(Some(Chunk::Raw(buf.take(take))))
     }
 }
 
@@ -497,6 +659,84 @@ mod tests {
         assert_eq!(err, Some(LineTooLong { max_len: 4 }));
         let (got, err) = lines(&[b"1234\r\n"], 4);
         assert_eq!((got, err), (vec![b"1234".to_vec()], None));
+    }
+
+    #[test]
+    fn crlf_lines_keep_a_bare_lf() {
+        let mut d = LineDecoder::crlf(16);
+        let mut buf = InBuf::borrowed(b"a\nb\r\nc\r");
+        assert_eq!(d.decode(&mut buf), Ok(Some(b"a\nb".to_vec())));
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        let mut buf = InBuf::new();
+        buf.extend(b"c\r");
+        buf.extend(b"\n");
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(Some(b"c".to_vec())),
+            "a CRLF split over reads"
+        );
+    }
+
+    /// Feeds `reads` to a `LineOrRaw` whose handler switches to raw for `n` bytes after a
+    /// line `RAW n`, and to raw for good after `RAW`; returns the chunks.
+    fn switched(reads: &[&[u8]]) -> Vec<Chunk> {
+        let mut d = LineOrRaw::new(16);
+        let switch = d.switch();
+        let mut pending = InBuf::new();
+        let mut out = Vec::new();
+        for read in reads {
+            pending.decode_read(read, 0, |buf| {
+                while !buf.is_empty() {
+                    let Some(chunk) = d.decode(buf).unwrap() else {
+                        break;
+                    };
+                    if let Chunk::Line(l) = &chunk {
+                        match l.strip_prefix(b"RAW") {
+                            Some(b"") => switch.raw(),
+                            Some(n) => switch.raw_for(String::from_utf8_lossy(n).trim().parse().unwrap()),
+                            None => {}
+                        }
+                    }
+                    out.push(chunk);
+                }
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn line_or_raw_switches_within_a_read_and_across_reads() {
+        let line = |l: &[u8]| Chunk::Line(l.to_vec());
+        let raw = |r: &[u8]| Chunk::Raw(r.to_vec());
+        assert_eq!(
+            switched(&[b"a\nRAW 5\nhel", b"lo\nb\n"]),
+            [
+                line(b"a"),
+                line(b"RAW 5"),
+                raw(b"hel"),
+                raw(b"lo"),
+                line(b""),
+                line(b"b")
+            ],
+            "5 raw bytes, then lines again (the LF after them is an empty line)"
+        );
+        assert_eq!(
+            switched(&[b"x", b"RAW 2\n12y\n"]),
+            [line(b"xRAW 2"), line(b"12y")],
+            "a line that does not start with RAW"
+        );
+        assert_eq!(
+            switched(&[b"RAW 3\nabc", b"d\nRAW\n", b"any\n", b"thing"]),
+            [
+                line(b"RAW 3"),
+                raw(b"abc"),
+                line(b"d"),
+                line(b"RAW"),
+                raw(b"any\n"),
+                raw(b"thing")
+            ],
+            "raw for good: each read as it came"
+        );
     }
 
     #[test]
