@@ -441,7 +441,16 @@ fn answered_requests_come_back_in_order_and_end_as_they_say() {
         "A\nB\nERR line longer than 8 bytes\n",
         "the answers before the error, then the error's"
     );
+    // A drain lets a request that is partly received arrive whole, answers it, and closes.
+    let mut s = connect(addr);
+    s.write_all(b"par").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
     engine.shutdown();
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b"tial\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "PARTIAL\n");
     engine.join().unwrap();
 }
 

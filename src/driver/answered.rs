@@ -43,8 +43,9 @@ pub enum Answer<R> {
 /// - above [`max_queued`](Self::max_queued) requests waiting (64 by default) the
 ///   connection stops reading, and reads again once half of them are answered;
 /// - at the peer's EOF (a client that half-closes after its last request), at the engine's
-///   drain, and after bytes that do not decode, reading stops, the requests received are
-///   answered, and the connection closes after the last answer; after a decode error
+///   drain (once a request that is partly received is whole: an upload is not cut off), and
+///   after bytes that do not decode, reading stops, the requests received are answered,
+///   and the connection closes after the last answer; after a decode error
 ///   [`on_decode_error`](Self::on_decode_error) may add a last answer (an HTTP 400, a RESP
 ///   protocol error);
 /// - an encoder that refuses an answer closes the connection (the refusal is logged).
@@ -76,6 +77,10 @@ pub struct Answered<D: Decoder, R, E, F> {
     on_decode_error: Option<LastAnswer<D::Error, R>>,
     /// The last answer, after a decode error, for the task to write after the others.
     last: Rc<Cell<Option<R>>>,
+    /// Part of a request is buffered (its head arrived, say, and its body is coming).
+    partial: bool,
+    /// The engine drains: take no new request once the one arriving is whole.
+    draining: bool,
     _answers: PhantomData<fn() -> R>,
 }
 
@@ -105,6 +110,8 @@ where
             work: Some((encoder, answer)),
             on_decode_error: None,
             last: Rc::new(Cell::new(None)),
+            partial: false,
+            draining: false,
             _answers: PhantomData,
         }
     }
@@ -193,12 +200,22 @@ where
         self.finish(t);
     }
 
+    fn read_decoded(&mut self, _decoder: &D, buffered: usize, t: &Transport) {
+        self.partial = buffered > 0;
+        if self.draining && !self.partial {
+            self.finish(t);
+        }
+    }
+
     fn read_connection_lost(&mut self, t: &Transport) {
         self.finish(t);
     }
 
     fn drain_requested(&mut self, t: &Transport) {
-        self.finish(t);
+        self.draining = true;
+        if !self.partial {
+            self.finish(t);
+        }
     }
 
     fn connection_lost(&mut self, _reason: &CloseReason) {
