@@ -19,6 +19,9 @@ const DEFAULT_MAX_QUEUED: usize = 64;
 /// Makes a last answer from a decode error.
 type LastAnswer<Error, R> = Box<dyn FnOnce(Error) -> Option<R>>;
 
+/// Sees the decoder after each read, and whether every request so far is answered.
+type OnRead<D> = Box<dyn FnMut(&D, bool, &Transport)>;
+
 /// What becomes of one request, as its answer function says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer<R> {
@@ -76,6 +79,9 @@ pub struct Answered<D: Decoder, R, E, F> {
     on_decode_error: Option<LastAnswer<D::Error, R>>,
     /// The last answer, after a decode error, for the task to write after the others.
     last: Rc<Cell<Option<R>>>,
+    on_read: Option<OnRead<D>>,
+    /// The task is answering a request (taken from the queue, its answer not written yet).
+    busy: Rc<Cell<bool>>,
     _answers: PhantomData<fn() -> R>,
 }
 
@@ -105,6 +111,8 @@ where
             work: Some((encoder, answer)),
             on_decode_error: None,
             last: Rc::new(Cell::new(None)),
+            on_read: None,
+            busy: Rc::new(Cell::new(false)),
             _answers: PhantomData,
         }
     }
@@ -122,6 +130,17 @@ where
     #[must_use]
     pub fn on_decode_error(mut self, last: impl FnOnce(D::Error) -> Option<R> + 'static) -> Self {
         self.on_decode_error = Some(Box::new(last));
+        self
+    }
+
+    /// After each read, `f` is given the decoder (what it is in the middle of), whether
+    /// every request received so far has been answered (none queued, none being answered),
+    /// and the transport: the place for an interim answer such as HTTP's `100 Continue`
+    /// ([`weft::http::RequestDecoder::expects_continue`](crate::http::RequestDecoder::expects_continue)),
+    /// which may be written only when no earlier answer is still to come.
+    #[must_use]
+    pub fn on_read(mut self, f: impl FnMut(&D, bool, &Transport) + 'static) -> Self {
+        self.on_read = Some(Box::new(f));
         self
     }
 
@@ -149,15 +168,17 @@ where
             return;
         };
         let (requests, last, max_queued) = (self.requests.clone(), self.last.clone(), self.max_queued);
-        let t = transport.clone();
+        let (t, busy) = (transport.clone(), self.busy.clone());
         spawn(async move {
             while let Some(request) = requests.pop().await {
+                busy.set(true);
                 let (reply, close) = match answer(request).await {
                     Answer::Send(r) => (Some(r), false),
                     Answer::SendAndClose(r) => (Some(r), true),
                     Answer::Close => (None, true),
                 };
                 let refused = reply.and_then(|r| t.write_frame(&mut encoder, r).err());
+                busy.set(false);
                 if let Some(e) = &refused {
                     tracing::warn!(peer = %t.peer_addr(), "an answer could not be encoded ({e}): the connection is closed");
                 }
@@ -183,6 +204,12 @@ where
     fn frame_received(&mut self, request: D::Frame, t: &Transport) {
         if self.requests.push(request).is_ok() && self.requests.len() >= self.max_queued {
             t.pause_reading();
+        }
+    }
+
+    fn read_decoded(&mut self, decoder: &D, _buffered: usize, t: &Transport) {
+        if let Some(f) = &mut self.on_read {
+            f(decoder, self.requests.is_empty() && !self.busy.get(), t);
         }
     }
 
