@@ -178,11 +178,26 @@ fn content_length(value: &[u8]) -> Option<u64> {
     })
 }
 
-/// A header line that starts with a space or a tab: a folded continuation.
+/// True when the first thing wrong with a head httparse refused is a header line that
+/// starts with a space or a tab: a folded continuation (obs-fold). Only the head up to that
+/// line is looked at, so that the answer does not depend on what follows it or on where the
+/// bytes were split.
 fn is_folded(input: &[u8]) -> bool {
-    input
+    let starts_line = |w: &[u8]| w.first() == Some(&b'\n');
+    let Some(at) = input
         .windows(2)
-        .any(|w| w.first() == Some(&b'\n') && matches!(w.get(1), Some(b' ' | b'\t')))
+        .position(|w| starts_line(w) && matches!(w.get(1), Some(b' ' | b'\t')))
+    else {
+        return false;
+    };
+    let before = input.get(..=at).unwrap_or_default();
+    // Everything before the folded line parses, and the head has not ended before it.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
+    let mut req = httparse::Request::new(&mut []);
+    matches!(
+        req.parse_with_uninit_headers(before, &mut slots),
+        Ok(httparse::Status::Partial)
+    )
 }
 
 /// The answer to a request line whose version httparse refused: 505 for a well-formed
