@@ -1,5 +1,6 @@
 //! The sharded-service examples, run as their users run them: a chat whose rooms span the
-//! shards, a key-value service whose keys live on their owning shards, and TLS on both sides.
+//! shards, a key-value service whose keys live on their owning shards, an HTTP counter API on
+//! `weft::http`, and TLS on both sides.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;

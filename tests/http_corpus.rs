@@ -7,24 +7,16 @@
 #[path = "../fuzz/fuzz_targets/http_check.rs"]
 mod http_check;
 
+mod util;
+
 use http_check::check;
 
 #[test]
 fn corpus_replays_without_panic() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/http");
-    let (mut seen, mut requests, mut errors) = (0, 0, 0);
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let data = std::fs::read(entry.unwrap().path()).unwrap();
-        // Every chunk size up to 33, as the fuzz target picks them.
-        for step in 1..=33 {
-            let outcome = check(&data, step);
-            requests += outcome.requests.len();
-            errors += usize::from(outcome.error.is_some());
-        }
-        seen += 1;
-    }
-    assert!(seen >= 10, "corpus missing: {seen} files in {dir}");
-    assert!(requests > 0 && errors > 0, "{requests} requests, {errors} errors");
+    util::replay_corpus("http", 10, |data, step| {
+        let outcome = check(data, step);
+        (outcome.requests.len(), outcome.error.is_some())
+    });
 }
 
 #[test]

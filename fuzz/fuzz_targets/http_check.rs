@@ -7,7 +7,7 @@
 //! The built-in `weft serve --proto http` decoder, which shares the head parser and skips
 //! bodies, must not panic either and must agree with itself however the input is split.
 
-use weft::codec::{Decoder, Encoder, InBuf};
+use weft::codec::Encoder;
 use weft::http::{HttpError, HttpLimits, Request, RequestDecoder, Response, ResponseEncoder};
 use weft::protocols::http::RequestDecoder as HeadDecoder;
 
@@ -18,66 +18,29 @@ pub const LIMITS: HttpLimits = HttpLimits {
     max_body: 256,
 };
 
+#[path = "feed.rs"]
+mod feed;
+
 /// What a peer's bytes decode to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The requests, in order.
-    pub requests: Vec<Request>,
-    /// The error that ended decoding, if any.
-    pub error: Option<HttpError>,
-}
+pub type Outcome = feed::Outcome<Request, HttpError>;
 
 /// Decodes `input` fed in chunks of `step` bytes.
 pub fn decode(input: &[u8], step: usize) -> Outcome {
-    let mut decoder = RequestDecoder::new(LIMITS);
-    let mut buf = InBuf::new();
-    let mut requests = Vec::new();
-    for chunk in input.chunks(step.max(1)) {
-        buf.extend(chunk);
-        while !buf.is_empty() {
-            match decoder.decode(&mut buf) {
-                Ok(Some(r)) => {
-                    assert!(r.body.len() as u64 <= LIMITS.max_body, "body over the limit");
-                    requests.push(r);
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    return Outcome {
-                        requests,
-                        error: Some(error),
-                    };
-                }
-            }
-        }
-        assert!(
-            buf.len() <= 4096 + LIMITS.max_head + step,
-            "bounded buffer: {}",
-            buf.len()
-        );
-    }
-    Outcome {
-        requests,
-        error: None,
-    }
+    let outcome = feed::feed(RequestDecoder::new(LIMITS), input, step, |step| {
+        4096 + LIMITS.max_head + step
+    });
+    let largest = outcome.requests.iter().map(|r| r.body.len() as u64).max();
+    assert!(largest.unwrap_or(0) <= LIMITS.max_body, "body over the limit");
+    outcome
 }
 
-/// What the built-in decoder makes of `input` fed in chunks of `step` bytes: the heads it
-/// yields and its error.
+/// What the built-in decoder makes of `input` fed in chunks of `step` bytes: how many
+/// heads it yields, and its error.
 fn heads(input: &[u8], step: usize) -> (usize, Option<HttpError>) {
-    let mut decoder = HeadDecoder::new();
-    let mut buf = InBuf::new();
-    let mut n = 0;
-    for chunk in input.chunks(step.max(1)) {
-        buf.extend(chunk);
-        while !buf.is_empty() {
-            match decoder.decode(&mut buf) {
-                Ok(Some(_)) => n += 1,
-                Ok(None) => break,
-                Err(e) => return (n, Some(e)),
-            }
-        }
-    }
-    (n, None)
+    let outcome = feed::feed(HeadDecoder::new(), input, step, |step| {
+        4096 + LIMITS.max_head.max(8192) + step
+    });
+    (outcome.requests.len(), outcome.error)
 }
 
 /// Checks the invariants on `data` fed in chunks of `step` (and whole); returns the outcome.
