@@ -406,9 +406,8 @@ pub fn require_peer(peer: Peer) {
 /// Whether `name` is an executable file on PATH (or, if it names a path, at that path).
 fn on_path(name: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
+    let executable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if name.contains('/') {
         return executable(Path::new(name));
     }
