@@ -70,7 +70,6 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod addr;
-mod civil;
 pub mod config;
 mod driver;
 mod error;
@@ -104,7 +103,7 @@ pub use proto::producer::Producer;
 pub use proto::protocol::{Factory, FnFactory, Protocol, ShardInfo, factory_fn};
 pub use proto::reconnect::ReconnectPolicy;
 pub use proto::transport::Transport;
-pub use proto::{hdr, kv, proxy, resp};
+pub use proto::{hdr, http, kv, proxy, resp};
 
 /// Framing: a [`Decoder`] cuts the byte stream into frames, and [`Framed`] turns a
 /// [`FrameHandler`] (a protocol that receives whole frames) into a [`Protocol`], keeping the

@@ -274,7 +274,7 @@ impl Described {
                 } else {
                     &d.subject
                 },
-                crate::civil::rfc3339(d.not_after)
+                crate::proto::civil::rfc3339(d.not_after)
             ),
             None => format!("{sni}{file} (validity unreadable)"),
         }
@@ -289,14 +289,14 @@ impl Described {
                 "TLS certificate {} expired at {}: clients that check it refuse it; renew it and \
                  send SIGHUP",
                 self.summary(),
-                crate::civil::rfc3339(d.not_after)
+                crate::proto::civil::rfc3339(d.not_after)
             );
         } else if d.not_before > now {
             tracing::warn!(
                 "TLS certificate {} is not valid before {}: clients that check it refuse it until \
                  then (is the clock right?)",
                 self.summary(),
-                crate::civil::rfc3339(d.not_before)
+                crate::proto::civil::rfc3339(d.not_before)
             );
         }
     }

@@ -1,5 +1,6 @@
 //! The sharded-service examples, run as their users run them: a chat whose rooms span the
-//! shards, a key-value service whose keys live on their owning shards, and TLS on both sides.
+//! shards, a key-value service whose keys live on their owning shards, an HTTP counter API on
+//! `weft::http`, and TLS on both sides.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
@@ -283,4 +284,121 @@ fn tls_example_echoes_over_tls_with_alpn() {
         text.contains("server: 1 full TLS handshake(s), 0 resumed, 1 connection(s) served"),
         "{text}"
     );
+}
+
+/// One HTTP response read from `r`: its status, headers (names lower-cased) and body (none
+/// for a `HEAD`).
+fn http_response(r: &mut BufReader<TcpStream>, head: bool) -> (u16, Vec<(String, String)>, String) {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let Some((name, value)) = line.trim_end().split_once(": ") else {
+            break;
+        };
+        headers.push((name.to_ascii_lowercase(), value.to_owned()));
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; if head { 0 } else { length }];
+    r.read_exact(&mut body).unwrap();
+    (status, headers, String::from_utf8(body).unwrap())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+/// Reads what is left until the server closes.
+fn rest(mut r: BufReader<TcpStream>) -> String {
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    rest
+}
+
+#[test]
+fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
+    let addr = free_addr();
+    let child = example("http_api", addr);
+    // Keep-alive and pipelined: a length body, a chunked body with an extension, reads, and
+    // the 404, 405 and 400 of the routes; answered in order on one connection.
+    let mut s = connect(addr);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    s.write_all(
+        b"POST /counter/a HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n40\
+          POST /counter/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;x=y\r\n2\r\n0\r\nT: 1\r\n\r\n\
+          GET /counter/a HTTP/1.1\r\nHost: t\r\n\r\n\
+          HEAD /counter/a HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /nope HTTP/1.1\r\nHost: t\r\n\r\n\
+          DELETE /counter/a HTTP/1.1\r\nHost: t\r\n\r\n\
+          POST /counter/b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    )
+    .unwrap();
+    let want = r#"{"name":"a","value":42}"#;
+    assert_eq!(http_response(&mut r, false).2, r#"{"name":"a","value":40}"#);
+    assert_eq!(http_response(&mut r, false).2, want);
+    let (status, headers, body) = http_response(&mut r, false);
+    assert_eq!((status, body.as_str()), (200, want));
+    assert_eq!(header(&headers, "content-type"), Some("application/json"));
+    assert!(header(&headers, "date").is_some());
+    let (status, headers, _) = http_response(&mut r, true);
+    assert_eq!((status, header(&headers, "content-length")), (200, Some("23")));
+    assert_eq!(http_response(&mut r, false).0, 404);
+    let (status, headers, _) = http_response(&mut r, false);
+    assert_eq!(
+        (status, header(&headers, "allow")),
+        (405, Some("GET, HEAD, POST"))
+    );
+    assert_eq!(http_response(&mut r, false).0, 400);
+    // Expect: 100-continue: the body is sent only after the interim answer.
+    s.write_all(b"POST /counter/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+        .unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    r.read_line(&mut line).unwrap();
+    s.write_all(b"8").unwrap();
+    assert_eq!(http_response(&mut r, false).2, r#"{"name":"a","value":50}"#);
+    // Connection: close is answered, then the connection closes.
+    s.write_all(b"GET /counter/a HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (status, headers, _) = http_response(&mut r, false);
+    assert_eq!((status, header(&headers, "connection")), (200, Some("close")));
+    assert_eq!(rest(r), "");
+    // HTTP/1.0 closes after its answer.
+    let mut s = connect(addr);
+    s.write_all(b"GET /counter/a HTTP/1.0\r\n\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let (status, headers, body) = http_response(&mut r, false);
+    assert_eq!(
+        (status, header(&headers, "connection"), body.as_str()),
+        (200, Some("close"), r#"{"name":"a","value":50}"#)
+    );
+    assert_eq!(rest(r), "");
+    // A malformed request after a good one: the good one is answered, then 400 and a close.
+    let mut s = connect(addr);
+    s.write_all(b"GET /counter/a HTTP/1.1\r\n\r\nNOT HTTP\r\n\r\nGET /counter/a HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    assert_eq!(http_response(&mut r, false).0, 200);
+    let (status, headers, _) = http_response(&mut r, false);
+    assert_eq!((status, header(&headers, "connection")), (400, Some("close")));
+    assert_eq!(rest(r), "");
+    // A body over the limit is refused from its head (413), before it is sent.
+    let mut s = connect(addr);
+    s.write_all(b"POST /counter/a HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    assert_eq!(http_response(&mut r, false).0, 413);
+    assert_eq!(rest(r), "");
+    stop(child);
 }

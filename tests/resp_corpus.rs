@@ -8,25 +8,16 @@ mod reply_check;
 #[path = "../fuzz/fuzz_targets/resp_check.rs"]
 mod resp_check;
 
+mod util;
+
 use resp_check::check;
 
 #[test]
 fn corpus_replays_without_panic() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/resp");
-    let mut seen = 0;
-    let (mut requests, mut errors) = (0, 0);
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let data = std::fs::read(entry.unwrap().path()).unwrap();
-        // Every chunk size up to 33, as the fuzz target picks them.
-        for step in 1..=33 {
-            let outcome = check(&data, step);
-            requests += outcome.requests.len();
-            errors += usize::from(outcome.error.is_some());
-        }
-        seen += 1;
-    }
-    assert!(seen >= 40, "corpus missing: {seen} files in {dir}");
-    assert!(requests > 0 && errors > 0, "{requests} requests, {errors} errors");
+    util::replay_corpus("resp", 40, |data, step| {
+        let outcome = check(data, step);
+        (outcome.requests.len(), outcome.error.is_some())
+    });
 }
 
 #[test]

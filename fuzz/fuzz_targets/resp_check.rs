@@ -9,7 +9,6 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::BuildHasherDefault;
 
-use weft::codec::{Decoder, InBuf};
 use weft::kv::command::{Target, parse};
 use weft::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig};
 use weft::kv::session::{ServerFacts, Session};
@@ -22,46 +21,22 @@ pub const LIMITS: RespLimits = RespLimits {
     max_request: 16 * 1024,
 };
 
+#[path = "feed.rs"]
+mod feed;
+
 /// What a peer's bytes decode to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The requests, in order.
-    pub requests: Vec<Request>,
-    /// The error that ended decoding, if any.
-    pub error: Option<RespError>,
-}
+pub type Outcome = feed::Outcome<Request, RespError>;
 
 /// Decodes `input` fed in chunks of `step` bytes.
 pub fn decode(input: &[u8], step: usize) -> Outcome {
-    let mut decoder = RespDecoder::new(LIMITS);
-    let mut buf = InBuf::new();
-    let mut requests = Vec::new();
-    for chunk in input.chunks(step.max(1)) {
-        buf.extend(chunk);
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(r)) => {
-                    assert!(!r.is_empty(), "empty requests are skipped");
-                    requests.push(r);
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    return Outcome {
-                        requests,
-                        error: Some(error),
-                    };
-                }
-            }
-        }
-        assert!(
-            buf.len() <= LIMITS.max_request + LIMITS.max_inline + 2 * step + 64,
-            "bounded buffer"
-        );
-    }
-    Outcome {
-        requests,
-        error: None,
-    }
+    let outcome = feed::feed(RespDecoder::new(LIMITS), input, step, |step| {
+        LIMITS.max_request + LIMITS.max_inline + 2 * step + 64
+    });
+    assert!(
+        outcome.requests.iter().all(|r| !r.is_empty()),
+        "empty requests are skipped"
+    );
+    outcome
 }
 
 /// Checks the invariants on `data` fed in chunks of `step` (and whole); returns the outcome.

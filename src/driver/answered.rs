@@ -19,6 +19,9 @@ const DEFAULT_MAX_QUEUED: usize = 64;
 /// Makes a last answer from a decode error.
 type LastAnswer<Error, R> = Box<dyn FnOnce(Error) -> Option<R>>;
 
+/// Sees the decoder after each read, and whether every request so far is answered.
+type OnRead<D> = Box<dyn FnMut(&D, bool, &Transport)>;
+
 /// What becomes of one request, as its answer function says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer<R> {
@@ -81,6 +84,9 @@ pub struct Answered<D: Decoder, R, E, F> {
     partial: bool,
     /// The engine drains: take no new request once the one arriving is whole.
     draining: bool,
+    on_read: Option<OnRead<D>>,
+    /// The task is answering a request (taken from the queue, its answer not written yet).
+    busy: Rc<Cell<bool>>,
     _answers: PhantomData<fn() -> R>,
 }
 
@@ -112,6 +118,8 @@ where
             last: Rc::new(Cell::new(None)),
             partial: false,
             draining: false,
+            on_read: None,
+            busy: Rc::new(Cell::new(false)),
             _answers: PhantomData,
         }
     }
@@ -129,6 +137,17 @@ where
     #[must_use]
     pub fn on_decode_error(mut self, last: impl FnOnce(D::Error) -> Option<R> + 'static) -> Self {
         self.on_decode_error = Some(Box::new(last));
+        self
+    }
+
+    /// After each read, `f` is given the decoder (what it is in the middle of), whether
+    /// every request received so far has been answered (none queued, none being answered),
+    /// and the transport: the place for an interim answer such as HTTP's `100 Continue`
+    /// ([`weft::http::RequestDecoder::expects_continue`](crate::http::RequestDecoder::expects_continue)),
+    /// which may be written only when no earlier answer is still to come.
+    #[must_use]
+    pub fn on_read(mut self, f: impl FnMut(&D, bool, &Transport) + 'static) -> Self {
+        self.on_read = Some(Box::new(f));
         self
     }
 
@@ -156,15 +175,17 @@ where
             return;
         };
         let (requests, last, max_queued) = (self.requests.clone(), self.last.clone(), self.max_queued);
-        let t = transport.clone();
+        let (t, busy) = (transport.clone(), self.busy.clone());
         spawn(async move {
             while let Some(request) = requests.pop().await {
+                busy.set(true);
                 let (reply, close) = match answer(request).await {
                     Answer::Send(r) => (Some(r), false),
                     Answer::SendAndClose(r) => (Some(r), true),
                     Answer::Close => (None, true),
                 };
                 let refused = reply.and_then(|r| t.write_frame(&mut encoder, r).err());
+                busy.set(false);
                 if let Some(e) = &refused {
                     tracing::warn!(peer = %t.peer_addr(), "an answer could not be encoded ({e}): the connection is closed");
                 }
@@ -200,10 +221,13 @@ where
         self.finish(t);
     }
 
-    fn read_decoded(&mut self, _decoder: &D, buffered: usize, t: &Transport) {
+    fn read_decoded(&mut self, decoder: &D, buffered: usize, t: &Transport) {
         self.partial = buffered > 0;
         if self.draining && !self.partial {
             self.finish(t);
+        }
+        if let Some(f) = &mut self.on_read {
+            f(decoder, self.requests.is_empty() && !self.busy.get(), t);
         }
     }
 

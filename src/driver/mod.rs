@@ -12,6 +12,7 @@ pub(crate) mod reservation;
 pub(crate) mod shard;
 pub(crate) mod tasks;
 pub(crate) mod tls;
+pub(crate) mod wall_clock;
 
 use std::cell::{Cell, RefCell};
 

@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::civil::days_from_civil;
+use crate::proto::civil::days_from_civil;
 
 /// How far in the past a start time may be and still start at once: processes launched by
 /// one script or one Job reach their start a little apart, and clocks differ a little.

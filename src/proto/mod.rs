@@ -18,7 +18,8 @@
 //! - `tls`: a connection's TLS session fed and drained by the driver (rustls, plaintext
 //!   above, ciphertext below), the client's TLS settings and the handshake results;
 //! - [`proxy`]: the PROXY protocol v1/v2 parser; [`hdr`]: latency histograms and their
-//!   formats.
+//!   formats; [`http`]: HTTP/1.1 requests decoded and responses encoded (its `Date` reads
+//!   the clock the driver gives its encoder).
 //!
 //! The driver feeds this module bytes, events and the time: the accept policy's log limiter
 //! takes `now`, and a transport reads the clock the driver gave it. What this module calls
@@ -29,12 +30,14 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod accept;
+pub(crate) mod civil;
 pub(crate) mod client;
 pub(crate) mod close;
 pub mod codec;
 pub(crate) mod conn_state;
 pub(crate) mod eyeballs;
 pub mod hdr;
+pub mod http;
 pub mod kv;
 pub(crate) mod outbuf;
 pub(crate) mod producer;

@@ -3,33 +3,45 @@
 //! `GET /` (or `HEAD /`) answers `200 Hello, World!` with Content-Length, Content-Type, Date
 //! and Server headers; other paths get 404, other methods 405. Keep-alive and pipelining
 //! (responses in request order) are supported; HTTP/1.0 closes after the response unless the
-//! client asked for keep-alive. Bad input is answered and the connection closed: a malformed
-//! request gets 400, a header block over [`MAX_HEAD`] 431, an unknown HTTP version 505, a
-//! chunked request body 501. Buffered input is bounded by [`MAX_HEAD`], so a flood without
-//! CRLF cannot grow memory. A request head must arrive whole within the header timeout
-//! (default [`HEADER_TIMEOUT`]) of its first byte, or the client gets 408 and is closed: a
-//! slowloris client cannot hold a connection by trickling bytes.
+//! client asked for keep-alive. Request bodies (`Content-Length` or chunked) are skipped.
+//! Bad input is answered and the connection closed, with the status of its
+//! [`HttpError`]: a malformed or ambiguously framed request gets 400, a header block over
+//! [`MAX_HEAD`] 431, an unknown HTTP version 505, a transfer coding other than chunked 501.
+//! Buffered input is bounded by [`MAX_HEAD`], so a flood without CRLF cannot grow memory. A
+//! request head must arrive whole within the header timeout (default [`HEADER_TIMEOUT`]) of
+//! its first byte, or the client gets 408 and is closed: a slowloris client cannot hold a
+//! connection by trickling bytes.
 //!
 //! Framed: [`RequestDecoder`] cuts the byte stream into request heads ([`RequestHead`]),
 //! skipping request bodies, and [`Http`] is the [`FrameHandler`] that answers them, served
-//! through [`Framed`] ([`Http::factory`], [`Http::framed`]).
+//! through [`Framed`] ([`Http::factory`], [`Http::framed`]). Heads are parsed, and
+//! responses written, by [`weft::http`](crate::http)'s parser and encoder; what this server
+//! adds is a frame that allocates nothing (no path, no headers, no body kept) and the whole
+//! keep-alive `200` formatted once a second.
 //!
 //! Every response's service time goes to the [`REQUEST_DURATION`] latency metric.
 
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::addr::Address;
+use crate::driver::wall_clock::unix_seconds;
 use crate::metrics::{LatencyMetric, Stopwatch};
-use crate::proto::codec::{Decoder, FrameHandler, Framed, InBuf};
+use crate::proto::codec::{Decoder, Encoder, FrameHandler, Framed, InBuf};
+use crate::proto::http::body::BodyReader;
+use crate::proto::http::head::{Framing, Head, parse_head};
+use crate::proto::http::{HttpError, HttpLimits, Response, ResponseEncoder, Version, reason};
 use crate::proto::protocol::{FnFactory, factory_fn};
 use crate::proto::transport::Transport;
 
 /// Largest request head (request line and headers) accepted, in bytes.
 pub const MAX_HEAD: usize = 8 * 1024;
-/// Most headers in one request.
-const MAX_HEADERS: usize = 64;
+/// What a request may hold: bodies are skipped, so they have no bound.
+const LIMITS: HttpLimits = HttpLimits {
+    max_head: MAX_HEAD,
+    max_headers: 64,
+    max_body: u64::MAX,
+};
 /// Capacity an emptied input buffer may keep: a request split across reads costs no
 /// allocation.
 const RETAIN: usize = 4096;
@@ -68,45 +80,20 @@ pub struct RequestHead {
     /// The client lets the connection stay open: HTTP/1.1 unless `Connection: close`,
     /// HTTP/1.0 only with `Connection: keep-alive` (the last such token wins).
     pub keep_alive: bool,
-    /// The body's `Content-Length` (0 without one); the decoder skips the body.
+    /// The body's `Content-Length` (0 without one, or for a chunked body); the decoder
+    /// skips the body.
     pub body_len: u64,
 }
 
-/// Why a request head was refused: each has its answer, and the connection closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HeadError {
-    /// Not a well-formed request head, or an invalid or conflicting `Content-Length` (400).
-    #[error("malformed request head")]
-    Malformed,
-    /// A head over [`MAX_HEAD`] bytes, or with too many headers (431).
-    #[error("request head over {MAX_HEAD} bytes or {MAX_HEADERS} headers")]
-    TooLarge,
-    /// A well-formed `HTTP/x.y` other than 1.0 and 1.1 (505).
-    #[error("HTTP version not supported")]
-    VersionNotSupported,
-    /// A `Transfer-Encoding`: chunked bodies are not read (501).
-    #[error("request body with a Transfer-Encoding")]
-    TransferEncoding,
-}
-
-impl HeadError {
-    fn status(self) -> Status {
-        match self {
-            Self::Malformed => Status::BadRequest,
-            Self::TooLarge => Status::HeadTooLarge,
-            Self::VersionNotSupported => Status::VersionNotSupported,
-            Self::TransferEncoding => Status::NotImplemented,
-        }
-    }
-}
-
-/// Cuts a connection's bytes into [`RequestHead`]s, skipping each request's body. Bounded: a
-/// head still incomplete after [`MAX_HEAD`] bytes is [`HeadError::TooLarge`] as soon as they
-/// are passed, so a flood without CRLF never buffers more than that and one read.
+/// Cuts a connection's bytes into [`RequestHead`]s, skipping each request's body
+/// (`Content-Length` or chunked), with [`weft::http`](crate::http)'s head parser and rules.
+/// Bounded: a head still incomplete after [`MAX_HEAD`] bytes is
+/// [`HttpError::HeadTooLarge`] as soon as they are passed, so a flood without CRLF never
+/// buffers more than that and one read.
 #[derive(Debug, Clone, Default)]
 pub struct RequestDecoder {
-    /// Body bytes of the last request still to skip.
-    body_left: u64,
+    /// The body of the last request, while some of it is still to skip.
+    body: Option<BodyReader>,
 }
 
 impl RequestDecoder {
@@ -115,126 +102,51 @@ impl RequestDecoder {
         Self::default()
     }
 
-    /// Body bytes of the last request still to skip.
-    pub fn body_left(&self) -> u64 {
-        self.body_left
+    /// True while the last request's body is still to skip.
+    pub fn in_body(&self) -> bool {
+        self.body.is_some()
     }
 }
 
 impl Decoder for RequestDecoder {
     type Frame = RequestHead;
-    type Error = HeadError;
+    type Error = HttpError;
 
-    fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<RequestHead>, HeadError> {
-        if self.body_left > 0 {
-            let n = self.body_left.min(buf.len() as u64);
-            buf.advance(n as usize);
-            self.body_left -= n;
-            if self.body_left > 0 {
+    fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<RequestHead>, HttpError> {
+        if let Some(body) = &mut self.body {
+            if !body.read(buf, None, &LIMITS)? {
                 return Ok(None);
             }
+            self.body = None;
         }
-        let input = buf.as_slice();
-        if input.is_empty() {
+        let Some(((head, body), len)) = parse_head(buf.as_slice(), &LIMITS, summarize)? else {
             return Ok(None);
-        }
-        // Left uninitialized: httparse writes the headers it finds, so a parse does not
-        // first clear 64 of them.
-        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut []);
-        let (head, len) = match req.parse_with_uninit_headers(input, &mut headers) {
-            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
-                return Err(HeadError::TooLarge);
-            }
-            Ok(httparse::Status::Complete(len)) => (summarize(&req)?, len),
-            Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => {
-                return Err(HeadError::TooLarge);
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::Version) => {
-                return match version_error(input) {
-                    Some(e) => Err(e),
-                    None if input.len() > MAX_HEAD => Err(HeadError::TooLarge),
-                    None => Ok(None),
-                };
-            }
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-            Err(_) => return Err(HeadError::Malformed),
         };
         buf.advance(len);
-        self.body_left = head.body_len;
+        self.body = Some(body).filter(|b| !b.is_done());
         Ok(Some(head))
     }
 }
 
-/// What this server needs of a parsed request head.
-fn summarize(req: &httparse::Request<'_, '_>) -> Result<RequestHead, HeadError> {
-    let http10 = req.version == Some(0);
-    let mut keep_alive = !http10;
-    let mut length: Option<u64> = None;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                }
-            }
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            let parsed = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            match (parsed, length) {
-                (Some(n), None) => length = Some(n),
-                (Some(n), Some(m)) if n == m => {}
-                _ => return Err(HeadError::Malformed),
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HeadError::TransferEncoding);
-        }
-    }
-    let method = match req.method {
-        Some("GET") => Method::Get,
-        Some("HEAD") => Method::Head,
+/// What this server needs of a parsed request head, and the reader that skips its body.
+fn summarize(head: Head<'_, '_>) -> (RequestHead, BodyReader) {
+    let method = match head.method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
         _ => Method::Other,
     };
-    let path = req.path.unwrap_or("");
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    Ok(RequestHead {
+    let path = head.path.split(['?', '#']).next().unwrap_or(head.path);
+    let summary = RequestHead {
         method,
         root: path == "/",
-        http10,
-        keep_alive,
-        body_len: length.unwrap_or(0),
-    })
-}
-
-/// The answer to a request line whose version httparse refused: 505 for a well-formed
-/// `HTTP/x.y` this server does not speak, 400 for garbage, and `None` while the line is
-/// incomplete and its version may still become `HTTP/x.y` (so that the answer does not
-/// depend on where the bytes were split).
-fn version_error(input: &[u8]) -> Option<HeadError> {
-    let (line, complete) = match input.iter().position(|&b| b == b'\n') {
-        Some(end) => (&input[..end], true),
-        None => (input, false),
+        http10: head.version == Version::Http10,
+        keep_alive: head.keep_alive,
+        body_len: match head.framing {
+            Framing::Length(n) => n,
+            Framing::Chunked => 0,
+        },
     };
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let version = line.split(|&b| b == b' ').nth(2).unwrap_or_default();
-    let fits = version.len() <= 8
-        && version.iter().zip(b"HTTP/0.0").all(|(&b, &pattern)| {
-            if pattern == b'0' {
-                b.is_ascii_digit()
-            } else {
-                b == pattern
-            }
-        });
-    match (complete, fits) {
-        (true, true) if version.len() == 8 => Some(HeadError::VersionNotSupported),
-        (false, true) => None,
-        _ => Some(HeadError::Malformed),
-    }
+    (summary, BodyReader::new(head.framing))
 }
 
 /// The HTTP reference protocol, a [`FrameHandler`] of [`RequestHead`]s: serve it through
@@ -303,11 +215,11 @@ impl Http {
     fn respond(&mut self, head: RequestHead, t: &Transport) {
         let keep_alive = head.keep_alive && !self.draining;
         let status = match (head.method, head.root) {
-            (Method::Get | Method::Head, true) => Status::Ok,
-            (Method::Get | Method::Head, false) => Status::NotFound,
-            (Method::Other, _) => Status::MethodNotAllowed,
+            (Method::Get | Method::Head, true) => 200,
+            (Method::Get | Method::Head, false) => 404,
+            (Method::Other, _) => 405,
         };
-        write_response(t, status, head.method != Method::Head, keep_alive, head.http10);
+        write_response(t, status, head.method == Method::Head, keep_alive, head.http10);
         REQUEST_DURATION.record_since(self.watch);
         if !keep_alive {
             self.close(t);
@@ -315,8 +227,8 @@ impl Http {
     }
 
     /// Answers bad input with `status` and closes.
-    fn fail(&mut self, t: &Transport, status: Status) {
-        write_response(t, status, true, false, false);
+    fn fail(&mut self, t: &Transport, status: u16) {
+        write_response(t, status, false, false, false);
         REQUEST_DURATION.record_since(self.watch);
         self.close(t);
     }
@@ -338,7 +250,7 @@ impl FrameHandler for Http {
         self.respond(head, t);
     }
 
-    fn decode_failed(&mut self, error: HeadError, t: &Transport) {
+    fn decode_failed(&mut self, error: HttpError, t: &Transport) {
         if !self.done {
             self.start_watch();
             self.fail(t, error.status());
@@ -348,7 +260,7 @@ impl FrameHandler for Http {
     /// Arms the header deadline while a request head is incomplete, clears it otherwise.
     fn read_decoded(&mut self, decoder: &RequestDecoder, buffered: usize, t: &Transport) {
         self.timing = false;
-        self.idle = buffered == 0 && decoder.body_left() == 0;
+        self.idle = buffered == 0 && !decoder.in_body();
         if self.done || buffered == 0 {
             t.clear_deadline();
         } else if !t.has_deadline() {
@@ -360,7 +272,7 @@ impl FrameHandler for Http {
         if !self.done {
             // A head that never arrived is not a request served: its 408 is not timed.
             self.watch = Stopwatch::default();
-            self.fail(t, Status::RequestTimeout);
+            self.fail(t, 408);
         }
     }
 
@@ -372,125 +284,77 @@ impl FrameHandler for Http {
     }
 }
 
-/// The statuses this server sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Ok,
-    BadRequest,
-    RequestTimeout,
-    NotFound,
-    MethodNotAllowed,
-    HeadTooLarge,
-    NotImplemented,
-    VersionNotSupported,
-}
-
-impl Status {
-    fn line(self) -> &'static str {
-        match self {
-            Self::Ok => "200 OK",
-            Self::BadRequest => "400 Bad Request",
-            Self::RequestTimeout => "408 Request Timeout",
-            Self::NotFound => "404 Not Found",
-            Self::MethodNotAllowed => "405 Method Not Allowed",
-            Self::HeadTooLarge => "431 Request Header Fields Too Large",
-            Self::NotImplemented => "501 Not Implemented",
-            Self::VersionNotSupported => "505 HTTP Version Not Supported",
-        }
-    }
-
-    fn body(self) -> &'static [u8] {
-        match self {
-            Self::Ok => BODY,
-            other => other.line().as_bytes(),
-        }
-    }
-}
-
-fn write_response(t: &Transport, status: Status, with_body: bool, keep_alive: bool, http10: bool) {
+/// Writes the answer with `status`: the cached keep-alive `200`, or one encoded now.
+fn write_response(t: &Transport, status: u16, head_only: bool, keep_alive: bool, http10: bool) {
     RESPONSES.with(|cache| {
         let mut cache = cache.borrow_mut();
-        cache.refresh();
-        if status == Status::Ok && with_body && keep_alive && !http10 {
+        if status == 200 && !head_only && keep_alive && !http10 {
             // The common case: bytes formatted at most once a second.
-            t.write(&cache.hello);
+            t.write(cache.hello());
             return;
         }
-        let head = format_head(status, &cache.date, keep_alive, http10);
-        if with_body {
-            t.write_vectored(&[head.as_bytes(), status.body()]);
-        } else {
-            t.write(head.as_bytes());
+        let response = response(status, head_only, keep_alive, http10);
+        if let Err(e) = t.write_frame(&mut cache.encoder, response) {
+            tracing::error!("the http protocol's own response could not be encoded: {e}");
         }
     });
 }
 
-/// The status line and headers of a response, with its blank line.
-fn format_head(status: Status, date: &str, keep_alive: bool, http10: bool) -> String {
-    let connection = match (keep_alive, http10) {
-        (false, _) => "Connection: close\r\n",
-        (true, true) => "Connection: keep-alive\r\n",
-        (true, false) => "",
-    };
-    let allow = if status == Status::MethodNotAllowed {
-        "Allow: GET, HEAD\r\n"
+/// The answer with `status`: `Hello, World!` for a 200, the status line's text otherwise.
+fn response(status: u16, head_only: bool, keep_alive: bool, http10: bool) -> Response {
+    let body = if status == 200 {
+        BODY.to_vec()
     } else {
-        ""
+        format!("{status} {}", reason(status)).into_bytes()
     };
-    format!(
-        "HTTP/1.1 {}\r\nServer: weft\r\nDate: {date}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{connection}{allow}\r\n",
-        status.line(),
-        status.body().len(),
-    )
+    let mut r = Response::new(status)
+        .with_header("Server", "weft")
+        .with_header("Content-Type", "text/plain")
+        .with_body(body);
+    if !keep_alive {
+        r = r.close();
+    } else if http10 {
+        r = r.with_header("Connection", "keep-alive");
+    }
+    if status == 405 {
+        r = r.with_header("Allow", "GET, HEAD");
+    }
+    if head_only {
+        r = r.for_head();
+    }
+    r
 }
 
 thread_local! {
-    /// Each shard formats the Date header, and its whole keep-alive `200`, once a second.
+    /// Each shard formats its whole keep-alive `200` once a second.
     static RESPONSES: RefCell<ResponseCache> = RefCell::new(ResponseCache::default());
 }
 
 #[derive(Debug, Default)]
 struct ResponseCache {
+    encoder: ResponseEncoder,
+    /// The second `hello` was formatted in.
     secs: u64,
-    date: String,
     /// The complete HTTP/1.1 keep-alive `200 Hello, World!` response.
     hello: Vec<u8>,
 }
 
 impl ResponseCache {
-    fn refresh(&mut self) {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if secs != self.secs || self.date.is_empty() {
+    /// The keep-alive `200`, formatted again when the second changed.
+    fn hello(&mut self) -> &[u8] {
+        let secs = unix_seconds();
+        if secs != self.secs || self.hello.is_empty() {
             self.secs = secs;
-            self.date = http_date(secs);
-            let mut hello = format_head(Status::Ok, &self.date, true, false).into_bytes();
-            hello.extend_from_slice(BODY);
-            self.hello = hello;
+            self.hello.clear();
+            if let Err(e) = self
+                .encoder
+                .encode(response(200, false, true, false), &mut self.hello)
+            {
+                tracing::error!("the http protocol's own response could not be encoded: {e}");
+            }
         }
+        &self.hello
     }
-}
-
-/// Formats Unix seconds as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn http_date(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = crate::civil::civil_from_days(days as i64);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
@@ -512,13 +376,6 @@ mod tests {
         out.match_indices("HTTP/1.1 ")
             .map(|(i, _)| &out[i + 9..i + 12])
             .collect()
-    }
-
-    #[test]
-    fn date_format() {
-        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
     }
 
     #[test]
@@ -567,7 +424,7 @@ mod tests {
 
     #[test]
     fn bad_input_statuses() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 8] = [
             (b"GARBAGE\r\n\r\n", "400"),
             (b"NOT HTTP AT ALL\r\n\r\n", "400"),
             (b"GET / HTTP/2.0\r\n\r\n", "505"),
@@ -577,7 +434,14 @@ mod tests {
                 b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
                 "400",
             ),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "501"),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                "501",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                "400",
+            ),
         ];
         for (input, want) in cases {
             let (out, _) = run(&[input]);
@@ -658,7 +522,7 @@ mod tests {
     }
 
     /// Feeds `chunks` to a decoder; returns the heads, then the error or the bytes left.
-    fn decode_chunks(chunks: &[&[u8]]) -> (Vec<RequestHead>, Result<Vec<u8>, HeadError>) {
+    fn decode_chunks(chunks: &[&[u8]]) -> (Vec<RequestHead>, Result<Vec<u8>, HttpError>) {
         let mut d = RequestDecoder::new();
         let mut buf = InBuf::new();
         let mut heads = Vec::new();
@@ -687,11 +551,12 @@ mod tests {
     }
 
     /// Input, the heads it holds, then the error or the bytes left undecoded.
-    type DecodeCase = (&'static [u8], Vec<RequestHead>, Result<&'static [u8], HeadError>);
+    type DecodeCase = (&'static [u8], Vec<RequestHead>, Result<&'static [u8], HttpError>);
 
     fn decode_cases() -> Vec<DecodeCase> {
-        use HeadError::*;
+        use crate::proto::http::BadRequest::*;
         use Method::*;
+        let bad = HttpError::BadRequest;
         let get = head(Get, true, false, true, 0);
         vec![
             (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", vec![get], Ok(b"")),
@@ -712,9 +577,19 @@ mod tests {
                 Ok(b""),
             ),
             (
-                b"GET / HTTP/1.1\r\ncontent-length: 2\r\nContent-Length:  2 \r\n\r\nxy",
+                b"GET / HTTP/1.1\r\nContent-Length:  2 \r\n\r\nxy",
                 vec![head(Get, true, false, true, 2)],
                 Ok(b""),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+                vec![head(Other, true, false, true, 0), get],
+                Ok(b""),
+            ),
+            (
+                b"GET / HTTP/1.1\r\ncontent-length: 2\r\nContent-Length: 2\r\n\r\nxy",
+                vec![],
+                Err(bad(DuplicateContentLength)),
             ),
             (
                 b"GET / HTTP/1.0\r\n\r\n",
@@ -731,27 +606,27 @@ mod tests {
                 vec![head(Get, true, true, true, 0)],
                 Ok(b""),
             ),
-            (b"GARBAGE\r\n\r\n", vec![], Err(Malformed)),
-            (b"GET / HTTP/1.1\r\n\r\nBAD\r\n\r\n", vec![get], Err(Malformed)),
-            (b"GET / HTTP/2.0\r\n\r\n", vec![], Err(VersionNotSupported)),
-            (b"GET / HTTP/3.0 x\r\n\r\n", vec![], Err(VersionNotSupported)),
-            (b"GET / HTTP/2.x\r\n\r\n", vec![], Err(Malformed)),
-            (b"GET / HTTP/22.0\r\n\r\n", vec![], Err(Malformed)),
-            (b"GET / HTTX/1.1\r\n\r\n", vec![], Err(Malformed)),
+            (b"GARBAGE\r\n\r\n", vec![], Err(bad(Syntax))),
+            (b"GET / HTTP/1.1\r\n\r\nBAD\r\n\r\n", vec![get], Err(bad(Syntax))),
+            (b"GET / HTTP/2.0\r\n\r\n", vec![], Err(HttpError::UnsupportedVersion)),
+            (b"GET / HTTP/3.0 x\r\n\r\n", vec![], Err(HttpError::UnsupportedVersion)),
+            (b"GET / HTTP/2.x\r\n\r\n", vec![], Err(bad(Syntax))),
+            (b"GET / HTTP/22.0\r\n\r\n", vec![], Err(bad(Syntax))),
+            (b"GET / HTTX/1.1\r\n\r\n", vec![], Err(bad(Syntax))),
             (
                 b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
                 vec![],
-                Err(Malformed),
+                Err(bad(InvalidContentLength)),
             ),
             (
                 b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
                 vec![],
-                Err(Malformed),
+                Err(bad(DuplicateContentLength)),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
                 vec![],
-                Err(TransferEncoding),
+                Err(bad(ContentLengthWithTransferEncoding)),
             ),
         ]
     }
@@ -791,11 +666,16 @@ mod tests {
         buf.extend(b"POST / HTTP/1.1\r\nContent-Length: 6\r\n\r\nab");
         assert_eq!(d.decode(&mut buf).unwrap().unwrap().body_len, 6);
         assert_eq!(d.decode(&mut buf), Ok(None));
-        assert_eq!((d.body_left(), buf.len()), (4, 0));
+        assert_eq!((d.in_body(), buf.len()), (true, 0));
         buf.extend(b"cdefGET");
         assert_eq!(d.decode(&mut buf), Ok(None));
-        assert_eq!((d.body_left(), buf.as_slice()), (0, b"GET".as_slice()));
+        assert_eq!((d.in_body(), buf.as_slice()), (false, b"GET".as_slice()));
     }
+
+    const TOO_LARGE: HttpError = HttpError::HeadTooLarge {
+        max_head: MAX_HEAD,
+        max_headers: 64,
+    };
 
     /// A head of exactly `len` bytes.
     fn head_of(len: usize) -> Vec<u8> {
@@ -818,8 +698,8 @@ mod tests {
             };
             let (heads, end) = split(&fits);
             assert_eq!((heads.len(), end), (1, Ok(Vec::new())), "split at {at}");
-            assert_eq!(split(&over), (vec![], Err(HeadError::TooLarge)), "split at {at}");
-            assert_eq!(split(&flood), (vec![], Err(HeadError::TooLarge)), "split at {at}");
+            assert_eq!(split(&over), (vec![], Err(TOO_LARGE)), "split at {at}");
+            assert_eq!(split(&flood), (vec![], Err(TOO_LARGE)), "split at {at}");
         }
         // Just under the bound, a flood still waits for its end.
         assert_eq!(
@@ -828,10 +708,10 @@ mod tests {
         );
         // Too many headers.
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
-        for _ in 0..=MAX_HEADERS {
+        for _ in 0..=LIMITS.max_headers {
             many.extend_from_slice(b"A: b\r\n");
         }
-        assert_eq!(decode_chunks(&[&many]), (vec![], Err(HeadError::TooLarge)));
+        assert_eq!(decode_chunks(&[&many]), (vec![], Err(TOO_LARGE)));
     }
 
     /// The output without its Date headers (the second may turn between two runs).

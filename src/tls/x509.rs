@@ -5,7 +5,7 @@
 
 use rustls::pki_types::PrivateKeyDer;
 
-use crate::civil::days_from_civil;
+use crate::proto::civil::days_from_civil;
 
 /// What weft logs and exports about a loaded certificate: its subject and validity period.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,8 +229,14 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         let dates = read(cert.der()).unwrap();
         assert_eq!(dates.subject, "CN=localhost, O=Example");
-        assert_eq!(crate::civil::rfc3339(dates.not_before), "2024-02-29T00:00:00Z");
-        assert_eq!(crate::civil::rfc3339(dates.not_after), "2051-01-01T00:00:00Z");
+        assert_eq!(
+            crate::proto::civil::rfc3339(dates.not_before),
+            "2024-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            crate::proto::civil::rfc3339(dates.not_after),
+            "2051-01-01T00:00:00Z"
+        );
     }
 
     #[test]

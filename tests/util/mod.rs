@@ -6,6 +6,7 @@ pub mod seccomp;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -405,11 +406,10 @@ pub fn require_peer(peer: Peer) {
 /// Whether `name` is an executable file on PATH (or, if it names a path, at that path).
 fn on_path(name: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &std::path::Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
+    let executable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if name.contains('/') {
-        return executable(std::path::Path::new(name));
+        return executable(Path::new(name));
     }
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(name))))
@@ -437,4 +437,30 @@ pub fn free_addr() -> SocketAddr {
 pub fn sigterm(child: &Child) {
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+/// Replays the fuzz corpus `fuzz/corpus/NAME` (at least `min_files` inputs) through a fuzz
+/// target's `check`, at every chunk size up to 33 as the target picks them; `check` answers
+/// how many frames an input made and whether it ended in an error, and the corpus must hold
+/// both.
+pub fn replay_corpus(name: &str, min_files: usize, mut check: impl FnMut(&[u8], usize) -> (usize, bool)) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(name);
+    let (mut seen, mut frames, mut errors) = (0, 0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        for step in 1..=33 {
+            let (n, error) = check(&data, step);
+            frames += n;
+            errors += usize::from(error);
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= min_files,
+        "corpus missing: {seen} files in {}",
+        dir.display()
+    );
+    assert!(frames > 0 && errors > 0, "{frames} frames, {errors} errors");
 }

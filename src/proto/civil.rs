@@ -1,5 +1,6 @@
 //! Dates of the proleptic Gregorian calendar and Unix time, in UTC (Howard Hinnant's
-//! algorithms): for RFC 3339 times on the command line and certificate validity dates.
+//! algorithms): for RFC 3339 times on the command line, certificate validity dates and the
+//! HTTP `Date` header.
 
 /// Days from 1970-01-01 to the given date (Howard Hinnant's `days_from_civil`).
 pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {

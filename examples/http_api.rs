@@ -1,0 +1,110 @@
+//! A counter API over HTTP/1.1 on two shards, with `weft::http`: every counter lives on the
+//! shard its name hashes to, and requests from other shards reach it with `submit_to`.
+//! Pipelined requests are answered in order, bodies may be chunked, a client that sends
+//! `Expect: 100-continue` gets `100 Continue`, bad requests get their 4xx and a close.
+//!
+//! ```sh
+//! cargo run --release --example http_api -- 127.0.0.1:7400
+//! curl -d 5 127.0.0.1:7400/counter/a      # {"name":"a","value":5}
+//! curl 127.0.0.1:7400/counter/a           # {"name":"a","value":5}
+//! ```
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use weft::codec::{Answer, Answered, Framed};
+use weft::http::{
+    CONTINUE, HttpError, HttpLimits, Method, Request, RequestDecoder, Response, ResponseEncoder,
+};
+use weft::{Cores, EngineConfig, Service, factory_fn, shard};
+
+/// One shard's part of the counters.
+type Counters = RefCell<HashMap<String, i64>>;
+
+fn json(status: u16, body: String) -> Response {
+    Response::new(status)
+        .with_header("Content-Type", "application/json")
+        .with_body(body)
+}
+
+/// `GET|HEAD /counter/NAME` reads a counter, `POST /counter/NAME` adds its body to it.
+async fn route(req: &Request) -> Response {
+    let name = req.path_only().strip_prefix("/counter/").filter(|n| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    let Some(name) = name else {
+        return json(404, r#"{"error":"no such counter route"}"#.into());
+    };
+    let add = match req.method {
+        Method::Get | Method::Head => 0,
+        Method::Post => match std::str::from_utf8(&req.body).map(|b| b.trim().parse::<i64>()) {
+            Ok(Ok(n)) => n,
+            _ => return json(400, r#"{"error":"the body must be an integer"}"#.into()),
+        },
+        _ => {
+            return json(405, r#"{"error":"use GET, HEAD or POST"}"#.into())
+                .with_header("Allow", "GET, HEAD, POST");
+        }
+    };
+    let key = name.to_owned();
+    let value = shard::submit_to(shard::owner_of(name), move |counters: &Counters| {
+        let mut counters = counters.borrow_mut();
+        let value = counters.entry(key).or_default();
+        *value = value.saturating_add(add);
+        *value
+    });
+    match value.await {
+        Ok(value) => json(200, format!(r#"{{"name":"{name}","value":{value}}}"#)),
+        Err(e) => json(503, format!(r#"{{"error":"{e}"}}"#)),
+    }
+}
+
+/// Answers one request; one that does not keep the connection alive closes it.
+async fn answer(req: Request) -> Answer<Response> {
+    let mut response = route(&req).await.answering(&req);
+    if shard::is_draining() {
+        response = response.close();
+    }
+    if response.closes() {
+        Answer::SendAndClose(response)
+    } else {
+        Answer::Send(response)
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    weft::logging::init();
+    let listen: SocketAddr = std::env::args()
+        .nth(1)
+        .as_deref()
+        .unwrap_or("127.0.0.1:7400")
+        .parse()?;
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(2);
+    let limits = HttpLimits {
+        max_body: 64 * 1024,
+        ..HttpLimits::default()
+    };
+    Service::new(config)
+        .name("http_api")
+        .shard_state(|_| Counters::default())
+        .listen(listen, move |_| {
+            factory_fn(move |_peer| {
+                let answered = Answered::new(ResponseEncoder::new(), answer)
+                    // 400, 413, 431, 501, 505: answered after the requests before, then closed.
+                    .on_decode_error(|e: HttpError| Some(e.response()))
+                    // The interim answer, once every earlier request is answered.
+                    .on_read(|decoder: &RequestDecoder, answered_all, t| {
+                        if answered_all && decoder.expects_continue() {
+                            t.write(CONTINUE);
+                        }
+                    });
+                Some(Framed::new(RequestDecoder::new(limits), answered))
+            })
+        })
+        .run()?;
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! A request head: the request line and headers, parsed with httparse, and what they say
+//! about the connection and the body (its framing, keep-alive, `Expect: 100-continue`). The
+//! one parser of request heads: [`RequestDecoder`](super::RequestDecoder) and the built-in
+//! `weft serve --proto http` both read heads with it.
+
+use std::mem::MaybeUninit;
+
+use super::error::{BadRequest, HttpError};
+use super::limits::HttpLimits;
+use super::request::Version;
+
+/// Header slots a parse has: [`HttpLimits::max_headers`] is capped at this many.
+pub(crate) const HEADER_SLOTS: usize = 128;
+
+/// How a request's body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// `Content-Length` bytes (0 without the header).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head, borrowing the bytes it was parsed from.
+#[derive(Debug)]
+pub(crate) struct Head<'h, 'b> {
+    /// The method token.
+    pub(crate) method: &'b str,
+    /// The request target, as sent.
+    pub(crate) path: &'b str,
+    pub(crate) version: Version,
+    pub(crate) headers: &'h [httparse::Header<'b>],
+    pub(crate) framing: Framing,
+    /// The connection may stay open after the response.
+    pub(crate) keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    pub(crate) expect_continue: bool,
+}
+
+/// Parses the request head at the front of `input` and hands it to `f`: `Ok(None)` while it
+/// is incomplete and within `limits`, else what `f` made of it and the head's length.
+///
+/// # Errors
+///
+/// The head is malformed, over the limits, of another HTTP version, or frames its body
+/// ambiguously (both `Content-Length` and `Transfer-Encoding`, two `Content-Length`s, a
+/// transfer coding other than chunked) or over `limits.max_body`.
+pub(crate) fn parse_head<R>(
+    input: &[u8],
+    limits: &HttpLimits,
+    f: impl FnOnce(Head<'_, '_>) -> R,
+) -> Result<Option<(R, usize)>, HttpError> {
+    let too_large = HttpError::HeadTooLarge {
+        max_head: limits.max_head,
+        max_headers: limits.max_headers,
+    };
+    // Left uninitialized: httparse writes the headers it finds, so a parse does not first
+    // clear all the slots.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
+    let slots = slots
+        .get_mut(..limits.max_headers.min(HEADER_SLOTS))
+        .unwrap_or_default();
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(input, slots) {
+        Ok(httparse::Status::Complete(len)) if len > limits.max_head => Err(too_large),
+        Ok(httparse::Status::Complete(len)) => {
+            let version = if req.version == Some(0) {
+                Version::Http10
+            } else {
+                Version::Http11
+            };
+            let headers: &[httparse::Header<'_>] = req.headers;
+            let framing = framing(headers, version, limits)?;
+            let head = Head {
+                method: req.method.unwrap_or_default(),
+                path: req.path.unwrap_or_default(),
+                version,
+                headers,
+                framing,
+                keep_alive: keep_alive(version, values(headers, "connection")),
+                expect_continue: version == Version::Http11
+                    && values(headers, "expect")
+                        .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue")),
+            };
+            Ok(Some((f(head), len)))
+        }
+        Ok(httparse::Status::Partial) if input.len() > limits.max_head => Err(too_large),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::Version) => match version_error(input) {
+            Some(e) => Err(e),
+            None if input.len() > limits.max_head => Err(too_large),
+            None => Ok(None),
+        },
+        Err(httparse::Error::TooManyHeaders) => Err(too_large),
+        Err(httparse::Error::HeaderName) if is_folded(input) => Err(BadRequest::ObsFold.into()),
+        Err(_) => Err(BadRequest::Syntax.into()),
+    }
+}
+
+/// The values of the headers named `name` (ASCII case-insensitive), in order.
+pub(crate) fn values<'a>(
+    headers: &'a [httparse::Header<'_>],
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+/// Whether the connection may stay open after the response, from the version and the
+/// `Connection` values: HTTP/1.1 unless `close`, HTTP/1.0 only with `keep-alive` (the last
+/// such token wins).
+pub(crate) fn keep_alive<'v>(version: Version, connection: impl Iterator<Item = &'v [u8]>) -> bool {
+    let mut keep = version == Version::Http11;
+    for token in connection.flat_map(|v| v.split(|&b| b == b',')) {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            keep = false;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            keep = true;
+        }
+    }
+    keep
+}
+
+/// How the body is framed, refusing what could be read two ways.
+fn framing(
+    headers: &[httparse::Header<'_>],
+    version: Version,
+    limits: &HttpLimits,
+) -> Result<Framing, HttpError> {
+    let mut lengths = values(headers, "content-length");
+    let length = match (lengths.next(), lengths.next()) {
+        (None, _) => None,
+        (Some(v), None) => Some(content_length(v).ok_or(BadRequest::InvalidContentLength)?),
+        (Some(_), Some(_)) => return Err(BadRequest::DuplicateContentLength.into()),
+    };
+    let mut codings = values(headers, "transfer-encoding")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .peekable();
+    if codings.peek().is_none() {
+        let length = length.unwrap_or(0);
+        if length > limits.max_body {
+            return Err(HttpError::BodyTooLarge {
+                max_body: limits.max_body,
+            });
+        }
+        return Ok(Framing::Length(length));
+    }
+    if length.is_some() {
+        return Err(BadRequest::ContentLengthWithTransferEncoding.into());
+    }
+    if version == Version::Http10 {
+        return Err(BadRequest::TransferEncodingInHttp10.into());
+    }
+    let codings: Vec<&[u8]> = codings.collect();
+    match codings.as_slice() {
+        [only] if only.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
+        [.., last] if !last.eq_ignore_ascii_case(b"chunked") => Err(BadRequest::ChunkedNotFinal.into()),
+        _ => Err(HttpError::UnsupportedTransferEncoding),
+    }
+}
+
+/// A `Content-Length` value: decimal digits only (no sign, no list), within `u64`.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// True when the first thing wrong with a head httparse refused is a header line that
+/// starts with a space or a tab: a folded continuation (obs-fold). Only the head up to that
+/// line is looked at, so that the answer does not depend on what follows it or on where the
+/// bytes were split.
+fn is_folded(input: &[u8]) -> bool {
+    let starts_line = |w: &[u8]| w.first() == Some(&b'\n');
+    let Some(at) = input
+        .windows(2)
+        .position(|w| starts_line(w) && matches!(w.get(1), Some(b' ' | b'\t')))
+    else {
+        return false;
+    };
+    let before = input.get(..=at).unwrap_or_default();
+    // Everything before the folded line parses, and the head has not ended before it.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
+    let mut req = httparse::Request::new(&mut []);
+    matches!(
+        req.parse_with_uninit_headers(before, &mut slots),
+        Ok(httparse::Status::Partial)
+    )
+}
+
+/// The answer to a request line whose version httparse refused: 505 for a well-formed
+/// `HTTP/x.y` other than 1.0 and 1.1, 400 for garbage, and `None` while the line is
+/// incomplete and its version may still become `HTTP/x.y` (so that the answer does not
+/// depend on where the bytes were split).
+fn version_error(input: &[u8]) -> Option<HttpError> {
+    let (line, complete) = match input.iter().position(|&b| b == b'\n') {
+        Some(end) => (input.get(..end).unwrap_or_default(), true),
+        None => (input, false),
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.split(|&b| b == b' ').nth(2).unwrap_or_default();
+    let fits = version.len() <= 8
+        && version.iter().zip(b"HTTP/0.0").all(|(&b, &pattern)| {
+            if pattern == b'0' {
+                b.is_ascii_digit()
+            } else {
+                b == pattern
+            }
+        });
+    match (complete, fits) {
+        (true, true) if version.len() == 8 => Some(HttpError::UnsupportedVersion),
+        (false, true) => None,
+        _ => Some(BadRequest::Syntax.into()),
+    }
+}
