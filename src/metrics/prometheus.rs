@@ -1,8 +1,9 @@
 //! The Prometheus text exposition format (version 0.0.4) of a [`MetricsSnapshot`]. I/O-free.
 
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 
 use super::collector::{MetricsSnapshot, ShardMetrics};
+use super::scalar::ScalarSeries;
 use crate::proto::accept::errno_name;
 use crate::proto::close::CLOSE_LABELS;
 use crate::proto::tls::HANDSHAKE_LABELS;
@@ -200,10 +201,41 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
             );
         }
     }
+    scalars(&mut out, snapshot, |s| &s.counters, "counter");
+    scalars(&mut out, snapshot, |s| &s.gauges, "gauge");
     for metric in snapshot.latency_names() {
         histogram(&mut out, snapshot, metric);
     }
     out
+}
+
+/// The counters (`weft_<name>_total`) or gauges (`weft_<name>`) that the shards' code
+/// recorded, one family per name in first-seen order, one series per shard and label value.
+fn scalars<T: Display>(
+    out: &mut String,
+    snapshot: &MetricsSnapshot,
+    series: fn(&ShardMetrics) -> &[ScalarSeries<T>],
+    kind: &str,
+) {
+    let mut names: Vec<(&'static str, &'static str)> = Vec::new();
+    for s in snapshot.shards.iter().flat_map(series) {
+        if !names.iter().any(|(name, _)| *name == s.name) {
+            names.push((s.name, s.help));
+        }
+    }
+    let suffix = if kind == "counter" { "_total" } else { "" };
+    for (metric, help) in names {
+        let name = format!("weft_{}{suffix}", sanitize(metric));
+        header(out, &name, kind, help);
+        for s in &snapshot.shards {
+            let shard = s.shard.to_string();
+            for one in series(s).iter().filter(|one| one.name == metric) {
+                let mut labels = vec![("shard", shard.as_str())];
+                labels.extend(one.label);
+                line(out, &name, &labels, &one.value);
+            }
+        }
+    }
 }
 
 /// One latency metric as a Prometheus histogram in seconds, one series per shard (and per
@@ -245,7 +277,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn line(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+fn line(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl Display) {
     out.push_str(name);
     if !labels.is_empty() {
         out.push('{');
@@ -293,6 +325,8 @@ mod tests {
             stats,
             stalls: 0,
             latency: Vec::new(),
+            counters: Vec::new(),
+            gauges: Vec::new(),
             reports: 4,
             dropped: 1,
             made: None,
@@ -373,6 +407,34 @@ mod tests {
         assert!(text.contains("weft_shard_call_seconds_count{shard=\"1\",target=\"0\"} 1\n"));
         assert!(text.contains("weft_shard_call_seconds_count{shard=\"1\",target=\"2\"} 2\n"));
         assert!(text.contains("weft_shard_call_seconds_bucket{shard=\"1\",target=\"2\",le=\"+Inf\"} 2\n"));
+    }
+
+    #[test]
+    fn counters_and_gauges_carry_shard_and_label() {
+        let mut s = shard(3, 1);
+        fn one<T>(
+            name: &'static str,
+            label: Option<(&'static str, &'static str)>,
+            value: T,
+        ) -> ScalarSeries<T> {
+            ScalarSeries {
+                name,
+                help: "What it counts.",
+                label,
+                value,
+            }
+        }
+        s.counters.push(one("kv_commands", Some(("family", "read")), 7));
+        s.counters.push(one("kv_commands", Some(("family", "write")), 2));
+        s.gauges.push(one("kv.keys", None, -4i64));
+        let text = render(&MetricsSnapshot { shards: vec![s] });
+        assert!(text.contains("# HELP weft_kv_commands_total What it counts.\n"));
+        assert!(text.contains("# TYPE weft_kv_commands_total counter\n"));
+        assert!(text.contains("weft_kv_commands_total{shard=\"3\",family=\"read\"} 7\n"));
+        assert!(text.contains("weft_kv_commands_total{shard=\"3\",family=\"write\"} 2\n"));
+        assert_eq!(text.matches("# TYPE weft_kv_commands_total").count(), 1);
+        assert!(text.contains("# TYPE weft_kv_keys gauge\n"));
+        assert!(text.contains("weft_kv_keys{shard=\"3\"} -4\n"));
     }
 
     #[test]
