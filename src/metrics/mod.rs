@@ -57,6 +57,11 @@
 //! ENTRIES.add(1); // weft_cache_entries{shard="0"}
 //! ```
 //!
+//! The [`PrometheusExporter`] adds the process's own series (`process_cpu_seconds_total`,
+//! `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`,
+//! `process_start_time_seconds`, read from `/proc/self` at each scrape) and
+//! `weft_build_info{version="..."} 1`.
+//!
 //! ```no_run
 //! use weft::{Engine, EngineConfig, protocols::Echo};
 //!
@@ -72,6 +77,7 @@
 mod collector;
 mod exporter;
 mod hdr_log;
+mod process;
 mod prometheus;
 mod recorder;
 mod report;

@@ -1,8 +1,10 @@
-//! The Prometheus text exposition format (version 0.0.4) of a [`MetricsSnapshot`]. I/O-free.
+//! The Prometheus text exposition format (version 0.0.4) of a [`MetricsSnapshot`] and of
+//! the process's own figures. I/O-free.
 
 use std::fmt::{Display, Write};
 
 use super::collector::{MetricsSnapshot, ShardMetrics};
+use super::process::ProcessStats;
 use super::scalar::ScalarSeries;
 use crate::proto::accept::errno_name;
 use crate::proto::close::CLOSE_LABELS;
@@ -238,6 +240,65 @@ fn scalars<T: Display>(
     }
 }
 
+/// The process's figures as Prometheus client libraries name them (`process_*`; a figure
+/// that could not be read is left out), and `weft_build_info`.
+pub(crate) fn render_process(p: &ProcessStats) -> String {
+    let mut out = String::with_capacity(1024);
+    let families: [(&str, &str, &str, Option<f64>); 6] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes.map(|b| b as f64),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes.map(|b| b as f64),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds.map(|n| n as f64),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds.map(|n| n as f64),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        if let Some(value) = value {
+            header(&mut out, name, kind, help);
+            line(&mut out, name, &[], value);
+        }
+    }
+    let name = "weft_build_info";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "Always 1, labeled with the version of weft that serves.",
+    );
+    line(&mut out, name, &[("version", env!("CARGO_PKG_VERSION"))], 1);
+    out
+}
+
 /// One latency metric as a Prometheus histogram in seconds, one series per shard (and per
 /// target, on a per-target metric).
 fn histogram(out: &mut String, snapshot: &MetricsSnapshot, metric: &str) {
@@ -435,6 +496,21 @@ mod tests {
         assert_eq!(text.matches("# TYPE weft_kv_commands_total").count(), 1);
         assert!(text.contains("# TYPE weft_kv_keys gauge\n"));
         assert!(text.contains("weft_kv_keys{shard=\"3\"} -4\n"));
+    }
+
+    #[test]
+    fn process_series_as_client_libraries_name_them() {
+        let text = render_process(&ProcessStats {
+            resident_bytes: Some(4096),
+            cpu_seconds: Some(1.5),
+            max_fds: None,
+            ..Default::default()
+        });
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.5\n"));
+        assert!(text.contains("process_resident_memory_bytes 4096\n"));
+        assert!(!text.contains("process_max_fds"), "unread figures are left out");
+        let build = format!("weft_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"));
+        assert!(text.contains(&build), "{text}");
     }
 
     #[test]
