@@ -91,7 +91,11 @@ impl Def {
             {
                 match t.get_mut(slot) {
                     Some(Entry { def: Some(_), value }) => f(value),
-                    _ => f(t.claim(self, slot)),
+                    _ => {
+                        if let Some(value) = t.claim(self, slot) {
+                            f(value);
+                        }
+                    }
                 }
             }
         });
@@ -133,7 +137,8 @@ macro_rules! metric_constructors {
 /// Declare one as a `static` and count from protocol callbacks; each shard keeps its own
 /// total, reports it with its other counters, and the collector keeps every shard's; the
 /// [`MetricsSnapshot`](super::MetricsSnapshot) adds them up. Prometheus shows
-/// `weft_<name>_total` per shard (so name it without `_total`). On a thread that is not a shard of an engine with metrics
+/// `weft_<name>_total` per shard (so name it without `_total`, and apart from weft's own
+/// series). On a thread that is not a shard of an engine with metrics
 /// on (a unit test, say) counting does nothing. A shard's series appears once it first
 /// counts (`add(0)` shows it at zero).
 ///
@@ -270,17 +275,17 @@ impl Table {
     }
 
     /// The first record of `def` on this shard: claims its slots (every label value's, so
-    /// that they all show, at zero), starting at `first`; the value of `slot`.
+    /// that they all show, at zero); the value of `slot` (one of them).
     #[cold]
-    fn claim(&mut self, def: &'static Def, slot: usize) -> &mut u64 {
-        let first = def.slot();
-        if self.0.len() < first + def.width() {
-            self.0.resize(first + def.width(), Entry::default());
+    fn claim(&mut self, def: &'static Def, slot: usize) -> Option<&mut u64> {
+        let (first, end) = (def.slot(), def.slot() + def.width());
+        if self.0.len() < end {
+            self.0.resize(end, Entry::default());
         }
-        for (i, e) in self.0[first..first + def.width()].iter_mut().enumerate() {
+        for (i, e) in self.0.get_mut(first..end)?.iter_mut().enumerate() {
             e.def = Some((def, i));
         }
-        &mut self.0[slot].value
+        self.0.get_mut(slot).map(|e| &mut e.value)
     }
 
     /// Every claimed series; two metrics of the same name and label value add up.
