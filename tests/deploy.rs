@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The deployment files in deploy/ agree with weft: the seccomp profile is valid and lets
-//! io_uring through; the Dockerfile, the Kubernetes manifests and the systemd unit pass flags
-//! that `weft serve --check` (weft's own parser) accepts, and their probe ports, signals and
-//! timings match those flags; the unit passes `systemd-analyze verify`.
+//! io_uring (and the /metrics exporter's /proc reads) through; the Dockerfile, the Kubernetes
+//! manifests and the systemd unit pass flags that `weft serve --check` (weft's own parser)
+//! accepts, and their probe ports, signals and timings match those flags; the unit passes
+//! `systemd-analyze verify`.
 
 mod util;
 mod weft_process;
@@ -212,7 +213,8 @@ fn weft_serves_under_the_seccomp_profile_and_not_under_dockers_default() {
         return;
     };
     let filter = seccomp::program(&rules, default);
-    let (mut cmd, addr) = util::serve_command("1", &["--proto", "echo"]);
+    let metrics = format!("127.0.0.1:{}", util::free_port());
+    let (mut cmd, addr) = util::serve_command("1", &["--proto", "echo", "--metrics", &metrics]);
     cmd.stdout(std::process::Stdio::null());
     // SAFETY: the closure makes only async-signal-safe calls, in the child before exec.
     unsafe { cmd.pre_exec(move || seccomp::install(&filter)) };
@@ -222,6 +224,15 @@ fn weft_serves_under_the_seccomp_profile_and_not_under_dockers_default() {
     let mut back = [0u8; 4];
     client.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"ping");
+    // The exporter reads the process's figures from /proc under the profile too.
+    let body = util::scrape(metrics.parse().unwrap());
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(body.contains(&format!("\n{name} ")), "{name} missing:\n{body}");
+    }
     drop(client);
     util::sigterm(&server);
     let status = util::wait_exit(&mut server, Duration::from_secs(15));

@@ -891,10 +891,118 @@ fn maxmemory_noeviction_refuses_writes() {
     );
 }
 
+/// A weft server with `--maxmemory 256KiB` under `policy`, and its `--metrics` address.
+fn weft_with_metrics(policy: &str) -> (Server, SocketAddr) {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--maxmemory",
+        "256KiB",
+        "--maxmemory-policy",
+        policy,
+        "--metrics",
+        &metrics,
+    ];
+    (Server::weft(&args), metrics.parse().unwrap())
+}
+
+/// The field `name` of an `INFO` answer.
+fn info_field(info: &str, name: &str) -> u64 {
+    let prefix = format!("{name}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in {info}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Scrapes `at` until `done` holds for the body (the shards report once a second): the body.
+fn scrape_until(at: SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = util::scrape(at);
+        if done(&body) || Instant::now() > deadline {
+            return body;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The sum over shards of the series `name` (with a label containing `with`), or 0.
+fn series(body: &str, name: &str, with: &str) -> u64 {
+    util::scraped(body, name, with).unwrap_or(0.0) as u64
+}
+
+#[test]
+fn metrics_show_what_info_counts() {
+    let _serial = util::serial();
+    require_peer(Peer::Program("promtool"));
+    let (weft, at) = weft_with_metrics("noeviction");
+    let mut c = Client::connect(weft.addr);
+    // Three keys that expire at once, read after they did: three expiries, three misses.
+    for k in ["gone1", "gone2", "gone3"] {
+        assert_eq!(c.call(&[b"SET", k.as_bytes(), b"v", b"PX", b"1"]), b"+OK\r\n");
+    }
+    thread::sleep(Duration::from_millis(20));
+    for k in ["gone1", "gone2", "gone3"] {
+        assert_eq!(c.call(&[b"GET", k.as_bytes()]), b"$-1\r\n");
+    }
+    // Fill both shards' memory until writes are refused.
+    let value = "x".repeat(1000);
+    let mut refused = 0;
+    for i in 0..400 {
+        let reply = c.call(&[b"SET", format!("fill{i}").as_bytes(), value.as_bytes()]);
+        if reply.starts_with(b"-OOM") {
+            refused += 1;
+        }
+    }
+    assert!(refused > 100, "{refused} refused");
+    assert_eq!(c.call(&[b"GET", b"fill0"]).len(), 1000 + 9);
+    let keys: u64 = text(&c.cmd("DBSIZE"))[1..].trim().parse().unwrap();
+    let info = text(&c.cmd("INFO"));
+
+    let body = scrape_until(at, |b| {
+        series(b, "weft_kv_keys", "") == keys
+            && series(b, "weft_kv_oom_refusals_total", "") == refused
+            && series(b, "weft_kv_commands_total", "family=\"server\"") == 2
+    });
+    assert_eq!(series(&body, "weft_kv_keys", ""), keys, "{body}");
+    assert_eq!(
+        series(&body, "weft_kv_used_memory_bytes", ""),
+        info_field(&info, "used_memory"),
+        "{body}"
+    );
+    assert_eq!(series(&body, "weft_kv_maxmemory_bytes", ""), 262_144);
+    assert_eq!(series(&body, "weft_kv_expired_keys_total", ""), 3);
+    assert_eq!(info_field(&info, "expired_keys"), 3);
+    assert_eq!(series(&body, "weft_kv_evicted_keys_total", ""), 0);
+    assert_eq!(series(&body, "weft_kv_oom_refusals_total", ""), refused);
+    assert_eq!(
+        series(&body, "weft_kv_keyspace_hits_total", ""),
+        info_field(&info, "keyspace_hits")
+    );
+    assert_eq!(
+        series(&body, "weft_kv_keyspace_misses_total", ""),
+        info_field(&info, "keyspace_misses")
+    );
+    let commands = |family: &str| series(&body, "weft_kv_commands_total", &format!("family=\"{family}\""));
+    assert_eq!(commands("write"), 3 + 400, "{body}");
+    assert_eq!(commands("read"), 3 + 1);
+    assert_eq!((commands("server"), commands("connection")), (2, 0));
+    for family in [
+        "# TYPE weft_kv_commands_total counter",
+        "# TYPE weft_kv_keys gauge",
+    ] {
+        assert!(body.contains(family), "{family}: {body}");
+    }
+    assert!(body.contains("weft_kv_keys{shard=\"1\"} "), "per shard: {body}");
+    util::promtool_check(&body);
+}
+
 #[test]
 fn maxmemory_allkeys_lru_evicts() {
     let _serial = util::serial();
-    let weft = Server::weft(&["--maxmemory", "256KiB", "--maxmemory-policy", "allkeys-lru"]);
+    let (weft, metrics) = weft_with_metrics("allkeys-lru");
     let mut c = Client::connect(weft.addr);
     let value = "x".repeat(1000);
     // A hot key on each shard, read between writes.
@@ -934,6 +1042,11 @@ fn maxmemory_allkeys_lru_evicts() {
         .parse()
         .unwrap();
     assert!(evicted >= 1700, "{evicted} evicted");
+    let body = scrape_until(metrics, |b| {
+        series(b, "weft_kv_evicted_keys_total", "") == evicted
+    });
+    assert_eq!(series(&body, "weft_kv_evicted_keys_total", ""), evicted, "{body}");
+    assert_eq!(series(&body, "weft_kv_keys", ""), keys as u64);
 }
 
 #[test]

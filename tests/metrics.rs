@@ -6,15 +6,17 @@ mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 use util::connect;
-use weft::metrics::{MetricsHandle, MetricsSnapshot, PrometheusExporter, REACTOR_LAG};
+use weft::metrics::{
+    CounterMetric, GaugeMetric, MetricsHandle, MetricsSnapshot, PrometheusExporter, REACTOR_LAG,
+};
 use weft::protocols::{Echo, Http, http::REQUEST_DURATION};
-use weft::{Engine, EngineConfig, Factory, ShardInfo, StatsSnapshot};
+use weft::{Engine, EngineConfig, Factory, Protocol, ShardInfo, StatsSnapshot, Transport, factory_fn};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -146,24 +148,6 @@ fn http_requests(addr: SocketAddr, conns: usize, per_conn: usize) {
     }
 }
 
-/// Sends `request` raw to `addr` and reads until the server closes.
-fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = connect(addr);
-    s.write_all(request).unwrap();
-    // The server may have answered and closed already.
-    let _ = s.shutdown(Shutdown::Write);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    let text = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-    assert!(text.contains("Content-Type: text/plain; version=0.0.4"));
-    text.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
 #[test]
 fn prometheus_text_passes_promtool_and_bad_requests_are_answered() {
     const REQUESTS: u64 = 40;
@@ -181,13 +165,13 @@ fn prometheus_text_passes_promtool_and_bad_requests_are_answered() {
     assert_eq!(served.histogram.len(), REQUESTS, "one service time per request");
 
     // Misbehaving scrapers get an answer or a timeout, and the exporter goes on.
-    assert!(exchange(at, b"\x16\x03\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
-    assert!(exchange(at, &vec![b'x'; 100 * 1024]).starts_with("HTTP/1.1 431"));
-    assert!(exchange(at, b"DELETE /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
-    assert!(exchange(at, b"GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(util::http_exchange(at, b"\x16\x03\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    assert!(util::http_exchange(at, &vec![b'x'; 100 * 1024]).starts_with("HTTP/1.1 431"));
+    assert!(util::http_exchange(at, b"DELETE /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(util::http_exchange(at, b"GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
     let _silent = connect(at);
 
-    let body = scrape(at);
+    let body = util::scrape(at);
     for name in [
         "weft_connections_accepted_total",
         "weft_connections_active",
@@ -209,24 +193,7 @@ fn prometheus_text_passes_promtool_and_bad_requests_are_answered() {
         "{body}"
     );
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}\n{body}"
-    );
+    util::promtool_check(&body);
     drop(exporter);
 }
 
@@ -327,10 +294,10 @@ fn cli_serves_metrics_and_prints_stats_lines() {
     s.write_all(b"hello").unwrap();
     s.read_exact(&mut [0u8; 5]).unwrap();
     let deadline = Instant::now() + WAIT;
-    let mut body = scrape(metrics_at);
+    let mut body = util::scrape(metrics_at);
     while !body.contains("weft_bytes_sent_total{shard=\"0\"} 5\n") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
-        body = scrape(metrics_at);
+        body = util::scrape(metrics_at);
     }
     assert!(
         body.contains("weft_connections_accepted_total{shard=\"0\"} 1\n"),
@@ -403,5 +370,127 @@ fn a_successor_can_bind_the_metrics_address_while_the_old_exporter_serves() {
     let new = PrometheusExporter::start(old.local_addr(), metrics).unwrap();
     assert_eq!(new.local_addr(), old.local_addr());
     drop(old);
-    assert!(scrape(new.local_addr()).contains("weft_connections_active"));
+    assert!(util::scrape(new.local_addr()).contains("weft_connections_active"));
+}
+
+/// Bytes received, by whether they were the connection's first read.
+static RECEIVED: CounterMetric = CounterMetric::labeled(
+    "test_received_bytes",
+    "Bytes received, by read.",
+    "read",
+    &["first", "later"],
+);
+/// Connections open.
+static OPEN: GaugeMetric = GaugeMetric::new("test_open_connections", "Connections open.");
+
+/// Counts what it receives into [`RECEIVED`] and [`OPEN`], and echoes it.
+struct Counting {
+    reads: u64,
+}
+
+impl Protocol for Counting {
+    fn connection_made(&mut self, _transport: &Transport) {
+        OPEN.add(1);
+    }
+
+    fn data_received(&mut self, data: &[u8], transport: &Transport) {
+        RECEIVED.add_at(usize::from(self.reads > 0), data.len() as u64);
+        self.reads += 1;
+        transport.write(data);
+    }
+
+    fn connection_lost(&mut self, _reason: &weft::CloseReason) {
+        OPEN.add(-1);
+    }
+}
+
+#[test]
+fn protocol_counters_and_gauges_reach_the_snapshot_and_the_text() {
+    // Off a shard, recording does nothing.
+    RECEIVED.add(5);
+    OPEN.set(9);
+    let (engine, addr) = engine(
+        Duration::from_millis(20),
+        |_| {},
+        |_| factory_fn(|_| Some(Counting { reads: 0 })),
+    );
+    let metrics = engine.metrics().unwrap();
+    let exporter = PrometheusExporter::start(SocketAddr::from(([127, 0, 0, 1], 0)), metrics.clone()).unwrap();
+    let mut open = Vec::new();
+    for i in 0..3 {
+        let mut s = connect(addr);
+        s.write_all(&[b'x'; 10]).unwrap();
+        s.read_exact(&mut [0u8; 10]).unwrap();
+        if i == 0 {
+            s.write_all(&[b'y'; 7]).unwrap();
+            s.read_exact(&mut [0u8; 7]).unwrap();
+        }
+        open.push(s);
+    }
+    let snap = wait_for(&metrics, |s| {
+        s.counter(RECEIVED.name()) == Some(37) && s.gauge(OPEN.name()) == Some(3)
+    });
+    assert_eq!(snap.counter(RECEIVED.name()), Some(37), "{:?}", snap.shards);
+    assert_eq!(snap.counter_with(RECEIVED.name(), "first"), Some(30));
+    assert_eq!(snap.counter_with(RECEIVED.name(), "later"), Some(7));
+    assert_eq!(snap.gauge(OPEN.name()), Some(3));
+    let per_shard: i64 = snap
+        .shards
+        .iter()
+        .flat_map(|s| &s.gauges)
+        .filter(|g| g.name == OPEN.name())
+        .map(|g| g.value)
+        .sum();
+    assert_eq!(per_shard, 3, "each shard keeps its own value");
+
+    let body = util::scrape(exporter.local_addr());
+    assert!(
+        body.contains("# TYPE weft_test_received_bytes_total counter\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE weft_test_open_connections gauge\n"),
+        "{body}"
+    );
+    assert_eq!(
+        util::scraped(&body, "weft_test_received_bytes_total", "read=\"first\""),
+        Some(30.0)
+    );
+    assert_eq!(util::scraped(&body, "weft_test_open_connections", ""), Some(3.0));
+
+    drop(open);
+    let snap = wait_for(&metrics, |s| s.gauge(OPEN.name()) == Some(0));
+    assert_eq!(snap.gauge(OPEN.name()), Some(0), "the gauge goes down");
+    drop(exporter);
+    engine.shutdown();
+    engine.join().unwrap();
+}
+
+#[test]
+fn exporter_serves_process_series_and_build_info() {
+    let (engine, _addr) = engine(Duration::from_millis(50), |_| {}, |_| Echo::factory());
+    let exporter =
+        PrometheusExporter::start(SocketAddr::from(([127, 0, 0, 1], 0)), engine.metrics().unwrap()).unwrap();
+    let body = util::scrape(exporter.local_addr());
+    let value =
+        |name: &str| util::scraped(&body, name, "").unwrap_or_else(|| panic!("{name} missing:\n{body}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(value("process_resident_memory_bytes") > 1_048_576.0, "{body}");
+    assert!(value("process_cpu_seconds_total") >= 0.0, "{body}");
+    let (open, max) = (value("process_open_fds"), value("process_max_fds"));
+    assert!(open >= 3.0 && open <= max, "{body}");
+    let started = value("process_start_time_seconds");
+    assert!(started > now - 3600.0 && started <= now + 1.0, "{body}");
+    assert!(
+        body.contains("# TYPE process_cpu_seconds_total counter\n"),
+        "{body}"
+    );
+    let build = format!("weft_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"));
+    assert!(body.contains(&build), "{body}");
+    drop(exporter);
+    engine.shutdown();
+    engine.join().unwrap();
 }

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 
 use super::recorder::{LatencySeries, merge_into};
 use super::report::{ShardLink, ShardReport};
+use super::scalar::ScalarSeries;
 use crate::stats::StatsSnapshot;
 
 /// One shard's latest view, as the collector last heard it.
@@ -28,6 +29,11 @@ pub struct ShardMetrics {
     /// Latency histograms since the engine started, one per metric, by first appearance.
     /// Reactor lag is the one named [`REACTOR_LAG`](super::REACTOR_LAG).
     pub latency: Vec<LatencySeries>,
+    /// The [counters](super::CounterMetric) the shard's code recorded: running totals, one
+    /// per metric and label value, by first appearance.
+    pub counters: Vec<ScalarSeries<u64>>,
+    /// The [gauges](super::GaugeMetric) the shard's code recorded, as of its last report.
+    pub gauges: Vec<ScalarSeries<i64>>,
     /// Reports the collector received from this shard.
     pub reports: u64,
     /// Reports the shard dropped because the collector's queue was full.
@@ -97,6 +103,27 @@ impl MetricsSnapshot {
         names
     }
 
+    /// Counter `name` added up over all shards (and label values), if any shard recorded it.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        sum_series(self.shards.iter().flat_map(|s| &s.counters), name, None)
+    }
+
+    /// The series of counter `name` with label value `value`, added up over all shards.
+    pub fn counter_with(&self, name: &str, value: &str) -> Option<u64> {
+        sum_series(self.shards.iter().flat_map(|s| &s.counters), name, Some(value))
+    }
+
+    /// Gauge `name` added up over all shards (and label values), if any shard recorded it;
+    /// each shard's own is in its [`ShardMetrics::gauges`].
+    pub fn gauge(&self, name: &str) -> Option<i64> {
+        sum_series(self.shards.iter().flat_map(|s| &s.gauges), name, None)
+    }
+
+    /// The series of gauge `name` with label value `value`, added up over all shards.
+    pub fn gauge_with(&self, name: &str, value: &str) -> Option<i64> {
+        sum_series(self.shards.iter().flat_map(|s| &s.gauges), name, Some(value))
+    }
+
     /// Reactor stalls on all shards.
     pub fn stalls(&self) -> u64 {
         self.shards.iter().map(|s| s.stalls).sum()
@@ -106,6 +133,24 @@ impl MetricsSnapshot {
     pub fn dropped(&self) -> u64 {
         self.shards.iter().map(|s| s.dropped).sum()
     }
+}
+
+/// The sum of the series named `name` (with label value `value`, if given); `None` if there
+/// is none.
+fn sum_series<'a, T>(
+    series: impl Iterator<Item = &'a ScalarSeries<T>>,
+    name: &str,
+    value: Option<&str>,
+) -> Option<T>
+where
+    T: Copy + std::iter::Sum<T> + 'a,
+{
+    let mut matching = series
+        .filter(|s| s.name == name && value.is_none_or(|v| s.label.is_some_and(|(_, l)| l == v)))
+        .map(|s| s.value)
+        .peekable();
+    matching.peek()?;
+    Some(matching.sum())
 }
 
 /// What the collector, the shards' links and the handles share.
@@ -134,6 +179,8 @@ impl Shared {
                 stats: StatsSnapshot::default(),
                 stalls: 0,
                 latency: Vec::new(),
+                counters: Vec::new(),
+                gauges: Vec::new(),
                 reports: 0,
                 dropped: 0,
                 made: None,
@@ -164,6 +211,9 @@ impl Shared {
         for series in &report.latency {
             merge_into(&mut view.latency, series);
         }
+        // Running values, like the stats: the newer report replaces.
+        view.counters = report.scalars.counters;
+        view.gauges = report.scalars.gauges;
         view.made = Some(report.at);
     }
 
@@ -254,6 +304,7 @@ fn collect(rx: &Receiver<ShardReport>, shared: &Shared) {
 mod tests {
     use super::*;
     use crate::metrics::recorder::series;
+    use crate::metrics::scalar::Scalars;
 
     fn report(shard: usize, accepted: u64, latency: Vec<LatencySeries>, at: Instant) -> ShardReport {
         ShardReport {
@@ -266,6 +317,7 @@ mod tests {
             },
             stalls: shard as u64,
             latency,
+            scalars: Scalars::default(),
         }
     }
 
@@ -296,6 +348,45 @@ mod tests {
         assert_eq!((x.histogram.len(), x.sum_ns), (4, 100));
         assert_eq!(snap.shards[0].latency[0].histogram.len(), 3);
         assert_eq!(snap.latency_names(), vec!["x", "y"]);
+    }
+
+    fn scalar<T>(name: &'static str, label: Option<&'static str>, value: T) -> ScalarSeries<T> {
+        ScalarSeries {
+            name,
+            help: "h",
+            label: label.map(|l| ("kind", l)),
+            value,
+        }
+    }
+
+    #[test]
+    fn counters_add_up_and_gauges_stay_per_shard() {
+        let shared = Shared::new(&[(0, 0), (1, 1)]);
+        let t0 = Instant::now();
+        let with = |shard, hits, depth| {
+            let mut r = report(shard, 0, Vec::new(), t0);
+            r.scalars = Scalars {
+                counters: vec![scalar("ops", Some("get"), hits), scalar("ops", Some("put"), 1)],
+                gauges: vec![scalar("depth", None, depth)],
+            };
+            r
+        };
+        shared.apply(with(0, 5, -2));
+        shared.apply(with(1, 7, 10));
+        // Running values: the newer report replaces the older.
+        shared.apply(with(0, 6, 3));
+        let snap = shared.snapshot(t0);
+        assert_eq!(snap.counter("ops"), Some(6 + 7 + 2));
+        assert_eq!(snap.counter_with("ops", "get"), Some(13));
+        assert_eq!(snap.counter_with("ops", "nope"), None);
+        assert_eq!(snap.counter("missing"), None);
+        assert_eq!(snap.gauge("depth"), Some(13));
+        assert_eq!(snap.shards[0].gauges[0].value, 3);
+        assert_eq!(
+            snap.gauge_with("depth", "x"),
+            None,
+            "an unlabeled gauge has no label value"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::MetricsHandle;
+use super::process::ProcessStats;
 use super::prometheus::{self, CONTENT_TYPE};
 use crate::error::EngineError;
 use crate::responder::{Limits, Responder};
@@ -16,7 +17,11 @@ const LIMITS: Limits = Limits {
     timeout: Duration::from_secs(2),
 };
 
-/// Serves the Prometheus text format of an engine's metrics at `/metrics`.
+/// Serves the Prometheus text format of an engine's metrics at `/metrics`, followed by the
+/// process's own series as Prometheus client libraries export them
+/// (`process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`,
+/// `process_max_fds`, `process_start_time_seconds`, read from `/proc/self` at each scrape)
+/// and `weft_build_info{version="..."} 1`.
 ///
 /// One thread answers one connection at a time: a scraper is expected, not a crowd. Each
 /// connection gets 2 s to send a request head of at most 8 KiB; anything else is answered
@@ -59,7 +64,7 @@ impl PrometheusExporter {
             .map_err(|e| EngineError::cannot_listen(addr, e))?;
         let answer = Box::new(move |head: &[u8]| {
             respond(head, || {
-                let mut text = prometheus::render(&metrics.snapshot());
+                let mut text = scrape(&metrics);
                 extra(&mut text);
                 text
             })
@@ -76,6 +81,13 @@ impl PrometheusExporter {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
+}
+
+/// The text of one scrape: the engine's metrics, then the process's (read now).
+fn scrape(metrics: &MetricsHandle) -> String {
+    let mut text = prometheus::render(&metrics.snapshot());
+    text.push_str(&prometheus::render_process(&ProcessStats::read()));
+    text
 }
 
 /// The complete response to the request head `head` (which may be cut at the size bound, or

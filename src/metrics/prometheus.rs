@@ -1,8 +1,11 @@
-//! The Prometheus text exposition format (version 0.0.4) of a [`MetricsSnapshot`]. I/O-free.
+//! The Prometheus text exposition format (version 0.0.4) of a [`MetricsSnapshot`] and of
+//! the process's own figures. I/O-free.
 
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 
 use super::collector::{MetricsSnapshot, ShardMetrics};
+use super::process::ProcessStats;
+use super::scalar::ScalarSeries;
 use crate::proto::accept::errno_name;
 use crate::proto::close::CLOSE_LABELS;
 use crate::proto::tls::HANDSHAKE_LABELS;
@@ -201,6 +204,8 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
             );
         }
     }
+    scalars(&mut out, snapshot, |s| &s.counters, "counter");
+    scalars(&mut out, snapshot, |s| &s.gauges, "gauge");
     for metric in snapshot.latency_names() {
         histogram(&mut out, snapshot, metric);
     }
@@ -246,6 +251,94 @@ pub(crate) fn render_tls(out: &mut String, tls: &TlsSet) {
     }
 }
 
+/// The counters (`weft_<name>_total`) or gauges (`weft_<name>`) that the shards' code
+/// recorded, one family per name in first-seen order, one series per shard and label value.
+fn scalars<T: Display>(
+    out: &mut String,
+    snapshot: &MetricsSnapshot,
+    series: fn(&ShardMetrics) -> &[ScalarSeries<T>],
+    kind: &str,
+) {
+    let mut names: Vec<(&'static str, &'static str)> = Vec::new();
+    for s in snapshot.shards.iter().flat_map(series) {
+        if !names.iter().any(|(name, _)| *name == s.name) {
+            names.push((s.name, s.help));
+        }
+    }
+    let suffix = if kind == "counter" { "_total" } else { "" };
+    for (metric, help) in names {
+        let name = format!("weft_{}{suffix}", sanitize(metric));
+        header(out, &name, kind, help);
+        for s in &snapshot.shards {
+            let shard = s.shard.to_string();
+            for one in series(s).iter().filter(|one| one.name == metric) {
+                let mut labels = vec![("shard", shard.as_str())];
+                labels.extend(one.label);
+                line(out, &name, &labels, &one.value);
+            }
+        }
+    }
+}
+
+/// The process's figures as Prometheus client libraries name them (`process_*`; a figure
+/// that could not be read is left out), and `weft_build_info`.
+pub(crate) fn render_process(p: &ProcessStats) -> String {
+    let mut out = String::with_capacity(1024);
+    let families: [(&str, &str, &str, Option<f64>); 6] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes.map(|b| b as f64),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes.map(|b| b as f64),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds.map(|n| n as f64),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds.map(|n| n as f64),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        if let Some(value) = value {
+            header(&mut out, name, kind, help);
+            line(&mut out, name, &[], value);
+        }
+    }
+    let name = "weft_build_info";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "Always 1, labeled with the version of weft that serves.",
+    );
+    line(&mut out, name, &[("version", env!("CARGO_PKG_VERSION"))], 1);
+    out
+}
+
 /// One latency metric as a Prometheus histogram in seconds, one series per shard (and per
 /// target, on a per-target metric).
 fn histogram(out: &mut String, snapshot: &MetricsSnapshot, metric: &str) {
@@ -285,7 +378,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn line(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+fn line(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl Display) {
     out.push_str(name);
     if !labels.is_empty() {
         out.push('{');
@@ -333,6 +426,8 @@ mod tests {
             stats,
             stalls: 0,
             latency: Vec::new(),
+            counters: Vec::new(),
+            gauges: Vec::new(),
             reports: 4,
             dropped: 1,
             made: None,
@@ -413,6 +508,49 @@ mod tests {
         assert!(text.contains("weft_shard_call_seconds_count{shard=\"1\",target=\"0\"} 1\n"));
         assert!(text.contains("weft_shard_call_seconds_count{shard=\"1\",target=\"2\"} 2\n"));
         assert!(text.contains("weft_shard_call_seconds_bucket{shard=\"1\",target=\"2\",le=\"+Inf\"} 2\n"));
+    }
+
+    #[test]
+    fn counters_and_gauges_carry_shard_and_label() {
+        let mut s = shard(3, 1);
+        fn one<T>(
+            name: &'static str,
+            label: Option<(&'static str, &'static str)>,
+            value: T,
+        ) -> ScalarSeries<T> {
+            ScalarSeries {
+                name,
+                help: "What it counts.",
+                label,
+                value,
+            }
+        }
+        s.counters.push(one("kv_commands", Some(("family", "read")), 7));
+        s.counters.push(one("kv_commands", Some(("family", "write")), 2));
+        s.gauges.push(one("kv.keys", None, -4i64));
+        let text = render(&MetricsSnapshot { shards: vec![s] });
+        assert!(text.contains("# HELP weft_kv_commands_total What it counts.\n"));
+        assert!(text.contains("# TYPE weft_kv_commands_total counter\n"));
+        assert!(text.contains("weft_kv_commands_total{shard=\"3\",family=\"read\"} 7\n"));
+        assert!(text.contains("weft_kv_commands_total{shard=\"3\",family=\"write\"} 2\n"));
+        assert_eq!(text.matches("# TYPE weft_kv_commands_total").count(), 1);
+        assert!(text.contains("# TYPE weft_kv_keys gauge\n"));
+        assert!(text.contains("weft_kv_keys{shard=\"3\"} -4\n"));
+    }
+
+    #[test]
+    fn process_series_as_client_libraries_name_them() {
+        let text = render_process(&ProcessStats {
+            resident_bytes: Some(4096),
+            cpu_seconds: Some(1.5),
+            max_fds: None,
+            ..Default::default()
+        });
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.5\n"));
+        assert!(text.contains("process_resident_memory_bytes 4096\n"));
+        assert!(!text.contains("process_max_fds"), "unread figures are left out");
+        let build = format!("weft_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"));
+        assert!(text.contains(&build), "{text}");
     }
 
     #[test]

@@ -8,10 +8,12 @@ use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 
 use super::collector::Shared;
 use super::recorder::{self, LatencySeries};
+use super::scalar::{self, Scalars};
 use crate::stats::StatsSnapshot;
 
-/// One shard's report: its counters (running totals) and the latency values recorded since
-/// its last report that got through.
+/// One shard's report: its counters (running totals), the current values of the counters
+/// and gauges its code recorded, and the latency values recorded since its last report that
+/// got through.
 #[derive(Debug)]
 pub(crate) struct ShardReport {
     pub(crate) shard: usize,
@@ -22,6 +24,8 @@ pub(crate) struct ShardReport {
     pub(crate) stalls: u64,
     /// Values since the last report that got through.
     pub(crate) latency: Vec<LatencySeries>,
+    /// The counters and gauges recorded on the shard, as they are now.
+    pub(crate) scalars: Scalars,
 }
 
 /// A shard's end of the channel to the collector.
@@ -66,6 +70,7 @@ impl ShardLink {
             stats,
             stalls,
             latency: recorder::take_interval(),
+            scalars: scalar::read(),
         }
     }
 

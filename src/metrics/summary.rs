@@ -120,6 +120,8 @@ mod tests {
                 },
                 stalls,
                 latency: vec![series("reactor_lag", latency[0]), series("svc", latency[1])],
+                counters: Vec::new(),
+                gauges: Vec::new(),
                 reports: 1,
                 dropped: 0,
                 made,

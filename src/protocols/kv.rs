@@ -31,6 +31,9 @@
 //! they are refused across slots). `--maxmemory` is divided evenly between the shards; each
 //! shard applies the policy to its part.
 //!
+//! On an engine with metrics on, each shard shows its keys, memory, expiries, evictions,
+//! `-OOM` refusals and commands (see [`kv_metrics`](super::kv_metrics)).
+//!
 //! ```no_run
 //! use weft::protocols::{Kv, KvConfig};
 //! use weft::{EngineConfig, Service};
@@ -66,6 +69,7 @@ use crate::proto::kv::session::{Outcome, ServerFacts, Session};
 use crate::proto::protocol::{Factory, ShardInfo};
 use crate::proto::resp::{Reply, Request, RespDecoder, RespError, RespLimits};
 use crate::proto::transport::Transport;
+use crate::protocols::kv_metrics::{self, Published};
 
 /// Most commands a connection may have unanswered before it stops reading (it reads again
 /// once half are answered).
@@ -140,6 +144,8 @@ pub struct KvShard {
     sweeping: Cell<bool>,
     /// The time of the read being handled: its commands run at one time, read once.
     read_time: Cell<Option<i64>>,
+    /// The keyspace's figures as the metrics last showed them.
+    published: Published,
 }
 
 impl KvShard {
@@ -177,6 +183,7 @@ impl KvShard {
             facts,
             sweeping: Cell::new(false),
             read_time: Cell::new(None),
+            published: Published::default(),
         }
     }
 
@@ -240,8 +247,18 @@ impl KvShard {
         self.keyspace.borrow_mut().expire_cycle(now_ms(), SWEEP_ROUNDS)
     }
 
-    /// Sweeps this shard's expired keys [`SWEEP_HZ`] times a second until the shard drains.
+    /// Shows the keyspace's figures in the shard's metrics (see
+    /// [`kv_metrics`](super::kv_metrics)).
+    pub fn publish(&self) {
+        self.published.publish(self.stats());
+    }
+
+    /// Sweeps this shard's expired keys [`SWEEP_HZ`] times a second until the shard drains,
+    /// and after each sweep [publishes](Self::publish) the keyspace's figures.
     pub async fn sweep_until_drain() {
+        if let Some(s) = state::<KvShard>() {
+            s.publish();
+        }
         let mut ticks = interval(Duration::from_secs(1) / SWEEP_HZ);
         while !is_draining() {
             let tick = async {
@@ -257,7 +274,12 @@ impl KvShard {
             }
             if let Some(s) = state::<KvShard>() {
                 s.sweep();
+                s.publish();
             }
+        }
+        // The figures at the drain, for the shard's last report.
+        if let Some(s) = state::<KvShard>() {
+            s.publish();
         }
     }
 }
@@ -409,6 +431,7 @@ impl Conn {
             let seq = st.push_slot();
             match parsed {
                 Ok(cmd) => {
+                    kv_metrics::command(cmd.family());
                     st.held.push_back((seq, cmd));
                     None
                 }

@@ -4,6 +4,7 @@ mod discard;
 mod echo;
 pub mod http;
 pub mod kv;
+pub mod kv_metrics;
 mod relay;
 mod whoami;
 

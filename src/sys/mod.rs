@@ -6,8 +6,8 @@
 //! peer credentials), [`fdpass`] (descriptors over a Unix socket), [`poll`] (the side
 //! threads' blocking wait), [`ifname`] (interface names and indexes), [`limits`] (resource
 //! limits), [`uring`] (the io_uring probe) and [`process`] (the calling thread's CPU, the
-//! process's user). Nothing here knows glommio or weft's types: the driver and the side
-//! threads call in, this layer calls nothing of the crate.
+//! process's user, clock ticks and page size). Nothing here knows glommio or weft's types:
+//! the driver and the side threads call in, this layer calls nothing of the crate.
 
 pub(crate) mod fd;
 pub(crate) mod fdpass;

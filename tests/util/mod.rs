@@ -464,3 +464,61 @@ pub fn replay_corpus(name: &str, min_files: usize, mut check: impl FnMut(&[u8], 
     );
     assert!(frames > 0 && errors > 0, "{frames} frames, {errors} errors");
 }
+
+/// Sends `request` raw to `addr` and reads until the server closes.
+pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = connect(addr);
+    s.write_all(request).unwrap();
+    // The server may have answered and closed already.
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The body of `GET /metrics` from a Prometheus exporter at `addr`.
+pub fn scrape(addr: SocketAddr) -> String {
+    let text = http_exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Content-Type: text/plain; version=0.0.4"));
+    text.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// The sum over shards (and labels) of the samples of `name` whose labels contain `with`
+/// (`name{...with...} value` lines of a scrape), if there is any.
+pub fn scraped(body: &str, name: &str, with: &str) -> Option<f64> {
+    let samples: Vec<f64> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| match rest.strip_prefix('{') {
+            Some(labeled) => labeled
+                .split_once('}')
+                .is_some_and(|(labels, _)| labels.contains(with)),
+            None => rest.starts_with(' ') && with.is_empty(),
+        })
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// Fails unless `promtool check metrics` accepts `body` without a word.
+pub fn promtool_check(body: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{body}"
+    );
+}

@@ -393,7 +393,42 @@ pub enum Target<'a> {
     All,
 }
 
+/// What a command does, in broad strokes: how the kv store counts the commands it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Reads keys (`GET`, `MGET`, `TTL`, ...).
+    Read = 0,
+    /// Writes keys (`SET`, `DEL`, `EXPIRE`, `FLUSHALL`, ...).
+    Write = 1,
+    /// Reads figures of every shard (`DBSIZE`, `INFO`).
+    Server = 2,
+    /// The connection's own (`PING`, `HELLO`, `SELECT`, `QUIT`, ...).
+    Connection = 3,
+}
+
+impl Family {
+    /// The families' names, by [`index`](Self::index).
+    pub const NAMES: [&'static str; 4] = ["read", "write", "server", "connection"];
+
+    /// The family's place in [`NAMES`](Self::NAMES).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl Command {
+    /// The command's family.
+    pub fn family(&self) -> Family {
+        if self.writes() {
+            return Family::Write;
+        }
+        match self.target() {
+            Target::Key(_) | Target::Keys => Family::Read,
+            Target::All => Family::Server,
+            Target::Connection => Family::Connection,
+        }
+    }
+
     /// Where the command runs.
     pub fn target(&self) -> Target<'_> {
         match self {
@@ -1044,6 +1079,14 @@ mod tests {
             ]))
         );
         assert!(parse_str("set k v").unwrap().denies_oom());
+        let family = |line| parse_str(line).unwrap().family();
+        assert_eq!(family("get k"), Family::Read);
+        assert_eq!(family("exists a b"), Family::Read);
+        assert_eq!(family("del a b"), Family::Write);
+        assert_eq!(family("flushall"), Family::Write);
+        assert_eq!(family("info"), Family::Server);
+        assert_eq!(family("ping"), Family::Connection);
+        assert_eq!(Family::NAMES[Family::Server.index()], "server");
         assert!(!parse_str("del k").unwrap().denies_oom());
         assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name), "sorted");
     }

@@ -85,6 +85,8 @@ pub struct KeyspaceStats {
     pub expired_keys: u64,
     /// Keys evicted for memory.
     pub evicted_keys: u64,
+    /// Commands refused with [`OOM`]: memory over the limit under `noeviction`.
+    pub oom_refusals: u64,
     /// Reads that found their key.
     pub keyspace_hits: u64,
     /// Reads that did not.
@@ -106,6 +108,7 @@ impl KeyspaceStats {
         self.maxmemory += o.maxmemory;
         self.expired_keys += o.expired_keys;
         self.evicted_keys += o.evicted_keys;
+        self.oom_refusals += o.oom_refusals;
         self.keyspace_hits += o.keyspace_hits;
         self.keyspace_misses += o.keyspace_misses;
     }
@@ -424,7 +427,11 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
     /// Applies the memory policy before a command: false if the command must be refused
     /// with [`OOM`].
     fn admit(&mut self, cmd: &Command) -> bool {
-        !(self.config.maxmemory > 0 && !self.make_room() && cmd.denies_oom())
+        let refused = self.config.maxmemory > 0 && !self.make_room() && cmd.denies_oom();
+        if refused {
+            self.stats.oom_refusals += 1;
+        }
+        !refused
     }
 
     /// Runs an admitted command.
@@ -869,11 +876,13 @@ mod tests {
         assert_eq!(run(&mut k, "append key0 1", T0), oom);
         assert_eq!(run(&mut k, "incr key0", T0), oom);
         assert_eq!(run(&mut k, "mset a 1", T0), oom);
+        assert_eq!(k.stats().oom_refusals, 4);
         // Reads, deletes and expiry changes still run.
         assert_eq!(run(&mut k, "get key0", T0), "$10\r\n0123456789\r\n");
         assert_eq!(run(&mut k, "expire key0 10", T0), ":1\r\n");
         assert_eq!(run(&mut k, "del key0 key1", T0), ":2\r\n");
         assert_eq!(run(&mut k, "set another 1", T0), "+OK\r\n");
+        assert_eq!(k.stats().oom_refusals, 4, "admitted commands are not counted");
     }
 
     #[test]
