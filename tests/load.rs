@@ -40,6 +40,21 @@ impl Rig {
         weft(&all)
     }
 
+    /// Starts an open loop of `rate` requests/s for `duration` over `conns` connections,
+    /// writing its JSON to `json`.
+    fn spawn_open_loop(&self, rate: &str, duration: &str, conns: &str, json: &str) -> Child {
+        self.spawn_load(&[
+            "--rate",
+            rate,
+            "--duration",
+            duration,
+            "--conns",
+            conns,
+            "--json",
+            json,
+        ])
+    }
+
     /// Runs `weft load` against the server to its end (bounded) and checks that it succeeded.
     fn load(&self, args: &[&str]) -> Output {
         succeeded(output_within(self.spawn_load(args), Duration::from_secs(30)))
@@ -62,16 +77,7 @@ fn succeeded(out: Output) -> Output {
 fn honest_tails_under_a_frozen_server() {
     let rig = Rig::new("http", "tails");
     let json = rig.dir.file("run.json");
-    let load = rig.spawn_load(&[
-        "--rate",
-        "2000",
-        "--duration",
-        "5s",
-        "--conns",
-        "16",
-        "--json",
-        &json,
-    ]);
+    let load = rig.spawn_open_loop("2000", "5s", "16", &json);
     std::thread::sleep(Duration::from_millis(1500));
     rig.server.signal(libc::SIGSTOP);
     let frozen = Instant::now();
@@ -104,16 +110,7 @@ fn honest_tails_under_a_frozen_server() {
 fn a_stall_at_the_end_is_charged_to_the_tail() {
     let rig = Rig::new("http", "end-stall");
     let json = rig.dir.file("run.json");
-    let load = rig.spawn_load(&[
-        "--rate",
-        "1000",
-        "--duration",
-        "2s",
-        "--conns",
-        "8",
-        "--json",
-        &json,
-    ]);
+    let load = rig.spawn_open_loop("1000", "2s", "8", &json);
     std::thread::sleep(Duration::from_millis(1100));
     rig.server.signal(libc::SIGSTOP);
     let out = output_within(load, Duration::from_secs(30));

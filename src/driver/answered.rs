@@ -99,17 +99,13 @@ impl<D: Decoder, R, E, F> fmt::Debug for Answered<D, R, E, F> {
     }
 }
 
-impl<D, R, E, F, Fut> Answered<D, R, E, F>
-where
-    D: Decoder + 'static,
-    D::Frame: 'static,
-    R: 'static,
-    E: Encoder<R> + 'static,
-    F: FnMut(D::Frame) -> Fut + 'static,
-    Fut: Future<Output = Answer<R>> + 'static,
-{
+impl<D: Decoder, R, E, F> Answered<D, R, E, F> {
     /// Requests answered by `answer`, whose answers `encoder` writes.
-    pub fn new(encoder: E, answer: F) -> Self {
+    pub fn new<Fut>(encoder: E, answer: F) -> Self
+    where
+        F: FnMut(D::Frame) -> Fut,
+        Fut: Future<Output = Answer<R>>,
+    {
         Self {
             requests: Queue::new(),
             max_queued: DEFAULT_MAX_QUEUED,
