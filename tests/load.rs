@@ -362,6 +362,43 @@ fn redis_commands_and_their_error_replies_are_counted() {
     );
 }
 
+/// Other methods and a body: HEADs answered without a body, POSTs (whose bodies the server
+/// reads past) answered 405 and counted as such; no response is misread.
+#[test]
+fn http_methods_and_bodies() {
+    let rig = Rig::new("http", "methods");
+    let json = rig.dir.file("r.json");
+    let body = rig.dir.file("body");
+    std::fs::write(&body, vec![b'x'; 3000]).unwrap();
+    let target = format!("http://{}/", rig.server.addr);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--duration",
+            "1s",
+            "--conns",
+            "4",
+            "--pipeline",
+            "2",
+            "--json",
+            &json,
+        ];
+        args.extend_from_slice(extra);
+        succeeded(output_within(
+            rig.spawn_load_at(&target, &args),
+            Duration::from_secs(30),
+        ));
+        read_json(&json)
+    };
+    let v = run(&["--method", "HEAD"]);
+    assert!(v["requests"].as_u64().unwrap() > 100, "{v}");
+    assert_eq!(v["errors"]["total"].as_u64(), Some(0), "{v}");
+    let v = run(&["--method", "POST", "--body-file", &body]);
+    let requests = v["requests"].as_u64().unwrap();
+    assert!(requests > 100, "{v}");
+    assert_eq!(v["bad_statuses"]["405"].as_u64(), Some(requests), "{v}");
+    assert_eq!(v["errors"]["protocol"].as_u64(), Some(0), "{v}");
+}
+
 /// A connection per request, in a closed loop and at a fixed rate: every request answered
 /// on a connection of its own (the server sees as many connections as requests).
 #[test]
@@ -421,7 +458,7 @@ fn bad_input_is_one_line_and_an_exit_status() {
         .to_string();
     let dir = Scratch::new("load-bad-input");
     let json = dir.file("r.json");
-    let cases: [(&[&str], i32); 17] = [
+    let cases: [(&[&str], i32); 18] = [
         (
             &["load", "--target", &closed, "--duration", "1s", "--json", &json],
             1,
@@ -451,6 +488,18 @@ fn bad_input_is_one_line_and_an_exit_status() {
         (&["load", "--target", "127.0.0.1:1", "--cores", "999,"], 2),
         (&["load", "--target", "127.0.0.1:1", "--response-size", "4"], 2),
         (&["load", "--target", "127.0.0.1:1", "--command", "PING"], 2),
+        (
+            &[
+                "load",
+                "--target",
+                "127.0.0.1:1",
+                "--proto",
+                "echo",
+                "--method",
+                "POST",
+            ],
+            2,
+        ),
         (
             &[
                 "load",

@@ -16,7 +16,7 @@ use weft::load::matcher::Framing;
 use weft::load::report::{self, IntervalRow};
 use weft::load::runner::{Load, LoadConfig, LoadError, LoadOutcome};
 use weft::load::start::{StartAt, UnixTime};
-use weft::load::workload::{Workload, parse_delimiter};
+use weft::load::workload::{HttpRequest, Workload, parse_delimiter};
 use weft::tls::{ClientTls, Roots};
 use weft::{Address, Cores, RingFeatures};
 
@@ -93,6 +93,12 @@ pub(crate) struct LoadArgs {
     /// http: an extra request header, "Name: value" (repeatable).
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// http: the request method (POST, PUT, HEAD...) [default: GET].
+    #[arg(long)]
+    method: Option<String>,
+    /// http: send this file's bytes as the request body (with its Content-Length).
+    #[arg(long)]
+    body_file: Option<PathBuf>,
     /// redis: the command every request sends, as redis-cli takes it ("SET key value",
     /// quotes allowed) [default: PING].
     #[arg(long)]
@@ -343,6 +349,11 @@ fn workload(args: &LoadArgs, target: &Target) -> Result<Workload, CliError> {
             "--response-size and --response-delimiter are for --proto raw".into(),
         ));
     }
+    if (args.method.is_some() || args.body_file.is_some()) && args.proto != LoadProto::Http {
+        return Err(CliError::Usage(
+            "--method and --body-file are for --proto http".into(),
+        ));
+    }
     if args.command.is_some() && args.proto != LoadProto::Redis {
         return Err(CliError::Usage("--command is for --proto redis".into()));
     }
@@ -352,15 +363,25 @@ fn workload(args: &LoadArgs, target: &Target) -> Result<Workload, CliError> {
         )),
         LoadProto::Redis => Workload::redis(args.command.as_deref().unwrap_or("PING")).map_err(usage),
         LoadProto::Http => match request {
+            Some(_) if args.method.is_some() || args.body_file.is_some() => Err(CliError::Usage(
+                "--request-file is the whole request: --method and --body-file go without it".into(),
+            )),
             Some(r) => Workload::http_request(r).map_err(usage),
             None => {
-                let path = args.path.as_deref().or(target.path.as_deref()).unwrap_or("/");
-                let get = if args.new_conn_per_request {
-                    Workload::http_get_once
-                } else {
-                    Workload::http_get
+                let body = match &args.body_file {
+                    Some(p) => std::fs::read(p)
+                        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))?,
+                    None => Vec::new(),
                 };
-                get(&target.host, path, &args.headers).map_err(usage)
+                Workload::http(&HttpRequest {
+                    method: args.method.as_deref().unwrap_or("GET"),
+                    host: &target.host,
+                    path: args.path.as_deref().or(target.path.as_deref()).unwrap_or("/"),
+                    headers: &args.headers,
+                    body: &body,
+                    close: args.new_conn_per_request,
+                })
+                .map_err(usage)
             }
         },
         LoadProto::Echo => Ok(match request {

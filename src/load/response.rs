@@ -92,6 +92,8 @@ pub struct ResponseReader {
     state: State,
     /// A header block split across reads.
     head: Vec<u8>,
+    /// The requests are HEADs: responses have no body, whatever their headers say.
+    bodiless: bool,
 }
 
 impl Default for ResponseReader {
@@ -106,6 +108,16 @@ impl ResponseReader {
         Self {
             state: State::Head,
             head: Vec::new(),
+            bodiless: false,
+        }
+    }
+
+    /// A reader of the responses to HEAD requests, which have no body whatever their
+    /// `Content-Length` says.
+    pub fn for_head() -> Self {
+        Self {
+            bodiless: true,
+            ..Self::new()
         }
     }
 
@@ -179,10 +191,10 @@ impl ResponseReader {
     fn read_head(&mut self, data: &[u8]) -> Result<usize, ResponseError> {
         let kept = self.head.len();
         let parsed = if kept == 0 {
-            parse_head(data)?
+            parse_head(data, self.bodiless)?
         } else {
             self.head.extend_from_slice(data);
-            parse_head(&self.head)?
+            parse_head(&self.head, self.bodiless)?
         };
         match parsed {
             Some((len, next)) => {
@@ -205,8 +217,8 @@ impl ResponseReader {
 
 /// Parses a complete header block at the start of `buf`: its length and the body state it
 /// leads to, or `None` when more bytes are needed. Interim (1xx) responses other than 101
-/// lead back to `State::Head`.
-fn parse_head(buf: &[u8]) -> Result<Option<(usize, State)>, ResponseError> {
+/// lead back to `State::Head`; with `bodiless` (answers to HEAD) a final response has no body.
+fn parse_head(buf: &[u8], bodiless: bool) -> Result<Option<(usize, State)>, ResponseError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut headers);
     let len = match parsed.parse(buf) {
@@ -250,7 +262,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, State)>, ResponseError> {
     let response = Response { status, close };
     let state = if (100..200).contains(&status) && status != 101 {
         State::Head
-    } else if status == 204 || status == 304 || (100..200).contains(&status) {
+    } else if bodiless || status == 204 || status == 304 || (100..200).contains(&status) {
         State::Body { left: 0, response }
     } else if chunked {
         State::Chunked {
@@ -356,6 +368,16 @@ mod tests {
     }
 
     const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nServer: x\r\n\r\nHello, World!";
+
+    #[test]
+    fn responses_to_head_have_no_body_whatever_they_announce() {
+        let mut r = ResponseReader::for_head();
+        let mut statuses = Vec::new();
+        let two = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n";
+        r.feed(two, |resp| statuses.push(resp.status)).unwrap();
+        assert_eq!(statuses, [200, 404]);
+        assert!(!r.in_response());
+    }
 
     #[test]
     fn content_length_pipelined() {

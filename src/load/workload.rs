@@ -12,6 +12,8 @@ use crate::proto::resp::{RespEncoder, split_args};
 pub enum Expect {
     /// HTTP/1.1 responses (status line, headers, Content-Length or chunked body).
     Http,
+    /// HTTP/1.1 responses to HEAD requests: no body, whatever the headers say.
+    HttpHead,
     /// Raw responses of a fixed length or ending with a delimiter.
     Raw(Framing),
     /// RESP2 (Redis) replies, one per request.
@@ -22,6 +24,37 @@ pub enum Expect {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct WorkloadError(String);
+
+/// An HTTP/1.1 request for [`Workload::http`]: `GET /` to `localhost` by default.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    /// The method (`GET`, `POST`, `HEAD`...).
+    pub method: &'a str,
+    /// The `Host` header's value (unless `headers` have one).
+    pub host: &'a str,
+    /// The request target, starting with `/`.
+    pub path: &'a str,
+    /// Extra headers, `Name: value`.
+    pub headers: &'a [String],
+    /// The body, sent with its `Content-Length`.
+    pub body: &'a [u8],
+    /// Says `Connection: close` (unless `headers` name Connection), for one request per
+    /// connection.
+    pub close: bool,
+}
+
+impl Default for HttpRequest<'_> {
+    fn default() -> Self {
+        Self {
+            method: "GET",
+            host: "localhost",
+            path: "/",
+            headers: &[],
+            body: &[],
+            close: false,
+        }
+    }
+}
 
 /// The request every connection sends, over and over, and what answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,12 +100,41 @@ impl Workload {
 
     /// The GET request of [`http_get`](Self::http_get), saying `Connection: close` if `close`.
     fn get(host: &str, path: &str, headers: &[String], close: bool) -> Result<Self, WorkloadError> {
+        Self::http(&HttpRequest {
+            host,
+            path,
+            headers,
+            close,
+            ..HttpRequest::default()
+        })
+    }
+
+    /// The HTTP/1.1 request `r` describes, with `Content-Length` for its body.
+    ///
+    /// # Errors
+    ///
+    /// A method that is not an HTTP token, a path that does not start with `/`, a header
+    /// without a colon, a line break in any of them, or a `Content-Length` or
+    /// `Transfer-Encoding` header (the body's length is set from the body).
+    pub fn http(r: &HttpRequest<'_>) -> Result<Self, WorkloadError> {
+        let (host, path, headers) = (r.host, r.path, r.headers);
+        if r.method.is_empty()
+            || !r
+                .method
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(WorkloadError(format!(
+                "invalid method {:?}: a word such as GET or POST",
+                r.method
+            )));
+        }
         if !path.starts_with('/') || path.contains(char::is_whitespace) {
             return Err(WorkloadError(format!(
                 "invalid path {path:?}: it starts with / and has no spaces"
             )));
         }
-        let mut request = format!("GET {path} HTTP/1.1\r\n");
+        let mut request = format!("{} {path} HTTP/1.1\r\n", r.method);
         let has = |name: &str| {
             headers.iter().any(|h| {
                 h.split_once(':')
@@ -94,14 +156,27 @@ impl Workload {
             request.push_str(h.trim());
             request.push_str("\r\n");
         }
-        if close && !has("connection") {
+        if has("content-length") || has("transfer-encoding") {
+            return Err(WorkloadError(
+                "no Content-Length or Transfer-Encoding header: the body's length is set from the body"
+                    .into(),
+            ));
+        }
+        if r.close && !has("connection") {
             request.push_str("Connection: close\r\n");
         }
+        if !r.body.is_empty() || !matches!(r.method, "GET" | "HEAD" | "DELETE" | "OPTIONS") {
+            request.push_str(&format!("Content-Length: {}\r\n", r.body.len()));
+        }
         request.push_str("\r\n");
-        Ok(Self {
-            request: request.into_bytes(),
-            expect: Expect::Http,
-        })
+        let mut request = request.into_bytes();
+        request.extend_from_slice(r.body);
+        let expect = if r.method == "HEAD" {
+            Expect::HttpHead
+        } else {
+            Expect::Http
+        };
+        Ok(Self { request, expect })
     }
 
     /// An HTTP request given whole (from a file).
@@ -111,11 +186,16 @@ impl Workload {
     /// The bytes are not one complete HTTP/1.x request head.
     pub fn http_request(request: Vec<u8>) -> Result<Self, WorkloadError> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
-        match httparse::Request::new(&mut headers).parse(&request) {
-            Ok(httparse::Status::Complete(_)) => Ok(Self {
-                request,
-                expect: Expect::Http,
-            }),
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&request) {
+            Ok(httparse::Status::Complete(_)) => {
+                let expect = if parsed.method == Some("HEAD") {
+                    Expect::HttpHead
+                } else {
+                    Expect::Http
+                };
+                Ok(Self { request, expect })
+            }
             Ok(httparse::Status::Partial) => Err(WorkloadError(
                 "the request file is not a complete HTTP request (it needs a blank line after the headers)"
                     .into(),
@@ -168,6 +248,7 @@ impl Workload {
     pub fn reader(&self) -> Reader {
         match &self.expect {
             Expect::Http => Reader::Http(ResponseReader::new()),
+            Expect::HttpHead => Reader::Http(ResponseReader::for_head()),
             Expect::Raw(f) => Reader::Raw(Matcher::new(f.clone())),
             Expect::Resp => Reader::Resp(ReplyReader::new()),
         }
@@ -235,6 +316,54 @@ mod tests {
                 .to_string()
                 .contains("quotes")
         );
+    }
+
+    #[test]
+    fn http_requests_with_a_method_and_a_body() {
+        let headers = ["Content-Type: text/plain".to_string()];
+        let post = HttpRequest {
+            method: "POST",
+            path: "/c/a",
+            headers: &headers,
+            body: b"42",
+            ..HttpRequest::default()
+        };
+        let w = Workload::http(&post).unwrap();
+        let want = "POST /c/a HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n42";
+        assert_eq!(String::from_utf8_lossy(&w.request), want);
+        assert_eq!(w.expect, Expect::Http);
+        let empty_put = Workload::http(&HttpRequest {
+            method: "PUT",
+            ..HttpRequest::default()
+        })
+        .unwrap();
+        assert!(String::from_utf8_lossy(&empty_put.request).contains("Content-Length: 0\r\n"));
+        let head = Workload::http(&HttpRequest {
+            method: "HEAD",
+            ..HttpRequest::default()
+        })
+        .unwrap();
+        assert_eq!(head.expect, Expect::HttpHead);
+        assert_eq!(
+            Workload::http_request(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec())
+                .unwrap()
+                .expect,
+            Expect::HttpHead
+        );
+        assert!(
+            Workload::http(&HttpRequest {
+                method: "GE T",
+                ..HttpRequest::default()
+            })
+            .is_err()
+        );
+        let length = ["Content-Length: 5".to_string()];
+        let err = Workload::http(&HttpRequest {
+            headers: &length,
+            ..post
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("set from the body"), "{err}");
     }
 
     #[test]
