@@ -21,7 +21,9 @@
 //! engine's drain timeout to finish; the rest are aborted. A second signal aborts at once.
 //! SIGHUP reloads the certificates of every TLS listener
 //! ([`TlsConfig::reload`](crate::tls::TlsConfig::reload)), once for listeners that share them,
-//! and logs one line per set with each certificate's subject and expiry (a warning for an
+//! reopens the latency interval log ([`hdr_log`](Service::hdr_log), for log rotation: move
+//! the file away, then signal), and logs one line per certificate set with each
+//! certificate's subject and expiry (a warning for an
 //! expired or not yet valid one, which is served anyway). The Prometheus exporter adds
 //! `weft_tls_certificate_expiry_seconds{name,file,subject}` (each certificate's notAfter, in
 //! Unix seconds) and `weft_tls_reloads_total{result="ok|failed"}`.
@@ -44,7 +46,7 @@ use crate::driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
 use crate::error::EngineError;
 use crate::handoff::{HandoffError, HandoffServer, Takeover};
 use crate::health::HealthCheck;
-use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, render_tls, stats_line};
+use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, Reopener, render_tls, stats_line};
 use crate::proto::protocol::{Factory, ShardInfo};
 use crate::tls::TlsSet;
 
@@ -266,7 +268,7 @@ impl Service {
     /// Writes an HdrHistogram interval log of the latency metrics to `path`: one interval per
     /// second and metric, tagged with its name (turns metrics on). Default: none. `{pid}` in
     /// the path becomes the process id: a successor taking over (a reload) would otherwise
-    /// truncate the file its predecessor still writes.
+    /// truncate the file its predecessor still writes. SIGHUP reopens the file (rotation).
     #[must_use]
     pub fn hdr_log(mut self, path: impl Into<PathBuf>) -> Self {
         self.hdr_log = Some(path.into());
@@ -448,7 +450,14 @@ impl Service {
             }
         }
         if let Some(signals) = signals {
-            running.signals = Some(SignalThread::start(signals, control, self.drain_delay, tls)?);
+            let hdr_log = running.hdr_log.as_ref().and_then(LatencyLog::reopener);
+            running.signals = Some(SignalThread::start(
+                signals,
+                control,
+                self.drain_delay,
+                tls,
+                hdr_log,
+            )?);
         }
         crate::notify::ready();
         Ok(running)
@@ -621,7 +630,7 @@ fn print_stats(every: Duration, metrics: &MetricsHandle, stop: &mpsc::Receiver<(
 /// Turns SIGINT and SIGTERM into the engine's lifecycle until dropped: the first fails the
 /// health check and, after the drain delay, shuts the engine down; the next aborts. SIGHUP
 /// reloads the TLS certificates (a file that fails to load is logged, and the certificates
-/// in use stay).
+/// in use stay) and reopens the latency interval log.
 #[derive(Debug)]
 struct SignalThread {
     handle: SignalsHandle,
@@ -634,6 +643,7 @@ impl SignalThread {
         control: EngineControl,
         delay: Duration,
         tls: Arc<TlsSet>,
+        hdr_log: Option<Reopener>,
     ) -> Result<Self, ServiceError> {
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
@@ -643,6 +653,9 @@ impl SignalThread {
                 for sig in signals.forever() {
                     if sig == SIGHUP {
                         tls.reload();
+                        if let Some(log) = &hdr_log {
+                            log.reopen();
+                        }
                         continue;
                     }
                     seen += 1;

@@ -318,7 +318,7 @@ fn cli_serves_metrics_and_prints_stats_lines() {
 }
 
 #[test]
-fn serve_hdr_log_records_every_http_request_for_weft_hist() {
+fn serve_hdr_log_records_every_http_request_for_weft_hist_and_reopens_on_sighup() {
     let dir = util::Scratch::new("serve-hdr-log");
     let log = dir.0.join("server.hlog");
     let addr: SocketAddr = format!("127.0.0.1:{}", util::free_port()).parse().unwrap();
@@ -336,23 +336,34 @@ fn serve_hdr_log_records_every_http_request_for_weft_hist() {
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let mut server = util::spawn_listening(cmd, addr);
     http_requests(addr, 5, 20);
+    // A rotation: the log moved away, then SIGHUP; the server goes on in a new file.
+    std::thread::sleep(Duration::from_millis(1500));
+    let rotated = dir.0.join("server.hlog.1");
+    std::fs::rename(&log, &rotated).unwrap();
     // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    http_requests(addr, 5, 10);
+    // SAFETY: as above.
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     assert_eq!(util::wait_exit(&mut server, WAIT).code(), Some(0));
-    let out = util::run_weft(
-        &["hist", log.to_str().unwrap(), "--tag", "http_request_duration"],
-        WAIT,
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("count       100 values"),
-        "100 requests were logged: {text}"
-    );
+    for (file, requests) in [(&rotated, 100), (&log, 50)] {
+        let out = util::run_weft(
+            &["hist", file.to_str().unwrap(), "--tag", "http_request_duration"],
+            WAIT,
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("count       {requests} values")),
+            "{requests} requests were logged in {}: {text}",
+            file.display()
+        );
+    }
     let untagged = util::run_weft(&["hist", log.to_str().unwrap()], WAIT);
     let err = String::from_utf8_lossy(&untagged.stderr);
     assert!(

@@ -15,12 +15,35 @@ use crate::proto::hdr::log;
 
 /// Writes one interval per latency metric (tagged with the metric's name, e.g.
 /// `Tag=http_request_duration`) every interval, until dropped. The file is written without a
-/// user-space buffer, so a crash loses at most the current interval.
+/// user-space buffer, so a crash loses at most the current interval. [`reopen`](Reopener::reopen)
+/// (weft serve: SIGHUP) writes the current interval and starts the file afresh, with new
+/// headers, for log rotation: move the file away, then signal.
 #[derive(Debug)]
 pub struct LatencyLog {
     path: PathBuf,
-    stop: Option<mpsc::Sender<()>>,
+    /// Dropping it stops the thread; a message reopens the file.
+    commands: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Asks a [`LatencyLog`] to reopen its file, from any thread.
+#[derive(Debug, Clone)]
+pub struct Reopener(mpsc::Sender<()>);
+
+impl Reopener {
+    /// Writes the current interval, then creates the file again at its path and goes on
+    /// there (a log moved away by a rotation is left complete). Does nothing once the log
+    /// has stopped.
+    pub fn reopen(&self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// What the writer does after an interval.
+enum Next {
+    Continue,
+    Reopen,
+    Stop,
 }
 
 impl LatencyLog {
@@ -32,13 +55,14 @@ impl LatencyLog {
     pub fn start(path: &Path, metrics: MetricsHandle, every: Duration) -> io::Result<Self> {
         // Created here, so that a bad path fails at start.
         let out = File::create(path)?;
-        let (stop, stopped) = mpsc::channel();
+        let (commands, received) = mpsc::channel();
+        let at = path.to_owned();
         let thread = std::thread::Builder::new()
             .name("weft-hdr-log".into())
-            .spawn(move || run(out, &metrics, every, &stopped))?;
+            .spawn(move || run(out, &at, &metrics, every, &received))?;
         Ok(Self {
             path: path.to_owned(),
-            stop: Some(stop),
+            commands: Some(commands),
             thread: Some(thread),
         })
     }
@@ -47,30 +71,58 @@ impl LatencyLog {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// A handle that reopens the file (for log rotation).
+    pub fn reopener(&self) -> Option<Reopener> {
+        self.commands.clone().map(Reopener)
+    }
 }
 
 impl Drop for LatencyLog {
     /// Writes the last interval and closes the file.
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.commands.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn run(out: File, metrics: &MetricsHandle, every: Duration, stop: &mpsc::Receiver<()>) {
-    if let Err(e) = write_log(out, metrics, every, stop) {
-        tracing::warn!("hdr log: {e}; no more intervals are written");
+fn run(mut out: File, path: &Path, metrics: &MetricsHandle, every: Duration, commands: &mpsc::Receiver<()>) {
+    let mut prev = MetricsSnapshot::default();
+    loop {
+        match write_file(out, metrics, every, commands, &mut prev) {
+            Ok(true) => match File::create(path) {
+                Ok(file) => {
+                    tracing::info!("hdr log: reopened {}", path.display());
+                    out = file;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "hdr log: cannot reopen {}: {e}; no more intervals are written",
+                        path.display()
+                    );
+                    return;
+                }
+            },
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!("hdr log: {e}; no more intervals are written");
+                return;
+            }
+        }
     }
 }
 
-fn write_log(
+/// Writes a log into `out` from `prev` on; returns true when asked to reopen (after
+/// writing the interval in progress), false when stopped.
+fn write_file(
     mut out: File,
     metrics: &MetricsHandle,
     every: Duration,
-    stop: &mpsc::Receiver<()>,
-) -> io::Result<()> {
+    commands: &mpsc::Receiver<()>,
+    prev: &mut MetricsSnapshot,
+) -> io::Result<bool> {
     let began = Instant::now();
     let mut serializer = V2DeflateSerializer::new();
     let mut writer = log::begin(
@@ -80,22 +132,27 @@ fn write_log(
         "weft serve latency metrics",
     )
     .map_err(io::Error::other)?;
-    let mut prev = MetricsSnapshot::default();
     let mut prev_at = Duration::ZERO;
     loop {
-        let done = !matches!(stop.recv_timeout(every), Err(RecvTimeoutError::Timeout));
+        let next = match commands.recv_timeout(every) {
+            Err(RecvTimeoutError::Timeout) => Next::Continue,
+            Ok(()) => Next::Reopen,
+            Err(RecvTimeoutError::Disconnected) => Next::Stop,
+        };
         let cur = metrics.snapshot();
         let now = began.elapsed();
         // Each metric's values since the last interval, tagged with its name.
         for name in cur.latency_names() {
-            if let Some(h) = cur.latency_since(&prev, name) {
+            if let Some(h) = cur.latency_since(prev, name) {
                 log::write_interval(&mut writer, &h, prev_at, now - prev_at, Some(name))
                     .map_err(io::Error::other)?;
             }
         }
-        if done {
-            return Ok(());
+        (*prev, prev_at) = (cur, now);
+        match next {
+            Next::Continue => {}
+            Next::Reopen => return Ok(true),
+            Next::Stop => return Ok(false),
         }
-        (prev, prev_at) = (cur, now);
     }
 }

@@ -87,7 +87,7 @@ mod summary;
 
 pub use collector::{CollectorStall, MetricsHandle, MetricsSnapshot, ShardMetrics};
 pub use exporter::PrometheusExporter;
-pub use hdr_log::LatencyLog;
+pub use hdr_log::{LatencyLog, Reopener};
 pub(crate) use prometheus::render_tls;
 pub use prometheus::{CONTENT_TYPE, render as render_prometheus};
 pub use recorder::{LatencyMetric, LatencySeries, Stopwatch, recording};
