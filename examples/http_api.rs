@@ -1,7 +1,8 @@
 //! A counter API over HTTP/1.1 on two shards, with `weft::http`: every counter lives on the
 //! shard its name hashes to, and requests from other shards reach it with `submit_to`.
 //! Pipelined requests are answered in order, bodies may be chunked, a client that sends
-//! `Expect: 100-continue` gets `100 Continue`, bad requests get their 4xx and a close.
+//! `Expect: 100-continue` gets `100 Continue`, bad requests get their 4xx and a close, and a
+//! request that takes over 10 s to arrive gets a 408 and a close.
 //!
 //! ```sh
 //! cargo run --release --example http_api -- 127.0.0.1:7400
@@ -12,6 +13,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use weft::codec::{Answer, Answered, Framed};
 use weft::http::{
@@ -96,6 +98,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let answered = Answered::new(ResponseEncoder::new(), answer)
                     // 400, 413, 431, 501, 505: answered after the requests before, then closed.
                     .on_decode_error(|e: HttpError| Some(e.response()))
+                    // A request trickled in (slowloris): 408, then closed.
+                    .request_timeout(Duration::from_secs(10), || Some(Response::new(408).close()))
                     // The interim answer, once every earlier request is answered.
                     .on_read(|decoder: &RequestDecoder, answered_all, t| {
                         if answered_all && decoder.expects_continue() {

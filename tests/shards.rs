@@ -406,7 +406,8 @@ fn answering_engine() -> (Engine, SocketAddr) {
             };
             let answered = Answered::new(LineEncoder::lf(), answer)
                 .max_queued(2)
-                .on_decode_error(|e: LineTooLong| Some(format!("ERR {e}")));
+                .on_decode_error(|e: LineTooLong| Some(format!("ERR {e}")))
+                .request_timeout(Duration::from_millis(200), || Some("ERR too slow".into()));
             Some(Framed::new(LineDecoder::new(8), answered))
         })
     })
@@ -441,6 +442,24 @@ fn answered_requests_come_back_in_order_and_end_as_they_say() {
         "A\nB\nERR line longer than 8 bytes\n",
         "the answers before the error, then the error's"
     );
+    // A request that trickles in: the one before it is answered, then the timeout's answer.
+    let started = std::time::Instant::now();
+    assert_eq!(exchange(addr, "a\nslo", false), "A\nERR too slow\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // One that completes in time is answered (the timer is stopped with it).
+    let mut s = connect(addr);
+    s.write_all(b"sl").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(b"ow\n").unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    s.write_all(b"QUIT\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "SLOW\nBYE\n");
     // A drain lets a request that is partly received arrive whole, answers it, and closes.
     let mut s = connect(addr);
     s.write_all(b"par").unwrap();

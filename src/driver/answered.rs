@@ -6,8 +6,9 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::rc::Rc;
+use std::time::Duration;
 
-use super::tasks::{is_draining, spawn};
+use super::tasks::{JoinHandle, is_draining, sleep, spawn};
 use crate::proto::close::CloseReason;
 use crate::proto::codec::{Decoder, Encoder, FrameHandler};
 use crate::proto::queue::Queue;
@@ -87,6 +88,10 @@ pub struct Answered<D: Decoder, R, E, F> {
     on_read: Option<OnRead<D>>,
     /// The task is answering a request (taken from the queue, its answer not written yet).
     busy: Rc<Cell<bool>>,
+    /// How long a request may take to arrive whole, and the last answer when it does not.
+    request_timeout: Option<(Duration, Rc<dyn Fn() -> Option<R>>)>,
+    /// The timer of the request arriving now.
+    timer: Option<JoinHandle<()>>,
     _answers: PhantomData<fn() -> R>,
 }
 
@@ -116,6 +121,8 @@ impl<D: Decoder, R, E, F> Answered<D, R, E, F> {
             draining: false,
             on_read: None,
             busy: Rc::new(Cell::new(false)),
+            request_timeout: None,
+            timer: None,
             _answers: PhantomData,
         }
     }
@@ -147,11 +154,48 @@ impl<D: Decoder, R, E, F> Answered<D, R, E, F> {
         self
     }
 
+    /// A request must arrive whole within `after` of its first bytes: otherwise reading
+    /// stops, the requests before it are answered, then `last` (an HTTP 408, say) if it makes
+    /// an answer, and the connection closes. Protects against clients that trickle a request
+    /// (slowloris); an idle connection between requests is the engine's idle timeout's.
+    #[must_use]
+    pub fn request_timeout(mut self, after: Duration, last: impl Fn() -> Option<R> + 'static) -> Self {
+        self.request_timeout = Some((after, Rc::new(last)));
+        self
+    }
+
     /// Stops reading and takes no more requests: those queued are answered, then the task
     /// closes the connection.
     fn finish(&self, t: &Transport) {
         t.pause_reading();
         self.requests.close();
+    }
+
+    /// Starts the request timer when part of a request is buffered, and stops it when none is.
+    fn time_request(&mut self, t: &Transport)
+    where
+        D::Frame: 'static,
+        R: 'static,
+    {
+        match (&self.request_timeout, self.partial) {
+            (Some((after, last)), true) if self.timer.is_none() => {
+                let (after, last) = (*after, last.clone());
+                let (requests, answer, t) = (self.requests.clone(), self.last.clone(), t.clone());
+                self.timer = Some(spawn(async move {
+                    sleep(after).await;
+                    tracing::debug!(peer = %t.peer_addr(), "a request did not arrive whole within {after:?}");
+                    answer.set(last());
+                    t.pause_reading();
+                    requests.close();
+                }));
+            }
+            (_, false) => {
+                if let Some(timer) = self.timer.take() {
+                    timer.abort();
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -219,6 +263,7 @@ where
 
     fn read_decoded(&mut self, decoder: &D, buffered: usize, t: &Transport) {
         self.partial = buffered > 0;
+        self.time_request(t);
         if self.draining && !self.partial {
             self.finish(t);
         }
@@ -240,5 +285,8 @@ where
 
     fn connection_lost(&mut self, _reason: &CloseReason) {
         self.requests.close();
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
     }
 }
