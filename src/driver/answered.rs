@@ -17,6 +17,9 @@ use crate::proto::transport::Transport;
 /// Requests a connection may have waiting by default before it stops reading.
 const DEFAULT_MAX_QUEUED: usize = 64;
 
+/// Makes the last answer to a request that did not arrive in time.
+type TimeoutAnswer<R> = Rc<dyn Fn() -> Option<R>>;
+
 /// Makes a last answer from a decode error.
 type LastAnswer<Error, R> = Box<dyn FnOnce(Error) -> Option<R>>;
 
@@ -89,7 +92,7 @@ pub struct Answered<D: Decoder, R, E, F> {
     /// The task is answering a request (taken from the queue, its answer not written yet).
     busy: Rc<Cell<bool>>,
     /// How long a request may take to arrive whole, and the last answer when it does not.
-    request_timeout: Option<(Duration, Rc<dyn Fn() -> Option<R>>)>,
+    request_timeout: Option<(Duration, TimeoutAnswer<R>)>,
     /// The timer of the request arriving now.
     timer: Option<JoinHandle<()>>,
     _answers: PhantomData<fn() -> R>,
