@@ -233,3 +233,83 @@ fn idle_timeout_closes_idle_connections_but_not_trickling_ones() {
     trickle.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"u", "the trickling connection is still served");
 }
+
+/// Streams `left` bytes through a producer written the Twisted way: it writes while the
+/// output has room, from `connection_made` and from each `resume_producing` (inline, or in a
+/// task the resume spawns), then closes.
+struct Stream {
+    t: Transport,
+    left: std::cell::Cell<usize>,
+}
+
+impl Stream {
+    fn pump(&self) {
+        while self.left.get() > 0 && !self.t.is_output_full() {
+            let n = self.left.get().min(64 * 1024);
+            self.t.write(&vec![b'x'; n]);
+            self.left.set(self.left.get() - n);
+        }
+        if self.left.get() == 0 {
+            self.t.unregister_producer();
+            self.t.lose_connection();
+        }
+    }
+}
+
+struct Pump(std::rc::Rc<Stream>, bool);
+
+impl weft::Producer for Pump {
+    fn pause_producing(&mut self) {}
+    fn resume_producing(&mut self) {
+        let (stream, in_task) = (self.0.clone(), self.1);
+        if in_task {
+            weft::shard::spawn(async move { stream.pump() }).detach();
+        } else {
+            stream.pump();
+        }
+    }
+}
+
+struct Streaming(usize, bool);
+
+impl Protocol for Streaming {
+    fn connection_made(&mut self, t: &Transport) {
+        let stream = std::rc::Rc::new(Stream {
+            t: t.clone(),
+            left: std::cell::Cell::new(self.0),
+        });
+        t.register_producer(Box::new(Pump(stream.clone(), self.1)));
+        stream.pump();
+    }
+    fn data_received(&mut self, _data: &[u8], _t: &Transport) {}
+}
+
+/// A stream far above the output cap reaches a client that reads it, through a producer
+/// resumed at the low-water mark, whether it writes from `resume_producing` itself or from
+/// a task that the resume spawns (it stalled after the first batch: what a producer wrote
+/// inside the resume that followed a flush was never flushed).
+#[test]
+fn a_producer_streams_far_more_than_the_output_cap() {
+    const SIZE: usize = 24 << 20;
+    for in_task in [false, true] {
+        let (engine, addr) = engine_with(
+            1,
+            |_| {},
+            move |_| factory_fn(move |_| Some(Streaming(SIZE, in_task))),
+        );
+        let mut s = connect(addr);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => panic!("in_task {in_task}: stalled at {got} of {SIZE} bytes: {e}"),
+            }
+        }
+        assert_eq!(got, SIZE, "in_task {in_task}");
+        engine.shutdown();
+        engine.join().unwrap();
+    }
+}

@@ -167,8 +167,11 @@ impl<P: Protocol> Connection<P> {
                     };
                     match flushed {
                         Ok(sent) => {
-                            self.transport.output_drained();
+                            let resumed = self.transport.output_drained();
                             self.state.handle_flushed(sent);
+                            if resumed {
+                                self.state.handle_resumed();
+                            }
                         }
                         Err(reason) => self.state.handle_write_error(reason),
                     }

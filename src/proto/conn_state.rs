@@ -352,6 +352,15 @@ impl ConnState {
         self.step = Step::Flushed;
     }
 
+    /// After a flush the producer was resumed (the output came down to the low-water mark):
+    /// what it wrote from its `resume_producing` is flushed in this round, since its writes
+    /// woke nobody (the driver was polling).
+    pub(crate) fn handle_resumed(&mut self) {
+        if self.step == Step::Flushed {
+            self.step = Step::Begin;
+        }
+    }
+
     /// [`Action::Flush`] failed: the connection ends with `reason`.
     pub(crate) fn handle_write_error(&mut self, reason: CloseReason) {
         if self.step == Step::Flush {
@@ -682,8 +691,11 @@ mod tests {
                         let n = self.t.buffered().min(self.room.unwrap_or(usize::MAX));
                         self.t.out().consume(n);
                         self.room = self.room.map(|r| r - n);
-                        self.t.output_drained();
+                        let resumed = self.t.output_drained();
                         self.state.handle_flushed(n);
+                        if resumed {
+                            self.state.handle_resumed();
+                        }
                         if n == 0 {
                             continue;
                         }

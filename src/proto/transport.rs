@@ -563,14 +563,17 @@ impl Transport {
     }
 
     /// After a flush: resumes the producer once output is down to the low-water mark.
-    pub(crate) fn output_drained(&self) {
+    /// Returns true when it resumed: the producer may have queued more output since.
+    pub(crate) fn output_drained(&self) -> bool {
         let f = self.inner.flags.get();
         if f.flow_paused && self.inner.out.borrow().len() <= self.inner.flow.low_water {
             let mut f = f;
             f.flow_paused = false;
             self.inner.flags.set(f);
             self.sync_producer();
+            return true;
         }
+        false
     }
 
     /// The protocol's deadline, if armed.
