@@ -100,12 +100,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .on_decode_error(|e: HttpError| Some(e.response()))
                     // A request trickled in (slowloris): 408, then closed.
                     .request_timeout(Duration::from_secs(10), || Some(Response::new(408).close()))
-                    // The interim answer, once every earlier request is answered.
-                    .on_read(|decoder: &RequestDecoder, answered_all, t| {
-                        if answered_all && decoder.expects_continue() {
-                            t.write(CONTINUE);
-                        }
-                    });
+                    // 100 Continue, once every earlier request is answered.
+                    .interim(|d: &RequestDecoder| d.expects_continue().then(|| CONTINUE.to_vec()));
                 Some(Framed::new(RequestDecoder::new(limits), answered))
             })
         })

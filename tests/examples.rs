@@ -325,6 +325,26 @@ fn rest(mut r: BufReader<TcpStream>) -> String {
     rest
 }
 
+/// At shutdown a request whose body is still arriving is not cut off: it is read whole,
+/// answered, and the connection closes.
+#[test]
+fn http_api_reads_an_upload_in_progress_to_its_end_at_shutdown() {
+    let addr = free_addr();
+    let mut child = example("http_api", addr);
+    let mut s = connect(addr);
+    s.write_all(b"POST /counter/up HTTP/1.1\r\nContent-Length: 2\r\n\r\n4")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(b"2").unwrap();
+    let mut r = BufReader::new(s);
+    let (status, _, body) = http_response(&mut r, false);
+    assert_eq!((status, body.as_str()), (200, r#"{"name":"up","value":42}"#));
+    assert_eq!(rest(r), "");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+}
+
 #[test]
 fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
     let addr = free_addr();
@@ -367,6 +387,16 @@ fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
     assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
     r.read_line(&mut line).unwrap();
     s.write_all(b"8").unwrap();
+    assert_eq!(http_response(&mut r, false).2, r#"{"name":"a","value":50}"#);
+    // Pipelined behind a request still being answered, the 100 comes right after its answer.
+    s.write_all(b"GET /counter/a HTTP/1.1\r\n\r\nPOST /counter/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+        .unwrap();
+    assert_eq!(http_response(&mut r, false).0, 200);
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    r.read_line(&mut line).unwrap();
+    s.write_all(b"0").unwrap();
     assert_eq!(http_response(&mut r, false).2, r#"{"name":"a","value":50}"#);
     // Connection: close is answered, then the connection closes.
     s.write_all(b"GET /counter/a HTTP/1.1\r\nConnection: close\r\n\r\n")

@@ -401,6 +401,7 @@ fn answering_engine() -> (Engine, SocketAddr) {
                 match line.as_slice() {
                     b"QUIT" => Answer::SendAndClose("BYE".to_string()),
                     b"DROP" => Answer::Close,
+                    b"SKIP" => Answer::Nothing,
                     _ => Answer::Send(String::from_utf8_lossy(&line).to_uppercase()),
                 }
             };
@@ -437,6 +438,7 @@ fn answered_requests_come_back_in_order_and_end_as_they_say() {
     );
     assert_eq!(exchange(addr, "a\nQUIT\nb\n", false), "A\nBYE\n", "b is dropped");
     assert_eq!(exchange(addr, "a\nDROP\nb\n", false), "A\n");
+    assert_eq!(exchange(addr, "a\nSKIP\nb\nQUIT\n", false), "A\nB\nBYE\n");
     assert_eq!(
         exchange(addr, "a\nb\nmuch too long\n", false),
         "A\nB\nERR line longer than 8 bytes\n",

@@ -1,7 +1,7 @@
 //! Requests answered by async work, in order: the plumbing every request/response protocol
 //! on weft needs once an answer has to wait (for another shard, a timer, a backend).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -24,7 +24,7 @@ type TimeoutAnswer<R> = Rc<dyn Fn() -> Option<R>>;
 type LastAnswer<Error, R> = Box<dyn FnOnce(Error) -> Option<R>>;
 
 /// Sees the decoder after each read, and whether every request so far is answered.
-type OnRead<D> = Box<dyn FnMut(&D, bool, &Transport)>;
+type Interim<D> = Box<dyn FnMut(&D) -> Option<Vec<u8>>>;
 
 /// What becomes of one request, as its answer function says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub enum Answer<R> {
     SendAndClose(R),
     /// Close the connection without an answer (after flushing the earlier ones).
     Close,
+    /// No answer to this frame: it is part of a request (a raw chunk of an upload, say),
+    /// or a request that is answered later, by another frame's answer.
+    Nothing,
 }
 
 /// A [`FrameHandler`] whose requests are answered by an async function, one after the
@@ -88,7 +91,13 @@ pub struct Answered<D: Decoder, R, E, F> {
     partial: bool,
     /// The engine drains: take no new request once the one arriving is whole.
     draining: bool,
-    on_read: Option<OnRead<D>>,
+    /// Makes an interim answer from the decoder after a read.
+    interim: Option<Interim<D>>,
+    /// An interim answer that waits for the answers before it; dropped when the request it
+    /// is for arrives whole first.
+    interim_owed: Rc<RefCell<Option<Vec<u8>>>>,
+    /// The interim answer for the request arriving now went out.
+    interim_sent: bool,
     /// The task is answering a request (taken from the queue, its answer not written yet).
     busy: Rc<Cell<bool>>,
     /// How long a request may take to arrive whole, and the last answer when it does not.
@@ -122,7 +131,9 @@ impl<D: Decoder, R, E, F> Answered<D, R, E, F> {
             last: Rc::new(Cell::new(None)),
             partial: false,
             draining: false,
-            on_read: None,
+            interim: None,
+            interim_owed: Rc::new(RefCell::new(None)),
+            interim_sent: false,
             busy: Rc::new(Cell::new(false)),
             request_timeout: None,
             timer: None,
@@ -146,14 +157,16 @@ impl<D: Decoder, R, E, F> Answered<D, R, E, F> {
         self
     }
 
-    /// After each read, `f` is given the decoder (what it is in the middle of), whether
-    /// every request received so far has been answered (none queued, none being answered),
-    /// and the transport: the place for an interim answer such as HTTP's `100 Continue`
-    /// ([`weft::http::RequestDecoder::expects_continue`](crate::http::RequestDecoder::expects_continue)),
-    /// which may be written only when no earlier answer is still to come.
+    /// After each read, `interim` may make an interim answer from the decoder's state (the
+    /// request arriving now): HTTP's `100 Continue`, with
+    /// `|d: &RequestDecoder| d.expects_continue().then(|| CONTINUE.to_vec())`
+    /// ([`RequestDecoder::expects_continue`](crate::http::RequestDecoder::expects_continue)).
+    /// It is written once per request, as soon as every request received before it is
+    /// answered (at once, or right after the last of their answers), and dropped if the
+    /// request arrives whole first.
     #[must_use]
-    pub fn on_read(mut self, f: impl FnMut(&D, bool, &Transport) + 'static) -> Self {
-        self.on_read = Some(Box::new(f));
+    pub fn interim(mut self, interim: impl FnMut(&D) -> Option<Vec<u8>> + 'static) -> Self {
+        self.interim = Some(Box::new(interim));
         self
     }
 
@@ -218,7 +231,7 @@ where
             return;
         };
         let (requests, last, max_queued) = (self.requests.clone(), self.last.clone(), self.max_queued);
-        let (t, busy) = (transport.clone(), self.busy.clone());
+        let (t, busy, owed) = (transport.clone(), self.busy.clone(), self.interim_owed.clone());
         spawn(async move {
             while let Some(request) = requests.pop().await {
                 busy.set(true);
@@ -226,9 +239,15 @@ where
                     Answer::Send(r) => (Some(r), false),
                     Answer::SendAndClose(r) => (Some(r), true),
                     Answer::Close => (None, true),
+                    Answer::Nothing => (None, false),
                 };
                 let refused = reply.and_then(|r| t.write_frame(&mut encoder, r).err());
                 busy.set(false);
+                if requests.is_empty()
+                    && let Some(interim) = owed.borrow_mut().take()
+                {
+                    t.write(&interim);
+                }
                 if let Some(e) = &refused {
                     tracing::warn!(peer = %t.peer_addr(), "an answer could not be encoded ({e}): the connection is closed");
                 }
@@ -252,6 +271,9 @@ where
     }
 
     fn frame_received(&mut self, request: D::Frame, t: &Transport) {
+        // The request the interim answer was for is whole: it is answered instead.
+        self.interim_owed.borrow_mut().take();
+        self.interim_sent = false;
         if self.requests.push(request).is_ok() && self.requests.len() >= self.max_queued {
             t.pause_reading();
         }
@@ -265,13 +287,21 @@ where
     }
 
     fn read_decoded(&mut self, decoder: &D, buffered: usize, t: &Transport) {
-        self.partial = buffered > 0;
+        self.partial = buffered > 0 || decoder.in_frame();
         self.time_request(t);
         if self.draining && !self.partial {
             self.finish(t);
         }
-        if let Some(f) = &mut self.on_read {
-            f(decoder, self.requests.is_empty() && !self.busy.get(), t);
+        if let Some(f) = &mut self.interim
+            && !self.interim_sent
+            && let Some(interim) = f(decoder)
+        {
+            self.interim_sent = true;
+            if self.requests.is_empty() && !self.busy.get() {
+                t.write(&interim);
+            } else {
+                *self.interim_owed.borrow_mut() = Some(interim);
+            }
         }
     }
 

@@ -153,6 +153,13 @@ pub trait Decoder {
     ///
     /// The bytes cannot be a frame.
     fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Self::Frame>, Self::Error>;
+
+    /// True while the decoder itself holds part of a frame (a body it collects as it
+    /// arrives), when the buffer may be empty: the frame is still partly received. Default:
+    /// false (a decoder that keeps nothing between calls).
+    fn in_frame(&self) -> bool {
+        false
+    }
 }
 
 /// Turns frames into bytes: the writing half of a codec, given to

@@ -104,6 +104,10 @@ impl Decoder for RequestDecoder {
     type Frame = Request;
     type Error = HttpError;
 
+    fn in_frame(&self) -> bool {
+        self.in_body()
+    }
+
     fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Request>, HttpError> {
         let mut partial = match self.partial.take() {
             Some(partial) => partial,
