@@ -113,6 +113,20 @@ impl Cores {
             },
         }
     }
+
+    /// As [`resolve`](Self::resolve), except that a count takes the *last* allowed cores: a
+    /// load generator beside a server that took the first ones (`weft load --cores 1` on two
+    /// cores runs on core 1).
+    ///
+    /// # Errors
+    ///
+    /// As [`resolve`](Self::resolve).
+    pub fn resolve_last(&self, allowed: &[usize]) -> Result<Vec<usize>, CoresError> {
+        match self {
+            Self::Count(n) if *n <= allowed.len() => Ok(allowed[allowed.len() - *n..].to_vec()),
+            _ => self.resolve(allowed),
+        }
+    }
 }
 
 /// Why a core selection does not fit the CPUs this process may run on.

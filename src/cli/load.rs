@@ -59,7 +59,9 @@ pub(crate) struct LoadArgs {
     /// Connections, spread over the cores.
     #[arg(long, default_value_t = 16)]
     conns: usize,
-    /// Cores generating load: a count (2) or a list (1, or 0,2-3).
+    /// Cores generating load: a count, taken from the last allowed cores so that a server on
+    /// the first ones keeps them (1: the last core; 2: the last two), or a list ("1," for
+    /// core 1 alone, "0,2-3").
     #[arg(long, default_value = "1")]
     cores: Cores,
     /// How long to measure.

@@ -132,14 +132,14 @@ impl Exchange {
     }
 
     /// At the end of a run, the requests that have no answer: each written one as
-    /// `(intended, Some(sent))`, oldest first, then each that the schedule had due by `end`
-    /// but never sent as `(intended, None)`. Forgets them.
+    /// `(intended, Some(sent))`, oldest first, then each that the schedule had due before
+    /// `end` but never sent as `(intended, None)`. Forgets them.
     pub fn unanswered(&mut self, end: Instant, mut each: impl FnMut(Instant, Option<Instant>)) {
         for sent in self.in_flight.drain(..) {
             each(sent.intended, Some(sent.sent));
         }
         if let Pacing::Open(schedule) = &mut self.pacing {
-            while schedule.due() <= end {
+            while schedule.due() < end {
                 each(schedule.take(), None);
             }
         }
@@ -323,9 +323,9 @@ mod tests {
                 (t0, written),
                 (t0 + ms(1), written),
                 (t0 + ms(2), None),
-                (t0 + ms(3), None),
-                (t0 + ms(4), None)
-            ]
+                (t0 + ms(3), None)
+            ],
+            "due before the end, not at it"
         );
         assert!(!x.outstanding());
         let mut closed = Exchange::new(1, Pacing::Closed, Reader::Raw(Matcher::new(Framing::Length(1))));

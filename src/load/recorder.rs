@@ -243,10 +243,13 @@ pub struct Sample {
     pub uncorrected: Latency,
     /// Responses received.
     pub requests: u64,
-    /// Requests that had no answer when the run ended (written, or due and never sent):
-    /// their waits so far are in the latencies, as lower bounds, and they are not in
-    /// `requests`.
+    /// Requests written and not answered when the run ended: their waits so far are in the
+    /// latencies, as lower bounds, and they are not in `requests`.
     pub unanswered: u64,
+    /// Requests the open-loop schedule had due before the end but never sent (the
+    /// connection's window was full, or it was down): in the latencies likewise, from their
+    /// intended time.
+    pub unsent: u64,
     /// Errors by kind.
     pub errors: ErrorCounts,
     /// The `bad status` errors by status code.
@@ -264,6 +267,7 @@ impl Default for Sample {
             uncorrected: new_histogram(),
             requests: 0,
             unanswered: 0,
+            unsent: 0,
             errors: ErrorCounts::default(),
             bad_statuses: StatusCounts::default(),
             error_replies: ReplyCounts::default(),
@@ -280,6 +284,7 @@ impl Sample {
         let _ = self.uncorrected.add(&other.uncorrected);
         self.requests += other.requests;
         self.unanswered += other.unanswered;
+        self.unsent += other.unsent;
         self.errors.merge(&other.errors);
         self.bad_statuses.merge(&other.bad_statuses);
         self.error_replies.merge(&other.error_replies);
@@ -329,7 +334,7 @@ impl Recorder {
     /// A request with no answer when the run ended, still unanswered at `at`: its wait so
     /// far is recorded as its latency (corrected from its intended time; uncorrected from
     /// its write, if it was written), a lower bound, so that a server stalled at the end is
-    /// charged for the stall; and it counts as unanswered.
+    /// charged for the stall; and it counts as unanswered, or as unsent if it never went out.
     pub fn unanswered(&mut self, intended: Instant, sent: Option<Instant>, at: Instant) {
         if !self.active {
             return;
@@ -342,8 +347,10 @@ impl Recorder {
         self.sample.corrected.saturating_record(corrected.max(1));
         if sent.is_some() {
             self.sample.uncorrected.saturating_record(uncorrected.max(1));
+            self.sample.unanswered += 1;
+        } else {
+            self.sample.unsent += 1;
         }
-        self.sample.unanswered += 1;
     }
 
     /// Counts an error.
@@ -418,7 +425,7 @@ mod tests {
         r.unanswered(t0, Some(t0 + Duration::from_secs(1)), at);
         r.unanswered(t0 + Duration::from_millis(500), None, at);
         let s = r.take();
-        assert_eq!((s.requests, s.unanswered), (0, 2));
+        assert_eq!((s.requests, s.unanswered, s.unsent), (0, 1, 1));
         assert_eq!(s.corrected.len(), 2);
         assert!(s.corrected.equivalent(s.corrected.max(), 2_000_000_000));
         assert!(s.corrected.equivalent(s.corrected.min(), 1_500_000_000));

@@ -103,11 +103,21 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
         rate_text(t.rate()),
         shortfall(config.rate, t.rate())
     );
-    if t.sample.unanswered > 0 {
+    let (waiting, unsent) = (t.sample.unanswered, t.sample.unsent);
+    if waiting + unsent > 0 {
+        let mut parts = Vec::new();
+        if waiting > 0 {
+            parts.push(format!("{waiting} sent and still waiting"));
+        }
+        if unsent > 0 {
+            parts.push(format!(
+                "{unsent} due but never sent (window full or connection down)"
+            ));
+        }
         let _ = writeln!(
             out,
-            "unanswered  {} still waiting at the end: in the latencies at their wait so far",
-            t.sample.unanswered
+            "unanswered  {} at the end: in the latencies at their wait so far",
+            parts.join(", ")
         );
     }
     let _ = writeln!(
@@ -233,6 +243,7 @@ pub fn json(config: &LoadConfig, proto: &str, outcome: &LoadOutcome, intervals: 
         },
         "requests": t.sample.requests,
         "unanswered": t.sample.unanswered,
+        "unsent": t.sample.unsent,
         "rps": t.rate(),
         "offered_rps": config.rate,
         "duration_s": t.length().as_secs_f64(),
@@ -267,6 +278,7 @@ mod tests {
         }
         total.sample.requests = 1000;
         total.sample.unanswered = 3;
+        total.sample.unsent = 2;
         total.sample.errors.add(ErrorKind::Reset);
         total.sample.errors.add(ErrorKind::BadStatus);
         total.sample.bad_statuses.add(503);
@@ -292,7 +304,10 @@ mod tests {
         let rows = vec![IntervalRow::of(&o.total)];
         let v = json(&config(Some(500.0)), "echo", &o, &rows);
         assert_eq!(v["requests"], 1000);
-        assert_eq!(v["unanswered"], 3);
+        assert_eq!(
+            (v["unanswered"].clone(), v["unsent"].clone()),
+            (3.into(), 2.into())
+        );
         assert_eq!(v["rps"], 500.0);
         for key in ["p50", "p90", "p99", "p999", "max"] {
             assert!(v["latency_us"][key].as_f64().unwrap() > 0.0, "{key}");
@@ -313,7 +328,10 @@ mod tests {
         let o = outcome();
         let open = summary(&config(Some(500.0)), "echo", &o);
         assert!(open.contains("requests    1000 = 500 req/s"), "{open}");
-        assert!(open.contains("unanswered  3 still waiting at the end"), "{open}");
+        assert!(
+            open.contains("unanswered  3 sent and still waiting, 2 due but never sent"),
+            "{open}"
+        );
         assert!(
             open.contains("errors      3: reset 1, bad status 1 (503: 1), error reply 1 (WRONGTYPE: 1)"),
             "{open}"

@@ -55,7 +55,8 @@ pub struct LoadConfig {
     pub workload: Workload,
     /// Connections, spread over the cores. Default: 16.
     pub conns: usize,
-    /// Cores generating load (never more than there are connections). Default: 1.
+    /// Cores generating load (never more than there are connections); a count takes the last
+    /// allowed cores ([`Cores::resolve_last`]). Default: 1.
     pub cores: Cores,
     /// How long to measure, after the warm-up. Default: 10 s.
     pub duration: Duration,
@@ -227,7 +228,7 @@ impl Load {
         config.validate()?;
         let cpus = config
             .cores
-            .resolve(&Cores::allowed())
+            .resolve_last(&Cores::allowed())
             .map_err(|e| LoadError::Config(e.to_string()))?;
         let cpus: Vec<usize> = cpus.into_iter().take(config.conns).collect();
         check_descriptors(config.conns, cpus.len())?;

@@ -129,6 +129,13 @@ impl Workload {
                 r.method
             )));
         }
+        if r.method.bytes().any(|b| b.is_ascii_lowercase()) {
+            return Err(WorkloadError(format!(
+                "methods are case-sensitive: {}, not {}",
+                r.method.to_ascii_uppercase(),
+                r.method
+            )));
+        }
         if !path.starts_with('/') || path.contains(char::is_whitespace) {
             return Err(WorkloadError(format!(
                 "invalid path {path:?}: it starts with / and has no spaces"
@@ -357,6 +364,11 @@ mod tests {
             })
             .is_err()
         );
+        let lower = Workload::http(&HttpRequest {
+            method: "post",
+            ..HttpRequest::default()
+        });
+        assert!(lower.unwrap_err().to_string().contains("POST, not post"));
         let length = ["Content-Length: 5".to_string()];
         let err = Workload::http(&HttpRequest {
             headers: &length,
