@@ -239,6 +239,15 @@ fn the_unit_is_chosen_named_and_hinted() {
     assert_eq!(format_ns(max(&out)), "2.000 ms");
     let (code, err) = hist_failure(&["hist", f, "--unit", "minutes"]);
     assert_eq!(code, 2, "{err}");
+    // --unit applies to every file: a weft log (ns, divisor 1e6) beside it is named.
+    let ns = scratch.0.join("ns.hlog");
+    std::fs::write(&ns, log_text(t0(), 0, &[hist([50])])).unwrap();
+    let (_, err) = hist_with_stderr(&["hist", f, ns.to_str().unwrap(), "--unit", "us", "--compare"]);
+    assert!(
+        err.contains("ns.hlog: values are read as us (--unit applies to every file)")
+            && err.contains("give --unit ns"),
+        "{err}"
+    );
 }
 
 /// An interval with a negative time (Python hdrh's writer) is left out with a warning

@@ -90,7 +90,7 @@ pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
                 None => format!("{name}: {e}"),
             })
         })?;
-        warn_about(name, &log, args.unit.is_none());
+        warn_about(name, &log, args.unit);
         inputs.push(Input {
             name: name.clone(),
             log,
@@ -202,9 +202,9 @@ fn refuse_repeated_paths(args: &HistArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Warns about lines left out of `log`, and about a divisor that suggests µs when the
-/// values are taken for ns by default.
-fn warn_about(name: &str, log: &Log<'_>, unit_by_default: bool) {
+/// Warns about lines left out of `log`, and about a divisor that suggests another unit than
+/// the one its values are read in (`--unit`, applied to every file; ns by default).
+fn warn_about(name: &str, log: &Log<'_>, unit: Option<Unit>) {
     if log.truncated {
         eprintln!(
             "weft hist: {name}: its last line was cut short (its writer stopped mid-line) and is left out"
@@ -219,10 +219,22 @@ fn warn_about(name: &str, log: &Log<'_>, unit_by_default: bool) {
             log.skipped.len() - SKIPPED_NAMED
         );
     }
-    if unit_by_default && log.max_value_divisor.is_some_and(Unit::divisor_suggests_us) {
+    let read_as = unit.unwrap_or_default();
+    if let Some(divisor) = log.max_value_divisor
+        && let Some(suggested) = Unit::suggested_by(divisor)
+        && suggested != read_as
+    {
+        let given = if unit.is_some() {
+            "--unit applies to every file"
+        } else {
+            "ns by default"
+        };
         eprintln!(
-            "weft hist: {name}: values are read as ns, but its MaxValueDivisor of 1000 is that of \
-             a log recorded in µs (max column in ms): if so, give --unit us"
+            "weft hist: {name}: values are read as {} ({given}), but its MaxValueDivisor of {divisor} \
+             is that of a log recorded in {} (max column in ms): if so, give --unit {}",
+            read_as.name(),
+            suggested.name(),
+            suggested.name()
         );
     }
 }

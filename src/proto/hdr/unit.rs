@@ -45,11 +45,14 @@ impl Unit {
         }
     }
 
-    /// The writer's `MaxValueDivisor` suggests microseconds: HdrHistogram's writers choose
-    /// the divisor that prints the max column in milliseconds, 1000 for values in µs (weft
-    /// writes 1e6, for ns).
-    pub fn divisor_suggests_us(divisor: f64) -> bool {
-        divisor == 1e3
+    /// The unit a writer's `MaxValueDivisor` suggests: HdrHistogram's writers choose the
+    /// divisor that prints the max column in milliseconds, so 1e6 for values in ns (weft's),
+    /// 1000 for µs, 1 for ms; `None` for any other.
+    pub fn suggested_by(divisor: f64) -> Option<Unit> {
+        [(1e6, Unit::Ns), (1e3, Unit::Us), (1.0, Unit::Ms)]
+            .into_iter()
+            .find(|(d, _)| *d == divisor)
+            .map(|(_, unit)| unit)
     }
 }
 
@@ -92,7 +95,8 @@ mod tests {
                 .to_string()
                 .contains("ns, us, ms or s")
         );
-        assert!(Unit::divisor_suggests_us(1000.0));
-        assert!(!Unit::divisor_suggests_us(1e6));
+        assert_eq!(Unit::suggested_by(1000.0), Some(Unit::Us));
+        assert_eq!(Unit::suggested_by(1e6), Some(Unit::Ns));
+        assert_eq!(Unit::suggested_by(7.0), None);
     }
 }
