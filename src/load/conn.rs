@@ -135,8 +135,9 @@ impl Slot {
     }
 
     /// The core's timeout check: aborts the connection if its oldest request has waited
-    /// longer than `timeout` since it was written; returns true if it did.
-    pub(crate) fn check_timeout(&mut self, now: Instant, timeout: Duration) -> bool {
+    /// longer than `timeout` since it was written, recording the latencies of the requests
+    /// given up with it at their waits so far; returns true if it did.
+    pub(crate) fn check_timeout(&mut self, now: Instant, timeout: Duration, recorder: &mut Recorder) -> bool {
         let expired = self
             .exchange
             .oldest()
@@ -145,6 +146,7 @@ impl Slot {
             Some(t) if expired && !self.dropped => {
                 self.dropped = true;
                 t.abort_connection();
+                self.exchange.abandon(|sent| recorder.timed_out(&sent, now));
                 true
             }
             _ => false,

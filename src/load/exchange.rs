@@ -135,14 +135,17 @@ impl Exchange {
     /// `(intended, Some(sent))`, oldest first, then each that the schedule had due before
     /// `end` but never sent as `(intended, None)`. Forgets them.
     pub fn unanswered(&mut self, end: Instant, mut each: impl FnMut(Instant, Option<Instant>)) {
-        for sent in self.in_flight.drain(..) {
-            each(sent.intended, Some(sent.sent));
-        }
+        self.abandon(|sent| each(sent.intended, Some(sent.sent)));
         if let Pacing::Open(schedule) = &mut self.pacing {
             while schedule.due() < end {
                 each(schedule.take(), None);
             }
         }
+    }
+
+    /// Gives up the requests in flight (their connection is being dropped), oldest first.
+    pub fn abandon(&mut self, each: impl FnMut(Sent)) {
+        self.in_flight.drain(..).for_each(each);
     }
 
     /// True once the server has said it will close the connection, or

@@ -339,18 +339,30 @@ impl Recorder {
         if !self.active {
             return;
         }
-        let (corrected, uncorrected) = Sent {
-            intended,
-            sent: sent.unwrap_or(at),
+        match sent {
+            Some(sent) => {
+                self.timed_out(&Sent { intended, sent }, at);
+                self.sample.unanswered += 1;
+            }
+            None => {
+                let (corrected, _) = Sent::now(intended).latencies(at);
+                self.sample.corrected.saturating_record(corrected.max(1));
+                self.sample.unsent += 1;
+            }
         }
-        .latencies(at);
+    }
+
+    /// A request given up at `at` with no answer (its connection timed out, or the run
+    /// ended): its wait so far is recorded as its latency, a lower bound, so that a stall is
+    /// charged to the tail rather than left out. It is not a response: `requests` does not
+    /// count it.
+    pub fn timed_out(&mut self, sent: &Sent, at: Instant) {
+        if !self.active {
+            return;
+        }
+        let (corrected, uncorrected) = sent.latencies(at);
         self.sample.corrected.saturating_record(corrected.max(1));
-        if sent.is_some() {
-            self.sample.uncorrected.saturating_record(uncorrected.max(1));
-            self.sample.unanswered += 1;
-        } else {
-            self.sample.unsent += 1;
-        }
+        self.sample.uncorrected.saturating_record(uncorrected.max(1));
     }
 
     /// Counts an error.
@@ -417,7 +429,7 @@ mod tests {
     }
 
     #[test]
-    fn unanswered_requests_count_at_their_wait_so_far() {
+    fn unanswered_and_timed_out_requests_count_at_their_wait_so_far() {
         let t0 = Instant::now();
         let mut r = Recorder::default();
         r.set_active(true);
@@ -435,6 +447,10 @@ mod tests {
             "a request never written has no uncorrected latency"
         );
         assert!(s.uncorrected.equivalent(s.uncorrected.max(), 1_000_000_000));
+        r.timed_out(&Sent::now(t0), at);
+        let s = r.take();
+        assert_eq!((s.requests, s.unanswered, s.corrected.len()), (0, 0, 1));
+        assert!(s.corrected.equivalent(s.corrected.max(), 2_000_000_000));
     }
 
     #[test]

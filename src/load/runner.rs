@@ -516,8 +516,9 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
             break;
         }
         for slot in &slots {
-            if slot.borrow_mut().check_timeout(now, plan.timeout) {
-                core.recorder.borrow_mut().error(ErrorKind::Timeout);
+            let mut recorder = core.recorder.borrow_mut();
+            if slot.borrow_mut().check_timeout(now, plan.timeout, &mut recorder) {
+                recorder.error(ErrorKind::Timeout);
             }
         }
         let wake = [boundary, plan.end, plan.measure_start.max(now), now + TICK]
