@@ -309,11 +309,11 @@ mod tests {
                 bad(ChunkedNotFinal),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-                HttpError::UnsupportedTransferEncoding,
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                bad(ChunkedTwice),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 HttpError::UnsupportedTransferEncoding,
             ),
             (

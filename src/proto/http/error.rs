@@ -62,6 +62,9 @@ pub enum BadRequest {
     /// be known.
     #[error("Transfer-Encoding does not end with chunked")]
     ChunkedNotFinal,
+    /// `chunked` applied more than once, which a sender must not do.
+    #[error("Transfer-Encoding names chunked more than once")]
+    ChunkedTwice,
     /// A `Transfer-Encoding` in an HTTP/1.0 request, which cannot have one.
     #[error("Transfer-Encoding in an HTTP/1.0 request")]
     TransferEncodingInHttp10,

@@ -158,6 +158,9 @@ fn framing(
     let codings: Vec<&[u8]> = codings.collect();
     match codings.as_slice() {
         [only] if only.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
+        many if many.iter().filter(|c| c.eq_ignore_ascii_case(b"chunked")).count() > 1 => {
+            Err(BadRequest::ChunkedTwice.into())
+        }
         [.., last] if !last.eq_ignore_ascii_case(b"chunked") => Err(BadRequest::ChunkedNotFinal.into()),
         _ => Err(HttpError::UnsupportedTransferEncoding),
     }

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::io::Write;
 
 use super::date::DateCache;
-use super::request::{Method, Request};
+use super::request::{Method, Request, Version};
 use crate::proto::codec::Encoder;
 
 /// The interim answer to `Expect: 100-continue`, to write as it is (see
@@ -85,11 +85,16 @@ impl Response {
 
     /// This response as the answer to `request`: [`for_head`](Self::for_head) when it is a
     /// `HEAD`, and [`close`](Self::close) unless it keeps the connection alive
-    /// ([`Request::keep_alive`]).
+    /// ([`Request::keep_alive`]); an HTTP/1.0 request kept alive is told so
+    /// (`Connection: keep-alive`), since 1.0 closes by default.
     #[must_use]
     pub fn answering(mut self, request: &Request) -> Self {
         self.head |= request.method == Method::Head;
-        self.close |= !request.keep_alive();
+        let keep_alive = request.keep_alive();
+        self.close |= !keep_alive;
+        if keep_alive && !self.close && request.version == Version::Http10 {
+            self = self.with_header("Connection", "keep-alive");
+        }
         self
     }
 
@@ -394,6 +399,14 @@ mod tests {
         assert!(r.is_for_head() && r.closes());
         let r = Response::ok().with_body("x").answering(&get);
         assert!(!r.is_for_head() && !r.closes());
+        assert_eq!(r.headers().count(), 0);
+        let mut buf = InBuf::borrowed(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let Ok(Some(old)) = d.decode(&mut buf) else {
+            panic!("a request")
+        };
+        let r = Response::ok().answering(&old);
+        assert!(!r.closes());
+        assert_eq!(r.headers().collect::<Vec<_>>(), [("Connection", "keep-alive")]);
         assert_eq!(reason(413), "Content Too Large");
         assert_eq!(reason(799), "Unknown");
     }
