@@ -143,17 +143,32 @@ pub fn free_port() -> u16 {
 
 /// Waits until something accepts on `addr`.
 pub fn wait_listening(addr: SocketAddr, child: &mut Child) {
+    if let Err(e) = listening(addr, child) {
+        panic!("{e}");
+    }
+}
+
+/// Waits until something answers on `addr` and `child` still runs a moment later: a server
+/// that found its port taken (`weft serve` refuses a port in use) exits at once, while
+/// whatever holds the port answers the probe.
+fn listening(addr: SocketAddr, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
+            std::thread::sleep(Duration::from_millis(30));
+            return match child.try_wait() {
+                Ok(Some(status)) => Err(format!(
+                    "the server exited ({status}) while something else answered on {addr}: its port was taken"
+                )),
+                _ => Ok(()),
+            };
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("server exited early: {status}");
+            return Err(format!("server exited early: {status}"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("server never listened on {addr}");
+    Err(format!("server never listened on {addr}"))
 }
 
 /// The `weft` binary with `args`, stdout/stderr captured.
@@ -298,11 +313,22 @@ pub struct ServeChild {
 impl ServeChild {
     /// `weft serve --proto PROTO --cores CORES`, listening.
     pub fn start(proto: &str, cores: &str) -> Self {
-        let (mut cmd, addr) = serve_command(cores, &["--proto", proto]);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        Self {
-            child: spawn_listening(cmd, addr),
-            addr,
+        let mut tries = 0;
+        loop {
+            let (mut cmd, addr) = serve_command(cores, &["--proto", proto]);
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            let mut child = cmd.spawn().expect("spawn weft");
+            match listening(addr, &mut child) {
+                Ok(()) => return Self { child, addr },
+                // A port taken between its choice and the bind: another one.
+                Err(e) if tries < 3 => {
+                    eprintln!("{e}; trying another port");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    tries += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
         }
     }
 
