@@ -309,16 +309,24 @@ fn http_non_2xx_is_counted() {
         rig.spawn_load_at(&target, &args),
         Duration::from_secs(30),
     ));
-    let v = read_json(&json);
-    let requests = v["requests"].as_u64().unwrap();
-    assert!(requests > 0);
-    assert_eq!(v["errors"]["bad_status"].as_u64().unwrap(), requests);
-    assert_eq!(v["bad_statuses"]["404"].as_u64().unwrap(), requests);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!("bad status {requests} (404: {requests})")),
-        "{stdout}"
+    every_request_failed(
+        &read_json(&json),
+        &stdout,
+        ("bad_status", "bad status"),
+        ("bad_statuses", "404"),
     );
+}
+
+/// Every request of a run (`v`, its JSON; `stdout`, its summary) got the failing answer
+/// `key` of the tally `tally`, counted as the error `kind` (JSON key, summary label).
+fn every_request_failed(v: &serde_json::Value, stdout: &str, kind: (&str, &str), tally: (&str, &str)) {
+    let requests = v["requests"].as_u64().unwrap();
+    assert!(requests > 0, "{v}");
+    assert_eq!(v["errors"][kind.0].as_u64(), Some(requests), "{v}");
+    assert_eq!(v[tally.0][tally.1].as_u64(), Some(requests), "{v}");
+    let line = format!("{} {requests} ({}: {requests})", kind.1, tally.1);
+    assert!(stdout.contains(&line), "{stdout}");
 }
 
 /// Redis commands against `weft serve --proto kv`: pipelined replies read one per request,
@@ -352,13 +360,12 @@ fn redis_commands_and_their_error_replies_are_counted() {
     assert!(v["requests"].as_u64().unwrap() > 100, "{v}");
     assert_eq!(v["errors"]["total"].as_u64(), Some(0), "{v}");
     let (v, stdout) = run("INCR key");
-    let requests = v["requests"].as_u64().unwrap();
-    assert!(requests > 100, "{v}");
-    assert_eq!(v["errors"]["error_reply"].as_u64(), Some(requests), "{v}");
-    assert_eq!(v["error_replies"]["ERR"].as_u64(), Some(requests), "{v}");
-    assert!(
-        stdout.contains(&format!("error reply {requests} (ERR: {requests})")),
-        "{stdout}"
+    assert!(v["requests"].as_u64().unwrap() > 100, "{v}");
+    every_request_failed(
+        &v,
+        &stdout,
+        ("error_reply", "error reply"),
+        ("error_replies", "ERR"),
     );
 }
 
