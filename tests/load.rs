@@ -71,15 +71,26 @@ fn succeeded(out: Output) -> Output {
     out
 }
 
+/// An HTTP server, an open loop against it (`(rate, duration, conns)`, JSON to the returned
+/// path) and the server frozen (SIGSTOP) `after` its start.
+fn frozen_open_loop(
+    name: &str,
+    (rate, duration, conns): (&str, &str, &str),
+    after: Duration,
+) -> (Rig, String, Child) {
+    let rig = Rig::new("http", name);
+    let json = rig.dir.file("run.json");
+    let load = rig.spawn_open_loop(rate, duration, conns, &json);
+    std::thread::sleep(after);
+    rig.server.signal(libc::SIGSTOP);
+    (rig, json, load)
+}
+
 /// Open loop at 2,000 req/s for 5 s against a server frozen (SIGSTOP) for 1 s: the
 /// corrected p99 shows the stall, the uncorrected one hides it.
 #[test]
 fn honest_tails_under_a_frozen_server() {
-    let rig = Rig::new("http", "tails");
-    let json = rig.dir.file("run.json");
-    let load = rig.spawn_open_loop("2000", "5s", "16", &json);
-    std::thread::sleep(Duration::from_millis(1500));
-    rig.server.signal(libc::SIGSTOP);
+    let (rig, json, load) = frozen_open_loop("tails", ("2000", "5s", "16"), Duration::from_millis(1500));
     let frozen = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     rig.server.signal(libc::SIGCONT);
@@ -108,11 +119,7 @@ fn honest_tails_under_a_frozen_server() {
 /// wait so far, so the corrected tail shows the stall instead of leaving it out.
 #[test]
 fn a_stall_at_the_end_is_charged_to_the_tail() {
-    let rig = Rig::new("http", "end-stall");
-    let json = rig.dir.file("run.json");
-    let load = rig.spawn_open_loop("1000", "2s", "8", &json);
-    std::thread::sleep(Duration::from_millis(1100));
-    rig.server.signal(libc::SIGSTOP);
+    let (rig, json, load) = frozen_open_loop("end-stall", ("1000", "2s", "8"), Duration::from_millis(1100));
     let out = output_within(load, Duration::from_secs(30));
     rig.server.signal(libc::SIGCONT);
     let out = succeeded(out);
