@@ -376,6 +376,23 @@ fn redis_commands_and_their_error_replies_are_counted() {
     );
 }
 
+/// A target that echoes is not taken for Redis (a command echoed back parses as a reply):
+/// every answer is a protocol error that says so, and the run fails.
+#[test]
+fn an_echo_server_is_not_taken_for_redis() {
+    let rig = Rig::new("echo", "echo-as-redis");
+    let out = output_within(
+        rig.spawn_load(&["--proto", "redis", "--duration", "1s", "--conns", "2"]),
+        Duration::from_secs(30),
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("it is not a Redis server"), "{stderr}");
+}
+
 /// Other methods and a body: HEADs answered without a body, POSTs (whose bodies the server
 /// reads past) answered 405 and counted as such; no response is misread.
 #[test]

@@ -7,10 +7,9 @@ use std::time::Instant;
 
 use super::matcher::Matcher;
 use super::recorder::Verdict;
-use super::replies::ReplyReader;
+use super::replies::{ReplyFault, ReplyReader};
 use super::response::{Response, ResponseError, ResponseReader};
 use super::schedule::{Pacing, Sent};
-use crate::proto::resp::ReplyError;
 
 /// How responses are recognised.
 #[derive(Debug)]
@@ -29,9 +28,9 @@ pub enum ExchangeError {
     /// The bytes are not a valid response.
     #[error(transparent)]
     Response(#[from] ResponseError),
-    /// The bytes are not RESP replies.
+    /// The bytes are not RESP replies, or they repeat the request.
     #[error(transparent)]
-    Reply(#[from] ReplyError),
+    Reply(#[from] ReplyFault),
     /// A response arrived with no request outstanding.
     #[error("a response arrived with no request outstanding")]
     Unsolicited,

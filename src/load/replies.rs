@@ -4,11 +4,25 @@
 use crate::proto::codec::{Decoder, InBuf};
 use crate::proto::resp::{Reply, ReplyDecoder, ReplyError};
 
+/// Why a stream of replies cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyFault {
+    /// The bytes are not RESP2 replies.
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+    /// A reply is the request itself: the target echoes what it is sent.
+    #[error("the reply repeats the request: the target echoes what it is sent, it is not a Redis server")]
+    Echo,
+}
+
 /// Reads a stream of replies, keeping the bytes of one that is still arriving.
 #[derive(Debug, Default)]
 pub struct ReplyReader {
     decoder: ReplyDecoder,
     pending: InBuf<'static>,
+    /// The request's bytes: a reply that repeats them comes from an echo, not from Redis
+    /// (which never answers a command with the command).
+    request: Vec<u8>,
 }
 
 impl ReplyReader {
@@ -17,16 +31,28 @@ impl ReplyReader {
         Self::default()
     }
 
+    /// A reader of the replies to `request`, which tells an echo from Redis.
+    pub fn for_request(request: &[u8]) -> Self {
+        Self {
+            request: request.to_vec(),
+            ..Self::default()
+        }
+    }
+
     /// Reads `data`; calls `reply(error)` for each whole reply, in order, with the first word
     /// of an error reply (`None` for any other reply).
     ///
     /// # Errors
     ///
-    /// The bytes are not RESP2 replies, or one is beyond the decoder's limits.
-    pub fn feed(&mut self, data: &[u8], mut reply: impl FnMut(Option<String>)) -> Result<(), ReplyError> {
-        let decoder = &mut self.decoder;
+    /// The bytes are not RESP2 replies, or one is beyond the decoder's limits, or a reply
+    /// repeats the request.
+    pub fn feed(&mut self, data: &[u8], mut reply: impl FnMut(Option<String>)) -> Result<(), ReplyFault> {
+        let (decoder, request) = (&mut self.decoder, &self.request);
         self.pending.decode_read(data, 0, |buf| {
             while !buf.is_empty() {
+                if !request.is_empty() && buf.as_slice().starts_with(request) {
+                    return Err(ReplyFault::Echo);
+                }
                 match decoder.decode(buf)? {
                     Some(Reply::Error(text)) => reply(Some(first_word(&text))),
                     Some(_) => reply(None),
@@ -80,7 +106,7 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_reply_is_outstanding_until_reset_and_garbage_is_an_error() {
+    fn a_partial_reply_is_outstanding_until_reset_and_garbage_or_an_echo_is_an_error() {
         let mut r = ReplyReader::new();
         r.feed(b"$5\r\nab", |_| panic!("not whole")).unwrap();
         assert!(r.in_reply());
@@ -88,7 +114,13 @@ mod tests {
         assert!(!r.in_reply());
         assert_eq!(
             r.feed(b"HTTP/1.1 200 OK\r\n", |_| {}),
-            Err(ReplyError::UnknownType(b'H'))
+            Err(ReplyFault::Reply(ReplyError::UnknownType(b'H')))
+        );
+        let mut echoed = ReplyReader::for_request(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(echoed.feed(b"+PONG\r\n", |_| {}), Ok(()));
+        assert_eq!(
+            echoed.feed(b"*1\r\n$4\r\nPING\r\n", |_| {}),
+            Err(ReplyFault::Echo)
         );
     }
 }

@@ -257,7 +257,7 @@ impl Workload {
             Expect::Http => Reader::Http(ResponseReader::new()),
             Expect::HttpHead => Reader::Http(ResponseReader::for_head()),
             Expect::Raw(f) => Reader::Raw(Matcher::new(f.clone())),
-            Expect::Resp => Reader::Resp(ReplyReader::new()),
+            Expect::Resp => Reader::Resp(ReplyReader::for_request(&self.request)),
         }
     }
 
