@@ -240,6 +240,7 @@ pub fn json(config: &LoadConfig, proto: &str, outcome: &LoadOutcome, intervals: 
             "pipeline": config.pipeline,
             "timeout_s": config.timeout.as_secs_f64(),
             "request_bytes": config.workload.request.len(),
+            "request": config.workload.describe(),
         },
         "requests": t.sample.requests,
         "unanswered": t.sample.unanswered,
@@ -320,6 +321,7 @@ mod tests {
         assert_eq!(v["bad_statuses"]["503"], 1);
         assert_eq!(v["error_replies"]["WRONGTYPE"], 1);
         assert_eq!(v["config"]["rate"], 500.0);
+        assert_eq!(v["config"]["request"], "8 bytes");
         assert_eq!(v["intervals"][0]["requests"], 1000);
     }
 

@@ -4,8 +4,11 @@ use super::exchange::Reader;
 use super::matcher::{Framing, Matcher};
 use super::replies::ReplyReader;
 use super::response::ResponseReader;
-use crate::proto::codec::Encoder;
-use crate::proto::resp::{RespEncoder, split_args};
+use crate::proto::codec::{Decoder, Encoder, InBuf};
+use crate::proto::resp::{RespDecoder, RespEncoder, split_args};
+
+/// The longest request description in a report (a longer one is cut).
+const MAX_DESCRIPTION: usize = 200;
 
 /// How responses are recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +254,40 @@ impl Workload {
         })
     }
 
+    /// The request in a few words, for reports: an HTTP request's line (`POST /c/a
+    /// HTTP/1.1`), a Redis command's words (`SET key value`), else its size.
+    pub fn describe(&self) -> String {
+        let text = match self.expect {
+            Expect::Http | Expect::HttpHead => {
+                let line = self.request.split(|&b| b == b'\r' || b == b'\n').next();
+                line.map(|l| String::from_utf8_lossy(l).into_owned())
+            }
+            Expect::Resp => {
+                let mut buf = InBuf::borrowed(&self.request);
+                match RespDecoder::default().decode(&mut buf) {
+                    Ok(Some(args)) => Some(
+                        args.iter()
+                            .map(|a| String::from_utf8_lossy(a))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
+                    _ => None,
+                }
+            }
+            Expect::Raw(_) => None,
+        };
+        let mut text = text.unwrap_or_else(|| format!("{} bytes", self.request.len()));
+        if text.len() > MAX_DESCRIPTION {
+            let mut end = MAX_DESCRIPTION;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str("...");
+        }
+        text
+    }
+
     /// A fresh response reader for one connection.
     pub fn reader(&self) -> Reader {
         match &self.expect {
@@ -376,6 +413,26 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("set from the body"), "{err}");
+    }
+
+    #[test]
+    fn requests_are_described_in_a_few_words() {
+        let post = HttpRequest {
+            method: "POST",
+            path: "/c/a",
+            body: b"1",
+            ..HttpRequest::default()
+        };
+        assert_eq!(Workload::http(&post).unwrap().describe(), "POST /c/a HTTP/1.1");
+        assert_eq!(Workload::redis("SET k 'a b'").unwrap().describe(), "SET k a b");
+        assert_eq!(Workload::echo(64).describe(), "64 bytes");
+        let long = Workload::redis(&format!("SET k {}", "é".repeat(300)))
+            .unwrap()
+            .describe();
+        assert!(
+            long.ends_with("...") && long.len() <= MAX_DESCRIPTION + 3,
+            "{long}"
+        );
     }
 
     #[test]
