@@ -10,19 +10,33 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{connect, example_command, free_addr, sigterm, wait_exit, wait_listening};
+use util::{connect, example_command, free_addr, sigterm, wait_exit};
 
-/// Starts example `name` on `addr` and waits until it listens. Its log goes to the test's
-/// stderr, so that a failure shows what the example said.
-fn example(name: &str, addr: SocketAddr) -> Child {
-    let mut child = example_command(name, &[addr.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .env("NO_COLOR", "1")
-        .spawn()
-        .expect("the examples are built by cargo test (cargo build --release --examples)");
-    wait_listening(addr, &mut child);
-    child
+/// Starts example `name` on a free port and waits until it listens; returns it and the
+/// address. Its log goes to the test's stderr, so that a failure shows what the example said.
+/// A port taken between its choice and the bind (the example exits, whatever holds the port
+/// answers) is tried again with another.
+fn example(name: &str) -> (Child, SocketAddr) {
+    let mut tries = 0;
+    loop {
+        let addr = free_addr();
+        let mut child = example_command(name, &[addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .env("NO_COLOR", "1")
+            .spawn()
+            .expect("the examples are built by cargo test (cargo build --release --examples)");
+        match util::listening(addr, &mut child) {
+            Ok(()) => return (child, addr),
+            Err(e) if tries < 3 => {
+                eprintln!("{e}; trying another port");
+                let _ = child.kill();
+                let _ = child.wait();
+                tries += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// Runs example `name` with `args` to its end (bounded) and returns its output, checking that
@@ -62,8 +76,7 @@ fn read_until(r: &mut BufReader<TcpStream>, want: impl Fn(&str) -> bool) -> Stri
 
 #[test]
 fn chat_rooms_span_the_shards() {
-    let addr = free_addr();
-    let child = example("chat", addr);
+    let (child, addr) = example("chat");
     let mut clients: Vec<(TcpStream, BufReader<TcpStream>)> = (0..8)
         .map(|_| {
             let s = connect(addr);
@@ -87,8 +100,7 @@ fn chat_rooms_span_the_shards() {
 
 #[test]
 fn kv_keys_live_on_their_shards_and_pipelines_answer_in_order() {
-    let addr = free_addr();
-    let child = example("kv", addr);
+    let (child, addr) = example("kv");
     let mut writer = connect(addr);
     let mut reader = BufReader::new(writer.try_clone().unwrap());
     let mut batch = String::new();
@@ -120,8 +132,7 @@ fn kv_keys_live_on_their_shards_and_pipelines_answer_in_order() {
 
 #[test]
 fn chat_tells_its_chatters_at_shutdown_and_closes_without_waiting_for_the_timeout() {
-    let addr = free_addr();
-    let mut child = example("chat", addr);
+    let (mut child, addr) = example("chat");
     let mut clients: Vec<BufReader<TcpStream>> = (0..4)
         .map(|_| {
             let mut r = BufReader::new(connect(addr));
@@ -147,8 +158,7 @@ fn chat_tells_its_chatters_at_shutdown_and_closes_without_waiting_for_the_timeou
 
 #[test]
 fn kv_answers_the_requests_it_received_before_closing_at_shutdown() {
-    let addr = free_addr();
-    let mut child = example("kv", addr);
+    let (mut child, addr) = example("kv");
     let mut writer = connect(addr);
     let mut reader = BufReader::new(writer.try_clone().unwrap());
     writer.write_all(b"SET k v\n").unwrap();
@@ -173,8 +183,7 @@ fn kv_answers_the_requests_it_received_before_closing_at_shutdown() {
 /// every answer: the ones that wait for a timer or another shard come after its EOF.
 #[test]
 fn kv_answers_a_client_that_half_closes_after_its_requests() {
-    let addr = free_addr();
-    let child = example("kv", addr);
+    let (child, addr) = example("kv");
     let mut s = connect(addr);
     let mut batch = String::from("SET a 1\n");
     for _ in 0..50 {
@@ -329,8 +338,7 @@ fn rest(mut r: BufReader<TcpStream>) -> String {
 /// answered, and the connection closes.
 #[test]
 fn http_api_reads_an_upload_in_progress_to_its_end_at_shutdown() {
-    let addr = free_addr();
-    let mut child = example("http_api", addr);
+    let (mut child, addr) = example("http_api");
     let mut s = connect(addr);
     s.write_all(b"POST /counter/up HTTP/1.1\r\nContent-Length: 2\r\n\r\n4")
         .unwrap();
@@ -347,8 +355,7 @@ fn http_api_reads_an_upload_in_progress_to_its_end_at_shutdown() {
 
 #[test]
 fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
-    let addr = free_addr();
-    let child = example("http_api", addr);
+    let (child, addr) = example("http_api");
     // Keep-alive and pipelined: a length body, a chunked body with an extension, reads, and
     // the 404, 405 and 400 of the routes; answered in order on one connection.
     let mut s = connect(addr);

@@ -151,7 +151,7 @@ pub fn wait_listening(addr: SocketAddr, child: &mut Child) {
 /// Waits until something answers on `addr` and `child` still runs a moment later: a server
 /// that found its port taken (`weft serve` refuses a port in use) exits at once, while
 /// whatever holds the port answers the probe.
-fn listening(addr: SocketAddr, child: &mut Child) -> Result<(), String> {
+pub fn listening(addr: SocketAddr, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
