@@ -212,7 +212,7 @@ COUNT_MARGIN=$(awk -v d="$D" 'BEGIN { m = d / 10; print (m > 0.5 ? 0.5 : m) }')
 weft_load() { # scenario server proto pipeline [more weft load options]
   if [[ -z $HAVE_LOAD ]]; then skip "$1" "$2" load "$LOAD_BIN has no load subcommand yet (issue 7)"; return; fi
   COUNT_AFTER=$WARMUP measure "$1" "$2" load "$LOAD_BIN" load --target "{ADDR}" --proto "$3" --conns 50 \
-    --cores 1 --duration "${D}s" --warmup "${WARMUP}s" --pipeline "$4" --size 64 "${@:5}" --json "{OUT}"
+    --cores 1 --duration "${D}s" --warmup "${WARMUP}s" --pipeline "$4" "${@:5}" --json "{OUT}"
 }
 
 # --- scenarios -------------------------------------------------------------------------------

@@ -489,7 +489,7 @@ fn bad_input_is_one_line_and_an_exit_status() {
         .to_string();
     let dir = Scratch::new("load-bad-input");
     let json = dir.file("r.json");
-    let cases: [(&[&str], i32); 18] = [
+    let cases: [(&[&str], i32); 19] = [
         (
             &["load", "--target", &closed, "--duration", "1s", "--json", &json],
             1,
@@ -552,6 +552,18 @@ fn bad_input_is_one_line_and_an_exit_status() {
                 "redis",
                 "--command",
                 " ",
+            ],
+            2,
+        ),
+        (
+            &[
+                "load",
+                "--target",
+                "127.0.0.1:1",
+                "--proto",
+                "redis",
+                "--size",
+                "8",
             ],
             2,
         ),

@@ -77,9 +77,9 @@ pub(crate) struct LoadArgs {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
-    /// Echo message size (64, 4KiB; at least 1 byte).
-    #[arg(long, default_value = "64", value_parser = echo_size)]
-    size: usize,
+    /// echo: message size (64, 4KiB; at least 1 byte) [default: 64].
+    #[arg(long, value_parser = echo_size)]
+    size: Option<usize>,
     /// Send this file's bytes as the request (http: a whole HTTP request; raw: required).
     #[arg(long)]
     request_file: Option<PathBuf>,
@@ -356,6 +356,9 @@ fn workload(args: &LoadArgs, target: &Target) -> Result<Workload, CliError> {
             "--method and --body-file are for --proto http".into(),
         ));
     }
+    if args.size.is_some() && args.proto != LoadProto::Echo {
+        return Err(CliError::Usage("--size is for --proto echo".into()));
+    }
     if args.command.is_some() && args.proto != LoadProto::Redis {
         return Err(CliError::Usage("--command is for --proto redis".into()));
     }
@@ -391,7 +394,7 @@ fn workload(args: &LoadArgs, target: &Target) -> Result<Workload, CliError> {
                 let len = r.len();
                 Workload::raw(r, Framing::Length(len)).map_err(usage)?
             }
-            _ => Workload::echo(args.size),
+            _ => Workload::echo(args.size.unwrap_or(64)),
         }),
         LoadProto::Raw => {
             let Some(request) = request else {
