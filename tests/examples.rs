@@ -10,33 +10,19 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{connect, example_command, free_addr, sigterm, wait_exit};
+use util::{connect, example_command, sigterm, wait_exit};
 
-/// Starts example `name` on a free port and waits until it listens; returns it and the
-/// address. Its log goes to the test's stderr, so that a failure shows what the example said.
-/// A port taken between its choice and the bind (the example exits, whatever holds the port
-/// answers) is tried again with another.
+/// Starts example `name` on a free port and waits until it listens (another port if that one
+/// was taken); returns it and the address. Its log goes to the test's stderr, so that a
+/// failure shows what the example said. The examples are built by `cargo test`.
 fn example(name: &str) -> (Child, SocketAddr) {
-    let mut tries = 0;
-    loop {
-        let addr = free_addr();
-        let mut child = example_command(name, &[addr.to_string()])
-            .stdout(Stdio::null())
+    util::serving(|addr| {
+        let mut cmd = example_command(name, &[addr.to_string()]);
+        cmd.stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .env("NO_COLOR", "1")
-            .spawn()
-            .expect("the examples are built by cargo test (cargo build --release --examples)");
-        match util::listening(addr, &mut child) {
-            Ok(()) => return (child, addr),
-            Err(e) if tries < 3 => {
-                eprintln!("{e}; trying another port");
-                let _ = child.kill();
-                let _ = child.wait();
-                tries += 1;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+            .env("NO_COLOR", "1");
+        cmd
+    })
 }
 
 /// Runs example `name` with `args` to its end (bounded) and returns its output, checking that

@@ -148,10 +148,31 @@ pub fn wait_listening(addr: SocketAddr, child: &mut Child) {
     }
 }
 
+/// Spawns the server that `command` makes for a free loopback address and waits until it
+/// listens; returns it and the address. A port taken between its choice and the bind (the
+/// server exits, the port's holder answered the probe) is tried again with another.
+pub fn serving(mut command: impl FnMut(SocketAddr) -> Command) -> (Child, SocketAddr) {
+    let mut tries = 0;
+    loop {
+        let addr = free_addr();
+        let mut child = command(addr).spawn().expect("spawn the server");
+        match listening(addr, &mut child) {
+            Ok(()) => return (child, addr),
+            Err(e) if tries < 3 => {
+                eprintln!("{e}; trying another port");
+                let _ = child.kill();
+                let _ = child.wait();
+                tries += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// Waits until something answers on `addr` and `child` still runs a moment later: a server
 /// that found its port taken (`weft serve` refuses a port in use) exits at once, while
 /// whatever holds the port answers the probe.
-pub fn listening(addr: SocketAddr, child: &mut Child) -> Result<(), String> {
+fn listening(addr: SocketAddr, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -313,23 +334,13 @@ pub struct ServeChild {
 impl ServeChild {
     /// `weft serve --proto PROTO --cores CORES`, listening.
     pub fn start(proto: &str, cores: &str) -> Self {
-        let mut tries = 0;
-        loop {
-            let (mut cmd, addr) = serve_command(cores, &["--proto", proto]);
+        let (child, addr) = serving(|addr| {
+            let listen = addr.to_string();
+            let mut cmd = weft_command(&["serve", "--listen", &listen, "--cores", cores, "--proto", proto]);
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
-            let mut child = cmd.spawn().expect("spawn weft");
-            match listening(addr, &mut child) {
-                Ok(()) => return Self { child, addr },
-                // A port taken between its choice and the bind: another one.
-                Err(e) if tries < 3 => {
-                    eprintln!("{e}; trying another port");
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    tries += 1;
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+            cmd
+        });
+        Self { child, addr }
     }
 
     /// Sends `sig` to the server.
