@@ -183,8 +183,7 @@ impl<D: Decoder, R, E, F> Answered<D, R, E, F> {
     /// Stops reading and takes no more requests: those queued are answered, then the task
     /// closes the connection.
     fn finish(&self, t: &Transport) {
-        t.pause_reading();
-        self.requests.close();
+        take_no_more(&self.requests, t);
     }
 
     /// Starts the request timer when part of a request is buffered, and stops it when none is.
@@ -201,8 +200,7 @@ impl<D: Decoder, R, E, F> Answered<D, R, E, F> {
                     sleep(after).await;
                     tracing::debug!(peer = %t.peer_addr(), "a request did not arrive whole within {after:?}");
                     answer.set(last());
-                    t.pause_reading();
-                    requests.close();
+                    take_no_more(&requests, &t);
                 }));
             }
             (_, false) => {
@@ -252,8 +250,7 @@ where
                     tracing::warn!(peer = %t.peer_addr(), "an answer could not be encoded ({e}): the connection is closed");
                 }
                 if close || refused.is_some() {
-                    requests.close();
-                    t.pause_reading();
+                    take_no_more(&requests, &t);
                     break;
                 }
                 if requests.len() == max_queued / 2 && !is_draining() && t.is_connected() {
@@ -322,4 +319,10 @@ where
             timer.abort();
         }
     }
+}
+
+/// Stops reading and takes no more requests: those queued are still answered.
+fn take_no_more<T>(requests: &Queue<T>, t: &Transport) {
+    t.pause_reading();
+    requests.close();
 }

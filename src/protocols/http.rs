@@ -310,12 +310,8 @@ fn response(status: u16, head_only: bool, keep_alive: bool, http10: bool) -> Res
     let mut r = Response::new(status)
         .with_header("Server", "weft")
         .with_header("Content-Type", "text/plain")
-        .with_body(body);
-    if !keep_alive {
-        r = r.close();
-    } else if http10 {
-        r = r.with_header("Connection", "keep-alive");
-    }
+        .with_body(body)
+        .keeping(keep_alive, if http10 { Version::Http10 } else { Version::Http11 });
     if status == 405 {
         r = r.with_header("Allow", "GET, HEAD");
     }

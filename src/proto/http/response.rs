@@ -90,9 +90,15 @@ impl Response {
     #[must_use]
     pub fn answering(mut self, request: &Request) -> Self {
         self.head |= request.method == Method::Head;
-        let keep_alive = request.keep_alive();
+        self.keeping(request.keep_alive(), request.version)
+    }
+
+    /// [`close`](Self::close) unless `keep_alive`; kept alive for an HTTP/1.0 client, says so
+    /// (`Connection: keep-alive`), since 1.0 closes by default.
+    #[must_use]
+    pub fn keeping(mut self, keep_alive: bool, version: Version) -> Self {
         self.close |= !keep_alive;
-        if keep_alive && !self.close && request.version == Version::Http10 {
+        if !self.close && version == Version::Http10 {
             self = self.with_header("Connection", "keep-alive");
         }
         self
