@@ -92,7 +92,7 @@ pub use config::{
     AcceptConfig, ConnectionConfig, Cores, CoresError, EngineConfig, FlowConfig, FlowError,
     InheritedListeners, Keepalive, Layers, ListenerConfig, MetricsConfig, ReactorConfig, RingFeatures,
 };
-pub use driver::connector::{ClientFactory, Connector, connect_tcp, resolve};
+pub use driver::connector::{AbortOnDrop, ClientFactory, Connector, connect_tcp, resolve};
 pub use driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
 pub use error::{EngineError, InheritedError, IoUringError, ShardError};
 pub use proto::client::{
@@ -148,8 +148,8 @@ pub use stats::StatsSnapshot;
 pub mod shard {
     pub use crate::driver::mesh::{CallError, ShardHandle, invoke_on_all, owner_of, submit_to};
     pub use crate::driver::tasks::{
-        Cancelled, Interval, JoinHandle, counters, current, drain_started, interval, is_draining,
-        ring_features, sleep, spawn, state, until_drain, yield_now,
+        Cancelled, Elapsed, Interval, JoinHandle, counters, current, drain_started, interval,
+        is_draining, ring_features, sleep, spawn, state, timeout, until_drain, yield_now,
     };
     pub use crate::proto::queue::Queue;
 }

@@ -326,7 +326,7 @@ fn rest(mut r: BufReader<TcpStream>) -> String {
 fn http_api_reads_an_upload_in_progress_to_its_end_at_shutdown() {
     let (mut child, addr) = example("http_api");
     let mut s = connect(addr);
-    s.write_all(b"POST /counter/up HTTP/1.1\r\nContent-Length: 2\r\n\r\n4")
+    s.write_all(b"POST /counter/up HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n4")
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     sigterm(&child);
@@ -353,7 +353,7 @@ fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
           HEAD /counter/a HTTP/1.1\r\nHost: t\r\n\r\n\
           GET /nope HTTP/1.1\r\nHost: t\r\n\r\n\
           DELETE /counter/a HTTP/1.1\r\nHost: t\r\n\r\n\
-          POST /counter/b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+          POST /counter/b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
     )
     .unwrap();
     let want = r#"{"name":"a","value":42}"#;
@@ -373,7 +373,7 @@ fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
     );
     assert_eq!(http_response(&mut r, false).0, 400);
     // Expect: 100-continue: the body is sent only after the interim answer.
-    s.write_all(b"POST /counter/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+    s.write_all(b"POST /counter/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
         .unwrap();
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
@@ -382,7 +382,7 @@ fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
     s.write_all(b"8").unwrap();
     assert_eq!(http_response(&mut r, false).2, r#"{"name":"a","value":50}"#);
     // Pipelined behind a request still being answered, the 100 comes right after its answer.
-    s.write_all(b"GET /counter/a HTTP/1.1\r\n\r\nPOST /counter/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+    s.write_all(b"GET /counter/a HTTP/1.1\r\nHost: h\r\n\r\nPOST /counter/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
         .unwrap();
     assert_eq!(http_response(&mut r, false).0, 200);
     line.clear();
@@ -392,7 +392,7 @@ fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
     s.write_all(b"0").unwrap();
     assert_eq!(http_response(&mut r, false).2, r#"{"name":"a","value":50}"#);
     // Connection: close is answered, then the connection closes.
-    s.write_all(b"GET /counter/a HTTP/1.1\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /counter/a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
         .unwrap();
     let (status, headers, _) = http_response(&mut r, false);
     assert_eq!((status, header(&headers, "connection")), (200, Some("close")));
@@ -409,7 +409,7 @@ fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
     assert_eq!(rest(r), "");
     // A malformed request after a good one: the good one is answered, then 400 and a close.
     let mut s = connect(addr);
-    s.write_all(b"GET /counter/a HTTP/1.1\r\n\r\nNOT HTTP\r\n\r\nGET /counter/a HTTP/1.1\r\n\r\n")
+    s.write_all(b"GET /counter/a HTTP/1.1\r\nHost: h\r\n\r\nNOT HTTP\r\n\r\nGET /counter/a HTTP/1.1\r\nHost: h\r\n\r\n")
         .unwrap();
     let mut r = BufReader::new(s);
     assert_eq!(http_response(&mut r, false).0, 200);
@@ -418,7 +418,7 @@ fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
     assert_eq!(rest(r), "");
     // A body over the limit is refused from its head (413), before it is sent.
     let mut s = connect(addr);
-    s.write_all(b"POST /counter/a HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n")
+    s.write_all(b"POST /counter/a HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n")
         .unwrap();
     let mut r = BufReader::new(s);
     assert_eq!(http_response(&mut r, false).0, 413);

@@ -40,16 +40,19 @@ fn bad_input_gets_its_status_and_others_are_still_served() {
     let (_engine, addr) = engine(1, |_| Http::factory());
     // A keep-alive client that stays across all the bad ones.
     let mut good = connect(addr);
-    let mut big_head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    let mut big_head = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
     big_head.extend(std::iter::repeat_n(b'a', 16 * 1024));
     big_head.extend_from_slice(b"\r\n\r\n");
     let flood = vec![b'x'; 64 * 1024];
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"NOT HTTP AT ALL\r\n\r\n".to_vec(), "400"),
-        (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n".to_vec(), "400"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nBad Header\r\n\r\n".to_vec(), "400"),
         (big_head, "431"),
         (flood, "431"),
         (b"GET / HTTP/3.0\r\n\r\n".to_vec(), "505"),
+        // RFC 9112: an HTTP/1.1 request names its Host, once.
+        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), "400"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), "400"),
     ];
     for (input, want) in cases {
         let mut s = connect(addr);

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
+mod weft_process;
 
 // Every test takes `util::serial()`: servers started in parallel on free ports picked by
 // bind-and-release can collide (weft binds with SO_REUSEPORT), which made a full run flaky.
@@ -614,10 +615,18 @@ fn answers_past_max_output_close_the_connection() {
         }
         answers
     };
-    // The default cap (4 MiB of unsent answers): the connection is closed, the server goes on.
-    let weft = Server::weft(&[]);
-    assert!(ask(weft.addr) < 16);
-    assert_eq!(Client::connect(weft.addr).cmd("PING"), b"+PONG\r\n");
+    // The default cap (4 MiB of unsent answers): the connection is closed, the server goes on
+    // and says why at INFO.
+    let mut weft =
+        weft_process::Weft::serve(&["--proto", "kv", "--cores", SHARDS, "--listen", "127.0.0.1:0"]);
+    let addr = weft.ready();
+    assert!(ask(addr) < 16);
+    assert_eq!(Client::connect(addr).cmd("PING"), b"+PONG\r\n");
+    let line = weft.wait_for("reset: queued output passed max_output", Duration::from_secs(5));
+    assert!(
+        line.contains("INFO") && line.contains("1 connection reset: queued output passed max_output (4194304 bytes)"),
+        "{line}"
+    );
     // A cap above them: every answer.
     let roomy = Server::weft(&["--max-output", "64MiB"]);
     assert_eq!(ask(roomy.addr), 16);

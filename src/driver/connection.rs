@@ -279,10 +279,35 @@ impl<P: Protocol> Connection<P> {
         }
         self.shard.conns.borrow_mut().try_remove(self.key);
         self.shard.stats.closed(&reason);
+        if matches!(reason, CloseReason::OutputLimit) {
+            self.log_output_reset();
+        }
         self.transport.mark_lost(&reason);
         if !self.poisoned {
             self.protocol.connection_lost(&reason);
         }
+    }
+}
+
+impl<P: Protocol> Connection<P> {
+    /// Says at INFO, at most once a second per shard, that connections were reset for their
+    /// output, and what to do: a protocol that writes more than its peer reads is missing
+    /// flow control, which the metrics alone would not tell.
+    fn log_output_reset(&self) {
+        let Some(s) = self.shard.output_resets.borrow_mut().record(Instant::now()) else {
+            return;
+        };
+        tracing::info!(
+            "shard {}: {} reset{}: queued output passed max_output ({} bytes); the last to {}. \
+             The protocol wrote more than its peer read: register a producer \
+             (Transport::register_producer) or stop writing while Transport::is_output_full, \
+             or raise max_output (FlowConfig, --max-output) for bursts that large",
+            self.shard.info.index,
+            s.counted("connection"),
+            s.window(),
+            self.transport.max_output(),
+            self.transport.peer_addr()
+        );
     }
 }
 

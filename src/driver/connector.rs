@@ -122,7 +122,9 @@ const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// - **inside an engine shard** (from [`Factory::start`], a
 ///   protocol callback, or a task spawned there): the connection joins the shard's
 ///   registry, its read buffer and its counters, and drains and aborts with the engine
-///   (it gets `drain_requested`, then [`CloseReason::Shutdown`], and is not retried). An
+///   (it gets `drain_requested`, then [`CloseReason::Shutdown`], and is not retried). Like
+///   an accepted connection it holds the drain open until it closes: a protocol whose
+///   connections sit idle (a pool's) closes them in `drain_requested`. An
 ///   attempt still in progress when the shard stops is dropped without a callback. The
 ///   closures given to [`EngineBuilder::listen`](crate::EngineBuilder::listen) and
 ///   [`on_each_shard`](crate::EngineBuilder::on_each_shard) run on the shard, so they
@@ -303,11 +305,32 @@ fn lookup(host: &str, port: u16) -> io::Result<Vec<Address>> {
 /// disconnected → connecting → connected → disconnected; [`connect`](Self::connect) starts
 /// again from disconnected. Callbacks of its factory receive it, so that they can connect
 /// again or stop. Dropping every handle does not stop it: its connection and its retries
-/// hold it, and it goes on by its policy until [`disconnect`](Self::disconnect) or
-/// [`stop_trying`](Self::stop_trying) (or the shard's drain).
+/// hold it, and it goes on by its policy until [`disconnect`](Self::disconnect),
+/// [`abort`](Self::abort) or [`stop_trying`](Self::stop_trying) (or the shard's drain). A
+/// connection made for one call, which must not outlive the call's future (given up on by a
+/// timeout, say), is held by [`abort_on_drop`](Self::abort_on_drop).
 #[derive(Clone)]
 pub struct Connector {
     inner: Rc<Inner>,
+}
+
+/// A [`Connector`] that is [`abort`](Connector::abort)ed when this handle is dropped (see
+/// [`Connector::abort_on_drop`]); it derefs to the connector.
+#[derive(Debug)]
+pub struct AbortOnDrop(Connector);
+
+impl std::ops::Deref for AbortOnDrop {
+    type Target = Connector;
+
+    fn deref(&self) -> &Connector {
+        &self.0
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Starts attempt number `u64` of a connector.
@@ -410,6 +433,23 @@ impl Connector {
         if let Some(t) = self.transport() {
             t.lose_connection();
         }
+    }
+
+    /// Stops trying, then resets: an attempt in progress is cancelled, an open connection
+    /// drops what it has queued and closes at once ([`Transport::abort_connection`]). For a
+    /// call given up on (a timeout), whose connection's state is unknown.
+    pub fn abort(&self) {
+        self.stop_trying();
+        if let Some(t) = self.transport() {
+            t.abort_connection();
+        }
+    }
+
+    /// This connector, [`abort`](Self::abort)ed when the returned handle is dropped: a
+    /// connection made for one call goes with the call's future, however that future ends
+    /// (finished, dropped by [`shard::timeout`](crate::shard::timeout), or by a drain).
+    pub fn abort_on_drop(self) -> AbortOnDrop {
+        AbortOnDrop(self)
     }
 
     /// Where the connector stands.

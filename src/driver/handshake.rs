@@ -3,7 +3,7 @@
 
 use std::io;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
@@ -84,13 +84,16 @@ pub(crate) async fn serve<F: Factory>(
                 Ok(plain) => (Some(session), plain),
                 Err(f) => {
                     tracing::debug!(peer = %peer, result = f.result.label(), "TLS handshake failed: {}", f.detail);
-                    let reason = format!("{} ({})", f.result.label(), f.detail);
-                    let due = shard
-                        .tls_failures
-                        .borrow_mut()
-                        .record(Instant::now(), peer, reason);
-                    if let Some(line) = due {
-                        tracing::info!("shard {}: {line}", shard.info.index);
+                    if let Some(s) = shard.tls_failures.borrow_mut().record(Instant::now()) {
+                        tracing::info!(
+                            "shard {}: {} failed{}; the last from {peer}: {} ({}) (each is logged \
+                             at DEBUG; weft_tls_handshakes_total counts them by result)",
+                            shard.info.index,
+                            s.counted("TLS handshake"),
+                            s.window(),
+                            f.result.label(),
+                            f.detail
+                        );
                     }
                     return;
                 }
@@ -146,76 +149,5 @@ async fn read_header(
         if let Some(header) = decoder.decode(&mut input)? {
             return Ok((header, input.take(input.len())));
         }
-    }
-}
-
-/// How often a shard logs its failed TLS handshakes at INFO.
-const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A shard's failed TLS handshakes, summed up in at most one INFO line per second (each is
-/// logged at DEBUG): operators see that handshakes fail, and why the last one did, without a
-/// flood when a scanner or a misconfigured client fails thousands. I/O-free.
-#[derive(Debug, Default)]
-pub(crate) struct FailureDigest {
-    /// When the last line was logged.
-    logged: Option<Instant>,
-    /// Failures since then, not yet logged.
-    count: u64,
-}
-
-impl FailureDigest {
-    /// Records a failure at `now` from `peer` for `reason`; returns the line to log if one is
-    /// due (the first failure, then the first one a second or more after the last line).
-    pub(crate) fn record(&mut self, now: Instant, peer: Address, reason: String) -> Option<String> {
-        self.count += 1;
-        let since = match self.logged {
-            Some(at) if now.duration_since(at) < FAILURE_LOG_INTERVAL => return None,
-            Some(at) => format!(" in the last {:.1}s", now.duration_since(at).as_secs_f64()),
-            None => String::new(),
-        };
-        let count = std::mem::take(&mut self.count);
-        self.logged = Some(now);
-        let plural = if count == 1 { "" } else { "s" };
-        Some(format!(
-            "{count} TLS handshake{plural} failed{since}; the last from {peer}: {reason} (each is \
-             logged at DEBUG; weft_tls_handshakes_total counts them by result)"
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failures_are_summed_up_once_a_second() {
-        let mut d = FailureDigest::default();
-        let t0 = Instant::now();
-        let peer: Address = "127.0.0.1:5000".parse().unwrap_or_else(|e| panic!("{e}"));
-        let first = d.record(t0, peer, "invalid (bad record)".into());
-        assert_eq!(
-            first.as_deref().map(|l| l.split(" (each").next().unwrap_or("")),
-            Some("1 TLS handshake failed; the last from 127.0.0.1:5000: invalid (bad record)")
-        );
-        for ms in [1, 500, 999] {
-            assert!(
-                d.record(t0 + Duration::from_millis(ms), peer, "x".into())
-                    .is_none()
-            );
-        }
-        let later: Address = "[::1]:6000".parse().unwrap_or_else(|e| panic!("{e}"));
-        let line = d
-            .record(
-                t0 + Duration::from_millis(1500),
-                later,
-                "timeout (no ClientHello)".into(),
-            )
-            .unwrap_or_default();
-        assert!(
-            line.starts_with(
-                "4 TLS handshakes failed in the last 1.5s; the last from [::1]:6000: timeout (no ClientHello)"
-            ),
-            "{line}"
-        );
     }
 }

@@ -3,6 +3,7 @@
 pub(crate) mod answered;
 pub(crate) mod connection;
 pub(crate) mod connector;
+pub(crate) mod digest;
 pub(crate) mod engine;
 pub(crate) mod handshake;
 pub(crate) mod mesh;

@@ -15,6 +15,7 @@ use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, UnixStream};
 use slab::Slab;
 
+use super::digest::Digest;
 use super::mesh::{Calls, InboxRx, Mesh, serve_inbox};
 use super::monitor::Monitor;
 use super::port::{Listener, Port};
@@ -68,7 +69,10 @@ pub(crate) struct ShardCtx {
     /// `conns`).
     pub(crate) handshakes: Cell<usize>,
     /// Failed TLS handshakes, logged at most once a second.
-    pub(crate) tls_failures: RefCell<super::handshake::FailureDigest>,
+    pub(crate) tls_failures: RefCell<Digest>,
+    /// Connections reset because their queued output passed its cap, logged at most once a
+    /// second.
+    pub(crate) output_resets: RefCell<Digest>,
     /// Ports still accepting (during a shutdown's grace period for the queued connections).
     pub(crate) accepting: Cell<usize>,
     pub(crate) draining: Cell<bool>,
@@ -127,6 +131,7 @@ impl ShardCtx {
             conns: RefCell::new(Slab::new()),
             handshakes: Cell::new(0),
             tls_failures: RefCell::default(),
+            output_resets: RefCell::default(),
             accepting: Cell::new(0),
             draining: Cell::new(false),
             tasks: Rc::new(Tasks::default()),

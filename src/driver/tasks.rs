@@ -283,6 +283,45 @@ pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await;
 }
 
+/// The output of `future`, or [`Elapsed`] when `duration` passes first; the future is then
+/// dropped. What the future started elsewhere goes on: a connection made for it by
+/// [`connect_tcp`](crate::connect_tcp) stays open unless its [`Connector`](crate::Connector)
+/// is held by [`abort_on_drop`](crate::Connector::abort_on_drop).
+///
+/// ```no_run
+/// # async fn call(upstream: weft::Address) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use weft::{ConnectOptions, connect_tcp, factory_fn, protocols::Discard, shard};
+///
+/// // Connected within 2 s, or the attempt (or the connection) goes with the future.
+/// let conn = connect_tcp(upstream, factory_fn(|_| Some(Discard)), ConnectOptions::default())
+///     .abort_on_drop();
+/// let transport = shard::timeout(Duration::from_secs(2), conn.connected()).await??;
+/// transport.write(b"hello");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// Outside a glommio executor.
+pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+    let mut future = std::pin::pin!(future);
+    let mut timer = std::pin::pin!(glommio::timer::Timer::new(duration));
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        timer.as_mut().poll(cx).map(|_| Err(Elapsed(duration)))
+    })
+    .await
+}
+
+/// A [`timeout`] passed before its future finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no result within {0:?}")]
+pub struct Elapsed(pub Duration);
+
 /// Lets the shard's other connections and tasks run if this task has run for long, then
 /// continues: call it in long loops.
 ///

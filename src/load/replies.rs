@@ -50,7 +50,8 @@ impl ReplyReader {
         let (decoder, request) = (&mut self.decoder, &self.request);
         self.pending.decode_read(data, 0, |buf| {
             while !buf.is_empty() {
-                if !request.is_empty() && buf.as_slice().starts_with(request) {
+                // At the start of a reply only: within an array, element bytes may look alike.
+                if !request.is_empty() && !decoder.in_frame() && buf.as_slice().starts_with(request) {
                     return Err(ReplyFault::Echo);
                 }
                 match decoder.decode(buf)? {

@@ -202,7 +202,11 @@ pub trait FrameHandler: 'static {
     }
 
     /// The bytes could not be decoded. The default closes the connection after flushing
-    /// what was written; a protocol may write an error answer first.
+    /// what was written; a protocol may write an error answer first. That close is orderly:
+    /// `connection_lost` follows once the peer closes too, or after the linger
+    /// ([`ConnectionConfig::linger`](crate::ConnectionConfig::linger), 2 s). A client whose
+    /// server sends garbage usually wants [`Transport::abort_connection`] here instead, so
+    /// that whoever waits on the connection hears at once.
     fn decode_failed(&mut self, error: <Self::Decoder as Decoder>::Error, transport: &Transport) {
         let _ = error;
         transport.lose_connection();

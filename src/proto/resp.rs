@@ -464,8 +464,8 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     }
 }
 
-/// A RESP2 reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A RESP2 reply. Its `Debug` shows byte strings as escaped text (`Bulk("a\r\n")`).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Reply {
     /// `+OK`: a status line (CR and LF in it are written as spaces).
     Status(Cow<'static, str>),
@@ -480,6 +480,20 @@ pub enum Reply {
     Nil,
     /// `*N` and its elements.
     Array(Vec<Reply>),
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = |bytes: &[u8]| bytes.escape_ascii().to_string();
+        match self {
+            Self::Status(s) => f.debug_tuple("Status").field(s).finish(),
+            Self::Error(e) => f.debug_tuple("Error").field(&text(e)).finish(),
+            Self::Integer(n) => f.debug_tuple("Integer").field(n).finish(),
+            Self::Bulk(b) => f.debug_tuple("Bulk").field(&text(b)).finish(),
+            Self::Nil => f.write_str("Nil"),
+            Self::Array(items) => f.debug_tuple("Array").field(items).finish(),
+        }
+    }
 }
 
 impl Reply {
@@ -640,19 +654,98 @@ const MAX_REPLY_DEPTH: usize = 64;
 
 /// Parses RESP2 replies, a client's side of the protocol: `+OK`, `-ERR ...`, `:1`, `$3\r\nabc`,
 /// `$-1` and the null array `*-1` (both [`Reply::Nil`]), and arrays of them, nested. Requests
-/// for it are [`Reply::Array`]s of [`Reply::bulk`]s, [`Reply::to_bytes`] encodes them. A reply
-/// still arriving is read again from its start when more bytes come, so it suits replies of up
-/// to a few MiB; the limits ([`RespLimits`]: a line, a bulk, a whole reply) bound what it
-/// waits for.
+/// for it are [`Reply::Array`]s of [`Reply::bulk`]s, [`Reply::to_bytes`] encodes them.
+/// Incremental: an array's elements are taken from the buffer as they arrive, so each byte is
+/// looked at about once however the reply is split (a 200,000-element reply costs what its
+/// bytes do); the limits ([`RespLimits`]: a line, a bulk, a whole reply, nesting) bound what
+/// it holds and waits for.
 #[derive(Debug, Clone, Default)]
 pub struct ReplyDecoder {
     limits: RespLimits,
+    /// The arrays of the reply being read, outermost first: the elements each has, and how
+    /// many more it awaits.
+    open: Vec<(Vec<Reply>, usize)>,
+    /// Bytes of the reply being read taken from the buffer so far (for the whole-reply limit).
+    held: usize,
+    /// Bytes at the front of the buffer already searched for the end of the current line.
+    searched: usize,
+}
+
+/// One step of a reply: a whole element, or the header of an array whose elements follow.
+enum Step {
+    Element(Reply),
+    Array(usize),
 }
 
 impl ReplyDecoder {
     /// A decoder with `limits`.
     pub fn new(limits: RespLimits) -> Self {
-        Self { limits }
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// The step at the front of `b` and its length; `None` while incomplete.
+    fn step(&mut self, b: &[u8]) -> Result<Option<(Step, usize)>, ReplyError> {
+        let Some(&kind) = b.first() else {
+            return Ok(None);
+        };
+        if !b"+-:$*".contains(&kind) {
+            return Err(ReplyError::UnknownType(kind));
+        }
+        // The line after the type byte, up to its CRLF.
+        let from = self.searched.max(1);
+        let Some(end) = b[from..].windows(2).position(|w| w == b"\r\n").map(|p| p + from) else {
+            self.searched = b.len().saturating_sub(1).max(1);
+            return if b.len() > self.limits.max_inline {
+                Err(ReplyError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        };
+        if end > self.limits.max_inline {
+            return Err(ReplyError::TooLarge);
+        }
+        let line = &b[1..end];
+        let next = end + 2;
+        let number = || string2ll(line).ok_or(ReplyError::BadNumber);
+        let element = match kind {
+            b'+' => Reply::Status(Cow::Owned(String::from_utf8_lossy(line).into_owned())),
+            b'-' => Reply::Error(Cow::Owned(line.to_vec())),
+            b':' => Reply::Integer(number()?),
+            b'$' => {
+                let len = match number()? {
+                    -1 => return Ok(Some((Step::Element(Reply::Nil), next))),
+                    n => usize::try_from(n).map_err(|_| ReplyError::BadNumber)?,
+                };
+                if len > self.limits.max_bulk || self.held + next + len > self.limits.max_request {
+                    return Err(ReplyError::TooLarge);
+                }
+                // The line is found: only the body is waited for.
+                self.searched = end;
+                let Some(body) = b.get(next..next + len + 2) else {
+                    return Ok(None);
+                };
+                if &body[len..] != b"\r\n" {
+                    return Err(ReplyError::MissingCrlf);
+                }
+                return Ok(Some((Step::Element(Reply::Bulk(body[..len].to_vec())), next + len + 2)));
+            }
+            _ => {
+                let count = match number()? {
+                    -1 => return Ok(Some((Step::Element(Reply::Nil), next))),
+                    n => usize::try_from(n).map_err(|_| ReplyError::BadNumber)?,
+                };
+                // Every element takes three bytes at least: more than the limit can hold is
+                // refused before any arrives.
+                if self.open.len() >= MAX_REPLY_DEPTH || count > self.limits.max_request / 3 {
+                    return Err(ReplyError::TooLarge);
+                }
+                return Ok(Some((Step::Array(count), next)));
+            }
+        };
+        Ok(Some((Step::Element(element), next)))
     }
 }
 
@@ -660,84 +753,47 @@ impl Decoder for ReplyDecoder {
     type Frame = Reply;
     type Error = ReplyError;
 
-    fn decode(&mut self, buf: &mut InBuf) -> Result<Option<Reply>, ReplyError> {
-        match parse_reply(buf.as_slice(), &self.limits, 0)? {
-            Some((reply, used)) => {
-                buf.advance(used);
-                Ok(Some(reply))
-            }
-            None if buf.len() > self.limits.max_request => Err(ReplyError::TooLarge),
-            None => Ok(None),
-        }
+    /// True while an array's elements are still to come.
+    fn in_frame(&self) -> bool {
+        !self.open.is_empty()
     }
-}
 
-/// One reply from the front of `b`, and how many bytes it took; `None` while incomplete.
-fn parse_reply(b: &[u8], limits: &RespLimits, depth: usize) -> Result<Option<(Reply, usize)>, ReplyError> {
-    let Some(&kind) = b.first() else {
-        return Ok(None);
-    };
-    if !b"+-:$*".contains(&kind) {
-        return Err(ReplyError::UnknownType(kind));
-    }
-    // The line after the type byte, up to its CRLF.
-    let Some(end) = b[1..].windows(2).position(|w| w == b"\r\n").map(|p| p + 1) else {
-        return if b.len() > limits.max_inline {
-            Err(ReplyError::TooLarge)
-        } else {
-            Ok(None)
-        };
-    };
-    if end > limits.max_inline {
-        return Err(ReplyError::TooLarge);
-    }
-    let line = &b[1..end];
-    let next = end + 2;
-    let number = || string2ll(line).ok_or(ReplyError::BadNumber);
-    let reply = match kind {
-        b'+' => Reply::Status(Cow::Owned(String::from_utf8_lossy(line).into_owned())),
-        b'-' => Reply::Error(Cow::Owned(line.to_vec())),
-        b':' => Reply::Integer(number()?),
-        b'$' => {
-            let len = match number()? {
-                -1 => return Ok(Some((Reply::Nil, next))),
-                n => usize::try_from(n).map_err(|_| ReplyError::BadNumber)?,
-            };
-            if len > limits.max_bulk {
-                return Err(ReplyError::TooLarge);
-            }
-            let Some(body) = b.get(next..next + len + 2) else {
+    fn decode(&mut self, buf: &mut InBuf) -> Result<Option<Reply>, ReplyError> {
+        'steps: loop {
+            let Some((step, used)) = self.step(buf.as_slice())? else {
+                if self.held + buf.len() > self.limits.max_request {
+                    return Err(ReplyError::TooLarge);
+                }
                 return Ok(None);
             };
-            if &body[len..] != b"\r\n" {
-                return Err(ReplyError::MissingCrlf);
-            }
-            return Ok(Some((Reply::Bulk(body[..len].to_vec()), next + len + 2)));
-        }
-        b'*' => {
-            let count = match number()? {
-                -1 => return Ok(Some((Reply::Nil, next))),
-                n => usize::try_from(n).map_err(|_| ReplyError::BadNumber)?,
-            };
-            // Every element takes three bytes at least: more than the limit can hold is
-            // refused before any arrives.
-            if depth >= MAX_REPLY_DEPTH || count > limits.max_request / 3 {
+            buf.advance(used);
+            self.searched = 0;
+            self.held += used;
+            if self.held > self.limits.max_request {
                 return Err(ReplyError::TooLarge);
             }
-            let mut items = Vec::with_capacity(count.min(RESERVE_ARGS));
-            let mut at = next;
-            for _ in 0..count {
-                let Some((item, used)) = parse_reply(&b[at..], limits, depth + 1)? else {
-                    return Ok(None);
-                };
-                items.push(item);
-                at += used;
+            let mut done = match step {
+                Step::Element(reply) => reply,
+                Step::Array(0) => Reply::Array(Vec::new()),
+                Step::Array(count) => {
+                    self.open
+                        .push((Vec::with_capacity(count.min(RESERVE_ARGS)), count));
+                    continue;
+                }
+            };
+            // A whole element: it completes the arrays it ends, innermost first.
+            while let Some((mut items, awaited)) = self.open.pop() {
+                items.push(done);
+                if awaited > 1 {
+                    self.open.push((items, awaited - 1));
+                    continue 'steps;
+                }
+                done = Reply::Array(items);
             }
-            return Ok(Some((Reply::Array(items), at)));
+            self.held = 0;
+            return Ok(Some(done));
         }
-        other => return Err(ReplyError::UnknownType(other)),
-    };
-    Ok(Some((reply, next)))
+    }
 }
 
 #[cfg(test)]
@@ -1087,6 +1143,49 @@ mod tests {
     }
 
     #[test]
+    fn replies_debug_as_text() {
+        let r = Reply::Array(vec![Reply::err("no\r\n"), Reply::bulk(b"a\x00\xff"), Reply::Nil]);
+        assert_eq!(
+            format!("{r:?}"),
+            r#"Array([Error("ERR no\\r\\n"), Bulk("a\\x00\\xff"), Nil])"#
+        );
+    }
+
+    #[test]
+    fn a_large_array_is_taken_as_it_arrives() {
+        // 100,000 elements, fed 4 KiB at a time: what stays buffered is at most a chunk and a
+        // part of one element (an array read again from its start would keep all of it).
+        let items: Vec<Reply> = (0..100_000).map(|i| Reply::bulk(format!("item:{i}"))).collect();
+        let stream = Reply::Array(items.clone()).to_bytes();
+        let mut decoder = ReplyDecoder::default();
+        let mut held = Vec::new();
+        let mut got = Vec::new();
+        for chunk in stream.chunks(4096) {
+            held.extend_from_slice(chunk);
+            let mut buf = InBuf::borrowed(&held);
+            if let Some(r) = decoder.decode(&mut buf).unwrap() {
+                got.push(r);
+            }
+            held = buf.as_slice().to_vec();
+            assert!(held.len() < 4096 + 32, "{} bytes held", held.len());
+            assert_eq!(decoder.in_frame(), got.is_empty());
+        }
+        assert_eq!(got, [Reply::Array(items)]);
+        // Byte by byte, a nested reply too.
+        let nested = Reply::Array(vec![Reply::Array(vec![Reply::Nil, Reply::bulk("a\r\n")]), Reply::Integer(7)]);
+        let bytes = nested.to_bytes();
+        let mut held = Vec::new();
+        let mut got = None;
+        for b in &bytes {
+            held.push(*b);
+            let mut buf = InBuf::borrowed(&held);
+            got = decoder.decode(&mut buf).unwrap().or(got);
+            held = buf.as_slice().to_vec();
+        }
+        assert_eq!((got, held.len()), (Some(nested), 0));
+    }
+
+    #[test]
     fn bad_replies_are_errors_and_limits_hold_before_the_bytes_arrive() {
         let decode =
             |bytes: &[u8], limits: RespLimits| ReplyDecoder::new(limits).decode(&mut InBuf::borrowed(bytes));
@@ -1106,5 +1205,9 @@ mod tests {
         assert_eq!(decode(&b"*1\r\n".repeat(70), d), Err(ReplyError::TooLarge));
         assert_eq!(decode(b"$5\r\nab", d), Ok(None));
         assert_eq!(decode(b"\r\n", d), Err(ReplyError::UnknownType(b'\r')));
+        // The whole reply's limit holds across elements taken from the buffer.
+        let mut many = b"*20\r\n".to_vec();
+        many.extend(b"$5\r\nabcde\r\n".repeat(6));
+        assert_eq!(decode(&many, small), Err(ReplyError::TooLarge));
     }
 }

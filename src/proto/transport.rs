@@ -213,7 +213,7 @@ impl Transport {
     fn after_write(&self) {
         let queued = self.inner.out.borrow().len();
         if queued > self.inner.flow.max_output {
-            self.force_close(CloseReason::OutputLimit);
+            self.close_for_output();
             return;
         }
         if queued > self.inner.flow.high_water && !self.inner.flags.get().flow_paused {
@@ -396,9 +396,19 @@ impl Transport {
 
     /// The cap on queued output above which the connection is closed
     /// ([`FlowConfig::max_output`]): a protocol that holds answers back (to put them in order,
-    /// say) counts them against it too.
-    pub(crate) fn max_output(&self) -> usize {
+    /// say) counts them against it too, and closes with
+    /// [`close_for_output`](Self::close_for_output) when they pass it.
+    pub fn max_output(&self) -> usize {
         self.inner.flow.max_output
+    }
+
+    /// Closes the connection as its output passing [`max_output`](Self::max_output) would:
+    /// everything queued is dropped, the peer gets a reset, and `connection_lost` follows
+    /// with [`CloseReason::OutputLimit`] (counted, and logged at INFO, as such). For a
+    /// protocol that holds answers back and finds them, with [`buffered`](Self::buffered),
+    /// over the cap.
+    pub fn close_for_output(&self) {
+        self.force_close(CloseReason::OutputLimit);
     }
 
     /// True until the connection starts closing (by either side) or is gone.

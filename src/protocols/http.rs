@@ -414,7 +414,7 @@ mod tests {
         let (out, t) = run(&[b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"]);
         assert!(out.contains("Connection: keep-alive"));
         assert!(t.is_connected());
-        let (_, t) = run(&[b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"]);
+        let (_, t) = run(&[b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"]);
         assert!(!t.is_connected());
     }
 
@@ -424,18 +424,18 @@ mod tests {
             (b"GARBAGE\r\n\r\n", "400"),
             (b"NOT HTTP AT ALL\r\n\r\n", "400"),
             (b"GET / HTTP/2.0\r\n\r\n", "505"),
-            (b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", "405"),
-            (b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", "400"),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc", "405"),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\n", "400"),
             (
-                b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
                 "400",
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 "501",
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
                 "400",
             ),
         ];
@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn oversized_head_is_431_and_bounded() {
-        let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut big = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
         big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
         let (out, t) = run(&[&big]);
         assert_eq!(statuses(&out), vec!["431"]);
@@ -465,11 +465,11 @@ mod tests {
     #[test]
     fn body_is_skipped_and_head_has_no_body() {
         let (out, _) = run(&[
-            b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nab",
-            b"cdeGET / HTTP/1.1\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab",
+            b"cdeGET / HTTP/1.1\r\nHost: h\r\n\r\n",
         ]);
         assert_eq!(statuses(&out), vec!["405", "200"]);
-        let (out, _) = run(&[b"HEAD / HTTP/1.1\r\n\r\n"]);
+        let (out, _) = run(&[b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n"]);
         assert!(out.contains("Content-Length: 13") && !out.contains("Hello"));
     }
 
@@ -479,7 +479,7 @@ mod tests {
         let mut h = Http::default().framed();
         h.data_received(b"GET / HT", &t);
         assert!(t.has_deadline());
-        h.data_received(b"TP/1.1\r\n\r\n", &t);
+        h.data_received(b"TP/1.1\r\nHost: h\r\n\r\n", &t);
         assert!(!t.has_deadline(), "a complete head clears it");
         h.data_received(b"G", &t);
         assert!(t.has_deadline());
@@ -497,7 +497,7 @@ mod tests {
         assert!(!t.is_connected(), "idle keep-alive connection closes at once");
         let t = Transport::detached();
         let mut h = Http::default().framed();
-        h.data_received(b"GET / HTTP/1.1\r\n", &t);
+        h.data_received(b"GET / HTTP/1.1\r\nHost: h\r\n", &t);
         h.drain_requested(&t);
         assert!(t.is_connected());
         h.data_received(b"\r\n", &t);
@@ -509,7 +509,7 @@ mod tests {
     #[test]
     fn records_service_time_per_response() {
         crate::metrics::install_recorder();
-        run(&[b"GET / HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\n", b"\r\nBAD\r\n\r\n"]);
+        run(&[b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\n", b"\r\nBAD\r\n\r\n"]);
         let taken = crate::metrics::take_interval();
         crate::metrics::uninstall_recorder();
         assert_eq!(taken.len(), 1);
@@ -556,34 +556,34 @@ mod tests {
         let get = head(Get, true, false, true, 0);
         vec![
             (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", vec![get], Ok(b"")),
-            (b"GET / HTTP/1.1\n\n", vec![get], Ok(b"")),
+            (b"GET / HTTP/1.1\nHost: h\n\n", vec![get], Ok(b"")),
             (
-                b"GET /a?x HTTP/1.1\r\n\r\nHEAD /?q#f HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HT",
+                b"GET /a?x HTTP/1.1\r\nHost: h\r\n\r\nHEAD /?q#f HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HT",
                 vec![head(Get, false, false, true, 0), head(Head, true, true, true, 0)],
                 Ok(b"GET / HT"),
             ),
             (
-                b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcdeGET / HTTP/1.1\r\n\r\n",
+                b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nabcdeGET / HTTP/1.1\r\nHost: h\r\n\r\n",
                 vec![head(Other, false, false, true, 5), get],
                 Ok(b""),
             ),
             (
-                b"PUT / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc",
+                b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc",
                 vec![head(Other, true, false, true, 10)],
                 Ok(b""),
             ),
             (
-                b"GET / HTTP/1.1\r\nContent-Length:  2 \r\n\r\nxy",
+                b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length:  2 \r\n\r\nxy",
                 vec![head(Get, true, false, true, 2)],
                 Ok(b""),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
                 vec![head(Other, true, false, true, 0), get],
                 Ok(b""),
             ),
             (
-                b"GET / HTTP/1.1\r\ncontent-length: 2\r\nContent-Length: 2\r\n\r\nxy",
+                b"GET / HTTP/1.1\r\nHost: h\r\ncontent-length: 2\r\nContent-Length: 2\r\n\r\nxy",
                 vec![],
                 Err(bad(DuplicateContentLength)),
             ),
@@ -593,7 +593,7 @@ mod tests {
                 Ok(b""),
             ),
             (
-                b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n",
                 vec![head(Get, true, false, false, 0)],
                 Ok(b""),
             ),
@@ -603,24 +603,24 @@ mod tests {
                 Ok(b""),
             ),
             (b"GARBAGE\r\n\r\n", vec![], Err(bad(Syntax))),
-            (b"GET / HTTP/1.1\r\n\r\nBAD\r\n\r\n", vec![get], Err(bad(Syntax))),
+            (b"GET / HTTP/1.1\r\nHost: h\r\n\r\nBAD\r\n\r\n", vec![get], Err(bad(Syntax))),
             (b"GET / HTTP/2.0\r\n\r\n", vec![], Err(HttpError::UnsupportedVersion)),
             (b"GET / HTTP/3.0 x\r\n\r\n", vec![], Err(HttpError::UnsupportedVersion)),
             (b"GET / HTTP/2.x\r\n\r\n", vec![], Err(bad(Syntax))),
             (b"GET / HTTP/22.0\r\n\r\n", vec![], Err(bad(Syntax))),
             (b"GET / HTTX/1.1\r\n\r\n", vec![], Err(bad(Syntax))),
             (
-                b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\n",
                 vec![],
                 Err(bad(InvalidContentLength)),
             ),
             (
-                b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
                 vec![],
                 Err(bad(DuplicateContentLength)),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
                 vec![],
                 Err(bad(ContentLengthWithTransferEncoding)),
             ),
@@ -659,7 +659,7 @@ mod tests {
     fn decoder_skips_a_body_across_reads() {
         let mut d = RequestDecoder::new();
         let mut buf = InBuf::new();
-        buf.extend(b"POST / HTTP/1.1\r\nContent-Length: 6\r\n\r\nab");
+        buf.extend(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nab");
         assert_eq!(d.decode(&mut buf).unwrap().unwrap().body_len, 6);
         assert_eq!(d.decode(&mut buf), Ok(None));
         assert_eq!((d.in_body(), buf.len()), (true, 0));
@@ -675,7 +675,7 @@ mod tests {
 
     /// A head of exactly `len` bytes.
     fn head_of(len: usize) -> Vec<u8> {
-        let mut h = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        let mut h = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
         h.resize(len - 4, b'a');
         h.extend_from_slice(b"\r\n\r\n");
         h
@@ -703,7 +703,7 @@ mod tests {
             (vec![], Ok(flood[..MAX_HEAD].to_vec()))
         );
         // Too many headers.
-        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut many = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
         for _ in 0..=LIMITS.max_headers {
             many.extend_from_slice(b"A: b\r\n");
         }
@@ -720,7 +720,7 @@ mod tests {
 
     #[test]
     fn answers_are_the_same_bytes_at_every_split_point() {
-        let input: &[u8] = b"GET / HTTP/1.1\r\n\r\nHEAD /x HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/9.9\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let input: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\n\r\nHEAD /x HTTP/1.1\r\nHost: h\r\n\r\nPOST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/9.9\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
         let (whole, _) = run(&[input]);
         assert_eq!(statuses(&whole), ["200", "404", "405", "200", "505"]);
         let whole = dateless(&whole);

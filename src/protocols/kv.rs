@@ -485,7 +485,7 @@ impl Conn {
                         self.state.borrow_mut().closing = true;
                         self.answer(seq, &reply);
                     }
-                    Outcome::Close => self.refuse(),
+                    Outcome::Close => self.refuse(Transport::abort_connection),
                 }
             }
             Target::Key(key) => {
@@ -618,17 +618,18 @@ impl Conn {
         self.flow();
     }
 
-    /// Closes at once, dropping every answer not sent yet, as redis frees a client it refuses
-    /// (an HTTP request, a request over the size limit), and as the transport closes a
-    /// connection whose output passed its cap: with a reset.
-    fn refuse(&self) {
+    /// Closes at once with `close` (a reset), dropping every answer not sent yet, as redis
+    /// frees a client it refuses (an HTTP request, a request over the size limit:
+    /// `abort_connection`), and as the transport closes a connection whose output passed its
+    /// cap (`close_for_output`).
+    fn refuse(&self, close: fn(&Transport)) {
         let mut st = self.state.borrow_mut();
         st.closing = true;
         st.slots.clear();
         st.held.clear();
         st.held_bytes = 0;
         if let Some(t) = &st.transport {
-            t.abort_connection();
+            close(t);
         }
     }
 
@@ -694,7 +695,7 @@ impl Conn {
         // had they been written.
         if st.held_bytes + t.buffered() > t.max_output() {
             drop(st);
-            self.refuse();
+            self.refuse(Transport::close_for_output);
             return;
         }
         t.write_with(|out| {
@@ -824,7 +825,7 @@ impl FrameHandler for Kv {
         }
         // Past the request limit: no answer (redis frees such a client at once).
         let Some(bytes) = error.reply() else {
-            self.conn.refuse();
+            self.conn.refuse(Transport::abort_connection);
             return;
         };
         let seq = {

@@ -14,7 +14,8 @@ use crate::proto::codec::{Decoder, InBuf};
 /// A body is framed by `Content-Length` or `Transfer-Encoding: chunked` (chunk extensions and
 /// trailers are skipped); requests that could be framed two ways, the shape of request
 /// smuggling (two `Content-Length`s, `Content-Length` with `Transfer-Encoding`, folded
-/// header lines), are refused. Bounded: a head is refused as soon as it passes
+/// header lines), are refused, as are an HTTP/1.1 request without `Host` and any request with
+/// two (RFC 9112). Bounded: a head is refused as soon as it passes
 /// [`max_head`](HttpLimits::max_head), a body as soon as it is announced or found over
 /// [`max_body`](HttpLimits::max_body); nothing is allocated for what the peer only
 /// announces, a body grows as its bytes arrive.
@@ -212,7 +213,7 @@ mod tests {
 
     #[test]
     fn chunked_bodies_with_extensions_and_trailers() {
-        let input = b"PUT /x HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n4;name=value;q=\"a b\"\r\nWiki\r\n5 \r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nTrailer: x\r\nMore: y\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let input = b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n4;name=value;q=\"a b\"\r\nWiki\r\n5 \r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nTrailer: x\r\nMore: y\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
         let (reqs, rest) = at_every_split(input);
         assert_eq!(rest, Ok(vec![]));
         assert_eq!(reqs.len(), 2);
@@ -220,7 +221,7 @@ mod tests {
         assert_eq!((reqs[1].method.clone(), reqs[1].body.len()), (Method::Get, 0));
         // No trailers.
         let (reqs, _) =
-            at_every_split(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n");
+            at_every_split(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n");
         assert_eq!(reqs[0].body, b"a");
     }
 
@@ -230,13 +231,13 @@ mod tests {
         for i in 0..20 {
             input.extend_from_slice(
                 format!(
-                    "POST /{i} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{}",
+                    "POST /{i} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{}",
                     i.to_string().len(),
                     i
                 )
                 .as_bytes(),
             );
-            input.extend_from_slice(format!("GET /g{i} HTTP/1.1\r\n\r\n").as_bytes());
+            input.extend_from_slice(format!("GET /g{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
         }
         input.extend_from_slice(b"GET /partial HT");
         let (reqs, rest) = at_every_split(&input);
@@ -251,11 +252,11 @@ mod tests {
     #[test]
     fn keep_alive_follows_version_and_connection() {
         let cases: [(&[u8], bool); 5] = [
-            (b"GET / HTTP/1.1\r\n\r\n", true),
-            (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", false),
             (b"GET / HTTP/1.0\r\n\r\n", false),
             (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
-            (b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n", false),
         ];
         for (input, want) in cases {
             let (reqs, _) = decode(&[input]);
@@ -268,52 +269,55 @@ mod tests {
         use BadRequest::*;
         let cases: Vec<(&[u8], HttpError)> = vec![
             (b"GARBAGE\r\n\r\n", bad(Syntax)),
-            (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", bad(Syntax)),
-            (b"GET / HTTP/1.1\r\nX: a\r\n  folded\r\n\r\n", bad(ObsFold)),
-            (b"GET / HTTP/1.1\r\nX: a\r\n\tfolded\r\n\r\n", bad(ObsFold)),
+            (b"GET / HTTP/1.1\r\n\r\n", bad(MissingHost)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nhost: b\r\n\r\n", bad(DuplicateHost)),
+            (b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", bad(DuplicateHost)),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nBad Header\r\n\r\n", bad(Syntax)),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n  folded\r\n\r\n", bad(ObsFold)),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tfolded\r\n\r\n", bad(ObsFold)),
             (b"GET / HTTP/2.0\r\n\r\n", HttpError::UnsupportedVersion),
             (
-                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
                 bad(DuplicateContentLength),
             ),
             (
-                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
                 bad(DuplicateContentLength),
             ),
             (
-                b"POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\nx",
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\nx",
                 bad(InvalidContentLength),
             ),
             (
-                b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\nx",
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\nx",
                 bad(InvalidContentLength),
             ),
             (
-                b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n",
                 bad(InvalidContentLength),
             ),
             (
-                b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
                 bad(ContentLengthWithTransferEncoding),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
                 bad(ContentLengthWithTransferEncoding),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
                 bad(ChunkedNotFinal),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
                 bad(ChunkedNotFinal),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
                 bad(ChunkedTwice),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 HttpError::UnsupportedTransferEncoding,
             ),
             (
@@ -321,35 +325,35 @@ mod tests {
                 bad(TransferEncodingInHttp10),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n",
                 bad(InvalidChunk),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
                 bad(InvalidChunk),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1x\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1x\r\n",
                 bad(InvalidChunk),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\na\r\n0\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\na\r\n0\r\n\r\n",
                 bad(InvalidChunk),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
                 bad(InvalidChunk),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a\rb\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;a\rb\r\n",
                 bad(InvalidChunk),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n11111111111111111\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n11111111111111111\r\n",
                 bad(InvalidChunk),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: x\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: x\n\r\n",
                 bad(InvalidChunk),
             ),
         ];
@@ -382,28 +386,28 @@ mod tests {
             (vec![], Ok(flood[..64].to_vec()))
         );
         assert_eq!(decode_with(limits, &[&flood]), (vec![], Err(too_large)));
-        let many = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
+        let many = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
         assert_eq!(decode_with(limits, &[many]), (vec![], Err(too_large)));
         // A body announced over max_body fails at the head, before any of it arrives.
-        let announced = b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n";
+        let announced = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n";
         assert_eq!(
             decode_with(limits, &[announced]).1,
             Err(HttpError::BodyTooLarge { max_body: 10 })
         );
-        let fits = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789";
+        let fits = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789";
         assert_eq!(decode_with(limits, &[fits]).0.len(), 1);
         // Chunks summing over max_body fail at the size line that passes it.
-        let chunks = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n6\r\n";
+        let chunks = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n6\r\n";
         assert_eq!(
             decode_with(limits, &[chunks]).1,
             Err(HttpError::BodyTooLarge { max_body: 10 })
         );
         // Trailers count against max_head.
-        let mut trailers = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        let mut trailers = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
         trailers.extend_from_slice(&[b'T'; 70]);
         assert_eq!(decode_with(limits, &[&trailers]).1, Err(too_large));
         // A chunk-size line without end fails at 4 KiB.
-        let mut line = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
+        let mut line = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
         line.extend_from_slice(&[b'e'; 4096]);
         assert_eq!(decode(&[&line]).1, Err(bad(BadRequest::InvalidChunk)));
     }
@@ -416,7 +420,7 @@ mod tests {
         };
         let mut d = RequestDecoder::new(limits);
         let mut buf = InBuf::new();
-        buf.extend(b"POST / HTTP/1.1\r\nContent-Length: 1000000000000\r\n\r\nab");
+        buf.extend(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000000000\r\n\r\nab");
         assert_eq!(d.decode(&mut buf), Ok(None));
         let held = d.partial.as_ref().map(|p| p.request.body.capacity());
         assert!(held.is_some_and(|c| c < 64), "{held:?}");
@@ -426,7 +430,7 @@ mod tests {
     fn expects_continue_until_the_body_starts() {
         let mut d = RequestDecoder::default();
         let mut buf = InBuf::new();
-        buf.extend(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+        buf.extend(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
         assert_eq!(d.decode(&mut buf), Ok(None));
         assert!(d.expects_continue() && d.in_body());
         buf.extend(b"ab");
@@ -440,9 +444,9 @@ mod tests {
         assert!(!d.in_body());
         // Not without a body, nor for HTTP/1.0, nor when the body came with the head.
         for input in [
-            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n".as_slice(),
+            b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n".as_slice(),
             b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
-            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nab",
+            b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nab",
         ] {
             let mut d = RequestDecoder::default();
             let mut buf = InBuf::borrowed(input);

@@ -68,6 +68,13 @@ pub enum BadRequest {
     /// A `Transfer-Encoding` in an HTTP/1.0 request, which cannot have one.
     #[error("Transfer-Encoding in an HTTP/1.0 request")]
     TransferEncodingInHttp10,
+    /// An HTTP/1.1 request without a `Host` header, which RFC 9112 requires (send
+    /// `Host: name[:port]` of the server, or an empty one when it has no name).
+    #[error("HTTP/1.1 request without Host")]
+    MissingHost,
+    /// More than one `Host` header: which authority the request is for is ambiguous.
+    #[error("more than one Host")]
+    DuplicateHost,
     /// A chunked body whose chunk-size line, chunk end or trailer is malformed.
     #[error("malformed chunked body")]
     InvalidChunk,

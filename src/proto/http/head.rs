@@ -42,8 +42,8 @@ pub(crate) struct Head<'h, 'b> {
 ///
 /// # Errors
 ///
-/// The head is malformed, over the limits, of another HTTP version, or frames its body
-/// ambiguously (both `Content-Length` and `Transfer-Encoding`, two `Content-Length`s, a
+/// The head is malformed, over the limits, of another HTTP version, has no `Host` (HTTP/1.1)
+/// or two, or frames its body ambiguously (both `Content-Length` and `Transfer-Encoding`, two `Content-Length`s, a
 /// transfer coding other than chunked) or over `limits.max_body`.
 pub(crate) fn parse_head<R>(
     input: &[u8],
@@ -70,6 +70,7 @@ pub(crate) fn parse_head<R>(
                 Version::Http11
             };
             let headers: &[httparse::Header<'_>] = req.headers;
+            check_host(headers, version)?;
             let framing = framing(headers, version, limits)?;
             let head = Head {
                 method: req.method.unwrap_or_default(),
@@ -122,6 +123,16 @@ pub(crate) fn keep_alive<'v>(version: Version, connection: impl Iterator<Item = 
         }
     }
     keep
+}
+
+/// RFC 9112, 3.2: an HTTP/1.1 request has exactly one `Host`, any request at most one.
+fn check_host(headers: &[httparse::Header<'_>], version: Version) -> Result<(), HttpError> {
+    let mut hosts = values(headers, "host");
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(BadRequest::DuplicateHost.into()),
+        (None, _) if version == Version::Http11 => Err(BadRequest::MissingHost.into()),
+        _ => Ok(()),
+    }
 }
 
 /// How the body is framed, refusing what could be read two ways.

@@ -118,14 +118,33 @@ impl Request {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// The path without its query (`?…`).
+    /// The path without its query (`?…`). For an absolute-form target (`http://h/p?q`, which
+    /// a server must accept), the path within it (`/p`, or `/` when it has none).
     pub fn path_only(&self) -> &str {
-        self.path.split('?').next().unwrap_or_default()
+        match self.origin_form().split('?').next() {
+            Some("") | None => "/",
+            Some(path) => path,
+        }
     }
 
     /// The query, after `?` (empty without one).
     pub fn query(&self) -> &str {
-        self.path.split_once('?').map_or("", |(_, q)| q)
+        self.origin_form().split_once('?').map_or("", |(_, q)| q)
+    }
+
+    /// The authority the request is for: the one of an absolute-form target
+    /// (`GET http://h:8080/p`), which overrides `Host` (RFC 9112, 3.2.2), else the `Host`
+    /// header's value; `None` without either, or when it is not UTF-8.
+    pub fn host(&self) -> Option<&str> {
+        match absolute_form(&self.path) {
+            Some((authority, _)) => Some(authority),
+            None => std::str::from_utf8(self.header("host")?).ok(),
+        }
+    }
+
+    /// The target from its path on: the target itself unless it is in absolute form.
+    fn origin_form(&self) -> &str {
+        absolute_form(&self.path).map_or(&self.path, |(_, rest)| rest)
     }
 
     /// Whether the client lets the connection stay open after the response: HTTP/1.1
@@ -133,5 +152,52 @@ impl Request {
     /// request that does not with [`Response::close`](super::Response::close).
     pub fn keep_alive(&self) -> bool {
         keep_alive(self.version, self.headers_named("connection"))
+    }
+}
+
+/// An absolute-form target (`scheme://authority/path?query`) split after its authority:
+/// `(authority, "/path?query")`; `None` for any other form.
+fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    let (scheme, after) = target.split_once("://")?;
+    let is_scheme = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !is_scheme {
+        return None;
+    }
+    let end = after.find(['/', '?']).unwrap_or(after.len());
+    Some(after.split_at(end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: &str, host: Option<&str>) -> Request {
+        Request {
+            method: Method::Get,
+            path: target.to_owned(),
+            version: Version::Http11,
+            headers: host.map(|h| ("Host".to_owned(), h.as_bytes().to_vec())).into_iter().collect(),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn targets_in_origin_and_absolute_form_give_the_same_path_query_and_host() {
+        for (target, host, path, query, authority) in [
+            ("/p/q?x=1", Some("h:80"), "/p/q", "x=1", Some("h:80")),
+            ("/", None, "/", "", None),
+            ("http://a.example:8080/p?x=1&y", Some("other"), "/p", "x=1&y", Some("a.example:8080")),
+            ("https://a", None, "/", "", Some("a")),
+            ("http://a?x", None, "/", "x", Some("a")),
+            ("*", Some("h"), "*", "", Some("h")),
+            ("/redirect?to=http://b/", Some("h"), "/redirect", "to=http://b/", Some("h")),
+            ("1a://x/y", Some("h"), "1a://x/y", "", Some("h")),
+        ] {
+            let r = request(target, host);
+            assert_eq!((r.path_only(), r.query(), r.host()), (path, query, authority), "{target}");
+        }
     }
 }
