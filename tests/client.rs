@@ -955,3 +955,40 @@ fn refused_connector_state_errors_read_well() {
          be stopped"
     );
 }
+
+#[test]
+fn a_call_given_up_by_a_timeout_takes_its_connection_with_it() {
+    // A server that accepts and never answers.
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Log::default();
+    let l = log.clone();
+    let (elapsed, quick) = on_executor(move || async move {
+        // Connected, a request written, then no answer: the timeout drops the call.
+        let call = async {
+            let conn = connect_tcp(addr, Rec::new(&l), ConnectOptions::default()).abort_on_drop();
+            let t = conn.connected().await.unwrap();
+            t.write(b"question\n");
+            std::future::pending::<()>().await;
+        };
+        let elapsed = weft::shard::timeout(Duration::from_millis(200), call).await;
+        // The connection went with the call's future: reset at once, not left open.
+        assert!(
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::ProtoLost("aborted")) == 1)
+                .await
+        );
+        // A future that finishes in time is not cut.
+        let quick = weft::shard::timeout(Duration::from_secs(5), async { 7 }).await;
+        (elapsed, quick)
+    });
+    assert_eq!(elapsed, Err(weft::shard::Elapsed(Duration::from_millis(200))));
+    assert_eq!(quick, Ok(7));
+    assert_eq!(elapsed.unwrap_err().to_string(), "no result within 200ms");
+    // The server's side sees the reset (after the question, unless the reset dropped it).
+    let (mut server, _) = listener.accept().unwrap();
+    server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let end = server.read_to_end(&mut got);
+    assert!(got.is_empty() || got == b"question\n", "{got:?}");
+    assert_eq!(end.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+}
