@@ -974,7 +974,8 @@ fn a_call_given_up_by_a_timeout_takes_its_connection_with_it() {
         let elapsed = weft::shard::timeout(Duration::from_millis(200), call).await;
         // The connection went with the call's future: reset at once, not left open.
         assert!(
-            l.until(Duration::from_secs(5), |l| l.count(&Ev::ProtoLost("aborted")) == 1)
+            l.until(Duration::from_secs(5), |l| l.count(&Ev::ProtoLost("aborted"))
+                == 1)
                 .await
         );
         // A future that finishes in time is not cut.

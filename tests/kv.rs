@@ -624,7 +624,8 @@ fn answers_past_max_output_close_the_connection() {
     assert_eq!(Client::connect(addr).cmd("PING"), b"+PONG\r\n");
     let line = weft.wait_for("reset: queued output passed max_output", Duration::from_secs(5));
     assert!(
-        line.contains("INFO") && line.contains("1 connection reset: queued output passed max_output (4194304 bytes)"),
+        line.contains("INFO")
+            && line.contains("1 connection reset: queued output passed max_output (4194304 bytes)"),
         "{line}"
     );
     // A cap above them: every answer.
