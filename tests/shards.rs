@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use util::connect;
@@ -473,6 +473,54 @@ fn answered_requests_come_back_in_order_and_end_as_they_say() {
     s.read_to_string(&mut out).unwrap();
     assert_eq!(out, "PARTIAL\n");
     engine.join().unwrap();
+}
+
+/// With `concurrency(n)`, up to n answers are made at once, and still written in order; the
+/// default makes one at a time.
+#[test]
+fn answered_concurrency_overlaps_answers_and_keeps_their_order() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use weft::codec::{Answer, Answered, Framed, LineDecoder, LineEncoder};
+    for (concurrency, most) in [(None, 1), (Some(4), 4)] {
+        // The most answers in the making at once, over the run.
+        let peak = Arc::new(AtomicUsize::new(0));
+        let seen = peak.clone();
+        let (engine, addr) = util::engine(1, move |_| {
+            let peak = seen.clone();
+            factory_fn(move |_peer| {
+                let (peak, running) = (peak.clone(), Rc::new(Cell::new(0usize)));
+                let answer = move |line: Vec<u8>| {
+                    let (peak, running) = (peak.clone(), running.clone());
+                    async move {
+                        running.set(running.get() + 1);
+                        peak.fetch_max(running.get(), Ordering::Relaxed);
+                        // Later lines are quicker: in order only if the answers wait for each other.
+                        let n = 10 - line.len().min(10) as u64;
+                        shard::sleep(Duration::from_millis(5 * n)).await;
+                        running.set(running.get() - 1);
+                        match line.as_slice() {
+                            b"QUIT" => Answer::SendAndClose("BYE".to_string()),
+                            _ => Answer::Send(String::from_utf8_lossy(&line).to_uppercase()),
+                        }
+                    }
+                };
+                let answered = Answered::new(LineEncoder::lf(), answer);
+                let answered = match concurrency {
+                    Some(n) => answered.concurrency(n),
+                    None => answered,
+                };
+                Some(Framed::new(LineDecoder::new(64), answered))
+            })
+        });
+        let lines: String = (0..12).map(|i| format!("{}\n", "x".repeat(i % 6 + 1))).collect();
+        let want: String = (0..12).map(|i| format!("{}\n", "X".repeat(i % 6 + 1))).collect();
+        assert_eq!(exchange(addr, &lines, true), want, "in order");
+        assert_eq!(peak.load(Ordering::Relaxed), most, "answers made at once");
+        // A closing answer drops those after it, even when they were being made.
+        assert_eq!(exchange(addr, "a\nQUIT\nb\nc\n", false), "A\nBYE\n");
+        engine.shutdown();
+        engine.join().unwrap();
+    }
 }
 
 /// An aborted task (a delayed call cancelled) does not run again, its handle says it was

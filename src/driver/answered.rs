@@ -2,10 +2,13 @@
 //! on weft needs once an answer has to wait (for another shard, a timer, a backend).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::tasks::{JoinHandle, is_draining, sleep, spawn};
@@ -82,6 +85,8 @@ pub enum Answer<R> {
 pub struct Answered<D: Decoder, R, E, F> {
     requests: Queue<D::Frame>,
     max_queued: usize,
+    /// Requests answered at once (their answers still written in order).
+    concurrency: usize,
     /// Moved into the connection's task when it opens.
     work: Option<(E, F)>,
     on_decode_error: Option<LastAnswer<D::Error, R>>,
@@ -126,6 +131,7 @@ impl<D: Decoder, R, E, F> Answered<D, R, E, F> {
         Self {
             requests: Queue::new(),
             max_queued: DEFAULT_MAX_QUEUED,
+            concurrency: 1,
             work: Some((encoder, answer)),
             on_decode_error: None,
             last: Rc::new(Cell::new(None)),
@@ -146,6 +152,17 @@ impl<D: Decoder, R, E, F> Answered<D, R, E, F> {
     #[must_use]
     pub fn max_queued(mut self, n: usize) -> Self {
         self.max_queued = n.max(1);
+        self
+    }
+
+    /// Up to `n` requests (at least 1; default 1) answered at once: the next request's
+    /// `answer` starts while earlier ones still wait (on a backend, say), and the answers are
+    /// still written in the order the requests came. For a gateway whose clients pipeline
+    /// requests to a slow upstream. An answer that closes the connection drops the answers
+    /// to the requests after it, even those already worked on.
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
         self
     }
 
@@ -230,18 +247,19 @@ where
         };
         let (requests, last, max_queued) = (self.requests.clone(), self.last.clone(), self.max_queued);
         let (t, busy, owed) = (transport.clone(), self.busy.clone(), self.interim_owed.clone());
+        let concurrency = self.concurrency;
         spawn(async move {
-            while let Some(request) = requests.pop().await {
-                busy.set(true);
-                let (reply, close) = match answer(request).await {
+            let mut work = InOrder::new(concurrency, busy);
+            while let Some(outcome) = work.next(&requests, &mut answer).await {
+                let (reply, close) = match outcome {
                     Answer::Send(r) => (Some(r), false),
                     Answer::SendAndClose(r) => (Some(r), true),
                     Answer::Close => (None, true),
                     Answer::Nothing => (None, false),
                 };
                 let refused = reply.and_then(|r| t.write_frame(&mut encoder, r).err());
-                busy.set(false);
                 if requests.is_empty()
+                    && !work.is_busy()
                     && let Some(interim) = owed.borrow_mut().take()
                 {
                     t.write(&interim);
@@ -317,6 +335,88 @@ where
         self.requests.close();
         if let Some(timer) = self.timer.take() {
             timer.abort();
+        }
+    }
+}
+
+/// The answers being worked on, oldest first: up to a limit of them run at once, and they
+/// come out in the order their requests came.
+struct InOrder<Fut: Future> {
+    limit: usize,
+    work: VecDeque<Work<Fut>>,
+    /// The queue is closed and empty: no request will come.
+    ended: bool,
+    /// Shared with the protocol: answers are being made, or one is being written.
+    busy: Rc<Cell<bool>>,
+}
+
+/// One request's answer: still being made, or made and waiting for those before it.
+enum Work<Fut: Future> {
+    Running(Pin<Box<Fut>>),
+    Done(Fut::Output),
+}
+
+impl<Fut: Future> InOrder<Fut> {
+    fn new(limit: usize, busy: Rc<Cell<bool>>) -> Self {
+        Self {
+            limit,
+            work: VecDeque::with_capacity(limit),
+            ended: false,
+            busy,
+        }
+    }
+
+    /// Answers are being made or wait to be written.
+    fn is_busy(&self) -> bool {
+        !self.work.is_empty()
+    }
+
+    /// The oldest request's answer, once made (the caller writes it before it awaits
+    /// again, so it counts as busy until then); meanwhile the next requests' answers are
+    /// started, up to the limit. `None` once the queue ended and every answer came out.
+    async fn next<Req>(
+        &mut self,
+        requests: &Queue<Req>,
+        answer: &mut impl FnMut(Req) -> Fut,
+    ) -> Option<Fut::Output> {
+        poll_fn(|cx| {
+            let next = self.poll_next(cx, requests, answer);
+            self.busy
+                .set(self.is_busy() || matches!(next, Poll::Ready(Some(_))));
+            next
+        })
+        .await
+    }
+
+    fn poll_next<Req>(
+        &mut self,
+        cx: &mut Context<'_>,
+        requests: &Queue<Req>,
+        answer: &mut impl FnMut(Req) -> Fut,
+    ) -> Poll<Option<Fut::Output>> {
+        while !self.ended && self.work.len() < self.limit {
+            match requests.poll_pop(cx) {
+                Poll::Ready(Some(request)) => self.work.push_back(Work::Running(Box::pin(answer(request)))),
+                Poll::Ready(None) => self.ended = true,
+                Poll::Pending => break,
+            }
+        }
+        for w in &mut self.work {
+            if let Work::Running(f) = w
+                && let Poll::Ready(out) = f.as_mut().poll(cx)
+            {
+                *w = Work::Done(out);
+            }
+        }
+        if matches!(self.work.front(), Some(Work::Done(_)))
+            && let Some(Work::Done(out)) = self.work.pop_front()
+        {
+            return Poll::Ready(Some(out));
+        }
+        if self.ended && self.work.is_empty() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
         }
     }
 }

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 /// A first-in first-out queue on one shard, for handing work from callbacks (which cannot
 /// wait) to one task (which can): for example a connection's requests, run one after the
@@ -72,18 +72,21 @@ impl<T> Queue<T> {
     /// Takes the front item, waiting for one; `None` once the queue is closed and empty.
     /// Meant for one task: a second task popping at once takes the wake-ups of the first.
     pub async fn pop(&self) -> Option<T> {
-        poll_fn(|cx| {
-            let mut inner = self.inner.borrow_mut();
-            match inner.items.pop_front() {
-                Some(item) => Poll::Ready(Some(item)),
-                None if inner.closed => Poll::Ready(None),
-                None => {
-                    inner.waiter = Some(cx.waker().clone());
-                    Poll::Pending
-                }
+        poll_fn(|cx| self.poll_pop(cx)).await
+    }
+
+    /// [`pop`](Self::pop) for a hand-written future: the front item, `None` once the queue
+    /// is closed and empty, or `Pending` with `cx`'s task woken by the next push or close.
+    pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut inner = self.inner.borrow_mut();
+        match inner.items.pop_front() {
+            Some(item) => Poll::Ready(Some(item)),
+            None if inner.closed => Poll::Ready(None),
+            None => {
+                inner.waiter = Some(cx.waker().clone());
+                Poll::Pending
             }
-        })
-        .await
+        }
     }
 
     /// Refuses new items; [`pop`](Self::pop) still returns those queued, then `None`.
