@@ -274,3 +274,35 @@ fn per_shard_cap_is_never_exceeded() {
     let total = engine.join().unwrap().total();
     assert_eq!(total.shed, shed as u64);
 }
+
+/// A client over the cap of `weft serve --proto http` reads a 503 (the factory's overload
+/// answer), not a reset, even when it sent its request before the server saw it.
+#[test]
+fn an_http_client_over_the_cap_reads_a_503() {
+    let _serial = util::serial();
+    let (cmd, addr) = util::serve_command("1", &["--proto", "http", "--max-conns-per-core", "2"]);
+    let mut server = spawn_listening(cmd, addr);
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = connect(addr);
+            s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+            s
+        })
+        .collect();
+    for _ in 0..3 {
+        let mut s = connect(addr);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // Sent at once, before the server accepted and refused the connection.
+        s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer:?}");
+        assert!(answer.ends_with("\r\n\r\nserver overloaded\n"), "{answer:?}");
+    }
+    drop(held);
+    server.kill().unwrap();
+    let _ = server.wait();
+}

@@ -11,6 +11,7 @@ pub(crate) mod monitor;
 pub(crate) mod port;
 pub(crate) mod reservation;
 pub(crate) mod shard;
+pub(crate) mod shed;
 pub(crate) mod tasks;
 pub(crate) mod tls;
 pub(crate) mod wall_clock;

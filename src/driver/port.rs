@@ -261,14 +261,22 @@ impl<F: Factory> Port<F> {
         }
     }
 
-    /// Hands a new connection to a protocol, or closes it (shard at its cap, factory refused,
-    /// untrusted peer on a PROXY-protocol listener).
+    /// Hands a new connection to a protocol, or closes it (shard at its cap, where the
+    /// factory's overload answer is written first; factory refused; untrusted peer on a
+    /// PROXY-protocol listener).
     fn admit(&self, conn: OwnedFd, peer: SocketAddr) {
         let shard = &self.shard;
         if let Some(cap) = self.config.max_conns_per_shard
             && shard.conns.borrow().len() + shard.handshakes.get() >= cap
         {
             ShardStats::add(&shard.stats.shed, 1);
+            // Told why in plaintext only: a TLS client would read the answer as garbage.
+            if self.tls.is_none()
+                && let Ok(factory) = self.factory.try_borrow()
+                && let Some(answer) = factory.overload_answer()
+            {
+                super::shed::refuse(shard, conn, answer);
+            }
             return;
         }
         if let Some(proxy) = &self.proxy

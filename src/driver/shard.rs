@@ -68,6 +68,8 @@ pub(crate) struct ShardCtx {
     /// Accepted connections still in their PROXY header or TLS handshake (not yet in
     /// `conns`).
     pub(crate) handshakes: Cell<usize>,
+    /// Connections refused for overload whose answer is being read (see `shed`).
+    pub(crate) lingering: Cell<usize>,
     /// Failed TLS handshakes, logged at most once a second.
     pub(crate) tls_failures: RefCell<Digest>,
     /// Connections reset because their queued output passed its cap, logged at most once a
@@ -130,6 +132,7 @@ impl ShardCtx {
             stats: ShardStats::default(),
             conns: RefCell::new(Slab::new()),
             handshakes: Cell::new(0),
+            lingering: Cell::new(0),
             tls_failures: RefCell::default(),
             output_resets: RefCell::default(),
             accepting: Cell::new(0),

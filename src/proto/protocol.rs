@@ -108,11 +108,22 @@ pub trait Factory: 'static {
     /// Builds the protocol for a new connection from `peer`, or refuses it with `None`, in
     /// which case the connection is closed at once.
     fn build_protocol(&mut self, peer: &Address) -> Option<Self::Protocol>;
+
+    /// What a connection refused for overload (its shard at
+    /// [`AcceptConfig::max_conns_per_shard`](crate::AcceptConfig::max_conns_per_shard))
+    /// is told before it is closed: an HTTP `503`, Redis's `-ERR max number of clients
+    /// reached`. It is written at once, without a protocol; then what the peer sent is read
+    /// and dropped for up to a second, so that the peer reads the answer rather than a reset.
+    /// Not on TLS listeners. The default, `None`, closes such a connection at once.
+    fn overload_answer(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// A [`Factory`] made from a closure that builds each protocol; see [`factory_fn`].
 pub struct FnFactory<B> {
     build: B,
+    overload_answer: Option<Box<[u8]>>,
 }
 
 impl<B> std::fmt::Debug for FnFactory<B> {
@@ -127,7 +138,20 @@ where
     P: Protocol,
     B: FnMut(&Address) -> Option<P> + 'static,
 {
-    FnFactory { build }
+    FnFactory {
+        build,
+        overload_answer: None,
+    }
+}
+
+impl<B> FnFactory<B> {
+    /// The factory, telling connections refused for overload `answer` first (see
+    /// [`Factory::overload_answer`]).
+    #[must_use]
+    pub fn with_overload_answer(mut self, answer: impl Into<Vec<u8>>) -> Self {
+        self.overload_answer = Some(answer.into().into_boxed_slice());
+        self
+    }
 }
 
 impl<P, B> Factory for FnFactory<B>
@@ -139,5 +163,9 @@ where
 
     fn build_protocol(&mut self, peer: &Address) -> Option<P> {
         (self.build)(peer)
+    }
+
+    fn overload_answer(&self) -> Option<&[u8]> {
+        self.overload_answer.as_deref()
     }
 }

@@ -46,6 +46,9 @@ const LIMITS: HttpLimits = HttpLimits {
 /// allocation.
 const RETAIN: usize = 4096;
 const BODY: &[u8] = b"Hello, World!";
+/// The answer to a connection refused for overload (`--max-conns-per-core`), as nginx's
+/// `limit_conn` answers.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 18\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver overloaded\n";
 /// Default time a request head may take to arrive, from its first byte.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -202,6 +205,7 @@ impl Http {
     /// A factory whose protocols use `header_timeout`.
     pub fn factory_with(header_timeout: Duration) -> FnFactory<impl FnMut(&Address) -> Option<Framed<Http>>> {
         factory_fn(move |_| Some(Http::with_header_timeout(header_timeout).framed()))
+            .with_overload_answer(OVERLOADED)
     }
 
     /// Starts timing the current read, at its first request.
