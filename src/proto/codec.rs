@@ -160,6 +160,21 @@ pub trait Decoder {
     fn in_frame(&self) -> bool {
         false
     }
+
+    /// The peer's EOF: no more bytes will come after those in `buf` (what is left of the
+    /// stream, at most a partial frame, possibly empty). A frame that only the connection's
+    /// end completes (an HTTP response whose body runs to the close) is taken here.
+    /// [`Framed`] calls it once, before [`FrameHandler::read_connection_lost`], and delivers
+    /// its frame or error as [`decode`](Self::decode)'s. Default: `Ok(None)`, the partial
+    /// frame is dropped.
+    ///
+    /// # Errors
+    ///
+    /// The stream ends where a frame cannot (a decoder may say it was cut short).
+    fn decode_eof(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Self::Frame>, Self::Error> {
+        let _ = buf;
+        Ok(None)
+    }
 }
 
 /// Turns frames into bytes: the writing half of a codec, given to
@@ -212,7 +227,10 @@ pub trait FrameHandler: 'static {
         transport.lose_connection();
     }
 
-    /// The peer's EOF: as [`Protocol::read_connection_lost`] (a partial frame left is dropped).
+    /// The peer's EOF: as [`Protocol::read_connection_lost`]. It comes after the decoder's
+    /// [`decode_eof`](Decoder::decode_eof) and what it delivered (a frame the close
+    /// completes, or a [`decode_failed`](Self::decode_failed)); a partial frame left is
+    /// dropped.
     fn read_connection_lost(&mut self, transport: &Transport) {
         transport.lose_connection();
     }
@@ -338,6 +356,16 @@ impl<H: FrameHandler> Protocol for Framed<H> {
     }
 
     fn read_connection_lost(&mut self, transport: &Transport) {
+        if !self.stopped {
+            let mut buf = std::mem::take(&mut self.buf);
+            match self.decoder.decode_eof(&mut buf) {
+                Ok(Some(frame)) => self.handler.frame_received(frame, transport),
+                Ok(None) => {}
+                Err(e) => self.handler.decode_failed(e, transport),
+            }
+            // Nothing more comes to decode.
+            self.stop();
+        }
         self.handler.read_connection_lost(transport);
     }
 
