@@ -399,3 +399,301 @@ impl Decoder for ResponseDecoder {
         self.responses.decode_eof(buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::codec::Encoder;
+    use crate::proto::http::Request;
+
+    /// What a decoder made of a stream: the responses, then the error, or the bytes left.
+    type Outcome = (Vec<ClientResponse>, Result<Vec<u8>, BadResponse>);
+
+    /// Feeds `chunks` to a decoder built by `make` after `heads` HEAD and `others` GET
+    /// requests went out (in the order `methods` gives), then the EOF when `eof`.
+    fn decode_with(make: &dyn Fn() -> ResponseDecoder, methods: &[Method], chunks: &[&[u8]], eof: bool) -> Outcome {
+        let mut d = make();
+        let mut enc = d.request_encoder();
+        for m in methods {
+            let mut out = Vec::new();
+            let req = Request::new(m.clone(), "/").with_header("Host", "h");
+            assert_eq!(enc.encode(req, &mut out), Ok(()));
+        }
+        let mut buf = InBuf::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            buf.extend(chunk);
+            while !buf.is_empty() {
+                match d.decode(&mut buf) {
+                    Ok(Some(r)) => out.push(r),
+                    Ok(None) => break,
+                    Err(e) => return (out, Err(e)),
+                }
+            }
+            let bound = d.limits().max_head.max(4096) + chunk.len();
+            assert!(buf.len() <= bound, "bounded: {} buffered", buf.len());
+        }
+        if eof {
+            match d.decode_eof(&mut buf) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(e) => return (out, Err(e)),
+            }
+        }
+        (out, Ok(buf.as_slice().to_vec()))
+    }
+
+    /// The same outcome whole, split once at every byte, and byte by byte.
+    fn every_split(make: &dyn Fn() -> ResponseDecoder, methods: &[Method], input: &[u8], eof: bool) -> Outcome {
+        let whole = decode_with(make, methods, &[input], eof);
+        for at in 0..=input.len() {
+            let (a, b) = input.split_at(at);
+            let split = decode_with(make, methods, &[a, b], eof);
+            assert_eq!(split, whole, "{} split at {at}", String::from_utf8_lossy(input));
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(decode_with(make, methods, &bytes, eof), whole, "byte by byte");
+        whole
+    }
+
+    fn at_every_split(input: &[u8]) -> Outcome {
+        every_split(&ResponseDecoder::default, &[], input, false)
+    }
+
+    fn bodies(responses: &[ClientResponse]) -> Vec<(u16, String)> {
+        responses
+            .iter()
+            .map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_response_with_headers_and_a_length_body() {
+        let (rs, rest) = at_every_split(
+            b"HTTP/1.1 201 Made Here\r\nX-Two: a\r\nContent-Length: 5\r\nx-two: b\r\n\r\nhello",
+        );
+        assert_eq!(rest, Ok(vec![]));
+        let [r] = rs.as_slice() else { panic!("{rs:?}") };
+        assert_eq!((r.version, r.status, r.reason.as_str()), (Version::Http11, 201, "Made Here"));
+        assert_eq!(r.header("content-LENGTH"), Some(b"5".as_slice()));
+        assert_eq!(r.headers_named("X-TWO").collect::<Vec<_>>(), [b"a", b"b"]);
+        assert_eq!(r.header("missing"), None);
+        assert_eq!((r.body.as_slice(), r.body_len), (b"hello".as_slice(), 5));
+        assert!(r.keep_alive() && r.is_success());
+    }
+
+    #[test]
+    fn chunked_with_extensions_and_trailers_then_pipelined() {
+        let input = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n\
+            4;name=value;q=\"a b\"\r\nWiki\r\n5 \r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nTrailer: x\r\nMore: y\r\n\r\n\
+            HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\nno\
+            HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1 2";
+        let (rs, rest) = at_every_split(input);
+        assert_eq!(rest, Ok(b"HTTP/1.1 2".to_vec()));
+        assert_eq!(
+            bodies(&rs),
+            [(200, "Wikipedia in\r\n\r\nchunks.".into()), (404, "no".into()), (200, String::new())]
+        );
+        assert_eq!(rs[0].body_len, 23);
+    }
+
+    #[test]
+    fn pipelined_answers_to_head_get_and_bodiless_statuses() {
+        use Method::*;
+        // GET, HEAD, GET (interim first), HEAD, GET (204), GET (304), GET.
+        let methods = [Get, Head, Get, Head, Get, Get, Get];
+        let input = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none\
+            HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n\
+            HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo\
+            HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n\
+            HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n\
+            HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n\
+            HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthree";
+        let (rs, rest) = every_split(&ResponseDecoder::default, &methods, input, false);
+        assert_eq!(rest, Ok(vec![]));
+        assert_eq!(
+            bodies(&rs),
+            [
+                (200, "one".into()),
+                (200, String::new()),
+                (200, "two".into()),
+                (404, String::new()),
+                (204, String::new()),
+                (304, String::new()),
+                (200, "three".into()),
+            ]
+        );
+        // The encoder told the decoder of each request; all are answered.
+        let d = ResponseDecoder::default();
+        let mut enc = d.request_encoder();
+        let mut out = Vec::new();
+        for m in [Head, Get] {
+            let _ = enc.encode(Request::new(m, "/").with_header("Host", "h"), &mut out);
+        }
+        assert_eq!(d.awaiting(), 2);
+    }
+
+    #[test]
+    fn switching_protocols_and_connect_end_http() {
+        let (rs, rest) = at_every_split(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!((rs.len(), rest), (1, Ok(vec![])));
+        let (rs, rest) = decode_with(
+            &ResponseDecoder::default,
+            &[],
+            &[b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x81\x05hello"],
+            true,
+        );
+        assert_eq!((rs[0].status, rest), (101, Err(BadResponse::AfterSwitch)));
+        let connect = [Method::Other("CONNECT".into())];
+        let (rs, rest) = decode_with(
+            &ResponseDecoder::default,
+            &connect,
+            &[b"HTTP/1.1 200 Connection Established\r\n\r\n", b"tunnel"],
+            true,
+        );
+        assert_eq!((rs.len(), rest), (1, Err(BadResponse::AfterSwitch)));
+    }
+
+    #[test]
+    fn a_body_delimited_by_the_close() {
+        let input = b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\nall of this\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
+        let (rs, rest) = every_split(&ResponseDecoder::default, &[], input, true);
+        assert_eq!(rest, Ok(vec![]));
+        assert_eq!(
+            bodies(&rs),
+            [(200, "all of this\r\n\r\nHTTP/1.1 200 OK\r\n\r\n".into())]
+        );
+        assert!(!rs[0].keep_alive());
+        // Without the EOF it is still to come; a transfer coding not ending in chunked
+        // runs to the close too.
+        assert_eq!(decode_with(&ResponseDecoder::default, &[], &[input], false).0, vec![]);
+        let coded = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz";
+        let (rs, rest) = every_split(&ResponseDecoder::default, &[], coded, true);
+        assert_eq!((bodies(&rs), rest), (vec![(200, "zz".into())], Ok(vec![])));
+        // Empty: the head alone, then the close.
+        let (rs, _) = every_split(&ResponseDecoder::default, &[], b"HTTP/1.1 200 OK\r\n\r\n", true);
+        assert_eq!(bodies(&rs), [(200, String::new())]);
+    }
+
+    #[test]
+    fn a_close_in_the_middle_is_truncated() {
+        for input in [
+            b"HTTP/1.1 200 OK\r\nContent-Le".as_slice(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        ] {
+            let (rs, rest) = every_split(&ResponseDecoder::default, &[], input, true);
+            assert_eq!((rs, rest), (vec![], Err(BadResponse::Truncated)), "{}", String::from_utf8_lossy(input));
+        }
+        // Nothing pending at the close is no error.
+        let whole = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+        assert_eq!(every_split(&ResponseDecoder::default, &[], whole, true).1, Ok(vec![]));
+    }
+
+    #[test]
+    fn keep_alive_follows_version_connection_and_framing() {
+        let cases: [(&[u8], bool); 6] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
+            (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false),
+            (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", true),
+            (b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n", false),
+            (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", false),
+        ];
+        for (input, want) in cases {
+            let (rs, _) = decode_with(&ResponseDecoder::default, &[], &[input], false);
+            assert_eq!(rs[0].keep_alive(), want, "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn malformed_and_ambiguous_responses_are_refused() {
+        use BadResponse::*;
+        let cases: Vec<(&[u8], BadResponse)> = vec![
+            (b"HTTX/1.1 200 OK\r\n\r\n", Syntax),
+            (b"HTTP/2.0 200 OK\r\n\r\n", Syntax),
+            (b"HTTP/1.1 20 OK\r\n\r\n", Syntax),
+            (b"HTTP/1.1 099 Low\r\n\r\n", Syntax),
+            (b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", Syntax),
+            (b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n", Syntax),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", InvalidContentLength),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n", InvalidContentLength),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n", InvalidContentLength),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ConflictingContentLength),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", ConflictingContentLength),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                ContentLengthWithTransferEncoding,
+            ),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", ChunkedTwice),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", InvalidChunk),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", InvalidChunk),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n11111111111111111\r\n", InvalidChunk),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\na\r\n0\r\n\r\n", InvalidChunk),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: x\n\r\n", InvalidChunk),
+        ];
+        for (input, want) in cases {
+            let got = at_every_split(input);
+            assert_eq!(got, (vec![], Err(want)), "{}", String::from_utf8_lossy(input));
+        }
+        // The same length repeated is that length.
+        let (rs, _) = at_every_split(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2, 2\r\n\r\nok");
+        assert_eq!(bodies(&rs), [(200, "ok".into())]);
+    }
+
+    #[test]
+    fn limits_are_errors_as_soon_as_they_are_passed() {
+        let limits = HttpLimits {
+            max_head: 64,
+            max_headers: 3,
+            max_body: 10,
+        };
+        let small = move || ResponseDecoder::new(limits);
+        let too_large = BadResponse::HeadTooLarge {
+            max_head: 64,
+            max_headers: 3,
+        };
+        assert_eq!(decode_with(&small, &[], &[b"HTTP/"], false).1, Ok(b"HTTP/".to_vec()));
+        let endless = b"HTTP/1.1 200 OK\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        assert_eq!(every_split(&small, &[], endless, false), (vec![], Err(too_large)));
+        let many = b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
+        assert_eq!(decode_with(&small, &[], &[many], false).1, Err(too_large));
+        // Announced over max_body: refused at the head.
+        let announced = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n";
+        let over = BadResponse::BodyTooLarge { max_body: 10 };
+        assert_eq!(decode_with(&small, &[], &[announced], false).1, Err(over));
+        // Chunks, or bytes until the close, summing over it: refused as they pass it.
+        let chunks = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n6\r\n";
+        assert_eq!(every_split(&small, &[], chunks, false), (vec![], Err(over)));
+        let until_close = b"HTTP/1.1 200 OK\r\n\r\n0123456789x";
+        assert_eq!(every_split(&small, &[], until_close, true), (vec![], Err(over)));
+        // Trailers count against max_head.
+        let mut trailers = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        trailers.extend_from_slice(&[b'T'; 70]);
+        assert_eq!(decode_with(&small, &[], &[&trailers], false).1, Err(too_large));
+        // Dropping bodies: max_body does not apply, the length is counted.
+        let dropping = move || ResponseDecoder::new(limits).dropping_bodies();
+        let big = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n0123456789ab\
+            HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n6\r\n6789ab\r\n0\r\n\r\n\
+            HTTP/1.1 200 OK\r\n\r\n0123456789abcdef";
+        let (rs, rest) = every_split(&dropping, &[], big, true);
+        assert_eq!(rest, Ok(vec![]));
+        let lens: Vec<(usize, u64)> = rs.iter().map(|r| (r.body.len(), r.body_len)).collect();
+        assert_eq!(lens, [(0, 12), (0, 12), (0, 16)]);
+    }
+
+    #[test]
+    fn a_body_is_not_allocated_before_it_arrives() {
+        let limits = HttpLimits {
+            max_body: u64::MAX,
+            ..HttpLimits::default()
+        };
+        let mut d = ResponseDecoder::new(limits);
+        let mut buf = InBuf::new();
+        buf.extend(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\nab");
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert!(d.in_frame());
+        let held = d.responses.partial.as_ref().map(|(r, _)| r.body.capacity());
+        assert!(held.is_some_and(|c| c < 64), "{held:?}");
+    }
+}

@@ -120,3 +120,71 @@ fn check(r: &Request) -> Result<(), RequestError> {
         _ => Err(RequestError::DuplicateHost),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::codec::{Decoder, InBuf};
+    use crate::proto::http::RequestDecoder;
+
+    fn encode(r: Request) -> Result<String, RequestError> {
+        let mut out = Vec::new();
+        RequestEncoder::default().encode(r, &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn request_line_headers_length_and_body_read_back_by_the_server_decoder() {
+        let get = encode(Request::get("/a?b=1").with_header("Host", "h:80")).unwrap_or_default();
+        assert_eq!(get, "GET /a?b=1 HTTP/1.1\r\nHost: h:80\r\n\r\n");
+        let post = Request::new(Method::Post, "/p")
+            .with_header("Host", "h")
+            .with_header("X-A", "b")
+            .with_body("body");
+        assert_eq!(
+            encode(post.clone()).unwrap_or_default(),
+            "POST /p HTTP/1.1\r\nHost: h\r\nX-A: b\r\nContent-Length: 4\r\n\r\nbody"
+        );
+        let empty_put = Request::new(Method::Put, "/p").with_header("Host", "h");
+        assert!(encode(empty_put).unwrap_or_default().contains("Content-Length: 0\r\n"));
+        let mut old = Request::get("/");
+        old.version = Version::Http10;
+        assert_eq!(encode(old).unwrap_or_default(), "GET / HTTP/1.0\r\n\r\n");
+        // The server's decoder reads back what was written.
+        let mut out = Vec::new();
+        let _ = RequestEncoder::default().encode(&post, &mut out);
+        let decoded = RequestDecoder::default().decode(&mut InBuf::borrowed(&out));
+        assert_eq!(decoded, Ok(Some(post.with_header("Content-Length", "4"))));
+    }
+
+    #[test]
+    fn what_would_split_or_reframe_a_request_is_refused() {
+        let host = |r: Request| r.with_header("Host", "h");
+        let cases = [
+            (host(Request::new(Method::Other("BAD METHOD".into()), "/")), "method"),
+            (host(Request::new(Method::Other(String::new()), "/")), "method"),
+            (host(Request::get("/a b")), "target"),
+            (host(Request::get("")), "target"),
+            (host(Request::get("/\r\nX: y")), "target"),
+            (host(Request::get("/")).with_header("X", "a\r\nInjected: 1"), "header"),
+            (host(Request::get("/")).with_header("Bad Name", "v"), "header"),
+            (host(Request::get("/")).with_header("content-length", "3"), "reserved"),
+            (host(Request::get("/")).with_header("Transfer-Encoding", "chunked"), "reserved"),
+            (Request::get("/"), "host"),
+            (host(host(Request::get("/"))), "hosts"),
+        ];
+        for (r, what) in cases {
+            let got = encode(r.clone());
+            let ok = match (what, &got) {
+                ("method", Err(RequestError::InvalidMethod(_))) => true,
+                ("target", Err(RequestError::InvalidTarget(_))) => true,
+                ("header", Err(RequestError::InvalidHeader(_))) => true,
+                ("reserved", Err(RequestError::ReservedHeader(_))) => true,
+                ("host", Err(RequestError::MissingHost)) => true,
+                ("hosts", Err(RequestError::DuplicateHost)) => true,
+                _ => false,
+            };
+            assert!(ok, "{r:?}: {got:?}");
+        }
+    }
+}
