@@ -921,6 +921,66 @@ mod tests {
         }
     }
 
+    /// Lines, and at the EOF what is left as one more (an error when it is `bad`).
+    struct LinesThenRest(LineDecoder);
+
+    impl Decoder for LinesThenRest {
+        type Frame = Vec<u8>;
+        type Error = LineTooLong;
+        fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Vec<u8>>, LineTooLong> {
+            self.0.decode(buf)
+        }
+        fn decode_eof(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Vec<u8>>, LineTooLong> {
+            match buf.take(usize::MAX) {
+                rest if rest == b"bad" => Err(LineTooLong { max_len: 0 }),
+                rest if rest.is_empty() => Ok(None),
+                rest => Ok(Some(rest)),
+            }
+        }
+    }
+
+    /// Records frames, failures and the EOF.
+    struct EofRec<D>(Rc<RefCell<Vec<String>>>, std::marker::PhantomData<D>);
+
+    impl<D: Decoder<Frame = Vec<u8>> + 'static> FrameHandler for EofRec<D> {
+        type Decoder = D;
+        fn frame_received(&mut self, frame: Vec<u8>, _t: &Transport) {
+            self.0.borrow_mut().push(String::from_utf8_lossy(&frame).into_owned());
+        }
+        fn decode_failed(&mut self, e: D::Error, _t: &Transport) {
+            self.0.borrow_mut().push(format!("error: {e}"));
+        }
+        fn read_connection_lost(&mut self, _t: &Transport) {
+            self.0.borrow_mut().push("eof".into());
+        }
+    }
+
+    #[test]
+    fn framed_offers_the_eof_to_the_decoder_before_the_handler() {
+        let run = |input: &[u8], lines: bool| {
+            let log = Rc::new(RefCell::new(Vec::new()));
+            let t = Transport::detached();
+            if lines {
+                let mut p = Framed::new(LineDecoder::new(64), EofRec(log.clone(), std::marker::PhantomData));
+                p.data_received(input, &t);
+                p.read_connection_lost(&t);
+                assert!(unallocated(&p));
+            } else {
+                let rest = LinesThenRest(LineDecoder::new(64));
+                let mut p = Framed::new(rest, EofRec(log.clone(), std::marker::PhantomData));
+                p.data_received(input, &t);
+                p.read_connection_lost(&t);
+                assert!(unallocated(&p));
+            }
+            log.take()
+        };
+        assert_eq!(run(b"a\nrest", false), ["a", "rest", "eof"]);
+        assert_eq!(run(b"a\n", false), ["a", "eof"]);
+        assert_eq!(run(b"a\nbad", false), ["a", "error: line longer than 0 bytes", "eof"]);
+        // The default drops a partial frame.
+        assert_eq!(run(b"a\nrest", true), ["a", "eof"]);
+    }
+
     /// Closes the connection on the frame `QUIT`.
     struct Quits(Rc<RefCell<Vec<Vec<u8>>>>);
 
