@@ -31,7 +31,9 @@ impl FrameHandler for Fetch {
         for (method, path) in &self.asked {
             let request = Request::new(method.clone(), path.as_str()).with_header("Host", self.host.as_str());
             if let Err(e) = t.write_frame(&mut self.encoder, request) {
-                self.lines.borrow_mut().push(format!("cannot send {method} {path}: {e}"));
+                self.lines
+                    .borrow_mut()
+                    .push(format!("cannot send {method} {path}: {e}"));
                 t.lose_connection();
                 return;
             }
@@ -39,13 +41,22 @@ impl FrameHandler for Fetch {
     }
 
     fn frame_received(&mut self, r: ClientResponse, t: &Transport) {
-        let (method, path) = self.asked.get(self.answered).cloned().unwrap_or((Method::Get, "?".into()));
+        let (method, path) = self
+            .asked
+            .get(self.answered)
+            .cloned()
+            .unwrap_or((Method::Get, "?".into()));
         let framing = match (r.header("transfer-encoding"), r.header("content-length")) {
             (Some(_), _) => "chunked",
             (None, Some(_)) => "length",
             (None, None) => "no length",
         };
-        let line = format!("{method} {path}: {} {}, {} bytes ({framing})", r.status, r.reason, r.body.len());
+        let line = format!(
+            "{method} {path}: {} {}, {} bytes ({framing})",
+            r.status,
+            r.reason,
+            r.body.len()
+        );
         self.lines.borrow_mut().push(line);
         self.answered += 1;
         if self.answered == self.asked.len() || !r.keep_alive() {
@@ -83,7 +94,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let decoder = ResponseDecoder::default();
                     let encoder = decoder.request_encoder();
                     let (host, asked, lines) = (host.clone(), asked.clone(), sink.clone());
-                    let fetch = Fetch { encoder, host, asked, answered: 0, lines };
+                    let fetch = Fetch {
+                        encoder,
+                        host,
+                        asked,
+                        answered: 0,
+                        lines,
+                    };
                     Some(Framed::new(decoder, fetch))
                 });
                 let options = ConnectOptions::default().with_timeout(Duration::from_secs(5));

@@ -450,7 +450,9 @@ fn http_client_reads_nginx_chunked_responses() {
     let scratch = util::Scratch::new("http-client-nginx");
     let www = scratch.0.join("www");
     std::fs::create_dir_all(&www).unwrap();
-    let page: String = (0..3000).map(|i| format!("line {i} of a page nginx sends in chunks\n")).collect();
+    let page: String = (0..3000)
+        .map(|i| format!("line {i} of a page nginx sends in chunks\n"))
+        .collect();
     std::fs::write(www.join("page.html"), &page).unwrap();
     // nginx's workers read the page as nobody.
     use std::os::unix::fs::PermissionsExt;
@@ -473,7 +475,12 @@ fn http_client_reads_nginx_chunked_responses() {
             .stderr(Stdio::null());
         cmd
     });
-    let args = [addr.to_string(), "/page.html".into(), "/missing".into(), "/page.html".into()];
+    let args = [
+        addr.to_string(),
+        "/page.html".into(),
+        "/missing".into(),
+        "/page.html".into(),
+    ];
     let stdout = run_example("http_client", &args);
     stop(nginx);
     let len = page.len();

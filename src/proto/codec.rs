@@ -945,7 +945,9 @@ mod tests {
     impl<D: Decoder<Frame = Vec<u8>> + 'static> FrameHandler for EofRec<D> {
         type Decoder = D;
         fn frame_received(&mut self, frame: Vec<u8>, _t: &Transport) {
-            self.0.borrow_mut().push(String::from_utf8_lossy(&frame).into_owned());
+            self.0
+                .borrow_mut()
+                .push(String::from_utf8_lossy(&frame).into_owned());
         }
         fn decode_failed(&mut self, e: D::Error, _t: &Transport) {
             self.0.borrow_mut().push(format!("error: {e}"));
@@ -961,7 +963,10 @@ mod tests {
             let log = Rc::new(RefCell::new(Vec::new()));
             let t = Transport::detached();
             if lines {
-                let mut p = Framed::new(LineDecoder::new(64), EofRec(log.clone(), std::marker::PhantomData));
+                let mut p = Framed::new(
+                    LineDecoder::new(64),
+                    EofRec(log.clone(), std::marker::PhantomData),
+                );
                 p.data_received(input, &t);
                 p.read_connection_lost(&t);
                 assert!(unallocated(&p));
@@ -976,7 +981,10 @@ mod tests {
         };
         assert_eq!(run(b"a\nrest", false), ["a", "rest", "eof"]);
         assert_eq!(run(b"a\n", false), ["a", "eof"]);
-        assert_eq!(run(b"a\nbad", false), ["a", "error: line longer than 0 bytes", "eof"]);
+        assert_eq!(
+            run(b"a\nbad", false),
+            ["a", "error: line longer than 0 bytes", "eof"]
+        );
         // The default drops a partial frame.
         assert_eq!(run(b"a\nrest", true), ["a", "eof"]);
     }

@@ -237,8 +237,7 @@ impl<T: Keep> Responses<T> {
                     continue;
                 };
                 self.expecting.answered();
-                self.switched =
-                    status == 101 || (asked == Asked::Connect && (200..300).contains(&status));
+                self.switched = status == 101 || (asked == Asked::Connect && (200..300).contains(&status));
                 let body = match framing {
                     ResponseFraming::Length(n) => BodyReader::new(Framing::Length(n)),
                     ResponseFraming::Chunked => BodyReader::new(Framing::Chunked),
@@ -411,7 +410,12 @@ mod tests {
 
     /// Feeds `chunks` to a decoder built by `make` after `heads` HEAD and `others` GET
     /// requests went out (in the order `methods` gives), then the EOF when `eof`.
-    fn decode_with(make: &dyn Fn() -> ResponseDecoder, methods: &[Method], chunks: &[&[u8]], eof: bool) -> Outcome {
+    fn decode_with(
+        make: &dyn Fn() -> ResponseDecoder,
+        methods: &[Method],
+        chunks: &[&[u8]],
+        eof: bool,
+    ) -> Outcome {
         let mut d = make();
         let mut enc = d.request_encoder();
         for m in methods {
@@ -444,7 +448,12 @@ mod tests {
     }
 
     /// The same outcome whole, split once at every byte, and byte by byte.
-    fn every_split(make: &dyn Fn() -> ResponseDecoder, methods: &[Method], input: &[u8], eof: bool) -> Outcome {
+    fn every_split(
+        make: &dyn Fn() -> ResponseDecoder,
+        methods: &[Method],
+        input: &[u8],
+        eof: bool,
+    ) -> Outcome {
         let whole = decode_with(make, methods, &[input], eof);
         for at in 0..=input.len() {
             let (a, b) = input.split_at(at);
@@ -474,7 +483,10 @@ mod tests {
         );
         assert_eq!(rest, Ok(vec![]));
         let [r] = rs.as_slice() else { panic!("{rs:?}") };
-        assert_eq!((r.version, r.status, r.reason.as_str()), (Version::Http11, 201, "Made Here"));
+        assert_eq!(
+            (r.version, r.status, r.reason.as_str()),
+            (Version::Http11, 201, "Made Here")
+        );
         assert_eq!(r.header("content-LENGTH"), Some(b"5".as_slice()));
         assert_eq!(r.headers_named("X-TWO").collect::<Vec<_>>(), [b"a", b"b"]);
         assert_eq!(r.header("missing"), None);
@@ -492,7 +504,11 @@ mod tests {
         assert_eq!(rest, Ok(b"HTTP/1.1 2".to_vec()));
         assert_eq!(
             bodies(&rs),
-            [(200, "Wikipedia in\r\n\r\nchunks.".into()), (404, "no".into()), (200, String::new())]
+            [
+                (200, "Wikipedia in\r\n\r\nchunks.".into()),
+                (404, "no".into()),
+                (200, String::new())
+            ]
         );
         assert_eq!(rs[0].body_len, 23);
     }
@@ -566,7 +582,10 @@ mod tests {
         assert!(!rs[0].keep_alive());
         // Without the EOF it is still to come; a transfer coding not ending in chunked
         // runs to the close too.
-        assert_eq!(decode_with(&ResponseDecoder::default, &[], &[input], false).0, vec![]);
+        assert_eq!(
+            decode_with(&ResponseDecoder::default, &[], &[input], false).0,
+            vec![]
+        );
         let coded = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz";
         let (rs, rest) = every_split(&ResponseDecoder::default, &[], coded, true);
         assert_eq!((bodies(&rs), rest), (vec![(200, "zz".into())], Ok(vec![])));
@@ -583,22 +602,42 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
         ] {
             let (rs, rest) = every_split(&ResponseDecoder::default, &[], input, true);
-            assert_eq!((rs, rest), (vec![], Err(BadResponse::Truncated)), "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                (rs, rest),
+                (vec![], Err(BadResponse::Truncated)),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
         // Nothing pending at the close is no error.
         let whole = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
-        assert_eq!(every_split(&ResponseDecoder::default, &[], whole, true).1, Ok(vec![]));
+        assert_eq!(
+            every_split(&ResponseDecoder::default, &[], whole, true).1,
+            Ok(vec![])
+        );
     }
 
     #[test]
     fn keep_alive_follows_version_connection_and_framing() {
         let cases: [(&[u8], bool); 6] = [
             (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
-            (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false,
+            ),
             (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
-            (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", true),
-            (b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n", false),
-            (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", false),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n",
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                false,
+            ),
         ];
         for (input, want) in cases {
             let (rs, _) = decode_with(&ResponseDecoder::default, &[], &[input], false);
@@ -616,28 +655,62 @@ mod tests {
             (b"HTTP/1.1 099 Low\r\n\r\n", Syntax),
             (b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", Syntax),
             (b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n", Syntax),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", InvalidContentLength),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n", InvalidContentLength),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n", InvalidContentLength),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ConflictingContentLength),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", ConflictingContentLength),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                InvalidContentLength,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
+                InvalidContentLength,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                InvalidContentLength,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                ConflictingContentLength,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+                ConflictingContentLength,
+            ),
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
                 ContentLengthWithTransferEncoding,
             ),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", ChunkedTwice),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", InvalidChunk),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", InvalidChunk),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n11111111111111111\r\n", InvalidChunk),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\na\r\n0\r\n\r\n", InvalidChunk),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: x\n\r\n", InvalidChunk),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                ChunkedTwice,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                InvalidChunk,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
+                InvalidChunk,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n11111111111111111\r\n",
+                InvalidChunk,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\na\r\n0\r\n\r\n",
+                InvalidChunk,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: x\n\r\n",
+                InvalidChunk,
+            ),
         ];
         for (input, want) in cases {
             let got = at_every_split(input);
             assert_eq!(got, (vec![], Err(want)), "{}", String::from_utf8_lossy(input));
         }
         // The same length repeated is that length.
-        let (rs, _) = at_every_split(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2, 2\r\n\r\nok");
+        let (rs, _) =
+            at_every_split(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2, 2\r\n\r\nok");
         assert_eq!(bodies(&rs), [(200, "ok".into())]);
     }
 
@@ -653,7 +726,10 @@ mod tests {
             max_head: 64,
             max_headers: 3,
         };
-        assert_eq!(decode_with(&small, &[], &[b"HTTP/"], false).1, Ok(b"HTTP/".to_vec()));
+        assert_eq!(
+            decode_with(&small, &[], &[b"HTTP/"], false).1,
+            Ok(b"HTTP/".to_vec())
+        );
         let endless = b"HTTP/1.1 200 OK\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         assert_eq!(every_split(&small, &[], endless, false), (vec![], Err(too_large)));
         let many = b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";

@@ -293,7 +293,8 @@ pub(crate) fn parse_response_head<R>(
         .get_mut(..limits.max_headers.min(HEADER_SLOTS))
         .unwrap_or_default();
     let mut resp = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, input, slots);
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, input, slots);
     match parsed {
         Ok(httparse::Status::Complete(len)) if len > limits.max_head => Err(too_large),
         Ok(httparse::Status::Complete(len)) => {

@@ -146,7 +146,11 @@ mod tests {
             "POST /p HTTP/1.1\r\nHost: h\r\nX-A: b\r\nContent-Length: 4\r\n\r\nbody"
         );
         let empty_put = Request::new(Method::Put, "/p").with_header("Host", "h");
-        assert!(encode(empty_put).unwrap_or_default().contains("Content-Length: 0\r\n"));
+        assert!(
+            encode(empty_put)
+                .unwrap_or_default()
+                .contains("Content-Length: 0\r\n")
+        );
         let mut old = Request::get("/");
         old.version = Version::Http10;
         assert_eq!(encode(old).unwrap_or_default(), "GET / HTTP/1.0\r\n\r\n");
@@ -161,29 +165,41 @@ mod tests {
     fn what_would_split_or_reframe_a_request_is_refused() {
         let host = |r: Request| r.with_header("Host", "h");
         let cases = [
-            (host(Request::new(Method::Other("BAD METHOD".into()), "/")), "method"),
+            (
+                host(Request::new(Method::Other("BAD METHOD".into()), "/")),
+                "method",
+            ),
             (host(Request::new(Method::Other(String::new()), "/")), "method"),
             (host(Request::get("/a b")), "target"),
             (host(Request::get("")), "target"),
             (host(Request::get("/\r\nX: y")), "target"),
-            (host(Request::get("/")).with_header("X", "a\r\nInjected: 1"), "header"),
+            (
+                host(Request::get("/")).with_header("X", "a\r\nInjected: 1"),
+                "header",
+            ),
             (host(Request::get("/")).with_header("Bad Name", "v"), "header"),
-            (host(Request::get("/")).with_header("content-length", "3"), "reserved"),
-            (host(Request::get("/")).with_header("Transfer-Encoding", "chunked"), "reserved"),
+            (
+                host(Request::get("/")).with_header("content-length", "3"),
+                "reserved",
+            ),
+            (
+                host(Request::get("/")).with_header("Transfer-Encoding", "chunked"),
+                "reserved",
+            ),
             (Request::get("/"), "host"),
             (host(host(Request::get("/"))), "hosts"),
         ];
         for (r, what) in cases {
             let got = encode(r.clone());
-            let ok = match (what, &got) {
-                ("method", Err(RequestError::InvalidMethod(_))) => true,
-                ("target", Err(RequestError::InvalidTarget(_))) => true,
-                ("header", Err(RequestError::InvalidHeader(_))) => true,
-                ("reserved", Err(RequestError::ReservedHeader(_))) => true,
-                ("host", Err(RequestError::MissingHost)) => true,
-                ("hosts", Err(RequestError::DuplicateHost)) => true,
-                _ => false,
-            };
+            let ok = matches!(
+                (what, &got),
+                ("method", Err(RequestError::InvalidMethod(_)))
+                    | ("target", Err(RequestError::InvalidTarget(_)))
+                    | ("header", Err(RequestError::InvalidHeader(_)))
+                    | ("reserved", Err(RequestError::ReservedHeader(_)))
+                    | ("host", Err(RequestError::MissingHost))
+                    | ("hosts", Err(RequestError::DuplicateHost))
+            );
             assert!(ok, "{r:?}: {got:?}");
         }
     }
