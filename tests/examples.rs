@@ -425,3 +425,75 @@ fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
     assert_eq!(rest(r), "");
     stop(child);
 }
+
+/// The HTTP client example against `weft serve --proto http`: a pipelined `HEAD` read
+/// without its announced body, then `GET`s, each with its `Content-Length` body.
+#[test]
+fn http_client_calls_weft_serve() {
+    let server = util::ServeChild::start("http", "1");
+    let args = [server.addr.to_string(), "/".into(), "/missing".into()];
+    let stdout = run_example("http_client", &args);
+    let want = [
+        "HEAD /: 200 OK, 0 bytes (length)",
+        "GET /: 200 OK, 13 bytes (length)",
+        "GET /missing: 404 Not Found, 13 bytes (length)",
+        "closed: closed locally",
+    ];
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), want, "{stdout}");
+}
+
+/// The HTTP client example against nginx, whose SSI filter sends pages chunked (an answer to
+/// `HEAD` announces no length at all): bodies of 125 KB in many chunks, pipelined.
+#[test]
+fn http_client_reads_nginx_chunked_responses() {
+    util::require_peer(util::Peer::Program("nginx"));
+    let scratch = util::Scratch::new("http-client-nginx");
+    let www = scratch.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let page: String = (0..3000)
+        .map(|i| format!("line {i} of a page nginx sends in chunks\n"))
+        .collect();
+    std::fs::write(www.join("page.html"), &page).unwrap();
+    // nginx's workers read the page as nobody.
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [&scratch.0, &www] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let dir = scratch.0.to_str().unwrap().to_owned();
+    let (nginx, addr) = util::serving(|addr| {
+        let conf = format!(
+            "daemon off; master_process off; pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {dir}; proxy_temp_path {dir};\n\
+             fastcgi_temp_path {dir}; uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
+             server {{ listen {addr}; root {dir}/www; ssi on; }} }}\n"
+        );
+        std::fs::write(scratch.0.join("nginx.conf"), conf).unwrap();
+        let mut cmd = std::process::Command::new("nginx");
+        cmd.args(["-c", &scratch.file("nginx.conf")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    });
+    let args = [
+        addr.to_string(),
+        "/page.html".into(),
+        "/missing".into(),
+        "/page.html".into(),
+    ];
+    let stdout = run_example("http_client", &args);
+    stop(nginx);
+    let len = page.len();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let [head, get, missing, again, closed] = lines.as_slice() else {
+        panic!("{stdout}")
+    };
+    assert_eq!(*head, "HEAD /page.html: 200 OK, 0 bytes (no length)");
+    assert_eq!(*get, format!("GET /page.html: 200 OK, {len} bytes (chunked)"));
+    // Its error page names nginx's version: its length varies.
+    assert!(
+        missing.starts_with("GET /missing: 404 Not Found, ") && missing.ends_with("bytes (chunked)"),
+        "{stdout}"
+    );
+    assert_eq!((*again, *closed), (*get, "closed: closed locally"));
+}

@@ -160,6 +160,21 @@ pub trait Decoder {
     fn in_frame(&self) -> bool {
         false
     }
+
+    /// The peer's EOF: no more bytes will come after those in `buf` (what is left of the
+    /// stream, at most a partial frame, possibly empty). A frame that only the connection's
+    /// end completes (an HTTP response whose body runs to the close) is taken here.
+    /// [`Framed`] calls it once, before [`FrameHandler::read_connection_lost`], and delivers
+    /// its frame or error as [`decode`](Self::decode)'s. Default: `Ok(None)`, the partial
+    /// frame is dropped.
+    ///
+    /// # Errors
+    ///
+    /// The stream ends where a frame cannot (a decoder may say it was cut short).
+    fn decode_eof(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Self::Frame>, Self::Error> {
+        let _ = buf;
+        Ok(None)
+    }
 }
 
 /// Turns frames into bytes: the writing half of a codec, given to
@@ -212,7 +227,10 @@ pub trait FrameHandler: 'static {
         transport.lose_connection();
     }
 
-    /// The peer's EOF: as [`Protocol::read_connection_lost`] (a partial frame left is dropped).
+    /// The peer's EOF: as [`Protocol::read_connection_lost`]. It comes after the decoder's
+    /// [`decode_eof`](Decoder::decode_eof) and what it delivered (a frame the close
+    /// completes, or a [`decode_failed`](Self::decode_failed)); a partial frame left is
+    /// dropped.
     fn read_connection_lost(&mut self, transport: &Transport) {
         transport.lose_connection();
     }
@@ -338,6 +356,16 @@ impl<H: FrameHandler> Protocol for Framed<H> {
     }
 
     fn read_connection_lost(&mut self, transport: &Transport) {
+        if !self.stopped {
+            let mut buf = std::mem::take(&mut self.buf);
+            match self.decoder.decode_eof(&mut buf) {
+                Ok(Some(frame)) => self.handler.frame_received(frame, transport),
+                Ok(None) => {}
+                Err(e) => self.handler.decode_failed(e, transport),
+            }
+            // Nothing more comes to decode.
+            self.stop();
+        }
         self.handler.read_connection_lost(transport);
     }
 
@@ -891,6 +919,74 @@ mod tests {
                 assert_eq!(p.buf.as_slice(), b"partial");
             }
         }
+    }
+
+    /// Lines, and at the EOF what is left as one more (an error when it is `bad`).
+    struct LinesThenRest(LineDecoder);
+
+    impl Decoder for LinesThenRest {
+        type Frame = Vec<u8>;
+        type Error = LineTooLong;
+        fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Vec<u8>>, LineTooLong> {
+            self.0.decode(buf)
+        }
+        fn decode_eof(&mut self, buf: &mut InBuf<'_>) -> Result<Option<Vec<u8>>, LineTooLong> {
+            match buf.take(usize::MAX) {
+                rest if rest == b"bad" => Err(LineTooLong { max_len: 0 }),
+                rest if rest.is_empty() => Ok(None),
+                rest => Ok(Some(rest)),
+            }
+        }
+    }
+
+    /// Records frames, failures and the EOF.
+    struct EofRec<D>(Rc<RefCell<Vec<String>>>, std::marker::PhantomData<D>);
+
+    impl<D: Decoder<Frame = Vec<u8>> + 'static> FrameHandler for EofRec<D> {
+        type Decoder = D;
+        fn frame_received(&mut self, frame: Vec<u8>, _t: &Transport) {
+            self.0
+                .borrow_mut()
+                .push(String::from_utf8_lossy(&frame).into_owned());
+        }
+        fn decode_failed(&mut self, e: D::Error, _t: &Transport) {
+            self.0.borrow_mut().push(format!("error: {e}"));
+        }
+        fn read_connection_lost(&mut self, _t: &Transport) {
+            self.0.borrow_mut().push("eof".into());
+        }
+    }
+
+    #[test]
+    fn framed_offers_the_eof_to_the_decoder_before_the_handler() {
+        let run = |input: &[u8], lines: bool| {
+            let log = Rc::new(RefCell::new(Vec::new()));
+            let t = Transport::detached();
+            if lines {
+                let mut p = Framed::new(
+                    LineDecoder::new(64),
+                    EofRec(log.clone(), std::marker::PhantomData),
+                );
+                p.data_received(input, &t);
+                p.read_connection_lost(&t);
+                assert!(unallocated(&p));
+            } else {
+                let rest = LinesThenRest(LineDecoder::new(64));
+                let mut p = Framed::new(rest, EofRec(log.clone(), std::marker::PhantomData));
+                p.data_received(input, &t);
+                p.read_connection_lost(&t);
+                assert!(unallocated(&p));
+            }
+            log.take()
+        };
+        assert_eq!(run(b"a\nrest", false), ["a", "rest", "eof"]);
+        assert_eq!(run(b"a\n", false), ["a", "eof"]);
+        assert_eq!(
+            run(b"a\nbad", false),
+            ["a", "error: line longer than 0 bytes", "eof"]
+        );
+        // The default drops a partial frame.
+        assert_eq!(run(b"a\nrest", true), ["a", "eof"]);
     }
 
     /// Closes the connection on the frame `QUIT`.

@@ -28,7 +28,7 @@ use crate::addr::Address;
 use crate::driver::wall_clock::unix_seconds;
 use crate::metrics::{LatencyMetric, Stopwatch};
 use crate::proto::codec::{Decoder, Encoder, FrameHandler, Framed, InBuf};
-use crate::proto::http::body::BodyReader;
+use crate::proto::http::body::{BodyReader, Count};
 use crate::proto::http::head::{Framing, Head, parse_head};
 use crate::proto::http::{HttpError, HttpLimits, Response, ResponseEncoder, Version, reason};
 use crate::proto::protocol::{FnFactory, factory_fn};
@@ -117,7 +117,10 @@ impl Decoder for RequestDecoder {
 
     fn decode(&mut self, buf: &mut InBuf<'_>) -> Result<Option<RequestHead>, HttpError> {
         if let Some(body) = &mut self.body {
-            if !body.read(buf, None, &LIMITS)? {
+            if !body
+                .read(buf, &mut Count::default(), &LIMITS)
+                .map_err(|e| HttpError::from_body(e, &LIMITS))?
+            {
                 return Ok(None);
             }
             self.body = None;

@@ -130,9 +130,11 @@ impl Decoder for RequestDecoder {
             }
         };
         partial.started |= !buf.is_empty();
+        let limits = &self.limits;
         if partial
             .body
-            .read(buf, Some(&mut partial.request.body), &self.limits)?
+            .read(buf, &mut partial.request.body, limits)
+            .map_err(|e| HttpError::from_body(e, limits))?
         {
             return Ok(Some(partial.request));
         }

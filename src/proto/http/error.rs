@@ -1,5 +1,7 @@
 //! Why a request was refused, and the status that answers it.
 
+use super::body::BodyError;
+use super::limits::HttpLimits;
 use super::response::Response;
 
 /// Why bytes could not be decoded as an HTTP/1.x request: each maps to the status to answer
@@ -102,8 +104,93 @@ impl HttpError {
     }
 }
 
+impl HttpError {
+    /// A request body's error, with the limit it passed.
+    pub(crate) fn from_body(error: BodyError, limits: &HttpLimits) -> Self {
+        match error {
+            BodyError::InvalidChunk => BadRequest::InvalidChunk.into(),
+            BodyError::TooLarge => Self::BodyTooLarge {
+                max_body: limits.max_body,
+            },
+            BodyError::TrailersTooLarge => Self::HeadTooLarge {
+                max_head: limits.max_head,
+                max_headers: limits.max_headers,
+            },
+        }
+    }
+}
+
 impl From<BadRequest> for HttpError {
     fn from(reason: BadRequest) -> Self {
         Self::BadRequest(reason)
+    }
+}
+
+/// Why bytes could not be decoded as HTTP/1.x responses
+/// ([`ResponseDecoder`](super::ResponseDecoder)). The rest of the connection cannot be
+/// trusted to be framed as the server meant: close it (abort it, rather, so that whoever
+/// waits on it hears at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadResponse {
+    /// The status line or a header line is not HTTP/1.0 or 1.1 syntax (a folded header
+    /// line, a status under 100, another version).
+    #[error("malformed status line or header (HTTP/1.0 and 1.1 only)")]
+    Syntax,
+    /// The response head (status line and headers, or a chunked body's trailers) passed
+    /// [`HttpLimits::max_head`](super::HttpLimits::max_head) bytes or
+    /// [`max_headers`](super::HttpLimits::max_headers) headers.
+    #[error("response head over {max_head} bytes or {max_headers} headers")]
+    HeadTooLarge {
+        /// The byte limit.
+        max_head: usize,
+        /// The header count limit.
+        max_headers: usize,
+    },
+    /// The body is announced or found to be over
+    /// [`HttpLimits::max_body`](super::HttpLimits::max_body).
+    #[error("response body over {max_body} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        max_body: u64,
+    },
+    /// A `Content-Length` that is not a decimal number of bytes.
+    #[error("invalid Content-Length")]
+    InvalidContentLength,
+    /// `Content-Length`s that disagree (the same one repeated is accepted).
+    #[error("Content-Length values that disagree")]
+    ConflictingContentLength,
+    /// Both `Content-Length` and `Transfer-Encoding`: the framing is ambiguous, the shape of
+    /// response splitting (RFC 9112, 6.3, says to treat it as an error).
+    #[error("both Content-Length and Transfer-Encoding")]
+    ContentLengthWithTransferEncoding,
+    /// `chunked` applied more than once, which a sender must not do.
+    #[error("Transfer-Encoding names chunked more than once")]
+    ChunkedTwice,
+    /// A chunked body whose chunk-size line, chunk end or trailer is malformed.
+    #[error("malformed chunked body")]
+    InvalidChunk,
+    /// The connection ended in the middle of a response (its head, or a body framed by
+    /// `Content-Length` or chunks).
+    #[error("connection closed in the middle of a response")]
+    Truncated,
+    /// Bytes after a `101 Switching Protocols`, or a 2xx answer to `CONNECT`: the
+    /// connection no longer speaks HTTP/1.x, and the decoder reads no more of it.
+    #[error("bytes after the connection left HTTP (101 or CONNECT)")]
+    AfterSwitch,
+}
+
+impl BadResponse {
+    /// A response body's error, with the limit it passed.
+    pub(crate) fn from_body(error: BodyError, limits: &HttpLimits) -> Self {
+        match error {
+            BodyError::InvalidChunk => Self::InvalidChunk,
+            BodyError::TooLarge => Self::BodyTooLarge {
+                max_body: limits.max_body,
+            },
+            BodyError::TrailersTooLarge => Self::HeadTooLarge {
+                max_head: limits.max_head,
+                max_headers: limits.max_headers,
+            },
+        }
     }
 }

@@ -1,11 +1,12 @@
-//! A request head: the request line and headers, parsed with httparse, and what they say
-//! about the connection and the body (its framing, keep-alive, `Expect: 100-continue`). The
-//! one parser of request heads: [`RequestDecoder`](super::RequestDecoder) and the built-in
-//! `weft serve --proto http` both read heads with it.
+//! Message heads, parsed with httparse, and what they say about the connection and the
+//! body (its framing, keep-alive, `Expect: 100-continue`). The one parser of request heads
+//! ([`RequestDecoder`](super::RequestDecoder) and the built-in `weft serve --proto http`
+//! read heads with it) and the one parser of response heads
+//! ([`ResponseDecoder`](super::ResponseDecoder) and `weft load`).
 
 use std::mem::MaybeUninit;
 
-use super::error::{BadRequest, HttpError};
+use super::error::{BadRequest, BadResponse, HttpError};
 use super::limits::HttpLimits;
 use super::request::Version;
 
@@ -114,15 +115,22 @@ pub(crate) fn values<'a>(
 /// such token wins).
 pub(crate) fn keep_alive<'v>(version: Version, connection: impl Iterator<Item = &'v [u8]>) -> bool {
     let mut keep = version == Version::Http11;
-    for token in connection.flat_map(|v| v.split(|&b| b == b',')) {
-        let token = token.trim_ascii();
-        if token.eq_ignore_ascii_case(b"close") {
-            keep = false;
-        } else if token.eq_ignore_ascii_case(b"keep-alive") {
-            keep = true;
-        }
+    for value in connection {
+        connection_tokens(&mut keep, value);
     }
     keep
+}
+
+/// Applies one `Connection` value's `close` and `keep-alive` tokens to `keep`.
+fn connection_tokens(keep: &mut bool, value: &[u8]) {
+    for token in value.split(|&b| b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            *keep = false;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            *keep = true;
+        }
+    }
 }
 
 /// RFC 9112, 3.2: an HTTP/1.1 request has exactly one `Host`, any request at most one.
@@ -166,14 +174,37 @@ fn framing(
     if version == Version::Http10 {
         return Err(BadRequest::TransferEncodingInHttp10.into());
     }
-    let codings: Vec<&[u8]> = codings.collect();
-    match codings.as_slice() {
-        [only] if only.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
-        many if many.iter().filter(|c| c.eq_ignore_ascii_case(b"chunked")).count() > 1 => {
-            Err(BadRequest::ChunkedTwice.into())
-        }
-        [.., last] if !last.eq_ignore_ascii_case(b"chunked") => Err(BadRequest::ChunkedNotFinal.into()),
-        _ => Err(HttpError::UnsupportedTransferEncoding),
+    match transfer_codings(codings) {
+        Codings::Chunked { alone: true } => Ok(Framing::Chunked),
+        Codings::ChunkedTwice => Err(BadRequest::ChunkedTwice.into()),
+        Codings::NotChunked => Err(BadRequest::ChunkedNotFinal.into()),
+        Codings::Chunked { alone: false } => Err(HttpError::UnsupportedTransferEncoding),
+    }
+}
+
+/// What a list of transfer codings (at least one) says about the framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codings {
+    /// `chunked` last and once; `alone` when it is the only coding.
+    Chunked { alone: bool },
+    /// `chunked` more than once, which a sender must not do.
+    ChunkedTwice,
+    /// The last coding is not `chunked`.
+    NotChunked,
+}
+
+/// Sorts out the transfer codings `codings`, in order (trimmed, at least one).
+fn transfer_codings<'v>(codings: impl Iterator<Item = &'v [u8]>) -> Codings {
+    let (mut count, mut chunked, mut last_chunked) = (0, 0, false);
+    for coding in codings {
+        count += 1;
+        last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+        chunked += usize::from(last_chunked);
+    }
+    match (chunked, last_chunked) {
+        (2.., _) => Codings::ChunkedTwice,
+        (_, false) => Codings::NotChunked,
+        _ => Codings::Chunked { alone: count == 1 },
     }
 }
 
@@ -190,6 +221,172 @@ fn content_length(value: &[u8]) -> Option<u64> {
             None
         }
     })
+}
+
+/// How a response body is framed (RFC 9112, 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResponseFraming {
+    /// `Content-Length` bytes; 0 for a response that has no body (1xx, 204, 304, an answer
+    /// to `HEAD`, a 2xx to `CONNECT`).
+    Length(u64),
+    /// `Transfer-Encoding` ending with `chunked`.
+    Chunked,
+    /// Neither: the body runs to the connection's close.
+    UntilClose,
+}
+
+/// What the request a response answers was, as far as the response's framing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Asked {
+    /// `HEAD`: the response has no body, whatever its headers say.
+    Head,
+    /// `CONNECT`: a 2xx response has no body, and the connection becomes a tunnel.
+    Connect,
+    /// Any other method.
+    #[default]
+    Other,
+}
+
+/// A parsed response head, borrowing the bytes it was parsed from.
+#[derive(Debug)]
+pub(crate) struct ResponseHead<'h, 'b> {
+    pub(crate) version: Version,
+    pub(crate) status: u16,
+    pub(crate) reason: &'b str,
+    pub(crate) headers: &'h [httparse::Header<'b>],
+    pub(crate) framing: ResponseFraming,
+    /// The server lets the connection stay open after this response: from the version and
+    /// `Connection`, and false when the body runs to the close or `Transfer-Encoding` came
+    /// in an HTTP/1.0 response.
+    pub(crate) keep_alive: bool,
+}
+
+impl ResponseHead<'_, '_> {
+    /// An interim (1xx) response other than `101 Switching Protocols`: the final one is still
+    /// to come.
+    pub(crate) fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
+
+/// Parses the response head at the front of `input`, the answer to a request `asked`, and
+/// hands it to `f`: `Ok(None)` while it is incomplete and within `limits`, else what `f`
+/// made of it and the head's length.
+///
+/// # Errors
+///
+/// The head is malformed, not HTTP/1.0 or 1.1, over the limits, or frames its body
+/// ambiguously (`Content-Length`s that disagree or with `Transfer-Encoding`, `chunked`
+/// twice) or, by `Content-Length`, over `limits.max_body`.
+pub(crate) fn parse_response_head<R>(
+    input: &[u8],
+    limits: &HttpLimits,
+    asked: Asked,
+    f: impl FnOnce(ResponseHead<'_, '_>) -> R,
+) -> Result<Option<(R, usize)>, BadResponse> {
+    let too_large = BadResponse::HeadTooLarge {
+        max_head: limits.max_head,
+        max_headers: limits.max_headers,
+    };
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
+    let slots = slots
+        .get_mut(..limits.max_headers.min(HEADER_SLOTS))
+        .unwrap_or_default();
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, input, slots);
+    match parsed {
+        Ok(httparse::Status::Complete(len)) if len > limits.max_head => Err(too_large),
+        Ok(httparse::Status::Complete(len)) => {
+            let status = resp.code.unwrap_or_default();
+            if status < 100 {
+                return Err(BadResponse::Syntax);
+            }
+            let version = if resp.version == Some(0) {
+                Version::Http10
+            } else {
+                Version::Http11
+            };
+            let headers: &[httparse::Header<'_>] = resp.headers;
+            let (framing, keep_alive) = response_framing(headers, version, status, asked, limits)?;
+            let head = ResponseHead {
+                version,
+                status,
+                reason: resp.reason.unwrap_or_default(),
+                headers,
+                framing,
+                keep_alive,
+            };
+            Ok(Some((f(head), len)))
+        }
+        Ok(httparse::Status::Partial) if input.len() > limits.max_head => Err(too_large),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(too_large),
+        Err(_) => Err(BadResponse::Syntax),
+    }
+}
+
+/// How a response's body is framed (RFC 9112, 6.3), and whether the connection stays open
+/// after it; in one pass over the headers.
+fn response_framing(
+    headers: &[httparse::Header<'_>],
+    version: Version,
+    status: u16,
+    asked: Asked,
+    limits: &HttpLimits,
+) -> Result<(ResponseFraming, bool), BadResponse> {
+    let mut keep = version == Version::Http11;
+    let mut length: Option<u64> = None;
+    let mut coded = false;
+    for h in headers {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // RFC 9110, 8.6: the same length repeated (in fields or a list) is that length.
+            for value in h.value.split(|&b| b == b',') {
+                let n = content_length(value).ok_or(BadResponse::InvalidContentLength)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(BadResponse::ConflictingContentLength);
+                }
+                length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            coded = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connection_tokens(&mut keep, h.value);
+        }
+    }
+    let bodiless = asked == Asked::Head
+        || (asked == Asked::Connect && (200..300).contains(&status))
+        || status < 200
+        || status == 204
+        || status == 304;
+    if bodiless {
+        return Ok((ResponseFraming::Length(0), keep));
+    }
+    if coded {
+        if length.is_some() {
+            return Err(BadResponse::ContentLengthWithTransferEncoding);
+        }
+        let codings = values(headers, "transfer-encoding")
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty());
+        // RFC 9112, 6.1: Transfer-Encoding in an HTTP/1.0 message is read, then the
+        // connection closed.
+        let keep = keep && version == Version::Http11;
+        return match transfer_codings(codings) {
+            Codings::Chunked { .. } => Ok((ResponseFraming::Chunked, keep)),
+            Codings::ChunkedTwice => Err(BadResponse::ChunkedTwice),
+            Codings::NotChunked => Ok((ResponseFraming::UntilClose, false)),
+        };
+    }
+    match length {
+        Some(n) if n > limits.max_body => Err(BadResponse::BodyTooLarge {
+            max_body: limits.max_body,
+        }),
+        Some(n) => Ok((ResponseFraming::Length(n), keep)),
+        None => Ok((ResponseFraming::UntilClose, false)),
+    }
 }
 
 /// True when the first thing wrong with a head httparse refused is a header line that

@@ -1,14 +1,16 @@
-//! What a request may hold before it is refused.
+//! What a request or a response may hold before it is refused.
 
-/// Bounds on one request: [`RequestDecoder`](super::RequestDecoder) refuses a request as soon
-/// as it passes one, so a connection never buffers more than these and one read.
+/// Bounds on one request, or one response: [`RequestDecoder`](super::RequestDecoder) refuses
+/// a request ([`ResponseDecoder`](super::ResponseDecoder) a response, with the
+/// [`BadResponse`](super::BadResponse) of the same name) as soon as it passes one, so a
+/// connection never buffers more than these and one read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Largest request head (request line and headers), and largest trailer section of a
+    /// Largest head (request or status line and headers), and largest trailer section of a
     /// chunked body, in bytes: [`HttpError::HeadTooLarge`](super::HttpError::HeadTooLarge)
     /// (431) past it. Default 8 KiB.
     pub max_head: usize,
-    /// Most headers in one request (at most 128): 431 past it. Default 64.
+    /// Most headers in one head (at most 128): 431 past it. Default 64.
     pub max_headers: usize,
     /// Largest body, announced by `Content-Length` or summed over chunks:
     /// [`HttpError::BodyTooLarge`](super::HttpError::BodyTooLarge) (413) as soon as it is

@@ -87,6 +87,37 @@ pub struct Request {
 }
 
 impl Request {
+    /// A client's request (for [`RequestEncoder`](super::RequestEncoder)): `method` on
+    /// `target` (`/path?query`), HTTP/1.1, no headers yet (add `Host`), no body.
+    pub fn new(method: Method, target: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: target.into(),
+            version: Version::Http11,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// A `GET` of `target`, HTTP/1.1, no headers yet (add `Host`).
+    pub fn get(target: impl Into<String>) -> Self {
+        Self::new(Method::Get, target)
+    }
+
+    /// Adds a header (`Content-Length` is the encoder's to write).
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The body.
+    #[must_use]
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
     /// The request a parsed head starts, its body still to come.
     pub(crate) fn from_head(head: &Head<'_, '_>) -> Self {
         Self {

@@ -228,16 +228,11 @@ fn check(r: &Response) -> Result<(), ResponseError> {
     if !has_length(r.status) && !r.body.is_empty() {
         return Err(ResponseError::BodyNotAllowed(r.status));
     }
-    let text = |s: &str| s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
-    if !text(&r.reason) {
+    if !is_field_value(r.reason.as_bytes()) {
         return Err(ResponseError::InvalidText(r.reason.to_string()));
     }
     for (name, value) in &r.headers {
-        let token = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"\"(),/:;<=>?@[\\]{}".contains(&b));
-        if !token || !text(value) {
+        if !is_token(name) || !is_field_value(value.as_bytes()) {
             return Err(ResponseError::InvalidText(format!("{name}: {value}")));
         }
         if ["content-length", "transfer-encoding", "date"]
@@ -248,6 +243,20 @@ fn check(r: &Response) -> Result<(), ResponseError> {
         }
     }
     Ok(())
+}
+
+/// True for a token (RFC 9110, 5.6.2): a header name or a method.
+pub(crate) fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\"(),/:;<=>?@[\\]{}".contains(&b))
+}
+
+/// True for text a header value (or a reason phrase) may carry: no CR, LF or other control
+/// byte but tab.
+pub(crate) fn is_field_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// The standard reason phrase of `status` (RFC 9110), or `Unknown`.
