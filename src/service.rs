@@ -124,6 +124,14 @@ pub enum ServiceError {
         /// What this service's would.
         now: Layers,
     },
+    /// The running weft serves a health check and this service, taking over, would not: its
+    /// balancer or orchestrator would take the instance out of rotation (or restart it).
+    #[error(
+        "the running weft serves a health check on {0} and this one has none: repeat --health \
+         {0} (a successor without it would fail every health probe), or stop it and start this \
+         one without --takeover"
+    )]
+    HealthDropped(Address),
 }
 
 /// Builds a service: an engine's listeners and shard tasks, plus the lifecycle pieces to run
@@ -368,11 +376,11 @@ impl Service {
         } else {
             format!("on {}", addrs.join(", "))
         };
-        let shards = engine.cores().len();
-        tracing::info!(
-            "serving {} {on} ({shards} shard{} on cores {:?}); a signal drains for up to {:?}",
+        let serving = format!(
+            "serving {} {on} ({} shard{} on cores {:?}); a signal drains for up to {:?}",
             self.name,
-            if shards == 1 { "" } else { "s" },
+            engine.cores().len(),
+            if engine.cores().len() == 1 { "" } else { "s" },
             engine.cores(),
             engine.drain_timeout(),
         );
@@ -438,17 +446,29 @@ impl Service {
             tracing::info!("health check on {}", Address::from(at));
             running.health = Some(Arc::new(check));
         }
-        if let Some(path) = self.handoff_socket {
-            let server = HandoffServer::start(path, control.clone(), running.health.clone())?;
-            tracing::info!("handoffs to a successor on {}", server.path().display());
-            running.handoffs = Some(server);
-        }
+        // Created before the predecessor is told to drain (a failure leaves it serving), put
+        // in place after (a successor that dies in between leaves the predecessor's socket).
+        let handoffs = self.handoff_socket.map(HandoffServer::prepare).transpose()?;
         if let Some(t) = takeover {
             match t.finish() {
                 Ok(()) => tracing::info!("took over the listeners; the previous weft is draining"),
-                Err(e) => tracing::warn!("took over the listeners, but {e}"),
+                Err(e) => tracing::warn!(
+                    "took over the listeners; the previous weft did not confirm its drain ({e}): \
+                     it may have exited already. This one serves"
+                ),
             }
         }
+        if let Some(prepared) = handoffs {
+            match prepared.place(control.clone(), running.health.clone()) {
+                Ok(server) => {
+                    tracing::info!("handoffs to a successor on {}", server.path().display());
+                    running.handoffs = Some(server);
+                }
+                // Serving already (and a predecessor may be draining): not a reason to stop.
+                Err(e) => tracing::error!("serving, but no successor can take over from this process: {e}"),
+            }
+        }
+        tracing::info!("{serving}");
         if let Some(signals) = signals {
             let hdr_log = running.hdr_log.as_ref().and_then(LatencyLog::reopener);
             running.signals = Some(SignalThread::start(
@@ -463,11 +483,17 @@ impl Service {
         Ok(running)
     }
 
-    /// Refuses a listener on a port taken over whose layers differ from the predecessor's.
+    /// Refuses a listener on a port taken over whose layers differ from the predecessor's,
+    /// and a takeover that would drop the predecessor's health check.
     fn check_roles(&self) -> Result<(), ServiceError> {
         let Some(takeover) = &self.takeover else {
             return Ok(());
         };
+        if self.health.is_none()
+            && let Some(addr) = takeover.health_addr()
+        {
+            return Err(ServiceError::HealthDropped(addr.into()));
+        }
         for &(addr, now) in &self.listeners {
             if let Some(&(_, was)) = takeover.roles().iter().find(|(a, _)| *a == addr)
                 && was != now

@@ -219,3 +219,79 @@ fn drain_delay_fails_the_health_check_while_the_service_still_accepts() {
     assert!(refused, "the listeners close after the delay");
     assert!(w.wait(Duration::from_secs(10)).success());
 }
+
+/// A successor that would drop the running weft's health check is refused (the old process
+/// serves on, its health check too); one that repeats it takes over, health check included.
+#[test]
+fn a_successor_keeps_the_health_check_or_is_refused() {
+    let sock = socket_path("health");
+    let sock = sock.to_str().unwrap();
+    let (mut old, addr, health) = echo_with_health(&["--handoff-socket", sock]);
+    old.wait_for("handoffs to a successor on", Duration::from_secs(10));
+    let listen = addr.to_string();
+    let flags = [
+        "--proto",
+        "echo",
+        "--cores",
+        "1",
+        "--listen",
+        &listen,
+        "--takeover",
+        sock,
+    ];
+    let out = util::run_weft(&[&["serve"], &flags[..]].concat(), Duration::from_secs(15));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the running weft serves a health check on {health} and this one has none"
+        )),
+        "{err}"
+    );
+    assert!(
+        probe(health).ends_with("\r\n\r\nserving\n"),
+        "the old one still answers"
+    );
+    // The refused successor left the handoff socket to the old process: another one reaches it.
+    let health_flag = health.to_string();
+    let mut new = Weft::serve(&[&flags[..], &["--health", &health_flag]].concat());
+    new.wait_for("took over the listeners", Duration::from_secs(10));
+    assert!(
+        old.wait(Duration::from_secs(10)).success(),
+        "the old one drains and exits"
+    );
+    assert!(
+        probe(health).ends_with("\r\n\r\nserving\n"),
+        "the new one answers"
+    );
+    new.signal(libc::SIGTERM);
+    assert!(new.wait(Duration::from_secs(10)).success());
+}
+
+/// A prepared handoff socket is not at its path until placed, and leaves nothing when dropped:
+/// a successor that dies before it tells its predecessor to drain leaves the predecessor's
+/// socket where it was.
+#[test]
+fn a_prepared_handoff_socket_leaves_the_path_alone_until_placed() {
+    use std::os::unix::fs::MetadataExt;
+    let path = socket_path("prepared");
+    std::fs::write(&path, b"the running weft's socket").unwrap();
+    let before = std::fs::metadata(&path).unwrap().ino();
+    let prepared = weft::handoff::HandoffServer::prepare(&path).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), before);
+    drop(prepared);
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), before);
+    let dir = path.parent().unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&name) && n != name)
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_file(&path).unwrap();
+}

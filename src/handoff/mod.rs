@@ -129,7 +129,8 @@ impl HandoffServer {
     /// Creates the socket at `path` (atomically replacing a stale one, or a predecessor's), and
     /// lends `engine`'s listening sockets, and `health`'s, to the first successor that asks.
     /// When the successor says `DRAIN`, the health check stops answering and the engine
-    /// hands off ([`EngineControl::hand_off`]).
+    /// hands off ([`EngineControl::hand_off`]). [`prepare`](Self::prepare) and
+    /// [`PreparedHandoff::place`] in one.
     ///
     /// # Errors
     ///
@@ -139,6 +140,18 @@ impl HandoffServer {
         engine: EngineControl,
         health: Option<Arc<HealthCheck>>,
     ) -> Result<Self, HandoffError> {
+        Self::prepare(path)?.place(engine, health)
+    }
+
+    /// Creates the socket beside `path`, listening, without putting it in place yet: a
+    /// successor that takes over prepares its own before it tells its predecessor to drain,
+    /// and places it after, so that a failure to create it leaves the predecessor serving and
+    /// a successor that dies before the drain leaves the predecessor's socket where it was.
+    ///
+    /// # Errors
+    ///
+    /// [`HandoffError::Bind`] if the socket cannot be created.
+    pub fn prepare(path: impl Into<PathBuf>) -> Result<PreparedHandoff, HandoffError> {
         let path = path.into();
         let bind_err = |source| HandoffError::Bind {
             path: path.clone(),
@@ -152,33 +165,69 @@ impl HandoffServer {
         listener
             .bind(&SockAddr::unix(&temp).map_err(bind_err)?)
             .map_err(bind_err)?;
-        let placed = fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))
-            .and_then(|()| listener.listen(8))
-            .and_then(|()| fs::rename(&temp, &path))
-            .and_then(|()| fs::metadata(&path));
-        let meta = match placed {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = fs::remove_file(&temp);
-                return Err(bind_err(e));
-            }
-        };
-        let (stop, stopped) = UnixStream::pair().map_err(bind_err)?;
-        let thread = std::thread::Builder::new()
-            .name("weft-handoff".into())
-            .spawn(move || serve(&listener, &stopped, &engine, health.as_deref()))
-            .map_err(bind_err)?;
-        Ok(Self {
-            path,
-            file: (meta.dev(), meta.ino()),
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        let prepared = PreparedHandoff { path, temp, listener };
+        fs::set_permissions(&prepared.temp, fs::Permissions::from_mode(0o600))
+            .and_then(|()| prepared.listener.listen(8))
+            .map_err(|source| HandoffError::Bind {
+                path: prepared.path.clone(),
+                source,
+            })?;
+        Ok(prepared)
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// A handoff socket created and listening beside its path, not in place yet (see
+/// [`HandoffServer::prepare`]); dropping it removes it.
+#[derive(Debug)]
+pub struct PreparedHandoff {
+    path: PathBuf,
+    temp: PathBuf,
+    listener: Socket,
+}
+
+impl PreparedHandoff {
+    /// Puts the socket at its path (atomically replacing what was there) and serves
+    /// handoffs on it, as [`HandoffServer::start`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`HandoffError::Bind`] if the socket cannot be moved into place or served.
+    pub fn place(
+        self,
+        engine: EngineControl,
+        health: Option<Arc<HealthCheck>>,
+    ) -> Result<HandoffServer, HandoffError> {
+        let bind_err = |source| HandoffError::Bind {
+            path: self.path.clone(),
+            source,
+        };
+        let meta = fs::rename(&self.temp, &self.path)
+            .and_then(|()| fs::metadata(&self.path))
+            .map_err(bind_err)?;
+        let (stop, stopped) = UnixStream::pair().map_err(bind_err)?;
+        let listener = self.listener.try_clone().map_err(bind_err)?;
+        let thread = std::thread::Builder::new()
+            .name("weft-handoff".into())
+            .spawn(move || serve(&listener, &stopped, &engine, health.as_deref()))
+            .map_err(bind_err)?;
+        Ok(HandoffServer {
+            path: self.path.clone(),
+            file: (meta.dev(), meta.ino()),
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for PreparedHandoff {
+    fn drop(&mut self) {
+        // Gone already once placed.
+        let _ = fs::remove_file(&self.temp);
     }
 }
 
@@ -373,6 +422,12 @@ impl Takeover {
     /// (a PROXY header, TLS): the successor must serve it the same way.
     pub fn roles(&self) -> &[(SocketAddr, Layers)] {
         &self.roles
+    }
+
+    /// Where the running process's health check listens, if it had one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        let fd = self.health.as_ref()?;
+        socket2::SockRef::from(fd).local_addr().ok()?.as_socket()
     }
 
     /// Takes the health check's listening socket, if the running process had one.
