@@ -9,7 +9,7 @@ use super::body::{BodyError, BodyReader, Count};
 use super::error::BadResponse;
 use super::head::{Asked, Framing, ResponseFraming, ResponseHead, parse_response_head};
 use super::limits::HttpLimits;
-use super::request::{Method, Version};
+use super::request::{Method, Version, named, owned};
 use super::request_encoder::RequestEncoder;
 use crate::proto::codec::{Decoder, InBuf};
 
@@ -42,11 +42,7 @@ impl ClientResponse {
             version: head.version,
             status: head.status,
             reason: head.reason.to_owned(),
-            headers: head
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                .collect(),
+            headers: owned(head.headers),
             body: Vec::new(),
             body_len: 0,
             keep_alive: head.keep_alive,
@@ -55,18 +51,12 @@ impl ClientResponse {
 
     /// The value of the first header named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        named(&self.headers, name).next()
     }
 
     /// The values of every header named `name` (ASCII case-insensitive), in order.
     pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        named(&self.headers, name)
     }
 
     /// True for a 2xx status.

@@ -124,29 +124,19 @@ impl Request {
             method: Method::from_token(head.method),
             path: head.path.to_owned(),
             version: head.version,
-            headers: head
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                .collect(),
+            headers: owned(head.headers),
             body: Vec::new(),
         }
     }
 
     /// The value of the first header named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        named(&self.headers, name).next()
     }
 
     /// The values of every header named `name` (ASCII case-insensitive), in order.
     pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        named(&self.headers, name)
     }
 
     /// The path without its query (`?…`). For an absolute-form target (`http://h/p?q`, which
@@ -184,6 +174,26 @@ impl Request {
     pub fn keep_alive(&self) -> bool {
         keep_alive(self.version, self.headers_named("connection"))
     }
+}
+
+/// Owned copies of parsed headers, names as sent: the headers of a [`Request`] or a
+/// [`ClientResponse`](super::ClientResponse).
+pub(crate) fn owned(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect()
+}
+
+/// The values of the headers named `name` (ASCII case-insensitive) among owned ones, in order.
+pub(crate) fn named<'a, 'n>(
+    headers: &'a [(String, Vec<u8>)],
+    name: &'n str,
+) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+    headers
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
 }
 
 /// An absolute-form target (`scheme://authority/path?query`) split after its authority:
