@@ -148,8 +148,8 @@ pub use stats::StatsSnapshot;
 pub mod shard {
     pub use crate::driver::mesh::{CallError, ShardHandle, invoke_on_all, owner_of, submit_to};
     pub use crate::driver::tasks::{
-        Cancelled, Elapsed, Interval, JoinHandle, counters, current, drain_started, interval,
-        is_draining, ring_features, sleep, spawn, state, timeout, until_drain, yield_now,
+        Cancelled, Elapsed, Interval, JoinHandle, counters, current, drain_started, interval, is_draining,
+        ring_features, sleep, spawn, state, timeout, until_drain, yield_now,
     };
     pub use crate::proto::queue::Queue;
 }

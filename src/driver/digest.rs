@@ -67,7 +67,13 @@ mod tests {
         let mut d = Digest::default();
         let t0 = Instant::now();
         let first = d.record(t0);
-        assert_eq!(first, Some(Summary { count: 1, since: None }));
+        assert_eq!(
+            first,
+            Some(Summary {
+                count: 1,
+                since: None
+            })
+        );
         for ms in [1, 500, 999] {
             assert_eq!(d.record(t0 + Duration::from_millis(ms)), None);
         }
@@ -76,6 +82,9 @@ mod tests {
             later.map(|s| format!("{}{}", s.counted("reset"), s.window())),
             Some("4 resets in the last 1.5s".to_string())
         );
-        assert_eq!(first.map(|s| s.counted("handshake") + &s.window()), Some("1 handshake".to_string()));
+        assert_eq!(
+            first.map(|s| s.counted("handshake") + &s.window()),
+            Some("1 handshake".to_string())
+        );
     }
 }

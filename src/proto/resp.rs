@@ -730,7 +730,10 @@ impl ReplyDecoder {
                 if &body[len..] != b"\r\n" {
                     return Err(ReplyError::MissingCrlf);
                 }
-                return Ok(Some((Step::Element(Reply::Bulk(body[..len].to_vec())), next + len + 2)));
+                return Ok(Some((
+                    Step::Element(Reply::Bulk(body[..len].to_vec())),
+                    next + len + 2,
+                )));
             }
             _ => {
                 let count = match number()? {
@@ -1172,7 +1175,10 @@ mod tests {
         }
         assert_eq!(got, [Reply::Array(items)]);
         // Byte by byte, a nested reply too.
-        let nested = Reply::Array(vec![Reply::Array(vec![Reply::Nil, Reply::bulk("a\r\n")]), Reply::Integer(7)]);
+        let nested = Reply::Array(vec![
+            Reply::Array(vec![Reply::Nil, Reply::bulk("a\r\n")]),
+            Reply::Integer(7),
+        ]);
         let bytes = nested.to_bytes();
         let mut held = Vec::new();
         let mut got = None;

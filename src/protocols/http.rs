@@ -424,7 +424,10 @@ mod tests {
             (b"GARBAGE\r\n\r\n", "400"),
             (b"NOT HTTP AT ALL\r\n\r\n", "400"),
             (b"GET / HTTP/2.0\r\n\r\n", "505"),
-            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc", "405"),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+                "405",
+            ),
             (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\n", "400"),
             (
                 b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
@@ -509,7 +512,10 @@ mod tests {
     #[test]
     fn records_service_time_per_response() {
         crate::metrics::install_recorder();
-        run(&[b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\n", b"\r\nBAD\r\n\r\n"]);
+        run(&[
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\n",
+            b"\r\nBAD\r\n\r\n",
+        ]);
         let taken = crate::metrics::take_interval();
         crate::metrics::uninstall_recorder();
         assert_eq!(taken.len(), 1);

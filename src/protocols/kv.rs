@@ -24,8 +24,9 @@
 //! before it); an unknown command or wrong arguments with an error, and the connection stays.
 //! On the engine's drain a connection reads no more, answers what it has received (including
 //! commands waiting on other shards) and closes. Each shard sweeps expired keys
-//! [`SWEEP_HZ`] times a second (sampling keys with a TTL, as redis does), besides expiring
-//! them when they are touched.
+//! [`SWEEP_HZ`] times a second (sampling keys with a TTL, as redis does, for as long as many
+//! of the samples had expired, within [`SWEEP_BUDGET`]), besides expiring them when they are
+//! touched.
 //!
 //! Multi-key commands are atomic per shard, not across shards (as in Redis Cluster, where
 //! they are refused across slots). `--maxmemory` is divided evenly between the shards; each
@@ -59,7 +60,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::driver::mesh::{invoke_on_all, submit_to};
-use crate::driver::tasks::{counters, drain_started, interval, is_draining, spawn, state};
+use crate::driver::tasks::{counters, drain_started, interval, is_draining, spawn, state, yield_now};
 use crate::proto::codec::{FrameHandler, Framed};
 use crate::proto::kv::command::{Command, Target, parse};
 use crate::proto::kv::info::{ServerInfo, render};
@@ -77,9 +78,12 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// How many times a second each shard samples its keys with a TTL for expired ones (redis's
 /// `hz`).
 pub const SWEEP_HZ: u32 = 10;
-/// Most rounds of [`EXPIRE_SAMPLES`](crate::proto::kv::keyspace::EXPIRE_SAMPLES) keys one
-/// sweep takes, so that a sweep never holds its shard for long.
-const SWEEP_ROUNDS: usize = 16;
+/// The most time one sweep may take: a quarter of the time between sweeps, as redis's
+/// `activeExpireCycle` (25% of a CPU at most, however many keys expire).
+pub const SWEEP_BUDGET: Duration = Duration::from_millis(1000 / SWEEP_HZ as u64 / 4);
+/// Rounds of [`EXPIRE_SAMPLES`](crate::proto::kv::keyspace::EXPIRE_SAMPLES) keys a sweep takes
+/// between looks at the clock, each followed by a chance for the shard's connections to run.
+const SWEEP_SLICE_ROUNDS: usize = 16;
 
 /// The kv server's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -242,9 +246,24 @@ impl KvShard {
         self.keyspace.borrow_mut().flush();
     }
 
-    /// One sweep of expired keys; returns how many went.
-    pub fn sweep(&self) -> usize {
-        self.keyspace.borrow_mut().expire_cycle(now_ms(), SWEEP_ROUNDS)
+    /// One sweep of expired keys, adaptive as redis's: rounds of samples go on while more
+    /// than a tenth of a sample had expired, for at most [`SWEEP_BUDGET`], and every
+    /// [`SWEEP_SLICE_ROUNDS`] rounds the shard's other tasks (its connections) may run.
+    /// Returns how many keys went.
+    pub async fn sweep(&self) -> usize {
+        let started = Instant::now();
+        let mut removed = 0;
+        loop {
+            let cycle = self
+                .keyspace
+                .borrow_mut()
+                .expire_cycle(now_ms(), SWEEP_SLICE_ROUNDS);
+            removed += cycle.removed;
+            if !cycle.unfinished || started.elapsed() >= SWEEP_BUDGET {
+                return removed;
+            }
+            yield_now().await;
+        }
     }
 
     /// Shows the keyspace's figures in the shard's metrics (see
@@ -273,7 +292,7 @@ impl KvShard {
                 break;
             }
             if let Some(s) = state::<KvShard>() {
-                s.sweep();
+                s.sweep().await;
                 s.publish();
             }
         }

@@ -220,8 +220,9 @@ mod tests {
         assert_eq!(reqs[0].body, b"Wikipedia in\r\n\r\nchunks.");
         assert_eq!((reqs[1].method.clone(), reqs[1].body.len()), (Method::Get, 0));
         // No trailers.
-        let (reqs, _) =
-            at_every_split(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n");
+        let (reqs, _) = at_every_split(
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+        );
         assert_eq!(reqs[0].body, b"a");
     }
 
@@ -256,7 +257,10 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", false),
             (b"GET / HTTP/1.0\r\n\r\n", false),
             (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
-            (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n", false),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n",
+                false,
+            ),
         ];
         for (input, want) in cases {
             let (reqs, _) = decode(&[input]);

@@ -179,7 +179,10 @@ mod tests {
             method: Method::Get,
             path: target.to_owned(),
             version: Version::Http11,
-            headers: host.map(|h| ("Host".to_owned(), h.as_bytes().to_vec())).into_iter().collect(),
+            headers: host
+                .map(|h| ("Host".to_owned(), h.as_bytes().to_vec()))
+                .into_iter()
+                .collect(),
             body: Vec::new(),
         }
     }
@@ -189,15 +192,31 @@ mod tests {
         for (target, host, path, query, authority) in [
             ("/p/q?x=1", Some("h:80"), "/p/q", "x=1", Some("h:80")),
             ("/", None, "/", "", None),
-            ("http://a.example:8080/p?x=1&y", Some("other"), "/p", "x=1&y", Some("a.example:8080")),
+            (
+                "http://a.example:8080/p?x=1&y",
+                Some("other"),
+                "/p",
+                "x=1&y",
+                Some("a.example:8080"),
+            ),
             ("https://a", None, "/", "", Some("a")),
             ("http://a?x", None, "/", "x", Some("a")),
             ("*", Some("h"), "*", "", Some("h")),
-            ("/redirect?to=http://b/", Some("h"), "/redirect", "to=http://b/", Some("h")),
+            (
+                "/redirect?to=http://b/",
+                Some("h"),
+                "/redirect",
+                "to=http://b/",
+                Some("h"),
+            ),
             ("1a://x/y", Some("h"), "1a://x/y", "", Some("h")),
         ] {
             let r = request(target, host);
-            assert_eq!((r.path_only(), r.query(), r.host()), (path, query, authority), "{target}");
+            assert_eq!(
+                (r.path_only(), r.query(), r.host()),
+                (path, query, authority),
+                "{target}"
+            );
         }
     }
 }

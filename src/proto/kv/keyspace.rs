@@ -25,6 +25,21 @@ pub const EVICTION_SAMPLES: usize = 5;
 /// Keys with a TTL sampled per round of the active expiry sweep (redis's
 /// `ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP`).
 pub const EXPIRE_SAMPLES: usize = 20;
+/// The percentage of a sample's keys that may be found expired for the sweep to stop
+/// (redis's `ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE`): above it, another round follows.
+pub const EXPIRE_ACCEPTABLE_STALE: usize = 10;
+
+/// What [`Keyspace::expire_cycle`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExpireCycle {
+    /// Rounds of samples taken.
+    pub rounds: usize,
+    /// Keys removed.
+    pub removed: usize,
+    /// The last round still found more than [`EXPIRE_ACCEPTABLE_STALE`] percent of its sample
+    /// expired (it stopped at `max_rounds`): more rounds are worth it.
+    pub unfinished: bool,
+}
 
 /// `-OOM command not allowed when used memory > 'maxmemory'.`
 pub const OOM: Reply = Reply::error("OOM command not allowed when used memory > 'maxmemory'.");
@@ -337,14 +352,17 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         self.used <= limit
     }
 
-    /// One round of the active expiry sweep, as redis's: samples up to [`EXPIRE_SAMPLES`]
-    /// keys with a TTL, removes the expired ones, and samples again while more than a quarter
-    /// of a sample had expired, at most `max_rounds` times. Returns the keys removed.
-    pub fn expire_cycle(&mut self, now: i64, max_rounds: usize) -> usize {
-        let mut removed = 0;
+    /// Rounds of the active expiry sweep, as redis's `activeExpireCycle`: each samples up to
+    /// [`EXPIRE_SAMPLES`] keys with a TTL and removes the expired ones; another round follows
+    /// while more than [`EXPIRE_ACCEPTABLE_STALE`] percent of a round's sample had expired, at
+    /// most `max_rounds` in all. The caller bounds the time spent over several calls (see
+    /// [`ExpireCycle::unfinished`]).
+    pub fn expire_cycle(&mut self, now: i64, max_rounds: usize) -> ExpireCycle {
+        let mut cycle = ExpireCycle::default();
         for _ in 0..max_rounds {
             let sample = EXPIRE_SAMPLES.min(self.expiring.len());
             if sample == 0 {
+                cycle.unfinished = false;
                 break;
             }
             let (mut expired, mut ttl_sum, mut ttl_count) = (0, 0u64, 0u64);
@@ -381,15 +399,18 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
                     self.stats.avg_ttl / 50 * 49 + avg / 50
                 };
             }
-            removed += expired;
-            if expired * 4 <= sample {
+            cycle.rounds += 1;
+            cycle.removed += expired;
+            cycle.unfinished = expired * 100 > sample * EXPIRE_ACCEPTABLE_STALE;
+            if !cycle.unfinished {
                 break;
             }
         }
         if self.expiring.is_empty() {
             self.stats.avg_ttl = 0;
+            cycle.unfinished = false;
         }
-        removed
+        cycle
     }
 
     /// Removes every key.
@@ -825,10 +846,12 @@ mod tests {
         assert_eq!(k.stats().expires, 1000);
         let mut removed = 0;
         for _ in 0..200 {
-            removed += k.expire_cycle(T0 + 20, 16);
+            let cycle = k.expire_cycle(T0 + 20, 16);
+            assert!(cycle.rounds <= 16);
+            removed += cycle.removed;
         }
-        // Sampling stops once at most a quarter of a sample expired: most of them go.
-        assert!(removed >= 350, "{removed}");
+        // Sampling stops once at most a tenth of a sample expired: most of them go.
+        assert!(removed >= 400, "{removed}");
         let stats = k.stats();
         assert_eq!(stats.keys, 1100 - removed as u64);
         assert_eq!(stats.expired_keys, removed as u64);
@@ -843,6 +866,29 @@ mod tests {
         }
         assert_eq!(k.stats().keys, 600);
         assert_eq!(k.stats().expires, 500);
+    }
+
+    #[test]
+    fn the_sweep_goes_on_while_most_samples_expired() {
+        let mut k = ks(KeyspaceConfig::default());
+        for i in 0..10_000 {
+            run(&mut k, &format!("set k{i} v px 10"), T0);
+        }
+        // Every sample is all expired: each call takes its every round and says there is more.
+        let cycle = k.expire_cycle(T0 + 20, 4);
+        assert_eq!((cycle.rounds, cycle.removed, cycle.unfinished), (4, 80, true));
+        // Called again while unfinished (as the shard does within its time budget), the
+        // sweep empties the shard: the last rounds sample what is left.
+        let mut calls = 1;
+        while k.expire_cycle(T0 + 20, 16).unfinished {
+            calls += 1;
+            assert!(calls < 10_000, "bounded");
+        }
+        assert!(k.is_empty(), "{} left", k.len());
+        assert_eq!(k.stats().expired_keys, 10_000);
+        // Nothing with a TTL: nothing to do.
+        run(&mut k, "set p v", T0);
+        assert_eq!(k.expire_cycle(T0 + 20, 16), ExpireCycle::default());
     }
 
     #[test]
