@@ -142,12 +142,15 @@ fn read_reply(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(-1);
     match line[0] {
-        b'$' if n >= 0 => {
+        // Bulk and RESP3 verbatim strings.
+        b'$' | b'=' if n >= 0 => {
             let mut body = vec![0; n as usize + 2];
             r.read_exact(&mut body)?;
             line.extend_from_slice(&body);
         }
-        b'*' if n >= 0 => {
+        // Arrays, RESP3 sets and maps (two per entry).
+        b'*' | b'~' | b'%' if n >= 0 => {
+            let n = if line[0] == b'%' { 2 * n } else { n };
             for _ in 0..n {
                 line.extend_from_slice(&read_reply(r)?);
             }
@@ -297,7 +300,16 @@ fn script() -> Vec<Vec<Vec<u8>>> {
 
 /// Runs the script on `addr`, one command at a time; the answers.
 fn run_script(addr: SocketAddr) -> Vec<Vec<u8>> {
+    run_script_in(addr, 2)
+}
+
+/// Runs the script on `addr` in RESP `protocol` (after `HELLO 3` for 3), one command at a
+/// time; the answers.
+fn run_script_in(addr: SocketAddr, protocol: u8) -> Vec<Vec<u8>> {
     let mut c = Client::connect(addr);
+    if protocol == 3 {
+        assert!(c.cmd("HELLO 3").starts_with(b"%7\r\n"));
+    }
     script()
         .iter()
         .map(|req| {
@@ -345,6 +357,97 @@ fn same_answers_as_redis_server_byte_for_byte() {
     let want = run_script_pipelined(redis.addr);
     let got = run_script_pipelined(weft.addr);
     assert_eq!(text(&got), text(&want));
+}
+
+/// The script again after `HELLO 3`: every answer in RESP3 as redis-server gives it (nulls
+/// `_`, maps for CONFIG GET and HELLO, sets in COMMAND INFO), byte for byte.
+#[test]
+fn same_answers_as_redis_server_in_resp3() {
+    let _serial = util::serial();
+    require_peer(Peer::Program("redis-server"));
+    let dir = Scratch::new("kv-redis-resp3");
+    let redis = Server::redis(&dir);
+    let weft = Server::weft(&[]);
+    let want = run_script_in(redis.addr, 3);
+    let got = run_script_in(weft.addr, 3);
+    let mut diffs = Vec::new();
+    for ((line, w), g) in SCRIPT.lines().zip(&want).zip(&got) {
+        if w != g {
+            diffs.push(format!("{line}\n  redis: {:?}\n  weft:  {:?}", text(w), text(g)));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+    assert!(want.iter().any(|w| w == b"_\r\n"), "RESP3 nulls compared");
+    // HELLO, INFO and answers from the other shard, in each protocol.
+    let mut r = Client::connect(redis.addr);
+    let mut w = Client::connect(weft.addr);
+    let mask_id = |reply: Vec<u8>| {
+        let text = text(&reply);
+        let at = text.find("$2\r\nid\r\n:").expect("id") + 9;
+        let end = at + text[at..].find("\r\n").unwrap();
+        format!("{}N{}", &text[..at], &text[end..])
+    };
+    for line in [
+        "HELLO 3",
+        "HELLO",
+        "HELLO 2",
+        "HELLO",
+        "HELLO 3 SETNAME app",
+        "HELLO 3 AUTH default x",
+    ] {
+        assert_eq!(mask_id(w.cmd(line)), mask_id(r.cmd(line)), "{line}");
+    }
+    assert_eq!(w.cmd("HELLO 3 SETNAME a\nb"), r.cmd("HELLO 3 SETNAME a\nb"));
+    assert_eq!(w.cmd("INFO nosuchsection"), r.cmd("INFO nosuchsection"));
+    let info = w.cmd("INFO keyspace");
+    assert!(
+        info.starts_with(b"=") && text(&info).contains("\r\ntxt:# Keyspace\r\n"),
+        "{}",
+        text(&info)
+    );
+    assert_eq!(w.cmd("COMMAND DOCS"), b"%0\r\n");
+    // A pipeline whose answers come from both shards, some nil, across a switch of protocols:
+    // each answered in the protocol of its time.
+    let keys = keys_on_both_shards("p3", 2);
+    let mut req = Vec::new();
+    for line in [
+        "HELLO 2",
+        "GET {k0}",
+        "MGET {k0} {k1} {k2} {k3}",
+        "HELLO 3",
+        "GET {k0}",
+        "MGET {k0} {k1} {k2} {k3}",
+        "SET {k1} v NX",
+        "SET {k1} v NX",
+    ] {
+        let mut l = line.to_owned();
+        for (i, k) in keys.iter().enumerate() {
+            l = l.replace(&format!("{{k{i}}}"), k);
+        }
+        let args: Vec<&[u8]> = l.split(' ').map(str::as_bytes).collect();
+        req.extend(encode(&args));
+    }
+    let answers = |c: &mut Client| {
+        c.send(&req);
+        (0..8).map(|_| mask_id_or(c.reply())).collect::<Vec<_>>()
+    };
+    fn mask_id_or(reply: Vec<u8>) -> String {
+        let t = text(&reply);
+        match t.find("$2\r\nid\r\n:") {
+            Some(at) => {
+                let at = at + 9;
+                let end = at + t[at..].find("\r\n").unwrap();
+                format!("{}N{}", &t[..at], &t[end..])
+            }
+            None => t,
+        }
+    }
+    assert_eq!(answers(&mut w), answers(&mut r));
 }
 
 #[test]
@@ -435,8 +538,7 @@ fn hello_info_and_command_have_redis_shapes() {
     };
     assert_eq!(mask_id(w.cmd("HELLO 2")), mask_id(r.cmd("HELLO 2")));
     assert_eq!(mask_id(w.cmd("HELLO")), mask_id(r.cmd("HELLO")));
-    // weft speaks RESP2 only.
-    assert_eq!(w.cmd("HELLO 3"), b"-NOPROTO unsupported protocol version\r\n");
+    assert_eq!(w.cmd("HELLO 4"), r.cmd("HELLO 4"));
     // COMMAND DOCS: an array (empty: weft has no docs); COMMAND COUNT: an integer.
     assert_eq!(w.cmd("COMMAND DOCS"), b"*0\r\n");
     assert!(w.cmd("COMMAND COUNT").starts_with(b":"));

@@ -68,7 +68,7 @@ use crate::proto::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig, Keysp
 use crate::proto::kv::route::{Gather, shard_of, split};
 use crate::proto::kv::session::{Outcome, ServerFacts, Session};
 use crate::proto::protocol::{Factory, ShardInfo};
-use crate::proto::resp::{Reply, Request, RespDecoder, RespError, RespLimits};
+use crate::proto::resp::{Protocol, Reply, Request, RespDecoder, RespError, RespLimits};
 use crate::proto::transport::Transport;
 use crate::protocols::kv_metrics::{self, Published};
 
@@ -213,10 +213,12 @@ impl KvShard {
         self.keyspace.borrow_mut().execute(cmd, self.now())
     }
 
-    /// Runs a keyspace command on this shard's keys, now, and appends its answer's bytes to
-    /// `out`.
-    pub fn execute_into(&self, cmd: Command, out: &mut Vec<u8>) {
-        self.keyspace.borrow_mut().execute_into(cmd, self.now(), out);
+    /// Runs a keyspace command on this shard's keys, now, and appends its answer's bytes in
+    /// `protocol` to `out`.
+    pub fn execute_into(&self, cmd: Command, protocol: Protocol, out: &mut Vec<u8>) {
+        self.keyspace
+            .borrow_mut()
+            .execute_into(cmd, self.now(), protocol, out);
     }
 
     /// Runs keyspace commands in order, at one time; their answers in order.
@@ -374,8 +376,9 @@ impl Kv {
 /// What one received command's answer is now.
 #[derive(Debug)]
 enum Slot {
-    /// Not answered yet.
-    Pending,
+    /// Not answered yet; to be answered in this protocol (the connection's when the command
+    /// started: a `HELLO` after it does not change it).
+    Pending(Protocol),
     /// The answer's bytes.
     Ready(Vec<u8>),
 }
@@ -495,9 +498,16 @@ impl Conn {
     fn start(self: &Rc<Self>, seq: u64, cmd: Command) {
         let shard = &self.shard;
         let (me, shards) = (shard.index, shard.shards);
+        self.state.borrow_mut().stamp(seq);
         match cmd.target() {
             Target::Connection => {
-                let outcome = self.state.borrow_mut().session.execute(cmd, &shard.facts);
+                let outcome = {
+                    let mut st = self.state.borrow_mut();
+                    let outcome = st.session.execute(cmd, &shard.facts);
+                    // HELLO answers in the protocol it switched to.
+                    st.stamp(seq);
+                    outcome
+                };
                 match outcome {
                     Outcome::Reply(reply) => self.answer(seq, &reply),
                     Outcome::ReplyAndClose(reply) => {
@@ -654,22 +664,25 @@ impl Conn {
 
     /// Runs command `seq` on this shard's keys and answers it.
     fn answer_local(&self, seq: u64, cmd: Command) {
-        self.answer_with(seq, |out| self.shard.execute_into(cmd, out));
+        self.answer_with(seq, |protocol, out| {
+            self.shard.execute_into(cmd, protocol, out);
+        });
     }
 
     /// Answers command `seq`.
     fn answer(&self, seq: u64, reply: &Reply) {
-        self.answer_with(seq, |out| reply.encode(out));
+        self.answer_with(seq, |protocol, out| reply.encode_as(protocol, out));
     }
 
     /// Answers command `seq` with the bytes `encode` appends (it is always called): straight
     /// into the output when nothing before it waits, else into its slot.
-    fn answer_with(&self, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) {
+    fn answer_with(&self, seq: u64, encode: impl FnOnce(Protocol, &mut Vec<u8>)) {
         let mut st = self.state.borrow_mut();
+        let protocol = st.protocol_of(seq);
         if st.first_seq == seq && st.slots.len() == 1 {
             match &st.transport {
-                Some(t) => t.write_with(encode),
-                None => encode(&mut Vec::new()),
+                Some(t) => t.write_with(|out| encode(protocol, out)),
+                None => encode(protocol, &mut Vec::new()),
             }
             st.slots.pop_front();
             st.first_seq += 1;
@@ -679,7 +692,7 @@ impl Conn {
         }
         drop(st);
         let mut bytes = Vec::new();
-        encode(&mut bytes);
+        encode(protocol, &mut bytes);
         self.fill(seq, Slot::Ready(bytes));
     }
 
@@ -706,7 +719,7 @@ impl Conn {
             .iter()
             .map_while(|s| match s {
                 Slot::Ready(b) => Some(b.len()),
-                Slot::Pending => None,
+                Slot::Pending(_) => None,
             })
             .fold((0, 0), |(n, sum), len| (n + 1, sum + len));
         st.held_bytes -= bytes;
@@ -762,8 +775,30 @@ impl Conn {
 impl State {
     /// A new pending slot at the back; its sequence number.
     fn push_slot(&mut self) -> u64 {
-        self.slots.push_back(Slot::Pending);
+        self.slots.push_back(Slot::Pending(self.session.protocol()));
         self.first_seq + self.slots.len() as u64 - 1
+    }
+
+    /// The slot of command `seq`, if it waits.
+    fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        self.slots.get_mut(index)
+    }
+
+    /// Command `seq` is answered in the protocol the connection speaks now.
+    fn stamp(&mut self, seq: u64) {
+        let protocol = self.session.protocol();
+        if let Some(slot @ Slot::Pending(_)) = self.slot_mut(seq) {
+            *slot = Slot::Pending(protocol);
+        }
+    }
+
+    /// The protocol command `seq` is answered in.
+    fn protocol_of(&mut self, seq: u64) -> Protocol {
+        match self.slot_mut(seq) {
+            Some(Slot::Pending(p)) => *p,
+            _ => self.session.protocol(),
+        }
     }
 }
 

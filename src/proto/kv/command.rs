@@ -814,13 +814,7 @@ fn parse_hello(mut args: Request) -> Result<Command, Reply> {
             auth = Some((std::mem::take(&mut args[j + 1]), std::mem::take(&mut args[j + 2])));
             j += 3;
         } else if is(&args[j], "setname") && more >= 1 {
-            let given = std::mem::take(&mut args[j + 1]);
-            if given.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-                return Err(Reply::error(
-                    "ERR Client names cannot contain spaces, newlines or special characters.",
-                ));
-            }
-            name = Some(given);
+            name = Some(std::mem::take(&mut args[j + 1]));
             j += 2;
         } else {
             let mut line = b"ERR Syntax error in HELLO option '".to_vec();

@@ -125,7 +125,7 @@ pub fn render(sections: &[Vec<u8>], server: &ServerInfo, keyspace: &KeyspaceStat
             }
         }
     }
-    Reply::Bulk(out.into_bytes())
+    Reply::Verbatim(out.into_bytes())
 }
 
 #[cfg(test)]
@@ -135,7 +135,7 @@ mod tests {
     fn text(sections: &[&str], ks: &KeyspaceStats) -> String {
         let sections: Vec<Vec<u8>> = sections.iter().map(|s| s.as_bytes().to_vec()).collect();
         match render(&sections, &ServerInfo::default(), ks) {
-            Reply::Bulk(b) => String::from_utf8(b).unwrap(),
+            Reply::Verbatim(b) => String::from_utf8(b).unwrap(),
             other => panic!("{other:?}"),
         }
     }

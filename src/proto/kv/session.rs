@@ -2,7 +2,7 @@
 //! `HELLO`, `AUTH`, `COMMAND`, `CONFIG GET`.
 
 use crate::proto::kv::command::{COMMANDS, Command, CommandQuery, NOT_AN_INTEGER, Spec};
-use crate::proto::resp::Reply;
+use crate::proto::resp::{Protocol, Reply};
 
 /// The redis-server version whose behaviour the kv server follows, reported by `HELLO` and
 /// `INFO`.
@@ -20,6 +20,7 @@ pub struct ServerFacts {
 pub struct Session {
     id: u64,
     name: Option<Vec<u8>>,
+    protocol: Protocol,
 }
 
 /// What the connection does after a command of its own.
@@ -36,7 +37,28 @@ pub enum Outcome {
 impl Session {
     /// A session with the client id `id` (what `HELLO` reports).
     pub fn new(id: u64) -> Self {
-        Self { id, name: None }
+        Self {
+            id,
+            name: None,
+            protocol: Protocol::Resp2,
+        }
+    }
+
+    /// The protocol the connection speaks (RESP2 until `HELLO 3`).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Sets the client name as redis's `clientSetName`: an empty name removes it; a name
+    /// with spaces, newlines or other bytes outside `!`..`~` is refused.
+    fn set_name(&mut self, name: Vec<u8>) -> Result<(), Reply> {
+        if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+            return Err(Reply::error(
+                "ERR Client names cannot contain spaces, newlines or special characters.",
+            ));
+        }
+        self.name = (!name.is_empty()).then_some(name);
+        Ok(())
     }
 
     /// The client id.
@@ -70,15 +92,17 @@ impl Session {
                 auth: creds,
                 name,
             } => {
-                // weft speaks RESP2 only.
-                if version == Some(3) {
-                    return Outcome::Reply(Reply::error("NOPROTO unsupported protocol version"));
-                }
+                // As redis: authenticate, then name, then switch protocols.
                 if let Some(error) = creds.and_then(|(user, _)| auth(&user)) {
                     return Outcome::Reply(error);
                 }
-                if name.is_some() {
-                    self.name = name;
+                if let Some(Err(error)) = name.map(|n| self.set_name(n)) {
+                    return Outcome::Reply(error);
+                }
+                match version {
+                    Some(3) => self.protocol = Protocol::Resp3,
+                    Some(2) => self.protocol = Protocol::Resp2,
+                    _ => {}
                 }
                 self.hello()
             }
@@ -88,25 +112,18 @@ impl Session {
         })
     }
 
-    /// `HELLO`'s answer: the server, its version, the protocol, the client id, the mode, the
-    /// role and the modules, as a flat array (RESP2 has no maps).
+    /// `HELLO`'s answer: the server, its version, the protocol now spoken, the client id,
+    /// the mode, the role and the modules, as a map (a flat array in RESP2).
     fn hello(&self) -> Reply {
         let s = |t: &str| Reply::bulk(t);
-        Reply::Array(vec![
-            s("server"),
-            s("redis"),
-            s("version"),
-            s(REDIS_VERSION),
-            s("proto"),
-            Reply::Integer(2),
-            s("id"),
-            Reply::Integer(self.id as i64),
-            s("mode"),
-            s("standalone"),
-            s("role"),
-            s("master"),
-            s("modules"),
-            Reply::Array(Vec::new()),
+        Reply::Map(vec![
+            (s("server"), s("redis")),
+            (s("version"), s(REDIS_VERSION)),
+            (s("proto"), Reply::Integer(self.protocol.version())),
+            (s("id"), Reply::Integer(self.id as i64)),
+            (s("mode"), s("standalone")),
+            (s("role"), s("master")),
+            (s("modules"), Reply::Array(Vec::new())),
         ])
     }
 }
@@ -121,7 +138,7 @@ fn auth(user: &[u8]) -> Option<Reply> {
 /// `COMMAND INFO`'s entry for a command.
 fn info(spec: &Spec) -> Reply {
     let statuses = |items: &[&str]| {
-        Reply::Array(
+        Reply::Set(
             items
                 .iter()
                 .map(|f| Reply::Status(f.to_string().into()))
@@ -136,9 +153,9 @@ fn info(spec: &Spec) -> Reply {
         Reply::Integer(spec.keys.1),
         Reply::Integer(spec.keys.2),
         statuses(spec.categories),
-        Reply::Array(Vec::new()),
-        Reply::Array(Vec::new()),
-        Reply::Array(spec.subcommands.iter().map(info).collect()),
+        Reply::Set(Vec::new()),
+        Reply::Set(Vec::new()),
+        Reply::Set(spec.subcommands.iter().map(info).collect()),
     ])
 }
 
@@ -154,7 +171,7 @@ fn spec_named(name: &[u8]) -> Option<&'static Spec> {
 fn command_reply(query: CommandQuery) -> Reply {
     match query {
         CommandQuery::Count => Reply::Integer(COMMANDS.len() as i64),
-        CommandQuery::Docs => Reply::Array(Vec::new()),
+        CommandQuery::Docs => Reply::Map(Vec::new()),
         CommandQuery::List => Reply::Array(
             COMMANDS
                 .iter()
@@ -197,9 +214,9 @@ fn config_get(patterns: &[Vec<u8>], facts: &ServerFacts) -> Reply {
             }
         }
     }
-    Reply::Array(
+    Reply::Map(
         out.into_iter()
-            .flat_map(|(n, v)| [Reply::Bulk(n), Reply::bulk(v)])
+            .map(|(n, v)| (Reply::Bulk(n), Reply::bulk(v)))
             .collect(),
     )
 }
@@ -302,7 +319,7 @@ mod tests {
                 "select 4294967296",
                 "-ERR value is not an integer or out of range\r\n",
             ),
-            ("hello 3", "-NOPROTO unsupported protocol version\r\n"),
+            ("hello 4", "-NOPROTO unsupported protocol version\r\n"),
             (
                 "hello 2 auth default x",
                 "*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:2\r\n\
@@ -336,6 +353,35 @@ mod tests {
         assert_eq!(run(&mut s, "POST / HTTP/1.1"), Outcome::Close);
         reply(&mut s, "hello 2 setname app");
         assert_eq!(s.name(), Some(&b"app"[..]));
+    }
+
+    #[test]
+    fn hello_3_switches_to_resp3() {
+        let mut s = Session::new(7);
+        let Outcome::Reply(hello) = run(&mut s, "hello 3 setname x") else {
+            panic!("hello")
+        };
+        assert_eq!(s.protocol(), Protocol::Resp3);
+        assert_eq!(s.name(), Some(&b"x"[..]));
+        let bytes = String::from_utf8(hello.to_bytes_as(Protocol::Resp3)).unwrap();
+        assert!(
+            bytes.starts_with("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"),
+            "{bytes}"
+        );
+        assert!(
+            bytes.contains("$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:7\r\n"),
+            "{bytes}"
+        );
+        // A refused name or password switches nothing.
+        reply(&mut s, "hello 2 setname a\x01");
+        assert_eq!(s.protocol(), Protocol::Resp3);
+        reply(&mut s, "hello 2 auth nobody x");
+        assert_eq!(s.protocol(), Protocol::Resp3);
+        reply(&mut s, "hello 2");
+        assert_eq!(s.protocol(), Protocol::Resp2);
+        // An empty name removes it.
+        reply(&mut s, "hello 2 setname ");
+        assert_eq!(s.name(), None);
     }
 
     #[test]
