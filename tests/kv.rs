@@ -33,9 +33,14 @@ struct Server {
 impl Server {
     /// `weft serve --proto kv --cores SHARDS ARGS...`.
     fn weft(args: &[&str]) -> Self {
+        Self::weft_with(SHARDS, args)
+    }
+
+    /// `weft serve --proto kv --cores SHARDS ARGS...` with `shards` shards.
+    fn weft_with(shards: &str, args: &[&str]) -> Self {
         let mut all = vec!["--proto", "kv"];
         all.extend_from_slice(args);
-        let (mut cmd, addr) = serve_command(SHARDS, &all);
+        let (mut cmd, addr) = serve_command(shards, &all);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let mut child = cmd.spawn().expect("spawn weft");
         wait_listening(addr, &mut child);
@@ -290,9 +295,115 @@ ECHO
 PING a b
 QUIT";
 
+/// More commands that clients send on connect or in normal use, compared the same way:
+/// `TYPE UNLINK GETEX KEYS SCAN`'s errors, `CONFIG HELP`, `CLIENT`, and transactions on keys
+/// of one shard (`{t}`: one hash tag).
+const SCRIPT_MORE: &str = "\
+FLUSHALL
+SET a 1
+TYPE a
+TYPE nope
+UNLINK a nope
+UNLINK
+SET a 1
+GETEX a EX 100
+TTL a
+GETEX a PERSIST
+TTL a
+GETEX a PX 100000
+GETEX a EXAT 1
+EXISTS a
+SET a 1
+GETEX a
+GETEX a EX 0
+GETEX a EX -1
+GETEX a FOO
+GETEX a EX 10 PX 10
+GETEX a PERSIST EX 1
+GETEX a EX
+GETEX nope EX 10
+GETEX a EX 9223372036854776
+GETEX a PX abc
+KEYS a
+KEYS nope*
+KEYS a b
+SCAN x
+SCAN 0 COUNT 0
+SCAN 0 COUNT abc
+SCAN 0 MATCH
+SCAN 0 FOO 1
+SCAN 18446744073709551616
+SCAN -x
+CONFIG HELP
+CONFIG HELP x
+CLIENT
+CLIENT FOO
+CLIENT SETNAME a b
+CLIENT GETNAME
+CLIENT SETNAME app
+CLIENT GETNAME
+CLIENT SETNAME 
+CLIENT GETNAME
+CLIENT LIST TYPE master
+CLIENT LIST TYPE pubsub
+CLIENT LIST TYPE foo
+CLIENT LIST ID abc
+CLIENT LIST ID 0
+CLIENT LIST ID 999999
+CLIENT LIST FOO
+CLIENT LIST TYPE
+CLIENT ID x
+TIME x
+DISCARD
+EXEC
+MULTI
+MULTI
+SET {t}x 1
+GET {t}x
+INCR {t}x
+GET {t}nope
+MGET {t}x {t}y
+SET {t}y a
+INCR {t}y
+DEL {t}y
+TYPE {t}x
+GETEX {t}x PERSIST
+PING
+ECHO hi
+EXEC
+EXEC
+DISCARD
+MULTI
+SET {t}x
+GET {t}x
+EXEC
+MULTI
+FOO
+EXEC
+MULTI
+WATCH {t}x
+PING
+DISCARD
+UNWATCH
+MULTI
+EXEC
+MULTI
+EXISTS {t}x {t}y
+UNLINK {t}x {t}y
+SET a b
+DISCARD
+GET a
+DBSIZE
+QUIT";
+
 /// The script's requests.
 fn script() -> Vec<Vec<Vec<u8>>> {
-    SCRIPT
+    lines_of(SCRIPT)
+}
+
+/// A script's requests, one a line, arguments split at spaces.
+fn lines_of(script: &str) -> Vec<Vec<Vec<u8>>> {
+    script
         .lines()
         .map(|l| l.split(' ').map(|a| a.as_bytes().to_vec()).collect())
         .collect()
@@ -306,11 +417,16 @@ fn run_script(addr: SocketAddr) -> Vec<Vec<u8>> {
 /// Runs the script on `addr` in RESP `protocol` (after `HELLO 3` for 3), one command at a
 /// time; the answers.
 fn run_script_in(addr: SocketAddr, protocol: u8) -> Vec<Vec<u8>> {
+    run_lines(addr, protocol, SCRIPT)
+}
+
+/// Runs `script` (one command a line) on `addr` in RESP `protocol`; the answers.
+fn run_lines(addr: SocketAddr, protocol: u8, script: &str) -> Vec<Vec<u8>> {
     let mut c = Client::connect(addr);
     if protocol == 3 {
         assert!(c.cmd("HELLO 3").starts_with(b"%7\r\n"));
     }
-    script()
+    lines_of(script)
         .iter()
         .map(|req| {
             let args: Vec<&[u8]> = req.iter().map(Vec::as_slice).collect();
@@ -448,6 +564,172 @@ fn same_answers_as_redis_server_in_resp3() {
         }
     }
     assert_eq!(answers(&mut w), answers(&mut r));
+}
+
+/// `SCRIPT_MORE` in RESP2 and RESP3, on a server of two shards and on one of one.
+#[test]
+fn more_commands_answer_as_redis_server() {
+    let _serial = util::serial();
+    require_peer(Peer::Program("redis-server"));
+    let dir = Scratch::new("kv-redis-more");
+    let redis = Server::redis(&dir);
+    let two = Server::weft(&[]);
+    let one = Server::weft_with("1", &[]);
+    let mut diffs = Vec::new();
+    for protocol in [2, 3] {
+        let want = run_lines(redis.addr, protocol, SCRIPT_MORE);
+        for (weft, shards) in [(&two, 2), (&one, 1)] {
+            let got = run_lines(weft.addr, protocol, SCRIPT_MORE);
+            assert_eq!(got.len(), want.len());
+            for ((line, w), g) in SCRIPT_MORE.lines().zip(&want).zip(&got) {
+                if w != g {
+                    diffs.push(format!(
+                        "RESP{protocol}, {shards} shards: {line}\n  redis: {:?}\n  weft:  {:?}",
+                        text(w),
+                        text(g)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}
+
+/// What differs from one redis-server by design: SCAN and KEYS over both shards, CLIENT
+/// LIST of every shard's connections, transactions refused across shards; and redis-cli's
+/// `--scan` and `--bigkeys` complete.
+#[test]
+fn scan_keys_client_list_and_transactions_across_shards() {
+    let _serial = util::serial();
+    require_peer(Peer::Program("redis-cli"));
+    let weft = Server::weft(&[]);
+    let mut c = Client::connect(weft.addr);
+    let keys = keys_on_both_shards("scan:", 300);
+    let mut mset = vec![b"MSET".to_vec()];
+    for k in &keys {
+        mset.push(k.as_bytes().to_vec());
+        mset.push(b"v".to_vec());
+    }
+    mset.push(b"other".to_vec());
+    mset.push(b"v".to_vec());
+    let args: Vec<&[u8]> = mset.iter().map(Vec::as_slice).collect();
+    assert_eq!(c.call(&args), b"+OK\r\n");
+    // SCAN until the cursor is 0 again: every key once, MATCH with case.
+    let mut seen = std::collections::HashMap::<Vec<u8>, usize>::new();
+    let mut cursor = b"0".to_vec();
+    for round in 0.. {
+        assert!(round < 10_000, "SCAN did not end");
+        let reply = c.call(&[b"SCAN", &cursor, b"COUNT", b"7", b"MATCH", b"scan:*"]);
+        let parts = elements(&reply);
+        assert_eq!(parts.len(), 2, "{}", text(&reply));
+        let next = parts[0].split(|&b| b == b'\n').nth(1).unwrap();
+        cursor = next[..next.len() - 1].to_vec();
+        for key in elements(&parts[1]) {
+            *seen.entry(key).or_default() += 1;
+        }
+        if cursor == b"0" {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), keys.len());
+    assert!(seen.values().all(|&n| n == 1));
+    assert_eq!(elements(&c.cmd("SCAN 0 MATCH SCAN:* COUNT 1000"))[1], b"*0\r\n");
+    assert_eq!(elements(&c.cmd("SCAN 0 TYPE hash COUNT 1000"))[1], b"*0\r\n");
+    assert_eq!(elements(&c.cmd("KEYS scan:*")).len(), keys.len());
+    assert_eq!(elements(&c.cmd("KEYS *")).len(), keys.len() + 1);
+    // CLIENT LIST: the connections of both shards, by id; CLIENT INFO: this one's.
+    let others: Vec<Client> = (0..4).map(|_| Client::connect(weft.addr)).collect();
+    assert_eq!(c.cmd("CLIENT SETNAME lister"), b"+OK\r\n");
+    let id = text(&c.cmd("CLIENT ID"));
+    let id = id.trim_start_matches(':').trim();
+    // The others' accepts may lag their connects a little.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let list = loop {
+        let list = text(&c.cmd("CLIENT LIST"));
+        let n = list.lines().filter(|l| l.starts_with("id=")).count();
+        if n == 1 + others.len() || Instant::now() >= deadline {
+            break list;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let n = list.lines().filter(|l| l.starts_with("id=")).count();
+    assert_eq!(n, 1 + others.len(), "{list}");
+    assert!(list.contains(&format!("id={id} addr=127.0.0.1:")), "{list}");
+    assert!(list.contains(" name=lister "), "{list}");
+    let info = text(&c.cmd("CLIENT INFO"));
+    assert!(
+        info.contains(&format!("id={id} ")) && info.contains(" resp=2 "),
+        "{info}"
+    );
+    assert_eq!(c.cmd("CLIENT SETINFO LIB-NAME weft-test"), b"+OK\r\n");
+    assert!(text(&c.cmd(&format!("CLIENT LIST ID {id}"))).contains("lib-name=weft-test"));
+    drop(others);
+    // A transaction on keys of two shards is refused at EXEC, as Redis Cluster refuses
+    // keys of two slots; with a hash tag it runs.
+    let (k0, k1) = (&keys[0], &keys[keys.len() - 1]);
+    assert_ne!(shard_of(k0), shard_of(k1));
+    for line in ["MULTI", &format!("SET {k0} 1"), &format!("SET {k1} 1")] {
+        c.cmd(line);
+    }
+    assert_eq!(
+        c.cmd("EXEC"),
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert_eq!(
+        c.cmd("GET other"),
+        b"$1\r\nv\r\n",
+        "nothing ran, no transaction left"
+    );
+    c.cmd("MULTI");
+    c.cmd("DBSIZE");
+    assert!(text(&c.cmd("EXEC")).starts_with("-CROSSSLOT "));
+    // A pipelined transaction on one shard's keys (what redis-py's pipeline() sends).
+    let mut req = encode(&[b"MULTI"]);
+    for i in 0..100 {
+        req.extend(encode(&[b"INCR", b"{user1}:n"]));
+        req.extend(encode(&[
+            b"APPEND",
+            format!("{{user1}}:{}", i % 3).as_bytes(),
+            b"x",
+        ]));
+    }
+    req.extend(encode(&[b"EXEC"]));
+    c.send(&req);
+    assert_eq!(c.reply(), b"+OK\r\n");
+    for _ in 0..200 {
+        assert_eq!(c.reply(), b"+QUEUED\r\n");
+    }
+    let exec = elements(&c.reply());
+    assert_eq!(exec.len(), 200);
+    assert_eq!(exec[198], b":100\r\n");
+    assert_eq!(c.cmd("GET {user1}:n"), b"$3\r\n100\r\n");
+    assert_eq!(c.cmd("WATCH a").first(), Some(&b'-'));
+    // redis-cli's key walks finish.
+    let cli = |args: &[&str]| {
+        let child = Command::new("redis-cli")
+            .args(["-p", &weft.port()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = util::output_within(child, Duration::from_secs(30));
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let scanned = cli(&["--scan", "--pattern", "scan:*"]);
+    assert_eq!(scanned.lines().count(), keys.len(), "{scanned}");
+    let big = cli(&["--bigkeys"]);
+    assert!(
+        big.contains("keys with 6 bytes") || big.contains("Sampled"),
+        "{big}"
+    );
 }
 
 #[test]

@@ -51,10 +51,10 @@
 //! [`invoke_on_all`]: crate::shard::invoke_on_all
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -62,7 +62,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::driver::mesh::{invoke_on_all, submit_to};
 use crate::driver::tasks::{counters, drain_started, interval, is_draining, spawn, state, yield_now};
 use crate::proto::codec::{FrameHandler, Framed};
-use crate::proto::kv::command::{Command, Target, parse};
+use crate::proto::kv::command::{ClientQuery, Command, Scan, Target, parse};
 use crate::proto::kv::info::{ServerInfo, render};
 use crate::proto::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig, KeyspaceStats};
 use crate::proto::kv::route::{Gather, shard_of, split};
@@ -150,6 +150,8 @@ pub struct KvShard {
     read_time: Cell<Option<i64>>,
     /// The keyspace's figures as the metrics last showed them.
     published: Published,
+    /// The shard's connections by client id, for `CLIENT LIST`.
+    clients: RefCell<BTreeMap<u64, Weak<Conn>>>,
 }
 
 impl KvShard {
@@ -188,6 +190,7 @@ impl KvShard {
             sweeping: Cell::new(false),
             read_time: Cell::new(None),
             published: Published::default(),
+            clients: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -231,6 +234,21 @@ impl KvShard {
     /// The keyspace's figures.
     pub fn stats(&self) -> KeyspaceStats {
         self.keyspace.borrow().stats()
+    }
+
+    /// The `CLIENT LIST` lines of this shard's connections (those of `ids`, or all), by id.
+    fn client_lines(&self, ids: &[u64]) -> Vec<(u64, String)> {
+        let now = now_ms();
+        self.clients
+            .borrow()
+            .iter()
+            .filter(|(id, _)| ids.is_empty() || ids.contains(id))
+            .filter_map(|(id, conn)| {
+                let conn = conn.upgrade()?;
+                let line = conn.state.try_borrow().ok()?.session.client_line(now);
+                Some((*id, line))
+            })
+            .collect()
     }
 
     /// Keys held.
@@ -444,27 +462,24 @@ struct Conn {
 impl Conn {
     /// A command arrived.
     fn received(self: &Rc<Self>, request: Request) {
-        let parsed = {
+        {
             let mut st = self.state.borrow_mut();
             if st.closing {
                 return;
             }
-            let parsed = parse(request);
-            let seq = st.push_slot();
-            match parsed {
+            let cmd = match parse(request) {
                 Ok(cmd) => {
                     kv_metrics::command(cmd.family());
-                    st.held.push_back((seq, cmd));
-                    None
+                    cmd
                 }
-                Err(error) => Some((seq, error)),
-            }
+                // Answered in its turn: inside MULTI it fails the transaction.
+                Err(error) => Command::Invalid(error),
+            };
+            let seq = st.push_slot();
+            st.held.push_back((seq, cmd));
+            st.session.active(self.shard.now());
         };
-        match parsed {
-            // Answered at once, in its place.
-            Some((seq, error)) => self.answer(seq, &error),
-            None => self.pump(),
-        }
+        self.pump();
         self.flow();
     }
 
@@ -480,7 +495,8 @@ impl Conn {
                 let Some((_, front)) = st.held.front() else {
                     return;
                 };
-                if front.target() == Target::All {
+                let queued = st.session.in_transaction() && front.queues();
+                if front.target() == Target::All && !queued {
                     if st.in_flight > 0 {
                         return;
                     }
@@ -494,16 +510,24 @@ impl Conn {
         }
     }
 
-    /// Runs or sends one command.
+    /// Runs or sends one command (or queues it, inside `MULTI`).
     fn start(self: &Rc<Self>, seq: u64, cmd: Command) {
         let shard = &self.shard;
         let (me, shards) = (shard.index, shard.shards);
-        self.state.borrow_mut().stamp(seq);
+        let cmd = {
+            let mut st = self.state.borrow_mut();
+            st.stamp(seq);
+            st.session.queue(cmd)
+        };
+        let cmd = match cmd {
+            Ok(queued) => return self.answer(seq, &queued),
+            Err(cmd) => cmd,
+        };
         match cmd.target() {
             Target::Connection => {
                 let outcome = {
                     let mut st = self.state.borrow_mut();
-                    let outcome = st.session.execute(cmd, &shard.facts);
+                    let outcome = st.session.execute(cmd, &shard.facts, shard.now());
                     // HELLO answers in the protocol it switched to.
                     st.stamp(seq);
                     outcome
@@ -519,12 +543,11 @@ impl Conn {
             }
             Target::Key(key) => {
                 let owner = shard_of(key, shards);
-                if owner == me {
-                    self.answer_local(seq, cmd);
-                } else {
-                    self.state.borrow_mut().in_flight += 1;
-                    self.send(owner, Waiter::Whole(seq), cmd);
-                }
+                self.run_on(owner, seq, cmd);
+            }
+            Target::Cursor(cursor) => {
+                let owner = Scan::shard_of_cursor(cursor, shards);
+                self.run_on(owner, seq, cmd.routed(owner, shards));
             }
             Target::Keys => {
                 let (parts, gather) = split(cmd, shards);
@@ -551,23 +574,115 @@ impl Conn {
                 }
             }
             Target::All => {
-                let port = self
-                    .state
-                    .borrow()
-                    .transport
-                    .as_ref()
-                    .map_or(0, |t| t.local_addr().socket_addr().port());
-                let policy = shard.config.policy;
                 self.state.borrow_mut().in_flight += 1;
                 let conn = self.clone();
                 spawn(async move {
-                    let reply = everywhere(cmd, port, policy).await;
+                    let reply = match cmd {
+                        Command::Exec => conn.exec().await,
+                        cmd => conn.everywhere(cmd).await,
+                    };
                     conn.state.borrow_mut().barrier = false;
                     conn.deliver(Waiter::Whole(seq), reply);
                 })
                 .detach();
             }
         }
+    }
+
+    /// Runs command `seq` on shard `owner`: here at once, or sent there.
+    fn run_on(self: &Rc<Self>, owner: usize, seq: u64, cmd: Command) {
+        if owner == self.shard.index {
+            self.answer_local(seq, cmd);
+        } else {
+            self.state.borrow_mut().in_flight += 1;
+            self.send(owner, Waiter::Whole(seq), cmd);
+        }
+    }
+
+    /// `EXEC`: the commands queued since `MULTI`, atomically. Their keys must live on one
+    /// shard (as Redis Cluster requires one slot): the keyspace commands run there in one
+    /// call, which nothing else interleaves (a shard runs one thing at a time); the
+    /// connection's own commands and `INFO` run here, in their places in the answer.
+    async fn exec(self: &Rc<Self>) -> Reply {
+        let queued = match self.state.borrow_mut().session.take_transaction() {
+            Ok(queued) => queued,
+            Err(error) => return error,
+        };
+        let (me, shards) = (self.shard.index, self.shard.shards);
+        let mut owner: Option<usize> = None;
+        for cmd in &queued {
+            let owners: Vec<usize> = match cmd.target() {
+                Target::Key(key) => vec![shard_of(key, shards)],
+                Target::Keys => split(cmd.clone(), shards).0.iter().map(|(o, _)| *o).collect(),
+                Target::Cursor(cursor) => vec![Scan::shard_of_cursor(cursor, shards)],
+                Target::All if cmd.on_keyspace() && shards > 1 => return WHOLE_KEYSPACE_IN_MULTI,
+                Target::All | Target::Connection => Vec::new(),
+            };
+            for o in owners {
+                if owner.is_some_and(|first| first != o) {
+                    return CROSSSLOT;
+                }
+                owner = Some(o);
+            }
+        }
+        let target = owner.unwrap_or(me);
+        // The keyspace commands, in order, in one call; the others later, in their places.
+        let mut replies: Vec<Option<Reply>> = vec![None; queued.len()];
+        let (mut places, mut batch, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, cmd) in queued.into_iter().enumerate() {
+            if cmd.on_keyspace() {
+                places.push(i);
+                batch.push(cmd.routed(target, shards));
+            } else {
+                rest.push((i, cmd));
+            }
+        }
+        if !batch.is_empty() {
+            let results = if target == me {
+                self.shard.execute_all(batch)
+            } else {
+                match submit_to(target, move |s: &KvShard| s.execute_all(batch)).await {
+                    Ok(results) => results,
+                    Err(e) => return call_failed(&e),
+                }
+            };
+            for (place, reply) in places.into_iter().zip(results) {
+                if let Some(slot) = replies.get_mut(place) {
+                    *slot = Some(reply);
+                }
+            }
+        }
+        for (place, cmd) in rest {
+            let reply = if cmd.target() == Target::All {
+                self.everywhere(cmd).await
+            } else {
+                let now = self.shard.now();
+                let outcome = self
+                    .state
+                    .borrow_mut()
+                    .session
+                    .execute(cmd, &self.shard.facts, now);
+                match outcome {
+                    Outcome::Reply(r) | Outcome::ReplyAndClose(r) => r,
+                    Outcome::Close => Reply::error("ERR not allowed in a transaction"),
+                }
+            };
+            if let Some(slot) = replies.get_mut(place) {
+                *slot = Some(reply);
+            }
+        }
+        Reply::Array(replies.into_iter().map(|r| r.unwrap_or(Reply::Nil)).collect())
+    }
+
+    /// Runs a command of every shard and gathers its answer.
+    async fn everywhere(self: &Rc<Self>, cmd: Command) -> Reply {
+        let port = self
+            .state
+            .borrow()
+            .transport
+            .as_ref()
+            .map_or(0, |t| t.local_addr().socket_addr().port());
+        everywhere(cmd, port, self.shard.config.policy).await
     }
 
     /// Queues `cmd` for shard `owner`, and sends the queue unless a call to it is in flight.
@@ -802,6 +917,16 @@ impl State {
     }
 }
 
+/// `EXEC` of commands on keys of several shards, refused as Redis Cluster refuses keys of
+/// several slots.
+const CROSSSLOT: Reply = Reply::error("CROSSSLOT Keys in request don't hash to the same slot");
+
+/// `EXEC` of a command on every shard's keys (`DBSIZE`, `FLUSHALL`, `KEYS`, `SCAN`) with
+/// more than one shard: it cannot be atomic.
+const WHOLE_KEYSPACE_IN_MULTI: Reply = Reply::error(
+    "CROSSSLOT DBSIZE, FLUSHALL, FLUSHDB and KEYS in a transaction need a server with one shard",
+);
+
 /// The answer when another shard could not run a command.
 fn call_failed(e: &impl std::fmt::Display) -> Reply {
     Reply::err(format!("internal error: {e}"))
@@ -818,6 +943,35 @@ async fn everywhere(cmd: Command, port: u16, policy: EvictionPolicy) -> Reply {
             Ok(_) => Reply::OK,
             Err(e) => call_failed(&e),
         },
+        Command::Keys(pattern) => {
+            let keys = invoke_on_all(move |s: &KvShard| s.execute(Command::Keys(pattern.clone()))).await;
+            match keys {
+                Ok(replies) => Reply::Array(
+                    replies
+                        .into_iter()
+                        .flat_map(|r| match r {
+                            Reply::Array(keys) => keys,
+                            _ => Vec::new(),
+                        })
+                        .collect(),
+                ),
+                Err(e) => call_failed(&e),
+            }
+        }
+        Command::Client(ClientQuery::List { ids, none }) => {
+            if none {
+                return Reply::Verbatim(Vec::new());
+            }
+            match invoke_on_all(move |s: &KvShard| s.client_lines(&ids)).await {
+                Ok(per_shard) => {
+                    let mut lines: Vec<(u64, String)> = per_shard.into_iter().flatten().collect();
+                    lines.sort_by_key(|(id, _)| *id);
+                    let text: String = lines.into_iter().map(|(_, l)| l).collect();
+                    Reply::Verbatim(text.into_bytes())
+                }
+                Err(e) => call_failed(&e),
+            }
+        }
         Command::Info(sections) => {
             let per_shard = invoke_on_all(|s: &KvShard| {
                 let c = counters();
@@ -860,7 +1014,17 @@ impl FrameHandler for Kv {
     type Decoder = RespDecoder;
 
     fn connection_made(&mut self, transport: &Transport) {
-        self.conn.state.borrow_mut().transport = Some(transport.clone());
+        let mut st = self.conn.state.borrow_mut();
+        st.transport = Some(transport.clone());
+        let (peer, local) = (transport.peer_addr(), transport.local_addr());
+        st.session
+            .connected(peer.to_string(), local.to_string(), now_ms());
+        let id = st.session.id();
+        self.conn
+            .shard
+            .clients
+            .borrow_mut()
+            .insert(id, Rc::downgrade(&self.conn));
     }
 
     fn frame_received(&mut self, request: Request, _transport: &Transport) {
@@ -911,6 +1075,7 @@ impl FrameHandler for Kv {
     fn connection_lost(&mut self, _reason: &crate::proto::close::CloseReason) {
         self.conn.shard.end_read();
         let mut st = self.conn.state.borrow_mut();
+        self.conn.shard.clients.borrow_mut().remove(&st.session.id());
         st.transport = None;
         st.held.clear();
     }

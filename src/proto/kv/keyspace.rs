@@ -12,9 +12,10 @@ use indexmap::set::MutableValues;
 use indexmap::{IndexMap, IndexSet};
 
 use crate::proto::kv::command::{
-    Command, Condition, Deadline, ExpireCondition, NOT_AN_INTEGER, Set, TtlKind, invalid_expire,
+    Command, Condition, Deadline, ExpireCondition, NOT_AN_INTEGER, Scan, Set, TtlKind, invalid_expire,
 };
 use crate::proto::kv::record::Record;
+use crate::proto::kv::session::glob_match;
 use crate::proto::resp::{MAX_BULK_LEN, Protocol, Reply, encode_bulk, push_int, string2ll};
 
 /// What one key costs besides its name and value bytes, in the memory accounting: a fixed
@@ -524,6 +525,19 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             Command::Exists(keys) => {
                 Reply::Integer(keys.iter().filter(|k| self.find(k, now, true).is_some()).count() as i64)
             }
+            Command::Type(key) => Reply::Status(match self.find(&key, now, false) {
+                Some(_) => "string".into(),
+                None => "none".into(),
+            }),
+            Command::GetEx { key, expire, persist } => self.getex(&key, expire, persist, now),
+            Command::Keys(pattern) => Reply::Array(
+                (0..self.records.len())
+                    .rev()
+                    .filter_map(|i| self.live_key(i, now, Some(&pattern)))
+                    .map(Reply::Bulk)
+                    .collect(),
+            ),
+            Command::Scan(scan) => self.scan(&scan, now),
             Command::DbSize => Reply::Integer(self.records.len() as i64),
             Command::FlushAll => {
                 self.flush();
@@ -572,6 +586,82 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             None if integer_reply => Reply::Integer(1),
             None => Reply::OK,
         }
+    }
+
+    /// The name of the key at `index` if it has not expired and matches `pattern` (case
+    /// counts, as in `KEYS`); expired keys are left for the sweep, so that indices stay put.
+    fn live_key(&self, index: usize, now: i64, pattern: Option<&[u8]>) -> Option<Vec<u8>> {
+        let record = self.records.get_index(index)?;
+        if self.expiry(index).is_some_and(|at| at <= now) {
+            return None;
+        }
+        let key = record.key();
+        pattern
+            .is_none_or(|p| glob_match(p, key, false))
+            .then(|| key.to_vec())
+    }
+
+    /// `SCAN` on this shard, the shard `scan.shard` names of `shards`: looks at about `count`
+    /// keys downward from the place the cursor names (the shard's last key at its start),
+    /// and answers the next cursor (the next shard's start once this one is done, 0 after
+    /// the last) and the live keys that match. Going downward, a key removed meanwhile
+    /// moves the last key to its index, which was either looked at or will be: every key
+    /// present for the whole scan is answered at least once, as in redis.
+    pub fn scan(&self, scan: &Scan, now: i64) -> Reply {
+        let (shard, shards) = (scan.shard.0 as u64, scan.shard.1.max(1) as u64);
+        let place = scan.cursor / shards;
+        let len = self.records.len();
+        let mut below = match usize::try_from(place) {
+            Ok(0) => len,
+            Ok(p) => p.min(len),
+            Err(_) => len,
+        };
+        let mut keys = Vec::new();
+        for _ in 0..scan.count {
+            if below == 0 {
+                break;
+            }
+            below -= 1;
+            if let Some(key) = self.live_key(below, now, scan.pattern.as_deref()) {
+                keys.push(Reply::Bulk(key));
+            }
+        }
+        if scan.none {
+            keys.clear();
+        }
+        let next = match below {
+            0 if shard + 1 < shards => shard + 1,
+            0 => 0,
+            b => (b as u64).saturating_mul(shards).saturating_add(shard),
+        };
+        Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(keys)])
+    }
+
+    /// `GETEX`: the value, and the expiry changed (a past one deletes the key).
+    fn getex(&mut self, key: &[u8], expire: Option<Deadline>, persist: bool, now: i64) -> Reply {
+        let at = match expire {
+            None => None,
+            Some(Deadline::At(at)) => Some(at),
+            Some(Deadline::In(ms)) => match now.checked_add(ms) {
+                Some(at) => Some(at),
+                None => return invalid_expire("getex"),
+            },
+        };
+        let value = match self.read(key, now) {
+            Some(r) => r.value().to_vec(),
+            None => return Reply::Nil,
+        };
+        if let Some(index) = self.records.get_index_of(key) {
+            match at {
+                Some(at) if at <= now => {
+                    self.remove_index(index);
+                }
+                Some(at) => self.set_expiry(index, Some(at)),
+                None if persist => self.set_expiry(index, None),
+                None => {}
+            }
+        }
+        Reply::Bulk(value)
     }
 
     fn incr_by(&mut self, key: &[u8], by: i64, now: i64) -> Reply {
