@@ -855,6 +855,54 @@ fn hello_info_and_command_have_redis_shapes() {
         both.find("# Server") < both.find("# Keyspace"),
         "redis's order: {both}"
     );
+    // What monitoring tools read, in the sections where redis has them.
+    let info = text(&w.cmd("INFO"));
+    let theirs = text(&r.cmd("INFO"));
+    for (section, name) in [
+        ("# Clients", "blocked_clients"),
+        ("# Memory", "used_memory_rss"),
+        ("# Memory", "used_memory_peak"),
+        ("# Memory", "mem_fragmentation_ratio"),
+        ("# Persistence", "loading"),
+        ("# Stats", "total_commands_processed"),
+        ("# Stats", "instantaneous_ops_per_sec"),
+        ("# Stats", "rejected_connections"),
+        ("# Replication", "role"),
+        ("# CPU", "used_cpu_user"),
+    ] {
+        let field = format!("\r\n{name}:");
+        for (who, text) in [("weft", &info), ("redis", &theirs)] {
+            let at = text
+                .find(&field)
+                .unwrap_or_else(|| panic!("{who}: {name} in {text}"));
+            let header = text[..at].rfind("# ").unwrap();
+            assert!(
+                text[header..].starts_with(section),
+                "{who}: {name} under {section}"
+            );
+        }
+    }
+    assert!(info.contains("\r\nrole:master\r\n") && info.contains("\r\nloading:0\r\n"));
+    assert!(info_field(&info, "total_commands_processed") >= 15, "{info}");
+    assert!(info_field(&info, "used_memory_rss") > 1 << 20, "{info}");
+    assert!(info_field(&info, "used_memory_peak") >= info_field(&info, "used_memory"));
+    // redis-cli --stat prints figures, not the minimum of an integer it could not read.
+    // (stdbuf: redis-cli buffers its output to a pipe, and is killed.)
+    require_peer(Peer::Program("redis-cli"));
+    require_peer(Peer::Program("stdbuf"));
+    let mut stat = Command::new("stdbuf")
+        .args(["-oL", "redis-cli", "-p", &weft.port(), "--stat", "-i", "0.2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(700));
+    stat.kill().unwrap();
+    let out = util::output_within(stat, Duration::from_secs(5));
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("requests") && out.lines().count() >= 3, "{out}");
+    assert!(!out.contains("-9223372036854775808"), "{out}");
 }
 
 /// Sends `input` and reads until the server closes or stays quiet for a while: what came
@@ -1304,21 +1352,33 @@ fn maxmemory_noeviction_refuses_writes() {
     let value = "x".repeat(1000);
     let mut refused = 0;
     let mut written = Vec::new();
+    // Redis's words, then which shard refused and its share.
+    let oom = b"-OOM command not allowed when used memory > 'maxmemory'. The key's shard (";
     for i in 0..1000 {
         let key = format!("fill{i}");
         let reply = c.call(&[b"SET", key.as_bytes(), value.as_bytes()]);
         match reply.as_slice() {
             b"+OK\r\n" => written.push(key),
-            b"-OOM command not allowed when used memory > 'maxmemory'.\r\n" => refused += 1,
+            r if r.starts_with(oom) => refused += 1,
             other => panic!("{}", text(other)),
         }
     }
     // Both shards filled up: about 256 KiB / (1000 + 64 + key) per key, then refusals.
     assert!((230..260).contains(&written.len()), "{} written", written.len());
     assert!(refused > 700, "{refused} refused");
-    assert_eq!(
-        c.cmd("INCR fill0"),
-        b"-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+    let refusal = text(&c.cmd("INCR fill0"));
+    assert!(refusal.as_bytes().starts_with(oom), "{refusal}");
+    assert!(refusal.contains(" of 2) holds "), "{refusal}");
+    assert!(
+        refusal.contains("over its share of maxmemory, 131072 bytes"),
+        "{refusal}"
+    );
+    // INFO says the same: each shard's share, and the fullest shard past it.
+    let info = text(&c.cmd("INFO memory"));
+    assert!(info.contains("weft_maxmemory_per_shard:131072\r\n"), "{info}");
+    assert!(
+        info_field(&info, "weft_used_memory_fullest_shard") > 131_072,
+        "{info}"
     );
     // Reads and deletes still run, and free room.
     assert_eq!(c.call(&[b"GET", written[0].as_bytes()]).len(), 1000 + 9);

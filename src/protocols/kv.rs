@@ -61,6 +61,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::driver::mesh::{invoke_on_all, submit_to};
 use crate::driver::tasks::{counters, drain_started, interval, is_draining, spawn, state, yield_now};
+use crate::metrics::ProcessStats;
 use crate::proto::codec::{FrameHandler, Framed};
 use crate::proto::kv::command::{ClientQuery, Command, Scan, Target, parse};
 use crate::proto::kv::info::{ServerInfo, render};
@@ -152,6 +153,28 @@ pub struct KvShard {
     published: Published,
     /// The shard's connections by client id, for `CLIENT LIST`.
     clients: RefCell<BTreeMap<u64, Weak<Conn>>>,
+    /// Commands its connections received (INFO's `total_commands_processed`).
+    commands: Cell<u64>,
+    /// `(when, commands)` at the last [`OPS_SAMPLES`] sweeps, for
+    /// `instantaneous_ops_per_sec`.
+    ops_samples: RefCell<VecDeque<(Instant, u64)>>,
+}
+
+/// Samples of the command count kept for `instantaneous_ops_per_sec` (taken at each sweep:
+/// the rate over about 1.5 s, as redis's 16 samples a tenth of a second apart).
+const OPS_SAMPLES: usize = 16;
+
+/// One shard's figures for `INFO`.
+#[derive(Debug, Clone, Copy)]
+struct ShardFigures {
+    keyspace: KeyspaceStats,
+    commands: u64,
+    ops_per_sec: u64,
+    active: u64,
+    accepted: u64,
+    rejected: u64,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl KvShard {
@@ -164,6 +187,7 @@ impl KvShard {
         let keyspace = KeyspaceConfig {
             maxmemory: config.maxmemory.div_ceil(info.shards.max(1)),
             policy: config.policy,
+            shard: Some((info.index, info.shards)),
         };
         let facts = ServerFacts {
             config: vec![
@@ -191,6 +215,8 @@ impl KvShard {
             read_time: Cell::new(None),
             published: Published::default(),
             clients: RefCell::new(BTreeMap::new()),
+            commands: Cell::new(0),
+            ops_samples: RefCell::new(VecDeque::with_capacity(OPS_SAMPLES + 1)),
         }
     }
 
@@ -234,6 +260,37 @@ impl KvShard {
     /// The keyspace's figures.
     pub fn stats(&self) -> KeyspaceStats {
         self.keyspace.borrow().stats()
+    }
+
+    /// Samples the command count, for `instantaneous_ops_per_sec`.
+    fn sample_ops(&self) {
+        let mut samples = self.ops_samples.borrow_mut();
+        samples.push_back((Instant::now(), self.commands.get()));
+        while samples.len() > OPS_SAMPLES {
+            samples.pop_front();
+        }
+    }
+
+    /// This shard's figures for `INFO`.
+    fn figures(&self) -> ShardFigures {
+        let samples = self.ops_samples.borrow();
+        let ops_per_sec = match (samples.front(), samples.back()) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 => {
+                ((n1 - n0) as f64 / (*t1 - *t0).as_secs_f64()).round() as u64
+            }
+            _ => 0,
+        };
+        let c = counters();
+        ShardFigures {
+            keyspace: self.stats(),
+            commands: self.commands.get(),
+            ops_per_sec,
+            active: c.active,
+            accepted: c.accepted,
+            rejected: c.refused + c.shed,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+        }
     }
 
     /// The `CLIENT LIST` lines of this shard's connections (those of `ids`, or all), by id.
@@ -312,6 +369,7 @@ impl KvShard {
                 break;
             }
             if let Some(s) = state::<KvShard>() {
+                s.sample_ops();
                 s.sweep().await;
                 s.publish();
             }
@@ -470,6 +528,7 @@ impl Conn {
             let cmd = match parse(request) {
                 Ok(cmd) => {
                     kv_metrics::command(cmd.family());
+                    self.shard.commands.set(self.shard.commands.get() + 1);
                     cmd
                 }
                 // Answered in its turn: inside MULTI it fails the transaction.
@@ -973,23 +1032,17 @@ async fn everywhere(cmd: Command, port: u16, policy: EvictionPolicy) -> Reply {
             }
         }
         Command::Info(sections) => {
-            let per_shard = invoke_on_all(|s: &KvShard| {
-                let c = counters();
-                (s.stats(), c.active, c.accepted)
-            })
-            .await;
-            let per_shard = match per_shard {
+            let per_shard = match invoke_on_all(|s: &KvShard| s.figures()).await {
                 Ok(p) => p,
                 Err(e) => return call_failed(&e),
             };
             let mut total = KeyspaceStats::default();
-            let (mut clients, mut accepted) = (0, 0);
-            for (stats, active, acc) in &per_shard {
-                total.add(stats);
-                clients += active;
-                accepted += acc;
+            for f in &per_shard {
+                total.add(&f.keyspace);
             }
+            let sum = |field: fn(&ShardFigures) -> u64| per_shard.iter().map(field).sum::<u64>();
             let p = process();
+            let proc_stats = ProcessStats::read();
             let server = ServerInfo {
                 weft_version: env!("CARGO_PKG_VERSION").to_owned(),
                 process_id: std::process::id(),
@@ -1000,9 +1053,23 @@ async fn everywhere(cmd: Command, port: u16, policy: EvictionPolicy) -> Reply {
                 hz: SWEEP_HZ,
                 shards: per_shard.len(),
                 executable: p.executable.clone(),
-                connected_clients: clients,
-                total_connections_received: accepted,
+                connected_clients: sum(|f| f.active),
+                total_connections_received: sum(|f| f.accepted),
                 policy,
+                total_commands_processed: sum(|f| f.commands),
+                instantaneous_ops_per_sec: sum(|f| f.ops_per_sec),
+                rejected_connections: sum(|f| f.rejected),
+                total_net_input_bytes: sum(|f| f.bytes_in),
+                total_net_output_bytes: sum(|f| f.bytes_out),
+                used_memory_rss: proc_stats.resident_bytes.unwrap_or(0),
+                maxmemory_per_shard: per_shard.first().map_or(0, |f| f.keyspace.maxmemory),
+                used_memory_fullest_shard: per_shard
+                    .iter()
+                    .map(|f| f.keyspace.used_memory)
+                    .max()
+                    .unwrap_or(0),
+                cpu_user_system: proc_stats.cpu_user_system.unwrap_or_default(),
+                started_unix: (now_ms() / 1000).saturating_sub(p.started.elapsed().as_secs() as i64),
             };
             render(&sections, &server, &total)
         }

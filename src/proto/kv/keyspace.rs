@@ -82,6 +82,9 @@ pub struct KeyspaceConfig {
     pub maxmemory: usize,
     /// The policy.
     pub policy: EvictionPolicy,
+    /// This keyspace's place when `maxmemory` is a share of a limit split over shards:
+    /// `(shard, shards)`, named in the `-OOM` error so that it agrees with `INFO`.
+    pub shard: Option<(usize, usize)>,
 }
 
 /// A keyspace's figures, for `INFO`.
@@ -95,6 +98,8 @@ pub struct KeyspaceStats {
     pub avg_ttl: u64,
     /// Accounted bytes: name, value and [`ENTRY_OVERHEAD`] of every key.
     pub used_memory: u64,
+    /// The most accounted bytes held at once (summed over shards: each shard's own peak).
+    pub used_memory_peak: u64,
     /// The memory limit (0: none).
     pub maxmemory: u64,
     /// Keys removed because they expired.
@@ -121,6 +126,7 @@ impl KeyspaceStats {
         self.keys += o.keys;
         self.expires = with_ttl;
         self.used_memory += o.used_memory;
+        self.used_memory_peak += o.used_memory_peak;
         self.maxmemory += o.maxmemory;
         self.expired_keys += o.expired_keys;
         self.evicted_keys += o.evicted_keys;
@@ -141,6 +147,8 @@ pub struct Keyspace<S> {
     expiring: IndexMap<Box<[u8]>, i64, S>,
     config: KeyspaceConfig,
     used: usize,
+    /// The most `used` has been.
+    peak: usize,
     /// Counts accesses: the LRU clock.
     clock: u64,
     rng: u64,
@@ -164,6 +172,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             expiring: IndexMap::with_hasher(hasher),
             config,
             used: 0,
+            peak: 0,
             clock: 0,
             // xorshift needs a non-zero state.
             rng: seed | 1,
@@ -197,6 +206,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             keys: self.records.len() as u64,
             expires: self.expiring.len() as u64,
             used_memory: self.used as u64,
+            used_memory_peak: self.peak.max(self.used) as u64,
             maxmemory: self.config.maxmemory as u64,
             ..self.stats
         }
@@ -283,6 +293,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             self.used = self.used - record.value().len() + value.len();
             record.set_value(value);
         }
+        self.peak = self.peak.max(self.used);
     }
 
     /// Sets or clears the expiry of the key at `index`.
@@ -309,6 +320,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         self.clock += 1;
         let record = Record::new(key, value, self.clock)?;
         self.used += cost(key, value);
+        self.peak = self.peak.max(self.used);
         Some(self.records.insert_full(record).0)
     }
 
@@ -426,7 +438,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
     /// it in between.
     pub fn execute_into(&mut self, cmd: Command, now: i64, protocol: Protocol, out: &mut Vec<u8>) {
         if !self.admit(&cmd) {
-            return OOM.encode(out);
+            return self.oom().encode(out);
         }
         match cmd {
             Command::Get(key) => match self.read(&key, now) {
@@ -441,9 +453,30 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
     /// does. Commands of other kinds (the connection's own, `INFO`) answer an error.
     pub fn execute(&mut self, cmd: Command, now: i64) -> Reply {
         if !self.admit(&cmd) {
-            return OOM;
+            return self.oom();
         }
         self.run(cmd, now)
+    }
+
+    /// The `-OOM` error: redis's, and on a shard of several, which shard and what its share
+    /// is (a shard refuses once it passes its part of `maxmemory`, while the whole may be
+    /// below `INFO`'s `maxmemory`).
+    fn oom(&self) -> Reply {
+        match self.config.shard {
+            Some((shard, shards)) if shards > 1 => Reply::Error(
+                format!(
+                    "OOM command not allowed when used memory > 'maxmemory'. The key's shard \
+                     ({} of {shards}) holds {} bytes, over its share of maxmemory, {} bytes \
+                     (INFO memory: weft_maxmemory_per_shard, weft_used_memory_fullest_shard).",
+                    shard + 1,
+                    self.used,
+                    self.config.maxmemory
+                )
+                .into_bytes()
+                .into(),
+            ),
+            _ => OOM,
+        }
     }
 
     /// Applies the memory policy before a command: false if the command must be refused
@@ -483,6 +516,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
                     }
                     record.append(&tail);
                     self.used += tail.len();
+                    self.peak = self.peak.max(self.used);
                     Reply::Integer((len + tail.len()) as i64)
                 }
             },
@@ -1001,6 +1035,7 @@ mod tests {
         let mut k = ks(KeyspaceConfig {
             maxmemory: 1000,
             policy: EvictionPolicy::NoEviction,
+            shard: None,
         });
         let mut i = 0;
         while k.used_memory() <= 1000 {
@@ -1019,6 +1054,20 @@ mod tests {
         assert_eq!(run(&mut k, "del key0 key1", T0), ":2\r\n");
         assert_eq!(run(&mut k, "set another 1", T0), "+OK\r\n");
         assert_eq!(k.stats().oom_refusals, 4, "admitted commands are not counted");
+        assert!(k.stats().used_memory_peak > 1000);
+        // A shard of several names itself and its share.
+        let mut shard = ks(KeyspaceConfig {
+            maxmemory: 100,
+            policy: EvictionPolicy::NoEviction,
+            shard: Some((1, 2)),
+        });
+        run(&mut shard, "set a 0123456789012345678901234567890123456789", T0);
+        assert_eq!(
+            run(&mut shard, "set b 1", T0),
+            "-OOM command not allowed when used memory > 'maxmemory'. The key's shard (2 of 2) \
+             holds 105 bytes, over its share of maxmemory, 100 bytes (INFO memory: \
+             weft_maxmemory_per_shard, weft_used_memory_fullest_shard).\r\n"
+        );
     }
 
     #[test]
@@ -1026,6 +1075,7 @@ mod tests {
         let mut k = ks(KeyspaceConfig {
             maxmemory: 100 * (ENTRY_OVERHEAD + 10),
             policy: EvictionPolicy::AllKeysLru,
+            shard: None,
         });
         for i in 0..100 {
             run(&mut k, &format!("set k{i:03} 123456"), T0);
