@@ -1,7 +1,8 @@
 //! RESP2, the Redis serialization protocol, free of I/O: a request parser that is a
 //! [`Decoder`] (multibulk arrays and inline commands, with redis-server 7's exact protocol
-//! errors and limits), replies ([`Reply`]) and [`RespEncoder`], which writes replies and,
-//! for clients, requests; and for clients a reply parser ([`ReplyDecoder`]).
+//! errors and limits), replies ([`Reply`], written in RESP2 or, for a connection that asked
+//! with `HELLO 3`, RESP3: [`Reply::encode_as`]) and [`RespEncoder`], which writes replies and,
+//! for clients, requests; and for clients a reply parser ([`ReplyDecoder`], RESP2).
 //!
 //! The parser follows redis's `processMultibulkBuffer` and `processInlineBuffer`, quirks
 //! included, so that a peer sees the same answers from weft as from redis-server for the same

@@ -1,5 +1,5 @@
-//! Kv: a Redis-protocol (RESP2) in-memory key-value server on the shards, `weft serve
-//! --proto kv`.
+//! Kv: a Redis-protocol (RESP2, and RESP3 after `HELLO 3`) in-memory key-value server on
+//! the shards, `weft serve --proto kv`.
 //!
 //! Every key belongs to one shard: `slot(key) % shards`, with Redis Cluster's slots (CRC16 of
 //! the key, or of its `{hash tag}`, modulo 16384; see [`route`]). Each shard keeps its keys in
@@ -7,9 +7,12 @@
 //! commands alone, with no lock. A connection runs a command on a key of its own shard at
 //! once; a command on another shard's key is sent there ([`submit_to`]) and answered when it
 //! comes back; `MGET`, `MSET`, `DEL` and `EXISTS` are split by owning shard and gathered;
-//! `DBSIZE`, `FLUSHALL` and `INFO` run on every shard ([`invoke_on_all`]) once the
-//! connection's earlier commands are done, and the commands after them wait for them (so a
-//! pipelined `FLUSHALL` is not overtaken).
+//! `SCAN` runs on the shard its cursor names; `DBSIZE`, `FLUSHALL`, `INFO`, `KEYS` and
+//! `CLIENT LIST` run on every shard ([`invoke_on_all`]) once the connection's earlier
+//! commands are done, and the commands after them wait for them (so a pipelined `FLUSHALL`
+//! is not overtaken). `EXEC` waits the same way, then runs the commands queued since
+//! `MULTI` in one call to the shard that owns their keys (atomic: the shard runs nothing
+//! else meanwhile), or refuses them with `-CROSSSLOT` when their keys span shards.
 //!
 //! Commands for another shard are sent in batches: a connection has at most one call in
 //! flight to each shard, carrying every command for that shard received meanwhile, in order.
@@ -29,7 +32,8 @@
 //! touched.
 //!
 //! Multi-key commands are atomic per shard, not across shards (as in Redis Cluster, where
-//! they are refused across slots). `--maxmemory` is divided evenly between the shards; each
+//! they are refused across slots). Each answer is encoded in the protocol its connection
+//! spoke when the command started, wherever it ran. `--maxmemory` is divided evenly between the shards; each
 //! shard applies the policy to its part.
 //!
 //! On an engine with metrics on, each shard shows its keys, memory, expiries, evictions,
@@ -276,7 +280,7 @@ impl KvShard {
         let samples = self.ops_samples.borrow();
         let ops_per_sec = match (samples.front(), samples.back()) {
             (Some((t0, n0)), Some((t1, n1))) if t1 > t0 => {
-                ((n1 - n0) as f64 / (*t1 - *t0).as_secs_f64()).round() as u64
+                (n1.saturating_sub(*n0) as f64 / (*t1 - *t0).as_secs_f64()).round() as u64
             }
             _ => 0,
         };
@@ -296,8 +300,10 @@ impl KvShard {
     /// The `CLIENT LIST` lines of this shard's connections (those of `ids`, or all), by id.
     fn client_lines(&self, ids: &[u64]) -> Vec<(u64, String)> {
         let now = now_ms();
-        self.clients
-            .borrow()
+        let mut clients = self.clients.borrow_mut();
+        // Connections dropped without their close being seen: gone.
+        clients.retain(|_, conn| conn.strong_count() > 0);
+        clients
             .iter()
             .filter(|(id, _)| ids.is_empty() || ids.contains(id))
             .filter_map(|(id, conn)| {
