@@ -527,6 +527,13 @@ fn same_answers_as_redis_server_in_resp3() {
         text(&info)
     );
     assert_eq!(w.cmd("COMMAND DOCS"), b"%0\r\n");
+    // COMMAND INFO: flags and categories are sets in RESP3; redis's first seven fields.
+    for name in ["get", "set", "getex", "unlink", "client", "multi", "scan"] {
+        let ours = elements(&w.cmd(&format!("COMMAND INFO {name}")));
+        let theirs = elements(&r.cmd(&format!("COMMAND INFO {name}")));
+        assert_eq!(elements(&ours[0])[..7], elements(&theirs[0])[..7], "{name}");
+    }
+    assert_eq!(w.cmd("COMMAND INFO nosuch"), r.cmd("COMMAND INFO nosuch"));
     // A pipeline whose answers come from both shards, some nil, across a switch of protocols:
     // each answered in the protocol of its time.
     let keys = keys_on_both_shards("p3", 2);

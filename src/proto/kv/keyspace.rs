@@ -1016,6 +1016,91 @@ mod tests {
     }
 
     #[test]
+    fn scan_returns_every_key_present_throughout_despite_deletes() {
+        let mut k = ks(KeyspaceConfig::default());
+        for i in 0..1000 {
+            run(&mut k, &format!("set k{i} v"), T0);
+        }
+        // Scan this keyspace as shard 1 of 3, deleting and adding keys between calls.
+        let mut cursor = 1u64;
+        let mut seen = std::collections::HashSet::new();
+        let mut deleted = std::collections::HashSet::new();
+        for call in 0..10_000 {
+            let scan = Scan {
+                cursor,
+                pattern: Some(b"k*".to_vec()),
+                count: 10,
+                none: false,
+                shard: (1, 3),
+            };
+            let Reply::Array(parts) = k.scan(&scan, T0) else {
+                panic!("scan")
+            };
+            let (Reply::Bulk(next), Reply::Array(keys)) = (&parts[0], &parts[1]) else {
+                panic!("{parts:?}")
+            };
+            for key in keys {
+                if let Reply::Bulk(key) = key {
+                    seen.insert(key.clone());
+                }
+            }
+            cursor = std::str::from_utf8(next).unwrap().parse().unwrap();
+            if cursor == 2 {
+                break; // The next shard's start: this one is done.
+            }
+            assert_eq!(cursor % 3, 1, "the cursor stays on its shard");
+            let victim = format!("k{}", (call * 37) % 1000);
+            if run(&mut k, &format!("del {victim}"), T0) == ":1\r\n" {
+                deleted.insert(victim.into_bytes());
+            }
+            run(&mut k, &format!("set new{call} v"), T0);
+        }
+        assert_eq!(cursor, 2);
+        for i in 0..1000 {
+            let key = format!("k{i}").into_bytes();
+            assert!(deleted.contains(&key) || seen.contains(&key), "k{i} missed");
+        }
+        assert!(seen.iter().all(|key| key.starts_with(b"k")), "MATCH");
+        // The last shard's end: cursor 0; TYPE other than string: nothing.
+        let scan = Scan {
+            cursor: 0,
+            pattern: None,
+            count: 100_000,
+            none: true,
+            shard: (0, 1),
+        };
+        assert_eq!(k.scan(&scan, T0).to_bytes(), b"*2\r\n$1\r\n0\r\n*0\r\n");
+    }
+
+    #[test]
+    fn getex_type_and_keys() {
+        let mut k = ks(KeyspaceConfig::default());
+        script(
+            &mut k,
+            T0,
+            &[
+                ("set a 1", "+OK\r\n"),
+                ("set b 2 px 10", "+OK\r\n"),
+                ("type a", "+string\r\n"),
+                ("type nope", "+none\r\n"),
+                ("getex a ex 100", "$1\r\n1\r\n"),
+                ("ttl a", ":100\r\n"),
+                ("getex a persist", "$1\r\n1\r\n"),
+                ("ttl a", ":-1\r\n"),
+                ("getex a pxat 1", "$1\r\n1\r\n"),
+                ("exists a", ":0\r\n"),
+                ("getex nope ex 1", "$-1\r\n"),
+                ("set A 1", "+OK\r\n"),
+                ("keys a*", "*0\r\n"),
+                ("keys [AB]", "*1\r\n$1\r\nA\r\n"),
+                ("keys [ab]", "*1\r\n$1\r\nb\r\n"),
+            ],
+        );
+        // An expired key is neither listed nor of a type.
+        script(&mut k, T0 + 20, &[("keys *", "*1\r\n$1\r\nA\r\n"), ("type b", "+none\r\n")]);
+    }
+
+    #[test]
     fn memory_is_accounted_exactly() {
         let mut k = ks(KeyspaceConfig::default());
         run(&mut k, "set key value", T0);
