@@ -64,7 +64,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::driver::mesh::{invoke_on_all, submit_to};
-use crate::driver::tasks::{counters, drain_started, interval, is_draining, spawn, state, yield_now};
+use crate::driver::tasks::{counters, drain_started, interval, is_draining, sleep, spawn, state, yield_now};
 use crate::metrics::ProcessStats;
 use crate::proto::codec::{FrameHandler, Framed};
 use crate::proto::kv::command::{ClientQuery, Command, Scan, Target, parse};
@@ -89,6 +89,10 @@ pub const SWEEP_BUDGET: Duration = Duration::from_millis(1000 / SWEEP_HZ as u64 
 /// Rounds of [`EXPIRE_SAMPLES`](crate::proto::kv::keyspace::EXPIRE_SAMPLES) keys a sweep takes
 /// between looks at the clock, each followed by a chance for the shard's connections to run.
 const SWEEP_SLICE_ROUNDS: usize = 16;
+/// How long a sweep works before it lets the shard poll its sockets (a plain yield lets the
+/// shard's ready tasks run, not its pending reads): commands wait at most about this long
+/// behind a sweep.
+const SWEEP_PAUSE_EVERY: Duration = Duration::from_millis(1);
 
 /// The kv server's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -335,6 +339,7 @@ impl KvShard {
     /// Returns how many keys went.
     pub async fn sweep(&self) -> usize {
         let started = Instant::now();
+        let mut paused = started;
         let mut removed = 0;
         loop {
             let cycle = self
@@ -342,10 +347,18 @@ impl KvShard {
                 .borrow_mut()
                 .expire_cycle(now_ms(), SWEEP_SLICE_ROUNDS);
             removed += cycle.removed;
-            if !cycle.unfinished || started.elapsed() >= SWEEP_BUDGET {
+            let now = Instant::now();
+            if !cycle.unfinished || now - started >= SWEEP_BUDGET {
                 return removed;
             }
-            yield_now().await;
+            if now - paused >= SWEEP_PAUSE_EVERY {
+                // A real pause: the shard reads its sockets, and its connections answer.
+                // (A zero duration would be ready at once: one microsecond is one pass.)
+                sleep(Duration::from_micros(1)).await;
+                paused = Instant::now();
+            } else {
+                yield_now().await;
+            }
         }
     }
 

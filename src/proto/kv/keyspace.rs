@@ -1097,7 +1097,11 @@ mod tests {
             ],
         );
         // An expired key is neither listed nor of a type.
-        script(&mut k, T0 + 20, &[("keys *", "*1\r\n$1\r\nA\r\n"), ("type b", "+none\r\n")]);
+        script(
+            &mut k,
+            T0 + 20,
+            &[("keys *", "*1\r\n$1\r\nA\r\n"), ("type b", "+none\r\n")],
+        );
     }
 
     #[test]
