@@ -739,6 +739,54 @@ fn scan_keys_client_list_and_transactions_across_shards() {
     );
 }
 
+/// redis-py as an application uses it, with its defaults (redis-py 8: RESP3, `HELLO 3` and
+/// `CLIENT SETINFO` on connect, `pipeline()` a transaction).
+#[test]
+fn redis_py_with_its_defaults() {
+    let _serial = util::serial();
+    require_peer(Peer::Python("redis"));
+    let weft = Server::weft(&[]);
+    let script = r#"
+import sys, redis
+r = redis.Redis(port=int(sys.argv[1]), client_name="app")
+assert r.set("a", "1") and r.get("a") == b"1" and r.get("nope") is None
+assert r.mget("a", "b", "c", "d") == [b"1", None, None, None]
+p = r.pipeline(transaction=False)
+for i in range(20): p.set(f"k{i}", i)
+p.get("k3"); p.incr("n"); p.expire("k1", 100); p.ttl("k1")
+assert p.execute()[20:] == [b"3", 1, True, 100]
+assert r.incr("n") == 2 and r.expire("a", 10) and r.ttl("a") == 10
+assert r.getex("a", ex=50) == b"1" and r.ttl("a") == 50 and r.type("a") == b"string"
+assert r.unlink("a", "zz") == 1
+assert sorted(r.scan_iter(match="k1*", count=3)) == sorted(r.keys("k1*")) and len(r.keys("k1*")) == 11
+info = r.info()
+assert info["redis_version"] == "7.0.15" and info["role"] == "master" and info["db0"]["keys"] == 21
+assert r.config_get("maxmemory*")["maxmemory-policy"] == "noeviction"
+assert r.client_getname() == "app" and r.client_info()["resp"] == "3"
+p = r.pipeline(); p.set("{u}a", 1); p.incr("{u}a"); p.get("{u}a")
+assert p.execute() == [True, 2, b"2"]
+r2 = redis.Redis(port=int(sys.argv[1]), protocol=2)
+assert r2.get("nope") is None and r2.config_get("hz") == {"hz": "10"}
+hello = r2.execute_command("HELLO")
+assert hello[hello.index(b"proto") + 1] == 2
+print("ok")
+"#;
+    let child = Command::new("python3")
+        .args(["-c", script, &weft.port()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = util::output_within(child, Duration::from_secs(30));
+    assert!(
+        out.status.success() && out.stdout.starts_with(b"ok"),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn redis_cli_sees_the_same_answers() {
     let _serial = util::serial();
