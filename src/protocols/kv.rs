@@ -335,7 +335,7 @@ impl KvShard {
 
     /// One sweep of expired keys, adaptive as redis's: rounds of samples go on while more
     /// than a tenth of a sample had expired, for at most [`SWEEP_BUDGET`], and every
-    /// [`SWEEP_SLICE_ROUNDS`] rounds the shard's other tasks (its connections) may run.
+    /// `SWEEP_SLICE_ROUNDS` rounds the shard's other tasks (its connections) may run.
     /// Returns how many keys went.
     pub async fn sweep(&self) -> usize {
         let started = Instant::now();
