@@ -12,7 +12,7 @@ use std::hash::BuildHasherDefault;
 use weft::kv::command::{Target, parse};
 use weft::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig};
 use weft::kv::session::{ServerFacts, Session};
-use weft::resp::{Request, RespDecoder, RespError, RespLimits};
+use weft::resp::{Protocol, Request, RespDecoder, RespError, RespLimits};
 
 /// Small limits, so that inputs of fuzzing size reach them.
 pub const LIMITS: RespLimits = RespLimits {
@@ -54,6 +54,7 @@ pub fn check(data: &[u8], step: usize) -> Outcome {
             } else {
                 EvictionPolicy::NoEviction
             },
+            shard: Some((0, 2)),
         },
         BuildHasherDefault::<DefaultHasher>::default(),
         7,
@@ -64,10 +65,11 @@ pub fn check(data: &[u8], step: usize) -> Outcome {
     for (i, request) in whole.requests.iter().enumerate() {
         match parse(request.clone()) {
             Ok(cmd) if cmd.target() == Target::Connection => {
-                let _ = session.execute(cmd, &facts);
+                let _ = session.execute(cmd, &facts, now);
             }
             Ok(cmd) => {
-                let _ = keyspace.execute(cmd, now + i as i64 * 100).to_bytes();
+                let reply = keyspace.execute(cmd, now + i as i64 * 100);
+                let _ = (reply.to_bytes(), reply.to_bytes_as(Protocol::Resp3));
                 // Memory is made (or refused) before a write: one request past the limit at most.
                 let added: usize = request.iter().map(|a| a.len() + 64).sum();
                 assert!(keyspace.used_memory() <= 4096 + added, "memory bound");

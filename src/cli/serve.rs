@@ -28,7 +28,7 @@ pub(crate) enum Proto {
     Http,
     /// A TCP proxy to --upstream, with back-pressure both ways.
     Relay,
-    /// A Redis-protocol (RESP2) in-memory key-value store, keys sharded over the cores.
+    /// A Redis-protocol (RESP2/RESP3) in-memory key-value store, keys sharded over the cores.
     Kv,
     /// Write the peer's address and a newline, then close.
     Whoami,

@@ -78,6 +78,7 @@ mod collector;
 mod exporter;
 mod hdr_log;
 mod process;
+pub(crate) use process::ProcessStats;
 mod prometheus;
 mod recorder;
 mod report;

@@ -12,6 +12,8 @@ pub(crate) struct ProcessStats {
     pub(crate) virtual_bytes: Option<u64>,
     /// User and system CPU time, in seconds.
     pub(crate) cpu_seconds: Option<f64>,
+    /// User CPU time alone, and system CPU time alone, in seconds (kv's `INFO cpu`).
+    pub(crate) cpu_user_system: Option<(f64, f64)>,
     /// Open file descriptors.
     pub(crate) open_fds: Option<u64>,
     /// The soft limit of open file descriptors (`None` as well when unlimited).
@@ -34,6 +36,9 @@ impl ProcessStats {
             resident_bytes: stat.and_then(|s| Some(s.rss_pages * page_size()?)),
             virtual_bytes: stat.map(|s| s.vsize),
             cpu_seconds: stat.zip(ticks).map(|(s, t)| (s.utime + s.stime) as f64 / t),
+            cpu_user_system: stat
+                .zip(ticks)
+                .map(|(s, t)| (s.utime as f64 / t, s.stime as f64 / t)),
             open_fds,
             max_fds: read("/proc/self/limits").and_then(|s| max_open_files(&s)),
             start_time_seconds: stat

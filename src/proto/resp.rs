@@ -1,7 +1,8 @@
 //! RESP2, the Redis serialization protocol, free of I/O: a request parser that is a
 //! [`Decoder`] (multibulk arrays and inline commands, with redis-server 7's exact protocol
-//! errors and limits), replies ([`Reply`]) and [`RespEncoder`], which writes replies and,
-//! for clients, requests; and for clients a reply parser ([`ReplyDecoder`]).
+//! errors and limits), replies ([`Reply`], written in RESP2 or, for a connection that asked
+//! with `HELLO 3`, RESP3: [`Reply::encode_as`]) and [`RespEncoder`], which writes replies and,
+//! for clients, requests; and for clients a reply parser ([`ReplyDecoder`], RESP2).
 //!
 //! The parser follows redis's `processMultibulkBuffer` and `processInlineBuffer`, quirks
 //! included, so that a peer sees the same answers from weft as from redis-server for the same
@@ -464,7 +465,39 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     }
 }
 
-/// A RESP2 reply. Its `Debug` shows byte strings as escaped text (`Bulk("a\r\n")`).
+/// The protocol a connection speaks, chosen with `HELLO 2` / `HELLO 3`: how a [`Reply`] is
+/// written ([`Reply::encode_as`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// RESP2, every connection's at first: nil as `$-1`, maps and sets as flat arrays,
+    /// verbatim strings as bulk strings.
+    #[default]
+    Resp2,
+    /// RESP3: nil as `_`, maps as `%`, sets as `~`, verbatim strings as `=`.
+    Resp3,
+}
+
+impl Protocol {
+    /// The version number `HELLO` takes and reports (2 or 3).
+    pub fn version(self) -> i64 {
+        match self {
+            Self::Resp2 => 2,
+            Self::Resp3 => 3,
+        }
+    }
+
+    /// The nil reply's bytes: `$-1\r\n` or `_\r\n`.
+    pub fn nil(self) -> &'static [u8] {
+        match self {
+            Self::Resp2 => NIL,
+            Self::Resp3 => b"_\r\n",
+        }
+    }
+}
+
+/// A reply. Its `Debug` shows byte strings as escaped text (`Bulk("a\r\n")`). The RESP3
+/// kinds ([`Map`](Self::Map), [`Set`](Self::Set), [`Verbatim`](Self::Verbatim)) are written as
+/// their RESP2 counterparts to a RESP2 connection, as redis does.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Reply {
     /// `+OK`: a status line (CR and LF in it are written as spaces).
@@ -480,6 +513,12 @@ pub enum Reply {
     Nil,
     /// `*N` and its elements.
     Array(Vec<Reply>),
+    /// `%N` and its key-value pairs (RESP2: an array of 2N elements).
+    Map(Vec<(Reply, Reply)>),
+    /// `~N` and its elements (RESP2: an array).
+    Set(Vec<Reply>),
+    /// `=N\r\ntxt:` and the text (RESP2: a bulk string of the text).
+    Verbatim(Vec<u8>),
 }
 
 impl fmt::Debug for Reply {
@@ -492,6 +531,9 @@ impl fmt::Debug for Reply {
             Self::Bulk(b) => f.debug_tuple("Bulk").field(&text(b)).finish(),
             Self::Nil => f.write_str("Nil"),
             Self::Array(items) => f.debug_tuple("Array").field(items).finish(),
+            Self::Map(pairs) => f.debug_tuple("Map").field(pairs).finish(),
+            Self::Set(items) => f.debug_tuple("Set").field(items).finish(),
+            Self::Verbatim(b) => f.debug_tuple("Verbatim").field(&text(b)).finish(),
         }
     }
 }
@@ -524,6 +566,12 @@ impl Reply {
 
     /// Appends the reply's RESP2 bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_as(Protocol::Resp2, out);
+    }
+
+    /// Appends the reply's bytes in `protocol` to `out`.
+    pub fn encode_as(&self, protocol: Protocol, out: &mut Vec<u8>) {
+        let resp3 = protocol == Protocol::Resp3;
         match self {
             Reply::Status(s) => line(out, b'+', s.as_bytes()),
             Reply::Error(e) => line(out, b'-', e),
@@ -533,23 +581,57 @@ impl Reply {
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Bulk(b) => encode_bulk(out, b),
-            Reply::Nil => out.extend_from_slice(NIL),
-            Reply::Array(items) => {
-                out.push(b'*');
-                push_int(out, items.len() as i64);
-                out.extend_from_slice(b"\r\n");
-                for item in items {
-                    item.encode(out);
-                }
+            Reply::Nil => out.extend_from_slice(protocol.nil()),
+            Reply::Array(items) => aggregate(out, b'*', items.len(), items, protocol),
+            Reply::Set(items) => {
+                aggregate(out, if resp3 { b'~' } else { b'*' }, items.len(), items, protocol);
             }
+            Reply::Map(pairs) => {
+                let (kind, len) = if resp3 {
+                    (b'%', pairs.len())
+                } else {
+                    (b'*', pairs.len() * 2)
+                };
+                let flat = pairs.iter().flat_map(|(k, v)| [k, v]);
+                aggregate(out, kind, len, flat, protocol);
+            }
+            Reply::Verbatim(text) if resp3 => {
+                out.push(b'=');
+                push_int(out, text.len() as i64 + 4);
+                out.extend_from_slice(b"\r\ntxt:");
+                out.extend_from_slice(text);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Verbatim(text) => encode_bulk(out, text),
         }
     }
 
     /// The reply's RESP2 bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_bytes_as(Protocol::Resp2)
+    }
+
+    /// The reply's bytes in `protocol`.
+    pub fn to_bytes_as(&self, protocol: Protocol) -> Vec<u8> {
         let mut out = Vec::new();
-        self.encode(&mut out);
+        self.encode_as(protocol, &mut out);
         out
+    }
+}
+
+/// An aggregate's header (`kind`, `len`) and its elements.
+fn aggregate<'a>(
+    out: &mut Vec<u8>,
+    kind: u8,
+    len: usize,
+    items: impl IntoIterator<Item = &'a Reply>,
+    protocol: Protocol,
+) {
+    out.push(kind);
+    push_int(out, len as i64);
+    out.extend_from_slice(b"\r\n");
+    for item in items {
+        item.encode_as(protocol, out);
     }
 }
 
@@ -827,6 +909,30 @@ mod tests {
 
     fn req(args: &[&str]) -> Request {
         args.iter().map(|a| a.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn resp3_kinds_and_their_resp2_forms() {
+        let b = |t: &str| Reply::bulk(t);
+        let map = Reply::Map(vec![(b("a"), Reply::Integer(1)), (b("b"), Reply::Nil)]);
+        assert_eq!(
+            map.to_bytes_as(Protocol::Resp3),
+            b"%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n_\r\n"
+        );
+        assert_eq!(map.to_bytes(), b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n$-1\r\n");
+        let set = Reply::Set(vec![Reply::Status("fast".into())]);
+        assert_eq!(set.to_bytes_as(Protocol::Resp3), b"~1\r\n+fast\r\n");
+        assert_eq!(set.to_bytes(), b"*1\r\n+fast\r\n");
+        let text = Reply::Verbatim(b"# Keyspace\r\n".to_vec());
+        assert_eq!(
+            text.to_bytes_as(Protocol::Resp3),
+            b"=16\r\ntxt:# Keyspace\r\n\r\n"
+        );
+        assert_eq!(text.to_bytes(), b"$12\r\n# Keyspace\r\n\r\n");
+        let nested = Reply::Array(vec![Reply::Nil, Reply::Array(vec![Reply::Nil])]);
+        assert_eq!(nested.to_bytes_as(Protocol::Resp3), b"*2\r\n_\r\n*1\r\n_\r\n");
+        assert_eq!(Protocol::Resp3.version(), 3);
+        assert_eq!(Protocol::default(), Protocol::Resp2);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Kv: a Redis-protocol (RESP2) in-memory key-value server on the shards, `weft serve
-//! --proto kv`.
+//! Kv: a Redis-protocol (RESP2, and RESP3 after `HELLO 3`) in-memory key-value server on
+//! the shards, `weft serve --proto kv`.
 //!
 //! Every key belongs to one shard: `slot(key) % shards`, with Redis Cluster's slots (CRC16 of
 //! the key, or of its `{hash tag}`, modulo 16384; see [`route`]). Each shard keeps its keys in
@@ -7,9 +7,12 @@
 //! commands alone, with no lock. A connection runs a command on a key of its own shard at
 //! once; a command on another shard's key is sent there ([`submit_to`]) and answered when it
 //! comes back; `MGET`, `MSET`, `DEL` and `EXISTS` are split by owning shard and gathered;
-//! `DBSIZE`, `FLUSHALL` and `INFO` run on every shard ([`invoke_on_all`]) once the
-//! connection's earlier commands are done, and the commands after them wait for them (so a
-//! pipelined `FLUSHALL` is not overtaken).
+//! `SCAN` runs on the shard its cursor names; `DBSIZE`, `FLUSHALL`, `INFO`, `KEYS` and
+//! `CLIENT LIST` run on every shard ([`invoke_on_all`]) once the connection's earlier
+//! commands are done, and the commands after them wait for them (so a pipelined `FLUSHALL`
+//! is not overtaken). `EXEC` waits the same way, then runs the commands queued since
+//! `MULTI` in one call to the shard that owns their keys (atomic: the shard runs nothing
+//! else meanwhile), or refuses them with `-CROSSSLOT` when their keys span shards.
 //!
 //! Commands for another shard are sent in batches: a connection has at most one call in
 //! flight to each shard, carrying every command for that shard received meanwhile, in order.
@@ -24,11 +27,13 @@
 //! before it); an unknown command or wrong arguments with an error, and the connection stays.
 //! On the engine's drain a connection reads no more, answers what it has received (including
 //! commands waiting on other shards) and closes. Each shard sweeps expired keys
-//! [`SWEEP_HZ`] times a second (sampling keys with a TTL, as redis does), besides expiring
-//! them when they are touched.
+//! [`SWEEP_HZ`] times a second (sampling keys with a TTL, as redis does, for as long as many
+//! of the samples had expired, within [`SWEEP_BUDGET`]), besides expiring them when they are
+//! touched.
 //!
 //! Multi-key commands are atomic per shard, not across shards (as in Redis Cluster, where
-//! they are refused across slots). `--maxmemory` is divided evenly between the shards; each
+//! they are refused across slots). Each answer is encoded in the protocol its connection
+//! spoke when the command started, wherever it ran. `--maxmemory` is divided evenly between the shards; each
 //! shard applies the policy to its part.
 //!
 //! On an engine with metrics on, each shard shows its keys, memory, expiries, evictions,
@@ -50,24 +55,25 @@
 //! [`invoke_on_all`]: crate::shard::invoke_on_all
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::driver::mesh::{invoke_on_all, submit_to};
-use crate::driver::tasks::{counters, drain_started, interval, is_draining, spawn, state};
+use crate::driver::tasks::{counters, drain_started, interval, is_draining, sleep, spawn, state, yield_now};
+use crate::metrics::ProcessStats;
 use crate::proto::codec::{FrameHandler, Framed};
-use crate::proto::kv::command::{Command, Target, parse};
+use crate::proto::kv::command::{ClientQuery, Command, Scan, Target, parse};
 use crate::proto::kv::info::{ServerInfo, render};
 use crate::proto::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig, KeyspaceStats};
 use crate::proto::kv::route::{Gather, shard_of, split};
 use crate::proto::kv::session::{Outcome, ServerFacts, Session};
 use crate::proto::protocol::{Factory, ShardInfo};
-use crate::proto::resp::{Reply, Request, RespDecoder, RespError, RespLimits};
+use crate::proto::resp::{Protocol, Reply, Request, RespDecoder, RespError, RespLimits};
 use crate::proto::transport::Transport;
 use crate::protocols::kv_metrics::{self, Published};
 
@@ -77,9 +83,16 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// How many times a second each shard samples its keys with a TTL for expired ones (redis's
 /// `hz`).
 pub const SWEEP_HZ: u32 = 10;
-/// Most rounds of [`EXPIRE_SAMPLES`](crate::proto::kv::keyspace::EXPIRE_SAMPLES) keys one
-/// sweep takes, so that a sweep never holds its shard for long.
-const SWEEP_ROUNDS: usize = 16;
+/// The most time one sweep may take: a quarter of the time between sweeps, as redis's
+/// `activeExpireCycle` (25% of a CPU at most, however many keys expire).
+pub const SWEEP_BUDGET: Duration = Duration::from_millis(1000 / SWEEP_HZ as u64 / 4);
+/// Rounds of [`EXPIRE_SAMPLES`](crate::proto::kv::keyspace::EXPIRE_SAMPLES) keys a sweep takes
+/// between looks at the clock, each followed by a chance for the shard's connections to run.
+const SWEEP_SLICE_ROUNDS: usize = 16;
+/// How long a sweep works before it lets the shard poll its sockets (a plain yield lets the
+/// shard's ready tasks run, not its pending reads): commands wait at most about this long
+/// behind a sweep.
+const SWEEP_PAUSE_EVERY: Duration = Duration::from_millis(1);
 
 /// The kv server's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -146,6 +159,30 @@ pub struct KvShard {
     read_time: Cell<Option<i64>>,
     /// The keyspace's figures as the metrics last showed them.
     published: Published,
+    /// The shard's connections by client id, for `CLIENT LIST`.
+    clients: RefCell<BTreeMap<u64, Weak<Conn>>>,
+    /// Commands its connections received (INFO's `total_commands_processed`).
+    commands: Cell<u64>,
+    /// `(when, commands)` at the last [`OPS_SAMPLES`] sweeps, for
+    /// `instantaneous_ops_per_sec`.
+    ops_samples: RefCell<VecDeque<(Instant, u64)>>,
+}
+
+/// Samples of the command count kept for `instantaneous_ops_per_sec` (taken at each sweep:
+/// the rate over about 1.5 s, as redis's 16 samples a tenth of a second apart).
+const OPS_SAMPLES: usize = 16;
+
+/// One shard's figures for `INFO`.
+#[derive(Debug, Clone, Copy)]
+struct ShardFigures {
+    keyspace: KeyspaceStats,
+    commands: u64,
+    ops_per_sec: u64,
+    active: u64,
+    accepted: u64,
+    rejected: u64,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl KvShard {
@@ -158,6 +195,7 @@ impl KvShard {
         let keyspace = KeyspaceConfig {
             maxmemory: config.maxmemory.div_ceil(info.shards.max(1)),
             policy: config.policy,
+            shard: Some((info.index, info.shards)),
         };
         let facts = ServerFacts {
             config: vec![
@@ -184,6 +222,9 @@ impl KvShard {
             sweeping: Cell::new(false),
             read_time: Cell::new(None),
             published: Published::default(),
+            clients: RefCell::new(BTreeMap::new()),
+            commands: Cell::new(0),
+            ops_samples: RefCell::new(VecDeque::with_capacity(OPS_SAMPLES + 1)),
         }
     }
 
@@ -209,10 +250,12 @@ impl KvShard {
         self.keyspace.borrow_mut().execute(cmd, self.now())
     }
 
-    /// Runs a keyspace command on this shard's keys, now, and appends its answer's bytes to
-    /// `out`.
-    pub fn execute_into(&self, cmd: Command, out: &mut Vec<u8>) {
-        self.keyspace.borrow_mut().execute_into(cmd, self.now(), out);
+    /// Runs a keyspace command on this shard's keys, now, and appends its answer's bytes in
+    /// `protocol` to `out`.
+    pub fn execute_into(&self, cmd: Command, protocol: Protocol, out: &mut Vec<u8>) {
+        self.keyspace
+            .borrow_mut()
+            .execute_into(cmd, self.now(), protocol, out);
     }
 
     /// Runs keyspace commands in order, at one time; their answers in order.
@@ -225,6 +268,54 @@ impl KvShard {
     /// The keyspace's figures.
     pub fn stats(&self) -> KeyspaceStats {
         self.keyspace.borrow().stats()
+    }
+
+    /// Samples the command count, for `instantaneous_ops_per_sec`.
+    fn sample_ops(&self) {
+        let mut samples = self.ops_samples.borrow_mut();
+        samples.push_back((Instant::now(), self.commands.get()));
+        while samples.len() > OPS_SAMPLES {
+            samples.pop_front();
+        }
+    }
+
+    /// This shard's figures for `INFO`.
+    fn figures(&self) -> ShardFigures {
+        let samples = self.ops_samples.borrow();
+        let ops_per_sec = match (samples.front(), samples.back()) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 => {
+                (n1.saturating_sub(*n0) as f64 / (*t1 - *t0).as_secs_f64()).round() as u64
+            }
+            _ => 0,
+        };
+        let c = counters();
+        ShardFigures {
+            keyspace: self.stats(),
+            commands: self.commands.get(),
+            ops_per_sec,
+            active: c.active,
+            accepted: c.accepted,
+            rejected: c.refused + c.shed,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+        }
+    }
+
+    /// The `CLIENT LIST` lines of this shard's connections (those of `ids`, or all), by id.
+    fn client_lines(&self, ids: &[u64]) -> Vec<(u64, String)> {
+        let now = now_ms();
+        let mut clients = self.clients.borrow_mut();
+        // Connections dropped without their close being seen: gone.
+        clients.retain(|_, conn| conn.strong_count() > 0);
+        clients
+            .iter()
+            .filter(|(id, _)| ids.is_empty() || ids.contains(id))
+            .filter_map(|(id, conn)| {
+                let conn = conn.upgrade()?;
+                let line = conn.state.try_borrow().ok()?.session.client_line(now);
+                Some((*id, line))
+            })
+            .collect()
     }
 
     /// Keys held.
@@ -242,9 +333,33 @@ impl KvShard {
         self.keyspace.borrow_mut().flush();
     }
 
-    /// One sweep of expired keys; returns how many went.
-    pub fn sweep(&self) -> usize {
-        self.keyspace.borrow_mut().expire_cycle(now_ms(), SWEEP_ROUNDS)
+    /// One sweep of expired keys, adaptive as redis's: rounds of samples go on while more
+    /// than a tenth of a sample had expired, for at most [`SWEEP_BUDGET`], and every
+    /// `SWEEP_SLICE_ROUNDS` rounds the shard's other tasks (its connections) may run.
+    /// Returns how many keys went.
+    pub async fn sweep(&self) -> usize {
+        let started = Instant::now();
+        let mut paused = started;
+        let mut removed = 0;
+        loop {
+            let cycle = self
+                .keyspace
+                .borrow_mut()
+                .expire_cycle(now_ms(), SWEEP_SLICE_ROUNDS);
+            removed += cycle.removed;
+            let now = Instant::now();
+            if !cycle.unfinished || now - started >= SWEEP_BUDGET {
+                return removed;
+            }
+            if now - paused >= SWEEP_PAUSE_EVERY {
+                // A real pause: the shard reads its sockets, and its connections answer.
+                // (A zero duration would be ready at once: one microsecond is one pass.)
+                sleep(Duration::from_micros(1)).await;
+                paused = Instant::now();
+            } else {
+                yield_now().await;
+            }
+        }
     }
 
     /// Shows the keyspace's figures in the shard's metrics (see
@@ -273,7 +388,8 @@ impl KvShard {
                 break;
             }
             if let Some(s) = state::<KvShard>() {
-                s.sweep();
+                s.sample_ops();
+                s.sweep().await;
                 s.publish();
             }
         }
@@ -355,8 +471,9 @@ impl Kv {
 /// What one received command's answer is now.
 #[derive(Debug)]
 enum Slot {
-    /// Not answered yet.
-    Pending,
+    /// Not answered yet; to be answered in this protocol (the connection's when the command
+    /// started: a `HELLO` after it does not change it).
+    Pending(Protocol),
     /// The answer's bytes.
     Ready(Vec<u8>),
 }
@@ -422,27 +539,25 @@ struct Conn {
 impl Conn {
     /// A command arrived.
     fn received(self: &Rc<Self>, request: Request) {
-        let parsed = {
+        {
             let mut st = self.state.borrow_mut();
             if st.closing {
                 return;
             }
-            let parsed = parse(request);
-            let seq = st.push_slot();
-            match parsed {
+            let cmd = match parse(request) {
                 Ok(cmd) => {
                     kv_metrics::command(cmd.family());
-                    st.held.push_back((seq, cmd));
-                    None
+                    self.shard.commands.set(self.shard.commands.get() + 1);
+                    cmd
                 }
-                Err(error) => Some((seq, error)),
-            }
+                // Answered in its turn: inside MULTI it fails the transaction.
+                Err(error) => Command::Invalid(error),
+            };
+            let seq = st.push_slot();
+            st.held.push_back((seq, cmd));
+            st.session.active(self.shard.now());
         };
-        match parsed {
-            // Answered at once, in its place.
-            Some((seq, error)) => self.answer(seq, &error),
-            None => self.pump(),
-        }
+        self.pump();
         self.flow();
     }
 
@@ -458,7 +573,8 @@ impl Conn {
                 let Some((_, front)) = st.held.front() else {
                     return;
                 };
-                if front.target() == Target::All {
+                let queued = st.session.in_transaction() && front.queues();
+                if front.target() == Target::All && !queued {
                     if st.in_flight > 0 {
                         return;
                     }
@@ -472,13 +588,28 @@ impl Conn {
         }
     }
 
-    /// Runs or sends one command.
+    /// Runs or sends one command (or queues it, inside `MULTI`).
     fn start(self: &Rc<Self>, seq: u64, cmd: Command) {
         let shard = &self.shard;
         let (me, shards) = (shard.index, shard.shards);
+        let cmd = {
+            let mut st = self.state.borrow_mut();
+            st.stamp(seq);
+            st.session.queue(cmd)
+        };
+        let cmd = match cmd {
+            Ok(queued) => return self.answer(seq, &queued),
+            Err(cmd) => cmd,
+        };
         match cmd.target() {
             Target::Connection => {
-                let outcome = self.state.borrow_mut().session.execute(cmd, &shard.facts);
+                let outcome = {
+                    let mut st = self.state.borrow_mut();
+                    let outcome = st.session.execute(cmd, &shard.facts, shard.now());
+                    // HELLO answers in the protocol it switched to.
+                    st.stamp(seq);
+                    outcome
+                };
                 match outcome {
                     Outcome::Reply(reply) => self.answer(seq, &reply),
                     Outcome::ReplyAndClose(reply) => {
@@ -490,12 +621,11 @@ impl Conn {
             }
             Target::Key(key) => {
                 let owner = shard_of(key, shards);
-                if owner == me {
-                    self.answer_local(seq, cmd);
-                } else {
-                    self.state.borrow_mut().in_flight += 1;
-                    self.send(owner, Waiter::Whole(seq), cmd);
-                }
+                self.run_on(owner, seq, cmd);
+            }
+            Target::Cursor(cursor) => {
+                let owner = Scan::shard_of_cursor(cursor, shards);
+                self.run_on(owner, seq, cmd.routed(owner, shards));
             }
             Target::Keys => {
                 let (parts, gather) = split(cmd, shards);
@@ -522,23 +652,115 @@ impl Conn {
                 }
             }
             Target::All => {
-                let port = self
-                    .state
-                    .borrow()
-                    .transport
-                    .as_ref()
-                    .map_or(0, |t| t.local_addr().socket_addr().port());
-                let policy = shard.config.policy;
                 self.state.borrow_mut().in_flight += 1;
                 let conn = self.clone();
                 spawn(async move {
-                    let reply = everywhere(cmd, port, policy).await;
+                    let reply = match cmd {
+                        Command::Exec => conn.exec().await,
+                        cmd => conn.everywhere(cmd).await,
+                    };
                     conn.state.borrow_mut().barrier = false;
                     conn.deliver(Waiter::Whole(seq), reply);
                 })
                 .detach();
             }
         }
+    }
+
+    /// Runs command `seq` on shard `owner`: here at once, or sent there.
+    fn run_on(self: &Rc<Self>, owner: usize, seq: u64, cmd: Command) {
+        if owner == self.shard.index {
+            self.answer_local(seq, cmd);
+        } else {
+            self.state.borrow_mut().in_flight += 1;
+            self.send(owner, Waiter::Whole(seq), cmd);
+        }
+    }
+
+    /// `EXEC`: the commands queued since `MULTI`, atomically. Their keys must live on one
+    /// shard (as Redis Cluster requires one slot): the keyspace commands run there in one
+    /// call, which nothing else interleaves (a shard runs one thing at a time); the
+    /// connection's own commands and `INFO` run here, in their places in the answer.
+    async fn exec(self: &Rc<Self>) -> Reply {
+        let queued = match self.state.borrow_mut().session.take_transaction() {
+            Ok(queued) => queued,
+            Err(error) => return error,
+        };
+        let (me, shards) = (self.shard.index, self.shard.shards);
+        let mut owner: Option<usize> = None;
+        for cmd in &queued {
+            let owners: Vec<usize> = match cmd.target() {
+                Target::Key(key) => vec![shard_of(key, shards)],
+                Target::Keys => split(cmd.clone(), shards).0.iter().map(|(o, _)| *o).collect(),
+                Target::Cursor(cursor) => vec![Scan::shard_of_cursor(cursor, shards)],
+                Target::All if cmd.on_keyspace() && shards > 1 => return WHOLE_KEYSPACE_IN_MULTI,
+                Target::All | Target::Connection => Vec::new(),
+            };
+            for o in owners {
+                if owner.is_some_and(|first| first != o) {
+                    return CROSSSLOT;
+                }
+                owner = Some(o);
+            }
+        }
+        let target = owner.unwrap_or(me);
+        // The keyspace commands, in order, in one call; the others later, in their places.
+        let mut replies: Vec<Option<Reply>> = vec![None; queued.len()];
+        let (mut places, mut batch, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, cmd) in queued.into_iter().enumerate() {
+            if cmd.on_keyspace() {
+                places.push(i);
+                batch.push(cmd.routed(target, shards));
+            } else {
+                rest.push((i, cmd));
+            }
+        }
+        if !batch.is_empty() {
+            let results = if target == me {
+                self.shard.execute_all(batch)
+            } else {
+                match submit_to(target, move |s: &KvShard| s.execute_all(batch)).await {
+                    Ok(results) => results,
+                    Err(e) => return call_failed(&e),
+                }
+            };
+            for (place, reply) in places.into_iter().zip(results) {
+                if let Some(slot) = replies.get_mut(place) {
+                    *slot = Some(reply);
+                }
+            }
+        }
+        for (place, cmd) in rest {
+            let reply = if cmd.target() == Target::All {
+                self.everywhere(cmd).await
+            } else {
+                let now = self.shard.now();
+                let outcome = self
+                    .state
+                    .borrow_mut()
+                    .session
+                    .execute(cmd, &self.shard.facts, now);
+                match outcome {
+                    Outcome::Reply(r) | Outcome::ReplyAndClose(r) => r,
+                    Outcome::Close => Reply::error("ERR not allowed in a transaction"),
+                }
+            };
+            if let Some(slot) = replies.get_mut(place) {
+                *slot = Some(reply);
+            }
+        }
+        Reply::Array(replies.into_iter().map(|r| r.unwrap_or(Reply::Nil)).collect())
+    }
+
+    /// Runs a command of every shard and gathers its answer.
+    async fn everywhere(self: &Rc<Self>, cmd: Command) -> Reply {
+        let port = self
+            .state
+            .borrow()
+            .transport
+            .as_ref()
+            .map_or(0, |t| t.local_addr().socket_addr().port());
+        everywhere(cmd, port, self.shard.config.policy).await
     }
 
     /// Queues `cmd` for shard `owner`, and sends the queue unless a call to it is in flight.
@@ -635,22 +857,25 @@ impl Conn {
 
     /// Runs command `seq` on this shard's keys and answers it.
     fn answer_local(&self, seq: u64, cmd: Command) {
-        self.answer_with(seq, |out| self.shard.execute_into(cmd, out));
+        self.answer_with(seq, |protocol, out| {
+            self.shard.execute_into(cmd, protocol, out);
+        });
     }
 
     /// Answers command `seq`.
     fn answer(&self, seq: u64, reply: &Reply) {
-        self.answer_with(seq, |out| reply.encode(out));
+        self.answer_with(seq, |protocol, out| reply.encode_as(protocol, out));
     }
 
     /// Answers command `seq` with the bytes `encode` appends (it is always called): straight
     /// into the output when nothing before it waits, else into its slot.
-    fn answer_with(&self, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) {
+    fn answer_with(&self, seq: u64, encode: impl FnOnce(Protocol, &mut Vec<u8>)) {
         let mut st = self.state.borrow_mut();
+        let protocol = st.protocol_of(seq);
         if st.first_seq == seq && st.slots.len() == 1 {
             match &st.transport {
-                Some(t) => t.write_with(encode),
-                None => encode(&mut Vec::new()),
+                Some(t) => t.write_with(|out| encode(protocol, out)),
+                None => encode(protocol, &mut Vec::new()),
             }
             st.slots.pop_front();
             st.first_seq += 1;
@@ -660,7 +885,7 @@ impl Conn {
         }
         drop(st);
         let mut bytes = Vec::new();
-        encode(&mut bytes);
+        encode(protocol, &mut bytes);
         self.fill(seq, Slot::Ready(bytes));
     }
 
@@ -687,7 +912,7 @@ impl Conn {
             .iter()
             .map_while(|s| match s {
                 Slot::Ready(b) => Some(b.len()),
-                Slot::Pending => None,
+                Slot::Pending(_) => None,
             })
             .fold((0, 0), |(n, sum), len| (n + 1, sum + len));
         st.held_bytes -= bytes;
@@ -743,10 +968,42 @@ impl Conn {
 impl State {
     /// A new pending slot at the back; its sequence number.
     fn push_slot(&mut self) -> u64 {
-        self.slots.push_back(Slot::Pending);
+        self.slots.push_back(Slot::Pending(self.session.protocol()));
         self.first_seq + self.slots.len() as u64 - 1
     }
+
+    /// The slot of command `seq`, if it waits.
+    fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        self.slots.get_mut(index)
+    }
+
+    /// Command `seq` is answered in the protocol the connection speaks now.
+    fn stamp(&mut self, seq: u64) {
+        let protocol = self.session.protocol();
+        if let Some(slot @ Slot::Pending(_)) = self.slot_mut(seq) {
+            *slot = Slot::Pending(protocol);
+        }
+    }
+
+    /// The protocol command `seq` is answered in.
+    fn protocol_of(&mut self, seq: u64) -> Protocol {
+        match self.slot_mut(seq) {
+            Some(Slot::Pending(p)) => *p,
+            _ => self.session.protocol(),
+        }
+    }
 }
+
+/// `EXEC` of commands on keys of several shards, refused as Redis Cluster refuses keys of
+/// several slots.
+const CROSSSLOT: Reply = Reply::error("CROSSSLOT Keys in request don't hash to the same slot");
+
+/// `EXEC` of a command on every shard's keys (`DBSIZE`, `FLUSHALL`, `KEYS`, `SCAN`) with
+/// more than one shard: it cannot be atomic.
+const WHOLE_KEYSPACE_IN_MULTI: Reply = Reply::error(
+    "CROSSSLOT DBSIZE, FLUSHALL, FLUSHDB and KEYS in a transaction need a server with one shard",
+);
 
 /// The answer when another shard could not run a command.
 fn call_failed(e: &impl std::fmt::Display) -> Reply {
@@ -764,24 +1021,47 @@ async fn everywhere(cmd: Command, port: u16, policy: EvictionPolicy) -> Reply {
             Ok(_) => Reply::OK,
             Err(e) => call_failed(&e),
         },
+        Command::Keys(pattern) => {
+            let keys = invoke_on_all(move |s: &KvShard| s.execute(Command::Keys(pattern.clone()))).await;
+            match keys {
+                Ok(replies) => Reply::Array(
+                    replies
+                        .into_iter()
+                        .flat_map(|r| match r {
+                            Reply::Array(keys) => keys,
+                            _ => Vec::new(),
+                        })
+                        .collect(),
+                ),
+                Err(e) => call_failed(&e),
+            }
+        }
+        Command::Client(ClientQuery::List { ids, none }) => {
+            if none {
+                return Reply::Verbatim(Vec::new());
+            }
+            match invoke_on_all(move |s: &KvShard| s.client_lines(&ids)).await {
+                Ok(per_shard) => {
+                    let mut lines: Vec<(u64, String)> = per_shard.into_iter().flatten().collect();
+                    lines.sort_by_key(|(id, _)| *id);
+                    let text: String = lines.into_iter().map(|(_, l)| l).collect();
+                    Reply::Verbatim(text.into_bytes())
+                }
+                Err(e) => call_failed(&e),
+            }
+        }
         Command::Info(sections) => {
-            let per_shard = invoke_on_all(|s: &KvShard| {
-                let c = counters();
-                (s.stats(), c.active, c.accepted)
-            })
-            .await;
-            let per_shard = match per_shard {
+            let per_shard = match invoke_on_all(|s: &KvShard| s.figures()).await {
                 Ok(p) => p,
                 Err(e) => return call_failed(&e),
             };
             let mut total = KeyspaceStats::default();
-            let (mut clients, mut accepted) = (0, 0);
-            for (stats, active, acc) in &per_shard {
-                total.add(stats);
-                clients += active;
-                accepted += acc;
+            for f in &per_shard {
+                total.add(&f.keyspace);
             }
+            let sum = |field: fn(&ShardFigures) -> u64| per_shard.iter().map(field).sum::<u64>();
             let p = process();
+            let proc_stats = ProcessStats::read();
             let server = ServerInfo {
                 weft_version: env!("CARGO_PKG_VERSION").to_owned(),
                 process_id: std::process::id(),
@@ -792,9 +1072,23 @@ async fn everywhere(cmd: Command, port: u16, policy: EvictionPolicy) -> Reply {
                 hz: SWEEP_HZ,
                 shards: per_shard.len(),
                 executable: p.executable.clone(),
-                connected_clients: clients,
-                total_connections_received: accepted,
+                connected_clients: sum(|f| f.active),
+                total_connections_received: sum(|f| f.accepted),
                 policy,
+                total_commands_processed: sum(|f| f.commands),
+                instantaneous_ops_per_sec: sum(|f| f.ops_per_sec),
+                rejected_connections: sum(|f| f.rejected),
+                total_net_input_bytes: sum(|f| f.bytes_in),
+                total_net_output_bytes: sum(|f| f.bytes_out),
+                used_memory_rss: proc_stats.resident_bytes.unwrap_or(0),
+                maxmemory_per_shard: per_shard.first().map_or(0, |f| f.keyspace.maxmemory),
+                used_memory_fullest_shard: per_shard
+                    .iter()
+                    .map(|f| f.keyspace.used_memory)
+                    .max()
+                    .unwrap_or(0),
+                cpu_user_system: proc_stats.cpu_user_system.unwrap_or_default(),
+                started_unix: (now_ms() / 1000).saturating_sub(p.started.elapsed().as_secs() as i64),
             };
             render(&sections, &server, &total)
         }
@@ -806,7 +1100,17 @@ impl FrameHandler for Kv {
     type Decoder = RespDecoder;
 
     fn connection_made(&mut self, transport: &Transport) {
-        self.conn.state.borrow_mut().transport = Some(transport.clone());
+        let mut st = self.conn.state.borrow_mut();
+        st.transport = Some(transport.clone());
+        let (peer, local) = (transport.peer_addr(), transport.local_addr());
+        st.session
+            .connected(peer.to_string(), local.to_string(), now_ms());
+        let id = st.session.id();
+        self.conn
+            .shard
+            .clients
+            .borrow_mut()
+            .insert(id, Rc::downgrade(&self.conn));
     }
 
     fn frame_received(&mut self, request: Request, _transport: &Transport) {
@@ -857,6 +1161,7 @@ impl FrameHandler for Kv {
     fn connection_lost(&mut self, _reason: &crate::proto::close::CloseReason) {
         self.conn.shard.end_read();
         let mut st = self.conn.state.borrow_mut();
+        self.conn.shard.clients.borrow_mut().remove(&st.session.id());
         st.transport = None;
         st.held.clear();
     }

@@ -66,16 +66,43 @@ pub static COMMAND_SUBCOMMANDS: &[Spec] = &[
 ];
 
 /// `CONFIG`'s subcommands that weft answers.
-pub static CONFIG_SUBCOMMANDS: &[Spec] = &[spec("config|get", -3, ADMIN, NO_KEYS, ADMIN_SLOW)];
+pub static CONFIG_SUBCOMMANDS: &[Spec] = &[
+    spec("config|get", -3, ADMIN, NO_KEYS, ADMIN_SLOW),
+    spec("config|help", 2, LOADING_STALE, NO_KEYS, &["@slow"]),
+];
+
+const CLIENT_FLAGS: &[&str] = &["noscript", "loading", "stale"];
+const TRANSACTION: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
+const FAST_TRANSACTION: &[&str] = &["@fast", "@transaction"];
+
+/// `CLIENT`'s subcommands that weft answers (`SETINFO` as redis 7.2 has it).
+pub static CLIENT_SUBCOMMANDS: &[Spec] = &[
+    spec("client|getname", 2, CLIENT_FLAGS, NO_KEYS, SLOW_CONNECTION),
+    spec("client|id", 2, CLIENT_FLAGS, NO_KEYS, SLOW_CONNECTION),
+    spec("client|info", 2, CLIENT_FLAGS, NO_KEYS, SLOW_CONNECTION),
+    spec(
+        "client|list",
+        -2,
+        &["admin", "noscript", "loading", "stale"],
+        NO_KEYS,
+        &["@admin", "@slow", "@dangerous", "@connection"],
+    ),
+    spec("client|setinfo", 4, CLIENT_FLAGS, NO_KEYS, SLOW_CONNECTION),
+    spec("client|setname", 3, CLIENT_FLAGS, NO_KEYS, SLOW_CONNECTION),
+];
 
 /// Every command weft serves, in the order `COMMAND` lists them (sorted by name).
 pub static COMMANDS: &[Spec] = &COMMAND_TABLE;
 
-const COMMAND_COUNT: usize = 38;
+const COMMAND_COUNT: usize = 50;
 
 const COMMAND_TABLE: [Spec; COMMAND_COUNT] = [
     spec("append", 3, W_OOM_FAST, ONE_KEY, WRITE_STRING_FAST),
     spec("auth", -2, NO_AUTH, NO_KEYS, CONNECTION_FAST),
+    Spec {
+        subcommands: CLIENT_SUBCOMMANDS,
+        ..spec("client", -2, &[], NO_KEYS, &["@slow"])
+    },
     Spec {
         subcommands: COMMAND_SUBCOMMANDS,
         ..spec("command", -1, LOADING_STALE, NO_KEYS, SLOW_CONNECTION)
@@ -88,7 +115,15 @@ const COMMAND_TABLE: [Spec; COMMAND_COUNT] = [
     spec("decr", 2, W_OOM_FAST, ONE_KEY, WRITE_STRING_FAST),
     spec("decrby", 3, W_OOM_FAST, ONE_KEY, WRITE_STRING_FAST),
     spec("del", -2, &["write"], ALL_KEYS, &["@keyspace", "@write", "@slow"]),
+    spec("discard", 1, TRANSACTION, NO_KEYS, FAST_TRANSACTION),
     spec("echo", 2, &["loading", "stale", "fast"], NO_KEYS, CONNECTION_FAST),
+    spec(
+        "exec",
+        1,
+        &["noscript", "loading", "stale", "skip_slowlog"],
+        NO_KEYS,
+        &["@slow", "@transaction"],
+    ),
     spec("exists", -2, RO_FAST, ALL_KEYS, KEYSPACE_READ_FAST),
     spec("expire", -3, W_FAST, ONE_KEY, KEYSPACE_WRITE_FAST),
     spec("expireat", -3, W_FAST, ONE_KEY, KEYSPACE_WRITE_FAST),
@@ -109,6 +144,7 @@ const COMMAND_TABLE: [Spec; COMMAND_COUNT] = [
     ),
     spec("get", 2, RO_FAST, ONE_KEY, READ_STRING_FAST),
     spec("getdel", 2, W_FAST, ONE_KEY, WRITE_STRING_FAST),
+    spec("getex", -2, W_FAST, ONE_KEY, WRITE_STRING_FAST),
     spec("getset", 3, W_OOM_FAST, ONE_KEY, WRITE_STRING_FAST),
     spec(
         "hello",
@@ -120,8 +156,16 @@ const COMMAND_TABLE: [Spec; COMMAND_COUNT] = [
     spec("incr", 2, W_OOM_FAST, ONE_KEY, WRITE_STRING_FAST),
     spec("incrby", 3, W_OOM_FAST, ONE_KEY, WRITE_STRING_FAST),
     spec("info", -1, LOADING_STALE, NO_KEYS, &["@slow", "@dangerous"]),
+    spec(
+        "keys",
+        2,
+        &["readonly"],
+        NO_KEYS,
+        &["@keyspace", "@read", "@slow", "@dangerous"],
+    ),
     spec("mget", -2, RO_FAST, ALL_KEYS, READ_STRING_FAST),
     spec("mset", -3, W_OOM, (1, -1, 2), WRITE_STRING_SLOW),
+    spec("multi", 1, TRANSACTION, NO_KEYS, FAST_TRANSACTION),
     spec("persist", 2, W_FAST, ONE_KEY, KEYSPACE_WRITE_FAST),
     spec("pexpire", -3, W_FAST, ONE_KEY, KEYSPACE_WRITE_FAST),
     spec("pexpireat", -3, W_FAST, ONE_KEY, KEYSPACE_WRITE_FAST),
@@ -130,6 +174,13 @@ const COMMAND_TABLE: [Spec; COMMAND_COUNT] = [
     spec("psetex", 4, W_OOM, ONE_KEY, WRITE_STRING_SLOW),
     spec("pttl", 2, RO_FAST, ONE_KEY, KEYSPACE_READ_FAST),
     spec("quit", -1, NO_AUTH, NO_KEYS, CONNECTION_FAST),
+    spec(
+        "scan",
+        -2,
+        &["readonly"],
+        NO_KEYS,
+        &["@keyspace", "@read", "@slow"],
+    ),
     spec(
         "select",
         2,
@@ -141,7 +192,12 @@ const COMMAND_TABLE: [Spec; COMMAND_COUNT] = [
     spec("setex", 4, W_OOM, ONE_KEY, WRITE_STRING_SLOW),
     spec("setnx", 3, W_OOM_FAST, ONE_KEY, WRITE_STRING_FAST),
     spec("strlen", 2, RO_FAST, ONE_KEY, READ_STRING_FAST),
+    spec("time", 1, &["loading", "stale", "fast"], NO_KEYS, &["@fast"]),
     spec("ttl", 2, RO_FAST, ONE_KEY, KEYSPACE_READ_FAST),
+    spec("type", 2, RO_FAST, ONE_KEY, KEYSPACE_READ_FAST),
+    spec("unlink", -2, W_FAST, ALL_KEYS, KEYSPACE_WRITE_FAST),
+    spec("unwatch", 1, TRANSACTION, NO_KEYS, FAST_TRANSACTION),
+    spec("watch", -2, TRANSACTION, ALL_KEYS, FAST_TRANSACTION),
 ];
 
 /// No command's name is longer: a name fits in a `u128`.
@@ -330,6 +386,25 @@ pub enum Command {
     Command(CommandQuery),
     /// `CONFIG GET pattern...`.
     ConfigGet(Vec<Vec<u8>>),
+    /// `CONFIG HELP`.
+    ConfigHelp,
+    /// `CLIENT ...`.
+    Client(ClientQuery),
+    /// `TIME`.
+    Time,
+    /// `MULTI`: the commands after it are queued until `EXEC`.
+    Multi,
+    /// `EXEC`: runs the queued commands.
+    Exec,
+    /// `DISCARD`: drops them.
+    Discard,
+    /// `WATCH key...`: refused (weft has no optimistic locking).
+    Watch,
+    /// `UNWATCH`: nothing is watched, `+OK`.
+    Unwatch,
+    /// A request refused before it ran (unknown command, wrong arguments): its error, answered
+    /// in order, and failing the transaction it is part of, as in redis.
+    Invalid(Reply),
     /// `POST` or `Host:`: an HTTP request sent to the port, closed without an answer (redis's
     /// defence against cross-protocol scripting).
     Refuse,
@@ -346,6 +421,17 @@ pub enum Command {
     Append(Key, Vec<u8>),
     /// `STRLEN key`.
     Strlen(Key),
+    /// `TYPE key`.
+    Type(Key),
+    /// `GETEX key [EX s|PX ms|EXAT t|PXAT t|PERSIST]`.
+    GetEx {
+        /// The key.
+        key: Key,
+        /// A new expiry.
+        expire: Option<Deadline>,
+        /// PERSIST: remove the expiry.
+        persist: bool,
+    },
     /// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`.
     Expire {
         /// The key.
@@ -377,6 +463,63 @@ pub enum Command {
     FlushAll,
     /// `INFO [section...]`.
     Info(Vec<Vec<u8>>),
+    /// `KEYS pattern`.
+    Keys(Vec<u8>),
+    /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]`: on the shard the cursor names.
+    Scan(Scan),
+}
+
+/// What `CLIENT` is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientQuery {
+    /// `CLIENT SETNAME name`.
+    SetName(Vec<u8>),
+    /// `CLIENT GETNAME`.
+    GetName,
+    /// `CLIENT ID`.
+    Id,
+    /// `CLIENT SETINFO LIB-NAME|LIB-VER value` (redis 7.2): whether it is the version, and
+    /// the value.
+    SetInfo {
+        /// LIB-VER rather than LIB-NAME.
+        version: bool,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// `CLIENT INFO`: this connection's line.
+    Info,
+    /// `CLIENT LIST [TYPE type] [ID id...]`: every connection's line, of every shard.
+    List {
+        /// Only these client ids (none: all).
+        ids: Vec<u64>,
+        /// TYPE other than `normal`: no client is of it.
+        none: bool,
+    },
+}
+
+/// A `SCAN`: the cursor as given and its options. The cursor names a shard and a place in
+/// it: `place * shards + shard`, place 0 being the shard's start (see
+/// [`Keyspace::scan`](crate::proto::kv::keyspace::Keyspace::scan)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// The cursor (0: the start of the first shard).
+    pub cursor: u64,
+    /// MATCH: only keys that match this glob pattern.
+    pub pattern: Option<Vec<u8>>,
+    /// COUNT: about how many keys to look at (10 by default).
+    pub count: usize,
+    /// TYPE other than `string`: no key is of it.
+    pub none: bool,
+    /// The shard that runs it and the shard count (set where the command is routed).
+    pub shard: (usize, usize),
+}
+
+impl Scan {
+    /// The shard (of `shards`) the cursor names.
+    pub fn shard_of_cursor(cursor: u64, shards: usize) -> usize {
+        let shards = shards.max(1) as u64;
+        (cursor % shards) as usize
+    }
 }
 
 /// Where a command runs.
@@ -389,8 +532,12 @@ pub enum Target<'a> {
     /// On the shards that own its keys, each with its part ([`Command::MGet`],
     /// [`Command::MSet`], [`Command::Del`], [`Command::Exists`]).
     Keys,
-    /// On every shard ([`Command::DbSize`], [`Command::FlushAll`], [`Command::Info`]).
+    /// On every shard ([`Command::DbSize`], [`Command::FlushAll`], [`Command::Info`],
+    /// [`Command::Keys`], `CLIENT LIST`; and [`Command::Exec`], which waits for the commands
+    /// before it).
     All,
+    /// On the shard a `SCAN` cursor names.
+    Cursor(u64),
 }
 
 /// What a command does, in broad strokes: how the kv store counts the commands it runs.
@@ -423,7 +570,7 @@ impl Command {
             return Family::Write;
         }
         match self.target() {
-            Target::Key(_) | Target::Keys => Family::Read,
+            Target::Key(_) | Target::Keys | Target::Cursor(_) => Family::Read,
             Target::All => Family::Server,
             Target::Connection => Family::Connection,
         }
@@ -437,12 +584,20 @@ impl Command {
             | Command::IncrBy(k, _)
             | Command::Append(k, _)
             | Command::Strlen(k)
+            | Command::Type(k)
+            | Command::GetEx { key: k, .. }
             | Command::Ttl(k, _)
             | Command::Persist(k)
             | Command::Expire { key: k, .. } => Target::Key(k),
             Command::Set(s) => Target::Key(&s.key),
             Command::MGet(_) | Command::MSet(_) | Command::Del(_) | Command::Exists(_) => Target::Keys,
-            Command::DbSize | Command::FlushAll | Command::Info(_) => Target::All,
+            Command::DbSize
+            | Command::FlushAll
+            | Command::Info(_)
+            | Command::Keys(_)
+            | Command::Exec
+            | Command::Client(ClientQuery::List { .. }) => Target::All,
+            Command::Scan(scan) => Target::Cursor(scan.cursor),
             _ => Target::Connection,
         }
     }
@@ -462,6 +617,7 @@ impl Command {
             self,
             Command::Set(_)
                 | Command::GetDel(_)
+                | Command::GetEx { .. }
                 | Command::IncrBy(..)
                 | Command::Append(..)
                 | Command::Expire { .. }
@@ -469,6 +625,43 @@ impl Command {
                 | Command::MSet(_)
                 | Command::Del(_)
                 | Command::FlushAll
+        )
+    }
+
+    /// Whether it runs on a shard's keyspace ([`Keyspace::execute`](
+    /// crate::proto::kv::keyspace::Keyspace::execute)): a command on keys, and `DBSIZE`,
+    /// `FLUSHALL` and `KEYS` on each shard's.
+    pub fn on_keyspace(&self) -> bool {
+        match self.target() {
+            Target::Key(_) | Target::Keys | Target::Cursor(_) => true,
+            Target::All => matches!(self, Command::DbSize | Command::FlushAll | Command::Keys(_)),
+            Target::Connection => false,
+        }
+    }
+
+    /// The command as shard `shard` of `shards` runs it: a `SCAN` learns where it runs (to
+    /// write its next cursor); others are unchanged.
+    pub fn routed(self, shard: usize, shards: usize) -> Command {
+        match self {
+            Command::Scan(scan) => Command::Scan(Scan {
+                shard: (shard, shards),
+                ..scan
+            }),
+            other => other,
+        }
+    }
+
+    /// Whether, inside `MULTI`, it is queued rather than run (all but `EXEC`, `DISCARD`,
+    /// `MULTI`, `WATCH`, `QUIT`, and requests refused before they ran, as in redis).
+    pub fn queues(&self) -> bool {
+        !matches!(
+            self,
+            Command::Exec
+                | Command::Discard
+                | Command::Multi
+                | Command::Watch
+                | Command::Quit
+                | Command::Invalid(_)
         )
     }
 }
@@ -581,6 +774,23 @@ pub fn parse(mut args: Request) -> Result<Command, Reply> {
         "command|docs" => Command::Command(CommandQuery::Docs),
         "command|info" => Command::Command(CommandQuery::Info(args.split_off(2))),
         "config|get" => Command::ConfigGet(args.split_off(2)),
+        "config|help" => Command::ConfigHelp,
+        "client|setname" => Command::Client(ClientQuery::SetName(arg(&mut args, 2))),
+        "client|getname" => Command::Client(ClientQuery::GetName),
+        "client|id" => Command::Client(ClientQuery::Id),
+        "client|info" => Command::Client(ClientQuery::Info),
+        "client|setinfo" => parse_setinfo(args)?,
+        "client|list" => parse_client_list(&args)?,
+        "time" => Command::Time,
+        "multi" => Command::Multi,
+        "exec" => Command::Exec,
+        "discard" => Command::Discard,
+        "watch" => Command::Watch,
+        "unwatch" => Command::Unwatch,
+        "type" => Command::Type(arg(&mut args, 1)),
+        "getex" => parse_getex(args)?,
+        "keys" => Command::Keys(arg(&mut args, 1)),
+        "scan" => parse_scan(args)?,
         "get" => Command::Get(arg(&mut args, 1)),
         "getdel" => Command::GetDel(arg(&mut args, 1)),
         "strlen" => Command::Strlen(arg(&mut args, 1)),
@@ -624,7 +834,7 @@ pub fn parse(mut args: Request) -> Result<Command, Reply> {
         "expiretime" => Command::Ttl(arg(&mut args, 1), TtlKind::AtSeconds),
         "pexpiretime" => Command::Ttl(arg(&mut args, 1), TtlKind::AtMillis),
         "mget" => Command::MGet(args.split_off(1)),
-        "del" => Command::Del(args.split_off(1)),
+        "del" | "unlink" => Command::Del(args.split_off(1)),
         "exists" => Command::Exists(args.split_off(1)),
         "mset" if argc % 2 == 0 => return Err(wrong_arity("mset")),
         "mset" => {
@@ -793,6 +1003,146 @@ fn parse_expire(mut args: Request, name: &'static str) -> Result<Command, Reply>
     })
 }
 
+/// `GETEX key [EX s|PX ms|EXAT t|PXAT t|PERSIST]`: one of them at most, as redis checks.
+fn parse_getex(mut args: Request) -> Result<Command, Reply> {
+    let (mut expire, mut persist) = (None, false);
+    let mut j = 2;
+    while j < args.len() {
+        let opt = c_str(&args[j]).to_ascii_lowercase();
+        let next = args.get(j + 1);
+        let (ms, at) = match opt.as_slice() {
+            b"persist" if expire.is_none() => {
+                persist = true;
+                j += 1;
+                continue;
+            }
+            b"ex" => (false, false),
+            b"px" => (true, false),
+            b"exat" => (false, true),
+            b"pxat" => (true, true),
+            _ => return Err(SYNTAX_ERROR),
+        };
+        let Some(value) = next.filter(|_| expire.is_none() && !persist) else {
+            return Err(SYNTAX_ERROR);
+        };
+        expire = Some((value.clone(), ms, at));
+        j += 2;
+    }
+    let expire = match expire {
+        None => None,
+        Some((value, ms, at)) => {
+            let n = expire_arg(&value, ms, "getex")?;
+            Some(if at { Deadline::At(n) } else { Deadline::In(n) })
+        }
+    };
+    Ok(Command::GetEx {
+        key: std::mem::take(&mut args[1]),
+        expire,
+        persist,
+    })
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]`, checked as redis does: the cursor
+/// first (an unsigned decimal, `-n` wrapping as `strtoull` does), then the options.
+fn parse_scan(mut args: Request) -> Result<Command, Reply> {
+    let invalid = || Reply::error("ERR invalid cursor");
+    let text = &args[1];
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, &text[..]),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(invalid());
+    }
+    let cursor = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok())
+        .ok_or_else(invalid)?;
+    let cursor = if negative { cursor.wrapping_neg() } else { cursor };
+    let mut scan = Scan {
+        cursor,
+        pattern: None,
+        count: 10,
+        none: false,
+        shard: (0, 1),
+    };
+    let mut j = 2;
+    while j < args.len() {
+        if j + 1 >= args.len() {
+            return Err(SYNTAX_ERROR);
+        }
+        let value = std::mem::take(&mut args[j + 1]);
+        match c_str(&args[j]).to_ascii_lowercase().as_slice() {
+            b"count" => match int(&value)? {
+                n if n < 1 => return Err(SYNTAX_ERROR),
+                n => scan.count = usize::try_from(n).unwrap_or(usize::MAX),
+            },
+            // `*` matches everything: no need to test each key.
+            b"match" => scan.pattern = (value != b"*").then_some(value),
+            b"type" => scan.none = !c_str(&value).eq_ignore_ascii_case(b"string"),
+            _ => return Err(SYNTAX_ERROR),
+        }
+        j += 2;
+    }
+    Ok(Command::Scan(scan))
+}
+
+/// `CLIENT SETINFO LIB-NAME|LIB-VER value`, as redis 7.2: names and versions without
+/// spaces, newlines or special characters.
+fn parse_setinfo(mut args: Request) -> Result<Command, Reply> {
+    let version = match c_str(&args[2]).to_ascii_lowercase().as_slice() {
+        b"lib-name" => false,
+        b"lib-ver" => true,
+        _ => {
+            let mut line = b"ERR Unrecognized option '".to_vec();
+            line.extend_from_slice(c_str(&args[2]));
+            line.push(b'\'');
+            return Err(Reply::Error(line.into()));
+        }
+    };
+    let value = std::mem::take(&mut args[3]);
+    if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        let mut line = b"ERR ".to_vec();
+        line.extend_from_slice(c_str(&args[2]));
+        line.extend_from_slice(b" cannot contain spaces, newlines or special characters.");
+        return Err(Reply::Error(line.into()));
+    }
+    Ok(Command::Client(ClientQuery::SetInfo { version, value }))
+}
+
+/// `CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id...]`.
+fn parse_client_list(args: &Request) -> Result<Command, Reply> {
+    let (mut ids, mut none) = (Vec::new(), false);
+    match args.get(2) {
+        None => {}
+        Some(opt) if is(opt, "type") && args.len() == 4 => {
+            let kind = c_str(&args[3]).to_ascii_lowercase();
+            match kind.as_slice() {
+                b"normal" => {}
+                b"master" | b"replica" | b"slave" | b"pubsub" => none = true,
+                _ => {
+                    let mut line = b"ERR Unknown client type '".to_vec();
+                    line.extend_from_slice(c_str(&args[3]));
+                    line.push(b'\'');
+                    return Err(Reply::Error(line.into()));
+                }
+            }
+        }
+        Some(opt) if is(opt, "id") && args.len() >= 4 => {
+            for id in &args[3..] {
+                match string2ll(id) {
+                    // Ids are positive: another integer matches no client.
+                    Some(n) => ids.push(u64::try_from(n).unwrap_or(0)),
+                    None => return Err(Reply::error("ERR Invalid client ID")),
+                }
+            }
+        }
+        Some(_) => return Err(SYNTAX_ERROR),
+    }
+    Ok(Command::Client(ClientQuery::List { ids, none }))
+}
+
 /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
 fn parse_hello(mut args: Request) -> Result<Command, Reply> {
     let mut version = None;
@@ -814,13 +1164,7 @@ fn parse_hello(mut args: Request) -> Result<Command, Reply> {
             auth = Some((std::mem::take(&mut args[j + 1]), std::mem::take(&mut args[j + 2])));
             j += 3;
         } else if is(&args[j], "setname") && more >= 1 {
-            let given = std::mem::take(&mut args[j + 1]);
-            if given.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-                return Err(Reply::error(
-                    "ERR Client names cannot contain spaces, newlines or special characters.",
-                ));
-            }
-            name = Some(given);
+            name = Some(std::mem::take(&mut args[j + 1]));
             j += 2;
         } else {
             let mut line = b"ERR Syntax error in HELLO option '".to_vec();

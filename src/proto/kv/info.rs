@@ -1,5 +1,8 @@
-//! `INFO`: the server, clients, memory, stats and keyspace sections, in redis's text layout
-//! (`# Section` headers, `field:value` lines ended by CRLF, sections apart by an empty line).
+//! `INFO`: the server, clients, memory, persistence, stats, replication, cpu and keyspace
+//! sections, in redis's text layout (`# Section` headers, `field:value` lines ended by CRLF,
+//! sections apart by an empty line), with the fields monitoring tools read (`redis-cli
+//! --stat`, exporters). weft keeps no data on disk and has no replicas: those sections say
+//! so with redis's idle values.
 
 use crate::proto::kv::keyspace::{EvictionPolicy, KeyspaceStats};
 use crate::proto::kv::session::REDIS_VERSION;
@@ -32,10 +35,40 @@ pub struct ServerInfo {
     pub total_connections_received: u64,
     /// The eviction policy.
     pub policy: EvictionPolicy,
+    /// Commands run since the start, on every shard.
+    pub total_commands_processed: u64,
+    /// Commands a second lately (about the last 1.5 s), on every shard.
+    pub instantaneous_ops_per_sec: u64,
+    /// Connections refused or shed at the connection cap.
+    pub rejected_connections: u64,
+    /// Bytes read from clients.
+    pub total_net_input_bytes: u64,
+    /// Bytes written to clients.
+    pub total_net_output_bytes: u64,
+    /// The process's resident memory, in bytes (0 if unknown).
+    pub used_memory_rss: u64,
+    /// Each shard's part of `maxmemory` (0: no limit).
+    pub maxmemory_per_shard: u64,
+    /// The accounted bytes of the fullest shard: it refuses writes (or evicts) once this
+    /// passes [`maxmemory_per_shard`](Self::maxmemory_per_shard).
+    pub used_memory_fullest_shard: u64,
+    /// The process's user and system CPU time, in seconds.
+    pub cpu_user_system: (f64, f64),
+    /// When the server started, in Unix seconds.
+    pub started_unix: i64,
 }
 
 /// The sections in the order redis prints them; `default` and `all` give them all.
-const SECTIONS: [&str; 5] = ["server", "clients", "memory", "stats", "keyspace"];
+const SECTIONS: [&str; 8] = [
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "keyspace",
+];
 
 /// Redis's `bytesToHuman`: `1023B`, `1.00K`, `1.54M`, ...
 pub fn bytes_to_human(n: u64) -> String {
@@ -95,20 +128,74 @@ pub fn render(sections: &[Vec<u8>], server: &ServerInfo, keyspace: &KeyspaceStat
             }
             "clients" => {
                 field("# Clients\r\nconnected_clients", &server.connected_clients);
+                field("blocked_clients", &0);
+                field("tracking_clients", &0);
             }
             "memory" => {
+                let peak = keyspace.used_memory_peak.max(keyspace.used_memory);
                 field("# Memory\r\nused_memory", &keyspace.used_memory);
                 field("used_memory_human", &bytes_to_human(keyspace.used_memory));
+                field("used_memory_rss", &server.used_memory_rss);
+                field("used_memory_rss_human", &bytes_to_human(server.used_memory_rss));
+                field("used_memory_peak", &peak);
+                field("used_memory_peak_human", &bytes_to_human(peak));
                 field("used_memory_dataset", &keyspace.used_memory);
                 field("maxmemory", &keyspace.maxmemory);
                 field("maxmemory_human", &bytes_to_human(keyspace.maxmemory));
                 field("maxmemory_policy", &server.policy.name());
+                // Redis's ratio: resident memory over used memory.
+                let ratio = match keyspace.used_memory {
+                    0 => 0.0,
+                    used => server.used_memory_rss as f64 / used as f64,
+                };
+                field("mem_fragmentation_ratio", &format!("{ratio:.2}"));
+                field("weft_maxmemory_per_shard", &server.maxmemory_per_shard);
+                field(
+                    "weft_used_memory_fullest_shard",
+                    &server.used_memory_fullest_shard,
+                );
+            }
+            "persistence" => {
+                field("# Persistence\r\nloading", &0);
+                field("async_loading", &0);
+                field("rdb_changes_since_last_save", &0);
+                field("rdb_bgsave_in_progress", &0);
+                field("rdb_last_save_time", &server.started_unix);
+                field("rdb_last_bgsave_status", &"ok");
+                field("aof_enabled", &0);
+                field("aof_rewrite_in_progress", &0);
+                field("aof_last_bgrewrite_status", &"ok");
+            }
+            "replication" => {
+                field("# Replication\r\nrole", &"master");
+                field("connected_slaves", &0);
+                field("master_failover_state", &"no-failover");
+                field("master_replid", &server.run_id);
+                field("master_replid2", &"0".repeat(40));
+                field("master_repl_offset", &0);
+                field("second_repl_offset", &-1);
+                field("repl_backlog_active", &0);
+                field("repl_backlog_size", &0);
+                field("repl_backlog_first_byte_offset", &0);
+                field("repl_backlog_histlen", &0);
+            }
+            "cpu" => {
+                let (user, system) = server.cpu_user_system;
+                field("# CPU\r\nused_cpu_sys", &format!("{system:.6}"));
+                field("used_cpu_user", &format!("{user:.6}"));
+                field("used_cpu_sys_children", &"0.000000");
+                field("used_cpu_user_children", &"0.000000");
             }
             "stats" => {
                 field(
                     "# Stats\r\ntotal_connections_received",
                     &server.total_connections_received,
                 );
+                field("total_commands_processed", &server.total_commands_processed);
+                field("instantaneous_ops_per_sec", &server.instantaneous_ops_per_sec);
+                field("total_net_input_bytes", &server.total_net_input_bytes);
+                field("total_net_output_bytes", &server.total_net_output_bytes);
+                field("rejected_connections", &server.rejected_connections);
                 field("expired_keys", &keyspace.expired_keys);
                 field("evicted_keys", &keyspace.evicted_keys);
                 field("keyspace_hits", &keyspace.keyspace_hits);
@@ -125,7 +212,7 @@ pub fn render(sections: &[Vec<u8>], server: &ServerInfo, keyspace: &KeyspaceStat
             }
         }
     }
-    Reply::Bulk(out.into_bytes())
+    Reply::Verbatim(out.into_bytes())
 }
 
 #[cfg(test)]
@@ -135,7 +222,7 @@ mod tests {
     fn text(sections: &[&str], ks: &KeyspaceStats) -> String {
         let sections: Vec<Vec<u8>> = sections.iter().map(|s| s.as_bytes().to_vec()).collect();
         match render(&sections, &ServerInfo::default(), ks) {
-            Reply::Bulk(b) => String::from_utf8(b).unwrap(),
+            Reply::Verbatim(b) => String::from_utf8(b).unwrap(),
             other => panic!("{other:?}"),
         }
     }
@@ -162,8 +249,29 @@ mod tests {
         assert!(both.starts_with("# Server\r\nredis_version:7.0.15\r\n"));
         assert!(both.ends_with("\r\n\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=5000\r\n"));
         let all = text(&[], &ks);
-        for header in ["# Server", "# Clients", "# Memory", "# Stats", "# Keyspace"] {
-            assert!(all.contains(header), "{header}");
+        let mut at = 0;
+        for header in [
+            "# Server",
+            "# Clients",
+            "# Memory",
+            "# Persistence",
+            "# Stats",
+            "# Replication",
+            "# CPU",
+            "# Keyspace",
+        ] {
+            let found = all[at..].find(header).expect(header);
+            at += found;
+        }
+        for field in [
+            "\r\nblocked_clients:0\r\n",
+            "\r\nrole:master\r\n",
+            "\r\nloading:0\r\n",
+            "\r\ntotal_commands_processed:0\r\n",
+            "\r\nused_memory_peak:2048\r\n",
+            "\r\nused_cpu_user:0.000000\r\n",
+        ] {
+            assert!(all.contains(field), "{field}");
         }
         assert_eq!(text(&["default"], &ks), all);
     }

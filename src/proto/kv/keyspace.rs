@@ -12,10 +12,11 @@ use indexmap::set::MutableValues;
 use indexmap::{IndexMap, IndexSet};
 
 use crate::proto::kv::command::{
-    Command, Condition, Deadline, ExpireCondition, NOT_AN_INTEGER, Set, TtlKind, invalid_expire,
+    Command, Condition, Deadline, ExpireCondition, NOT_AN_INTEGER, Scan, Set, TtlKind, invalid_expire,
 };
 use crate::proto::kv::record::Record;
-use crate::proto::resp::{MAX_BULK_LEN, NIL, Reply, encode_bulk, push_int, string2ll};
+use crate::proto::kv::session::glob_match;
+use crate::proto::resp::{MAX_BULK_LEN, Protocol, Reply, encode_bulk, push_int, string2ll};
 
 /// What one key costs besides its name and value bytes, in the memory accounting: a fixed
 /// figure for its table slot, headers and expiry, so that the accounting is deterministic.
@@ -25,6 +26,21 @@ pub const EVICTION_SAMPLES: usize = 5;
 /// Keys with a TTL sampled per round of the active expiry sweep (redis's
 /// `ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP`).
 pub const EXPIRE_SAMPLES: usize = 20;
+/// The percentage of a sample's keys that may be found expired for the sweep to stop
+/// (redis's `ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE`): above it, another round follows.
+pub const EXPIRE_ACCEPTABLE_STALE: usize = 10;
+
+/// What [`Keyspace::expire_cycle`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExpireCycle {
+    /// Rounds of samples taken.
+    pub rounds: usize,
+    /// Keys removed.
+    pub removed: usize,
+    /// The last round still found more than [`EXPIRE_ACCEPTABLE_STALE`] percent of its sample
+    /// expired (it stopped at `max_rounds`): more rounds are worth it.
+    pub unfinished: bool,
+}
 
 /// `-OOM command not allowed when used memory > 'maxmemory'.`
 pub const OOM: Reply = Reply::error("OOM command not allowed when used memory > 'maxmemory'.");
@@ -66,6 +82,9 @@ pub struct KeyspaceConfig {
     pub maxmemory: usize,
     /// The policy.
     pub policy: EvictionPolicy,
+    /// This keyspace's place when `maxmemory` is a share of a limit split over shards:
+    /// `(shard, shards)`, named in the `-OOM` error so that it agrees with `INFO`.
+    pub shard: Option<(usize, usize)>,
 }
 
 /// A keyspace's figures, for `INFO`.
@@ -79,6 +98,8 @@ pub struct KeyspaceStats {
     pub avg_ttl: u64,
     /// Accounted bytes: name, value and [`ENTRY_OVERHEAD`] of every key.
     pub used_memory: u64,
+    /// The most accounted bytes held at once (summed over shards: each shard's own peak).
+    pub used_memory_peak: u64,
     /// The memory limit (0: none).
     pub maxmemory: u64,
     /// Keys removed because they expired.
@@ -105,6 +126,7 @@ impl KeyspaceStats {
         self.keys += o.keys;
         self.expires = with_ttl;
         self.used_memory += o.used_memory;
+        self.used_memory_peak += o.used_memory_peak;
         self.maxmemory += o.maxmemory;
         self.expired_keys += o.expired_keys;
         self.evicted_keys += o.evicted_keys;
@@ -125,6 +147,8 @@ pub struct Keyspace<S> {
     expiring: IndexMap<Box<[u8]>, i64, S>,
     config: KeyspaceConfig,
     used: usize,
+    /// The most `used` has been.
+    peak: usize,
     /// Counts accesses: the LRU clock.
     clock: u64,
     rng: u64,
@@ -148,6 +172,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             expiring: IndexMap::with_hasher(hasher),
             config,
             used: 0,
+            peak: 0,
             clock: 0,
             // xorshift needs a non-zero state.
             rng: seed | 1,
@@ -181,6 +206,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             keys: self.records.len() as u64,
             expires: self.expiring.len() as u64,
             used_memory: self.used as u64,
+            used_memory_peak: self.peak.max(self.used) as u64,
             maxmemory: self.config.maxmemory as u64,
             ..self.stats
         }
@@ -267,6 +293,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             self.used = self.used - record.value().len() + value.len();
             record.set_value(value);
         }
+        self.peak = self.peak.max(self.used);
     }
 
     /// Sets or clears the expiry of the key at `index`.
@@ -293,6 +320,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         self.clock += 1;
         let record = Record::new(key, value, self.clock)?;
         self.used += cost(key, value);
+        self.peak = self.peak.max(self.used);
         Some(self.records.insert_full(record).0)
     }
 
@@ -337,14 +365,17 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         self.used <= limit
     }
 
-    /// One round of the active expiry sweep, as redis's: samples up to [`EXPIRE_SAMPLES`]
-    /// keys with a TTL, removes the expired ones, and samples again while more than a quarter
-    /// of a sample had expired, at most `max_rounds` times. Returns the keys removed.
-    pub fn expire_cycle(&mut self, now: i64, max_rounds: usize) -> usize {
-        let mut removed = 0;
+    /// Rounds of the active expiry sweep, as redis's `activeExpireCycle`: each samples up to
+    /// [`EXPIRE_SAMPLES`] keys with a TTL and removes the expired ones; another round follows
+    /// while more than [`EXPIRE_ACCEPTABLE_STALE`] percent of a round's sample had expired, at
+    /// most `max_rounds` in all. The caller bounds the time spent over several calls (see
+    /// [`ExpireCycle::unfinished`]).
+    pub fn expire_cycle(&mut self, now: i64, max_rounds: usize) -> ExpireCycle {
+        let mut cycle = ExpireCycle::default();
         for _ in 0..max_rounds {
             let sample = EXPIRE_SAMPLES.min(self.expiring.len());
             if sample == 0 {
+                cycle.unfinished = false;
                 break;
             }
             let (mut expired, mut ttl_sum, mut ttl_count) = (0, 0u64, 0u64);
@@ -381,15 +412,18 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
                     self.stats.avg_ttl / 50 * 49 + avg / 50
                 };
             }
-            removed += expired;
-            if expired * 4 <= sample {
+            cycle.rounds += 1;
+            cycle.removed += expired;
+            cycle.unfinished = expired * 100 > sample * EXPIRE_ACCEPTABLE_STALE;
+            if !cycle.unfinished {
                 break;
             }
         }
         if self.expiring.is_empty() {
             self.stats.avg_ttl = 0;
+            cycle.unfinished = false;
         }
-        removed
+        cycle
     }
 
     /// Removes every key.
@@ -400,18 +434,18 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
     }
 
     /// Runs a keyspace command as [`execute`](Self::execute) does and appends the answer's
-    /// bytes to `out`; a `GET` is encoded straight from the stored value, with no copy of
+    /// bytes in `protocol` to `out`; a `GET` is encoded straight from the stored value, with no copy of
     /// it in between.
-    pub fn execute_into(&mut self, cmd: Command, now: i64, out: &mut Vec<u8>) {
+    pub fn execute_into(&mut self, cmd: Command, now: i64, protocol: Protocol, out: &mut Vec<u8>) {
         if !self.admit(&cmd) {
-            return OOM.encode(out);
+            return self.oom().encode(out);
         }
         match cmd {
             Command::Get(key) => match self.read(&key, now) {
                 Some(r) => encode_bulk(out, r.value()),
-                None => out.extend_from_slice(NIL),
+                None => out.extend_from_slice(protocol.nil()),
             },
-            cmd => self.run(cmd, now).encode(out),
+            cmd => self.run(cmd, now).encode_as(protocol, out),
         }
     }
 
@@ -419,9 +453,30 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
     /// does. Commands of other kinds (the connection's own, `INFO`) answer an error.
     pub fn execute(&mut self, cmd: Command, now: i64) -> Reply {
         if !self.admit(&cmd) {
-            return OOM;
+            return self.oom();
         }
         self.run(cmd, now)
+    }
+
+    /// The `-OOM` error: redis's, and on a shard of several, which shard and what its share
+    /// is (a shard refuses once it passes its part of `maxmemory`, while the whole may be
+    /// below `INFO`'s `maxmemory`).
+    fn oom(&self) -> Reply {
+        match self.config.shard {
+            Some((shard, shards)) if shards > 1 => Reply::Error(
+                format!(
+                    "OOM command not allowed when used memory > 'maxmemory'. The key's shard \
+                     ({} of {shards}) holds {} bytes, over its share of maxmemory, {} bytes \
+                     (INFO memory: weft_maxmemory_per_shard, weft_used_memory_fullest_shard).",
+                    shard + 1,
+                    self.used,
+                    self.config.maxmemory
+                )
+                .into_bytes()
+                .into(),
+            ),
+            _ => OOM,
+        }
     }
 
     /// Applies the memory policy before a command: false if the command must be refused
@@ -461,6 +516,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
                     }
                     record.append(&tail);
                     self.used += tail.len();
+                    self.peak = self.peak.max(self.used);
                     Reply::Integer((len + tail.len()) as i64)
                 }
             },
@@ -503,6 +559,19 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             Command::Exists(keys) => {
                 Reply::Integer(keys.iter().filter(|k| self.find(k, now, true).is_some()).count() as i64)
             }
+            Command::Type(key) => Reply::Status(match self.find(&key, now, false) {
+                Some(_) => "string".into(),
+                None => "none".into(),
+            }),
+            Command::GetEx { key, expire, persist } => self.getex(&key, expire, persist, now),
+            Command::Keys(pattern) => Reply::Array(
+                (0..self.records.len())
+                    .rev()
+                    .filter_map(|i| self.live_key(i, now, Some(&pattern)))
+                    .map(Reply::Bulk)
+                    .collect(),
+            ),
+            Command::Scan(scan) => self.scan(&scan, now),
             Command::DbSize => Reply::Integer(self.records.len() as i64),
             Command::FlushAll => {
                 self.flush();
@@ -551,6 +620,82 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
             None if integer_reply => Reply::Integer(1),
             None => Reply::OK,
         }
+    }
+
+    /// The name of the key at `index` if it has not expired and matches `pattern` (case
+    /// counts, as in `KEYS`); expired keys are left for the sweep, so that indices stay put.
+    fn live_key(&self, index: usize, now: i64, pattern: Option<&[u8]>) -> Option<Vec<u8>> {
+        let record = self.records.get_index(index)?;
+        if self.expiry(index).is_some_and(|at| at <= now) {
+            return None;
+        }
+        let key = record.key();
+        pattern
+            .is_none_or(|p| glob_match(p, key, false))
+            .then(|| key.to_vec())
+    }
+
+    /// `SCAN` on this shard, the shard `scan.shard` names of `shards`: looks at about `count`
+    /// keys downward from the place the cursor names (the shard's last key at its start),
+    /// and answers the next cursor (the next shard's start once this one is done, 0 after
+    /// the last) and the live keys that match. Going downward, a key removed meanwhile
+    /// moves the last key to its index, which was either looked at or will be: every key
+    /// present for the whole scan is answered at least once, as in redis.
+    pub fn scan(&self, scan: &Scan, now: i64) -> Reply {
+        let (shard, shards) = (scan.shard.0 as u64, scan.shard.1.max(1) as u64);
+        let place = scan.cursor / shards;
+        let len = self.records.len();
+        let mut below = match usize::try_from(place) {
+            Ok(0) => len,
+            Ok(p) => p.min(len),
+            Err(_) => len,
+        };
+        let mut keys = Vec::new();
+        for _ in 0..scan.count {
+            if below == 0 {
+                break;
+            }
+            below -= 1;
+            if let Some(key) = self.live_key(below, now, scan.pattern.as_deref()) {
+                keys.push(Reply::Bulk(key));
+            }
+        }
+        if scan.none {
+            keys.clear();
+        }
+        let next = match below {
+            0 if shard + 1 < shards => shard + 1,
+            0 => 0,
+            b => (b as u64).saturating_mul(shards).saturating_add(shard),
+        };
+        Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(keys)])
+    }
+
+    /// `GETEX`: the value, and the expiry changed (a past one deletes the key).
+    fn getex(&mut self, key: &[u8], expire: Option<Deadline>, persist: bool, now: i64) -> Reply {
+        let at = match expire {
+            None => None,
+            Some(Deadline::At(at)) => Some(at),
+            Some(Deadline::In(ms)) => match now.checked_add(ms) {
+                Some(at) => Some(at),
+                None => return invalid_expire("getex"),
+            },
+        };
+        let value = match self.read(key, now) {
+            Some(r) => r.value().to_vec(),
+            None => return Reply::Nil,
+        };
+        if let Some(index) = self.records.get_index_of(key) {
+            match at {
+                Some(at) if at <= now => {
+                    self.remove_index(index);
+                }
+                Some(at) => self.set_expiry(index, Some(at)),
+                None if persist => self.set_expiry(index, None),
+                None => {}
+            }
+        }
+        Reply::Bulk(value)
     }
 
     fn incr_by(&mut self, key: &[u8], by: i64, now: i64) -> Reply {
@@ -678,7 +823,7 @@ mod tests {
             ] {
                 let cmd = parse(line.split(' ').map(|a| a.as_bytes().to_vec()).collect()).unwrap();
                 let mut out = b"before".to_vec();
-                in_place.execute_into(cmd.clone(), T0, &mut out);
+                in_place.execute_into(cmd.clone(), T0, Protocol::Resp2, &mut out);
                 let want = [&b"before"[..], &replies.execute(cmd, T0).to_bytes()].concat();
                 assert_eq!(out, want, "{line}");
             }
@@ -825,10 +970,12 @@ mod tests {
         assert_eq!(k.stats().expires, 1000);
         let mut removed = 0;
         for _ in 0..200 {
-            removed += k.expire_cycle(T0 + 20, 16);
+            let cycle = k.expire_cycle(T0 + 20, 16);
+            assert!(cycle.rounds <= 16);
+            removed += cycle.removed;
         }
-        // Sampling stops once at most a quarter of a sample expired: most of them go.
-        assert!(removed >= 350, "{removed}");
+        // Sampling stops once at most a tenth of a sample expired: most of them go.
+        assert!(removed >= 400, "{removed}");
         let stats = k.stats();
         assert_eq!(stats.keys, 1100 - removed as u64);
         assert_eq!(stats.expired_keys, removed as u64);
@@ -843,6 +990,118 @@ mod tests {
         }
         assert_eq!(k.stats().keys, 600);
         assert_eq!(k.stats().expires, 500);
+    }
+
+    #[test]
+    fn the_sweep_goes_on_while_most_samples_expired() {
+        let mut k = ks(KeyspaceConfig::default());
+        for i in 0..10_000 {
+            run(&mut k, &format!("set k{i} v px 10"), T0);
+        }
+        // Every sample is all expired: each call takes its every round and says there is more.
+        let cycle = k.expire_cycle(T0 + 20, 4);
+        assert_eq!((cycle.rounds, cycle.removed, cycle.unfinished), (4, 80, true));
+        // Called again while unfinished (as the shard does within its time budget), the
+        // sweep empties the shard: the last rounds sample what is left.
+        let mut calls = 1;
+        while k.expire_cycle(T0 + 20, 16).unfinished {
+            calls += 1;
+            assert!(calls < 10_000, "bounded");
+        }
+        assert!(k.is_empty(), "{} left", k.len());
+        assert_eq!(k.stats().expired_keys, 10_000);
+        // Nothing with a TTL: nothing to do.
+        run(&mut k, "set p v", T0);
+        assert_eq!(k.expire_cycle(T0 + 20, 16), ExpireCycle::default());
+    }
+
+    #[test]
+    fn scan_returns_every_key_present_throughout_despite_deletes() {
+        let mut k = ks(KeyspaceConfig::default());
+        for i in 0..1000 {
+            run(&mut k, &format!("set k{i} v"), T0);
+        }
+        // Scan this keyspace as shard 1 of 3, deleting and adding keys between calls.
+        let mut cursor = 1u64;
+        let mut seen = std::collections::HashSet::new();
+        let mut deleted = std::collections::HashSet::new();
+        for call in 0..10_000 {
+            let scan = Scan {
+                cursor,
+                pattern: Some(b"k*".to_vec()),
+                count: 10,
+                none: false,
+                shard: (1, 3),
+            };
+            let Reply::Array(parts) = k.scan(&scan, T0) else {
+                panic!("scan")
+            };
+            let (Reply::Bulk(next), Reply::Array(keys)) = (&parts[0], &parts[1]) else {
+                panic!("{parts:?}")
+            };
+            for key in keys {
+                if let Reply::Bulk(key) = key {
+                    seen.insert(key.clone());
+                }
+            }
+            cursor = std::str::from_utf8(next).unwrap().parse().unwrap();
+            if cursor == 2 {
+                break; // The next shard's start: this one is done.
+            }
+            assert_eq!(cursor % 3, 1, "the cursor stays on its shard");
+            let victim = format!("k{}", (call * 37) % 1000);
+            if run(&mut k, &format!("del {victim}"), T0) == ":1\r\n" {
+                deleted.insert(victim.into_bytes());
+            }
+            run(&mut k, &format!("set new{call} v"), T0);
+        }
+        assert_eq!(cursor, 2);
+        for i in 0..1000 {
+            let key = format!("k{i}").into_bytes();
+            assert!(deleted.contains(&key) || seen.contains(&key), "k{i} missed");
+        }
+        assert!(seen.iter().all(|key| key.starts_with(b"k")), "MATCH");
+        // The last shard's end: cursor 0; TYPE other than string: nothing.
+        let scan = Scan {
+            cursor: 0,
+            pattern: None,
+            count: 100_000,
+            none: true,
+            shard: (0, 1),
+        };
+        assert_eq!(k.scan(&scan, T0).to_bytes(), b"*2\r\n$1\r\n0\r\n*0\r\n");
+    }
+
+    #[test]
+    fn getex_type_and_keys() {
+        let mut k = ks(KeyspaceConfig::default());
+        script(
+            &mut k,
+            T0,
+            &[
+                ("set a 1", "+OK\r\n"),
+                ("set b 2 px 10", "+OK\r\n"),
+                ("type a", "+string\r\n"),
+                ("type nope", "+none\r\n"),
+                ("getex a ex 100", "$1\r\n1\r\n"),
+                ("ttl a", ":100\r\n"),
+                ("getex a persist", "$1\r\n1\r\n"),
+                ("ttl a", ":-1\r\n"),
+                ("getex a pxat 1", "$1\r\n1\r\n"),
+                ("exists a", ":0\r\n"),
+                ("getex nope ex 1", "$-1\r\n"),
+                ("set A 1", "+OK\r\n"),
+                ("keys a*", "*0\r\n"),
+                ("keys [AB]", "*1\r\n$1\r\nA\r\n"),
+                ("keys [ab]", "*1\r\n$1\r\nb\r\n"),
+            ],
+        );
+        // An expired key is neither listed nor of a type.
+        script(
+            &mut k,
+            T0 + 20,
+            &[("keys *", "*1\r\n$1\r\nA\r\n"), ("type b", "+none\r\n")],
+        );
     }
 
     #[test]
@@ -865,6 +1124,7 @@ mod tests {
         let mut k = ks(KeyspaceConfig {
             maxmemory: 1000,
             policy: EvictionPolicy::NoEviction,
+            shard: None,
         });
         let mut i = 0;
         while k.used_memory() <= 1000 {
@@ -883,6 +1143,20 @@ mod tests {
         assert_eq!(run(&mut k, "del key0 key1", T0), ":2\r\n");
         assert_eq!(run(&mut k, "set another 1", T0), "+OK\r\n");
         assert_eq!(k.stats().oom_refusals, 4, "admitted commands are not counted");
+        assert!(k.stats().used_memory_peak > 1000);
+        // A shard of several names itself and its share.
+        let mut shard = ks(KeyspaceConfig {
+            maxmemory: 100,
+            policy: EvictionPolicy::NoEviction,
+            shard: Some((1, 2)),
+        });
+        run(&mut shard, "set a 0123456789012345678901234567890123456789", T0);
+        assert_eq!(
+            run(&mut shard, "set b 1", T0),
+            "-OOM command not allowed when used memory > 'maxmemory'. The key's shard (2 of 2) \
+             holds 105 bytes, over its share of maxmemory, 100 bytes (INFO memory: \
+             weft_maxmemory_per_shard, weft_used_memory_fullest_shard).\r\n"
+        );
     }
 
     #[test]
@@ -890,6 +1164,7 @@ mod tests {
         let mut k = ks(KeyspaceConfig {
             maxmemory: 100 * (ENTRY_OVERHEAD + 10),
             policy: EvictionPolicy::AllKeysLru,
+            shard: None,
         });
         for i in 0..100 {
             run(&mut k, &format!("set k{i:03} 123456"), T0);

@@ -1,8 +1,11 @@
 //! A connection's own commands, which touch no key: `PING`, `ECHO`, `QUIT`, `SELECT`,
-//! `HELLO`, `AUTH`, `COMMAND`, `CONFIG GET`.
+//! `HELLO`, `AUTH`, `COMMAND`, `CONFIG GET`, `CONFIG HELP`, `CLIENT`, `TIME`, and the
+//! bookkeeping of `MULTI` / `DISCARD` (the queued commands run at `EXEC`, by the protocol).
 
-use crate::proto::kv::command::{COMMANDS, Command, CommandQuery, NOT_AN_INTEGER, Spec};
-use crate::proto::resp::Reply;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::proto::kv::command::{COMMANDS, ClientQuery, Command, CommandQuery, NOT_AN_INTEGER, Spec};
+use crate::proto::resp::{Protocol, Reply};
 
 /// The redis-server version whose behaviour the kv server follows, reported by `HELLO` and
 /// `INFO`.
@@ -20,7 +23,39 @@ pub struct ServerFacts {
 pub struct Session {
     id: u64,
     name: Option<Vec<u8>>,
+    protocol: Protocol,
+    /// `CLIENT SETINFO LIB-NAME` and `LIB-VER`.
+    lib: (Vec<u8>, Vec<u8>),
+    /// The peer's and the local address, as `CLIENT INFO` shows them.
+    addrs: (String, String),
+    /// When the connection came and when it last sent a command (Unix milliseconds).
+    created_ms: i64,
+    last_ms: i64,
+    /// Inside `MULTI`: the commands queued, and whether one was refused (EXEC then aborts).
+    transaction: Option<Transaction>,
 }
+
+/// The commands queued since `MULTI`.
+#[derive(Debug, Clone, Default)]
+struct Transaction {
+    queued: Vec<Command>,
+    failed: bool,
+}
+
+/// `CONFIG HELP`'s lines, as redis 7.0 gives them.
+const CONFIG_HELP: [&str; 11] = [
+    "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET <pattern>",
+    "    Return parameters matching the glob-like <pattern> and their values.",
+    "SET <directive> <value>",
+    "    Set the configuration <directive> to <value>.",
+    "RESETSTAT",
+    "    Reset statistics reported by the INFO command.",
+    "REWRITE",
+    "    Rewrite the configuration file.",
+    "HELP",
+    "    Prints this help.",
+];
 
 /// What the connection does after a command of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +71,89 @@ pub enum Outcome {
 impl Session {
     /// A session with the client id `id` (what `HELLO` reports).
     pub fn new(id: u64) -> Self {
-        Self { id, name: None }
+        Self {
+            id,
+            ..Self::default()
+        }
+    }
+
+    /// The connection's peer and local addresses, and the time it came (Unix milliseconds).
+    pub fn connected(&mut self, peer: String, local: String, now_ms: i64) {
+        self.addrs = (peer, local);
+        self.created_ms = now_ms;
+        self.last_ms = now_ms;
+    }
+
+    /// A command arrived at `now_ms` (for `CLIENT INFO`'s idle time).
+    pub fn active(&mut self, now_ms: i64) {
+        self.last_ms = now_ms;
+    }
+
+    /// True inside `MULTI`.
+    pub fn in_transaction(&self) -> bool {
+        self.transaction.is_some()
+    }
+
+    /// Inside `MULTI`, queues a command that [queues](Command::queues) and answers
+    /// `+QUEUED`; otherwise gives the command back, to run now.
+    pub fn queue(&mut self, cmd: Command) -> Result<Reply, Command> {
+        match &mut self.transaction {
+            Some(t) if cmd.queues() => {
+                t.queued.push(cmd);
+                Ok(Reply::Status("QUEUED".into()))
+            }
+            _ => Err(cmd),
+        }
+    }
+
+    /// `EXEC`: the queued commands, ending the transaction; or the error redis gives
+    /// (without `MULTI`, or after a refused command).
+    pub fn take_transaction(&mut self) -> Result<Vec<Command>, Reply> {
+        match self.transaction.take() {
+            None => Err(Reply::error("ERR EXEC without MULTI")),
+            Some(t) if t.failed => Err(Reply::error(
+                "EXECABORT Transaction discarded because of previous errors.",
+            )),
+            Some(t) => Ok(t.queued),
+        }
+    }
+
+    /// The connection's line in `CLIENT INFO` and `CLIENT LIST` (redis's fields that weft
+    /// knows, in redis's order, and 7.2's `lib-name` / `lib-ver`), at `now_ms`.
+    pub fn client_line(&self, now_ms: i64) -> String {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let multi = self.transaction.as_ref().map_or(-1, |t| t.queued.len() as i64);
+        format!(
+            "id={} addr={} laddr={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 \
+             multi={multi} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+            self.id,
+            self.addrs.0,
+            self.addrs.1,
+            text(self.name.as_deref().unwrap_or_default()),
+            (now_ms - self.created_ms).max(0) / 1000,
+            (now_ms - self.last_ms).max(0) / 1000,
+            if self.transaction.is_some() { "x" } else { "N" },
+            self.protocol.version(),
+            text(&self.lib.0),
+            text(&self.lib.1),
+        )
+    }
+
+    /// The protocol the connection speaks (RESP2 until `HELLO 3`).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Sets the client name as redis's `clientSetName`: an empty name removes it; a name
+    /// with spaces, newlines or other bytes outside `!`..`~` is refused.
+    fn set_name(&mut self, name: Vec<u8>) -> Result<(), Reply> {
+        if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+            return Err(Reply::error(
+                "ERR Client names cannot contain spaces, newlines or special characters.",
+            ));
+        }
+        self.name = (!name.is_empty()).then_some(name);
+        Ok(())
     }
 
     /// The client id.
@@ -50,8 +167,8 @@ impl Session {
     }
 
     /// Runs a command of the connection's own ([`Target::Connection`](
-    /// crate::proto::kv::command::Target::Connection)); others answer an error.
-    pub fn execute(&mut self, cmd: Command, facts: &ServerFacts) -> Outcome {
+    /// crate::proto::kv::command::Target::Connection)) at `now_ms`; others answer an error.
+    pub fn execute(&mut self, cmd: Command, facts: &ServerFacts, now_ms: i64) -> Outcome {
         Outcome::Reply(match cmd {
             Command::Ping(None) => Reply::Status("PONG".into()),
             Command::Ping(Some(msg)) | Command::Echo(msg) => Reply::Bulk(msg),
@@ -70,43 +187,94 @@ impl Session {
                 auth: creds,
                 name,
             } => {
-                // weft speaks RESP2 only.
-                if version == Some(3) {
-                    return Outcome::Reply(Reply::error("NOPROTO unsupported protocol version"));
-                }
+                // As redis: authenticate, then name, then switch protocols.
                 if let Some(error) = creds.and_then(|(user, _)| auth(&user)) {
                     return Outcome::Reply(error);
                 }
-                if name.is_some() {
-                    self.name = name;
+                if let Some(Err(error)) = name.map(|n| self.set_name(n)) {
+                    return Outcome::Reply(error);
+                }
+                match version {
+                    Some(3) => self.protocol = Protocol::Resp3,
+                    Some(2) => self.protocol = Protocol::Resp2,
+                    _ => {}
                 }
                 self.hello()
             }
             Command::Command(query) => command_reply(query),
             Command::ConfigGet(patterns) => config_get(&patterns, facts),
+            Command::ConfigHelp => {
+                Reply::Array(CONFIG_HELP.iter().map(|l| Reply::Status((*l).into())).collect())
+            }
+            Command::Client(query) => self.client(query, now_ms),
+            Command::Time => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                Reply::Array(vec![
+                    Reply::bulk(now.as_secs().to_string()),
+                    Reply::bulk(now.subsec_micros().to_string()),
+                ])
+            }
+            Command::Multi if self.transaction.is_some() => Reply::error("ERR MULTI calls can not be nested"),
+            Command::Multi => {
+                self.transaction = Some(Transaction::default());
+                Reply::OK
+            }
+            Command::Discard => match self.transaction.take() {
+                Some(_) => Reply::OK,
+                None => Reply::error("ERR DISCARD without MULTI"),
+            },
+            Command::Watch if self.transaction.is_some() => {
+                Reply::error("ERR WATCH inside MULTI is not allowed")
+            }
+            Command::Watch => Reply::error(
+                "ERR WATCH is not supported by weft: a transaction on keys of one shard is atomic \
+                 without it (see tuning.md)",
+            ),
+            Command::Unwatch => Reply::OK,
+            Command::Invalid(error) => {
+                if let Some(t) = &mut self.transaction {
+                    t.failed = true;
+                }
+                error
+            }
             _ => Reply::error("ERR not a connection command"),
         })
     }
 
-    /// `HELLO`'s answer: the server, its version, the protocol, the client id, the mode, the
-    /// role and the modules, as a flat array (RESP2 has no maps).
+    /// `CLIENT ...` but `LIST` (which the protocol gathers from every shard).
+    fn client(&mut self, query: ClientQuery, now_ms: i64) -> Reply {
+        match query {
+            ClientQuery::SetName(name) => match self.set_name(name) {
+                Ok(()) => Reply::OK,
+                Err(e) => e,
+            },
+            ClientQuery::GetName => self.name.as_ref().map_or(Reply::Nil, Reply::bulk),
+            ClientQuery::Id => Reply::Integer(self.id as i64),
+            ClientQuery::SetInfo { version, value } => {
+                if version {
+                    self.lib.1 = value;
+                } else {
+                    self.lib.0 = value;
+                }
+                Reply::OK
+            }
+            ClientQuery::Info => Reply::Verbatim(self.client_line(now_ms).into_bytes()),
+            ClientQuery::List { .. } => Reply::error("ERR not a connection command"),
+        }
+    }
+
+    /// `HELLO`'s answer: the server, its version, the protocol now spoken, the client id,
+    /// the mode, the role and the modules, as a map (a flat array in RESP2).
     fn hello(&self) -> Reply {
         let s = |t: &str| Reply::bulk(t);
-        Reply::Array(vec![
-            s("server"),
-            s("redis"),
-            s("version"),
-            s(REDIS_VERSION),
-            s("proto"),
-            Reply::Integer(2),
-            s("id"),
-            Reply::Integer(self.id as i64),
-            s("mode"),
-            s("standalone"),
-            s("role"),
-            s("master"),
-            s("modules"),
-            Reply::Array(Vec::new()),
+        Reply::Map(vec![
+            (s("server"), s("redis")),
+            (s("version"), s(REDIS_VERSION)),
+            (s("proto"), Reply::Integer(self.protocol.version())),
+            (s("id"), Reply::Integer(self.id as i64)),
+            (s("mode"), s("standalone")),
+            (s("role"), s("master")),
+            (s("modules"), Reply::Array(Vec::new())),
         ])
     }
 }
@@ -121,7 +289,7 @@ fn auth(user: &[u8]) -> Option<Reply> {
 /// `COMMAND INFO`'s entry for a command.
 fn info(spec: &Spec) -> Reply {
     let statuses = |items: &[&str]| {
-        Reply::Array(
+        Reply::Set(
             items
                 .iter()
                 .map(|f| Reply::Status(f.to_string().into()))
@@ -136,9 +304,9 @@ fn info(spec: &Spec) -> Reply {
         Reply::Integer(spec.keys.1),
         Reply::Integer(spec.keys.2),
         statuses(spec.categories),
-        Reply::Array(Vec::new()),
-        Reply::Array(Vec::new()),
-        Reply::Array(spec.subcommands.iter().map(info).collect()),
+        Reply::Set(Vec::new()),
+        Reply::Set(Vec::new()),
+        Reply::Set(spec.subcommands.iter().map(info).collect()),
     ])
 }
 
@@ -154,7 +322,7 @@ fn spec_named(name: &[u8]) -> Option<&'static Spec> {
 fn command_reply(query: CommandQuery) -> Reply {
     match query {
         CommandQuery::Count => Reply::Integer(COMMANDS.len() as i64),
-        CommandQuery::Docs => Reply::Array(Vec::new()),
+        CommandQuery::Docs => Reply::Map(Vec::new()),
         CommandQuery::List => Reply::Array(
             COMMANDS
                 .iter()
@@ -180,7 +348,7 @@ fn config_get(patterns: &[Vec<u8>], facts: &ServerFacts) -> Reply {
         let is_glob = pattern.iter().any(|b| matches!(b, b'*' | b'?' | b'['));
         for (name, value) in &facts.config {
             let hit = if is_glob {
-                glob_match(pattern, name.as_bytes())
+                glob_match(pattern, name.as_bytes(), true)
             } else {
                 pattern.eq_ignore_ascii_case(name.as_bytes())
             };
@@ -197,18 +365,24 @@ fn config_get(patterns: &[Vec<u8>], facts: &ServerFacts) -> Reply {
             }
         }
     }
-    Reply::Array(
+    Reply::Map(
         out.into_iter()
-            .flat_map(|(n, v)| [Reply::Bulk(n), Reply::bulk(v)])
+            .map(|(n, v)| (Reply::Bulk(n), Reply::bulk(v)))
             .collect(),
     )
 }
 
-/// Redis's `stringmatchlen` without case: `*`, `?`, `[abc]`, `[^a-z]`, and `\` escapes.
-pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    fn eq(a: u8, b: u8) -> bool {
-        a.eq_ignore_ascii_case(&b)
-    }
+/// Redis's `stringmatchlen`: `*`, `?`, `[abc]`, `[^a-z]`, and `\` escapes; without case
+/// if `nocase` (`CONFIG GET`), with it otherwise (`KEYS`, `SCAN MATCH`).
+pub fn glob_match(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
+    let eq = |a: u8, b: u8| {
+        if nocase {
+            a.eq_ignore_ascii_case(&b)
+        } else {
+            a == b
+        }
+    };
+    let fold = |c: u8| if nocase { c.to_ascii_lowercase() } else { c };
     let (mut p, mut t) = (0, 0);
     // Where to resume after the last `*`: (pattern after it, text it has swallowed up to).
     let mut star: Option<(usize, usize)> = None;
@@ -233,8 +407,8 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
                         i += 2;
                     } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
                         let (lo, hi) = (pattern[i].min(pattern[i + 2]), pattern[i].max(pattern[i + 2]));
-                        let c = text[t].to_ascii_lowercase();
-                        matched |= (lo.to_ascii_lowercase()..=hi.to_ascii_lowercase()).contains(&c);
+                        let c = fold(text[t]);
+                        matched |= (fold(lo)..=fold(hi)).contains(&c);
                         i += 3;
                     } else {
                         matched |= eq(pattern[i], text[t]);
@@ -277,7 +451,7 @@ mod tests {
             ],
         };
         match parse(line.split(' ').map(|a| a.as_bytes().to_vec()).collect()) {
-            Ok(cmd) => s.execute(cmd, &facts),
+            Ok(cmd) => s.execute(cmd, &facts, 0),
             Err(e) => Outcome::Reply(e),
         }
     }
@@ -302,7 +476,7 @@ mod tests {
                 "select 4294967296",
                 "-ERR value is not an integer or out of range\r\n",
             ),
-            ("hello 3", "-NOPROTO unsupported protocol version\r\n"),
+            ("hello 4", "-NOPROTO unsupported protocol version\r\n"),
             (
                 "hello 2 auth default x",
                 "*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:2\r\n\
@@ -339,6 +513,35 @@ mod tests {
     }
 
     #[test]
+    fn hello_3_switches_to_resp3() {
+        let mut s = Session::new(7);
+        let Outcome::Reply(hello) = run(&mut s, "hello 3 setname x") else {
+            panic!("hello")
+        };
+        assert_eq!(s.protocol(), Protocol::Resp3);
+        assert_eq!(s.name(), Some(&b"x"[..]));
+        let bytes = String::from_utf8(hello.to_bytes_as(Protocol::Resp3)).unwrap();
+        assert!(
+            bytes.starts_with("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"),
+            "{bytes}"
+        );
+        assert!(
+            bytes.contains("$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:7\r\n"),
+            "{bytes}"
+        );
+        // A refused name or password switches nothing.
+        reply(&mut s, "hello 2 setname a\x01");
+        assert_eq!(s.protocol(), Protocol::Resp3);
+        reply(&mut s, "hello 2 auth nobody x");
+        assert_eq!(s.protocol(), Protocol::Resp3);
+        reply(&mut s, "hello 2");
+        assert_eq!(s.protocol(), Protocol::Resp2);
+        // An empty name removes it.
+        reply(&mut s, "hello 2 setname ");
+        assert_eq!(s.name(), None);
+    }
+
+    #[test]
     fn command_info_as_redis_shapes_it() {
         let mut s = Session::new(1);
         assert_eq!(
@@ -369,7 +572,11 @@ mod tests {
             ("", "", true),
             ("**", "", true),
         ] {
-            assert_eq!(glob_match(p.as_bytes(), t.as_bytes()), want, "{p} {t}");
+            assert_eq!(glob_match(p.as_bytes(), t.as_bytes(), true), want, "{p} {t}");
         }
+        // With case, as KEYS and SCAN match.
+        assert!(!glob_match(b"MAX*", b"maxmemory", false));
+        assert!(glob_match(b"max*", b"maxmemory", false));
+        assert!(!glob_match(b"[A-Z]*", b"abc", false));
     }
 }
