@@ -28,6 +28,11 @@ pub enum EngineError {
          without losing a connection, take its sockets over (--takeover)"
     )]
     AddressInUse(Address),
+    /// A setting would make an engine that serves nothing, or one the kernel refuses
+    /// ([`EngineConfig::validate`](crate::EngineConfig::validate),
+    /// [`ListenerConfig::validate`](crate::ListenerConfig::validate)).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Neither a listener nor a shard task was configured: the engine would have nothing
     /// to do.
     #[error("no listen address given: add at least one (e.g. --listen 127.0.0.1:7000)")]

@@ -89,7 +89,7 @@ pub mod tls;
 
 pub use addr::{Address, AddressError};
 pub use config::{
-    AcceptConfig, ConnectionConfig, Cores, CoresError, EngineConfig, FlowConfig, FlowError,
+    AcceptConfig, ConfigError, ConnectionConfig, Cores, CoresError, EngineConfig, FlowConfig, FlowError,
     InheritedListeners, Keepalive, Layers, ListenerConfig, MetricsConfig, ReactorConfig, RingFeatures,
 };
 pub use driver::connector::{AbortOnDrop, ClientFactory, Connector, connect_tcp, resolve};

@@ -389,3 +389,80 @@ fn tls_settings_that_fail_every_handshake_are_usage_errors() {
         }
     }
 }
+
+/// Values that would make a service that serves nothing (every connection closed at once,
+/// every request or handshake failed), that the kernel would refuse on every connection, or
+/// absurd bounds: usage errors naming the flag, what the value does and what to give.
+#[test]
+fn values_that_serve_nothing_are_usage_errors() {
+    let proxy = ["--proxy-protocol", "--proxy-trusted", "127.0.0.1"];
+    let tls = ["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"];
+    let keepalive = ["--keepalive-idle", "10s"];
+    for (extra, says) in [
+        (vec!["--max-conns-per-core", "0"], "--max-conns-per-core 0 would close every connection"),
+        (vec!["--idle-timeout", "0s"], "--idle-timeout 0s would close every connection"),
+        (vec!["--header-timeout", "0s"], "--header-timeout 0s would answer every HTTP request 408"),
+        (
+            [&proxy[..], &["--proxy-header-timeout", "0s"]].concat(),
+            "--proxy-header-timeout 0s would close every connection",
+        ),
+        (
+            [&proxy[..], &["--proxy-max-header", "51"]].concat(),
+            "give at least 52 bytes",
+        ),
+        (vec!["--keepalive-idle", "0s"], "--keepalive-idle 0s would be refused by the kernel"),
+        (vec!["--keepalive-idle", "1.5s"], "give whole seconds"),
+        (
+            [&keepalive[..], &["--keepalive-interval", "0s"]].concat(),
+            "--keepalive-interval 0s would be refused",
+        ),
+        (
+            [&keepalive[..], &["--keepalive-count", "128"]].concat(),
+            "give 1 to 127",
+        ),
+        (
+            [&keepalive[..], &["--keepalive-count", "0"]].concat(),
+            "give 1 to 127",
+        ),
+        (vec!["--drain-delay", "99999h"], "--drain-delay 359996400s is too long: at most 3600s"),
+        (vec!["--drain-timeout", "2h"], "--drain-timeout 7200s is too long"),
+        (vec!["--spin-before-park", "10s"], "--spin-before-park 10s is too long: at most 10ms"),
+        (
+            vec!["--high-water", "0", "--low-water", "0", "--max-output", "0"],
+            "--max-output 0 would close every connection",
+        ),
+        (
+            [&tls[..], &["--tls-tickets", "100000"]].concat(),
+            "--tls-tickets 100000 would make every handshake send that many tickets",
+        ),
+        (vec!["--cores", "0"], "for core 0 alone, write a list: 0,"),
+    ] {
+        for check in [false, true] {
+            let mut args = vec!["serve", "--listen", "127.0.0.1:1"];
+            args.extend(&extra);
+            if check {
+                args.push("--check");
+            }
+            let (code, err) = stderr_of(weft(&args));
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+    // Accepted: 0s turns the write-stall timeout off, and Linux queues one connection on a
+    // backlog of 0; at the bounds, the values are served.
+    for extra in [
+        vec!["--write-stall-timeout", "0s"],
+        vec!["--backlog", "0"],
+        vec!["--max-conns-per-core", "1"],
+        vec!["--keepalive-idle", "1s", "--keepalive-count", "127"],
+        vec!["--spin-before-park", "10ms"],
+        vec!["--drain-delay", "1h"],
+        vec!["--cores", "0,"],
+    ] {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:1", "--check"];
+        args.extend(&extra);
+        let (code, err) = stderr_of(weft(&args));
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+}

@@ -153,6 +153,10 @@ impl EngineBuilder {
             tasks,
             states,
         } = self;
+        config.validate()?;
+        for l in &listeners {
+            l.config.validate()?;
+        }
         for l in &mut listeners {
             if let Some(tls) = &l.config.tls {
                 l.tls = Some(ServerTls {
