@@ -949,28 +949,46 @@ mod tests {
             assert_eq!(e.setting, setting, "{e}");
             assert!(e.to_string().starts_with(setting), "{e}");
         };
-        refused(&|c| c.accept.max_conns_per_shard = Some(0), "accept.max_conns_per_shard");
+        refused(
+            &|c| c.accept.max_conns_per_shard = Some(0),
+            "accept.max_conns_per_shard",
+        );
         refused(&|c| c.accept.max_burst = 0, "accept.max_burst");
-        refused(&|c| c.drain_timeout = MAX_DRAIN + Duration::from_secs(1), "drain_timeout");
+        refused(
+            &|c| c.drain_timeout = MAX_DRAIN + Duration::from_secs(1),
+            "drain_timeout",
+        );
         refused(
             &|c| c.reactor.spin_before_park = Some(Duration::from_secs(10)),
             "reactor.spin_before_park",
         );
         refused(&|c| c.connection.read_size = 0, "connection.read_size");
-        refused(&|c| c.connection.reads_per_wakeup = 0, "connection.reads_per_wakeup");
-        refused(&|c| c.connection.idle_timeout = Some(Duration::ZERO), "connection.idle_timeout");
+        refused(
+            &|c| c.connection.reads_per_wakeup = 0,
+            "connection.reads_per_wakeup",
+        );
+        refused(
+            &|c| c.connection.idle_timeout = Some(Duration::ZERO),
+            "connection.idle_timeout",
+        );
         refused(
             &|c| c.connection.write_stall_timeout = Some(Duration::ZERO),
             "connection.write_stall_timeout",
         );
         let k = |idle, interval, count| Some(Keepalive::new(idle, interval, count));
         let s = Duration::from_secs;
-        refused(&|c| c.connection.keepalive = k(s(0), s(10), 3), "connection.keepalive.idle");
+        refused(
+            &|c| c.connection.keepalive = k(s(0), s(10), 3),
+            "connection.keepalive.idle",
+        );
         refused(
             &|c| c.connection.keepalive = k(s(10), Duration::from_millis(1500), 3),
             "connection.keepalive.interval",
         );
-        refused(&|c| c.connection.keepalive = k(s(10), s(10), 128), "connection.keepalive.count");
+        refused(
+            &|c| c.connection.keepalive = k(s(10), s(10), 128),
+            "connection.keepalive.count",
+        );
         refused(
             &|c| c.connection.user_timeout = Some(s(30 * 86400)),
             "connection.user_timeout",

@@ -399,9 +399,18 @@ fn values_that_serve_nothing_are_usage_errors() {
     let tls = ["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"];
     let keepalive = ["--keepalive-idle", "10s"];
     for (extra, says) in [
-        (vec!["--max-conns-per-core", "0"], "--max-conns-per-core 0 would close every connection"),
-        (vec!["--idle-timeout", "0s"], "--idle-timeout 0s would close every connection"),
-        (vec!["--header-timeout", "0s"], "--header-timeout 0s would answer every HTTP request 408"),
+        (
+            vec!["--max-conns-per-core", "0"],
+            "--max-conns-per-core 0 would close every connection",
+        ),
+        (
+            vec!["--idle-timeout", "0s"],
+            "--idle-timeout 0s would close every connection",
+        ),
+        (
+            vec!["--header-timeout", "0s"],
+            "--header-timeout 0s would answer every HTTP request 408",
+        ),
         (
             [&proxy[..], &["--proxy-header-timeout", "0s"]].concat(),
             "--proxy-header-timeout 0s would close every connection",
@@ -410,7 +419,10 @@ fn values_that_serve_nothing_are_usage_errors() {
             [&proxy[..], &["--proxy-max-header", "51"]].concat(),
             "give at least 52 bytes",
         ),
-        (vec!["--keepalive-idle", "0s"], "--keepalive-idle 0s would be refused by the kernel"),
+        (
+            vec!["--keepalive-idle", "0s"],
+            "--keepalive-idle 0s would be refused by the kernel",
+        ),
         (vec!["--keepalive-idle", "1.5s"], "give whole seconds"),
         (
             [&keepalive[..], &["--keepalive-interval", "0s"]].concat(),
@@ -424,9 +436,15 @@ fn values_that_serve_nothing_are_usage_errors() {
             [&keepalive[..], &["--keepalive-count", "0"]].concat(),
             "give 1 to 127",
         ),
-        (vec!["--drain-delay", "99999h"], "--drain-delay 359996400s is too long: at most 3600s"),
+        (
+            vec!["--drain-delay", "99999h"],
+            "--drain-delay 359996400s is too long: at most 3600s",
+        ),
         (vec!["--drain-timeout", "2h"], "--drain-timeout 7200s is too long"),
-        (vec!["--spin-before-park", "10s"], "--spin-before-park 10s is too long: at most 10ms"),
+        (
+            vec!["--spin-before-park", "10s"],
+            "--spin-before-park 10s is too long: at most 10ms",
+        ),
         (
             vec!["--high-water", "0", "--low-water", "0", "--max-output", "0"],
             "--max-output 0 would close every connection",

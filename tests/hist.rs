@@ -186,7 +186,14 @@ fn the_only_tag_is_read_without_tag() {
         let mut log = begin(&mut out, &mut ser, t0(), "test").unwrap();
         for (k, tag) in (0..).zip(tags) {
             let h = hist([1_000 * (k + 1)]);
-            write_interval(&mut log, &h, Duration::from_secs(k), Duration::from_secs(1), Some(*tag)).unwrap();
+            write_interval(
+                &mut log,
+                &h,
+                Duration::from_secs(k),
+                Duration::from_secs(1),
+                Some(*tag),
+            )
+            .unwrap();
         }
         drop(log);
         out

@@ -299,7 +299,10 @@ fn an_http_client_over_the_cap_reads_a_503() {
         s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
         let mut answer = String::new();
         s.read_to_string(&mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer:?}");
+        assert!(
+            answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{answer:?}"
+        );
         assert!(answer.ends_with("\r\n\r\nserver overloaded\n"), "{answer:?}");
     }
     drop(held);

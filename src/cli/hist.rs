@@ -353,7 +353,9 @@ fn span(logs: &[&Log<'_>], tag: Option<&str>) -> f64 {
 /// The tag of every interval of every input, when they all carry the same one (`weft serve
 /// --hdr-log` with one metric): what a run without --tag reads instead of nothing.
 fn sole_tag<'a>(inputs: &[Input<'a>]) -> Option<&'a str> {
-    let mut tags = inputs.iter().flat_map(|i| i.log.intervals.iter().map(|iv| iv.tag));
+    let mut tags = inputs
+        .iter()
+        .flat_map(|i| i.log.intervals.iter().map(|iv| iv.tag));
     let first = tags.next()??;
     tags.all(|t| t == Some(first)).then_some(first)
 }
