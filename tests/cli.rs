@@ -140,9 +140,11 @@ fn a_metrics_port_in_use_is_refused_naming_the_metrics() {
     let (mut cmd, _) = serve_command("1", &["--proto", "echo", "--metrics", &metrics]);
     let (code, err) = stderr_of(cmd.spawn().unwrap());
     assert_eq!(code, 1, "{err}");
-    let line = err.trim_end().lines().last().unwrap_or_default();
+    // Refused before the start says it serves: one line, with what to do.
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
-        line.contains(&format!("cannot serve the metrics on {metrics}")),
+        err.contains(&format!("cannot serve the metrics on {metrics}: address in use"))
+            && err.contains("pick another address"),
         "{err}"
     );
     util::sigterm(&first);
@@ -482,5 +484,70 @@ fn values_that_serve_nothing_are_usage_errors() {
         args.extend(&extra);
         let (code, err) = stderr_of(weft(&args));
         assert_eq!(code, 0, "{args:?}: {err}");
+    }
+}
+
+/// The health check's port and the handoff socket's path are checked before the start says
+/// it serves: one line, naming what could not be bound and what to do.
+#[test]
+fn side_ports_that_cannot_be_bound_fail_before_serving() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let health = taken.local_addr().unwrap().to_string();
+    let missing = std::env::temp_dir().join(format!("weft-no-such-dir-{}", std::process::id()));
+    let socket = missing.join("handoff.sock");
+    let long = std::env::temp_dir().join("h".repeat(120));
+    for (extra, says) in [
+        (
+            vec!["--health", health.as_str()],
+            format!("cannot serve the health check on {health}: address in use"),
+        ),
+        (
+            vec!["--handoff-socket", socket.to_str().unwrap()],
+            "its directory does not exist".to_owned(),
+        ),
+        (
+            vec!["--handoff-socket", long.to_str().unwrap()],
+            "give a shorter path".to_owned(),
+        ),
+    ] {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--cores", "1"];
+        args.extend(&extra);
+        let (code, err) = stderr_of(weft(&args));
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "nothing logged before: {err}");
+        assert!(err.contains(&says), "{args:?}: {err}");
+    }
+}
+
+/// A privileged port without the right to bind it says what to do. Needs root, to drop to
+/// `nobody` with setpriv; skipped otherwise.
+#[test]
+fn a_privileged_port_says_how_to_bind_it() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let setpriv = std::path::Path::new("/usr/bin/setpriv").exists();
+    if !root || !setpriv || std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .is_ok_and(|v| v.trim().parse::<u32>().is_ok_and(|p| p <= 80))
+    {
+        eprintln!("skipped: needs root, setpriv and port 80 privileged");
+        return;
+    }
+    let out = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_weft"))
+        .args(["serve", "--listen", "127.0.0.1:80", "--cores", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    for says in [
+        "cannot listen on 127.0.0.1:80: ",
+        "port 80 is privileged",
+        "a port >= 1024",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "net.ipv4.ip_unprivileged_port_start",
+    ] {
+        assert!(err.contains(says), "{err}");
     }
 }
