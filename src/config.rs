@@ -495,7 +495,8 @@ pub struct AcceptConfig {
     /// kernel move the connections queued on a closing listener (a crashed or killed
     /// process's, too) to another listener of the group instead of resetting them: what
     /// `net.ipv4.tcp_migrate_req=1` does, without the sysctl. Needs CAP_BPF (or root) and
-    /// Linux >= 5.14; without them it is skipped (logged at debug level). It replaces any
+    /// Linux >= 5.14; without them it is skipped, said once at info level at start (unless
+    /// `net.ipv4.tcp_migrate_req=1` does the same). It replaces any
     /// reuseport program the group had. Default: on.
     pub migrate_queued: bool,
 }

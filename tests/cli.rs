@@ -526,8 +526,10 @@ fn a_privileged_port_says_how_to_bind_it() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let setpriv = std::path::Path::new("/usr/bin/setpriv").exists();
-    if !root || !setpriv || std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-        .is_ok_and(|v| v.trim().parse::<u32>().is_ok_and(|p| p <= 80))
+    if !root
+        || !setpriv
+        || std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .is_ok_and(|v| v.trim().parse::<u32>().is_ok_and(|p| p <= 80))
     {
         eprintln!("skipped: needs root, setpriv and port 80 privileged");
         return;
@@ -550,4 +552,67 @@ fn a_privileged_port_says_how_to_bind_it() {
     ] {
         assert!(err.contains(says), "{err}");
     }
+}
+
+/// A descriptor limit too low for the connection cap is warned about at start, with what to
+/// do; as `nobody` (no CAP_BPF), crash migration off is said once at info level.
+#[test]
+fn start_warns_about_a_low_descriptor_limit_and_crash_migration_off() {
+    use std::os::unix::process::CommandExt;
+    let (mut cmd, addr) = serve_command("1", &["--proto", "echo", "--max-conns-per-core", "500"]);
+    // SAFETY: setrlimit is async-signal-safe; the closure runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 200,
+                rlim_max: 200,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = spawn_listening(cmd, addr);
+    util::sigterm(&server);
+    assert!(wait_exit(&mut server, Duration::from_secs(10)).success());
+    let (_, err) = stderr_of(server);
+    assert!(
+        err.contains("WARN the descriptor limit is 200")
+            && err.contains("need about 580")
+            && err.contains("LimitNOFILE="),
+        "{err}"
+    );
+
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let migrating =
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").map_or(true, |v| v.trim() == "1");
+    if !root || migrating || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("crash migration part skipped: needs root, setpriv and tcp_migrate_req=0");
+        return;
+    }
+    let addr = util::free_addr();
+    let mut cmd = std::process::Command::new("/usr/bin/setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_weft"))
+        .args(["serve", "--listen", &addr.to_string(), "--cores", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut server = spawn_listening(cmd, addr);
+    util::sigterm(&server);
+    assert!(wait_exit(&mut server, Duration::from_secs(10)).success());
+    let (_, err) = stderr_of(server);
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("crash migration is off"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].contains("INFO")
+            && said[0].contains("are reset")
+            && said[0].contains("sysctl net.ipv4.tcp_migrate_req=1")
+            && said[0].contains("CAP_BPF"),
+        "{err}"
+    );
 }

@@ -554,12 +554,18 @@ fn check_handoff_path(path: &std::path::Path) -> Result<(), CliError> {
         return Ok(());
     };
     let hint = match e.raw_os_error() {
-        Some(libc::ENOENT | libc::ENOTDIR) => "its directory does not exist: create it (systemd: \
-             RuntimeDirectory=) or give another path",
-        Some(libc::EACCES | libc::EPERM | libc::EROFS) => "this user may not create files in its \
-             directory: give a directory it owns (systemd: RuntimeDirectory=)",
-        _ if e.kind() == std::io::ErrorKind::InvalidInput => "a Unix socket path is at most 107 \
-             bytes, and weft binds PATH.PID.tmp first: give a shorter path",
+        Some(libc::ENOENT | libc::ENOTDIR) => {
+            "its directory does not exist: create it (systemd: \
+             RuntimeDirectory=) or give another path"
+        }
+        Some(libc::EACCES | libc::EPERM | libc::EROFS) => {
+            "this user may not create files in its \
+             directory: give a directory it owns (systemd: RuntimeDirectory=)"
+        }
+        _ if e.kind() == std::io::ErrorKind::InvalidInput => {
+            "a Unix socket path is at most 107 \
+             bytes, and weft binds PATH.PID.tmp first: give a shorter path"
+        }
         _ => "give a path in a directory this user may write",
     };
     Err(CliError::Failure(format!(
