@@ -47,7 +47,9 @@ impl FromStr for Cores {
             let n: usize = s.parse().map_err(|_| bad())?;
             if n == 0 {
                 return Err(ParseError(
-                    "invalid cores \"0\": at least one core is needed".into(),
+                    "invalid cores \"0\": a count of cores is at least 1; for core 0 alone, \
+                     write a list: 0, (a trailing comma)"
+                        .into(),
                 ));
             }
             return Ok(Self::Count(n));
@@ -207,11 +209,274 @@ pub fn parse_size(s: &str) -> Result<usize, ParseError> {
     n.checked_mul(mult).ok_or_else(bad)
 }
 
+/// The longest drain (`drain_timeout`, and a service's drain delay) a configuration may ask
+/// for: 1 hour. A stop that takes longer is a hang to whatever stops the process: systemd
+/// kills it after `TimeoutStopSec` (90 s by default), Kubernetes after
+/// `terminationGracePeriodSeconds` (30 s).
+pub const MAX_DRAIN: Duration = Duration::from_secs(3600);
+
+/// The longest busy-poll before a shard's reactor sleeps
+/// ([`ReactorConfig::spin_before_park`]): 10 ms. The spin trades idle CPU for wake-up latency
+/// and was measured at 50 to 200 µs (tuning.md); one of 10 ms already keeps the core busy
+/// through every gap between requests at 100 requests/s, and a longer one is a busy loop, not
+/// a trade.
+pub const MAX_SPIN_BEFORE_PARK: Duration = Duration::from_millis(10);
+
+/// Linux's largest TCP keepalive probe count (`TCP_KEEPCNT`, `MAX_TCP_KEEPCNT`): the kernel
+/// refuses more with `EINVAL`.
+pub const MAX_KEEPALIVE_COUNT: u32 = 127;
+
+/// Linux's largest TCP keepalive idle time and interval (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
+/// `MAX_TCP_KEEPIDLE`: 32767 s); the kernel counts both in whole seconds from 1.
+pub const MAX_KEEPALIVE_TIME: Duration = Duration::from_secs(32767);
+
+/// A setting whose value would make a service that serves nothing, or that the kernel would
+/// refuse on every connection: what [`EngineConfig::validate`] (and
+/// [`EngineBuilder::start`](crate::EngineBuilder::start)) refuses.
+///
+/// Its message names the setting by its field (`connection.idle_timeout`), says what the
+/// value would do and what to give instead; [`with_name`](Self::with_name) renames the
+/// setting, as a command line does with its flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} {value} {problem}")]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The setting, by its field path (`accept.max_conns_per_shard`), or the name given by
+    /// [`with_name`](Self::with_name).
+    pub setting: std::borrow::Cow<'static, str>,
+    /// Its value, as a command line writes it (`0`, `0s`).
+    pub value: String,
+    /// What the value would do, and what to give instead.
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(setting: &'static str, value: impl fmt::Display, problem: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            value: value.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The same error, naming the setting `name` (a command-line flag, say).
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.setting = std::borrow::Cow::Owned(name.into());
+        self
+    }
+}
+
+/// A duration as a command line writes it: `0s`, `1.5s`, `250ms`.
+pub(crate) fn seconds(d: Duration) -> String {
+    if d.is_zero() || d.subsec_nanos() == 0 || d >= Duration::from_secs(1) {
+        format!("{}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+/// Refuses a zero duration for `setting`: `effect` says what it would do, `example` what to
+/// give instead (`10s`). For settings outside [`EngineConfig`] that share its wording (a
+/// protocol's timeout, say).
+///
+/// # Errors
+///
+/// A [`ConfigError`] for a zero `d`.
+pub fn require_positive(
+    setting: &'static str,
+    d: Duration,
+    effect: &str,
+    example: &str,
+) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError::new(
+            setting,
+            seconds(d),
+            format!("{effect}: give a positive time, such as {example}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a drain longer than [`MAX_DRAIN`] for `setting` (`drain_timeout`, a service's
+/// drain delay).
+///
+/// # Errors
+///
+/// A [`ConfigError`] for a `d` above [`MAX_DRAIN`].
+pub fn require_drain(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
+    at_most(
+        setting,
+        d,
+        MAX_DRAIN,
+        "systemd and Kubernetes kill a stop that takes that long well before it ends",
+    )
+}
+
+/// Refuses a duration above `max`: `why` says why that is the bound.
+fn at_most(setting: &'static str, d: Duration, max: Duration, why: &str) -> Result<(), ConfigError> {
+    if d > max {
+        return Err(ConfigError::new(
+            setting,
+            seconds(d),
+            format!("is too long: at most {} ({why})", seconds(max)),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a keepalive time the kernel would refuse (`EINVAL`, then no keepalive at all):
+/// whole seconds from 1 to [`MAX_KEEPALIVE_TIME`].
+fn keepalive_time(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d < Duration::from_secs(1) || d > MAX_KEEPALIVE_TIME || d.subsec_nanos() != 0 {
+        return Err(ConfigError::new(
+            setting,
+            seconds(d),
+            format!(
+                "would be refused by the kernel on every connection, which would then get no \
+                 keepalive: give whole seconds from 1s to {}",
+                seconds(MAX_KEEPALIVE_TIME)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl EngineConfig {
+    /// Refuses settings that would make an engine that serves nothing (every connection
+    /// closed at once, nothing ever read), settings the kernel would refuse on every
+    /// connection, and absurd bounds ([`MAX_DRAIN`], [`MAX_SPIN_BEFORE_PARK`]).
+    /// [`EngineBuilder::start`](crate::EngineBuilder::start) calls it.
+    ///
+    /// # Errors
+    ///
+    /// The first such setting, as a [`ConfigError`] that says what to give instead.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let a = &self.accept;
+        if a.max_conns_per_shard == Some(0) {
+            return Err(ConfigError::new(
+                "accept.max_conns_per_shard",
+                0,
+                "would close every connection as soon as it is accepted: give at least 1, or \
+                 leave it unset for no limit",
+            ));
+        }
+        if a.max_burst == 0 {
+            return Err(ConfigError::new(
+                "accept.max_burst",
+                0,
+                "would accept no connection: give at least 1",
+            ));
+        }
+        require_drain("drain_timeout", self.drain_timeout)?;
+        if let Some(spin) = self.reactor.spin_before_park {
+            at_most(
+                "reactor.spin_before_park",
+                spin,
+                MAX_SPIN_BEFORE_PARK,
+                "the spin trades idle CPU for wake-up latency, measured at 50 to 200us; a longer \
+                 one keeps the core busy through every pause",
+            )?;
+        }
+        let c = &self.connection;
+        if c.read_size == 0 {
+            return Err(ConfigError::new(
+                "connection.read_size",
+                0,
+                "would read nothing from any connection: give at least 1 (64KiB by default)",
+            ));
+        }
+        if c.reads_per_wakeup == 0 {
+            return Err(ConfigError::new(
+                "connection.reads_per_wakeup",
+                0,
+                "would read nothing from any connection: give at least 1 (16 by default)",
+            ));
+        }
+        if c.flow.max_output == 0 {
+            return Err(ConfigError::new(
+                "connection.flow.max_output",
+                0,
+                "would close every connection at its first write: give at least the high-water \
+                 mark (4MiB by default)",
+            ));
+        }
+        if let Some(idle) = c.idle_timeout {
+            require_positive(
+                "connection.idle_timeout",
+                idle,
+                "would close every connection as soon as it opens",
+                "5m, or leave it unset for none",
+            )?;
+        }
+        if let Some(stall) = c.write_stall_timeout {
+            require_positive(
+                "connection.write_stall_timeout",
+                stall,
+                "would close every connection whose output waits at all",
+                "30s, or leave it unset for none",
+            )?;
+        }
+        if let Some(k) = c.keepalive {
+            keepalive_time("connection.keepalive.idle", k.idle)?;
+            keepalive_time("connection.keepalive.interval", k.interval)?;
+            if !(1..=MAX_KEEPALIVE_COUNT).contains(&k.count) {
+                return Err(ConfigError::new(
+                    "connection.keepalive.count",
+                    k.count,
+                    format!(
+                        "would be refused by the kernel on every connection, which would then \
+                         get no keepalive: give 1 to {MAX_KEEPALIVE_COUNT} (Linux's TCP_KEEPCNT \
+                         maximum)"
+                    ),
+                ));
+            }
+        }
+        if let Some(t) = c.user_timeout
+            && t.as_millis() > i32::MAX as u128
+        {
+            return Err(ConfigError::new(
+                "connection.user_timeout",
+                seconds(t),
+                format!(
+                    "would be refused by the kernel on every connection (TCP_USER_TIMEOUT is \
+                     at most {} ms): give less, or leave it unset for the kernel's",
+                    i32::MAX
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ListenerConfig {
+    /// Refuses PROXY protocol and TLS settings that would close or fail every connection of
+    /// this listener, or cost every handshake too much ([`ProxyConfig::validate`],
+    /// [`TlsConfig::validate`]).
+    /// [`EngineBuilder::start`](crate::EngineBuilder::start) calls it.
+    ///
+    /// # Errors
+    ///
+    /// The first such setting, as a [`ConfigError`] that says what to give instead.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(p) = &self.proxy {
+            p.validate()?;
+        }
+        if let Some(t) = &self.tls {
+            t.validate()?;
+        }
+        Ok(())
+    }
+}
+
 /// The accept path's knobs (see `tuning.md`).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AcceptConfig {
-    /// Listen backlog per shard and address. Default: 1024 (the kernel caps it at somaxconn).
+    /// Listen backlog per shard and address. Default: 1024 (the kernel caps it at
+    /// `net.core.somaxconn`; Linux queues one connection more than the backlog, so 0 works as
+    /// a queue of one).
     pub backlog: u32,
     /// Most connections a shard accepts in one burst before it serves established ones.
     /// The burst starts at 100 and adapts below this bound (Twisted's `numberAccepts`):
@@ -230,7 +495,8 @@ pub struct AcceptConfig {
     /// kernel move the connections queued on a closing listener (a crashed or killed
     /// process's, too) to another listener of the group instead of resetting them: what
     /// `net.ipv4.tcp_migrate_req=1` does, without the sysctl. Needs CAP_BPF (or root) and
-    /// Linux >= 5.14; without them it is skipped (logged at debug level). It replaces any
+    /// Linux >= 5.14; without them it is skipped, said once at info level at start (unless
+    /// `net.ipv4.tcp_migrate_req=1` does the same). It replaces any
     /// reuseport program the group had. Default: on.
     pub migrate_queued: bool,
 }
@@ -666,9 +932,96 @@ mod tests {
         assert_eq!("2".parse::<Cores>().unwrap(), Cores::Count(2));
         assert_eq!("0,2-3".parse::<Cores>().unwrap(), Cores::List(vec![0, 2, 3]));
         assert_eq!("1,".parse::<Cores>().unwrap(), Cores::List(vec![1]));
+        assert_eq!("0,".parse::<Cores>().unwrap(), Cores::List(vec![0]));
+        let zero = "0".parse::<Cores>().unwrap_err().to_string();
+        assert!(zero.contains("for core 0 alone") && zero.contains("0,"), "{zero}");
         for bad in ["0", "x", "3-1", "", ",", "1-a"] {
             assert!(bad.parse::<Cores>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn settings_that_serve_nothing_are_refused() {
+        assert!(EngineConfig::default().validate().is_ok());
+        let refused = |change: &dyn Fn(&mut EngineConfig), setting: &str| {
+            let mut c = EngineConfig::default();
+            change(&mut c);
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.setting, setting, "{e}");
+            assert!(e.to_string().starts_with(setting), "{e}");
+        };
+        refused(
+            &|c| c.accept.max_conns_per_shard = Some(0),
+            "accept.max_conns_per_shard",
+        );
+        refused(&|c| c.accept.max_burst = 0, "accept.max_burst");
+        refused(
+            &|c| c.drain_timeout = MAX_DRAIN + Duration::from_secs(1),
+            "drain_timeout",
+        );
+        refused(
+            &|c| c.reactor.spin_before_park = Some(Duration::from_secs(10)),
+            "reactor.spin_before_park",
+        );
+        refused(&|c| c.connection.read_size = 0, "connection.read_size");
+        refused(
+            &|c| c.connection.reads_per_wakeup = 0,
+            "connection.reads_per_wakeup",
+        );
+        refused(
+            &|c| c.connection.idle_timeout = Some(Duration::ZERO),
+            "connection.idle_timeout",
+        );
+        refused(
+            &|c| c.connection.write_stall_timeout = Some(Duration::ZERO),
+            "connection.write_stall_timeout",
+        );
+        let k = |idle, interval, count| Some(Keepalive::new(idle, interval, count));
+        let s = Duration::from_secs;
+        refused(
+            &|c| c.connection.keepalive = k(s(0), s(10), 3),
+            "connection.keepalive.idle",
+        );
+        refused(
+            &|c| c.connection.keepalive = k(s(10), Duration::from_millis(1500), 3),
+            "connection.keepalive.interval",
+        );
+        refused(
+            &|c| c.connection.keepalive = k(s(10), s(10), 128),
+            "connection.keepalive.count",
+        );
+        refused(
+            &|c| c.connection.user_timeout = Some(s(30 * 86400)),
+            "connection.user_timeout",
+        );
+        let mut c = EngineConfig::default();
+        c.connection.keepalive = k(s(1), MAX_KEEPALIVE_TIME, MAX_KEEPALIVE_COUNT);
+        c.connection.write_stall_timeout = None;
+        c.accept.backlog = 0;
+        c.drain_timeout = MAX_DRAIN;
+        c.reactor.spin_before_park = Some(MAX_SPIN_BEFORE_PARK);
+        assert!(c.validate().is_ok());
+        let renamed = ConfigError::new("drain_timeout", "2h", "is too long").with_name("--drain-timeout");
+        assert_eq!(renamed.to_string(), "--drain-timeout 2h is too long");
+    }
+
+    #[test]
+    fn listener_settings_that_fail_every_connection_are_refused() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut p = ProxyConfig::default();
+        assert!(ListenerConfig::new(addr).proxy(p.clone()).validate().is_ok());
+        p.max_header = crate::proto::proxy::MIN_MAX_HEADER - 1;
+        let e = ListenerConfig::new(addr).proxy(p.clone()).validate().unwrap_err();
+        assert_eq!(e.setting, "proxy.max_header");
+        p.max_header = crate::proto::proxy::DEFAULT_MAX_HEADER;
+        p.header_timeout = Duration::ZERO;
+        let e = ListenerConfig::new(addr).proxy(p).validate().unwrap_err();
+        assert_eq!(e.setting, "proxy.header_timeout");
+        let tickets = crate::tls::check_settings(Duration::from_secs(10), 17).unwrap_err();
+        assert_eq!(tickets.setting, "tls.tls13_tickets");
+        assert!(crate::tls::check_settings(Duration::from_secs(10), 16).is_ok());
+        let zero = crate::tls::check_settings(Duration::ZERO, 1).unwrap_err();
+        assert!(zero.to_string().contains("would fail every handshake"), "{zero}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::config::CoresError;
 #[non_exhaustive]
 pub enum EngineError {
     /// Binding or listening on an address failed (Twisted's `CannotListenError`).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {}", bind_failure(addr.socket_addr(), source))]
     CannotListen {
         /// The address that could not be bound.
         addr: Address,
@@ -22,12 +22,16 @@ pub enum EngineError {
     /// Another socket already listens on the address, and the listener does not share it
     /// ([`ListenerConfig::share_port`](crate::ListenerConfig::share_port)).
     #[error(
-        "cannot listen on {0}: address in use (another socket listens on it: a second \
-         instance, or another server); stop it or pick another address; to share the port and \
-         its connections with it, set share_port (weft serve --share-port); to replace it \
-         without losing a connection, take its sockets over (--takeover)"
+        "cannot listen on {0}: {IN_USE}; to share the port and its connections with it, set \
+         share_port (weft serve --share-port); to replace it without losing a connection, take \
+         its sockets over (--takeover)"
     )]
     AddressInUse(Address),
+    /// A setting would make an engine that serves nothing, or one the kernel refuses
+    /// ([`EngineConfig::validate`](crate::EngineConfig::validate),
+    /// [`ListenerConfig::validate`](crate::ListenerConfig::validate)).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Neither a listener nor a shard task was configured: the engine would have nothing
     /// to do.
     #[error("no listen address given: add at least one (e.g. --listen 127.0.0.1:7000)")]
@@ -184,6 +188,48 @@ impl From<InheritedError> for EngineError {
     }
 }
 
+/// How an address in use is told, by every listener.
+const IN_USE: &str = "address in use (another socket listens on it: a second instance, or \
+                      another server); stop it or pick another address";
+
+/// Why `addr` could not be bound, and what to do about it: the one wording of every bind
+/// failure (the engine's listeners, the health check's and the metrics exporter's, a command
+/// line's checks before it starts). An address in use, a privileged port without the right
+/// to bind it, and an address no interface has get their remedies; other errors are told as
+/// the OS says them.
+pub fn bind_failure(addr: SocketAddr, source: &io::Error) -> String {
+    match source.raw_os_error() {
+        Some(libc::EADDRINUSE) => IN_USE.to_owned(),
+        Some(libc::EACCES | libc::EPERM) if addr.port() != 0 => format!(
+            "{source}: port {} is privileged (below net.ipv4.ip_unprivileged_port_start, 1024 \
+             by default) and this process may not bind it; use a port >= 1024, grant \
+             CAP_NET_BIND_SERVICE (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE), or \
+             lower the sysctl (sysctl net.ipv4.ip_unprivileged_port_start={})",
+            addr.port(),
+            addr.port()
+        ),
+        Some(libc::EADDRNOTAVAIL) => format!(
+            "{source}: no interface of this host has that address; use one it has, or \
+             0.0.0.0 / [::] for all of them"
+        ),
+        _ => source.to_string(),
+    }
+}
+
+/// Checks that `addr` can be bound now, by binding it and letting go: what a program does
+/// before it says it serves, for listeners it binds later (a health check, an exporter).
+/// Port 0 always can.
+///
+/// # Errors
+///
+/// The OS error of the bind; [`bind_failure`] says it with its remedy.
+pub fn check_bindable(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(addr).map(drop)
+}
+
 /// What to do about a ring that could not be set up: ENOMEM is the locked-memory limit or the
 /// memory cgroup.
 fn setup_hint(source: &io::Error) -> &'static str {
@@ -216,5 +262,26 @@ mod tests {
         );
         let text = e.to_string();
         assert!(text.starts_with("cannot listen on 127.0.0.1:80: "), "{text}");
+        assert!(text.contains("address in use"), "{text}");
+    }
+
+    #[test]
+    fn bind_failures_say_what_to_do() {
+        let at = |a: &str, errno| bind_failure(a.parse().unwrap(), &io::Error::from_raw_os_error(errno));
+        let privileged = at("127.0.0.1:80", libc::EACCES);
+        for says in [
+            "port 80 is privileged",
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+            "net.ipv4.ip_unprivileged_port_start=80",
+            "a port >= 1024",
+        ] {
+            assert!(privileged.contains(says), "{privileged}");
+        }
+        assert!(at("127.0.0.1:7000", libc::EADDRINUSE).starts_with("address in use"));
+        assert!(at("192.0.2.1:7000", libc::EADDRNOTAVAIL).contains("no interface"));
+        assert!(check_bindable("127.0.0.1:0".parse().unwrap()).is_ok());
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = check_bindable(taken.local_addr().unwrap()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE));
     }
 }

@@ -89,12 +89,12 @@ pub mod tls;
 
 pub use addr::{Address, AddressError};
 pub use config::{
-    AcceptConfig, ConnectionConfig, Cores, CoresError, EngineConfig, FlowConfig, FlowError,
+    AcceptConfig, ConfigError, ConnectionConfig, Cores, CoresError, EngineConfig, FlowConfig, FlowError,
     InheritedListeners, Keepalive, Layers, ListenerConfig, MetricsConfig, ReactorConfig, RingFeatures,
 };
 pub use driver::connector::{AbortOnDrop, ClientFactory, Connector, connect_tcp, resolve};
 pub use driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
-pub use error::{EngineError, InheritedError, IoUringError, ShardError};
+pub use error::{EngineError, InheritedError, IoUringError, ShardError, bind_failure, check_bindable};
 pub use proto::client::{
     ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination, DestinationError,
 };

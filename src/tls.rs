@@ -87,6 +87,42 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// alternating runs), with 5% less server and 8% less client CPU per handshake.
 pub const DEFAULT_TLS13_TICKETS: usize = 1;
 
+/// The most TLS 1.3 session tickets a handshake may send ([`TlsConfig::tls13_tickets`]): 16.
+/// rustls makes and sends every ticket during each full handshake, so any client sets off
+/// their cost on every connection (100000 made one handshake take 1.8 s and the process grow
+/// 16 MB); a client resumes one connection per ticket, and browsers open at most 6 at once to
+/// a host (OpenSSL and nginx send 2, rustls 2 by default).
+pub const MAX_TLS13_TICKETS: usize = 16;
+
+/// What [`TlsConfig::validate`] checks, for settings not yet in a [`TlsConfig`] (a command
+/// line checked before its certificate files are read): a handshake timeout above 0 and at
+/// most [`MAX_TLS13_TICKETS`] tickets.
+///
+/// # Errors
+///
+/// The first setting refused, as a [`ConfigError`](crate::ConfigError) naming it
+/// `tls.handshake_timeout` or `tls.tls13_tickets`.
+pub fn check_settings(handshake_timeout: Duration, tls13_tickets: usize) -> Result<(), crate::ConfigError> {
+    crate::config::require_positive(
+        "tls.handshake_timeout",
+        handshake_timeout,
+        "would fail every handshake",
+        "10s",
+    )?;
+    if tls13_tickets > MAX_TLS13_TICKETS {
+        return Err(crate::ConfigError::new(
+            "tls.tls13_tickets",
+            tls13_tickets,
+            format!(
+                "would make every handshake send that many tickets (each a key derivation and a \
+                 session entry): give at most {MAX_TLS13_TICKETS} (a client resumes one \
+                 connection per ticket; 1 by default)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Why TLS settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -385,8 +421,9 @@ pub struct TlsConfig {
     /// entry and both sides a key derivation, and the client a cache insert; a client that
     /// reconnects one connection at a time needs one (it gets a fresh ticket every time it
     /// resumes). Raise it for clients that open several connections at once and want each
-    /// to resume. Default: [`DEFAULT_TLS13_TICKETS`] (1; OpenSSL, and so nginx, send one
-    /// after a resumed handshake; rustls's own default is 2).
+    /// to resume. At most [`MAX_TLS13_TICKETS`] ([`validate`](Self::validate)). Default:
+    /// [`DEFAULT_TLS13_TICKETS`] (1; OpenSSL, and so nginx, send one after a resumed
+    /// handshake; rustls's own default is 2).
     pub tls13_tickets: usize,
 }
 
@@ -485,6 +522,18 @@ impl TlsConfig {
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
+    }
+
+    /// Refuses a handshake timeout of 0 (every handshake would fail) and more than
+    /// [`MAX_TLS13_TICKETS`] tickets. [`EngineBuilder::start`](crate::EngineBuilder::start)
+    /// calls it for each TLS listener.
+    ///
+    /// # Errors
+    ///
+    /// The first such setting, as a [`ConfigError`](crate::ConfigError) that says what to
+    /// give instead.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        check_settings(self.handshake_timeout, self.tls13_tickets)
     }
 
     /// Sets [`tls13_tickets`](Self::tls13_tickets).

@@ -140,9 +140,11 @@ fn a_metrics_port_in_use_is_refused_naming_the_metrics() {
     let (mut cmd, _) = serve_command("1", &["--proto", "echo", "--metrics", &metrics]);
     let (code, err) = stderr_of(cmd.spawn().unwrap());
     assert_eq!(code, 1, "{err}");
-    let line = err.trim_end().lines().last().unwrap_or_default();
+    // Refused before the start says it serves: one line, with what to do.
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
-        line.contains(&format!("cannot serve the metrics on {metrics}")),
+        err.contains(&format!("cannot serve the metrics on {metrics}: address in use"))
+            && err.contains("pick another address"),
         "{err}"
     );
     util::sigterm(&first);
@@ -388,4 +390,229 @@ fn tls_settings_that_fail_every_handshake_are_usage_errors() {
             assert!(err.contains(says), "{args:?}: {err}");
         }
     }
+}
+
+/// Values that would make a service that serves nothing (every connection closed at once,
+/// every request or handshake failed), that the kernel would refuse on every connection, or
+/// absurd bounds: usage errors naming the flag, what the value does and what to give.
+#[test]
+fn values_that_serve_nothing_are_usage_errors() {
+    let proxy = ["--proxy-protocol", "--proxy-trusted", "127.0.0.1"];
+    let tls = ["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"];
+    let keepalive = ["--keepalive-idle", "10s"];
+    for (extra, says) in [
+        (
+            vec!["--max-conns-per-core", "0"],
+            "--max-conns-per-core 0 would close every connection",
+        ),
+        (
+            vec!["--idle-timeout", "0s"],
+            "--idle-timeout 0s would close every connection",
+        ),
+        (
+            vec!["--header-timeout", "0s"],
+            "--header-timeout 0s would answer every HTTP request 408",
+        ),
+        (
+            [&proxy[..], &["--proxy-header-timeout", "0s"]].concat(),
+            "--proxy-header-timeout 0s would close every connection",
+        ),
+        (
+            [&proxy[..], &["--proxy-max-header", "51"]].concat(),
+            "give at least 52 bytes",
+        ),
+        (
+            vec!["--keepalive-idle", "0s"],
+            "--keepalive-idle 0s would be refused by the kernel",
+        ),
+        (vec!["--keepalive-idle", "1.5s"], "give whole seconds"),
+        (
+            [&keepalive[..], &["--keepalive-interval", "0s"]].concat(),
+            "--keepalive-interval 0s would be refused",
+        ),
+        (
+            [&keepalive[..], &["--keepalive-count", "128"]].concat(),
+            "give 1 to 127",
+        ),
+        (
+            [&keepalive[..], &["--keepalive-count", "0"]].concat(),
+            "give 1 to 127",
+        ),
+        (
+            vec!["--drain-delay", "99999h"],
+            "--drain-delay 359996400s is too long: at most 3600s",
+        ),
+        (vec!["--drain-timeout", "2h"], "--drain-timeout 7200s is too long"),
+        (
+            vec!["--spin-before-park", "10s"],
+            "--spin-before-park 10s is too long: at most 10ms",
+        ),
+        (
+            vec!["--high-water", "0", "--low-water", "0", "--max-output", "0"],
+            "--max-output 0 would close every connection",
+        ),
+        (
+            [&tls[..], &["--tls-tickets", "100000"]].concat(),
+            "--tls-tickets 100000 would make every handshake send that many tickets",
+        ),
+        (vec!["--cores", "0"], "for core 0 alone, write a list: 0,"),
+    ] {
+        for check in [false, true] {
+            let mut args = vec!["serve", "--listen", "127.0.0.1:1"];
+            args.extend(&extra);
+            if check {
+                args.push("--check");
+            }
+            let (code, err) = stderr_of(weft(&args));
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+    // Accepted: 0s turns the write-stall timeout off, and Linux queues one connection on a
+    // backlog of 0; at the bounds, the values are served.
+    for extra in [
+        vec!["--write-stall-timeout", "0s"],
+        vec!["--backlog", "0"],
+        vec!["--max-conns-per-core", "1"],
+        vec!["--keepalive-idle", "1s", "--keepalive-count", "127"],
+        vec!["--spin-before-park", "10ms"],
+        vec!["--drain-delay", "1h"],
+        vec!["--cores", "0,"],
+    ] {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:1", "--check"];
+        args.extend(&extra);
+        let (code, err) = stderr_of(weft(&args));
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+}
+
+/// The health check's port and the handoff socket's path are checked before the start says
+/// it serves: one line, naming what could not be bound and what to do.
+#[test]
+fn side_ports_that_cannot_be_bound_fail_before_serving() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let health = taken.local_addr().unwrap().to_string();
+    let missing = std::env::temp_dir().join(format!("weft-no-such-dir-{}", std::process::id()));
+    let socket = missing.join("handoff.sock");
+    let long = std::env::temp_dir().join("h".repeat(120));
+    for (extra, says) in [
+        (
+            vec!["--health", health.as_str()],
+            format!("cannot serve the health check on {health}: address in use"),
+        ),
+        (
+            vec!["--handoff-socket", socket.to_str().unwrap()],
+            "its directory does not exist".to_owned(),
+        ),
+        (
+            vec!["--handoff-socket", long.to_str().unwrap()],
+            "give a shorter path".to_owned(),
+        ),
+    ] {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--cores", "1"];
+        args.extend(&extra);
+        let (code, err) = stderr_of(weft(&args));
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "nothing logged before: {err}");
+        assert!(err.contains(&says), "{args:?}: {err}");
+    }
+}
+
+/// A privileged port without the right to bind it says what to do. Needs root, to drop to
+/// `nobody` with setpriv; skipped otherwise.
+#[test]
+fn a_privileged_port_says_how_to_bind_it() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let setpriv = std::path::Path::new("/usr/bin/setpriv").exists();
+    if !root
+        || !setpriv
+        || std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .is_ok_and(|v| v.trim().parse::<u32>().is_ok_and(|p| p <= 80))
+    {
+        eprintln!("skipped: needs root, setpriv and port 80 privileged");
+        return;
+    }
+    let out = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_weft"))
+        .args(["serve", "--listen", "127.0.0.1:80", "--cores", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    for says in [
+        "cannot listen on 127.0.0.1:80: ",
+        "port 80 is privileged",
+        "a port >= 1024",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "net.ipv4.ip_unprivileged_port_start",
+    ] {
+        assert!(err.contains(says), "{err}");
+    }
+}
+
+/// A descriptor limit too low for the connection cap is warned about at start, with what to
+/// do; as `nobody` (no CAP_BPF), crash migration off is said once at info level.
+#[test]
+fn start_warns_about_a_low_descriptor_limit_and_crash_migration_off() {
+    use std::os::unix::process::CommandExt;
+    let (mut cmd, addr) = serve_command("1", &["--proto", "echo", "--max-conns-per-core", "500"]);
+    // SAFETY: setrlimit is async-signal-safe; the closure runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 200,
+                rlim_max: 200,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = spawn_listening(cmd, addr);
+    util::sigterm(&server);
+    assert!(wait_exit(&mut server, Duration::from_secs(10)).success());
+    let (_, err) = stderr_of(server);
+    assert!(
+        err.contains("WARN the descriptor limit is 200")
+            && err.contains("need about 580")
+            && err.contains("LimitNOFILE="),
+        "{err}"
+    );
+
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let migrating =
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").map_or(true, |v| v.trim() == "1");
+    if !root || migrating || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("crash migration part skipped: needs root, setpriv and tcp_migrate_req=0");
+        return;
+    }
+    let addr = util::free_addr();
+    let mut cmd = std::process::Command::new("/usr/bin/setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_weft"))
+        .args(["serve", "--listen", &addr.to_string(), "--cores", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut server = spawn_listening(cmd, addr);
+    util::sigterm(&server);
+    assert!(wait_exit(&mut server, Duration::from_secs(10)).success());
+    let (_, err) = stderr_of(server);
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("crash migration is off"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].contains("INFO")
+            && said[0].contains("are reset")
+            && said[0].contains("sysctl net.ipv4.tcp_migrate_req=1")
+            && said[0].contains("CAP_BPF"),
+        "{err}"
+    );
 }

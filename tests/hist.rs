@@ -175,6 +175,41 @@ fn a_file_given_twice_is_refused() {
     assert!(err.contains("given twice (again as"), "{err}");
 }
 
+/// A log whose intervals all carry one tag (`weft serve --hdr-log` with one metric) is read
+/// under that tag without --tag, saying so; with two tags, --tag is still needed.
+#[test]
+fn the_only_tag_is_read_without_tag() {
+    let scratch = Scratch::new("hist-only-tag");
+    let tagged = |tags: &[&str]| {
+        let mut out = Vec::new();
+        let mut ser = V2DeflateSerializer::new();
+        let mut log = begin(&mut out, &mut ser, t0(), "test").unwrap();
+        for (k, tag) in (0..).zip(tags) {
+            let h = hist([1_000 * (k + 1)]);
+            write_interval(
+                &mut log,
+                &h,
+                Duration::from_secs(k),
+                Duration::from_secs(1),
+                Some(*tag),
+            )
+            .unwrap();
+        }
+        drop(log);
+        out
+    };
+    let one = scratch.0.join("one.hlog");
+    std::fs::write(&one, tagged(&["reactor_lag", "reactor_lag"])).unwrap();
+    let (out, err) = hist_with_stderr(&["hist", one.to_str().unwrap()]);
+    assert!(err.contains("reading the only tag, reactor_lag"), "{err}");
+    assert!(out.contains("reactor_lag"), "{out}");
+    let two = scratch.0.join("two.hlog");
+    std::fs::write(&two, tagged(&["reactor_lag", "other"])).unwrap();
+    let (code, err) = hist_failure(&["hist", two.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tags present: other, reactor_lag"), "{err}");
+}
+
 /// An interval without values is `-` in the over-time table and a gap in the plot, not 0.
 #[test]
 fn empty_intervals_print_a_dash_and_break_the_plot_line() {

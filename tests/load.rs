@@ -489,7 +489,7 @@ fn bad_input_is_one_line_and_an_exit_status() {
         .to_string();
     let dir = Scratch::new("load-bad-input");
     let json = dir.file("r.json");
-    let cases: [(&[&str], i32); 19] = [
+    let cases: [(&[&str], i32); 20] = [
         (
             &["load", "--target", &closed, "--duration", "1s", "--json", &json],
             1,
@@ -502,6 +502,10 @@ fn bad_input_is_one_line_and_an_exit_status() {
         (&["load", "--target", "not an address"], 2),
         (&["load", "--target", "127.0.0.1:1", "--duration", "soon"], 2),
         (&["load", "--target", "127.0.0.1:1", "--conns", "0"], 2),
+        (
+            &["load", "--target", "127.0.0.1:1", "--pipeline", "1000000000"],
+            2,
+        ),
         (
             &[
                 "load",
@@ -824,4 +828,71 @@ fn short_reads_resets_and_timeouts_are_counted() {
         last["requests"].as_u64().unwrap() > 0,
         "answered again after the stall: {last}"
     );
+}
+
+/// `weft load` checks its target with its own connections: the server counts exactly
+/// `--conns` of them, and a TLS server logs no failed handshake (`eof`) for a probe.
+#[test]
+fn the_target_check_adds_no_connection_of_its_own() {
+    let (server_core, load_core) = server_and_load_cores();
+    let dir = Scratch::new("load-no-probe");
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.file("cert.pem"), dir.file("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let metrics = util::free_addr();
+    let metrics_flag = metrics.to_string();
+    let (mut cmd, addr) = util::serve_command(
+        &server_core,
+        &[
+            "--proto",
+            "echo",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--metrics",
+            &metrics_flag,
+        ],
+    );
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut server = util::spawn_listening(cmd, addr);
+    util::wait_listening(metrics, &mut server);
+    // The counters a shard reports every second, summed over the shards.
+    let counts = || {
+        let body = util::scrape(metrics);
+        let accepted = util::scraped(&body, "weft_connections_accepted_total", "").unwrap_or(0.0);
+        let eof = util::scraped(&body, "weft_tls_handshakes_total", "result=\"eof\"").unwrap_or(0.0);
+        (accepted, eof)
+    };
+    // Settled: the readiness check's connection is counted (with its eof) before the load.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = counts();
+    let target = addr.to_string();
+    let out = output_within(
+        weft(&[
+            "load",
+            "--target",
+            &target,
+            "--tls",
+            "--tls-insecure",
+            "--proto",
+            "echo",
+            "--conns",
+            "3",
+            "--duration",
+            "1s",
+            "--cores",
+            &load_core,
+        ]),
+        Duration::from_secs(30),
+    );
+    succeeded(out);
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = counts();
+    assert_eq!(after.0 - before.0, 3.0, "accepted: {before:?} then {after:?}");
+    assert_eq!(after.1, before.1, "eof handshakes: {before:?} then {after:?}");
+    let _ = server.kill();
+    let _ = server.wait();
 }

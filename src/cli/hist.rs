@@ -73,7 +73,6 @@ struct Gathered {
 
 pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
     refuse_repeated_paths(&args)?;
-    let tag = args.tag.as_deref();
     let unit = args.unit.unwrap_or_default();
     let percentiles = args.percentiles.clone().unwrap_or_default();
     let mut contents = Vec::new();
@@ -96,6 +95,11 @@ pub(crate) fn run(args: HistArgs) -> Result<(), CliError> {
             log,
         });
     }
+    let only = sole_tag(&inputs).filter(|_| args.tag.is_none());
+    if let Some(t) = only {
+        eprintln!("weft hist: no untagged intervals: reading the only tag, {t} (as --tag {t})");
+    }
+    let tag = args.tag.as_deref().or(only);
     let selected: usize = inputs.iter().map(|i| i.log.tagged(tag).count()).sum();
     if selected == 0 {
         return Err(CliError::Failure(no_intervals(&inputs, tag)));
@@ -344,6 +348,16 @@ fn span(logs: &[&Log<'_>], tag: Option<&str>) -> f64 {
         .map(|iv| iv.start + iv.length)
         .fold(f64::NEG_INFINITY, f64::max);
     if last >= first { last - first } else { 0.0 }
+}
+
+/// The tag of every interval of every input, when they all carry the same one (`weft serve
+/// --hdr-log` with one metric): what a run without --tag reads instead of nothing.
+fn sole_tag<'a>(inputs: &[Input<'a>]) -> Option<&'a str> {
+    let mut tags = inputs
+        .iter()
+        .flat_map(|i| i.log.intervals.iter().map(|iv| iv.tag));
+    let first = tags.next()??;
+    tags.all(|t| t == Some(first)).then_some(first)
 }
 
 /// The error for a selection that matched nothing, naming the tags that exist.

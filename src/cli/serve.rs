@@ -11,7 +11,7 @@ use weft::protocols::{Discard, Echo, Http, Kv, KvConfig, Relay, Whoami};
 use weft::proxy::{Cidr, ProxyConfig};
 use weft::tls::TlsConfig;
 use weft::{
-    Address, Cores, Destination, EngineConfig, FlowConfig, Keepalive, Layers, ListenerConfig,
+    Address, ConfigError, Cores, Destination, EngineConfig, FlowConfig, Keepalive, Layers, ListenerConfig,
     MIN_STATS_INTERVAL, RingFeatures, Service, ServiceError,
 };
 
@@ -339,6 +339,68 @@ fn tls_error(e: weft::tls::TlsError) -> ServiceError {
     ServiceError::Engine(weft::EngineError::Tls(e))
 }
 
+/// The flag that sets each library setting a [`ConfigError`] may name.
+const FLAGS: &[(&str, &str)] = &[
+    ("accept.max_conns_per_shard", "--max-conns-per-core"),
+    ("drain_timeout", "--drain-timeout"),
+    ("reactor.spin_before_park", "--spin-before-park"),
+    ("connection.flow.max_output", "--max-output"),
+    ("connection.idle_timeout", "--idle-timeout"),
+    ("connection.write_stall_timeout", "--write-stall-timeout"),
+    ("connection.keepalive.idle", "--keepalive-idle"),
+    ("connection.keepalive.interval", "--keepalive-interval"),
+    ("connection.keepalive.count", "--keepalive-count"),
+    ("connection.user_timeout", "--tcp-user-timeout"),
+    ("proxy.header_timeout", "--proxy-header-timeout"),
+    ("proxy.max_header", "--proxy-max-header"),
+    ("tls.handshake_timeout", "--tls-handshake-timeout"),
+    ("tls.tls13_tickets", "--tls-tickets"),
+];
+
+/// A refused setting as a usage error naming its flag.
+fn flagged(e: ConfigError) -> CliError {
+    let flag = FLAGS.iter().find(|(field, _)| *field == e.setting);
+    let e = match flag {
+        Some((_, flag)) => e.with_name(*flag),
+        None => e,
+    };
+    CliError::Usage(e.to_string())
+}
+
+/// The engine settings the flags make (everything but the listeners).
+fn engine_config(args: &ServeArgs) -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config.cores = args.cores.clone();
+    config.drain_timeout = args.drain_timeout;
+    config.accept.backlog = args.backlog;
+    config.accept.migrate_queued = args.migrate_queued;
+    config.accept.max_conns_per_shard = args.max_conns_per_core;
+    config.reactor.spin_before_park = args.spin_before_park;
+    config.reactor.ring = args.ring_features;
+    // Metrics run only when the exporter, the stats line or the latency log reads them.
+    config.metrics.enabled = false;
+    let c = &mut config.connection;
+    c.idle_timeout = args.idle_timeout;
+    // 0s turns the write-stall timeout off.
+    c.write_stall_timeout = Some(args.write_stall_timeout).filter(|d| !d.is_zero());
+    c.flow = FlowConfig::new(args.high_water, args.low_water, args.max_output);
+    c.keepalive = args
+        .keepalive_idle
+        .map(|idle| Keepalive::new(idle, args.keepalive_interval, args.keepalive_count));
+    c.user_timeout = args.tcp_user_timeout;
+    config
+}
+
+/// The PROXY protocol settings the flags make, if --proxy-trusted was given.
+fn proxy_config(args: &ServeArgs) -> Option<ProxyConfig> {
+    args.proxy_trusted.as_ref().map(|Trusted(trusted)| {
+        let mut p = ProxyConfig::trusting(trusted.clone());
+        p.header_timeout = args.proxy_header_timeout;
+        p.max_header = args.proxy_max_header;
+        p
+    })
+}
+
 /// Flag combinations that cannot work, refused before anything starts (and by `--check`).
 fn validate(args: &ServeArgs) -> Result<(), CliError> {
     let usage = |m: String| Err(CliError::Usage(m));
@@ -367,13 +429,21 @@ fn validate(args: &ServeArgs) -> Result<(), CliError> {
     if let Err(e) = check_alpn(args.proto, &args.alpn) {
         return usage(e);
     }
-    if args.tls_handshake_timeout.is_zero() {
-        return usage(
-            "--tls-handshake-timeout 0s would fail every handshake: give a positive time, such as \
-             10s"
-            .into(),
-        );
+    // Values that would serve nothing, that the kernel would refuse on every connection, or
+    // absurd bounds: the library's own checks, named by their flags.
+    engine_config(args).validate().map_err(flagged)?;
+    if let Some(p) = proxy_config(args) {
+        p.validate().map_err(flagged)?;
     }
+    weft::tls::check_settings(args.tls_handshake_timeout, args.tls_tickets).map_err(flagged)?;
+    weft::config::require_drain("--drain-delay", args.drain_delay).map_err(flagged)?;
+    weft::config::require_positive(
+        "--header-timeout",
+        args.header_timeout,
+        "would answer every HTTP request 408",
+        "10s",
+    )
+    .map_err(flagged)?;
     if let Some(path) = &args.hdr_log {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if dir.is_some_and(|d| !d.is_dir()) {
@@ -432,42 +502,88 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         print!("{}", check_report(&args));
         return Ok(());
     }
+    check_side_ports(&args)?;
     serve(args).map_err(CliError::from)
+}
+
+/// Checks, before anything serves, what the service binds after its listeners: the health
+/// check's and the exporter's ports, and the handoff socket's path. Without it a start fails
+/// only after it has logged that it serves. A takeover shares the ports with the process it
+/// replaces (which holds them): they are not checked then.
+fn check_side_ports(args: &ServeArgs) -> Result<(), CliError> {
+    if args.takeover.is_none() {
+        for (what, addr) in [(HEALTH, args.health), (METRICS, args.metrics)] {
+            if let Some(a) = addr
+                && let Err(e) = weft::check_bindable(a)
+            {
+                return Err(CliError::Failure(side_port_error(what, a, &e)));
+            }
+        }
+    }
+    if let Some(path) = &args.handoff_socket {
+        check_handoff_path(path)?;
+    }
+    Ok(())
+}
+
+/// What the health check is called in errors.
+pub(crate) const HEALTH: &str = "the health check";
+/// What the metrics exporter is called in errors.
+pub(crate) const METRICS: &str = "the metrics";
+
+/// `cannot serve WHAT on ADDR: ...`, with what to do ([`weft::bind_failure`]).
+pub(crate) fn side_port_error(what: &str, addr: SocketAddr, e: &std::io::Error) -> String {
+    format!(
+        "cannot serve {what} on {}: {}",
+        Address::from(addr),
+        weft::bind_failure(addr, e)
+    )
+}
+
+/// Binds a Unix socket beside `path`, as the handoff server will (its temporary name, the
+/// longest it binds), and removes it: a directory that does not exist or may not be
+/// written, or a path too long for a Unix socket, is refused before the start.
+fn check_handoff_path(path: &std::path::Path) -> Result<(), CliError> {
+    let mut probe = path.as_os_str().to_owned();
+    probe.push(format!(".{}.tmp", std::process::id()));
+    let probe = PathBuf::from(probe);
+    let _ = std::fs::remove_file(&probe);
+    let bound = std::os::unix::net::UnixListener::bind(&probe);
+    let _ = std::fs::remove_file(&probe);
+    let Err(e) = bound else {
+        return Ok(());
+    };
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR) => {
+            "its directory does not exist: create it (systemd: \
+             RuntimeDirectory=) or give another path"
+        }
+        Some(libc::EACCES | libc::EPERM | libc::EROFS) => {
+            "this user may not create files in its \
+             directory: give a directory it owns (systemd: RuntimeDirectory=)"
+        }
+        _ if e.kind() == std::io::ErrorKind::InvalidInput => {
+            "a Unix socket path is at most 107 \
+             bytes, and weft binds PATH.PID.tmp first: give a shorter path"
+        }
+        _ => "give a path in a directory this user may write",
+    };
+    Err(CliError::Failure(format!(
+        "cannot serve handoffs on {}: {e}; {hint}",
+        path.display()
+    )))
 }
 
 /// Serves, once the flags are valid.
 fn serve(args: ServeArgs) -> Result<(), ServiceError> {
     let tls = tls_config(&args)?;
     let mut ports = ports(&args);
-    let mut config = EngineConfig::default();
-    config.cores = args.cores;
-    config.drain_timeout = args.drain_timeout;
-    config.accept.backlog = args.backlog;
-    config.accept.migrate_queued = args.migrate_queued;
-    config.accept.max_conns_per_shard = args.max_conns_per_core;
-    config.reactor.spin_before_park = args.spin_before_park;
-    config.reactor.ring = args.ring_features;
-    // Metrics run only when the exporter, the stats line or the latency log reads them.
-    config.metrics.enabled = false;
-    let c = &mut config.connection;
-    c.idle_timeout = args.idle_timeout;
-    c.write_stall_timeout = Some(args.write_stall_timeout).filter(|d| !d.is_zero());
-    c.flow = FlowConfig::new(args.high_water, args.low_water, args.max_output);
-    c.keepalive = args
-        .keepalive_idle
-        .map(|idle| Keepalive::new(idle, args.keepalive_interval, args.keepalive_count));
-    c.user_timeout = args.tcp_user_timeout;
-
+    let config = engine_config(&args);
     let mut service = Service::new(config).drain_delay(args.drain_delay);
     if let Some(path) = &args.takeover {
         service = service.takeover(path)?;
     }
-    let proxy = args.proxy_trusted.map(|Trusted(trusted)| {
-        let mut p = ProxyConfig::trusting(trusted);
-        p.header_timeout = args.proxy_header_timeout;
-        p.max_header = args.proxy_max_header;
-        p
-    });
+    let proxy = proxy_config(&args);
     if args.proto == Proto::Kv {
         service = service.shard_state(Kv::shard_state(KvConfig {
             maxmemory: args.maxmemory,

@@ -153,6 +153,10 @@ impl EngineBuilder {
             tasks,
             states,
         } = self;
+        config.validate()?;
+        for l in &listeners {
+            l.config.validate()?;
+        }
         for l in &mut listeners {
             if let Some(tls) = &l.config.tls {
                 l.tls = Some(ServerTls {
@@ -172,6 +176,15 @@ impl EngineBuilder {
         }
         let cores = config.cores.resolve(&Cores::allowed())?;
         raise_limits()?;
+        if !listeners.is_empty()
+            && let Some(warning) = low_nofile_warning(
+                sys::limits::raise_soft(Limit::NoFile).0,
+                config.accept.max_conns_per_shard,
+                cores.len(),
+            )
+        {
+            tracing::warn!("{warning}");
+        }
         let addrs: Vec<(SocketAddr, bool)> = listeners
             .iter()
             .map(|l| (l.config.addr, l.config.share_port))
@@ -184,10 +197,17 @@ impl EngineBuilder {
             config.inherited.take(),
         )?;
         match &bound.migrate_error {
+            // Said once at start, at info level, unless the sysctl does the program's work.
+            Some(e) if !sys_migrate_req() => tracing::info!(
+                "crash migration is off: the connections queued on this process's listeners \
+                 when it crashes or is killed are reset, not moved to another listener (the \
+                 migrate program cannot be attached: {e}); to keep them, set sysctl \
+                 net.ipv4.tcp_migrate_req=1, or grant CAP_BPF (systemd: \
+                 AmbientCapabilities=CAP_BPF; root works too)"
+            ),
             Some(e) => tracing::debug!(
-                "a crash of this process resets the connections queued on its listeners: the \
-                 migrate program cannot be attached ({e}); set net.ipv4.tcp_migrate_req=1 or grant \
-                 CAP_BPF"
+                "the migrate program cannot be attached ({e}); net.ipv4.tcp_migrate_req=1 moves \
+                 a closing listener's queue instead"
             ),
             None if config.accept.migrate_queued => {
                 tracing::debug!("a closing listener's queue moves to the others (reuseport program)")
@@ -640,6 +660,44 @@ fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
 
 /// Checks that io_uring can run here, then raises the soft RLIMIT_MEMLOCK (io_uring) and
 /// RLIMIT_NOFILE (connections) to their hard limits, which needs no privilege.
+/// Whether `net.ipv4.tcp_migrate_req` is on: the kernel then moves a closing listener's
+/// queue itself, without the migrate program.
+fn sys_migrate_req() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
+}
+
+/// Descriptors a shard holds besides its connections (its rings, eventfds, timers,
+/// listeners, the reserved descriptor), with room to spare.
+const FDS_PER_SHARD: u64 = 16;
+/// Descriptors the process holds besides its shards (standard streams, signal pipes, the
+/// health check, the exporter, log files), with room to spare.
+const FDS_BASE: u64 = 64;
+/// A descriptor limit below this is low for a server whatever its cap: 1024 is the soft
+/// limit most distributions start a process with.
+const LOW_NOFILE: u64 = 1024;
+
+/// The warning for a descriptor limit (`nofile`, already raised to its hard limit) too low
+/// for `shards` shards with a cap of `max_conns` each (or, without a cap, below
+/// [`LOW_NOFILE`]); `None` if it is not low. Past it, accepts fail with EMFILE and queued
+/// connections are closed.
+fn low_nofile_warning(nofile: u64, max_conns: Option<usize>, shards: usize) -> Option<String> {
+    let shards = shards as u64;
+    let (need, for_what) = match max_conns {
+        Some(cap) => (
+            (cap as u64).saturating_mul(shards) + FDS_PER_SHARD * shards + FDS_BASE,
+            format!("{cap} connections per shard on {shards} shard(s) need about"),
+        ),
+        None => (LOW_NOFILE, "a server should have at least".to_owned()),
+    };
+    (nofile != 0 && nofile < need).then(|| {
+        format!(
+            "the descriptor limit is {nofile} (RLIMIT_NOFILE, raised to its hard limit), and \
+             {for_what} {need}: past it, new connections are closed at once (EMFILE); raise it \
+             (systemd LimitNOFILE=, ulimit -n, docker --ulimit nofile=)"
+        )
+    })
+}
+
 pub(crate) fn raise_limits() -> Result<(), EngineError> {
     // The limit first: without CAP_IPC_LOCK the probe's ring is charged to it, and a limit too
     // low makes the probe fail with a bare ENOMEM.
@@ -679,6 +737,21 @@ pub(crate) fn reactor_error(shard: usize, e: GlommioError<()>) -> EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_low_descriptor_limit_is_warned_about() {
+        assert!(low_nofile_warning(1 << 20, None, 2).is_none());
+        assert!(
+            low_nofile_warning(0, None, 2).is_none(),
+            "unreadable: not checked"
+        );
+        let low = low_nofile_warning(40, None, 1).unwrap();
+        assert!(low.contains("is 40") && low.contains("LimitNOFILE="), "{low}");
+        // 1000 per shard on 2 shards: 2000 + 2 * 16 + 64.
+        let capped = low_nofile_warning(2048, Some(1000), 2).unwrap();
+        assert!(capped.contains("need about 2096"), "{capped}");
+        assert!(low_nofile_warning(2096, Some(1000), 2).is_none());
+    }
 
     #[test]
     fn kernel_versions() {

@@ -243,6 +243,10 @@ impl<F: Factory> Port<F> {
                     tracing::warn!(shard = self.shard.info.index, listener = %Address::from(self.local), "{line}");
                 }
             }
+            // Counts held back are told once their interval is over, at the next wake-up.
+            for line in limiter.flush(now) {
+                tracing::warn!(shard = self.shard.info.index, listener = %Address::from(self.local), "{line}");
+            }
             if let Some(e) = burst.fatal {
                 let errno = e.raw_os_error().unwrap_or(0);
                 self.shard.stats.accept_error(errno);

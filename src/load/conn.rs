@@ -10,6 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,42 @@ fn retry_policy() -> ReconnectPolicy {
     }
 }
 
+/// How the run's first connection attempt ended, the first of every core's: the check that
+/// the target listens, made with the run's own connections rather than a probe of its own
+/// (which the server would count, and a TLS server log as a failed handshake).
+#[derive(Debug, Default)]
+pub(crate) struct FirstContact {
+    /// `None` until the first attempt ends; then `Some(None)` if it reached the target (a
+    /// TLS handshake that failed did), or `Some(Some(error))`.
+    outcome: Mutex<Option<Option<ConnectError>>>,
+    settled: Condvar,
+}
+
+impl FirstContact {
+    /// Records an attempt's end, if it is the first.
+    fn settle(&self, outcome: Option<ConnectError>) {
+        let mut o = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        if o.is_none() {
+            *o = Some(outcome);
+            self.settled.notify_all();
+        }
+    }
+
+    /// Waits up to `limit` for the first attempt to end: `Ok(())` if it reached the target
+    /// or none ended in time, the connect error if it failed.
+    pub(crate) fn wait(&self, limit: Duration) -> Result<(), ConnectError> {
+        let o = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        let (o, _) = self
+            .settled
+            .wait_timeout_while(o, limit, |o| o.is_none())
+            .unwrap_or_else(PoisonError::into_inner);
+        match o.as_ref() {
+            Some(Some(e)) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What every connection of one core shares.
 pub(crate) struct Core {
     /// The request repeated `pipeline` times: `n` requests are its first `n * len` bytes.
@@ -52,10 +89,18 @@ pub(crate) struct Core {
     one_shot: bool,
     /// The first protocol error was logged (with its detail; later ones are only counted).
     protocol_error_told: Cell<bool>,
+    /// Where the first connection attempt's end is told, shared by every core.
+    first: Arc<FirstContact>,
 }
 
 impl Core {
-    pub(crate) fn new(request: &[u8], pipeline: usize, one_shot: bool, start: Instant) -> Self {
+    pub(crate) fn new(
+        request: &[u8],
+        pipeline: usize,
+        one_shot: bool,
+        start: Instant,
+        first: Arc<FirstContact>,
+    ) -> Self {
         Self {
             batch: request.repeat(pipeline.max(1)),
             request_len: request.len(),
@@ -64,6 +109,7 @@ impl Core {
             stopping: Cell::new(false),
             one_shot,
             protocol_error_told: Cell::new(false),
+            first,
         }
     }
 }
@@ -162,6 +208,7 @@ struct LoadProtocol {
 
 impl Protocol for LoadProtocol {
     fn connection_made(&mut self, transport: &Transport) {
+        self.core.first.settle(None);
         let mut slot = self.slot.borrow_mut();
         slot.exchange.reset();
         slot.transport = Some(transport.clone());
@@ -273,6 +320,12 @@ impl Factory for SlotFactory {
 
 impl ClientFactory for SlotFactory {
     fn client_connection_failed(&mut self, _connector: &Connector, reason: &ConnectError) {
+        match reason {
+            ConnectError::Cancelled => {}
+            // The handshake failed: the target listens.
+            ConnectError::Tls { .. } => self.core.first.settle(None),
+            e => self.core.first.settle(Some(e.clone())),
+        }
         if self.core.stopping.get() {
             return;
         }

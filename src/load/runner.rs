@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use super::aggregate::{Aggregator, Bytes, Interval};
-use super::conn::{self, Core, Slot};
+use super::conn::{self, Core, FirstContact, Slot};
 use super::exchange::Exchange;
 use super::recorder::ErrorKind;
 use super::schedule::{Pacing, Schedule};
@@ -29,7 +29,7 @@ use crate::config::{Cores, EngineConfig, ReactorConfig};
 use crate::driver::engine::Engine;
 use crate::driver::tasks::{counters, sleep, spawn};
 use crate::error::EngineError;
-use crate::proto::client::ConnectorState;
+use crate::proto::client::{ConnectError, ConnectorState};
 use crate::proto::tls::ClientTls;
 use crate::sys::limits::{Limit, raise_soft};
 
@@ -43,6 +43,24 @@ const STOP_GRACE: Duration = Duration::from_millis(500);
 /// the request timeout is shorter).
 const ANSWER_GRACE: Duration = Duration::from_secs(1);
 const STOP_POLL: Duration = Duration::from_millis(5);
+/// How much longer than the connect timeout the start waits for the first connection's
+/// outcome (the cores start, then connect) before it lets the run go on regardless.
+const FIRST_CONTACT_SLACK: Duration = Duration::from_secs(1);
+
+/// The OS error behind a first connection that failed, for [`LoadError::Unreachable`].
+fn unreachable_source(e: &ConnectError) -> std::io::Error {
+    match (e.os_error(), e) {
+        (Some(errno), _) => std::io::Error::from_raw_os_error(errno),
+        (None, ConnectError::TimedOut { .. }) => std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
+        (None, e) => std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The most requests in flight per connection ([`LoadConfig::pipeline`]): 65536, far above
+/// what pipelining benchmarks use (memtier and redis-benchmark run 1 to a few hundred).
+/// Every connection holds room for that many requests and every core a batch of them, so a
+/// value such as 10^9 would exhaust memory before the run starts.
+pub const MAX_PIPELINE: usize = 65536;
 
 /// What to run. Start from [`LoadConfig::new`] and set what matters (the type is
 /// `#[non_exhaustive]`).
@@ -65,7 +83,7 @@ pub struct LoadConfig {
     /// Open loop at this many requests per second in total; `None`: closed loop. Default:
     /// closed loop.
     pub rate: Option<f64>,
-    /// Requests in flight per connection. Default: 1.
+    /// Requests in flight per connection, at most [`MAX_PIPELINE`]. Default: 1.
     pub pipeline: usize,
     /// A request without a response for this long counts as a timeout, and its connection
     /// is reopened. Default: 10 s.
@@ -113,6 +131,13 @@ impl LoadConfig {
         }
         if self.pipeline == 0 {
             return bad("--pipeline must be at least 1");
+        }
+        if self.pipeline > MAX_PIPELINE {
+            return Err(LoadError::Config(format!(
+                "--pipeline {} is too deep: at most {MAX_PIPELINE} (every connection holds room \
+                 for that many requests in flight, and every core a batch of them)",
+                self.pipeline
+            )));
         }
         if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
             return bad("--rate must be a positive number of requests per second");
@@ -217,8 +242,9 @@ pub struct Load {
 }
 
 impl Load {
-    /// Starts the load described by `config`: checks the target with one connection, then
-    /// starts one pinned reactor per load core. It runs until its duration is over or
+    /// Starts the load described by `config`: starts one pinned reactor per load core, and
+    /// waits for the first of its connections to reach the target (an unreachable target
+    /// stops it there; no extra connection is made to check). It runs until its duration is over or
     /// `stop` is set; [`wait`](Self::wait) collects the results.
     ///
     /// # Errors
@@ -232,12 +258,6 @@ impl Load {
             .map_err(|e| LoadError::Config(e.to_string()))?;
         let cpus: Vec<usize> = cpus.into_iter().take(config.conns).collect();
         check_descriptors(config.conns, cpus.len())?;
-        std::net::TcpStream::connect_timeout(&config.target, config.connect_timeout).map_err(|source| {
-            LoadError::Unreachable {
-                target: config.target.into(),
-                source,
-            }
-        })?;
         let start = Instant::now() + STARTUP;
         let measure_start = start + config.warmup;
         let plan = Arc::new(Plan {
@@ -255,7 +275,10 @@ impl Load {
             tls: config.tls.clone(),
             new_conn_per_request: config.new_conn_per_request,
             stop: stop.clone(),
+            abort: AtomicBool::new(false),
+            first: Arc::default(),
         });
+        let checked = plan.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut engine = EngineConfig {
             cores: Cores::List(cpus.clone()),
@@ -268,6 +291,17 @@ impl Load {
         let engine = Engine::builder(engine)
             .on_each_shard(move |shard| core_main(plan.clone(), shard.index, shard.shards, tx.clone()))
             .start()?;
+        // The target is checked with the run's first connection, not a probe of its own
+        // (which the server would count as a connection, and log as a failed handshake on a
+        // TLS port): a first attempt that fails stops the run before it measures.
+        if let Err(e) = checked.first.wait(config.connect_timeout + FIRST_CONTACT_SLACK) {
+            checked.abort.store(true, Ordering::Relaxed);
+            let _ = engine.join();
+            return Err(LoadError::Unreachable {
+                target: config.target.into(),
+                source: unreachable_source(&e),
+            });
+        }
         Ok(Self {
             rx,
             engine: Some(engine),
@@ -369,6 +403,10 @@ struct Plan {
     tls: Option<ClientTls>,
     new_conn_per_request: bool,
     stop: Arc<AtomicBool>,
+    /// The target did not answer the first connection: stop without measuring.
+    abort: AtomicBool,
+    /// How the first connection attempt ended.
+    first: Arc<FirstContact>,
 }
 
 impl Plan {
@@ -436,6 +474,7 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
         plan.pipeline,
         plan.new_conn_per_request,
         plan.start,
+        plan.first.clone(),
     ));
     let mut slots: Vec<Rc<RefCell<Slot>>> = Vec::new();
     let mut connectors = Vec::new();
@@ -473,7 +512,8 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
     let mut bytes_base = Bytes::default();
     loop {
         let now = Instant::now();
-        let stopping = plan.stop.load(Ordering::Relaxed) || now >= plan.end;
+        let stopping =
+            plan.stop.load(Ordering::Relaxed) || plan.abort.load(Ordering::Relaxed) || now >= plan.end;
         if !active && now >= plan.measure_start {
             // The warm-up is over: forget it.
             let mut recorder = core.recorder.borrow_mut();

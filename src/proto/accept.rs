@@ -239,12 +239,28 @@ pub fn errno_name(errno: i32) -> String {
     name.to_owned()
 }
 
-/// Rate-limits repeated log lines: one line per kind per interval, with the count of the
-/// lines it held back.
+/// Rate-limits repeated log lines: one line per kind per interval. What it holds back is
+/// summed (the events, and for EMFILE recoveries the connections closed) into the next line
+/// of the kind, or into a line of its own from [`flush`](Self::flush) once the interval is
+/// over, so that no count is lost when the events stop.
 #[derive(Debug)]
 pub(crate) struct LogLimiter {
     interval: Duration,
-    seen: Vec<(AcceptEventKind, Instant, u64)>,
+    seen: Vec<Held>,
+}
+
+/// What a kind of event has held back since its last line.
+#[derive(Debug)]
+struct Held {
+    kind: AcceptEventKind,
+    /// When its last line was logged.
+    last: Instant,
+    /// The latest event held back, if any.
+    latest: Option<AcceptEvent>,
+    /// Events held back.
+    events: u64,
+    /// Connections the EMFILE recoveries held back closed.
+    closed: u64,
 }
 
 /// The kind an event is rate-limited under.
@@ -255,6 +271,10 @@ pub(crate) enum AcceptEventKind {
     ReserveFailed,
 }
 
+/// What to do when the process runs out of descriptors.
+const RAISE_NOFILE: &str = "raise the descriptor limit (systemd LimitNOFILE=, ulimit -n, docker \
+                            --ulimit nofile=) or lower the connection cap (--max-conns-per-core)";
+
 impl AcceptEvent {
     fn kind(&self) -> AcceptEventKind {
         match *self {
@@ -264,20 +284,36 @@ impl AcceptEvent {
         }
     }
 
-    fn describe(&self) -> String {
+    /// Connections the event closed.
+    fn closed(&self) -> u64 {
         match *self {
-            Self::Error(e) => format!("could not accept a new connection ({})", errno_name(e)),
-            Self::EmfileRecovered(n) => {
-                format!(
-                    "out of file descriptors: closed {n} queued connection(s) with the reserved descriptor"
-                )
-            }
-            Self::ReserveFailed(e) => {
-                format!(
-                    "could not re-take the reserved descriptor ({}); backing off",
-                    errno_name(e)
-                )
-            }
+            Self::EmfileRecovered(n) => n as u64,
+            _ => 0,
+        }
+    }
+
+    /// The line for `events` events of this one's kind (this one the latest), which closed
+    /// `closed` connections in all.
+    fn describe(&self, events: u64, closed: u64) -> String {
+        let times = if events > 1 {
+            format!(" ({events} times since the last report)")
+        } else {
+            String::new()
+        };
+        match *self {
+            Self::Error(e @ (libc::EMFILE | libc::ENFILE)) => format!(
+                "could not accept a new connection ({}){times}: out of file descriptors; {RAISE_NOFILE}",
+                errno_name(e)
+            ),
+            Self::Error(e) => format!("could not accept a new connection ({}){times}", errno_name(e)),
+            Self::EmfileRecovered(_) => format!(
+                "out of file descriptors{times}: closed {closed} queued connection(s) with the \
+                 reserved descriptor; {RAISE_NOFILE}"
+            ),
+            Self::ReserveFailed(e) => format!(
+                "could not re-take the reserved descriptor ({}){times}; backing off",
+                errno_name(e)
+            ),
         }
     }
 }
@@ -293,28 +329,47 @@ impl LogLimiter {
     /// Returns the line to log for `event` at `now`, or `None` if it is held back.
     pub(crate) fn admit(&mut self, event: &AcceptEvent, now: Instant) -> Option<String> {
         let kind = event.kind();
-        match self.seen.iter_mut().find(|(k, _, _)| *k == kind) {
-            Some((_, last, held)) if now.duration_since(*last) < self.interval => {
-                *held += 1;
-                None
-            }
-            Some((_, last, held)) => {
-                let line = match *held {
-                    0 => event.describe(),
-                    n => format!(
-                        "{} (and {n} more like it since the last report)",
-                        event.describe()
-                    ),
-                };
-                *last = now;
-                *held = 0;
-                Some(line)
-            }
-            None => {
-                self.seen.push((kind, now, 0));
-                Some(event.describe())
-            }
+        let Some(held) = self.seen.iter_mut().find(|h| h.kind == kind) else {
+            self.seen.push(Held {
+                kind,
+                last: now,
+                latest: None,
+                events: 0,
+                closed: 0,
+            });
+            return Some(event.describe(1, event.closed()));
+        };
+        held.events += 1;
+        held.closed += event.closed();
+        held.latest = Some(*event);
+        if now.duration_since(held.last) < self.interval {
+            return None;
         }
+        Some(Self::report(held, now))
+    }
+
+    /// The lines for what each kind held back, for the kinds whose interval is over: called
+    /// now and then, so that counts held back are told even when no event follows them.
+    pub(crate) fn flush(&mut self, now: Instant) -> Vec<String> {
+        let interval = self.interval;
+        self.seen
+            .iter_mut()
+            .filter(|h| h.latest.is_some() && now.duration_since(h.last) >= interval)
+            .map(|h| Self::report(h, now))
+            .collect()
+    }
+
+    /// The line for what `held` holds, which it then forgets.
+    fn report(held: &mut Held, now: Instant) -> String {
+        let line = held
+            .latest
+            .map(|e| e.describe(held.events, held.closed))
+            .unwrap_or_default();
+        held.last = now;
+        held.latest = None;
+        held.events = 0;
+        held.closed = 0;
+        line
     }
 }
 
@@ -568,7 +623,11 @@ mod tests {
         let mut l = LogLimiter::new(Duration::from_secs(10));
         let t0 = Instant::now();
         let e = AcceptEvent::Error(libc::EMFILE);
-        assert!(l.admit(&e, t0).unwrap().contains("EMFILE"));
+        let first = l.admit(&e, t0).unwrap();
+        assert!(
+            first.contains("EMFILE") && first.contains("LimitNOFILE="),
+            "{first}"
+        );
         assert!(l.admit(&e, t0 + Duration::from_secs(1)).is_none());
         assert!(l.admit(&e, t0 + Duration::from_secs(2)).is_none());
         assert!(
@@ -576,6 +635,35 @@ mod tests {
             "kinds are separate"
         );
         let later = l.admit(&e, t0 + Duration::from_secs(11)).unwrap();
-        assert!(later.contains("2 more"), "{later}");
+        assert!(later.contains("3 times since the last report"), "{later}");
+    }
+
+    #[test]
+    fn emfile_recoveries_are_summed_and_flushed() {
+        let mut l = LogLimiter::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let first = l.admit(&AcceptEvent::EmfileRecovered(1), t0).unwrap();
+        assert!(
+            first.contains("closed 1 queued connection(s)") && first.contains("ulimit -n"),
+            "{first}"
+        );
+        // 21 more recoveries within the interval, closing 2 connections each: held back.
+        for k in 1..=21 {
+            let at = t0 + Duration::from_millis(100 * k);
+            assert!(l.admit(&AcceptEvent::EmfileRecovered(2), at).is_none());
+        }
+        assert!(
+            l.flush(t0 + Duration::from_secs(5)).is_empty(),
+            "the interval is not over"
+        );
+        let flushed = l.flush(t0 + Duration::from_secs(10));
+        assert_eq!(flushed.len(), 1, "{flushed:?}");
+        assert!(
+            flushed[0].contains("21 times since the last report")
+                && flushed[0].contains("closed 42 queued connection(s)")
+                && flushed[0].contains("LimitNOFILE="),
+            "{flushed:?}"
+        );
+        assert!(l.flush(t0 + Duration::from_secs(30)).is_empty(), "told once");
     }
 }

@@ -58,6 +58,10 @@ pub const V1_MAX_LEN: usize = 107;
 /// Default cap on a v2 header, in bytes: the 16-byte preamble plus room for the longest
 /// address block (216 bytes for Unix paths) and about 300 bytes of TLVs.
 pub const DEFAULT_MAX_HEADER: usize = 536;
+/// The smallest [`ProxyConfig::max_header`] accepted: a v2 header for IPv6 addresses without
+/// TLVs (16 bytes of preamble, 36 of addresses and ports); below it, every IPv6 client's
+/// header would be refused.
+pub const MIN_MAX_HEADER: usize = 52;
 /// Default time a peer has to send the whole header after the connection is accepted.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -299,6 +303,34 @@ impl ProxyConfig {
             trusted,
             ..Self::default()
         }
+    }
+
+    /// Refuses a header timeout of 0 (every connection closed before its header arrives) and
+    /// a [`max_header`](Self::max_header) below [`MIN_MAX_HEADER`].
+    /// [`ListenerConfig::validate`](crate::ListenerConfig::validate) calls it.
+    ///
+    /// # Errors
+    ///
+    /// The first such setting, as a [`ConfigError`](crate::ConfigError) naming it
+    /// `proxy.header_timeout` or `proxy.max_header`.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        crate::config::require_positive(
+            "proxy.header_timeout",
+            self.header_timeout,
+            "would close every connection before its PROXY header arrives",
+            "3s",
+        )?;
+        if self.max_header < MIN_MAX_HEADER {
+            return Err(crate::ConfigError::new(
+                "proxy.max_header",
+                self.max_header,
+                format!(
+                    "would refuse the PROXY v2 header of every IPv6 client: give at least \
+                     {MIN_MAX_HEADER} bytes ({DEFAULT_MAX_HEADER} by default, more for large TLVs)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// True if a connection from `ip` may send a header.
