@@ -43,7 +43,7 @@ use signal_hook::iterator::{Handle as SignalsHandle, Signals};
 use crate::addr::Address;
 use crate::config::{EngineConfig, InheritedListeners, Layers, ListenerConfig};
 use crate::driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
-use crate::error::EngineError;
+use crate::error::{EngineError, bind_failure};
 use crate::handoff::{HandoffError, HandoffServer, Takeover};
 use crate::health::HealthCheck;
 use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, Reopener, render_tls, stats_line};
@@ -67,7 +67,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Handoff(#[from] HandoffError),
     /// The Prometheus listener could not be bound.
-    #[error("cannot serve the metrics on {addr}: {source}")]
+    #[error("cannot serve the metrics on {addr}: {}", bind_failure(addr.socket_addr(), source))]
     Metrics {
         /// The address asked for.
         addr: Address,
@@ -76,7 +76,7 @@ pub enum ServiceError {
         source: std::io::Error,
     },
     /// The health-check listener could not be bound or started.
-    #[error("cannot serve the health check on {addr}: {source}")]
+    #[error("cannot serve the health check on {addr}: {}", bind_failure(addr.socket_addr(), source))]
     Health {
         /// The address asked for.
         addr: Address,
@@ -351,6 +351,25 @@ impl Service {
             .as_mut()
             .and_then(Takeover::take_health)
             .map(TcpListener::from);
+        // The side ports and the handoff socket are bound before the engine starts, so that
+        // one this process cannot have fails the start before anything serves.
+        let scrapes = match self.prometheus {
+            Some(addr) => Some(bind_exporter(addr, takeover.is_some())?),
+            None => None,
+        };
+        let health = match self.health {
+            Some(addr) => Some(match inherited_health {
+                Some(l) if l.local_addr().is_ok_and(|a| a == addr) => l,
+                _ => TcpListener::bind(addr).map_err(|source| ServiceError::Health {
+                    addr: addr.into(),
+                    source,
+                })?,
+            }),
+            None => None,
+        };
+        // Created before the predecessor is told to drain (a failure leaves it serving), put
+        // in place after (a successor that dies in between leaves the predecessor's socket).
+        let handoffs = self.handoff_socket.map(HandoffServer::prepare).transpose()?;
         // Signals are taken before any shard runs, so none is missed.
         let signals = if self.signals {
             Some(Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(ServiceError::Signals)?)
@@ -397,22 +416,10 @@ impl Service {
             signals: None,
         };
         let metrics = running.metrics();
-        if let (Some(addr), Some(metrics)) = (self.prometheus, metrics.clone()) {
-            // The exporter shares its port (SO_REUSEPORT) with a predecessor's during a
-            // takeover; otherwise a port in use is another process's, whose scrapes it would
-            // take half of.
-            if takeover.is_none() && crate::sys::socket::has_listener(addr).unwrap_or(false) {
-                return Err(ServiceError::Metrics {
-                    addr: addr.into(),
-                    source: std::io::ErrorKind::AddrInUse.into(),
-                });
-            }
+        if let (Some(listener), Some(metrics)) = (scrapes, metrics.clone()) {
             let certificates = tls.clone();
             let extra = move |out: &mut String| render_tls(out, &certificates);
-            let exporter = PrometheusExporter::start_with(addr, metrics, extra).map_err(|e| match e {
-                EngineError::CannotListen { addr, source } => ServiceError::Metrics { addr, source },
-                e => e.into(),
-            })?;
+            let exporter = PrometheusExporter::serve_on(listener, metrics, extra)?;
             tracing::info!(
                 "metrics at http://{}/metrics",
                 Address::from(exporter.local_addr())
@@ -432,23 +439,16 @@ impl Service {
             );
             running.hdr_log = Some(log);
         }
-        if let Some(addr) = self.health {
-            let health_err = |source| ServiceError::Health {
-                addr: addr.into(),
-                source,
-            };
-            let listener = match inherited_health {
-                Some(l) if l.local_addr().is_ok_and(|a| a == addr) => l,
-                _ => TcpListener::bind(addr).map_err(health_err)?,
-            };
-            let check = HealthCheck::start(listener, control.clone()).map_err(health_err)?;
+        if let (Some(listener), Some(addr)) = (health, self.health) {
+            let check =
+                HealthCheck::start(listener, control.clone()).map_err(|source| ServiceError::Health {
+                    addr: addr.into(),
+                    source,
+                })?;
             let at = check.local_addr().map_or(addr, |a| a);
             tracing::info!("health check on {}", Address::from(at));
             running.health = Some(Arc::new(check));
         }
-        // Created before the predecessor is told to drain (a failure leaves it serving), put
-        // in place after (a successor that dies in between leaves the predecessor's socket).
-        let handoffs = self.handoff_socket.map(HandoffServer::prepare).transpose()?;
         if let Some(t) = takeover {
             match t.finish() {
                 Ok(()) => tracing::info!("took over the listeners; the previous weft is draining"),
@@ -752,4 +752,18 @@ mod tests {
         );
         assert_eq!(with_pid(Path::new("plain.hlog")), PathBuf::from("plain.hlog"));
     }
+}
+
+/// The metrics exporter's listening socket, bound before the service starts. It shares its
+/// port (SO_REUSEPORT) with a predecessor's during a takeover; otherwise a port in use is
+/// another process's, whose scrapes it would take half of, and is refused.
+fn bind_exporter(addr: SocketAddr, takeover: bool) -> Result<TcpListener, ServiceError> {
+    let refused = |source| ServiceError::Metrics {
+        addr: addr.into(),
+        source,
+    };
+    if !takeover && crate::sys::socket::has_listener(addr).unwrap_or(false) {
+        return Err(refused(std::io::Error::from_raw_os_error(libc::EADDRINUSE)));
+    }
+    PrometheusExporter::bind(addr).map_err(refused)
 }

@@ -286,9 +286,10 @@ fn cli_serves_metrics_and_prints_stats_lines() {
         let end = rest.find([' ', '/']).unwrap_or(rest.len());
         rest[..end].parse().unwrap()
     };
+    // The side ports are said first; "serving" once everything serves.
+    let metrics_at = addr_after(&next_line("metrics at http://"), "metrics at http://");
     let serving = next_line("serving echo on ");
     let echo = addr_after(&serving, "serving echo on ");
-    let metrics_at = addr_after(&next_line("metrics at http://"), "metrics at http://");
 
     let mut s = connect(echo);
     s.write_all(b"hello").unwrap();

@@ -276,10 +276,27 @@ fn per_shard_cap_is_never_exceeded() {
 }
 
 /// A client over the cap of `weft serve --proto http` reads a 503 (the factory's overload
-/// answer), not a reset, even when it sent its request before the server saw it.
+/// answer), not a reset, even when it sent its request before the server saw it; a Redis
+/// client of `--proto kv`, redis's `-ERR max number of clients reached`.
 #[test]
-fn an_http_client_over_the_cap_reads_a_503() {
+fn a_client_over_the_cap_reads_why() {
     let _serial = util::serial();
+    let (cmd, addr) = util::serve_command("1", &["--proto", "kv", "--max-conns-per-core", "1"]);
+    let mut server = spawn_listening(cmd, addr);
+    let mut held = connect(addr);
+    held.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    held.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    let mut over = connect(addr);
+    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    over.write_all(b"PING\r\n").unwrap();
+    let mut answer = String::new();
+    over.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "-ERR max number of clients reached\r\n");
+    server.kill().unwrap();
+    let _ = server.wait();
+
     let (cmd, addr) = util::serve_command("1", &["--proto", "http", "--max-conns-per-core", "2"]);
     let mut server = spawn_listening(cmd, addr);
     let held: Vec<TcpStream> = (0..2)

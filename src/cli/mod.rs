@@ -48,15 +48,8 @@ pub(crate) enum CliError {
 }
 
 impl From<weft::ServiceError> for CliError {
-    /// A health check or exporter port that could not be bound is told with what to do, as
-    /// the listeners' are (`weft::bind_failure`).
     fn from(e: weft::ServiceError) -> Self {
-        use weft::ServiceError::{Health, Metrics};
-        Self::Failure(match &e {
-            Health { addr, source } => serve::side_port_error(serve::HEALTH, addr.socket_addr(), source),
-            Metrics { addr, source } => serve::side_port_error(serve::METRICS, addr.socket_addr(), source),
-            _ => e.to_string(),
-        })
+        Self::Failure(e.to_string())
     }
 }
 

@@ -502,76 +502,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         print!("{}", check_report(&args));
         return Ok(());
     }
-    check_side_ports(&args)?;
     serve(args).map_err(CliError::from)
-}
-
-/// Checks, before anything serves, what the service binds after its listeners: the health
-/// check's and the exporter's ports, and the handoff socket's path. Without it a start fails
-/// only after it has logged that it serves. A takeover shares the ports with the process it
-/// replaces (which holds them): they are not checked then.
-fn check_side_ports(args: &ServeArgs) -> Result<(), CliError> {
-    if args.takeover.is_none() {
-        for (what, addr) in [(HEALTH, args.health), (METRICS, args.metrics)] {
-            if let Some(a) = addr
-                && let Err(e) = weft::check_bindable(a)
-            {
-                return Err(CliError::Failure(side_port_error(what, a, &e)));
-            }
-        }
-    }
-    if let Some(path) = &args.handoff_socket {
-        check_handoff_path(path)?;
-    }
-    Ok(())
-}
-
-/// What the health check is called in errors.
-pub(crate) const HEALTH: &str = "the health check";
-/// What the metrics exporter is called in errors.
-pub(crate) const METRICS: &str = "the metrics";
-
-/// `cannot serve WHAT on ADDR: ...`, with what to do ([`weft::bind_failure`]).
-pub(crate) fn side_port_error(what: &str, addr: SocketAddr, e: &std::io::Error) -> String {
-    format!(
-        "cannot serve {what} on {}: {}",
-        Address::from(addr),
-        weft::bind_failure(addr, e)
-    )
-}
-
-/// Binds a Unix socket beside `path`, as the handoff server will (its temporary name, the
-/// longest it binds), and removes it: a directory that does not exist or may not be
-/// written, or a path too long for a Unix socket, is refused before the start.
-fn check_handoff_path(path: &std::path::Path) -> Result<(), CliError> {
-    let mut probe = path.as_os_str().to_owned();
-    probe.push(format!(".{}.tmp", std::process::id()));
-    let probe = PathBuf::from(probe);
-    let _ = std::fs::remove_file(&probe);
-    let bound = std::os::unix::net::UnixListener::bind(&probe);
-    let _ = std::fs::remove_file(&probe);
-    let Err(e) = bound else {
-        return Ok(());
-    };
-    let hint = match e.raw_os_error() {
-        Some(libc::ENOENT | libc::ENOTDIR) => {
-            "its directory does not exist: create it (systemd: \
-             RuntimeDirectory=) or give another path"
-        }
-        Some(libc::EACCES | libc::EPERM | libc::EROFS) => {
-            "this user may not create files in its \
-             directory: give a directory it owns (systemd: RuntimeDirectory=)"
-        }
-        _ if e.kind() == std::io::ErrorKind::InvalidInput => {
-            "a Unix socket path is at most 107 \
-             bytes, and weft binds PATH.PID.tmp first: give a shorter path"
-        }
-        _ => "give a path in a directory this user may write",
-    };
-    Err(CliError::Failure(format!(
-        "cannot serve handoffs on {}: {e}; {hint}",
-        path.display()
-    )))
 }
 
 /// Serves, once the flags are valid.

@@ -74,7 +74,7 @@ pub enum HandoffError {
         source: io::Error,
     },
     /// The handoff socket could not be created.
-    #[error("cannot serve handoffs on {path}: {source}")]
+    #[error("cannot serve handoffs on {}: {source}; {}", path.display(), bind_hint(source))]
     Bind {
         /// The socket's path.
         path: PathBuf,
@@ -96,6 +96,25 @@ pub enum HandoffError {
 impl From<wire::WireError> for HandoffError {
     fn from(e: wire::WireError) -> Self {
         Self::Protocol(e.to_string())
+    }
+}
+
+/// What to do when the handoff socket cannot be created beside its path.
+fn bind_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR) => {
+            "its directory does not exist: create it (systemd: RuntimeDirectory=) or give \
+             another path"
+        }
+        Some(libc::EACCES | libc::EPERM | libc::EROFS) => {
+            "this user may not create files in its directory: give a directory it owns \
+             (systemd: RuntimeDirectory=)"
+        }
+        _ if e.kind() == io::ErrorKind::InvalidInput => {
+            "a Unix socket path is at most 107 bytes, and weft binds PATH.PID.tmp first: give a \
+             shorter path"
+        }
+        _ => "give a path in a directory this user may write",
     }
 }
 

@@ -54,14 +54,26 @@ impl PrometheusExporter {
         metrics: MetricsHandle,
         extra: impl Fn(&mut String) + Send + 'static,
     ) -> Result<Self, EngineError> {
-        // SO_REUSEPORT, like the service's own ports: a successor taking over with
-        // `--takeover` binds the same address while this process drains.
-        let listener = listen_socket(addr, SCRAPE_BACKLOG)
+        let listener = Self::bind(addr).map_err(|e| EngineError::cannot_listen(addr, e))?;
+        Self::serve_on(listener, metrics, extra)
+    }
+
+    /// The listening socket the exporter serves on: SO_REUSEPORT, like the service's own
+    /// ports, so that a successor taking over with `--takeover` binds the same address while
+    /// this process drains. A service binds it before it starts, so that a port it cannot
+    /// have fails the start before anything serves.
+    pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+        listen_socket(addr, SCRAPE_BACKLOG)
             .and_then(|s| s.set_nonblocking(false).map(|()| std::net::TcpListener::from(s)))
-            .map_err(|e| EngineError::cannot_listen(addr, e))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| EngineError::cannot_listen(addr, e))?;
+    }
+
+    /// Answers scrapes of `metrics` (and `extra`) on `listener`, bound by [`bind`](Self::bind).
+    pub(crate) fn serve_on(
+        listener: std::net::TcpListener,
+        metrics: MetricsHandle,
+        extra: impl Fn(&mut String) + Send + 'static,
+    ) -> Result<Self, EngineError> {
+        let bound = listener.local_addr().map_err(EngineError::Metrics)?;
         let answer = Box::new(move |head: &[u8]| {
             respond(head, || {
                 let mut text = scrape(&metrics);

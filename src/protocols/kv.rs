@@ -430,6 +430,11 @@ impl Factory for KvFactory {
         let limits = shard.config.limits;
         Some(Framed::new(RespDecoder::new(limits), Kv::new(shard)))
     }
+
+    /// Redis's answer to a client over `maxclients`.
+    fn overload_answer(&self) -> Option<&[u8]> {
+        Some(b"-ERR max number of clients reached\r\n")
+    }
 }
 
 /// The kv protocol of one connection (framed by [`RespDecoder`]).
