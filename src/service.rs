@@ -739,6 +739,20 @@ impl Drop for SignalThread {
     }
 }
 
+/// The metrics exporter's listening socket, bound before the service starts. It shares its
+/// port (SO_REUSEPORT) with a predecessor's during a takeover; otherwise a port in use is
+/// another process's, whose scrapes it would take half of, and is refused.
+fn bind_exporter(addr: SocketAddr, takeover: bool) -> Result<TcpListener, ServiceError> {
+    let refused = |source| ServiceError::Metrics {
+        addr: addr.into(),
+        source,
+    };
+    if !takeover && crate::sys::socket::has_listener(addr).unwrap_or(false) {
+        return Err(refused(std::io::Error::from_raw_os_error(libc::EADDRINUSE)));
+    }
+    PrometheusExporter::bind(addr).map_err(refused)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -752,18 +766,4 @@ mod tests {
         );
         assert_eq!(with_pid(Path::new("plain.hlog")), PathBuf::from("plain.hlog"));
     }
-}
-
-/// The metrics exporter's listening socket, bound before the service starts. It shares its
-/// port (SO_REUSEPORT) with a predecessor's during a takeover; otherwise a port in use is
-/// another process's, whose scrapes it would take half of, and is refused.
-fn bind_exporter(addr: SocketAddr, takeover: bool) -> Result<TcpListener, ServiceError> {
-    let refused = |source| ServiceError::Metrics {
-        addr: addr.into(),
-        source,
-    };
-    if !takeover && crate::sys::socket::has_listener(addr).unwrap_or(false) {
-        return Err(refused(std::io::Error::from_raw_os_error(libc::EADDRINUSE)));
-    }
-    PrometheusExporter::bind(addr).map_err(refused)
 }
