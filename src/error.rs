@@ -31,7 +31,7 @@ pub enum EngineError {
     /// ([`EngineConfig::validate`](crate::EngineConfig::validate),
     /// [`ListenerConfig::validate`](crate::ListenerConfig::validate)).
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::proto::settings::ConfigError),
     /// Neither a listener nor a shard task was configured: the engine would have nothing
     /// to do.
     #[error("no listen address given: add at least one (e.g. --listen 127.0.0.1:7000)")]

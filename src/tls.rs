@@ -102,15 +102,18 @@ pub const MAX_TLS13_TICKETS: usize = 16;
 ///
 /// The first setting refused, as a [`ConfigError`](crate::ConfigError) naming it
 /// `tls.handshake_timeout` or `tls.tls13_tickets`.
-pub fn check_settings(handshake_timeout: Duration, tls13_tickets: usize) -> Result<(), crate::ConfigError> {
-    crate::config::require_positive(
+pub fn check_settings(
+    handshake_timeout: Duration,
+    tls13_tickets: usize,
+) -> Result<(), crate::proto::settings::ConfigError> {
+    crate::proto::settings::require_positive(
         "tls.handshake_timeout",
         handshake_timeout,
         "would fail every handshake",
         "10s",
     )?;
     if tls13_tickets > MAX_TLS13_TICKETS {
-        return Err(crate::ConfigError::new(
+        return Err(crate::proto::settings::ConfigError::new(
             "tls.tls13_tickets",
             tls13_tickets,
             format!(
@@ -532,7 +535,7 @@ impl TlsConfig {
     ///
     /// The first such setting, as a [`ConfigError`](crate::ConfigError) that says what to
     /// give instead.
-    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+    pub fn validate(&self) -> Result<(), crate::proto::settings::ConfigError> {
         check_settings(self.handshake_timeout, self.tls13_tickets)
     }
 

@@ -46,5 +46,6 @@ pub mod proxy;
 pub(crate) mod queue;
 pub(crate) mod reconnect;
 pub mod resp;
+pub(crate) mod settings;
 pub(crate) mod tls;
 pub(crate) mod transport;

@@ -2,8 +2,6 @@
 //! `HELLO`, `AUTH`, `COMMAND`, `CONFIG GET`, `CONFIG HELP`, `CLIENT`, `TIME`, and the
 //! bookkeeping of `MULTI` / `DISCARD` (the queued commands run at `EXEC`, by the protocol).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::proto::kv::command::{COMMANDS, ClientQuery, Command, CommandQuery, NOT_AN_INTEGER, Spec};
 use crate::proto::resp::{Protocol, Reply};
 
@@ -207,13 +205,11 @@ impl Session {
                 Reply::Array(CONFIG_HELP.iter().map(|l| Reply::Status((*l).into())).collect())
             }
             Command::Client(query) => self.client(query, now_ms),
-            Command::Time => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-                Reply::Array(vec![
-                    Reply::bulk(now.as_secs().to_string()),
-                    Reply::bulk(now.subsec_micros().to_string()),
-                ])
-            }
+            // The read's time, to the millisecond (the core reads no clock).
+            Command::Time => Reply::Array(vec![
+                Reply::bulk(now_ms.div_euclid(1000).to_string()),
+                Reply::bulk((now_ms.rem_euclid(1000) * 1000).to_string()),
+            ]),
             Command::Multi if self.transaction.is_some() => Reply::error("ERR MULTI calls can not be nested"),
             Command::Multi => {
                 self.transaction = Some(Transaction::default());

@@ -313,15 +313,15 @@ impl ProxyConfig {
     ///
     /// The first such setting, as a [`ConfigError`](crate::ConfigError) naming it
     /// `proxy.header_timeout` or `proxy.max_header`.
-    pub fn validate(&self) -> Result<(), crate::ConfigError> {
-        crate::config::require_positive(
+    pub fn validate(&self) -> Result<(), crate::proto::settings::ConfigError> {
+        crate::proto::settings::require_positive(
             "proxy.header_timeout",
             self.header_timeout,
             "would close every connection before its PROXY header arrives",
             "3s",
         )?;
         if self.max_header < MIN_MAX_HEADER {
-            return Err(crate::ConfigError::new(
+            return Err(crate::proto::settings::ConfigError::new(
                 "proxy.max_header",
                 self.max_header,
                 format!(
