@@ -376,6 +376,64 @@ fn redis_commands_and_their_error_replies_are_counted() {
     );
 }
 
+/// `--keyspace` writes a fresh random key in each request: SETs of `key:__rand_int__` with a
+/// keyspace of 500 leave between a few hundred and 500 keys (each 12 digits), never more.
+#[test]
+fn random_keys_spread_over_the_keyspace() {
+    let rig = Rig::new("kv", "redis-keys");
+    let out = rig.load(&[
+        "--proto",
+        "redis",
+        "--command",
+        "SET key:__rand_int__ v",
+        "--keyspace",
+        "500",
+        "--duration",
+        "1s",
+        "--conns",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every key is key: and 12 digits below 500.
+    let keys = match redis_call(rig.server.addr, b"KEYS *\r\n") {
+        weft::resp::Reply::Array(keys) => keys,
+        other => panic!("{other:?}"),
+    };
+    assert!((100..=500).contains(&keys.len()), "{} keys", keys.len());
+    for key in keys {
+        let weft::resp::Reply::Bulk(key) = key else { panic!("{key:?}") };
+        let number = key.strip_prefix(b"key:").unwrap();
+        assert_eq!(number.len(), 12, "{key:?}");
+        assert!(std::str::from_utf8(number).unwrap().parse::<u64>().unwrap() < 500);
+    }
+    // Without a placeholder the flag is a usage error.
+    let out = rig.load(&["--proto", "redis", "--command", "PING", "--keyspace", "5", "--duration", "1s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has none"));
+}
+
+/// Sends one inline command to a Redis server at `addr`; returns its reply.
+fn redis_call(addr: std::net::SocketAddr, command: &[u8]) -> weft::resp::Reply {
+    use std::io::{Read, Write};
+    use weft::codec::{Decoder, InBuf};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(command).unwrap();
+    let (mut decoder, mut held) = (weft::resp::ReplyDecoder::default(), Vec::new());
+    let mut buf = [0u8; 65536];
+    for _ in 0..10_000 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before a whole reply");
+        held.extend_from_slice(&buf[..n]);
+        let mut input = InBuf::borrowed(&held);
+        if let Some(reply) = decoder.decode(&mut input).unwrap() {
+            return reply;
+        }
+        held = input.as_slice().to_vec();
+    }
+    panic!("no whole reply");
+}
+
 /// A target that echoes is not taken for Redis (a command echoed back parses as a reply):
 /// every answer is a protocol error that says so, and the run fails.
 #[test]

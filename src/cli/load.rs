@@ -105,6 +105,10 @@ pub(crate) struct LoadArgs {
     /// quotes allowed) [default: PING].
     #[arg(long)]
     command: Option<String>,
+    /// Every `__rand_int__` in the request (a --command's key, a --path) becomes a random
+    /// number below N, a fresh one per request, written as 12 digits: redis-benchmark's -r.
+    #[arg(long, value_name = "N")]
+    keyspace: Option<u64>,
     /// A request unanswered for this long is a timeout (its connection is reopened).
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     timeout: Duration,
@@ -166,6 +170,7 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
     config.pipeline = args.pipeline;
     config.timeout = args.timeout;
     config.new_conn_per_request = args.new_conn_per_request;
+    config.keyspace = args.keyspace;
     config.reactor.ring = args.ring_features;
     config.tls = client_tls(&args, &target)?;
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::exchange::Exchange;
 use super::recorder::{ErrorKind, Recorder};
+use super::workload::RandomKeys;
 use crate::addr::Address;
 use crate::driver::connector::{ClientFactory, Connector, connect_tcp};
 use crate::driver::tasks::sleep;
@@ -91,6 +92,9 @@ pub(crate) struct Core {
     protocol_error_told: Cell<bool>,
     /// Where the first connection attempt's end is told, shared by every core.
     first: Arc<FirstContact>,
+    /// Random keys written into each request sent, and the generator of their numbers.
+    keys: Option<RandomKeys>,
+    rng: Cell<u64>,
 }
 
 impl Core {
@@ -100,8 +104,13 @@ impl Core {
         one_shot: bool,
         start: Instant,
         first: Arc<FirstContact>,
+        keys: Option<RandomKeys>,
+        seed: u64,
     ) -> Self {
         Self {
+            keys,
+            // Xorshift never leaves 0: any other seed will do.
+            rng: Cell::new(seed | 1),
             batch: request.repeat(pipeline.max(1)),
             request_len: request.len(),
             recorder: RefCell::new(Recorder::default()),
@@ -158,7 +167,19 @@ impl Slot {
         }
         let n = self.exchange.claim(now);
         if n > 0 {
-            t.write(&core.batch[..n * core.request_len]);
+            let batch = &core.batch[..n * core.request_len];
+            match &core.keys {
+                None => t.write(batch),
+                Some(keys) => t.write_with(|out| {
+                    let at = out.len();
+                    out.extend_from_slice(batch);
+                    let mut rng = core.rng.get();
+                    for request in out[at..].chunks_exact_mut(core.request_len) {
+                        keys.fill(request, &mut rng);
+                    }
+                    core.rng.set(rng);
+                }),
+            }
             if core.one_shot {
                 self.exchange.stop_sending();
             }

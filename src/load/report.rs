@@ -241,6 +241,7 @@ pub fn json(config: &LoadConfig, proto: &str, outcome: &LoadOutcome, intervals: 
             "timeout_s": config.timeout.as_secs_f64(),
             "request_bytes": config.workload.request.len(),
             "request": config.workload.describe(),
+            "keyspace": config.keyspace,
         },
         "requests": t.sample.requests,
         "unanswered": t.sample.unanswered,

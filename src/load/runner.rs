@@ -23,7 +23,7 @@ use super::conn::{self, Core, FirstContact, Slot};
 use super::exchange::Exchange;
 use super::recorder::ErrorKind;
 use super::schedule::{Pacing, Schedule};
-use super::workload::Workload;
+use super::workload::{RandomKeys, Workload};
 use crate::addr::Address;
 use crate::config::{Cores, EngineConfig, ReactorConfig};
 use crate::driver::engine::Engine;
@@ -101,6 +101,10 @@ pub struct LoadConfig {
     pub new_conn_per_request: bool,
     /// The load cores' reactors (each is a shard of an engine). Default: the engine's.
     pub reactor: ReactorConfig,
+    /// Each request sent has every `__rand_int__` of the workload's request replaced by a
+    /// random number below this ([`RandomKeys`]: redis-benchmark's `-r`). Default: none
+    /// (the request is sent as it is).
+    pub keyspace: Option<u64>,
 }
 
 impl LoadConfig {
@@ -121,6 +125,7 @@ impl LoadConfig {
             tls: None,
             new_conn_per_request: false,
             reactor: ReactorConfig::default(),
+            keyspace: None,
         }
     }
 
@@ -260,6 +265,11 @@ impl Load {
         check_descriptors(config.conns, cpus.len())?;
         let start = Instant::now() + STARTUP;
         let measure_start = start + config.warmup;
+        let keys = config
+            .keyspace
+            .map(|n| RandomKeys::find(&config.workload.request, n))
+            .transpose()
+            .map_err(|e| LoadError::Config(e.to_string()))?;
         let plan = Arc::new(Plan {
             target: config.target,
             workload: config.workload.clone(),
@@ -277,6 +287,7 @@ impl Load {
             stop: stop.clone(),
             abort: AtomicBool::new(false),
             first: Arc::default(),
+            keys,
         });
         let checked = plan.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -407,6 +418,8 @@ struct Plan {
     abort: AtomicBool,
     /// How the first connection attempt ended.
     first: Arc<FirstContact>,
+    /// The random keys of each request sent.
+    keys: Option<RandomKeys>,
 }
 
 impl Plan {
@@ -467,6 +480,14 @@ fn bytes() -> Bytes {
     }
 }
 
+/// A seed for load core `index`'s random keys: the clock's nanoseconds, apart per core.
+fn seed(index: usize) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreMsg>) {
     let guard = StopGuard { tx, core: index };
     let core = Rc::new(Core::new(
@@ -475,6 +496,8 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
         plan.new_conn_per_request,
         plan.start,
         plan.first.clone(),
+        plan.keys.clone(),
+        seed(index),
     ));
     let mut slots: Vec<Rc<RefCell<Slot>>> = Vec::new();
     let mut connectors = Vec::new();

@@ -59,6 +59,76 @@ impl Default for HttpRequest<'_> {
     }
 }
 
+/// What [`RandomKeys`] replaces in a request: redis-benchmark's `__rand_int__`.
+pub const RANDOM_KEY: &[u8] = b"__rand_int__";
+
+/// Numbers below this many fit the 12 digits that replace a [`RANDOM_KEY`].
+pub const MAX_KEYSPACE: u64 = 1_000_000_000_000;
+
+/// Random keys in a request (redis-benchmark's `-r`): where its [`RANDOM_KEY`]s are, and
+/// the range of the numbers that replace them, a fresh one in each request sent, written as
+/// 12 digits (zero-padded, as redis-benchmark writes them) so that no length changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RandomKeys {
+    offsets: Vec<usize>,
+    keyspace: u64,
+}
+
+impl RandomKeys {
+    /// The [`RANDOM_KEY`]s of `request`, for numbers below `keyspace`.
+    ///
+    /// # Errors
+    ///
+    /// `keyspace` is 0 or over [`MAX_KEYSPACE`], or `request` has no `__rand_int__`.
+    pub fn find(request: &[u8], keyspace: u64) -> Result<Self, WorkloadError> {
+        if keyspace == 0 || keyspace > MAX_KEYSPACE {
+            return Err(WorkloadError(format!(
+                "--keyspace must be from 1 to {MAX_KEYSPACE} (12 digits), not {keyspace}"
+            )));
+        }
+        let len = RANDOM_KEY.len();
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        while let Some(found) = request
+            .get(at..)
+            .and_then(|rest| rest.windows(len).position(|w| w == RANDOM_KEY))
+        {
+            offsets.push(at + found);
+            at += found + len;
+        }
+        if offsets.is_empty() {
+            return Err(WorkloadError(
+                "--keyspace replaces __rand_int__ in the request, which has none (e.g. \
+                 --command \"GET key:__rand_int__\" or --path /item/__rand_int__)"
+                    .into(),
+            ));
+        }
+        Ok(Self { offsets, keyspace })
+    }
+
+    /// How many numbers there are to pick from.
+    pub fn keyspace(&self) -> u64 {
+        self.keyspace
+    }
+
+    /// Writes a fresh number, drawn from `rng` (xorshift64, never 0), in each placeholder of
+    /// `request`, a copy of the request they were found in.
+    pub(crate) fn fill(&self, request: &mut [u8], rng: &mut u64) {
+        for &at in &self.offsets {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            let mut n = *rng % self.keyspace;
+            if let Some(digits) = request.get_mut(at..at + RANDOM_KEY.len()) {
+                for d in digits.iter_mut().rev() {
+                    *d = b'0' + (n % 10) as u8;
+                    n /= 10;
+                }
+            }
+        }
+    }
+}
+
 /// The request every connection sends, over and over, and what answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
@@ -413,6 +483,30 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("set from the body"), "{err}");
+    }
+
+    #[test]
+    fn random_keys_replace_every_placeholder_with_12_digits_in_range() {
+        let w = Workload::redis("SET key:__rand_int__ __rand_int__").unwrap();
+        let keys = RandomKeys::find(&w.request, 1000).unwrap();
+        let mut rng = 0x9E37_79B9_7F4A_7C15;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut request = w.request.clone();
+            keys.fill(&mut request, &mut rng);
+            let mut buf = InBuf::borrowed(&request);
+            let args = RespDecoder::default().decode(&mut buf).unwrap().unwrap();
+            let key = String::from_utf8(args[1].clone()).unwrap();
+            let number = key.strip_prefix("key:").unwrap();
+            assert_eq!(number.len(), 12, "{key}");
+            assert!(number.parse::<u64>().unwrap() < 1000, "{key}");
+            assert_eq!(args[2].len(), 12);
+            seen.insert(number.to_owned());
+        }
+        assert!(seen.len() > 100, "{} distinct keys", seen.len());
+        for (request, keyspace) in [(&b"PING"[..], 10), (&w.request[..], 0), (&w.request[..], MAX_KEYSPACE + 1)] {
+            assert!(RandomKeys::find(request, keyspace).is_err());
+        }
     }
 
     #[test]
