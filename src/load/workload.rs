@@ -504,7 +504,11 @@ mod tests {
             seen.insert(number.to_owned());
         }
         assert!(seen.len() > 100, "{} distinct keys", seen.len());
-        for (request, keyspace) in [(&b"PING"[..], 10), (&w.request[..], 0), (&w.request[..], MAX_KEYSPACE + 1)] {
+        for (request, keyspace) in [
+            (&b"PING"[..], 10),
+            (&w.request[..], 0),
+            (&w.request[..], MAX_KEYSPACE + 1),
+        ] {
             assert!(RandomKeys::find(request, keyspace).is_err());
         }
     }
