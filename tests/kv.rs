@@ -410,6 +410,27 @@ fn lines_of(script: &str) -> Vec<Vec<Vec<u8>>> {
 }
 
 /// Runs the script on `addr`, one command at a time; the answers.
+/// The lines of `script` whose answers differ, each with both answers, after `label`.
+fn script_diffs(label: &str, script: &str, want: &[Vec<u8>], got: &[Vec<u8>]) -> Vec<String> {
+    script
+        .lines()
+        .zip(want)
+        .zip(got)
+        .filter(|((_, w), g)| w != g)
+        .map(|((line, w), g)| format!("{label}{line}\n  redis: {:?}\n  weft:  {:?}", text(w), text(g)))
+        .collect()
+}
+
+/// Fails with every difference listed.
+fn assert_same(diffs: &[String]) {
+    assert!(
+        diffs.is_empty(),
+        "{} differences:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}
+
 fn run_script(addr: SocketAddr) -> Vec<Vec<u8>> {
     run_script_in(addr, 2)
 }
@@ -457,18 +478,7 @@ fn same_answers_as_redis_server_byte_for_byte() {
     let weft = Server::weft(&[]);
     let want = run_script(redis.addr);
     let got = run_script(weft.addr);
-    let mut diffs = Vec::new();
-    for ((line, w), g) in SCRIPT.lines().zip(&want).zip(&got) {
-        if w != g {
-            diffs.push(format!("{line}\n  redis: {:?}\n  weft:  {:?}", text(w), text(g)));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "{} differences:\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
+    assert_same(&script_diffs("", SCRIPT, &want, &got));
     // The same script as one pipeline: the same bytes, in order, then the close after QUIT.
     let want = run_script_pipelined(redis.addr);
     let got = run_script_pipelined(weft.addr);
@@ -486,18 +496,7 @@ fn same_answers_as_redis_server_in_resp3() {
     let weft = Server::weft(&[]);
     let want = run_script_in(redis.addr, 3);
     let got = run_script_in(weft.addr, 3);
-    let mut diffs = Vec::new();
-    for ((line, w), g) in SCRIPT.lines().zip(&want).zip(&got) {
-        if w != g {
-            diffs.push(format!("{line}\n  redis: {:?}\n  weft:  {:?}", text(w), text(g)));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "{} differences:\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
+    assert_same(&script_diffs("", SCRIPT, &want, &got));
     assert!(want.iter().any(|w| w == b"_\r\n"), "RESP3 nulls compared");
     // HELLO, INFO and answers from the other shard, in each protocol.
     let mut r = Client::connect(redis.addr);
@@ -588,23 +587,11 @@ fn more_commands_answer_as_redis_server() {
         for (weft, shards) in [(&two, 2), (&one, 1)] {
             let got = run_lines(weft.addr, protocol, SCRIPT_MORE);
             assert_eq!(got.len(), want.len());
-            for ((line, w), g) in SCRIPT_MORE.lines().zip(&want).zip(&got) {
-                if w != g {
-                    diffs.push(format!(
-                        "RESP{protocol}, {shards} shards: {line}\n  redis: {:?}\n  weft:  {:?}",
-                        text(w),
-                        text(g)
-                    ));
-                }
-            }
+            let label = format!("RESP{protocol}, {shards} shards: ");
+            diffs.extend(script_diffs(&label, SCRIPT_MORE, &want, &got));
         }
     }
-    assert!(
-        diffs.is_empty(),
-        "{} differences:\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
+    assert_same(&diffs);
 }
 
 /// What differs from one redis-server by design: SCAN and KEYS over both shards, CLIENT
