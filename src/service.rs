@@ -332,6 +332,7 @@ impl Service {
     /// over goes on serving).
     pub fn start(self) -> Result<RunningService, ServiceError> {
         self.check_roles()?;
+        crate::config::require_drain("drain_delay", self.drain_delay).map_err(EngineError::from)?;
         if let Some(every) = self.stats_interval
             && every < MIN_STATS_INTERVAL
         {

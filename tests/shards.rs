@@ -505,8 +505,9 @@ fn answered_concurrency_overlaps_answers_and_keeps_their_order() {
                     }
                 };
                 let answered = Answered::new(LineEncoder::lf(), answer);
+                // A small queue: n requests taken at once must not keep reading paused.
                 let answered = match concurrency {
-                    Some(n) => answered.concurrency(n),
+                    Some(n) => answered.concurrency(n).max_queued(4),
                     None => answered,
                 };
                 Some(Framed::new(LineDecoder::new(64), answered))
@@ -518,6 +519,16 @@ fn answered_concurrency_overlaps_answers_and_keeps_their_order() {
         assert_eq!(peak.load(Ordering::Relaxed), most, "answers made at once");
         // A closing answer drops those after it, even when they were being made.
         assert_eq!(exchange(addr, "a\nQUIT\nb\nc\n", false), "A\nBYE\n");
+        // Four lines fill the queue (reading pauses) and are all taken at once: reading
+        // resumes for the lines sent later.
+        let mut s = connect(addr);
+        s.write_all(b"a\nb\nc\nd\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(b"e\nf\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "A\nB\nC\nD\nE\nF\n");
         engine.shutdown();
         engine.join().unwrap();
     }

@@ -12,7 +12,7 @@ use std::hash::BuildHasherDefault;
 use weft::kv::command::{Target, parse};
 use weft::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig};
 use weft::kv::session::{ServerFacts, Session};
-use weft::resp::{Protocol, Request, RespDecoder, RespError, RespLimits};
+use weft::resp::{Request, RespDecoder, RespError, RespLimits, RespVersion};
 
 /// Small limits, so that inputs of fuzzing size reach them.
 pub const LIMITS: RespLimits = RespLimits {
@@ -69,7 +69,7 @@ pub fn check(data: &[u8], step: usize) -> Outcome {
             }
             Ok(cmd) => {
                 let reply = keyspace.execute(cmd, now + i as i64 * 100);
-                let _ = (reply.to_bytes(), reply.to_bytes_as(Protocol::Resp3));
+                let _ = (reply.to_bytes(), reply.to_bytes_as(RespVersion::Resp3));
                 // Memory is made (or refused) before a write: one request past the limit at most.
                 let added: usize = request.iter().map(|a| a.len() + 64).sum();
                 assert!(keyspace.used_memory() <= 4096 + added, "memory bound");

@@ -271,7 +271,8 @@ where
                     take_no_more(&requests, &t);
                     break;
                 }
-                if requests.len() == max_queued / 2 && !is_draining() && t.is_connected() {
+                // At or below half (several are taken at once with a concurrency above 1).
+                if requests.len() <= max_queued / 2 && t.is_reading_paused() && !is_draining() && t.is_connected() {
                     t.resume_reading();
                 }
             }

@@ -59,6 +59,11 @@ impl<'a> Counted<'a> {
         count.set(count.get() + 1);
         Self(count)
     }
+
+    /// The guard of a count already raised (before the task it guards started).
+    pub(crate) fn adopt(count: &'a Cell<usize>) -> Self {
+        Self(count)
+    }
 }
 
 impl Drop for Counted<'_> {

@@ -35,9 +35,11 @@ pub(crate) fn refuse(shard: &Rc<ShardCtx>, conn: OwnedFd, answer: &[u8]) {
     let _ = socket.send_with_flags(answer, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
     let _ = socket.shutdown(std::net::Shutdown::Write);
     let mut stream: TcpStream = sys::fd::adopt(OwnedFd::from(socket));
+    // Counted now, not when the task first runs: a burst of refusals comes in one turn.
+    shard.lingering.set(shard.lingering.get() + 1);
     let shard = shard.clone();
     glommio::spawn_local(async move {
-        let _lingering = Counted::new(&shard.lingering);
+        let _lingering = Counted::adopt(&shard.lingering);
         let drain = async {
             let mut buf = [0u8; 4096];
             let mut read = 0;

@@ -225,21 +225,25 @@ impl PreparedHandoff {
             path: self.path.clone(),
             source,
         };
-        let meta = fs::rename(&self.temp, &self.path)
-            .and_then(|()| fs::metadata(&self.path))
-            .map_err(bind_err)?;
+        // Everything that may fail first: the path changes last, so a failure leaves it to
+        // whoever held it (dropping the server stops its thread and removes no file).
         let (stop, stopped) = UnixStream::pair().map_err(bind_err)?;
         let listener = self.listener.try_clone().map_err(bind_err)?;
         let thread = std::thread::Builder::new()
             .name("weft-handoff".into())
             .spawn(move || serve(&listener, &stopped, &engine, health.as_deref()))
             .map_err(bind_err)?;
-        Ok(HandoffServer {
+        let mut server = HandoffServer {
             path: self.path.clone(),
-            file: (meta.dev(), meta.ino()),
+            file: (0, 0),
             stop: Some(stop),
             thread: Some(thread),
-        })
+        };
+        let meta = fs::rename(&self.temp, &self.path)
+            .and_then(|()| fs::metadata(&self.path))
+            .map_err(bind_err)?;
+        server.file = (meta.dev(), meta.ino());
+        Ok(server)
     }
 }
 

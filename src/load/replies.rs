@@ -72,6 +72,7 @@ impl ReplyReader {
     /// Forgets a partial reply (a new connection).
     pub fn reset(&mut self) {
         self.pending = InBuf::new();
+        self.decoder.reset();
     }
 }
 

@@ -468,7 +468,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
 /// The protocol a connection speaks, chosen with `HELLO 2` / `HELLO 3`: how a [`Reply`] is
 /// written ([`Reply::encode_as`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Protocol {
+pub enum RespVersion {
     /// RESP2, every connection's at first: nil as `$-1`, maps and sets as flat arrays,
     /// verbatim strings as bulk strings.
     #[default]
@@ -477,7 +477,7 @@ pub enum Protocol {
     Resp3,
 }
 
-impl Protocol {
+impl RespVersion {
     /// The version number `HELLO` takes and reports (2 or 3).
     pub fn version(self) -> i64 {
         match self {
@@ -566,12 +566,12 @@ impl Reply {
 
     /// Appends the reply's RESP2 bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        self.encode_as(Protocol::Resp2, out);
+        self.encode_as(RespVersion::Resp2, out);
     }
 
     /// Appends the reply's bytes in `protocol` to `out`.
-    pub fn encode_as(&self, protocol: Protocol, out: &mut Vec<u8>) {
-        let resp3 = protocol == Protocol::Resp3;
+    pub fn encode_as(&self, protocol: RespVersion, out: &mut Vec<u8>) {
+        let resp3 = protocol == RespVersion::Resp3;
         match self {
             Reply::Status(s) => line(out, b'+', s.as_bytes()),
             Reply::Error(e) => line(out, b'-', e),
@@ -608,11 +608,11 @@ impl Reply {
 
     /// The reply's RESP2 bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.to_bytes_as(Protocol::Resp2)
+        self.to_bytes_as(RespVersion::Resp2)
     }
 
     /// The reply's bytes in `protocol`.
-    pub fn to_bytes_as(&self, protocol: Protocol) -> Vec<u8> {
+    pub fn to_bytes_as(&self, protocol: RespVersion) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_as(protocol, &mut out);
         out
@@ -625,7 +625,7 @@ fn aggregate<'a>(
     kind: u8,
     len: usize,
     items: impl IntoIterator<Item = &'a Reply>,
-    protocol: Protocol,
+    protocol: RespVersion,
 ) {
     out.push(kind);
     push_int(out, len as i64);
@@ -737,6 +737,8 @@ const MAX_REPLY_DEPTH: usize = 64;
 /// Parses RESP2 replies, a client's side of the protocol: `+OK`, `-ERR ...`, `:1`, `$3\r\nabc`,
 /// `$-1` and the null array `*-1` (both [`Reply::Nil`]), and arrays of them, nested. Requests
 /// for it are [`Reply::Array`]s of [`Reply::bulk`]s, [`Reply::to_bytes`] encodes them.
+/// RESP2 only: a client that switches to RESP3 (`HELLO 3`) gets replies (`%`, `~`, `_`, `=`)
+/// it refuses as [`ReplyError::UnknownType`].
 /// Incremental: an array's elements are taken from the buffer as they arrive, so each byte is
 /// looked at about once however the reply is split (a 200,000-element reply costs what its
 /// bytes do); the limits ([`RespLimits`]: a line, a bulk, a whole reply, nesting) bound what
@@ -768,6 +770,12 @@ impl ReplyDecoder {
         }
     }
 
+    /// Forgets a reply partly read (for a new connection): the decoder starts afresh, its
+    /// limits kept.
+    pub fn reset(&mut self) {
+        *self = Self::new(self.limits);
+    }
+
     /// The step at the front of `b` and its length; `None` while incomplete.
     fn step(&mut self, b: &[u8]) -> Result<Option<(Step, usize)>, ReplyError> {
         let Some(&kind) = b.first() else {
@@ -778,7 +786,10 @@ impl ReplyDecoder {
         }
         // The line after the type byte, up to its CRLF.
         let from = self.searched.max(1);
-        let Some(end) = b[from..].windows(2).position(|w| w == b"\r\n").map(|p| p + from) else {
+        let found = b
+            .get(from..)
+            .and_then(|rest| rest.windows(2).position(|w| w == b"\r\n"));
+        let Some(end) = found.map(|p| p + from) else {
             self.searched = b.len().saturating_sub(1).max(1);
             return if b.len() > self.limits.max_inline {
                 Err(ReplyError::TooLarge)
@@ -916,23 +927,23 @@ mod tests {
         let b = |t: &str| Reply::bulk(t);
         let map = Reply::Map(vec![(b("a"), Reply::Integer(1)), (b("b"), Reply::Nil)]);
         assert_eq!(
-            map.to_bytes_as(Protocol::Resp3),
+            map.to_bytes_as(RespVersion::Resp3),
             b"%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n_\r\n"
         );
         assert_eq!(map.to_bytes(), b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n$-1\r\n");
         let set = Reply::Set(vec![Reply::Status("fast".into())]);
-        assert_eq!(set.to_bytes_as(Protocol::Resp3), b"~1\r\n+fast\r\n");
+        assert_eq!(set.to_bytes_as(RespVersion::Resp3), b"~1\r\n+fast\r\n");
         assert_eq!(set.to_bytes(), b"*1\r\n+fast\r\n");
         let text = Reply::Verbatim(b"# Keyspace\r\n".to_vec());
         assert_eq!(
-            text.to_bytes_as(Protocol::Resp3),
+            text.to_bytes_as(RespVersion::Resp3),
             b"=16\r\ntxt:# Keyspace\r\n\r\n"
         );
         assert_eq!(text.to_bytes(), b"$12\r\n# Keyspace\r\n\r\n");
         let nested = Reply::Array(vec![Reply::Nil, Reply::Array(vec![Reply::Nil])]);
-        assert_eq!(nested.to_bytes_as(Protocol::Resp3), b"*2\r\n_\r\n*1\r\n_\r\n");
-        assert_eq!(Protocol::Resp3.version(), 3);
-        assert_eq!(Protocol::default(), Protocol::Resp2);
+        assert_eq!(nested.to_bytes_as(RespVersion::Resp3), b"*2\r\n_\r\n*1\r\n_\r\n");
+        assert_eq!(RespVersion::Resp3.version(), 3);
+        assert_eq!(RespVersion::default(), RespVersion::Resp2);
     }
 
     #[test]

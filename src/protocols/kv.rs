@@ -73,7 +73,7 @@ use crate::proto::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig, Keysp
 use crate::proto::kv::route::{Gather, shard_of, split};
 use crate::proto::kv::session::{Outcome, ServerFacts, Session};
 use crate::proto::protocol::{Factory, ShardInfo};
-use crate::proto::resp::{Protocol, Reply, Request, RespDecoder, RespError, RespLimits};
+use crate::proto::resp::{Reply, Request, RespDecoder, RespError, RespLimits, RespVersion};
 use crate::proto::transport::Transport;
 use crate::protocols::kv_metrics::{self, Published};
 
@@ -252,7 +252,7 @@ impl KvShard {
 
     /// Runs a keyspace command on this shard's keys, now, and appends its answer's bytes in
     /// `protocol` to `out`.
-    pub fn execute_into(&self, cmd: Command, protocol: Protocol, out: &mut Vec<u8>) {
+    pub fn execute_into(&self, cmd: Command, protocol: RespVersion, out: &mut Vec<u8>) {
         self.keyspace
             .borrow_mut()
             .execute_into(cmd, self.now(), protocol, out);
@@ -478,7 +478,7 @@ impl Kv {
 enum Slot {
     /// Not answered yet; to be answered in this protocol (the connection's when the command
     /// started: a `HELLO` after it does not change it).
-    Pending(Protocol),
+    Pending(RespVersion),
     /// The answer's bytes.
     Ready(Vec<u8>),
 }
@@ -874,7 +874,7 @@ impl Conn {
 
     /// Answers command `seq` with the bytes `encode` appends (it is always called): straight
     /// into the output when nothing before it waits, else into its slot.
-    fn answer_with(&self, seq: u64, encode: impl FnOnce(Protocol, &mut Vec<u8>)) {
+    fn answer_with(&self, seq: u64, encode: impl FnOnce(RespVersion, &mut Vec<u8>)) {
         let mut st = self.state.borrow_mut();
         let protocol = st.protocol_of(seq);
         if st.first_seq == seq && st.slots.len() == 1 {
@@ -992,7 +992,7 @@ impl State {
     }
 
     /// The protocol command `seq` is answered in.
-    fn protocol_of(&mut self, seq: u64) -> Protocol {
+    fn protocol_of(&mut self, seq: u64) -> RespVersion {
         match self.slot_mut(seq) {
             Some(Slot::Pending(p)) => *p,
             _ => self.session.protocol(),
@@ -1004,7 +1004,7 @@ impl State {
 /// several slots.
 const CROSSSLOT: Reply = Reply::error("CROSSSLOT Keys in request don't hash to the same slot");
 
-/// `EXEC` of a command on every shard's keys (`DBSIZE`, `FLUSHALL`, `KEYS`, `SCAN`) with
+/// `EXEC` of a command on every shard's keys (`DBSIZE`, `FLUSHALL`, `FLUSHDB`, `KEYS`) with
 /// more than one shard: it cannot be atomic.
 const WHOLE_KEYSPACE_IN_MULTI: Reply = Reply::error(
     "CROSSSLOT DBSIZE, FLUSHALL, FLUSHDB and KEYS in a transaction need a server with one shard",

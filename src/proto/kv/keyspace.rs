@@ -16,7 +16,7 @@ use crate::proto::kv::command::{
 };
 use crate::proto::kv::record::Record;
 use crate::proto::kv::session::glob_match;
-use crate::proto::resp::{MAX_BULK_LEN, Protocol, Reply, encode_bulk, push_int, string2ll};
+use crate::proto::resp::{MAX_BULK_LEN, Reply, RespVersion, encode_bulk, push_int, string2ll};
 
 /// What one key costs besides its name and value bytes, in the memory accounting: a fixed
 /// figure for its table slot, headers and expiry, so that the accounting is deterministic.
@@ -436,7 +436,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
     /// Runs a keyspace command as [`execute`](Self::execute) does and appends the answer's
     /// bytes in `protocol` to `out`; a `GET` is encoded straight from the stored value, with no copy of
     /// it in between.
-    pub fn execute_into(&mut self, cmd: Command, now: i64, protocol: Protocol, out: &mut Vec<u8>) {
+    pub fn execute_into(&mut self, cmd: Command, now: i64, protocol: RespVersion, out: &mut Vec<u8>) {
         if !self.admit(&cmd) {
             return self.oom().encode(out);
         }
@@ -823,7 +823,7 @@ mod tests {
             ] {
                 let cmd = parse(line.split(' ').map(|a| a.as_bytes().to_vec()).collect()).unwrap();
                 let mut out = b"before".to_vec();
-                in_place.execute_into(cmd.clone(), T0, Protocol::Resp2, &mut out);
+                in_place.execute_into(cmd.clone(), T0, RespVersion::Resp2, &mut out);
                 let want = [&b"before"[..], &replies.execute(cmd, T0).to_bytes()].concat();
                 assert_eq!(out, want, "{line}");
             }

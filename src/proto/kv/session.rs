@@ -3,7 +3,7 @@
 //! bookkeeping of `MULTI` / `DISCARD` (the queued commands run at `EXEC`, by the protocol).
 
 use crate::proto::kv::command::{COMMANDS, ClientQuery, Command, CommandQuery, NOT_AN_INTEGER, Spec};
-use crate::proto::resp::{Protocol, Reply};
+use crate::proto::resp::{Reply, RespVersion};
 
 /// The redis-server version whose behaviour the kv server follows, reported by `HELLO` and
 /// `INFO`.
@@ -21,7 +21,7 @@ pub struct ServerFacts {
 pub struct Session {
     id: u64,
     name: Option<Vec<u8>>,
-    protocol: Protocol,
+    protocol: RespVersion,
     /// `CLIENT SETINFO LIB-NAME` and `LIB-VER`.
     lib: (Vec<u8>, Vec<u8>),
     /// The peer's and the local address, as `CLIENT INFO` shows them.
@@ -32,6 +32,15 @@ pub struct Session {
     /// Inside `MULTI`: the commands queued, and whether one was refused (EXEC then aborts).
     transaction: Option<Transaction>,
 }
+
+/// Most commands one transaction may queue: past it the transaction is refused, so that a
+/// client cannot grow a shard's memory without bound inside `MULTI` (redis has no such
+/// limit; real transactions are far smaller).
+pub const MAX_QUEUED: usize = 10_000;
+
+/// The answer to the command past [`MAX_QUEUED`].
+const TOO_MANY_QUEUED: &str =
+    "ERR transaction too large: weft queues at most 10000 commands after MULTI (EXEC will abort)";
 
 /// The commands queued since `MULTI`.
 #[derive(Debug, Clone, Default)]
@@ -96,6 +105,12 @@ impl Session {
     /// `+QUEUED`; otherwise gives the command back, to run now.
     pub fn queue(&mut self, cmd: Command) -> Result<Reply, Command> {
         match &mut self.transaction {
+            Some(t) if cmd.queues() && t.queued.len() >= MAX_QUEUED => {
+                // Bounded: a transaction that grows past it is refused whole (EXEC aborts).
+                t.failed = true;
+                t.queued = Vec::new();
+                Ok(Reply::error(TOO_MANY_QUEUED))
+            }
             Some(t) if cmd.queues() => {
                 t.queued.push(cmd);
                 Ok(Reply::Status("QUEUED".into()))
@@ -138,7 +153,7 @@ impl Session {
     }
 
     /// The protocol the connection speaks (RESP2 until `HELLO 3`).
-    pub fn protocol(&self) -> Protocol {
+    pub fn protocol(&self) -> RespVersion {
         self.protocol
     }
 
@@ -193,8 +208,8 @@ impl Session {
                     return Outcome::Reply(error);
                 }
                 match version {
-                    Some(3) => self.protocol = Protocol::Resp3,
-                    Some(2) => self.protocol = Protocol::Resp2,
+                    Some(3) => self.protocol = RespVersion::Resp3,
+                    Some(2) => self.protocol = RespVersion::Resp2,
                     _ => {}
                 }
                 self.hello()
@@ -436,6 +451,23 @@ pub fn glob_match(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transaction_is_bounded() {
+        let mut session = Session::default();
+        let _ = session.execute(Command::Multi, &ServerFacts::default(), 0);
+        for _ in 0..MAX_QUEUED {
+            assert_eq!(
+                session.queue(Command::Ping(None)).ok(),
+                Some(Reply::Status("QUEUED".into()))
+            );
+        }
+        assert_eq!(
+            session.queue(Command::Ping(None)).ok(),
+            Some(Reply::error(TOO_MANY_QUEUED))
+        );
+        assert!(session.take_transaction().is_err(), "EXEC aborts");
+    }
     use crate::proto::kv::command::parse;
 
     fn run(s: &mut Session, line: &str) -> Outcome {
@@ -514,9 +546,9 @@ mod tests {
         let Outcome::Reply(hello) = run(&mut s, "hello 3 setname x") else {
             panic!("hello")
         };
-        assert_eq!(s.protocol(), Protocol::Resp3);
+        assert_eq!(s.protocol(), RespVersion::Resp3);
         assert_eq!(s.name(), Some(&b"x"[..]));
-        let bytes = String::from_utf8(hello.to_bytes_as(Protocol::Resp3)).unwrap();
+        let bytes = String::from_utf8(hello.to_bytes_as(RespVersion::Resp3)).unwrap();
         assert!(
             bytes.starts_with("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"),
             "{bytes}"
@@ -527,11 +559,11 @@ mod tests {
         );
         // A refused name or password switches nothing.
         reply(&mut s, "hello 2 setname a\x01");
-        assert_eq!(s.protocol(), Protocol::Resp3);
+        assert_eq!(s.protocol(), RespVersion::Resp3);
         reply(&mut s, "hello 2 auth nobody x");
-        assert_eq!(s.protocol(), Protocol::Resp3);
+        assert_eq!(s.protocol(), RespVersion::Resp3);
         reply(&mut s, "hello 2");
-        assert_eq!(s.protocol(), Protocol::Resp2);
+        assert_eq!(s.protocol(), RespVersion::Resp2);
         // An empty name removes it.
         reply(&mut s, "hello 2 setname ");
         assert_eq!(s.name(), None);
