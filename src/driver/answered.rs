@@ -375,11 +375,18 @@ impl<Fut: Future> InOrder<Fut> {
     /// The oldest request's answer, once made (the caller writes it before it awaits
     /// again, so it counts as busy until then); meanwhile the next requests' answers are
     /// started, up to the limit. `None` once the queue ended and every answer came out.
+    /// One at a time, the answer is awaited in place (no allocation per request).
     async fn next<Req>(
         &mut self,
         requests: &Queue<Req>,
         answer: &mut impl FnMut(Req) -> Fut,
     ) -> Option<Fut::Output> {
+        if self.limit == 1 {
+            self.busy.set(false);
+            let request = requests.pop().await?;
+            self.busy.set(true);
+            return Some(answer(request).await);
+        }
         poll_fn(|cx| {
             let next = self.poll_next(cx, requests, answer);
             self.busy
