@@ -410,6 +410,15 @@ fn lines_of(script: &str) -> Vec<Vec<Vec<u8>>> {
 }
 
 /// Runs the script on `addr`, one command at a time; the answers.
+/// A redis-server and a `weft serve --proto kv` (two shards) to compare, on free ports, and
+/// redis's scratch folder (kept while they run).
+fn beside_redis(name: &str) -> (Scratch, Server, Server) {
+    require_peer(Peer::Program("redis-server"));
+    let dir = Scratch::new(name);
+    let redis = Server::redis(&dir);
+    (dir, redis, Server::weft(&[]))
+}
+
 /// The lines of `script` whose answers differ, each with both answers, after `label`.
 fn script_diffs(label: &str, script: &str, want: &[Vec<u8>], got: &[Vec<u8>]) -> Vec<String> {
     script
@@ -472,10 +481,7 @@ fn run_script_pipelined(addr: SocketAddr) -> Vec<u8> {
 #[test]
 fn same_answers_as_redis_server_byte_for_byte() {
     let _serial = util::serial();
-    require_peer(Peer::Program("redis-server"));
-    let dir = Scratch::new("kv-redis-script");
-    let redis = Server::redis(&dir);
-    let weft = Server::weft(&[]);
+    let (_dir, redis, weft) = beside_redis("kv-redis-script");
     let want = run_script(redis.addr);
     let got = run_script(weft.addr);
     assert_same(&script_diffs("", SCRIPT, &want, &got));
@@ -490,10 +496,7 @@ fn same_answers_as_redis_server_byte_for_byte() {
 #[test]
 fn same_answers_as_redis_server_in_resp3() {
     let _serial = util::serial();
-    require_peer(Peer::Program("redis-server"));
-    let dir = Scratch::new("kv-redis-resp3");
-    let redis = Server::redis(&dir);
-    let weft = Server::weft(&[]);
+    let (_dir, redis, weft) = beside_redis("kv-redis-resp3");
     let want = run_script_in(redis.addr, 3);
     let got = run_script_in(weft.addr, 3);
     assert_same(&script_diffs("", SCRIPT, &want, &got));
@@ -576,10 +579,7 @@ fn same_answers_as_redis_server_in_resp3() {
 #[test]
 fn more_commands_answer_as_redis_server() {
     let _serial = util::serial();
-    require_peer(Peer::Program("redis-server"));
-    let dir = Scratch::new("kv-redis-more");
-    let redis = Server::redis(&dir);
-    let two = Server::weft(&[]);
+    let (_dir, redis, two) = beside_redis("kv-redis-more");
     let one = Server::weft_with("1", &[]);
     let mut diffs = Vec::new();
     for protocol in [2, 3] {
@@ -777,11 +777,8 @@ print("ok")
 #[test]
 fn redis_cli_sees_the_same_answers() {
     let _serial = util::serial();
-    require_peer(Peer::Program("redis-server"));
     require_peer(Peer::Program("redis-cli"));
-    let dir = Scratch::new("kv-redis-cli");
-    let redis = Server::redis(&dir);
-    let weft = Server::weft(&[]);
+    let (_dir, redis, weft) = beside_redis("kv-redis-cli");
     // redis-cli reads commands from stdin, splits them with its own quoting, and prints the
     // answers without a terminal's decoration.
     let input = format!(
@@ -846,10 +843,7 @@ fn elements(reply: &[u8]) -> Vec<Vec<u8>> {
 #[test]
 fn hello_info_and_command_have_redis_shapes() {
     let _serial = util::serial();
-    require_peer(Peer::Program("redis-server"));
-    let dir = Scratch::new("kv-redis-shapes");
-    let redis = Server::redis(&dir);
-    let weft = Server::weft(&[]);
+    let (_dir, redis, weft) = beside_redis("kv-redis-shapes");
     let mut r = Client::connect(redis.addr);
     let mut w = Client::connect(weft.addr);
     // HELLO 2: the same fourteen elements but the client id.
@@ -972,10 +966,7 @@ fn exchange(addr: SocketAddr, input: &[u8]) -> (Vec<u8>, bool) {
 #[test]
 fn malformed_input_is_answered_as_redis_answers_it() {
     let _serial = util::serial();
-    require_peer(Peer::Program("redis-server"));
-    let dir = Scratch::new("kv-redis-bad");
-    let redis = Server::redis(&dir);
-    let weft = Server::weft(&[]);
+    let (_dir, redis, weft) = beside_redis("kv-redis-bad");
     let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/resp");
     let mut inputs: Vec<(String, Vec<u8>)> = std::fs::read_dir(corpus)
         .unwrap()

@@ -70,7 +70,7 @@ use crate::proto::codec::{FrameHandler, Framed};
 use crate::proto::kv::command::{ClientQuery, Command, Scan, Target, parse};
 use crate::proto::kv::info::{ServerInfo, render};
 use crate::proto::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig, KeyspaceStats};
-use crate::proto::kv::route::{Gather, shard_of, split};
+use crate::proto::kv::route::{Gather, key_owners, shard_of, split};
 use crate::proto::kv::session::{Outcome, ServerFacts, Session};
 use crate::proto::protocol::{Factory, ShardInfo};
 use crate::proto::resp::{Reply, Request, RespDecoder, RespError, RespLimits, RespVersion};
@@ -696,7 +696,7 @@ impl Conn {
         for cmd in &queued {
             let owners: Vec<usize> = match cmd.target() {
                 Target::Key(key) => vec![shard_of(key, shards)],
-                Target::Keys => split(cmd.clone(), shards).0.iter().map(|(o, _)| *o).collect(),
+                Target::Keys => key_owners(cmd, shards),
                 Target::Cursor(cursor) => vec![Scan::shard_of_cursor(cursor, shards)],
                 Target::All if cmd.on_keyspace() && shards > 1 => return WHOLE_KEYSPACE_IN_MULTI,
                 Target::All | Target::Connection => Vec::new(),

@@ -227,7 +227,7 @@ impl<T: Keep> Responses<T> {
                     continue;
                 };
                 self.expecting.answered();
-                self.switched = status == 101 || (asked == Asked::Connect && (200..300).contains(&status));
+                self.switched = asked.switches(status);
                 let body = match framing {
                     ResponseFraming::Length(n) => BodyReader::new(Framing::Length(n)),
                     ResponseFraming::Chunked => BodyReader::new(Framing::Chunked),

@@ -247,6 +247,14 @@ pub(crate) enum Asked {
     Other,
 }
 
+impl Asked {
+    /// A response with `status` to this request ends HTTP on the connection: `101
+    /// Switching Protocols`, or a 2xx to `CONNECT` (a tunnel); neither has a body.
+    pub(crate) fn switches(self, status: u16) -> bool {
+        status == 101 || (self == Asked::Connect && (200..300).contains(&status))
+    }
+}
+
 /// A parsed response head, borrowing the bytes it was parsed from.
 #[derive(Debug)]
 pub(crate) struct ResponseHead<'h, 'b> {
@@ -355,11 +363,8 @@ fn response_framing(
             connection_tokens(&mut keep, h.value);
         }
     }
-    let bodiless = asked == Asked::Head
-        || (asked == Asked::Connect && (200..300).contains(&status))
-        || status < 200
-        || status == 204
-        || status == 304;
+    let bodiless =
+        asked == Asked::Head || asked.switches(status) || status < 200 || status == 204 || status == 304;
     if bodiless {
         return Ok((ResponseFraming::Length(0), keep));
     }

@@ -1102,13 +1102,19 @@ fn parse_setinfo(mut args: Request) -> Result<Command, Reply> {
         }
     };
     let value = std::mem::take(&mut args[3]);
-    if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+    if !is_client_text(&value) {
         let mut line = b"ERR ".to_vec();
         line.extend_from_slice(c_str(&args[2]));
         line.extend_from_slice(b" cannot contain spaces, newlines or special characters.");
         return Err(Reply::Error(line.into()));
     }
     Ok(Command::Client(ClientQuery::SetInfo { version, value }))
+}
+
+/// Whether `text` may be a client's name or library info: bytes `!`..`~` only (no spaces,
+/// newlines or other special characters), as redis checks them.
+pub(crate) fn is_client_text(text: &[u8]) -> bool {
+    text.iter().all(|b| (b'!'..=b'~').contains(b))
 }
 
 /// `CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id...]`.

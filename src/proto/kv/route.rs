@@ -76,6 +76,18 @@ enum Merge {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gather(Merge);
 
+/// The shard owning each key of a multi-key command
+/// ([`Target::Keys`](crate::proto::kv::command::Target::Keys)), in key order, without
+/// taking the command apart (as [`split`] does); none for any other command.
+pub fn key_owners(cmd: &Command, shards: usize) -> Vec<usize> {
+    let owner = |k: &Key| shard_of(k, shards);
+    match cmd {
+        Command::MGet(keys) | Command::Del(keys) | Command::Exists(keys) => keys.iter().map(owner).collect(),
+        Command::MSet(pairs) => pairs.iter().map(|(k, _)| owner(k)).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Splits a multi-key command ([`Target::Keys`](crate::proto::kv::command::Target::Keys))
 /// into one command per owning shard, in shard order, each with the keys that shard owns in
 /// their order. Any other command comes back whole, as one part for shard 0.

@@ -2,7 +2,9 @@
 //! `HELLO`, `AUTH`, `COMMAND`, `CONFIG GET`, `CONFIG HELP`, `CLIENT`, `TIME`, and the
 //! bookkeeping of `MULTI` / `DISCARD` (the queued commands run at `EXEC`, by the protocol).
 
-use crate::proto::kv::command::{COMMANDS, ClientQuery, Command, CommandQuery, NOT_AN_INTEGER, Spec};
+use crate::proto::kv::command::{
+    COMMANDS, ClientQuery, Command, CommandQuery, NOT_AN_INTEGER, Spec, is_client_text,
+};
 use crate::proto::resp::{Reply, RespVersion};
 
 /// The redis-server version whose behaviour the kv server follows, reported by `HELLO` and
@@ -160,7 +162,7 @@ impl Session {
     /// Sets the client name as redis's `clientSetName`: an empty name removes it; a name
     /// with spaces, newlines or other bytes outside `!`..`~` is refused.
     fn set_name(&mut self, name: Vec<u8>) -> Result<(), Reply> {
-        if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        if !is_client_text(&name) {
             return Err(Reply::error(
                 "ERR Client names cannot contain spaces, newlines or special characters.",
             ));
