@@ -71,18 +71,17 @@ pub(crate) fn parse_head<R>(
                 Version::Http11
             };
             let headers: &[httparse::Header<'_>] = req.headers;
-            check_host(headers, version)?;
-            let framing = framing(headers, version, limits)?;
+            let named = Named::of(headers, version);
+            named.check_host(version)?;
+            let framing = framing(headers, &named, version, limits)?;
             let head = Head {
                 method: req.method.unwrap_or_default(),
                 path: req.path.unwrap_or_default(),
                 version,
                 headers,
                 framing,
-                keep_alive: keep_alive(version, values(headers, "connection")),
-                expect_continue: version == Version::Http11
-                    && values(headers, "expect")
-                        .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue")),
+                keep_alive: named.keep_alive,
+                expect_continue: version == Version::Http11 && named.expect_continue,
             };
             Ok(Some((f(head), len)))
         }
@@ -133,33 +132,73 @@ fn connection_tokens(keep: &mut bool, value: &[u8]) {
     }
 }
 
-/// RFC 9112, 3.2: an HTTP/1.1 request has exactly one `Host`, any request at most one.
-fn check_host(headers: &[httparse::Header<'_>], version: Version) -> Result<(), HttpError> {
-    let mut hosts = values(headers, "host");
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => Err(BadRequest::DuplicateHost.into()),
-        (None, _) if version == Version::Http11 => Err(BadRequest::MissingHost.into()),
-        _ => Ok(()),
+/// What a request's headers say about the request, gathered in one pass over them.
+#[derive(Debug, Default)]
+struct Named<'b> {
+    /// `Host` headers (counted up to 2).
+    hosts: u8,
+    /// The first `Content-Length` value, and whether another followed.
+    length: Option<&'b [u8]>,
+    lengths: u8,
+    /// A `Transfer-Encoding` header is present.
+    coded: bool,
+    /// The connection may stay open (the version's default, then `Connection` tokens).
+    keep_alive: bool,
+    /// `Expect: 100-continue`.
+    expect_continue: bool,
+}
+
+impl<'b> Named<'b> {
+    fn of(headers: &[httparse::Header<'b>], version: Version) -> Self {
+        let mut n = Self {
+            keep_alive: version == Version::Http11,
+            ..Self::default()
+        };
+        for h in headers {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"host") {
+                n.hosts = n.hosts.saturating_add(1);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                n.length = n.length.or(Some(h.value));
+                n.lengths = n.lengths.saturating_add(1);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                n.coded = true;
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                connection_tokens(&mut n.keep_alive, h.value);
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                n.expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
+        }
+        n
+    }
+
+    /// RFC 9112, 3.2: an HTTP/1.1 request has exactly one `Host`, any request at most one.
+    fn check_host(&self, version: Version) -> Result<(), HttpError> {
+        match self.hosts {
+            0 if version == Version::Http11 => Err(BadRequest::MissingHost.into()),
+            0 | 1 => Ok(()),
+            _ => Err(BadRequest::DuplicateHost.into()),
+        }
     }
 }
 
 /// How the body is framed, refusing what could be read two ways.
 fn framing(
     headers: &[httparse::Header<'_>],
+    named: &Named<'_>,
     version: Version,
     limits: &HttpLimits,
 ) -> Result<Framing, HttpError> {
-    let mut lengths = values(headers, "content-length");
-    let length = match (lengths.next(), lengths.next()) {
+    let length = match (named.length, named.lengths) {
         (None, _) => None,
-        (Some(v), None) => Some(content_length(v).ok_or(BadRequest::InvalidContentLength)?),
-        (Some(_), Some(_)) => return Err(BadRequest::DuplicateContentLength.into()),
+        (Some(v), 1) => Some(content_length(v).ok_or(BadRequest::InvalidContentLength)?),
+        (Some(_), _) => return Err(BadRequest::DuplicateContentLength.into()),
     };
     let mut codings = values(headers, "transfer-encoding")
         .flat_map(|v| v.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .peekable();
-    if codings.peek().is_none() {
+    if !named.coded || codings.peek().is_none() {
         let length = length.unwrap_or(0);
         if length > limits.max_body {
             return Err(HttpError::BodyTooLarge {
