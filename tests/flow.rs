@@ -5,9 +5,12 @@ mod util;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use util::{Log, connect, echo_server_command, engine_with, spawn_listening, wait_exit};
+use weft::codec::{Answer, Answered, FrameHandler, Framed, LineDecoder, LineEncoder};
 use weft::protocols::{Echo, Http};
 use weft::{CloseReason, Protocol, Transport, factory_fn};
 
@@ -312,4 +315,80 @@ fn a_producer_streams_far_more_than_the_output_cap() {
         engine.shutdown();
         engine.join().unwrap();
     }
+}
+
+/// Answers each line with `ANSWER` bytes in the read callback, noting the most output queued.
+struct BigAnswers(Arc<AtomicUsize>);
+
+const ANSWER: usize = 256 << 10;
+
+impl FrameHandler for BigAnswers {
+    type Decoder = LineDecoder;
+    fn frame_received(&mut self, _line: Vec<u8>, t: &Transport) {
+        t.write(&[b'a'; ANSWER]);
+        self.0.fetch_max(t.buffered(), Ordering::Relaxed);
+    }
+}
+
+/// Pipelines `lines` requests in one write, waits, then reads every answer (`each` bytes).
+fn read_late(addr: std::net::SocketAddr, lines: usize, each: usize) {
+    let mut s = connect(addr);
+    s.write_all(&b"get\n".repeat(lines)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    while got < lines * each {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => panic!("{got} of {} bytes, then {e}", lines * each),
+        }
+    }
+    assert_eq!(got, lines * each);
+}
+
+/// A client that pipelines requests whose answers add up to far more than the output cap,
+/// in one write, and reads them only later, gets every answer: the requests wait undecoded
+/// while the output is full, instead of the connection being reset at `max_output`, and the
+/// output queued stays near the high-water mark.
+#[test]
+fn pipelined_requests_wait_while_answers_are_unread() {
+    let most = Arc::new(AtomicUsize::new(0));
+    let seen = most.clone();
+    let (engine, addr) = engine_with(
+        1,
+        |_| {},
+        move |_| {
+            let seen = seen.clone();
+            factory_fn(move |_| Some(Framed::new(LineDecoder::new(64), BigAnswers(seen.clone()))))
+        },
+    );
+    read_late(addr, 100, ANSWER);
+    let most = most.load(Ordering::Relaxed);
+    assert!(most <= (64 << 10) + ANSWER, "{most} bytes queued at once");
+    engine.shutdown();
+    engine.join().unwrap();
+}
+
+/// As above, with the answers made in `Answered`'s task: it answers no request while the
+/// output is full.
+#[test]
+fn answered_requests_wait_while_answers_are_unread() {
+    let (engine, addr) = engine_with(
+        1,
+        |_| {},
+        |_| {
+            factory_fn(|_| {
+                let answer = |_line: Vec<u8>| async { Answer::Send(vec![b'a'; ANSWER]) };
+                Some(Framed::new(
+                    LineDecoder::new(64),
+                    Answered::new(LineEncoder::lf(), answer),
+                ))
+            })
+        },
+    );
+    read_late(addr, 100, ANSWER + 1);
+    engine.shutdown();
+    engine.join().unwrap();
 }

@@ -61,6 +61,9 @@ pub enum Answer<R> {
 ///   and the connection closes after the last answer; after a decode error
 ///   [`on_decode_error`](Self::on_decode_error) may add a last answer (an HTTP 400, a RESP
 ///   protocol error);
+/// - while the output is full ([`Transport::writable`]) no new request is answered: a client
+///   that pipelines without reading its answers holds at most the high-water mark of them
+///   (plus the answers in the making), instead of being reset at `max_output`;
 /// - an encoder that refuses an answer closes the connection (the refusal is logged).
 ///
 /// ```no_run
@@ -250,7 +253,12 @@ where
         let concurrency = self.concurrency;
         spawn(async move {
             let mut work = InOrder::new(concurrency, busy);
-            while let Some(outcome) = work.next(&requests, &mut answer).await {
+            loop {
+                // A peer that does not read its answers gets no more until it does.
+                t.writable().await;
+                let Some(outcome) = work.next(&requests, &mut answer).await else {
+                    break;
+                };
                 let (reply, close) = match outcome {
                     Answer::Send(r) => (Some(r), false),
                     Answer::SendAndClose(r) => (Some(r), true),

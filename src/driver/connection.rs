@@ -171,6 +171,7 @@ impl<P: Protocol> Connection<P> {
                             self.state.handle_flushed(sent);
                             if resumed {
                                 self.state.handle_resumed();
+                                self.protocol.output_drained(&self.transport);
                             }
                         }
                         Err(reason) => self.state.handle_write_error(reason),

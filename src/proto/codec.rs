@@ -240,6 +240,12 @@ pub trait FrameHandler: 'static {
         let _ = transport;
     }
 
+    /// As [`Protocol::output_drained`]; the frames held back while the output was full
+    /// have been delivered just before.
+    fn output_drained(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
     /// As [`Protocol::drain_requested`]: reading, and so decoding, goes on unless the handler
     /// pauses it, and the default leaves the connection open until the drain timeout.
     fn drain_requested(&mut self, transport: &Transport) {
@@ -263,6 +269,12 @@ pub trait FrameHandler: 'static {
 /// the next read, and an idle connection holds no buffer (unless it [retains](Self::retaining)
 /// one). After a decode error, or once the handler closed the connection, nothing more is
 /// decoded.
+///
+/// While the connection's output is full ([`Transport::is_output_full`], with no producer
+/// registered) no frame is delivered: a client that pipelines requests without reading the
+/// answers has the rest of its read kept undecoded (reading is stopped meanwhile), and the
+/// frames are delivered once the output drains. So the answers queued stay near the
+/// high-water mark instead of reaching `max_output`, where the connection would be reset.
 #[derive(Debug)]
 pub struct Framed<H: FrameHandler> {
     decoder: H::Decoder,
@@ -308,10 +320,26 @@ impl<H: FrameHandler> Framed<H> {
         self.buf.len()
     }
 
-    /// Decodes and delivers every whole frame in `buf`, until a decode error or a close.
-    fn deliver(&mut self, buf: &mut InBuf<'_>, transport: &Transport) {
+    /// Decodes what is kept followed by `data`, delivers the frames, keeps the rest, and
+    /// tells the handler.
+    fn decode(&mut self, data: &[u8], transport: &Transport) {
+        let mut pending = std::mem::take(&mut self.buf);
+        pending.decode_read(data, self.retain, |buf| self.deliver(buf, transport, true));
+        if !self.stopped {
+            self.buf = pending;
+        }
+        self.handler
+            .read_decoded(&self.decoder, self.buf.len(), transport);
+    }
+
+    /// Decodes and delivers every whole frame in `buf`, until a decode error or a close, and,
+    /// when `hold` is set, output that the peer does not read.
+    fn deliver(&mut self, buf: &mut InBuf<'_>, transport: &Transport, hold: bool) {
         // A decoder needs bytes to make a frame of: an empty buffer is not offered.
         while !buf.is_empty() {
+            if hold && transport.flow_stopped() {
+                return;
+            }
             match self.decoder.decode(buf) {
                 Ok(Some(frame)) => {
                     self.handler.frame_received(frame, transport);
@@ -343,21 +371,16 @@ impl<H: FrameHandler> Protocol for Framed<H> {
     }
 
     fn data_received(&mut self, data: &[u8], transport: &Transport) {
-        if self.stopped {
-            return;
-        }
-        let mut pending = std::mem::take(&mut self.buf);
-        pending.decode_read(data, self.retain, |buf| self.deliver(buf, transport));
         if !self.stopped {
-            self.buf = pending;
+            self.decode(data, transport);
         }
-        self.handler
-            .read_decoded(&self.decoder, self.buf.len(), transport);
     }
 
     fn read_connection_lost(&mut self, transport: &Transport) {
         if !self.stopped {
             let mut buf = std::mem::take(&mut self.buf);
+            // Frames held back while the output was full come before the end.
+            self.deliver(&mut buf, transport, false);
             match self.decoder.decode_eof(&mut buf) {
                 Ok(Some(frame)) => self.handler.frame_received(frame, transport),
                 Ok(None) => {}
@@ -371,6 +394,13 @@ impl<H: FrameHandler> Protocol for Framed<H> {
 
     fn write_connection_lost(&mut self, transport: &Transport) {
         self.handler.write_connection_lost(transport);
+    }
+
+    fn output_drained(&mut self, transport: &Transport) {
+        if !self.stopped && !self.buf.is_empty() {
+            self.decode(&[], transport);
+        }
+        self.handler.output_drained(transport);
     }
 
     fn drain_requested(&mut self, transport: &Transport) {

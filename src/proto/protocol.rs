@@ -41,6 +41,15 @@ pub trait Protocol: 'static {
         let _ = transport;
     }
 
+    /// The queued output, having passed the high-water mark, came down to the low-water
+    /// mark: [`Transport::is_output_full`] turned false, and reading resumes. A protocol that
+    /// held back work while the output was full (the frames [`Framed`](crate::codec::Framed)
+    /// keeps unread) goes on with it here; a registered producer gets `resume_producing`
+    /// first.
+    fn output_drained(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
     /// The engine is draining for shutdown: its listeners are closed, and connections still
     /// open when the drain timeout passes are aborted (their peers see a reset). Reading goes
     /// on: data already on its way still arrives. The default does nothing, so that the

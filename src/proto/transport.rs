@@ -68,6 +68,8 @@ struct Inner {
     alpn: RefCell<Option<Box<[u8]>>>,
     /// The tasks waiting in [`Transport::closed`], then why the connection ended.
     end: RefCell<End>,
+    /// The tasks waiting in [`Transport::writable`].
+    writable: RefCell<Vec<Waker>>,
 }
 
 /// A connection's end, as [`Transport::closed`] waits for it.
@@ -125,6 +127,7 @@ impl Transport {
                 real_peer,
                 alpn: RefCell::new(None),
                 end: RefCell::new(End::Awaited(Vec::new())),
+                writable: RefCell::new(Vec::new()),
             }),
         }
     }
@@ -150,7 +153,7 @@ impl Transport {
     /// default) the connection is closed with [`CloseReason::OutputLimit`]. A protocol that
     /// streams more than that registers a [`Producer`] and writes as it is resumed.
     pub fn write(&self, data: &[u8]) {
-        if data.is_empty() || !self.writable() {
+        if data.is_empty() || !self.takes_writes() {
             return;
         }
         self.inner.out.borrow_mut().push(data);
@@ -163,7 +166,7 @@ impl Transport {
     /// otherwise: on a connection closing for good `fill` still runs, and its bytes are dropped.
     /// `fill` must not call this transport (its output is borrowed while `fill` runs).
     pub fn write_with<R>(&self, fill: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-        if !self.writable() {
+        if !self.takes_writes() {
             return fill(&mut Vec::new());
         }
         let (result, grew) = {
@@ -197,7 +200,7 @@ impl Transport {
 
     /// Queues several buffers, in order, as one write.
     pub fn write_vectored(&self, bufs: &[&[u8]]) {
-        if !self.writable() {
+        if !self.takes_writes() {
             return;
         }
         {
@@ -425,11 +428,26 @@ impl Transport {
         std::future::poll_fn(|cx| match &mut *self.inner.end.borrow_mut() {
             End::Ended(reason) => std::task::Poll::Ready(reason.clone()),
             End::Awaited(waiters) => {
-                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    waiters.push(cx.waker().clone());
-                }
+                await_wake(waiters, cx.waker());
                 std::task::Poll::Pending
             }
+        })
+        .await
+    }
+
+    /// Resolves once this connection takes more output: at once unless
+    /// [`is_output_full`](Self::is_output_full), else when a flush brings the queued output
+    /// down to the low-water mark, or when the connection ends (later writes are then
+    /// dropped). For a task that writes to a peer which may read slowly: awaiting this
+    /// between writes keeps the output bounded instead of resetting the connection at
+    /// [`max_output`](Self::max_output).
+    pub async fn writable(&self) {
+        std::future::poll_fn(|cx| {
+            if !self.is_output_full() || !self.takes_writes() {
+                return std::task::Poll::Ready(());
+            }
+            await_wake(&mut self.inner.writable.borrow_mut(), cx.waker());
+            std::task::Poll::Pending
         })
         .await
     }
@@ -520,7 +538,8 @@ impl Transport {
         f(socket2::SockRef::from(&fd))
     }
 
-    fn writable(&self) -> bool {
+    /// True while writes are queued, not dropped.
+    fn takes_writes(&self) -> bool {
         let f = self.inner.flags.get();
         !f.disconnected && !f.write_closing && self.inner.forced.borrow().is_none()
     }
@@ -567,9 +586,13 @@ impl Transport {
     /// True when the driver may read: not paused by the protocol, nor by output flow control
     /// while no other producer is registered.
     pub(crate) fn may_read(&self) -> bool {
-        let f = self.inner.flags.get();
-        let flow_stopped = f.flow_paused && !self.inner.producer.borrow().is_registered();
-        !f.paused && !flow_stopped
+        !self.inner.flags.get().paused && !self.flow_stopped()
+    }
+
+    /// True while output flow control stops this connection's reading: the output is full
+    /// and no other producer is registered to pause instead.
+    pub(crate) fn flow_stopped(&self) -> bool {
+        self.inner.flags.get().flow_paused && !self.inner.producer.borrow().is_registered()
     }
 
     /// After a flush: resumes the producer once output is down to the low-water mark.
@@ -581,6 +604,7 @@ impl Transport {
             f.flow_paused = false;
             self.inner.flags.set(f);
             self.sync_producer();
+            self.wake_writers();
             return true;
         }
         false
@@ -621,10 +645,15 @@ impl Transport {
     pub(crate) fn mark_lost(&self, reason: &CloseReason) {
         let end = self.inner.end.replace(End::Ended(reason.clone()));
         if let End::Awaited(waiters) = end {
-            for w in waiters {
-                w.wake();
-            }
+            waiters.into_iter().for_each(Waker::wake);
         }
+        self.wake_writers();
+    }
+
+    /// Wakes the tasks waiting in [`writable`](Self::writable).
+    fn wake_writers(&self) {
+        let waiters = std::mem::take(&mut *self.inner.writable.borrow_mut());
+        waiters.into_iter().for_each(Waker::wake);
     }
 
     /// The socket is closed: drop queued bytes and the waker, and forget the descriptor.
@@ -809,6 +838,13 @@ impl Keepalive {
             interval,
             count,
         }
+    }
+}
+
+/// Adds `waker` to the tasks to wake, unless it is there already.
+fn await_wake(waiters: &mut Vec<Waker>, waker: &Waker) {
+    if !waiters.iter().any(|w| w.will_wake(waker)) {
+        waiters.push(waker.clone());
     }
 }
 
