@@ -23,9 +23,13 @@ struct Rooms {
 }
 
 impl Rooms {
+    /// Writes `line` to the room's members here; one whose output is full (it does not
+    /// read) misses it, rather than the shard's memory growing for it.
     fn deliver(&self, room: &str, line: &[u8]) {
         for (_, t) in self.members.borrow().get(room).into_iter().flatten() {
-            t.write(line);
+            if !t.is_output_full() {
+                t.write(line);
+            }
         }
     }
 
@@ -46,15 +50,25 @@ struct Chatter {
     nick: String,
     room: Option<String>,
     rooms: Rc<Rooms>,
+    /// Lines on their way to the other shards.
+    sending: Rc<Cell<usize>>,
 }
 
 impl Chatter {
-    /// Sends `text` to everyone in the chatter's room, on every shard.
-    fn say(&self, text: String) {
+    /// Sends `text` to everyone in the chatter's room, on every shard. While lines are on
+    /// their way the chatter's reading pauses: one who floods waits for the others.
+    fn say(&self, text: String, t: &Transport) {
         let Some(room) = self.room.clone() else { return };
         let line = format!("{}: {text}\n", self.nick).into_bytes();
+        let (t, sending) = (t.clone(), self.sending.clone());
+        sending.set(sending.get() + 1);
+        t.pause_reading();
         shard::spawn(async move {
             let _ = shard::invoke_on_all(move |r: &Rooms| r.deliver(&room, &line)).await;
+            sending.set(sending.get() - 1);
+            if sending.get() == 0 {
+                t.resume_reading();
+            }
         });
     }
 }
@@ -82,9 +96,9 @@ impl FrameHandler for Chatter {
                 .push((self.id, t.clone()));
             drop(members);
             self.room = Some(room);
-            self.say("joined".into());
+            self.say("joined".into(), t);
         } else if !line.is_empty() {
-            self.say(line);
+            self.say(line, t);
         }
     }
 
@@ -112,8 +126,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .name("chat")
         .shard_state(|_| Rooms::default())
         .listen(listen, |_| {
-            let rooms = shard::state::<Rooms>().unwrap_or_default();
+            // The rooms `shard_state` made on this shard (none would turn every chatter away).
+            let rooms = shard::state::<Rooms>();
             factory_fn(move |_peer| {
+                let rooms = rooms.clone()?;
                 let id = rooms.next_id.get();
                 rooms.next_id.set(id + 1);
                 let nick = format!("guest{}-{id}", shard::current().map_or(0, |s| s.index));
@@ -121,7 +137,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     id,
                     nick,
                     room: None,
-                    rooms: rooms.clone(),
+                    rooms,
+                    sending: Rc::default(),
                 };
                 Some(Framed::new(LineDecoder::new(4096), chatter))
             })

@@ -137,7 +137,7 @@ pub use proto::{hdr, http, kv, proxy, resp};
 /// [`Answered`] answers requests with async work, in order, for request/response protocols
 /// whose answers wait (on another shard, a timer, a backend).
 pub mod codec {
-    pub use crate::driver::answered::{Answer, Answered};
+    pub use crate::driver::answered::{Answer, Answered, ByRequest, MakeAnswer, WithTransport};
     pub use crate::proto::codec::*;
 }
 pub use service::{MIN_STATS_INTERVAL, RunningService, Service, ServiceError};

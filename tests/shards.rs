@@ -568,3 +568,77 @@ fn an_aborted_task_ends_at_once() {
         started.elapsed()
     );
 }
+
+/// One shard's subscribers, for the pub/sub below.
+#[derive(Default)]
+struct Subscribers(RefCell<Vec<Transport>>);
+
+/// A pub/sub over `Answered::with_transport`: `SUB` keeps the connection in its shard's
+/// subscribers, `PUB text` writes `text` to the subscribers of every shard and answers how
+/// many it reached; answers and messages come in order on each connection.
+#[test]
+fn answers_that_keep_their_connection_make_a_pub_sub() {
+    use weft::codec::{Answer, Answered, Framed, LineDecoder, LineEncoder};
+    let engine = Engine::builder(two_shards())
+        .shard_state(|_| Subscribers::default())
+        .listen("127.0.0.1:0".parse::<SocketAddr>().unwrap(), |_| {
+            factory_fn(|_| {
+                let answer = |line: Vec<u8>, t: &Transport| {
+                    let t = t.clone();
+                    async move {
+                        if line == b"SUB" {
+                            let subs = shard::state::<Subscribers>().unwrap();
+                            subs.0.borrow_mut().push(t);
+                            return Answer::Send("OK".to_string());
+                        }
+                        let text =
+                            String::from_utf8_lossy(line.strip_prefix(b"PUB ").unwrap_or(&line)).into_owned();
+                        let reached = shard::invoke_on_all(move |s: &Subscribers| {
+                            let mut subs = s.0.borrow_mut();
+                            subs.retain(Transport::is_connected);
+                            for sub in subs.iter() {
+                                sub.write(format!("MSG {text}\n").as_bytes());
+                            }
+                            subs.len()
+                        })
+                        .await
+                        .unwrap();
+                        Answer::Send(format!("SENT {}", reached.iter().sum::<usize>()))
+                    }
+                };
+                Some(Framed::new(
+                    LineDecoder::new(64),
+                    Answered::with_transport(LineEncoder::lf(), answer),
+                ))
+            })
+        })
+        .start()
+        .unwrap();
+    let addr = engine.local_addrs()[0];
+    let read_line = |s: &mut std::net::TcpStream| {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while b[0] != b'\n' {
+            s.read_exact(&mut b).unwrap();
+            line.push(b[0]);
+        }
+        String::from_utf8(line).unwrap()
+    };
+    let mut subscribers: Vec<_> = (0..6).map(|_| connect(addr)).collect();
+    for s in &mut subscribers {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"SUB\n").unwrap();
+        assert_eq!(read_line(s), "OK\n");
+    }
+    let mut publisher = connect(addr);
+    publisher.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    publisher.write_all(b"PUB one\nPUB two\n").unwrap();
+    assert_eq!(read_line(&mut publisher), "SENT 6\n");
+    assert_eq!(read_line(&mut publisher), "SENT 6\n");
+    for s in &mut subscribers {
+        assert_eq!(read_line(s), "MSG one\n");
+        assert_eq!(read_line(s), "MSG two\n");
+    }
+    engine.shutdown();
+    engine.join().unwrap();
+}

@@ -50,7 +50,8 @@ pub enum Answer<R> {
 ///
 /// Each decoded request waits in a queue; the task takes them in order, awaits
 /// `answer(request)` (which may call other shards, sleep, or talk to a backend without
-/// blocking the shard) and writes what it returns with the encoder. So pipelined requests
+/// blocking the shard; [`with_transport`](Answered::with_transport) also gives it the
+/// connection) and writes what it returns with the encoder. So pipelined requests
 /// are answered in order, and nothing received is lost:
 ///
 /// - above [`max_queued`](Self::max_queued) requests waiting (64 by default) the
@@ -85,13 +86,13 @@ pub enum Answer<R> {
 ///     .run()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Answered<D: Decoder, R, E, F> {
+pub struct Answered<D: Decoder, R, E, A> {
     requests: Queue<D::Frame>,
     max_queued: usize,
     /// Requests answered at once (their answers still written in order).
     concurrency: usize,
     /// Moved into the connection's task when it opens.
-    work: Option<(E, F)>,
+    work: Option<(E, A)>,
     on_decode_error: Option<LastAnswer<D::Error, R>>,
     /// The last answer, after a decode error, for the task to write after the others.
     last: Rc<Cell<Option<R>>>,
@@ -115,7 +116,7 @@ pub struct Answered<D: Decoder, R, E, F> {
     _answers: PhantomData<fn() -> R>,
 }
 
-impl<D: Decoder, R, E, F> fmt::Debug for Answered<D, R, E, F> {
+impl<D: Decoder, R, E, A> fmt::Debug for Answered<D, R, E, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Answered")
             .field("queued", &self.requests.len())
@@ -124,18 +125,75 @@ impl<D: Decoder, R, E, F> fmt::Debug for Answered<D, R, E, F> {
     }
 }
 
-impl<D: Decoder, R, E, F> Answered<D, R, E, F> {
+/// Makes the answer to each request, for [`Answered`]: the closure given to
+/// [`Answered::new`] (of the request) or to [`Answered::with_transport`] (of the request and
+/// its connection), wrapped in [`ByRequest`] or [`WithTransport`].
+pub trait MakeAnswer<Req> {
+    /// The answer in the making.
+    type Future: Future;
+
+    /// Starts making the answer to `request`, which came on `transport`.
+    fn make(&mut self, request: Req, transport: &Transport) -> Self::Future;
+}
+
+/// Answers made from the request alone ([`Answered::new`]).
+#[derive(Debug, Clone)]
+pub struct ByRequest<F>(F);
+
+impl<Req, F: FnMut(Req) -> Fut, Fut: Future> MakeAnswer<Req> for ByRequest<F> {
+    type Future = Fut;
+
+    fn make(&mut self, request: Req, _transport: &Transport) -> Fut {
+        (self.0)(request)
+    }
+}
+
+/// Answers made from the request and its connection ([`Answered::with_transport`]).
+#[derive(Debug, Clone)]
+pub struct WithTransport<F>(F);
+
+impl<Req, F: FnMut(Req, &Transport) -> Fut, Fut: Future> MakeAnswer<Req> for WithTransport<F> {
+    type Future = Fut;
+
+    fn make(&mut self, request: Req, transport: &Transport) -> Fut {
+        (self.0)(request, transport)
+    }
+}
+
+impl<D: Decoder, R, E, F> Answered<D, R, E, ByRequest<F>> {
     /// Requests answered by `answer`, whose answers `encoder` writes.
     pub fn new<Fut>(encoder: E, answer: F) -> Self
     where
         F: FnMut(D::Frame) -> Fut,
         Fut: Future<Output = Answer<R>>,
     {
+        Self::made_by(encoder, ByRequest(answer))
+    }
+}
+
+impl<D: Decoder, R, E, F> Answered<D, R, E, WithTransport<F>> {
+    /// Requests answered by `answer`, which also gets the connection they came on: to write
+    /// to it besides the answers (a subscription's messages, between answers), or to keep it
+    /// in the shard's state for others to write to. A task that keeps it writes to a peer
+    /// that may read slowly, so it awaits [`Transport::writable`] between writes. The
+    /// answers `answer` returns are written with `encoder`, in order, as with [`new`](Answered::new).
+    pub fn with_transport<Fut>(encoder: E, answer: F) -> Self
+    where
+        F: FnMut(D::Frame, &Transport) -> Fut,
+        Fut: Future<Output = Answer<R>>,
+    {
+        Self::made_by(encoder, WithTransport(answer))
+    }
+}
+
+impl<D: Decoder, R, E, A> Answered<D, R, E, A> {
+    /// Requests answered by `make`, whose answers `encoder` writes.
+    fn made_by(encoder: E, make: A) -> Self {
         Self {
             requests: Queue::new(),
             max_queued: DEFAULT_MAX_QUEUED,
             concurrency: 1,
-            work: Some((encoder, answer)),
+            work: Some((encoder, make)),
             on_decode_error: None,
             last: Rc::new(Cell::new(None)),
             partial: false,
@@ -233,19 +291,19 @@ impl<D: Decoder, R, E, F> Answered<D, R, E, F> {
     }
 }
 
-impl<D, R, E, F, Fut> FrameHandler for Answered<D, R, E, F>
+impl<D, R, E, A> FrameHandler for Answered<D, R, E, A>
 where
     D: Decoder + 'static,
     D::Frame: 'static,
     R: 'static,
     E: Encoder<R> + 'static,
-    F: FnMut(D::Frame) -> Fut + 'static,
-    Fut: Future<Output = Answer<R>> + 'static,
+    A: MakeAnswer<D::Frame> + 'static,
+    A::Future: Future<Output = Answer<R>> + 'static,
 {
     type Decoder = D;
 
     fn connection_made(&mut self, transport: &Transport) {
-        let Some((mut encoder, mut answer)) = self.work.take() else {
+        let Some((mut encoder, mut make)) = self.work.take() else {
             return;
         };
         let (requests, last, max_queued) = (self.requests.clone(), self.last.clone(), self.max_queued);
@@ -256,7 +314,7 @@ where
             loop {
                 // A peer that does not read its answers gets no more until it does.
                 t.writable().await;
-                let Some(outcome) = work.next(&requests, &mut answer).await else {
+                let Some(outcome) = work.next(&requests, &mut |r| make.make(r, &t)).await else {
                     break;
                 };
                 let (reply, close) = match outcome {
