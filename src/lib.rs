@@ -105,38 +105,39 @@ pub use proto::reconnect::ReconnectPolicy;
 pub use proto::transport::Transport;
 pub use proto::{hdr, http, kv, proxy, resp};
 
-/// Framing: a [`Decoder`] cuts the byte stream into frames, and [`Framed`] turns a
-/// [`FrameHandler`] (a protocol that receives whole frames) into a [`Protocol`], keeping the
-/// bytes of a partial frame between reads in a bounded [`InBuf`]. An [`Encoder`] is the
-/// writing half: [`Transport::write_frame`] encodes a frame straight into the connection's
-/// output, with no buffer of its own.
-///
-/// In the spirit of tokio-util's `Decoder` and `Encoder`: `decode` takes one whole frame from
-/// the front of the buffer, or answers `Ok(None)` until more bytes arrive; `encode` appends a
-/// frame's bytes. [`LineDecoder`] and [`LineEncoder`] (Twisted's `LineReceiver` and its
-/// `sendLine`) are the ready-made ones; [`resp`](crate::resp) has RESP's.
-///
-/// ```
-/// use weft::codec::{FrameHandler, Framed, LineDecoder, LineEncoder};
-/// use weft::Transport;
-///
-/// /// Answers every line with its length, as a line.
-/// struct Lengths;
-///
-/// impl FrameHandler for Lengths {
-///     type Decoder = LineDecoder;
-///     fn frame_received(&mut self, line: Vec<u8>, t: &Transport) {
-///         let Ok(()) = t.write_frame(&mut LineEncoder::crlf(), line.len().to_string());
-///     }
-/// }
-///
-/// let protocol = Framed::new(LineDecoder::new(1024), Lengths);
-/// # let _ = protocol;
-/// ```
-///
-/// [`Answered`] answers requests with async work, in order, for request/response protocols
-/// whose answers wait (on another shard, a timer, a backend).
 pub mod codec {
+    //! Framing: a [`Decoder`] cuts the byte stream into frames, and [`Framed`] turns a
+    //! [`FrameHandler`] (a protocol that receives whole frames) into a [`Protocol`](crate::Protocol), keeping the
+    //! bytes of a partial frame between reads in a bounded [`InBuf`]. An [`Encoder`] is the
+    //! writing half: [`Transport::write_frame`](crate::Transport::write_frame) encodes a frame straight into the connection's
+    //! output, with no buffer of its own.
+    //!
+    //! In the spirit of tokio-util's `Decoder` and `Encoder`: `decode` takes one whole frame from
+    //! the front of the buffer, or answers `Ok(None)` until more bytes arrive; `encode` appends a
+    //! frame's bytes. [`LineDecoder`] and [`LineEncoder`] (Twisted's `LineReceiver` and its
+    //! `sendLine`) are the ready-made ones; [`resp`](crate::resp) has RESP's.
+    //!
+    //! ```
+    //! use weft::codec::{FrameHandler, Framed, LineDecoder, LineEncoder};
+    //! use weft::Transport;
+    //!
+    //! /// Answers every line with its length, as a line.
+    //! struct Lengths;
+    //!
+    //! impl FrameHandler for Lengths {
+    //!     type Decoder = LineDecoder;
+    //!     fn frame_received(&mut self, line: Vec<u8>, t: &Transport) {
+    //!         let Ok(()) = t.write_frame(&mut LineEncoder::crlf(), line.len().to_string());
+    //!     }
+    //! }
+    //!
+    //! let protocol = Framed::new(LineDecoder::new(1024), Lengths);
+    //! # let _ = protocol;
+    //! ```
+    //!
+    //! [`Answered`] answers requests with async work, in order, for request/response protocols
+    //! whose answers wait (on another shard, a timer, a backend).
+
     pub use crate::driver::answered::{Answer, Answered, ByRequest, MakeAnswer, WithTransport};
     pub use crate::proto::codec::*;
 }

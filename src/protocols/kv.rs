@@ -37,7 +37,7 @@
 //! shard applies the policy to its part.
 //!
 //! On an engine with metrics on, each shard shows its keys, memory, expiries, evictions,
-//! `-OOM` refusals and commands (see [`kv_metrics`](super::kv_metrics)).
+//! `-OOM` refusals and commands (see [`super::kv_metrics`]).
 //!
 //! ```no_run
 //! use weft::protocols::{Kv, KvConfig};
@@ -363,7 +363,7 @@ impl KvShard {
     }
 
     /// Shows the keyspace's figures in the shard's metrics (see
-    /// [`kv_metrics`](super::kv_metrics)).
+    /// [`super::kv_metrics`]).
     pub fn publish(&self) {
         self.published.publish(self.stats());
     }

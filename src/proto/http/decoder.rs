@@ -27,7 +27,7 @@ use crate::proto::codec::{Decoder, InBuf};
 /// a request's head has arrived and none of its body has: a
 /// [`FrameHandler`](crate::codec::FrameHandler) writes [`CONTINUE`](super::CONTINUE) from
 /// its `read_decoded`, which is given the decoder after each read (with `Answered`, from
-/// [`on_read`](crate::codec::Answered::on_read), when no earlier answer is still to be
+/// [`interim`](crate::codec::Answered::interim), when no earlier answer is still to be
 /// written, so that the interim answer does not overtake them).
 ///
 /// ```
