@@ -372,7 +372,8 @@ fn pipelined_requests_wait_while_answers_are_unread() {
 }
 
 /// As above, with the answers made in `Answered`'s task: it answers no request while the
-/// output is full.
+/// output is full, and the requests waiting meanwhile are not taken for a client slow to
+/// send them (its request timeout is shorter than the wait).
 #[test]
 fn answered_requests_wait_while_answers_are_unread() {
     let (engine, addr) = engine_with(
@@ -381,10 +382,9 @@ fn answered_requests_wait_while_answers_are_unread() {
         |_| {
             factory_fn(|_| {
                 let answer = |_line: Vec<u8>| async { Answer::Send(vec![b'a'; ANSWER]) };
-                Some(Framed::new(
-                    LineDecoder::new(64),
-                    Answered::new(LineEncoder::lf(), answer),
-                ))
+                let answered = Answered::new(LineEncoder::lf(), answer)
+                    .request_timeout(Duration::from_millis(100), || Some(b"slow".to_vec()));
+                Some(Framed::new(LineDecoder::new(64), answered))
             })
         },
     );
