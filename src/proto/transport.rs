@@ -323,6 +323,12 @@ impl Transport {
     /// Flushes everything queued, then closes the connection. The protocol's
     /// `connection_lost` follows with [`CloseReason::LocalClose`] (or
     /// [`CloseReason::PeerEof`] when the peer had already closed its side).
+    ///
+    /// A registered producer keeps running meanwhile: it is resumed at the low-water mark as
+    /// usual, and what it writes is sent before the close, which comes once a flush leaves
+    /// nothing queued. So a file streamed by a producer arrives whole even when
+    /// `lose_connection` was called first (in Twisted an unpaused producer does not delay
+    /// the close); unregister the producer first for the close to come sooner.
     pub fn lose_connection(&self) {
         self.update(|f| {
             f.closing = true;
@@ -344,7 +350,10 @@ impl Transport {
     }
 
     /// Stops reading from the socket: data stays in the kernel, and the peer's sending slows
-    /// down as its window fills.
+    /// down as its window fills. As in Twisted, a connection that does not read does not
+    /// learn of its peer's EOF or reset until it reads again (a relay leg paused by the other
+    /// leg's full output learns it when that output drains, or when the other leg's write
+    /// stall timeout closes it); the idle and write-stall timeouts bound how long it waits.
     pub fn pause_reading(&self) {
         self.update(|f| f.paused = true);
     }
