@@ -291,7 +291,8 @@ fn gather(
             // Compared runs start at 0 each; parts of one run keep their common clock.
             let origin = if args.compare { origins[i] } else { t0 };
             let values = (!h.is_empty()).then(|| (scale(h.value_at_quantile(0.99)), scale(h.max())));
-            s.points.push((iv.start + iv.length - origin, values));
+            // At the interval's start, as the over-time table labels it.
+            s.points.push((iv.start - origin, values));
         }
         match fits {
             true => Ok(()),
@@ -414,13 +415,14 @@ fn latency_table(
         out.push('\n');
     };
     out_line(&mut out);
-    // A column per histogram: its percentiles, then max, min, mean and stddev, in ns.
+    // A column per histogram: its percentiles, then max, min, mean and stddev, in ns; NaN
+    // (printed `none`) for a histogram without values.
     let column = |h: &Latency| -> Vec<(String, f64)> {
         let empty = h.is_empty();
-        let stat = |f: fn(&Latency) -> f64| if empty { 0.0 } else { f(h) };
+        let stat = |f: fn(&Latency) -> f64| if empty { f64::NAN } else { f(h) };
         percentiles
             .of(h)
-            .map(|(label, v)| (label.to_owned(), v as f64))
+            .map(|(label, v)| (label.to_owned(), if empty { f64::NAN } else { v as f64 }))
             .chain([
                 ("max".to_owned(), stat(|h| h.max() as f64)),
                 ("min".to_owned(), stat(|h| h.min() as f64)),
@@ -430,6 +432,13 @@ fn latency_table(
             .map(|(label, v)| (label, v * unit.ns()))
             .collect()
     };
+    let cell = |v: f64| {
+        if v.is_nan() {
+            "none".to_owned()
+        } else {
+            format_ns(v)
+        }
+    };
     let table: Vec<Vec<(String, f64)>> = columns.iter().map(|(_, h)| column(h)).collect();
     let Some(first) = table.first() else {
         return out;
@@ -437,7 +446,7 @@ fn latency_table(
     for (r, (label, base)) in first.iter().enumerate() {
         let _ = write!(out, "  {label:<9}");
         for (i, v) in table.iter().map(|c| c[r].1).enumerate() {
-            let _ = write!(out, " {:>14}", format_ns(v));
+            let _ = write!(out, " {:>14}", cell(v));
             if i > 0 {
                 let ratio = if *base > 0.0 { v / base } else { f64::NAN };
                 let _ = write!(out, " {:>7.2}x", ratio);
@@ -559,6 +568,17 @@ mod tests {
         };
         assert!(
             row("min").ends_with(" 1.000 µs") && row("max").ends_with(" 100.0 µs"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn a_column_without_values_says_none_not_zero() {
+        let empty = new_merge_target();
+        let t = latency_table(&[("", &empty)], &Percentiles::default(), Unit::Ns, &[1.0]);
+        let rows: Vec<&str> = t.lines().skip(1).collect();
+        assert!(
+            !rows.is_empty() && rows.iter().all(|r| r.ends_with(" none")),
             "{t}"
         );
     }

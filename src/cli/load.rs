@@ -14,7 +14,7 @@ use weft::hdr::{hgrm, log};
 use weft::load::aggregate::Interval;
 use weft::load::matcher::Framing;
 use weft::load::report::{self, IntervalRow};
-use weft::load::runner::{Load, LoadConfig, LoadError, LoadOutcome};
+use weft::load::runner::{Load, LoadConfig, LoadError, LoadOutcome, STARTUP};
 use weft::load::start::{StartAt, UnixTime};
 use weft::load::workload::{HttpRequest, Workload, parse_delimiter};
 use weft::tls::{ClientTls, Roots};
@@ -152,6 +152,13 @@ pub(crate) struct LoadArgs {
     /// requests then say `Connection: close` unless a --header names Connection.
     #[arg(long)]
     new_conn_per_request: bool,
+    /// Exit with status 1 when the answered rate falls below this percentage of --rate
+    /// (e.g. 90), for scripts and CI.
+    #[arg(long, value_name = "PERCENT", requires = "rate")]
+    fail_under: Option<f64>,
+    /// Exit with status 1 when the run counts more errors than this (0: any error).
+    #[arg(long, value_name = "N")]
+    max_errors: Option<u64>,
     /// io_uring set-up features for the load cores' rings, where the kernel has them: all,
     /// none, or a list of coop-taskrun, single-issuer, defer-taskrun, registered-fd.
     #[arg(long, default_value_t = RingFeatures::default())]
@@ -173,6 +180,7 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
     config.keyspace = args.keyspace;
     config.reactor.ring = args.ring_features;
     config.tls = client_tls(&args, &target)?;
+    config.start_at = args.start_at.map(|at| at.time());
 
     let stop = Arc::new(AtomicBool::new(false));
     // A first Ctrl-C stops the run and prints what was measured; a second one exits.
@@ -228,7 +236,28 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), CliError> {
             "no request was answered: see the errors above".into(),
         ));
     }
-    Ok(())
+    thresholds(&args, &config, &outcome).map_err(CliError::Failure)
+}
+
+/// `--fail-under` and `--max-errors`: why the run falls short of them, if it does.
+fn thresholds(args: &LoadArgs, config: &LoadConfig, outcome: &LoadOutcome) -> Result<(), String> {
+    let t = &outcome.total;
+    if let (Some(percent), Some(rate)) = (args.fail_under, config.rate)
+        && t.rate() < rate * percent / 100.0
+    {
+        return Err(format!(
+            "answered {:.0} req/s, {:.1}% of the {rate} req/s offered: under --fail-under {percent}",
+            t.rate(),
+            100.0 * t.rate() / rate
+        ));
+    }
+    match args.max_errors {
+        Some(max) if t.sample.errors.total() > max => Err(format!(
+            "{} errors: more than --max-errors {max}",
+            t.sample.errors.total()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Sleeps until the `--start-at` time, or until a signal sets `stop`.
@@ -244,8 +273,9 @@ fn wait_until(at: StartAt, stop: &AtomicBool) -> Result<(), CliError> {
         );
     }
     // Short sleeps against the wall clock: a signal ends the wait, and a clock stepped by
-    // NTP meanwhile is followed.
-    while let Ok(left) = at.delay_from(SystemTime::now()) {
+    // NTP meanwhile is followed. The cores start and connect STARTUP before the time, so
+    // that the run (and its log's StartTime) begins at it.
+    while let Ok(left) = at.delay_from(SystemTime::now() + STARTUP) {
         if left.is_zero() || stop.load(Ordering::Relaxed) {
             break;
         }
@@ -395,10 +425,7 @@ fn workload(args: &LoadArgs, target: &Target) -> Result<Workload, CliError> {
             }
         },
         LoadProto::Echo => Ok(match request {
-            Some(r) if !r.is_empty() => {
-                let len = r.len();
-                Workload::raw(r, Framing::Length(len)).map_err(usage)?
-            }
+            Some(r) if !r.is_empty() => Workload::raw(r.clone(), Framing::Echo(r)).map_err(usage)?,
             _ => Workload::echo(args.size.unwrap_or(64)),
         }),
         LoadProto::Raw => {
@@ -632,5 +659,40 @@ mod tests {
         for bad in ["", "127.0.0.1", "nonsense", "1.2.3.4:99999"] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn thresholds_fail_a_run_that_falls_short() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        let args = |extra: &[&str]| {
+            let mut all = vec!["weft", "--target", "127.0.0.1:1", "--rate", "1000"];
+            all.extend_from_slice(extra);
+            Cli::parse_from(all).load
+        };
+        let mut config = LoadConfig::new("127.0.0.1:1".parse().unwrap(), Workload::echo(8));
+        config.rate = Some(1000.0);
+        let mut total = Interval {
+            end: Duration::from_secs(1),
+            ..Interval::default()
+        };
+        total.sample.requests = 850;
+        total.sample.errors.add(weft::load::recorder::ErrorKind::Reset);
+        let outcome = LoadOutcome {
+            total,
+            cores: vec![0],
+            measured_from: SystemTime::UNIX_EPOCH,
+            interrupted: false,
+        };
+        let short = thresholds(&args(&["--fail-under", "90"]), &config, &outcome).unwrap_err();
+        assert!(short.contains("85.0% of the 1000 req/s offered"), "{short}");
+        assert!(thresholds(&args(&["--fail-under", "80"]), &config, &outcome).is_ok());
+        let errors = thresholds(&args(&["--max-errors", "0"]), &config, &outcome).unwrap_err();
+        assert_eq!(errors, "1 errors: more than --max-errors 0");
+        assert!(thresholds(&args(&["--max-errors", "1"]), &config, &outcome).is_ok());
     }
 }

@@ -14,8 +14,11 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use futures_lite::future;
+
 use super::exchange::Exchange;
 use super::recorder::{ErrorKind, Recorder};
+use super::schedule::{Backlog, Sent};
 use super::workload::RandomKeys;
 use crate::addr::Address;
 use crate::driver::connector::{ClientFactory, Connector, connect_tcp};
@@ -24,7 +27,7 @@ use crate::proto::client::{ConnectError, ConnectOptions};
 use crate::proto::close::CloseReason;
 use crate::proto::protocol::{Factory, Protocol};
 use crate::proto::reconnect::ReconnectPolicy;
-use crate::proto::tls::ClientTls;
+use crate::proto::tls::{ClientTls, HandshakeResult};
 use crate::proto::transport::Transport;
 
 /// Reconnecting after a failed connect, or after a connection that answered nothing: 10 ms,
@@ -194,11 +197,11 @@ impl Slot {
     /// At the end of a run: the requests with no answer (see [`Exchange::unanswered`]),
     /// leaving out those of a connection that is gone or being dropped (already counted as
     /// its error).
-    pub(crate) fn unanswered(&mut self, end: Instant, each: impl FnMut(Instant, Option<Instant>)) {
+    pub(crate) fn unanswered(&mut self, end: Instant, each: impl FnMut(Sent)) -> Option<Backlog> {
         if self.transport.is_none() || self.dropped {
             self.exchange.reset();
         }
-        self.exchange.unanswered(end, each);
+        self.exchange.unanswered(end, each)
     }
 
     /// The core's timeout check: aborts the connection if its oldest request has waited
@@ -281,9 +284,15 @@ impl Protocol for LoadProtocol {
     fn read_connection_lost(&mut self, transport: &Transport) {
         let now = Instant::now();
         let mut slot = self.slot.borrow_mut();
+        let slot = &mut *slot;
         let mut recorder = self.core.recorder.borrow_mut();
-        slot.exchange
-            .finish(|sent, verdict| recorder.response(sent, now, verdict));
+        let answered = &mut slot.answered;
+        slot.exchange.finish(|sent, verdict| {
+            recorder.response(sent, now, verdict);
+            // A response that ends with its connection answered: the next connection opens
+            // at once, not after a back-off.
+            *answered += 1;
+        });
         transport.lose_connection();
     }
 
@@ -339,11 +348,65 @@ impl Factory for SlotFactory {
     }
 }
 
+/// True for a handshake failure that every connection would meet again: the server's
+/// certificate refused, or no TLS version, cipher suite or ALPN protocol in common.
+pub(crate) fn handshake_fails_always(result: HandshakeResult) -> bool {
+    matches!(
+        result,
+        HandshakeResult::Certificate | HandshakeResult::Incompatible
+    )
+}
+
+/// A failed handshake's `detail` (rustls' words) followed by what to do about it, in plain
+/// words, for the failures whose cure is known.
+pub(crate) fn handshake_failure_text(detail: &str) -> String {
+    const ADVICE: [(&str, &str); 6] = [
+        (
+            "CaUsedAsEndEntity",
+            "the server presents a CA certificate as its own (a self-signed certificate made \
+             with `openssl req -x509` is a CA), which TLS clients refuse: give the server a \
+             certificate signed by a CA and pass that CA with --tls-ca, or check nothing with \
+             --tls-insecure (test servers only)",
+        ),
+        (
+            "UnknownIssuer",
+            "the server's certificate is not signed by a CA this run trusts: pass its CA with \
+             --tls-ca FILE, or check nothing with --tls-insecure (test servers only)",
+        ),
+        (
+            "NotValidForName",
+            "the server's certificate is not for the name connected to: give the name it \
+             carries with --tls-server-name NAME",
+        ),
+        (
+            "Expired",
+            "the server's certificate has expired (or this machine's clock is wrong)",
+        ),
+        (
+            "NotValidYet",
+            "the server's certificate is not valid yet (or this machine's clock is wrong)",
+        ),
+        (
+            "NoApplicationProtocol",
+            "the server speaks none of the ALPN protocols offered: check --alpn",
+        ),
+    ];
+    match ADVICE.iter().find(|(mark, _)| detail.contains(mark)) {
+        Some((_, advice)) => format!("{detail}: {advice}"),
+        None => detail.to_owned(),
+    }
+}
+
 impl ClientFactory for SlotFactory {
     fn client_connection_failed(&mut self, _connector: &Connector, reason: &ConnectError) {
         match reason {
             ConnectError::Cancelled => {}
-            // The handshake failed: the target listens.
+            // A failure that would repeat on every connection stops the run, as a refused
+            // first connection does.
+            ConnectError::Tls { result, .. } if handshake_fails_always(*result) => {
+                self.core.first.settle(Some(reason.clone()));
+            }
+            // Another failed handshake: the target listens.
             ConnectError::Tls { .. } => self.core.first.settle(None),
             e => self.core.first.settle(Some(e.clone())),
         }
@@ -355,7 +418,10 @@ impl ClientFactory for SlotFactory {
             ConnectError::Refused { .. } => ErrorKind::ConnectRefused,
             ConnectError::TimedOut { .. } => ErrorKind::ConnectTimeout,
             ConnectError::Tls { detail, .. } => {
-                self.core.recorder.borrow_mut().tls_failure(detail);
+                self.core
+                    .recorder
+                    .borrow_mut()
+                    .tls_failure(&handshake_failure_text(detail));
                 return;
             }
             _ => ErrorKind::ConnectFailed,
@@ -392,7 +458,9 @@ pub(crate) async fn pace(core: Rc<Core>, slot: Rc<RefCell<Slot>>) {
             Some(at) => {
                 let now = Instant::now();
                 if at > now {
-                    sleep(at - now).await;
+                    // The slot wakes the pacer when the run ends, so that a slow schedule
+                    // (one request every conns/rate seconds) does not hold the run open.
+                    future::or(sleep(at - now), park(&slot)).await;
                 } else {
                     slot.borrow_mut().send(&core, now);
                 }

@@ -5,11 +5,11 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::matcher::Matcher;
+use super::matcher::{EchoMismatch, Matcher};
 use super::recorder::Verdict;
 use super::replies::{ReplyFault, ReplyReader};
 use super::response::{Response, ResponseError, ResponseReader};
-use super::schedule::{Pacing, Sent};
+use super::schedule::{Backlog, Pacing, Sent};
 
 /// How responses are recognised.
 #[derive(Debug)]
@@ -31,6 +31,9 @@ pub enum ExchangeError {
     /// The bytes are not RESP replies, or they repeat the request.
     #[error(transparent)]
     Reply(#[from] ReplyFault),
+    /// An echo that is not the request sent.
+    #[error(transparent)]
+    Echo(#[from] EchoMismatch),
     /// A response arrived with no request outstanding.
     #[error("a response arrived with no request outstanding")]
     Unsolicited,
@@ -130,15 +133,15 @@ impl Exchange {
         self.closing = true;
     }
 
-    /// At the end of a run, the requests that have no answer: each written one as
-    /// `(intended, Some(sent))`, oldest first, then each that the schedule had due before
-    /// `end` but never sent as `(intended, None)`. Forgets them.
-    pub fn unanswered(&mut self, end: Instant, mut each: impl FnMut(Instant, Option<Instant>)) {
-        self.abandon(|sent| each(sent.intended, Some(sent.sent)));
-        if let Pacing::Open(schedule) = &mut self.pacing {
-            while schedule.due() < end {
-                each(schedule.take(), None);
-            }
+    /// At the end of a run, the requests that have no answer: `each` is called with every
+    /// written one, oldest first; those the schedule had due before `end` but never sent
+    /// are returned together (they may be billions: a rate no connection could carry).
+    /// Forgets them all.
+    pub fn unanswered(&mut self, end: Instant, each: impl FnMut(Sent)) -> Option<Backlog> {
+        self.abandon(each);
+        match &mut self.pacing {
+            Pacing::Open(schedule) => Some(schedule.take_until(end)),
+            Pacing::Closed => None,
         }
     }
 
@@ -181,7 +184,7 @@ impl Exchange {
                 }
             }
             Reader::Raw(matcher) => {
-                for _ in 0..matcher.feed(data) {
+                for _ in 0..matcher.feed(data)? {
                     let sent = in_flight.pop_front().ok_or(ExchangeError::Unsolicited)?;
                     done(&sent, Verdict::Success);
                 }
@@ -317,24 +320,21 @@ mod tests {
         let mut x = Exchange::new(2, pacing, Reader::Raw(Matcher::new(Framing::Length(1))));
         assert_eq!(x.claim(t0 + ms(1)), 2);
         let mut got = Vec::new();
-        x.unanswered(t0 + ms(4), |intended, sent| got.push((intended, sent)));
-        let written = Some(t0 + ms(1));
+        let backlog = x.unanswered(t0 + ms(4), |sent| got.push((sent.intended, sent.sent)));
+        let written = t0 + ms(1);
+        assert_eq!(got, [(t0, written), (t0 + ms(1), written)]);
+        let backlog = backlog.unwrap();
         assert_eq!(
-            got,
-            [
-                (t0, written),
-                (t0 + ms(1), written),
-                (t0 + ms(2), None),
-                (t0 + ms(3), None)
-            ],
+            (backlog.first, backlog.count),
+            (t0 + ms(2), 2),
             "due before the end, not at it"
         );
         assert!(!x.outstanding());
         let mut closed = Exchange::new(1, Pacing::Closed, Reader::Raw(Matcher::new(Framing::Length(1))));
         closed.claim(t0);
         let mut n = 0;
-        closed.unanswered(t0 + ms(9), |_, sent| n += usize::from(sent == Some(t0)));
-        assert_eq!(n, 1, "a closed loop has only what it wrote");
+        let none = closed.unanswered(t0 + ms(9), |sent| n += usize::from(sent.sent == t0));
+        assert_eq!((n, none), (1, None), "a closed loop has only what it wrote");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Response framing for raw TCP load: a response is either a fixed number of bytes (an echo
-//! of the request, say) or everything up to and including a delimiter. I/O-free; state
+//! Response framing for raw TCP load: a response is a fixed number of bytes, the very bytes
+//! of the request (an echo), or everything up to and including a delimiter. I/O-free; state
 //! carries across reads, so a delimiter split between two reads still matches.
 
 /// How a raw response ends.
@@ -9,6 +9,22 @@ pub enum Framing {
     Length(usize),
     /// A response ends with this byte string (not empty).
     Delimiter(Vec<u8>),
+    /// Every response is these bytes (not empty), the request echoed: any other bytes are
+    /// an error, compared as they arrive.
+    Echo(Vec<u8>),
+}
+
+/// An echo that is not the request sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the echo differs from the request sent, from byte {at} of its {len} (the server answers \
+     something else than an echo of each request)"
+)]
+pub struct EchoMismatch {
+    /// The first byte that differs, counted from 0 in its response.
+    pub at: usize,
+    /// The request's length.
+    pub len: usize,
 }
 
 /// Counts complete responses in a byte stream.
@@ -29,12 +45,12 @@ impl Matcher {
     pub fn new(framing: Framing) -> Self {
         let framing = match framing {
             Framing::Length(0) => Framing::Length(1),
-            Framing::Delimiter(d) if d.is_empty() => Framing::Length(1),
+            Framing::Delimiter(d) | Framing::Echo(d) if d.is_empty() => Framing::Length(1),
             f => f,
         };
         let fallback = match &framing {
             Framing::Delimiter(d) => failure_function(d),
-            Framing::Length(_) => Vec::new(),
+            Framing::Length(_) | Framing::Echo(_) => Vec::new(),
         };
         Self {
             framing,
@@ -56,12 +72,38 @@ impl Matcher {
     }
 
     /// Reads `data`; returns how many responses it completes.
-    pub fn feed(&mut self, data: &[u8]) -> usize {
-        match &self.framing {
+    ///
+    /// # Errors
+    ///
+    /// An echo that differs from the request.
+    pub fn feed(&mut self, data: &[u8]) -> Result<usize, EchoMismatch> {
+        Ok(match &self.framing {
             Framing::Length(n) => {
                 let total = self.progress + data.len();
                 self.progress = total % n;
                 total / n
+            }
+            Framing::Echo(expected) => {
+                let mut done = 0;
+                let mut rest = data;
+                while !rest.is_empty() {
+                    let want = &expected[self.progress..];
+                    let n = want.len().min(rest.len());
+                    if rest[..n] != want[..n] {
+                        let off = rest.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+                        return Err(EchoMismatch {
+                            at: self.progress + off,
+                            len: expected.len(),
+                        });
+                    }
+                    rest = &rest[n..];
+                    self.progress += n;
+                    if self.progress == expected.len() {
+                        self.progress = 0;
+                        done += 1;
+                    }
+                }
+                done
             }
             Framing::Delimiter(d) => {
                 let mut done = 0;
@@ -88,7 +130,7 @@ impl Matcher {
                 };
                 done
             }
-        }
+        })
     }
 }
 
@@ -114,21 +156,21 @@ mod tests {
 
     fn count_split(framing: Framing, input: &[u8], step: usize) -> usize {
         let mut m = Matcher::new(framing);
-        input.chunks(step).map(|c| m.feed(c)).sum()
+        input.chunks(step).map(|c| m.feed(c).unwrap()).sum()
     }
 
     #[test]
     fn fixed_length() {
         let mut m = Matcher::new(Framing::Length(4));
-        assert_eq!(m.feed(b"abc"), 0);
+        assert_eq!(m.feed(b"abc").unwrap(), 0);
         assert!(m.in_response());
-        assert_eq!(m.feed(b"defghij"), 2);
-        assert_eq!(m.feed(b"kl"), 1);
+        assert_eq!(m.feed(b"defghij").unwrap(), 2);
+        assert_eq!(m.feed(b"kl").unwrap(), 1);
         assert!(!m.in_response());
-        m.feed(b"x");
+        m.feed(b"x").unwrap();
         m.reset();
         assert!(!m.in_response());
-        assert_eq!(Matcher::new(Framing::Length(0)).feed(b"abc"), 3);
+        assert_eq!(Matcher::new(Framing::Length(0)).feed(b"abc").unwrap(), 3);
     }
 
     #[test]
@@ -142,9 +184,9 @@ mod tests {
             );
         }
         let mut m = Matcher::new(Framing::Delimiter(b"\n".to_vec()));
-        m.feed(b"+OK");
+        m.feed(b"+OK").unwrap();
         assert!(m.in_response());
-        assert_eq!(m.feed(b"\n"), 1);
+        assert_eq!(m.feed(b"\n").unwrap(), 1);
         assert!(!m.in_response());
     }
 
@@ -159,5 +201,24 @@ mod tests {
         }
         assert_eq!(failure_function(b"abab"), [0, 0, 1, 2]);
         assert_eq!(count_split(Framing::Delimiter(Vec::new()), b"xy", 1), 2);
+    }
+
+    #[test]
+    fn an_echo_must_be_the_request() {
+        for step in 1..8 {
+            assert_eq!(count_split(Framing::Echo(b"abc".to_vec()), b"abcabcabc", step), 3);
+        }
+        let mut m = Matcher::new(Framing::Echo(b"abcd".to_vec()));
+        assert_eq!(m.feed(b"abcdab"), Ok(1));
+        assert_eq!(m.feed(b"cX"), Err(EchoMismatch { at: 3, len: 4 }));
+        m.reset();
+        assert_eq!(
+            m.feed(b"XXXX"),
+            Err(EchoMismatch { at: 0, len: 4 }),
+            "right length, wrong bytes"
+        );
+        m.reset();
+        let page = b"HTTP/1.1 400 Bad Request";
+        assert!(m.feed(page).is_err());
     }
 }

@@ -7,8 +7,41 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::schedule::Sent;
+use super::schedule::{Backlog, Sent};
 use crate::proto::hdr::{Latency, new_histogram};
+
+/// Records the values `shortest + i * step` for every `i` below `count` into `h`, a bucket
+/// at a time: as many steps as its buckets between the shortest and the longest (a few
+/// thousand at most), however many values.
+fn record_progression(h: &mut Latency, shortest: u64, step: f64, count: u64) {
+    // How many of the values are at most `x`.
+    let at_most = |x: u64| -> u64 {
+        if x < shortest {
+            return 0;
+        }
+        let below = ((x - shortest) as f64 / step).floor();
+        if below >= count as f64 {
+            count
+        } else {
+            below as u64 + 1
+        }
+    };
+    let mut recorded = 0;
+    let mut v = shortest;
+    while recorded < count {
+        if v >= h.high() {
+            // Past the histogram's range: what is left counts at its top, as
+            // `saturating_record` would.
+            h.saturating_record_n(h.high(), count - recorded);
+            return;
+        }
+        let top = h.highest_equivalent(v);
+        let upto = at_most(top);
+        h.saturating_record_n(v, upto - recorded);
+        recorded = upto;
+        v = top.saturating_add(1);
+    }
+}
 
 /// The kinds of failure counted next to the latencies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,20 +331,29 @@ impl Sample {
 #[derive(Debug, Default)]
 pub struct Recorder {
     sample: Sample,
-    /// False during the warm-up: nothing is counted.
-    active: bool,
+    /// Requests due from this time on are measured; `None`: nothing is counted (before
+    /// the end of the warm-up, after the end of the run).
+    from: Option<Instant>,
 }
 
 impl Recorder {
-    /// Starts or stops counting (the warm-up does not count).
-    pub fn set_active(&mut self, active: bool) {
-        self.active = active;
+    /// Counts errors, and the requests due at `from` or later (whenever answered), from
+    /// now on; `None` counts nothing more. A request due during the warm-up is not
+    /// measured even if its answer comes after it (wrk2 and h2load leave the warm-up out
+    /// likewise): a backlog from the warm-up does not inflate the measured rate.
+    pub fn measure_from(&mut self, from: Option<Instant>) {
+        self.from = from;
+    }
+
+    /// True when a request due at `intended` is measured.
+    fn measures(&self, intended: Instant) -> bool {
+        self.from.is_some_and(|from| intended >= from)
     }
 
     /// A response to `sent` completed at `done`: a bad status or an error reply also counts
     /// as an error.
     pub fn response(&mut self, sent: &Sent, done: Instant, verdict: Verdict) {
-        if !self.active {
+        if !self.measures(sent.intended) {
             return;
         }
         let (corrected, uncorrected) = sent.latencies(done);
@@ -331,24 +373,25 @@ impl Recorder {
         }
     }
 
-    /// A request with no answer when the run ended, still unanswered at `at`: its wait so
-    /// far is recorded as its latency (corrected from its intended time; uncorrected from
-    /// its write, if it was written), a lower bound, so that a server stalled at the end is
-    /// charged for the stall; and it counts as unanswered, or as unsent if it never went out.
-    pub fn unanswered(&mut self, intended: Instant, sent: Option<Instant>, at: Instant) {
-        if !self.active {
-            return;
+    /// A request written and with no answer when the run ended, still unanswered at `at`:
+    /// its wait so far is recorded as its latency (a lower bound, so that a server stalled
+    /// at the end is charged for the stall), and it counts as unanswered.
+    pub fn unanswered(&mut self, sent: &Sent, at: Instant) {
+        if self.measures(sent.intended) {
+            self.timed_out(sent, at);
+            self.sample.unanswered += 1;
         }
-        match sent {
-            Some(sent) => {
-                self.timed_out(&Sent { intended, sent }, at);
-                self.sample.unanswered += 1;
-            }
-            None => {
-                let (corrected, _) = Sent::now(intended).latencies(at);
-                self.sample.corrected.saturating_record(corrected.max(1));
-                self.sample.unsent += 1;
-            }
+    }
+
+    /// Requests due before the end of the run and never sent, still waiting at `at`: each
+    /// one's wait from its intended time is recorded as its corrected latency, and they
+    /// count as unsent. The work is bounded by the histogram's buckets, not their number.
+    pub fn unsent(&mut self, backlog: &Backlog, at: Instant) {
+        let Some(from) = self.from else { return };
+        let backlog = backlog.since(from);
+        if let Some((shortest, step)) = backlog.waits(at) {
+            record_progression(&mut self.sample.corrected, shortest.max(1), step, backlog.count);
+            self.sample.unsent += backlog.count;
         }
     }
 
@@ -357,7 +400,7 @@ impl Recorder {
     /// charged to the tail rather than left out. It is not a response: `requests` does not
     /// count it.
     pub fn timed_out(&mut self, sent: &Sent, at: Instant) {
-        if !self.active {
+        if !self.measures(sent.intended) {
             return;
         }
         let (corrected, uncorrected) = sent.latencies(at);
@@ -367,14 +410,14 @@ impl Recorder {
 
     /// Counts an error.
     pub fn error(&mut self, kind: ErrorKind) {
-        if self.active {
+        if self.from.is_some() {
             self.sample.errors.add(kind);
         }
     }
 
     /// Counts a failed TLS handshake; the first one's `reason` is kept for the summary.
     pub fn tls_failure(&mut self, reason: &str) {
-        if self.active {
+        if self.from.is_some() {
             self.sample.errors.add(ErrorKind::TlsHandshake);
             if self.sample.first_tls_failure.is_none() {
                 self.sample.first_tls_failure = Some(reason.to_owned());
@@ -400,7 +443,7 @@ mod tests {
         r.response(&Sent::now(t0), t0 + Duration::from_micros(10), Verdict::Success);
         r.error(ErrorKind::Reset);
         assert_eq!(r.take().requests, 0);
-        r.set_active(true);
+        r.measure_from(Some(t0));
         let late = Sent {
             intended: t0,
             sent: t0 + Duration::from_millis(5),
@@ -429,13 +472,87 @@ mod tests {
     }
 
     #[test]
+    fn requests_due_during_the_warm_up_are_not_measured_when_answered_after_it() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = Recorder::default();
+        r.measure_from(Some(t0 + ms(100)));
+        r.response(&Sent::now(t0 + ms(99)), t0 + ms(150), Verdict::Success);
+        r.timed_out(&Sent::now(t0 + ms(50)), t0 + ms(150));
+        r.unanswered(&Sent::now(t0), t0 + ms(150));
+        r.response(&Sent::now(t0 + ms(100)), t0 + ms(150), Verdict::Success);
+        // Due at 0, 10 ... 190 ms: the ten from 100 ms on are measured.
+        let backlog = Backlog {
+            first: t0,
+            interval: 0.01,
+            count: 20,
+        };
+        r.unsent(&backlog, t0 + ms(200));
+        let s = r.take();
+        assert_eq!((s.requests, s.unanswered, s.unsent), (1, 0, 10));
+        assert_eq!(s.corrected.len(), 11);
+        assert!(s.corrected.equivalent(s.corrected.max(), 100_000_000));
+        r.measure_from(None);
+        r.error(ErrorKind::Reset);
+        r.response(&Sent::now(t0 + ms(200)), t0 + ms(300), Verdict::Success);
+        assert_eq!(r.take().errors.total() + r.take().requests, 0, "stopped");
+    }
+
+    #[test]
+    fn a_huge_backlog_is_recorded_in_bounded_work_with_every_wait() {
+        let t0 = Instant::now();
+        let mut r = Recorder::default();
+        r.measure_from(Some(t0));
+        // A billion requests a second for 100 s, none sent, all waiting at 100 s.
+        let backlog = Backlog {
+            first: t0,
+            interval: 1e-9,
+            count: 100_000_000_000,
+        };
+        r.unsent(&backlog, t0 + Duration::from_secs(100));
+        let s = r.take();
+        assert_eq!(s.unsent, 100_000_000_000);
+        assert_eq!(s.corrected.len(), 100_000_000_000);
+        // Evenly spread from 1 ns to 100 s: the median near 50 s, the p99 near 1 s.
+        let p50 = s.corrected.value_at_quantile(0.5) as f64;
+        let p01 = s.corrected.value_at_quantile(0.01) as f64;
+        assert!((p50 / 50e9 - 1.0).abs() < 0.01, "{p50}");
+        assert!((p01 / 1e9 - 1.0).abs() < 0.01, "{p01}");
+        assert!(s.corrected.equivalent(s.corrected.max(), 100_000_000_000));
+        assert!(s.uncorrected.is_empty(), "never written: no uncorrected latency");
+    }
+
+    #[test]
+    fn a_progression_lands_in_the_right_buckets() {
+        let mut h = new_histogram();
+        record_progression(&mut h, 1_000, 1_000.0, 5);
+        assert_eq!(h.len(), 5);
+        for v in [1_000, 2_000, 3_000, 4_000, 5_000] {
+            assert_eq!(h.count_at(v), 1, "{v}");
+        }
+        let mut top = new_histogram();
+        let high = top.high();
+        record_progression(&mut top, high - 10, 5.0, 7);
+        assert_eq!(top.len(), 7, "past the range: counted at the top");
+    }
+
+    #[test]
     fn unanswered_and_timed_out_requests_count_at_their_wait_so_far() {
         let t0 = Instant::now();
         let mut r = Recorder::default();
-        r.set_active(true);
+        r.measure_from(Some(t0));
         let at = t0 + Duration::from_secs(2);
-        r.unanswered(t0, Some(t0 + Duration::from_secs(1)), at);
-        r.unanswered(t0 + Duration::from_millis(500), None, at);
+        let written = Sent {
+            intended: t0,
+            sent: t0 + Duration::from_secs(1),
+        };
+        r.unanswered(&written, at);
+        let backlog = Backlog {
+            first: t0 + Duration::from_millis(500),
+            interval: 1.0,
+            count: 1,
+        };
+        r.unsent(&backlog, at);
         let s = r.take();
         assert_eq!((s.requests, s.unanswered, s.unsent), (0, 1, 1));
         assert_eq!(s.corrected.len(), 2);

@@ -56,15 +56,23 @@ fn us(ns: u64) -> f64 {
 
 /// The live line of one interval: time, rate, errors, p99 so far.
 pub fn live_line(interval: &Interval, total: &Interval) -> String {
-    let p99 = total.sample.corrected.value_at_quantile(0.99);
     format!(
         "{:>6.1}s  {:>10.0} req/s  {:>6} errors  p99 {} (so far {})",
         interval.end.as_secs_f64(),
         interval.rate(),
         interval.sample.errors.total(),
-        format_ns(interval.sample.corrected.value_at_quantile(0.99) as f64),
-        format_ns(p99 as f64),
+        p99_text(&interval.sample.corrected),
+        p99_text(&total.sample.corrected),
     )
+}
+
+/// The p99 of `h`, or `none` when it holds no latency (nothing answered nor waiting).
+fn p99_text(h: &Latency) -> String {
+    if h.is_empty() {
+        "none".into()
+    } else {
+        format_ns(h.value_at_quantile(0.99) as f64)
+    }
 }
 
 /// The loop's name: `closed loop`, or `open loop at R req/s`.
@@ -103,21 +111,20 @@ pub fn summary(config: &LoadConfig, proto: &str, outcome: &LoadOutcome) -> Strin
         rate_text(t.rate()),
         shortfall(config.rate, t.rate())
     );
-    let (waiting, unsent) = (t.sample.unanswered, t.sample.unsent);
-    if waiting + unsent > 0 {
-        let mut parts = Vec::new();
-        if waiting > 0 {
-            parts.push(format!("{waiting} sent and still waiting"));
-        }
-        if unsent > 0 {
-            parts.push(format!(
-                "{unsent} due but never sent (window full or connection down)"
-            ));
-        }
+    // Named as in the JSON (`unanswered`, `unsent`).
+    if t.sample.unanswered > 0 {
         let _ = writeln!(
             out,
-            "unanswered  {} at the end: in the latencies at their wait so far",
-            parts.join(", ")
+            "unanswered  {} written and still waiting at the end: in the latencies at their wait so far",
+            t.sample.unanswered
+        );
+    }
+    if t.sample.unsent > 0 {
+        let _ = writeln!(
+            out,
+            "unsent      {} due before the end but never written (window full or connection down): \
+             in the latencies at their wait from their intended time",
+            t.sample.unsent
         );
     }
     let _ = writeln!(
@@ -331,8 +338,9 @@ mod tests {
         let o = outcome();
         let open = summary(&config(Some(500.0)), "echo", &o);
         assert!(open.contains("requests    1000 = 500 req/s"), "{open}");
+        assert!(open.contains("unanswered  3 written and still waiting"), "{open}");
         assert!(
-            open.contains("unanswered  3 sent and still waiting, 2 due but never sent"),
+            open.contains("unsent      2 due before the end but never written"),
             "{open}"
         );
         assert!(
@@ -352,11 +360,11 @@ mod tests {
     fn tls_handshake_errors_say_why_the_first_failed() {
         let mut o = outcome();
         let mut r = Recorder::default();
-        r.set_active(true);
+        r.measure_from(Some(std::time::Instant::now()));
         r.tls_failure("invalid peer certificate: UnknownIssuer");
         r.tls_failure("something later");
         let mut other = Recorder::default();
-        other.set_active(true);
+        other.measure_from(Some(std::time::Instant::now()));
         other.tls_failure("from another core");
         o.total.sample.merge(&r.take());
         o.total.sample.merge(&other.take());
@@ -390,5 +398,7 @@ mod tests {
         let s = summary(&config(None), "echo", &o);
         assert!(s.contains("latency     none: no request was answered"), "{s}");
         assert!(!s.contains("p99"), "{s}");
+        let line = live_line(&o.total, &o.total);
+        assert!(line.ends_with("p99 none (so far none)"), "{line}");
     }
 }

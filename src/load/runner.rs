@@ -21,9 +21,10 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use super::aggregate::{Aggregator, Bytes, Interval};
 use super::conn::{self, Core, FirstContact, Slot};
 use super::exchange::Exchange;
+use super::matcher::Framing;
 use super::recorder::ErrorKind;
 use super::schedule::{Pacing, Schedule};
-use super::workload::{RandomKeys, Workload};
+use super::workload::{Expect, RandomKeys, Workload};
 use crate::addr::Address;
 use crate::config::{Cores, EngineConfig, ReactorConfig};
 use crate::driver::engine::Engine;
@@ -35,8 +36,9 @@ use crate::sys::limits::{Limit, raise_soft};
 
 /// How often a core checks for the end of the run, Ctrl-C and timed-out requests.
 const TICK: Duration = Duration::from_millis(20);
-/// Time given to the cores to start and connect before the schedule begins.
-const STARTUP: Duration = Duration::from_millis(100);
+/// Time given to the cores to start and connect before the schedule begins: a run started
+/// at a given time ([`LoadConfig::start_at`]) is started this much before it.
+pub const STARTUP: Duration = Duration::from_millis(100);
 /// How long a stopping core waits for its connections to close, and how often it looks.
 const STOP_GRACE: Duration = Duration::from_millis(500);
 /// How long, at most, the end of a run waits for the answers to requests in flight (less if
@@ -61,6 +63,11 @@ fn unreachable_source(e: &ConnectError) -> std::io::Error {
 /// Every connection holds room for that many requests and every core a batch of them, so a
 /// value such as 10^9 would exhaust memory before the run starts.
 pub const MAX_PIPELINE: usize = 65536;
+
+/// The highest `--rate`: a billion requests a second, one a nanosecond, the resolution of
+/// the schedule's clock. Servers answer thousands to millions a second; for the most a
+/// server can do, leave the rate out (a closed loop).
+pub const MAX_RATE: f64 = 1e9;
 
 /// What to run. Start from [`LoadConfig::new`] and set what matters (the type is
 /// `#[non_exhaustive]`).
@@ -105,6 +112,10 @@ pub struct LoadConfig {
     /// random number below this ([`RandomKeys`]: redis-benchmark's `-r`). Default: none
     /// (the request is sent as it is).
     pub keyspace: Option<u64>,
+    /// When the run begins (the schedule's time zero, and the start of the warm-up): the
+    /// cores start and connect from [`STARTUP`] before it, so start the run then. Default:
+    /// [`STARTUP`] after [`Load::start`].
+    pub start_at: Option<SystemTime>,
 }
 
 impl LoadConfig {
@@ -126,6 +137,7 @@ impl LoadConfig {
             new_conn_per_request: false,
             reactor: ReactorConfig::default(),
             keyspace: None,
+            start_at: None,
         }
     }
 
@@ -146,6 +158,20 @@ impl LoadConfig {
         }
         if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
             return bad("--rate must be a positive number of requests per second");
+        }
+        if let Some(rate) = self.rate.filter(|r| *r > MAX_RATE) {
+            return Err(LoadError::Config(format!(
+                "--rate {rate} is beyond what can be scheduled: at most {MAX_RATE} requests/s \
+                 (one a nanosecond); {} connections with --pipeline {} carry as many as the \
+                 server answers, to find that leave out --rate (a closed loop)",
+                self.conns, self.pipeline
+            )));
+        }
+        if self.keyspace.is_some() && matches!(self.workload.expect, Expect::Raw(Framing::Echo(_))) {
+            return bad(
+                "--keyspace changes every request, and an echo is checked against the request: \
+                 use --proto raw with --response-size instead of --proto echo",
+            );
         }
         if self.duration.is_zero() {
             return bad("--duration must be more than 0");
@@ -176,6 +202,15 @@ pub enum LoadError {
         target: Address,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The first TLS handshake failed in a way every connection would (a certificate
+    /// refused, nothing in common).
+    #[error("TLS handshake with {target} failed: {why}")]
+    Handshake {
+        /// The target.
+        target: Address,
+        /// Why, and what to do about it.
+        why: String,
     },
     /// The connections would need more descriptors than the process may open.
     #[error(
@@ -263,7 +298,13 @@ impl Load {
             .map_err(|e| LoadError::Config(e.to_string()))?;
         let cpus: Vec<usize> = cpus.into_iter().take(config.conns).collect();
         check_descriptors(config.conns, cpus.len())?;
-        let start = Instant::now() + STARTUP;
+        // One reading of both clocks, so that the wall-clock time of the start (the interval
+        // log's StartTime) is that of the schedule's.
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let lead = config
+            .start_at
+            .map_or(STARTUP, |at| at.duration_since(wall).unwrap_or_default());
+        let start = now + lead;
         let measure_start = start + config.warmup;
         let keys = config
             .keyspace
@@ -308,16 +349,23 @@ impl Load {
         if let Err(e) = checked.first.wait(config.connect_timeout + FIRST_CONTACT_SLACK) {
             checked.abort.store(true, Ordering::Relaxed);
             let _ = engine.join();
-            return Err(LoadError::Unreachable {
-                target: config.target.into(),
-                source: unreachable_source(&e),
+            let target = config.target.into();
+            return Err(match e {
+                ConnectError::Tls { detail, .. } => LoadError::Handshake {
+                    target,
+                    why: conn::handshake_failure_text(&detail),
+                },
+                e => LoadError::Unreachable {
+                    target,
+                    source: unreachable_source(&e),
+                },
             });
         }
         Ok(Self {
             rx,
             engine: Some(engine),
             cpus,
-            measured_from: SystemTime::now() + STARTUP + config.warmup,
+            measured_from: wall + lead + config.warmup,
             stop: stop.clone(),
         })
     }
@@ -466,8 +514,12 @@ async fn settle(core: &Core, slots: &[Rc<RefCell<Slot>>], end: Instant, grace: D
     let at = Instant::now();
     let mut recorder = core.recorder.borrow_mut();
     for slot in slots {
-        slot.borrow_mut()
-            .unanswered(end, |intended, sent| recorder.unanswered(intended, sent, at));
+        let backlog = slot
+            .borrow_mut()
+            .unanswered(end, |sent| recorder.unanswered(&sent, at));
+        if let Some(backlog) = backlog {
+            recorder.unsent(&backlog, at);
+        }
     }
 }
 
@@ -538,10 +590,10 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
         let stopping =
             plan.stop.load(Ordering::Relaxed) || plan.abort.load(Ordering::Relaxed) || now >= plan.end;
         if !active && now >= plan.measure_start {
-            // The warm-up is over: forget it.
+            // The warm-up is over: forget it, and measure the requests due from now on.
             let mut recorder = core.recorder.borrow_mut();
             let _ = recorder.take();
-            recorder.set_active(true);
+            recorder.measure_from(Some(plan.measure_start));
             bytes_base = bytes();
             active = true;
         }
@@ -595,7 +647,7 @@ async fn core_main(plan: Arc<Plan>, index: usize, cores: usize, tx: Sender<CoreM
     // The run is over: count nothing more, close every connection (orderly), and give them
     // a moment; those still open when the executor ends are dropped, which resets them.
     core.stopping.set(true);
-    core.recorder.borrow_mut().set_active(false);
+    core.recorder.borrow_mut().measure_from(None);
     for (connector, slot) in connectors.iter().zip(&slots) {
         connector.disconnect();
         slot.borrow_mut().wake_pacer();

@@ -61,7 +61,35 @@ impl Schedule {
 
     /// The intended time of the next request.
     pub fn due(&self) -> Instant {
-        self.origin + Duration::from_secs_f64(self.next as f64 * self.interval)
+        self.at(self.next)
+    }
+
+    /// The intended time of request `k`.
+    fn at(&self, k: u64) -> Instant {
+        self.origin + Duration::from_secs_f64(k as f64 * self.interval)
+    }
+
+    /// Takes every request due before `end` at once (those never sent when a run ends),
+    /// in work that does not grow with their number.
+    pub fn take_until(&mut self, end: Instant) -> Backlog {
+        let first = self.due();
+        let span = end.saturating_duration_since(self.origin).as_secs_f64();
+        // The first request not due before `end`: estimated, then set exact by the same
+        // rounding as `due` (a step or two at most).
+        let mut last = ((span / self.interval).ceil() as u64).max(self.next);
+        while last > self.next && self.at(last - 1) >= end {
+            last -= 1;
+        }
+        while self.at(last) < end {
+            last += 1;
+        }
+        let count = last - self.next;
+        self.next = last;
+        Backlog {
+            first,
+            interval: self.interval,
+            count,
+        }
     }
 
     /// Takes the next request's slot; returns its intended time.
@@ -69,6 +97,51 @@ impl Schedule {
         let at = self.due();
         self.next += 1;
         at
+    }
+}
+
+/// Requests an open-loop schedule had due that never went out: `count` of them, the first
+/// due at `first` and each next one `interval` seconds later.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// When the first was due.
+    pub first: Instant,
+    /// Seconds between two of them.
+    pub interval: f64,
+    /// How many.
+    pub count: u64,
+}
+
+impl Backlog {
+    /// The part of the backlog due at `from` or later.
+    pub fn since(&self, from: Instant) -> Self {
+        let ahead = from.saturating_duration_since(self.first).as_secs_f64();
+        let mut skip = ((ahead / self.interval).ceil() as u64).min(self.count);
+        // Set exact by the rounding of `due_at` (a step at most).
+        while skip > 0 && self.due_at(skip - 1) >= from {
+            skip -= 1;
+        }
+        while skip < self.count && self.due_at(skip) < from {
+            skip += 1;
+        }
+        Self {
+            first: self.due_at(skip),
+            interval: self.interval,
+            count: self.count - skip,
+        }
+    }
+
+    /// When request `i` of the backlog was due.
+    fn due_at(&self, i: u64) -> Instant {
+        self.first + Duration::from_secs_f64(i as f64 * self.interval)
+    }
+
+    /// Their waits at `at` in ns: `(shortest, step)`, the waits being `shortest + i * step`
+    /// for `i` below `count` (the last due has waited least). `None` for an empty backlog.
+    pub fn waits(&self, at: Instant) -> Option<(u64, f64)> {
+        let newest = self.due_at(self.count.checked_sub(1)?);
+        let (shortest, _) = Sent::now(newest).latencies(at);
+        Some((shortest, self.interval * 1e9))
     }
 }
 
@@ -97,6 +170,30 @@ mod tests {
         }
         // No drift over many requests.
         assert_eq!(s.due(), t0 + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_backlog_is_taken_whole_and_exactly() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = Schedule::new(t0, 1000.0);
+        s.take();
+        // Due at 1, 2, 3 ms; not the one due at the end itself.
+        let b = s.take_until(t0 + ms(4));
+        assert_eq!((b.first, b.count), (t0 + ms(1), 3));
+        assert_eq!(s.due(), t0 + ms(4));
+        assert_eq!(s.take_until(t0 + ms(4)).count, 0, "nothing twice");
+        assert_eq!(b.waits(t0 + ms(10)), Some((7_000_000, 1e6)));
+        let later = b.since(t0 + ms(2));
+        assert_eq!((later.first, later.count), (t0 + ms(2), 2));
+        assert_eq!(b.since(t0 + ms(9)).count, 0);
+        assert_eq!(b.since(t0).count, 3);
+        // A billion a second for an hour: counted, not walked.
+        let mut fast = Schedule::new(t0, 1e9);
+        assert_eq!(
+            fast.take_until(t0 + Duration::from_secs(3600)).count,
+            3_600_000_000_000
+        );
     }
 
     #[test]

@@ -142,10 +142,10 @@ impl Workload {
     /// Echo: `size` bytes (at least 1) that come back unchanged.
     pub fn echo(size: usize) -> Self {
         let size = size.max(1);
-        let request = (0..size).map(|i| b"weft-load-"[i % 10]).collect();
+        let request: Vec<u8> = (0..size).map(|i| b"weft-load-"[i % 10]).collect();
         Self {
+            expect: Expect::Raw(Framing::Echo(request.clone())),
             request,
-            expect: Expect::Raw(Framing::Length(size)),
         }
     }
 
@@ -573,7 +573,7 @@ mod tests {
     fn echo_expects_its_own_length() {
         let w = Workload::echo(25);
         assert_eq!(w.request.len(), 25);
-        assert_eq!(w.expect, Expect::Raw(Framing::Length(25)));
+        assert_eq!(w.expect, Expect::Raw(Framing::Echo(w.request.clone())));
         assert_eq!(Workload::echo(0).request.len(), 1);
     }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriter, IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use hdrhistogram::serialization::{DeserializeError, Deserializer, V2DeflateSerializer};
 
 use super::{Latency, merge, new_merge_target};
 
@@ -357,7 +357,26 @@ impl Decoder {
             .map_err(|e| bad(e.to_string()))?;
         self.deserializer
             .deserialize(&mut self.raw.as_slice())
-            .map_err(|e| bad(format!("{e:?}")))
+            .map_err(|e| bad(payload_fault(&e)))
+    }
+}
+
+/// What is wrong with a histogram payload, in words (the crate's own are Rust's debug text).
+fn payload_fault(e: &DeserializeError) -> String {
+    match e {
+        DeserializeError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "its data ends early (the line was cut short or altered)".into()
+        }
+        DeserializeError::IoError(e) => format!("its compressed data is damaged ({e})"),
+        DeserializeError::InvalidCookie => {
+            "it is not an HdrHistogram (its first bytes are not a histogram's)".into()
+        }
+        DeserializeError::InvalidParameters => {
+            "its bounds are impossible (lowest or highest value, significant digits)".into()
+        }
+        DeserializeError::EncodedArrayTooLong => "it holds more counts than its bounds allow".into(),
+        DeserializeError::UnsuitableCounterType => "a count is too large to hold".into(),
+        e => format!("it cannot be read: {e}"),
     }
 }
 
@@ -375,6 +394,20 @@ fn absolute(written: f64, base: Option<f64>, start: Option<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payload_that_does_not_decode_is_told_in_words() {
+        let cut = DeserializeError::IoError(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "incomplete deflate stream",
+        ));
+        assert_eq!(
+            payload_fault(&cut),
+            "its data ends early (the line was cut short or altered)"
+        );
+        let text = payload_fault(&DeserializeError::InvalidCookie);
+        assert!(!text.contains("InvalidCookie"), "{text}");
+    }
     use crate::proto::hdr::new_histogram;
 
     fn hist(values: impl IntoIterator<Item = u64>) -> Latency {
