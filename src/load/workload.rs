@@ -160,7 +160,7 @@ impl Workload {
     }
 
     /// As [`http_get`](Self::http_get), for one request per connection
-    /// ([`LoadConfig::new_conn_per_request`](crate::load::LoadConfig::new_conn_per_request)):
+    /// ([`LoadConfig::new_conn_per_request`](crate::load::runner::LoadConfig::new_conn_per_request)):
     /// the request says `Connection: close` (unless `headers` name Connection), so the server
     /// closes first, as after `wrk -H "Connection: close"`.
     ///
