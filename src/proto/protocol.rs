@@ -58,6 +58,13 @@ pub trait Protocol: 'static {
     /// ([`Transport::pause_reading`]) and closes after its last answer
     /// ([`Transport::lose_connection`] flushes first); one whose connections sit idle between
     /// requests (keep-alive, a chat) closes them here, at once.
+    ///
+    /// A connection that other shards' connections write to (a subscriber, a chat member)
+    /// and that closes here misses what they still write while they drain: the shards drain
+    /// side by side, and weft has no engine-wide barrier yet. To deliver those messages, keep
+    /// it open until every shard says it has nothing left to send (a drain task that polls
+    /// [`invoke_on_all`](crate::shard::invoke_on_all) on a [`interval`](crate::shard::interval)
+    /// and then closes the subscribers), within the drain timeout.
     fn drain_requested(&mut self, transport: &Transport) {
         let _ = transport;
     }
