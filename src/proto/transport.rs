@@ -423,7 +423,9 @@ impl Transport {
         self.force_close(CloseReason::OutputLimit);
     }
 
-    /// True until the connection starts closing (by either side) or is gone.
+    /// True until the connection starts closing (by either side) or is gone. After
+    /// [`lose_connection`](Self::lose_connection) it is false while the output still
+    /// flushes, and writes made then are still sent, as in Twisted.
     pub fn is_connected(&self) -> bool {
         let f = self.inner.flags.get();
         !f.disconnected && !f.closing && self.inner.forced.borrow().is_none()
