@@ -4,10 +4,10 @@
 
 mod util;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::process::Stdio;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -37,14 +37,7 @@ fn ping(addr: SocketAddr, limit: Duration) -> (Outcome, Option<TcpStream>) {
     match s.read(&mut b) {
         Ok(1) => (Outcome::Served, Some(s)),
         Ok(_) => (Outcome::Closed, None),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            (Outcome::Hung, None)
-        }
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => (Outcome::Hung, None),
         Err(_) => (Outcome::Closed, None),
     }
 }
@@ -63,17 +56,14 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-#[test]
-fn emfile_clients_are_closed_fast_without_spinning_and_fds_return_to_baseline() {
-    let _serial = util::serial();
-    let (mut cmd, addr) = echo_server_command();
-    cmd.stdout(Stdio::null());
+/// Sets the child's RLIMIT_NOFILE (soft and hard, as `ulimit -n` does) to `n`.
+fn limit_descriptors(cmd: &mut Command, n: libc::rlim_t) {
     // SAFETY: setrlimit is async-signal-safe; the closure runs in the child before exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             let lim = libc::rlimit {
-                rlim_cur: 64,
-                rlim_max: 64,
+                rlim_cur: n,
+                rlim_max: n,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -81,6 +71,14 @@ fn emfile_clients_are_closed_fast_without_spinning_and_fds_return_to_baseline() 
             Ok(())
         });
     }
+}
+
+#[test]
+fn emfile_clients_are_closed_fast_without_spinning_and_fds_return_to_baseline() {
+    let _serial = util::serial();
+    let (mut cmd, addr) = echo_server_command();
+    cmd.stdout(Stdio::null());
+    limit_descriptors(&mut cmd, 64);
     let mut server = spawn_listening(cmd, addr);
     let pid = server.id();
     std::thread::sleep(Duration::from_millis(100));
@@ -145,6 +143,89 @@ fn emfile_clients_are_closed_fast_without_spinning_and_fds_return_to_baseline() 
         log.lines().filter(|l| l.contains("EMFILE")).count() <= 4,
         "rate-limited: {log}"
     );
+}
+
+/// The report's race: two shards free their reserved descriptors into one table, and the one
+/// whose freed slot the other won kept no slot to recover with, so its queued clients were
+/// neither served nor closed while the table stayed full. Every client must now be answered
+/// or closed, round after round, with the table held full by the clients served before.
+#[test]
+fn emfile_with_two_shards_racing_for_freed_slots_leaves_no_client_hanging() {
+    const CLIENTS: usize = 300;
+    let _serial = util::serial();
+    let (mut cmd, addr) = util::serve_command("2", &["--proto", "kv"]);
+    cmd.stdout(Stdio::null());
+    limit_descriptors(&mut cmd, 80);
+    let mut server = KilledOnDrop(spawn_listening(cmd, addr));
+    let mut held = Vec::new();
+    for round in 0..3 {
+        let mut clients = Vec::with_capacity(CLIENTS);
+        for _ in 0..CLIENTS {
+            // Refused or reset at connect counts as closed.
+            if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                && s.write_all(b"INCR {a}n\r\n").is_ok()
+            {
+                clients.push(s);
+            }
+        }
+        let refused = CLIENTS - clients.len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (mut answered, mut closed, mut hung) = (0, refused, 0);
+        for mut s in clients {
+            let left = deadline.saturating_duration_since(Instant::now());
+            s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let mut b = [0u8; 16];
+            match s.read(&mut b) {
+                Ok(n) if n > 0 => {
+                    assert_eq!(b[0], b':', "an INCR answer: {:?}", &b[..n]);
+                    answered += 1;
+                    held.push(s);
+                }
+                Ok(_) => closed += 1,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => hung += 1,
+                Err(_) => closed += 1,
+            }
+        }
+        assert_eq!(
+            hung, 0,
+            "round {round}: every client is answered or closed within 10 s (answered \
+             {answered}, closed {closed}, hung {hung})"
+        );
+        assert!(
+            closed > 0,
+            "round {round}: the table was full: answered {answered}"
+        );
+        assert!(round > 0 || answered > 0, "the first clients are served");
+    }
+    drop(held);
+    // Served again once the clients leave: the reserved descriptors came back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut answer = Vec::new();
+    for _ in 0..100 {
+        let mut s = connect(addr);
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(b"INCR {a}n\r\n").unwrap();
+        answer.resize(16, 0);
+        if matches!(s.read(&mut answer), Ok(n) if n > 0) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(answer[0], b':', "served again: {answer:?}");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(wait_exit(&mut server.0, Duration::from_secs(15)).code(), Some(0));
+}
+
+/// A server killed if the test fails before it stops it.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

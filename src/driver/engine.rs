@@ -22,6 +22,7 @@ use super::tls::ServerTls;
 use crate::config::{Cores, EngineConfig, Layers, ListenerConfig, ReactorConfig};
 use crate::error::{EngineError, IoUringError, ShardError};
 use crate::metrics::{self, MetricsHandle};
+use crate::proto::accept::Spares;
 use crate::proto::protocol::{Factory, ShardInfo};
 use crate::stats::StatsSnapshot;
 use crate::sys;
@@ -263,6 +264,8 @@ impl EngineBuilder {
             collector,
         };
         let count = cores.len();
+        // One reserved descriptor per shard, shared: the descriptor table is the process's.
+        let spares = config.accept.reserve_fd.then(|| Arc::new(Spares::new(count)));
         for (((index, (core, sockets)), control), inbox) in cores
             .iter()
             .copied()
@@ -285,6 +288,7 @@ impl EngineBuilder {
                 inbox,
                 control,
                 config: config.clone(),
+                spares: spares.clone(),
                 ready: ready_tx.clone(),
                 metrics: links.next(),
             };

@@ -162,7 +162,7 @@ pub(crate) struct Port<F: Factory> {
     pub(crate) local: SocketAddr,
     pub(crate) shard: Rc<ShardCtx>,
     pub(crate) factory: Rc<RefCell<F>>,
-    pub(crate) reservation: Rc<RefCell<dyn Reservation>>,
+    pub(crate) reservation: Rc<RefCell<dyn Reservation<OwnedFd>>>,
     pub(crate) config: AcceptConfig,
     /// Set on a listener that requires a PROXY protocol header.
     pub(crate) proxy: Option<Rc<ProxyConfig>>,
@@ -260,6 +260,11 @@ impl<F: Factory> Port<F> {
             }
             if burst.backoff {
                 glommio::timer::sleep(self.config.error_backoff).await;
+                // A slot missing since may be free now, with nothing queued to wake the port.
+                let mut reservation = self.reservation.borrow_mut();
+                if reservation.missing() {
+                    let _ = reservation.reserve();
+                }
             }
             glommio::executor().yield_if_needed().await;
         }

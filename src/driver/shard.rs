@@ -24,7 +24,7 @@ use super::tasks::Tasks;
 use super::tls::ServerTls;
 use crate::config::{AcceptConfig, ConnectionConfig, EngineConfig, ListenerConfig};
 use crate::metrics::{self, ShardLink};
-use crate::proto::accept::{NullReservation, Reservation};
+use crate::proto::accept::{NullReservation, Reservation, Spares};
 use crate::proto::close::CloseReason;
 use crate::proto::protocol::{Factory, ShardInfo};
 use crate::proto::proxy::ProxyConfig;
@@ -249,7 +249,7 @@ where
 struct PortBoot {
     shard: Rc<ShardCtx>,
     sockets: Vec<Listener>,
-    reservation: Rc<RefCell<dyn Reservation>>,
+    reservation: Rc<RefCell<dyn Reservation<OwnedFd>>>,
     accept: AcceptConfig,
     proxy: Option<Rc<ProxyConfig>>,
     tls: Option<Rc<ServerTls>>,
@@ -346,6 +346,9 @@ pub(crate) struct ShardBoot {
     pub(crate) inbox: InboxRx,
     pub(crate) control: StdUnixStream,
     pub(crate) config: Arc<EngineConfig>,
+    /// The engine's reserved descriptors, one per shard (`None` without
+    /// [`AcceptConfig::reserve_fd`](crate::config::AcceptConfig::reserve_fd)).
+    pub(crate) spares: Option<Arc<Spares<OwnedFd>>>,
     /// Told the shard's index once its ports accept and its reserved descriptor is held.
     pub(crate) ready: std::sync::mpsc::Sender<usize>,
     /// The link to the metrics collector, when metrics are on.
@@ -396,10 +399,9 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
         Monitor::new(shard.clone(), link, &config.metrics)
     });
     let monitor_task = monitor.clone().map(|m| glommio::spawn_local(m.run()));
-    let reservation: Rc<RefCell<dyn Reservation>> = if config.accept.reserve_fd {
-        Rc::new(RefCell::new(FdReservation::new()))
-    } else {
-        Rc::new(RefCell::new(NullReservation))
+    let reservation: Rc<RefCell<dyn Reservation<OwnedFd>>> = match boot.spares {
+        Some(spares) => Rc::new(RefCell::new(FdReservation::new(spares))),
+        None => Rc::new(RefCell::new(NullReservation)),
     };
 
     // The state first: factories, tasks and calls from other shards all reach it.

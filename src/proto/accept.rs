@@ -7,6 +7,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Something that accepts one connection per call without blocking.
@@ -17,33 +19,120 @@ pub(crate) trait AcceptSource {
     fn accept(&mut self) -> io::Result<(Self::Conn, SocketAddr)>;
 }
 
-/// An emergency slot in the process's descriptor table (Twisted's
-/// `_IFileDescriptorReservation`): released on EMFILE so that one more `accept` can succeed.
-pub trait Reservation {
-    /// True while the slot is held.
-    fn available(&self) -> bool;
-    /// Frees the slot. Does nothing if it is not held.
-    fn release(&mut self);
-    /// Takes the slot again. Idempotent.
+/// The emergency slots in the process's descriptor table (Twisted's
+/// `_IFileDescriptorReservation`), as one shard sees them: on EMFILE one is freed so that one
+/// more `accept` can succeed. `C` is an accepted connection, which can take a missing slot's
+/// place.
+pub(crate) trait Reservation<C> {
+    /// True while a slot is missing: one was freed (for a recovery under way, or lost to a
+    /// race) and not taken back yet.
+    fn missing(&self) -> bool;
+    /// Frees one slot; false if none is held.
+    fn release(&mut self) -> bool;
+    /// Takes a missing slot back (a descriptor opened for the purpose). Does nothing if none
+    /// is missing.
     ///
     /// # Errors
     ///
-    /// The OS error when the slot cannot be taken (another thread took the descriptor).
+    /// The OS error when no slot can be taken (the table is full).
     fn reserve(&mut self) -> io::Result<()>;
+    /// While a slot is missing, sheds `conn` (its peer reads the end of the stream) and keeps
+    /// its descriptor as the slot; otherwise gives it back.
+    fn keep(&mut self, conn: C) -> Option<C>;
 }
 
 /// A reservation that never holds anything (Twisted's `_NullFileDescriptorReservation`), for
 /// engines configured without one.
 #[derive(Debug, Default)]
-pub struct NullReservation;
+pub(crate) struct NullReservation;
 
-impl Reservation for NullReservation {
-    fn available(&self) -> bool {
+impl<C> Reservation<C> for NullReservation {
+    fn missing(&self) -> bool {
         false
     }
-    fn release(&mut self) {}
+    fn release(&mut self) -> bool {
+        false
+    }
     fn reserve(&mut self) -> io::Result<()> {
         Ok(())
+    }
+    fn keep(&mut self, conn: C) -> Option<C> {
+        Some(conn)
+    }
+}
+
+/// The reserved descriptors of all of an engine's shards (one each), in one place: the table
+/// they stand in is the process's, so a slot one shard frees may be taken by another, and
+/// only a count they all see can make it come back.
+///
+/// Why the queues drain when shards race for freed slots:
+/// - [`take`](Self::take) publishes that a slot is missing before its caller closes the
+///   descriptor. The kernel's descriptor-table lock orders that close before whichever
+///   `accept` gets the slot, so that `accept`'s caller sees the count.
+/// - Every shard, after every `accept` that succeeds while a slot is missing, keeps the new
+///   connection as the slot ([`Reservation::keep`]): the client is shed, the slot is back.
+///   The recovering shard does the same with what it accepts, so it never has to open a
+///   descriptor again once it has shed something.
+/// - So a slot freed on EMFILE ends up reserved again whichever shard's `accept` wins it,
+///   each freed slot sheds one queued client, and while a shard recovers the others still
+///   have their slots to recover with: a shard that sees EMFILE finds a slot, or finds every
+///   slot out with another shard's recovery and tries again after its back-off.
+/// - A descriptor opened outside the accept path (a side thread, a protocol's own
+///   connection) can still take a freed slot; the count stays short until a slot frees
+///   anywhere, and every shard asks for it first ([`Reservation::reserve`] at each burst and
+///   after each back-off, [`Reservation::keep`] at each accept) before it serves anyone.
+#[derive(Debug)]
+pub(crate) struct Spares<F> {
+    held: Mutex<Vec<F>>,
+    /// How many slots the engine holds when none is missing.
+    target: usize,
+    /// `target` less the slots held, updated under `held`'s lock and read without it.
+    missing: AtomicUsize,
+}
+
+impl<F> Spares<F> {
+    /// No slot held yet, `target` wanted.
+    pub(crate) fn new(target: usize) -> Self {
+        Self {
+            held: Mutex::new(Vec::with_capacity(target)),
+            target,
+            missing: AtomicUsize::new(target),
+        }
+    }
+
+    /// True while fewer than `target` slots are held.
+    pub(crate) fn missing(&self) -> bool {
+        self.missing.load(Ordering::SeqCst) > 0
+    }
+
+    /// Takes a slot out, counted as missing before it is returned: the caller frees it.
+    pub(crate) fn take(&self) -> Option<F> {
+        let mut held = self.lock();
+        let slot = held.pop();
+        self.publish(&held);
+        slot
+    }
+
+    /// Holds `slot` if one is missing, after `prepare`; otherwise gives it back.
+    pub(crate) fn put(&self, slot: F, prepare: impl FnOnce(&F)) -> Option<F> {
+        let mut held = self.lock();
+        if held.len() >= self.target {
+            return Some(slot);
+        }
+        prepare(&slot);
+        held.push(slot);
+        self.publish(&held);
+        None
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<F>> {
+        // The vector is whole whatever panicked while it was locked.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, held: &[F]) {
+        self.missing
+            .store(self.target.saturating_sub(held.len()), Ordering::SeqCst);
     }
 }
 
@@ -98,25 +187,34 @@ pub(crate) struct Burst {
 }
 
 /// Accepts up to `limit` connections, handing each to `on_conn`. `first` is an accept result
-/// already in hand (from the reactor's wake-up); it counts as the first attempt.
+/// already in hand (from the reactor's wake-up); it counts as the first attempt. While a
+/// reserved slot is missing, a connection accepted is shed and kept as the slot instead.
 pub(crate) fn accept_burst<S: AcceptSource>(
     src: &mut S,
-    reservation: &mut dyn Reservation,
+    reservation: &mut dyn Reservation<S::Conn>,
     first: Option<io::Result<(S::Conn, SocketAddr)>>,
     limit: usize,
     mut on_conn: impl FnMut(S::Conn, SocketAddr),
 ) -> Burst {
     let mut burst = Burst::default();
-    if !reservation.available() {
+    if reservation.missing() {
         // Best effort: a descriptor may have been freed since the last failure.
         let _ = reservation.reserve();
     }
+    let mut kept = 0;
     let mut next = first;
     for _ in 0..limit.max(1) {
         let err = match next.take().unwrap_or_else(|| src.accept()) {
             Ok((conn, peer)) => {
-                burst.accepted += 1;
-                on_conn(conn, peer);
+                match reservation.keep(conn) {
+                    Some(conn) => {
+                        burst.accepted += 1;
+                        on_conn(conn, peer);
+                    }
+                    // The slot it took was a reserved one (freed by this shard or another,
+                    // or lost to a race): it is reserved again, and this client is shed.
+                    None => kept += 1,
+                }
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -125,12 +223,12 @@ pub(crate) fn accept_burst<S: AcceptSource>(
         let errno = err.raw_os_error().unwrap_or(0);
         match classify(&err) {
             ErrorAction::Skip => burst.events.push(AcceptEvent::Error(errno)),
-            ErrorAction::Emfile if reservation.available() => {
+            ErrorAction::Emfile => {
                 burst.events.push(AcceptEvent::Error(errno));
-                recover_from_emfile(src, reservation, limit, &mut burst);
+                kept += recover_from_emfile(src, reservation, limit, &mut burst);
                 break;
             }
-            ErrorAction::Emfile | ErrorAction::Backoff => {
+            ErrorAction::Backoff => {
                 burst.events.push(AcceptEvent::Error(errno));
                 burst.backoff = true;
                 break;
@@ -141,50 +239,66 @@ pub(crate) fn accept_burst<S: AcceptSource>(
             }
         }
     }
+    burst.recovered += kept;
+    if kept > 0 {
+        burst.events.push(AcceptEvent::EmfileRecovered(kept));
+    }
     burst
 }
 
-/// Frees the reserved slot, accepts and closes what is queued, and takes the slot again.
+/// Sheds the queue one reserved slot at a time: frees a slot, accepts into it, and keeps the
+/// connection (shut down) as the slot, until nothing is queued. Returns the connections shed.
 fn recover_from_emfile<S: AcceptSource>(
     src: &mut S,
-    reservation: &mut dyn Reservation,
+    reservation: &mut dyn Reservation<S::Conn>,
     limit: usize,
     burst: &mut Burst,
-) {
-    reservation.release();
-    let mut closed = 0;
+) -> usize {
+    let mut shed = 0;
     for _ in 0..limit.max(1) {
+        if !reservation.release() {
+            // Every slot is out: with other shards' recoveries, or lost to another opener
+            // of descriptors. They come back when those end (or a descriptor closes).
+            burst.backoff = true;
+            return shed;
+        }
         match src.accept() {
             Ok((conn, _)) => {
-                drop(conn);
-                closed += 1;
+                shed += 1;
+                // Dropped (closed) only when the slot was taken back meanwhile.
+                drop(reservation.keep(conn));
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => {
-                // EMFILE again: another shard took the freed slot. Back off, never spin.
-                burst
-                    .events
-                    .push(AcceptEvent::Error(e.raw_os_error().unwrap_or(0)));
-                burst.backoff = true;
-                break;
+                let nothing_queued = e.kind() == io::ErrorKind::WouldBlock;
+                if !nothing_queued {
+                    // EMFILE again: a descriptor opened elsewhere (another shard's accept,
+                    // which keeps it as the slot, or anything else) took the freed slot.
+                    burst
+                        .events
+                        .push(AcceptEvent::Error(e.raw_os_error().unwrap_or(0)));
+                }
+                if let Err(e) = reservation.reserve()
+                    && reservation.missing()
+                {
+                    // Still missing (another shard's accept may have kept the slot meanwhile,
+                    // which is as good): every accept and back-off asks for it from now on.
+                    burst
+                        .events
+                        .push(AcceptEvent::ReserveFailed(e.raw_os_error().unwrap_or(0)));
+                    burst.backoff = true;
+                }
+                if !nothing_queued || shed == 0 {
+                    // Linux allocates the descriptor before it looks at the queue, so a full
+                    // table fails every accept with EMFILE, queued connection or not.
+                    // Nothing was queued, or the slot was lost: wait a little instead of
+                    // asking again at once.
+                    burst.backoff = true;
+                }
+                return shed;
             }
         }
     }
-    burst.recovered += closed;
-    if closed > 0 {
-        burst.events.push(AcceptEvent::EmfileRecovered(closed));
-    } else {
-        // Linux allocates the descriptor before it looks at the queue, so a full table fails
-        // every accept with EMFILE, queued connection or not. Nothing was queued: wait a
-        // little instead of asking again at once.
-        burst.backoff = true;
-    }
-    if let Err(e) = reservation.reserve() {
-        burst
-            .events
-            .push(AcceptEvent::ReserveFailed(e.raw_os_error().unwrap_or(0)));
-        burst.backoff = true;
-    }
+    shed
 }
 
 /// Twisted's adaptive `numberAccepts`: the burst grows by 20 while bursts fill up and shrinks
@@ -377,6 +491,7 @@ impl LogLimiter {
 mod tests {
     use super::*;
     use std::collections::VecDeque;
+    use std::sync::Arc;
 
     /// A listener that replays a script: `Ok(n)` yields connection n, `Err(errno)` fails;
     /// after the script it reports `WouldBlock`.
@@ -406,36 +521,66 @@ mod tests {
         }
     }
 
-    /// A reservation that records its calls and can be told to fail its re-take.
-    #[derive(Default)]
+    /// `/dev/null` in a fake slot; connections are numbered from 1.
+    const DEV_NULL: u32 = 0;
+
+    /// A shard's view of shared fake slots (connection numbers, or [`DEV_NULL`]); records
+    /// its calls and can be told that the table is full (its re-take fails).
     struct FakeReservation {
-        held: bool,
+        spares: Arc<Spares<u32>>,
         fail_reserve: bool,
         log: Vec<&'static str>,
     }
 
-    impl Reservation for FakeReservation {
-        fn available(&self) -> bool {
-            self.held
-        }
-        fn release(&mut self) {
-            self.log.push("release");
-            self.held = false;
-        }
-        fn reserve(&mut self) -> io::Result<()> {
-            self.log.push("reserve");
-            if self.fail_reserve {
-                return Err(io::Error::from_raw_os_error(libc::EMFILE));
+    impl FakeReservation {
+        fn shared(spares: &Arc<Spares<u32>>) -> Self {
+            Self {
+                spares: spares.clone(),
+                fail_reserve: false,
+                log: Vec::new(),
             }
-            self.held = true;
-            Ok(())
+        }
+        fn held(&self) -> bool {
+            !self.spares.missing()
         }
     }
 
+    impl Reservation<u32> for FakeReservation {
+        fn missing(&self) -> bool {
+            self.spares.missing()
+        }
+        fn release(&mut self) -> bool {
+            self.log.push("release");
+            self.spares.take().is_some()
+        }
+        fn reserve(&mut self) -> io::Result<()> {
+            self.log.push("reserve");
+            if !self.spares.missing() {
+                return Ok(());
+            }
+            if self.fail_reserve {
+                return Err(io::Error::from_raw_os_error(libc::EMFILE));
+            }
+            assert_eq!(self.spares.put(DEV_NULL, |_| {}), None);
+            Ok(())
+        }
+        fn keep(&mut self, conn: u32) -> Option<u32> {
+            self.spares.put(conn, |_| self.log.push("shed"))
+        }
+    }
+
+    /// One shard's slot, held.
     fn held() -> FakeReservation {
+        let spares = Arc::new(Spares::new(1));
+        assert_eq!(spares.put(DEV_NULL, |_| {}), None);
+        FakeReservation::shared(&spares)
+    }
+
+    /// One shard's slot, missing, with a full table.
+    fn lost() -> FakeReservation {
         FakeReservation {
-            held: true,
-            ..Default::default()
+            fail_reserve: true,
+            ..FakeReservation::shared(&Arc::new(Spares::new(1)))
         }
     }
 
@@ -514,8 +659,12 @@ mod tests {
         );
         assert_eq!(b.recovered, 2);
         assert!(!b.backoff);
-        assert_eq!(res.log, vec!["release", "reserve"]);
-        assert!(res.held);
+        // Each shed connection keeps the slot until the next one needs it freed.
+        assert_eq!(
+            res.log,
+            vec!["release", "shed", "release", "shed", "release", "reserve"]
+        );
+        assert!(res.held());
         assert_eq!(
             b.events,
             vec![AcceptEvent::Error(libc::EMFILE), AcceptEvent::EmfileRecovered(2)]
@@ -532,21 +681,18 @@ mod tests {
             b.backoff,
             "a full table fails accept even with nothing queued: never spin"
         );
-        assert!(res.held);
+        assert!(res.held());
     }
 
     #[test]
     fn emfile_without_reservation_backs_off() {
-        let mut res = FakeReservation {
-            fail_reserve: true,
-            ..Default::default()
-        };
+        let mut res = lost();
         let (b, got) = run(&[Err(libc::EMFILE), Ok(1)], &mut res, 100);
         assert!(got.is_empty());
         assert!(b.backoff);
         assert_eq!(b.recovered, 0);
-        // Only the best-effort re-take at the start of the burst.
-        assert_eq!(res.log, vec!["reserve"]);
+        // The best-effort re-take at the start of the burst, then no slot to free.
+        assert_eq!(res.log, vec!["reserve", "release"]);
     }
 
     #[test]
@@ -556,9 +702,10 @@ mod tests {
         assert!(b.backoff);
         assert_eq!(src.calls, 1);
         let mut n = NullReservation;
-        assert!(!n.available());
-        n.release();
-        assert!(n.reserve().is_ok() && !n.available());
+        assert!(!Reservation::<u32>::missing(&n));
+        assert!(!Reservation::<u32>::release(&mut n));
+        assert!(Reservation::<u32>::reserve(&mut n).is_ok());
+        assert_eq!(n.keep(3), Some(3), "a connection is always served");
     }
 
     #[test]
@@ -567,7 +714,7 @@ mod tests {
         let (b, _) = run(&[Err(libc::EMFILE), Ok(1), Err(libc::EMFILE)], &mut res, 100);
         assert_eq!(b.recovered, 1);
         assert!(b.backoff);
-        assert!(res.held, "the slot is taken again after the recovery");
+        assert!(res.held(), "the slot is taken again after the recovery");
     }
 
     #[test]
@@ -576,8 +723,70 @@ mod tests {
         res.fail_reserve = true;
         let (b, _) = run(&[Err(libc::EMFILE), Ok(1)], &mut res, 100);
         assert!(b.backoff);
-        assert!(!res.held);
+        assert!(!res.held());
         assert!(b.events.contains(&AcceptEvent::ReserveFailed(libc::EMFILE)));
+    }
+
+    #[test]
+    fn spares_count_what_is_missing_before_it_is_freed() {
+        let spares = Spares::new(2);
+        assert!(spares.missing());
+        assert_eq!(spares.put(1, |_| {}), None);
+        assert_eq!(spares.put(2, |_| {}), None);
+        assert!(!spares.missing());
+        assert_eq!(spares.put(3, |_| panic!("not prepared")), Some(3), "full");
+        let slot = spares.take();
+        assert!(spares.missing(), "told while the caller still holds it");
+        assert_eq!(slot, Some(2));
+        assert_eq!(spares.take(), Some(1));
+        assert_eq!(spares.take(), None);
+    }
+
+    #[test]
+    fn a_slot_another_shard_freed_is_kept_by_the_accept_that_wins_it() {
+        // Shard A frees a slot to recover; shard B's accept takes it before A's does (the
+        // table is full again, so B's re-take fails). B sheds that client and keeps the slot,
+        // then serves the rest: the slot count stays whole.
+        let spares = Arc::new(Spares::new(2));
+        let mut a = FakeReservation::shared(&spares);
+        let mut b = FakeReservation::shared(&spares);
+        a.reserve().unwrap();
+        b.reserve().unwrap();
+        assert!(a.release());
+        b.fail_reserve = true;
+        let (burst, got) = run(&[Ok(5), Ok(6), Ok(7)], &mut b, 100);
+        assert_eq!(got, vec![6, 7]);
+        assert_eq!(burst.recovered, 1);
+        assert_eq!(burst.events, vec![AcceptEvent::EmfileRecovered(1)]);
+        assert!(!spares.missing());
+    }
+
+    #[test]
+    fn a_shard_whose_slot_was_lost_still_sheds_its_queue() {
+        // The race of the report: shard A's slot went to a descriptor that stays open, and
+        // the table is full. A recovers with the slot shard B holds, sheds its whole queue,
+        // and the last connection it shed stands in the slot.
+        let spares = Arc::new(Spares::new(2));
+        let mut a = FakeReservation::shared(&spares);
+        let mut b = FakeReservation::shared(&spares);
+        a.reserve().unwrap();
+        b.reserve().unwrap();
+        assert!(spares.take().is_some(), "lost for good");
+        a.fail_reserve = true;
+        let queue: Vec<_> = std::iter::once(Err(libc::EMFILE))
+            .chain((1..=30).map(Ok))
+            .collect();
+        let mut src = Scripted::new(&queue);
+        let burst = accept_burst(&mut src, &mut a, None, 100, |_, _| {
+            panic!("nothing to serve with")
+        });
+        assert_eq!(burst.recovered, 30, "every queued client is shed");
+        assert!(burst.backoff, "the re-take failed");
+        assert!(spares.missing(), "one slot is still out");
+        // B, or A after its back-off, takes the next slot that frees before serving anyone.
+        let (b_burst, got) = run(&[Ok(40), Ok(41)], &mut b, 100);
+        assert_eq!((got, b_burst.recovered), (vec![41], 1));
+        assert!(!spares.missing());
     }
 
     #[test]

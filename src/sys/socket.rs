@@ -205,6 +205,12 @@ pub(crate) fn shutdown_listener(listener: BorrowedFd<'_>) {
     let _ = SockRef::from(&listener).shutdown(Shutdown::Both);
 }
 
+/// shutdown(2) both ways on a connection: its peer reads the end of the stream while the
+/// descriptor stays open. Errors are ignored (a peer already gone has nothing to read).
+pub(crate) fn shutdown_stream(conn: BorrowedFd<'_>) {
+    let _ = SockRef::from(&conn).shutdown(Shutdown::Both);
+}
+
 /// The user id of the process at the other end of a Unix socket (SO_PEERCRED).
 pub(crate) fn peer_uid(sock: BorrowedFd<'_>) -> io::Result<u32> {
     let mut cred = libc::ucred {
