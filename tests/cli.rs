@@ -59,6 +59,56 @@ fn bad_arguments_are_one_line_and_exit_two() {
 }
 
 #[test]
+fn kv_limits_are_flags_refused_by_name() {
+    let kv = ["serve", "--listen", "127.0.0.1:1", "--proto", "kv", "--check"];
+    for (extra, says) in [
+        (
+            ["--kv-max-bulk", "10"],
+            "--kv-max-bulk 10 would refuse the arguments of ordinary commands: give at least 1024",
+        ),
+        (["--kv-max-inline", "0"], "--kv-max-inline 0 would refuse"),
+        (["--kv-max-request", "1000"], "--kv-max-request 1000 would refuse"),
+        (
+            ["--kv-max-transaction", "1"],
+            "--kv-max-transaction 1 would refuse",
+        ),
+        (["--kv-max-bulk", "ten"], "--kv-max-bulk"),
+    ] {
+        let args: Vec<&str> = kv.iter().copied().chain(extra).collect();
+        let (code, err) = stderr_of(weft(&args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (code, err) = stderr_of(weft(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:1",
+        "--kv-max-request",
+        "1MiB",
+        "--check",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--kv-max-request applies to --proto kv only"),
+        "{err}"
+    );
+    let mut args = kv.to_vec();
+    args.extend([
+        "--kv-max-bulk",
+        "1MiB",
+        "--kv-max-inline",
+        "4KiB",
+        "--kv-max-request",
+        "2MiB",
+        "--kv-max-transaction",
+        "8MiB",
+    ]);
+    let (code, err) = stderr_of(weft(&args));
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
 fn check_refuses_what_the_start_would() {
     let missing = std::env::temp_dir().join(format!("weft-no-such-dir-{}", std::process::id()));
     let hdr_log = missing.join("x.hlog");

@@ -1080,10 +1080,18 @@ fn answers_past_max_output_close_the_connection() {
         }
         answers
     };
-    // The default cap (4 MiB of unsent answers): the connection is closed, the server goes on
-    // and says why at INFO.
-    let mut weft =
-        weft_process::Weft::serve(&["--proto", "kv", "--cores", SHARDS, "--listen", "127.0.0.1:0"]);
+    // A cap of 4 MiB (the engine's default; kv's is the bulk limit + 4 MiB): the connection
+    // is closed, the server goes on and says why at INFO.
+    let mut weft = weft_process::Weft::serve(&[
+        "--proto",
+        "kv",
+        "--cores",
+        SHARDS,
+        "--listen",
+        "127.0.0.1:0",
+        "--max-output",
+        "4MiB",
+    ]);
     let addr = weft.ready();
     assert!(ask(addr) < 16);
     assert_eq!(Client::connect(addr).cmd("PING"), b"+PONG\r\n");
@@ -1093,9 +1101,117 @@ fn answers_past_max_output_close_the_connection() {
             && line.contains("1 connection reset: queued output passed max_output (4194304 bytes)"),
         "{line}"
     );
-    // A cap above them: every answer.
-    let roomy = Server::weft(&["--max-output", "64MiB"]);
+    // kv's default cap: every answer.
+    let roomy = Server::weft(&[]);
     assert_eq!(ask(roomy.addr), 16);
+}
+
+#[test]
+fn big_answers_reach_a_reading_client_whole() {
+    let _serial = util::serial();
+    // Under the default --max-output, both answers below are past the engine's 4 MiB; a
+    // client that reads them gets them whole, as from redis.
+    let weft = Server::weft(&[]);
+    let mut c = Client::connect(weft.addr);
+    // A value of 20 MiB built with APPEND, read back with GET.
+    let chunk = vec![b'a'; 5 << 20];
+    for i in 1..=4 {
+        let want = format!(":{}\r\n", i * chunk.len());
+        assert_eq!(text(&c.call(&[b"APPEND", b"big", &chunk])), want);
+    }
+    let got = c.cmd("GET big");
+    assert_eq!(got.len(), (20 << 20) + 13);
+    assert!(got.starts_with(b"$20971520\r\naaaa") && got.ends_with(b"aa\r\n"));
+    // KEYS over 40,000 names of 120 bytes: an answer of about 5 MB.
+    let name = |i: usize| format!("{i:0>120}");
+    for batch in (0..40_000).collect::<Vec<_>>().chunks(1000) {
+        let mut req = Vec::new();
+        for &i in batch {
+            req.extend(encode(&[b"SET", name(i).as_bytes(), b"v"]));
+        }
+        c.send(&req);
+        for _ in batch {
+            assert_eq!(c.reply(), b"+OK\r\n");
+        }
+    }
+    let keys = c.cmd("KEYS *");
+    assert!(keys.len() > 4 << 20, "{} bytes", keys.len());
+    assert_eq!(elements(&keys).len(), 40_001);
+    assert_eq!(c.cmd("PING"), b"+PONG\r\n");
+}
+
+#[test]
+fn transactions_are_bounded_in_bytes() {
+    let _serial = util::serial();
+    // The default bound, 64 MiB: a client queueing 1 MiB values is refused at the 64th,
+    // the transaction is discarded, and the connection goes on.
+    let weft = Server::weft(&[]);
+    let mut c = Client::connect(weft.addr);
+    assert_eq!(c.cmd("MULTI"), b"+OK\r\n");
+    let value = vec![b'v'; 1 << 20];
+    for i in 0..70 {
+        c.send(&encode(&[b"SET", format!("{{t}}k{i}").as_bytes(), &value]));
+    }
+    let replies: Vec<String> = (0..70).map(|_| text(&c.reply())).collect();
+    let refused: Vec<usize> = (0..70).filter(|&i| replies[i] != "+QUEUED\r\n").collect();
+    assert_eq!(refused, [63], "{:?}", &replies[63]);
+    assert!(
+        replies[63].starts_with(
+            "-ERR transaction too large: weft queues at most 67108864 bytes of commands after MULTI"
+        ),
+        "{}",
+        replies[63]
+    );
+    assert_eq!(
+        text(&c.cmd("EXEC")),
+        "-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+    assert_eq!(c.cmd("EXISTS {t}k0"), b":0\r\n");
+    assert_eq!(c.cmd("MULTI"), b"+OK\r\n");
+    assert_eq!(c.cmd("SET {t}k0 1"), b"+QUEUED\r\n");
+    assert_eq!(c.cmd("EXEC"), b"*1\r\n+OK\r\n");
+}
+
+#[test]
+fn the_kv_limit_flags_apply() {
+    let _serial = util::serial();
+    let weft = Server::weft(&[
+        "--kv-max-bulk",
+        "1MiB",
+        "--kv-max-inline",
+        "1KiB",
+        "--kv-max-transaction",
+        "4KiB",
+    ]);
+    let mut c = Client::connect(weft.addr);
+    assert_eq!(
+        text(&c.cmd("CONFIG GET proto-max-bulk-len")),
+        "*2\r\n$18\r\nproto-max-bulk-len\r\n$7\r\n1048576\r\n"
+    );
+    // APPEND stops at the bulk limit, as redis's does at proto-max-bulk-len.
+    let half = vec![b'a'; 512 << 10];
+    assert_eq!(c.call(&[b"APPEND", b"s", &half]), b":524288\r\n");
+    assert_eq!(c.call(&[b"APPEND", b"s", &half]), b":1048576\r\n");
+    assert_eq!(
+        text(&c.cmd("APPEND s x")),
+        "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n"
+    );
+    // A transaction past 4 KiB.
+    assert_eq!(c.cmd("MULTI"), b"+OK\r\n");
+    let refused = text(&c.call(&[b"SET", b"k", &[b'v'; 5000]]));
+    assert!(refused.contains("at most 4096 bytes"), "{refused}");
+    assert!(text(&c.cmd("EXEC")).starts_with("-EXECABORT"));
+    // Requests past the parser's limits.
+    let (out, closed) = exchange(weft.addr, b"*2\r\n$3\r\nGET\r\n$1048577\r\n");
+    assert_eq!(
+        (text(&out).as_str(), closed),
+        ("-ERR Protocol error: invalid bulk length\r\n", true)
+    );
+    let (out, closed) = exchange(weft.addr, &[b'x'; 2000]);
+    assert_eq!(
+        (text(&out).as_str(), closed),
+        ("-ERR Protocol error: too big inline request\r\n", true)
+    );
 }
 
 /// The shard (of two) that owns `key`, as weft places keys (Redis Cluster's slots).

@@ -55,6 +55,7 @@ pub fn check(data: &[u8], step: usize) -> Outcome {
                 EvictionPolicy::NoEviction
             },
             shard: Some((0, 2)),
+            ..KeyspaceConfig::default()
         },
         BuildHasherDefault::<DefaultHasher>::default(),
         7,

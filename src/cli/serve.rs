@@ -61,6 +61,21 @@ pub(crate) struct ServeArgs {
     /// (the least recently used of sampled keys is evicted).
     #[arg(long, default_value = "noeviction", value_parser = parse_policy)]
     maxmemory_policy: EvictionPolicy,
+    /// kv: longest bulk string a request may carry, and longest value APPEND may make
+    /// (redis's proto-max-bulk-len) [default: 512MiB].
+    #[arg(long, value_name = "BYTES", value_parser = super::size)]
+    kv_max_bulk: Option<usize>,
+    /// kv: longest inline request, or count line, without its end [default: 64KiB].
+    #[arg(long, value_name = "BYTES", value_parser = super::size)]
+    kv_max_inline: Option<usize>,
+    /// kv: most bytes one request may hold while it arrives, 32 more per argument (redis's
+    /// client-query-buffer-limit); past it the connection is closed [default: 1GiB].
+    #[arg(long, value_name = "BYTES", value_parser = super::size)]
+    kv_max_request: Option<usize>,
+    /// kv: most bytes the commands queued after MULTI may hold (counted as for
+    /// --kv-max-request); past it the transaction is refused and EXEC aborts [default: 64MiB].
+    #[arg(long, value_name = "BYTES", value_parser = super::size)]
+    kv_max_transaction: Option<usize>,
     /// Address to listen on, e.g. 127.0.0.1:7000 or [::1]:7000 (repeatable). With --takeover,
     /// defaults to the addresses taken over.
     #[arg(long = "listen", required_unless_present_any = ["takeover", "proxy_listen", "tls_listen"], value_parser = parse_addr)]
@@ -106,9 +121,10 @@ pub(crate) struct ServeArgs {
     /// Queued output at which reading resumes.
     #[arg(long, default_value = "16KiB", value_parser = super::size)]
     low_water: usize,
-    /// Queued output above which the connection is closed.
-    #[arg(long, default_value = "4MiB", value_parser = super::size)]
-    max_output: usize,
+    /// Queued output above which the connection is closed [default: 4MiB; with --proto kv,
+    /// the bulk limit plus 4MiB, so that the answer of any one value goes out whole].
+    #[arg(long, value_name = "BYTES", value_parser = super::size)]
+    max_output: Option<usize>,
     /// TCP keepalive: idle time before the first probe (turns keepalive on).
     #[arg(long, value_parser = super::duration)]
     keepalive_idle: Option<Duration>,
@@ -345,6 +361,10 @@ const FLAGS: &[(&str, &str)] = &[
     ("drain_timeout", "--drain-timeout"),
     ("reactor.spin_before_park", "--spin-before-park"),
     ("connection.flow.max_output", "--max-output"),
+    ("kv.limits.max_bulk", "--kv-max-bulk"),
+    ("kv.limits.max_inline", "--kv-max-inline"),
+    ("kv.limits.max_request", "--kv-max-request"),
+    ("kv.max_transaction", "--kv-max-transaction"),
     ("connection.idle_timeout", "--idle-timeout"),
     ("connection.write_stall_timeout", "--write-stall-timeout"),
     ("connection.keepalive.idle", "--keepalive-idle"),
@@ -367,6 +387,30 @@ fn flagged(e: ConfigError) -> CliError {
     CliError::Usage(e.to_string())
 }
 
+/// The kv server's settings the flags make (the defaults for those not given).
+fn kv_config(args: &ServeArgs) -> KvConfig {
+    let mut kv = KvConfig {
+        maxmemory: args.maxmemory,
+        policy: args.maxmemory_policy,
+        ..KvConfig::default()
+    };
+    let limits = &mut kv.limits;
+    limits.max_bulk = args.kv_max_bulk.unwrap_or(limits.max_bulk);
+    limits.max_inline = args.kv_max_inline.unwrap_or(limits.max_inline);
+    limits.max_request = args.kv_max_request.unwrap_or(limits.max_request);
+    kv.max_transaction = args.kv_max_transaction.unwrap_or(kv.max_transaction);
+    kv
+}
+
+/// `--max-output`, or its default: room for the longest value's answer with `--proto kv`
+/// ([`KvConfig::max_output`]), the engine's default otherwise.
+fn max_output(args: &ServeArgs) -> usize {
+    args.max_output.unwrap_or_else(|| match args.proto {
+        Proto::Kv => kv_config(args).max_output(),
+        _ => FlowConfig::default().max_output,
+    })
+}
+
 /// The engine settings the flags make (everything but the listeners).
 fn engine_config(args: &ServeArgs) -> EngineConfig {
     let mut config = EngineConfig::default();
@@ -383,7 +427,7 @@ fn engine_config(args: &ServeArgs) -> EngineConfig {
     c.idle_timeout = args.idle_timeout;
     // 0s turns the write-stall timeout off.
     c.write_stall_timeout = Some(args.write_stall_timeout).filter(|d| !d.is_zero());
-    c.flow = FlowConfig::new(args.high_water, args.low_water, args.max_output);
+    c.flow = FlowConfig::new(args.high_water, args.low_water, max_output(args));
     c.keepalive = args
         .keepalive_idle
         .map(|idle| Keepalive::new(idle, args.keepalive_interval, args.keepalive_count));
@@ -404,12 +448,22 @@ fn proxy_config(args: &ServeArgs) -> Option<ProxyConfig> {
 /// Flag combinations that cannot work, refused before anything starts (and by `--check`).
 fn validate(args: &ServeArgs) -> Result<(), CliError> {
     let usage = |m: String| Err(CliError::Usage(m));
-    if let Err(e) = FlowConfig::try_new(args.high_water, args.low_water, args.max_output) {
+    if let Err(e) = FlowConfig::try_new(args.high_water, args.low_water, max_output(args)) {
         return usage(format!("--high-water, --low-water, --max-output: {e}"));
     }
-    if args.maxmemory > 0 && !matches!(args.proto, Proto::Kv) {
-        return usage("--maxmemory applies to --proto kv only".into());
+    if args.proto != Proto::Kv {
+        let kv_flags = [
+            ("--maxmemory", args.maxmemory > 0),
+            ("--kv-max-bulk", args.kv_max_bulk.is_some()),
+            ("--kv-max-inline", args.kv_max_inline.is_some()),
+            ("--kv-max-request", args.kv_max_request.is_some()),
+            ("--kv-max-transaction", args.kv_max_transaction.is_some()),
+        ];
+        if let Some((flag, _)) = kv_flags.iter().find(|(_, given)| *given) {
+            return usage(format!("{flag} applies to --proto kv only"));
+        }
     }
+    kv_config(args).validate().map_err(flagged)?;
     // One address, one use: the ports that serve and the health and metrics listeners.
     let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
     let named = (args.listen.iter().map(|a| (*a, "--listen")))
@@ -516,11 +570,7 @@ fn serve(args: ServeArgs) -> Result<(), ServiceError> {
     }
     let proxy = proxy_config(&args);
     if args.proto == Proto::Kv {
-        service = service.shard_state(Kv::shard_state(KvConfig {
-            maxmemory: args.maxmemory,
-            policy: args.maxmemory_policy,
-            ..KvConfig::default()
-        }));
+        service = service.shard_state(Kv::shard_state(kv_config(&args)));
     }
     if args.listen.is_empty() {
         // Taking over without --listen: every inherited port not named by another flag keeps

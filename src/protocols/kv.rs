@@ -36,6 +36,12 @@
 //! spoke when the command started, wherever it ran. `--maxmemory` is divided evenly between the shards; each
 //! shard applies the policy to its part.
 //!
+//! What one connection may hold is bounded by [`KvConfig`]: a request by the parser's limits,
+//! a transaction's queued commands by [`KvConfig::max_transaction`], its unsent answers by the
+//! engine's output cap. Give the engine [`KvConfig::max_output`] as that cap (as `weft serve
+//! --proto kv` does): the engine's default, 4 MiB, resets a client that asks for a larger
+//! value before its first byte.
+//!
 //! On an engine with metrics on, each shard shows its keys, memory, expiries, evictions,
 //! `-OOM` refusals and commands (see [`super::kv_metrics`]).
 //!
@@ -43,8 +49,11 @@
 //! use weft::protocols::{Kv, KvConfig};
 //! use weft::{EngineConfig, Service};
 //!
-//! Service::new(EngineConfig::default())
-//!     .shard_state(Kv::shard_state(KvConfig::default()))
+//! let kv = KvConfig::default();
+//! let mut engine = EngineConfig::default();
+//! engine.connection.flow.max_output = kv.max_output();
+//! Service::new(engine)
+//!     .shard_state(Kv::shard_state(kv))
 //!     .listen("127.0.0.1:6379".parse::<std::net::SocketAddr>()?, |_| Kv::factory())
 //!     .run()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -71,10 +80,11 @@ use crate::proto::kv::command::{ClientQuery, Command, Scan, Target, parse};
 use crate::proto::kv::info::{ServerInfo, render};
 use crate::proto::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig, KeyspaceStats};
 use crate::proto::kv::route::{Gather, key_owners, shard_of, split};
-use crate::proto::kv::session::{Outcome, ServerFacts, Session};
+use crate::proto::kv::session::{MAX_QUEUED_BYTES, Outcome, ServerFacts, Session};
 use crate::proto::protocol::{Factory, ShardInfo};
-use crate::proto::resp::{Reply, Request, RespDecoder, RespError, RespLimits, RespVersion};
-use crate::proto::transport::Transport;
+use crate::proto::resp::{ARG_OVERHEAD, Reply, Request, RespDecoder, RespError, RespLimits, RespVersion};
+use crate::proto::settings::ConfigError;
+use crate::proto::transport::{FlowConfig, Transport};
 use crate::protocols::kv_metrics::{self, Published};
 
 /// Most commands a connection may have unanswered before it stops reading (it reads again
@@ -95,15 +105,99 @@ const SWEEP_SLICE_ROUNDS: usize = 16;
 const SWEEP_PAUSE_EVERY: Duration = Duration::from_millis(1);
 
 /// The kv server's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvConfig {
     /// Memory limit of the whole process, in accounted bytes (key + value + a fixed overhead
     /// per key), divided evenly between the shards; 0 for none.
     pub maxmemory: usize,
     /// What happens past the limit.
     pub policy: EvictionPolicy,
-    /// The request parser's limits.
+    /// The request parser's limits (redis's by default). The bulk limit also bounds the
+    /// values `APPEND` makes, as redis's `proto-max-bulk-len` does.
     pub limits: RespLimits,
+    /// Most bytes the commands queued by one transaction may hold (counted as the request
+    /// limit counts them): the command past it is refused and `EXEC` aborts. Default:
+    /// [`MAX_QUEUED_BYTES`]; the count is bounded by
+    /// [`MAX_QUEUED`](crate::proto::kv::session::MAX_QUEUED).
+    pub max_transaction: usize,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        Self {
+            maxmemory: 0,
+            policy: EvictionPolicy::default(),
+            limits: RespLimits::default(),
+            max_transaction: MAX_QUEUED_BYTES,
+        }
+    }
+}
+
+/// The smallest parser or transaction limit [`KvConfig::validate`] accepts: below it ordinary
+/// commands would be refused.
+pub const MIN_KV_LIMIT: usize = 1024;
+
+impl KvConfig {
+    /// The output cap ([`FlowConfig::max_output`](crate::FlowConfig::max_output)) an engine
+    /// serving kv needs for the answer of any one value to go out whole, however long the
+    /// value may be within these limits: the bulk limit, plus the 4 MiB any connection may
+    /// queue by default. `weft serve --proto kv` uses it unless `--max-output` is given (the
+    /// engine's default, 4 MiB, would reset a client reading a `GET` of a larger value).
+    /// Answers gathered over many keys (`KEYS *`, `MGET`) are not bounded by it: past the cap
+    /// the connection is reset.
+    pub fn max_output(&self) -> usize {
+        self.limits
+            .max_bulk
+            .saturating_add(FlowConfig::default().max_output)
+    }
+
+    /// Refuses limits under [`MIN_KV_LIMIT`], naming the setting (`kv.limits.max_bulk`,
+    /// `kv.limits.max_inline`, `kv.limits.max_request`, `kv.max_transaction`).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for the first limit too small, saying what to give instead.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let defaults = Self::default();
+        for (setting, value, default, refused) in [
+            (
+                "kv.limits.max_bulk",
+                self.limits.max_bulk,
+                defaults.limits.max_bulk,
+                "the arguments of ordinary commands",
+            ),
+            (
+                "kv.limits.max_inline",
+                self.limits.max_inline,
+                defaults.limits.max_inline,
+                "ordinary inline requests",
+            ),
+            (
+                "kv.limits.max_request",
+                self.limits.max_request,
+                defaults.limits.max_request,
+                "ordinary requests",
+            ),
+            (
+                "kv.max_transaction",
+                self.max_transaction,
+                defaults.max_transaction,
+                "ordinary transactions",
+            ),
+        ] {
+            if value < MIN_KV_LIMIT {
+                return Err(ConfigError::new(
+                    setting,
+                    value,
+                    format!(
+                        "would refuse {refused}: give at least {MIN_KV_LIMIT} bytes \
+                         (default {default})"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Now, in milliseconds since the Unix epoch.
@@ -196,6 +290,7 @@ impl KvShard {
             maxmemory: config.maxmemory.div_ceil(info.shards.max(1)),
             policy: config.policy,
             shard: Some((info.index, info.shards)),
+            max_value: config.limits.max_bulk,
         };
         let facts = ServerFacts {
             config: vec![
@@ -517,8 +612,9 @@ struct State {
     slots: VecDeque<Slot>,
     /// The sequence number of `slots[0]`.
     first_seq: u64,
-    /// Commands received and not started: those behind a command that runs on every shard.
-    held: VecDeque<(u64, Command)>,
+    /// Commands received and not started (those behind a command that runs on every
+    /// shard): `(seq, command, its request's bytes)`.
+    held: VecDeque<(u64, Command, usize)>,
     /// Commands started and not answered.
     in_flight: usize,
     /// A command on every shard runs: nothing after it starts.
@@ -549,6 +645,8 @@ impl Conn {
             if st.closing {
                 return;
             }
+            // As the request limit counts it: what the command holds if a transaction queues it.
+            let bytes = request.iter().map(|arg| arg.len() + ARG_OVERHEAD).sum();
             let cmd = match parse(request) {
                 Ok(cmd) => {
                     kv_metrics::command(cmd.family());
@@ -559,7 +657,7 @@ impl Conn {
                 Err(error) => Command::Invalid(error),
             };
             let seq = st.push_slot();
-            st.held.push_back((seq, cmd));
+            st.held.push_back((seq, cmd, bytes));
             st.session.active(self.shard.now());
         };
         self.pump();
@@ -575,7 +673,7 @@ impl Conn {
                 if st.barrier {
                     return;
                 }
-                let Some((_, front)) = st.held.front() else {
+                let Some((_, front, _)) = st.held.front() else {
                     return;
                 };
                 let queued = st.session.in_transaction() && front.queues();
@@ -587,20 +685,20 @@ impl Conn {
                 }
                 st.held.pop_front()
             };
-            if let Some((seq, cmd)) = next {
-                self.start(seq, cmd);
+            if let Some((seq, cmd, bytes)) = next {
+                self.start(seq, cmd, bytes);
             }
         }
     }
 
-    /// Runs or sends one command (or queues it, inside `MULTI`).
-    fn start(self: &Rc<Self>, seq: u64, cmd: Command) {
+    /// Runs or sends one command of `bytes` bytes (or queues it, inside `MULTI`).
+    fn start(self: &Rc<Self>, seq: u64, cmd: Command, bytes: usize) {
         let shard = &self.shard;
         let (me, shards) = (shard.index, shard.shards);
         let cmd = {
             let mut st = self.state.borrow_mut();
             st.stamp(seq);
-            st.session.queue(cmd)
+            st.session.queue(cmd, bytes, shard.config.max_transaction)
         };
         let cmd = match cmd {
             Ok(queued) => return self.answer(seq, &queued),

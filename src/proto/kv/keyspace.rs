@@ -76,7 +76,7 @@ impl EvictionPolicy {
 }
 
 /// A keyspace's limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyspaceConfig {
     /// Accounted bytes above which the policy applies; 0 for no limit.
     pub maxmemory: usize,
@@ -85,6 +85,20 @@ pub struct KeyspaceConfig {
     /// This keyspace's place when `maxmemory` is a share of a limit split over shards:
     /// `(shard, shards)`, named in the `-OOM` error so that it agrees with `INFO`.
     pub shard: Option<(usize, usize)>,
+    /// Longest value `APPEND` may make (redis's `proto-max-bulk-len`, which bounds a value
+    /// sent whole too): [`MAX_BULK_LEN`] by default.
+    pub max_value: usize,
+}
+
+impl Default for KeyspaceConfig {
+    fn default() -> Self {
+        Self {
+            maxmemory: 0,
+            policy: EvictionPolicy::default(),
+            shard: None,
+            max_value: MAX_BULK_LEN,
+        }
+    }
 }
 
 /// A keyspace's figures, for `INFO`.
@@ -507,11 +521,12 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
                     None => KEY_TOO_LONG,
                 },
                 Some(index) => {
+                    let max_value = self.config.max_value;
                     let Some(record) = self.record(index) else {
                         return Reply::Integer(0);
                     };
                     let len = record.value().len();
-                    if len + tail.len() > MAX_BULK_LEN {
+                    if len + tail.len() > max_value {
                         return Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
                     }
                     record.append(&tail);
@@ -1120,11 +1135,27 @@ mod tests {
     }
 
     #[test]
+    fn append_stops_at_the_configured_value_limit() {
+        let mut k = ks(KeyspaceConfig {
+            max_value: 8,
+            ..KeyspaceConfig::default()
+        });
+        assert_eq!(run(&mut k, "append a 12345", T0), ":5\r\n");
+        assert_eq!(run(&mut k, "append a 678", T0), ":8\r\n");
+        // As redis with proto-max-bulk-len 8: refused, the value unchanged.
+        assert_eq!(
+            run(&mut k, "append a 9", T0),
+            "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n"
+        );
+        assert_eq!(run(&mut k, "strlen a", T0), ":8\r\n");
+    }
+
+    #[test]
     fn noeviction_refuses_writes_over_the_limit() {
         let mut k = ks(KeyspaceConfig {
             maxmemory: 1000,
             policy: EvictionPolicy::NoEviction,
-            shard: None,
+            ..KeyspaceConfig::default()
         });
         let mut i = 0;
         while k.used_memory() <= 1000 {
@@ -1149,6 +1180,7 @@ mod tests {
             maxmemory: 100,
             policy: EvictionPolicy::NoEviction,
             shard: Some((1, 2)),
+            ..KeyspaceConfig::default()
         });
         run(&mut shard, "set a 0123456789012345678901234567890123456789", T0);
         assert_eq!(
@@ -1164,7 +1196,7 @@ mod tests {
         let mut k = ks(KeyspaceConfig {
             maxmemory: 100 * (ENTRY_OVERHEAD + 10),
             policy: EvictionPolicy::AllKeysLru,
-            shard: None,
+            ..KeyspaceConfig::default()
         });
         for i in 0..100 {
             run(&mut k, &format!("set k{i:03} 123456"), T0);

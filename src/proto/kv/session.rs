@@ -35,20 +35,46 @@ pub struct Session {
     transaction: Option<Transaction>,
 }
 
-/// Most commands one transaction may queue: past it the transaction is refused, so that a
-/// client cannot grow a shard's memory without bound inside `MULTI` (redis has no such
-/// limit; real transactions are far smaller).
+/// Most commands one transaction may queue: past it the transaction is refused (redis has no
+/// such limit; real transactions are far smaller). Their bytes are bounded too:
+/// [`MAX_QUEUED_BYTES`] by default.
 pub const MAX_QUEUED: usize = 10_000;
+
+/// Most bytes the commands one transaction queues may hold by default (each argument's bytes
+/// plus [`ARG_OVERHEAD`](crate::proto::resp::ARG_OVERHEAD), as the request limit counts them): past it the transaction is
+/// refused, so that a client cannot hold more than this in a shard's memory inside `MULTI`,
+/// outside `--maxmemory` (redis has no such limit).
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 /// The answer to the command past [`MAX_QUEUED`].
 const TOO_MANY_QUEUED: &str =
     "ERR transaction too large: weft queues at most 10000 commands after MULTI (EXEC will abort)";
 
+/// The answer to the command that would take a transaction's queued bytes past `max`.
+fn too_many_bytes(max: usize) -> Reply {
+    Reply::err(format!(
+        "transaction too large: weft queues at most {max} bytes of commands after MULTI (EXEC \
+         will abort; send large values outside MULTI, or raise the server's --kv-max-transaction)"
+    ))
+}
+
 /// The commands queued since `MULTI`.
 #[derive(Debug, Clone, Default)]
 struct Transaction {
     queued: Vec<Command>,
+    /// Their bytes, as [`Session::queue`] was told them.
+    bytes: usize,
+    /// A command was refused: `EXEC` aborts, and nothing more is kept.
     failed: bool,
+}
+
+impl Transaction {
+    /// Refuses the transaction: `EXEC` will abort, so its commands go now.
+    fn fail(&mut self) {
+        self.failed = true;
+        self.queued = Vec::new();
+        self.bytes = 0;
+    }
 }
 
 /// `CONFIG HELP`'s lines, as redis 7.0 gives them.
@@ -103,22 +129,29 @@ impl Session {
         self.transaction.is_some()
     }
 
-    /// Inside `MULTI`, queues a command that [queues](Command::queues) and answers
-    /// `+QUEUED`; otherwise gives the command back, to run now.
-    pub fn queue(&mut self, cmd: Command) -> Result<Reply, Command> {
-        match &mut self.transaction {
-            Some(t) if cmd.queues() && t.queued.len() >= MAX_QUEUED => {
-                // Bounded: a transaction that grows past it is refused whole (EXEC aborts).
-                t.failed = true;
-                t.queued = Vec::new();
-                Ok(Reply::error(TOO_MANY_QUEUED))
-            }
-            Some(t) if cmd.queues() => {
-                t.queued.push(cmd);
-                Ok(Reply::Status("QUEUED".into()))
-            }
-            _ => Err(cmd),
+    /// Inside `MULTI`, queues a command that [queues](Command::queues), of `bytes` bytes (its
+    /// request's), and answers `+QUEUED`; otherwise gives the command back, to run now. A
+    /// command past [`MAX_QUEUED`] commands, or past `max_bytes` bytes queued, is refused with
+    /// an error and the transaction with it (`EXEC` aborts); after a refusal, commands answer
+    /// `+QUEUED` as redis answers them, and are dropped.
+    pub fn queue(&mut self, cmd: Command, bytes: usize, max_bytes: usize) -> Result<Reply, Command> {
+        let Some(t) = self.transaction.as_mut().filter(|_| cmd.queues()) else {
+            return Err(cmd);
+        };
+        if t.failed {
+            return Ok(Reply::Status("QUEUED".into()));
         }
+        if t.queued.len() >= MAX_QUEUED {
+            t.fail();
+            return Ok(Reply::error(TOO_MANY_QUEUED));
+        }
+        if t.bytes.saturating_add(bytes) > max_bytes {
+            t.fail();
+            return Ok(too_many_bytes(max_bytes));
+        }
+        t.bytes += bytes;
+        t.queued.push(cmd);
+        Ok(Reply::Status("QUEUED".into()))
     }
 
     /// `EXEC`: the queued commands, ending the transaction; or the error redis gives
@@ -246,7 +279,7 @@ impl Session {
             Command::Unwatch => Reply::OK,
             Command::Invalid(error) => {
                 if let Some(t) = &mut self.transaction {
-                    t.failed = true;
+                    t.fail();
                 }
                 error
             }
@@ -456,20 +489,50 @@ mod tests {
 
     #[test]
     fn a_transaction_is_bounded() {
+        let queued = Some(Reply::Status("QUEUED".into()));
         let mut session = Session::default();
         let _ = session.execute(Command::Multi, &ServerFacts::default(), 0);
         for _ in 0..MAX_QUEUED {
-            assert_eq!(
-                session.queue(Command::Ping(None)).ok(),
-                Some(Reply::Status("QUEUED".into()))
-            );
+            assert_eq!(session.queue(Command::Ping(None), 1, usize::MAX).ok(), queued);
         }
         assert_eq!(
-            session.queue(Command::Ping(None)).ok(),
+            session.queue(Command::Ping(None), 1, usize::MAX).ok(),
             Some(Reply::error(TOO_MANY_QUEUED))
         );
+        // Refused: later commands are answered as redis answers them, and not kept.
+        assert_eq!(session.queue(Command::Ping(None), 1, usize::MAX).ok(), queued);
+        assert!(session.client_line(0).contains(" multi=0 "));
         assert!(session.take_transaction().is_err(), "EXEC aborts");
     }
+
+    #[test]
+    fn a_transaction_is_bounded_in_bytes() {
+        let queued = Some(Reply::Status("QUEUED".into()));
+        let mut session = Session::default();
+        let _ = session.execute(Command::Multi, &ServerFacts::default(), 0);
+        assert_eq!(session.queue(Command::Ping(None), 600, 1000).ok(), queued);
+        assert_eq!(session.queue(Command::Ping(None), 400, 1000).ok(), queued);
+        let Ok(Reply::Error(refused)) = session.queue(Command::Ping(None), 1, 1000) else {
+            panic!("the byte past the limit is refused")
+        };
+        assert!(
+            refused.starts_with(b"ERR transaction too large: weft queues at most 1000 bytes"),
+            "{}",
+            String::from_utf8_lossy(&refused)
+        );
+        assert_eq!(session.queue(Command::Ping(None), 1, 1000).ok(), queued);
+        assert_eq!(
+            session.take_transaction(),
+            Err(Reply::error(
+                "EXECABORT Transaction discarded because of previous errors."
+            ))
+        );
+        // The next transaction starts empty.
+        let _ = session.execute(Command::Multi, &ServerFacts::default(), 0);
+        assert_eq!(session.queue(Command::Ping(None), 1000, 1000).ok(), queued);
+        assert_eq!(session.take_transaction().map(|q| q.len()), Ok(1));
+    }
+
     use crate::proto::kv::command::parse;
 
     fn run(s: &mut Session, line: &str) -> Outcome {
