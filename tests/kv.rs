@@ -1441,7 +1441,14 @@ fn keys_expire_lazily_and_by_the_sweep() {
     thread::sleep(Duration::from_millis(60));
     assert_eq!(c.cmd("GET soon"), b"$-1\r\n");
     assert_eq!(c.cmd("TTL soon"), b":-2\r\n");
-    assert_eq!(c.cmd("TTL lasting"), b":100\r\n");
+    // Rounded as redis rounds: 100 until half a second has gone by (a loaded machine may
+    // take that long over the lines above).
+    let ttl = c.cmd("TTL lasting");
+    assert!(
+        ttl == b":100\r\n" || ttl == b":99\r\n",
+        "{}",
+        String::from_utf8_lossy(&ttl)
+    );
 }
 
 /// Keys written with a short TTL and never touched again: the sweep keeps up with far more
