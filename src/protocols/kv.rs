@@ -143,8 +143,9 @@ impl KvConfig {
     /// value may be within these limits: the bulk limit, plus the 4 MiB any connection may
     /// queue by default. `weft serve --proto kv` uses it unless `--max-output` is given (the
     /// engine's default, 4 MiB, would reset a client reading a `GET` of a larger value).
-    /// Answers gathered over many keys (`KEYS *`, `MGET`) are not bounded by it: past the cap
-    /// the connection is reset.
+    /// Answers gathered over many keys (`KEYS *`, an `MGET` over several shards, each part of
+    /// which is refused past the value limit) are not bounded by it: past the cap the
+    /// connection is reset.
     pub fn max_output(&self) -> usize {
         self.limits
             .max_bulk

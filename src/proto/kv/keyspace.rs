@@ -6,6 +6,7 @@
 //! milliseconds) to every call, the hasher of its tables, and the seed of the generator that
 //! picks samples.
 
+use std::borrow::Cow;
 use std::hash::BuildHasher;
 
 use indexmap::set::MutableValues;
@@ -301,6 +302,31 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         }
     }
 
+    /// `MGET`'s values, unless together they pass the value limit: a request of a few KiB
+    /// naming one large key many times would otherwise copy it as many times (the answer is
+    /// refused once the copies pass the limit, before the next one is made).
+    fn mget(&mut self, keys: &[Vec<u8>], now: i64) -> Reply {
+        let mut bytes = 0usize;
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = self.read_bulk(key, now);
+            if let Reply::Bulk(v) = &value {
+                bytes = bytes.saturating_add(v.len());
+                if bytes > self.config.max_value {
+                    return Reply::Error(Cow::Owned(
+                        format!(
+                            "ERR MGET answer over {} bytes (the value limit, --kv-max-bulk): ask for fewer keys at once",
+                            self.config.max_value
+                        )
+                        .into_bytes(),
+                    ));
+                }
+            }
+            values.push(value);
+        }
+        Reply::Array(values)
+    }
+
     /// Replaces the value at `index`, keeping its expiry.
     fn overwrite(&mut self, index: usize, value: &[u8]) {
         if let Some(record) = self.records.get_index_mut2(index) {
@@ -552,7 +578,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
                 }
                 _ => Reply::Integer(0),
             },
-            Command::MGet(keys) => Reply::Array(keys.iter().map(|k| self.read_bulk(k, now)).collect()),
+            Command::MGet(keys) => self.mget(&keys, now),
             Command::MSet(pairs) => {
                 for (key, value) in pairs {
                     if self.store(&key, &value, now, false).is_none() {
@@ -1148,6 +1174,20 @@ mod tests {
             "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n"
         );
         assert_eq!(run(&mut k, "strlen a", T0), ":8\r\n");
+    }
+
+    #[test]
+    fn an_mget_that_would_copy_more_than_the_value_limit_is_refused() {
+        let mut k = ks(KeyspaceConfig {
+            max_value: 8,
+            ..KeyspaceConfig::default()
+        });
+        assert_eq!(run(&mut k, "set a 12345", T0), "+OK\r\n");
+        assert_eq!(run(&mut k, "mget a nope", T0), "*2\r\n$5\r\n12345\r\n$-1\r\n");
+        assert_eq!(
+            run(&mut k, "mget a a", T0),
+            "-ERR MGET answer over 8 bytes (the value limit, --kv-max-bulk): ask for fewer keys at once\r\n"
+        );
     }
 
     #[test]
