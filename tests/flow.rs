@@ -372,8 +372,8 @@ fn pipelined_requests_wait_while_answers_are_unread() {
 }
 
 /// As above, with the answers made in `Answered`'s task: it answers no request while the
-/// output is full, and the requests waiting meanwhile are not taken for a client slow to
-/// send them (its request timeout is shorter than the wait).
+/// output is full, and its request timeout (shorter than the wait) does not cut the client
+/// off.
 #[test]
 fn answered_requests_wait_while_answers_are_unread() {
     let (engine, addr) = engine_with(
@@ -391,4 +391,48 @@ fn answered_requests_wait_while_answers_are_unread() {
     read_late(addr, 100, ANSWER + 1);
     engine.shutdown();
     engine.join().unwrap();
+}
+
+/// An HTTP client that pipelines far more requests than the output holds and reads the
+/// answers only later gets every one: the requests held back while the output is full are
+/// not a head that is slow to arrive (they were answered 408 at the header timeout).
+#[test]
+fn held_back_requests_are_not_a_slow_head() {
+    const REQUESTS: usize = 100_000;
+    let (engine, addr) = engine_with(1, |_| {}, |_| Http::factory_with(Duration::from_millis(200)));
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let s: TcpStream = socket.into();
+    let mut writer = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(REQUESTS));
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let mut s = s;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut answers, mut late) = (0, 0);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut carry = Vec::new();
+    while answers + late < REQUESTS {
+        let n = match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Status lines, counted across reads.
+        carry.extend_from_slice(&buf[..n]);
+        answers += count(&carry, b"HTTP/1.1 200");
+        late += count(&carry, b"HTTP/1.1 408");
+        let keep = carry.len().saturating_sub(11);
+        carry.drain(..keep);
+    }
+    sender.join().unwrap();
+    assert_eq!((answers, late), (REQUESTS, 0));
+    engine.shutdown();
+    engine.join().unwrap();
+}
+
+/// How often `needle` occurs in `hay`.
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
 }

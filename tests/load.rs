@@ -1030,6 +1030,25 @@ fn a_huge_rate_ends_on_time_with_its_backlog_counted() {
         stderr.contains("--rate 1000000000000 is beyond") && stderr.contains("closed loop"),
         "{stderr}"
     );
+    // Far too low: a request a century apart overflowed the schedule's clock (a panic on a
+    // load core, then a run that never ended).
+    let refused = run_weft(
+        &[
+            "load",
+            "--target",
+            &rig.server.addr.to_string(),
+            "--proto",
+            "echo",
+            "--rate",
+            "1e-19",
+            "--conns",
+            "1",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("at least one a day per connection"), "{stderr}");
 }
 
 /// A schedule with one request per connection every few seconds does not hold the run

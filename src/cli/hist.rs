@@ -448,8 +448,12 @@ fn latency_table(
         for (i, v) in table.iter().map(|c| c[r].1).enumerate() {
             let _ = write!(out, " {:>14}", cell(v));
             if i > 0 {
-                let ratio = if *base > 0.0 { v / base } else { f64::NAN };
-                let _ = write!(out, " {:>7.2}x", ratio);
+                if *base > 0.0 && !v.is_nan() {
+                    let _ = write!(out, " {:>7.2}x", v / base);
+                } else {
+                    // Nothing to compare with: a column without values.
+                    let _ = write!(out, " {:>8}", "none");
+                }
             }
         }
         out.push('\n');

@@ -264,13 +264,15 @@ impl<D: Decoder, R, E, A> Answered<D, R, E, A> {
         take_no_more(&self.requests, t);
     }
 
-    /// Starts the request timer when part of a request is buffered, and stops it when none is.
+    /// Starts the request timer when part of a request is buffered, and stops it when none is
+    /// or the output is full (what is kept then includes whole requests held back, and the
+    /// wait is the server's).
     fn time_request(&mut self, t: &Transport)
     where
         D::Frame: 'static,
         R: 'static,
     {
-        match (&self.request_timeout, self.partial) {
+        match (&self.request_timeout, self.partial && !t.is_output_full()) {
             (Some((after, last)), true) if self.timer.is_none() => {
                 let (after, last) = (*after, last.clone());
                 let (requests, answer, t) = (self.requests.clone(), self.last.clone(), t.clone());

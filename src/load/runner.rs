@@ -69,6 +69,11 @@ pub const MAX_PIPELINE: usize = 65536;
 /// server can do, leave the rate out (a closed loop).
 pub const MAX_RATE: f64 = 1e9;
 
+/// The longest wait between one connection's requests at a fixed rate
+/// (`conns / rate`): a day. A rate far below that would put requests centuries apart, past
+/// what the schedule's clock can add.
+pub const MAX_REQUEST_INTERVAL: Duration = Duration::from_secs(86_400);
+
 /// What to run. Start from [`LoadConfig::new`] and set what matters (the type is
 /// `#[non_exhaustive]`).
 #[derive(Debug, Clone)]
@@ -165,6 +170,16 @@ impl LoadConfig {
                  (one a nanosecond); {} connections with --pipeline {} carry as many as the \
                  server answers, to find that leave out --rate (a closed loop)",
                 self.conns, self.pipeline
+            )));
+        }
+        if let Some(rate) = self.rate
+            && self.conns as f64 / rate > MAX_REQUEST_INTERVAL.as_secs_f64()
+        {
+            return Err(LoadError::Config(format!(
+                "--rate {rate} over {} connections sends each one request every {:.0} s: at \
+                 least one a day per connection (raise --rate or lower --conns)",
+                self.conns,
+                self.conns as f64 / rate
             )));
         }
         if self.keyspace.is_some() && matches!(self.workload.expect, Expect::Raw(Framing::Echo(_))) {

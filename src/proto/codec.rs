@@ -212,6 +212,11 @@ pub trait FrameHandler: 'static {
     /// frame are kept for the next (none after a decode error or a close). `decoder` tells
     /// what else it is in the middle of. The place to arm a deadline for the frame still to
     /// come, or to clear it.
+    ///
+    /// While the output is full ([`Transport::is_output_full`]) `buffered` also counts the
+    /// whole frames [`Framed`] holds back until it drains (it is called again then): the
+    /// wait is then the server's, not the peer's, so a deadline on the peer's slowness is
+    /// not armed while the output is full.
     fn read_decoded(&mut self, decoder: &Self::Decoder, buffered: usize, transport: &Transport) {
         let _ = (decoder, buffered, transport);
     }
@@ -315,7 +320,8 @@ impl<H: FrameHandler> Framed<H> {
         &mut self.handler
     }
 
-    /// Bytes of a partial frame held now.
+    /// Bytes kept undecoded now: a partial frame, and while the output is full the whole
+    /// frames held back with it.
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }

@@ -298,6 +298,7 @@ impl Transport {
     /// True while the queued output is above the high-water mark, until a flush brings it
     /// down to the low-water mark: the registered producer is paused (or will be, when its
     /// callback running now returns), or, with none, this connection's reading.
+    #[inline]
     pub fn is_output_full(&self) -> bool {
         self.inner.flags.get().flow_paused
     }
@@ -550,6 +551,7 @@ impl Transport {
     }
 
     /// True while writes are queued, not dropped.
+    #[inline]
     fn takes_writes(&self) -> bool {
         let f = self.inner.flags.get();
         !f.disconnected && !f.write_closing && self.inner.forced.borrow().is_none()
@@ -602,6 +604,7 @@ impl Transport {
 
     /// True while output flow control stops this connection's reading: the output is full
     /// and no other producer is registered to pause instead.
+    #[inline]
     pub(crate) fn flow_stopped(&self) -> bool {
         self.inner.flags.get().flow_paused && !self.inner.producer.borrow().is_registered()
     }

@@ -264,11 +264,13 @@ impl FrameHandler for Http {
         }
     }
 
-    /// Arms the header deadline while a request head is incomplete, clears it otherwise.
+    /// Arms the header deadline while a request head is incomplete, clears it otherwise (and
+    /// while the output is full: what is kept then includes whole requests held back, and the
+    /// wait is the server's).
     fn read_decoded(&mut self, decoder: &RequestDecoder, buffered: usize, t: &Transport) {
         self.timing = false;
         self.idle = buffered == 0 && !decoder.in_body();
-        if self.done || buffered == 0 {
+        if self.done || buffered == 0 || t.is_output_full() {
             t.clear_deadline();
         } else if !t.has_deadline() {
             t.set_deadline(self.header_timeout);

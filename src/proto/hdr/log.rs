@@ -394,6 +394,7 @@ fn absolute(written: f64, base: Option<f64>, start: Option<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::hdr::new_histogram;
 
     #[test]
     fn a_payload_that_does_not_decode_is_told_in_words() {
@@ -408,7 +409,6 @@ mod tests {
         let text = payload_fault(&DeserializeError::InvalidCookie);
         assert!(!text.contains("InvalidCookie"), "{text}");
     }
-    use crate::proto::hdr::new_histogram;
 
     fn hist(values: impl IntoIterator<Item = u64>) -> Latency {
         let mut h = new_histogram();
