@@ -55,6 +55,21 @@ impl Rig {
         ])
     }
 
+    /// Runs `weft load ARGS --json FILE` while the server freezes (SIGSTOP) `after` its
+    /// start, for `stalled`; the JSON report.
+    fn load_through_freeze(&self, args: &[&str], after: Duration, stalled: Duration) -> serde_json::Value {
+        let json = self.dir.file("frozen.json");
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--json", &json]);
+        let load = self.spawn_load(&all);
+        std::thread::sleep(after);
+        self.server.signal(libc::SIGSTOP);
+        std::thread::sleep(stalled);
+        self.server.signal(libc::SIGCONT);
+        succeeded(output_within(load, Duration::from_secs(30)));
+        read_json(&json)
+    }
+
     /// Runs `weft load` against the server to its end (bounded) and checks that it succeeded.
     fn load(&self, args: &[&str]) -> Output {
         succeeded(output_within(self.spawn_load(args), Duration::from_secs(30)))
@@ -882,23 +897,8 @@ fn short_reads_resets_and_timeouts_are_counted() {
     // A server frozen longer than --timeout: its requests time out, and once it is back
     // the reopened connections are answered again.
     let rig = Rig::new("http", "timeout");
-    let json = rig.dir.file("timeout.json");
-    let load = rig.spawn_load(&[
-        "--duration",
-        "3s",
-        "--conns",
-        "2",
-        "--timeout",
-        "300ms",
-        "--json",
-        &json,
-    ]);
-    std::thread::sleep(Duration::from_millis(800));
-    rig.server.signal(libc::SIGSTOP);
-    std::thread::sleep(Duration::from_millis(1000));
-    rig.server.signal(libc::SIGCONT);
-    succeeded(output_within(load, Duration::from_secs(20)));
-    let v = read_json(&json);
+    let args = ["--duration", "3s", "--conns", "2", "--timeout", "300ms"];
+    let v = rig.load_through_freeze(&args, Duration::from_millis(800), Duration::from_millis(1000));
     assert!(v["errors"]["timeout"].as_u64().unwrap() >= 2, "{}", v["errors"]);
     let last = v["intervals"].as_array().unwrap().last().unwrap().clone();
     assert!(
@@ -919,22 +919,7 @@ fn the_target_check_adds_no_connection_of_its_own() {
     std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
     let metrics = util::free_addr();
     let metrics_flag = metrics.to_string();
-    let (mut cmd, addr) = util::serve_command(
-        &server_core,
-        &[
-            "--proto",
-            "echo",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--metrics",
-            &metrics_flag,
-        ],
-    );
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut server = util::spawn_listening(cmd, addr);
+    let (mut server, addr) = tls_echo_server(&server_core, &cert, &key, &["--metrics", &metrics_flag]);
     util::wait_listening(metrics, &mut server);
     // The counters a shard reports every second, summed over the shards.
     let counts = || {
@@ -1012,43 +997,22 @@ fn a_huge_rate_ends_on_time_with_its_backlog_counted() {
         "the oldest never-sent request waited the whole run: {}",
         v["latency_us"]
     );
-    let refused = run_weft(
-        &[
-            "load",
-            "--target",
-            &rig.server.addr.to_string(),
-            "--proto",
-            "echo",
-            "--rate",
-            "1e12",
-        ],
-        Duration::from_secs(10),
-    );
-    assert_eq!(refused.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        stderr.contains("--rate 1000000000000 is beyond") && stderr.contains("closed loop"),
-        "{stderr}"
-    );
-    // Far too low: a request a century apart overflowed the schedule's clock (a panic on a
-    // load core, then a run that never ended).
-    let refused = run_weft(
-        &[
-            "load",
-            "--target",
-            &rig.server.addr.to_string(),
-            "--proto",
-            "echo",
-            "--rate",
-            "1e-19",
-            "--conns",
-            "1",
-        ],
-        Duration::from_secs(10),
-    );
-    assert_eq!(refused.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("at least one a day per connection"), "{stderr}");
+    // Rates the schedule cannot keep are refused: far too high, and far too low (a request
+    // a century apart overflowed the schedule's clock: a panic on a load core, then a run
+    // that never ended).
+    let addr = rig.server.addr.to_string();
+    for (rate, says) in [
+        ("1e12", "--rate 1000000000000 is beyond"),
+        ("1e-19", "at least one a day per connection"),
+    ] {
+        let args = [
+            "load", "--target", &addr, "--proto", "echo", "--rate", rate, "--conns", "1",
+        ];
+        let refused = run_weft(&args, Duration::from_secs(10));
+        assert_eq!(refused.status.code(), Some(2), "--rate {rate}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+    }
 }
 
 /// A schedule with one request per connection every few seconds does not hold the run
@@ -1096,23 +1060,48 @@ fn a_slow_schedule_ends_with_the_run_and_with_ctrl_c() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("interrupted"));
 }
 
-/// A loopback HTTP server on a thread that answers every request with `reply` and closes
-/// the connection (a response delimited by the close when it has no Content-Length).
-fn closing_http_server(reply: &'static [u8]) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
+/// Starts `weft serve --proto echo` with TLS (`cert`, `key`) and `extra` flags on
+/// `server_core`, its output discarded, and waits until it listens.
+fn tls_echo_server(
+    server_core: &str,
+    cert: &str,
+    key: &str,
+    extra: &[&str],
+) -> (Child, std::net::SocketAddr) {
+    let mut args = vec!["--proto", "echo", "--tls-cert", cert, "--tls-key", key];
+    args.extend_from_slice(extra);
+    let (mut cmd, addr) = util::serve_command(server_core, &args);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    (util::spawn_listening(cmd, addr), addr)
+}
+
+/// A loopback server on a thread that hands each connection to `serve`, on a thread of
+/// its own.
+fn loopback_server(serve: fn(std::net::TcpStream)) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-            let mut buf = [0u8; 1024];
-            if matches!(s.read(&mut buf), Ok(n) if n > 0) {
-                let _ = s.write_all(reply);
-            }
+        for stream in listener.incoming().flatten() {
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            std::thread::spawn(move || serve(stream));
         }
     });
-    addr
+    addr.to_string()
+}
+
+/// Runs `weft load --target TARGET --cores LOAD_CORE ARGS --json FILE` to its end (bounded);
+/// its output and its JSON report.
+fn load_against(target: &str, name: &str, args: &[&str]) -> (Output, serde_json::Value) {
+    let (_, load_core) = server_and_load_cores();
+    let dir = Scratch::new(&format!("load-{name}"));
+    let json = dir.file("report.json");
+    let mut all = vec!["load", "--target", target, "--cores", &load_core];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--json", &json]);
+    let out = run_weft(&all, Duration::from_secs(20));
+    let report = read_json(&json);
+    (out, report)
 }
 
 /// A response that ends with its connection (no Content-Length, not chunked) is an
@@ -1120,25 +1109,16 @@ fn closing_http_server(reply: &'static [u8]) -> std::net::SocketAddr {
 /// that answer nothing (which held a closed loop to 82 req/s against 2170 with a length).
 #[test]
 fn close_delimited_responses_reconnect_at_once() {
-    let addr = closing_http_server(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello").to_string();
-    let (_, load_core) = server_and_load_cores();
-    let dir = Scratch::new("load-close-delimited");
-    let json = dir.file("close.json");
-    let args = [
-        "load",
-        "--target",
-        &addr,
-        "--cores",
-        &load_core,
-        "--conns",
-        "1",
-        "--duration",
-        "1s",
-        "--json",
-        &json,
-    ];
-    succeeded(run_weft(&args, Duration::from_secs(20)));
-    let v = read_json(&json);
+    // Every request is answered with a response that the close ends.
+    let addr = loopback_server(|mut s| {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 1024];
+        if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello");
+        }
+    });
+    let (out, v) = load_against(&addr, "close-delimited", &["--conns", "1", "--duration", "1s"]);
+    succeeded(out);
     // The back-off (10 ms at least) allows under 100 a second; a connection per request on
     // loopback makes thousands.
     let requests = v["requests"].as_u64().unwrap();
@@ -1150,32 +1130,17 @@ fn close_delimited_responses_reconnect_at_once() {
 /// HTTP error page) is a protocol error, not an answer.
 #[test]
 fn an_echo_of_other_bytes_is_a_protocol_error() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = s.read(&mut buf) {
-                    if s.write_all(&vec![b'X'; n]).is_err() {
-                        break;
-                    }
-                }
-            });
+    // Answers `X` times the length of what it reads.
+    let addr = loopback_server(|mut s| {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            if s.write_all(&vec![b'X'; n]).is_err() {
+                break;
+            }
         }
     });
-    let (_, load_core) = server_and_load_cores();
-    let dir = Scratch::new("load-echo-mismatch");
-    let json = dir.file("x.json");
     let args = [
-        "load",
-        "--target",
-        &addr,
-        "--cores",
-        &load_core,
         "--proto",
         "echo",
         "--size",
@@ -1184,17 +1149,14 @@ fn an_echo_of_other_bytes_is_a_protocol_error() {
         "2",
         "--duration",
         "1s",
-        "--json",
-        &json,
     ];
-    let out = run_weft(&args, Duration::from_secs(20));
+    let (out, v) = load_against(&addr, "echo-mismatch", &args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("the echo differs from the request sent"),
         "{stderr}"
     );
-    let v = read_json(&json);
     assert_eq!(v["requests"], 0, "{v}");
     assert!(v["errors"]["protocol"].as_u64().unwrap() >= 1, "{v}");
 }
@@ -1214,20 +1176,7 @@ fn a_certificate_refused_stops_the_run_and_says_what_to_do() {
     let (cert_file, key_file) = (dir.file("cert.pem"), dir.file("key.pem"));
     std::fs::write(&cert_file, cert.pem()).unwrap();
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    let (mut cmd, addr) = util::serve_command(
-        &server_core,
-        &[
-            "--proto",
-            "echo",
-            "--tls-cert",
-            &cert_file,
-            "--tls-key",
-            &key_file,
-        ],
-    );
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut server = util::spawn_listening(cmd, addr);
+    let (mut server, addr) = tls_echo_server(&server_core, &cert_file, &key_file, &[]);
     let target = addr.to_string();
     let started = Instant::now();
     let out = run_weft(
@@ -1268,8 +1217,7 @@ fn a_certificate_refused_stops_the_run_and_says_what_to_do() {
 #[test]
 fn a_backlog_from_the_warm_up_is_not_measured() {
     let rig = Rig::new("echo", "warmup-backlog");
-    let json = rig.dir.file("w.json");
-    let load = rig.spawn_load(&[
+    let args = [
         "--proto",
         "echo",
         "--rate",
@@ -1280,15 +1228,8 @@ fn a_backlog_from_the_warm_up_is_not_measured() {
         "1s",
         "--duration",
         "1s",
-        "--json",
-        &json,
-    ]);
-    std::thread::sleep(Duration::from_millis(300));
-    rig.server.signal(libc::SIGSTOP);
-    std::thread::sleep(Duration::from_millis(1000));
-    rig.server.signal(libc::SIGCONT);
-    succeeded(output_within(load, Duration::from_secs(30)));
-    let v = read_json(&json);
+    ];
+    let v = rig.load_through_freeze(&args, Duration::from_millis(300), Duration::from_millis(1000));
     let requests = v["requests"].as_u64().unwrap();
     // About 1000 due in the measured second; the warm-up's ~900 answered in it are not.
     assert!((800..=1200).contains(&requests), "{requests} requests: {v}");
