@@ -1182,6 +1182,8 @@ fn the_kv_limit_flags_apply() {
         "1KiB",
         "--kv-max-transaction",
         "4KiB",
+        "--kv-max-request",
+        "600KiB",
     ]);
     let mut c = Client::connect(weft.addr);
     assert_eq!(
@@ -1212,6 +1214,12 @@ fn the_kv_limit_flags_apply() {
         (text(&out).as_str(), closed),
         ("-ERR Protocol error: too big inline request\r\n", true)
     );
+    // Under the bulk limit, over the request limit: closed without an answer, as redis frees
+    // a client past client-query-buffer-limit.
+    let mut big = b"*2\r\n$3\r\nGET\r\n$716800\r\n".to_vec();
+    big.extend(vec![b'k'; 700 << 10]);
+    let (out, closed) = exchange(weft.addr, &big);
+    assert_eq!((text(&out).as_str(), closed), ("", true));
 }
 
 /// The shard (of two) that owns `key`, as weft places keys (Redis Cluster's slots).

@@ -1100,7 +1100,12 @@ fn load_against(target: &str, name: &str, args: &[&str]) -> (Output, serde_json:
     all.extend_from_slice(args);
     all.extend_from_slice(&["--json", &json]);
     let out = run_weft(&all, Duration::from_secs(20));
-    let report = read_json(&json);
+    // A run that failed before its report leaves none: its output says why.
+    let report = if std::path::Path::new(&json).exists() {
+        read_json(&json)
+    } else {
+        serde_json::Value::Null
+    };
     (out, report)
 }
 

@@ -213,10 +213,11 @@ pub trait FrameHandler: 'static {
     /// what else it is in the middle of. The place to arm a deadline for the frame still to
     /// come, or to clear it.
     ///
-    /// While the output is full ([`Transport::is_output_full`]) `buffered` also counts the
-    /// whole frames [`Framed`] holds back until it drains (it is called again then): the
-    /// wait is then the server's, not the peer's, so a deadline on the peer's slowness is
-    /// not armed while the output is full.
+    /// While the output is full ([`Transport::is_output_full`]) with no producer registered,
+    /// `buffered` also counts the whole frames [`Framed`] holds back until it drains (it is
+    /// called again then): the wait is then the server's, not the peer's, so a deadline on
+    /// the peer's slowness is best not armed while the output is full (the built-in handlers
+    /// arm none then).
     fn read_decoded(&mut self, decoder: &Self::Decoder, buffered: usize, transport: &Transport) {
         let _ = (decoder, buffered, transport);
     }

@@ -315,7 +315,7 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
                 if bytes > self.config.max_value {
                     return Reply::Error(Cow::Owned(
                         format!(
-                            "ERR MGET answer over {} bytes (the value limit, --kv-max-bulk): ask for fewer keys at once",
+                            "ERR MGET answer over {} bytes (the value limit, proto-max-bulk-len): ask for fewer keys at once",
                             self.config.max_value
                         )
                         .into_bytes(),
@@ -1186,7 +1186,7 @@ mod tests {
         assert_eq!(run(&mut k, "mget a nope", T0), "*2\r\n$5\r\n12345\r\n$-1\r\n");
         assert_eq!(
             run(&mut k, "mget a a", T0),
-            "-ERR MGET answer over 8 bytes (the value limit, --kv-max-bulk): ask for fewer keys at once\r\n"
+            "-ERR MGET answer over 8 bytes (the value limit, proto-max-bulk-len): ask for fewer keys at once\r\n"
         );
     }
 
