@@ -66,15 +66,15 @@ struct Inner {
     real_peer: Address,
     /// The ALPN protocol a TLS handshake agreed on.
     alpn: RefCell<Option<Box<[u8]>>>,
-    /// The tasks waiting in [`Transport::closed`], then why the connection ended.
+    /// The tasks waiting in [`Transport::closed`] or [`Transport::writable`], then why the
+    /// connection ended.
     end: RefCell<End>,
-    /// The tasks waiting in [`Transport::writable`].
-    writable: RefCell<Vec<Waker>>,
 }
 
 /// A connection's end, as [`Transport::closed`] waits for it.
 enum End {
-    /// Open: the tasks to wake when it ends.
+    /// Open: the tasks to wake when it ends (or, for [`Transport::writable`], when its
+    /// output drains).
     Awaited(Vec<Waker>),
     /// Ended, for this reason.
     Ended(CloseReason),
@@ -127,7 +127,6 @@ impl Transport {
                 real_peer,
                 alpn: RefCell::new(None),
                 end: RefCell::new(End::Awaited(Vec::new())),
-                writable: RefCell::new(Vec::new()),
             }),
         }
     }
@@ -458,8 +457,13 @@ impl Transport {
             if !self.is_output_full() || !self.takes_writes() {
                 return std::task::Poll::Ready(());
             }
-            await_wake(&mut self.inner.writable.borrow_mut(), cx.waker());
-            std::task::Poll::Pending
+            match &mut *self.inner.end.borrow_mut() {
+                End::Ended(_) => std::task::Poll::Ready(()),
+                End::Awaited(waiters) => {
+                    await_wake(waiters, cx.waker());
+                    std::task::Poll::Pending
+                }
+            }
         })
         .await
     }
@@ -661,12 +665,16 @@ impl Transport {
         if let End::Awaited(waiters) = end {
             waiters.into_iter().for_each(Waker::wake);
         }
-        self.wake_writers();
     }
 
-    /// Wakes the tasks waiting in [`writable`](Self::writable).
+    /// Wakes the tasks waiting in [`writable`](Self::writable). They share one list with
+    /// those in [`closed`](Self::closed) (a connection's memory is kept small), which look
+    /// again and wait on.
     fn wake_writers(&self) {
-        let waiters = std::mem::take(&mut *self.inner.writable.borrow_mut());
+        let waiters = match &mut *self.inner.end.borrow_mut() {
+            End::Awaited(waiters) => std::mem::take(waiters),
+            End::Ended(_) => return,
+        };
         waiters.into_iter().for_each(Waker::wake);
     }
 
