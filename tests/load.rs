@@ -167,35 +167,18 @@ fn every_request_of_a_run_is_counted() {
     use std::io::{Read, Write};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let received = Arc::new(AtomicU64::new(0));
     let counted = received.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(16) {
-            let (mut s, counted) = (stream.unwrap(), counted.clone());
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = s.read(&mut buf) {
-                    counted.fetch_add(n as u64, Ordering::Relaxed);
-                    if s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
+    let addr = loopback_server(move |mut s| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            counted.fetch_add(n as u64, Ordering::Relaxed);
+            if s.write_all(&buf[..n]).is_err() {
+                break;
+            }
         }
     });
-    let (_, load_core) = server_and_load_cores();
-    let dir = Scratch::new("load-every-request");
-    let json = dir.file("r.json");
-    let target = addr.to_string();
     let args = [
-        "load",
-        "--target",
-        &target,
-        "--cores",
-        &load_core,
         "--proto",
         "echo",
         "--size",
@@ -204,11 +187,9 @@ fn every_request_of_a_run_is_counted() {
         "1s",
         "--conns",
         "8",
-        "--json",
-        &json,
     ];
-    succeeded(output_within(weft(&args), Duration::from_secs(30)));
-    let v = read_json(&json);
+    let (out, v) = load_against(&addr, "every-request", &args);
+    succeeded(out);
     let answered = v["requests"].as_u64().unwrap();
     let unanswered = v["unanswered"].as_u64().unwrap();
     assert!(answered > 100, "{v}");
@@ -1077,13 +1058,14 @@ fn tls_echo_server(
 }
 
 /// A loopback server on a thread that hands each connection to `serve`, on a thread of
-/// its own.
-fn loopback_server(serve: fn(std::net::TcpStream)) -> String {
+/// its own (reads time out after 20 s).
+fn loopback_server(serve: impl Fn(std::net::TcpStream) + Clone + Send + 'static) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let serve = serve.clone();
             std::thread::spawn(move || serve(stream));
         }
     });
@@ -1115,13 +1097,8 @@ fn load_against(target: &str, name: &str, args: &[&str]) -> (Output, serde_json:
 #[test]
 fn close_delimited_responses_reconnect_at_once() {
     // Every request is answered with a response that the close ends.
-    let addr = loopback_server(|mut s| {
-        use std::io::{Read, Write};
-        let mut buf = [0u8; 1024];
-        if matches!(s.read(&mut buf), Ok(n) if n > 0) {
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello");
-        }
-    });
+    let reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello";
+    let addr = misbehaving_server(reply, false, Duration::from_secs(20)).to_string();
     let (out, v) = load_against(&addr, "close-delimited", &["--conns", "1", "--duration", "1s"]);
     succeeded(out);
     // The back-off (10 ms at least) allows under 100 a second; a connection per request on
