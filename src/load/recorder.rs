@@ -11,8 +11,8 @@ use super::schedule::{Backlog, Sent};
 use crate::proto::hdr::{Latency, new_histogram};
 
 /// Records the values `shortest + i * step` for every `i` below `count` into `h`, a bucket
-/// at a time: as many steps as its buckets between the shortest and the longest (a few
-/// thousand at most), however many values.
+/// at a time: at most as many steps as its buckets between the shortest and the longest (a
+/// few thousand), however many values, and buckets between two values are skipped.
 fn record_progression(h: &mut Latency, shortest: u64, step: f64, count: u64) {
     // How many of the values are at most `x`.
     let at_most = |x: u64| -> u64 {
@@ -39,7 +39,10 @@ fn record_progression(h: &mut Latency, shortest: u64, step: f64, count: u64) {
         let upto = at_most(top);
         h.saturating_record_n(v, upto - recorded);
         recorded = upto;
-        v = top.saturating_add(1);
+        // The next bucket, or (values far apart) the one the next value is in: from a unit
+        // below its place, so that rounding cannot skip it.
+        let next = shortest.saturating_add((recorded as f64 * step).ceil() as u64);
+        v = top.saturating_add(1).max(next.saturating_sub(1));
     }
 }
 
