@@ -13,6 +13,27 @@ use super::request::Version;
 /// Header slots a parse has: [`HttpLimits::max_headers`] is capped at this many.
 pub(crate) const HEADER_SLOTS: usize = 128;
 
+/// Header slots for one parse, left uninitialized: httparse writes the headers it finds, so a
+/// parse does not first clear all the slots.
+type Slots<'h> = [MaybeUninit<httparse::Header<'h>>; HEADER_SLOTS];
+
+/// Fresh slots for one parse.
+#[inline]
+const fn slots<'h>() -> Slots<'h> {
+    [const { MaybeUninit::uninit() }; HEADER_SLOTS]
+}
+
+/// The first `limits.max_headers` of `slots`: a head with more is over the limits.
+#[inline]
+fn within<'s, 'h>(
+    slots: &'s mut Slots<'h>,
+    limits: &HttpLimits,
+) -> &'s mut [MaybeUninit<httparse::Header<'h>>] {
+    slots
+        .get_mut(..limits.max_headers.min(HEADER_SLOTS))
+        .unwrap_or_default()
+}
+
 /// How a request's body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -55,12 +76,8 @@ pub(crate) fn parse_head<R>(
         max_head: limits.max_head,
         max_headers: limits.max_headers,
     };
-    // Left uninitialized: httparse writes the headers it finds, so a parse does not first
-    // clear all the slots.
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
-    let slots = slots
-        .get_mut(..limits.max_headers.min(HEADER_SLOTS))
-        .unwrap_or_default();
+    let mut slots = slots();
+    let slots = within(&mut slots, limits);
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(input, slots) {
         Ok(httparse::Status::Complete(len)) if len > limits.max_head => Err(too_large),
@@ -335,10 +352,8 @@ pub(crate) fn parse_response_head<R>(
         max_head: limits.max_head,
         max_headers: limits.max_headers,
     };
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
-    let slots = slots
-        .get_mut(..limits.max_headers.min(HEADER_SLOTS))
-        .unwrap_or_default();
+    let mut slots = slots();
+    let slots = within(&mut slots, limits);
     let mut resp = httparse::Response::new(&mut []);
     let parsed =
         httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, input, slots);
@@ -447,7 +462,7 @@ fn is_folded(input: &[u8]) -> bool {
     };
     let before = input.get(..=at).unwrap_or_default();
     // Everything before the folded line parses, and the head has not ended before it.
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
+    let mut slots = slots();
     let mut req = httparse::Request::new(&mut []);
     matches!(
         req.parse_with_uninit_headers(before, &mut slots),
