@@ -102,7 +102,7 @@ pub use proto::close::{CLOSE_LABELS, CloseReason};
 pub use proto::producer::Producer;
 pub use proto::protocol::{Factory, FnFactory, Protocol, ShardInfo, factory_fn};
 pub use proto::reconnect::ReconnectPolicy;
-pub use proto::transport::Transport;
+pub use proto::transport::{IdleHold, Transport};
 pub use proto::{hdr, http, kv, proxy, resp};
 
 pub mod codec {

@@ -237,6 +237,52 @@ fn idle_timeout_closes_idle_connections_but_not_trickling_ones() {
     assert_eq!(&b, b"u", "the trickling connection is still served");
 }
 
+/// The idle timeout closes a connection between requests, not one whose answer is being
+/// made: a long poll (an answer that waits longer than the idle timeout) is answered, and
+/// the idle time counts from the answer.
+#[test]
+fn idle_timeout_waits_for_answers_being_made() {
+    let _serial = util::serial();
+    let (engine, addr) = engine_with(
+        1,
+        |c| c.connection.idle_timeout = Some(Duration::from_millis(300)),
+        |_| {
+            factory_fn(|_| {
+                let answer = |line: Vec<u8>| async move {
+                    weft::shard::sleep(Duration::from_millis(900)).await;
+                    Answer::Send(line)
+                };
+                Some(Framed::new(
+                    LineDecoder::new(64),
+                    Answered::new(LineEncoder::lf(), answer),
+                ))
+            })
+        },
+    );
+    let mut c = connect(addr);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t0 = Instant::now();
+    c.write_all(b"poll\n").unwrap();
+    let mut answer = [0u8; 5];
+    c.read_exact(&mut answer).unwrap();
+    assert_eq!(
+        &answer,
+        b"poll\n",
+        "the slow answer arrives, after {:?}",
+        t0.elapsed()
+    );
+    let answered = Instant::now();
+    let mut b = [0u8; 1];
+    assert_eq!(c.read(&mut b).unwrap(), 0, "then the idle connection is closed");
+    assert!(
+        answered.elapsed() >= Duration::from_millis(250),
+        "the idle time counts from the answer, closed after {:?}",
+        answered.elapsed()
+    );
+    engine.shutdown();
+    engine.join().unwrap();
+}
+
 /// Streams `left` bytes through a producer written the Twisted way: it writes while the
 /// output has room, from `connection_made` and from each `resume_producing` (inline, or in a
 /// task the resume spawns), then closes.

@@ -15,7 +15,7 @@ use super::tasks::{JoinHandle, is_draining, sleep, spawn};
 use crate::proto::close::CloseReason;
 use crate::proto::codec::{Decoder, Encoder, FrameHandler};
 use crate::proto::queue::Queue;
-use crate::proto::transport::Transport;
+use crate::proto::transport::{IdleHold, Transport};
 
 /// Requests a connection may have waiting by default before it stops reading.
 const DEFAULT_MAX_QUEUED: usize = 64;
@@ -312,7 +312,7 @@ where
         let (t, busy, owed) = (transport.clone(), self.busy.clone(), self.interim_owed.clone());
         let concurrency = self.concurrency;
         spawn(async move {
-            let mut work = InOrder::new(concurrency, busy);
+            let mut work = InOrder::new(concurrency, busy, t.clone());
             loop {
                 // A peer that does not read its answers gets no more until it does.
                 t.writable().await;
@@ -417,6 +417,10 @@ struct InOrder<Fut: Future> {
     ended: bool,
     /// Shared with the protocol: answers are being made, or one is being written.
     busy: Rc<Cell<bool>>,
+    /// The connection, whose idle timeout waits while answers are being made.
+    transport: Transport,
+    /// Held while busy.
+    hold: Option<IdleHold>,
 }
 
 /// One request's answer: still being made, or made and waiting for those before it.
@@ -426,12 +430,23 @@ enum Work<Fut: Future> {
 }
 
 impl<Fut: Future> InOrder<Fut> {
-    fn new(limit: usize, busy: Rc<Cell<bool>>) -> Self {
+    fn new(limit: usize, busy: Rc<Cell<bool>>, transport: Transport) -> Self {
         Self {
             limit,
             work: VecDeque::with_capacity(limit),
             ended: false,
             busy,
+            transport,
+            hold: None,
+        }
+    }
+
+    /// Says whether answers are being made (or one written); the connection's idle timeout
+    /// waits meanwhile.
+    fn set_busy(&mut self, busy: bool) {
+        self.busy.set(busy);
+        if busy != self.hold.is_some() {
+            self.hold = busy.then(|| self.transport.hold_idle());
         }
     }
 
@@ -450,15 +465,14 @@ impl<Fut: Future> InOrder<Fut> {
         answer: &mut impl FnMut(Req) -> Fut,
     ) -> Option<Fut::Output> {
         if self.limit == 1 {
-            self.busy.set(false);
+            self.set_busy(false);
             let request = requests.pop().await?;
-            self.busy.set(true);
+            self.set_busy(true);
             return Some(answer(request).await);
         }
         poll_fn(|cx| {
             let next = self.poll_next(cx, requests, answer);
-            self.busy
-                .set(self.is_busy() || matches!(next, Poll::Ready(Some(_))));
+            self.set_busy(self.is_busy() || matches!(next, Poll::Ready(Some(_))));
             next
         })
         .await

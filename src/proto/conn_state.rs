@@ -476,7 +476,8 @@ impl ConnState {
                 return self.wait(None);
             }
         };
-        if self.moved && self.idle.is_some() {
+        // Bytes moved, or an answer is being made (`Transport::hold_idle`): not idle.
+        if self.idle.is_some() && (transport.idle_held_since_asked() || self.moved) {
             self.last_io = now;
         }
         if pending && self.stall.is_some() && (!self.was_pending || self.progressed) {
@@ -484,7 +485,10 @@ impl ConnState {
         }
         self.was_pending = pending;
         self.progressed = false;
-        let idle = self.idle.map(|d| (self.last_io + d, Deadline::Idle));
+        let idle = self
+            .idle
+            .filter(|_| !transport.has_idle_hold())
+            .map(|d| (self.last_io + d, Deadline::Idle));
         let stall = self
             .stall
             .filter(|_| pending)
@@ -531,6 +535,7 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+    use crate::proto::transport::IdleHold;
 
     /// What one read of the socket finds.
     #[derive(Debug, Clone, Copy)]
@@ -562,6 +567,10 @@ mod tests {
         Sleep(Duration),
         /// Time passes and the timer fires.
         Fire(Duration),
+        /// An answer is being made: the idle timeout is held off (`Transport::hold_idle`).
+        HoldIdle,
+        /// The answer is made: the hold is dropped.
+        ReleaseIdle,
     }
 
     /// The protocol's callbacks, as plain functions.
@@ -633,6 +642,7 @@ mod tests {
         /// Room in the socket's send buffer; `None`: unlimited.
         room: Option<usize>,
         broken: bool,
+        hold: Option<IdleHold>,
         log: Vec<String>,
     }
 
@@ -649,6 +659,7 @@ mod tests {
                 input: VecDeque::new(),
                 room: None,
                 broken: false,
+                hold: None,
                 log: Vec::new(),
             }
         }
@@ -658,6 +669,8 @@ mod tests {
                 Do::Wake => {}
                 Do::Input(reads) => self.input.extend(reads),
                 Do::Call(f) => f(&self.t),
+                Do::HoldIdle => self.hold = Some(self.t.hold_idle()),
+                Do::ReleaseIdle => self.hold = None,
                 Do::Room(room) => self.room = room,
                 Do::BrokenPipe => self.broken = true,
                 Do::Deadline(d) => self.t.set_deadline_at(self.now + d),
@@ -1228,6 +1241,22 @@ mod tests {
                     (Do::Fire(secs(6)), &["timer", "read blocked", "wait 4s"]),
                     (
                         Do::Fire(secs(4)),
+                        &["timer", "read blocked", "close idle_timeout"],
+                    ),
+                ],
+            },
+            Case {
+                name: "idle: held off while an answer is made, then counted from its end",
+                config: |c| c.idle_timeout = Some(Duration::from_secs(10)),
+                proto: DEFAULT,
+                steps: &[
+                    (Do::Wake, &["read blocked", "clock", "wait 10s"]),
+                    (Do::HoldIdle, &["read blocked", "clock", "wait"]),
+                    (Do::Fire(secs(10)), &["timer", "read blocked", "wait"]),
+                    (Do::Sleep(secs(60)), &[]),
+                    (Do::ReleaseIdle, &["read blocked", "clock", "wait 10s"]),
+                    (
+                        Do::Fire(secs(10)),
                         &["timer", "read blocked", "close idle_timeout"],
                     ),
                 ],

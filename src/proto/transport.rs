@@ -40,6 +40,9 @@ struct Flags {
     disconnected: bool,
     /// The driver is inside its poll, so it will see any change without a wake-up.
     polling: bool,
+    /// The driver saw an [`IdleHold`] since it last counted idleness: it counts from the
+    /// moment it sees none again (and the last one dropped wakes it to do so).
+    idle_hold_seen: bool,
 }
 
 struct Inner {
@@ -56,6 +59,8 @@ struct Inner {
     flow: FlowConfig,
     /// The protocol's deadline.
     deadline: Cell<Option<Instant>>,
+    /// The [`IdleHold`]s alive.
+    idle_holds: Cell<u32>,
     /// The time [`Transport::set_deadline`] counts from.
     clock: Clock,
     /// The socket while it is open; -1 after.
@@ -69,6 +74,24 @@ struct Inner {
     /// The tasks waiting in [`Transport::closed`] or [`Transport::writable`], then why the
     /// connection ended.
     end: RefCell<End>,
+}
+
+/// Holds off a connection's idle timeout while it lives: see [`Transport::hold_idle`].
+#[must_use = "the idle timeout is held off only while the guard lives"]
+#[derive(Debug)]
+pub struct IdleHold {
+    transport: Transport,
+}
+
+impl Drop for IdleHold {
+    fn drop(&mut self) {
+        let holds = &self.transport.inner.idle_holds;
+        holds.set(holds.get().saturating_sub(1));
+        // A driver that saw the hold armed no idle timer: it must look again.
+        if holds.get() == 0 && self.transport.inner.flags.get().idle_hold_seen {
+            self.transport.wake();
+        }
+    }
 }
 
 /// A connection's end, as [`Transport::closed`] waits for it.
@@ -120,6 +143,7 @@ impl Transport {
                 producer: RefCell::new(ProducerSlot::default()),
                 flow,
                 deadline: Cell::new(None),
+                idle_holds: Cell::new(0),
                 clock,
                 fd: Cell::new(fd),
                 local,
@@ -318,6 +342,40 @@ impl Transport {
     /// True while the protocol's deadline is armed.
     pub fn has_deadline(&self) -> bool {
         self.inner.deadline.get().is_some()
+    }
+
+    /// Holds off the idle timeout
+    /// ([`ConnectionConfig::idle_timeout`](crate::ConnectionConfig::idle_timeout)) while the
+    /// returned guard lives: a connection whose answer is being made (a long poll, a slow
+    /// backend, a call to another shard) is not idle, though no byte moves. Its idle time
+    /// counts again from the moment the last guard is dropped. The write-stall timeout and
+    /// the protocol's deadline are not affected. [`Answered`](crate::codec::Answered) holds
+    /// one while it makes answers, so the idle timeout only closes a connection between
+    /// requests (nginx's `keepalive_timeout`).
+    pub fn hold_idle(&self) -> IdleHold {
+        let holds = &self.inner.idle_holds;
+        holds.set(holds.get().saturating_add(1));
+        IdleHold {
+            transport: self.clone(),
+        }
+    }
+
+    /// True while an [`IdleHold`] lives, or when the last one was dropped since the driver
+    /// last asked: either way idleness counts from now. Driver side.
+    pub(crate) fn idle_held_since_asked(&self) -> bool {
+        let mut f = self.inner.flags.get();
+        let held = self.has_idle_hold();
+        let seen = f.idle_hold_seen;
+        if held != seen {
+            f.idle_hold_seen = held;
+            self.inner.flags.set(f);
+        }
+        held || seen
+    }
+
+    /// True while an [`IdleHold`] lives.
+    pub(crate) fn has_idle_hold(&self) -> bool {
+        self.inner.idle_holds.get() > 0
     }
 
     /// Flushes everything queued, then closes the connection. The protocol's
@@ -727,7 +785,9 @@ pub struct ConnectionConfig {
     pub linger: Duration,
     /// Output watermarks and cap.
     pub flow: FlowConfig,
-    /// Close a connection with nothing read or written for this long. Default: none.
+    /// Close a connection with nothing read or written for this long, unless an answer is
+    /// being made for it ([`Transport::hold_idle`]; `Answered` holds it while it answers).
+    /// Default: none.
     pub idle_timeout: Option<Duration>,
     /// Close a connection whose queued output made no progress for this long. Default: 30 s.
     pub write_stall_timeout: Option<Duration>,
