@@ -182,6 +182,29 @@ pub enum ShardError {
     StoppedEarly,
 }
 
+/// Why [`EngineControl::stop_listening`](crate::EngineControl::stop_listening) refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopListeningError {
+    /// No listener has this index.
+    #[error(
+        "no listener {listener}: the engine has {listeners}, numbered from 0 in the order \
+         they were added (Engine::local_addrs)"
+    )]
+    UnknownListener {
+        /// The index asked for.
+        listener: usize,
+        /// How many listeners the engine has.
+        listeners: usize,
+    },
+    /// The listener was stopped before; the first stop goes on.
+    #[error("the listener on {0} is already stopped")]
+    AlreadyStopped(Address),
+    /// A shutdown, abort or handoff started: every listener stops with it.
+    #[error("the engine is stopping: its listeners stop with it")]
+    EngineStopping,
+}
+
 impl From<InheritedError> for EngineError {
     fn from(e: InheritedError) -> Self {
         Self::Inherited(e)

@@ -94,7 +94,8 @@ pub use config::{
 };
 pub use driver::connector::{AbortOnDrop, ClientFactory, Connector, connect_tcp, resolve};
 pub use driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
-pub use error::{EngineError, InheritedError, IoUringError, ShardError, bind_failure};
+pub use driver::listener_stop::ListenerStop;
+pub use error::{EngineError, InheritedError, IoUringError, ShardError, StopListeningError, bind_failure};
 pub use proto::client::{
     ConnectError, ConnectOptions, ConnectorState, ConnectorStateError, Destination, DestinationError,
 };

@@ -1,11 +1,12 @@
 //! End-to-end behaviour of the engine core over loopback: echo, half-close, abort, flushing
-//! close, exactly-once connection loss, sharding, IPv6, scale.
+//! close, exactly-once connection loss, sharding, IPv6, scale, stopping one listener.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -835,4 +836,135 @@ fn a_spinning_shard_echoes_byte_exact() {
             10,
         );
     }
+}
+
+/// The socket behind descriptor `fd` of this process (`socket:[inode]`), if it is open.
+fn open_socket(fd: i32) -> Option<String> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    Some(link.to_string_lossy().into_owned()).filter(|l| l.starts_with("socket:"))
+}
+
+/// An echo round trip on `s`.
+fn echoes(s: &mut std::net::TcpStream, what: &[u8]) {
+    s.write_all(what).unwrap();
+    let mut got = vec![0u8; what.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, what);
+}
+
+#[test]
+fn stopping_one_listener_refuses_its_connects_and_keeps_everything_else() {
+    let seen = Log::<usize>::default();
+    let s2 = seen.clone();
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(2);
+    config.drain_timeout = Duration::from_secs(5);
+    let engine = Engine::builder(config)
+        .listen("127.0.0.1:0".parse::<SocketAddr>().unwrap(), move |shard| {
+            let seen = s2.clone();
+            let index = shard.index;
+            factory_fn(move |_| {
+                seen.push(index);
+                Some(Echo)
+            })
+        })
+        .listen("127.0.0.1:0".parse::<SocketAddr>().unwrap(), |_| Echo::factory())
+        .start()
+        .unwrap();
+    let (stopped, open) = (engine.local_addrs()[0], engine.local_addrs()[1]);
+    let control = engine.control();
+    // Accepted on listener 0 before its stop, on both shards.
+    let mut before: Vec<_> = (0..32)
+        .map(|_| {
+            let mut s = connect(stopped);
+            echoes(&mut s, b"z");
+            s
+        })
+        .collect();
+    for shard in 0..2 {
+        assert!(seen.items().contains(&shard), "shard {shard} got no connection");
+    }
+    let lent = |control: &weft::EngineControl| {
+        control
+            .with_listeners(|fds| {
+                fds.iter()
+                    .map(|(fd, _)| {
+                        let owned = fd.try_clone_to_owned().unwrap();
+                        let local = std::net::TcpListener::from(owned).local_addr().unwrap();
+                        (local, fd.as_raw_fd())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+    };
+    let all = lent(&control);
+    assert_eq!(all.len(), 4, "two listeners on two shards: {all:?}");
+    let stopped_fds: Vec<(i32, String)> = all
+        .iter()
+        .filter(|(a, _)| *a == stopped)
+        .map(|&(_, fd)| (fd, open_socket(fd).unwrap()))
+        .collect();
+
+    let stop = engine.stop_listening(0).unwrap();
+    assert_eq!(stop.local_addr(), stopped);
+    assert!(
+        stop.wait(Duration::from_secs(10)),
+        "every shard stopped accepting"
+    );
+    assert!(stop.is_done());
+    // Every shard has shut its socket down: the kernel refuses at once, every time.
+    for attempt in 0..10 {
+        let refused = std::net::TcpStream::connect_timeout(&stopped, Duration::from_secs(5));
+        let kind = refused.as_ref().map_err(|e| e.kind()).err();
+        assert_eq!(
+            kind,
+            Some(ErrorKind::ConnectionRefused),
+            "attempt {attempt}: {refused:?}"
+        );
+    }
+    // ... and closed it: no descriptor left behind.
+    for (fd, socket) in &stopped_fds {
+        assert_ne!(
+            open_socket(*fd).as_ref(),
+            Some(socket),
+            "descriptor {fd} still open"
+        );
+    }
+    // Its connections go on; so does the other listener, which alone is lent now.
+    for s in &mut before {
+        echoes(s, b"still here");
+    }
+    let mut other = connect(open);
+    echoes(&mut other, b"other");
+    let now = lent(&control);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now.iter().all(|(a, _)| *a == open), "{now:?}");
+    assert!(control.is_serving());
+
+    assert!(matches!(
+        engine.stop_listening(0),
+        Err(weft::StopListeningError::AlreadyStopped(a)) if a == stopped.into()
+    ));
+    assert!(matches!(
+        control.stop_listening(2),
+        Err(weft::StopListeningError::UnknownListener {
+            listener: 2,
+            listeners: 2
+        })
+    ));
+
+    // A later shutdown drains listener 0's connections with the others.
+    engine.shutdown();
+    assert!(matches!(
+        engine.stop_listening(1),
+        Err(weft::StopListeningError::EngineStopping)
+    ));
+    echoes(&mut before[0], b"draining");
+    for mut s in before.into_iter().chain([other]) {
+        s.shutdown(Shutdown::Write).unwrap();
+        assert!(read_to_end(&mut s).unwrap().is_empty());
+    }
+    let report = engine.join().unwrap();
+    assert_eq!(report.total().accepted, 33);
+    assert_eq!(report.total().active, 0);
 }

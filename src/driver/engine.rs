@@ -13,16 +13,16 @@ use std::time::Duration;
 
 use glommio::{GlommioError, LocalExecutorBuilder, Placement, ReactorErrorKind};
 
+use super::listener_stop::{ListenerStop, Listeners};
 use super::mesh::{Mesh, ShardHandle};
 use super::port::bind_listeners;
-use super::shard::{
-    self, ABORT, DRAIN, HANDOFF, ListenerSpec, MakeState, ShardBoot, StartTask, StateFn, TaskFn,
-};
+use super::shard::{self, ListenerSpec, MakeState, ShardBoot, StartTask, StateFn, TaskFn};
 use super::tls::ServerTls;
 use crate::config::{Cores, EngineConfig, Layers, ListenerConfig, ReactorConfig};
-use crate::error::{EngineError, IoUringError, ShardError};
+use crate::error::{EngineError, IoUringError, ShardError, StopListeningError};
 use crate::metrics::{self, MetricsHandle};
 use crate::proto::accept::Spares;
+use crate::proto::control::Command;
 use crate::proto::protocol::{Factory, ShardInfo};
 use crate::stats::StatsSnapshot;
 use crate::sys;
@@ -51,7 +51,6 @@ const MEMLOCK_NEEDED: u64 = 512 * 1024;
 #[derive(Debug)]
 pub struct Engine {
     mesh: Arc<Mesh>,
-    addrs: Vec<SocketAddr>,
     drain_timeout: Duration,
     control: EngineControl,
     shards: Vec<glommio::ExecutorJoinHandle<StatsSnapshot>>,
@@ -215,13 +214,17 @@ impl EngineBuilder {
             }
             None => {}
         }
-        let listener_fds: Vec<(RawFd, Layers)> = bound
+        let listener_fds: Vec<ListeningFd> = bound
             .per_shard
             .iter()
             .flatten()
-            .map(|l| {
-                let layers = listeners.get(l.index).map(|s| s.config.layers());
-                (l.socket.as_raw_fd(), layers.unwrap_or_default())
+            .map(|l| ListeningFd {
+                listener: l.index,
+                fd: l.socket.as_raw_fd(),
+                layers: listeners
+                    .get(l.index)
+                    .map(|s| s.config.layers())
+                    .unwrap_or_default(),
             })
             .collect();
         let shard_cores: Vec<(usize, usize)> = cores.iter().copied().enumerate().collect();
@@ -243,7 +246,8 @@ impl EngineBuilder {
             ours.push(a);
             theirs.push(b);
         }
-        let control = EngineControl::new(ours, listener_fds);
+        let listening = Listeners::new(bound.addrs, cores.len());
+        let control = EngineControl::new(ours, listener_fds, listening.clone());
         let (mesh, inboxes) = Mesh::new(cores.len(), config.call_queue).map_err(|e| EngineError::Shard {
             shard: 0,
             source: ShardError::Start(e),
@@ -255,7 +259,6 @@ impl EngineBuilder {
         let (ready_tx, ready_rx) = mpsc::channel::<usize>();
         let mut engine = Engine {
             mesh: mesh.clone(),
-            addrs: bound.addrs,
             drain_timeout: config.drain_timeout,
             control,
             shards: Vec::new(),
@@ -287,6 +290,7 @@ impl EngineBuilder {
                 mesh: mesh.clone(),
                 inbox,
                 control,
+                listening: listening.clone(),
                 config: config.clone(),
                 spares: spares.clone(),
                 ready: ready_tx.clone(),
@@ -314,8 +318,9 @@ impl EngineBuilder {
 }
 
 /// Controls a running engine from any thread (a signal-handling thread, say): starts its
-/// shutdown or abort, hands its listeners to a successor process, lends them while it still
-/// accepts, and fails its health checks ahead of a shutdown. Cheap to clone.
+/// shutdown or abort, stops one of its listeners, hands its listeners to a successor process,
+/// lends them while it still accepts, and fails its health checks ahead of a shutdown. Cheap
+/// to clone.
 #[derive(Debug, Clone)]
 pub struct EngineControl {
     inner: Arc<Control>,
@@ -324,25 +329,105 @@ pub struct EngineControl {
 #[derive(Debug)]
 struct Control {
     shards: Vec<StdUnixStream>,
-    /// Every shard's listening descriptors, in shard order, each with its listener's layers.
-    /// They stay open while `serving`.
-    listeners: Vec<(RawFd, Layers)>,
-    /// True until a shutdown, abort or handoff starts; held while the listeners are lent.
-    serving: Mutex<bool>,
+    /// Every shard's listening descriptors, in shard order. Each stays open until a stop
+    /// command names it, which is written under `state`'s lock.
+    listeners: Vec<ListeningFd>,
+    /// The listeners' addresses, and how many shards still accept on each.
+    listening: Arc<Listeners>,
+    /// Held while the listeners are lent and while a command is written.
+    state: Mutex<State>,
     /// Set by [`EngineControl::fail_health`]: health checks fail while the engine still
     /// serves, so that balancers stop sending before the listeners close.
     unhealthy: AtomicBool,
 }
 
+/// A listening descriptor of one shard.
+#[derive(Debug)]
+struct ListeningFd {
+    /// Its listener's index, in the order the listeners were added.
+    listener: usize,
+    fd: RawFd,
+    /// What its listener puts before the protocol.
+    layers: Layers,
+}
+
+/// What [`Control`]'s lock guards.
+#[derive(Debug)]
+struct State {
+    /// True until a shutdown, abort or handoff starts.
+    serving: bool,
+    /// By listener: true once [`EngineControl::stop_listening`] stopped it; its descriptors
+    /// are no longer lent, and the shards close them.
+    stopped: Vec<bool>,
+}
+
 impl EngineControl {
     /// See [`Engine::shutdown`].
     pub fn shutdown(&self) {
-        self.stop(DRAIN);
+        self.stop(Command::Drain);
     }
 
     /// See [`Engine::abort`].
     pub fn abort(&self) {
-        self.stop(ABORT);
+        self.stop(Command::Abort);
+    }
+
+    /// Stops accepting on one listener (`listener`, its index in the order the listeners
+    /// were added, as in [`Engine::local_addrs`]) while the engine goes on serving: Twisted's
+    /// `Port.stopListening()`. On every shard the listener serves the clients already queued
+    /// on it, its sockets are shut down (from then on connects to its address are refused)
+    /// and closed; its connections, its factory, the other listeners and the health check
+    /// ([`is_serving`](Self::is_serving)) go on, and a later shutdown drains its connections
+    /// with the others. A handoff no longer lends its sockets ([`with_listeners`](Self::with_listeners)):
+    /// a successor that listens on its address binds a new socket.
+    ///
+    /// Returns once every shard has been told, with a [`ListenerStop`] that is done once
+    /// every shard stopped accepting on it (about 200 ms at most after each shard gets to
+    /// run): await it, or [`wait`](ListenerStop::wait) for it with a bound. Twisted's
+    /// `stopListening` returns a `Deferred` the same way; unlike Twisted, the factory's
+    /// [`stop`](crate::Factory::stop) still comes at the shard's end, after its connections.
+    ///
+    /// # Errors
+    ///
+    /// [`StopListeningError::UnknownListener`] for an index past the last listener,
+    /// [`StopListeningError::AlreadyStopped`] for a listener stopped before,
+    /// [`StopListeningError::EngineStopping`] once a shutdown, abort or handoff started.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::net::SocketAddr;
+    /// use std::time::Duration;
+    /// use weft::{Engine, EngineConfig, protocols::Echo};
+    ///
+    /// let engine = Engine::builder(EngineConfig::default())
+    ///     .listen("127.0.0.1:7000".parse::<SocketAddr>()?, |_shard| Echo::factory())
+    ///     .listen("127.0.0.1:7001".parse::<SocketAddr>()?, |_shard| Echo::factory())
+    ///     .start()?;
+    /// // Port 7000 refuses new connects from now on; its open connections and port 7001 go on.
+    /// let stop = engine.control().stop_listening(0)?;
+    /// assert!(stop.wait(Duration::from_secs(5)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stop_listening(&self, listener: usize) -> Result<ListenerStop, StopListeningError> {
+        let mut state = self.lock();
+        let addrs = self.inner.listening.addrs();
+        let Some(&addr) = addrs.get(listener) else {
+            return Err(StopListeningError::UnknownListener {
+                listener,
+                listeners: addrs.len(),
+            });
+        };
+        if !state.serving {
+            return Err(StopListeningError::EngineStopping);
+        }
+        if std::mem::replace(&mut state.stopped[listener], true) {
+            return Err(StopListeningError::AlreadyStopped(addr.into()));
+        }
+        // Under the lock: whoever borrowed the listener's descriptors has returned them, and
+        // no one borrows them again, so the shards may close them.
+        self.send(Command::StopListening(listener));
+        Ok(ListenerStop::new(self.inner.listening.clone(), listener, addr))
     }
 
     /// Stops accepting without closing the listening sockets, for a successor process that
@@ -350,13 +435,13 @@ impl EngineControl {
     /// [`shutdown`](Self::shutdown). Each shard stops after the accept it has in flight, whose
     /// connection it serves.
     pub fn hand_off(&self) {
-        self.stop(HANDOFF);
+        self.stop(Command::HandOff);
     }
 
     /// True until a shutdown, abort or handoff starts, or [`fail_health`](Self::fail_health):
     /// what a health check reports.
     pub fn is_serving(&self) -> bool {
-        *self.lock() && !self.inner.unhealthy.load(Ordering::Relaxed)
+        self.lock().serving && !self.inner.unhealthy.load(Ordering::Relaxed)
     }
 
     /// Makes health checks fail from now on while the engine goes on serving: the first step
@@ -368,45 +453,58 @@ impl EngineControl {
 
     /// Runs `f` with every shard's listening sockets (shard by shard, each shard's in
     /// listener order), each with what its listener puts before the protocol; they stay open
-    /// until `f` returns: to pass them to a successor process. `None`, without calling `f`,
+    /// until `f` returns: to pass them to a successor process. A listener stopped by
+    /// [`stop_listening`](Self::stop_listening) is left out. `None`, without calling `f`,
     /// once the engine is stopping.
     pub fn with_listeners<R>(&self, f: impl FnOnce(&[(BorrowedFd<'_>, Layers)]) -> R) -> Option<R> {
-        let serving = self.lock();
-        if !*serving {
+        let state = self.lock();
+        if !state.serving {
             return None;
         }
-        // The shards close their listeners only after a stop command, which waits for the
-        // lock held here: each stays open while `serving` is borrowed.
+        // The shards close a listener only after a stop command names it, which waits for
+        // the lock held here: each one lent stays open while `state` is borrowed.
         let fds: Vec<(BorrowedFd<'_>, Layers)> = self
             .inner
             .listeners
             .iter()
-            .map(|&(fd, layers)| (sys::fd::borrow_raw(&*serving, fd), layers))
+            .filter(|l| !state.stopped[l.listener])
+            .map(|l| (sys::fd::borrow_raw(&*state, l.fd), l.layers))
             .collect();
         Some(f(&fds))
     }
 
-    fn new(shards: Vec<StdUnixStream>, listeners: Vec<(RawFd, Layers)>) -> Self {
+    fn new(shards: Vec<StdUnixStream>, listeners: Vec<ListeningFd>, listening: Arc<Listeners>) -> Self {
+        let state = State {
+            serving: true,
+            stopped: vec![false; listening.addrs().len()],
+        };
         Self {
             inner: Arc::new(Control {
                 shards,
                 listeners,
-                serving: Mutex::new(true),
+                listening,
+                state: Mutex::new(state),
                 unhealthy: AtomicBool::new(false),
             }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, bool> {
-        self.inner.serving.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn stop(&self, cmd: u8) {
-        let mut serving = self.lock();
-        *serving = false;
+    fn stop(&self, cmd: Command) {
+        let mut state = self.lock();
+        state.serving = false;
+        self.send(cmd);
+    }
+
+    /// Writes `cmd` to every shard; the caller holds the lock, so commands never interleave.
+    fn send(&self, cmd: Command) {
+        let (bytes, len) = cmd.encode();
         for mut c in self.inner.shards.iter() {
             // A shard that already stopped has closed its end; nothing to tell it.
-            let _ = c.write_all(&[cmd]);
+            let _ = c.write_all(&bytes[..len]);
         }
     }
 }
@@ -438,9 +536,10 @@ impl Engine {
         }
     }
 
-    /// The bound listen addresses, in listener order, with port 0 resolved.
+    /// The bound listen addresses, in listener order (a stopped listener's too), with port 0
+    /// resolved.
     pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+        self.control.inner.listening.addrs()
     }
 
     /// How long a shutdown lets open connections finish.
@@ -462,6 +561,16 @@ impl Engine {
     /// Aborts every open connection now (a second Ctrl-C).
     pub fn abort(&self) {
         self.control.abort();
+    }
+
+    /// Stops accepting on the listener of index `listener` while everything else goes on
+    /// (Twisted's `Port.stopListening()`); see [`EngineControl::stop_listening`].
+    ///
+    /// # Errors
+    ///
+    /// See [`EngineControl::stop_listening`].
+    pub fn stop_listening(&self, listener: usize) -> Result<ListenerStop, StopListeningError> {
+        self.control.stop_listening(listener)
     }
 
     /// A handle that runs closures on the shards' states from any thread (see

@@ -6,6 +6,7 @@ pub(crate) mod connector;
 pub(crate) mod digest;
 pub(crate) mod engine;
 pub(crate) mod handshake;
+pub(crate) mod listener_stop;
 pub(crate) mod mesh;
 pub(crate) mod monitor;
 pub(crate) mod port;

@@ -1,6 +1,6 @@
 //! Ports: per-shard SO_REUSEPORT listening sockets and their accept loops.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -168,6 +168,10 @@ pub(crate) struct Port<F: Factory> {
     pub(crate) proxy: Option<Rc<ProxyConfig>>,
     /// Set on a TLS listener.
     pub(crate) tls: Option<Rc<ServerTls>>,
+    /// Set by [`close`](Self::close): the accept loop ends at its next wake-up.
+    pub(crate) closed: Cell<bool>,
+    /// 1 while the accept loop runs.
+    pub(crate) accepting: Cell<usize>,
 }
 
 impl<F: Factory> Port<F> {
@@ -179,10 +183,22 @@ impl<F: Factory> Port<F> {
         }
     }
 
+    /// Stops accepting for good (a drain, or this listener stopped alone): serves the clients
+    /// already queued, then shuts the listening socket down, so that the kernel refuses new
+    /// connects and the accept loop wakes and ends. The socket closes when the port is
+    /// dropped.
+    pub(crate) fn close(&self) {
+        self.closed.set(true);
+        self.accept_queued();
+        // Our own listening descriptor, open while the port lives: shutdown(2) on a listener
+        // makes the kernel refuse new connections and fails the accept in flight.
+        sys::socket::shutdown_listener(sys::fd::borrow_raw(self, self.fd));
+    }
+
     /// Accepts and serves every connection already queued on the listener, without waiting.
-    /// At shutdown, before the listener closes: these clients connected while it was open,
-    /// so they are served (and drained) rather than reset with the queue.
-    pub(crate) fn accept_queued(&self) {
+    /// Before the listener closes: these clients connected while it was open, so they are
+    /// served (and drained) rather than reset with the queue.
+    fn accept_queued(&self) {
         let mut src = self.sync_accept();
         // The queue holds at most about `backlog` connections.
         for _ in 0..self.config.backlog as usize + 16 {
@@ -193,16 +209,24 @@ impl<F: Factory> Port<F> {
         }
     }
 
-    /// Accepts until the listener fails for good or the shard drains.
+    /// Accepts until the listener fails for good, is closed, or the shard drains.
     pub(crate) async fn run(self: Rc<Self>) {
         let _accepting = Counted::new(&self.shard.accepting);
+        let _running = Counted::new(&self.accepting);
         let mut sizer = BurstSizer::new(INITIAL_BURST, self.config.max_burst);
         let mut limiter = LogLimiter::new(LOG_INTERVAL);
         loop {
             // Wait for a queued connection without taking it: an accept in the ring would own
             // the next connection, and a process killed while it waits would lose it (with the
             // queue's migration on, every queued connection moves to a live listener).
-            if let Err(e) = self.listener.readable().await {
+            let ready = self.listener.readable().await;
+            if self.closed.get() || self.shard.draining.get() {
+                // The listener is closed, or the shard drains and its listener is closed or
+                // handed to a successor that accepts on it now. What is queued is served by
+                // `close` or the successor.
+                return;
+            }
+            if let Err(e) = ready {
                 let e = match e {
                     GlommioError::IoError(e) => e,
                     e => io::Error::other(e.to_string()),
@@ -213,12 +237,6 @@ impl<F: Factory> Port<F> {
                     listener = %Address::from(self.local),
                     "waiting for connections failed ({e}); this port stops accepting"
                 );
-                return;
-            }
-            if self.shard.draining.get() {
-                // The shard is draining: its listener is closed, or handed to a successor that
-                // accepts on it now. What is queued is served by `accept_queued` or the
-                // successor.
                 return;
             }
             let mut src = self.sync_accept();

@@ -3,7 +3,7 @@
 use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -16,6 +16,7 @@ use glommio::net::{TcpListener, UnixStream};
 use slab::Slab;
 
 use super::digest::Digest;
+use super::listener_stop::{Listeners, ShardListening};
 use super::mesh::{Calls, InboxRx, Mesh, serve_inbox};
 use super::monitor::Monitor;
 use super::port::{Listener, Port};
@@ -26,19 +27,12 @@ use crate::config::{AcceptConfig, ConnectionConfig, EngineConfig, ListenerConfig
 use crate::metrics::{self, ShardLink};
 use crate::proto::accept::{NullReservation, Reservation, Spares};
 use crate::proto::close::CloseReason;
+use crate::proto::control::{self, Command};
 use crate::proto::protocol::{Factory, ShardInfo};
 use crate::proto::proxy::ProxyConfig;
 use crate::proto::transport::Transport;
 use crate::stats::{ShardStats, StatsSnapshot};
 use crate::sys;
-
-/// Control bytes the engine handle sends to a shard.
-pub(crate) const DRAIN: u8 = b'D';
-/// Abort every connection now.
-pub(crate) const ABORT: u8 = b'A';
-/// A successor process accepts on the listeners now: stop accepting without closing them,
-/// then drain.
-pub(crate) const HANDOFF: u8 = b'H';
 
 /// How often a draining shard checks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
@@ -237,6 +231,8 @@ where
                 config: boot.accept.clone(),
                 proxy: boot.proxy.clone(),
                 tls: boot.tls.clone(),
+                closed: Cell::new(false),
+                accepting: Cell::new(0),
             });
             let task = glommio::spawn_local(port.clone().run());
             ports.push((port, task));
@@ -257,11 +253,13 @@ struct PortBoot {
 
 /// One listener's ports on one shard, whatever its factory type.
 trait ShardPorts {
-    /// Serves the connections already queued on the listening sockets, without waiting.
-    fn accept_queued(&self);
-    /// The listening descriptors.
-    fn fds(&self) -> Vec<RawFd>;
-    /// Drops the accept loops (after their grace period).
+    /// Stops accepting: serves the connections already queued, then shuts the listening
+    /// sockets down (see [`Port::close`]).
+    fn close(&self);
+    /// True while an accept loop runs.
+    fn accepting(&self) -> bool;
+    /// Drops the accept loops (after their grace period), and with them the listening
+    /// sockets, unless a successor holds them too.
     fn cancel(&mut self);
     /// Tells the factory the shard's drain began.
     fn drain_started(&self);
@@ -275,14 +273,14 @@ struct FactoryPorts<F: Factory> {
 }
 
 impl<F: Factory> ShardPorts for FactoryPorts<F> {
-    fn accept_queued(&self) {
+    fn close(&self) {
         for (port, _) in &self.ports {
-            port.accept_queued();
+            port.close();
         }
     }
 
-    fn fds(&self) -> Vec<RawFd> {
-        self.ports.iter().map(|(port, _)| port.fd).collect()
+    fn accepting(&self) -> bool {
+        self.ports.iter().any(|(port, _)| port.accepting.get() > 0)
     }
 
     fn cancel(&mut self) {
@@ -345,6 +343,8 @@ pub(crate) struct ShardBoot {
     pub(crate) mesh: Arc<Mesh>,
     pub(crate) inbox: InboxRx,
     pub(crate) control: StdUnixStream,
+    /// The engine's listeners, counted down as this shard stops accepting on each.
+    pub(crate) listening: Arc<Listeners>,
     pub(crate) config: Arc<EngineConfig>,
     /// The engine's reserved descriptors, one per shard (`None` without
     /// [`AcceptConfig::reserve_fd`](crate::config::AcceptConfig::reserve_fd)).
@@ -381,6 +381,51 @@ fn enable_provided_buffers(config: &crate::config::ReactorConfig, shard: usize) 
     }
 }
 
+/// The next command on the control socket; the socket's end (the handle is gone) or an error
+/// aborts.
+async fn next_command(control: &mut UnixStream) -> Command {
+    let mut bytes = [0u8; control::MAX_LEN];
+    if !matches!(control.read(&mut bytes[..1]).await, Ok(1)) {
+        return Command::Abort;
+    }
+    let len = Command::len(bytes[0]);
+    match control.read_exact(&mut bytes[1..len]).await {
+        Ok(()) => Command::decode(&bytes[..len]),
+        Err(_) => Command::Abort,
+    }
+}
+
+/// A drain's first step, for `listeners`: each serves the clients already queued (they
+/// connected while it was open) and shuts its sockets down, so that the kernel refuses new
+/// connects; then the accepts in flight get up to [`PORT_GRACE`] to end.
+async fn close(listeners: &[Box<dyn ShardPorts>]) {
+    for ports in listeners {
+        ports.close();
+    }
+    let deadline = Instant::now() + PORT_GRACE;
+    while listeners.iter().any(|ports| ports.accepting()) && Instant::now() < deadline {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// Stops listener `index` alone, as a drain's first step stops them all, and closes its
+/// sockets (the engine's handle lends them no more): its connections, its factory and the
+/// other listeners go on.
+async fn stop_listening(listeners: &mut [Box<dyn ShardPorts>], index: usize, listening: &mut ShardListening) {
+    let Some(ports) = listeners.get_mut(index) else {
+        return;
+    };
+    close(std::slice::from_ref(ports)).await;
+    ports.cancel();
+    if let Some(addr) = listening.stopped(index) {
+        // The last shard to stop says it, once for the engine.
+        tracing::info!(
+            listener = %crate::addr::Address::from(addr),
+            "stopped listening: new connections are refused; those open go on"
+        );
+    }
+}
+
 /// Runs a shard until the engine shuts it down (or, without listeners, until its tasks are
 /// done); returns its final counters.
 pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
@@ -391,6 +436,8 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     shard.provided = enable_provided_buffers(&config.reactor, boot.info.index);
     shard.mesh = Some(boot.mesh.clone());
     let shard = Rc::new(shard);
+    // First: a shard that panics from here on still counts its listeners down.
+    let mut listening = ShardListening::new(boot.listening);
     // Client connections made on this shard (from the factories' construction on) join its
     // registry, so they drain and abort with it.
     ShardCtx::install(Some(shard.clone()));
@@ -430,24 +477,25 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
 
     // The control socket's descriptor moves into glommio's stream.
     let mut control: UnixStream = sys::fd::adopt(OwnedFd::from(boot.control));
-    let mut cmd = [0u8; 1];
-    // Any byte starts the drain, EOF (the handle is gone) ends the shard at once; a shard of
-    // tasks only also drains once its tasks are done.
-    let stop = if listeners.is_empty() {
-        let done = async {
-            shard.tasks.idle().await;
-            Ok(usize::MAX)
+    // Commands until one that stops the shard. A listener's stop leaves the rest as it is; a
+    // shard of tasks only also drains once its tasks are done (by itself, not told to stop).
+    let (stop, by_itself) = loop {
+        let next = if listeners.is_empty() {
+            let done = async {
+                shard.tasks.idle().await;
+                None
+            };
+            futures_lite::future::or(async { Some(next_command(&mut control).await) }, done).await
+        } else {
+            Some(next_command(&mut control).await)
         };
-        futures_lite::future::or(control.read(&mut cmd), done).await
-    } else {
-        control.read(&mut cmd).await
-    };
-    // A shard of tasks whose tasks ended by themselves (not told to stop).
-    let by_itself = matches!(stop, Ok(usize::MAX));
-    let stop = match stop {
-        Ok(1) => cmd[0],
-        Ok(usize::MAX) => DRAIN,
-        _ => ABORT,
+        match next {
+            Some(Command::StopListening(index)) => {
+                stop_listening(&mut listeners, index, &mut listening).await;
+            }
+            Some(cmd) => break (cmd, false),
+            None => break (Command::Drain, true),
+        }
     };
 
     // From here a port that wakes accepts nothing more (see `Port::run`).
@@ -455,24 +503,9 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     for ports in &listeners {
         ports.drain_started();
     }
-    if stop != HANDOFF {
-        // 1. Stop listening at once: serve the clients already queued (they connected while
-        // the listener was open), then close, so that new connects are refused.
-        for ports in &listeners {
-            ports.accept_queued();
-        }
-        for ports in &listeners {
-            for fd in ports.fds() {
-                // Our own listening descriptor, open while its ports live: shutdown(2) on a
-                // listener makes the kernel refuse new connections and fails the accept in
-                // flight.
-                sys::socket::shutdown_listener(sys::fd::borrow_raw(ports, fd));
-            }
-        }
-        let deadline = Instant::now() + PORT_GRACE;
-        while shard.accepting.get() > 0 && Instant::now() < deadline {
-            glommio::timer::sleep(DRAIN_POLL).await;
-        }
+    if stop != Command::HandOff {
+        // 1. Stop listening at once (a listener stopped before has no ports left).
+        close(&listeners).await;
     }
     // With a handoff, a successor accepts on these very sockets (same accept queues), so they
     // stay open for it; a port waits for readiness without taking a connection, so it stops at
@@ -480,9 +513,14 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     for ports in &mut listeners {
         ports.cancel();
     }
+    // No listener accepts on this shard any more.
+    drop(listening);
+    // From here any byte on the control socket (a second shutdown, an abort), or its end,
+    // cuts the wait short.
+    let mut cmd = [0u8; 1];
 
     // 2. Let open connections and tasks finish, up to the drain timeout (or an abort).
-    if stop != ABORT {
+    if stop != Command::Abort {
         for (_, t) in shard.conns.borrow().iter() {
             t.wake();
         }
@@ -522,7 +560,7 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     boot.mesh.finish_drain();
     // Told to stop, the wait is bounded; a shard whose tasks ended by themselves serves the
     // others for as long as they run, until the engine is told to stop.
-    let bound = if stop == ABORT {
+    let bound = if stop == Command::Abort {
         ABORT_GRACE
     } else {
         config.drain_timeout
