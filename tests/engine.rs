@@ -281,6 +281,29 @@ fn lost_exactly_once_on_eof_reset_and_shutdown() {
     );
 }
 
+/// A second `shutdown` (a supervisor repeating SIGTERM) changes nothing: the drain goes on;
+/// only `abort` cuts it short.
+#[test]
+fn a_second_shutdown_does_not_cut_the_drain_short() {
+    let (engine, addr, log) = recording_engine(1, Action::Echo, Duration::from_secs(5));
+    let mut c = connect(addr);
+    let mut one = [0u8; 1];
+    c.write_all(b"x").unwrap();
+    c.read_exact(&mut one).unwrap();
+    engine.shutdown();
+    engine.shutdown();
+    engine.control().shutdown();
+    std::thread::sleep(Duration::from_millis(100));
+    c.write_all(b"y").unwrap();
+    c.read_exact(&mut one)
+        .expect("still served while the engine drains");
+    assert_eq!(&one, b"y");
+    c.shutdown(Shutdown::Write).unwrap();
+    assert!(read_to_end(&mut c).unwrap().is_empty());
+    engine.join().unwrap();
+    assert_eq!(lost_reasons(&log), vec![CloseReason::PeerEof]);
+}
+
 /// Writes 8 MiB on connect and closes: everything must reach a slow reader before EOF.
 struct Blast;
 

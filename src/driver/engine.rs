@@ -433,7 +433,8 @@ impl EngineControl {
     /// Stops accepting without closing the listening sockets, for a successor process that
     /// now accepts on them (same accept queues: no client is refused), then drains like
     /// [`shutdown`](Self::shutdown). Each shard stops after the accept it has in flight, whose
-    /// connection it serves.
+    /// connection it serves. Once a shutdown or handoff started, a shutdown or handoff does
+    /// nothing more; only [`abort`](Self::abort) cuts the drain short.
     pub fn hand_off(&self) {
         self.stop(Command::HandOff);
     }
@@ -493,10 +494,15 @@ impl EngineControl {
         self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Starts a stop; once one started, only an abort is told to the shards (a draining
+    /// shard takes any further command as an abort: a second shutdown must not cut its
+    /// drain short).
     fn stop(&self, cmd: Command) {
         let mut state = self.lock();
+        if state.serving || cmd == Command::Abort {
+            self.send(cmd);
+        }
         state.serving = false;
-        self.send(cmd);
     }
 
     /// Writes `cmd` to every shard; the caller holds the lock, so commands never interleave.
