@@ -283,6 +283,46 @@ fn idle_timeout_waits_for_answers_being_made() {
     engine.join().unwrap();
 }
 
+/// At the drain an idle keep-alive connection is not closed under a request its client is
+/// sending: a request that comes within the drain grace is answered, with
+/// `Connection: close`; a connection that sends nothing is closed after the grace.
+#[test]
+fn a_request_sent_as_the_drain_begins_is_answered_with_connection_close() {
+    let (engine, addr) = engine_with(
+        1,
+        |c| c.drain_timeout = Duration::from_secs(5),
+        |_| Http::factory(),
+    );
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut late = connect(addr);
+    let mut silent = connect(addr);
+    for c in [&mut late, &mut silent] {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(request).unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    let t0 = Instant::now();
+    engine.shutdown();
+    std::thread::sleep(Duration::from_millis(100));
+    late.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    late.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("Connection: close"),
+        "{answer:?}"
+    );
+    let mut b = [0u8; 1];
+    assert_eq!(silent.read(&mut b).unwrap(), 0, "the silent one is closed");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "after the grace, not the drain timeout"
+    );
+    engine.join().unwrap();
+}
+
 /// Streams `left` bytes through a producer written the Twisted way: it writes while the
 /// output has room, from `connection_made` and from each `resume_producing` (inline, or in a
 /// task the resume spawns), then closes.

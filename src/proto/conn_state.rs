@@ -19,12 +19,10 @@
 //! 1. A close already decided: [`Action::Close`], again and forever.
 //! 2. A close forced on the transport (abort, output cap, engine shutdown):
 //!    `Close(reason)`.
-//! 3. The shard's drain, not yet passed on: [`Action::CallDrainRequested`], then the pass
-//!    starts over.
-//! 4. [`Action::Flush`] if anything is queued, answered with
+//! 3. [`Action::Flush`] if anything is queued, answered with
 //!    [`handle_flushed`](ConnState::handle_flushed) or
 //!    [`handle_write_error`](ConnState::handle_write_error).
-//! 5. With nothing left queued:
+//! 4. With nothing left queued:
 //!    - a `lose_write_connection` not carried out yet: [`Action::ShutdownWrite`],
 //!      [`Action::CallWriteConnectionLost`], then `Close(PeerEof)` if the peer's EOF was
 //!      read, else a new pass;
@@ -33,11 +31,15 @@
 //!      and discards (closing a socket with unread input sends a reset, and the peer would
 //!      lose our last bytes) until the peer's EOF or a read error (`Close(LocalClose)`), the
 //!      budget ([`Action::Yield`]), or a read that would block (the round settles).
-//! 6. Reading: none while closing, after the peer's EOF or while the transport may not read
+//! 5. Reading: none while closing, after the peer's EOF or while the transport may not read
 //!    (paused by the protocol or by output flow control); past the round's read budget,
 //!    [`Action::Yield`]; otherwise [`Action::Read`]. Data starts a new pass; the peer's EOF
 //!    gives [`Action::CallReadConnectionLost`], then `Close(PeerEof)` if our write side is
 //!    shut and nothing is queued, else a new pass.
+//! 6. The shard's drain, not yet passed on, once the round has read what had arrived (a
+//!    read would block, reading is off, or the budget is spent): [`Action::CallDrainRequested`],
+//!    then a new pass. So a request already received is delivered before the protocol
+//!    decides whether its connection is idle and may close at once.
 //! 7. Settling, once nothing more can happen without waiting: [`Action::ReadClock`] if a
 //!    deadline is being watched; then the earliest expired deadline, if any:
 //!    `Close(IdleTimeout)`, `Close(WriteStall)`, `Close(LocalClose)` when lingering, or
@@ -217,10 +219,6 @@ impl ConnState {
                     if let Some(reason) = transport.forced() {
                         return self.close(reason);
                     }
-                    if self.draining && !self.drain_seen {
-                        self.drain_seen = true;
-                        return Action::CallDrainRequested;
-                    }
                     if transport.buffered() == 0 {
                         self.step = Step::Flushed;
                         continue;
@@ -288,6 +286,14 @@ impl ConnState {
                     transport.lose_connection();
                     self.reads = 0;
                     self.step = Step::Begin;
+                }
+                // The drain is passed on once the round read what had arrived: a request
+                // already received is seen before the protocol decides whether its
+                // connection is idle (and closes it).
+                Step::Settle if self.draining && !self.drain_seen => {
+                    self.drain_seen = true;
+                    self.step = Step::Begin;
+                    return Action::CallDrainRequested;
                 }
                 Step::Settle => return self.settle(transport),
             }
@@ -553,6 +559,9 @@ mod tests {
         Wake,
         /// The peer sent: the socket's next reads find these, then it would block.
         Input(&'static [In]),
+        /// As `Input`, but nothing wakes the driver (the bytes arrive as something else
+        /// does, and the next step's round finds them).
+        Arrive(&'static [In]),
         /// Something outside a callback used the transport (a timer task, a relayed peer).
         Call(fn(&Transport)),
         /// The socket has room for this many more bytes; `None`: for everything.
@@ -668,6 +677,10 @@ mod tests {
             match what {
                 Do::Wake => {}
                 Do::Input(reads) => self.input.extend(reads),
+                Do::Arrive(reads) => {
+                    self.input.extend(reads);
+                    return;
+                }
                 Do::Call(f) => f(&self.t),
                 Do::HoldIdle => self.hold = Some(self.t.hold_idle()),
                 Do::ReleaseIdle => self.hold = None,
@@ -1405,7 +1418,10 @@ mod tests {
                 proto: DEFAULT,
                 steps: &[
                     START,
-                    (Do::Drain, &["drain_requested", "read blocked", "wait"]),
+                    (
+                        Do::Drain,
+                        &["read blocked", "drain_requested", "read blocked", "wait"],
+                    ),
                     (Do::Drain, &["read blocked", "wait"]),
                     (Do::Input(&[In::Data(1)]), &["read 1", "read blocked", "wait"]),
                 ],
@@ -1420,6 +1436,7 @@ mod tests {
                 steps: &[(
                     Do::Drain,
                     &[
+                        "read blocked",
                         "drain_requested",
                         "shutdown",
                         "clock",
@@ -1427,6 +1444,30 @@ mod tests {
                         "wait 2s",
                     ],
                 )],
+            },
+            Case {
+                name: "what arrived before the drain is read before drain_requested",
+                config: defaults,
+                proto: Proto {
+                    drain: close,
+                    ..DEFAULT
+                },
+                steps: &[
+                    START,
+                    (Do::Arrive(&[In::Data(5)]), &[]),
+                    (
+                        Do::Drain,
+                        &[
+                            "read 5",
+                            "read blocked",
+                            "drain_requested",
+                            "shutdown",
+                            "clock",
+                            "linger blocked",
+                            "wait 2s",
+                        ],
+                    ),
+                ],
             },
             Case {
                 name: "a forced close comes before the drain",

@@ -52,6 +52,11 @@ const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: te
 /// Default time a request head may take to arrive, from its first byte.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an idle keep-alive connection stays open once the drain begins, for a request
+/// its client may have sent already: answered with `Connection: close` (a client that
+/// writes as the server closes loses its request, the race nginx's idle closes have).
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 /// Service time of each request: from the start of the read that completed it to its
 /// response being queued (`weft_http_request_duration_seconds`).
 pub static REQUEST_DURATION: LatencyMetric = LatencyMetric::new(
@@ -266,10 +271,13 @@ impl FrameHandler for Http {
 
     /// Arms the header deadline while a request head is incomplete, clears it otherwise (and
     /// while the output is full: what is kept then includes whole requests held back, and the
-    /// wait is the server's).
+    /// wait is the server's). While draining, an idle connection keeps its drain grace.
     fn read_decoded(&mut self, decoder: &RequestDecoder, buffered: usize, t: &Transport) {
         self.timing = false;
         self.idle = buffered == 0 && !decoder.in_body();
+        if self.draining && self.idle && !self.done {
+            return;
+        }
         if self.done || buffered == 0 || t.is_output_full() {
             t.clear_deadline();
         } else if !t.has_deadline() {
@@ -278,17 +286,22 @@ impl FrameHandler for Http {
     }
 
     fn deadline_expired(&mut self, t: &Transport) {
-        if !self.done {
+        if self.draining && self.idle {
+            // The drain grace ran out with no request: close quietly.
+            self.close(t);
+        } else if !self.done {
             // A head that never arrived is not a request served: its 408 is not timed.
             self.watch = Stopwatch::default();
             self.fail(t, 408);
         }
     }
 
+    /// Finishes the request in progress with `Connection: close`; an idle connection waits
+    /// [`DRAIN_GRACE`] for a request already on its way, then closes.
     fn drain_requested(&mut self, t: &Transport) {
         self.draining = true;
-        if self.idle {
-            self.close(t);
+        if self.idle && !self.done {
+            t.set_deadline(DRAIN_GRACE);
         }
     }
 }
@@ -506,7 +519,26 @@ mod tests {
         let t = Transport::detached();
         let mut h = Http::default().framed();
         h.drain_requested(&t);
-        assert!(!t.is_connected(), "idle keep-alive connection closes at once");
+        assert!(
+            t.is_connected() && t.has_deadline(),
+            "an idle connection gets the grace"
+        );
+        h.deadline_expired(&t);
+        assert!(!t.is_connected(), "then closes");
+        assert!(t.out().chunk().is_empty(), "quietly: no 408");
+        let t = Transport::detached();
+        let mut h = Http::default().framed();
+        h.drain_requested(&t);
+        h.data_received(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &t);
+        let out = String::from_utf8_lossy(t.out().chunk()).into_owned();
+        assert!(
+            out.contains("200 OK") && out.contains("Connection: close"),
+            "{out}"
+        );
+        assert!(
+            !t.is_connected(),
+            "a request in the grace is answered, then the close"
+        );
         let t = Transport::detached();
         let mut h = Http::default().framed();
         h.data_received(b"GET / HTTP/1.1\r\nHost: h\r\n", &t);
