@@ -666,3 +666,43 @@ fn start_warns_about_a_low_descriptor_limit_and_crash_migration_off() {
         "{err}"
     );
 }
+
+/// A client that never reads is reset at the write-stall timeout, and the server says so at
+/// INFO (the metrics alone would not tell an operator why clients see resets).
+#[test]
+fn write_stall_resets_are_logged_with_what_to_do() {
+    let (cmd, addr) = serve_command("1", &["--proto", "echo", "--write-stall-timeout", "1s"]);
+    let server = spawn_listening(cmd, addr);
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = s.into();
+    s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    // Echoed back into a socket that is never read: the output fills, then stalls.
+    let chunk = vec![b'x'; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && s.write_all(&chunk).is_ok() {}
+    // Past the stall timeout with nothing read, the connection has been reset.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut b = [0u8; 64 * 1024];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let end = loop {
+        match s.read(&mut b) {
+            Ok(0) => break None,
+            Ok(_) => continue,
+            Err(e) => break Some(e.kind()),
+        }
+    };
+    assert_eq!(
+        end,
+        Some(ErrorKind::ConnectionReset),
+        "reset at the stall timeout"
+    );
+    util::sigterm(&server);
+    let out = util::output_within(server, Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INFO") && err.contains("1 connection reset: the peer read none of its queued output"),
+        "{err}"
+    );
+}

@@ -280,8 +280,10 @@ impl<P: Protocol> Connection<P> {
         }
         self.shard.conns.borrow_mut().try_remove(self.key);
         self.shard.stats.closed(&reason);
-        if matches!(reason, CloseReason::OutputLimit) {
-            self.log_output_reset();
+        match reason {
+            CloseReason::OutputLimit => self.log_output_reset(),
+            CloseReason::WriteStall => self.log_stall_reset(),
+            _ => {}
         }
         self.transport.mark_lost(&reason);
         if !self.poisoned {
@@ -307,6 +309,23 @@ impl<P: Protocol> Connection<P> {
             s.counted("connection"),
             s.window(),
             self.transport.max_output(),
+            self.transport.peer_addr()
+        );
+    }
+
+    /// Says at INFO, at most once a second per shard, that connections were reset because
+    /// their peers read nothing for the write-stall timeout.
+    fn log_stall_reset(&self) {
+        let Some(s) = self.shard.stall_resets.borrow_mut().record(Instant::now()) else {
+            return;
+        };
+        tracing::info!(
+            "shard {}: {} reset{}: the peer read none of its queued output for the write-stall \
+             timeout; the last to {}. Stuck or very slow clients; if real clients read that \
+             slowly, raise --write-stall-timeout (ConnectionConfig::write_stall_timeout)",
+            self.shard.info.index,
+            s.counted("connection"),
+            s.window(),
             self.transport.peer_addr()
         );
     }

@@ -69,6 +69,9 @@ pub(crate) struct ShardCtx {
     /// Connections reset because their queued output passed its cap, logged at most once a
     /// second.
     pub(crate) output_resets: RefCell<Digest>,
+    /// Connections reset because their peer read nothing for the write-stall timeout,
+    /// logged at most once a second.
+    pub(crate) stall_resets: RefCell<Digest>,
     /// Ports still accepting (during a shutdown's grace period for the queued connections).
     pub(crate) accepting: Cell<usize>,
     pub(crate) draining: Cell<bool>,
@@ -129,6 +132,7 @@ impl ShardCtx {
             lingering: Cell::new(0),
             tls_failures: RefCell::default(),
             output_resets: RefCell::default(),
+            stall_resets: RefCell::default(),
             accepting: Cell::new(0),
             draining: Cell::new(false),
             tasks: Rc::new(Tasks::default()),
