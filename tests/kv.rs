@@ -1054,16 +1054,16 @@ fn announced_lengths_are_not_allocated_and_connections_stay_bounded() {
 #[test]
 fn answers_past_max_output_close_the_connection() {
     let _serial = util::serial();
-    let big = vec![b'v'; 1 << 20];
+    let big = vec![b'v'; 5 << 20];
     let ask = |addr: SocketAddr| {
         let mut c = Client::connect(addr);
         let keys = keys_on_both_shards("big", 1);
         for k in &keys {
             assert_eq!(c.call(&[b"SET", k.as_bytes(), &big]), b"+OK\r\n");
         }
-        // Sixteen 1 MiB answers asked for at once, read only later.
+        // Four 5 MiB answers asked for at once, read only later.
         let mut req = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..2 {
             for k in &keys {
                 req.extend(encode(&[b"GET", k.as_bytes()]));
             }
@@ -1072,9 +1072,9 @@ fn answers_past_max_output_close_the_connection() {
         thread::sleep(Duration::from_millis(300));
         let mut answers = 0;
         while let Ok(reply) = read_reply(&mut c.reader) {
-            assert_eq!(reply.len(), (1 << 20) + 12);
+            assert_eq!(reply.len(), (5 << 20) + 12);
             answers += 1;
-            if answers == 16 {
+            if answers == 4 {
                 break;
             }
         }
@@ -1093,7 +1093,7 @@ fn answers_past_max_output_close_the_connection() {
         "4MiB",
     ]);
     let addr = weft.ready();
-    assert!(ask(addr) < 16);
+    assert!(ask(addr) < 4);
     assert_eq!(Client::connect(addr).cmd("PING"), b"+PONG\r\n");
     let line = weft.wait_for("reset: queued output passed max_output", Duration::from_secs(5));
     assert!(
@@ -1103,7 +1103,7 @@ fn answers_past_max_output_close_the_connection() {
     );
     // kv's default cap: every answer.
     let roomy = Server::weft(&[]);
-    assert_eq!(ask(roomy.addr), 16);
+    assert_eq!(ask(roomy.addr), 4);
 }
 
 #[test]
@@ -1137,6 +1137,65 @@ fn big_answers_reach_a_reading_client_whole() {
     let keys = c.cmd("KEYS *");
     assert!(keys.len() > 4 << 20, "{} bytes", keys.len());
     assert_eq!(elements(&keys).len(), 40_001);
+    assert_eq!(c.cmd("PING"), b"+PONG\r\n");
+}
+
+#[test]
+fn pipelined_answers_from_the_other_shard_stay_under_max_output() {
+    let _serial = util::serial();
+    // --max-output is then 5 MiB: room for any one value, not for eight of them at once.
+    let weft = Server::weft(&["--kv-max-bulk", "1MiB"]);
+    let mut c = Client::connect(weft.addr);
+    // Eight 1 MiB values on each shard, each of its own byte; and a small one on each.
+    let keys = keys_on_both_shards("v", 8);
+    let value = |i: usize| vec![b'a' + i as u8; 1 << 20];
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(c.call(&[b"SET", k.as_bytes(), &value(i)]), b"+OK\r\n");
+    }
+    let small = keys_on_both_shards("small", 1);
+    for k in &small {
+        assert_eq!(c.call(&[b"SET", k.as_bytes(), b"s"]), b"+OK\r\n");
+    }
+    let (on0, on1) = keys.split_at(8);
+    // Whichever shard the connection is on, one of these runs eight GETs of the other
+    // shard's values in one call (they were all sent at once: 8 MiB of answers together,
+    // reset), and one of them holds eight answers of this shard's values behind a GET on the
+    // other shard (held together: reset).
+    let pipelines: [Vec<&String>; 2] = [
+        on0.iter().chain(on1).collect(),
+        [&small[0]]
+            .into_iter()
+            .chain(on1)
+            .chain([&small[1]])
+            .chain(on0)
+            .collect(),
+    ];
+    for pipeline in pipelines {
+        let mut req = Vec::new();
+        for k in &pipeline {
+            req.extend(encode(&[b"GET", k.as_bytes()]));
+        }
+        c.send(&req);
+        // A slow reader.
+        thread::sleep(Duration::from_millis(300));
+        for (n, k) in pipeline.iter().enumerate() {
+            let want = match keys.iter().position(|key| key == *k) {
+                Some(i) => [
+                    format!("${}\r\n", 1 << 20).into_bytes(),
+                    value(i),
+                    b"\r\n".to_vec(),
+                ]
+                .concat(),
+                None => b"$1\r\ns\r\n".to_vec(),
+            };
+            let got = read_reply(&mut c.reader).unwrap_or_else(|e| panic!("answer {n} ({k}): {e}"));
+            assert!(
+                got == want,
+                "answer {n} ({k}): {} bytes, not its value",
+                got.len()
+            );
+        }
+    }
     assert_eq!(c.cmd("PING"), b"+PONG\r\n");
 }
 

@@ -521,6 +521,11 @@ pub enum Reply {
     Verbatim(Vec<u8>),
 }
 
+/// The most bytes one reply element takes beyond its payload, in either protocol: its type
+/// byte, its length or integer (20 digits at most), its line ends and a verbatim string's
+/// `txt:`.
+pub const REPLY_FRAMING: usize = 32;
+
 impl fmt::Debug for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = |bytes: &[u8]| bytes.escape_ascii().to_string();
@@ -562,6 +567,23 @@ impl Reply {
     /// True for an error reply.
     pub fn is_error(&self) -> bool {
         matches!(self, Reply::Error(_))
+    }
+
+    /// At least the bytes [`encode_as`](Self::encode_as) writes, in either protocol: the
+    /// payload plus [`REPLY_FRAMING`] per element, counted without encoding anything.
+    pub fn max_encoded_len(&self) -> usize {
+        REPLY_FRAMING
+            + match self {
+                Reply::Status(s) => s.len(),
+                Reply::Error(e) => e.len(),
+                Reply::Integer(_) | Reply::Nil => 0,
+                Reply::Bulk(b) | Reply::Verbatim(b) => b.len(),
+                Reply::Array(items) | Reply::Set(items) => items.iter().map(Reply::max_encoded_len).sum(),
+                Reply::Map(pairs) => pairs
+                    .iter()
+                    .map(|(k, v)| k.max_encoded_len() + v.max_encoded_len())
+                    .sum(),
+            }
     }
 
     /// Appends the reply's RESP2 bytes to `out`.
@@ -944,6 +966,32 @@ mod tests {
         assert_eq!(nested.to_bytes_as(RespVersion::Resp3), b"*2\r\n_\r\n*1\r\n_\r\n");
         assert_eq!(RespVersion::Resp3.version(), 3);
         assert_eq!(RespVersion::default(), RespVersion::Resp2);
+    }
+
+    #[test]
+    fn max_encoded_len_bounds_both_protocols() {
+        let b = |t: &str| Reply::bulk(t);
+        for reply in [
+            Reply::OK,
+            Reply::err("wrong"),
+            Reply::Integer(i64::MIN),
+            Reply::Nil,
+            Reply::Bulk(vec![b'x'; 1000]),
+            Reply::Verbatim(b"# Keyspace\r\n".to_vec()),
+            Reply::Array(vec![
+                b("a"),
+                Reply::Integer(-1),
+                Reply::Array(vec![Reply::Nil; 3]),
+            ]),
+            Reply::Set(vec![Reply::Integer(i64::MAX); 4]),
+            Reply::Map(vec![(b("key"), Reply::Bulk(vec![b'v'; 300]))]),
+        ] {
+            let bound = reply.max_encoded_len();
+            for protocol in [RespVersion::Resp2, RespVersion::Resp3] {
+                let len = reply.to_bytes_as(protocol).len();
+                assert!(len <= bound, "{reply:?} in {protocol:?}: {len} > {bound}");
+            }
+        }
     }
 
     #[test]

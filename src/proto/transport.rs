@@ -464,6 +464,13 @@ impl Transport {
         self.inner.held.set(n);
     }
 
+    /// Queued output above which the output is full ([`FlowConfig::high_water`]): a
+    /// protocol that starts work whose answers it holds (to put them in order, say) may stop
+    /// starting more past it, as the transport stops reading.
+    pub fn high_water(&self) -> usize {
+        self.inner.flow.high_water
+    }
+
     /// The cap on queued output above which the connection is closed
     /// ([`FlowConfig::max_output`]): a protocol that holds answers back (to put them in order,
     /// say) counts them against it too, and closes with

@@ -15,14 +15,24 @@
 //! else meanwhile), or refuses them with `-CROSSSLOT` when their keys span shards.
 //!
 //! Commands for another shard are sent in batches: a connection has at most one call in
-//! flight to each shard, carrying every command for that shard received meanwhile, in order.
-//! So the commands of one connection run on each shard in the order they were sent, and a
-//! pipeline costs a few cross-shard calls rather than one per command.
+//! flight, to the shard whose queued command is the oldest, carrying every command for that
+//! shard received meanwhile, in order. So the commands of one connection run on each shard
+//! in the order they were sent, and a pipeline costs a few cross-shard calls rather than one
+//! per command.
 //!
 //! Answers go out strictly in request order: a connection keeps one slot per command
 //! received, fills the slots as the shards answer, and writes the ready prefix. At most
 //! [`MAX_IN_FLIGHT`] commands wait per connection: above it the connection stops reading
-//! until half of them are answered. Bad input is answered as redis answers it: a protocol
+//! until half of them are answered.
+//!
+//! Answers are bounded as on one shard, where the engine hands over no request while the
+//! output is full ([`Framed`]): no command starts, here or on its shard, while the answers
+//! written and not sent, those held for an earlier one, and the budget of the call in flight
+//! pass the output's high-water mark (the connection stops reading meanwhile), and a call
+//! carries a budget, half of the room left: the shard runs its commands until their answers
+//! fill it and sends the rest back, to go when the output drains (see [`room`]). So answers
+//! pass the high-water mark by two answers at most (one run here, one on another shard),
+//! where eight pipelined `GET`s of another shard's 1 MiB values once came back together. Bad input is answered as redis answers it: a protocol
 //! error with its `-ERR Protocol error: ...` and a close (after the answers to the commands
 //! before it); an unknown command or wrong arguments with an error, and the connection stays.
 //! On the engine's drain a connection reads no more, answers what it has received (including
@@ -60,6 +70,7 @@
 //! ```
 //!
 //! [`route`]: crate::proto::kv::route
+//! [`room`]: crate::proto::kv::room
 //! [`submit_to`]: crate::shard::submit_to
 //! [`invoke_on_all`]: crate::shard::invoke_on_all
 
@@ -79,6 +90,7 @@ use crate::proto::codec::{FrameHandler, Framed};
 use crate::proto::kv::command::{ClientQuery, Command, Scan, Target, parse};
 use crate::proto::kv::info::{ServerInfo, render};
 use crate::proto::kv::keyspace::{EvictionPolicy, Keyspace, KeyspaceConfig, KeyspaceStats};
+use crate::proto::kv::room::Room;
 use crate::proto::kv::route::{Gather, key_owners, shard_of, split};
 use crate::proto::kv::session::{MAX_QUEUED_BYTES, Outcome, ServerFacts, Session};
 use crate::proto::protocol::{Factory, ShardInfo};
@@ -356,9 +368,16 @@ impl KvShard {
 
     /// Runs keyspace commands in order, at one time; their answers in order.
     pub fn execute_all(&self, cmds: Vec<Command>) -> Vec<Reply> {
-        let now = self.now();
-        let mut keyspace = self.keyspace.borrow_mut();
-        cmds.into_iter().map(|c| keyspace.execute(c, now)).collect()
+        self.execute_within(cmds, usize::MAX).0
+    }
+
+    /// Runs keyspace commands in order, at one time, until their answers take `budget`
+    /// bytes (the first always runs): their answers, and the commands not run, in order
+    /// (see [`Keyspace::execute_within`]).
+    pub fn execute_within(&self, cmds: Vec<Command>, budget: usize) -> (Vec<Reply>, Vec<Command>) {
+        self.keyspace
+            .borrow_mut()
+            .execute_within(cmds, self.now(), budget)
     }
 
     /// The keyspace's figures.
@@ -588,6 +607,16 @@ enum Waiter {
     Part(Rc<RefCell<Gathering>>, usize),
 }
 
+impl Waiter {
+    /// The command waiting.
+    fn seq(&self) -> u64 {
+        match self {
+            Waiter::Whole(seq) => *seq,
+            Waiter::Part(gathering, _) => gathering.borrow().seq,
+        }
+    }
+}
+
 /// A command split over shards, while its parts' answers come in.
 #[derive(Debug)]
 struct Gathering {
@@ -597,12 +626,10 @@ struct Gathering {
     left: usize,
 }
 
-/// The commands for one other shard: at most one call in flight, the rest queued for the
-/// next.
+/// The commands for one other shard not sent yet, in the order they started.
 #[derive(Debug, Default)]
 struct Outbox {
-    queued: Vec<(Waiter, Command)>,
-    busy: bool,
+    queued: VecDeque<(Waiter, Command)>,
 }
 
 #[derive(Debug, Default)]
@@ -622,11 +649,16 @@ struct State {
     barrier: bool,
     /// By shard: the commands for it.
     outboxes: Vec<Outbox>,
+    /// A task sends the outboxes' commands, one call at a time.
+    calling: bool,
+    /// The budget of the call under way (see [`Room`]).
+    promised: usize,
     /// No more commands: close once every answer is written (QUIT, a protocol error, EOF).
     closing: bool,
     /// The engine drains: read no more, close once every answer is written.
     draining: bool,
-    /// Reading paused for too many commands in flight.
+    /// Reading paused: too many commands in flight, or those received wait for the output
+    /// to drain.
     paused: bool,
     /// Bytes of the answers in `slots`, ready and waiting for one before them.
     held_bytes: usize,
@@ -665,31 +697,32 @@ impl Conn {
         self.flow();
     }
 
-    /// Starts the held commands that may start: in order, stopping at a command for every
-    /// shard until all before it are answered, and after it until it is.
+    /// Starts the held commands that may start, then the calls to other shards. In order:
+    /// a command starts only while the output has room for its answer ([`Room::may_start`]),
+    /// and none starts after a command for every shard until all before it are answered,
+    /// and after it until it is.
     fn pump(self: &Rc<Self>) {
-        loop {
-            let next = {
-                let mut st = self.state.borrow_mut();
-                if st.barrier {
-                    return;
-                }
-                let Some((_, front, _)) = st.held.front() else {
-                    return;
-                };
-                let queued = st.session.in_transaction() && front.queues();
-                if front.target() == Target::All && !queued {
-                    if st.in_flight > 0 {
-                        return;
-                    }
-                    st.barrier = true;
-                }
-                st.held.pop_front()
-            };
-            if let Some((seq, cmd, bytes)) = next {
-                self.start(seq, cmd, bytes);
-            }
+        while let Some((seq, cmd, bytes)) = self.next_held() {
+            self.start(seq, cmd, bytes);
         }
+        self.call();
+    }
+
+    /// The held command to start now, if one may.
+    fn next_held(&self) -> Option<(u64, Command, usize)> {
+        let mut st = self.state.borrow_mut();
+        if st.barrier || !st.may_start_held() {
+            return None;
+        }
+        let (_, front, _) = st.held.front()?;
+        let queued = st.session.in_transaction() && front.queues();
+        if front.target() == Target::All && !queued {
+            if st.in_flight > 0 {
+                return None;
+            }
+            st.barrier = true;
+        }
+        st.held.pop_front()
     }
 
     /// Runs or sends one command of `bytes` bytes (or queues it, inside `MULTI`).
@@ -867,41 +900,44 @@ impl Conn {
         everywhere(cmd, port, self.shard.config.policy).await
     }
 
-    /// Queues `cmd` for shard `owner`, and sends the queue unless a call to it is in flight.
+    /// Queues `cmd` for shard `owner` (sent by [`call`](Self::call)).
     fn send(self: &Rc<Self>, owner: usize, waiter: Waiter, cmd: Command) {
-        {
-            let mut st = self.state.borrow_mut();
-            let Some(outbox) = st.outboxes.get_mut(owner) else {
+        let mut st = self.state.borrow_mut();
+        match st.outboxes.get_mut(owner) {
+            Some(outbox) => outbox.queued.push_back((waiter, cmd)),
+            None => {
                 drop(st);
                 self.deliver(waiter, Reply::error("ERR internal error: no such shard"));
-                return;
-            };
-            outbox.queued.push((waiter, cmd));
-            if outbox.busy {
+            }
+        }
+    }
+
+    /// Sends the commands queued for other shards, unless a task does already: one call at a
+    /// time, while the output has room (see [`next_call`](Self::next_call)).
+    fn call(self: &Rc<Self>) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.calling || st.outboxes.iter().all(|o| o.queued.is_empty()) {
                 return;
             }
-            outbox.busy = true;
+            st.calling = true;
         }
         let conn = self.clone();
         // The task first runs after the current read is handled, so that its first call
         // carries every command of the read for that shard.
         spawn(async move {
-            loop {
-                let batch = {
-                    let mut st = conn.state.borrow_mut();
-                    let Some(outbox) = st.outboxes.get_mut(owner) else {
-                        return;
-                    };
-                    if outbox.queued.is_empty() {
-                        outbox.busy = false;
-                        return;
-                    }
-                    std::mem::take(&mut outbox.queued)
-                };
-                let (waiters, cmds): (Vec<Waiter>, Vec<Command>) = batch.into_iter().unzip();
-                let replies = submit_to(owner, move |s: &KvShard| s.execute_all(cmds)).await;
+            while let Some((owner, mut waiters, cmds, budget)) = conn.next_call() {
+                let replies = submit_to(owner, move |s: &KvShard| s.execute_within(cmds, budget)).await;
+                conn.state.borrow_mut().promised = 0;
                 match replies {
-                    Ok(replies) => {
+                    Ok((replies, unrun)) => {
+                        // The commands past the budget go back to the front, in order.
+                        let unsent = waiters.split_off(replies.len().min(waiters.len()));
+                        if let Some(outbox) = conn.state.borrow_mut().outboxes.get_mut(owner) {
+                            for item in unsent.into_iter().zip(unrun).rev() {
+                                outbox.queued.push_front(item);
+                            }
+                        }
                         for (waiter, reply) in waiters.into_iter().zip(replies) {
                             conn.deliver(waiter, reply);
                         }
@@ -916,6 +952,35 @@ impl Conn {
             }
         })
         .detach();
+    }
+
+    /// The next call to make: every command queued for the shard whose first one is the
+    /// oldest, with the budget the output leaves it ([`Room::call_budget`]). `None` when
+    /// nothing is queued or the call must wait for the output to drain (the task ends; the
+    /// next [`pump`](Self::pump) starts another).
+    fn next_call(&self) -> Option<(usize, Vec<Waiter>, Vec<Command>, usize)> {
+        let mut st = self.state.borrow_mut();
+        let first = st
+            .outboxes
+            .iter()
+            .enumerate()
+            .filter_map(|(owner, o)| o.queued.front().map(|(waiter, _)| (waiter.seq(), owner)))
+            .min();
+        let call = first.and_then(|(seq, owner)| {
+            let budget = st.room().call_budget(seq == st.first_seq)?;
+            Some((owner, budget))
+        });
+        let Some((owner, budget)) = call else {
+            st.calling = false;
+            return None;
+        };
+        st.promised = budget;
+        let (waiters, cmds) = st
+            .outboxes
+            .get_mut(owner)
+            .map(|o| o.queued.drain(..).unzip())
+            .unwrap_or_default();
+        Some((owner, waiters, cmds, budget))
     }
 
     /// An answer came in for a command started earlier.
@@ -1050,26 +1115,54 @@ impl Conn {
         }
     }
 
-    /// Pauses reading while too many commands wait, resumes when half are answered.
+    /// Pauses reading while too many commands wait (resumes when half are answered), or
+    /// while the commands received cannot start until the output drains (their answers would
+    /// pass its high-water mark).
     fn flow(&self) {
         let mut st = self.state.borrow_mut();
         let waiting = st.slots.len();
         let Some(t) = st.transport.clone() else {
             return;
         };
-        if !st.paused && waiting >= MAX_IN_FLIGHT {
-            st.paused = true;
+        let too_many = waiting >= MAX_IN_FLIGHT || (st.paused && waiting > MAX_IN_FLIGHT / 2);
+        let output_full = !st.held.is_empty() && !st.may_start_held();
+        let pause = too_many || output_full;
+        if pause == st.paused {
+            return;
+        }
+        st.paused = pause;
+        if pause {
             t.pause_reading();
-        } else if st.paused && waiting <= MAX_IN_FLIGHT / 2 {
-            st.paused = false;
-            if !st.draining {
-                t.resume_reading();
-            }
+        } else if !st.draining {
+            t.resume_reading();
         }
     }
 }
 
 impl State {
+    /// The answers against the output's high-water mark (no bound once the connection is
+    /// gone: its answers are dropped).
+    fn room(&self) -> Room {
+        let (high_water, written, output_full) =
+            self.transport.as_ref().map_or((usize::MAX, 0, false), |t| {
+                (t.high_water(), t.buffered(), t.is_output_full())
+            });
+        Room {
+            high_water,
+            written,
+            held: self.held_bytes,
+            promised: self.promised,
+            output_full,
+        }
+    }
+
+    /// The first held command may start now, as far as the output goes.
+    fn may_start_held(&self) -> bool {
+        self.held
+            .front()
+            .is_some_and(|(seq, ..)| self.room().may_start(*seq == self.first_seq))
+    }
+
     /// A new pending slot at the back; its sequence number.
     fn push_slot(&mut self) -> u64 {
         self.slots.push_back(Slot::Pending(self.session.protocol()));
@@ -1260,6 +1353,12 @@ impl FrameHandler for Kv {
         if st.slots.is_empty() {
             transport.lose_connection();
         }
+    }
+
+    fn output_drained(&mut self, _transport: &Transport) {
+        // The commands waiting for room start, and the calls waiting for it go.
+        self.conn.pump();
+        self.conn.flow();
     }
 
     fn connection_lost(&mut self, _reason: &crate::proto::close::CloseReason) {

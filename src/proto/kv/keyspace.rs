@@ -498,6 +498,30 @@ impl<S: BuildHasher + Clone> Keyspace<S> {
         self.run(cmd, now)
     }
 
+    /// Runs keyspace commands in order at `now` as [`execute`](Self::execute) does, stopping
+    /// once their answers take `budget` bytes ([`Reply::max_encoded_len`]); the first always
+    /// runs. Returns the answers and the commands not run, both in order: a batch of `GET`s
+    /// of large values for a connection that can take only so much runs a part at a time.
+    pub fn execute_within(
+        &mut self,
+        cmds: Vec<Command>,
+        now: i64,
+        budget: usize,
+    ) -> (Vec<Reply>, Vec<Command>) {
+        let mut cmds = cmds.into_iter();
+        let mut replies = Vec::with_capacity(cmds.len());
+        let mut used = 0usize;
+        for cmd in cmds.by_ref() {
+            let reply = self.execute(cmd, now);
+            used = used.saturating_add(reply.max_encoded_len());
+            replies.push(reply);
+            if used >= budget {
+                break;
+            }
+        }
+        (replies, cmds.collect())
+    }
+
     /// The `-OOM` error: redis's, and on a shard of several, which shard and what its share
     /// is (a shard refuses once it passes its part of `maxmemory`, while the whole may be
     /// below `INFO`'s `maxmemory`).
@@ -869,6 +893,29 @@ mod tests {
                 assert_eq!(out, want, "{line}");
             }
         }
+    }
+
+    #[test]
+    fn a_batch_runs_in_order_until_its_answers_fill_the_budget() {
+        let mut k = ks(KeyspaceConfig::default());
+        let cmd = |line: &str| parse(line.split(' ').map(|a| a.as_bytes().to_vec()).collect()).unwrap();
+        let big = "x".repeat(1000);
+        run(&mut k, &format!("set a {big}"), T0);
+        run(&mut k, &format!("set b {big}"), T0);
+        let batch = || vec![cmd("incr n"), cmd("get a"), cmd("get b"), cmd("incr n")];
+        // Room for one value: the commands up to the one that fills it run, the rest wait.
+        let (replies, rest) = k.execute_within(batch(), T0, 1000);
+        assert_eq!(replies, [Reply::Integer(1), Reply::bulk(&big)]);
+        assert_eq!(rest, [cmd("get b"), cmd("incr n")]);
+        // No room: the first still runs, so a batch always moves.
+        let (replies, rest) = k.execute_within(rest, T0, 0);
+        assert_eq!(replies, [Reply::bulk(&big)]);
+        assert_eq!(rest, [cmd("incr n")]);
+        // Room for all.
+        let (replies, rest) = k.execute_within(batch(), T0, usize::MAX);
+        assert_eq!(replies.len(), 4);
+        assert_eq!(replies[3], Reply::Integer(3));
+        assert!(rest.is_empty());
     }
 
     #[test]

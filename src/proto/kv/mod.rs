@@ -1,7 +1,8 @@
 //! The key-value store behind `weft serve --proto kv`, free of I/O: requests to commands
 //! ([`command`]), one shard's keys with expiry, memory accounting and eviction
 //! ([`keyspace`], each key a [`record`]), which shard owns a key and how multi-key commands split and merge
-//! ([`route`]), a connection's own commands ([`session`]) and `INFO` ([`info`]).
+//! ([`route`]), a connection's own commands ([`session`]), `INFO` ([`info`]) and how much a
+//! connection may start while its answers wait to be sent ([`room`]).
 //!
 //! Each shard owns the keys that hash to it and runs their commands alone, without locks; the
 //! protocol (`weft::protocols::Kv`) sends a command on another shard's key there and answers
@@ -25,5 +26,6 @@ pub mod command;
 pub mod info;
 pub mod keyspace;
 pub mod record;
+pub mod room;
 pub mod route;
 pub mod session;
