@@ -11,6 +11,8 @@
 //!   and records requests (close, pause, deadline) for the driver to carry out, with its
 //!   flow control and keepalive settings; `outbuf`, its write queue;
 //! - `close`: why a connection ended ([`CloseReason`](close::CloseReason));
+//! - `answer`: what becomes of a request answered by `codec::Answered`, an answer written
+//!   whole or streamed in its turn;
 //! - `accept`: the accept policy (bounded bursts, the errno policy, EMFILE recovery, log
 //!   rate limits);
 //! - `client`: connect errors, destinations and the connector's state machine;
@@ -30,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod accept;
+pub(crate) mod answer;
 pub(crate) mod civil;
 pub(crate) mod client;
 pub(crate) mod close;
