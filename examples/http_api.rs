@@ -2,12 +2,14 @@
 //! shard its name hashes to, and requests from other shards reach it with `submit_to`.
 //! Pipelined requests are answered in order, bodies may be chunked, a client that sends
 //! `Expect: 100-continue` gets `100 Continue`, bad requests get their 4xx and a close, and a
-//! request that takes over 10 s to arrive gets a 408 and a close.
+//! request that takes over 10 s to arrive gets a 408 and a close. `/lines/N` streams N lines,
+//! in chunks as they are made, to a client that may read them slowly.
 //!
 //! ```sh
 //! cargo run --release --example http_api -- 127.0.0.1:7400
 //! curl -d 5 127.0.0.1:7400/counter/a      # {"name":"a","value":5}
 //! curl 127.0.0.1:7400/counter/a           # {"name":"a","value":5}
+//! curl 127.0.0.1:7400/lines/3             # line 1, line 2, line 3
 //! ```
 
 use std::cell::RefCell;
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use weft::codec::{Answer, Answered, Framed};
 use weft::http::{
-    CONTINUE, HttpError, HttpLimits, Method, Request, RequestDecoder, Response, ResponseEncoder,
+    BodyWriter, CONTINUE, HttpError, HttpLimits, Method, Request, RequestDecoder, Response, ResponseEncoder,
 };
 use weft::{Cores, EngineConfig, Service, factory_fn, shard};
 
@@ -64,8 +66,39 @@ async fn route(req: &Request) -> Response {
     }
 }
 
+/// The most lines `/lines/N` streams.
+const MAX_LINES: u32 = 10_000_000;
+
+/// `GET|HEAD /lines/N`: N numbered lines, of a length not known in advance: streamed in
+/// chunks of up to 1,000 lines (to an HTTP/1.0 client, up to the close), in the request's
+/// turn, each chunk once the client has read enough of the ones before.
+fn lines(req: &Request, n: u32) -> Answer<Response> {
+    let mut head = Response::ok()
+        .with_header("Content-Type", "text/plain")
+        .answering(req);
+    if shard::is_draining() {
+        head = head.close();
+    }
+    head.stream(None, move |mut body: BodyWriter| async move {
+        let mut chunk = String::new();
+        for i in 1..=n {
+            chunk.push_str(&format!("line {i}\n"));
+            if i % 1000 == 0 || i == n {
+                body.write(chunk.as_bytes()).await?;
+                chunk.clear();
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Answers one request; one that does not keep the connection alive closes it.
 async fn answer(req: Request) -> Answer<Response> {
+    if let Some(n) = req.path_only().strip_prefix("/lines/")
+        && let Ok(n) = n.parse::<u32>()
+    {
+        return lines(&req, n.min(MAX_LINES));
+    }
     let mut response = route(&req).await.answering(&req);
     if shard::is_draining() {
         response = response.close();
@@ -96,6 +129,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .listen(listen, move |_| {
             factory_fn(move |_peer| {
                 let answered = Answered::new(ResponseEncoder::new(), answer)
+                    // Up to 4 pipelined requests answered at once, their answers in order.
+                    .concurrency(4)
                     // 400, 413, 431, 501, 505: answered after the requests before, then closed.
                     .on_decode_error(|e: HttpError| Some(e.response()))
                     // A request trickled in (slowloris): 408, then closed.

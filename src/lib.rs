@@ -139,7 +139,8 @@ pub mod codec {
     //! [`Answered`] answers requests with async work, in order, for request/response protocols
     //! whose answers wait (on another shard, a timer, a backend).
 
-    pub use crate::driver::answered::{Answer, Answered, ByRequest, MakeAnswer, WithTransport};
+    pub use crate::driver::answered::{Answered, ByRequest, MakeAnswer, WithTransport};
+    pub use crate::proto::answer::{Answer, StreamClosed, StreamWriter, Streamed};
     pub use crate::proto::codec::*;
 }
 pub use service::{MIN_STATS_INTERVAL, RunningService, Service, ServiceError};

@@ -426,6 +426,83 @@ fn http_api_counts_across_shards_and_answers_bad_requests_then_closes() {
     stop(child);
 }
 
+/// `/lines/N` streams its body in its turn: chunked (the `Date` and headers of any response),
+/// a `HEAD` without it, the pipelined requests after it answered in order on the same
+/// connection; a body far over the output cap reaches a client that reads it slowly (the
+/// connection would be reset at the cap otherwise); an HTTP/1.0 client reads it to the close.
+#[test]
+fn http_api_streams_lines_in_the_order_of_the_requests() {
+    use weft::codec::{Decoder, Encoder, InBuf};
+    use weft::http::{HttpLimits, Method, Request, ResponseDecoder};
+    let (child, addr) = example("http_api");
+    let mut decoder = ResponseDecoder::new(HttpLimits {
+        max_body: 64 << 20,
+        ..HttpLimits::default()
+    });
+    let mut encoder = decoder.request_encoder();
+    let mut requests = Vec::new();
+    for request in [
+        Request::get("/lines/3"),
+        Request::new(Method::Head, "/lines/3"),
+        Request::get("/counter/streamed"),
+        Request::get("/lines/1000000"),
+        Request::get("/lines/2").with_header("Connection", "close"),
+    ] {
+        encoder
+            .encode(request.with_header("Host", "t"), &mut requests)
+            .unwrap();
+    }
+    let mut s = connect(addr);
+    s.write_all(&requests).unwrap();
+    // Read slowly: 16 KiB at a time, pausing every 64 reads.
+    let mut got = InBuf::new();
+    let mut buf = [0; 16 * 1024];
+    for i in 0.. {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend(&buf[..n]);
+        if i % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let mut responses = Vec::new();
+    while let Some(r) = decoder.decode(&mut got).unwrap() {
+        responses.push(r);
+    }
+    assert_eq!(got.len(), 0);
+    let lines = |n: u32| -> Vec<u8> { (1..=n).flat_map(|i| format!("line {i}\n").into_bytes()).collect() };
+    let [three, head, counter, million, two] = &responses[..] else {
+        panic!("{} responses", responses.len())
+    };
+    assert_eq!((three.status, &three.body), (200, &lines(3)));
+    for r in [three, head, million] {
+        assert_eq!(r.header("transfer-encoding"), Some(&b"chunked"[..]));
+        assert!(r.header("date").is_some() && r.keep_alive());
+        assert_eq!(r.header("content-type"), Some(&b"text/plain"[..]));
+    }
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert_eq!(counter.body, br#"{"name":"streamed","value":0}"#);
+    assert!(million.body == lines(1_000_000), "{} bytes", million.body.len());
+    assert_eq!((&two.body, two.keep_alive()), (&lines(2), false));
+    // HTTP/1.0: no chunks, the body ends with the connection.
+    let mut s = connect(addr);
+    s.write_all(b"GET /lines/2 HTTP/1.0\r\n\r\n").unwrap();
+    let text = rest(BufReader::new(s));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("Connection: close") && !head.contains("Transfer-Encoding"),
+        "{head}"
+    );
+    assert!(
+        !head.contains("Content-Length") && !head.contains("keep-alive"),
+        "{head}"
+    );
+    assert_eq!(body, "line 1\nline 2\n");
+    stop(child);
+}
+
 /// The HTTP client example against `weft serve --proto http`: a pipelined `HEAD` read
 /// without its announced body, then `GET`s, each with its `Content-Length` body.
 #[test]

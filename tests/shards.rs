@@ -10,6 +10,7 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -210,7 +211,6 @@ fn a_key_has_one_owner_everywhere_and_keys_spread_over_the_shards() {
 #[test]
 fn a_periodic_task_ends_with_the_drain_instead_of_holding_it_up() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let mut config = two_shards();
     config.drain_timeout = Duration::from_secs(30);
     let (ticks, ended) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -479,7 +479,6 @@ fn answered_requests_come_back_in_order_and_end_as_they_say() {
 /// default makes one at a time.
 #[test]
 fn answered_concurrency_overlaps_answers_and_keeps_their_order() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use weft::codec::{Answer, Answered, Framed, LineDecoder, LineEncoder};
     for (concurrency, most) in [(None, 1), (Some(4), 4)] {
         // The most answers in the making at once, over the run.
@@ -531,6 +530,163 @@ fn answered_concurrency_overlaps_answers_and_keeps_their_order() {
         assert_eq!(out, "A\nB\nC\nD\nE\nF\n");
         engine.shutdown();
         engine.join().unwrap();
+    }
+}
+
+/// Lines answered with `concurrency(4)`: `SLEEP ms` after a sleep, `FILE n` streamed in its
+/// turn (a head line, then n bytes in pieces of 10,000, then a newline), `WAIT` after 10 s
+/// (`waits` counts those dropped unanswered), others upper-cased. `peak` is the most output
+/// a stream saw queued after one of its writes.
+fn streaming_engine(
+    cancel_at_eof: bool,
+    peak: Arc<AtomicUsize>,
+    waits: Arc<AtomicUsize>,
+) -> (Engine, SocketAddr) {
+    use weft::codec::{Answer, Answered, Framed, LineDecoder, LineEncoder, StreamWriter, Streamed};
+    /// Counts a `WAIT` answer dropped before it was made.
+    struct Dropped(Arc<AtomicUsize>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    util::engine(1, move |_| {
+        let (peak, waits) = (peak.clone(), waits.clone());
+        factory_fn(move |_peer| {
+            let (peak, waits) = (peak.clone(), waits.clone());
+            let answer = move |line: Vec<u8>, t: &Transport| {
+                let (peak, waits, t) = (peak.clone(), waits.clone(), t.clone());
+                async move {
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    let (word, n) = line.split_once(' ').unwrap_or((&line, "0"));
+                    let n: usize = n.parse().unwrap_or(0);
+                    match word {
+                        "SLEEP" => {
+                            shard::sleep(Duration::from_millis(n as u64)).await;
+                            Answer::Send(format!("SLEPT {n}"))
+                        }
+                        "FILE" => Answer::Stream(Streamed::with_head(
+                            format!("FILE {n}"),
+                            move |mut out: StreamWriter| async move {
+                                let piece = [b'f'; 10_000];
+                                let mut left = n;
+                                while left > 0 {
+                                    let k = left.min(piece.len());
+                                    out.write(&piece[..k]).await?;
+                                    peak.fetch_max(t.buffered(), Ordering::Relaxed);
+                                    left -= k;
+                                }
+                                out.write(b"\n").await?;
+                                Ok(())
+                            },
+                        )),
+                        "WAIT" => {
+                            let dropped = Dropped(waits);
+                            shard::sleep(Duration::from_secs(10)).await;
+                            std::mem::forget(dropped);
+                            Answer::Send("WAITED".to_string())
+                        }
+                        _ => Answer::Send(line.to_uppercase()),
+                    }
+                }
+            };
+            let answered = Answered::with_transport(LineEncoder::lf(), answer).concurrency(4);
+            let answered = if cancel_at_eof {
+                answered.cancel_at_eof()
+            } else {
+                answered
+            };
+            Some(Framed::new(LineDecoder::new(64), answered))
+        })
+    })
+}
+
+/// A streamed answer waits for the answers before it (even one still sleeping while it is
+/// ready), holds back those after it, keeps the connection for them, and writes far more
+/// than `max_output` to a client that reads slowly with at most the high-water mark and one
+/// piece queued; a drain lets a stream in progress end.
+#[test]
+fn streamed_answers_come_in_their_turn_and_keep_their_output_bounded() {
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (engine, addr) = streaming_engine(false, peak.clone(), Arc::default());
+    assert_eq!(
+        exchange(addr, "SLEEP 200\nFILE 5\na\nFILE 0\nb\n", true),
+        "SLEPT 200\nFILE 5\nfffff\nA\nFILE 0\n\nB\n"
+    );
+    // 20 MB (five times max_output) to a client that reads 16 KiB at a time, pausing.
+    const BIG: usize = 20_000_000;
+    let mut s = connect(addr);
+    s.write_all(format!("FILE {BIG}\nz\n").as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 16 * 1024];
+    for i in 0.. {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if i % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let head = format!("FILE {BIG}\n");
+    assert_eq!(
+        got.len(),
+        head.len() + BIG + 1 + 2,
+        "the whole file, then the next answer"
+    );
+    assert!(got.starts_with(head.as_bytes()) && got.ends_with(b"f\nZ\n"));
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(peak <= 64 * 1024 + 10_000, "{peak} bytes queued at most");
+    // A drain in the middle of a stream: it ends whole, then the connection closes.
+    let mut s = connect(addr);
+    s.write_all(format!("FILE {BIG}\n").as_bytes()).unwrap();
+    let mut first = [0; 1024];
+    s.read_exact(&mut first).unwrap();
+    engine.shutdown();
+    let rest = util::read_to_end(&mut s).unwrap();
+    assert_eq!(first.len() + rest.len(), head.len() + BIG + 1);
+    engine.join().unwrap();
+}
+
+/// With `cancel_at_eof`, clients that hang up with an answer pending cancel it: the answers
+/// are dropped (not made for 10 s) and the connections close; what was answered before the
+/// EOF still comes. Without it, the answers are still in the making.
+#[test]
+fn clients_that_hang_up_cancel_their_answers_with_cancel_at_eof() {
+    for cancel in [true, false] {
+        let waits = Arc::new(AtomicUsize::new(0));
+        let (engine, addr) = streaming_engine(cancel, Arc::default(), waits.clone());
+        const CLIENTS: usize = 20;
+        for _ in 0..CLIENTS {
+            let mut s = connect(addr);
+            s.write_all(b"WAIT\n").unwrap();
+        }
+        let mut s = connect(addr);
+        s.write_all(b"a\nSLEEP 50\nWAIT\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while waits.load(Ordering::Relaxed) < CLIENTS + 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if cancel {
+            assert_eq!(
+                waits.load(Ordering::Relaxed),
+                CLIENTS + 1,
+                "every pending answer dropped"
+            );
+            assert_eq!(util::read_to_end(&mut s).unwrap(), b"A\nSLEPT 50\n");
+        } else {
+            assert_eq!(
+                waits.load(Ordering::Relaxed),
+                0,
+                "the answers are still being made"
+            );
+        }
+        engine.abort();
+        engine.join().ok();
     }
 }
 

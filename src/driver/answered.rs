@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::tasks::{JoinHandle, is_draining, sleep, spawn};
+use crate::proto::answer::{Answer, StreamWriter, Streamed};
 use crate::proto::close::CloseReason;
 use crate::proto::codec::{Decoder, Encoder, FrameHandler};
 use crate::proto::queue::Queue;
@@ -28,21 +29,6 @@ type LastAnswer<Error, R> = Box<dyn FnOnce(Error) -> Option<R>>;
 
 /// Sees the decoder after each read, and whether every request so far is answered.
 type Interim<D> = Box<dyn FnMut(&D) -> Option<Vec<u8>>>;
-
-/// What becomes of one request, as its answer function says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer<R> {
-    /// Write this answer and go on with the next request.
-    Send(R),
-    /// Write this answer, then close the connection once it is flushed; requests received
-    /// after this one are dropped unanswered (an HTTP/1.0 response, a QUIT).
-    SendAndClose(R),
-    /// Close the connection without an answer (after flushing the earlier ones).
-    Close,
-    /// No answer to this frame: it is part of a request (a raw chunk of an upload, say),
-    /// or a request that is answered later, by another frame's answer.
-    Nothing,
-}
 
 /// A [`FrameHandler`] whose requests are answered by an async function, one after the
 /// other in arrival order, in a task of the connection's own: give it to
@@ -65,7 +51,15 @@ pub enum Answer<R> {
 /// - while the output is full ([`Transport::writable`]) no new request is answered: a client
 ///   that pipelines without reading its answers holds at most the high-water mark of them
 ///   (plus the answers in the making), instead of being reset at `max_output`;
-/// - an encoder that refuses an answer closes the connection (the refusal is logged).
+/// - an encoder that refuses an answer closes the connection (the refusal is logged);
+/// - an answer too large for one write (a file, a download) is [`Answer::Stream`]ed: its
+///   body writes it piece by piece through a [`StreamWriter`] once every earlier answer is
+///   written, waiting while the output is full, and the later answers wait for it to end. It
+///   runs through the drain (the drain timeout bounds it), and at the peer's EOF as any
+///   answer (unless [`cancel_at_eof`](Self::cancel_at_eof)); a body that fails closes the
+///   connection after what it wrote;
+/// - once the connection has ended (a reset, an abort, the drain timeout), the answers in
+///   the making are dropped where they wait.
 ///
 /// ```no_run
 /// use weft::codec::{Answer, Answered, Framed, LineDecoder, LineEncoder};
@@ -113,6 +107,8 @@ pub struct Answered<D: Decoder, R, E, A> {
     request_timeout: Option<(Duration, TimeoutAnswer<R>)>,
     /// The timer of the request arriving now.
     timer: Option<JoinHandle<()>>,
+    /// At the peer's EOF, drop the answers in the making and close.
+    cancel_at_eof: bool,
     _answers: PhantomData<fn() -> R>,
 }
 
@@ -176,7 +172,10 @@ impl<D: Decoder, R, E, F> Answered<D, R, E, WithTransport<F>> {
     /// to it besides the answers (a subscription's messages, between answers), or to keep it
     /// in the shard's state for others to write to. A task that keeps it writes to a peer
     /// that may read slowly, so it awaits [`Transport::writable`] between writes. The
-    /// answers `answer` returns are written with `encoder`, in order, as with [`new`](Answered::new).
+    /// answers `answer` returns are written with `encoder`, in order, as with [`new`](Answered::new);
+    /// what the future writes through the transport itself is not in that order (with a
+    /// [`concurrency`](Self::concurrency) above 1 it overtakes the answers still in the making
+    /// before it): an answer written piece by piece is an [`Answer::Stream`].
     pub fn with_transport<Fut>(encoder: E, answer: F) -> Self
     where
         F: FnMut(D::Frame, &Transport) -> Fut,
@@ -204,6 +203,7 @@ impl<D: Decoder, R, E, A> Answered<D, R, E, A> {
             busy: Rc::new(Cell::new(false)),
             request_timeout: None,
             timer: None,
+            cancel_at_eof: false,
             _answers: PhantomData,
         }
     }
@@ -255,6 +255,23 @@ impl<D: Decoder, R, E, A> Answered<D, R, E, A> {
     #[must_use]
     pub fn request_timeout(mut self, after: Duration, last: impl Fn() -> Option<R> + 'static) -> Self {
         self.request_timeout = Some((after, Rc::new(last)));
+        self
+    }
+
+    /// At the peer's EOF, the answers in the making and the requests not answered yet are
+    /// dropped, and the connection closes once the answers written are flushed: a client that
+    /// hangs up cancels what it asked for (a long poll, a call upstream) instead of holding
+    /// its socket, in CLOSE-WAIT, until every answer is made. A stream in progress is cut
+    /// short.
+    ///
+    /// Off by default: weft answers what was received before the EOF, for a client that
+    /// half-closes after its last request (`shutdown(SHUT_WR)`) and then reads its answers,
+    /// and TCP does not tell it from one that closed. hyper chooses the other way by default
+    /// (`http1_half_close(false)`: a read EOF closes the connection, dropping the response
+    /// in the making); this option is that behaviour.
+    #[must_use]
+    pub fn cancel_at_eof(mut self) -> Self {
+        self.cancel_at_eof = true;
         self
     }
 
@@ -310,37 +327,50 @@ where
         };
         let (requests, last, max_queued) = (self.requests.clone(), self.last.clone(), self.max_queued);
         let (t, busy, owed) = (transport.clone(), self.busy.clone(), self.interim_owed.clone());
-        let concurrency = self.concurrency;
+        let (concurrency, cancel_at_eof) = (self.concurrency, self.cancel_at_eof);
         spawn(async move {
             let mut work = InOrder::new(concurrency, busy, t.clone());
+            let mut answer = |r| make.make(r, &t);
             loop {
                 // A peer that does not read its answers gets no more until it does.
                 t.writable().await;
-                let Some(outcome) = work.next(&requests, &mut |r| make.make(r, &t)).await else {
+                let Some(outcome) = work.next(&requests, &mut answer, &t).await else {
                     break;
                 };
-                let (reply, close) = match outcome {
-                    Answer::Send(r) => (Some(r), false),
-                    Answer::SendAndClose(r) => (Some(r), true),
-                    Answer::Close => (None, true),
-                    Answer::Nothing => (None, false),
+                if cancel_at_eof && !t.is_connected() {
+                    // The peer hung up (or the connection is closing): the answer goes nowhere.
+                    break;
+                }
+                let (close, written) = match outcome {
+                    Answer::Send(r) => (false, send(&t, &mut encoder, r)),
+                    Answer::SendAndClose(r) => (true, send(&t, &mut encoder, r)),
+                    Answer::Stream(s) => (
+                        false,
+                        work.stream(s, &mut encoder, &requests, &mut answer, &t).await,
+                    ),
+                    Answer::StreamAndClose(s) => (
+                        true,
+                        work.stream(s, &mut encoder, &requests, &mut answer, &t).await,
+                    ),
+                    Answer::Close => (true, true),
+                    Answer::Nothing => (false, true),
                 };
-                let refused = reply.and_then(|r| t.write_frame(&mut encoder, r).err());
                 if requests.is_empty()
                     && !work.is_busy()
                     && let Some(interim) = owed.borrow_mut().take()
                 {
                     t.write(&interim);
                 }
-                if let Some(e) = &refused {
-                    tracing::warn!(peer = %t.peer_addr(), "an answer could not be encoded ({e}): the connection is closed");
-                }
-                if close || refused.is_some() {
+                if close || !written {
                     take_no_more(&requests, &t);
                     break;
                 }
                 // At or below half (several are taken at once with a concurrency above 1).
-                if requests.len() <= max_queued / 2 && t.is_reading_paused() && !is_draining() && t.is_connected() {
+                if requests.len() <= max_queued / 2
+                    && t.is_reading_paused()
+                    && !is_draining()
+                    && t.is_connected()
+                {
                     t.resume_reading();
                 }
             }
@@ -390,6 +420,9 @@ where
     }
 
     fn read_connection_lost(&mut self, t: &Transport) {
+        if self.cancel_at_eof {
+            t.lose_connection();
+        }
         self.finish(t);
     }
 
@@ -457,25 +490,80 @@ impl<Fut: Future> InOrder<Fut> {
 
     /// The oldest request's answer, once made (the caller writes it before it awaits
     /// again, so it counts as busy until then); meanwhile the next requests' answers are
-    /// started, up to the limit. `None` once the queue ended and every answer came out.
-    /// One at a time, the answer is awaited in place (no allocation per request).
+    /// started, up to the limit. `None` once the queue ended and every answer came out, or
+    /// once the connection ended while answers were in the making (they are dropped: their
+    /// writes would go nowhere). One at a time, the answer is awaited in place (no allocation
+    /// per request).
     async fn next<Req>(
         &mut self,
         requests: &Queue<Req>,
         answer: &mut impl FnMut(Req) -> Fut,
+        t: &Transport,
     ) -> Option<Fut::Output> {
         if self.limit == 1 {
             self.set_busy(false);
             let request = requests.pop().await?;
             self.set_busy(true);
-            return Some(answer(request).await);
+            return until_closed(t, answer(request)).await;
         }
+        let mut closed = pin!(t.closed());
         poll_fn(|cx| {
             let next = self.poll_next(cx, requests, answer);
             self.set_busy(self.is_busy() || matches!(next, Poll::Ready(Some(_))));
+            // Only while answers are made: an idle connection waits on its queue alone.
+            if next.is_pending() && self.is_busy() && closed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
             next
         })
         .await
+    }
+
+    /// Writes `streamed`, the oldest answer, in its turn: its head with `encoder`, then its
+    /// body, while the answers after it are still made (up to the limit, the stream counting
+    /// as one). False when it did not go through whole: the head was refused, the body
+    /// failed, or the connection ended first (the body is dropped where it waits).
+    async fn stream<Req, R, E: Encoder<R>>(
+        &mut self,
+        streamed: Streamed<R>,
+        encoder: &mut E,
+        requests: &Queue<Req>,
+        answer: &mut impl FnMut(Req) -> Fut,
+        t: &Transport,
+    ) -> bool {
+        let (head, body) = streamed.into_parts();
+        if let Some(head) = head
+            && !send(t, encoder, head)
+        {
+            return false;
+        }
+        let out = StreamWriter::new(t);
+        let turn = out.handle();
+        let mut body = body(out);
+        let others = self.limit - 1;
+        self.set_busy(true);
+        let ended = until_closed(
+            t,
+            poll_fn(|cx| {
+                let ended = body.as_mut().poll(cx);
+                if ended.is_pending() {
+                    self.advance(cx, requests, answer, others);
+                }
+                ended
+            }),
+        )
+        .await;
+        turn.end();
+        match ended {
+            Some(Ok(())) => true,
+            // The connection's end, not the answer's failure.
+            Some(Err(_)) if !t.is_connected() => false,
+            Some(Err(e)) => {
+                tracing::warn!(peer = %t.peer_addr(), "a streamed answer failed ({e}): the connection is closed after what was written");
+                false
+            }
+            None => false,
+        }
     }
 
     fn poll_next<Req>(
@@ -484,7 +572,29 @@ impl<Fut: Future> InOrder<Fut> {
         requests: &Queue<Req>,
         answer: &mut impl FnMut(Req) -> Fut,
     ) -> Poll<Option<Fut::Output>> {
-        while !self.ended && self.work.len() < self.limit {
+        self.advance(cx, requests, answer, self.limit);
+        if matches!(self.work.front(), Some(Work::Done(_)))
+            && let Some(Work::Done(out)) = self.work.pop_front()
+        {
+            return Poll::Ready(Some(out));
+        }
+        if self.ended && self.work.is_empty() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Starts the answers to the requests waiting, up to `limit` in the making, and works on
+    /// those in the making.
+    fn advance<Req>(
+        &mut self,
+        cx: &mut Context<'_>,
+        requests: &Queue<Req>,
+        answer: &mut impl FnMut(Req) -> Fut,
+        limit: usize,
+    ) {
+        while !self.ended && self.work.len() < limit {
             match requests.poll_pop(cx) {
                 Poll::Ready(Some(request)) => self.work.push_back(Work::Running(Box::pin(answer(request)))),
                 Poll::Ready(None) => self.ended = true,
@@ -498,15 +608,28 @@ impl<Fut: Future> InOrder<Fut> {
                 *w = Work::Done(out);
             }
         }
-        if matches!(self.work.front(), Some(Work::Done(_)))
-            && let Some(Work::Done(out)) = self.work.pop_front()
-        {
-            return Poll::Ready(Some(out));
-        }
-        if self.ended && self.work.is_empty() {
-            Poll::Ready(None)
-        } else {
-            Poll::Pending
+    }
+}
+
+/// `work`'s output, or `None` when the connection ends first (`work` is dropped where it
+/// waits).
+async fn until_closed<F: Future>(t: &Transport, work: F) -> Option<F::Output> {
+    let mut work = pin!(work);
+    let mut closed = pin!(t.closed());
+    poll_fn(|cx| match work.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending => closed.as_mut().poll(cx).map(|_| None),
+    })
+    .await
+}
+
+/// Writes `answer` with `encoder`; false (logged) when the encoder refused it.
+fn send<R, E: Encoder<R>>(t: &Transport, encoder: &mut E, answer: R) -> bool {
+    match t.write_frame(encoder, answer) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(peer = %t.peer_addr(), "an answer could not be encoded ({e}): the connection is closed");
+            false
         }
     }
 }

@@ -12,6 +12,8 @@
 //!   flow control and keepalive settings; `outbuf`, its write queue;
 //! - `close`: why a connection ended ([`CloseReason`](close::CloseReason));
 //! - `control`: the commands an engine's handle sends its shards, as bytes;
+//! - `answer`: what becomes of a request answered by `codec::Answered`, an answer written
+//!   whole or streamed in its turn;
 //! - `accept`: the accept policy (bounded bursts, the errno policy, EMFILE recovery, log
 //!   rate limits);
 //! - `client`: connect errors, destinations and the connector's state machine;
@@ -31,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod accept;
+pub(crate) mod answer;
 pub(crate) mod civil;
 pub(crate) mod client;
 pub(crate) mod close;

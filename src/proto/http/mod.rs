@@ -1,7 +1,8 @@
 //! HTTP/1.1, free of I/O, for services and for clients.
 //!
 //! A service: [`RequestDecoder`] cuts a connection's bytes into whole [`Request`]s (bodies
-//! included, within [`HttpLimits`]), and [`ResponseEncoder`] writes [`Response`]s. Give them
+//! included, within [`HttpLimits`]), and [`ResponseEncoder`] writes [`Response`]s (or their
+//! heads, before a body streamed with [`Response::stream`]). Give them
 //! to [`Framed`](crate::codec::Framed) and [`Answered`](crate::codec::Answered) (or a
 //! [`FrameHandler`](crate::codec::FrameHandler) of your own): `examples/http_api.rs` is a
 //! whole service. A request that cannot be decoded is an [`HttpError`], whose
@@ -21,7 +22,8 @@
 //!   one chunked parser);
 //! - `request`, `decoder`, `limits`, `error`: the request decoder and what it yields or
 //!   refuses;
-//! - `response`, `date`: the response, its encoder and the cached `Date`;
+//! - `response`, `date`: the response, its encoder and the cached `Date`; `stream`: a
+//!   response whose body is written as it is made ([`Response::stream`], [`BodyWriter`]);
 //! - `client`, `request_encoder`: the response decoder and the request encoder.
 
 pub(crate) mod body;
@@ -34,6 +36,7 @@ mod limits;
 mod request;
 mod request_encoder;
 mod response;
+mod stream;
 
 pub use client::{ClientResponse, ResponseDecoder};
 pub use decoder::RequestDecoder;
@@ -42,3 +45,4 @@ pub use limits::HttpLimits;
 pub use request::{Method, Request, Version};
 pub use request_encoder::{RequestEncoder, RequestError};
 pub use response::{CONTINUE, Response, ResponseEncoder, ResponseError, reason};
+pub use stream::{BodyWriter, StreamError};

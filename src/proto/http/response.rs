@@ -15,7 +15,8 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 type Text = Cow<'static, str>;
 
 /// An HTTP/1.1 response, built by chaining: `Response::new(404).with_body("no such
-/// counter")`. [`ResponseEncoder`] writes it with its `Date` and `Content-Length`.
+/// counter")`. [`ResponseEncoder`] writes it with its `Date` and `Content-Length`. A body
+/// too large to hold is streamed instead ([`stream`](Self::stream)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     status: u16,
@@ -24,6 +25,24 @@ pub struct Response {
     body: Vec<u8>,
     close: bool,
     head: bool,
+    /// The version of the request it answers: an HTTP/1.0 client reads no chunked body.
+    version: Version,
+    /// How the body's end is marked.
+    pub(super) delimit: Delimit,
+}
+
+/// How a response's body ends, as its head says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delimit {
+    /// The body held in the response: `Content-Length` is its length.
+    Whole,
+    /// A streamed body of this many bytes (`Content-Length`).
+    Length(u64),
+    /// A streamed body of unknown length, in chunks (`Transfer-Encoding: chunked`).
+    Chunked,
+    /// A streamed body of unknown length to an HTTP/1.0 client: it ends with the
+    /// connection (`Connection: close`, no length).
+    Close,
 }
 
 impl Response {
@@ -37,6 +56,8 @@ impl Response {
             body: Vec::new(),
             close: false,
             head: false,
+            version: Version::Http11,
+            delimit: Delimit::Whole,
         }
     }
 
@@ -97,6 +118,7 @@ impl Response {
     /// (`Connection: keep-alive`), since 1.0 closes by default.
     #[must_use]
     pub fn keeping(mut self, keep_alive: bool, version: Version) -> Self {
+        self.version = version;
         self.close |= !keep_alive;
         if !self.close && version == Version::Http10 {
             self = self.with_header("Connection", "keep-alive");
@@ -133,6 +155,24 @@ impl Response {
     pub fn is_for_head(&self) -> bool {
         self.head
     }
+
+    /// This response as the head of a body of `length` bytes written after it: chunked when
+    /// the length is unknown, or, to an HTTP/1.0 client, up to the connection's close (which
+    /// it is told, instead of a `Connection: keep-alive`).
+    pub(super) fn streamed(mut self, length: Option<u64>) -> Self {
+        self.body = Vec::new();
+        self.delimit = match length {
+            Some(n) => Delimit::Length(n),
+            None if self.version == Version::Http11 => Delimit::Chunked,
+            None => {
+                self.close = true;
+                self.headers
+                    .retain(|(name, _)| !name.eq_ignore_ascii_case("connection"));
+                Delimit::Close
+            }
+        };
+        self
+    }
 }
 
 /// Why a [`Response`] could not be encoded (nothing of it is written).
@@ -148,14 +188,16 @@ pub enum ResponseError {
     /// A header the encoder writes itself: `Content-Length`, `Transfer-Encoding`, `Date`.
     #[error("header {0} is written by the encoder; do not add it")]
     ReservedHeader(String),
-    /// A body on a 1xx, 204 or 304 response, which cannot have one.
+    /// A body (held or streamed) on a 1xx, 204 or 304 response, which cannot have one.
     #[error("a {0} response cannot have a body")]
     BodyNotAllowed(u16),
 }
 
 /// Writes [`Response`]s: the status line, `Date` (formatted once a second), the headers,
 /// `Content-Length` (none on 1xx, 204 and 304), `Connection: close` when asked, then the
-/// body (none for a `HEAD`). An [`Encoder`] for
+/// body (none for a `HEAD`). The head of a streamed response ([`Response::stream`]) says
+/// `Content-Length` when its length is known, `Transfer-Encoding: chunked` otherwise (or,
+/// to an HTTP/1.0 client, neither, and `Connection: close`), and no body follows it here. An [`Encoder`] for
 /// [`Transport::write_frame`](crate::Transport::write_frame) and
 /// [`Answered`](crate::codec::Answered). `ResponseEncoder::new()` reads the system clock.
 #[derive(Debug, Clone)]
@@ -201,14 +243,21 @@ impl ResponseEncoder {
                 dst.extend_from_slice(part);
             }
         }
-        if has_length(r.status) {
-            let _ = write!(dst, "Content-Length: {}\r\n", r.body.len());
+        match r.delimit {
+            Delimit::Whole if has_length(r.status) => {
+                let _ = write!(dst, "Content-Length: {}\r\n", r.body.len());
+            }
+            Delimit::Length(n) => {
+                let _ = write!(dst, "Content-Length: {n}\r\n");
+            }
+            Delimit::Chunked => dst.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            Delimit::Whole | Delimit::Close => {}
         }
         if r.close {
             dst.extend_from_slice(b"Connection: close\r\n");
         }
         dst.extend_from_slice(b"\r\n");
-        if !r.head {
+        if !r.head && r.delimit == Delimit::Whole {
             dst.extend_from_slice(&r.body);
         }
         Ok(())
@@ -225,7 +274,7 @@ fn check(r: &Response) -> Result<(), ResponseError> {
     if !(100..=999).contains(&r.status) {
         return Err(ResponseError::InvalidStatus(r.status));
     }
-    if !has_length(r.status) && !r.body.is_empty() {
+    if !has_length(r.status) && (!r.body.is_empty() || r.delimit != Delimit::Whole) {
         return Err(ResponseError::BodyNotAllowed(r.status));
     }
     if !is_field_value(r.reason.as_bytes()) {
@@ -364,6 +413,29 @@ mod tests {
         assert_eq!(
             encode(Response::new(304).with_body("x")),
             Err(ResponseError::BodyNotAllowed(304))
+        );
+    }
+
+    #[test]
+    fn streamed_heads_say_how_their_body_ends() {
+        let head = |framing: &str| Ok(format!("queued;HTTP/1.1 200 OK\r\n{DATE}{framing}\r\n"));
+        assert_eq!(
+            encode(Response::ok().streamed(Some(7))),
+            head("Content-Length: 7\r\n")
+        );
+        assert_eq!(
+            encode(Response::ok().with_body("not written").streamed(None)),
+            head("Transfer-Encoding: chunked\r\n")
+        );
+        let old = Response::ok().keeping(true, Version::Http10).streamed(None);
+        assert_eq!(encode(old), head("Connection: close\r\n"));
+        assert_eq!(
+            encode(Response::ok().for_head().streamed(Some(7))),
+            head("Content-Length: 7\r\n")
+        );
+        assert_eq!(
+            encode(Response::new(204).streamed(None)),
+            Err(ResponseError::BodyNotAllowed(204))
         );
     }
 
