@@ -475,6 +475,46 @@ fn answered_requests_come_back_in_order_and_end_as_they_say() {
     engine.join().unwrap();
 }
 
+/// A drain that comes while reading is paused (the queue full) and a request is partly
+/// received reads on once the queue has room, so that request arrives whole and is answered
+/// (the last one taken): the connection closes after its answer, not at the drain timeout.
+#[test]
+fn a_drain_reads_on_for_a_partial_request_while_the_queue_was_full() {
+    use weft::codec::{Answer, Answered, Framed, LineDecoder, LineEncoder};
+    let (engine, addr) = util::engine_with(
+        1,
+        |c| c.drain_timeout = Duration::from_secs(30),
+        |_| {
+            factory_fn(|_peer| {
+                let answer = |line: Vec<u8>| async move {
+                    shard::sleep(Duration::from_millis(100)).await;
+                    Answer::Send(String::from_utf8_lossy(&line).to_uppercase())
+                };
+                let answered = Answered::new(LineEncoder::lf(), answer).max_queued(2);
+                Some(Framed::new(LineDecoder::new(64), answered))
+            })
+        },
+    );
+    let mut s = connect(addr);
+    // Two requests fill the queue (reading pauses), and a third is on its way.
+    s.write_all(b"a\nb\npar").unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    engine.shutdown();
+    // It is the last request taken: the one after it is not answered.
+    s.write_all(b"tial\nnext\n").unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let end = s.read_to_end(&mut out);
+    assert_eq!(String::from_utf8_lossy(&out), "A\nB\nPARTIAL\n", "{end:?}");
+    drop(s);
+    engine.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "closed after the last answer, not at the drain timeout: {:?}",
+        started.elapsed()
+    );
+}
+
 /// With `concurrency(n)`, up to n answers are made at once, and still written in order; the
 /// default makes one at a time.
 #[test]

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::tasks::{JoinHandle, is_draining, sleep, spawn};
+use super::tasks::{JoinHandle, sleep, spawn};
 use crate::proto::close::CloseReason;
 use crate::proto::codec::{Decoder, Encoder, FrameHandler};
 use crate::proto::queue::Queue;
@@ -340,7 +340,9 @@ where
                     break;
                 }
                 // At or below half (several are taken at once with a concurrency above 1).
-                if requests.len() <= max_queued / 2 && t.is_reading_paused() && !is_draining() && t.is_connected() {
+                // Not once the queue is closed; but a drain that waits for a request partly
+                // received reads on until it is whole.
+                if requests.len() <= max_queued / 2 && t.is_reading_paused() && !requests.is_closed() && t.is_connected() {
                     t.resume_reading();
                 }
             }
@@ -360,6 +362,10 @@ where
         self.interim_sent = false;
         if self.requests.push(request).is_ok() && self.requests.len() >= self.max_queued {
             t.pause_reading();
+        }
+        // The request partly received when the drain came is whole: the last one taken.
+        if self.draining {
+            self.finish(t);
         }
     }
 
