@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::tasks::{JoinHandle, sleep, spawn};
+use super::tasks::{JoinHandle, sleep, spawn_serving};
 use crate::proto::close::CloseReason;
 use crate::proto::codec::{Decoder, Encoder, FrameHandler};
 use crate::proto::queue::Queue;
@@ -275,12 +275,12 @@ impl<D: Decoder, R, E, A> Answered<D, R, E, A> {
         match (&self.request_timeout, self.partial && !t.is_output_full()) {
             (Some((after, last)), true) if self.timer.is_none() => {
                 let (after, last) = (*after, last.clone());
-                let (requests, answer, t) = (self.requests.clone(), self.last.clone(), t.clone());
-                self.timer = Some(spawn(async move {
+                let (requests, answer, conn) = (self.requests.clone(), self.last.clone(), t.clone());
+                self.timer = Some(spawn_serving(t, async move {
                     sleep(after).await;
-                    tracing::debug!(peer = %t.peer_addr(), "a request did not arrive whole within {after:?}");
+                    tracing::debug!(peer = %conn.peer_addr(), "a request did not arrive whole within {after:?}");
                     answer.set(last());
-                    take_no_more(&requests, &t);
+                    take_no_more(&requests, &conn);
                 }));
             }
             (_, false) => {
@@ -311,7 +311,7 @@ where
         let (requests, last, max_queued) = (self.requests.clone(), self.last.clone(), self.max_queued);
         let (t, busy, owed) = (transport.clone(), self.busy.clone(), self.interim_owed.clone());
         let concurrency = self.concurrency;
-        spawn(async move {
+        spawn_serving(transport, async move {
             let mut work = InOrder::new(concurrency, busy);
             loop {
                 // A peer that does not read its answers gets no more until it does.

@@ -11,6 +11,8 @@
 //!   and records requests (close, pause, deadline) for the driver to carry out, with its
 //!   flow control and keepalive settings; `outbuf`, its write queue;
 //! - `close`: why a connection ended ([`CloseReason`](close::CloseReason));
+//! - `drain`: the engine's drain barrier, which tells connections that follow the drain
+//!   only once no shard has other work left;
 //! - `accept`: the accept policy (bounded bursts, the errno policy, EMFILE recovery, log
 //!   rate limits);
 //! - `client`: connect errors, destinations and the connector's state machine;
@@ -35,6 +37,7 @@ pub(crate) mod client;
 pub(crate) mod close;
 pub mod codec;
 pub(crate) mod conn_state;
+pub(crate) mod drain;
 pub(crate) mod eyeballs;
 pub mod hdr;
 pub mod http;
