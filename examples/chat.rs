@@ -89,6 +89,9 @@ impl FrameHandler for Chatter {
                 self.rooms.leave(&old, self.id);
             }
             let room = room.trim().to_owned();
+            // Other shards write to a member: at shutdown it is told last, once the lines
+            // on their way have reached it.
+            t.follow_drain();
             let mut members = self.rooms.members.borrow_mut();
             members
                 .entry(room.clone())

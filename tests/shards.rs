@@ -7,7 +7,7 @@ mod util;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -475,6 +475,46 @@ fn answered_requests_come_back_in_order_and_end_as_they_say() {
     engine.join().unwrap();
 }
 
+/// A drain that comes while reading is paused (the queue full) and a request is partly
+/// received reads on once the queue has room, so that request arrives whole and is answered
+/// (the last one taken): the connection closes after its answer, not at the drain timeout.
+#[test]
+fn a_drain_reads_on_for_a_partial_request_while_the_queue_was_full() {
+    use weft::codec::{Answer, Answered, Framed, LineDecoder, LineEncoder};
+    let (engine, addr) = util::engine_with(
+        1,
+        |c| c.drain_timeout = Duration::from_secs(30),
+        |_| {
+            factory_fn(|_peer| {
+                let answer = |line: Vec<u8>| async move {
+                    shard::sleep(Duration::from_millis(100)).await;
+                    Answer::Send(String::from_utf8_lossy(&line).to_uppercase())
+                };
+                let answered = Answered::new(LineEncoder::lf(), answer).max_queued(2);
+                Some(Framed::new(LineDecoder::new(64), answered))
+            })
+        },
+    );
+    let mut s = connect(addr);
+    // Two requests fill the queue (reading pauses), and a third is on its way.
+    s.write_all(b"a\nb\npar").unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    engine.shutdown();
+    // It is the last request taken: the one after it is not answered.
+    s.write_all(b"tial\nnext\n").unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let end = s.read_to_end(&mut out);
+    assert_eq!(String::from_utf8_lossy(&out), "A\nB\nPARTIAL\n", "{end:?}");
+    drop(s);
+    engine.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "closed after the last answer, not at the drain timeout: {:?}",
+        started.elapsed()
+    );
+}
+
 /// With `concurrency(n)`, up to n answers are made at once, and still written in order; the
 /// default makes one at a time.
 #[test]
@@ -797,4 +837,205 @@ fn answers_that_keep_their_connection_make_a_pub_sub() {
     }
     engine.shutdown();
     engine.join().unwrap();
+}
+
+/// A pub/sub for the drain tests: `WHERE` answers the connection's shard, `SUB` subscribes it
+/// (a follower of the drain), `PUB text` takes a millisecond and writes `MSG text`
+/// to the subscribers of every shard, then answers how many it reached, and `HANG` is never
+/// answered (its connection holds the drain until the timeout).
+fn draining_pub_sub(shards: usize, drain_timeout: Duration) -> Engine {
+    use weft::codec::{Answer, Answered, Framed, LineDecoder, LineEncoder};
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(shards);
+    config.drain_timeout = drain_timeout;
+    Engine::builder(config)
+        .shard_state(|_| Subscribers::default())
+        .listen("127.0.0.1:0".parse::<SocketAddr>().unwrap(), |_| {
+            factory_fn(|_| {
+                let answer = |line: Vec<u8>, t: &Transport| {
+                    let t = t.clone();
+                    async move {
+                        match line.as_slice() {
+                            b"WHERE" => return Answer::Send(shard::current().unwrap().index.to_string()),
+                            b"HANG" => std::future::pending().await,
+                            b"SUB" => {
+                                t.follow_drain();
+                                shard::state::<Subscribers>().unwrap().0.borrow_mut().push(t);
+                                return Answer::Send("OK".to_string());
+                            }
+                            _ => {}
+                        }
+                        shard::sleep(Duration::from_millis(1)).await;
+                        let text =
+                            String::from_utf8_lossy(line.strip_prefix(b"PUB ").unwrap_or(&line)).into_owned();
+                        let reached = shard::invoke_on_all(move |s: &Subscribers| {
+                            let mut subs = s.0.borrow_mut();
+                            subs.retain(Transport::is_connected);
+                            for sub in subs.iter() {
+                                sub.write(format!("MSG {text}\n").as_bytes());
+                            }
+                            subs.len()
+                        })
+                        .await
+                        .unwrap();
+                        Answer::Send(format!("SENT {}", reached.iter().sum::<usize>()))
+                    }
+                };
+                Some(Framed::new(
+                    LineDecoder::new(64),
+                    Answered::with_transport(LineEncoder::lf(), answer),
+                ))
+            })
+        })
+        .start()
+        .unwrap()
+}
+
+/// Asks `s` for `command`'s one-line answer.
+fn ask(s: &mut std::io::BufReader<std::net::TcpStream>, command: &str) -> String {
+    s.get_mut().write_all(format!("{command}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    s.read_line(&mut line).unwrap();
+    line.trim_end().to_owned()
+}
+
+/// Connections to `addr` on each shard wanted, in order: `want[i]` is the shard of the i-th.
+fn on_shards(addr: SocketAddr, want: &[usize]) -> Vec<std::io::BufReader<std::net::TcpStream>> {
+    let mut got: Vec<Option<std::io::BufReader<std::net::TcpStream>>> = want.iter().map(|_| None).collect();
+    for _ in 0..500 {
+        let mut s = std::io::BufReader::new(connect(addr));
+        let index: usize = ask(&mut s, "WHERE").parse().unwrap();
+        if let Some(slot) = want
+            .iter()
+            .zip(got.iter_mut())
+            .find_map(|(w, g)| (*w == index && g.is_none()).then_some(g))
+        {
+            *slot = Some(s);
+        }
+        if got.iter().all(Option::is_some) {
+            return got.into_iter().map(Option::unwrap).collect();
+        }
+    }
+    panic!("500 connections did not land on shards {want:?}");
+}
+
+/// Subscribers that follow the drain get every message whose PUB was acknowledged, when the
+/// engine drains while a publisher on another shard (or, with one shard, the same one)
+/// publishes without pause: they are told to drain only once the publisher is done. (Without
+/// `follow_drain` they are closed at once and the PUBs answered meanwhile miss them.)
+#[test]
+fn followers_get_every_acknowledged_publish_before_the_drain_closes_them() {
+    const SUBSCRIBERS: usize = 3;
+    for shards in [2, 1] {
+        let engine = draining_pub_sub(shards, Duration::from_secs(30));
+        let addr = engine.local_addrs()[0];
+        let mut want = vec![0; SUBSCRIBERS];
+        want.push(shards - 1);
+        let mut conns = on_shards(addr, &want);
+        let mut publisher = conns.pop().unwrap();
+        let readers: Vec<_> = conns
+            .into_iter()
+            .map(|mut s| {
+                assert_eq!(ask(&mut s, "SUB"), "OK");
+                std::thread::spawn(move || s.lines().map_while(Result::ok).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut writer = publisher.get_ref().try_clone().unwrap();
+        let writing = std::thread::spawn(move || {
+            for i in 0..20_000 {
+                if writer.write_all(format!("PUB {i}\n").as_bytes()).is_err() {
+                    break;
+                }
+            }
+            let _ = writer.shutdown(std::net::Shutdown::Write);
+        });
+        let mut acks = Vec::new();
+        let mut line = String::new();
+        while matches!(publisher.read_line(&mut line), Ok(n) if n > 0) {
+            acks.push(std::mem::take(&mut line));
+            if acks.len() == 50 {
+                engine.shutdown();
+            }
+        }
+        let stopping = std::time::Instant::now();
+        engine.join().unwrap();
+        assert!(
+            stopping.elapsed() < Duration::from_secs(15),
+            "the followers were told when the publisher ended, not near the drain timeout ({:?})",
+            stopping.elapsed()
+        );
+        writing.join().unwrap();
+        assert!(
+            acks.len() > 50,
+            "{shards} shards: the drain came while publishing"
+        );
+        let short: Vec<_> = acks
+            .iter()
+            .filter(|a| **a != format!("SENT {SUBSCRIBERS}\n"))
+            .collect();
+        assert!(
+            short.is_empty(),
+            "{shards} shards: {} of {} PUBs reached fewer subscribers than {SUBSCRIBERS}, as {:?}",
+            short.len(),
+            acks.len(),
+            short[0]
+        );
+        for reader in readers {
+            let got = reader.join().unwrap();
+            let missing: Vec<usize> = (0..acks.len())
+                .filter(|i| got.get(*i) != Some(&format!("MSG {i}")))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{shards} shards: {} of {} acknowledged PUBs missing, from PUB {}",
+                missing.len(),
+                acks.len(),
+                missing[0]
+            );
+        }
+    }
+}
+
+/// The drain timeout bounds a follower's wait: while a leader never ends, the follower stays
+/// open, then it is told with a quarter of the timeout left and closes in order (the leader
+/// is aborted at the timeout).
+#[test]
+fn a_follower_is_told_before_the_drain_timeout_when_a_leader_never_ends() {
+    let engine = draining_pub_sub(2, Duration::from_secs(1));
+    let addr = engine.local_addrs()[0];
+    let mut conns = on_shards(addr, &[0, 1]);
+    let mut leader = conns.pop().unwrap();
+    let mut follower = conns.pop().unwrap();
+    assert_eq!(ask(&mut follower, "SUB"), "OK");
+    // Taken with the WHERE that answers first: queued when the drain comes.
+    assert_eq!(ask(&mut leader, "WHERE\nHANG"), "1");
+    engine.shutdown();
+    let mut follower = follower.into_inner();
+    follower
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let early = follower.read(&mut b).map_err(|e| e.kind());
+    assert!(
+        matches!(
+            early,
+            Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        ),
+        "the follower waits for the leader: {early:?}"
+    );
+    follower.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(
+        util::read_to_end(&mut follower).unwrap(),
+        b"",
+        "then it is told, and closes in order"
+    );
+    drop(follower);
+    let report = engine.join().unwrap();
+    assert_eq!(
+        report.total().closed_for("shutdown"),
+        1,
+        "the leader alone is aborted"
+    );
+    let end = leader.get_mut().read(&mut b);
+    assert!(matches!(end, Ok(0) | Err(_)), "the leader is aborted: {end:?}");
 }

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::tasks::{JoinHandle, is_draining, sleep, spawn};
+use super::tasks::{JoinHandle, sleep, spawn_serving};
 use crate::proto::answer::{Answer, StreamWriter, Streamed};
 use crate::proto::close::CloseReason;
 use crate::proto::codec::{Decoder, Encoder, FrameHandler};
@@ -292,12 +292,12 @@ impl<D: Decoder, R, E, A> Answered<D, R, E, A> {
         match (&self.request_timeout, self.partial && !t.is_output_full()) {
             (Some((after, last)), true) if self.timer.is_none() => {
                 let (after, last) = (*after, last.clone());
-                let (requests, answer, t) = (self.requests.clone(), self.last.clone(), t.clone());
-                self.timer = Some(spawn(async move {
+                let (requests, answer, conn) = (self.requests.clone(), self.last.clone(), t.clone());
+                self.timer = Some(spawn_serving(t, async move {
                     sleep(after).await;
-                    tracing::debug!(peer = %t.peer_addr(), "a request did not arrive whole within {after:?}");
+                    tracing::debug!(peer = %conn.peer_addr(), "a request did not arrive whole within {after:?}");
                     answer.set(last());
-                    take_no_more(&requests, &t);
+                    take_no_more(&requests, &conn);
                 }));
             }
             (_, false) => {
@@ -328,7 +328,7 @@ where
         let (requests, last, max_queued) = (self.requests.clone(), self.last.clone(), self.max_queued);
         let (t, busy, owed) = (transport.clone(), self.busy.clone(), self.interim_owed.clone());
         let (concurrency, cancel_at_eof) = (self.concurrency, self.cancel_at_eof);
-        spawn(async move {
+        spawn_serving(transport, async move {
             let mut work = InOrder::new(concurrency, busy, t.clone());
             let mut answer = |r| make.make(r, &t);
             loop {
@@ -366,9 +366,11 @@ where
                     break;
                 }
                 // At or below half (several are taken at once with a concurrency above 1).
+                // Not once the queue is closed; but a drain that waits for a request partly
+                // received reads on until it is whole.
                 if requests.len() <= max_queued / 2
                     && t.is_reading_paused()
-                    && !is_draining()
+                    && !requests.is_closed()
                     && t.is_connected()
                 {
                     t.resume_reading();
@@ -390,6 +392,10 @@ where
         self.interim_sent = false;
         if self.requests.push(request).is_ok() && self.requests.len() >= self.max_queued {
             t.pause_reading();
+        }
+        // The request partly received when the drain came is whole: the last one taken.
+        if self.draining {
+            self.finish(t);
         }
     }
 

@@ -129,7 +129,7 @@ impl<P: Protocol> Connection<P> {
     /// One wake-up of the connection's task.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         self.transport.set_polling(true, Some(cx.waker()));
-        if self.shard.draining.get() {
+        if self.shard.drains(&self.transport) {
             self.state.handle_drain();
         }
         let r = self.drive(cx);

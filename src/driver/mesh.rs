@@ -38,6 +38,7 @@ use slab::Slab;
 
 use super::shard::ShardCtx;
 use crate::metrics::LatencyMetric;
+use crate::proto::drain::DrainBarrier;
 use crate::stats::ShardStats;
 use crate::sys;
 
@@ -94,6 +95,8 @@ pub(crate) struct Mesh {
     /// Shards that have not finished their own drain yet: a shard serves its inbox until
     /// this is zero, so that calls from shards still draining are answered.
     draining: AtomicUsize,
+    /// Shards whose work other than followers is not done yet (see `proto::drain`).
+    pub(crate) barrier: DrainBarrier,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -101,6 +104,7 @@ impl std::fmt::Debug for Mesh {
         f.debug_struct("Mesh")
             .field("shards", &self.inboxes.len())
             .field("draining", &self.draining)
+            .field("barrier", &self.barrier)
             .finish()
     }
 }
@@ -152,6 +156,7 @@ impl Mesh {
         }
         let mesh = Self {
             draining: AtomicUsize::new(shards),
+            barrier: DrainBarrier::new(shards),
             inboxes,
         };
         Ok((Arc::new(mesh), rxs))
@@ -407,6 +412,7 @@ where
     if shard == ctx.info.index {
         return run_on_state(&ctx, f);
     }
+    ctx.lead_again();
     let key = ctx.calls.pending.borrow_mut().insert(Pending::default());
     let _guard = PendingGuard {
         calls: &ctx.calls,

@@ -28,6 +28,7 @@ use crate::metrics::{self, ShardLink};
 use crate::proto::accept::{NullReservation, Reservation, Spares};
 use crate::proto::close::CloseReason;
 use crate::proto::control::{self, Command};
+use crate::proto::drain::{self, Leg};
 use crate::proto::protocol::{Factory, ShardInfo};
 use crate::proto::proxy::ProxyConfig;
 use crate::proto::transport::Transport;
@@ -75,6 +76,11 @@ pub(crate) struct ShardCtx {
     /// Ports still accepting (during a shutdown's grace period for the queued connections).
     pub(crate) accepting: Cell<usize>,
     pub(crate) draining: Cell<bool>,
+    /// Where the shard stands at the engine's drain barrier.
+    leg: Cell<Leg>,
+    /// The barrier passed, or the drain timeout is near: connections that follow the drain
+    /// are told too.
+    followers_released: Cell<bool>,
     /// Tasks spawned on the shard, which its drain waits for.
     pub(crate) tasks: Rc<Tasks>,
     /// The inboxes of every shard, for cross-shard calls (none on a bare executor).
@@ -119,6 +125,71 @@ impl ShardCtx {
         }
     }
 
+    /// True when connection `t` is to be told that the shard drains: it is draining, and `t`
+    /// does not follow the drain or its followers were released.
+    #[inline]
+    pub(crate) fn drains(&self, t: &Transport) -> bool {
+        self.draining.get() && (self.followers_released.get() || !t.follows_drain())
+    }
+
+    /// True while the shard has work its drain waits for.
+    fn busy(&self) -> bool {
+        !self.conns.borrow().is_empty()
+            || self.handshakes.get() > 0
+            || self.accepting.get() > 0
+            || self.tasks.running() > 0
+            || self.calls.in_flight() > 0
+    }
+
+    /// True while the shard has work other than its followers (the connections that follow
+    /// the drain and their tasks): what holds the engine's drain barrier. A connection that
+    /// is closing (it reads no more, and its protocol gets no more data) does not. It walks
+    /// the connections and tasks up to the first that leads.
+    fn leading(&self) -> bool {
+        self.handshakes.get() > 0
+            || self.accepting.get() > 0
+            || self.calls.in_flight() > 0
+            || self
+                .conns
+                .borrow()
+                .iter()
+                .any(|(_, t)| !t.follows_drain() && t.is_connected())
+            || self.tasks.leading()
+    }
+
+    /// Work that holds the drain barrier started on a draining shard (a task, a cross-shard
+    /// call): a shard that was done with its leaders leads again, unless the barrier passed.
+    pub(crate) fn lead_again(&self) {
+        if let Some(mesh) = self.mesh.as_ref().filter(|_| self.draining.get()) {
+            self.leg.set(mesh.barrier.report(self.leg.get(), true));
+        }
+    }
+
+    /// Reports the shard's leader work to the drain barrier, and releases the followers once
+    /// it passed, or at `release` whatever the other shards.
+    fn follow_barrier(&self, release: Instant) {
+        if self.followers_released.get() {
+            return;
+        }
+        let passed = self.mesh.as_ref().is_none_or(|mesh| {
+            self.leg.set(mesh.barrier.report(self.leg.get(), self.leading()));
+            mesh.barrier.passed()
+        });
+        if passed || Instant::now() >= release {
+            self.followers_released.set(true);
+            for (_, t) in self.conns.borrow().iter().filter(|(_, t)| t.follows_drain()) {
+                t.wake();
+            }
+        }
+    }
+
+    /// The shard stops: it no longer holds the drain barrier.
+    fn leave_barrier(&self) {
+        if let Some(mesh) = &self.mesh {
+            self.leg.set(mesh.barrier.leave(self.leg.get()));
+        }
+    }
+
     fn new(info: ShardInfo, config: ConnectionConfig) -> Self {
         Self {
             info,
@@ -135,6 +206,8 @@ impl ShardCtx {
             stall_resets: RefCell::default(),
             accepting: Cell::new(0),
             draining: Cell::new(false),
+            leg: Cell::new(Leg::Leading),
+            followers_released: Cell::new(false),
             tasks: Rc::new(Tasks::default()),
             mesh: None,
             calls: Calls::default(),
@@ -475,7 +548,7 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
         }));
     }
     for task in boot.tasks.iter() {
-        shard.tasks.spawn(task.start(&boot.info));
+        shard.tasks.spawn(task.start(&boot.info), None);
     }
     let _ = boot.ready.send(boot.info.index);
 
@@ -528,16 +601,16 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
         for (_, t) in shard.conns.borrow().iter() {
             t.wake();
         }
-        let deadline = Instant::now() + config.drain_timeout;
+        let start = Instant::now();
+        let deadline = start + config.drain_timeout;
+        let release = drain::release_at(start, config.drain_timeout);
         let mut abort = Box::pin(control.read(&mut cmd));
-        let busy = || {
-            !shard.conns.borrow().is_empty()
-                || shard.handshakes.get() > 0
-                || shard.accepting.get() > 0
-                || shard.tasks.running() > 0
-                || shard.calls.in_flight() > 0
-        };
-        while busy() && Instant::now() < deadline {
+        loop {
+            // Followers last: told once every shard's other work is done (or time runs out).
+            shard.follow_barrier(release);
+            if !shard.busy() || Instant::now() >= deadline {
+                break;
+            }
             let tick = async {
                 glommio::timer::sleep(DRAIN_POLL).await;
                 false
@@ -550,6 +623,7 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     }
 
     // 3. Abort whatever is left, and let each report its loss.
+    shard.leave_barrier();
     shard.tasks.cancel();
     let left: Vec<Transport> = shard.conns.borrow().iter().map(|(_, t)| t.clone()).collect();
     for t in &left {

@@ -14,6 +14,7 @@ use super::panic_message;
 use super::shard::ShardCtx;
 use crate::config::RingFeatures;
 use crate::proto::protocol::ShardInfo;
+use crate::proto::transport::Transport;
 use crate::stats::StatsSnapshot;
 
 /// The tasks of one shard: how many run, and a way to cancel them all.
@@ -41,17 +42,27 @@ impl std::fmt::Debug for Tasks {
 struct Running {
     waker: Option<Waker>,
     aborted: bool,
+    /// The connection the task serves (an `Answered`'s): while it follows the drain, so does
+    /// the task.
+    serves: Option<Transport>,
 }
 
 impl Tasks {
-    /// Runs `future` on this thread's executor as one of these tasks, and returns its key
-    /// (for [`abort`](Self::abort)). After [`cancel`](Self::cancel) a new task is dropped
-    /// unpolled.
-    pub(crate) fn spawn(self: &Rc<Self>, future: Pin<Box<dyn Future<Output = ()>>>) -> usize {
+    /// Runs `future` on this thread's executor as one of these tasks, serving connection
+    /// `serves` if it is given, and returns its key (for [`abort`](Self::abort)). After
+    /// [`cancel`](Self::cancel) a new task is dropped unpolled.
+    pub(crate) fn spawn(
+        self: &Rc<Self>,
+        future: Pin<Box<dyn Future<Output = ()>>>,
+        serves: Option<Transport>,
+    ) -> usize {
         if self.cancelled.get() {
             return usize::MAX;
         }
-        let key = self.running.borrow_mut().insert(Running::default());
+        let key = self.running.borrow_mut().insert(Running {
+            serves,
+            ..Running::default()
+        });
         let tracked = Tracked {
             future,
             tasks: self.clone(),
@@ -76,6 +87,14 @@ impl Tasks {
     /// How many tasks have not ended yet.
     pub(crate) fn running(&self) -> usize {
         self.running.borrow().len()
+    }
+
+    /// True while a task runs that does not serve a connection following the drain.
+    pub(crate) fn leading(&self) -> bool {
+        self.running
+            .borrow()
+            .iter()
+            .any(|(_, r)| r.serves.as_ref().is_none_or(|t| !t.follows_drain()))
     }
 
     /// Resolves once no task runs.
@@ -168,13 +187,38 @@ pub fn current() -> Option<ShardInfo> {
 ///
 /// Outside a glommio executor (an engine shard, or a bare `LocalExecutor`).
 pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> JoinHandle<T> {
+    spawn_task(future, None)
+}
+
+/// Runs `future` as a task of connection `t` (as [`spawn`]): its work is the connection's,
+/// so it follows the drain while `t` does ([`Transport::follow_drain`]).
+pub(crate) fn spawn_serving<T: 'static>(
+    t: &Transport,
+    future: impl Future<Output = T> + 'static,
+) -> JoinHandle<T> {
+    spawn_task(future, Some(t.clone()))
+}
+
+/// Spawns `future` on the current shard, as a task of connection `serves` if it is given; a
+/// task that leads (serves no follower) holds a draining shard's part of the barrier again.
+fn spawn_task<T: 'static>(
+    future: impl Future<Output = T> + 'static,
+    serves: Option<Transport>,
+) -> JoinHandle<T> {
     let slot: Rc<RefCell<Joined<T>>> = Rc::new(RefCell::new(Joined::Running(None)));
     let guard = CancelGuard(slot.clone());
-    let tasks = ShardCtx::current().tasks.clone();
-    let key = tasks.spawn(Box::pin(async move {
-        let out = future.await;
-        guard.finish(out);
-    }));
+    let shard = ShardCtx::current();
+    if serves.as_ref().is_none_or(|t| !t.follows_drain()) {
+        shard.lead_again();
+    }
+    let tasks = shard.tasks.clone();
+    let key = tasks.spawn(
+        Box::pin(async move {
+            let out = future.await;
+            guard.finish(out);
+        }),
+        serves,
+    );
     JoinHandle {
         slot,
         task: (tasks, key),

@@ -14,6 +14,8 @@
 //! - `control`: the commands an engine's handle sends its shards, as bytes;
 //! - `answer`: what becomes of a request answered by `codec::Answered`, an answer written
 //!   whole or streamed in its turn;
+//! - `drain`: the engine's drain barrier, which tells connections that follow the drain
+//!   only once no shard has other work left;
 //! - `accept`: the accept policy (bounded bursts, the errno policy, EMFILE recovery, log
 //!   rate limits);
 //! - `client`: connect errors, destinations and the connector's state machine;
@@ -40,6 +42,7 @@ pub(crate) mod close;
 pub mod codec;
 pub(crate) mod conn_state;
 pub(crate) mod control;
+pub(crate) mod drain;
 pub(crate) mod eyeballs;
 pub mod hdr;
 pub mod http;

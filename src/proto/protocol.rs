@@ -59,12 +59,11 @@ pub trait Protocol: 'static {
     /// ([`Transport::lose_connection`] flushes first); one whose connections sit idle between
     /// requests (keep-alive, a chat) closes them here, at once.
     ///
-    /// A connection that other shards' connections write to (a subscriber, a chat member)
-    /// and that closes here misses what they still write while they drain: the shards drain
-    /// side by side, and weft has no engine-wide barrier yet. To deliver those messages, keep
-    /// it open until every shard says it has nothing left to send (a drain task that polls
-    /// [`invoke_on_all`](crate::shard::invoke_on_all) on a [`interval`](crate::shard::interval)
-    /// and then closes the subscribers), within the drain timeout.
+    /// A connection that other connections write to (a subscriber, a chat member) and that
+    /// closed here at once would miss what they still write while they drain: it calls
+    /// [`Transport::follow_drain`] (when it subscribes, say), and is then told here only once
+    /// no shard of the engine has other work left (or a quarter of the drain timeout is
+    /// left), so closing here delivers everything they wrote.
     fn drain_requested(&mut self, transport: &Transport) {
         let _ = transport;
     }
@@ -113,8 +112,8 @@ pub trait Factory: 'static {
     }
 
     /// The shard's drain began (a shutdown or handoff): its listeners close, and each open
-    /// connection gets [`Protocol::drain_requested`] right after this. Called once per
-    /// shard. A factory holding shard-level work (timers, batches) finishes it here.
+    /// connection gets [`Protocol::drain_requested`] right after this (one that follows the
+    /// drain, [`Transport::follow_drain`], later). Called once per shard. A factory holding shard-level work (timers, batches) finishes it here.
     fn drain_started(&mut self) {}
 
     /// The shard stopped: its listeners are closed and every connection is gone. (A client

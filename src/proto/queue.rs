@@ -101,6 +101,11 @@ impl<T> Queue<T> {
         }
     }
 
+    /// True once [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.borrow().closed
+    }
+
     /// Items queued now.
     pub fn len(&self) -> usize {
         self.inner.borrow().items.len()
@@ -132,7 +137,9 @@ mod tests {
         q.push(3).unwrap();
         assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(Some(3)));
         q.push(4).unwrap();
+        assert!(!q.is_closed());
         q.close();
+        assert!(q.is_closed());
         assert_eq!(q.push(5), Err(5));
         assert_eq!(pin!(q.pop()).poll(&mut cx), Poll::Ready(Some(4)));
         assert_eq!(pin!(q.pop()).poll(&mut cx), Poll::Ready(None));

@@ -43,6 +43,8 @@ struct Flags {
     /// The driver saw an [`IdleHold`] since it last counted idleness: it counts from the
     /// moment it sees none again (and the last one dropped wakes it to do so).
     idle_hold_seen: bool,
+    /// `follow_drain` was called: the shard's drain reaches this connection last.
+    follows_drain: bool,
 }
 
 struct Inner {
@@ -494,6 +496,39 @@ impl Transport {
     pub fn is_connected(&self) -> bool {
         let f = self.inner.flags.get();
         !f.disconnected && !f.closing && self.inner.forced.borrow().is_none()
+    }
+
+    /// Makes this connection follow the engine's drain: for a connection that other
+    /// connections write to, on any shard (a subscriber, a chat member), so that at a
+    /// shutdown it closes only after they have written their last.
+    ///
+    /// At a shutdown or handoff every other connection gets
+    /// [`Protocol::drain_requested`](crate::Protocol::drain_requested) at once; a follower
+    /// gets it once no shard of the engine has work other than followers left: connections
+    /// that do not follow and are not closing, PROXY or TLS handshakes, tasks and
+    /// cross-shard calls in flight. The task of a follower's own
+    /// [`Answered`](crate::codec::Answered) does not count; a task its protocol spawns (to
+    /// publish, say) does, as does a call it makes. Until then the follower serves as
+    /// before: reading goes on, and what the others write is sent. Then it is told like any
+    /// connection (a protocol that closes idle connections there, as `Answered` does, needs
+    /// no change), and the drain waits for it to close. Work that starts once every shard
+    /// was done (a task spawned by a follower after that) does not hold followers back.
+    ///
+    /// The drain timeout bounds it all: while some shard's leaders are not done, followers
+    /// are told when a quarter of the timeout is left, to flush and close before the rest is
+    /// aborted. Called after the connection was told, it changes nothing; outside an engine
+    /// no drain comes. Until every shard is done, a draining shard with followers looks
+    /// through its connections and tasks every 5 ms; other connections cost nothing.
+    pub fn follow_drain(&self) {
+        let mut f = self.inner.flags.get();
+        f.follows_drain = true;
+        self.inner.flags.set(f);
+    }
+
+    /// True once [`follow_drain`](Self::follow_drain) was called.
+    #[inline]
+    pub fn follows_drain(&self) -> bool {
+        self.inner.flags.get().follows_drain
     }
 
     /// Resolves when this connection has ended (at once if it has), with the reason its
