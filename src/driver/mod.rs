@@ -8,6 +8,7 @@ pub(crate) mod engine;
 pub(crate) mod handshake;
 pub(crate) mod mesh;
 pub(crate) mod monitor;
+pub(crate) mod pipeline;
 pub(crate) mod port;
 pub(crate) mod reservation;
 pub(crate) mod shard;
