@@ -1,73 +1,31 @@
-//! An HTTP client on weft's shards, as a gateway calls its upstream: one task connects with
-//! `connect_tcp`, and the connection, a `Framed<ResponseDecoder, _>`, pipelines a `HEAD` of
-//! the first path and a `GET` of each (written by the decoder's `RequestEncoder`, which tells
-//! it which answers have no body), prints each answer and closes after the last.
+//! An HTTP client on weft's shards, as a gateway calls its upstream: a `client::Pipeline`
+//! over `weft::http`'s client side (a `ResponseDecoder` and its `RequestEncoder`, which tells
+//! it which answers have no body) pipelines a `HEAD` of the first path and a `GET` of each,
+//! every request made by a task of its own, prints each answer in order, and closes.
 //!
 //! ```sh
 //! cargo run --release --example http_client -- 127.0.0.1:8080 / /index.html
 //! ```
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Duration;
 
-use weft::codec::{FrameHandler, Framed};
-use weft::http::{BadResponse, ClientResponse, Method, Request, RequestEncoder, ResponseDecoder};
-use weft::{Address, ConnectOptions, Cores, Engine, EngineConfig, Transport, connect_tcp, factory_fn};
+use weft::client::{Pipeline, PipelineOptions};
+use weft::http::{ClientResponse, Method, Request, ResponseDecoder};
+use weft::{Address, ConnectOptions, Cores, Engine, EngineConfig, shard};
 
-/// Sends its requests at once, then reads their answers in order.
-struct Fetch {
-    encoder: RequestEncoder,
-    host: String,
-    asked: Vec<(Method, String)>,
-    answered: usize,
-    lines: Rc<RefCell<Vec<String>>>,
-}
-
-impl FrameHandler for Fetch {
-    type Decoder = ResponseDecoder;
-
-    fn connection_made(&mut self, t: &Transport) {
-        for (method, path) in &self.asked {
-            let request = Request::new(method.clone(), path.as_str()).with_header("Host", self.host.as_str());
-            if let Err(e) = t.write_frame(&mut self.encoder, request) {
-                self.lines
-                    .borrow_mut()
-                    .push(format!("cannot send {method} {path}: {e}"));
-                t.lose_connection();
-                return;
-            }
-        }
-    }
-
-    fn frame_received(&mut self, r: ClientResponse, t: &Transport) {
-        let (method, path) = self
-            .asked
-            .get(self.answered)
-            .cloned()
-            .unwrap_or((Method::Get, "?".into()));
-        let framing = match (r.header("transfer-encoding"), r.header("content-length")) {
-            (Some(_), _) => "chunked",
-            (None, Some(_)) => "length",
-            (None, None) => "no length",
-        };
-        let line = format!(
-            "{method} {path}: {} {}, {} bytes ({framing})",
-            r.status,
-            r.reason,
-            r.body.len()
-        );
-        self.lines.borrow_mut().push(line);
-        self.answered += 1;
-        if self.answered == self.asked.len() || !r.keep_alive() {
-            t.lose_connection();
-        }
-    }
-
-    fn decode_failed(&mut self, e: BadResponse, t: &Transport) {
-        self.lines.borrow_mut().push(format!("bad response: {e}"));
-        t.abort_connection();
-    }
+/// One line about an answer.
+fn describe(method: &Method, path: &str, r: &ClientResponse) -> String {
+    let framing = match (r.header("transfer-encoding"), r.header("content-length")) {
+        (Some(_), _) => "chunked",
+        (None, Some(_)) => "length",
+        (None, None) => "no length",
+    };
+    format!(
+        "{method} {path}: {} {}, {} bytes ({framing})",
+        r.status,
+        r.reason,
+        r.body.len()
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -88,30 +46,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .on_each_shard(move |_| {
             let (host, asked) = (host.clone(), asked.clone());
             async move {
-                let lines = Rc::new(RefCell::new(Vec::new()));
-                let sink = lines.clone();
-                let factory = factory_fn(move |_: &Address| {
+                // A decoder and the encoder that tells it about `HEAD`s, made together for
+                // each connection; one attempt, no reconnecting.
+                let codec = || {
                     let decoder = ResponseDecoder::default();
                     let encoder = decoder.request_encoder();
-                    let (host, asked, lines) = (host.clone(), asked.clone(), sink.clone());
-                    let fetch = Fetch {
-                        encoder,
-                        host,
-                        asked,
-                        answered: 0,
-                        lines,
-                    };
-                    Some(Framed::new(decoder, fetch))
-                });
-                let options = ConnectOptions::default().with_timeout(Duration::from_secs(5));
-                let connector = connect_tcp(target, factory, options);
-                match connector.connected().await {
-                    Err(e) => println!("connect failed: {e}"),
-                    Ok(t) => {
-                        let reason = t.closed().await;
-                        lines.borrow().iter().for_each(|l| println!("{l}"));
-                        println!("closed: {reason}");
+                    (decoder, encoder)
+                };
+                let connect = ConnectOptions::default().with_timeout(Duration::from_secs(5));
+                let options = PipelineOptions::default().with_connect(connect);
+                let upstream = Pipeline::connect(target, codec, options);
+                // Every request is written as soon as the connection is open, without waiting
+                // for the answers before it: each call gets its own answer.
+                let calls: Vec<_> = asked
+                    .iter()
+                    .map(|(method, path)| {
+                        let request =
+                            Request::new(method.clone(), path.as_str()).with_header("Host", host.as_str());
+                        let upstream = upstream.clone();
+                        shard::spawn(async move { upstream.call(request).await })
+                    })
+                    .collect();
+                for ((method, path), call) in asked.iter().zip(calls) {
+                    match call.await {
+                        Ok(Ok(r)) => println!("{}", describe(method, path, &r)),
+                        Ok(Err(e)) => println!("{method} {path}: {e}"),
+                        Err(e) => println!("{method} {path}: {e}"),
                     }
+                }
+                match upstream.close().await {
+                    Some(reason) => println!("closed: {reason}"),
+                    None => println!("closed: no connection was open"),
                 }
             }
         })

@@ -143,6 +143,20 @@ pub mod codec {
     pub use crate::proto::answer::{Answer, StreamClosed, StreamWriter, Streamed};
     pub use crate::proto::codec::*;
 }
+pub mod client {
+    //! Calls to an upstream service from a shard: [`Pipeline`] keeps one persistent
+    //! connection (made by [`connect_tcp`](crate::connect_tcp)'s [`Connector`](crate::Connector),
+    //! remade by its [`ReconnectPolicy`](crate::ReconnectPolicy)), pipelines the requests of
+    //! every caller on the shard over it, and matches the replies with their calls in order,
+    //! for protocols that answer each request with one reply (HTTP/1.1, RESP, most line
+    //! protocols). Calls are bounded and timed, and fail with a typed [`CallError`].
+    //!
+    //! A gateway makes one per shard in its listen closure and calls it from
+    //! [`Answered`](crate::codec::Answered)'s answers: `examples/gateway.rs`.
+
+    pub use crate::driver::pipeline::{Pipeline, PipelineOptions};
+    pub use crate::proto::pipeline::{CallError, Outage};
+}
 pub use service::{MIN_STATS_INTERVAL, RunningService, Service, ServiceError};
 pub use stats::StatsSnapshot;
 

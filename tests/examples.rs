@@ -1,6 +1,6 @@
 //! The sharded-service examples, run as their users run them: a chat whose rooms span the
 //! shards, a key-value service whose keys live on their owning shards, an HTTP counter API on
-//! `weft::http`, and TLS on both sides.
+//! `weft::http`, a gateway that calls an upstream, and TLS on both sides.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
@@ -200,6 +200,68 @@ fn client_awaits_its_connection_and_its_end() {
         "{stdout}"
     );
     server.shutdown();
+}
+
+/// `weft serve --proto echo` on `addr`, for the gateway to call.
+fn echo_command(addr: SocketAddr) -> std::process::Command {
+    let listen = addr.to_string();
+    let mut cmd = util::weft_command(&["serve", "--listen", &listen, "--cores", "1", "--proto", "echo"]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    cmd
+}
+
+/// The gateway in front of `weft serve --proto echo`: a client's pipelined lines come back in
+/// order through its shard's one upstream connection; with the upstream gone a line is
+/// answered with the error; once the upstream is back (on the same address) lines go through
+/// again; and at SIGTERM the idle upstream connections do not hold the drain up to its
+/// timeout.
+#[test]
+fn gateway_forwards_lines_answers_errors_recovers_and_drains() {
+    let (mut upstream, upstream_addr) = util::serving(echo_command);
+    let (mut child, addr) = util::serving(|addr| {
+        let mut cmd = example_command("gateway", &[addr.to_string(), upstream_addr.to_string()]);
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .env("NO_COLOR", "1");
+        cmd
+    });
+    let mut s = connect(addr);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let batch: String = (0..50).map(|i| format!("line {i}\n")).collect();
+    s.write_all(batch.as_bytes()).unwrap();
+    for i in 0..50 {
+        assert_eq!(read_until(&mut r, |_| true), format!("line {i}"));
+    }
+    // The upstream goes away: the line is answered with why it got no reply.
+    upstream.kill().unwrap();
+    upstream.wait().unwrap();
+    s.write_all(b"while down\n").unwrap();
+    let down = read_until(&mut r, |_| true);
+    assert!(down.starts_with("ERR "), "{down}");
+    // It comes back: within the reconnect policy's back-off (5 s at most), lines go through.
+    let mut upstream = util::spawn_listening(echo_command(upstream_addr), upstream_addr);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        s.write_all(b"again\n").unwrap();
+        let line = read_until(&mut r, |_| true);
+        if line == "again" {
+            break;
+        }
+        assert!(line.starts_with("ERR ") && Instant::now() < deadline, "{line}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    sigterm(&child);
+    assert_eq!(rest(r), "", "the client's connection closes after its answers");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    // The drain timeout is 10 s: the upstream connections closed at once, idle.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    upstream.kill().unwrap();
+    upstream.wait().unwrap();
 }
 
 /// A [::1] listener on `port` whose accept queue is full and never drained (backlog 0, one

@@ -485,6 +485,14 @@ impl Connector {
     /// `is_idle` to stop. To wait for the end of the connection it returned, use
     /// [`Transport::closed`].
     ///
+    /// During an outage with a reconnect policy, a call made while a retry is pending
+    /// ([`state`](Self::state) is disconnected and [`is_idle`](Self::is_idle) is false) waits
+    /// for that retry's attempt: the rest of its back-off delay first, which grows up to the
+    /// policy's [`max_delay`](crate::ReconnectPolicy::max_delay) (an hour by default), then
+    /// the attempt. A caller that must answer sooner checks those two first, or bounds the
+    /// wait with [`shard::timeout`](crate::shard::timeout);
+    /// [`client::Pipeline`](crate::client::Pipeline) refuses its calls at once then.
+    ///
     /// # Errors
     ///
     /// The failed attempt's [`ConnectError`].

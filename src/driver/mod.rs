@@ -9,6 +9,7 @@ pub(crate) mod handshake;
 pub(crate) mod listener_stop;
 pub(crate) mod mesh;
 pub(crate) mod monitor;
+pub(crate) mod pipeline;
 pub(crate) mod port;
 pub(crate) mod reservation;
 pub(crate) mod shard;

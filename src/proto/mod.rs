@@ -19,7 +19,8 @@
 //! - `accept`: the accept policy (bounded bursts, the errno policy, EMFILE recovery, log
 //!   rate limits);
 //! - `client`: connect errors, destinations and the connector's state machine;
-//!   `reconnect`: the back-off and its jitter;
+//!   `reconnect`: the back-off and its jitter; `pipeline`: a pipelined client's calls
+//!   matched with their replies in order, and why a call fails;
 //! - `tls`: a connection's TLS session fed and drained by the driver (rustls, plaintext
 //!   above, ciphertext below), the client's TLS settings and the handshake results;
 //! - [`proxy`]: the PROXY protocol v1/v2 parser; [`hdr`]: latency histograms and their
@@ -48,6 +49,7 @@ pub mod hdr;
 pub mod http;
 pub mod kv;
 pub(crate) mod outbuf;
+pub(crate) mod pipeline;
 pub(crate) mod producer;
 pub(crate) mod protocol;
 pub mod proxy;
