@@ -142,7 +142,7 @@ pub mod codec {
     pub use crate::driver::answered::{Answer, Answered, ByRequest, MakeAnswer, WithTransport};
     pub use crate::proto::codec::*;
 }
-pub use service::{MIN_STATS_INTERVAL, RunningService, Service, ServiceError};
+pub use service::{IGNORED_SIGNALS, MIN_STATS_INTERVAL, RunningService, Service, ServiceError};
 pub use stats::StatsSnapshot;
 
 /// The shard the calling code runs on: which one it is, its state and counters, tasks and
