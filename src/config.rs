@@ -156,13 +156,24 @@ pub enum CoresError {
     },
 }
 
-/// Parses a duration such as `10s`, `500ms`, `2m`, `1h` or `250us`. A bare number is seconds.
+/// Parses a duration such as `10s`, `500ms`, `2m`, `1h` or `250us`: a number and its unit
+/// (`ns`, `us`, `ms`, `s`, `m`, `h`). A number without a unit is refused, but for `0`: tools
+/// disagree on what it means (seconds for systemd and nginx, milliseconds for HAProxy), and a
+/// drain of 10 ms taken for 10 s is an outage.
 ///
 /// # Errors
 ///
-/// Anything else, with a message naming the accepted forms.
+/// A negative duration, a number without a unit, or anything else, with a message naming the
+/// accepted forms.
 pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     let t = s.trim();
+    if t.strip_prefix('-')
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
+    {
+        return Err(ParseError(format!(
+            "invalid duration {s:?}: a duration cannot be negative"
+        )));
+    }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
@@ -174,7 +185,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     };
     let value: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
-        "" | "s" => value,
+        "" if num.bytes().all(|b| b == b'0' || b == b'.') => 0.0,
+        "" => {
+            return Err(ParseError(format!(
+                "invalid duration {s:?}: give its unit, e.g. {num}s or {num}ms (units: ns, us, \
+                 ms, s, m, h)"
+            )));
+        }
+        "s" => value,
         "ms" => value / 1e3,
         "us" | "µs" => value / 1e6,
         "ns" => value / 1e9,
@@ -1000,10 +1018,17 @@ mod tests {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
-        for bad in ["", "s", "10x", "-1s", "1e999s", "ms10"] {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "s", "10x", "1e999s", "ms10", "10", "1.5", "--check"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let unitless = parse_duration("10").unwrap_err().to_string();
+        assert!(unitless.contains("give its unit, e.g. 10s or 10ms"), "{unitless}");
+        for negative in ["-1s", "-0", " -5ms"] {
+            let e = parse_duration(negative).unwrap_err().to_string();
+            assert!(e.contains("a duration cannot be negative"), "{e}");
         }
     }
 }

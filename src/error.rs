@@ -20,11 +20,13 @@ pub enum EngineError {
         source: io::Error,
     },
     /// Another socket already listens on the address, and the listener does not share it
-    /// ([`ListenerConfig::share_port`](crate::ListenerConfig::share_port)).
+    /// ([`ListenerConfig::share_port`](crate::ListenerConfig::share_port)). A weft that serves
+    /// handoffs is replaced without losing a connection by taking its sockets over
+    /// ([`Service::takeover`](crate::Service::takeover)); `weft serve` says so where a handoff
+    /// socket exists.
     #[error(
         "cannot listen on {0}: {IN_USE}; to share the port and its connections with it, set \
-         share_port (weft serve --share-port); to replace it without losing a connection, take \
-         its sockets over (--takeover)"
+         share_port (weft serve --share-port)"
     )]
     AddressInUse(Address),
     /// A setting would make an engine that serves nothing, or one the kernel refuses

@@ -157,7 +157,7 @@ pub mod client {
     pub use crate::driver::pipeline::{Pipeline, PipelineOptions};
     pub use crate::proto::pipeline::{CallError, Outage};
 }
-pub use service::{MIN_STATS_INTERVAL, RunningService, Service, ServiceError};
+pub use service::{IGNORED_SIGNALS, MIN_STATS_INTERVAL, RunningService, Service, ServiceError};
 pub use stats::StatsSnapshot;
 
 /// The shard the calling code runs on: which one it is, its state and counters, tasks and

@@ -27,6 +27,13 @@
 //! expired or not yet valid one, which is served anyway). The Prometheus exporter adds
 //! `weft_tls_certificate_expiry_seconds{name,file,subject}` (each certificate's notAfter, in
 //! Unix seconds) and `weft_tls_reloads_total{result="ok|failed"}`.
+//!
+//! SIGUSR1, SIGUSR2 and SIGQUIT mean nothing to a service, but their default action kills the
+//! process at once, without a drain (and leaves a handoff socket behind), and supervisors send
+//! them for their own meanings: nginx reopens its logs on SIGUSR1 and stops gracefully on
+//! SIGQUIT, HAProxy soft-stops on SIGUSR1. The service catches them and logs a warning that
+//! says what each signal does instead ([`IGNORED_SIGNALS`]). SIGPIPE is ignored by every Rust
+//! program: a write to a closed socket fails with EPIPE instead.
 
 use std::future::Future;
 use std::io::Write;
@@ -37,8 +44,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::{Handle as SignalsHandle, Signals};
+use signal_hook::low_level::signal_name;
 
 use crate::addr::Address;
 use crate::config::{EngineConfig, InheritedListeners, Layers, ListenerConfig};
@@ -52,6 +60,12 @@ use crate::tls::TlsSet;
 
 /// The shortest [`Service::stats_interval`].
 pub const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);
+/// The signals a [`Service`] catches only to log a warning that they mean nothing to it, with
+/// what SIGINT, SIGTERM and SIGHUP do: their default action kills the process at once, without
+/// a drain, and supervisors send them for their own meanings (nginx reopens its logs on
+/// SIGUSR1 and stops gracefully on SIGQUIT, HAProxy soft-stops on SIGUSR1). SIGPIPE needs no
+/// handling: every Rust program ignores it (a write to a closed socket fails with EPIPE).
+pub const IGNORED_SIGNALS: [i32; 3] = [SIGUSR1, SIGUSR2, SIGQUIT];
 /// Shards report at least this often while an exporter, stats line or latency log reads
 /// their metrics; it is also the latency log's interval.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -132,6 +146,20 @@ pub enum ServiceError {
          one without --takeover"
     )]
     HealthDropped(Address),
+    /// The running weft serves a health check on another address than this service, taking
+    /// over, would: the probes of its balancer would find nothing once it exits.
+    #[error(
+        "the running weft serves a health check on {was} and this one would serve it on {now}: \
+         the balancer probes {was}, which stops answering when the running weft exits; repeat \
+         --health {was}, or, to move the health check, stop it and start this one without \
+         --takeover (and move the balancer's probe)"
+    )]
+    HealthMoved {
+        /// Where the running weft's health check listens.
+        was: Address,
+        /// Where this service's would.
+        now: Address,
+    },
 }
 
 /// Builds a service: an engine's listeners and shard tasks, plus the lifecycle pieces to run
@@ -316,8 +344,9 @@ impl Service {
             .map_or_else(Vec::new, |t| t.roles().to_vec())
     }
 
-    /// Whether the service handles SIGINT and SIGTERM itself. Off, stop it with
-    /// [`RunningService::control`]. Default: on.
+    /// Whether the service handles SIGINT and SIGTERM itself (and SIGHUP, and the
+    /// [`IGNORED_SIGNALS`] it logs). Off, stop it with [`RunningService::control`]; a program
+    /// that gives SIGUSR1 a meaning of its own turns this off. Default: on.
     #[must_use]
     pub fn handle_signals(mut self, on: bool) -> Self {
         self.signals = on;
@@ -360,7 +389,7 @@ impl Service {
         };
         let health = match self.health {
             Some(addr) => Some(match inherited_health {
-                Some(l) if l.local_addr().is_ok_and(|a| a == addr) => l,
+                Some(l) if l.local_addr().is_ok_and(|a| adopts(addr, a)) => l,
                 _ => TcpListener::bind(addr).map_err(|source| ServiceError::Health {
                     addr: addr.into(),
                     source,
@@ -373,7 +402,8 @@ impl Service {
         let handoffs = self.handoff_socket.map(HandoffServer::prepare).transpose()?;
         // Signals are taken before any shard runs, so none is missed.
         let signals = if self.signals {
-            Some(Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(ServiceError::Signals)?)
+            let handled = [SIGINT, SIGTERM, SIGHUP].into_iter().chain(IGNORED_SIGNALS);
+            Some(Signals::new(handled).map_err(ServiceError::Signals)?)
         } else {
             None
         };
@@ -404,6 +434,16 @@ impl Service {
             engine.cores(),
             engine.drain_timeout(),
         );
+        if let Some(was) = takeover.as_ref().and_then(Takeover::shards)
+            && was != engine.cores().len()
+        {
+            tracing::info!(
+                "the running weft ran {was} shard{} and this one runs {}: the listening sockets \
+                 taken over are spread over its shards",
+                if was == 1 { "" } else { "s" },
+                engine.cores().len()
+            );
+        }
         let tls = Arc::new(self.tls);
         tls.log_loaded();
         let mut running = RunningService {
@@ -450,6 +490,10 @@ impl Service {
             tracing::info!("health check on {}", Address::from(at));
             running.health = Some(Arc::new(check));
         }
+        // Said before the predecessor is told to drain: from then on systemd follows this
+        // process, so that its death (killed during the handoff, say) is the service's failure,
+        // which Restart=on-failure covers, and not the predecessor's clean exit after its drain.
+        crate::notify::ready();
         if let Some(t) = takeover {
             match t.finish() {
                 Ok(()) => tracing::info!("took over the listeners; the previous weft is draining"),
@@ -480,20 +524,26 @@ impl Service {
                 hdr_log,
             )?);
         }
-        crate::notify::ready();
         Ok(running)
     }
 
     /// Refuses a listener on a port taken over whose layers differ from the predecessor's,
-    /// and a takeover that would drop the predecessor's health check.
+    /// and a takeover that would drop the predecessor's health check or move it elsewhere.
     fn check_roles(&self) -> Result<(), ServiceError> {
         let Some(takeover) = &self.takeover else {
             return Ok(());
         };
-        if self.health.is_none()
-            && let Some(addr) = takeover.health_addr()
-        {
-            return Err(ServiceError::HealthDropped(addr.into()));
+        if let Some(was) = takeover.health_addr() {
+            match self.health {
+                None => return Err(ServiceError::HealthDropped(was.into())),
+                Some(now) if !adopts(now, was) => {
+                    return Err(ServiceError::HealthMoved {
+                        was: was.into(),
+                        now: now.into(),
+                    });
+                }
+                Some(_) => {}
+            }
         }
         for &(addr, now) in &self.listeners {
             if let Some(&(_, was)) = takeover.roles().iter().find(|(a, _)| *a == addr)
@@ -657,7 +707,7 @@ fn print_stats(every: Duration, metrics: &MetricsHandle, stop: &mpsc::Receiver<(
 /// Turns SIGINT and SIGTERM into the engine's lifecycle until dropped: the first fails the
 /// health check and, after the drain delay, shuts the engine down; the next aborts. SIGHUP
 /// reloads the TLS certificates (a file that fails to load is logged, and the certificates
-/// in use stay) and reopens the latency interval log.
+/// in use stay) and reopens the latency interval log. The [`IGNORED_SIGNALS`] are logged.
 #[derive(Debug)]
 struct SignalThread {
     handle: SignalsHandle,
@@ -678,6 +728,15 @@ impl SignalThread {
             .spawn(move || {
                 let mut seen = 0;
                 for sig in signals.forever() {
+                    let name = signal_name(sig).unwrap_or("a signal");
+                    if IGNORED_SIGNALS.contains(&sig) {
+                        tracing::warn!(
+                            "{name} ignored: it means nothing to weft (SIGTERM or SIGINT: drain and \
+                             exit, a second one aborts; SIGHUP: reload the TLS certificates and \
+                             reopen the latency log; a restart is a handoff: --takeover)"
+                        );
+                        continue;
+                    }
                     if sig == SIGHUP {
                         tls.reload();
                         if let Some(log) = &hdr_log {
@@ -692,14 +751,14 @@ impl SignalThread {
                     // Log after acting, so that whoever reads the line sees the new state.
                     if seen > 1 {
                         control.abort();
-                        tracing::info!("signal {sig} again: aborting open connections");
+                        tracing::info!("{name} again: aborting open connections");
                     } else if delay.is_zero() {
                         control.fail_health();
                         control.shutdown();
-                        tracing::info!("signal {sig}: listeners closed, draining open connections");
+                        tracing::info!("{name}: listeners closed, draining open connections");
                     } else {
                         control.fail_health();
-                        tracing::info!("signal {sig}: health check failing; listeners close in {delay:?}");
+                        tracing::info!("{name}: health check failing; listeners close in {delay:?}");
                         let control = control.clone();
                         std::thread::spawn(move || {
                             std::thread::sleep(delay);
@@ -718,6 +777,12 @@ impl SignalThread {
             thread: Some(thread),
         })
     }
+}
+
+/// Whether a listener asked for at `asked` takes over the predecessor's at `inherited`: the
+/// same address, or the same IP with port 0 (any port: the one taken over).
+fn adopts(asked: SocketAddr, inherited: SocketAddr) -> bool {
+    asked == inherited || (asked.port() == 0 && asked.ip() == inherited.ip())
 }
 
 /// `path` with `{pid}` replaced by this process's id.
@@ -766,5 +831,15 @@ mod tests {
             PathBuf::from(format!("/var/log/weft-{pid}.hlog"))
         );
         assert_eq!(with_pid(Path::new("plain.hlog")), PathBuf::from("plain.hlog"));
+    }
+
+    #[test]
+    fn a_health_check_is_taken_over_at_its_address_or_any_port() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert!(adopts(at("127.0.0.1:24781"), at("127.0.0.1:24781")));
+        assert!(adopts(at("127.0.0.1:0"), at("127.0.0.1:24781")));
+        assert!(!adopts(at("127.0.0.1:24783"), at("127.0.0.1:24781")));
+        assert!(!adopts(at("0.0.0.0:24781"), at("127.0.0.1:24781")));
+        assert!(!adopts(at("[::1]:0"), at("127.0.0.1:24781")));
     }
 }

@@ -112,6 +112,7 @@ fn kv_limits_are_flags_refused_by_name() {
 fn check_refuses_what_the_start_would() {
     let missing = std::env::temp_dir().join(format!("weft-no-such-dir-{}", std::process::id()));
     let hdr_log = missing.join("x.hlog");
+    let handoff = missing.join("handoff.sock");
     let cert = missing.join("cert.pem");
     let many_cores = (0..=weft::Cores::allowed().into_iter().max().unwrap_or(0) + 1)
         .map(|c| c.to_string())
@@ -122,6 +123,15 @@ fn check_refuses_what_the_start_would() {
         (
             vec!["--hdr-log", hdr_log.to_str().unwrap()],
             "directory does not exist",
+        ),
+        // A directory where no file can be created: the check tries as the start does.
+        (
+            vec!["--hdr-log", "/proc/x.hlog"],
+            "--hdr-log /proc/x.hlog: cannot create it: ",
+        ),
+        (
+            vec!["--handoff-socket", handoff.to_str().unwrap()],
+            "its directory does not exist: create it (systemd: RuntimeDirectory=)",
         ),
         (
             vec![
@@ -152,6 +162,46 @@ fn address_in_use_names_the_address_and_exits_one() {
     let line = err.trim_end();
     assert_eq!(line.lines().count(), 1, "{err}");
     assert!(line.contains(&addr) && line.contains("in use"), "{line}");
+    // Not a weft serving handoffs: nothing to take over.
+    assert!(!line.contains("--takeover"), "{line}");
+}
+
+/// Every duration flag goes through one parser: a negative one is refused as such (not taken
+/// for an unknown flag), and a number without its unit is refused with the units, but for 0.
+#[test]
+fn durations_need_a_unit_and_cannot_be_negative() {
+    let serve = ["serve", "--listen", "127.0.0.1:1", "--check"];
+    for (args, says) in [
+        (
+            [&serve[..], &["--drain-timeout", "-1s"]].concat(),
+            "invalid value '-1s' for '--drain-timeout <DRAIN_TIMEOUT>': invalid duration \"-1s\": \
+             a duration cannot be negative",
+        ),
+        (
+            [&serve[..], &["--idle-timeout", "-5ms"]].concat(),
+            "invalid duration \"-5ms\": a duration cannot be negative",
+        ),
+        (
+            [&serve[..], &["--drain-timeout", "10"]].concat(),
+            "invalid duration \"10\": give its unit, e.g. 10s or 10ms (units: ns, us, ms, s, m, h)",
+        ),
+        (
+            [&serve[..], &["--stats-interval", "1"]].concat(),
+            "invalid duration \"1\": give its unit",
+        ),
+        (
+            vec!["load", "--target", "127.0.0.1:1", "--duration", "5"],
+            "invalid value '5' for '--duration <DURATION>': invalid duration \"5\": give its unit",
+        ),
+        (vec!["demo", "--duration", "-3s"], "a duration cannot be negative"),
+    ] {
+        let (code, err) = stderr_of(weft(&args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (code, err) = stderr_of(weft(&[&serve[..], &["--write-stall-timeout", "0"]].concat()));
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

@@ -566,21 +566,34 @@ fn systemd_unit_agrees_with_weft_flags_and_verifies() {
     let mut args: Vec<String> = vec!["serve".into()];
     args.extend(weft_args.split_whitespace().map(str::to_owned));
     assert_eq!(unit["ExecStart"], "/usr/local/bin/weft serve $WEFT_ARGS");
+    // --check creates the handoff socket beside its path, as the start does; the unit's folder
+    // is systemd's RuntimeDirectory, made when the unit starts, so the check uses a scratch one.
+    let socket = args
+        .iter()
+        .position(|a| a == "--handoff-socket")
+        .map(|i| args[i + 1].clone())
+        .expect("the unit serves handoffs");
+    assert!(socket.starts_with(&format!("/run/{}/", unit["RuntimeDirectory"])));
+    let scratch = util::Scratch::new("deploy-unit");
+    let here = scratch.file("handoff.sock");
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| if a == socket { here.clone() } else { a })
+        .collect();
     let settings = check(&args);
+    assert_eq!(one(&settings, "handoff-socket"), here);
     let stop: f64 = unit["TimeoutStopSec"].strip_suffix('s').unwrap().parse().unwrap();
     let drain = secs_of(&settings, "drain-delay") + secs_of(&settings, "drain-timeout");
     assert!(stop >= drain + 1.0, "TimeoutStopSec {stop} < drain {drain} + 1");
     // Reload: a successor takes over from the handoff socket weft serves.
-    let socket = one(&settings, "handoff-socket");
     let reload = &unit["ExecReload"];
     assert!(
         reload.contains(&format!("weft serve $WEFT_ARGS --takeover {socket} ")),
         "{reload}"
     );
     let mut successor = args.clone();
-    successor.extend(["--takeover".into(), socket.to_owned()]);
+    successor.extend(["--takeover".into(), here]);
     check(&successor);
-    assert!(socket.starts_with(&format!("/run/{}/", unit["RuntimeDirectory"])));
 
     let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
         eprintln!(
@@ -591,7 +604,6 @@ fn systemd_unit_agrees_with_weft_flags_and_verifies() {
     };
     assert!(out.status.success());
     // Verify a copy that runs the weft under test (verify checks the binary exists).
-    let scratch = util::Scratch::new("deploy-unit");
     let copy = scratch.0.join("weft.service");
     std::fs::write(
         &copy,

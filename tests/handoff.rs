@@ -252,9 +252,46 @@ fn a_successor_keeps_the_health_check_or_is_refused() {
         probe(health).ends_with("\r\n\r\nserving\n"),
         "the old one still answers"
     );
-    // The refused successor left the handoff socket to the old process: another one reaches it.
+    // Nor may it move the health check elsewhere: the balancer probes the old address.
+    let elsewhere = util::free_addr().to_string();
+    let out = util::run_weft(
+        &[&["serve"], &flags[..], &["--health", &elsewhere]].concat(),
+        Duration::from_secs(15),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the running weft serves a health check on {health} and this one would serve it on \
+             {elsewhere}: the balancer probes {health}, which stops answering when the running \
+             weft exits; repeat --health {health}"
+        )),
+        "{err}"
+    );
+    assert!(
+        probe(health).ends_with("\r\n\r\nserving\n"),
+        "the old one still answers"
+    );
+    // The refused successors left the handoff socket to the old process: another one reaches
+    // it. This one runs another shard count, and says so.
     let health_flag = health.to_string();
-    let mut new = Weft::serve(&[&flags[..], &["--health", &health_flag]].concat());
+    let mut new = Weft::serve(&[
+        "--proto",
+        "echo",
+        "--cores",
+        "2",
+        "--listen",
+        &listen,
+        "--takeover",
+        sock,
+        "--health",
+        &health_flag,
+    ]);
+    new.wait_for(
+        "the running weft ran 1 shard and this one runs 2",
+        Duration::from_secs(10),
+    );
     new.wait_for("took over the listeners", Duration::from_secs(10));
     assert!(
         old.wait(Duration::from_secs(10)).success(),
@@ -294,4 +331,238 @@ fn a_prepared_handoff_socket_leaves_the_path_alone_until_placed() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     std::fs::remove_file(&path).unwrap();
+}
+
+/// A handoff socket for the tests that play one side of the conversation themselves.
+fn seqpacket() -> socket2::Socket {
+    socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::SEQPACKET, None).unwrap()
+}
+
+/// A running weft that hangs up during the handoff (here a stand-in that reads TAKEOVER and
+/// closes, as a predecessor SIGKILLed at that moment does) leaves a successor that says what
+/// happened and what to do, not a raw OS error.
+#[test]
+fn a_predecessor_that_goes_away_mid_handoff_is_said_plainly() {
+    let path = socket_path("vanished");
+    let _ = std::fs::remove_file(&path);
+    let listener = seqpacket();
+    listener.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+    listener.listen(1).unwrap();
+    let successor = util::weft(&[
+        "serve",
+        "--proto",
+        "echo",
+        "--cores",
+        "1",
+        "--takeover",
+        path.to_str().unwrap(),
+    ]);
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let conn = loop {
+        match listener.accept() {
+            Ok((conn, _)) => break conn,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("no successor connected: {e}"),
+        }
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [std::mem::MaybeUninit::new(0u8); 64];
+    let n = conn.recv(&mut buf).unwrap();
+    // SAFETY: recv initialised the first n bytes.
+    let asked: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+    assert!(asked.starts_with(b"TAKEOVER "), "{asked:?}");
+    drop(conn);
+    let out = util::output_within(successor, Duration::from_secs(15));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the running weft at {} went away during the handoff (it was stopped or killed, or \
+             another successor took over first): nothing was taken over and this one does not \
+             serve; check whether a weft still serves (if none does, start this one without \
+             --takeover",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// While one successor is being lent the listeners (here a stand-in that takes them and does
+/// not say DRAIN yet), a second one is refused with the reason, and the first can still
+/// finish or give up.
+#[test]
+fn a_second_takeover_during_one_is_refused_with_the_reason() {
+    let sock = socket_path("two-takeovers");
+    let sock_arg = sock.to_str().unwrap();
+    let mut old = Weft::serve(&[
+        "--proto",
+        "echo",
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--handoff-socket",
+        sock_arg,
+    ]);
+    let addr = old.ready();
+    old.wait_for("handoffs to a successor on", Duration::from_secs(10));
+    let first = seqpacket();
+    first.connect(&socket2::SockAddr::unix(&sock).unwrap()).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    first.send(b"TAKEOVER 2").unwrap();
+    loop {
+        let mut buf = [std::mem::MaybeUninit::new(0u8); 512];
+        // The descriptors that come with LISTENERS are dropped: no control buffer.
+        let n = first.recv(&mut buf).expect("the listeners, then END");
+        // SAFETY: recv initialised the first n bytes.
+        let got: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+        if got == b"END" {
+            break;
+        }
+        assert!(got.starts_with(b"LISTENERS "), "{got:?}");
+    }
+    let out = util::run_weft(
+        &["serve", "--proto", "echo", "--cores", "1", "--takeover", sock_arg],
+        Duration::from_secs(15),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "the running weft refused the handoff: another takeover is in progress; once that \
+             successor serves, take over from it"
+        ),
+        "{err}"
+    );
+    // The first gives up: the old process serves on, alone.
+    drop(first);
+    old.wait_for("gave up before serving", Duration::from_secs(10));
+    let mut client = util::connect(addr);
+    client.write_all(b"still").unwrap();
+    let mut buf = [0u8; 5];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still");
+    old.signal(libc::SIGTERM);
+    drop(client);
+    assert!(old.wait(Duration::from_secs(10)).success());
+}
+
+/// SIGUSR1, SIGUSR2 and SIGQUIT (nginx's and HAProxy's reopen and graceful stops) and SIGPIPE
+/// neither kill weft nor leave its handoff socket behind: the first three are logged with what
+/// the signals weft knows do; SIGTERM then drains and exits 0 as ever.
+#[test]
+fn signals_weft_gives_no_meaning_are_logged_not_fatal() {
+    let sock = socket_path("signals");
+    let sock_arg = sock.to_str().unwrap();
+    let mut w = Weft::serve(&[
+        "--proto",
+        "echo",
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--handoff-socket",
+        sock_arg,
+    ]);
+    let addr = w.ready();
+    w.wait_for("handoffs to a successor on", Duration::from_secs(10));
+    for (signal, name) in [
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGQUIT, "SIGQUIT"),
+    ] {
+        w.signal(signal);
+        let line = w.wait_for(&format!("{name} ignored"), Duration::from_secs(5));
+        assert!(
+            line.contains("WARN")
+                && line.contains(&format!(
+                    "{name} ignored: it means nothing to weft (SIGTERM or SIGINT: drain and exit, \
+                     a second one aborts; SIGHUP: reload the TLS certificates and reopen the \
+                     latency log; a restart is a handoff: --takeover)"
+                )),
+            "{line}"
+        );
+    }
+    w.signal(libc::SIGPIPE);
+    let mut client = util::connect(addr);
+    client.write_all(b"alive").unwrap();
+    let mut buf = [0u8; 5];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"alive");
+    assert!(sock.exists(), "the handoff socket is still served");
+    drop(client);
+    w.signal(libc::SIGTERM);
+    assert!(w.wait(Duration::from_secs(10)).success());
+    assert!(!sock.exists(), "a drained weft removes its handoff socket");
+}
+
+/// A port in use by a weft that serves handoffs at the path given says how to take it over; a
+/// port held by anything else does not suggest --takeover (tests/cli.rs).
+#[test]
+fn a_port_in_use_suggests_takeover_only_where_a_weft_serves_handoffs() {
+    let sock = socket_path("in-use");
+    let sock_arg = sock.to_str().unwrap();
+    let mut old = Weft::serve(&[
+        "--proto",
+        "echo",
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--handoff-socket",
+        sock_arg,
+    ]);
+    let addr = old.ready().to_string();
+    old.wait_for("handoffs to a successor on", Duration::from_secs(10));
+    let out = util::run_weft(
+        &[
+            "serve",
+            "--cores",
+            "1",
+            "--listen",
+            &addr,
+            "--handoff-socket",
+            sock_arg,
+        ],
+        Duration::from_secs(15),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "a weft serves handoffs at {sock_arg}: to replace it without losing a connection, \
+             add --takeover {sock_arg}"
+        )),
+        "{err}"
+    );
+    // Without a handoff socket at the path given, no such hint.
+    let elsewhere = socket_path("in-use-none");
+    let out = util::run_weft(
+        &[
+            "serve",
+            "--cores",
+            "1",
+            "--listen",
+            &addr,
+            "--handoff-socket",
+            elsewhere.to_str().unwrap(),
+        ],
+        Duration::from_secs(15),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("address in use") && !err.contains("--takeover"),
+        "{err}"
+    );
+    old.signal(libc::SIGTERM);
+    assert!(old.wait(Duration::from_secs(10)).success());
 }

@@ -303,7 +303,7 @@ fn the_example_service_drains_on_sigterm_and_exits_0() {
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(
-        err.contains("serving shout on") && err.contains("signal 15"),
+        err.contains("serving shout on") && err.contains("SIGTERM: health check failing"),
         "{err}"
     );
 }

@@ -6,7 +6,7 @@ mod hist;
 mod load;
 mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Exit status for bad arguments.
 pub(crate) const EXIT_USAGE: i32 = 2;
@@ -62,7 +62,10 @@ impl From<weft::EngineError> for CliError {
 /// Parses the command line and runs it; returns the exit status.
 pub(crate) fn run() -> i32 {
     weft::logging::init();
-    let cli = match Cli::try_parse() {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
@@ -83,6 +86,23 @@ pub(crate) fn run() -> i32 {
             EXIT_FAILURE
         }
     }
+}
+
+/// The command line, where every duration flag takes a value that starts with a hyphen: `-1s`
+/// reaches [`duration`], which says a duration cannot be negative, instead of clap taking it
+/// for an unknown flag (`unexpected argument '-1' found`).
+fn command() -> clap::Command {
+    let is_duration =
+        |arg: &clap::Arg| arg.get_value_parser().type_id() == std::any::TypeId::of::<std::time::Duration>();
+    Cli::command().mut_subcommands(move |sub| {
+        sub.mut_args(move |arg| {
+            if is_duration(&arg) {
+                arg.allow_hyphen_values(true)
+            } else {
+                arg
+            }
+        })
+    })
 }
 
 /// Help and version print in full; any other parse error prints its first line only.
@@ -129,7 +149,8 @@ fn first_line(text: &str) -> String {
     line
 }
 
-/// clap value parser for durations (`10s`, `500ms`).
+/// clap value parser for durations (`10s`, `500ms`): the one every duration flag uses (see
+/// [`command`] and [`weft::config::parse_duration`]).
 pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
     weft::config::parse_duration(s).map_err(|e| e.to_string())
 }

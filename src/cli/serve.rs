@@ -11,8 +11,8 @@ use weft::protocols::{Discard, Echo, Http, Kv, KvConfig, Relay, Whoami};
 use weft::proxy::{Cidr, ProxyConfig};
 use weft::tls::TlsConfig;
 use weft::{
-    Address, ConfigError, Cores, Destination, EngineConfig, FlowConfig, Keepalive, Layers, ListenerConfig,
-    MIN_STATS_INTERVAL, RingFeatures, Service, ServiceError,
+    Address, ConfigError, Cores, Destination, EngineConfig, EngineError, FlowConfig, Keepalive, Layers,
+    ListenerConfig, MIN_STATS_INTERVAL, RingFeatures, Service, ServiceError,
 };
 
 use super::CliError;
@@ -215,7 +215,8 @@ pub(crate) struct ServeArgs {
     /// FILE becomes the process id, so that a successor (--takeover) writes its own file.
     #[arg(long, value_name = "FILE")]
     hdr_log: Option<PathBuf>,
-    /// Check the flags, print the settings a deployment must agree with (one `name value`
+    /// Check the flags, the cores, the TLS files and the files the start creates (as the start
+    /// does, changing none), print the settings a deployment must agree with (one `name value`
     /// line each: listen, tls-listen, proxy-listen and proxy-tls-listen (a port's role),
     /// health, metrics, handoff-socket, cores, drain-delay, drain-timeout), and exit without
     /// serving. For container and unit files.
@@ -352,7 +353,7 @@ fn tls_config(args: &ServeArgs) -> Result<Option<TlsConfig>, ServiceError> {
 }
 
 fn tls_error(e: weft::tls::TlsError) -> ServiceError {
-    ServiceError::Engine(weft::EngineError::Tls(e))
+    ServiceError::Engine(EngineError::Tls(e))
 }
 
 /// The flag that sets each library setting a [`ConfigError`] may name.
@@ -498,13 +499,24 @@ fn validate(args: &ServeArgs) -> Result<(), CliError> {
         "10s",
     )
     .map_err(flagged)?;
+    check_paths(args)
+}
+
+/// The files the start creates, tried as the start would (before anything serves, and by
+/// `--check`): the handoff socket is created beside its path and removed again, the latency
+/// log opened without being truncated (or created and removed).
+fn check_paths(args: &ServeArgs) -> Result<(), CliError> {
+    if let Some(path) = &args.handoff_socket {
+        drop(weft::handoff::HandoffServer::prepare(path).map_err(ServiceError::from)?);
+    }
     if let Some(path) = &args.hdr_log {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let fail = |why: String| Err(CliError::Failure(format!("--hdr-log {}: {why}", path.display())));
         if dir.is_some_and(|d| !d.is_dir()) {
-            return Err(CliError::Failure(format!(
-                "--hdr-log {}: its directory does not exist",
-                path.display()
-            )));
+            return fail("its directory does not exist".into());
+        }
+        if let Err(e) = weft::metrics::LatencyLog::check(path) {
+            return fail(format!("cannot create it: {e}"));
         }
     }
     Ok(())
@@ -556,7 +568,23 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         print!("{}", check_report(&args));
         return Ok(());
     }
-    serve(args).map_err(CliError::from)
+    let handoffs = args.handoff_socket.clone();
+    serve(args).map_err(|e| match (e, handoffs) {
+        (ServiceError::Engine(e @ EngineError::AddressInUse(_)), Some(path)) if is_socket(&path) => {
+            CliError::Failure(format!(
+                "{e}; a weft serves handoffs at {0}: to replace it without losing a connection, \
+                 add --takeover {0}",
+                path.display()
+            ))
+        }
+        (e, _) => CliError::from(e),
+    })
+}
+
+/// Whether a Unix socket exists at `path` (a weft serving handoffs there, or one that died).
+fn is_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// Serves, once the flags are valid.

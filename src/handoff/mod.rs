@@ -24,6 +24,11 @@
 //!                         ◀──────────  DRAINING
 //! ```
 //!
+//! One successor at a time: one that asks while another is being lent the listeners, or
+//! after another took over, is refused with the reason. A successor whose predecessor hangs
+//! up before `END` (stopped, killed) holds nothing and says so ([`HandoffError::Vanished`]);
+//! one whose predecessor vanishes after `END` serves on the sockets it received.
+//!
 //! Only a process of the same user (or root) may take over: the peer's credentials are
 //! checked, and the socket file is created with mode 0600.
 
@@ -38,7 +43,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 pub use wire::Role;
@@ -48,7 +53,7 @@ use crate::config::Layers;
 use crate::driver::engine::EngineControl;
 use crate::health::HealthCheck;
 use crate::sys::fdpass::{self, MAX_FDS};
-use crate::sys::poll::wait_for_accept;
+use crate::sys::poll::{wait_for_accept, wait_readable};
 use crate::sys::process::effective_uid;
 use crate::sys::socket::{local_ip_addr, peer_uid};
 
@@ -56,6 +61,13 @@ use crate::sys::socket::{local_ip_addr, peer_uid};
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the running process waits for a successor to start serving and say `DRAIN`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a successor that is refused has to ask (it asks as soon as it connects).
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// Why a successor that asks while another one is being lent the listeners is refused.
+const IN_PROGRESS: &str = "another takeover is in progress; once that successor serves, take over from it";
+/// Why a successor that asked while another one took over is refused.
+const TAKEN_OVER: &str = "another successor took over first and serves now; this weft is \
+                          draining: take over from the one that serves";
 
 /// Why a handoff failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +103,31 @@ pub enum HandoffError {
     /// The running process declined.
     #[error("the running weft refused the handoff: {0}")]
     Refused(String),
+    /// The running process hung up before it had passed every listener: it was stopped or
+    /// killed during the handoff, or it handed off to another successor first.
+    #[error(
+        "the running weft at {} went away during the handoff (it was stopped or killed, or \
+         another successor took over first): nothing was taken over and this one does not \
+         serve; check whether a weft still serves (if none does, start this one without \
+         --takeover; if one does, take over again)",
+        path.display()
+    )]
+    Vanished {
+        /// The socket's path.
+        path: PathBuf,
+    },
+    /// The running process did not answer in time.
+    #[error(
+        "the running weft at {} did not answer within {timeout:?}: it is hung, or busy with \
+         another takeover; nothing was taken over, try again",
+        path.display()
+    )]
+    NoAnswer {
+        /// The socket's path.
+        path: PathBuf,
+        /// How long this process waited.
+        timeout: Duration,
+    },
 }
 
 impl From<wire::WireError> for HandoffError {
@@ -283,16 +320,13 @@ fn serve(listener: &Socket, stopped: &UnixStream, engine: &EngineControl, health
         };
         if !same_user(&conn) {
             tracing::warn!("handoff refused: the successor runs as another user");
-            let _ = send(
-                &conn,
-                &Message::Refused("the successor runs as another user".into()),
-                &[],
-            );
+            refuse(&conn, "the successor runs as another user");
             continue;
         }
-        match lend(&conn, engine, health) {
+        match lend(&conn, listener, engine, health) {
             Ok(true) => {
                 tracing::info!("handed the listeners over; draining");
+                refuse_queued(listener, TAKEN_OVER);
                 return;
             }
             Ok(false) => tracing::warn!("a successor took the listeners but gave up before serving"),
@@ -301,13 +335,40 @@ fn serve(listener: &Socket, stopped: &UnixStream, engine: &EngineControl, health
     }
 }
 
+/// Refuses, with `why`, every successor queued on `listener`, without waiting for more.
+fn refuse_queued(listener: &Socket, why: &str) {
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    while let Ok((conn, _)) = listener.accept() {
+        tracing::warn!("handoff refused: {why}");
+        refuse(&conn, why);
+    }
+    let _ = listener.set_nonblocking(false);
+}
+
+/// Answers a successor's question with `why` it is refused. The question is read first: a
+/// socket closed with it unread would reset the connection, and the successor would see the
+/// reset instead of the answer.
+fn refuse(conn: &Socket, why: &str) {
+    let _ = conn.set_read_timeout(Some(REFUSAL_READ_TIMEOUT));
+    let _ = recv(conn);
+    let _ = send(conn, &Message::Refused(why.to_owned()), &[]);
+}
+
 /// True if the peer runs as this process's user, or as root.
 fn same_user(conn: &Socket) -> bool {
     peer_uid(conn.as_fd()).is_ok_and(|uid| uid == effective_uid() || uid == 0)
 }
 
 /// One conversation with a successor; `Ok(true)` once it serves and this engine hands off.
-fn lend(conn: &Socket, engine: &EngineControl, health: Option<&HealthCheck>) -> Result<bool, HandoffError> {
+/// Other successors that ask on `listener` meanwhile are refused.
+fn lend(
+    conn: &Socket,
+    listener: &Socket,
+    engine: &EngineControl,
+    health: Option<&HealthCheck>,
+) -> Result<bool, HandoffError> {
     conn.set_read_timeout(Some(EXCHANGE_TIMEOUT))?;
     conn.set_write_timeout(Some(EXCHANGE_TIMEOUT))?;
     match recv(conn)? {
@@ -350,7 +411,20 @@ fn lend(conn: &Socket, engine: &EngineControl, health: Option<&HealthCheck>) -> 
             return Ok(false);
         }
     }
-    conn.set_read_timeout(Some(START_TIMEOUT))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match wait_readable([conn.as_fd(), listener.as_fd()], Some(left))? {
+            [true, _] => break,
+            [false, true] => refuse_queued(listener, IN_PROGRESS),
+            [false, false] => {
+                return Err(HandoffError::Protocol(format!(
+                    "the successor took the listeners but did not say it serves within \
+                     {START_TIMEOUT:?}"
+                )));
+            }
+        }
+    }
     match recv(conn) {
         Ok(Some((Message::Drain, _))) => {
             if let Some(h) = health {
@@ -374,6 +448,8 @@ pub struct Takeover {
     listeners: Vec<OwnedFd>,
     /// Each address taken over, with what its listener put before the protocol.
     roles: Vec<(SocketAddr, Layers)>,
+    /// How many shards the running process runs (listening sockets per address).
+    shards: Option<usize>,
     health: Option<OwnedFd>,
 }
 
@@ -383,8 +459,10 @@ impl Takeover {
     ///
     /// # Errors
     ///
-    /// [`HandoffError::Connect`] if nothing serves handoffs there; the other variants if the
-    /// conversation fails or the running process refuses.
+    /// [`HandoffError::Connect`] if nothing serves handoffs there; [`HandoffError::Vanished`]
+    /// if the running process hangs up before it has passed every listener (stopped, killed, or
+    /// handed off to another successor), [`HandoffError::NoAnswer`] if it does not answer; the
+    /// other variants if the conversation fails otherwise or the running process refuses.
     pub fn connect(path: impl AsRef<Path>) -> Result<Self, HandoffError> {
         let path = path.as_ref();
         let connect_err = |source| HandoffError::Connect {
@@ -394,6 +472,28 @@ impl Takeover {
         let conn = Socket::new(Domain::UNIX, Type::SEQPACKET.cloexec(), None).map_err(connect_err)?;
         conn.connect(&SockAddr::unix(path).map_err(connect_err)?)
             .map_err(connect_err)?;
+        Self::receive(conn).map_err(|e| match e {
+            HandoffError::Io(e) => match e.kind() {
+                io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::NotConnected
+                | io::ErrorKind::UnexpectedEof => HandoffError::Vanished {
+                    path: path.to_owned(),
+                },
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandoffError::NoAnswer {
+                    path: path.to_owned(),
+                    timeout: EXCHANGE_TIMEOUT,
+                },
+                _ => HandoffError::Io(e),
+            },
+            other => other,
+        })
+    }
+
+    /// The conversation on a connected socket, up to `END`. The running process hanging up
+    /// is an [`io::ErrorKind::UnexpectedEof`] error.
+    fn receive(conn: Socket) -> Result<Self, HandoffError> {
         conn.set_read_timeout(Some(EXCHANGE_TIMEOUT))?;
         conn.set_write_timeout(Some(EXCHANGE_TIMEOUT))?;
         send(&conn, &Message::Takeover { version: VERSION }, &[])?;
@@ -424,13 +524,16 @@ impl Takeover {
                         "expected LISTENERS or END, got {other:?}"
                     )));
                 }
-                None => return Err(HandoffError::Protocol("the running weft hung up".into())),
+                None => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
             }
         }
+        // Each shard has its own socket for each address.
+        let shards = (!taken.is_empty()).then(|| listeners.len().div_ceil(taken.len()));
         Ok(Self {
             conn,
             listeners,
             roles: taken,
+            shards,
             health,
         })
     }
@@ -445,6 +548,12 @@ impl Takeover {
     /// (a PROXY header, TLS): the successor must serve it the same way.
     pub fn roles(&self) -> &[(SocketAddr, Layers)] {
         &self.roles
+    }
+
+    /// How many shards the running process runs (each has a socket for every address), if it
+    /// passed any listener.
+    pub fn shards(&self) -> Option<usize> {
+        self.shards
     }
 
     /// Where the running process's health check listens, if it had one.

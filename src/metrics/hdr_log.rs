@@ -1,7 +1,7 @@
 //! An HdrHistogram interval log of a running engine's latency metrics (`weft serve
 //! --hdr-log FILE`), readable by `weft hist` and HdrHistogram's own tools.
 
-use std::fs::File;
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -65,6 +65,22 @@ impl LatencyLog {
             commands: Some(commands),
             thread: Some(thread),
         })
+    }
+
+    /// Whether [`start`](Self::start) could create `path`, without changing it: an existing
+    /// file is opened for writing (not truncated), a missing one created and removed again.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened or created.
+    pub fn check(path: &Path) -> io::Result<()> {
+        match OpenOptions::new().write(true).open(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                OpenOptions::new().write(true).create_new(true).open(path)?;
+                fs::remove_file(path)
+            }
+            opened => opened.map(drop),
+        }
     }
 
     /// Where the log is written.
