@@ -54,7 +54,9 @@ use crate::driver::engine::{Engine, EngineBuilder, EngineControl, EngineReport};
 use crate::error::{EngineError, bind_failure};
 use crate::handoff::{HandoffError, HandoffServer, Takeover};
 use crate::health::HealthCheck;
-use crate::metrics::{LatencyLog, MetricsHandle, PrometheusExporter, Reopener, render_tls, stats_line};
+use crate::metrics::{
+    LatencyLog, MetricsHandle, PrometheusExporter, Reopener, render_serving, render_tls, stats_line,
+};
 use crate::proto::protocol::{Factory, ShardInfo};
 use crate::tls::TlsSet;
 
@@ -458,8 +460,11 @@ impl Service {
         };
         let metrics = running.metrics();
         if let (Some(listener), Some(metrics)) = (scrapes, metrics.clone()) {
-            let certificates = tls.clone();
-            let extra = move |out: &mut String| render_tls(out, &certificates);
+            let (certificates, state) = (tls.clone(), control.clone());
+            let extra = move |out: &mut String| {
+                render_serving(out, state.is_serving());
+                render_tls(out, &certificates);
+            };
             let exporter = PrometheusExporter::serve_on(listener, metrics, extra)?;
             tracing::info!(
                 "metrics at http://{}/metrics",

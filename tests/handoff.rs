@@ -198,11 +198,18 @@ fn usage_and_takeover_errors_are_one_line() {
 
 #[test]
 fn drain_delay_fails_the_health_check_while_the_service_still_accepts() {
-    let (mut w, addr, health) = echo_with_health(&["--drain-delay", "1s"]);
+    let metrics = util::free_addr().to_string();
+    let (mut w, addr, health) = echo_with_health(&["--drain-delay", "1s", "--metrics", &metrics]);
     assert!(probe(health).starts_with("HTTP/1.1 200 OK\r\n"));
+    let metrics = metrics.parse().unwrap();
+    assert!(util::scrape(metrics).contains("\nweft_serving 1\n"));
     w.signal(libc::SIGTERM);
     w.wait_for("health check failing", Duration::from_secs(5));
     assert!(probe(health).starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+    assert!(
+        util::scrape(metrics).contains("\nweft_serving 0\n"),
+        "the gauge follows the health check"
+    );
     // Still accepting and serving during the delay.
     let mut client = TcpStream::connect(addr).expect("accepts during the drain delay");
     client.set_read_timeout(Some(Duration::from_secs(3))).unwrap();

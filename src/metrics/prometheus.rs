@@ -212,6 +212,21 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
     out
 }
 
+/// Appends `weft_serving`: 1 while the service serves and its health check passes, 0 once
+/// a shutdown, a handoff or `fail_health` started. During a handoff both processes answer
+/// scrapes on the shared port; this (with `process_start_time_seconds`) tells which one a
+/// scrape reached.
+pub(crate) fn render_serving(out: &mut String, serving: bool) {
+    let name = "weft_serving";
+    header(
+        out,
+        name,
+        "gauge",
+        "1 while this process serves and passes its health check; 0 once it drains or hands off.",
+    );
+    line(out, name, &[], u8::from(serving));
+}
+
 /// Appends a service's TLS families: each certificate's notAfter
 /// (`weft_tls_certificate_expiry_seconds{name,file,subject}`, Unix seconds; a certificate
 /// whose validity cannot be read is left out) and the SIGHUP reloads by result
