@@ -100,6 +100,8 @@ async fn answer(req: Request) -> Answer<Response> {
         return lines(&req, n.min(MAX_LINES));
     }
     let mut response = route(&req).await.answering(&req);
+    // Draining: this is the connection's last answer. Requests the client pipelined behind it
+    // go unanswered; `Connection: close` tells it to send them again on a new connection.
     if shard::is_draining() {
         response = response.close();
     }

@@ -125,6 +125,24 @@ fn echo_with_health(extra: &[&str]) -> (Weft, SocketAddr, SocketAddr) {
     (w, addr, health)
 }
 
+/// `weft serve --proto echo` on one core and a free port, serving handoffs at `sock`: the
+/// process, once it serves them, and its address.
+fn echo_serving_handoffs(sock: &str) -> (Weft, SocketAddr) {
+    let mut w = Weft::serve(&[
+        "--proto",
+        "echo",
+        "--cores",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--handoff-socket",
+        sock,
+    ]);
+    let addr = w.ready();
+    w.wait_for("handoffs to a successor on", Duration::from_secs(10));
+    (w, addr)
+}
+
 fn probe(health: SocketAddr) -> String {
     let mut s = TcpStream::connect(health).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -407,18 +425,7 @@ fn a_predecessor_that_goes_away_mid_handoff_is_said_plainly() {
 fn a_second_takeover_during_one_is_refused_with_the_reason() {
     let sock = socket_path("two-takeovers");
     let sock_arg = sock.to_str().unwrap();
-    let mut old = Weft::serve(&[
-        "--proto",
-        "echo",
-        "--cores",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--handoff-socket",
-        sock_arg,
-    ]);
-    let addr = old.ready();
-    old.wait_for("handoffs to a successor on", Duration::from_secs(10));
+    let (mut old, addr) = echo_serving_handoffs(sock_arg);
     let first = seqpacket();
     first.connect(&socket2::SockAddr::unix(&sock).unwrap()).unwrap();
     first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -468,18 +475,7 @@ fn a_second_takeover_during_one_is_refused_with_the_reason() {
 fn signals_weft_gives_no_meaning_are_logged_not_fatal() {
     let sock = socket_path("signals");
     let sock_arg = sock.to_str().unwrap();
-    let mut w = Weft::serve(&[
-        "--proto",
-        "echo",
-        "--cores",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--handoff-socket",
-        sock_arg,
-    ]);
-    let addr = w.ready();
-    w.wait_for("handoffs to a successor on", Duration::from_secs(10));
+    let (mut w, addr) = echo_serving_handoffs(sock_arg);
     for (signal, name) in [
         (libc::SIGUSR1, "SIGUSR1"),
         (libc::SIGUSR2, "SIGUSR2"),
@@ -516,18 +512,8 @@ fn signals_weft_gives_no_meaning_are_logged_not_fatal() {
 fn a_port_in_use_suggests_takeover_only_where_a_weft_serves_handoffs() {
     let sock = socket_path("in-use");
     let sock_arg = sock.to_str().unwrap();
-    let mut old = Weft::serve(&[
-        "--proto",
-        "echo",
-        "--cores",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--handoff-socket",
-        sock_arg,
-    ]);
-    let addr = old.ready().to_string();
-    old.wait_for("handoffs to a successor on", Duration::from_secs(10));
+    let (mut old, addr) = echo_serving_handoffs(sock_arg);
+    let addr = addr.to_string();
     let out = util::run_weft(
         &[
             "serve",

@@ -406,3 +406,49 @@ fn the_connection_closes_at_the_drain_once_its_calls_are_answered() {
     assert_eq!(report.total().closed_for("local"), 2);
     server.join().unwrap();
 }
+
+/// An upstream that never answers does not hold the drain: once the only calls in flight
+/// have timed out (nobody awaits their replies), the drain aborts the connection instead of
+/// waiting for the drain timeout.
+#[test]
+fn calls_that_timed_out_do_not_hold_the_drain() {
+    let (listener, addr) = loopback();
+    let (got_tx, got_rx) = mpsc::channel::<()>();
+    let server = serve_lines(listener, 1, move |_| {
+        let _ = got_tx.send(());
+        Some(Vec::new())
+    });
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(1);
+    config.drain_timeout = Duration::from_secs(60);
+    let (tx, rx) = mpsc::channel();
+    let engine = Engine::builder(config)
+        .on_each_shard(move |_| {
+            let tx = tx.clone();
+            async move {
+                let options = PipelineOptions::default().with_call_timeout(Some(Duration::from_millis(300)));
+                let p = lines(addr, options);
+                let outcome = text(p.call("never answered").await);
+                std::mem::forget(p);
+                tx.send(outcome).unwrap();
+            }
+        })
+        .start()
+        .unwrap();
+    got_rx.recv().unwrap();
+    engine.shutdown();
+    let t0 = Instant::now();
+    let report = engine.join().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the drain ended after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(rx.recv().unwrap(), "error: timed_out");
+    assert_eq!(
+        report.total().closed_for("shutdown"),
+        0,
+        "not aborted at the drain timeout"
+    );
+    drop(server);
+}

@@ -110,8 +110,9 @@ impl Default for PipelineOptions {
 ///   ([`Connector::connected`] would hold them for the whole delay). When no attempt runs
 ///   and none is due (no policy, or one that gave up), a call starts one.
 /// - **Drain**: once the shard's drain begins, the connection closes as soon as no call is
-///   in flight or waiting, so that an idle upstream does not hold the drain up to its
-///   timeout; calls made during the drain still work (a call connects again if it must,
+///   in flight or waiting (and is aborted once the only calls in flight timed out: nobody
+///   awaits their replies), so that an idle or unanswering upstream does not hold the drain
+///   up to its timeout; calls made during the drain still work (a call connects again if it must,
 ///   and that connection closes after its replies in turn).
 /// - **Back-pressure on the connection**: a call waits for [`Transport::writable`] before
 ///   it writes, so requests to an upstream that reads slowly queue at most about the
@@ -274,7 +275,10 @@ impl<D: Decoder, E> Drop for Ticket<'_, D, E> {
                 self.shared.calls.borrow_mut().withdraw();
                 self.shared.close_if_done();
             }
-            Some(id) if !self.answered => self.shared.calls.borrow_mut().abandon(id),
+            Some(id) if !self.answered => {
+                self.shared.calls.borrow_mut().abandon(id);
+                self.shared.close_if_done();
+            }
             Some(_) => {}
         }
     }
@@ -346,13 +350,22 @@ impl<D: Decoder, E> Shared<D, E> {
     }
 
     /// Closes the connection once the pipeline is closed or the shard drains, and no call is
-    /// in flight or waiting.
+    /// in flight or waiting; aborts it when the only calls in flight timed out (their replies
+    /// would go nowhere, and an upstream that never answers must not hold the drain).
     fn close_if_done(&self) {
-        if (self.closed.get() || is_draining())
-            && self.calls.borrow().is_idle()
-            && let Some((t, _)) = &*self.link.borrow()
-        {
-            t.lose_connection();
+        if !(self.closed.get() || is_draining()) {
+            return;
+        }
+        let (idle, orphaned) = {
+            let calls = self.calls.borrow();
+            (calls.is_idle(), calls.only_abandoned())
+        };
+        if let Some((t, _)) = &*self.link.borrow() {
+            if idle {
+                t.lose_connection();
+            } else if orphaned {
+                t.abort_connection();
+            }
         }
     }
 

@@ -151,6 +151,17 @@ impl<R> CallQueue<R> {
         self.count() == 0
     }
 
+    /// True when calls are in line but nobody awaits any of them: every one was abandoned
+    /// (timed out), and none waits to be sent. Their replies would go nowhere.
+    pub(crate) fn only_abandoned(&self) -> bool {
+        self.waiting == 0
+            && !self.line.is_empty()
+            && self
+                .line
+                .iter()
+                .all(|&key| matches!(self.calls.get(key), Some(Call::Abandoned)))
+    }
+
     /// Admits a new call, which waits to be sent.
     ///
     /// # Errors
@@ -301,6 +312,22 @@ mod tests {
         let woken = q.reply("r").unwrap();
         woken.expect("a waker").wake();
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn only_abandoned_calls_await_nobody() {
+        let mut q = CallQueue::<&str>::new(4);
+        assert!(!q.only_abandoned(), "an empty line");
+        q.admit().unwrap();
+        let a = q.sent();
+        q.admit().unwrap();
+        let b = q.sent();
+        q.abandon(a);
+        assert!(!q.only_abandoned(), "b is awaited");
+        q.abandon(b);
+        assert!(q.only_abandoned());
+        q.admit().unwrap();
+        assert!(!q.only_abandoned(), "a call waits to be sent");
     }
 
     #[test]
