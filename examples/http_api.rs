@@ -137,6 +137,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .on_decode_error(|e: HttpError| Some(e.response()))
                     // A request trickled in (slowloris): 408, then closed.
                     .request_timeout(Duration::from_secs(10), || Some(Response::new(408).close()))
+                    // At a shutdown or handoff an idle keep-alive connection waits 1 s for a
+                    // request its client may be sending, answered with `Connection: close`.
+                    .drain_grace(Duration::from_secs(1))
                     // 100 Continue, once every earlier request is answered.
                     .interim(|d: &RequestDecoder| d.expects_continue().then(|| CONTINUE.to_vec()));
                 Some(Framed::new(RequestDecoder::new(limits), answered))

@@ -323,6 +323,46 @@ fn a_request_sent_as_the_drain_begins_is_answered_with_connection_close() {
     engine.join().unwrap();
 }
 
+/// As above for a service of its own on `Answered`, with `drain_grace`: the request sent as
+/// the drain begins is answered, then the connection closes; an idle one closes after the
+/// grace.
+#[test]
+fn answered_with_a_drain_grace_answers_a_request_sent_as_the_drain_begins() {
+    let (engine, addr) = engine_with(
+        1,
+        |c| c.drain_timeout = Duration::from_secs(5),
+        |_| {
+            factory_fn(|_| {
+                let answer = |line: Vec<u8>| async move { Answer::Send(line) };
+                let answered = Answered::new(LineEncoder::lf(), answer).drain_grace(Duration::from_secs(1));
+                Some(Framed::new(LineDecoder::new(64), answered))
+            })
+        },
+    );
+    let mut late = connect(addr);
+    let mut silent = connect(addr);
+    for c in [&mut late, &mut silent] {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"a\n").unwrap();
+        let mut a = [0u8; 2];
+        c.read_exact(&mut a).unwrap();
+    }
+    let t0 = Instant::now();
+    engine.shutdown();
+    std::thread::sleep(Duration::from_millis(100));
+    late.write_all(b"b\n").unwrap();
+    let mut rest = Vec::new();
+    late.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"b\n", "answered, then closed");
+    let mut b = [0u8; 1];
+    assert_eq!(silent.read(&mut b).unwrap(), 0, "the silent one is closed");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "after the grace, not the drain timeout"
+    );
+    engine.join().unwrap();
+}
+
 /// Streams `left` bytes through a producer written the Twisted way: it writes while the
 /// output has room, from `connection_made` and from each `resume_producing` (inline, or in a
 /// task the resume spawns), then closes.

@@ -109,6 +109,10 @@ pub struct Answered<D: Decoder, R, E, A> {
     timer: Option<JoinHandle<()>>,
     /// At the peer's EOF, drop the answers in the making and close.
     cancel_at_eof: bool,
+    /// How long an idle connection waits at the drain for a request on its way.
+    drain_grace: Option<Duration>,
+    /// `timer` is the drain grace of an idle connection.
+    in_grace: bool,
     _answers: PhantomData<fn() -> R>,
 }
 
@@ -204,6 +208,8 @@ impl<D: Decoder, R, E, A> Answered<D, R, E, A> {
             request_timeout: None,
             timer: None,
             cancel_at_eof: false,
+            drain_grace: None,
+            in_grace: false,
             _answers: PhantomData,
         }
     }
@@ -275,6 +281,20 @@ impl<D: Decoder, R, E, A> Answered<D, R, E, A> {
         self
     }
 
+    /// At the drain, a connection with no request in progress waits `grace` for one its
+    /// client may be sending already (a keep-alive client writes its next request while the
+    /// server decides to close): a request that arrives within it is answered (the answer
+    /// function sees [`is_draining`](crate::shard::is_draining), and an HTTP one says
+    /// `Connection: close`), then the connection closes; one that began arriving gets the
+    /// request timeout. Without it (the default) an idle connection closes at once, and a
+    /// request its client sent meanwhile is lost, the race of every server's restart. Each
+    /// connection idle at a drain then holds it up to `grace`.
+    #[must_use]
+    pub fn drain_grace(mut self, grace: Duration) -> Self {
+        self.drain_grace = Some(grace);
+        self
+    }
+
     /// Stops reading and takes no more requests: those queued are answered, then the task
     /// closes the connection.
     fn finish(&self, t: &Transport) {
@@ -289,6 +309,13 @@ impl<D: Decoder, R, E, A> Answered<D, R, E, A> {
         D::Frame: 'static,
         R: 'static,
     {
+        if self.in_grace && self.partial {
+            // A request began arriving within the drain grace: its own timer counts now.
+            self.in_grace = false;
+            if let Some(timer) = self.timer.take() {
+                timer.abort();
+            }
+        }
         match (&self.request_timeout, self.partial && !t.is_output_full()) {
             (Some((after, last)), true) if self.timer.is_none() => {
                 let (after, last) = (*after, last.clone());
@@ -434,8 +461,22 @@ where
 
     fn drain_requested(&mut self, t: &Transport) {
         self.draining = true;
-        if !self.partial {
-            self.finish(t);
+        if self.partial {
+            return;
+        }
+        match self.drain_grace {
+            Some(grace) if self.requests.is_empty() && !self.busy.get() => {
+                if let Some(timer) = self.timer.take() {
+                    timer.abort();
+                }
+                let (requests, conn) = (self.requests.clone(), t.clone());
+                self.in_grace = true;
+                self.timer = Some(spawn_serving(t, async move {
+                    sleep(grace).await;
+                    take_no_more(&requests, &conn);
+                }));
+            }
+            _ => self.finish(t),
         }
     }
 

@@ -183,7 +183,8 @@ impl ShardCtx {
         }
     }
 
-    /// The shard stops: it no longer holds the drain barrier.
+    /// The shard stops: it no longer holds the drain barrier. Once is enough; again does
+    /// nothing.
     fn leave_barrier(&self) {
         if let Some(mesh) = &self.mesh {
             self.leg.set(mesh.barrier.leave(self.leg.get()));
@@ -503,6 +504,15 @@ async fn stop_listening(listeners: &mut [Box<dyn ShardPorts>], index: usize, lis
     }
 }
 
+/// Leaves the drain barrier when dropped: at the end of [`run`], or as a panic unwinds it.
+struct LeavesBarrier(Rc<ShardCtx>);
+
+impl Drop for LeavesBarrier {
+    fn drop(&mut self) {
+        self.0.leave_barrier();
+    }
+}
+
 /// Runs a shard until the engine shuts it down (or, without listeners, until its tasks are
 /// done); returns its final counters.
 pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
@@ -513,8 +523,10 @@ pub(crate) async fn run(boot: ShardBoot) -> StatsSnapshot {
     shard.provided = enable_provided_buffers(&config.reactor, boot.info.index);
     shard.mesh = Some(boot.mesh.clone());
     let shard = Rc::new(shard);
-    // First: a shard that panics from here on still counts its listeners down.
+    // First: a shard that panics from here on still counts its listeners down, and leaves
+    // the drain barrier (the other shards' followers would wait for it until their release).
     let mut listening = ShardListening::new(boot.listening);
+    let _barrier = LeavesBarrier(shard.clone());
     // Client connections made on this shard (from the factories' construction on) join its
     // registry, so they drain and abort with it.
     ShardCtx::install(Some(shard.clone()));

@@ -17,6 +17,7 @@ const PIECE: usize = 64 * 1024;
 
 /// What becomes of one request, as its answer function says.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Answer<R> {
     /// Write this answer and go on with the next request.
     Send(R),
@@ -165,8 +166,9 @@ impl StreamWriter {
     }
 
     /// Queues `data` for the peer, in pieces of at most 64 KiB, each once the output takes
-    /// more ([`Transport::writable`]): `data` of any size is written without passing the
-    /// output cap.
+    /// more ([`Transport::writable`]): `data` of any size is written while at most the
+    /// high-water mark plus one piece is queued (so keep `FlowConfig::max_output` above that,
+    /// as the defaults are: 64 KiB + 64 KiB against 4 MiB).
     ///
     /// # Errors
     ///

@@ -353,7 +353,9 @@ impl Transport {
     /// counts again from the moment the last guard is dropped. The write-stall timeout and
     /// the protocol's deadline are not affected. [`Answered`](crate::codec::Answered) holds
     /// one while it makes answers, so the idle timeout only closes a connection between
-    /// requests (nginx's `keepalive_timeout`).
+    /// requests (nginx's `keepalive_timeout`); an answer it does not make (a request answered
+    /// later by hand, after [`Answer::Nothing`](crate::codec::Answer::Nothing)) holds one of
+    /// its own for as long as it waits.
     pub fn hold_idle(&self) -> IdleHold {
         let holds = &self.inner.idle_holds;
         holds.set(holds.get().saturating_add(1));
@@ -516,9 +518,11 @@ impl Transport {
     ///
     /// The drain timeout bounds it all: while some shard's leaders are not done, followers
     /// are told when a quarter of the timeout is left, to flush and close before the rest is
-    /// aborted. Called after the connection was told, it changes nothing; outside an engine
-    /// no drain comes. Until every shard is done, a draining shard with followers looks
-    /// through its connections and tasks every 5 ms; other connections cost nothing.
+    /// aborted. Call it before the drain begins (when the connection subscribes, say): called
+    /// once the shard drains, it may come too late to hold `drain_requested` back; outside an
+    /// engine no drain comes. Until every shard is done, a draining shard looks through its
+    /// connections and tasks every 5 ms (to the first leader it finds); connections cost
+    /// nothing for this while the engine serves.
     pub fn follow_drain(&self) {
         let mut f = self.inner.flags.get();
         f.follows_drain = true;

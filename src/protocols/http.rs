@@ -169,6 +169,8 @@ pub struct Http {
     done: bool,
     /// The engine is draining: close after the current request.
     draining: bool,
+    /// The deadline armed is the drain grace of an idle connection, not a head's.
+    grace: bool,
     /// Nothing half-read after the last read: no partial head, no body left to skip.
     idle: bool,
     /// Started when the current read delivered its first request.
@@ -194,6 +196,7 @@ impl Http {
             header_timeout,
             done: false,
             draining: false,
+            grace: false,
             idle: true,
             watch: Stopwatch::default(),
             timing: false,
@@ -275,8 +278,13 @@ impl FrameHandler for Http {
     fn read_decoded(&mut self, decoder: &RequestDecoder, buffered: usize, t: &Transport) {
         self.timing = false;
         self.idle = buffered == 0 && !decoder.in_body();
-        if self.draining && self.idle && !self.done {
-            return;
+        if self.grace {
+            if self.idle && !self.done {
+                return;
+            }
+            // A request began within the grace: its head gets the header timeout.
+            self.grace = false;
+            t.clear_deadline();
         }
         if self.done || buffered == 0 || t.is_output_full() {
             t.clear_deadline();
@@ -286,7 +294,7 @@ impl FrameHandler for Http {
     }
 
     fn deadline_expired(&mut self, t: &Transport) {
-        if self.draining && self.idle {
+        if self.grace {
             // The drain grace ran out with no request: close quietly.
             self.close(t);
         } else if !self.done {
@@ -301,6 +309,7 @@ impl FrameHandler for Http {
     fn drain_requested(&mut self, t: &Transport) {
         self.draining = true;
         if self.idle && !self.done {
+            self.grace = true;
             t.set_deadline(DRAIN_GRACE);
         }
     }
@@ -539,6 +548,18 @@ mod tests {
             !t.is_connected(),
             "a request in the grace is answered, then the close"
         );
+        let t = Transport::detached();
+        let mut h = Http::default().framed();
+        h.drain_requested(&t);
+        h.data_received(b"GET / HTTP/1.1\r\nHo", &t);
+        let at = t.deadline().expect("a deadline");
+        assert!(
+            at > std::time::Instant::now() + DRAIN_GRACE,
+            "a head begun in the grace has the header timeout, not the rest of the grace"
+        );
+        h.deadline_expired(&t);
+        let out = String::from_utf8_lossy(t.out().chunk()).into_owned();
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
         let t = Transport::detached();
         let mut h = Http::default().framed();
         h.data_received(b"GET / HTTP/1.1\r\nHost: h\r\n", &t);
