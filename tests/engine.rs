@@ -991,3 +991,35 @@ fn stopping_one_listener_refuses_its_connects_and_keeps_everything_else() {
     assert_eq!(report.total().accepted, 33);
     assert_eq!(report.total().active, 0);
 }
+
+/// `factory_fn`'s shard hooks: each shard's factory runs its `on_drain_started` when the drain
+/// begins, then its `on_stop` once its connections are gone.
+#[test]
+fn factory_fn_hooks_run_at_the_drain_and_the_stop_of_each_shard() {
+    let log = Log::<(usize, &'static str)>::default();
+    let l = log.clone();
+    let (engine, addr) = engine(2, move |info| {
+        let (drained, stopped) = (l.clone(), l.clone());
+        let shard = info.index;
+        factory_fn(|_| Some(Echo))
+            .on_drain_started(move || drained.push((shard, "drain")))
+            .on_stop(move || stopped.push((shard, "stop")))
+    });
+    let mut c = connect(addr);
+    c.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    c.read_exact(&mut one).unwrap();
+    assert!(log.items().is_empty(), "nothing while serving");
+    engine.shutdown();
+    drop(c);
+    engine.join().unwrap();
+    let items = log.items();
+    for shard in 0..2 {
+        let seen: Vec<&str> = items
+            .iter()
+            .filter(|(s, _)| *s == shard)
+            .map(|(_, e)| *e)
+            .collect();
+        assert_eq!(seen, ["drain", "stop"], "shard {shard}");
+    }
+}

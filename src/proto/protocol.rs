@@ -139,6 +139,8 @@ pub trait Factory: 'static {
 pub struct FnFactory<B> {
     build: B,
     overload_answer: Option<Box<[u8]>>,
+    on_drain_started: Option<Box<dyn FnMut()>>,
+    on_stop: Option<Box<dyn FnMut()>>,
 }
 
 impl<B> std::fmt::Debug for FnFactory<B> {
@@ -156,6 +158,8 @@ where
     FnFactory {
         build,
         overload_answer: None,
+        on_drain_started: None,
+        on_stop: None,
     }
 }
 
@@ -165,6 +169,22 @@ impl<B> FnFactory<B> {
     #[must_use]
     pub fn with_overload_answer(mut self, answer: impl Into<Vec<u8>>) -> Self {
         self.overload_answer = Some(answer.into().into_boxed_slice());
+        self
+    }
+
+    /// The factory, running `f` when its shard's drain begins ([`Factory::drain_started`]):
+    /// to finish shard-level work, or log, without writing a `Factory` of one's own.
+    #[must_use]
+    pub fn on_drain_started(mut self, f: impl FnMut() + 'static) -> Self {
+        self.on_drain_started = Some(Box::new(f));
+        self
+    }
+
+    /// The factory, running `f` once its shard stopped ([`Factory::stop`]): every
+    /// connection is gone, so shard-level figures are final there.
+    #[must_use]
+    pub fn on_stop(mut self, f: impl FnMut() + 'static) -> Self {
+        self.on_stop = Some(Box::new(f));
         self
     }
 }
@@ -182,5 +202,17 @@ where
 
     fn overload_answer(&self) -> Option<&[u8]> {
         self.overload_answer.as_deref()
+    }
+
+    fn drain_started(&mut self) {
+        if let Some(f) = &mut self.on_drain_started {
+            f();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(f) = &mut self.on_stop {
+            f();
+        }
     }
 }
