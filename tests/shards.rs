@@ -769,6 +769,23 @@ fn an_aborted_task_ends_at_once() {
 #[derive(Default)]
 struct Subscribers(RefCell<Vec<Transport>>);
 
+/// `PUB text`: writes `MSG text` to every subscriber on every shard; answers how many it
+/// reached.
+async fn publish(line: &[u8]) -> weft::codec::Answer<String> {
+    let text = String::from_utf8_lossy(line.strip_prefix(b"PUB ").unwrap_or(line)).into_owned();
+    let reached = shard::invoke_on_all(move |s: &Subscribers| {
+        let mut subs = s.0.borrow_mut();
+        subs.retain(Transport::is_connected);
+        for sub in subs.iter() {
+            sub.write(format!("MSG {text}\n").as_bytes());
+        }
+        subs.len()
+    })
+    .await
+    .unwrap();
+    weft::codec::Answer::Send(format!("SENT {}", reached.iter().sum::<usize>()))
+}
+
 /// A pub/sub over `Answered::with_transport`: `SUB` keeps the connection in its shard's
 /// subscribers, `PUB text` writes `text` to the subscribers of every shard and answers how
 /// many it reached; answers and messages come in order on each connection.
@@ -787,19 +804,7 @@ fn answers_that_keep_their_connection_make_a_pub_sub() {
                             subs.0.borrow_mut().push(t);
                             return Answer::Send("OK".to_string());
                         }
-                        let text =
-                            String::from_utf8_lossy(line.strip_prefix(b"PUB ").unwrap_or(&line)).into_owned();
-                        let reached = shard::invoke_on_all(move |s: &Subscribers| {
-                            let mut subs = s.0.borrow_mut();
-                            subs.retain(Transport::is_connected);
-                            for sub in subs.iter() {
-                                sub.write(format!("MSG {text}\n").as_bytes());
-                            }
-                            subs.len()
-                        })
-                        .await
-                        .unwrap();
-                        Answer::Send(format!("SENT {}", reached.iter().sum::<usize>()))
+                        publish(&line).await
                     }
                 };
                 Some(Framed::new(
@@ -866,19 +871,7 @@ fn draining_pub_sub(shards: usize, drain_timeout: Duration) -> Engine {
                             _ => {}
                         }
                         shard::sleep(Duration::from_millis(1)).await;
-                        let text =
-                            String::from_utf8_lossy(line.strip_prefix(b"PUB ").unwrap_or(&line)).into_owned();
-                        let reached = shard::invoke_on_all(move |s: &Subscribers| {
-                            let mut subs = s.0.borrow_mut();
-                            subs.retain(Transport::is_connected);
-                            for sub in subs.iter() {
-                                sub.write(format!("MSG {text}\n").as_bytes());
-                            }
-                            subs.len()
-                        })
-                        .await
-                        .unwrap();
-                        Answer::Send(format!("SENT {}", reached.iter().sum::<usize>()))
+                        publish(&line).await
                     }
                 };
                 Some(Framed::new(
