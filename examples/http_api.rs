@@ -73,12 +73,9 @@ const MAX_LINES: u32 = 10_000_000;
 /// chunks of up to 1,000 lines (to an HTTP/1.0 client, up to the close), in the request's
 /// turn, each chunk once the client has read enough of the ones before.
 fn lines(req: &Request, n: u32) -> Answer<Response> {
-    let mut head = Response::ok()
+    let head = Response::ok()
         .with_header("Content-Type", "text/plain")
         .answering(req);
-    if shard::is_draining() {
-        head = head.close();
-    }
     head.stream(None, move |mut body: BodyWriter| async move {
         let mut chunk = String::new();
         for i in 1..=n {
@@ -99,12 +96,8 @@ async fn answer(req: Request) -> Answer<Response> {
     {
         return lines(&req, n.min(MAX_LINES));
     }
-    let mut response = route(&req).await.answering(&req);
-    // Draining: this is the connection's last answer. Requests the client pipelined behind it
-    // go unanswered; `Connection: close` tells it to send them again on a new connection.
-    if shard::is_draining() {
-        response = response.close();
-    }
+    // Draining, every request received is answered; `last_answer` below marks the last.
+    let response = route(&req).await.answering(&req);
     if response.closes() {
         Answer::SendAndClose(response)
     } else {
@@ -140,6 +133,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     // At a shutdown or handoff an idle keep-alive connection waits 1 s for a
                     // request its client may be sending, answered with `Connection: close`.
                     .drain_grace(Duration::from_secs(1))
+                    // The last answer before a close (the drain, the client's EOF) says so:
+                    // `Connection: close`.
+                    .last_answer(Response::close)
                     // 100 Continue, once every earlier request is answered.
                     .interim(|d: &RequestDecoder| d.expects_continue().then(|| CONTINUE.to_vec()));
                 Some(Framed::new(RequestDecoder::new(limits), answered))

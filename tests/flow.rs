@@ -318,6 +318,40 @@ fn answered_with_a_drain_grace_answers_a_request_sent_as_the_drain_begins() {
     assert_eq!(sent_as_the_drain_begins(engine, addr, b"a\n"), b"a\n");
 }
 
+/// With answers made four at a time, a drain answers every request received, in order, and
+/// only the last answer is marked as the last (`last_answer`): none made beside it is dropped.
+#[test]
+fn a_drain_answers_every_request_received_and_marks_only_the_last() {
+    let (engine, addr) = engine_with(
+        1,
+        |c| c.drain_timeout = Duration::from_secs(5),
+        |_| {
+            factory_fn(|_| {
+                let answer = |line: Vec<u8>| async move {
+                    weft::shard::sleep(Duration::from_millis(100)).await;
+                    Answer::Send(line)
+                };
+                let answered = Answered::new(LineEncoder::lf(), answer)
+                    .concurrency(4)
+                    .last_answer(|mut line: Vec<u8>| {
+                        line.extend_from_slice(b" last");
+                        line
+                    });
+                Some(Framed::new(LineDecoder::new(64), answered))
+            })
+        },
+    );
+    let mut c = connect(addr);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"1\n2\n3\n4\n5\n6\n").unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    engine.shutdown();
+    let mut answers = String::new();
+    c.read_to_string(&mut answers).unwrap();
+    assert_eq!(answers, "1\n2\n3\n4\n5\n6 last\n");
+    engine.join().unwrap();
+}
+
 /// Two keep-alive clients each get an answer to `request`; then the engine drains, and 100 ms
 /// later one sends `request` again: what it reads to its EOF. The other, silent, must be
 /// closed after the drain grace, well before the drain timeout.

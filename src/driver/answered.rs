@@ -113,6 +113,8 @@ pub struct Answered<D: Decoder, R, E, A> {
     drain_grace: Option<Duration>,
     /// `timer` is the drain grace of an idle connection.
     in_grace: bool,
+    /// Marks the last answer before the connection closes.
+    closing: Option<Box<dyn Fn(R) -> R>>,
     _answers: PhantomData<fn() -> R>,
 }
 
@@ -210,6 +212,7 @@ impl<D: Decoder, R, E, A> Answered<D, R, E, A> {
             cancel_at_eof: false,
             drain_grace: None,
             in_grace: false,
+            closing: None,
             _answers: PhantomData,
         }
     }
@@ -295,6 +298,19 @@ impl<D: Decoder, R, E, A> Answered<D, R, E, A> {
         self
     }
 
+    /// Marks the last answer: once no request will come (the drain, the peer's EOF) and
+    /// this answer is the last to write, it goes through `mark` and the connection closes
+    /// after it. HTTP's is [`Response::close`](crate::http::Response::close)
+    /// (`Connection: close`: the client sends nothing more on this connection). An answer
+    /// function that closed every answer itself while draining, with `concurrency(n)`, would
+    /// drop the answers made beside the first it closed, their work done; with this it
+    /// answers as usual and the last answer says it is the last.
+    #[must_use]
+    pub fn last_answer(mut self, mark: impl Fn(R) -> R + 'static) -> Self {
+        self.closing = Some(Box::new(mark));
+        self
+    }
+
     /// Stops reading and takes no more requests: those queued are answered, then the task
     /// closes the connection.
     fn finish(&self, t: &Transport) {
@@ -354,7 +370,8 @@ where
         };
         let (requests, last, max_queued) = (self.requests.clone(), self.last.clone(), self.max_queued);
         let (t, busy, owed) = (transport.clone(), self.busy.clone(), self.interim_owed.clone());
-        let (concurrency, cancel_at_eof) = (self.concurrency, self.cancel_at_eof);
+        let (concurrency, cancel_at_eof, closing) =
+            (self.concurrency, self.cancel_at_eof, self.closing.take());
         spawn_serving(transport, async move {
             let mut work = InOrder::new(concurrency, busy, t.clone());
             let mut answer = |r| make.make(r, &t);
@@ -369,7 +386,10 @@ where
                     break;
                 }
                 let (close, written) = match outcome {
-                    Answer::Send(r) => (false, send(&t, &mut encoder, r)),
+                    Answer::Send(r) => match closing.as_ref().filter(|_| is_last(&requests, &work, &last)) {
+                        Some(mark) => (true, send(&t, &mut encoder, mark(r))),
+                        None => (false, send(&t, &mut encoder, r)),
+                    },
                     Answer::SendAndClose(r) => (true, send(&t, &mut encoder, r)),
                     Answer::Stream(s) => (
                         false,
@@ -679,6 +699,19 @@ fn send<R, E: Encoder<R>>(t: &Transport, encoder: &mut E, answer: R) -> bool {
             false
         }
     }
+}
+
+/// True when the answer just made is the last the connection will write: no request will
+/// come, none waits, no other answer is in the making, and no last answer (a decode error's)
+/// follows.
+fn is_last<Req, Fut: Future, R>(requests: &Queue<Req>, work: &InOrder<Fut>, last: &Cell<Option<R>>) -> bool {
+    if !(requests.is_closed() && requests.is_empty() && !work.is_busy()) {
+        return false;
+    }
+    let after = last.take();
+    let none = after.is_none();
+    last.set(after);
+    none
 }
 
 /// Stops reading and takes no more requests: those queued are still answered.

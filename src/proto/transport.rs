@@ -518,7 +518,9 @@ impl Transport {
     ///
     /// The drain timeout bounds it all: while some shard's leaders are not done, followers
     /// are told when a quarter of the timeout is left, to flush and close before the rest is
-    /// aborted. Call it before the drain begins (when the connection subscribes, say): called
+    /// aborted. A follower that only receives reads nothing: with an idle timeout configured,
+    /// keep a [`hold_idle`](Self::hold_idle) guard for as long as it subscribes, or it is
+    /// closed as idle. Call it before the drain begins (when the connection subscribes, say): called
     /// once the shard drains, it may come too late to hold `drain_requested` back; outside an
     /// engine no drain comes. Until every shard is done, a draining shard looks through its
     /// connections and tasks every 5 ms (to the first leader it finds); connections cost
