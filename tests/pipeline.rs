@@ -93,6 +93,22 @@ fn serve_lines(
     })
 }
 
+/// Calls `p` with each line at once, each call in a task of its own: their outcomes, in order.
+async fn call_all(p: &Lines, lines: &[&'static str]) -> Vec<Result<Vec<u8>, CallError>> {
+    let calls: Vec<_> = lines
+        .iter()
+        .map(|&l| {
+            let p = p.clone();
+            weft::shard::spawn(async move { p.call(l).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.unwrap());
+    }
+    outcomes
+}
+
 /// Calls `p` with `line` until it answers (bounded), returning the errors seen meanwhile.
 async fn until_answered(p: &Lines, line: &str) -> (String, Vec<String>) {
     let end = Instant::now() + Duration::from_secs(10);
@@ -157,17 +173,7 @@ fn a_killed_upstream_fails_every_call_in_flight_then_calls_recover_after_its_res
         .spawn(move || async move {
             let p = lines(addr, retrying_every(Duration::from_millis(300)));
             let before = text(p.call("ok1").await);
-            let in_flight: Vec<_> = ["hang1", "hang2", "hang3", "die"]
-                .into_iter()
-                .map(|l| {
-                    let p = p.clone();
-                    weft::shard::spawn(async move { p.call(l).await })
-                })
-                .collect();
-            let mut lost = Vec::new();
-            for call in in_flight {
-                lost.push(call.await.unwrap());
-            }
+            let lost = call_all(&p, &["hang1", "hang2", "hang3", "die"]).await;
             // Right after the loss the policy waits out its back-off: refused at once.
             let refused = p.call("ok2").await;
             restart_tx.send(()).unwrap();
@@ -253,17 +259,7 @@ fn a_reply_that_does_not_decode_fails_every_call_in_flight_and_the_next_connecti
     });
     let (failed, after) = on_executor(move || async move {
         let p = lines(addr, retrying_every(Duration::from_millis(50)));
-        let calls: Vec<_> = ["bad", "second"]
-            .into_iter()
-            .map(|l| {
-                let p = p.clone();
-                weft::shard::spawn(async move { p.call(l).await })
-            })
-            .collect();
-        let mut failed = Vec::new();
-        for call in calls {
-            failed.push(call.await.unwrap());
-        }
+        let failed = call_all(&p, &["bad", "second"]).await;
         (failed, until_answered(&p, "ok").await.0)
     });
     for call in &failed {
