@@ -363,6 +363,7 @@ impl Service {
     /// over goes on serving).
     pub fn start(self) -> Result<RunningService, ServiceError> {
         self.check_roles()?;
+        self.check_hdr_log()?;
         crate::config::require_drain("drain_delay", self.drain_delay).map_err(EngineError::from)?;
         if let Some(every) = self.stats_interval
             && every < MIN_STATS_INTERVAL
@@ -530,6 +531,31 @@ impl Service {
             )?);
         }
         Ok(running)
+    }
+
+    /// Tries the files the start creates, changing none: the handoff socket (bound beside
+    /// its path and removed again) and the latency log (opened without being truncated, or
+    /// created and removed again). For a configuration check before a deployment (`weft
+    /// serve --check`): what it refuses, the start refuses too.
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::Handoff`] or [`ServiceError::HdrLog`], as the start would fail.
+    pub fn check_files(&self) -> Result<(), ServiceError> {
+        if let Some(path) = &self.handoff_socket {
+            drop(HandoffServer::prepare(path.clone())?);
+        }
+        self.check_hdr_log()
+    }
+
+    /// Whether the latency log can be written, before anything serves (the log itself
+    /// starts once the engine does).
+    fn check_hdr_log(&self) -> Result<(), ServiceError> {
+        if let Some(path) = &self.hdr_log {
+            let path = with_pid(path);
+            LatencyLog::check(&path).map_err(|source| ServiceError::HdrLog { path, source })?;
+        }
+        Ok(())
     }
 
     /// Refuses a listener on a port taken over whose layers differ from the predecessor's,
@@ -836,6 +862,20 @@ mod tests {
             PathBuf::from(format!("/var/log/weft-{pid}.hlog"))
         );
         assert_eq!(with_pid(Path::new("plain.hlog")), PathBuf::from("plain.hlog"));
+    }
+
+    #[test]
+    fn check_files_tries_the_start_files_and_leaves_none() {
+        let dir = std::env::temp_dir().join(format!("weft-check-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Service::new(EngineConfig::default())
+            .handoff_socket(dir.join("h.sock"))
+            .hdr_log(dir.join("lat-{pid}.hlog"));
+        ok.check_files().unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing left behind");
+        let bad = Service::new(EngineConfig::default()).hdr_log("/proc/x.hlog");
+        assert!(matches!(bad.check_files(), Err(ServiceError::HdrLog { .. })));
+        std::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]

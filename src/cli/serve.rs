@@ -499,27 +499,35 @@ fn validate(args: &ServeArgs) -> Result<(), CliError> {
         "10s",
     )
     .map_err(flagged)?;
-    check_paths(args)
-}
-
-/// The files the start creates, tried as the start would (before anything serves, and by
-/// `--check`): the handoff socket is created beside its path and removed again, the latency
-/// log opened without being truncated (or created and removed).
-fn check_paths(args: &ServeArgs) -> Result<(), CliError> {
-    if let Some(path) = &args.handoff_socket {
-        drop(weft::handoff::HandoffServer::prepare(path).map_err(ServiceError::from)?);
-    }
     if let Some(path) = &args.hdr_log {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        let fail = |why: String| Err(CliError::Failure(format!("--hdr-log {}: {why}", path.display())));
         if dir.is_some_and(|d| !d.is_dir()) {
-            return fail("its directory does not exist".into());
-        }
-        if let Err(e) = weft::metrics::LatencyLog::check(path) {
-            return fail(format!("cannot create it: {e}"));
+            return Err(CliError::Failure(format!(
+                "--hdr-log {}: its directory does not exist",
+                path.display()
+            )));
         }
     }
     Ok(())
+}
+
+/// `--check`: the files the start would create, tried by the library as the start tries them
+/// ([`Service::check_files`]).
+fn check_files(args: &ServeArgs) -> Result<(), CliError> {
+    let mut service = Service::new(EngineConfig::default());
+    if let Some(path) = &args.handoff_socket {
+        service = service.handoff_socket(path);
+    }
+    if let Some(path) = &args.hdr_log {
+        service = service.hdr_log(path);
+    }
+    service.check_files().map_err(|e| match e {
+        ServiceError::HdrLog { path, source } => CliError::Failure(format!(
+            "--hdr-log {}: cannot create it: {source}",
+            path.display()
+        )),
+        e => CliError::from(e),
+    })
 }
 
 /// Longest ALPN protocol name (RFC 7301: a one-byte length).
@@ -565,6 +573,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
             .resolve(&Cores::allowed())
             .map_err(|e| CliError::Failure(e.to_string()))?;
         tls_config(&args)?;
+        check_files(&args)?;
         print!("{}", check_report(&args));
         return Ok(());
     }

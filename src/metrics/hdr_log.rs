@@ -73,7 +73,7 @@ impl LatencyLog {
     /// # Errors
     ///
     /// The file cannot be opened or created.
-    pub fn check(path: &Path) -> io::Result<()> {
+    pub(crate) fn check(path: &Path) -> io::Result<()> {
         match OpenOptions::new().write(true).open(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 OpenOptions::new().write(true).create_new(true).open(path)?;
