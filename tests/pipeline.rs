@@ -93,6 +93,35 @@ fn serve_lines(
     })
 }
 
+/// Runs `task` on a one-shard engine whose drain timeout is a minute, shuts the engine down
+/// once the upstream read a line (`got`), and returns the engine's report and the task's
+/// outcome.
+fn drained_once_the_upstream_reads<T, Fut>(
+    got: &mpsc::Receiver<()>,
+    task: impl Fn() -> Fut + Send + Sync + 'static,
+) -> (weft::EngineReport, T)
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let mut config = EngineConfig::default();
+    config.cores = Cores::Count(1);
+    // Held up to its timeout, the drain would take a minute.
+    config.drain_timeout = Duration::from_secs(60);
+    let (tx, rx) = mpsc::channel();
+    let engine = Engine::builder(config)
+        .on_each_shard(move |_| {
+            let (tx, work) = (tx.clone(), task());
+            async move { tx.send(work.await).unwrap() }
+        })
+        .start()
+        .unwrap();
+    got.recv().unwrap();
+    engine.shutdown();
+    let report = engine.join().unwrap();
+    (report, rx.recv().unwrap())
+}
+
 /// Calls `p` with each line at once, each call in a task of its own: their outcomes, in order.
 async fn call_all(p: &Lines, lines: &[&'static str]) -> Vec<Result<Vec<u8>, CallError>> {
     let calls: Vec<_> = lines
@@ -372,30 +401,14 @@ fn the_connection_closes_at_the_drain_once_its_calls_are_answered() {
         std::thread::sleep(Duration::from_millis(200));
         Some(vec![format!("re:{line}")])
     });
-    let mut config = EngineConfig::default();
-    config.cores = Cores::Count(1);
-    // Held up to its timeout, the drain would take a minute.
-    config.drain_timeout = Duration::from_secs(60);
-    let (tx, rx) = mpsc::channel();
-    let engine = Engine::builder(config)
-        .on_each_shard(move |_| {
-            let tx = tx.clone();
-            async move {
-                let p = lines(addr, PipelineOptions::default());
-                let before = text(p.call("before").await);
-                let during = text(p.call("during").await);
-                // Kept alive past the task: only the drain closes its connection.
-                std::mem::forget(p);
-                tx.send((before, during)).unwrap();
-            }
-        })
-        .start()
-        .unwrap();
-    // The drain begins while the first call is in flight.
-    got_rx.recv().unwrap();
-    engine.shutdown();
-    let report = engine.join().unwrap();
-    let (before, during) = rx.recv().unwrap();
+    let (report, (before, during)) = drained_once_the_upstream_reads(&got_rx, move || async move {
+        let p = lines(addr, PipelineOptions::default());
+        let before = text(p.call("before").await);
+        let during = text(p.call("during").await);
+        // Kept alive past the task: only the drain closes its connection.
+        std::mem::forget(p);
+        (before, during)
+    });
     assert_eq!((before.as_str(), during.as_str()), ("re:before", "re:during"));
     // Neither connection was aborted at the drain's timeout: each closed once answered.
     assert_eq!(report.total().closed_for("shutdown"), 0);
@@ -414,33 +427,20 @@ fn calls_that_timed_out_do_not_hold_the_drain() {
         let _ = got_tx.send(());
         Some(Vec::new())
     });
-    let mut config = EngineConfig::default();
-    config.cores = Cores::Count(1);
-    config.drain_timeout = Duration::from_secs(60);
-    let (tx, rx) = mpsc::channel();
-    let engine = Engine::builder(config)
-        .on_each_shard(move |_| {
-            let tx = tx.clone();
-            async move {
-                let options = PipelineOptions::default().with_call_timeout(Some(Duration::from_millis(300)));
-                let p = lines(addr, options);
-                let outcome = text(p.call("never answered").await);
-                std::mem::forget(p);
-                tx.send(outcome).unwrap();
-            }
-        })
-        .start()
-        .unwrap();
-    got_rx.recv().unwrap();
-    engine.shutdown();
     let t0 = Instant::now();
-    let report = engine.join().unwrap();
+    let (report, outcome) = drained_once_the_upstream_reads(&got_rx, move || async move {
+        let options = PipelineOptions::default().with_call_timeout(Some(Duration::from_millis(300)));
+        let p = lines(addr, options);
+        let outcome = text(p.call("never answered").await);
+        std::mem::forget(p);
+        outcome
+    });
     assert!(
         t0.elapsed() < Duration::from_secs(20),
         "the drain ended after {:?}",
         t0.elapsed()
     );
-    assert_eq!(rx.recv().unwrap(), "error: timed_out");
+    assert_eq!(outcome, "error: timed_out");
     assert_eq!(
         report.total().closed_for("shutdown"),
         0,
