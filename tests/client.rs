@@ -6,7 +6,8 @@
 
 mod util;
 
-use std::future::Future;
+use util::on_executor;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::process::{Child, Command, Stdio};
@@ -211,19 +212,6 @@ impl Protocol for RecProto {
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.log.push(Ev::ProtoLost(reason.label()));
     }
-}
-
-/// Runs `f` on a fresh glommio executor thread (no engine) and returns its result.
-fn on_executor<T, Fut>(f: impl FnOnce() -> Fut + Send + 'static) -> T
-where
-    T: Send + 'static,
-    Fut: Future<Output = T> + 'static,
-{
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
 }
 
 async fn sleep_ms(ms: u64) {

@@ -514,20 +514,17 @@ fn a_port_in_use_suggests_takeover_only_where_a_weft_serves_handoffs() {
     let sock_arg = sock.to_str().unwrap();
     let (mut old, addr) = echo_serving_handoffs(sock_arg);
     let addr = addr.to_string();
-    let out = util::run_weft(
-        &[
-            "serve",
-            "--cores",
-            "1",
-            "--listen",
-            &addr,
-            "--handoff-socket",
-            sock_arg,
-        ],
-        Duration::from_secs(15),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // A second weft on the same port, serving handoffs at `at`: what it says as it exits 1.
+    let second = |at: &str| {
+        let out = util::run_weft(
+            &["serve", "--cores", "1", "--listen", &addr, "--handoff-socket", at],
+            Duration::from_secs(15),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        err
+    };
+    let err = second(sock_arg);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
         err.contains(&format!(
@@ -538,20 +535,7 @@ fn a_port_in_use_suggests_takeover_only_where_a_weft_serves_handoffs() {
     );
     // Without a handoff socket at the path given, no such hint.
     let elsewhere = socket_path("in-use-none");
-    let out = util::run_weft(
-        &[
-            "serve",
-            "--cores",
-            "1",
-            "--listen",
-            &addr,
-            "--handoff-socket",
-            elsewhere.to_str().unwrap(),
-        ],
-        Duration::from_secs(15),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = second(elsewhere.to_str().unwrap());
     assert!(
         err.contains("address in use") && !err.contains("--takeover"),
         "{err}"

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod util;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -13,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
+use util::on_executor;
 use weft::client::{CallError, Outage, Pipeline, PipelineOptions};
 use weft::codec::{LineDecoder, LineEncoder};
 use weft::{ConnectError, ConnectOptions, Cores, Engine, EngineConfig, ReconnectPolicy};
@@ -44,19 +47,6 @@ fn text(result: Result<Vec<u8>, CallError>) -> String {
         Ok(reply) => String::from_utf8(reply).unwrap(),
         Err(e) => format!("error: {}", e.label()),
     }
-}
-
-/// Runs `f` on a fresh glommio executor thread (no engine) and returns its result.
-fn on_executor<T, Fut>(f: impl FnOnce() -> Fut + Send + 'static) -> T
-where
-    T: Send + 'static,
-    Fut: Future<Output = T> + 'static,
-{
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
 }
 
 fn loopback() -> (TcpListener, SocketAddr) {

@@ -559,3 +559,16 @@ pub fn promtool_check(body: &str) {
         "promtool: {said}\n{body}"
     );
 }
+
+/// Runs `f` on a fresh glommio executor thread (no engine) and returns its result.
+pub fn on_executor<T, Fut>(f: impl FnOnce() -> Fut + Send + 'static) -> T
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
